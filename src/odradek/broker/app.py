@@ -1,0 +1,171 @@
+"""The broker: storage, metadata and the TCP server in one object, usable in-process.
+
+``async with Broker(config) as broker:`` starts it (``broker.bootstrap`` is the address to give
+clients) and shuts it down cleanly. :func:`odradek.broker.runner.run_in_thread` wraps it for
+blocking code. All state lives on the broker's event loop; nothing here is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from types import TracebackType
+
+from odradek.broker.connection import KafkaConnection
+from odradek.broker.delayed import AppendWatch
+from odradek.broker.dispatcher import Dispatcher
+from odradek.broker.topics import TopicManager
+from odradek.config import BrokerConfig, log_config_for
+from odradek.errors import UnknownTopicOrPartitionError
+from odradek.metadata.store import MetadataStore, TopicMetadata
+from odradek.storage.clock import Clock, SystemClock
+from odradek.storage.log import PartitionLog
+from odradek.storage.log_manager import LogManager
+
+__all__ = ["Broker"]
+
+log = logging.getLogger("odradek.broker")
+
+
+class Broker:
+    """A single Kafka-compatible broker."""
+
+    def __init__(self, config: BrokerConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.node_id = config.node_id
+        self.data_dir = Path(config.log_dirs[0])
+        self.append_watch = AppendWatch()
+        self._server: asyncio.Server | None = None
+        self._connections: set[KafkaConnection] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.host = ""
+        self.port = 0
+        self.advertised_host = ""
+        self.advertised_port = 0
+        self.started_at = 0.0
+        # Set by start():
+        self.metadata: MetadataStore
+        self.logs: LogManager
+        self.topics: TopicManager
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.advertised_host}:{self.advertised_port}"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        t0 = time.perf_counter()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.metadata = MetadataStore(self.data_dir, self.node_id, self.config.cluster_id)
+        self.logs = LogManager(self.data_dir, self.clock, self.config.default_log_config())
+        self.logs.startup(self._log_config_for_topic)
+        self.topics = TopicManager(self.config, self.metadata, self.logs)
+        self.topics.reconcile()
+        loop = asyncio.get_running_loop()
+        host, port = self.config.listener_host, self.config.listener_port
+        dispatcher = Dispatcher(self)
+        max_frame = self.config.socket_request_max_bytes
+        self._server = await loop.create_server(
+            lambda: KafkaConnection(dispatcher, max_frame, self._connections),
+            host,
+            port,
+            reuse_address=True,
+        )
+        sock = self._server.sockets[0]
+        self.host, self.port = sock.getsockname()[:2]
+        adv = self.config.advertised_address
+        self.advertised_host = adv[0] if adv and adv[0] else self.host
+        self.advertised_port = adv[1] if adv and adv[1] else self.port
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
+        self.started_at = time.perf_counter() - t0
+        log.info(
+            "odradek broker %d serving on %s:%d (cluster %s, data in %s) in %.0f ms",
+            self.node_id,
+            self.host,
+            self.port,
+            self.metadata.cluster_id,
+            self.data_dir,
+            self.started_at * 1000,
+        )
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for conn in list(self._connections):
+            conn.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self.append_watch.notify_all()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+        self._server = None
+        self.logs.shutdown()
+        log.info("odradek broker %d stopped", self.node_id)
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def _housekeeping(self) -> None:
+        """Retention and time-based flushes, on Kafka's check intervals."""
+        retention_every = self.config.log_retention_check_interval_ms / 1000
+        flush_every = min(self.config.log_flush_scheduler_interval_ms / 1000, 1.0)
+        next_retention = time.monotonic() + retention_every
+        while True:
+            await asyncio.sleep(flush_every)
+            now_ms = self.clock.milliseconds()
+            try:
+                self.logs.flush_due(now_ms)
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + retention_every
+                    self.logs.run_retention(now_ms)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    # -- used by handlers -----------------------------------------------------------------------
+
+    def _log_config_for_topic(self, topic: str):  # type: ignore[no-untyped-def]
+        meta = self.metadata.topic(topic)
+        return log_config_for(self.config, meta.configs if meta else {})
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog:
+        return self.topics.log(topic, partition)
+
+    def maybe_auto_create(self, name: str) -> TopicMetadata | None:
+        """Create ``name`` with the broker defaults when ``auto.create.topics.enable`` is on."""
+        meta = self.topics.topic(name)
+        if meta is not None:
+            return meta
+        if not self.config.auto_create_topics_enable:
+            return None
+        meta = self.topics.create(name)
+        log.info("auto-created topic %s with %d partitions", name, meta.partitions)
+        return meta
+
+    def require_topic(self, name: str) -> TopicMetadata:
+        meta = self.topics.topic(name)
+        if meta is None:
+            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+        return meta

@@ -1,0 +1,106 @@
+"""CreateTopics (key 19): create topics with partitions, replication factor 1 and configs."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.errors import error_code_for
+from odradek.broker.registry import ApiHandler
+from odradek.config import effective_topic_configs
+from odradek.errors import ErrorCode, InvalidRequestError, KafkaError
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["API"]
+
+KEY = 19
+_ZERO = datetime.timedelta(0)
+
+
+def _result(mod: Any, name: str, code: ErrorCode, message: str | None = None, **extra: Any) -> Any:
+    fields: dict[str, Any] = dict(
+        name=name,
+        topic_id=None,
+        error_code=code,
+        error_message=message,
+        num_partitions=-1,
+        replication_factor=-1,
+        configs=None,
+    )
+    fields.update(extra)
+    return build(mod.CreatableTopicResult, **fields)
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    body = request.body
+    mod = response_module(KEY, request.api_version)
+    seen: dict[str, int] = {}
+    for t in body.topics:
+        seen[t.name] = seen.get(t.name, 0) + 1
+    results = []
+    for t in body.topics:
+        try:
+            if seen[t.name] > 1:
+                raise InvalidRequestError(f"topic {t.name!r} appears more than once in the request")
+            configs: dict[str, str | None] = {}
+            for c in t.configs:
+                if c.name in configs:
+                    raise InvalidRequestError(f"config {c.name!r} is given more than once")
+                configs[c.name] = c.value
+            assignments = {a.partition_index: list(a.broker_ids) for a in t.assignments}
+            meta = broker.topics.create(
+                t.name,
+                num_partitions=t.num_partitions,
+                replication_factor=t.replication_factor,
+                assignments=assignments or None,
+                configs=configs,
+                validate_only=body.validate_only,
+            )
+            entries = tuple(
+                build(
+                    mod.CreatableTopicConfigs,
+                    name=e.name,
+                    value=e.value,
+                    read_only=e.read_only,
+                    config_source=e.source,
+                    is_sensitive=e.sensitive,
+                )
+                for e in effective_topic_configs(broker.config, meta.configs)
+            ) if request.api_version >= 5 else None
+            results.append(
+                _result(
+                    mod,
+                    t.name,
+                    ErrorCode.none,
+                    topic_id=meta.topic_id,
+                    num_partitions=meta.partitions,
+                    replication_factor=1,
+                    configs=entries,
+                )
+            )
+        except Exception as e:
+            code = error_code_for(e, context=f"create topic {t.name}")
+            results.append(
+                _result(mod, t.name, code, e.message if isinstance(e, KafkaError) else None)
+            )
+    return build(mod.CreateTopicsResponse, throttle_time=_ZERO, topics=tuple(results))
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    mod = response_module(KEY, request.api_version)
+    results = tuple(_result(mod, t.name, code) for t in request.body.topics)
+    return build(mod.CreateTopicsResponse, throttle_time=_ZERO, topics=results)
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="CreateTopics",
+    min_version=2,
+    max_version=7,
+    handle=handle,
+    error_response=error_response,
+)

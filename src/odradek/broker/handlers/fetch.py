@@ -1,0 +1,236 @@
+"""Fetch (key 1): read record batches, long-polling until ``min_bytes`` arrive or ``max_wait``.
+
+Record bytes go out as stored in the segment files. Incremental fetch sessions (KIP-227) are not
+kept: every response carries session id 0, which tells clients to send full fetch requests, and
+a request naming a session gets FETCH_SESSION_ID_NOT_FOUND so the client starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.errors import error_code_for
+from odradek.broker.handlers._common import LEADER_EPOCH
+from odradek.broker.registry import ApiHandler
+from odradek.errors import (
+    ErrorCode,
+    FencedLeaderEpochError,
+    KafkaError,
+    UnknownLeaderEpochError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+)
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["API"]
+
+KEY = 1
+_ZERO = datetime.timedelta(0)
+ZERO_UUID = uuid.UUID(int=0)
+
+
+class FetchSessionIdNotFoundError(KafkaError):
+    code = ErrorCode.fetch_session_id_not_found
+
+
+@dataclass(slots=True)
+class _Partition:
+    topic: str
+    topic_id: uuid.UUID | None
+    index: int
+    fetch_offset: int
+    max_bytes: int
+    current_leader_epoch: int
+
+
+@dataclass(slots=True)
+class _Read:
+    bytes_read: int
+    has_error: bool
+    body: Any
+
+
+def _requested(broker: Broker, request: Request) -> list[tuple[Any, list[_Partition | Any]]]:
+    """Resolve topic names/ids; an unresolvable topic id keeps the raw partition for an error."""
+    out: list[tuple[Any, list[_Partition | Any]]] = []
+    for t in request.body.topics:
+        topic_id = getattr(t, "topic_id", None)
+        name = getattr(t, "topic", None)
+        if name is None and topic_id is not None:
+            meta = broker.topics.topic_by_id(topic_id)
+            name = meta.name if meta is not None else None
+        parts: list[_Partition | Any] = []
+        for p in t.partitions:
+            if name is None:
+                parts.append(p)
+                continue
+            parts.append(
+                _Partition(
+                    topic=name,
+                    topic_id=topic_id,
+                    index=p.partition,
+                    fetch_offset=p.fetch_offset,
+                    max_bytes=p.partition_max_bytes,
+                    current_leader_epoch=getattr(p, "current_leader_epoch", -1),
+                )
+            )
+        out.append((t, parts))
+    return out
+
+
+def _partition_body(
+    mod: Any,
+    index: int,
+    code: ErrorCode,
+    high_watermark: int = -1,
+    log_start_offset: int = -1,
+    records: bytes = b"",
+) -> Any:
+    return build(
+        mod.PartitionData,
+        partition_index=index,
+        error_code=code,
+        high_watermark=high_watermark,
+        last_stable_offset=high_watermark,
+        log_start_offset=log_start_offset,
+        aborted_transactions=None,
+        preferred_read_replica=-1,
+        records=records,
+    )
+
+
+def _read(broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]]) -> _Read:
+    mod = response_module(KEY, request.api_version)
+    remaining = request.body.max_bytes if request.api_version >= 3 else 2**31 - 1
+    total = 0
+    has_error = False
+    responses = []
+    for t, parts in topics:
+        out = []
+        for p in parts:
+            if not isinstance(p, _Partition):
+                out.append(_partition_body(mod, p.partition, ErrorCode.unknown_topic_id))
+                has_error = True
+                continue
+            try:
+                log = broker.topics.log(p.topic, p.index)
+                epoch = p.current_leader_epoch
+                if epoch >= 0 and epoch != LEADER_EPOCH:
+                    raise (
+                        FencedLeaderEpochError() if epoch < LEADER_EPOCH else UnknownLeaderEpochError()
+                    )
+                high_watermark = log.high_watermark
+                data = log.read(
+                    p.fetch_offset,
+                    max_bytes=max(0, min(p.max_bytes, remaining)),
+                    max_offset=high_watermark,
+                    min_one_message=total == 0,
+                ).records
+                n = len(data)
+                total += n
+                remaining -= n
+                out.append(
+                    _partition_body(
+                        mod, p.index, ErrorCode.none, high_watermark, log.log_start_offset, data
+                    )
+                )
+            except Exception as e:
+                if isinstance(e, UnknownTopicOrPartitionError) and p.topic_id is not None:
+                    e = UnknownTopicIdError()
+                code = error_code_for(e, context=f"fetch from {p.topic}-{p.index}")
+                has_error = True
+                hw, lso = -1, -1
+                try:
+                    log = broker.topics.log(p.topic, p.index)
+                    hw, lso = log.high_watermark, log.log_start_offset
+                except KafkaError:
+                    pass
+                out.append(_partition_body(mod, p.index, code, hw, lso))
+        responses.append(
+            build(
+                mod.FetchableTopicResponse,
+                topic=getattr(t, "topic", None),
+                topic_id=getattr(t, "topic_id", None),
+                partitions=tuple(out),
+            )
+        )
+    body = build(
+        mod.FetchResponse,
+        throttle_time=_ZERO,
+        error_code=ErrorCode.none,
+        session_id=0,
+        responses=tuple(responses),
+    )
+    return _Read(total, has_error, body)
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    body = request.body
+    if request.api_version >= 7 and body.session_id != 0:
+        raise FetchSessionIdNotFoundError(f"fetch session {body.session_id} is not known")
+    topics = _requested(broker, request)
+    first = _read(broker, request, topics)
+    wait_ms = body.max_wait.total_seconds() * 1000
+    if first.bytes_read >= body.min_bytes or first.has_error or wait_ms <= 0 or not topics:
+        return first.body
+    return _long_poll(broker, request, topics, wait_ms / 1000)
+
+
+async def _long_poll(
+    broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]], timeout: float
+) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    tps = [(p.topic, p.index) for _, parts in topics for p in parts if isinstance(p, _Partition)]
+    while True:
+        remaining = deadline - loop.time()
+        if remaining > 0:
+            fut = broker.append_watch.watch(tps)
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                broker.append_watch.unwatch(tps, fut)
+        result = _read(broker, request, topics)
+        if result.bytes_read >= request.body.min_bytes or result.has_error:
+            return result.body
+        if loop.time() >= deadline:
+            return result.body
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    mod = response_module(KEY, request.api_version)
+    responses = tuple(
+        build(
+            mod.FetchableTopicResponse,
+            topic=getattr(t, "topic", None),
+            topic_id=getattr(t, "topic_id", None),
+            partitions=tuple(_partition_body(mod, p.partition, code) for p in t.partitions),
+        )
+        for t in request.body.topics
+    )
+    top = code if code == ErrorCode.fetch_session_id_not_found else ErrorCode.none
+    if top != ErrorCode.none:
+        responses = ()
+    return build(
+        mod.FetchResponse, throttle_time=_ZERO, error_code=top, session_id=0, responses=responses
+    )
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="Fetch",
+    min_version=4,
+    max_version=16,
+    handle=handle,
+    error_response=error_response,
+)

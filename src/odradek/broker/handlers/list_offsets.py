@@ -1,0 +1,110 @@
+"""ListOffsets (key 2): earliest, latest, by timestamp and max-timestamp offsets."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.errors import error_code_for
+from odradek.broker.handlers._common import LEADER_EPOCH
+from odradek.broker.registry import ApiHandler
+from odradek.errors import (
+    ErrorCode,
+    FencedLeaderEpochError,
+    InvalidRequestError,
+    UnknownLeaderEpochError,
+)
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+    from odradek.storage.log import PartitionLog
+
+__all__ = ["API"]
+
+KEY = 2
+_ZERO = datetime.timedelta(0)
+
+LATEST = -1
+EARLIEST = -2
+MAX_TIMESTAMP = -3
+EARLIEST_LOCAL = -4
+
+
+def _lookup(log: PartitionLog, timestamp: int, version: int) -> tuple[int, int, int]:
+    """(timestamp, offset, leader_epoch) for one query; offset -1 when no record matches."""
+    if timestamp == LATEST:
+        # Until transactions exist the last stable offset is the high watermark.
+        return -1, log.high_watermark, LEADER_EPOCH
+    if timestamp in (EARLIEST, EARLIEST_LOCAL) and (timestamp == EARLIEST or version >= 8):
+        return -1, log.log_start_offset, LEADER_EPOCH
+    if timestamp == MAX_TIMESTAMP and version >= 7:
+        found = log.max_timestamp_and_offset()
+    elif timestamp < 0:
+        raise InvalidRequestError(f"unsupported special timestamp {timestamp} in v{version}")
+    else:
+        found = log.fetch_offset_by_timestamp(timestamp)
+    if found is None or found.offset >= log.high_watermark:
+        return -1, -1, -1
+    return found.timestamp, found.offset, found.leader_epoch
+
+
+def _partition(mod: Any, index: int, code: ErrorCode, ts: int = -1, offset: int = -1,
+               epoch: int = -1) -> Any:
+    return build(
+        mod.ListOffsetsPartitionResponse,
+        partition_index=index,
+        error_code=code,
+        timestamp=ts,
+        offset=offset,
+        leader_epoch=epoch,
+        old_style_offsets=(),
+    )
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    mod = response_module(KEY, request.api_version)
+    topics = []
+    for t in request.body.topics:
+        parts = []
+        for p in t.partitions:
+            try:
+                log = broker.topics.log(t.name, p.partition_index)
+                epoch = getattr(p, "current_leader_epoch", -1)
+                if epoch >= 0 and epoch != LEADER_EPOCH:
+                    raise (
+                        FencedLeaderEpochError() if epoch < LEADER_EPOCH else UnknownLeaderEpochError()
+                    )
+                ts, offset, leader_epoch = _lookup(log, p.timestamp, request.api_version)
+                parts.append(
+                    _partition(mod, p.partition_index, ErrorCode.none, ts, offset, leader_epoch)
+                )
+            except Exception as e:
+                code = error_code_for(e, context=f"list offsets of {t.name}-{p.partition_index}")
+                parts.append(_partition(mod, p.partition_index, code))
+        topics.append(build(mod.ListOffsetsTopicResponse, name=t.name, partitions=tuple(parts)))
+    return build(mod.ListOffsetsResponse, throttle_time=_ZERO, topics=tuple(topics))
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    mod = response_module(KEY, request.api_version)
+    topics = tuple(
+        build(
+            mod.ListOffsetsTopicResponse,
+            name=t.name,
+            partitions=tuple(_partition(mod, p.partition_index, code) for p in t.partitions),
+        )
+        for t in request.body.topics
+    )
+    return build(mod.ListOffsetsResponse, throttle_time=_ZERO, topics=topics)
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="ListOffsets",
+    min_version=1,
+    max_version=8,
+    handle=handle,
+    error_response=error_response,
+)

@@ -1,0 +1,68 @@
+"""The registry of API handlers: the one source of what the broker serves and advertises.
+
+ApiVersions answers are computed from this table, so an API is advertised exactly when a handler
+for it is registered, in exactly the versions that handler declares.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from odradek.errors import ErrorCode
+from odradek.protocol.messages import Request, request_schema
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["ApiHandler", "handlers", "HANDLER_MODULES"]
+
+Response = Any
+HandleFn = Callable[["Broker", Request], "Response | Awaitable[Response]"]
+ErrorFn = Callable[[Request, ErrorCode], Response]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiHandler:
+    """One Kafka API: its key, the versions served, the handler and its whole-request error form.
+
+    ``handle`` returns the response body, or an awaitable of it for requests that wait (a long
+    poll); ``error_response`` builds the response that reports ``code`` for every part of the
+    request, used by the error boundary when ``handle`` raises.
+    """
+
+    api_key: int
+    name: str
+    min_version: int
+    max_version: int
+    handle: HandleFn
+    error_response: ErrorFn
+
+    def __post_init__(self) -> None:
+        for v in range(self.min_version, self.max_version + 1):
+            if request_schema(self.api_key, v) is None:
+                raise RuntimeError(f"{self.name} v{v} has no codec")
+
+
+HANDLER_MODULES = (
+    "api_versions",
+    "metadata",
+    "produce",
+    "fetch",
+    "list_offsets",
+    "create_topics",
+    "init_producer_id",
+)
+
+
+@cache
+def handlers() -> dict[int, ApiHandler]:
+    table: dict[int, ApiHandler] = {}
+    for name in HANDLER_MODULES:
+        module = importlib.import_module(f"odradek.broker.handlers.{name}")
+        api: ApiHandler = module.API
+        table[api.api_key] = api
+    return table

@@ -1,0 +1,184 @@
+"""Topic administration: the rules for creating, growing, reconfiguring and deleting topics.
+
+Synchronous; owned by the broker's event loop. Metadata goes to the :class:`MetadataStore` first
+and the partition logs are created after, so a crash in between leaves a topic whose missing
+partition directories are created again at start-up (:meth:`TopicManager.reconcile`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+
+from odradek.config import BrokerConfig, log_config_for, validate_topic_configs
+from odradek.errors import (
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    InvalidRequestError,
+    InvalidTopicError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
+from odradek.metadata.store import MetadataStore, TopicMetadata
+from odradek.storage.log import PartitionLog
+from odradek.storage.log_manager import LogManager
+
+__all__ = ["TopicManager", "validate_topic_name", "MAX_TOPIC_NAME_LENGTH"]
+
+MAX_TOPIC_NAME_LENGTH = 249
+_LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
+MAX_PARTITIONS = 100_000
+
+
+def validate_topic_name(name: str) -> None:
+    if not name:
+        raise InvalidTopicError("topic name is empty")
+    if name in (".", ".."):
+        raise InvalidTopicError(f"topic name cannot be {name!r}")
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise InvalidTopicError(
+            f"topic name is {len(name)} characters long; the limit is {MAX_TOPIC_NAME_LENGTH}"
+        )
+    if not _LEGAL.match(name):
+        raise InvalidTopicError(
+            f"topic name {name!r} is illegal: only ASCII letters, digits, '.', '_' and '-' are allowed"
+        )
+
+
+class TopicManager:
+    def __init__(self, config: BrokerConfig, store: MetadataStore, logs: LogManager) -> None:
+        self._config = config
+        self._store = store
+        self._logs = logs
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def topic(self, name: str) -> TopicMetadata | None:
+        return self._store.topic(name)
+
+    def topics(self) -> list[TopicMetadata]:
+        return sorted(self._store.topics(), key=lambda t: t.name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMetadata | None:
+        return self._store.topic_by_id(topic_id)
+
+    def log(self, topic: str, partition: int) -> PartitionLog:
+        meta = self._store.topic(topic)
+        if meta is None or not 0 <= partition < meta.partitions:
+            raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
+        log = self._logs.get_log(topic, partition)
+        if log is None:
+            raise UnknownTopicOrPartitionError(f"{topic}-{partition} has no log")
+        return log
+
+    # -- changes --------------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        *,
+        num_partitions: int = -1,
+        replication_factor: int = -1,
+        assignments: Mapping[int, list[int]] | None = None,
+        configs: Mapping[str, str | None] | None = None,
+        validate_only: bool = False,
+    ) -> TopicMetadata:
+        validate_topic_name(name)
+        if self._store.topic(name) is not None:
+            raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        if assignments:
+            if num_partitions != -1 or replication_factor != -1:
+                raise InvalidRequestError(
+                    "both a replica assignment and numPartitions/replicationFactor were given"
+                )
+            if sorted(assignments) != list(range(len(assignments))):
+                raise InvalidPartitionsError("replica assignment partitions must be 0..N-1")
+            for p, replicas in assignments.items():
+                if replicas != [self._config.node_id]:
+                    raise InvalidReplicationFactorError(
+                        f"partition {p}: replicas {replicas} are not all live brokers "
+                        f"(the only broker is {self._config.node_id})"
+                    )
+            num_partitions = len(assignments)
+        if num_partitions == -1:
+            num_partitions = self._config.num_partitions
+        if replication_factor == -1:
+            replication_factor = self._config.default_replication_factor
+        if num_partitions <= 0 or num_partitions > MAX_PARTITIONS:
+            raise InvalidPartitionsError(
+                f"number of partitions must be between 1 and {MAX_PARTITIONS}, got {num_partitions}"
+            )
+        if replication_factor <= 0:
+            raise InvalidReplicationFactorError(
+                f"replication factor must be at least 1, got {replication_factor}"
+            )
+        if replication_factor > 1:
+            raise InvalidReplicationFactorError(
+                f"replication factor {replication_factor} is larger than the number of "
+                "available brokers (1)"
+            )
+        clean = validate_topic_configs(dict(configs or {}))
+        log_config = log_config_for(self._config, clean)
+        meta = TopicMetadata(
+            name=name, topic_id=uuid.uuid4(), partitions=num_partitions, configs=clean
+        )
+        if validate_only:
+            return meta
+        self._store.put_topic(meta)
+        for p in range(num_partitions):
+            self._logs.create_log(name, p, log_config)
+        return meta
+
+    def delete(self, name: str) -> TopicMetadata:
+        meta = self._store.topic(name)
+        if meta is None:
+            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+        self._store.remove_topic(name)
+        for p in range(meta.partitions):
+            self._logs.delete_log(name, p)
+        return meta
+
+    def create_partitions(self, name: str, count: int, *, validate_only: bool) -> TopicMetadata:
+        meta = self._store.topic(name)
+        if meta is None:
+            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+        if count < meta.partitions:
+            raise InvalidPartitionsError(
+                f"topic {name!r} has {meta.partitions} partitions; it cannot shrink to {count}"
+            )
+        if count == meta.partitions:
+            raise InvalidPartitionsError(f"topic {name!r} already has {count} partitions")
+        if count > MAX_PARTITIONS:
+            raise InvalidPartitionsError(f"at most {MAX_PARTITIONS} partitions are allowed")
+        if validate_only:
+            return meta
+        log_config = log_config_for(self._config, meta.configs)
+        new = self._store.update_topic(name, partitions=count)
+        for p in range(meta.partitions, count):
+            self._logs.create_log(name, p, log_config)
+        return new
+
+    def set_configs(
+        self, name: str, configs: Mapping[str, str], *, validate_only: bool
+    ) -> TopicMetadata:
+        """Replace the topic's dynamic configs with ``configs`` (validated first)."""
+        meta = self._store.topic(name)
+        if meta is None:
+            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+        clean = validate_topic_configs(dict(configs))
+        log_config = log_config_for(self._config, clean)
+        if validate_only:
+            return meta
+        new = self._store.update_topic(name, configs=clean)
+        self._logs.update_config(name, log_config)
+        return new
+
+    def reconcile(self) -> None:
+        """Create partition logs that the metadata names but the disk lacks (a crash between
+        writing metadata and creating the directories)."""
+        for meta in self._store.topics():
+            log_config = log_config_for(self._config, meta.configs)
+            for p in range(meta.partitions):
+                if self._logs.get_log(meta.name, p) is None:
+                    self._logs.create_log(meta.name, p, log_config)

@@ -1,0 +1,58 @@
+"""``odradek serve``: run one broker until SIGINT or SIGTERM, then shut down cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+__all__ = ["configure", "run"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to bind (port 0 picks one)")
+    p.add_argument("--data-dir", metavar="DIR", help="where the logs live (log.dirs)")
+    p.add_argument("--config", metavar="FILE", help="a server.properties file with Kafka's names")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from odradek.cli.main import CliError
+    from odradek.config import BrokerConfig, ConfigError, load_properties
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_properties(args.config) if args.config else BrokerConfig.from_properties({})
+        config = config.with_overrides(listen=args.listen, data_dir=args.data_dir)
+    except ConfigError as e:
+        raise CliError(f"invalid configuration: {e}") from None
+    except OSError as e:
+        raise CliError(f"cannot read {args.config}: {e.strerror}") from None
+    try:
+        asyncio.run(_serve(config))
+    except OSError as e:
+        raise CliError(f"cannot start: {e}") from None
+    return 0
+
+
+async def _serve(config: object) -> None:
+    from odradek.broker.app import Broker
+
+    broker = Broker(config)  # type: ignore[arg-type]
+    await broker.start()
+    print(f"odradek listening on {broker.host}:{broker.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await broker.stop()

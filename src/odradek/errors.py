@@ -1,0 +1,178 @@
+"""Typed exceptions that carry a Kafka error code.
+
+Core code raises these; the broker's single error boundary (``odradek.broker.errors``) turns any
+exception into a per-partition or per-request Kafka error code, falling back to
+UNKNOWN_SERVER_ERROR with a log line for anything that is not a ``KafkaError``.
+"""
+
+from __future__ import annotations
+
+from kio.schema.errors import ErrorCode
+
+__all__ = [
+    "ErrorCode",
+    "KafkaError",
+    "CorruptRecordError",
+    "InvalidRecordError",
+    "RecordTooLargeError",
+    "RecordListTooLargeError",
+    "OffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
+    "InvalidProducerEpochError",
+    "UnknownProducerIdError",
+    "InvalidTimestampError",
+    "UnsupportedForMessageFormatError",
+    "InvalidConfigError",
+    "InvalidTopicError",
+    "UnknownTopicOrPartitionError",
+    "UnknownTopicIdError",
+    "TopicAlreadyExistsError",
+    "InvalidPartitionsError",
+    "InvalidReplicationFactorError",
+    "PolicyViolationError",
+    "KafkaStorageError",
+    "InvalidRequestError",
+    "NotLeaderOrFollowerError",
+    "FencedLeaderEpochError",
+    "UnknownLeaderEpochError",
+    "UnsupportedVersionError",
+    "InvalidRequiredAcksError",
+    "ClusterAuthorizationError",
+    "UnsupportedCompressionTypeError",
+    "DuplicateSequenceError",
+    "CorruptFrameError",
+    "FrameTooLargeError",
+]
+
+
+class KafkaError(Exception):
+    """An error with a Kafka error code; the message is sent to clients where the API allows."""
+
+    code: ErrorCode = ErrorCode.unknown_server_error
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code.name)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code.name
+
+
+class CorruptRecordError(KafkaError):
+    code = ErrorCode.corrupt_message
+
+
+class InvalidRecordError(KafkaError):
+    code = ErrorCode.invalid_record
+
+
+class RecordTooLargeError(KafkaError):
+    code = ErrorCode.message_too_large
+
+
+class RecordListTooLargeError(KafkaError):
+    code = ErrorCode.record_list_too_large
+
+
+class OffsetOutOfRangeError(KafkaError):
+    code = ErrorCode.offset_out_of_range
+
+
+class OutOfOrderSequenceError(KafkaError):
+    code = ErrorCode.out_of_order_sequence_number
+
+
+class InvalidProducerEpochError(KafkaError):
+    code = ErrorCode.invalid_producer_epoch
+
+
+class UnknownProducerIdError(KafkaError):
+    code = ErrorCode.unknown_producer_id
+
+
+class InvalidTimestampError(KafkaError):
+    code = ErrorCode.invalid_timestamp
+
+
+class UnsupportedForMessageFormatError(KafkaError):
+    code = ErrorCode.unsupported_for_message_format
+
+
+class InvalidConfigError(KafkaError):
+    code = ErrorCode.invalid_config
+
+
+class InvalidTopicError(KafkaError):
+    code = ErrorCode.invalid_topic_exception
+
+
+class UnknownTopicOrPartitionError(KafkaError):
+    code = ErrorCode.unknown_topic_or_partition
+
+
+class UnknownTopicIdError(KafkaError):
+    code = ErrorCode.unknown_topic_id
+
+
+class TopicAlreadyExistsError(KafkaError):
+    code = ErrorCode.topic_already_exists
+
+
+class InvalidPartitionsError(KafkaError):
+    code = ErrorCode.invalid_partitions
+
+
+class InvalidReplicationFactorError(KafkaError):
+    code = ErrorCode.invalid_replication_factor
+
+
+class PolicyViolationError(KafkaError):
+    code = ErrorCode.policy_violation
+
+
+class KafkaStorageError(KafkaError):
+    code = ErrorCode.kafka_storage_error
+
+
+class InvalidRequestError(KafkaError):
+    code = ErrorCode.invalid_request
+
+
+class NotLeaderOrFollowerError(KafkaError):
+    code = ErrorCode.not_leader_or_follower
+
+
+class FencedLeaderEpochError(KafkaError):
+    code = ErrorCode.fenced_leader_epoch
+
+
+class UnknownLeaderEpochError(KafkaError):
+    code = ErrorCode.unknown_leader_epoch
+
+
+class UnsupportedVersionError(KafkaError):
+    code = ErrorCode.unsupported_version
+
+
+class InvalidRequiredAcksError(KafkaError):
+    code = ErrorCode.invalid_required_acks
+
+
+class ClusterAuthorizationError(KafkaError):
+    code = ErrorCode.cluster_authorization_failed
+
+
+class UnsupportedCompressionTypeError(KafkaError):
+    code = ErrorCode.unsupported_compression_type
+
+
+class DuplicateSequenceError(KafkaError):
+    code = ErrorCode.duplicate_sequence_number
+
+
+class CorruptFrameError(Exception):
+    """A request frame that cannot be parsed; the connection it came on is closed."""
+
+
+class FrameTooLargeError(CorruptFrameError):
+    """A frame larger than ``socket.request.max.bytes``; the connection is closed."""

@@ -1,0 +1,1 @@
+"""Cluster metadata: topics, partitions, ids; local file store today, etcd later."""

@@ -1,0 +1,127 @@
+"""Typed Kafka requests and responses over the ``kio`` codecs (generated from Kafka's specs).
+
+Sans-IO: :func:`decode_request` turns one frame into a :class:`Request` holding the parsed header
+and a frozen ``kio`` body; :func:`encode_response` turns a ``kio`` response body back into a
+size-prefixed frame. Request header v1 is used for non-flexible versions and v2 for flexible ones;
+responses use header v1 when flexible, v0 otherwise, and ApiVersions responses always use v0 (so a
+client can parse them before it knows which versions the broker speaks).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from kio.index import UnknownAPIKey, UnknownEntity, load_request_schema, load_response_schema
+from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
+from kio.schema.response_header.v1.header import ResponseHeader as ResponseHeaderV1
+from kio.serial import entity_reader, entity_writer
+from kio.serial.errors import SerialError
+from kio.static.primitive import i32
+
+from odradek.errors import CorruptFrameError
+
+__all__ = [
+    "API_VERSIONS_KEY",
+    "Request",
+    "RequestPreamble",
+    "peek_preamble",
+    "decode_request",
+    "encode_response",
+    "request_schema",
+    "response_schema",
+]
+
+API_VERSIONS_KEY = 18
+
+_PREAMBLE = struct.Struct(">hhi")
+_SIZE = struct.Struct(">i")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPreamble:
+    """The first three header fields, readable before the API version is known to be supported."""
+
+    api_key: int
+    api_version: int
+    correlation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One decoded request: header fields plus the ``kio`` body entity."""
+
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+    body: Any
+    size: int
+
+
+def peek_preamble(frame: bytes) -> RequestPreamble:
+    if len(frame) < _PREAMBLE.size:
+        raise CorruptFrameError(f"request frame of {len(frame)} bytes is shorter than its header")
+    api_key, api_version, correlation_id = _PREAMBLE.unpack_from(frame, 0)
+    return RequestPreamble(api_key, api_version, correlation_id)
+
+
+@cache
+def request_schema(api_key: int, api_version: int) -> type[Any] | None:
+    try:
+        return load_request_schema(api_key, api_version)
+    except (UnknownAPIKey, UnknownEntity):
+        return None
+
+
+@cache
+def response_schema(api_key: int, api_version: int) -> type[Any]:
+    return load_response_schema(api_key, api_version)
+
+
+@cache
+def _reader(schema: type[Any]) -> Any:
+    return entity_reader(schema)
+
+
+@cache
+def _writer(schema: type[Any]) -> Any:
+    return entity_writer(schema)
+
+
+def decode_request(frame: bytes, preamble: RequestPreamble, schema: type[Any]) -> Request:
+    """Parse header and body; a malformed body is a :class:`CorruptFrameError`."""
+    header_schema = schema.__header_schema__
+    try:
+        header, header_size = _reader(header_schema)(frame, 0)
+        body, body_size = _reader(schema)(frame, header_size)
+    except (SerialError, ValueError, TypeError, IndexError, OverflowError, UnicodeDecodeError) as e:
+        raise CorruptFrameError(
+            f"malformed request api_key={preamble.api_key} v{preamble.api_version}: {e}"
+        ) from e
+    return Request(
+        api_key=preamble.api_key,
+        api_version=preamble.api_version,
+        correlation_id=preamble.correlation_id,
+        client_id=header.client_id,
+        body=body,
+        size=len(frame),
+    )
+
+
+def encode_response(api_key: int, correlation_id: int, body: Any) -> bytes:
+    """Return the size-prefixed response frame for ``body`` (a ``kio`` response entity)."""
+    buf = io.BytesIO()
+    buf.write(b"\0\0\0\0")
+    if body.__flexible__ and api_key != API_VERSIONS_KEY:
+        _writer(ResponseHeaderV1)(buf, ResponseHeaderV1(correlation_id=i32(correlation_id)))
+    else:
+        _writer(ResponseHeaderV0)(buf, ResponseHeaderV0(correlation_id=i32(correlation_id)))
+    _writer(type(body))(buf, body)
+    out = buf.getbuffer()
+    _SIZE.pack_into(out, 0, len(out) - 4)
+    del out
+    return buf.getvalue()

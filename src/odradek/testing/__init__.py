@@ -1,0 +1,1 @@
+"""Helpers for testing Kafka code against a real, in-process odradek broker."""
