@@ -1,0 +1,178 @@
+"""`make bench`: throughput and latency of a real odradek broker, driven by librdkafka.
+
+The broker runs as its own process (`odradek serve`, port 0, a temporary data dir); the load
+generator is confluent-kafka in this process. Both share the machine, as they will in CI.
+Prints one line per measurement; targets from the issue are shown beside each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def start_broker(data_dir: str) -> tuple[subprocess.Popen[str], str, float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "odradek", "serve", "--listen", "127.0.0.1:0",
+         "--data-dir", data_dir, "--log-level", "WARNING"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    elapsed = time.perf_counter() - t0
+    if not line.startswith("odradek listening on "):
+        proc.kill()
+        raise SystemExit(f"broker did not start: {line!r}")
+    return proc, line.split()[-1], elapsed
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+
+
+def produce(bootstrap: str, topic: str, size: int, count: int, acks: str) -> tuple[float, float]:
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": acks,
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "enable.idempotence": False,
+    })
+    payload = os.urandom(size)
+    errors: list[object] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
+    t0 = time.perf_counter()
+    for _ in range(count):
+        while True:
+            try:
+                p.produce(topic, payload, on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.01)
+    p.flush(120)
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise SystemExit(f"{len(errors)} produce errors, first: {errors[0]}")
+    return count / elapsed, count * size / elapsed / 1e6
+
+
+def consume(bootstrap: str, topic: str, size: int, count: int) -> tuple[float, float]:
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "bench",
+        "enable.auto.commit": False,
+        "fetch.max.bytes": 52_428_800,
+        "max.partition.fetch.bytes": 10_485_760,
+        "queued.max.messages.kbytes": 1_048_576,
+    })
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = 0
+    t0 = time.perf_counter()
+    while got < count:
+        msgs = c.consume(num_messages=10_000, timeout=10)
+        if not msgs:
+            raise SystemExit(f"consume stalled after {got} records")
+        got += len(msgs)
+    elapsed = time.perf_counter() - t0
+    c.close()
+    return got / elapsed, got * size / elapsed / 1e6
+
+
+def latency(bootstrap: str, topic: str, rate: int, seconds: float) -> tuple[float, float]:
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "bench-latency",
+        "fetch.wait.max.ms": 100,
+        "fetch.min.bytes": 1,
+    })
+    c.assign([TopicPartition(topic, 0, 0)])
+    c.consume(num_messages=1, timeout=1)  # connect before measuring
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": "1"})
+    total = int(rate * seconds)
+    lat: list[float] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while len(lat) < total:
+            for m in c.consume(num_messages=1000, timeout=1):
+                if m.error() is None and m.value() is not None:
+                    lat.append(time.perf_counter() - float(m.value()))
+        done.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i / rate
+        while (now := time.perf_counter()) < due:
+            time.sleep(min(due - now, 0.001))
+        p.produce(topic, repr(time.perf_counter()).encode())
+        p.poll(0)
+    p.flush(10)
+    done.wait(30)
+    c.close()
+    lat.sort()
+    if not lat:
+        raise SystemExit("no latency samples")
+    return lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records-1k", type=int, default=300_000)
+    ap.add_argument("--records-100", type=int, default=1_000_000)
+    ap.add_argument("--latency-seconds", type=float, default=10)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="odradek-bench-") as tmp:
+        data_dir = str(Path(tmp) / "data")
+        proc, bootstrap, startup = start_broker(data_dir)
+        try:
+            print(f"broker start-up to serving        {startup * 1000:8.0f} ms     (target <= 500 ms)")
+            run = uuid.uuid4().hex[:6]
+            for size, count, acks, target in (
+                (1024, args.records_1k, "1", "target >= 250 MB/s"),
+                (1024, args.records_1k, "all", ""),
+                (100, args.records_100, "1", "target >= 400,000 records/s"),
+                (100, args.records_100, "all", ""),
+            ):
+                topic = f"bench-{size}-{acks}-{run}"
+                create_topic(bootstrap, topic)
+                rps, mbps = produce(bootstrap, topic, size, count, acks)
+                print(f"produce {size:>5} B acks={acks:<3}          {mbps:8.1f} MB/s "
+                      f"{rps:12,.0f} records/s   {target}")
+                if acks == "1":
+                    rps, mbps = consume(bootstrap, topic, size, count)
+                    tgt = "target >= 400 MB/s" if size == 1024 else ""
+                    print(f"consume {size:>5} B from start         {mbps:8.1f} MB/s "
+                          f"{rps:12,.0f} records/s   {tgt}")
+            topic = f"bench-latency-{run}"
+            create_topic(bootstrap, topic)
+            p50, p99 = latency(bootstrap, topic, 1000, args.latency_seconds)
+            print(f"end-to-end latency at 1,000 rec/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
+                  "(target p99 <= 10 ms)")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

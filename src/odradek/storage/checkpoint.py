@@ -1,0 +1,111 @@
+"""Small crash-safe files: atomic replace and Kafka's text checkpoint format.
+
+Kafka's checkpoint files are text::
+
+    <version>\\n
+    <entry count>\\n
+    <entry>\\n ...
+
+Every write goes to ``<name>.tmp``, is fsynced, renamed over ``<name>`` and the directory is
+fsynced, so a crash leaves either the old file or the new one (plus possibly a stray ``.tmp``,
+which partition start-up deletes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from odradek.errors import KafkaStorageError
+
+__all__ = [
+    "TMP_SUFFIX",
+    "atomic_write",
+    "fsync_dir",
+    "write_checkpoint",
+    "read_checkpoint",
+    "write_offset_checkpoint",
+    "read_offset_checkpoint",
+]
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames and creations inside ``directory`` durable (best effort on odd filesystems)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if sync:
+            fsync_dir(path.parent)
+    except OSError as e:
+        raise KafkaStorageError(f"cannot write {path}: {e}") from e
+
+
+def write_checkpoint(path: Path, version: int, entries: list[str]) -> None:
+    text = f"{version}\n{len(entries)}\n" + "".join(f"{e}\n" for e in entries)
+    atomic_write(path, text.encode("utf-8"))
+
+
+def read_checkpoint(path: Path, version: int) -> list[str] | None:
+    """The entry lines, or None when the file is missing or malformed."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) < 2:
+        return None
+    try:
+        if int(lines[0]) != version:
+            return None
+        count = int(lines[1])
+    except ValueError:
+        return None
+    entries = lines[2:]
+    if count != len(entries):
+        return None
+    return entries
+
+
+def write_offset_checkpoint(path: Path, topic: str, partition: int, offset: int) -> None:
+    """One-partition version of Kafka's ``<topic> <partition> <offset>`` checkpoint (version 0)."""
+    write_checkpoint(path, 0, [f"{topic} {partition} {offset}"])
+
+
+def read_offset_checkpoint(path: Path) -> int | None:
+    entries = read_checkpoint(path, 0)
+    if not entries:
+        return None
+    parts = entries[0].split(" ")
+    if len(parts) != 3:
+        return None
+    try:
+        return int(parts[2])
+    except ValueError:
+        return None

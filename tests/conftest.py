@@ -1,0 +1,4 @@
+import logging
+
+logging.getLogger("kafka").setLevel(logging.WARNING)
+logging.getLogger("aiokafka").setLevel(logging.WARNING)
