@@ -46,12 +46,12 @@ async def _serve(config: object) -> None:
     from odradek.broker.app import Broker
 
     broker = Broker(config)  # type: ignore[arg-type]
-    await broker.start()
-    print(f"odradek listening on {broker.host}:{broker.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await broker.start()
+    print(f"odradek listening on {broker.host}:{broker.port}", flush=True)
     try:
         await stop.wait()
     finally:

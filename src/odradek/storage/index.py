@@ -122,8 +122,6 @@ class _IndexFile:
             raise CorruptIndexError(
                 f"{self.path}: size {size} is not a multiple of {self.entry_size}"
             )
-        if size // self.entry_size > self.max_entries:
-            raise CorruptIndexError(f"{self.path}: more entries than the configured maximum")
         return size
 
     def _read_raw(self) -> bytes:
@@ -214,6 +212,13 @@ class OffsetIndex(_IndexFile):
         if i < 0:
             return self.base_offset, 0
         return self.base_offset + self._rel[i], self._pos[i]
+
+    def floor_position(self, position: int) -> int:
+        """The largest indexed batch position <= ``position`` (0 when none): a batch boundary
+        from which a header walk may start."""
+        self._ensure_loaded()
+        i = bisect_right(self._pos, position) - 1
+        return self._pos[i] if i >= 0 else 0
 
     def last_entry(self) -> tuple[int, int]:
         self._ensure_loaded()

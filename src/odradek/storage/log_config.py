@@ -40,9 +40,9 @@ class LogConfig:
             raise InvalidConfigError(f"segment.bytes must be at least 14, got {self.segment_bytes}")
         if self.segment_ms < 1:
             raise InvalidConfigError(f"segment.ms must be at least 1, got {self.segment_ms}")
-        if self.segment_index_bytes < 12:
+        if self.segment_index_bytes < 4:
             raise InvalidConfigError(
-                f"segment.index.bytes must be at least 12, got {self.segment_index_bytes}"
+                f"segment.index.bytes must be at least 4, got {self.segment_index_bytes}"
             )
         if self.index_interval_bytes < 0:
             raise InvalidConfigError("index.interval.bytes must not be negative")

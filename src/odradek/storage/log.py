@@ -1,0 +1,819 @@
+"""One partition's log (Kafka's UnifiedLog + LogLoader + LocalLog, single replica).
+
+Directory layout of a partition ``<topic>-<partition>/``::
+
+    00000000000000000000.log         record batches, exactly as appended (see segment.py)
+    00000000000000000000.index       sparse offset index       (see index.py)
+    00000000000000000000.timeindex   sparse time index         (see index.py)
+    00000000000000004711.snapshot    producer state at offset 4711 (see producer_state.py)
+    leader-epoch-checkpoint          epoch -> start offset     (see epoch.py)
+    log-start-offset-checkpoint      "0\\n1\\n<topic> <partition> <log start offset>\\n"
+    recovery-point-offset-checkpoint "0\\n1\\n<topic> <partition> <recovery point>\\n"
+
+The recovery point is the offset below which everything is known to be fsynced: it is written
+on segment roll (the rolled segment is fsynced first) and on close. After an unclean shutdown
+``open(recover=True)`` re-validates every segment from the one holding the recovery point,
+truncates at the first invalid byte and deletes any later segment, rebuilds the indexes of the
+re-validated segments, and replays producer state from the newest snapshot. After a clean
+shutdown (``recover=False``) nothing is rescanned: indexes are sanity-checked by size and last
+entry, and only the few KB after the active segment's last index entry are read to find the log
+end offset (a failed check falls back to recovering that one segment).
+
+Files that a crash can leave behind and that start-up removes: ``*.deleted`` (segments whose
+deletion was pending), ``*.cleaned`` and ``*.swap`` (compaction leftovers; there is no
+compaction yet), ``*.tmp`` (unfinished atomic writes), and index files without a ``.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import shutil
+import struct
+import uuid
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from odradek.errors import (
+    InvalidRecordError,
+    KafkaStorageError,
+    OffsetOutOfRangeError,
+    RecordListTooLargeError,
+)
+from odradek.protocol.records import (
+    ATTR_TIMESTAMP_TYPE,
+    BatchHeader,
+    crc32c,
+    decode_records,
+    validate_batches,
+)
+from odradek.storage.checkpoint import (
+    TMP_SUFFIX,
+    fsync_dir,
+    read_offset_checkpoint,
+    write_offset_checkpoint,
+)
+from odradek.storage.clock import Clock
+from odradek.storage.epoch import LeaderEpochFileCache
+from odradek.storage.index import CorruptIndexError
+from odradek.storage.log_config import LogConfig
+from odradek.storage.producer_state import ProducerStateEntry, ProducerStateManager
+from odradek.storage.segment import (
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    LogSegment,
+    SegmentCorruptError,
+    TimestampAndOffset,
+)
+
+__all__ = [
+    "AppendOrigin",
+    "FetchDataInfo",
+    "LogAppendInfo",
+    "LogConfig",
+    "PartitionLog",
+    "SegmentInfo",
+    "TimestampAndOffset",
+    "LOG_START_OFFSET_CHECKPOINT",
+    "RECOVERY_POINT_CHECKPOINT",
+    "EARLIEST_TIMESTAMP",
+    "LATEST_TIMESTAMP",
+    "MAX_TIMESTAMP",
+]
+
+LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
+RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+MAX_TIMESTAMP = -3
+
+_STRAY_SUFFIXES = (DELETED_SUFFIX, ".cleaned", ".swap", TMP_SUFFIX)
+_OFFSET = struct.Struct(">q")
+_EPOCH = struct.Struct(">i")
+_TIMESTAMPS = struct.Struct(">hiqq")  # attributes, lastOffsetDelta, baseTimestamp, maxTimestamp
+_CRC = struct.Struct(">I")
+
+
+class AppendOrigin(enum.Enum):
+    """Who is appending: clients get every check; the coordinator (transaction markers,
+    internal topics) skips the sequence checks and may write control batches."""
+
+    CLIENT = "client"
+    COORDINATOR = "coordinator"
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppendInfo:
+    """Result of an append. ``first_offset``/``last_offset`` are -1 for an empty append;
+    ``log_append_time_ms`` is -1 for CreateTime topics; ``duplicate`` marks a retried batch
+    that was not appended again (the offsets are those of the original)."""
+
+    first_offset: int
+    last_offset: int
+    log_append_time_ms: int
+    log_start_offset: int
+    record_count: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FetchDataInfo:
+    """Whole batches read from one segment, plus the log's offsets at the time of the read."""
+
+    records: bytes
+    fetch_offset: int
+    high_watermark: int
+    log_start_offset: int
+    log_end_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    base_offset: int
+    size: int
+    max_timestamp: int
+    is_active: bool
+
+
+class PartitionLog:
+    """The log of one partition: an ordered list of segments, the active one last.
+
+    Owned by the broker's event-loop thread: every method is synchronous and none locks.
+    Persistence formats and crash behaviour are described in the module docstring. Create
+    instances with :meth:`open`.
+    """
+
+    def __init__(
+        self, directory: Path, topic: str, partition: int, config: LogConfig, clock: Clock
+    ) -> None:
+        self.directory = directory
+        self.topic = topic
+        self.partition = partition
+        self.config = config
+        self.clock = clock
+        self._segments: list[LogSegment] = []
+        self._bases: list[int] = []
+        self._log_start_offset = 0
+        self._log_end_offset = 0
+        self._high_watermark = 0
+        self._recovery_point = 0
+        self._last_flush_ms = clock.milliseconds()
+        self._pending_deletes: list[tuple[int, list[Path]]] = []
+        self._closed = False
+        self.epoch_cache = LeaderEpochFileCache(directory)
+        self.producer_state = ProducerStateManager(directory)
+
+    # == loading =================================================================================
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        clock: Clock,
+        *,
+        recover: bool,
+    ) -> PartitionLog:
+        """Open (creating if needed) the partition directory ``directory`` itself, i.e. the
+        ``<topic>-<partition>`` folder. ``recover`` says the previous shutdown was unclean."""
+        path = Path(directory)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot create {path}: {e}") from e
+        log = cls(path, topic, partition, config, clock)
+        try:
+            log._load(recover)
+        except OSError as e:
+            log._close_handles()
+            raise KafkaStorageError(f"cannot load {path}: {e}") from e
+        return log
+
+    def _load(self, recover: bool) -> None:
+        now = self.clock.milliseconds()
+        bases = self._remove_stray_files()
+        lso_ckpt = read_offset_checkpoint(self.directory / LOG_START_OFFSET_CHECKPOINT)
+        segments = [
+            LogSegment.open_existing(self.directory, b, self.config, now_ms=now) for b in bases
+        ]
+        recover_from: int | None = None  # index of the first segment to re-validate
+        if recover:
+            rp = read_offset_checkpoint(self.directory / RECOVERY_POINT_CHECKPOINT) or 0
+            recover_from = max(0, bisect_right(bases, rp) - 1) if segments else None
+        else:
+            for i, seg in enumerate(segments):
+                try:
+                    seg.sanity_check()
+                    if i == len(segments) - 1:
+                        seg.load_tail()
+                except (CorruptIndexError, SegmentCorruptError):
+                    recover_from = i
+                    break
+        if recover_from is not None:
+            segments = self._recover_segments(segments, recover_from)
+        for seg in segments[:-1]:
+            seg.offset_index.close_handle()
+            seg.time_index.close_handle()
+        if not segments:
+            segments = [
+                LogSegment.create(self.directory, max(lso_ckpt or 0, 0), self.config, now_ms=now)
+            ]
+            fsync_dir(self.directory)
+        self._set_segments(segments)
+        active = segments[-1]
+        assert active.next_offset is not None
+        self._log_end_offset = active.next_offset
+        self._log_start_offset = max(lso_ckpt or 0, segments[0].base_offset)
+        if self._log_start_offset > self._log_end_offset:
+            # The checkpointed start survived a crash that lost the data before it.
+            self._truncate_fully_and_start_at(self._log_start_offset, now)
+        self.epoch_cache.truncate_from_end(self._log_end_offset)
+        self.epoch_cache.truncate_from_start(self._log_start_offset)
+        snapshot = self.producer_state.load(self._log_end_offset)
+        replay_from = snapshot if snapshot is not None else (
+            self._segments[0].base_offset if recover else None
+        )
+        if replay_from is not None and replay_from < self._log_end_offset:
+            self._replay_producer_state(replay_from)
+        self._high_watermark = self._log_end_offset
+        self._recovery_point = self._log_end_offset
+        if recover_from is not None:
+            for seg in self._segments[recover_from:]:
+                seg.flush()
+
+    def _remove_stray_files(self) -> list[int]:
+        """Delete crash leftovers; return the base offsets of the ``.log`` files, sorted."""
+        names = os.listdir(self.directory)
+        logs = set()
+        for name in names:
+            if name.endswith(LOG_SUFFIX):
+                stem = name[: -len(LOG_SUFFIX)]
+                if stem.isdigit():
+                    logs.add(stem)
+        for name in names:
+            path = self.directory / name
+            stray = name.endswith(_STRAY_SUFFIXES)
+            for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                if name.endswith(suffix) and name[: -len(suffix)] not in logs:
+                    stray = True
+            if stray and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return sorted(int(s) for s in logs)
+
+    def _recover_segments(self, segments: list[LogSegment], start: int) -> list[LogSegment]:
+        """Re-validate ``segments[start:]``; drop everything after the first damage."""
+        min_base = segments[start].base_offset
+        for i in range(start, len(segments)):
+            seg = segments[i]
+            truncated = seg.recover(
+                min_base, self._on_recovered_batch, contiguous=not self._compacted
+            )
+            assert seg.next_offset is not None
+            min_base = seg.next_offset
+            if truncated > 0 and i < len(segments) - 1:
+                for later in segments[i + 1 :]:
+                    later.close_handles()
+                    for p in (later.log_path, later.offset_index.path, later.time_index.path):
+                        with contextlib.suppress(FileNotFoundError):
+                            p.unlink()
+                segments = segments[: i + 1]
+                break
+            if i < len(segments) - 1:
+                seg.on_become_inactive()
+        return segments
+
+    @property
+    def _compacted(self) -> bool:
+        return "compact" in self.config.cleanup_policy
+
+    def _on_recovered_batch(self, h: BatchHeader) -> None:
+        if h.partition_leader_epoch >= 0:
+            self.epoch_cache.assign(h.partition_leader_epoch, h.base_offset)
+
+    def _replay_producer_state(self, start: int) -> None:
+        for i, seg in enumerate(self._segments):
+            upper = self._upper_bound(i)
+            if upper <= start or seg.size == 0:
+                continue
+            pos = 0
+            if start > seg.base_offset:
+                found = seg.translate_offset(start)
+                if found is None:
+                    continue
+                pos = found[0]
+            for _p, h in seg.iter_headers(pos):
+                if h.producer_id >= 0 and h.last_offset >= start:
+                    self.producer_state.replay(h)
+
+    def _truncate_fully_and_start_at(self, offset: int, now: int) -> None:
+        for seg in self._segments:
+            seg.close_handles()
+            for p in (seg.log_path, seg.offset_index.path, seg.time_index.path):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        self._set_segments([LogSegment.create(self.directory, offset, self.config, now_ms=now)])
+        fsync_dir(self.directory)
+        self._log_start_offset = self._log_end_offset = offset
+        self.epoch_cache.clear()
+        self.producer_state.clear()
+        self.producer_state.delete_all_snapshots()
+
+    def _set_segments(self, segments: list[LogSegment]) -> None:
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+
+    def _upper_bound(self, i: int) -> int:
+        """Offset where segment ``i`` ends (the next segment's base, or the log end)."""
+        if i + 1 < len(self._segments):
+            return self._segments[i + 1].base_offset
+        return self._log_end_offset
+
+    # == properties ==============================================================================
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self._high_watermark
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    def update_high_watermark(self, offset: int) -> int:
+        """Set the high watermark, clamped to [log_start_offset, log_end_offset]."""
+        self._high_watermark = min(max(offset, self._log_start_offset), self._log_end_offset)
+        return self._high_watermark
+
+    @property
+    def size_in_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def leader_epoch(self) -> int:
+        """Latest leader epoch in the epoch cache (-1 when none)."""
+        return self.epoch_cache.latest_epoch
+
+    @property
+    def segments(self) -> list[SegmentInfo]:
+        last = len(self._segments) - 1
+        return [
+            SegmentInfo(s.base_offset, s.size, s.max_timestamp, i == last)
+            for i, s in enumerate(self._segments)
+        ]
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    def producer_entry(self, producer_id: int) -> ProducerStateEntry | None:
+        return self.producer_state.producers.get(producer_id)
+
+    def update_config(self, config: LogConfig) -> None:
+        self.config = config
+        for seg in self._segments:
+            seg.config = config
+
+    # == appending ===============================================================================
+
+    def append_as_leader(
+        self,
+        records: bytes | bytearray | memoryview,
+        *,
+        leader_epoch: int,
+        origin: AppendOrigin = AppendOrigin.CLIENT,
+    ) -> LogAppendInfo:
+        """Validate, assign offsets and append a producer's records blob (see module docs).
+
+        Raises CorruptRecordError, InvalidRecordError, RecordTooLargeError,
+        RecordListTooLargeError, InvalidProducerEpochError, OutOfOrderSequenceError or
+        KafkaStorageError; nothing is written when it raises.
+        """
+        self._check_open()
+        config = self.config
+        buf = bytearray(records)
+        headers = validate_batches(buf, max_batch_bytes=config.max_message_bytes)
+        if not headers:
+            return LogAppendInfo(-1, -1, -1, self._log_start_offset, 0)
+        total = len(buf)
+        if total > config.segment_bytes:
+            raise RecordListTooLargeError(
+                f"{total} bytes of records exceed the segment size {config.segment_bytes}"
+            )
+        now = self.clock.milliseconds()
+        log_append = config.log_append_time
+        first_offset = offset = self._log_end_offset
+        finals: list[BatchHeader] = []
+        record_count = 0
+        pos = 0
+        mv = memoryview(buf)
+        for h in headers:
+            if h.is_control and origin is AppendOrigin.CLIENT:
+                raise InvalidRecordError("clients may not write control batches")
+            # Offsets and the leader epoch lie outside the CRC: patch them in place.
+            _OFFSET.pack_into(buf, pos, offset)
+            _EPOCH.pack_into(buf, pos + 12, leader_epoch)
+            size = h.batch_length + 12
+            if log_append:
+                attributes = h.attributes | ATTR_TIMESTAMP_TYPE
+                _TIMESTAMPS.pack_into(buf, pos + 21, attributes, h.last_offset_delta, now, now)
+                crc = crc32c(mv[pos + 21 : pos + size])
+                _CRC.pack_into(buf, pos + 17, crc)
+                base_ts = max_ts = now
+            else:
+                attributes, crc = h.attributes, h.crc
+                base_ts, max_ts = h.base_timestamp, h.max_timestamp
+            finals.append(
+                BatchHeader(
+                    offset,
+                    h.batch_length,
+                    leader_epoch,
+                    h.magic,
+                    crc,
+                    attributes,
+                    h.last_offset_delta,
+                    base_ts,
+                    max_ts,
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.records_count,
+                )
+            )
+            offset += h.last_offset_delta + 1
+            record_count += h.records_count
+            pos += size
+        mv.release()
+        last_offset = offset - 1
+        staged: dict[int, ProducerStateEntry] = {}
+        for h in finals:
+            if h.producer_id < 0:
+                continue
+            if origin is AppendOrigin.CLIENT:
+                dup = self.producer_state.check(staged, h)
+                if dup is not None:
+                    return LogAppendInfo(
+                        dup.first_offset,
+                        dup.last_offset,
+                        dup.timestamp if log_append else -1,
+                        self._log_start_offset,
+                        dup.last_offset - dup.first_offset + 1,
+                        duplicate=True,
+                    )
+            else:
+                entry = staged.get(h.producer_id)
+                if entry is None:
+                    current = self.producer_state.producers.get(h.producer_id)
+                    entry = (
+                        current.copy()
+                        if current is not None
+                        else ProducerStateEntry(h.producer_id, h.producer_epoch)
+                    )
+                    staged[h.producer_id] = entry
+                entry.add(h)
+        seg = self._segments[-1]
+        if self._should_roll(seg, total, last_offset, now):
+            seg = self._roll(now)
+        seg.append(buf, finals, now_ms=now)
+        self._log_end_offset = last_offset + 1
+        if leader_epoch >= 0:
+            self.epoch_cache.assign(leader_epoch, first_offset)
+        if staged:
+            self.producer_state.commit(staged)
+        if self._log_end_offset - self._recovery_point >= config.flush_messages:
+            self.flush()
+        return LogAppendInfo(
+            first_offset,
+            last_offset,
+            now if log_append else -1,
+            self._log_start_offset,
+            record_count,
+        )
+
+    def _should_roll(self, seg: LogSegment, size: int, last_offset: int, now: int) -> bool:
+        config = self.config
+        if seg.size == 0:
+            return not seg.can_hold_offset(last_offset)
+        return (
+            seg.size + size > config.segment_bytes
+            or now - seg.rolling_base_ms() > config.segment_ms
+            or seg.offset_index.is_full
+            or seg.time_index.is_full
+            or not seg.can_hold_offset(last_offset)
+        )
+
+    def roll(self) -> None:
+        """Start a new active segment at the log end offset (no-op when the active one is
+        empty)."""
+        self._check_open()
+        self._roll(self.clock.milliseconds())
+
+    def _roll(self, now: int) -> LogSegment:
+        old = self._segments[-1]
+        new_base = self._log_end_offset
+        if old.size == 0 and old.base_offset == new_base:
+            return old
+        old.on_become_inactive()  # fsyncs the old segment
+        self.producer_state.take_snapshot(new_base)
+        seg = LogSegment.create(self.directory, new_base, self.config, now_ms=now)
+        fsync_dir(self.directory)
+        self._segments.append(seg)
+        self._bases.append(new_base)
+        self._recovery_point = max(self._recovery_point, old.base_offset, new_base)
+        self._write_recovery_point()
+        return seg
+
+    # == flushing ================================================================================
+
+    def flush(self) -> None:
+        """fsync everything appended so far."""
+        self._check_open()
+        for seg in self._segments:
+            seg.flush()
+        self._recovery_point = self._log_end_offset
+        self._last_flush_ms = self.clock.milliseconds()
+
+    def maybe_flush(self, now_ms: int) -> bool:
+        """Flush when ``flush_ms`` has passed since the last flush and there is unflushed
+        data; also completes pending file deletions. Returns whether it flushed."""
+        self._delete_due_files(now_ms)
+        if self._closed or self._log_end_offset <= self._recovery_point:
+            return False
+        if now_ms - self._last_flush_ms >= self.config.flush_ms:
+            self.flush()
+            return True
+        return False
+
+    def _write_recovery_point(self) -> None:
+        write_offset_checkpoint(
+            self.directory / RECOVERY_POINT_CHECKPOINT,
+            self.topic,
+            self.partition,
+            self._recovery_point,
+        )
+
+    def _write_log_start_offset(self) -> None:
+        write_offset_checkpoint(
+            self.directory / LOG_START_OFFSET_CHECKPOINT,
+            self.topic,
+            self.partition,
+            self._log_start_offset,
+        )
+
+    # == reading =================================================================================
+
+    def read(
+        self,
+        fetch_offset: int,
+        *,
+        max_bytes: int,
+        max_offset: int | None = None,
+        min_one_message: bool = True,
+    ) -> FetchDataInfo:
+        """Whole batches from the one segment holding ``fetch_offset``, starting with the batch
+        that contains it, never including a batch that reaches ``max_offset`` (default: the
+        log end offset), at most ``max_bytes`` unless ``min_one_message`` and the first batch
+        alone is larger. Raises OffsetOutOfRangeError outside [log_start, log_end]."""
+        self._check_open()
+        leo = self._log_end_offset
+        if fetch_offset < self._log_start_offset or fetch_offset > leo:
+            raise OffsetOutOfRangeError(
+                f"offset {fetch_offset} is outside [{self._log_start_offset}, {leo}] of "
+                f"{self.topic}-{self.partition}"
+            )
+        limit = leo if max_offset is None else min(max_offset, leo)
+        data = b""
+        if fetch_offset < limit:
+            i = max(0, bisect_right(self._bases, fetch_offset) - 1)
+            while i < len(self._segments):
+                seg = self._segments[i]
+                found = seg.translate_offset(fetch_offset) if seg.size else None
+                if found is None:
+                    i += 1
+                    continue
+                pos, h = found
+                if h.last_offset >= limit:
+                    break
+                if limit >= self._upper_bound(i):
+                    max_pos = seg.size
+                else:
+                    end = seg.translate_offset(limit, pos)
+                    max_pos = end[0] if end is not None else seg.size
+                data = seg.read(pos, max_bytes, max_pos, min_one_message)
+                break
+        return FetchDataInfo(
+            data, fetch_offset, self._high_watermark, self._log_start_offset, leo
+        )
+
+    # == timestamps ==============================================================================
+
+    def fetch_offset_by_timestamp(self, timestamp: int) -> TimestampAndOffset | None:
+        """Earliest record (at or after the log start offset) whose timestamp is >=
+        ``timestamp``. Also answers Kafka's special values: -2 earliest (log start offset),
+        -1 latest (log end offset), -3 max timestamp. None when no record qualifies."""
+        self._check_open()
+        if timestamp == EARLIEST_TIMESTAMP:
+            lso = self._log_start_offset
+            return TimestampAndOffset(-1, lso, self.epoch_cache.epoch_for_offset(lso))
+        if timestamp == LATEST_TIMESTAMP:
+            return TimestampAndOffset(-1, self._log_end_offset, self.epoch_cache.latest_epoch)
+        if timestamp == MAX_TIMESTAMP:
+            return self.max_timestamp_and_offset()
+        lso = self._log_start_offset
+        for i, seg in enumerate(self._segments):
+            if seg.size == 0 or self._upper_bound(i) <= lso:
+                continue
+            if seg.max_timestamp >= timestamp:
+                found = seg.find_offset_by_timestamp(timestamp, lso)
+                if found is not None:
+                    return found
+        return None
+
+    def max_timestamp_and_offset(self) -> TimestampAndOffset | None:
+        """The largest record timestamp and the earliest offset carrying it (ListOffsets -3);
+        None for an empty log."""
+        self._check_open()
+        best: LogSegment | None = None
+        for i, seg in enumerate(self._segments):
+            if seg.size == 0 or self._upper_bound(i) <= self._log_start_offset:
+                continue
+            if best is None or seg.max_timestamp > best.max_timestamp:
+                best = seg
+        if best is None or best.max_timestamp < 0:
+            return None
+        ts = best.max_timestamp
+        start = max(self._log_start_offset, best.base_offset)
+        # offset_of_max_timestamp is the last offset of the first batch that reached the
+        # maximum; start from the index entry at or below it.
+        _off, pos = best.offset_index.lookup(best.offset_of_max_timestamp)
+        for p, h in best.iter_headers(pos):
+            if h.max_timestamp == ts and h.last_offset >= start:
+                for r in decode_records(best.read_batch(p, h)):
+                    if r.timestamp == ts and r.offset >= start:
+                        return TimestampAndOffset(ts, r.offset, h.partition_leader_epoch)
+        return None
+
+    # == leader epochs ===========================================================================
+
+    def epoch_for_offset(self, offset: int) -> int:
+        return self.epoch_cache.epoch_for_offset(offset)
+
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        """(epoch, end offset) as OffsetForLeaderEpoch answers it; (-1, -1) if unknown."""
+        return self.epoch_cache.end_offset_for_epoch(epoch, self._log_end_offset)
+
+    # == deletion ================================================================================
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start offset to ``offset`` (-1 means the high
+        watermark) and delete segments wholly below it. Returns the new log start offset."""
+        self._check_open()
+        if offset < 0:
+            offset = self._high_watermark
+        if offset > self._high_watermark:
+            raise OffsetOutOfRangeError(
+                f"cannot delete records before {offset}: the high watermark is "
+                f"{self._high_watermark}"
+            )
+        if offset <= self._log_start_offset:
+            return self._log_start_offset
+        self._log_start_offset = offset
+        self._write_log_start_offset()
+        self.epoch_cache.truncate_from_start(offset)
+        now = self.clock.milliseconds()
+        self._delete_prefix(lambda seg, upper: upper <= self._log_start_offset, now)
+        return self._log_start_offset
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Roll an idle active segment older than segment_ms, then delete old segments by
+        retention_ms (segment max timestamp), retention_bytes and the log start offset; the
+        active segment is never deleted. Returns the number of segments deleted."""
+        self._check_open()
+        self._delete_due_files(now_ms)
+        config = self.config
+        active = self._segments[-1]
+        if active.size > 0 and now_ms - active.rolling_base_ms() > config.segment_ms:
+            self._roll(now_ms)
+        deleted = 0
+        if config.retention_ms >= 0:
+
+            def too_old(seg: LogSegment, upper: int) -> bool:
+                return now_ms - self._segment_timestamp(seg) > config.retention_ms
+
+            deleted += self._delete_prefix(too_old, now_ms)
+        if config.retention_bytes >= 0:
+            excess = self.size_in_bytes - config.retention_bytes
+
+            def too_big(seg: LogSegment, upper: int) -> bool:
+                nonlocal excess
+                if excess - seg.size >= 0:
+                    excess -= seg.size
+                    return True
+                return False
+
+            deleted += self._delete_prefix(too_big, now_ms)
+        deleted += self._delete_prefix(
+            lambda seg, upper: upper <= self._log_start_offset, now_ms
+        )
+        return deleted
+
+    @staticmethod
+    def _segment_timestamp(seg: LogSegment) -> int:
+        ts = seg.max_timestamp
+        if ts >= 0:
+            return ts
+        try:
+            return os.stat(seg.log_path).st_mtime_ns // 1_000_000
+        except OSError:
+            return 0
+
+    def _delete_prefix(self, predicate: Callable[[LogSegment, int], bool], now: int) -> int:
+        doomed: list[LogSegment] = []
+        for i, seg in enumerate(self._segments[:-1]):
+            upper = self._upper_bound(i)
+            if upper > self._high_watermark or not predicate(seg, upper):
+                break
+            doomed.append(seg)
+        if not doomed:
+            return 0
+        paths: list[Path] = []
+        for seg in doomed:
+            paths.extend(seg.mark_deleted())
+        self._set_segments(self._segments[len(doomed) :])
+        if self._segments[0].base_offset > self._log_start_offset:
+            self._log_start_offset = self._segments[0].base_offset
+            self._write_log_start_offset()
+            self.epoch_cache.truncate_from_start(self._log_start_offset)
+        self._pending_deletes.append((now + self.config.file_delete_delay_ms, paths))
+        self._delete_due_files(now)
+        return len(doomed)
+
+    def _delete_due_files(self, now: int, *, everything: bool = False) -> None:
+        keep = []
+        for due, paths in self._pending_deletes:
+            if everything or due <= now:
+                for p in paths:
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+            else:
+                keep.append((due, paths))
+        self._pending_deletes = keep
+
+    # == lifecycle ===============================================================================
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KafkaStorageError(f"log {self.topic}-{self.partition} is closed")
+
+    def _close_handles(self) -> None:
+        for seg in self._segments:
+            seg.close_handles()
+
+    def close(self) -> None:
+        """Flush, record the final time-index entry, snapshot producer state at the log end and
+        write both offset checkpoints, so a later ``open(recover=False)`` needs no rescan."""
+        if self._closed:
+            return
+        self.flush()
+        for seg in self._segments[:-1]:
+            seg.close_handles()
+        self._segments[-1].close()
+        self.producer_state.take_snapshot(self._log_end_offset)
+        self._write_recovery_point()
+        self._write_log_start_offset()
+        self._delete_due_files(0, everything=True)
+        self._closed = True
+
+    def delete(self) -> None:
+        """Close without flushing, rename the directory ``<dir>.<hex>-delete`` and remove it."""
+        if not self._closed:
+            self._close_handles()
+            self._closed = True
+        target = self.directory.with_name(f"{self.directory.name}.{uuid.uuid4().hex}-delete")
+        try:
+            os.replace(self.directory, target)
+            fsync_dir(target.parent)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot rename {self.directory}: {e}") from e
+        shutil.rmtree(target, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionLog({self.topic}-{self.partition}, start={self._log_start_offset}, "
+            f"end={self._log_end_offset}, hw={self._high_watermark}, "
+            f"segments={len(self._segments)})"
+        )

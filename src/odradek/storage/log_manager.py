@@ -1,0 +1,201 @@
+"""All partition logs of one broker in one data directory (Kafka's LogManager, one log dir).
+
+Owned by the broker's event-loop thread. It knows only directories: ``<topic>-<partition>``
+folders are partition logs, ``<topic>-<partition>.<hex>-delete`` folders are deleted partitions
+whose removal did not finish (removed at start-up), anything else is left alone (e.g. the
+broker's metadata store). Topic metadata and configs live elsewhere; the broker passes configs.
+
+The clean-shutdown marker ``.kafka_cleanshutdown`` (an empty file in the data directory) is
+written, fsynced, as the very last step of :meth:`shutdown`, after every log was closed. At
+:meth:`startup` its absence means the previous run crashed, so every log is opened with
+recovery; the marker is deleted once all logs are open, so a crash from then on is detected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from odradek.errors import KafkaStorageError
+from odradek.storage.checkpoint import fsync_dir
+from odradek.storage.clock import Clock
+from odradek.storage.log import PartitionLog
+from odradek.storage.log_config import LogConfig
+
+__all__ = ["CLEAN_SHUTDOWN_FILE", "LogManager", "parse_partition_dir", "partition_dir_name"]
+
+CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
+
+_PARTITION_DIR = re.compile(r"^([A-Za-z0-9._-]+)-(\d+)$")
+_DELETED_DIR = re.compile(r"^[A-Za-z0-9._-]+-\d+\.[0-9a-f]+-delete$")
+
+log = logging.getLogger("odradek.storage")
+
+ConfigSource = Callable[[str], LogConfig | None] | Mapping[str, LogConfig] | None
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def parse_partition_dir(name: str) -> tuple[str, int] | None:
+    m = _PARTITION_DIR.match(name)
+    if m is None:
+        return None
+    return m.group(1), int(m.group(2))
+
+
+class LogManager:
+    """Opens, creates, deletes and maintains the :class:`PartitionLog` s of a data directory."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], clock: Clock,
+                 default_config: LogConfig) -> None:
+        self.data_dir = Path(data_dir)
+        self.clock = clock
+        self.default_config = default_config
+        self._logs: dict[tuple[str, int], PartitionLog] = {}
+        self._topic_configs: dict[str, LogConfig] = {}
+        self.had_clean_shutdown = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def startup(self, configs: ConfigSource = None) -> None:
+        """Open every partition directory (recovering if the last shutdown was unclean).
+
+        ``configs`` gives a topic's LogConfig (a callable or a mapping; None or a missing
+        topic means the default config)."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot create {self.data_dir}: {e}") from e
+        marker = self.data_dir / CLEAN_SHUTDOWN_FILE
+        clean = marker.exists()
+        self.had_clean_shutdown = clean
+        for name in sorted(os.listdir(self.data_dir)):
+            path = self.data_dir / name
+            if not path.is_dir():
+                continue
+            if _DELETED_DIR.match(name):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            parsed = parse_partition_dir(name)
+            if parsed is None:
+                continue
+            topic, partition = parsed
+            config = self._config_from(configs, topic)
+            self._logs[parsed] = PartitionLog.open(
+                path, topic, partition, config, self.clock, recover=not clean
+            )
+        if clean:
+            marker.unlink()
+            fsync_dir(self.data_dir)
+        log.info(
+            "loaded %d partition logs from %s (%s shutdown)",
+            len(self._logs),
+            self.data_dir,
+            "clean" if clean else "unclean",
+        )
+
+    def _config_from(self, configs: ConfigSource, topic: str) -> LogConfig:
+        config: LogConfig | None = None
+        if callable(configs):
+            config = configs(topic)
+        elif configs is not None:
+            config = configs.get(topic)
+        if config is not None:
+            self._topic_configs[topic] = config
+            return config
+        return self._topic_configs.get(topic, self.default_config)
+
+    def shutdown(self) -> None:
+        """Close every log, then write the clean-shutdown marker."""
+        errors = []
+        for key, plog in list(self._logs.items()):
+            try:
+                plog.close()
+            except Exception as e:  # keep closing the others; no marker if any failed
+                log.exception("closing %s-%d failed", *key)
+                errors.append(e)
+        self._logs.clear()
+        if errors:
+            return
+        marker = self.data_dir / CLEAN_SHUTDOWN_FILE
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self.data_dir)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot write {marker}: {e}") from e
+
+    # -- partitions -------------------------------------------------------------------------
+
+    def get_log(self, topic: str, partition: int) -> PartitionLog | None:
+        return self._logs.get((topic, partition))
+
+    def all_logs(self) -> list[PartitionLog]:
+        return list(self._logs.values())
+
+    def logs_for_topic(self, topic: str) -> list[PartitionLog]:
+        return [plog for (t, _p), plog in self._logs.items() if t == topic]
+
+    def create_log(
+        self, topic: str, partition: int, config: LogConfig | None = None
+    ) -> PartitionLog:
+        """Open or create the log of ``topic``/``partition`` (returns an existing one)."""
+        existing = self._logs.get((topic, partition))
+        if existing is not None:
+            return existing
+        if config is not None:
+            self._topic_configs[topic] = config
+        else:
+            config = self._topic_configs.get(topic, self.default_config)
+        path = self.data_dir / partition_dir_name(topic, partition)
+        plog = PartitionLog.open(path, topic, partition, config, self.clock, recover=False)
+        fsync_dir(self.data_dir)
+        self._logs[(topic, partition)] = plog
+        return plog
+
+    def delete_log(self, topic: str, partition: int) -> bool:
+        """Delete a partition's log and directory; returns whether there was one."""
+        plog = self._logs.pop((topic, partition), None)
+        if plog is not None:
+            plog.delete()
+            return True
+        path = self.data_dir / partition_dir_name(topic, partition)
+        if path.is_dir():
+            target = path.with_name(f"{path.name}.{os.urandom(16).hex()}-delete")
+            with contextlib.suppress(OSError):
+                os.replace(path, target)
+                shutil.rmtree(target, ignore_errors=True)
+            return True
+        return False
+
+    def update_config(self, topic: str, config: LogConfig) -> None:
+        self._topic_configs[topic] = config
+        for plog in self.logs_for_topic(topic):
+            plog.update_config(config)
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def run_retention(self, now_ms: int) -> int:
+        """Apply retention to every log; returns the number of segments deleted."""
+        total = 0
+        for plog in list(self._logs.values()):
+            total += plog.apply_retention(now_ms)
+        return total
+
+    def flush_due(self, now_ms: int) -> int:
+        """Flush logs whose flush_ms has elapsed; returns how many were flushed."""
+        n = 0
+        for plog in list(self._logs.values()):
+            if plog.maybe_flush(now_ms):
+                n += 1
+        return n

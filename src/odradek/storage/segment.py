@@ -1,0 +1,511 @@
+"""One log segment: ``<base>.log`` plus its ``.index`` and ``.timeindex``.
+
+Owned by its :class:`~odradek.storage.log.PartitionLog` (the broker's event-loop thread); no
+locking. File names carry the segment's base offset zero-padded to 20 digits.
+
+``.log`` byte format: v2 record batches (see :mod:`odradek.protocol.records`) exactly as they
+were appended, back to back, with absolute offsets; nothing else. The file is written with
+``os.write`` (the bytes are in the OS page cache when ``append`` returns, so a killed process
+loses nothing acknowledged) and fsynced only by :meth:`flush`. A machine crash can leave a
+torn or garbage tail after the last fsync; :meth:`recover` re-validates batch by batch and
+truncates at the first invalid byte, rebuilding both indexes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from odradek.errors import KafkaStorageError
+from odradek.protocol.records import (
+    BATCH_HEADER_SIZE,
+    LOG_OVERHEAD,
+    MAGIC,
+    BatchHeader,
+    crc32c,
+    decode_records,
+    read_batch_header,
+)
+from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
+from odradek.storage.log_config import LogConfig
+
+__all__ = [
+    "LOG_SUFFIX",
+    "INDEX_SUFFIX",
+    "TIME_INDEX_SUFFIX",
+    "DELETED_SUFFIX",
+    "LogSegment",
+    "SegmentCorruptError",
+    "TimestampAndOffset",
+    "segment_file_name",
+]
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+DELETED_SUFFIX = ".deleted"
+
+_INT32_MAX = 2**31 - 1
+_SCAN_CHUNK = 16 * 1024
+_RECOVER_CHUNK = 4 * 1024 * 1024
+_LENGTH = struct.Struct(">i")
+
+
+def segment_file_name(offset: int, suffix: str) -> str:
+    return f"{offset:020d}{suffix}"
+
+
+class SegmentCorruptError(Exception):
+    """Trusted segment data turned out to be inconsistent (caller falls back to recovery)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampAndOffset:
+    """Result of a timestamp lookup: a record's timestamp, offset and its batch's leader epoch
+    (-1 when unknown)."""
+
+    timestamp: int
+    offset: int
+    leader_epoch: int = -1
+
+
+class LogSegment:
+    """A ``.log`` file and its two indexes; see the module docstring for format and crashes."""
+
+    def __init__(
+        self, directory: Path, base_offset: int, config: LogConfig, *, created_ms: int
+    ) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.config = config
+        self.log_path = directory / segment_file_name(base_offset, LOG_SUFFIX)
+        self.offset_index = OffsetIndex(
+            directory / segment_file_name(base_offset, INDEX_SUFFIX),
+            base_offset,
+            config.segment_index_bytes,
+        )
+        self.time_index = TimeIndex(
+            directory / segment_file_name(base_offset, TIME_INDEX_SUFFIX),
+            base_offset,
+            config.segment_index_bytes,
+        )
+        self._fd: int | None = None
+        self.size = 0
+        self.next_offset: int | None = None  # known for the active and recovered segments
+        self._max_ts: int | None = None  # None: not yet loaded
+        self._offset_of_max_ts = base_offset
+        self._rolling_base_ms: int | None = None
+        self._created_ms = created_ms
+        self._bytes_since_index = 0
+        self._dirty = False
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int
+    ) -> LogSegment:
+        seg = cls(directory, base_offset, config, created_ms=now_ms)
+        try:
+            fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot create {seg.log_path}: {e}") from e
+        seg._fd = fd
+        seg.offset_index.create()
+        seg.time_index.create()
+        seg.next_offset = base_offset
+        seg._max_ts = -1
+        return seg
+
+    @classmethod
+    def open_existing(
+        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int
+    ) -> LogSegment:
+        """Open without reading data (sizes come from ``stat``, stats from the indexes)."""
+        seg = cls(directory, base_offset, config, created_ms=now_ms)
+        try:
+            seg.size = os.stat(seg.log_path).st_size
+        except OSError as e:
+            raise KafkaStorageError(f"cannot stat {seg.log_path}: {e}") from e
+        seg._bytes_since_index = seg.size
+        if seg.size == 0:
+            seg.next_offset = base_offset
+            seg._max_ts = -1
+        return seg
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
+            except OSError as e:
+                raise KafkaStorageError(f"cannot open {self.log_path}: {e}") from e
+        return self._fd
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def _ensure_max_ts(self) -> None:
+        if self._max_ts is not None:
+            return
+        ts, off = self.time_index.last_entry()
+        if ts < 0 and self.size > 0:
+            # No time index entry (tiny segment written before a crash): derive from headers.
+            best, best_off = -1, self.base_offset
+            for _pos, h in self.iter_headers(0):
+                if h.max_timestamp > best:
+                    best, best_off = h.max_timestamp, h.last_offset
+            ts, off = best, best_off
+        self._max_ts = ts
+        self._offset_of_max_ts = off
+
+    @property
+    def max_timestamp(self) -> int:
+        """Largest batch max timestamp in the segment (-1 when empty)."""
+        self._ensure_max_ts()
+        assert self._max_ts is not None
+        return self._max_ts
+
+    @property
+    def offset_of_max_timestamp(self) -> int:
+        """Last offset of the first batch that reached :attr:`max_timestamp`."""
+        self._ensure_max_ts()
+        return self._offset_of_max_ts
+
+    def rolling_base_ms(self) -> int:
+        """Age reference for time-based rolling: first append time (or, for a segment loaded
+        from disk, its first batch's max timestamp, as Kafka does)."""
+        if self._rolling_base_ms is None:
+            if self.size >= BATCH_HEADER_SIZE:
+                h = self.read_header(0)
+                if h is not None and h.max_timestamp >= 0:
+                    self._rolling_base_ms = h.max_timestamp
+                    return h.max_timestamp
+            return self._created_ms
+        return self._rolling_base_ms
+
+    def can_hold_offset(self, offset: int) -> bool:
+        return 0 <= offset - self.base_offset <= _INT32_MAX
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, data: bytes | bytearray | memoryview, batches: list[BatchHeader],
+               *, now_ms: int) -> None:
+        """Append whole batches (already carrying their final offsets) and index them."""
+        fd = self.fd
+        start = self.size
+        view = memoryview(data)
+        try:
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+        except OSError as e:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise KafkaStorageError(f"cannot append to {self.log_path}: {e}") from e
+        self._dirty = True
+        if self._rolling_base_ms is None and start == 0:
+            self._rolling_base_ms = now_ms
+        self._ensure_max_ts()
+        assert self._max_ts is not None
+        interval = self.config.index_interval_bytes
+        position = start
+        for h in batches:
+            if h.max_timestamp > self._max_ts:
+                self._max_ts = h.max_timestamp
+                self._offset_of_max_ts = h.last_offset
+            if self._bytes_since_index > interval:
+                self.offset_index.append(h.last_offset, position)
+                self.time_index.maybe_append(self._max_ts, self._offset_of_max_ts)
+                self._bytes_since_index = 0
+            size = h.batch_length + LOG_OVERHEAD
+            position += size
+            self._bytes_since_index += size
+        self.size = position
+        self.next_offset = batches[-1].next_offset
+
+    def flush(self) -> None:
+        if self._dirty and self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                raise KafkaStorageError(f"cannot fsync {self.log_path}: {e}") from e
+            self._dirty = False
+        self.offset_index.flush()
+        self.time_index.flush()
+
+    def on_become_inactive(self) -> None:
+        """Called when a newer segment takes over: record the final max timestamp in the time
+        index (so a clean start-up can trust it) and release the index append handles."""
+        if self.size > 0:
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+        self.flush()
+        self.offset_index.close_handle()
+        self.time_index.close_handle()
+
+    def close(self) -> None:
+        if self.size > 0 and self._max_ts is not None:
+            self.time_index.maybe_append(self._max_ts, self._offset_of_max_ts)
+        self.flush()
+        self.offset_index.close()
+        self.time_index.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close_handles(self) -> None:
+        """Close file descriptors without flushing (used before deleting)."""
+        self.offset_index.close_handle()
+        self.time_index.close_handle()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def mark_deleted(self) -> list[Path]:
+        """Close and rename every file with a ``.deleted`` suffix; returns the new paths."""
+        self.close_handles()
+        out = []
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            target = path.with_name(path.name + DELETED_SUFFIX)
+            try:
+                os.replace(path, target)
+                out.append(target)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise KafkaStorageError(f"cannot rename {path}: {e}") from e
+        return out
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove every batch whose last offset is >= ``offset`` (as Kafka does, a batch that
+        straddles ``offset`` goes entirely); returns the number of bytes removed."""
+        found = self.translate_offset(offset)
+        if found is None:
+            return 0
+        pos = found[0]
+        removed = self.size - pos
+        try:
+            os.ftruncate(self.fd, pos)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot truncate {self.log_path}: {e}") from e
+        self._dirty = True
+        self.size = pos
+        self.offset_index.truncate_to_position(pos)
+        self._reload_tail()
+        assert self.next_offset is not None
+        self.time_index.truncate_to(self.next_offset)
+        self._reload_tail()
+        if pos == 0:
+            self._rolling_base_ms = None
+        return removed
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def read_header(self, pos: int) -> BatchHeader | None:
+        if pos + BATCH_HEADER_SIZE > self.size:
+            return None
+        data = os.pread(self.fd, BATCH_HEADER_SIZE, pos)
+        if len(data) < BATCH_HEADER_SIZE:
+            return None
+        return read_batch_header(data)
+
+    def iter_headers(
+        self, start_pos: int, end_pos: int | None = None, chunk: int = _SCAN_CHUNK
+    ) -> Iterator[tuple[int, BatchHeader]]:
+        """Yield (position, header) of trusted batches from ``start_pos`` (a batch boundary).
+        Raises :class:`SegmentCorruptError` if the data is not a sequence of batches."""
+        end = self.size if end_pos is None else min(end_pos, self.size)
+        fd = self.fd
+        pos = start_pos
+        buf = b""
+        buf_start = pos
+        while pos < end:
+            off = pos - buf_start
+            if off < 0 or off + BATCH_HEADER_SIZE > len(buf):
+                buf = os.pread(fd, max(chunk, BATCH_HEADER_SIZE), pos)
+                buf_start = pos
+                off = 0
+                if len(buf) < BATCH_HEADER_SIZE:
+                    raise SegmentCorruptError(f"{self.log_path}: partial header at {pos}")
+            h = read_batch_header(buf, off)
+            if h.magic != MAGIC or h.batch_length < BATCH_HEADER_SIZE - LOG_OVERHEAD:
+                raise SegmentCorruptError(f"{self.log_path}: no valid batch at {pos}")
+            if pos + h.size > end and end_pos is None:
+                raise SegmentCorruptError(f"{self.log_path}: partial batch at {pos}")
+            yield pos, h
+            pos += h.size
+
+    def translate_offset(
+        self, offset: int, start_pos: int = 0
+    ) -> tuple[int, BatchHeader] | None:
+        """The first batch whose last offset is >= ``offset`` -> (position, header)."""
+        _idx_off, pos = self.offset_index.lookup(offset)
+        pos = max(pos, start_pos)
+        for p, h in self.iter_headers(pos):
+            if h.base_offset + h.last_offset_delta >= offset:
+                return p, h
+        return None
+
+    def read(self, pos: int, max_bytes: int, max_pos: int, min_one: bool) -> bytes:
+        """Whole batches starting at ``pos`` (a batch boundary), ending at or before
+        ``max_pos``, totalling at most ``max_bytes`` -- except that with ``min_one`` the first
+        batch is returned whole even when it is larger."""
+        max_pos = min(max_pos, self.size)
+        want = min(max_bytes, max_pos - pos)
+        data = os.pread(self.fd, want, pos) if want >= LOG_OVERHEAD else b""
+        end = 0
+        n = len(data)
+        if n > 2 * LOG_OVERHEAD:
+            # Skip the walk over batches the offset index already vouches for.
+            boundary = self.offset_index.floor_position(pos + n)
+            if boundary > pos:
+                end = boundary - pos
+        unpack = _LENGTH.unpack_from
+        while end + LOG_OVERHEAD <= n:
+            size = unpack(data, end + 8)[0] + LOG_OVERHEAD
+            if end + size > n:
+                break
+            end += size
+        if end == 0:
+            if not min_one or max_pos - pos < LOG_OVERHEAD:
+                return b""
+            head = data if len(data) >= LOG_OVERHEAD else os.pread(self.fd, LOG_OVERHEAD, pos)
+            size = unpack(head, 8)[0] + LOG_OVERHEAD
+            return os.pread(self.fd, min(size, max_pos - pos), pos)
+        return data if end == n else data[:end]
+
+    def read_batch(self, pos: int, header: BatchHeader) -> bytes:
+        return os.pread(self.fd, header.size, pos)
+
+    def find_offset_by_timestamp(
+        self, timestamp: int, start_offset: int
+    ) -> TimestampAndOffset | None:
+        """Earliest record at or after ``start_offset`` with timestamp >= ``timestamp``."""
+        _ts, ts_offset = self.time_index.lookup(timestamp)
+        _off, pos = self.offset_index.lookup(max(ts_offset, start_offset))
+        for p, h in self.iter_headers(pos):
+            if h.max_timestamp >= timestamp and h.last_offset >= start_offset:
+                for r in decode_records(self.read_batch(p, h)):
+                    if r.timestamp >= timestamp and r.offset >= start_offset:
+                        return TimestampAndOffset(r.timestamp, r.offset, h.partition_leader_epoch)
+        return None
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def sanity_check(self) -> None:
+        """Clean start-up check of the index files; raises CorruptIndexError."""
+        if not self.offset_index.path.exists() or not self.time_index.path.exists():
+            raise CorruptIndexError(f"{self.log_path}: index file missing")
+        self.offset_index.sanity_check(self.size)
+        self.time_index.sanity_check()
+
+    def load_tail(self) -> None:
+        """Learn ``next_offset`` and the tail's statistics by scanning the batches after the
+        last offset-index entry (a few KB). Raises SegmentCorruptError/CorruptIndexError."""
+        self._reload_tail()
+
+    def _reload_tail(self) -> None:
+        last_off, pos = self.offset_index.last_entry()
+        if pos >= self.size and pos > 0:
+            raise CorruptIndexError(f"{self.offset_index.path}: points past the log")
+        ts, ts_off = self.time_index.last_entry()
+        next_offset = self.base_offset
+        max_ts, max_off = ts, ts_off
+        first = True
+        for _p, h in self.iter_headers(pos):
+            if first and pos > 0 and h.last_offset != last_off:
+                raise CorruptIndexError(f"{self.offset_index.path}: last entry disagrees")
+            first = False
+            next_offset = h.next_offset
+            if h.max_timestamp > max_ts:
+                max_ts, max_off = h.max_timestamp, h.last_offset
+        self.next_offset = next_offset
+        self._max_ts = max_ts
+        self._offset_of_max_ts = max_off
+        self._bytes_since_index = self.size - pos
+
+    def recover(
+        self,
+        min_base_offset: int,
+        on_batch: Callable[[BatchHeader], None] | None = None,
+        *,
+        contiguous: bool = True,
+    ) -> int:
+        """Re-validate every batch, rebuild both indexes, truncate at the first invalid byte.
+
+        A batch is valid when its header is complete, magic is 2, it lies wholly in the file,
+        its CRC32C matches, its offsets do not go backwards (the first must be >=
+        ``min_base_offset`` and the segment's base offset) and fit the segment's 32-bit
+        relative offsets. With ``contiguous`` (any log that is not compacted) each batch must
+        start exactly where the previous one ended, the first at the segment's base offset,
+        which also catches damage to the base offset field (outside the CRC). Returns the
+        number of bytes truncated.
+        """
+        fd = self.fd
+        try:
+            file_size = os.fstat(fd).st_size
+        except OSError as e:
+            raise KafkaStorageError(f"cannot stat {self.log_path}: {e}") from e
+        self.offset_index.create()
+        self.time_index.create()
+        self.size = 0
+        self._max_ts = -1
+        self._offset_of_max_ts = self.base_offset
+        self._bytes_since_index = 0
+        self._rolling_base_ms = None
+        expected = max(self.base_offset, min_base_offset)
+        next_offset = self.base_offset
+        interval = self.config.index_interval_bytes
+        buf = b""
+        buf_start = 0
+        pos = 0
+        while pos + BATCH_HEADER_SIZE <= file_size:
+            off = pos - buf_start
+            if off + BATCH_HEADER_SIZE > len(buf):
+                buf = os.pread(fd, _RECOVER_CHUNK, pos)
+                buf_start, off = pos, 0
+            h = read_batch_header(buf, off)
+            size = h.batch_length + LOG_OVERHEAD
+            if (
+                h.magic != MAGIC
+                or size < BATCH_HEADER_SIZE
+                or pos + size > file_size
+                or h.last_offset_delta < 0
+                or h.base_offset < expected
+                or (contiguous and h.base_offset != expected)
+                or h.last_offset - self.base_offset > _INT32_MAX
+            ):
+                break
+            if off + size <= len(buf):
+                ok = crc32c(memoryview(buf)[off + 21 : off + size]) == h.crc
+            else:
+                whole = os.pread(fd, size, pos)
+                ok = len(whole) == size and crc32c(memoryview(whole)[21:]) == h.crc
+            if not ok:
+                break
+            if h.max_timestamp > self._max_ts:
+                self._max_ts = h.max_timestamp
+                self._offset_of_max_ts = h.last_offset
+            if self._bytes_since_index > interval:
+                self.offset_index.append(h.last_offset, pos)
+                self.time_index.maybe_append(self._max_ts, self._offset_of_max_ts)
+                self._bytes_since_index = 0
+            self._bytes_since_index += size
+            if on_batch is not None:
+                on_batch(h)
+            expected = next_offset = h.next_offset
+            pos += size
+        truncated = file_size - pos
+        if truncated > 0:
+            try:
+                os.ftruncate(fd, pos)
+            except OSError as e:
+                raise KafkaStorageError(f"cannot truncate {self.log_path}: {e}") from e
+            self._dirty = True
+        self.size = pos
+        self.next_offset = next_offset
+        return truncated

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from storage_helpers import START_MS, batch, crash
+
+from odradek.storage.clock import ManualClock
+from odradek.storage.log_config import LogConfig
+from odradek.storage.log_manager import CLEAN_SHUTDOWN_FILE, LogManager, parse_partition_dir
+
+
+def test_parse_partition_dir() -> None:
+    assert parse_partition_dir("orders-3") == ("orders", 3)
+    assert parse_partition_dir("my-topic.v2-10") == ("my-topic.v2", 10)
+    assert parse_partition_dir("__cluster_metadata") is None
+    assert parse_partition_dir("t-0.abc-delete") is None
+
+
+def test_lifecycle_and_clean_marker(tmp_path: Path, monkeypatch) -> None:
+    clock = ManualClock(START_MS)
+    lm = LogManager(tmp_path, clock, LogConfig())
+    lm.startup()
+    assert not lm.had_clean_shutdown
+    a = lm.create_log("a", 0)
+    assert lm.create_log("a", 0) is a
+    b = lm.create_log("b", 1, LogConfig(segment_bytes=5000))
+    a.append_as_leader(batch(3), leader_epoch=0)
+    b.append_as_leader(batch(2), leader_epoch=0)
+    (tmp_path / "__cluster_metadata").mkdir()
+    (tmp_path / "gone-0.0123abcd-delete").mkdir()
+    (tmp_path / "gone-0.0123abcd-delete" / "00000000000000000000.log").write_bytes(b"x")
+    lm.shutdown()
+    assert (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
+
+    recovered: list[bool] = []
+    from odradek.storage import log as log_mod
+
+    real_open = log_mod.PartitionLog.open.__func__  # type: ignore[attr-defined]
+
+    def spy(cls, *args, recover: bool, **kw):  # type: ignore[no-untyped-def]
+        recovered.append(recover)
+        return real_open(cls, *args, recover=recover, **kw)
+
+    monkeypatch.setattr(log_mod.PartitionLog, "open", classmethod(spy))
+    lm2 = LogManager(tmp_path, clock, LogConfig())
+    lm2.startup({"b": LogConfig(segment_bytes=5000)})
+    assert lm2.had_clean_shutdown and recovered == [False, False]
+    assert not (tmp_path / CLEAN_SHUTDOWN_FILE).exists()
+    assert not (tmp_path / "gone-0.0123abcd-delete").exists()
+    assert (tmp_path / "__cluster_metadata").is_dir()
+    assert lm2.get_log("a", 0).log_end_offset == 3  # type: ignore[union-attr]
+    assert lm2.get_log("b", 1).config.segment_bytes == 5000  # type: ignore[union-attr]
+    assert lm2.get_log("c", 0) is None
+    # crash: no marker -> recovery on next start
+    for plog in lm2.all_logs():
+        crash(plog)
+    recovered.clear()
+    lm3 = LogManager(tmp_path, clock, LogConfig())
+    lm3.startup(lambda topic: None)
+    assert recovered == [True, True] and not lm3.had_clean_shutdown
+    lm3.shutdown()
+
+
+def test_delete_and_update_config(tmp_path: Path) -> None:
+    clock = ManualClock(START_MS)
+    lm = LogManager(tmp_path, clock, LogConfig())
+    lm.startup()
+    for p in range(3):
+        lm.create_log("t", p).append_as_leader(batch(1), leader_epoch=0)
+    lm.update_config("t", LogConfig(retention_ms=5))
+    assert all(plog.config.retention_ms == 5 for plog in lm.logs_for_topic("t"))
+    assert lm.delete_log("t", 1)
+    assert not lm.delete_log("t", 1)
+    assert sorted(os.listdir(tmp_path)) == ["t-0", "t-2"]
+    again = lm.create_log("t", 1)
+    assert again.log_end_offset == 0 and again.config.retention_ms == 5
+    lm.shutdown()
+
+
+def test_housekeeping(tmp_path: Path) -> None:
+    clock = ManualClock(START_MS)
+    cfg = LogConfig(segment_bytes=500, retention_ms=1000, flush_ms=100, file_delete_delay_ms=0)
+    lm = LogManager(tmp_path, clock, cfg)
+    lm.startup()
+    plog = lm.create_log("t", 0)
+    for i in range(20):
+        plog.append_as_leader(batch(1, ts=START_MS + i), leader_epoch=0)
+    plog.update_high_watermark(plog.log_end_offset)
+    assert lm.flush_due(clock.milliseconds()) == 0
+    clock.advance(100)
+    assert lm.flush_due(clock.milliseconds()) == 1
+    clock.advance(5000)
+    assert lm.run_retention(clock.milliseconds()) > 0
+    assert plog.log_start_offset > 0
+    lm.shutdown()
