@@ -585,8 +585,11 @@ def test_compaction_lag_conflict_is_checked_alone_and_against_broker_defaults() 
 
 def test_with_a_broker_the_storage_engines_limits_apply_too() -> None:
     assert validate_topic_configs({"segment.index.bytes": "8"}) == {"segment.index.bytes": "8"}
+    assert validate_topic_configs({"segment.index.bytes": "8"}, broker=BrokerConfig()) == {
+        "segment.index.bytes": "8"
+    }
     with pytest.raises(InvalidConfigError, match="segment.index.bytes"):
-        validate_topic_configs({"segment.index.bytes": "8"}, broker=BrokerConfig())
+        validate_topic_configs({"segment.index.bytes": "3"}, broker=BrokerConfig())
 
 
 @given(st.sampled_from(sorted(n for n, d in TOPIC_CONFIGS.items() if d.type is ConfigType.LONG)),

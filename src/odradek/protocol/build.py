@@ -17,9 +17,16 @@ from odradek.protocol.messages import response_schema
 __all__ = ["build", "response_module", "has_field", "error_body"]
 
 
-@cache
+_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
+
+
 def _field_names(cls: type[Any]) -> frozenset[str]:
-    return frozenset(n for n in cls.__dataclass_fields__ if not n.startswith("__"))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(
+            n for n in cls.__dataclass_fields__ if not n.startswith("__")
+        )
+    return names
 
 
 def has_field(cls: type[Any], name: str) -> bool:

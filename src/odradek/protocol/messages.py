@@ -82,14 +82,22 @@ def response_schema(api_key: int, api_version: int) -> type[Any]:
     return load_response_schema(api_key, api_version)
 
 
-@cache
+_READERS: dict[type[Any], Any] = {}
+_WRITERS: dict[type[Any], Any] = {}
+
+
 def _reader(schema: type[Any]) -> Any:
-    return entity_reader(schema)
+    reader = _READERS.get(schema)
+    if reader is None:
+        reader = _READERS[schema] = entity_reader(schema)
+    return reader
 
 
-@cache
 def _writer(schema: type[Any]) -> Any:
-    return entity_writer(schema)
+    writer = _WRITERS.get(schema)
+    if writer is None:
+        writer = _WRITERS[schema] = entity_writer(schema)
+    return writer
 
 
 def decode_request(frame: bytes, preamble: RequestPreamble, schema: type[Any]) -> Request:
