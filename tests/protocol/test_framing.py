@@ -45,3 +45,39 @@ def test_negative_size_is_corrupt() -> None:
     d.feed(struct.pack(">i", -5))
     with pytest.raises(CorruptFrameError):
         d.next_frame()
+
+
+@given(
+    st.lists(st.binary(max_size=3000), max_size=12),
+    st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=50),
+)
+def test_buffer_protocol_path_with_small_receive_buffer(
+    payloads: list[bytes], reads: list[int]
+) -> None:
+    """Frames larger than the receive buffer get their own buffer; reads of any size work."""
+    wire = b"".join(encode_frame(p) for p in payloads)
+    d = FrameDecoder(1 << 20, buffer_bytes=1024)
+    out: list[bytes] = []
+    pos = 0
+    i = 0
+    while pos < len(wire):
+        target = d.get_buffer()
+        assert len(target) > 0
+        n = min(len(target), reads[i % len(reads)], len(wire) - pos)
+        target[:n] = wire[pos : pos + n]
+        d.buffer_updated(n)
+        pos += n
+        i += 1
+        while (frame := d.next_frame()) is not NEED_DATA:
+            out.append(bytes(frame))
+    assert out == payloads
+
+
+def test_undrained_frames_never_leave_an_empty_buffer() -> None:
+    d = FrameDecoder(1 << 20, buffer_bytes=64)
+    for _ in range(100):
+        d.feed(encode_frame(b"x" * 10))
+    frames = []
+    while (frame := d.next_frame()) is not NEED_DATA:
+        frames.append(bytes(frame))
+    assert frames == [b"x" * 10] * 100

@@ -2,8 +2,10 @@
 
 Requests on a connection are processed one at a time, as Kafka does: a request that has to wait
 (a long-polling fetch) holds back the requests pipelined behind it, so side effects happen in the
-order the client sent them. Requests that complete at once are answered without any task switch.
-Owned by the broker's event loop.
+order the client sent them, and the connection stops reading until it is answered. Requests that
+complete at once are answered without any task switch. The socket reads straight into the frame
+decoder's buffers (``asyncio.BufferedProtocol``), so a large produce request is not copied on
+its way in. Owned by the broker's event loop.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from odradek.errors import CorruptFrameError
-from odradek.protocol.framing import NEED_DATA, FrameDecoder
+from odradek.protocol.framing import NEED_DATA, Frame, FrameDecoder
 
 __all__ = ["KafkaConnection", "Dispatch"]
 
 log = logging.getLogger("odradek.connection")
 
 # Returns the response frame, None when no response is due (acks=0), or an awaitable of either.
-Dispatch = Callable[[bytes], "bytes | None | Awaitable[bytes | None]"]
+Dispatch = Callable[[Frame], "bytes | None | Awaitable[bytes | None]"]
 
 
-class KafkaConnection(asyncio.Protocol):
+class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(
         self,
         dispatch: Dispatch,
@@ -50,8 +52,11 @@ class KafkaConnection(asyncio.Protocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         self._connections.add(self)
 
-    def data_received(self, data: bytes) -> None:
-        self._decoder.feed(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._decoder.buffer_updated(nbytes)
         self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -68,7 +73,7 @@ class KafkaConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._transport is not None and not self._closed:
+        if self._transport is not None and not self._closed and self._waiting is None:
             self._transport.resume_reading()
             self._process()
 
@@ -96,6 +101,7 @@ class KafkaConnection(asyncio.Protocol):
                     continue
                 self._waiting = asyncio.ensure_future(result)
                 self._waiting.add_done_callback(self._on_response)
+                transport.pause_reading()
         except CorruptFrameError as e:
             log.warning("closing connection from %s: %s", self.peer, e)
             if out:
@@ -118,4 +124,6 @@ class KafkaConnection(asyncio.Protocol):
         response = fut.result()
         if response is not None:
             self._transport.write(response)
+        if not self._write_paused:
+            self._transport.resume_reading()
         self._process()

@@ -17,6 +17,7 @@ from odradek.broker.errors import error_code_for
 from odradek.broker.registry import ApiHandler, handlers
 from odradek.errors import CorruptFrameError, ErrorCode
 from odradek.protocol.build import error_body
+from odradek.protocol.framing import Frame
 from odradek.protocol.messages import (
     API_VERSIONS_KEY,
     Request,
@@ -47,14 +48,17 @@ class Dispatcher:
         self._broker = broker
         self._handlers = handlers()
 
-    def __call__(self, frame: bytes) -> bytes | None | Awaitable[bytes | None]:
+    def __call__(self, frame: Frame) -> bytes | None | Awaitable[bytes | None]:
         preamble = peek_preamble(frame)
         api = self._handlers.get(preamble.api_key)
         if api is None or not api.min_version <= preamble.api_version <= api.max_version:
             return self._unsupported(frame, preamble.api_key, preamble.api_version, api)
-        schema = request_schema(preamble.api_key, preamble.api_version)
-        assert schema is not None  # checked when the handler was registered
-        request = decode_request(frame, preamble, schema)
+        if api.decode is not None:
+            request = api.decode(frame, preamble)
+        else:
+            schema = request_schema(preamble.api_key, preamble.api_version)
+            assert schema is not None  # the registry's tests check every declared version
+            request = decode_request(frame, preamble, schema)
         try:
             result = api.handle(self._broker, request)
         except Exception as e:
@@ -84,7 +88,7 @@ class Dispatcher:
         return self._encode(request, body)
 
     def _unsupported(
-        self, frame: bytes, api_key: int, api_version: int, api: ApiHandler | None
+        self, frame: Frame, api_key: int, api_version: int, api: ApiHandler | None
     ) -> bytes:
         preamble = peek_preamble(frame)
         if api_key == API_VERSIONS_KEY:

@@ -62,7 +62,7 @@ class Request:
     size: int
 
 
-def peek_preamble(frame: bytes) -> RequestPreamble:
+def peek_preamble(frame: bytes | memoryview) -> RequestPreamble:
     if len(frame) < _PREAMBLE.size:
         raise CorruptFrameError(f"request frame of {len(frame)} bytes is shorter than its header")
     api_key, api_version, correlation_id = _PREAMBLE.unpack_from(frame, 0)
@@ -100,9 +100,13 @@ def _writer(schema: type[Any]) -> Any:
     return writer
 
 
-def decode_request(frame: bytes, preamble: RequestPreamble, schema: type[Any]) -> Request:
+def decode_request(
+    frame: bytes | memoryview, preamble: RequestPreamble, schema: type[Any]
+) -> Request:
     """Parse header and body; a malformed body is a :class:`CorruptFrameError`."""
     header_schema = schema.__header_schema__
+    if isinstance(frame, memoryview) and not frame.readonly:
+        frame = frame.toreadonly()  # kio reads only read-only buffers
     try:
         header, header_size = _reader(header_schema)(frame, 0)
         body, body_size = _reader(schema)(frame, header_size)

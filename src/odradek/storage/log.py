@@ -405,7 +405,13 @@ class PartitionLog:
         """
         self._check_open()
         config = self.config
-        buf = bytearray(records)
+        # Offsets are written into the batches: in place when the caller's buffer is writable
+        # (the produce path hands over a slice of the request frame), else into a copy.
+        buf: bytearray | memoryview
+        if isinstance(records, memoryview) and not records.readonly:
+            buf = records
+        else:
+            buf = bytearray(records)
         headers = validate_batches(buf, max_batch_bytes=config.max_message_bytes)
         if not headers:
             return LogAppendInfo(-1, -1, -1, self._log_start_offset, 0)

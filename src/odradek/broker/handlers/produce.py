@@ -18,6 +18,7 @@ from odradek.broker.registry import ApiHandler
 from odradek.errors import ErrorCode, InvalidRequiredAcksError, KafkaError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
+from odradek.protocol.produce import decode_produce_request
 
 if TYPE_CHECKING:
     from odradek.broker.app import Broker
@@ -124,4 +125,5 @@ API = ApiHandler(
     max_version=11,
     handle=handle,
     error_response=error_response,
+    decode=decode_produce_request,
 )

@@ -1,0 +1,18 @@
+from odradek.broker.registry import handlers
+from odradek.protocol.messages import request_schema, response_schema
+
+
+def test_every_registered_version_has_codecs() -> None:
+    for api in handlers().values():
+        for v in api.versions():
+            assert request_schema(api.api_key, v) is not None, f"{api.name} v{v}"
+            assert response_schema(api.api_key, v) is not None, f"{api.name} v{v}"
+
+
+def test_issue_version_ranges() -> None:
+    table = {api.name: (api.min_version, api.max_version) for api in handlers().values()}
+    assert table["ApiVersions"] == (0, 4)
+    assert table["Metadata"] == (0, 12)
+    assert table["Produce"] == (3, 11)
+    assert table["Fetch"] == (4, 16)
+    assert table["ListOffsets"] == (1, 8)
