@@ -9,7 +9,6 @@ client can parse them before it knows which versions the broker speaks).
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -124,16 +123,46 @@ def decode_request(
     )
 
 
+class _Chunks:
+    """A write target for kio's writers that keeps large writes (record data) by reference
+    instead of copying them into a growing buffer."""
+
+    __slots__ = ("parts", "small", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | bytearray | memoryview] = []
+        self.small = bytearray(b"\0\0\0\0")  # the size prefix, filled in at the end
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        if n >= 4096:
+            if self.small:
+                self.parts.append(self.small)
+                self.small = bytearray()
+            self.parts.append(data)
+        else:
+            self.small += data
+        self.size += n
+        return n
+
+
 def encode_response(api_key: int, correlation_id: int, body: Any) -> bytes:
-    """Return the size-prefixed response frame for ``body`` (a ``kio`` response entity)."""
-    buf = io.BytesIO()
-    buf.write(b"\0\0\0\0")
+    """Return the size-prefixed response frame for ``body`` (a ``kio`` response entity).
+
+    Record data is copied once, into the frame; nothing else is large enough to matter.
+    """
+    out = _Chunks()
     if body.__flexible__ and api_key != API_VERSIONS_KEY:
-        _writer(ResponseHeaderV1)(buf, ResponseHeaderV1(correlation_id=i32(correlation_id)))
+        _writer(ResponseHeaderV1)(out, ResponseHeaderV1(correlation_id=i32(correlation_id)))
     else:
-        _writer(ResponseHeaderV0)(buf, ResponseHeaderV0(correlation_id=i32(correlation_id)))
-    _writer(type(body))(buf, body)
-    out = buf.getbuffer()
-    _SIZE.pack_into(out, 0, len(out) - 4)
-    del out
-    return buf.getvalue()
+        _writer(ResponseHeaderV0)(out, ResponseHeaderV0(correlation_id=i32(correlation_id)))
+    _writer(type(body))(out, body)
+    if out.small:
+        out.parts.append(out.small)
+    first = out.parts[0]
+    assert isinstance(first, bytearray)
+    _SIZE.pack_into(first, 0, out.size)
+    if len(out.parts) == 1:
+        return bytes(first)
+    return b"".join(out.parts)
