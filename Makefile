@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: serve test lint typecheck bench clean
+.PHONY: serve test lint typecheck bench clean system-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,15 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 serve: $(STAMP)
 	$(BIN)/odradek serve --listen 127.0.0.1:9092 --data-dir ./data
 
-test: $(TEST_STAMP)
+# kcat is one of the clients the integration tests drive; Debian packages it.
+system-deps:
+	@command -v kcat >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat) >/dev/null \
+	      || echo "warning: could not install kcat; its tests will be skipped"; \
+	  else echo "warning: kcat not found; its tests will be skipped"; fi; }
+
+test: $(TEST_STAMP) system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
