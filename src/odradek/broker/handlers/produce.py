@@ -60,6 +60,11 @@ def handle(broker: Broker, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     if acks not in (-1, 0, 1):
         raise InvalidRequiredAcksError(f"acks must be -1, 0 or 1, got {acks}")
+    if body.transactional_id is not None:
+        # No transaction coordinator yet: a transactional write could never be committed.
+        raise TransactionsUnsupportedError(
+            "transactional produce is not supported by this broker yet"
+        )
     topics = broker.topics
     watch = broker.append_watch
     responses = []
@@ -96,6 +101,10 @@ def handle(broker: Broker, request: Request) -> Any:
     if acks == 0:
         return NO_RESPONSE
     return build(mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO)
+
+
+class TransactionsUnsupportedError(KafkaError):
+    code = ErrorCode.invalid_txn_state
 
 
 class InvalidRecordsNone(KafkaError):
