@@ -23,6 +23,7 @@ from odradek.errors import UnknownTopicOrPartitionError
 from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.storage.clock import Clock, SystemClock
 from odradek.storage.log import PartitionLog
+from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import LogManager
 
 __all__ = ["Broker"]
@@ -146,7 +147,7 @@ class Broker:
 
     # -- used by handlers -----------------------------------------------------------------------
 
-    def _log_config_for_topic(self, topic: str):  # type: ignore[no-untyped-def]
+    def _log_config_for_topic(self, topic: str) -> LogConfig:
         meta = self.metadata.topic(topic)
         return log_config_for(self.config, meta.configs if meta else {})
 

@@ -175,8 +175,13 @@ class TopicManager:
         return new
 
     def reconcile(self) -> None:
-        """Create partition logs that the metadata names but the disk lacks (a crash between
-        writing metadata and creating the directories)."""
+        """Make the disk agree with the metadata after a crash between the two: create partition
+        logs the metadata names but the disk lacks, and delete logs of topics (or partitions)
+        the metadata no longer has."""
+        for log in self._logs.all_logs():
+            meta = self._store.topic(log.topic)
+            if meta is None or log.partition >= meta.partitions:
+                self._logs.delete_log(log.topic, log.partition)
         for meta in self._store.topics():
             log_config = log_config_for(self._config, meta.configs)
             for p in range(meta.partitions):

@@ -109,7 +109,7 @@ def _partition_body(
 
 def _read(broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]]) -> _Read:
     mod = response_module(KEY, request.api_version)
-    remaining = request.body.max_bytes if request.api_version >= 3 else 2**31 - 1
+    remaining = request.body.max_bytes
     total = 0
     has_error = False
     responses = []
