@@ -60,6 +60,7 @@ HANDLER_MODULES = (
     "list_offsets",
     "create_topics",
     "init_producer_id",
+    "offset_for_leader_epoch",
 )
 
 

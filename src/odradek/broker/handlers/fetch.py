@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import LEADER_EPOCH
+from odradek.broker.handlers._common import check_leader_epoch
 from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
-    FencedLeaderEpochError,
     KafkaError,
-    UnknownLeaderEpochError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
@@ -123,10 +121,7 @@ def _read(broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]])
             try:
                 log = broker.topics.log(p.topic, p.index)
                 epoch = p.current_leader_epoch
-                if epoch >= 0 and epoch != LEADER_EPOCH:
-                    raise (
-                        FencedLeaderEpochError() if epoch < LEADER_EPOCH else UnknownLeaderEpochError()
-                    )
+                check_leader_epoch(epoch)
                 high_watermark = log.high_watermark
                 data = log.read(
                     p.fetch_offset,

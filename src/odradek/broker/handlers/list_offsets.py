@@ -6,13 +6,11 @@ import datetime
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import LEADER_EPOCH
+from odradek.broker.handlers._common import LEADER_EPOCH, check_leader_epoch
 from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
-    FencedLeaderEpochError,
     InvalidRequestError,
-    UnknownLeaderEpochError,
 )
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
@@ -72,10 +70,7 @@ def handle(broker: Broker, request: Request) -> Any:
             try:
                 log = broker.topics.log(t.name, p.partition_index)
                 epoch = getattr(p, "current_leader_epoch", -1)
-                if epoch >= 0 and epoch != LEADER_EPOCH:
-                    raise (
-                        FencedLeaderEpochError() if epoch < LEADER_EPOCH else UnknownLeaderEpochError()
-                    )
+                check_leader_epoch(epoch)
                 ts, offset, leader_epoch = _lookup(log, p.timestamp, request.api_version)
                 parts.append(
                     _partition(mod, p.partition_index, ErrorCode.none, ts, offset, leader_epoch)
