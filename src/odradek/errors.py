@@ -42,6 +42,10 @@ __all__ = [
     "DuplicateSequenceError",
     "CorruptFrameError",
     "FrameTooLargeError",
+    "TopicDeletionDisabledError",
+    "InvalidReplicaAssignmentError",
+    "UnsupportedEndpointTypeError",
+    "MismatchedEndpointTypeError",
 ]
 
 
@@ -176,3 +180,19 @@ class CorruptFrameError(Exception):
 
 class FrameTooLargeError(CorruptFrameError):
     """A frame larger than ``socket.request.max.bytes``; the connection is closed."""
+
+
+class TopicDeletionDisabledError(KafkaError):
+    code = ErrorCode.topic_deletion_disabled
+
+
+class InvalidReplicaAssignmentError(KafkaError):
+    code = ErrorCode.invalid_replica_assignment
+
+
+class UnsupportedEndpointTypeError(KafkaError):
+    code = ErrorCode.unsupported_endpoint_type
+
+
+class MismatchedEndpointTypeError(KafkaError):
+    code = ErrorCode.mismatched_endpoint_type

@@ -102,8 +102,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self._waiting = asyncio.ensure_future(result)
                 self._waiting.add_done_callback(self._on_response)
                 transport.pause_reading()
-        except CorruptFrameError as e:
-            log.warning("closing connection from %s: %s", self.peer, e)
+        except Exception as e:
+            if isinstance(e, CorruptFrameError):
+                log.warning("closing connection from %s: %s", self.peer, e)
+            else:
+                log.error("closing connection from %s after an unexpected error", self.peer,
+                          exc_info=e)
             if out:
                 transport.writelines(out)
             transport.close()

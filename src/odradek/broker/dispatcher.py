@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from odradek.broker.errors import error_code_for
 from odradek.broker.registry import ApiHandler, handlers
 from odradek.errors import CorruptFrameError, ErrorCode
-from odradek.protocol.build import error_body
+from odradek.protocol.build import error_body, has_field
 from odradek.protocol.framing import Frame
 from odradek.protocol.messages import (
     API_VERSIONS_KEY,
@@ -90,6 +90,8 @@ class Dispatcher:
     def _unsupported(
         self, frame: Frame, api_key: int, api_version: int, api: ApiHandler | None
     ) -> bytes:
+        """UNSUPPORTED_VERSION in the request's own version where that can be said; otherwise
+        the connection is closed, as Kafka closes it."""
         preamble = peek_preamble(frame)
         if api_key == API_VERSIONS_KEY:
             from odradek.broker.handlers.api_versions import unsupported_version_response
@@ -103,5 +105,23 @@ class Dispatcher:
         log.info(
             "unsupported request api_key=%d v%d: answering UNSUPPORTED_VERSION", api_key, api_version
         )
-        body = error_body(response_schema(api_key, api_version), ErrorCode.unsupported_version)
+        response_cls = response_schema(api_key, api_version)
+        body = None
+        if api is not None:
+            # The handler knows where its response carries errors (per partition, say), though
+            # only for the versions it serves: the version's fields may differ.
+            try:
+                request = decode_request(frame, preamble, schema)
+                body = api.error_response(request, ErrorCode.unsupported_version)
+            except (CorruptFrameError, TypeError, AttributeError):
+                body = None
+        if body is not None:
+            pass
+        elif has_field(response_cls, "error_code"):
+            body = error_body(response_cls, ErrorCode.unsupported_version)
+        else:
+            raise CorruptFrameError(
+                f"API key {api_key} v{api_version} is not served and its response has no "
+                "top-level error code to say so"
+            )
         return encode_response(api_key, preamble.correlation_id, body)

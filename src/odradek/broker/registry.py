@@ -61,6 +61,8 @@ HANDLER_MODULES = (
     "create_topics",
     "init_producer_id",
     "offset_for_leader_epoch",
+    "delete_topics", "create_partitions", "describe_configs", "alter_configs",
+    "incremental_alter_configs", "delete_records", "describe_cluster", "describe_log_dirs",
 )
 
 

@@ -18,10 +18,10 @@ from kio.index import UnknownAPIKey, UnknownEntity, load_request_schema, load_re
 from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
 from kio.schema.response_header.v1.header import ResponseHeader as ResponseHeaderV1
 from kio.serial import entity_reader, entity_writer
-from kio.serial.errors import SerialError
 from kio.static.primitive import i32
 
 from odradek.errors import CorruptFrameError
+from odradek.protocol.precheck import check_request
 
 __all__ = [
     "API_VERSIONS_KEY",
@@ -102,22 +102,26 @@ def _writer(schema: type[Any]) -> Any:
 def decode_request(
     frame: bytes | memoryview, preamble: RequestPreamble, schema: type[Any]
 ) -> Request:
-    """Parse header and body; a malformed body is a :class:`CorruptFrameError`."""
-    header_schema = schema.__header_schema__
+    """Parse header and body; a malformed request is a :class:`CorruptFrameError`.
+
+    The header is read here (its tagged fields skipped, as Kafka does); the body by kio, after
+    :func:`check_request` has made sure no length in it overruns the frame, because kio trusts
+    declared array lengths with its allocations.
+    """
     if isinstance(frame, memoryview) and not frame.readonly:
         frame = frame.toreadonly()  # kio reads only read-only buffers
+    client_id, body_start = check_request(frame, schema)
     try:
-        header, header_size = _reader(header_schema)(frame, 0)
-        body, body_size = _reader(schema)(frame, header_size)
-    except (SerialError, ValueError, TypeError, IndexError, OverflowError, UnicodeDecodeError) as e:
+        body, _ = _reader(schema)(frame, body_start)
+    except Exception as e:  # any decoding failure of client bytes is that client's problem
         raise CorruptFrameError(
-            f"malformed request api_key={preamble.api_key} v{preamble.api_version}: {e}"
+            f"malformed request api_key={preamble.api_key} v{preamble.api_version}: {e!r}"
         ) from e
     return Request(
         api_key=preamble.api_key,
         api_version=preamble.api_version,
         correlation_id=preamble.correlation_id,
-        client_id=header.client_id,
+        client_id=client_id,
         body=body,
         size=len(frame),
     )

@@ -9,13 +9,14 @@ moves to the log end offset and waiting fetches are woken.
 from __future__ import annotations
 
 import datetime
+import struct
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.dispatcher import NO_RESPONSE
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import LEADER_EPOCH
 from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, InvalidRequiredAcksError, KafkaError
+from odradek.errors import ErrorCode, InvalidRecordError, InvalidRequiredAcksError, KafkaError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 from odradek.protocol.produce import decode_produce_request
@@ -75,8 +76,7 @@ def handle(broker: Broker, request: Request) -> Any:
             index = pd.index
             try:
                 log = topics.log(name, index)
-                if pd.records is None:
-                    raise InvalidRecordsNone()
+                _check_one_batch(pd.records)
                 info = log.append_as_leader(pd.records, leader_epoch=LEADER_EPOCH)
                 if not info.duplicate:
                     log.update_high_watermark(log.log_end_offset)
@@ -107,11 +107,18 @@ class TransactionsUnsupportedError(KafkaError):
     code = ErrorCode.invalid_txn_state
 
 
-class InvalidRecordsNone(KafkaError):
-    code = ErrorCode.invalid_record
+_BATCH_LENGTH = struct.Struct(">i")
 
-    def __init__(self) -> None:
-        super().__init__("produce request without records")
+
+def _check_one_batch(records: Any) -> None:
+    """Produce v3+ carries exactly one record batch per partition (Kafka's
+    ``ProduceRequest.validateRecords``); a batch that claims more bytes than are present is left
+    to the storage engine, which reports it as corrupt."""
+    if records is None or len(records) < 12:
+        raise InvalidRecordError("a produce request must carry exactly one record batch")
+    (batch_length,) = _BATCH_LENGTH.unpack_from(records, 8)
+    if batch_length + 12 < len(records):
+        raise InvalidRecordError("a produce request must carry exactly one record batch")
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:

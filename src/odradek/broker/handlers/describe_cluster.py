@@ -1,0 +1,127 @@
+"""DescribeCluster (key 60): the cluster id, this broker as the only broker and as controller.
+
+Only the broker endpoint type (1) is served: asking a broker for controllers (2) is
+MISMATCHED_ENDPOINT_TYPE and an unknown type UNSUPPORTED_ENDPOINT_TYPE (INVALID_REQUEST for both in
+v0, which has no endpoint type), as Kafka. There is no authorizer, so when the cluster's authorized
+operations are asked for they are every operation Kafka defines on the cluster resource.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.registry import ApiHandler
+from odradek.errors import (
+    ErrorCode,
+    InvalidRequestError,
+    KafkaError,
+    MismatchedEndpointTypeError,
+    UnsupportedEndpointTypeError,
+)
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["API", "EndpointType", "CLUSTER_OPERATIONS"]
+
+KEY = 60
+_ZERO = datetime.timedelta(0)
+NOT_REQUESTED = -(2**31)
+
+
+class EndpointType(enum.IntEnum):
+    UNKNOWN = 0
+    BROKER = 1
+    CONTROLLER = 2
+
+
+class _AclOperation(enum.IntEnum):
+    """Kafka's AclOperation codes for the operations the CLUSTER resource supports."""
+
+    CREATE = 5
+    ALTER = 7
+    DESCRIBE = 8
+    CLUSTER_ACTION = 9
+    DESCRIBE_CONFIGS = 10
+    ALTER_CONFIGS = 11
+    IDEMPOTENT_WRITE = 12
+
+
+#: The authorized-operations bit field with no authorizer: all the cluster's operations.
+CLUSTER_OPERATIONS = sum(1 << op for op in _AclOperation)
+
+
+def _check_endpoint(version: int, requested: int) -> None:
+    if requested == EndpointType.BROKER:
+        return
+    if requested == EndpointType.CONTROLLER:
+        message = (
+            "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of "
+            "type CONTROLLER"
+        )
+        raise (InvalidRequestError if version == 0 else MismatchedEndpointTypeError)(message)
+    message = f"Unsupported endpoint type {requested}"
+    raise (InvalidRequestError if version == 0 else UnsupportedEndpointTypeError)(message)
+
+
+def _response(mod: Any, code: ErrorCode, message: str | None, **fields: Any) -> Any:
+    values: dict[str, Any] = dict(
+        throttle_time=_ZERO,
+        error_code=code,
+        error_message=message,
+        endpoint_type=EndpointType.BROKER,
+        cluster_id="",
+        controller_id=-1,
+        brokers=(),
+        cluster_authorized_operations=NOT_REQUESTED,
+    )
+    values.update(fields)
+    return build(mod.DescribeClusterResponse, **values)
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    body = request.body
+    version = request.api_version
+    mod = response_module(KEY, version)
+    try:
+        _check_endpoint(version, getattr(body, "endpoint_type", EndpointType.BROKER))
+    except KafkaError as e:
+        return _response(mod, e.code, e.message)
+    me = build(
+        mod.DescribeClusterBroker,
+        broker_id=broker.node_id,
+        host=broker.advertised_host,
+        port=broker.advertised_port,
+        rack=None,
+        is_fenced=False,
+    )
+    operations = (
+        CLUSTER_OPERATIONS if body.include_cluster_authorized_operations else NOT_REQUESTED
+    )
+    return _response(
+        mod,
+        ErrorCode.none,
+        None,
+        cluster_id=broker.metadata.cluster_id,
+        controller_id=broker.node_id,
+        brokers=(me,),
+        cluster_authorized_operations=operations,
+    )
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    return _response(response_module(KEY, request.api_version), code, None)
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="DescribeCluster",
+    min_version=0,
+    max_version=2,
+    handle=handle,
+    error_response=error_response,
+)
