@@ -403,3 +403,22 @@ def test_describe_log_dirs_kafka_python(admin: AdminClient, kadmin: KafkaAdminCl
     assert sizes[0] == broker.broker.topics.log(topic, 0).size_in_bytes > 0
     assert sizes[1] == 0
     assert all(p["offset_lag"] == 0 and not p["is_future_key"] for p in entry["partitions"])
+
+
+def test_authorized_operations_through_metadata(bootstrap: str) -> None:
+    """librdkafka asks Metadata (not DescribeCluster) for authorized operations; with no
+    authorizer every operation of the resource type is allowed."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation, AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("ops", 1, 1)])["ops"].result(timeout=10)
+    cluster = admin.describe_cluster(include_authorized_operations=True).result(timeout=10)
+    assert AclOperation.IDEMPOTENT_WRITE in cluster.authorized_operations
+    assert AclOperation.READ not in cluster.authorized_operations
+    desc = admin.describe_topics(
+        TopicCollection(["ops"]), include_authorized_operations=True
+    )["ops"].result(timeout=10)
+    assert AclOperation.READ in desc.authorized_operations
+    assert AclOperation.WRITE in desc.authorized_operations
+    assert AclOperation.CLUSTER_ACTION not in desc.authorized_operations

@@ -12,6 +12,7 @@ import datetime
 import enum
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.handlers._common import CLUSTER_OPERATIONS
 from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
@@ -39,20 +40,6 @@ class EndpointType(enum.IntEnum):
     CONTROLLER = 2
 
 
-class _AclOperation(enum.IntEnum):
-    """Kafka's AclOperation codes for the operations the CLUSTER resource supports."""
-
-    CREATE = 5
-    ALTER = 7
-    DESCRIBE = 8
-    CLUSTER_ACTION = 9
-    DESCRIBE_CONFIGS = 10
-    ALTER_CONFIGS = 11
-    IDEMPOTENT_WRITE = 12
-
-
-#: The authorized-operations bit field with no authorizer: all the cluster's operations.
-CLUSTER_OPERATIONS = sum(1 << op for op in _AclOperation)
 
 
 def _check_endpoint(version: int, requested: int) -> None:

@@ -11,7 +11,12 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.handlers._common import LEADER_EPOCH, is_internal
+from odradek.broker.handlers._common import (
+    CLUSTER_OPERATIONS,
+    LEADER_EPOCH,
+    TOPIC_OPERATIONS,
+    is_internal,
+)
 from odradek.broker.registry import ApiHandler
 from odradek.broker.topics import validate_topic_name
 from odradek.errors import ErrorCode, KafkaError
@@ -29,7 +34,7 @@ ZERO_UUID = uuid.UUID(int=0)
 NOT_REQUESTED = -(2**31)
 
 
-def _topic(mod: Any, broker: Broker, meta: TopicMetadata) -> Any:
+def _topic(mod: Any, broker: Broker, meta: TopicMetadata, operations: int) -> Any:
     node = broker.node_id
     partitions = tuple(
         build(
@@ -51,7 +56,7 @@ def _topic(mod: Any, broker: Broker, meta: TopicMetadata) -> Any:
         topic_id=meta.topic_id,
         is_internal=is_internal(meta.name),
         partitions=partitions,
-        topic_authorized_operations=NOT_REQUESTED,
+        topic_authorized_operations=operations,
     )
 
 
@@ -68,14 +73,14 @@ def _error_topic(mod: Any, name: str | None, topic_id: uuid.UUID | None, code: E
 
 
 def _lookup(broker: Broker, mod: Any, name: str | None, topic_id: uuid.UUID | None,
-            auto_create: bool) -> Any:
+            auto_create: bool, operations: int) -> Any:
     if not name:
         if topic_id is None or topic_id == ZERO_UUID:
             return _error_topic(mod, name, topic_id, ErrorCode.invalid_request)
         meta = broker.topics.topic_by_id(topic_id)
         if meta is None:
             return _error_topic(mod, None, topic_id, ErrorCode.unknown_topic_id)
-        return _topic(mod, broker, meta)
+        return _topic(mod, broker, meta, operations)
     try:
         validate_topic_name(name)
     except KafkaError as e:
@@ -88,10 +93,10 @@ def _lookup(broker: Broker, mod: Any, name: str | None, topic_id: uuid.UUID | No
             return _error_topic(mod, name, None, e.code)
     if meta is None:
         return _error_topic(mod, name, None, ErrorCode.unknown_topic_or_partition)
-    return _topic(mod, broker, meta)
+    return _topic(mod, broker, meta, operations)
 
 
-def _body(broker: Broker, version: int, topics: tuple[Any, ...]) -> Any:
+def _body(broker: Broker, version: int, topics: tuple[Any, ...], cluster_ops: int) -> Any:
     mod = response_module(KEY, version)
     brokers = (
         build(
@@ -109,7 +114,7 @@ def _body(broker: Broker, version: int, topics: tuple[Any, ...]) -> Any:
         cluster_id=broker.metadata.cluster_id,
         controller_id=broker.node_id,
         topics=topics,
-        cluster_authorized_operations=NOT_REQUESTED,
+        cluster_authorized_operations=cluster_ops,
     )
 
 
@@ -118,15 +123,25 @@ def handle(broker: Broker, request: Request) -> Any:
     version = request.api_version
     mod = response_module(KEY, version)
     requested = body.topics
+    topic_ops = (
+        TOPIC_OPERATIONS
+        if getattr(body, "include_topic_authorized_operations", False)
+        else NOT_REQUESTED
+    )
+    cluster_ops = (
+        CLUSTER_OPERATIONS
+        if getattr(body, "include_cluster_authorized_operations", False)
+        else NOT_REQUESTED
+    )
     if requested is None or (version == 0 and not requested):
-        topics = tuple(_topic(mod, broker, meta) for meta in broker.topics.topics())
+        topics = tuple(_topic(mod, broker, meta, topic_ops) for meta in broker.topics.topics())
     else:
         auto_create = getattr(body, "allow_auto_topic_creation", True)
         topics = tuple(
-            _lookup(broker, mod, t.name, getattr(t, "topic_id", None), auto_create)
+            _lookup(broker, mod, t.name, getattr(t, "topic_id", None), auto_create, topic_ops)
             for t in requested
         )
-    return _body(broker, version, topics)
+    return _body(broker, version, topics, cluster_ops)
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
