@@ -13,19 +13,25 @@ What a resource (type, name) means here, as Apache Kafka does it:
 
 from __future__ import annotations
 
+import datetime
 import enum
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.errors import error_code_for
 from odradek.config import TOPIC_CONFIGS, ConfigType
-from odradek.errors import InvalidConfigError, InvalidRequestError
+from odradek.errors import ErrorCode, InvalidConfigError, InvalidRequestError, KafkaError
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
     from odradek.broker.app import Broker
 
 __all__ = [
+    "alter_resources",
+    "alter_error_response",
     "ResourceType",
     "AlterOp",
     "ROOT_LOGGER",
@@ -220,3 +226,52 @@ def incremental_topic_configs(current: Mapping[str, str], ops: Sequence[Any]) ->
         else:
             raise InvalidRequestError(f"Unknown operation type {kind}")
     return result
+
+
+_ZERO = datetime.timedelta(0)
+
+
+# -- the shared shape of AlterConfigs and IncrementalAlterConfigs ----------------------------------
+
+AlterFn = Callable[["Broker", Any, bool], None]
+
+
+def _alter_response(mod: Any, resource: Any, code: ErrorCode, message: str | None) -> Any:
+    return build(
+        mod.AlterConfigsResourceResponse,
+        error_code=code,
+        error_message=message,
+        resource_type=resource.resource_type,
+        resource_name=resource.resource_name,
+    )
+
+
+def alter_resources(
+    broker: Broker, request: Request, key: int, response_name: str, alter: AlterFn
+) -> Any:
+    """Apply ``alter`` to each resource of an alter-configs request, each with its own result;
+    a resource named twice is INVALID_REQUEST for every occurrence, as Kafka answers."""
+    body = request.body
+    mod = response_module(key, request.api_version)
+    duplicates = duplicate_resources(body.resources)
+    responses = []
+    for r in body.resources:
+        try:
+            if (int(r.resource_type), r.resource_name) in duplicates:
+                raise InvalidRequestError("Each resource must appear at most once.")
+            alter(broker, r, body.validate_only)
+        except Exception as e:
+            code = error_code_for(e, context=f"altering configs of {r.resource_name!r}")
+            message = e.message if isinstance(e, KafkaError) else None
+            responses.append(_alter_response(mod, r, code, message))
+        else:
+            responses.append(_alter_response(mod, r, ErrorCode.none, None))
+    return build(
+        getattr(mod, response_name), throttle_time=_ZERO, responses=tuple(responses)
+    )
+
+
+def alter_error_response(request: Request, code: ErrorCode, key: int, response_name: str) -> Any:
+    mod = response_module(key, request.api_version)
+    responses = tuple(_alter_response(mod, r, code, None) for r in request.body.resources)
+    return build(getattr(mod, response_name), throttle_time=_ZERO, responses=responses)

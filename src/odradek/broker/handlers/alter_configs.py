@@ -11,16 +11,15 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._config_resources import (
     ResourceType,
+    alter_error_response,
+    alter_resources,
     check_unique_names,
-    duplicate_resources,
     refuse_broker_changes,
 )
 from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, InvalidConfigError, InvalidRequestError, KafkaError
-from odradek.protocol.build import build, response_module
+from odradek.errors import ErrorCode, InvalidConfigError, InvalidRequestError
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
@@ -58,40 +57,12 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
         raise InvalidRequestError(f"Unknown resource type {kind}")
 
 
-def _response(mod: Any, resource: Any, code: ErrorCode, message: str | None) -> Any:
-    return build(
-        mod.AlterConfigsResourceResponse,
-        error_code=code,
-        error_message=message,
-        resource_type=resource.resource_type,
-        resource_name=resource.resource_name,
-    )
-
-
 def handle(broker: Broker, request: Request) -> Any:
-    body = request.body
-    mod = response_module(KEY, request.api_version)
-    duplicates = duplicate_resources(body.resources)
-    responses = []
-    for r in body.resources:
-        try:
-            if (int(r.resource_type), r.resource_name) in duplicates:
-                raise InvalidRequestError("Each resource must appear at most once.")
-            _alter(broker, r, body.validate_only)
-        except Exception as e:
-            code = error_code_for(e, context=f"alter configs of {r.resource_name!r}")
-            responses.append(
-                _response(mod, r, code, e.message if isinstance(e, KafkaError) else None)
-            )
-        else:
-            responses.append(_response(mod, r, ErrorCode.none, None))
-    return build(mod.AlterConfigsResponse, throttle_time=_ZERO, responses=tuple(responses))
+    return alter_resources(broker, request, KEY, "AlterConfigsResponse", _alter)
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
-    mod = response_module(KEY, request.api_version)
-    responses = tuple(_response(mod, r, code, None) for r in request.body.resources)
-    return build(mod.AlterConfigsResponse, throttle_time=_ZERO, responses=responses)
+    return alter_error_response(request, code, KEY, "AlterConfigsResponse")
 
 
 API = ApiHandler(
