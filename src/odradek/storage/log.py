@@ -237,10 +237,10 @@ class PartitionLog:
         self.epoch_cache.truncate_from_end(self._log_end_offset)
         self.epoch_cache.truncate_from_start(self._log_start_offset)
         snapshot = self.producer_state.load(self._log_end_offset)
-        replay_from = snapshot if snapshot is not None else (
-            self._segments[0].base_offset if recover else None
-        )
-        if replay_from is not None and replay_from < self._log_end_offset:
+        # No usable snapshot (missing, or failed its CRC even after a clean shutdown): the
+        # state is rebuilt from the whole log, so deduplication never silently lapses.
+        replay_from = snapshot if snapshot is not None else self._segments[0].base_offset
+        if replay_from < self._log_end_offset:
             self._replay_producer_state(replay_from)
         self._high_watermark = self._log_end_offset
         self._recovery_point = self._log_end_offset
@@ -470,6 +470,11 @@ class PartitionLog:
             if h.producer_id < 0:
                 continue
             if origin is AppendOrigin.CLIENT:
+                if h.base_sequence < 0:
+                    # As Kafka's LogValidator: a producer id makes the sequence mandatory.
+                    raise InvalidRecordError(
+                        f"batch of producer {h.producer_id} has no sequence number"
+                    )
                 dup = self.producer_state.check(staged, h)
                 if dup is not None:
                     return LogAppendInfo(
