@@ -21,6 +21,7 @@ from odradek.protocol.framing import Frame
 from odradek.protocol.messages import (
     API_VERSIONS_KEY,
     Request,
+    RequestPreamble,
     decode_request,
     encode_response,
     peek_preamble,
@@ -52,7 +53,7 @@ class Dispatcher:
         preamble = peek_preamble(frame)
         api = self._handlers.get(preamble.api_key)
         if api is None or not api.min_version <= preamble.api_version <= api.max_version:
-            return self._unsupported(frame, preamble.api_key, preamble.api_version, api)
+            return self._unsupported(frame, preamble, api)
         if api.decode is not None:
             request = api.decode(frame, preamble)
         else:
@@ -88,11 +89,11 @@ class Dispatcher:
         return self._encode(request, body)
 
     def _unsupported(
-        self, frame: Frame, api_key: int, api_version: int, api: ApiHandler | None
+        self, frame: Frame, preamble: RequestPreamble, api: ApiHandler | None
     ) -> bytes:
         """UNSUPPORTED_VERSION in the request's own version where that can be said; otherwise
         the connection is closed, as Kafka closes it."""
-        preamble = peek_preamble(frame)
+        api_key, api_version = preamble.api_key, preamble.api_version
         if api_key == API_VERSIONS_KEY:
             from odradek.broker.handlers.api_versions import unsupported_version_response
 
