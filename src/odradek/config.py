@@ -453,6 +453,25 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _int("group.max.session.timeout.ms", 1800000, "Largest session timeout a member may ask "
          "for."),
     _int("group.max.size", INT_MAX, "Most members one consumer group may have.", minimum=1),
+    ConfigDef("group.coordinator.rebalance.protocols", ConfigType.LIST, ("classic", "consumer"),
+              "Group protocols the coordinator serves.", ListOf(("classic", "consumer"))),
+    _int("group.consumer.session.timeout.ms", 45000, "Session timeout of KIP-848 consumer group "
+         "members.", minimum=1),
+    _int("group.consumer.min.session.timeout.ms", 45000, "Smallest session timeout of a consumer "
+         "group.", minimum=1),
+    _int("group.consumer.max.session.timeout.ms", 60000, "Largest session timeout of a consumer "
+         "group.", minimum=1),
+    _int("group.consumer.heartbeat.interval.ms", 5000, "Heartbeat interval given to KIP-848 "
+         "consumer group members.", minimum=1),
+    _int("group.consumer.min.heartbeat.interval.ms", 5000, "Smallest heartbeat interval of a "
+         "consumer group.", minimum=1),
+    _int("group.consumer.max.heartbeat.interval.ms", 15000, "Largest heartbeat interval of a "
+         "consumer group.", minimum=1),
+    _int("group.consumer.max.size", INT_MAX, "Most members one KIP-848 consumer group may have.",
+         minimum=1),
+    ConfigDef("group.consumer.assignors", ConfigType.LIST, ("uniform", "range"),
+              "Server-side assignors of KIP-848 consumer groups; the first is the default.",
+              ListOf(("uniform", "range"))),
     _bool("log.cleaner.enable", True, "Run the log cleaner (needed for compacted topics)."),
     _int("log.cleaner.threads", 1, "Threads compacting logs.", minimum=0),
     _long("log.cleaner.dedupe.buffer.size", 128 * 1024 * 1024, "Memory for deduplicating keys "
@@ -513,8 +532,8 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
 IGNORED_BROKER_KEY_PREFIXES: tuple[str, ...] = (
     "zookeeper.", "controller.", "listener.name.", "ssl.", "sasl.", "metric.", "metrics.",
     "kafka.metrics.", "replica.", "remote.log.", "leader.imbalance.", "metadata.", "quota.",
-    "client.quota.", "password.encoder.", "delegation.token.", "group.consumer.", "group.share.",
-    "group.coordinator.", "share.", "alter.log.dirs.replication.quota.", "confluent.",
+    "client.quota.", "password.encoder.", "delegation.token.", "group.share.",
+    "share.", "alter.log.dirs.replication.quota.", "confluent.",
 )
 
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
@@ -641,6 +660,15 @@ class BrokerConfig:
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1800000
     group_max_size: int = INT_MAX
+    group_coordinator_rebalance_protocols: tuple[str, ...] = ("classic", "consumer")
+    group_consumer_session_timeout_ms: int = 45000
+    group_consumer_min_session_timeout_ms: int = 45000
+    group_consumer_max_session_timeout_ms: int = 60000
+    group_consumer_heartbeat_interval_ms: int = 5000
+    group_consumer_min_heartbeat_interval_ms: int = 5000
+    group_consumer_max_heartbeat_interval_ms: int = 15000
+    group_consumer_max_size: int = INT_MAX
+    group_consumer_assignors: tuple[str, ...] = ("uniform", "range")
     log_cleaner_enable: bool = True
     log_cleaner_threads: int = 1
     log_cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024

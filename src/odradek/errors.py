@@ -46,6 +46,29 @@ __all__ = [
     "InvalidReplicaAssignmentError",
     "UnsupportedEndpointTypeError",
     "MismatchedEndpointTypeError",
+    "UnknownMemberIdError",
+    "IllegalGenerationError",
+    "RebalanceInProgressError",
+    "FencedInstanceIdError",
+    "CoordinatorLoadInProgressError",
+    "CoordinatorNotAvailableError",
+    "NotCoordinatorError",
+    "GroupIdNotFoundError",
+    "NonEmptyGroupError",
+    "FencedMemberEpochError",
+    "StaleMemberEpochError",
+    "UnreleasedInstanceIdError",
+    "GroupMaxSizeReachedError",
+    "InvalidSessionTimeoutError",
+    "InconsistentGroupProtocolError",
+    "InvalidGroupIdError",
+    "MemberIdRequiredError",
+    "UnsupportedAssignorError",
+    "GroupSubscribedToTopicError",
+    "OffsetMetadataTooLargeError",
+    "InvalidRegularExpressionError",
+    "InvalidCommitOffsetSizeError",
+    "UnstableOffsetCommitError",
 ]
 
 
@@ -196,3 +219,98 @@ class UnsupportedEndpointTypeError(KafkaError):
 
 class MismatchedEndpointTypeError(KafkaError):
     code = ErrorCode.mismatched_endpoint_type
+
+
+# -- group coordinator ----------------------------------------------------------------------
+
+
+class UnknownMemberIdError(KafkaError):
+    code = ErrorCode.unknown_member_id
+
+
+class IllegalGenerationError(KafkaError):
+    code = ErrorCode.illegal_generation
+
+
+class RebalanceInProgressError(KafkaError):
+    code = ErrorCode.rebalance_in_progress
+
+
+class FencedInstanceIdError(KafkaError):
+    code = ErrorCode.fenced_instance_id
+
+
+class CoordinatorLoadInProgressError(KafkaError):
+    code = ErrorCode.coordinator_load_in_progress
+
+
+class CoordinatorNotAvailableError(KafkaError):
+    code = ErrorCode.coordinator_not_available
+
+
+class NotCoordinatorError(KafkaError):
+    code = ErrorCode.not_coordinator
+
+
+class GroupIdNotFoundError(KafkaError):
+    code = ErrorCode.group_id_not_found
+
+
+class NonEmptyGroupError(KafkaError):
+    code = ErrorCode.non_empty_group
+
+
+class FencedMemberEpochError(KafkaError):
+    code = ErrorCode.fenced_member_epoch
+
+
+class StaleMemberEpochError(KafkaError):
+    code = ErrorCode.stale_member_epoch
+
+
+class UnreleasedInstanceIdError(KafkaError):
+    code = ErrorCode.unreleased_instance_id
+
+
+class GroupMaxSizeReachedError(KafkaError):
+    code = ErrorCode.group_max_size_reached
+
+
+class InvalidSessionTimeoutError(KafkaError):
+    code = ErrorCode.invalid_session_timeout
+
+
+class InconsistentGroupProtocolError(KafkaError):
+    code = ErrorCode.inconsistent_group_protocol
+
+
+class InvalidGroupIdError(KafkaError):
+    code = ErrorCode.invalid_group_id
+
+
+class MemberIdRequiredError(KafkaError):
+    code = ErrorCode.member_id_required
+
+
+class UnsupportedAssignorError(KafkaError):
+    code = ErrorCode.unsupported_assignor
+
+
+class GroupSubscribedToTopicError(KafkaError):
+    code = ErrorCode.group_subscribed_to_topic
+
+
+class OffsetMetadataTooLargeError(KafkaError):
+    code = ErrorCode.offset_metadata_too_large
+
+
+class InvalidRegularExpressionError(KafkaError):
+    code = ErrorCode.invalid_regular_expression
+
+
+class InvalidCommitOffsetSizeError(KafkaError):
+    code = ErrorCode.invalid_commit_offset_size
+
+
+class UnstableOffsetCommitError(KafkaError):
+    code = ErrorCode.unstable_offset_commit

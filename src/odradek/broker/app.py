@@ -17,8 +17,10 @@ from types import TracebackType
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.delayed import AppendWatch
 from odradek.broker.dispatcher import Dispatcher
+from odradek.broker.groups import GroupRuntime
 from odradek.broker.topics import TopicManager
 from odradek.config import BrokerConfig, log_config_for
+from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.errors import UnknownTopicOrPartitionError
 from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.storage.clock import Clock, SystemClock
@@ -52,6 +54,8 @@ class Broker:
         self.metadata: MetadataStore
         self.logs: LogManager
         self.topics: TopicManager
+        self.groups: GroupRuntime
+        self.group_coordinator: GroupCoordinator
 
     @property
     def bootstrap(self) -> str:
@@ -67,6 +71,9 @@ class Broker:
         self.logs.startup(self._log_config_for_topic)
         self.topics = TopicManager(self.config, self.metadata, self.logs)
         self.topics.reconcile()
+        self.groups = GroupRuntime(self)
+        self.group_coordinator = self.groups.coordinator
+        self.groups.load()
         loop = asyncio.get_running_loop()
         host, port = self.config.listener_host, self.config.listener_port
         dispatcher = Dispatcher(self)
@@ -83,6 +90,7 @@ class Broker:
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
+        self.groups.start()
         self.started_at = time.perf_counter() - t0
         log.info(
             "odradek broker %d serving on %s:%d (cluster %s, data in %s) in %.0f ms",
@@ -106,6 +114,7 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.groups.stop()
         self.append_watch.notify_all()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from odradek.broker.registry import CLIENT_HOST
 from odradek.errors import CorruptFrameError
 from odradek.protocol.framing import NEED_DATA, Frame, FrameDecoder
 
@@ -41,6 +42,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._closed = False
         self.peer: str = "?"
+        self.peer_host: str = ""
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -50,6 +52,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
+            self.peer_host = str(peer[0])
         self._connections.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -93,6 +96,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 frame = self._decoder.next_frame()
                 if frame is NEED_DATA:
                     break
+                CLIENT_HOST.set(self.peer_host)
                 result = self._dispatch(frame)
                 if result is None:
                     continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,11 @@ from odradek.protocol.messages import Request, RequestPreamble
 if TYPE_CHECKING:
     from odradek.broker.app import Broker
 
-__all__ = ["ApiHandler", "handlers", "HANDLER_MODULES"]
+__all__ = ["ApiHandler", "handlers", "HANDLER_MODULES", "CLIENT_HOST"]
+
+#: The address of the client whose request is being handled (set by the connection before it
+#: dispatches; read synchronously by handlers that record it, such as JoinGroup).
+CLIENT_HOST: ContextVar[str] = ContextVar("odradek_client_host", default="")
 
 Response = Any
 HandleFn = Callable[["Broker", Request], "Response | Awaitable[Response]"]
@@ -63,6 +68,8 @@ HANDLER_MODULES = (
     "offset_for_leader_epoch",
     "delete_topics", "create_partitions", "describe_configs", "alter_configs",
     "incremental_alter_configs", "delete_records", "describe_cluster", "describe_log_dirs",
+    "find_coordinator", "join_group", "sync_group", "heartbeat", "leave_group", "offset_commit",
+    "offset_fetch", "describe_groups", "list_groups", "delete_groups", "offset_delete",
 )
 
 

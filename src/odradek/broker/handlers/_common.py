@@ -13,6 +13,8 @@ __all__ = [
     "check_leader_epoch",
     "CLUSTER_OPERATIONS",
     "TOPIC_OPERATIONS",
+    "GROUP_OPERATIONS",
+    "NOT_REQUESTED",
 ]
 
 # A single broker leads every partition from the start and never hands leadership over.
@@ -66,3 +68,9 @@ TOPIC_OPERATIONS = sum(
         AclOperation.ALTER_CONFIGS,
     )
 )
+
+GROUP_OPERATIONS = sum(
+    1 << op for op in (AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE)
+)
+#: The value of an "authorized operations" field that was not asked for.
+NOT_REQUESTED = -(2**31)

@@ -1,0 +1,95 @@
+"""FindCoordinator (key 10): which broker coordinates a group or a transactional id.
+
+This broker is the coordinator of every group and transactional id. Asking for a group creates
+``__consumer_offsets`` on first use, as Kafka does. Versions 4+ batch the keys (KIP-699); key
+types other than group (0) and transaction (1) are INVALID_REQUEST.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.errors import error_code_for
+from odradek.broker.registry import ApiHandler
+from odradek.errors import ErrorCode, InvalidRequestError
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["API", "GROUP", "TRANSACTION"]
+
+KEY = 10
+GROUP = 0
+TRANSACTION = 1
+_ZERO = datetime.timedelta(0)
+
+
+def _locate(broker: Broker, key_type: int) -> None:
+    if key_type == GROUP:
+        broker.groups.ensure_offsets_topic()
+    elif key_type != TRANSACTION:
+        raise InvalidRequestError(f"unknown coordinator key type {key_type}")
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    body = request.body
+    version = request.api_version
+    mod = response_module(KEY, version)
+    key_type = getattr(body, "key_type", GROUP)
+    node = dict(node_id=broker.node_id, host=broker.advertised_host, port=broker.advertised_port)
+    if version < 4:
+        try:
+            _locate(broker, key_type)
+        except Exception as e:
+            code = error_code_for(e, context="FindCoordinator")
+            return _single(mod, code, str(e))
+        return build(mod.FindCoordinatorResponse, throttle_time=_ZERO,
+                     error_code=ErrorCode.none, error_message=None, **node)
+    coordinators = []
+    for key in body.coordinator_keys:
+        try:
+            _locate(broker, key_type)
+        except Exception as e:
+            code = error_code_for(e, context="FindCoordinator")
+            coordinators.append(
+                build(mod.Coordinator, key=key, node_id=-1, host="", port=-1, error_code=code,
+                      error_message=str(e))
+            )
+            continue
+        coordinators.append(
+            build(mod.Coordinator, key=key, error_code=ErrorCode.none, error_message=None, **node)
+        )
+    return build(mod.FindCoordinatorResponse, throttle_time=_ZERO, coordinators=tuple(coordinators))
+
+
+def _single(mod: Any, code: ErrorCode, message: str | None) -> Any:
+    return build(mod.FindCoordinatorResponse, throttle_time=_ZERO, error_code=code,
+                 error_message=message, node_id=-1, host="", port=-1)
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    mod = response_module(KEY, request.api_version)
+    if request.api_version < 4:
+        return _single(mod, code, None)
+    return build(
+        mod.FindCoordinatorResponse,
+        throttle_time=_ZERO,
+        coordinators=tuple(
+            build(mod.Coordinator, key=k, node_id=-1, host="", port=-1, error_code=code,
+                  error_message=None)
+            for k in request.body.coordinator_keys
+        ),
+    )
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="FindCoordinator",
+    min_version=0,
+    max_version=5,
+    handle=handle,
+    error_response=error_response,
+)

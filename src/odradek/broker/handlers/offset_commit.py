@@ -1,0 +1,96 @@
+"""OffsetCommit (key 8): store a group's consumed positions in ``__consumer_offsets``.
+
+Classic groups check member id and generation (admin commits with generation -1 are accepted
+for empty groups); KIP-848 groups check member id and epoch (v9). v2–v4's retention time sets
+an explicit expiry; later versions follow ``offsets.retention.minutes``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.registry import ApiHandler
+from odradek.errors import ErrorCode, KafkaError
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["API"]
+
+KEY = 8
+_ZERO = datetime.timedelta(0)
+
+
+def _response(version: int, results: list[tuple[str, int, ErrorCode]]) -> Any:
+    mod = response_module(KEY, version)
+    by_topic: dict[str, list[Any]] = {}
+    for topic, partition, code in results:
+        by_topic.setdefault(topic, []).append(
+            build(mod.OffsetCommitResponsePartition, partition_index=partition, error_code=code)
+        )
+    return build(
+        mod.OffsetCommitResponse,
+        throttle_time=_ZERO,
+        topics=tuple(
+            build(mod.OffsetCommitResponseTopic, name=name, partitions=tuple(parts))
+            for name, parts in by_topic.items()
+        ),
+    )
+
+
+def _all(request: Request, code: ErrorCode) -> list[tuple[str, int, ErrorCode]]:
+    return [
+        (t.name, p.partition_index, code) for t in request.body.topics for p in t.partitions
+    ]
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    body = request.body
+    version = request.api_version
+    expire = -1
+    retention = getattr(body, "retention_time", None)
+    if retention is not None:
+        retention_ms = int(retention / datetime.timedelta(milliseconds=1))
+        if retention_ms >= 0:
+            expire = broker.clock.milliseconds() + retention_ms
+    offsets = [
+        (
+            t.name,
+            p.partition_index,
+            p.committed_offset,
+            getattr(p, "committed_leader_epoch", -1),
+            p.committed_metadata,
+        )
+        for t in body.topics
+        for p in t.partitions
+    ]
+    try:
+        results = broker.group_coordinator.commit_offsets(
+            body.group_id,
+            member_id=body.member_id,
+            generation_or_epoch=body.generation_id_or_member_epoch,
+            instance_id=getattr(body, "group_instance_id", None),
+            offsets=offsets,
+            api_version=version,
+            expire_timestamp=expire,
+        )
+    except KafkaError as e:
+        return _response(version, _all(request, e.code))
+    return _response(version, results)
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    return _response(request.api_version, _all(request, code))
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="OffsetCommit",
+    min_version=2,
+    max_version=9,
+    handle=handle,
+    error_response=error_response,
+)

@@ -1,0 +1,1243 @@
+"""KIP-848 consumer groups: the ConsumerGroupHeartbeat state machine and its replay.
+
+A consumer group is the server-side rebalance protocol of KIP-848. Members heartbeat; the
+coordinator keeps three epochs and moves them forward:
+
+- the *group epoch* moves whenever the group's membership or subscriptions change (a member
+  joins, leaves or is fenced, a subscription changes, a subscribed topic is created, deleted or
+  grows);
+- the *assignment epoch* follows the group epoch once a new *target assignment* has been
+  computed with the group's server assignor;
+- each *member epoch* follows the assignment epoch once that member has reconciled with its
+  target: a partition moves to its new owner only after the previous owner has stopped
+  reporting it in its heartbeats.
+
+Reconciliation follows Apache Kafka's ``CurrentAssignmentBuilder``. Member states (``state`` in
+``ConsumerGroupCurrentMemberAssignmentValue``):
+
+================= ================================================================================
+STABLE            reconciled at its epoch. transition: the assignment epoch moves -> compute next.
+UNREVOKED         keeps its epoch until it stops reporting ``partitions_pending_revocation``;
+                  then -> compute next (previous states: STABLE, UNREVOKED, UNRELEASED).
+UNRELEASED        at the assignment epoch, but some target partitions are still owned by other
+                  members; each heartbeat -> compute next, which takes whatever has been freed.
+UNKNOWN           a state written by a newer version: the member must rejoin with nothing owned.
+================= ================================================================================
+
+Like Kafka's coordinators, handlers never mutate state: :meth:`ConsumerGroups.heartbeat`
+computes records from the current state, hands them to ``ctx.append`` (which persists them
+and then replays each one), and :meth:`ConsumerGroups.replay` is the only code that changes a
+group. Loading a coordinator after a restart replays the same records; replay also arms the
+session timer of every member it creates and the rebalance timer of every member waiting to
+revoke, so a loaded group expires its silent members as a live one does.
+
+Owned by the group coordinator, on the broker's event-loop thread; not thread-safe. Nothing
+here does I/O or reads the clock (time comes from ``ctx.now_ms()``).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from odradek.coordinator.group.assignors import MemberSubscription, get_assignor
+from odradek.coordinator.group.context import CoordinatorContext, TopicInfo
+from odradek.coordinator.group.records import (
+    ConsumerGroupCurrentMemberAssignmentKey,
+    ConsumerGroupCurrentMemberAssignmentValue,
+    ConsumerGroupMemberMetadataKey,
+    ConsumerGroupMemberMetadataValue,
+    ConsumerGroupMetadataKey,
+    ConsumerGroupMetadataValue,
+    ConsumerGroupPartitionMetadataKey,
+    ConsumerGroupPartitionMetadataValue,
+    ConsumerGroupTargetAssignmentMemberKey,
+    ConsumerGroupTargetAssignmentMemberValue,
+    ConsumerGroupTargetAssignmentMetadataKey,
+    ConsumerGroupTargetAssignmentMetadataValue,
+    GroupMetadataKey,
+    RecordKey,
+    RecordValue,
+    TopicMetadata,
+    TopicPartitions,
+)
+from odradek.errors import (
+    FencedInstanceIdError,
+    FencedMemberEpochError,
+    GroupIdNotFoundError,
+    GroupMaxSizeReachedError,
+    InvalidGroupIdError,
+    InvalidRegularExpressionError,
+    InvalidRequestError,
+    KafkaError,
+    StaleMemberEpochError,
+    UnknownMemberIdError,
+    UnreleasedInstanceIdError,
+    UnsupportedAssignorError,
+    UnsupportedVersionError,
+)
+
+__all__ = [
+    "JOIN_GROUP_MEMBER_EPOCH",
+    "LEAVE_GROUP_MEMBER_EPOCH",
+    "LEAVE_GROUP_STATIC_MEMBER_EPOCH",
+    "Assignment",
+    "MemberState",
+    "ConsumerGroupMember",
+    "ConsumerGroup",
+    "ConsumerGroups",
+    "HeartbeatResult",
+    "IllegalReplayError",
+    "reconcile",
+    "session_timer_key",
+    "rebalance_timer_key",
+]
+
+log = logging.getLogger(__name__)
+
+JOIN_GROUP_MEMBER_EPOCH = 0
+LEAVE_GROUP_MEMBER_EPOCH = -1
+LEAVE_GROUP_STATIC_MEMBER_EPOCH = -2
+
+# Kafka's internal topics: never matched by a regex subscription.
+_INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__share_group_state"})
+
+Assignment = Mapping[uuid.UUID, frozenset[int]]
+"""Topic id -> partitions. Never mutated once built (members and groups share them)."""
+
+_EMPTY: Assignment = {}
+
+
+class IllegalReplayError(Exception):
+    """A record that cannot apply to the current state (e.g. a KIP-848 record for a classic
+    group): the log and the in-memory state disagree. Nothing is changed."""
+
+
+class MemberState(enum.IntEnum):
+    """Reconciliation state of a member, as stored in the current-assignment record."""
+
+    STABLE = 0
+    UNREVOKED_PARTITIONS = 1
+    UNRELEASED_PARTITIONS = 2
+    UNKNOWN = 127
+
+    @classmethod
+    def from_value(cls, value: int) -> MemberState:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerGroupMember:
+    """One member: its subscription (member-metadata record) and its current assignment
+    (current-assignment record)."""
+
+    member_id: str
+    instance_id: str | None = None
+    rack_id: str | None = None
+    client_id: str = ""
+    client_host: str = ""
+    subscribed_topic_names: tuple[str, ...] = ()
+    subscribed_topic_regex: str | None = None
+    rebalance_timeout_ms: int = -1
+    server_assignor: str | None = None
+    member_epoch: int = 0
+    previous_member_epoch: int = 0
+    state: MemberState = MemberState.STABLE
+    assigned_partitions: Assignment = field(default_factory=dict)
+    partitions_pending_revocation: Assignment = field(default_factory=dict)
+
+    def is_reconciled_to(self, assignment_epoch: int) -> bool:
+        return self.state is MemberState.STABLE and self.member_epoch == assignment_epoch
+
+    def subscription_equals(self, other: ConsumerGroupMember) -> bool:
+        return (
+            self.subscribed_topic_names == other.subscribed_topic_names
+            and self.subscribed_topic_regex == other.subscribed_topic_regex
+        )
+
+    def metadata_value(self) -> ConsumerGroupMemberMetadataValue:
+        return ConsumerGroupMemberMetadataValue(
+            instance_id=self.instance_id,
+            rack_id=self.rack_id,
+            client_id=self.client_id,
+            client_host=self.client_host,
+            subscribed_topic_names=self.subscribed_topic_names,
+            subscribed_topic_regex=self.subscribed_topic_regex,
+            rebalance_timeout_ms=self.rebalance_timeout_ms,
+            server_assignor=self.server_assignor,
+        )
+
+    def assignment_value(self) -> ConsumerGroupCurrentMemberAssignmentValue:
+        return ConsumerGroupCurrentMemberAssignmentValue(
+            member_epoch=self.member_epoch,
+            previous_member_epoch=self.previous_member_epoch,
+            state=int(self.state),
+            assigned_partitions=to_topic_partitions(self.assigned_partitions),
+            partitions_pending_revocation=to_topic_partitions(self.partitions_pending_revocation),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    """What a ConsumerGroupHeartbeat response carries on success. ``assignment`` None means
+    "unchanged, not sent"."""
+
+    member_id: str
+    member_epoch: int
+    heartbeat_interval_ms: int
+    assignment: tuple[TopicPartitions, ...] | None
+
+
+class ConsumerGroup:
+    """One KIP-848 group. Mutated only by :meth:`ConsumerGroups.replay`; read by anyone."""
+
+    protocol_type = "consumer"
+    group_type = "consumer"
+
+    def __init__(self, group_id: str) -> None:
+        self.group_id = group_id
+        self.group_epoch = 0
+        self.assignment_epoch = 0
+        self.members: dict[str, ConsumerGroupMember] = {}
+        self.target_assignment: dict[str, Assignment] = {}
+        #: Topic name -> metadata, as of the last ConsumerGroupPartitionMetadata record.
+        self.subscription_metadata: dict[str, TopicMetadata] = {}
+        self.static_members: dict[str, str] = {}  # instance id -> member id
+        # topic id -> partition -> epoch of the member owning it (assigned or being revoked).
+        self._partition_epochs: dict[uuid.UUID, dict[int, int]] = {}
+
+    @property
+    def state(self) -> str:
+        if not self.members:
+            return "Empty"
+        if self.group_epoch > self.assignment_epoch:
+            return "Assigning"
+        if any(not m.is_reconciled_to(self.assignment_epoch) for m in self.members.values()):
+            return "Reconciling"
+        return "Stable"
+
+    def is_empty(self) -> bool:
+        return not self.members
+
+    def static_member(self, instance_id: str) -> ConsumerGroupMember | None:
+        member_id = self.static_members.get(instance_id)
+        return self.members.get(member_id) if member_id is not None else None
+
+    def current_partition_epoch(self, topic_id: uuid.UUID, partition: int) -> int:
+        """The epoch of the member that owns ``partition`` now, or -1 when nobody does."""
+        return self._partition_epochs.get(topic_id, {}).get(partition, -1)
+
+    def preferred_server_assignor(self) -> str | None:
+        """The server assignor most members ask for (ties to the smallest name), or None."""
+        return _preferred_assignor(self.members.values())
+
+    def subscribed_topic_names(self) -> frozenset[str]:
+        """Every topic some member subscribes to by name or through its regex (the regexes as
+        resolved at the last epoch bump, i.e. the group's subscription metadata)."""
+        names = {n for m in self.members.values() for n in m.subscribed_topic_names}
+        if any(m.subscribed_topic_regex for m in self.members.values()):
+            names.update(self.subscription_metadata)
+        return frozenset(names)
+
+    def is_subscribed_to_topic(self, topic: str) -> bool:
+        return topic in self.subscribed_topic_names()
+
+    # -- replay helpers (called only from ConsumerGroups.replay) ------------------------------
+
+    def _put_member(self, member: ConsumerGroupMember) -> ConsumerGroupMember | None:
+        old = self.members.get(member.member_id)
+        if old is not None:
+            self._drop_partition_epochs(old)
+            if old.instance_id is not None and old.instance_id != member.instance_id:
+                if self.static_members.get(old.instance_id) == old.member_id:
+                    del self.static_members[old.instance_id]
+        self.members[member.member_id] = member
+        if member.instance_id is not None:
+            self.static_members[member.instance_id] = member.member_id
+        self._add_partition_epochs(member)
+        return old
+
+    def _remove_member(self, member_id: str) -> ConsumerGroupMember | None:
+        old = self.members.pop(member_id, None)
+        if old is not None:
+            self._drop_partition_epochs(old)
+            if (
+                old.instance_id is not None
+                and self.static_members.get(old.instance_id) == member_id
+            ):
+                del self.static_members[old.instance_id]
+        return old
+
+    def _add_partition_epochs(self, member: ConsumerGroupMember) -> None:
+        for assignment in (member.assigned_partitions, member.partitions_pending_revocation):
+            for topic_id, partitions in assignment.items():
+                epochs = self._partition_epochs.setdefault(topic_id, {})
+                for p in partitions:
+                    epochs[p] = member.member_epoch
+
+    def _drop_partition_epochs(self, member: ConsumerGroupMember) -> None:
+        for assignment in (member.assigned_partitions, member.partitions_pending_revocation):
+            for topic_id, partitions in assignment.items():
+                epochs = self._partition_epochs.get(topic_id)
+                if epochs is None:
+                    continue
+                for p in partitions:
+                    # Only the owner's own entry: a newer owner may already hold it.
+                    if epochs.get(p) == member.member_epoch:
+                        del epochs[p]
+                if not epochs:
+                    del self._partition_epochs[topic_id]
+
+
+def session_timer_key(group_id: str, member_id: str) -> tuple[str, str, str]:
+    return ("consumer-session", group_id, member_id)
+
+
+def rebalance_timer_key(group_id: str, member_id: str) -> tuple[str, str, str]:
+    return ("consumer-rebalance", group_id, member_id)
+
+
+def _random_member_id() -> str:
+    # Kafka's Uuid.toString: url-safe base64 of the 16 bytes, no padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+
+
+Record = tuple[RecordKey, RecordValue | None]
+
+
+class ConsumerGroups:
+    """Every KIP-848 group of one coordinator, sharing its group registry.
+
+    ``groups`` maps every group id of the coordinator to its group object (classic groups are
+    other types with an ``is_empty()``); this class adds and removes :class:`ConsumerGroup`
+    entries, and only in :meth:`replay`.
+    """
+
+    def __init__(
+        self,
+        ctx: CoordinatorContext,
+        groups: MutableMapping[str, Any],
+        *,
+        new_member_id: Callable[[], str] = _random_member_id,
+    ) -> None:
+        self._ctx = ctx
+        self._groups = groups
+        self._new_member_id = new_member_id
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def get(self, group_id: str) -> ConsumerGroup | None:
+        group = self._groups.get(group_id)
+        return group if isinstance(group, ConsumerGroup) else None
+
+    def describe(self, group_id: str) -> ConsumerGroup:
+        """The consumer group ``group_id``; GroupIdNotFoundError if there is none (also when the
+        id names a classic group)."""
+        group = self._groups.get(group_id)
+        if group is None:
+            raise GroupIdNotFoundError(f"Group {group_id} not found.")
+        if not isinstance(group, ConsumerGroup):
+            raise GroupIdNotFoundError(f"Group {group_id} is not a consumer group.")
+        return group
+
+    def assignor_name(self, group: ConsumerGroup) -> str:
+        """The server assignor the group uses (its members' preference, else the default)."""
+        return group.preferred_server_assignor() or self._default_assignor()
+
+    def validate_offset_commit(self, group_id: str, member_id: str, member_epoch: int) -> None:
+        """KIP-848 rules for OffsetCommit v9+ to a consumer group: a negative epoch (admin or
+        manual-assignment commits) is accepted only while the group is empty; otherwise the
+        member must exist (UnknownMemberIdError) and send its current epoch exactly
+        (StaleMemberEpochError)."""
+        group = self.describe(group_id)
+        if member_epoch < 0 and not group.members:
+            return
+        self._validate_member_epoch(group, member_id, member_epoch)
+
+    def validate_offset_fetch(
+        self, group_id: str, member_id: str | None, member_epoch: int
+    ) -> None:
+        """KIP-848 rules for OffsetFetch v9+: no member id and a negative epoch (admin clients)
+        is always accepted; otherwise as :meth:`validate_offset_commit`."""
+        if member_id is None and member_epoch < 0:
+            return
+        group = self.describe(group_id)
+        self._validate_member_epoch(group, member_id or "", member_epoch)
+
+    @staticmethod
+    def _validate_member_epoch(group: ConsumerGroup, member_id: str, member_epoch: int) -> None:
+        member = group.members.get(member_id)
+        if member is None:
+            raise UnknownMemberIdError(
+                f"Member {member_id} is not a member of group {group.group_id}."
+            )
+        if member_epoch != member.member_epoch:
+            raise StaleMemberEpochError(
+                f"The received member epoch {member_epoch} does not match the expected member "
+                f"epoch {member.member_epoch}."
+            )
+
+    def tombstones(self, group_id: str) -> list[Record]:
+        """Records deleting every KIP-848 record of ``group_id`` (empty when it is not a
+        consumer group). The group-epoch tombstone comes last: replaying it drops the group."""
+        group = self.get(group_id)
+        if group is None:
+            return []
+        member_ids = sorted(set(group.members) | set(group.target_assignment))
+        records: list[Record] = []
+        records += [
+            (ConsumerGroupCurrentMemberAssignmentKey(group_id, m), None) for m in member_ids
+        ]
+        records += [(ConsumerGroupTargetAssignmentMemberKey(group_id, m), None) for m in member_ids]
+        records.append((ConsumerGroupTargetAssignmentMetadataKey(group_id), None))
+        records += [(ConsumerGroupMemberMetadataKey(group_id, m), None) for m in member_ids]
+        records.append((ConsumerGroupPartitionMetadataKey(group_id), None))
+        records.append((ConsumerGroupMetadataKey(group_id), None))
+        return records
+
+    # -- heartbeat ------------------------------------------------------------------------------
+
+    def heartbeat(
+        self,
+        *,
+        group_id: str,
+        member_id: str,
+        member_epoch: int,
+        instance_id: str | None,
+        rack_id: str | None,
+        rebalance_timeout_ms: int,
+        subscribed_topic_names: Sequence[str] | None,
+        subscribed_topic_regex: str | None,
+        server_assignor: str | None,
+        owned_partitions: Sequence[TopicPartitions] | None,
+        client_id: str,
+        client_host: str,
+    ) -> HeartbeatResult:
+        """Serve one ConsumerGroupHeartbeat. Fields that are None (-1 for the rebalance
+        timeout) are unchanged since the member's last heartbeat. Raises a KafkaError for the
+        response's error code; then nothing has been written."""
+        self._validate_request(
+            group_id,
+            member_id,
+            member_epoch,
+            instance_id,
+            rack_id,
+            rebalance_timeout_ms,
+            subscribed_topic_names,
+            subscribed_topic_regex,
+            server_assignor,
+            owned_partitions,
+        )
+        if member_epoch in (LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH):
+            return self._leave(group_id, member_id, member_epoch, instance_id)
+
+        records: list[Record] = []
+        joining = member_epoch == JOIN_GROUP_MEMBER_EPOCH
+        group = self._group_for_heartbeat(group_id, joining, records)
+        self._check_group_size(group, member_id, instance_id)
+        if not member_id:
+            member_id = self._new_member_id()
+
+        member, replaced = self._find_member(
+            group, member_id, member_epoch, instance_id, owned_partitions, joining
+        )
+        if replaced is not None:
+            records += self._replace_member_records(group, replaced, member)
+        is_new = member_id not in group.members
+
+        updated = replace(
+            member,
+            instance_id=instance_id if instance_id is not None else member.instance_id,
+            rack_id=rack_id if rack_id is not None else member.rack_id,
+            rebalance_timeout_ms=(
+                rebalance_timeout_ms if rebalance_timeout_ms != -1 else member.rebalance_timeout_ms
+            ),
+            server_assignor=server_assignor
+            if server_assignor is not None
+            else member.server_assignor,
+            subscribed_topic_names=(
+                tuple(subscribed_topic_names)
+                if subscribed_topic_names is not None
+                else member.subscribed_topic_names
+            ),
+            subscribed_topic_regex=(
+                (subscribed_topic_regex or None)
+                if subscribed_topic_regex is not None
+                else member.subscribed_topic_regex
+            ),
+            client_id=client_id,
+            client_host=client_host,
+        )
+
+        # 1. The member's metadata, the group's subscription metadata and the group epoch.
+        bump = is_new and replaced is None
+        if updated != member or is_new:
+            records.append(
+                (ConsumerGroupMemberMetadataKey(group_id, member_id), updated.metadata_value())
+            )
+            bump = bump or not updated.subscription_equals(member)
+        members = dict(group.members)
+        if replaced is not None:
+            del members[replaced.member_id]
+        members[member_id] = updated
+        resolver = _SubscriptionResolver(self._ctx.topics())
+        metadata = resolver.subscription_metadata(members.values())
+        if metadata != group.subscription_metadata:
+            records.append(
+                (
+                    ConsumerGroupPartitionMetadataKey(group_id),
+                    ConsumerGroupPartitionMetadataValue(
+                        tuple(metadata[n] for n in sorted(metadata))
+                    ),
+                )
+            )
+            bump = True
+        group_epoch = group.group_epoch
+        if bump:
+            group_epoch += 1
+            records.append(
+                (ConsumerGroupMetadataKey(group_id), ConsumerGroupMetadataValue(group_epoch))
+            )
+
+        # 2. A new target assignment when the group epoch is ahead of the assignment epoch.
+        if group_epoch > group.assignment_epoch:
+            targets = self._assign(group, members, metadata, resolver, replaced, updated)
+            for mid in sorted(targets):
+                old_target = group.target_assignment.get(mid)
+                if replaced is not None and mid == member_id:
+                    old_target = group.target_assignment.get(replaced.member_id)
+                if targets[mid] != old_target:
+                    records.append(
+                        (
+                            ConsumerGroupTargetAssignmentMemberKey(group_id, mid),
+                            ConsumerGroupTargetAssignmentMemberValue(
+                                to_topic_partitions(targets[mid])
+                            ),
+                        )
+                    )
+            records.append(
+                (
+                    ConsumerGroupTargetAssignmentMetadataKey(group_id),
+                    ConsumerGroupTargetAssignmentMetadataValue(group_epoch),
+                )
+            )
+            target_epoch = group_epoch
+            target = targets.get(member_id, _EMPTY)
+        else:
+            target_epoch = group.assignment_epoch
+            target = group.target_assignment.get(member_id, _EMPTY)
+            if replaced is not None:
+                target = group.target_assignment.get(replaced.member_id, _EMPTY)
+
+        # 3. Move the member towards its target.
+        reconciled = updated
+        if not updated.is_reconciled_to(target_epoch):
+            reconciled = reconcile(
+                updated, target_epoch, target, group.current_partition_epoch, owned_partitions
+            )
+        if reconciled != updated or is_new:
+            records.append(
+                (
+                    ConsumerGroupCurrentMemberAssignmentKey(group_id, member_id),
+                    reconciled.assignment_value(),
+                )
+            )
+
+        if records:
+            self._ctx.append(group_id, records)
+        self._schedule_session_timeout(group_id, member_id)
+
+        full_request = joining or (
+            rebalance_timeout_ms != -1
+            and (subscribed_topic_names is not None or subscribed_topic_regex is not None)
+            and owned_partitions is not None
+        )
+        send = (
+            full_request
+            or reconciled.assigned_partitions != member.assigned_partitions
+            or (
+                owned_partitions is not None
+                and _as_assignment(owned_partitions) != reconciled.assigned_partitions
+            )
+        )
+        return HeartbeatResult(
+            member_id=member_id,
+            member_epoch=reconciled.member_epoch,
+            heartbeat_interval_ms=self._ctx.config.consumer_heartbeat_interval_ms,
+            assignment=to_topic_partitions(reconciled.assigned_partitions) if send else None,
+        )
+
+    def _validate_request(
+        self,
+        group_id: str,
+        member_id: str,
+        member_epoch: int,
+        instance_id: str | None,
+        rack_id: str | None,
+        rebalance_timeout_ms: int,
+        subscribed_topic_names: Sequence[str] | None,
+        subscribed_topic_regex: str | None,
+        server_assignor: str | None,
+        owned_partitions: Sequence[TopicPartitions] | None,
+    ) -> None:
+        if "consumer" not in self._ctx.config.protocols:
+            raise UnsupportedVersionError("The consumer group protocol is not enabled.")
+        if not group_id:
+            raise InvalidGroupIdError("GroupId can't be empty.")
+        if instance_id == "":
+            raise InvalidRequestError("InstanceId can't be empty.")
+        if rack_id == "":
+            raise InvalidRequestError("RackId can't be empty.")
+        if member_epoch > 0 or member_epoch == LEAVE_GROUP_MEMBER_EPOCH:
+            if not member_id:
+                raise InvalidRequestError("MemberId can't be empty.")
+        elif member_epoch == JOIN_GROUP_MEMBER_EPOCH:
+            if rebalance_timeout_ms == -1:
+                raise InvalidRequestError("RebalanceTimeoutMs must be provided in first request.")
+            if owned_partitions is None or len(owned_partitions) > 0:
+                raise InvalidRequestError("TopicPartitions must be empty when (re-)joining.")
+            if subscribed_topic_names is None and subscribed_topic_regex is None:
+                raise InvalidRequestError(
+                    "Either SubscribedTopicNames or SubscribedTopicRegex must be non-null when "
+                    "(re-)joining."
+                )
+        elif member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+            if not member_id:
+                raise InvalidRequestError("MemberId can't be empty.")
+            if instance_id is None:
+                raise InvalidRequestError("InstanceId can't be null.")
+        else:
+            raise InvalidRequestError("MemberEpoch is invalid.")
+        if (
+            server_assignor is not None
+            and server_assignor not in self._ctx.config.consumer_assignors
+        ):
+            raise UnsupportedAssignorError(
+                f"ServerAssignor {server_assignor} is not supported. Supported assignors: "
+                f"{', '.join(self._ctx.config.consumer_assignors)}."
+            )
+        if subscribed_topic_regex:
+            _compile_regex(subscribed_topic_regex)
+
+    def _group_for_heartbeat(
+        self, group_id: str, create: bool, records: list[Record]
+    ) -> ConsumerGroup:
+        existing = self._groups.get(group_id)
+        if isinstance(existing, ConsumerGroup):
+            return existing
+        if existing is not None:
+            if not existing.is_empty():
+                raise GroupIdNotFoundError(f"Group {group_id} is not a consumer group.")
+            if not create:
+                raise GroupIdNotFoundError(f"Group {group_id} is not a consumer group.")
+            # An empty classic group gives way: its tombstone goes first so that replay drops
+            # it before the consumer group's records create the new group.
+            records.append((GroupMetadataKey(group_id), None))
+        elif not create:
+            raise GroupIdNotFoundError(f"Consumer group {group_id} not found.")
+        # Not registered: replaying the records this heartbeat writes creates it.
+        return ConsumerGroup(group_id)
+
+    def _check_group_size(
+        self, group: ConsumerGroup, member_id: str, instance_id: str | None
+    ) -> None:
+        limit = self._ctx.config.consumer_max_size
+        if len(group.members) < limit:
+            return
+        if member_id and member_id in group.members:
+            return
+        if instance_id is not None and group.static_member(instance_id) is not None:
+            return  # a static member replacing itself does not grow the group
+        raise GroupMaxSizeReachedError(
+            f"The consumer group has reached its maximum capacity of {limit} members."
+        )
+
+    def _find_member(
+        self,
+        group: ConsumerGroup,
+        member_id: str,
+        member_epoch: int,
+        instance_id: str | None,
+        owned: Sequence[TopicPartitions] | None,
+        joining: bool,
+    ) -> tuple[ConsumerGroupMember, ConsumerGroupMember | None]:
+        """The member the heartbeat is for (a fresh one when joining) and, when a static member
+        takes over a departed instance, the member it replaces."""
+        if instance_id is not None:
+            static = group.static_member(instance_id)
+            if joining and static is not None and static.member_id != member_id:
+                if static.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+                    raise UnreleasedInstanceIdError(
+                        f"Static member {member_id} with instance id {instance_id} cannot join "
+                        f"the group because the instance id is owned by {static.member_id} member."
+                    )
+                log.info(
+                    "[GroupId %s] Static member %s with instance id %s replaces member %s.",
+                    group.group_id,
+                    member_id,
+                    instance_id,
+                    static.member_id,
+                )
+                # The new incarnation takes over the departed one's assignment (no rebalance).
+                new = replace(static, member_id=member_id, member_epoch=0, previous_member_epoch=0)
+                return new, static
+            if not joining:
+                if static is None:
+                    raise UnknownMemberIdError(f"Instance id {instance_id} is unknown.")
+                if static.member_id != member_id:
+                    raise FencedInstanceIdError(
+                        f"Static member {member_id} with instance id {instance_id} was fenced by "
+                        f"member {static.member_id}."
+                    )
+        member = group.members.get(member_id)
+        if member is None:
+            if not joining:
+                raise UnknownMemberIdError(
+                    f"Member {member_id} is not a member of group {group.group_id}."
+                )
+            log.info("[GroupId %s] Member %s joins the consumer group.", group.group_id, member_id)
+            return ConsumerGroupMember(member_id=member_id), None
+        _check_member_epoch(member, member_epoch, owned)
+        return member, None
+
+    def _replace_member_records(
+        self, group: ConsumerGroup, old: ConsumerGroupMember, new: ConsumerGroupMember
+    ) -> list[Record]:
+        gid = group.group_id
+        return [
+            *_member_tombstones(gid, old.member_id),
+            (ConsumerGroupMemberMetadataKey(gid, new.member_id), new.metadata_value()),
+            (
+                ConsumerGroupTargetAssignmentMemberKey(gid, new.member_id),
+                ConsumerGroupTargetAssignmentMemberValue(
+                    to_topic_partitions(group.target_assignment.get(old.member_id, _EMPTY))
+                ),
+            ),
+            (ConsumerGroupCurrentMemberAssignmentKey(gid, new.member_id), new.assignment_value()),
+        ]
+
+    def _assign(
+        self,
+        group: ConsumerGroup,
+        members: Mapping[str, ConsumerGroupMember],
+        metadata: Mapping[str, TopicMetadata],
+        resolver: _SubscriptionResolver,
+        replaced: ConsumerGroupMember | None,
+        updated: ConsumerGroupMember,
+    ) -> dict[str, Assignment]:
+        name = _preferred_assignor(members.values()) or self._default_assignor()
+        try:
+            assignor = get_assignor(name)
+        except UnsupportedAssignorError:
+            assignor = get_assignor(self._default_assignor())
+        subscriptions = []
+        for mid, m in members.items():
+            current = group.target_assignment.get(mid, _EMPTY)
+            if replaced is not None and mid == updated.member_id:
+                current = group.target_assignment.get(replaced.member_id, _EMPTY)
+            ids = frozenset(
+                metadata[n].topic_id for n in resolver.member_topics(m) if n in metadata
+            )
+            subscriptions.append(MemberSubscription(mid, m.rack_id, ids, current))
+        topics = {t.topic_id: t.num_partitions for t in metadata.values()}
+        result = assignor.assign(subscriptions, topics)
+        return {mid: {t: ps for t, ps in result.get(mid, {}).items() if ps} for mid in members}
+
+    def _default_assignor(self) -> str:
+        return self._ctx.config.consumer_assignors[0]
+
+    # -- leaving and fencing --------------------------------------------------------------------
+
+    def _leave(
+        self, group_id: str, member_id: str, member_epoch: int, instance_id: str | None
+    ) -> HeartbeatResult:
+        group = self.describe(group_id)
+        if instance_id is None:
+            member = group.members.get(member_id)
+            if member is None:
+                raise UnknownMemberIdError(
+                    f"Member {member_id} is not a member of group {group_id}."
+                )
+        else:
+            static = group.static_member(instance_id)
+            if static is None:
+                raise UnknownMemberIdError(f"Instance id {instance_id} is unknown.")
+            if static.member_id != member_id:
+                raise FencedInstanceIdError(
+                    f"Static member {member_id} with instance id {instance_id} was fenced by "
+                    f"member {static.member_id}."
+                )
+            member = static
+        if member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+            # The instance is expected back: keep its assignment (and session timer) so that its
+            # next incarnation can take over without a rebalance.
+            log.info(
+                "[GroupId %s] Static member %s with instance id %s temporarily left.",
+                group_id,
+                member_id,
+                instance_id,
+            )
+            leaving = replace(
+                member,
+                member_epoch=LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+                partitions_pending_revocation={},
+            )
+            self._ctx.append(
+                group_id,
+                [
+                    (
+                        ConsumerGroupCurrentMemberAssignmentKey(group_id, member_id),
+                        leaving.assignment_value(),
+                    )
+                ],
+            )
+        else:
+            log.info("[GroupId %s] Member %s left the consumer group.", group_id, member_id)
+            self._ctx.append(group_id, self._fence_records(group, member))
+        return HeartbeatResult(member_id, member_epoch, 0, None)
+
+    def _fence_records(self, group: ConsumerGroup, member: ConsumerGroupMember) -> list[Record]:
+        gid = group.group_id
+        records: list[Record] = list(_member_tombstones(gid, member.member_id))
+        others = [m for mid, m in group.members.items() if mid != member.member_id]
+        metadata = _SubscriptionResolver(self._ctx.topics()).subscription_metadata(others)
+        if metadata != group.subscription_metadata:
+            records.append(
+                (
+                    ConsumerGroupPartitionMetadataKey(gid),
+                    ConsumerGroupPartitionMetadataValue(
+                        tuple(metadata[n] for n in sorted(metadata))
+                    ),
+                )
+            )
+        records.append(
+            (ConsumerGroupMetadataKey(gid), ConsumerGroupMetadataValue(group.group_epoch + 1))
+        )
+        return records
+
+    def _fence(self, group_id: str, member_id: str, reason: str, epoch: int | None = None) -> None:
+        group = self.get(group_id)
+        member = group.members.get(member_id) if group is not None else None
+        if group is None or member is None:
+            return
+        if epoch is not None and (
+            member.member_epoch != epoch or member.state is not MemberState.UNREVOKED_PARTITIONS
+        ):
+            return
+        log.info(
+            "[GroupId %s] Member %s fenced from the group because %s", group_id, member_id, reason
+        )
+        try:
+            self._ctx.append(group_id, self._fence_records(group, member))
+        except KafkaError as e:
+            # The write failed; try again after another session timeout rather than forget.
+            log.warning("[GroupId %s] could not fence member %s: %s", group_id, member_id, e)
+            self._schedule_session_timeout(group_id, member_id)
+
+    def _schedule_session_timeout(self, group_id: str, member_id: str) -> None:
+        group = self.get(group_id)
+        if group is None or member_id not in group.members:
+            return
+        self._ctx.timer.schedule(
+            session_timer_key(group_id, member_id),
+            self._ctx.now_ms() + self._ctx.config.consumer_session_timeout_ms,
+            lambda: self._fence(group_id, member_id, "the member session expired."),
+        )
+
+    def _schedule_rebalance_timeout(self, group_id: str, member: ConsumerGroupMember) -> None:
+        member_id, epoch = member.member_id, member.member_epoch
+        timeout = max(member.rebalance_timeout_ms, 0)
+        self._ctx.timer.schedule(
+            rebalance_timer_key(group_id, member_id),
+            self._ctx.now_ms() + timeout,
+            lambda: self._fence(
+                group_id,
+                member_id,
+                f"it failed to revoke its partitions of epoch {epoch} within {timeout}ms.",
+                epoch=epoch,
+            ),
+        )
+
+    # -- replay ---------------------------------------------------------------------------------
+
+    def replay(self, key: RecordKey, value: RecordValue | None) -> None:
+        """Apply one KIP-848 record (the only mutator of consumer groups). Tombstones for groups
+        or members that do not exist are ignored; a record for a group id held by a classic
+        group raises :class:`IllegalReplayError` and changes nothing."""
+        match key:
+            case ConsumerGroupMetadataKey(group_id=gid):
+                if value is None:
+                    self._drop_group(gid)
+                else:
+                    assert isinstance(value, ConsumerGroupMetadataValue)
+                    self._group_for_replay(gid).group_epoch = value.epoch
+            case ConsumerGroupPartitionMetadataKey(group_id=gid):
+                if value is None:
+                    if (group := self.get(gid)) is not None:
+                        group.subscription_metadata = {}
+                else:
+                    assert isinstance(value, ConsumerGroupPartitionMetadataValue)
+                    self._group_for_replay(gid).subscription_metadata = {
+                        t.topic_name: t for t in value.topics
+                    }
+            case ConsumerGroupMemberMetadataKey(group_id=gid, member_id=mid):
+                if value is None:
+                    self._remove_member(gid, mid)
+                else:
+                    assert isinstance(value, ConsumerGroupMemberMetadataValue)
+                    group = self._group_for_replay(gid)
+                    old = group.members.get(mid)
+                    new = replace(
+                        old if old is not None else ConsumerGroupMember(member_id=mid),
+                        instance_id=value.instance_id,
+                        rack_id=value.rack_id,
+                        client_id=value.client_id,
+                        client_host=value.client_host,
+                        subscribed_topic_names=tuple(value.subscribed_topic_names),
+                        subscribed_topic_regex=value.subscribed_topic_regex,
+                        rebalance_timeout_ms=value.rebalance_timeout_ms,
+                        server_assignor=value.server_assignor,
+                    )
+                    self._put_member(group, old, new)
+            case ConsumerGroupTargetAssignmentMetadataKey(group_id=gid):
+                if value is None:
+                    if (group := self.get(gid)) is not None:
+                        group.assignment_epoch = 0
+                else:
+                    assert isinstance(value, ConsumerGroupTargetAssignmentMetadataValue)
+                    self._group_for_replay(gid).assignment_epoch = value.assignment_epoch
+            case ConsumerGroupTargetAssignmentMemberKey(group_id=gid, member_id=mid):
+                if value is None:
+                    if (group := self.get(gid)) is not None:
+                        group.target_assignment.pop(mid, None)
+                else:
+                    assert isinstance(value, ConsumerGroupTargetAssignmentMemberValue)
+                    group = self._group_for_replay(gid)
+                    group.target_assignment[mid] = _as_assignment(value.topic_partitions)
+            case ConsumerGroupCurrentMemberAssignmentKey(group_id=gid, member_id=mid):
+                if value is None:
+                    group = self.get(gid)
+                    old = group.members.get(mid) if group is not None else None
+                    if group is not None and old is not None:
+                        self._put_member(
+                            group,
+                            old,
+                            replace(
+                                old,
+                                member_epoch=LEAVE_GROUP_MEMBER_EPOCH,
+                                previous_member_epoch=LEAVE_GROUP_MEMBER_EPOCH,
+                                state=MemberState.STABLE,
+                                assigned_partitions={},
+                                partitions_pending_revocation={},
+                            ),
+                        )
+                else:
+                    assert isinstance(value, ConsumerGroupCurrentMemberAssignmentValue)
+                    group = self._group_for_replay(gid)
+                    old = group.members.get(mid)
+                    new = replace(
+                        old if old is not None else ConsumerGroupMember(member_id=mid),
+                        member_epoch=value.member_epoch,
+                        previous_member_epoch=value.previous_member_epoch,
+                        state=MemberState.from_value(value.state),
+                        assigned_partitions=_as_assignment(value.assigned_partitions),
+                        partitions_pending_revocation=_as_assignment(
+                            value.partitions_pending_revocation
+                        ),
+                    )
+                    self._put_member(group, old, new)
+            case _:
+                raise IllegalReplayError(f"not a consumer group record: {key!r}")
+
+    def _group_for_replay(self, group_id: str) -> ConsumerGroup:
+        existing = self._groups.get(group_id)
+        if isinstance(existing, ConsumerGroup):
+            return existing
+        if existing is not None:
+            raise IllegalReplayError(f"group {group_id} is not a consumer group")
+        group = self._groups[group_id] = ConsumerGroup(group_id)
+        return group
+
+    def _drop_group(self, group_id: str) -> None:
+        group = self.get(group_id)
+        if group is None:
+            return
+        for member_id in list(group.members):
+            self._remove_member(group_id, member_id)
+        del self._groups[group_id]
+
+    def _put_member(
+        self, group: ConsumerGroup, old: ConsumerGroupMember | None, new: ConsumerGroupMember
+    ) -> None:
+        group._put_member(new)
+        timer = self._ctx.timer
+        gid, mid = group.group_id, new.member_id
+        if old is None and not timer.is_scheduled(session_timer_key(gid, mid)):
+            self._schedule_session_timeout(gid, mid)
+        if new.state is MemberState.UNREVOKED_PARTITIONS and new.member_epoch >= 0:
+            if (
+                old is None
+                or old.state is not MemberState.UNREVOKED_PARTITIONS
+                or old.member_epoch != new.member_epoch
+                or not timer.is_scheduled(rebalance_timer_key(gid, mid))
+            ):
+                self._schedule_rebalance_timeout(gid, new)
+        else:
+            timer.cancel(rebalance_timer_key(gid, mid))
+
+    def _remove_member(self, group_id: str, member_id: str) -> None:
+        group = self.get(group_id)
+        if group is None:
+            return
+        group._remove_member(member_id)
+        self._ctx.timer.cancel(session_timer_key(group_id, member_id))
+        self._ctx.timer.cancel(rebalance_timer_key(group_id, member_id))
+
+
+# -- reconciliation (Kafka's CurrentAssignmentBuilder) ----------------------------------------
+
+
+def reconcile(
+    member: ConsumerGroupMember,
+    target_epoch: int,
+    target: Assignment,
+    partition_epoch: Callable[[uuid.UUID, int], int],
+    owned: Sequence[TopicPartitions] | None,
+) -> ConsumerGroupMember:
+    """The member's next state towards ``target`` at ``target_epoch``, or ``member`` itself
+    when it cannot move yet. ``partition_epoch(topic, p)`` is the epoch of p's current owner
+    (-1 when free); ``owned`` is what the member reported owning (None: not reported)."""
+    state = member.state
+    if state is MemberState.STABLE:
+        if member.member_epoch != target_epoch:
+            return _next_assignment(
+                member, member.member_epoch, target_epoch, target, partition_epoch, owned
+            )
+        return member
+    if state is MemberState.UNREVOKED_PARTITIONS:
+        if _owns_any(owned, member.partitions_pending_revocation):
+            return member
+        return _next_assignment(
+            member, member.member_epoch, target_epoch, target, partition_epoch, owned
+        )
+    if state is MemberState.UNRELEASED_PARTITIONS:
+        return _next_assignment(
+            member, member.member_epoch, target_epoch, target, partition_epoch, owned
+        )
+    # UNKNOWN: written by a newer version; start over from nothing owned.
+    if owned is None or len(owned) > 0:
+        raise FencedMemberEpochError(
+            "The consumer group member is in a unknown state. The member must abandon all its "
+            "partitions and rejoin."
+        )
+    return _next_assignment(member, target_epoch, target_epoch, target, partition_epoch, owned)
+
+
+def _next_assignment(
+    member: ConsumerGroupMember,
+    member_epoch: int,
+    target_epoch: int,
+    target: Assignment,
+    partition_epoch: Callable[[uuid.UUID, int], int],
+    owned: Sequence[TopicPartitions] | None,
+) -> ConsumerGroupMember:
+    kept: dict[uuid.UUID, frozenset[int]] = {}
+    revoking: dict[uuid.UUID, frozenset[int]] = {}
+    adding: dict[uuid.UUID, frozenset[int]] = {}
+    unreleased = False
+    for topic_id in set(target) | set(member.assigned_partitions):
+        wanted = target.get(topic_id, frozenset())
+        current = member.assigned_partitions.get(topic_id, frozenset())
+        own_revoking = member.partitions_pending_revocation.get(topic_id, frozenset())
+        keep = current & wanted
+        free = {
+            p
+            for p in wanted - keep
+            # A partition the member itself is revoking counts as free for it: only one member
+            # owns a partition at a time.
+            if partition_epoch(topic_id, p) == -1 or p in own_revoking
+        }
+        unreleased = unreleased or len(free) < len(wanted - keep)
+        if keep:
+            kept[topic_id] = keep
+        if current - keep:
+            revoking[topic_id] = current - keep
+        if free:
+            adding[topic_id] = frozenset(free)
+
+    if revoking and _owns_any(owned, revoking):
+        # Stay at the current epoch until the client has given those partitions up.
+        return _with_epoch(
+            member,
+            member_epoch,
+            state=MemberState.UNREVOKED_PARTITIONS,
+            assigned_partitions=kept,
+            partitions_pending_revocation=revoking,
+        )
+    if adding:
+        assigned = dict(kept)
+        for topic_id, partitions in adding.items():
+            assigned[topic_id] = assigned.get(topic_id, frozenset()) | partitions
+        kept = assigned
+    return _with_epoch(
+        member,
+        target_epoch,
+        state=MemberState.UNRELEASED_PARTITIONS if unreleased else MemberState.STABLE,
+        assigned_partitions=kept,
+        partitions_pending_revocation={},
+    )
+
+
+def _with_epoch(member: ConsumerGroupMember, epoch: int, **changes: Any) -> ConsumerGroupMember:
+    return replace(member, member_epoch=epoch, previous_member_epoch=member.member_epoch, **changes)
+
+
+def _owns_any(owned: Sequence[TopicPartitions] | None, partitions: Assignment) -> bool:
+    """Whether the member still reports any of ``partitions``; not reporting counts as yes."""
+    if owned is None:
+        return True
+    for tp in owned:
+        pending = partitions.get(tp.topic_id)
+        if pending and any(p in pending for p in tp.partitions):
+            return True
+    return False
+
+
+def _check_member_epoch(
+    member: ConsumerGroupMember, epoch: int, owned: Sequence[TopicPartitions] | None
+) -> None:
+    if epoch == JOIN_GROUP_MEMBER_EPOCH:
+        # A fenced member rejoins under its own id with epoch 0 (KIP-848; KAFKA-19233).
+        return
+    if epoch > member.member_epoch:
+        raise FencedMemberEpochError(
+            f"The consumer group member has a greater member epoch ({epoch}) than the one known "
+            f"by the group coordinator ({member.member_epoch}). The member must abandon all its "
+            "partitions and rejoin."
+        )
+    if epoch < member.member_epoch:
+        # The response that moved the member to its current epoch may have been lost: accept
+        # the previous epoch while the member owns nothing it should not.
+        if epoch != member.previous_member_epoch or not _is_subset(
+            owned, member.assigned_partitions
+        ):
+            raise FencedMemberEpochError(
+                f"The consumer group member has a smaller member epoch ({epoch}) than the one "
+                f"known by the group coordinator ({member.member_epoch}). The member must "
+                "abandon all its partitions and rejoin."
+            )
+
+
+def _is_subset(owned: Sequence[TopicPartitions] | None, assigned: Assignment) -> bool:
+    if owned is None:
+        return False
+    for tp in owned:
+        partitions = assigned.get(tp.topic_id)
+        if partitions is None or not set(tp.partitions) <= partitions:
+            return False
+    return True
+
+
+# -- subscriptions ----------------------------------------------------------------------------
+
+
+class _SubscriptionResolver:
+    """Resolves members' subscriptions (names and regexes) against one view of the topics."""
+
+    def __init__(self, topics: Mapping[str, TopicInfo]) -> None:
+        self._topics = topics
+        self._regex_matches: dict[str, frozenset[str]] = {}
+
+    def regex_topics(self, regex: str) -> frozenset[str]:
+        matches = self._regex_matches.get(regex)
+        if matches is None:
+            try:
+                pattern = _compile_regex(regex)
+            except InvalidRegularExpressionError:
+                matches = frozenset()  # was validated when stored; be safe on replayed state
+            else:
+                matches = frozenset(
+                    name
+                    for name in self._topics
+                    if name not in _INTERNAL_TOPICS and pattern.fullmatch(name)
+                )
+            self._regex_matches[regex] = matches
+        return matches
+
+    def member_topics(self, member: ConsumerGroupMember) -> frozenset[str]:
+        names = frozenset(member.subscribed_topic_names)
+        if member.subscribed_topic_regex:
+            names |= self.regex_topics(member.subscribed_topic_regex)
+        return names
+
+    def subscription_metadata(
+        self, members: Iterable[ConsumerGroupMember]
+    ) -> dict[str, TopicMetadata]:
+        """Metadata of every existing topic some member subscribes to."""
+        names: set[str] = set()
+        for m in members:
+            names |= self.member_topics(m)
+        out: dict[str, TopicMetadata] = {}
+        for name in names:
+            info = self._topics.get(name)
+            if info is not None:
+                out[name] = TopicMetadata(info.topic_id, info.name, info.partitions)
+        return out
+
+
+def _compile_regex(regex: str) -> re.Pattern[str]:
+    # Kafka uses RE2/J; Python's re agrees on the common syntax (classes, alternation,
+    # repetition, anchors) and rejects what neither accepts.
+    try:
+        return re.compile(regex)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise InvalidRegularExpressionError(
+            f"SubscribedTopicRegex `{regex}` is not a valid regular expression: {e}."
+        ) from e
+
+
+def _preferred_assignor(members: Iterable[ConsumerGroupMember]) -> str | None:
+    counts: dict[str, int] = {}
+    for m in members:
+        if m.server_assignor is not None:
+            counts[m.server_assignor] = counts.get(m.server_assignor, 0) + 1
+    if not counts:
+        return None
+    return min(counts, key=lambda name: (-counts[name], name))
+
+
+# -- conversions ------------------------------------------------------------------------------
+
+
+def to_topic_partitions(assignment: Assignment) -> tuple[TopicPartitions, ...]:
+    """Record/wire form of an assignment, sorted (topics with no partitions left out)."""
+    return tuple(
+        TopicPartitions(topic_id, tuple(sorted(assignment[topic_id])))
+        for topic_id in sorted(assignment)
+        if assignment[topic_id]
+    )
+
+
+def _as_assignment(topic_partitions: Iterable[TopicPartitions]) -> dict[uuid.UUID, frozenset[int]]:
+    out: dict[uuid.UUID, frozenset[int]] = {}
+    for tp in topic_partitions:
+        if tp.partitions:
+            out[tp.topic_id] = out.get(tp.topic_id, frozenset()) | frozenset(tp.partitions)
+    return out
+
+
+def _member_tombstones(group_id: str, member_id: str) -> tuple[Record, ...]:
+    return (
+        (ConsumerGroupCurrentMemberAssignmentKey(group_id, member_id), None),
+        (ConsumerGroupTargetAssignmentMemberKey(group_id, member_id), None),
+        (ConsumerGroupMemberMetadataKey(group_id, member_id), None),
+    )

@@ -1,0 +1,478 @@
+"""The group coordinator: the registry of groups (classic and KIP-848), committed offsets, and
+the one place records of ``__consumer_offsets`` are written and replayed.
+
+Every change that must survive goes ``records -> write -> replay``: :meth:`append` encodes the
+records, hands them to the injected writer (the broker appends them to the group's partition of
+``__consumer_offsets``; if that raises, nothing changes) and then replays them, which is the same
+code that rebuilds the state from the topic at start-up (:meth:`load`). Committed offsets, group
+tombstones and every KIP-848 record change state only through :meth:`replay`; classic-group
+membership is transient and persisted as a snapshot record per generation (see ``classic``).
+
+Owned by one thread (the broker's event loop). Time comes from the injected clock; the owner
+calls :meth:`poll` when :attr:`timer`'s next deadline is reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from odradek.coordinator.group.classic import ClassicGroup, ClassicGroups, ClassicGroupState
+from odradek.coordinator.group.consumer import ConsumerGroup, ConsumerGroups
+from odradek.coordinator.group.context import GroupConfig, TopicInfo
+from odradek.coordinator.group.records import (
+    GroupMetadataKey,
+    OffsetCommitKey,
+    OffsetCommitValue,
+    RecordKey,
+    RecordValue,
+    decode,
+    encode_key,
+    encode_value,
+    partition_for,
+)
+from odradek.coordinator.timer import Timer
+from odradek.errors import (
+    CoordinatorNotAvailableError,
+    ErrorCode,
+    FencedInstanceIdError,
+    GroupIdNotFoundError,
+    IllegalGenerationError,
+    InvalidGroupIdError,
+    KafkaError,
+    NonEmptyGroupError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from odradek.storage.clock import Clock
+
+__all__ = ["GroupCoordinator", "Group", "CommittedOffset", "GroupListing", "Writer"]
+
+log = logging.getLogger("odradek.coordinator.group")
+
+Group = ClassicGroup | ConsumerGroup
+#: Appends encoded (key, value) records to one partition of ``__consumer_offsets``.
+Writer = Callable[[int, Sequence[tuple[bytes, bytes | None]]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOffset:
+    topic: str
+    partition: int
+    offset: int  # -1 when nothing is committed
+    leader_epoch: int = -1
+    metadata: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupListing:
+    group_id: str
+    protocol_type: str
+    state: str
+    group_type: str  # "classic" or "consumer"
+
+
+class GroupCoordinator:
+    """Implements :class:`~odradek.coordinator.group.context.CoordinatorContext`."""
+
+    def __init__(
+        self,
+        config: GroupConfig,
+        clock: Clock,
+        *,
+        write: Writer,
+        topics: Callable[[], Mapping[str, TopicInfo]],
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._write = write
+        self._topics = topics
+        self._timer = Timer()
+        self.groups: dict[str, Any] = {}
+        #: Committed offsets: group id -> (topic, partition) -> value.
+        self.offsets: dict[str, dict[tuple[str, int], OffsetCommitValue]] = {}
+        self.classic = ClassicGroups(self, self.groups, take_over_consumer_group=self._take_over)
+        self.consumer = ConsumerGroups(self, self.groups)
+        self._schedule_offset_expiry()
+
+    # -- CoordinatorContext -----------------------------------------------------------------
+
+    @property
+    def timer(self) -> Timer:
+        return self._timer
+
+    @property
+    def config(self) -> GroupConfig:
+        return self._config
+
+    def now_ms(self) -> int:
+        return self._clock.milliseconds()
+
+    def topics(self) -> Mapping[str, TopicInfo]:
+        return self._topics()
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
+        for info in self._topics().values():
+            if info.topic_id == topic_id:
+                return info
+        return None
+
+    def partition_for(self, group_id: str) -> int:
+        return partition_for(group_id, self._config.offsets_partitions)
+
+    def append(
+        self, group_id: str, records: Sequence[tuple[RecordKey, RecordValue | None]]
+    ) -> None:
+        if not records:
+            return
+        encoded = [(encode_key(k), encode_value(v)) for k, v in records]
+        self._write(self.partition_for(group_id), encoded)
+        for key, value in records:
+            self.replay(key, value)
+
+    # -- replay and loading -----------------------------------------------------------------
+
+    def replay(self, key: RecordKey, value: RecordValue | None) -> None:
+        if isinstance(key, OffsetCommitKey):
+            self._replay_offset(key, value)
+        elif isinstance(key, GroupMetadataKey):
+            self.classic.replay(key, value)  # type: ignore[arg-type]
+        else:
+            self.consumer.replay(key, value)
+
+    def _replay_offset(self, key: OffsetCommitKey, value: RecordValue | None) -> None:
+        tp = (key.topic, key.partition)
+        if value is None:
+            offsets = self.offsets.get(key.group_id)
+            if offsets is not None:
+                offsets.pop(tp, None)
+                if not offsets:
+                    del self.offsets[key.group_id]
+            return
+        assert isinstance(value, OffsetCommitValue)
+        if key.group_id not in self.groups:
+            # Offsets committed without a membership (a "simple" group, or an admin client).
+            self.classic.get_or_create(key.group_id)
+        self.offsets.setdefault(key.group_id, {})[tp] = value
+
+    def load(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+        """Rebuild state from stored records (one partition's, in offset order); returns how
+        many were applied. Records with unknown key versions are skipped, as Kafka does."""
+        applied = 0
+        self.classic.loading = True
+        try:
+            for raw_key, raw_value in records:
+                if raw_key is None:
+                    continue
+                decoded = decode(raw_key, raw_value)
+                if decoded is None:
+                    continue
+                self.replay(*decoded)
+                applied += 1
+        finally:
+            self.classic.loading = False
+        return applied
+
+    def loaded(self) -> None:
+        """Call once every partition is loaded: start the clocks of loaded members."""
+        self.classic.start_session_timers()
+
+    def poll(self) -> int:
+        """Run due timers; returns how many ran."""
+        return self._timer.advance(self.now_ms())
+
+    # -- offsets ----------------------------------------------------------------------------
+
+    def _validate_commit(
+        self,
+        group_id: str,
+        member_id: str,
+        generation_or_epoch: int,
+        instance_id: str | None,
+        api_version: int,
+    ) -> None:
+        if not group_id:
+            raise InvalidGroupIdError("the group id must not be empty")
+        group = self.groups.get(group_id)
+        if group is None:
+            if generation_or_epoch < 0:
+                return  # a simple group is created when the commit is replayed
+            if api_version >= 9:
+                raise GroupIdNotFoundError(f"group {group_id} does not exist")
+            raise IllegalGenerationError(f"group {group_id} does not exist")
+        if isinstance(group, ConsumerGroup):
+            self.consumer.validate_offset_commit(group_id, member_id, generation_or_epoch)
+            return
+        if group.state is ClassicGroupState.DEAD:
+            raise CoordinatorNotAvailableError(f"group {group_id} is being removed")
+        if generation_or_epoch >= 0 or member_id or instance_id is not None:
+            self._validate_classic_member(group, member_id, instance_id)
+            if generation_or_epoch != group.generation_id:
+                raise IllegalGenerationError(
+                    f"generation {generation_or_epoch} is not group {group_id}'s "
+                    f"{group.generation_id}"
+                )
+        elif not group.is_empty():
+            # Commits without a membership are only for groups nobody consumes in.
+            raise UnknownMemberIdError(f"group {group_id} has members; give a member id")
+        if group.state is ClassicGroupState.COMPLETING_REBALANCE:
+            raise RebalanceInProgressError(f"group {group_id} is completing a rebalance")
+
+    @staticmethod
+    def _validate_classic_member(
+        group: ClassicGroup, member_id: str, instance_id: str | None
+    ) -> None:
+        if instance_id is not None:
+            current = group.static_members.get(instance_id)
+            if current is not None and current != member_id:
+                raise FencedInstanceIdError(f"instance {instance_id} is now {current}")
+        if member_id not in group.members:
+            raise UnknownMemberIdError(f"{member_id} is not a member of {group.group_id}")
+
+    def commit_offsets(
+        self,
+        group_id: str,
+        *,
+        member_id: str,
+        generation_or_epoch: int,
+        instance_id: str | None,
+        offsets: Sequence[tuple[str, int, int, int, str | None]],
+        api_version: int,
+        expire_timestamp: int = -1,
+    ) -> list[tuple[str, int, ErrorCode]]:
+        """Commit (topic, partition, offset, leader epoch, metadata) tuples. A whole-request
+        problem raises; a per-partition one is reported in that partition's result."""
+        self._validate_commit(group_id, member_id, generation_or_epoch, instance_id, api_version)
+        now = self.now_ms()
+        results: list[tuple[str, int, ErrorCode]] = []
+        records: list[tuple[RecordKey, RecordValue | None]] = []
+        limit = self._config.offset_metadata_max_bytes
+        for topic, partition, offset, leader_epoch, metadata in offsets:
+            meta = metadata or ""
+            if len(meta.encode()) > limit:
+                results.append((topic, partition, ErrorCode.offset_metadata_too_large))
+                continue
+            records.append(
+                (
+                    OffsetCommitKey(group_id, topic, partition),
+                    OffsetCommitValue(offset, leader_epoch, meta, now, expire_timestamp),
+                )
+            )
+            results.append((topic, partition, ErrorCode.none))
+        self.append(group_id, records)
+        return results
+
+    def fetch_offsets(
+        self,
+        group_id: str,
+        topics: Sequence[tuple[str, Sequence[int]]] | None,
+        *,
+        member_id: str | None = None,
+        member_epoch: int = -1,
+    ) -> list[CommittedOffset]:
+        """Committed offsets of the given partitions (``None``: every committed partition);
+        partitions without a commit get offset -1."""
+        group = self.groups.get(group_id)
+        if isinstance(group, ConsumerGroup) and (member_id is not None or member_epoch >= 0):
+            self.consumer.validate_offset_fetch(group_id, member_id, member_epoch)
+        committed = self.offsets.get(group_id, {})
+        out: list[CommittedOffset] = []
+        if topics is None:
+            for (topic, partition), value in sorted(committed.items()):
+                out.append(
+                    CommittedOffset(
+                        topic, partition, value.offset, value.leader_epoch, value.metadata
+                    )
+                )
+            return out
+        for topic, partitions in topics:
+            for partition in partitions:
+                v = committed.get((topic, partition))
+                if v is None:
+                    out.append(CommittedOffset(topic, partition, -1))
+                else:
+                    out.append(
+                        CommittedOffset(topic, partition, v.offset, v.leader_epoch, v.metadata)
+                    )
+        return out
+
+    def delete_offsets(
+        self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]]
+    ) -> list[tuple[str, int, ErrorCode]]:
+        """OffsetDelete: refused per partition while the group consumes from the topic."""
+        group = self.groups.get(group_id)
+        if group is None or (
+            isinstance(group, ClassicGroup) and group.state is ClassicGroupState.DEAD
+        ):
+            raise GroupIdNotFoundError(f"group {group_id} does not exist")
+        if isinstance(group, ClassicGroup):
+            if not group.is_empty() and group.protocol_type != "consumer":
+                raise NonEmptyGroupError(f"group {group_id} is not empty")
+            subscribed = _classic_subscribed_topics(group)
+        else:
+            subscribed = set(group.subscribed_topic_names())
+        results = []
+        records: list[tuple[RecordKey, RecordValue | None]] = []
+        committed = self.offsets.get(group_id, {})
+        for topic, partitions in topics:
+            for partition in partitions:
+                if topic in subscribed:
+                    results.append((topic, partition, ErrorCode.group_subscribed_to_topic))
+                    continue
+                if (topic, partition) in committed:
+                    records.append((OffsetCommitKey(group_id, topic, partition), None))
+                results.append((topic, partition, ErrorCode.none))
+        self.append(group_id, records)
+        return results
+
+    # -- whole groups -----------------------------------------------------------------------
+
+    def list_groups(
+        self, states: Sequence[str] = (), types: Sequence[str] = ()
+    ) -> list[GroupListing]:
+        wanted_states = {s.lower() for s in states}
+        wanted_types = {t.lower() for t in types}
+        out = []
+        for group_id, group in self.groups.items():
+            listing = self.listing(group_id, group)
+            if wanted_states and listing.state.lower() not in wanted_states:
+                continue
+            if wanted_types and listing.group_type not in wanted_types:
+                continue
+            out.append(listing)
+        return out
+
+    @staticmethod
+    def listing(group_id: str, group: Group) -> GroupListing:
+        if isinstance(group, ClassicGroup):
+            return GroupListing(
+                group_id, group.protocol_type or "", group.state.value, "classic"
+            )
+        return GroupListing(group_id, "consumer", group.state, "consumer")
+
+    def delete_groups(self, group_ids: Sequence[str]) -> list[tuple[str, ErrorCode]]:
+        results = []
+        for group_id in group_ids:
+            try:
+                self._delete_group(group_id)
+            except KafkaError as e:
+                results.append((group_id, e.code))
+            else:
+                results.append((group_id, ErrorCode.none))
+        return results
+
+    def _delete_group(self, group_id: str) -> None:
+        if not group_id:
+            raise InvalidGroupIdError("the group id must not be empty")
+        group = self.groups.get(group_id)
+        if group is None:
+            raise GroupIdNotFoundError(f"group {group_id} does not exist")
+        if not group.is_empty():
+            raise NonEmptyGroupError(f"group {group_id} has members")
+        records: list[tuple[RecordKey, RecordValue | None]] = [
+            (OffsetCommitKey(group_id, t, p), None) for t, p in self.offsets.get(group_id, {})
+        ]
+        if isinstance(group, ClassicGroup):
+            records.append((GroupMetadataKey(group_id), None))
+        else:
+            records.extend(self.consumer.tombstones(group_id))
+        self.append(group_id, records)
+        # A classic group that never wrote a record has no tombstone to replay.
+        if self.groups.get(group_id) is group:
+            del self.groups[group_id]
+
+    def _take_over(self, group_id: str) -> None:
+        """A classic JoinGroup for an empty KIP-848 group: that group goes first."""
+        self.append(group_id, self.consumer.tombstones(group_id))
+        self.groups.pop(group_id, None)
+
+    # -- offset expiry ----------------------------------------------------------------------
+
+    def _schedule_offset_expiry(self) -> None:
+        self._timer.schedule(
+            "offsets-expiry",
+            self.now_ms() + self._config.offsets_retention_check_interval_ms,
+            self._expiry_tick,
+        )
+
+    def _expiry_tick(self) -> None:
+        try:
+            self.expire_offsets()
+        except Exception:
+            log.exception("expiring committed offsets failed")
+        self._schedule_offset_expiry()
+
+    def expire_offsets(self) -> int:
+        """Remove offsets of empty groups older than ``offsets.retention.minutes``, and empty
+        classic groups left without offsets; returns how many offsets expired."""
+        now = self.now_ms()
+        retention = self._config.offsets_retention_ms
+        expired = 0
+        for group_id in list(self.groups):
+            group = self.groups[group_id]
+            if not group.is_empty():
+                continue
+            committed = self.offsets.get(group_id, {})
+            base_state = (
+                group.current_state_timestamp
+                if isinstance(group, ClassicGroup)
+                and group.protocol_type
+                and group.current_state_timestamp >= 0
+                else None
+            )
+            records: list[tuple[RecordKey, RecordValue | None]] = []
+            for (topic, partition), v in committed.items():
+                if v.expire_timestamp >= 0:
+                    due = now >= v.expire_timestamp
+                else:
+                    base = base_state if base_state is not None else v.commit_timestamp
+                    due = now - base >= retention
+                if due:
+                    records.append((OffsetCommitKey(group_id, topic, partition), None))
+            if (
+                isinstance(group, ClassicGroup)
+                and group.state is ClassicGroupState.EMPTY
+                and len(records) == len(committed)
+                and now - max(group.current_state_timestamp, 0) >= retention
+            ):
+                records.append((GroupMetadataKey(group_id), None))
+            if not records:
+                continue
+            try:
+                self.append(group_id, records)
+            except KafkaError:
+                log.exception("group %s: expiring offsets failed", group_id)
+                continue
+            expired += sum(1 for k, _ in records if isinstance(k, OffsetCommitKey))
+        return expired
+
+
+def _classic_subscribed_topics(group: ClassicGroup) -> set[str]:
+    """Topics the members of a ``consumer``-type classic group subscribe to (read from their
+    ConsumerProtocolSubscription metadata; an undecodable one counts as no topics)."""
+    topics: set[str] = set()
+    if group.protocol_type != "consumer":
+        return topics
+    for member in group.members.values():
+        topics.update(_subscription_topics(member.metadata(group.protocol_name)))
+    return topics
+
+
+def _subscription_topics(data: bytes) -> list[str]:
+    # ConsumerProtocolSubscription v0-v3: int16 version, then array of int16-length strings.
+    try:
+        (count,) = struct.unpack_from(">i", data, 2)
+        pos = 6
+        out = []
+        for _ in range(max(count, 0)):
+            (n,) = struct.unpack_from(">h", data, pos)
+            pos += 2
+            out.append(bytes(data[pos : pos + n]).decode())
+            pos += n
+        return out
+    except (struct.error, UnicodeDecodeError):
+        return []

@@ -1,0 +1,376 @@
+"""The classic group state machine, driven by a manual clock (no broker, no sockets)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from odradek.coordinator.group.classic import (
+    ClassicGroup,
+    ClassicGroups,
+    ClassicGroupState,
+    IllegalStateTransition,
+    JoinResult,
+    SyncResult,
+)
+from odradek.coordinator.group.context import GroupConfig, TopicInfo
+from odradek.coordinator.group.records import (
+    GroupMetadataKey,
+    GroupMetadataValue,
+    decode,
+    encode_key,
+    encode_value,
+)
+from odradek.coordinator.pending import Pending
+from odradek.coordinator.timer import Timer
+from odradek.errors import (
+    ErrorCode,
+    FencedInstanceIdError,
+    GroupMaxSizeReachedError,
+    IllegalGenerationError,
+    InconsistentGroupProtocolError,
+    InvalidSessionTimeoutError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from odradek.storage.clock import ManualClock
+
+S = ClassicGroupState
+SESSION = 10_000
+REBALANCE = 30_000
+
+
+class Ctx:
+    """A CoordinatorContext double: real timer, manual clock, records kept as encoded bytes."""
+
+    def __init__(self, config: GroupConfig) -> None:
+        self.clock = ManualClock(1_000_000)
+        self._timer = Timer()
+        self._config = config
+        self.written: list[tuple[bytes, bytes | None]] = []
+        self.groups: dict[str, Any] = {}
+        self.classic = ClassicGroups(self, self.groups)
+
+    @property
+    def timer(self) -> Timer:
+        return self._timer
+
+    @property
+    def config(self) -> GroupConfig:
+        return self._config
+
+    def now_ms(self) -> int:
+        return self.clock.milliseconds()
+
+    def topics(self) -> Mapping[str, TopicInfo]:
+        return {}
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
+        return None
+
+    def append(self, group_id: str, records: Sequence[tuple[Any, Any]]) -> None:
+        for key, value in records:
+            self.written.append((encode_key(key), encode_value(value)))
+            self.classic.replay(key, value)
+
+    def advance(self, ms: int) -> None:
+        self.clock.advance(ms)
+        self._timer.advance(self.now_ms())
+
+
+@pytest.fixture
+def ctx() -> Ctx:
+    return Ctx(GroupConfig(initial_rebalance_delay_ms=0, min_session_timeout_ms=1000))
+
+
+def join(
+    ctx: Ctx,
+    member_id: str = "",
+    *,
+    group: str = "g",
+    protocols: Sequence[tuple[str, bytes]] = (("range", b"sub"),),
+    instance: str | None = None,
+    require_known: bool = False,
+    session: int = SESSION,
+) -> Pending[JoinResult]:
+    return ctx.classic.join(
+        group_id=group,
+        member_id=member_id,
+        group_instance_id=instance,
+        protocol_type="consumer",
+        protocols=protocols,
+        session_timeout_ms=session,
+        rebalance_timeout_ms=REBALANCE,
+        client_id="client",
+        client_host="/127.0.0.1",
+        require_known_member_id=require_known,
+        supports_skip_assignment=True,
+    )
+
+
+def sync(
+    ctx: Ctx, member_id: str, generation: int, assignments: Sequence[tuple[str, bytes]] = (),
+    *, group: str = "g", instance: str | None = None,
+) -> Pending[SyncResult]:
+    return ctx.classic.sync(
+        group_id=group, generation_id=generation, member_id=member_id,
+        group_instance_id=instance, protocol_type="consumer", protocol_name=None,
+        assignments=assignments,
+    )
+
+
+def heartbeat(ctx: Ctx, member_id: str, generation: int, *, instance: str | None = None) -> None:
+    ctx.classic.heartbeat(
+        group_id="g", generation_id=generation, member_id=member_id, group_instance_id=instance
+    )
+
+
+def stable_group_of_two(ctx: Ctx) -> tuple[str, str, int]:
+    a = join(ctx)
+    assert a.done and a.value.error == ErrorCode.none
+    leader = a.value.member_id
+    gen = a.value.generation_id
+    assert sync(ctx, leader, gen, [(leader, b"A")]).value.error == ErrorCode.none
+    b = join(ctx)  # triggers a rebalance: the leader must rejoin
+    assert not b.done
+    with pytest.raises(RebalanceInProgressError):
+        heartbeat(ctx, leader, gen)
+    a2 = join(ctx, leader)
+    assert a2.done and b.done
+    gen2 = a2.value.generation_id
+    assert gen2 == gen + 1
+    follower = b.value.member_id
+    assert a2.value.leader == leader and len(a2.value.members) == 2
+    assert b.value.members == ()
+    fs = sync(ctx, follower, gen2)
+    assert not fs.done  # waits for the leader
+    ls = sync(ctx, leader, gen2, [(leader, b"A2"), (follower, b"B2")])
+    assert ls.value.assignment == b"A2" and fs.value.assignment == b"B2"
+    assert ctx.groups["g"].state is S.STABLE
+    return leader, follower, gen2
+
+
+def test_first_member_becomes_leader_and_group_becomes_stable(ctx: Ctx) -> None:
+    p = join(ctx)
+    r = p.value
+    assert r.error == ErrorCode.none and r.generation_id == 1 and r.leader == r.member_id
+    assert r.protocol_name == "range" and r.members[0].metadata == b"sub"
+    group = ctx.groups["g"]
+    assert group.state is S.COMPLETING_REBALANCE
+    s = sync(ctx, r.member_id, 1, [(r.member_id, b"assignment")])
+    assert s.value == SyncResult(ErrorCode.none, "consumer", "range", b"assignment")
+    assert group.state is S.STABLE
+    # Persist before apply: the stable generation is on record.
+    stored = decode(*ctx.written[-1])
+    assert stored is not None
+    key, value = stored
+    assert key == GroupMetadataKey("g")
+    assert isinstance(value, GroupMetadataValue) and value.generation == 1
+    assert value.members[0].assignment == b"assignment"
+
+
+def test_two_members_rebalance_and_share_assignment(ctx: Ctx) -> None:
+    stable_group_of_two(ctx)
+
+
+def test_member_id_required_then_join(ctx: Ctx) -> None:
+    p = join(ctx, require_known=True)
+    assert p.value.error == ErrorCode.member_id_required
+    member_id = p.value.member_id
+    assert member_id.startswith("client-")
+    assert ctx.groups["g"].pending_members == {member_id}
+    second = join(ctx, member_id, require_known=True)
+    assert second.value.error == ErrorCode.none and second.value.member_id == member_id
+
+
+def test_pending_member_expires_after_session_timeout(ctx: Ctx) -> None:
+    p = join(ctx, require_known=True)
+    member_id = p.value.member_id
+    ctx.advance(SESSION)
+    assert ctx.groups["g"].pending_members == set()
+    with pytest.raises(UnknownMemberIdError):
+        join(ctx, member_id, require_known=True)
+
+
+def test_session_expiry_removes_member_and_rebalances(ctx: Ctx) -> None:
+    leader, follower, gen = stable_group_of_two(ctx)
+    # Only the leader keeps heartbeating.
+    ctx.advance(SESSION // 2)
+    heartbeat(ctx, leader, gen)
+    group = ctx.groups["g"]
+    assert follower in group.members
+    ctx.advance(SESSION // 2)
+    assert follower not in group.members
+    assert group.state is S.PREPARING_REBALANCE
+    with pytest.raises(RebalanceInProgressError):
+        heartbeat(ctx, leader, gen)
+    again = join(ctx, leader)
+    assert again.value.generation_id == gen + 1 and len(again.value.members) == 1
+
+
+def test_member_that_does_not_rejoin_is_dropped_at_rebalance_timeout(ctx: Ctx) -> None:
+    leader, follower, gen = stable_group_of_two(ctx)
+    rejoin = join(ctx, leader, protocols=(("range", b"new-subscription"),))
+    assert not rejoin.done
+    # The follower keeps heartbeating (told to rejoin) but never joins.
+    for _ in range(REBALANCE // 5000 - 1):
+        ctx.advance(5000)
+        with pytest.raises(RebalanceInProgressError):
+            heartbeat(ctx, follower, gen)
+    assert not rejoin.done
+    ctx.advance(5000)
+    assert rejoin.done
+    assert rejoin.value.generation_id == gen + 1
+    assert [m.member_id for m in rejoin.value.members] == [leader]
+    assert follower not in ctx.groups["g"].members
+
+
+def test_leave_triggers_rebalance_and_last_leave_empties_group(ctx: Ctx) -> None:
+    leader, follower, gen = stable_group_of_two(ctx)
+    results = ctx.classic.leave("g", [(follower, None)])
+    assert results[0].error == ErrorCode.none
+    group = ctx.groups["g"]
+    assert group.state is S.PREPARING_REBALANCE
+    j = join(ctx, leader)
+    assert j.value.generation_id == gen + 1
+    ctx.classic.leave("g", [(leader, None)])
+    # The join completes with no members: Empty, and the new generation is stored.
+    ctx.advance(0)
+    assert group.state is S.EMPTY and not group.members
+    value = decode(*ctx.written[-1])
+    assert value is not None and isinstance(value[1], GroupMetadataValue)
+    assert value[1].members == ()
+
+
+def test_unknown_member_and_generation_errors(ctx: Ctx) -> None:
+    leader, _, gen = stable_group_of_two(ctx)
+    with pytest.raises(UnknownMemberIdError):
+        heartbeat(ctx, "nobody", gen)
+    with pytest.raises(IllegalGenerationError):
+        heartbeat(ctx, leader, gen - 1)
+    with pytest.raises(IllegalGenerationError):
+        sync(ctx, leader, gen + 5)
+    with pytest.raises(UnknownMemberIdError):
+        join(ctx, "nobody")
+    assert ctx.classic.leave("g", [("nobody", None)])[0].error == ErrorCode.unknown_member_id
+
+
+def test_inconsistent_protocols_are_refused(ctx: Ctx) -> None:
+    stable_group_of_two(ctx)
+    with pytest.raises(InconsistentGroupProtocolError):
+        join(ctx, protocols=(("roundrobin", b""),))
+
+
+def test_protocol_selection_picks_common_protocol(ctx: Ctx) -> None:
+    a = join(ctx, protocols=(("cooperative-sticky", b"a"), ("range", b"a")))
+    sync(ctx, a.value.member_id, 1, [])
+    b = join(ctx, protocols=(("range", b"b"),))
+    again = join(ctx, a.value.member_id, protocols=(("cooperative-sticky", b"a"), ("range", b"a")))
+    assert b.done and again.done
+    assert again.value.protocol_name == "range"
+    metadata = {m.member_id: m.metadata for m in again.value.members}
+    assert metadata[a.value.member_id] == b"a" and metadata[b.value.member_id] == b"b"
+
+
+def test_invalid_session_timeout(ctx: Ctx) -> None:
+    with pytest.raises(InvalidSessionTimeoutError):
+        join(ctx, session=10)
+
+
+def test_group_max_size() -> None:
+    ctx = Ctx(GroupConfig(initial_rebalance_delay_ms=0, max_size=1, min_session_timeout_ms=1000))
+    join(ctx)
+    with pytest.raises(GroupMaxSizeReachedError):
+        join(ctx)
+
+
+def test_initial_rebalance_delay_collects_members() -> None:
+    ctx = Ctx(GroupConfig(initial_rebalance_delay_ms=3000, min_session_timeout_ms=1000))
+    first = join(ctx)
+    ctx.advance(2000)
+    second = join(ctx)  # arrives within the delay: extends it
+    assert not first.done and not second.done
+    ctx.advance(1000)
+    assert not first.done  # the delay was extended because a member arrived
+    ctx.advance(3000)
+    assert first.done and second.done
+    assert first.value.generation_id == 1 == second.value.generation_id
+    assert len({first.value.leader, second.value.leader}) == 1
+
+
+def test_static_member_rejoin_without_rebalance(ctx: Ctx) -> None:
+    a = join(ctx, instance="i-1")
+    old_id = a.value.member_id
+    sync(ctx, old_id, 1, [(old_id, b"A")])
+    group = ctx.groups["g"]
+    assert group.state is S.STABLE
+    # The process restarts: same instance id, no member id.
+    b = join(ctx, instance="i-1")
+    r = b.value
+    assert r.error == ErrorCode.none and r.generation_id == 1  # no new generation
+    assert r.member_id != old_id and group.state is S.STABLE
+    assert r.skip_assignment and r.leader == r.member_id
+    assert sync(ctx, r.member_id, 1, instance="i-1").value.assignment == b"A"
+    # The old incarnation is fenced.
+    with pytest.raises(FencedInstanceIdError):
+        heartbeat(ctx, old_id, 1, instance="i-1")
+
+
+def test_static_member_leave_by_instance_id(ctx: Ctx) -> None:
+    a = join(ctx, instance="i-1")
+    sync(ctx, a.value.member_id, 1, [])
+    results = ctx.classic.leave("g", [("", "i-1")])
+    assert results[0].error == ErrorCode.none
+    assert ctx.classic.leave("g", [("", "i-1")])[0].error == ErrorCode.unknown_member_id
+
+
+def test_sync_timeout_removes_members_that_never_sync(ctx: Ctx) -> None:
+    leader, follower, gen = stable_group_of_two(ctx)
+    join(ctx, leader, protocols=(("range", b"x"),))
+    j = join(ctx, follower)
+    assert j.done
+    sync(ctx, leader, gen + 1, [])
+    # The follower never syncs: after the rebalance timeout it is out.
+    ctx.advance(REBALANCE)
+    assert follower not in ctx.groups["g"].members
+
+
+def test_loading_restores_a_stable_group_and_expires_dead_members(ctx: Ctx) -> None:
+    leader, follower, gen = stable_group_of_two(ctx)
+    fresh = Ctx(ctx.config)
+    fresh.clock.set(ctx.now_ms())
+    fresh.classic.loading = True
+    for key, value in ctx.written:
+        decoded = decode(key, value)
+        assert decoded is not None
+        fresh.classic.replay(*decoded)  # type: ignore[arg-type]
+    fresh.classic.loading = False
+    fresh.classic.start_session_timers()
+    group = fresh.groups["g"]
+    assert isinstance(group, ClassicGroup)
+    assert group.state is S.STABLE and group.generation_id == gen
+    assert set(group.members) == {leader, follower}
+    assert sync(fresh, follower, gen).value.assignment == b"B2"
+    fresh.advance(SESSION // 2)
+    heartbeat(fresh, leader, gen)
+    fresh.advance(SESSION // 2)
+    assert follower not in group.members  # never heartbeated after the restart
+
+
+def test_illegal_transition_raises_and_changes_nothing() -> None:
+    group = ClassicGroup("g")
+    with pytest.raises(IllegalStateTransition):
+        group.transition_to(S.STABLE, 0)
+    assert group.state is S.EMPTY
+
+
+def test_tombstone_removes_group(ctx: Ctx) -> None:
+    a = join(ctx)
+    sync(ctx, a.value.member_id, 1, [])
+    ctx.classic.leave("g", [(a.value.member_id, None)])
+    ctx.advance(0)
+    ctx.append("g", [(GroupMetadataKey("g"), None)])
+    assert "g" not in ctx.groups
