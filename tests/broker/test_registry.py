@@ -16,3 +16,20 @@ def test_issue_version_ranges() -> None:
     assert table["Produce"] == (3, 11)
     assert table["Fetch"] == (4, 16)
     assert table["ListOffsets"] == (1, 8)
+
+
+def test_group_api_version_ranges() -> None:
+    table = {api.name: (api.min_version, api.max_version) for api in handlers().values()}
+    assert table["FindCoordinator"] == (0, 5)
+    assert table["JoinGroup"] == (0, 9)
+    assert table["SyncGroup"] == (0, 5)
+    assert table["Heartbeat"] == (0, 4)
+    assert table["LeaveGroup"] == (0, 5)
+    assert table["OffsetCommit"] == (2, 9)
+    assert table["OffsetFetch"] == (1, 9)
+    assert table["DescribeGroups"] == (0, 5)
+    assert table["ListGroups"] == (0, 5)
+    assert table["DeleteGroups"] == (0, 2)
+    assert table["OffsetDelete"] == (0, 0)
+    assert table["ConsumerGroupHeartbeat"] == (0, 1)
+    assert table["ConsumerGroupDescribe"] == (0, 1)

@@ -70,6 +70,7 @@ HANDLER_MODULES = (
     "incremental_alter_configs", "delete_records", "describe_cluster", "describe_log_dirs",
     "find_coordinator", "join_group", "sync_group", "heartbeat", "leave_group", "offset_commit",
     "offset_fetch", "describe_groups", "list_groups", "delete_groups", "offset_delete",
+    "consumer_group_heartbeat", "consumer_group_describe",
 )
 
 
