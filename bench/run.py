@@ -21,11 +21,18 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
-def start_broker(data_dir: str) -> tuple[subprocess.Popen[str], str, float]:
+def start_broker(
+    data_dir: str, properties: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, float]:
+    extra: list[str] = []
+    if properties:
+        config = Path(data_dir).with_suffix(".properties")
+        config.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+        extra = ["--config", str(config)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "odradek", "serve", "--listen", "127.0.0.1:0",
-         "--data-dir", data_dir, "--log-level", "WARNING"],
+         "--data-dir", data_dir, "--log-level", "WARNING", *extra],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -142,7 +149,39 @@ def main() -> None:
     ap.add_argument("--records-1k", type=int, default=300_000)
     ap.add_argument("--records-100", type=int, default=1_000_000)
     ap.add_argument("--latency-seconds", type=float, default=10)
+    ap.add_argument("--group-members", type=int, default=50)
+    ap.add_argument("--only", choices=("all", "log", "groups"), default="all")
     args = ap.parse_args()
+    if args.only in ("all", "log"):
+        bench_log(args)
+    if args.only in ("all", "groups"):
+        bench_groups(args)
+
+
+def bench_groups(args: argparse.Namespace) -> None:
+    from groups import join_storm
+
+    partitions = 100
+    with tempfile.TemporaryDirectory(prefix="odradek-bench-") as tmp:
+        # Kafka's development setting: no initial delay, so the figure is the protocol's own.
+        proc, bootstrap, _ = start_broker(
+            str(Path(tmp) / "data"), {"group.initial.rebalance.delay.ms": "0"}
+        )
+        try:
+            topic = f"bench-groups-{uuid.uuid4().hex[:6]}"
+            create_topic(bootstrap, topic, partitions)
+            for protocol in ("classic", "consumer"):
+                storm, leave = join_storm(
+                    bootstrap, topic, partitions, args.group_members, protocol
+                )
+                print(f"group join storm, {args.group_members} members, {protocol:<8} "
+                      f"{storm:6.2f} s to stable; one leaves: {leave:6.2f} s to stable again")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def bench_log(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="odradek-bench-") as tmp:
         data_dir = str(Path(tmp) / "data")
         proc, bootstrap, startup = start_broker(data_dir)
