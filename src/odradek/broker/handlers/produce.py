@@ -14,9 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.dispatcher import NO_RESPONSE
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import LEADER_EPOCH
+from odradek.broker.handlers._common import INTERNAL_TOPICS, LEADER_EPOCH
 from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, InvalidRecordError, InvalidRequiredAcksError, KafkaError
+from odradek.errors import (
+    ErrorCode,
+    InvalidRecordError,
+    InvalidRequiredAcksError,
+    InvalidTopicError,
+    KafkaError,
+)
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 from odradek.protocol.produce import decode_produce_request
@@ -75,6 +81,8 @@ def handle(broker: Broker, request: Request) -> Any:
         for pd in topic_data.partition_data:
             index = pd.index
             try:
+                if name in INTERNAL_TOPICS:
+                    raise InvalidTopicError(f"Cannot append to internal topic {name}")
                 log = topics.log(name, index)
                 _check_one_batch(pd.records)
                 info = log.append_as_leader(pd.records, leader_epoch=LEADER_EPOCH)
