@@ -329,6 +329,18 @@ class GroupCoordinator:
         self.append(group_id, records)
         return results
 
+    def on_topic_deleted(self, topic: str) -> None:
+        """Forget every group's committed offsets of a deleted topic (as Kafka does, so a topic
+        created again under the same name starts without stale positions)."""
+        for group_id, committed in list(self.offsets.items()):
+            records: list[tuple[RecordKey, RecordValue | None]] = [
+                (OffsetCommitKey(group_id, t, p), None) for t, p in committed if t == topic
+            ]
+            try:
+                self.append(group_id, records)
+            except KafkaError:
+                log.exception("group %s: removing offsets of deleted topic %s", group_id, topic)
+
     # -- whole groups -----------------------------------------------------------------------
 
     def list_groups(
