@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from odradek.coordinator.group.context import GroupConfig, TopicInfo
-from odradek.coordinator.group.coordinator import GroupCoordinator
+from odradek.coordinator.group.coordinator import GroupCoordinator, StoredMarker, StoredRecord
 from odradek.coordinator.pending import Pending
 from odradek.errors import CoordinatorNotAvailableError, KafkaError
 from odradek.protocol.records import SimpleRecord, decode_records, encode_batch, read_batch_header
@@ -32,6 +32,9 @@ __all__ = ["GroupRuntime", "OFFSETS_TOPIC"]
 log = logging.getLogger("odradek.broker.groups")
 
 OFFSETS_TOPIC = "__consumer_offsets"
+#: Control record types (the int16 after the int16 version in a control record's key).
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
 T = TypeVar("T")
 
 
@@ -57,7 +60,7 @@ class GroupRuntime:
         applied = 0
         if meta is not None:
             for partition in range(meta.partitions):
-                applied += self.coordinator.load(self._read_partition(partition))
+                applied += self.coordinator.load(partition, self._read_partition(partition))
         self.coordinator.loaded()
         if applied:
             log.info("group coordinator loaded %d records of %s", applied, OFFSETS_TOPIC)
@@ -108,14 +111,26 @@ class GroupRuntime:
             "created %s with %d partitions", OFFSETS_TOPIC, self.config.offsets_partitions
         )
 
-    def _write(self, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+    def _write(
+        self,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        producer: tuple[int, int] | None,
+    ) -> None:
         try:
             self.ensure_offsets_topic()
             plog = self._broker.topics.log(OFFSETS_TOPIC, partition)
             now = self._broker.clock.milliseconds()
-            batch = encode_batch(
-                [SimpleRecord(value, key, timestamp=now) for key, value in records]
-            )
+            simple = [SimpleRecord(value, key, timestamp=now) for key, value in records]
+            if producer is None:
+                batch = encode_batch(simple)
+            else:
+                batch = encode_batch(
+                    simple,
+                    producer_id=producer[0],
+                    producer_epoch=producer[1],
+                    is_transactional=True,
+                )
             plog.append_as_leader(batch, leader_epoch=0, origin=AppendOrigin.COORDINATOR)
             plog.update_high_watermark(plog.log_end_offset)
         except KafkaError as e:
@@ -123,7 +138,7 @@ class GroupRuntime:
             raise CoordinatorNotAvailableError(f"{OFFSETS_TOPIC} is not writable: {e}") from e
         self._broker.append_watch.notify((OFFSETS_TOPIC, partition))
 
-    def _read_partition(self, partition: int) -> Iterator[tuple[bytes | None, bytes | None]]:
+    def _read_partition(self, partition: int) -> Iterator[StoredRecord | StoredMarker]:
         plog = self._broker.topics.log(OFFSETS_TOPIC, partition)
         offset = plog.log_start_offset
         end = plog.high_watermark
@@ -137,10 +152,16 @@ class GroupRuntime:
                 batch = data[pos : pos + header.size]
                 pos += header.size
                 offset = header.next_offset
+                records = decode_records(batch)
                 if header.is_control:
+                    for record in records:
+                        marker = _control_type(record.key)
+                        if marker in (CONTROL_ABORT, CONTROL_COMMIT):
+                            yield StoredMarker(header.producer_id, marker == CONTROL_COMMIT)
                     continue
-                for record in decode_records(batch):
-                    yield record.key, record.value
+                producer_id = header.producer_id if header.is_transactional else None
+                for record in records:
+                    yield StoredRecord(record.key, record.value, producer_id)
 
     def _topic_infos(self) -> Mapping[str, TopicInfo]:
         topics = self._broker.topics.topics()
@@ -151,6 +172,12 @@ class GroupRuntime:
             cached = (stamp, {t.name: TopicInfo(t.name, t.topic_id, t.partitions) for t in topics})
             self._topic_cache = cached
         return cached[1]
+
+
+def _control_type(key: bytes | None) -> int:
+    if key is None or len(key) < 4:
+        return -1
+    return int.from_bytes(key[2:4], "big", signed=True)
 
 
 def then(pending: Pending[T], build: Callable[[T], Any]) -> Any:

@@ -24,7 +24,7 @@ KEY = 9
 _ZERO = datetime.timedelta(0)
 
 
-def _topics(mod: Any, version: int, offsets: list[CommittedOffset], code: ErrorCode) -> Any:
+def _topics(mod: Any, version: int, offsets: list[CommittedOffset]) -> Any:
     v8 = version >= 8
     partition_cls = mod.OffsetFetchResponsePartitions if v8 else mod.OffsetFetchResponsePartition
     topic_cls = mod.OffsetFetchResponseTopics if v8 else mod.OffsetFetchResponseTopic
@@ -37,7 +37,7 @@ def _topics(mod: Any, version: int, offsets: list[CommittedOffset], code: ErrorC
                 committed_offset=o.offset,
                 committed_leader_epoch=o.leader_epoch,
                 metadata=o.metadata,
-                error_code=code,
+                error_code=o.error,
             )
         )
     return tuple(
@@ -51,12 +51,13 @@ def _requested(topics: Any) -> list[tuple[str, list[int]]] | None:
     return [(t.name, list(t.partition_indexes)) for t in topics]
 
 
-def _fetch(broker: Broker, group_id: str, topics: Any, member_id: Any, epoch: int
-           ) -> tuple[list[CommittedOffset], ErrorCode]:
+def _fetch(
+    broker: Broker, group_id: str, topics: Any, member_id: Any, epoch: int, stable: bool
+) -> tuple[list[CommittedOffset], ErrorCode]:
     wanted = _requested(topics)
     try:
         return broker.group_coordinator.fetch_offsets(
-            group_id, wanted, member_id=member_id, member_epoch=epoch
+            group_id, wanted, member_id=member_id, member_epoch=epoch, require_stable=stable
         ), ErrorCode.none
     except KafkaError as e:
         return [], e.code
@@ -66,23 +67,24 @@ def handle(broker: Broker, request: Request) -> Any:
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)
+    stable = bool(getattr(body, "require_stable", False))
     if version < 8:
-        offsets, code = _fetch(broker, body.group_id, body.topics, None, -1)
+        offsets, code = _fetch(broker, body.group_id, body.topics, None, -1, stable)
         return build(
             mod.OffsetFetchResponse,
             throttle_time=_ZERO,
             error_code=code,
-            topics=_topics(mod, version, offsets, ErrorCode.none),
+            topics=_topics(mod, version, offsets),
         )
     groups = []
     for g in body.groups:
         offsets, code = _fetch(
             broker, g.group_id, g.topics, getattr(g, "member_id", None),
-            getattr(g, "member_epoch", -1),
+            getattr(g, "member_epoch", -1), stable,
         )
         groups.append(
             build(mod.OffsetFetchResponseGroup, group_id=g.group_id, error_code=code,
-                  topics=_topics(mod, version, offsets, ErrorCode.none))
+                  topics=_topics(mod, version, offsets))
         )
     return build(mod.OffsetFetchResponse, throttle_time=_ZERO, groups=tuple(groups))
 
@@ -94,10 +96,12 @@ def error_response(request: Request, code: ErrorCode) -> Any:
     if version < 8:
         # v0/v1 have no top-level error code: report it on each requested partition.
         offsets = [
-            CommittedOffset(t, p, -1) for t, ps in (_requested(body.topics) or []) for p in ps
+            CommittedOffset(t, p, -1, error=code)
+            for t, ps in (_requested(body.topics) or [])
+            for p in ps
         ]
         return build(mod.OffsetFetchResponse, throttle_time=_ZERO, error_code=code,
-                     topics=_topics(mod, version, offsets, code))
+                     topics=_topics(mod, version, offsets))
     return build(
         mod.OffsetFetchResponse,
         throttle_time=_ZERO,

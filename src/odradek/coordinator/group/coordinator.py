@@ -50,13 +50,40 @@ from odradek.errors import (
 )
 from odradek.storage.clock import Clock
 
-__all__ = ["GroupCoordinator", "Group", "CommittedOffset", "GroupListing", "Writer"]
+__all__ = [
+    "GroupCoordinator",
+    "Group",
+    "CommittedOffset",
+    "GroupListing",
+    "Writer",
+    "StoredRecord",
+    "StoredMarker",
+]
 
 log = logging.getLogger("odradek.coordinator.group")
 
 Group = ClassicGroup | ConsumerGroup
-#: Appends encoded (key, value) records to one partition of ``__consumer_offsets``.
-Writer = Callable[[int, Sequence[tuple[bytes, bytes | None]]], None]
+#: Appends encoded (key, value) records to one partition of ``__consumer_offsets``, as one
+#: batch; the last argument is (producer id, epoch) for a transactional batch, else None.
+Writer = Callable[[int, Sequence[tuple[bytes, bytes | None]], "tuple[int, int] | None"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record read back from ``__consumer_offsets``; ``producer_id`` is set when it sits in a
+    transactional batch (its fate is decided by a later marker)."""
+
+    key: bytes | None
+    value: bytes | None
+    producer_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMarker:
+    """A COMMIT or ABORT control record of ``producer_id`` read back from the topic."""
+
+    producer_id: int
+    commit: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +93,7 @@ class CommittedOffset:
     offset: int  # -1 when nothing is committed
     leader_epoch: int = -1
     metadata: str = ""
+    error: ErrorCode = ErrorCode.none
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +123,9 @@ class GroupCoordinator:
         self.groups: dict[str, Any] = {}
         #: Committed offsets: group id -> (topic, partition) -> value.
         self.offsets: dict[str, dict[tuple[str, int], OffsetCommitValue]] = {}
+        #: Offsets committed inside open transactions: producer id -> group -> partition.
+        self.pending_txn_offsets: dict[int, dict[str, dict[tuple[str, int], OffsetCommitValue]]]
+        self.pending_txn_offsets = {}
         self.classic = ClassicGroups(self, self.groups, take_over_consumer_group=self._take_over)
         self.consumer = ConsumerGroups(self, self.groups)
         self._schedule_offset_expiry()
@@ -125,20 +156,32 @@ class GroupCoordinator:
         return partition_for(group_id, self._config.offsets_partitions)
 
     def append(
-        self, group_id: str, records: Sequence[tuple[RecordKey, RecordValue | None]]
+        self,
+        group_id: str,
+        records: Sequence[tuple[RecordKey, RecordValue | None]],
+        *,
+        producer: tuple[int, int] | None = None,
     ) -> None:
+        """See :class:`CoordinatorContext`; with ``producer`` (id, epoch) the records form a
+        transactional batch that a later marker commits or aborts."""
         if not records:
             return
         encoded = [(encode_key(k), encode_value(v)) for k, v in records]
-        self._write(self.partition_for(group_id), encoded)
+        self._write(self.partition_for(group_id), encoded, producer)
+        producer_id = producer[0] if producer is not None else None
         for key, value in records:
-            self.replay(key, value)
+            self.replay(key, value, producer_id)
 
     # -- replay and loading -----------------------------------------------------------------
 
-    def replay(self, key: RecordKey, value: RecordValue | None) -> None:
+    def replay(
+        self, key: RecordKey, value: RecordValue | None, producer_id: int | None = None
+    ) -> None:
         if isinstance(key, OffsetCommitKey):
-            self._replay_offset(key, value)
+            if producer_id is not None:
+                self._replay_pending_offset(producer_id, key, value)
+            else:
+                self._replay_offset(key, value)
         elif isinstance(key, GroupMetadataKey):
             self.classic.replay(key, value)  # type: ignore[arg-type]
         else:
@@ -159,19 +202,53 @@ class GroupCoordinator:
             self.classic.get_or_create(key.group_id)
         self.offsets.setdefault(key.group_id, {})[tp] = value
 
-    def load(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-        """Rebuild state from stored records (one partition's, in offset order); returns how
-        many were applied. Records with unknown key versions are skipped, as Kafka does."""
+    def _replay_pending_offset(
+        self, producer_id: int, key: OffsetCommitKey, value: RecordValue | None
+    ) -> None:
+        groups = self.pending_txn_offsets.setdefault(producer_id, {})
+        if value is None:
+            groups.get(key.group_id, {}).pop((key.topic, key.partition), None)
+            return
+        assert isinstance(value, OffsetCommitValue)
+        groups.setdefault(key.group_id, {})[(key.topic, key.partition)] = value
+
+    def complete_transaction(self, producer_id: int, commit: bool, partition: int) -> None:
+        """A COMMIT or ABORT marker of ``producer_id`` is in ``partition`` of
+        ``__consumer_offsets``: its pending offsets of the groups there become committed, or
+        are dropped. Called live after the marker is written and when one is replayed."""
+        groups = self.pending_txn_offsets.get(producer_id)
+        if not groups:
+            return
+        for group_id in [g for g in groups if self.partition_for(g) == partition]:
+            pending = groups.pop(group_id)
+            if commit:
+                for (topic, p), value in pending.items():
+                    self._replay_offset(OffsetCommitKey(group_id, topic, p), value)
+        if not groups:
+            del self.pending_txn_offsets[producer_id]
+
+    def has_pending_offsets(self, group_id: str, topic: str, partition: int) -> bool:
+        return any(
+            (topic, partition) in groups.get(group_id, {})
+            for groups in self.pending_txn_offsets.values()
+        )
+
+    def load(self, partition: int, records: Iterable[StoredRecord | StoredMarker]) -> int:
+        """Rebuild state from one partition's stored records, in offset order; returns how many
+        were applied. Records with unknown key versions are skipped, as Kafka does."""
         applied = 0
         self.classic.loading = True
         try:
-            for raw_key, raw_value in records:
-                if raw_key is None:
+            for item in records:
+                if isinstance(item, StoredMarker):
+                    self.complete_transaction(item.producer_id, item.commit, partition)
                     continue
-                decoded = decode(raw_key, raw_value)
+                if item.key is None:
+                    continue
+                decoded = decode(item.key, item.value)
                 if decoded is None:
                     continue
-                self.replay(*decoded)
+                self.replay(*decoded, item.producer_id)
                 applied += 1
         finally:
             self.classic.loading = False
@@ -209,6 +286,8 @@ class GroupCoordinator:
             return
         if group.state is ClassicGroupState.DEAD:
             raise CoordinatorNotAvailableError(f"group {group_id} is being removed")
+        if generation_or_epoch < 0 and group.state is ClassicGroupState.EMPTY:
+            return  # an admin client or a consumer without group management
         if generation_or_epoch >= 0 or member_id or instance_id is not None:
             self._validate_classic_member(group, member_id, instance_id)
             if generation_or_epoch != group.generation_id:
@@ -266,6 +345,51 @@ class GroupCoordinator:
         self.append(group_id, records)
         return results
 
+    def txn_commit_offsets(
+        self,
+        group_id: str,
+        *,
+        producer_id: int,
+        producer_epoch: int,
+        member_id: str,
+        generation_id: int,
+        instance_id: str | None,
+        offsets: Sequence[tuple[str, int, int, int, str | None]],
+    ) -> list[tuple[str, int, ErrorCode]]:
+        """TxnOffsetCommit: like :meth:`commit_offsets`, but the offsets stay pending until the
+        transaction's marker reaches the group's partition (see :meth:`complete_transaction`)."""
+        if not group_id:
+            raise InvalidGroupIdError("the group id must not be empty")
+        group = self.groups.get(group_id)
+        if isinstance(group, ClassicGroup) and (generation_id >= 0 or member_id):
+            if group.state is ClassicGroupState.DEAD:
+                raise CoordinatorNotAvailableError(f"group {group_id} is being removed")
+            self._validate_classic_member(group, member_id, instance_id)
+            if generation_id != group.generation_id:
+                raise IllegalGenerationError(
+                    f"generation {generation_id} is not group {group_id}'s {group.generation_id}"
+                )
+        elif isinstance(group, ConsumerGroup) and member_id:
+            self.consumer.validate_offset_commit(group_id, member_id, generation_id)
+        now = self.now_ms()
+        results: list[tuple[str, int, ErrorCode]] = []
+        records: list[tuple[RecordKey, RecordValue | None]] = []
+        limit = self._config.offset_metadata_max_bytes
+        for topic, partition, offset, leader_epoch, metadata in offsets:
+            meta = metadata or ""
+            if len(meta.encode()) > limit:
+                results.append((topic, partition, ErrorCode.offset_metadata_too_large))
+                continue
+            records.append(
+                (
+                    OffsetCommitKey(group_id, topic, partition),
+                    OffsetCommitValue(offset, leader_epoch, meta, now, -1),
+                )
+            )
+            results.append((topic, partition, ErrorCode.none))
+        self.append(group_id, records, producer=(producer_id, producer_epoch))
+        return results
+
     def fetch_offsets(
         self,
         group_id: str,
@@ -273,9 +397,11 @@ class GroupCoordinator:
         *,
         member_id: str | None = None,
         member_epoch: int = -1,
+        require_stable: bool = False,
     ) -> list[CommittedOffset]:
         """Committed offsets of the given partitions (``None``: every committed partition);
-        partitions without a commit get offset -1."""
+        partitions without a commit get offset -1. With ``require_stable`` a partition with an
+        offset pending in an open transaction answers UNSTABLE_OFFSET_COMMIT (KIP-447)."""
         group = self.groups.get(group_id)
         if isinstance(group, ConsumerGroup) and (member_id is not None or member_epoch >= 0):
             self.consumer.validate_offset_fetch(group_id, member_id, member_epoch)
@@ -292,7 +418,13 @@ class GroupCoordinator:
         for topic, partitions in topics:
             for partition in partitions:
                 v = committed.get((topic, partition))
-                if v is None:
+                if require_stable and self.has_pending_offsets(group_id, topic, partition):
+                    out.append(
+                        CommittedOffset(
+                            topic, partition, -1, error=ErrorCode.unstable_offset_commit
+                        )
+                    )
+                elif v is None:
                     out.append(CommittedOffset(topic, partition, -1))
                 else:
                     out.append(
