@@ -78,6 +78,9 @@ def add_commands(sub: Subparsers) -> None:
     _add_topics(sub, common)
     _add_produce(sub, common)
     _add_consume(sub, common)
+    from odradek.cli import groups  # here, not at the top: groups imports this module
+
+    groups.add_commands(sub, common)
 
 
 def _add_topics(sub: Subparsers, common: argparse.ArgumentParser) -> None:
