@@ -86,12 +86,17 @@ def _poll_until(
             c.commit(message=msg, asynchronous=False)
 
 
-def _disjoint_and_complete(consumers: Sequence[Consumer]) -> bool:
+def _settled(consumers: Sequence[Consumer]) -> bool:
+    """Every partition held by exactly one consumer, and evenly spread (the uniform target;
+    intermediate states of a rebalance can be disjoint and complete but uneven)."""
     parts = [_assigned(c) for c in consumers]
-    if any(not p for p in parts):
-        return False
     union = set().union(*parts)
-    return union == set(range(PARTITIONS)) and sum(len(p) for p in parts) == PARTITIONS
+    even = PARTITIONS // len(consumers)
+    return (
+        union == set(range(PARTITIONS))
+        and sum(len(p) for p in parts) == PARTITIONS
+        and all(len(p) == even for p in parts)
+    )
 
 
 def test_three_consumers_share_then_two_take_over(kip848_bootstrap: str) -> None:
@@ -103,9 +108,8 @@ def test_three_consumers_share_then_two_take_over(kip848_bootstrap: str) -> None
     consumers = [_consumer(bootstrap, group, topic) for _ in names]
     try:
         # 1. All three end up with a share of the six partitions, no partition twice.
-        _poll_until(consumers, lambda: _disjoint_and_complete(consumers))
+        _poll_until(consumers, lambda: _settled(consumers))
         shares = {n: _assigned(c) for n, c in zip(names, consumers, strict=True)}
-        assert sorted(len(s) for s in shares.values()) == [2, 2, 2]
 
         first = [f"one-{i}" for i in range(300)]
         _produce(bootstrap, topic, first)
@@ -133,7 +137,7 @@ def test_three_consumers_share_then_two_take_over(kip848_bootstrap: str) -> None
         leaver = consumers.pop(2)
         names.pop(2)
         leaver.close()
-        _poll_until(consumers, lambda: _disjoint_and_complete(consumers))
+        _poll_until(consumers, lambda: _settled(consumers))
         second = [f"two-{i}" for i in range(300)]
         _produce(bootstrap, topic, second)
         seen2: dict[str, list[tuple[int, int, str]]] = {n: [] for n in names}
