@@ -70,7 +70,11 @@ TOPIC_OPERATIONS = sum(
 )
 
 GROUP_OPERATIONS = sum(
-    1 << op for op in (AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE)
+    1 << op
+    for op in (
+        AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE,
+        AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS,
+    )
 )
 #: The value of an "authorized operations" field that was not asked for.
 NOT_REQUESTED = -(2**31)
