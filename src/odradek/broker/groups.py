@@ -21,7 +21,15 @@ from odradek.coordinator.group.context import GroupConfig, TopicInfo
 from odradek.coordinator.group.coordinator import GroupCoordinator, StoredMarker, StoredRecord
 from odradek.coordinator.pending import Pending
 from odradek.errors import CoordinatorNotAvailableError, KafkaError
-from odradek.protocol.records import SimpleRecord, decode_records, encode_batch, read_batch_header
+from odradek.protocol.records import (
+    CONTROL_ABORT,
+    CONTROL_COMMIT,
+    SimpleRecord,
+    control_type,
+    decode_records,
+    encode_batch,
+    read_batch_header,
+)
 from odradek.storage.log import AppendOrigin
 
 if TYPE_CHECKING:
@@ -32,9 +40,7 @@ __all__ = ["GroupRuntime", "OFFSETS_TOPIC"]
 log = logging.getLogger("odradek.broker.groups")
 
 OFFSETS_TOPIC = "__consumer_offsets"
-#: Control record types (the int16 after the int16 version in a control record's key).
-CONTROL_ABORT = 0
-CONTROL_COMMIT = 1
+
 T = TypeVar("T")
 
 
@@ -155,7 +161,7 @@ class GroupRuntime:
                 records = decode_records(batch)
                 if header.is_control:
                     for record in records:
-                        marker = _control_type(record.key)
+                        marker = control_type(record.key)
                         if marker in (CONTROL_ABORT, CONTROL_COMMIT):
                             yield StoredMarker(header.producer_id, marker == CONTROL_COMMIT)
                     continue
@@ -172,12 +178,6 @@ class GroupRuntime:
             cached = (stamp, {t.name: TopicInfo(t.name, t.topic_id, t.partitions) for t in topics})
             self._topic_cache = cached
         return cached[1]
-
-
-def _control_type(key: bytes | None) -> int:
-    if key is None or len(key) < 4:
-        return -1
-    return int.from_bytes(key[2:4], "big", signed=True)
 
 
 def then(pending: Pending[T], build: Callable[[T], Any]) -> Any:

@@ -71,7 +71,17 @@ __all__ = [
     "increment_sequence",
     "compress",
     "decompress",
+    "CONTROL_ABORT",
+    "CONTROL_COMMIT",
+    "encode_control_batch",
+    "control_type",
 ]
+
+#: Control record types (the int16 after the version in a control record's key).
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+_CONTROL_KEY = struct.Struct(">hh")
+_CONTROL_VALUE = struct.Struct(">hi")
 
 BATCH_HEADER_SIZE = 61
 LOG_OVERHEAD = 12  # baseOffset + batchLength
@@ -524,3 +534,34 @@ def encode_batch(
     )
     struct.pack_into(">I", out, 17, crc32c(memoryview(out)[_CRC_START:]))
     return bytes(out)
+
+
+def encode_control_batch(
+    producer_id: int,
+    producer_epoch: int,
+    *,
+    commit: bool,
+    coordinator_epoch: int,
+    timestamp: int,
+) -> bytes:
+    """A transaction marker: one control record (key: version 0 + type; value: version 0 +
+    coordinator epoch) in a transactional control batch of the producer."""
+    record = SimpleRecord(
+        _CONTROL_VALUE.pack(0, coordinator_epoch),
+        _CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT),
+        timestamp=timestamp,
+    )
+    return encode_batch(
+        [record],
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        is_transactional=True,
+        is_control=True,
+    )
+
+
+def control_type(key: bytes | None) -> int:
+    """The type of a control record from its key (-1 when it is not a valid control key)."""
+    if key is None or len(key) < _CONTROL_KEY.size:
+        return -1
+    return int(_CONTROL_KEY.unpack_from(key)[1])
