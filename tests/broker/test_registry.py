@@ -33,3 +33,15 @@ def test_group_api_version_ranges() -> None:
     assert table["OffsetDelete"] == (0, 0)
     assert table["ConsumerGroupHeartbeat"] == (0, 1)
     assert table["ConsumerGroupDescribe"] == (0, 1)
+
+
+def test_transaction_api_version_ranges() -> None:
+    table = {api.name: (api.min_version, api.max_version) for api in handlers().values()}
+    assert table["InitProducerId"] == (0, 5)
+    # KIP-890 part 2 (EndTxn v5, AddPartitionsToTxn v5) is not implemented, so not offered.
+    assert table["AddPartitionsToTxn"] == (0, 4)
+    assert table["AddOffsetsToTxn"] == (0, 4)
+    assert table["EndTxn"] == (0, 4)
+    assert table["TxnOffsetCommit"] == (0, 4)
+    assert table["DescribeTransactions"] == (0, 0)
+    assert table["ListTransactions"] == (0, 1)

@@ -19,8 +19,10 @@ from odradek.broker.delayed import AppendWatch
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.groups import GroupRuntime
 from odradek.broker.topics import TopicManager
+from odradek.broker.transactions import TxnRuntime
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
+from odradek.coordinator.txn.coordinator import TransactionCoordinator
 from odradek.errors import UnknownTopicOrPartitionError
 from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.storage.clock import Clock, SystemClock
@@ -56,6 +58,8 @@ class Broker:
         self.topics: TopicManager
         self.groups: GroupRuntime
         self.group_coordinator: GroupCoordinator
+        self.transactions: TxnRuntime
+        self.txn_coordinator: TransactionCoordinator
 
     @property
     def bootstrap(self) -> str:
@@ -74,6 +78,9 @@ class Broker:
         self.groups = GroupRuntime(self)
         self.group_coordinator = self.groups.coordinator
         self.groups.load()
+        self.transactions = TxnRuntime(self)
+        self.txn_coordinator = self.transactions.coordinator
+        self.transactions.load()
         loop = asyncio.get_running_loop()
         host, port = self.config.listener_host, self.config.listener_port
         dispatcher = Dispatcher(self)
@@ -91,6 +98,7 @@ class Broker:
         self.advertised_port = adv[1] if adv and adv[1] else self.port
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         self.groups.start()
+        self.transactions.start()
         self.started_at = time.perf_counter() - t0
         log.info(
             "odradek broker %d serving on %s:%d (cluster %s, data in %s) in %.0f ms",
@@ -115,6 +123,7 @@ class Broker:
                 await task
         self._tasks.clear()
         await self.groups.stop()
+        await self.transactions.stop()
         self.append_watch.notify_all()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)

@@ -12,25 +12,15 @@ the coordinator applies a change only after that.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from odradek.broker.internal_topics import InternalTopic, TimerTask
 from odradek.coordinator.group.context import GroupConfig, TopicInfo
 from odradek.coordinator.group.coordinator import GroupCoordinator, StoredMarker, StoredRecord
 from odradek.coordinator.pending import Pending
-from odradek.errors import CoordinatorNotAvailableError, KafkaError
-from odradek.protocol.records import (
-    CONTROL_ABORT,
-    CONTROL_COMMIT,
-    SimpleRecord,
-    control_type,
-    decode_records,
-    encode_batch,
-    read_batch_header,
-)
-from odradek.storage.log import AppendOrigin
+from odradek.protocol.records import CONTROL_ABORT, CONTROL_COMMIT, control_type
 
 if TYPE_CHECKING:
     from odradek.broker.app import Broker
@@ -50,15 +40,18 @@ class GroupRuntime:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self.config = GroupConfig.from_broker(broker.config)
-        self.coordinator = GroupCoordinator(
-            self.config, broker.clock, write=self._write, topics=self._topic_infos
+        self.topic = InternalTopic(
+            broker,
+            OFFSETS_TOPIC,
+            self.config.offsets_partitions,
+            {"cleanup.policy": "compact", "segment.bytes": "104857600",
+             "compression.type": "producer"},
         )
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.coordinator = GroupCoordinator(
+            self.config, broker.clock, write=self.topic.append, topics=self._topic_infos
+        )
+        self._timers = TimerTask(self.coordinator.timer, broker.clock, "odradek-group-timers")
         self._topic_cache: tuple[int, dict[str, TopicInfo]] | None = None
-        self.coordinator.timer.on_schedule = lambda _deadline: self._wake.set()
-
-    # -- lifecycle --------------------------------------------------------------------------
 
     def load(self) -> int:
         """Replay ``__consumer_offsets`` into the coordinator; returns the records applied."""
@@ -66,108 +59,32 @@ class GroupRuntime:
         applied = 0
         if meta is not None:
             for partition in range(meta.partitions):
-                applied += self.coordinator.load(partition, self._read_partition(partition))
+                applied += self.coordinator.load(partition, self._stored(partition))
         self.coordinator.loaded()
         if applied:
             log.info("group coordinator loaded %d records of %s", applied, OFFSETS_TOPIC)
         return applied
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run_timers(), name="odradek-group-timers")
+        self._timers.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run_timers(self) -> None:
-        coordinator = self.coordinator
-        while True:
-            self._wake.clear()
-            try:
-                coordinator.poll()
-            except Exception:
-                log.exception("group coordinator timer failed")
-            deadline = coordinator.timer.next_deadline()
-            timeout = None
-            if deadline is not None:
-                timeout = max(deadline - coordinator.now_ms(), 0) / 1000
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-
-    # -- storage ----------------------------------------------------------------------------
+        await self._timers.stop()
 
     def ensure_offsets_topic(self) -> None:
-        topics = self._broker.topics
-        if topics.topic(OFFSETS_TOPIC) is not None:
-            return
-        topics.create(
-            OFFSETS_TOPIC,
-            num_partitions=self.config.offsets_partitions,
-            replication_factor=1,
-            configs={
-                "cleanup.policy": "compact",
-                "segment.bytes": "104857600",
-                "compression.type": "producer",
-            },
-        )
-        log.info(
-            "created %s with %d partitions", OFFSETS_TOPIC, self.config.offsets_partitions
-        )
+        self.topic.ensure()
 
-    def _write(
-        self,
-        partition: int,
-        records: Sequence[tuple[bytes, bytes | None]],
-        producer: tuple[int, int] | None,
-    ) -> None:
-        try:
-            self.ensure_offsets_topic()
-            plog = self._broker.topics.log(OFFSETS_TOPIC, partition)
-            now = self._broker.clock.milliseconds()
-            simple = [SimpleRecord(value, key, timestamp=now) for key, value in records]
-            if producer is None:
-                batch = encode_batch(simple)
-            else:
-                batch = encode_batch(
-                    simple,
-                    producer_id=producer[0],
-                    producer_epoch=producer[1],
-                    is_transactional=True,
-                )
-            plog.append_as_leader(batch, leader_epoch=0, origin=AppendOrigin.COORDINATOR)
-            plog.update_high_watermark(plog.log_end_offset)
-        except KafkaError as e:
-            log.warning("writing to %s-%d failed: %s", OFFSETS_TOPIC, partition, e)
-            raise CoordinatorNotAvailableError(f"{OFFSETS_TOPIC} is not writable: {e}") from e
-        self._broker.append_watch.notify((OFFSETS_TOPIC, partition))
-
-    def _read_partition(self, partition: int) -> Iterator[StoredRecord | StoredMarker]:
-        plog = self._broker.topics.log(OFFSETS_TOPIC, partition)
-        offset = plog.log_start_offset
-        end = plog.high_watermark
-        while offset < end:
-            data = memoryview(plog.read(offset, max_bytes=1 << 20).records)
-            if not data:
-                break
-            pos = 0
-            while pos < len(data):
-                header = read_batch_header(data, pos)
-                batch = data[pos : pos + header.size]
-                pos += header.size
-                offset = header.next_offset
-                records = decode_records(batch)
-                if header.is_control:
-                    for record in records:
-                        marker = control_type(record.key)
-                        if marker in (CONTROL_ABORT, CONTROL_COMMIT):
-                            yield StoredMarker(header.producer_id, marker == CONTROL_COMMIT)
-                    continue
-                producer_id = header.producer_id if header.is_transactional else None
+    def _stored(self, partition: int) -> Iterator[StoredRecord | StoredMarker]:
+        for header, records in self.topic.read(partition):
+            if header.is_control:
                 for record in records:
-                    yield StoredRecord(record.key, record.value, producer_id)
+                    marker = control_type(record.key)
+                    if marker in (CONTROL_ABORT, CONTROL_COMMIT):
+                        yield StoredMarker(header.producer_id, marker == CONTROL_COMMIT)
+                continue
+            producer_id = header.producer_id if header.is_transactional else None
+            for record in records:
+                yield StoredRecord(record.key, record.value, producer_id)
 
     def _topic_infos(self) -> Mapping[str, TopicInfo]:
         topics = self._broker.topics.topics()

@@ -71,6 +71,8 @@ HANDLER_MODULES = (
     "find_coordinator", "join_group", "sync_group", "heartbeat", "leave_group", "offset_commit",
     "offset_fetch", "describe_groups", "list_groups", "delete_groups", "offset_delete",
     "consumer_group_heartbeat", "consumer_group_describe",
+    "add_partitions_to_txn", "add_offsets_to_txn", "end_txn", "txn_offset_commit",
+    "describe_transactions", "list_transactions",
 )
 
 

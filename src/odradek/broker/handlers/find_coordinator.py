@@ -1,7 +1,8 @@
 """FindCoordinator (key 10): which broker coordinates a group or a transactional id.
 
 This broker is the coordinator of every group and transactional id. Asking for a group creates
-``__consumer_offsets`` on first use, as Kafka does. Versions 4+ batch the keys (KIP-699); key
+``__consumer_offsets``, and for a transactional id ``__transaction_state``, on first use, as
+Kafka does. Versions 4+ batch the keys (KIP-699); key
 types other than group (0) and transaction (1) are INVALID_REQUEST.
 """
 
@@ -30,7 +31,9 @@ _ZERO = datetime.timedelta(0)
 def _locate(broker: Broker, key_type: int) -> None:
     if key_type == GROUP:
         broker.groups.ensure_offsets_topic()
-    elif key_type != TRANSACTION:
+    elif key_type == TRANSACTION:
+        broker.transactions.topic.ensure()
+    else:
         raise InvalidRequestError(f"unknown coordinator key type {key_type}")
 
 

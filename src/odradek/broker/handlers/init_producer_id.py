@@ -1,8 +1,9 @@
-"""InitProducerId (key 22): producer ids for idempotent producers.
+"""InitProducerId (key 22): producer ids for idempotent and transactional producers.
 
 Ids come from the metadata store's durable allocator, so no id is handed out twice, even across a
-crash. A producer without a transactional id always gets a fresh id at epoch 0, as Kafka does.
-Transactional ids need the transaction coordinator, which this broker does not run yet.
+crash. A producer without a transactional id always gets a fresh id at epoch 0, as Kafka does;
+with one, the transaction coordinator bumps the id's epoch (fencing older producers and aborting
+their open transaction). PRODUCER_FENCED is INVALID_PRODUCER_EPOCH before v4.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import datetime
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode
+from odradek.errors import ErrorCode, KafkaError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
@@ -36,10 +37,21 @@ def _body(version: int, code: ErrorCode, producer_id: int = -1, epoch: int = -1)
 
 
 def handle(broker: Broker, request: Request) -> Any:
-    if request.body.transactional_id is not None:
-        # No transaction coordinator yet: refuse clearly rather than pretend.
-        return _body(request.api_version, ErrorCode.unsupported_version)
-    return _body(request.api_version, ErrorCode.none, broker.metadata.allocate_producer_id(), 0)
+    body = request.body
+    timeout_ms = int(body.transaction_timeout / datetime.timedelta(milliseconds=1))
+    try:
+        result = broker.txn_coordinator.init_producer_id(
+            body.transactional_id,
+            timeout_ms,
+            getattr(body, "producer_id", -1),
+            getattr(body, "producer_epoch", -1),
+        )
+    except KafkaError as e:
+        code = e.code
+        if request.api_version < 4 and code is ErrorCode.producer_fenced:
+            code = ErrorCode.invalid_producer_epoch
+        return _body(request.api_version, code)
+    return _body(request.api_version, ErrorCode.none, result.producer_id, result.producer_epoch)
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:

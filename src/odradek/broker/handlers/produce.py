@@ -16,8 +16,14 @@ from odradek.broker.dispatcher import NO_RESPONSE
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import INTERNAL_TOPICS, LEADER_EPOCH
 from odradek.broker.registry import ApiHandler
+from odradek.coordinator.txn.coordinator import (
+    ConcurrentTransactionsError,
+    InvalidTxnStateError,
+    ProducerFencedError,
+)
 from odradek.errors import (
     ErrorCode,
+    InvalidProducerEpochError,
     InvalidRecordError,
     InvalidRequiredAcksError,
     InvalidTopicError,
@@ -67,11 +73,7 @@ def handle(broker: Broker, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     if acks not in (-1, 0, 1):
         raise InvalidRequiredAcksError(f"acks must be -1, 0 or 1, got {acks}")
-    if body.transactional_id is not None:
-        # No transaction coordinator yet: a transactional write could never be committed.
-        raise TransactionsUnsupportedError(
-            "transactional produce is not supported by this broker yet"
-        )
+    transactional_id = body.transactional_id
     topics = broker.topics
     watch = broker.append_watch
     responses = []
@@ -85,6 +87,10 @@ def handle(broker: Broker, request: Request) -> Any:
                     raise InvalidTopicError(f"Cannot append to internal topic {name}")
                 log = topics.log(name, index)
                 _check_one_batch(pd.records)
+                if transactional_id is not None:
+                    _verify_transaction(
+                        broker, transactional_id, name, index, pd.records, request.api_version
+                    )
                 info = log.append_as_leader(pd.records, leader_epoch=LEADER_EPOCH)
                 if not info.duplicate:
                     log.update_high_watermark(log.log_end_offset)
@@ -111,11 +117,42 @@ def handle(broker: Broker, request: Request) -> Any:
     return build(mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO)
 
 
-class TransactionsUnsupportedError(KafkaError):
-    code = ErrorCode.invalid_txn_state
+class TransactionAbortableError(KafkaError):
+    code = ErrorCode.transaction_abortable
+
+
+class NotEnoughReplicasError(KafkaError):
+    code = ErrorCode.not_enough_replicas
 
 
 _BATCH_LENGTH = struct.Struct(">i")
+_PRODUCER = struct.Struct(">qh")  # producer id and epoch, at byte 43 of a v2 batch
+
+
+def _verify_transaction(
+    broker: Broker, transactional_id: str, topic: str, partition: int, records: Any, version: int
+) -> None:
+    """KIP-890 part 1: a transactional write must go to a partition its transaction added;
+    errors are given in the forms each produce version knows."""
+    if len(records) < 53:
+        raise InvalidRecordError("record batch too short")
+    producer_id, epoch = _PRODUCER.unpack_from(records, 43)
+    tp = (topic, partition)
+    try:
+        code = broker.txn_coordinator.add_partitions(
+            transactional_id, producer_id, epoch, [tp], verify_only=True
+        )[tp]
+    except ProducerFencedError as e:
+        raise InvalidProducerEpochError(e.message) from e
+    except ConcurrentTransactionsError as e:
+        # Retriable for every client version, as Kafka answers it.
+        raise NotEnoughReplicasError(e.message) from e
+    if code is ErrorCode.none:
+        return
+    message = f"{topic}-{partition} is not in the transaction of {transactional_id}"
+    if version >= 11:
+        raise TransactionAbortableError(message)
+    raise InvalidTxnStateError(message)
 
 
 def _check_one_batch(records: Any) -> None:

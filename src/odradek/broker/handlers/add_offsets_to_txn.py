@@ -1,0 +1,59 @@
+"""AddOffsetsToTxn (key 25): make a consumer group's offset commits part of a transaction.
+
+The transaction coordinator adds the group's ``__consumer_offsets`` partition to the
+transaction, so EndTxn writes the transaction's marker there too (which commits or discards
+the offsets the producer sends with TxnOffsetCommit). Versions before 2 get
+INVALID_PRODUCER_EPOCH instead of PRODUCER_FENCED, as Kafka's broker answers them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.registry import ApiHandler
+from odradek.coordinator.txn.coordinator import TransactionCoordinator
+from odradek.errors import ErrorCode, KafkaError
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["API"]
+
+KEY = 25
+_ZERO = datetime.timedelta(0)
+
+
+def _body(version: int, code: ErrorCode) -> Any:
+    if version < 2 and code is ErrorCode.producer_fenced:
+        code = ErrorCode.invalid_producer_epoch
+    mod = response_module(KEY, version)
+    return build(mod.AddOffsetsToTxnResponse, throttle_time=_ZERO, error_code=code)
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    body = request.body
+    coordinator: TransactionCoordinator = broker.txn_coordinator
+    try:
+        coordinator.add_offsets(
+            body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
+        )
+    except KafkaError as e:
+        return _body(request.api_version, e.code)
+    return _body(request.api_version, ErrorCode.none)
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    return _body(request.api_version, code)
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="AddOffsetsToTxn",
+    min_version=0,
+    max_version=4,
+    handle=handle,
+    error_response=error_response,
+)

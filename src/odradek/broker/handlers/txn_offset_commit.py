@@ -1,0 +1,95 @@
+"""TxnOffsetCommit (key 28): offsets committed inside a transaction (send_offsets_to_transaction).
+
+They are written to ``__consumer_offsets`` in a transactional batch and stay invisible (pending)
+until the transaction's COMMIT marker reaches the group's partition; an ABORT drops them.
+OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT for a partition with pending
+offsets. v3 carries the member's generation (KIP-447), validated as for OffsetCommit.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.registry import ApiHandler
+from odradek.errors import ErrorCode, KafkaError
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["API"]
+
+KEY = 28
+_ZERO = datetime.timedelta(0)
+
+
+def _response(version: int, results: list[tuple[str, int, ErrorCode]]) -> Any:
+    mod = response_module(KEY, version)
+    by_topic: dict[str, list[Any]] = {}
+    for topic, partition, code in results:
+        by_topic.setdefault(topic, []).append(
+            build(mod.TxnOffsetCommitResponsePartition, partition_index=partition,
+                  error_code=code)
+        )
+    return build(
+        mod.TxnOffsetCommitResponse,
+        throttle_time=_ZERO,
+        topics=tuple(
+            build(mod.TxnOffsetCommitResponseTopic, name=name, partitions=tuple(parts))
+            for name, parts in by_topic.items()
+        ),
+    )
+
+
+def _all(request: Request, code: ErrorCode) -> list[tuple[str, int, ErrorCode]]:
+    return [
+        (t.name, p.partition_index, code) for t in request.body.topics for p in t.partitions
+    ]
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    body = request.body
+    version = request.api_version
+    offsets = [
+        (
+            t.name,
+            p.partition_index,
+            p.committed_offset,
+            getattr(p, "committed_leader_epoch", -1),
+            p.committed_metadata,
+        )
+        for t in body.topics
+        for p in t.partitions
+    ]
+    try:
+        broker.txn_coordinator.verify_offset_commit(
+            body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
+        )
+        results = broker.group_coordinator.txn_commit_offsets(
+            body.group_id,
+            producer_id=body.producer_id,
+            producer_epoch=body.producer_epoch,
+            member_id=getattr(body, "member_id", ""),
+            generation_id=getattr(body, "generation_id", -1),
+            instance_id=getattr(body, "group_instance_id", None),
+            offsets=offsets,
+        )
+    except KafkaError as e:
+        return _response(version, _all(request, e.code))
+    return _response(version, results)
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    return _response(request.api_version, _all(request, code))
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="TxnOffsetCommit",
+    min_version=0,
+    max_version=4,
+    handle=handle,
+    error_response=error_response,
+)

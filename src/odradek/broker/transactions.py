@@ -1,0 +1,139 @@
+"""The transaction coordinator on the broker's event loop: ``__transaction_state`` (created on
+first use, compacted), loading at start-up, timers, and the markers it writes.
+
+Markers are COMMIT/ABORT control batches appended to each partition of a transaction as the
+coordinator; storage recognises them and ends the producer's transaction there (last stable
+offset, aborted-transaction index). A marker in ``__consumer_offsets`` also tells the group
+coordinator to commit or drop the transaction's pending offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from odradek.broker.errors import error_code_for
+from odradek.broker.groups import OFFSETS_TOPIC
+from odradek.broker.internal_topics import InternalTopic, TimerTask, append_coordinator_batch
+from odradek.coordinator.timer import Timer
+from odradek.coordinator.txn.context import TxnConfig
+from odradek.coordinator.txn.coordinator import TransactionCoordinator
+from odradek.coordinator.txn.records import (
+    TxnKey,
+    TxnValue,
+    encode_key,
+    encode_value,
+    partition_for,
+)
+from odradek.errors import ErrorCode
+from odradek.protocol.records import encode_control_batch
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["TxnRuntime", "TRANSACTION_STATE_TOPIC"]
+
+log = logging.getLogger("odradek.broker.transactions")
+
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+
+
+class TxnRuntime:
+    """Implements :class:`~odradek.coordinator.txn.context.TxnContext` for the broker."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._config = TxnConfig.from_broker(broker.config)
+        self._timer = Timer()
+        self.topic = InternalTopic(
+            broker,
+            TRANSACTION_STATE_TOPIC,
+            self._config.state_log_partitions,
+            {"cleanup.policy": "compact", "segment.bytes": "104857600",
+             "compression.type": "uncompressed", "min.insync.replicas": "1"},
+        )
+        self.coordinator = TransactionCoordinator(self)
+        self._timers = TimerTask(self._timer, broker.clock, "odradek-txn-timers")
+
+    # -- TxnContext ---------------------------------------------------------------------------
+
+    @property
+    def timer(self) -> Timer:
+        return self._timer
+
+    @property
+    def config(self) -> TxnConfig:
+        return self._config
+
+    def now_ms(self) -> int:
+        return self._broker.clock.milliseconds()
+
+    def append(
+        self, transactional_id: str, records: Sequence[tuple[TxnKey, TxnValue | None]]
+    ) -> None:
+        if not records:
+            return
+        partition = partition_for(transactional_id, self._config.state_log_partitions)
+        self.topic.append(partition, [(encode_key(k), encode_value(v)) for k, v in records])
+        for key, value in records:
+            self.coordinator.replay(key, value)
+
+    def allocate_producer_id(self) -> int:
+        return self._broker.metadata.allocate_producer_id()
+
+    def write_markers(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        partitions: Sequence[tuple[str, int]],
+    ) -> dict[tuple[str, int], ErrorCode]:
+        broker = self._broker
+        batch = encode_control_batch(
+            producer_id, producer_epoch, commit=commit, coordinator_epoch=0,
+            timestamp=self.now_ms(),
+        )
+        outcome: dict[tuple[str, int], ErrorCode] = {}
+        for topic, partition in partitions:
+            try:
+                append_coordinator_batch(broker, topic, partition, batch)
+            except Exception as e:
+                outcome[(topic, partition)] = error_code_for(
+                    e, context=f"transaction marker for {topic}-{partition}"
+                )
+                continue
+            outcome[(topic, partition)] = ErrorCode.none
+            if topic == OFFSETS_TOPIC:
+                broker.group_coordinator.complete_transaction(producer_id, commit, partition)
+        return outcome
+
+    def partition_exists(self, topic: str, partition: int) -> bool:
+        meta = self._broker.topics.topic(topic)
+        return meta is not None and 0 <= partition < meta.partitions
+
+    def offsets_partition_for(self, group_id: str) -> int:
+        return self._broker.group_coordinator.partition_for(group_id)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def load(self) -> int:
+        applied = 0
+        if self.topic.exists():
+            for partition in range(self.topic.partitions):
+                applied += self.coordinator.load(
+                    (record.key, record.value)
+                    for header, records in self.topic.read(partition)
+                    if not header.is_control
+                    for record in records
+                )
+        self.coordinator.loaded()
+        if applied:
+            log.info("transaction coordinator loaded %d records", applied)
+        return applied
+
+    def start(self) -> None:
+        self._timers.start()
+
+    async def stop(self) -> None:
+        await self._timers.stop()

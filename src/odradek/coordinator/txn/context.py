@@ -1,0 +1,108 @@
+"""What the transaction coordinator needs from its owner: config, time, a writer that persists
+and replays, producer ids, and the marker writer.
+
+The broker implements :class:`TxnContext`; unit tests implement it with a manual clock and
+in-memory records. Everything runs on the owner's thread, synchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from odradek.coordinator.timer import Timer
+from odradek.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from odradek.config import BrokerConfig
+    from odradek.coordinator.txn.records import TxnKey, TxnValue
+
+__all__ = ["TxnConfig", "TxnContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class TxnConfig:
+    """The broker settings the transaction coordinator follows (Kafka's names in comments)."""
+
+    state_log_partitions: int = 50  # transaction.state.log.num.partitions
+    max_timeout_ms: int = 900_000  # transaction.max.timeout.ms
+    transactional_id_expiration_ms: int = 604_800_000  # transactional.id.expiration.ms
+    # transaction.abort.timed.out.transaction.cleanup.interval.ms
+    abort_timed_out_interval_ms: int = 10_000
+    # transaction.remove.expired.transaction.cleanup.interval.ms
+    remove_expired_interval_ms: int = 3_600_000
+    #: Pause before writing markers again to partitions whose marker write failed (Kafka's
+    #: marker sender retries on its own schedule; not a Kafka setting).
+    marker_retry_backoff_ms: int = 100
+
+    @classmethod
+    def from_broker(cls, config: BrokerConfig) -> TxnConfig:
+        defaults = cls()
+        # The two cleanup intervals are read when BrokerConfig has them (until then: Kafka's
+        # defaults).
+        return cls(
+            state_log_partitions=config.transaction_state_log_num_partitions,
+            max_timeout_ms=config.transaction_max_timeout_ms,
+            transactional_id_expiration_ms=config.transactional_id_expiration_ms,
+            abort_timed_out_interval_ms=getattr(
+                config,
+                "transaction_abort_timed_out_transaction_cleanup_interval_ms",
+                defaults.abort_timed_out_interval_ms,
+            ),
+            remove_expired_interval_ms=getattr(
+                config,
+                "transaction_remove_expired_transaction_cleanup_interval_ms",
+                defaults.remove_expired_interval_ms,
+            ),
+        )
+
+
+class TxnContext(Protocol):
+    """Services the owner gives :class:`~odradek.coordinator.txn.coordinator.
+    TransactionCoordinator` (same thread, no I/O in the coordinator itself)."""
+
+    @property
+    def timer(self) -> Timer:
+        """The timer the owner advances; the coordinator keeps its periodic jobs on it."""
+        ...
+
+    @property
+    def config(self) -> TxnConfig: ...
+
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds (transaction timestamps and timeouts)."""
+        ...
+
+    def append(
+        self, transactional_id: str, records: Sequence[tuple[TxnKey, TxnValue | None]]
+    ) -> None:
+        """Persist ``records`` to ``transactional_id``'s ``__transaction_state`` partition
+        (``records.partition_for(transactional_id, config.state_log_partitions)``; bytes from
+        ``records.encode_key`` / ``encode_value``), then call the coordinator's ``replay`` for
+        each record, in order. Raises a KafkaError, having replayed nothing, if the write
+        fails (the broker uses COORDINATOR_NOT_AVAILABLE, as for groups)."""
+        ...
+
+    def allocate_producer_id(self) -> int:
+        """A producer id never handed out before (durable across restarts)."""
+        ...
+
+    def write_markers(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        partitions: Sequence[tuple[str, int]],
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """Append a COMMIT (``commit``) or ABORT control batch of ``producer_id`` at
+        ``producer_epoch`` to each partition, and for ``__consumer_offsets`` partitions complete
+        the group coordinator's pending transactional offsets. Returns each partition's
+        outcome; the coordinator writes a failed partition's marker again later."""
+        ...
+
+    def partition_exists(self, topic: str, partition: int) -> bool: ...
+
+    def offsets_partition_for(self, group_id: str) -> int:
+        """The ``__consumer_offsets`` partition that holds ``group_id``."""
+        ...

@@ -1,0 +1,703 @@
+"""The transaction coordinator: transactional ids, their producer ids and epochs, and the
+two-phase end of every transaction, persisted in ``__transaction_state``.
+
+Semantics are Apache Kafka 3.9's (KIP-98, KIP-360, KIP-588, KIP-664, the verification form of
+KIP-890 part 1). Every change goes ``target metadata -> append -> replay``: a request computes
+the target with a pure ``prepare_*`` of :class:`~odradek.coordinator.txn.state.
+TransactionMetadata` (which raises, changing nothing, on an illegal transition), hands the
+record to :meth:`TxnContext.append <odradek.coordinator.txn.context.TxnContext.append>`, and
+only :meth:`TransactionCoordinator.replay` — also what :meth:`~TransactionCoordinator.load`
+runs at start-up — changes the persisted state.
+
+Ending a transaction (EndTxn, a timeout, or fencing by a new producer) is, synchronously:
+write PrepareCommit/PrepareAbort (from then on the outcome is decided; EndTxn is answered
+NONE), write a COMMIT/ABORT marker to every partition of the transaction through
+``write_markers``, then write CompleteCommit/CompleteAbort. Partitions that no longer exist
+need no marker (as Kafka drops them); a partition whose marker failed keeps the transaction in
+Prepare* (other requests get CONCURRENT_TRANSACTIONS) and is written again after
+``marker_retry_backoff_ms``. A coordinator loaded with a transaction in Prepare* finishes it
+in :meth:`TransactionCoordinator.loaded`.
+
+Where this differs from Kafka's asynchronous coordinator: InitProducerId on an Ongoing
+transaction fences and aborts it and, when the abort completes at once (it does unless a
+marker write fails), carries on with the epoch bump in the same call instead of answering
+CONCURRENT_TRANSACTIONS and waiting for the retry — the state reached is the one the retry
+would reach. AddPartitionsToTxn with no partitions changes nothing.
+
+Transient state (not in the log, rebuilt as Kafka rebuilds it): the KIP-360 last producer
+id/epoch (-1 after a reload) and which partitions of a Prepare* transaction already have their
+marker (none after a reload: markers are written again, which partitions tolerate).
+
+Owned by one thread (the broker's event loop). Time comes from the context; periodic jobs
+(aborting timed-out transactions, expiring idle ids) live on the context's timer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from odradek.coordinator.txn.context import TxnContext
+from odradek.coordinator.txn.records import (
+    TxnKey,
+    TxnPartitions,
+    TxnValue,
+    decode,
+    partition_for,
+)
+from odradek.coordinator.txn.state import (
+    EXPIRATION_ALLOWED,
+    NO_PRODUCER_EPOCH,
+    NO_PRODUCER_ID,
+    IllegalTransitionError,
+    TopicPartition,
+    TransactionMetadata,
+    TransactionState,
+    is_epoch_exhausted,
+)
+from odradek.errors import (
+    ErrorCode,
+    InvalidProducerEpochError,
+    InvalidRequestError,
+    KafkaError,
+    UnknownTopicOrPartitionError,
+)
+
+__all__ = [
+    "TransactionCoordinator",
+    "ProducerIdAndEpoch",
+    "TransactionListing",
+    "OFFSETS_TOPIC",
+    "ConcurrentTransactionsError",
+    "InvalidTxnStateError",
+    "InvalidProducerIdMappingError",
+    "InvalidTransactionTimeoutError",
+    "ProducerFencedError",
+    "TransactionalIdNotFoundError",
+    "to_value",
+]
+
+log = logging.getLogger("odradek.coordinator.txn")
+
+OFFSETS_TOPIC = "__consumer_offsets"
+
+_S = TransactionState
+_PREPARING = frozenset({_S.PREPARE_COMMIT, _S.PREPARE_ABORT})
+_ABORT_TIMER = ("txn", "abort-timed-out")
+_EXPIRE_TIMER = ("txn", "expire-ids")
+
+
+# -- errors (candidates for odradek.errors) ---------------------------------------------------
+
+
+class ConcurrentTransactionsError(KafkaError):
+    """The transaction is being completed; retriable."""
+
+    code = ErrorCode.concurrent_transactions
+
+
+class InvalidTxnStateError(KafkaError):
+    code = ErrorCode.invalid_txn_state
+
+
+class InvalidProducerIdMappingError(KafkaError):
+    code = ErrorCode.invalid_producer_id_mapping
+
+
+class InvalidTransactionTimeoutError(KafkaError):
+    code = ErrorCode.invalid_transaction_timeout
+
+
+class ProducerFencedError(KafkaError):
+    """A newer producer (epoch) owns the transactional id. Handlers answer
+    INVALID_PRODUCER_EPOCH to request versions that predate PRODUCER_FENCED."""
+
+    code = ErrorCode.producer_fenced
+
+
+class TransactionalIdNotFoundError(KafkaError):
+    code = ErrorCode.transactional_id_not_found
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerIdAndEpoch:
+    producer_id: int
+    producer_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionListing:
+    """ListTransactions: the matching transactions and the state filters nobody knows."""
+
+    unknown_state_filters: tuple[str, ...]
+    transactions: tuple[TransactionMetadata, ...]
+
+
+def to_value(meta: TransactionMetadata) -> TxnValue:
+    """The ``__transaction_state`` value of ``meta`` (partitions grouped by topic, sorted)."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in meta.partitions:
+        by_topic.setdefault(topic, []).append(partition)
+    return TxnValue(
+        producer_id=meta.producer_id,
+        producer_epoch=meta.producer_epoch,
+        transaction_timeout_ms=meta.txn_timeout_ms,
+        state=meta.state,
+        partitions=tuple(
+            TxnPartitions(topic, tuple(sorted(ps))) for topic, ps in sorted(by_topic.items())
+        ),
+        last_update_timestamp_ms=meta.txn_last_update_timestamp,
+        start_timestamp_ms=meta.txn_start_timestamp,
+    )
+
+
+def _from_value(
+    transactional_id: str, value: TxnValue, previous: TransactionMetadata | None
+) -> TransactionMetadata:
+    partitions = frozenset(
+        (tp.topic, p) for tp in value.partitions for p in tp.partitions
+    )
+    return TransactionMetadata(
+        transactional_id=transactional_id,
+        producer_id=value.producer_id,
+        producer_epoch=value.producer_epoch,
+        txn_timeout_ms=value.transaction_timeout_ms,
+        state=value.state,
+        partitions=partitions,
+        txn_start_timestamp=value.start_timestamp_ms,
+        txn_last_update_timestamp=value.last_update_timestamp_ms,
+        last_producer_id=previous.last_producer_id if previous else NO_PRODUCER_ID,
+        last_producer_epoch=previous.last_producer_epoch if previous else NO_PRODUCER_EPOCH,
+    )
+
+
+class TransactionCoordinator:
+    """Coordinates every transactional id of this broker (all partitions of
+    ``__transaction_state``). Every request method raises a typed :class:`KafkaError` for a
+    whole-request failure and changes nothing in that case."""
+
+    def __init__(self, context: TxnContext) -> None:
+        self._ctx = context
+        self._txns: dict[str, TransactionMetadata] = {}
+        #: Partitions of a Prepare* transaction whose marker is written (or not needed).
+        self._marked: dict[str, set[TopicPartition]] = {}
+        self._schedule_abort_check()
+        self._schedule_expiry()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def transactions(self) -> Mapping[str, TransactionMetadata]:
+        """Every known transactional id (a read-only view)."""
+        return MappingProxyType(self._txns)
+
+    def get(self, transactional_id: str) -> TransactionMetadata | None:
+        return self._txns.get(transactional_id)
+
+    def partition_for(self, transactional_id: str) -> int:
+        """The ``__transaction_state`` partition of ``transactional_id``."""
+        return partition_for(transactional_id, self._ctx.config.state_log_partitions)
+
+    def pending_markers(self, transactional_id: str) -> frozenset[TopicPartition]:
+        """Partitions of a Prepare* transaction still waiting for their marker (else empty)."""
+        meta = self._txns.get(transactional_id)
+        if meta is None or meta.state not in _PREPARING:
+            return frozenset()
+        return meta.partitions - self._marked.get(transactional_id, set())
+
+    # -- replay and loading ------------------------------------------------------------------
+
+    def replay(self, key: TxnKey, value: TxnValue | None) -> None:
+        """Apply one record of ``__transaction_state``: the only mutator of persisted state."""
+        txn_id = key.transactional_id
+        previous = self._txns.get(txn_id)
+        if value is None:
+            self._txns.pop(txn_id, None)
+            self._forget_markers(txn_id)
+            return
+        meta = _from_value(txn_id, value, previous)
+        self._txns[txn_id] = meta
+        if meta.state not in _PREPARING or previous is None or previous.state not in _PREPARING:
+            self._forget_markers(txn_id)
+
+    def load(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+        """Rebuild state from stored records (one partition's, in offset order); returns how
+        many were applied. Unknown key versions are skipped, as Kafka skips them; a corrupt
+        record raises :class:`~odradek.errors.CorruptRecordError`."""
+        applied = 0
+        for raw_key, raw_value in records:
+            if raw_key is None:
+                continue
+            decoded = decode(raw_key, raw_value)
+            if decoded is None:
+                continue
+            self.replay(*decoded)
+            applied += 1
+        return applied
+
+    def loaded(self) -> None:
+        """Call once every partition is loaded: finish transactions whose outcome was decided
+        (Prepare*) before the restart."""
+        for txn_id, meta in list(self._txns.items()):
+            if meta.state in _PREPARING:
+                self._complete(txn_id)
+
+    def poll(self) -> int:
+        """Run the due timers of the context's timer; returns how many ran."""
+        return self._ctx.timer.advance(self._ctx.now_ms())
+
+    # -- InitProducerId ----------------------------------------------------------------------
+
+    def init_producer_id(
+        self,
+        transactional_id: str | None,
+        transaction_timeout_ms: int,
+        producer_id: int = NO_PRODUCER_ID,
+        producer_epoch: int = NO_PRODUCER_EPOCH,
+    ) -> ProducerIdAndEpoch:
+        """InitProducerId. Without a transactional id: a fresh producer id at epoch 0. With
+        one: the id's producer id at a bumped epoch (a new producer id once the epochs are
+        exhausted), fencing older producers and aborting their open transaction. A
+        ``producer_id``/``producer_epoch`` pair (v3+, KIP-360) lets the current producer
+        resume; any other producer that gives one is fenced."""
+        if transactional_id is None:
+            return ProducerIdAndEpoch(self._ctx.allocate_producer_id(), 0)
+        if not transactional_id:
+            raise InvalidRequestError("the transactional id must not be empty")
+        expected: ProducerIdAndEpoch | None = None
+        if producer_id != NO_PRODUCER_ID or producer_epoch != NO_PRODUCER_EPOCH:
+            if producer_id == NO_PRODUCER_ID or producer_epoch == NO_PRODUCER_EPOCH:
+                raise InvalidRequestError("give both the producer id and epoch, or neither")
+            expected = ProducerIdAndEpoch(producer_id, producer_epoch)
+        if not 0 < transaction_timeout_ms <= self._ctx.config.max_timeout_ms:
+            raise InvalidTransactionTimeoutError(
+                f"transaction timeout {transaction_timeout_ms} ms is not in "
+                f"(0, {self._ctx.config.max_timeout_ms}]"
+            )
+        meta = self._txns.get(transactional_id)
+        if meta is None:
+            meta = TransactionMetadata.new(
+                transactional_id,
+                self._ctx.allocate_producer_id(),
+                transaction_timeout_ms,
+                self._ctx.now_ms(),
+            )
+        if expected is not None and not _is_valid_producer_id(meta, expected):
+            raise ProducerFencedError(
+                f"producer id {expected.producer_id} no longer owns {transactional_id}"
+            )
+        if meta.state in _PREPARING:
+            raise ConcurrentTransactionsError(f"{transactional_id} is completing a transaction")
+        if meta.state is _S.ONGOING:
+            self._fence_and_abort(meta)
+            meta = self._txns[transactional_id]
+            if meta.state is not _S.COMPLETE_ABORT:
+                raise ConcurrentTransactionsError(
+                    f"{transactional_id}: aborting the fenced transaction is still in progress"
+                )
+        elif meta.state not in EXPIRATION_ALLOWED:
+            raise IllegalTransitionError(
+                f"{transactional_id} is {meta.state.kafka_name}, which is never stored"
+            )
+        now = self._ctx.now_ms()
+        if meta.is_epoch_exhausted and (
+            expected is None or expected.producer_epoch == meta.producer_epoch
+        ):
+            target = meta.prepare_producer_id_rotation(
+                self._ctx.allocate_producer_id(), transaction_timeout_ms, now, expected is not None
+            )
+        else:
+            maybe = meta.prepare_increment_epoch(
+                transaction_timeout_ms,
+                expected.producer_epoch if expected is not None else None,
+                now,
+            )
+            if maybe is None:
+                assert expected is not None
+                raise ProducerFencedError(
+                    f"epoch {expected.producer_epoch} of {transactional_id} is neither the "
+                    f"current ({meta.producer_epoch}) nor the previous one"
+                )
+            target = maybe
+        stored = self._persist(target)
+        log.info(
+            "initialised transactional id %s: producer id %d, epoch %d",
+            transactional_id,
+            stored.producer_id,
+            stored.producer_epoch,
+        )
+        return ProducerIdAndEpoch(stored.producer_id, stored.producer_epoch)
+
+    # -- AddPartitionsToTxn / AddOffsetsToTxn ------------------------------------------------
+
+    def add_partitions(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        partitions: Collection[TopicPartition],
+        *,
+        verify_only: bool = False,
+    ) -> dict[TopicPartition, ErrorCode]:
+        """AddPartitionsToTxn for one transaction; returns each partition's error code.
+
+        If any partition does not exist nothing is added: those get UNKNOWN_TOPIC_OR_PARTITION
+        and the others OPERATION_NOT_ATTEMPTED. ``verify_only`` (v4+, KIP-890) adds nothing and
+        reports NONE for partitions in the transaction, TRANSACTION_ABORTABLE for the others.
+        Whole-transaction problems (unknown id, wrong producer id or epoch, a transaction
+        being completed) raise.
+        """
+        if not transactional_id:
+            raise InvalidRequestError("the transactional id must not be empty")
+        wanted = frozenset(partitions)
+        missing = {tp for tp in wanted if not self._ctx.partition_exists(*tp)}
+        if missing:
+            return {
+                tp: (
+                    ErrorCode.unknown_topic_or_partition
+                    if tp in missing
+                    else ErrorCode.operation_not_attempted
+                )
+                for tp in wanted
+            }
+        if verify_only:
+            meta = self._owned(transactional_id, producer_id, producer_epoch)
+            if meta.state in _PREPARING:
+                raise ConcurrentTransactionsError(f"{transactional_id} is being completed")
+            return {
+                tp: ErrorCode.none if tp in meta.partitions else ErrorCode.transaction_abortable
+                for tp in wanted
+            }
+        self._add(transactional_id, producer_id, producer_epoch, wanted)
+        return dict.fromkeys(wanted, ErrorCode.none)
+
+    def add_offsets(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
+    ) -> TopicPartition:
+        """AddOffsetsToTxn: add the group's ``__consumer_offsets`` partition to the
+        transaction (so its offset commits get the transaction's marker); returns it."""
+        if not transactional_id:
+            raise InvalidRequestError("the transactional id must not be empty")
+        tp = (OFFSETS_TOPIC, self._ctx.offsets_partition_for(group_id))
+        self._add(transactional_id, producer_id, producer_epoch, frozenset({tp}))
+        return tp
+
+    def verify_offset_commit(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
+    ) -> None:
+        """TxnOffsetCommit's check (KIP-890 part 1 verification): the group's
+        ``__consumer_offsets`` partition must be in this producer's open transaction (put there
+        by AddOffsetsToTxn). Raises as a Kafka 3.9 broker answers TxnOffsetCommit v0–v4:
+        INVALID_PRODUCER_EPOCH for a fenced producer, INVALID_TXN_STATE when the partition is
+        not in the transaction, the coordinator's error otherwise."""
+        tp = (OFFSETS_TOPIC, self._ctx.offsets_partition_for(group_id))
+        try:
+            code = self.add_partitions(
+                transactional_id, producer_id, producer_epoch, [tp], verify_only=True
+            )[tp]
+        except ProducerFencedError as e:
+            raise InvalidProducerEpochError(e.message) from e
+        if code is ErrorCode.unknown_topic_or_partition:
+            raise UnknownTopicOrPartitionError(f"{OFFSETS_TOPIC}-{tp[1]} does not exist")
+        if code is not ErrorCode.none:
+            raise InvalidTxnStateError(
+                f"{OFFSETS_TOPIC}-{tp[1]} is not in the transaction of {transactional_id}; "
+                "call AddOffsetsToTxn first"
+            )
+
+    def _owned(
+        self, transactional_id: str, producer_id: int, producer_epoch: int
+    ) -> TransactionMetadata:
+        meta = self._txns.get(transactional_id)
+        if meta is None or meta.producer_id != producer_id:
+            raise InvalidProducerIdMappingError(
+                f"producer id {producer_id} is not the producer id of {transactional_id}"
+            )
+        if meta.producer_epoch != producer_epoch:
+            raise ProducerFencedError(
+                f"epoch {producer_epoch} of {transactional_id} is not the current "
+                f"{meta.producer_epoch}"
+            )
+        return meta
+
+    def _add(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        partitions: frozenset[TopicPartition],
+    ) -> None:
+        meta = self._owned(transactional_id, producer_id, producer_epoch)
+        if meta.state in _PREPARING:
+            raise ConcurrentTransactionsError(f"{transactional_id} is being completed")
+        if not partitions or (meta.state is _S.ONGOING and partitions <= meta.partitions):
+            return  # nothing new: answer at once, as Kafka does
+        self._persist(meta.prepare_add_partitions(partitions, self._ctx.now_ms()))
+
+    # -- EndTxn ------------------------------------------------------------------------------
+
+    def end_txn(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool
+    ) -> None:
+        """EndTxn: commit or abort the open transaction. Returns once the decision is
+        persisted (markers and completion follow in the same call unless a marker write
+        fails). Repeating the end of a completed transaction with the same outcome succeeds;
+        a different outcome, or ending with no transaction open, is INVALID_TXN_STATE."""
+        if not transactional_id:
+            raise InvalidRequestError("the transactional id must not be empty")
+        meta = self._owned(transactional_id, producer_id, producer_epoch)
+        outcome = "commit" if commit else "abort"
+        match meta.state:
+            case _S.ONGOING:
+                self._persist(meta.prepare_abort_or_commit(commit, self._ctx.now_ms()))
+                self._complete(transactional_id)
+                return
+            case _S.COMPLETE_COMMIT | _S.COMPLETE_ABORT if (
+                commit == (meta.state is _S.COMPLETE_COMMIT)
+            ):
+                return  # a retry of an end that completed
+            case _S.PREPARE_COMMIT | _S.PREPARE_ABORT if (
+                commit == (meta.state is _S.PREPARE_COMMIT)
+            ):
+                raise ConcurrentTransactionsError(
+                    f"{transactional_id} is still completing its {outcome}"
+                )
+            case _S.DEAD | _S.PREPARE_EPOCH_FENCE:
+                raise IllegalTransitionError(
+                    f"{transactional_id} is {meta.state.kafka_name}, which is never stored"
+                )
+        raise InvalidTxnStateError(
+            f"cannot {outcome} {transactional_id}: it is {meta.state.kafka_name}"
+        )
+
+    def _fence_and_abort(self, meta: TransactionMetadata) -> None:
+        """Bump the epoch of an Ongoing transaction's producer and abort the transaction."""
+        self._persist(meta.prepare_fence(self._ctx.now_ms()))
+        log.info(
+            "fenced producer id %d of %s at epoch %d and aborting its transaction",
+            meta.producer_id,
+            meta.transactional_id,
+            meta.producer_epoch,
+        )
+        self._complete(meta.transactional_id)
+
+    def _complete(self, transactional_id: str) -> None:
+        """Write the markers still missing for a Prepare* transaction, then its Complete*
+        record; on a failure keep what succeeded and try again later. Never raises."""
+        meta = self._txns.get(transactional_id)
+        if meta is None or meta.state not in _PREPARING:
+            return
+        commit = meta.state is _S.PREPARE_COMMIT
+        marked = self._marked.setdefault(transactional_id, set())
+        todo = sorted(meta.partitions - marked)
+        present = []
+        for tp in todo:
+            if self._ctx.partition_exists(*tp):
+                present.append(tp)
+            else:
+                marked.add(tp)  # deleted since it was added: nothing to mark
+        failed: dict[TopicPartition, ErrorCode] = {}
+        if present:
+            try:
+                results = self._ctx.write_markers(
+                    meta.producer_id, meta.producer_epoch, commit, present
+                )
+            except Exception as e:
+                log.warning("writing markers of %s failed: %r", transactional_id, e)
+                results = {}
+            for tp in present:
+                code = results.get(tp, ErrorCode.unknown_server_error)
+                if code is ErrorCode.none:
+                    marked.add(tp)
+                else:
+                    failed[tp] = code
+        if failed:
+            log.warning(
+                "markers of %s not written yet, will retry: %s",
+                transactional_id,
+                {f"{t}-{p}": c.name for (t, p), c in sorted(failed.items())},
+            )
+            self._schedule_marker_retry(transactional_id)
+            return
+        try:
+            self._persist(meta.prepare_complete(self._ctx.now_ms()))
+        except KafkaError as e:
+            log.warning("completing the transaction of %s failed: %s", transactional_id, e)
+            self._schedule_marker_retry(transactional_id)
+
+    def _schedule_marker_retry(self, transactional_id: str) -> None:
+        def retry() -> None:
+            try:
+                self._complete(transactional_id)
+            except Exception:
+                log.exception("completing the transaction of %s failed", transactional_id)
+                self._schedule_marker_retry(transactional_id)
+
+        self._ctx.timer.schedule(
+            ("txn", "markers", transactional_id),
+            self._ctx.now_ms() + self._ctx.config.marker_retry_backoff_ms,
+            retry,
+        )
+
+    def _forget_markers(self, transactional_id: str) -> None:
+        self._marked.pop(transactional_id, None)
+        self._ctx.timer.cancel(("txn", "markers", transactional_id))
+
+    # -- DescribeTransactions / ListTransactions (KIP-664) -----------------------------------
+
+    def describe(self, transactional_id: str) -> TransactionMetadata:
+        """The state of one transactional id. While a transaction is being completed, its
+        partitions are the ones still waiting for a marker (as Kafka reports them)."""
+        if not transactional_id:
+            raise InvalidRequestError("the transactional id must not be empty")
+        meta = self._txns.get(transactional_id)
+        if meta is None or meta.state is _S.DEAD:
+            raise TransactionalIdNotFoundError(f"transactional id {transactional_id} is unknown")
+        if meta.state in _PREPARING:
+            meta = dataclasses.replace(meta, partitions=self.pending_markers(transactional_id))
+        return meta
+
+    def list_transactions(
+        self,
+        states: Iterable[str] = (),
+        producer_ids: Iterable[int] = (),
+        duration_filter_ms: int = -1,
+    ) -> TransactionListing:
+        """ListTransactions: filters combine with AND; an empty filter matches everything.
+        ``states`` are Kafka's names; unknown ones are reported (and match nothing).
+        ``duration_filter_ms`` >= 0 keeps transactions started longer ago than that."""
+        state_names = set(states)
+        wanted_states = set()
+        unknown = []
+        for name in sorted(state_names):
+            state = TransactionState.from_kafka_name(name)
+            if state is None:
+                unknown.append(name)
+            else:
+                wanted_states.add(state)
+        wanted_pids = set(producer_ids)
+        now = self._ctx.now_ms()
+        out = []
+        for meta in self._txns.values():
+            if meta.state is _S.DEAD:
+                continue
+            if wanted_pids and meta.producer_id not in wanted_pids:
+                continue
+            if state_names and meta.state not in wanted_states:
+                continue
+            if duration_filter_ms >= 0 and now - meta.txn_start_timestamp <= duration_filter_ms:
+                continue
+            out.append(meta)
+        return TransactionListing(tuple(unknown), tuple(out))
+
+    # -- timeouts and expiry -----------------------------------------------------------------
+
+    def abort_timed_out_transactions(self) -> int:
+        """Fence and abort every Ongoing transaction older than its timeout; returns how many
+        were aborted (or started aborting)."""
+        now = self._ctx.now_ms()
+        aborted = 0
+        for txn_id, meta in list(self._txns.items()):
+            if meta.state is not _S.ONGOING or meta.txn_start_timestamp + meta.txn_timeout_ms >= now:
+                continue
+            try:
+                self._fence_and_abort(meta)
+            except KafkaError as e:
+                log.warning("aborting the timed-out transaction of %s failed: %s", txn_id, e)
+                continue
+            log.info("aborted the transaction of %s: it exceeded its timeout", txn_id)
+            aborted += 1
+        return aborted
+
+    def expire_transactional_ids(self) -> int:
+        """Forget (tombstone) ids idle for ``transactional.id.expiration.ms`` with no
+        transaction open; returns how many expired."""
+        now = self._ctx.now_ms()
+        horizon = now - self._ctx.config.transactional_id_expiration_ms
+        expired = 0
+        for txn_id, meta in list(self._txns.items()):
+            if meta.state not in EXPIRATION_ALLOWED or meta.txn_last_update_timestamp > horizon:
+                continue
+            meta.prepare_dead()  # validates; the tombstone is what gets stored
+            try:
+                self._ctx.append(txn_id, [(TxnKey(txn_id), None)])
+            except KafkaError as e:
+                log.warning("expiring transactional id %s failed: %s", txn_id, e)
+                continue
+            expired += 1
+        if expired:
+            log.info("expired %d idle transactional ids", expired)
+        return expired
+
+    def _schedule_abort_check(self) -> None:
+        self._ctx.timer.schedule(
+            _ABORT_TIMER,
+            self._ctx.now_ms() + self._ctx.config.abort_timed_out_interval_ms,
+            self._abort_tick,
+        )
+
+    def _abort_tick(self) -> None:
+        try:
+            self.abort_timed_out_transactions()
+        except Exception:
+            log.exception("aborting timed-out transactions failed")
+        self._schedule_abort_check()
+
+    def _schedule_expiry(self) -> None:
+        self._ctx.timer.schedule(
+            _EXPIRE_TIMER,
+            self._ctx.now_ms() + self._ctx.config.remove_expired_interval_ms,
+            self._expiry_tick,
+        )
+
+    def _expiry_tick(self) -> None:
+        try:
+            self.expire_transactional_ids()
+        except Exception:
+            log.exception("expiring transactional ids failed")
+        self._schedule_expiry()
+
+    # -- persisting --------------------------------------------------------------------------
+
+    def _persist(self, target: TransactionMetadata) -> TransactionMetadata:
+        """Append ``target``'s record (the context replays it), then keep the transient
+        fields ``target`` carries. Raises the context's KafkaError, changing nothing."""
+        txn_id = target.transactional_id
+        value = to_value(target)
+        self._ctx.append(txn_id, [(TxnKey(txn_id), value)])
+        stored = self._txns.get(txn_id)
+        if stored is None or to_value(stored) != value:
+            raise RuntimeError(f"the record of {txn_id} was written but not replayed")
+        if (stored.last_producer_id, stored.last_producer_epoch) != (
+            target.last_producer_id,
+            target.last_producer_epoch,
+        ):
+            stored = dataclasses.replace(
+                stored,
+                last_producer_id=target.last_producer_id,
+                last_producer_epoch=target.last_producer_epoch,
+            )
+            self._txns[txn_id] = stored
+        return stored
+
+
+def _is_valid_producer_id(meta: TransactionMetadata, expected: ProducerIdAndEpoch) -> bool:
+    """KIP-360: may a producer that gives ``expected`` re-initialise ``meta``'s id? Yes when
+    the id has no epoch yet (just created: the producer recovers from UNKNOWN_PRODUCER_ID),
+    when it names the current producer id (the epoch is checked next), or when it names the
+    previous producer id at an exhausted epoch (a retry of the rotation it never heard of)."""
+    return (
+        meta.producer_epoch == NO_PRODUCER_EPOCH
+        or expected.producer_id == meta.producer_id
+        or (
+            expected.producer_id == meta.last_producer_id
+            and is_epoch_exhausted(expected.producer_epoch)
+        )
+    )
+
