@@ -443,6 +443,10 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
          minimum=1),
     _int("transactional.id.expiration.ms", 604800000, "Forget a transactional id after this long "
          "without activity.", minimum=1),
+    _int("transaction.abort.timed.out.transaction.cleanup.interval.ms", 10000, "How often "
+         "transactions past their timeout are aborted.", minimum=1),
+    _int("transaction.remove.expired.transaction.cleanup.interval.ms", 3600000, "How often "
+         "transactional ids past transactional.id.expiration.ms are removed.", minimum=1),
     _int("transaction.max.timeout.ms", 900000, "Largest transaction timeout a producer may ask "
          "for.", minimum=1),
     _int("producer.id.expiration.ms", 86400000, "Forget an idle producer id's state after this "
@@ -507,8 +511,6 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "auto.leader.rebalance.enable", "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr", "transaction.state.log.segment.bytes",
     "transaction.state.log.load.buffer.size",
-    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
-    "transaction.remove.expired.transaction.cleanup.interval.ms",
     "transaction.partition.verification.enable", "producer.id.expiration.check.interval.ms",
     "offsets.topic.segment.bytes", "offsets.topic.compression.codec", "offsets.load.buffer.size",
     "offsets.commit.timeout.ms", "offsets.commit.required.acks",
@@ -655,6 +657,8 @@ class BrokerConfig:
     transaction_state_log_num_partitions: int = 50
     transactional_id_expiration_ms: int = 604800000
     transaction_max_timeout_ms: int = 900000
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10000
+    transaction_remove_expired_transaction_cleanup_interval_ms: int = 3600000
     producer_id_expiration_ms: int = 86400000
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000

@@ -38,22 +38,15 @@ class TxnConfig:
 
     @classmethod
     def from_broker(cls, config: BrokerConfig) -> TxnConfig:
-        defaults = cls()
-        # The two cleanup intervals are read when BrokerConfig has them (until then: Kafka's
-        # defaults).
         return cls(
             state_log_partitions=config.transaction_state_log_num_partitions,
             max_timeout_ms=config.transaction_max_timeout_ms,
             transactional_id_expiration_ms=config.transactional_id_expiration_ms,
-            abort_timed_out_interval_ms=getattr(
-                config,
-                "transaction_abort_timed_out_transaction_cleanup_interval_ms",
-                defaults.abort_timed_out_interval_ms,
+            abort_timed_out_interval_ms=(
+                config.transaction_abort_timed_out_transaction_cleanup_interval_ms
             ),
-            remove_expired_interval_ms=getattr(
-                config,
-                "transaction_remove_expired_transaction_cleanup_interval_ms",
-                defaults.remove_expired_interval_ms,
+            remove_expired_interval_ms=(
+                config.transaction_remove_expired_transaction_cleanup_interval_ms
             ),
         )
 
