@@ -150,12 +150,38 @@ def main() -> None:
     ap.add_argument("--records-100", type=int, default=1_000_000)
     ap.add_argument("--latency-seconds", type=float, default=10)
     ap.add_argument("--group-members", type=int, default=50)
-    ap.add_argument("--only", choices=("all", "log", "groups"), default="all")
+    ap.add_argument("--only", choices=("all", "log", "groups", "transactions"), default="all")
     args = ap.parse_args()
     if args.only in ("all", "log"):
         bench_log(args)
+    if args.only in ("all", "transactions"):
+        bench_transactions(args)
     if args.only in ("all", "groups"):
         bench_groups(args)
+
+
+def bench_transactions(args: argparse.Namespace) -> None:
+    from transactions import producer_rate, transactional_rate
+
+    size, total = 100, 200_000
+    with tempfile.TemporaryDirectory(prefix="odradek-bench-") as tmp:
+        proc, bootstrap, _ = start_broker(str(Path(tmp) / "data"))
+        try:
+            run = uuid.uuid4().hex[:6]
+            for label, rate in (
+                ("plain acks=all", lambda t: producer_rate(bootstrap, t, size, total, False)),
+                ("idempotent", lambda t: producer_rate(bootstrap, t, size, total, True)),
+                ("transactional, 10,000 per txn",
+                 lambda t: transactional_rate(bootstrap, t, size, 10_000, total)),
+                ("transactional, 100 per txn",
+                 lambda t: transactional_rate(bootstrap, t, size, 100, total // 10)),
+            ):
+                topic = f"bench-txn-{run}-{label.split()[0].strip(',')}-{uuid.uuid4().hex[:4]}"
+                create_topic(bootstrap, topic)
+                print(f"produce {size} B {label:<31} {rate(topic):12,.0f} records/s")
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 def bench_groups(args: argparse.Namespace) -> None:
