@@ -5,10 +5,14 @@ Directory layout of a partition ``<topic>-<partition>/``::
     00000000000000000000.log         record batches, exactly as appended (see segment.py)
     00000000000000000000.index       sparse offset index       (see index.py)
     00000000000000000000.timeindex   sparse time index         (see index.py)
+    00000000000000000000.txnindex    aborted transactions, only when there are any
+                                     (see txn_index.py)
     00000000000000004711.snapshot    producer state at offset 4711 (see producer_state.py)
     leader-epoch-checkpoint          epoch -> start offset     (see epoch.py)
     log-start-offset-checkpoint      "0\\n1\\n<topic> <partition> <log start offset>\\n"
     recovery-point-offset-checkpoint "0\\n1\\n<topic> <partition> <recovery point>\\n"
+    cleaner-offset-checkpoint        "0\\n1\\n<topic> <partition> <first dirty offset>\\n"
+                                     (written by the log cleaner, see cleaner.py)
 
 The recovery point is the offset below which everything is known to be fsynced: it is written
 on segment roll (the rolled segment is fsynced first) and on close. After an unclean shutdown
@@ -19,15 +23,36 @@ shutdown (``recover=False``) nothing is rescanned: indexes are sanity-checked by
 entry, and only the few KB after the active segment's last index entry are read to find the log
 end offset (a failed check falls back to recovering that one segment).
 
+Transactions: producer state (producer_state.py) tracks open transactions; an ABORT marker adds
+an entry to the ``.txnindex`` of the segment it lands in. :attr:`PartitionLog.last_stable_offset`
+bounds read_committed fetches and :meth:`PartitionLog.collect_aborted_transactions` lists the
+aborted transactions of a fetched range. Re-validated segments get their ``.txnindex`` rebuilt by
+the producer-state replay, which then starts from a snapshot at or below the first of them.
+
 Files that a crash can leave behind and that start-up removes: ``*.deleted`` (segments whose
-deletion was pending), ``*.cleaned`` and ``*.swap`` (compaction leftovers; there is no
-compaction yet), ``*.tmp`` (unfinished atomic writes), and index files without a ``.log``.
+deletion was pending), ``*.tmp`` (unfinished atomic writes), and index files without a ``.log``.
+
+Segment replacement (the log cleaner's swap, :meth:`PartitionLog.replace_segments`) goes through
+suffix renames, as in Kafka: the replacement segments are written as ``<base>.log.cleaned`` (and
+``.index.cleaned``, ``.timeindex.cleaned``) and fsynced; then renamed ``.cleaned`` -> ``.swap``;
+then the manifest ``segment-swap-manifest.swap`` is written atomically -- the commit point --
+listing the base offsets of the replaced and of the replacing segments (checkpoint text format,
+version 0, two entries: ``old <base> ...`` and ``new <base> ...``); then the replaced segments
+are renamed ``.deleted`` (unlinked after ``file.delete.delay.ms``), the ``.swap`` files renamed
+to their final names and the manifest removed. Start-up finishes or undoes an interrupted swap
+before anything else: with a manifest it deletes the listed replaced segments' files, renames
+every remaining ``.swap`` to its final name (replacing an old file of the same name) and removes
+the manifest; without one it deletes every ``*.cleaned`` and ``*.swap`` file, leaving the old
+segments untouched. Either way the log holds exactly the records of before or of after the swap.
+A log that has been cleaned has offset gaps, so the presence of ``cleaner-offset-checkpoint``
+(like ``cleanup.policy=compact``) makes recovery accept gaps between batches.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import os
 import shutil
 import struct
@@ -39,6 +64,7 @@ from pathlib import Path
 
 from odradek.errors import (
     InvalidRecordError,
+    KafkaError,
     KafkaStorageError,
     OffsetOutOfRangeError,
     RecordListTooLargeError,
@@ -53,25 +79,40 @@ from odradek.protocol.records import (
 from odradek.storage.checkpoint import (
     TMP_SUFFIX,
     fsync_dir,
+    read_checkpoint,
     read_offset_checkpoint,
+    write_checkpoint,
     write_offset_checkpoint,
 )
 from odradek.storage.clock import Clock
 from odradek.storage.epoch import LeaderEpochFileCache
 from odradek.storage.index import CorruptIndexError
 from odradek.storage.log_config import LogConfig
-from odradek.storage.producer_state import ProducerStateEntry, ProducerStateManager
+from odradek.storage.producer_state import (
+    ActiveProducer,
+    EndTxnMarker,
+    ProducerStateEntry,
+    ProducerStateManager,
+    StagedAppend,
+    read_end_txn_marker,
+)
 from odradek.storage.segment import (
+    CLEANED_SUFFIX,
     DELETED_SUFFIX,
     INDEX_SUFFIX,
     LOG_SUFFIX,
+    SWAP_SUFFIX,
     TIME_INDEX_SUFFIX,
     LogSegment,
     SegmentCorruptError,
     TimestampAndOffset,
+    segment_file_name,
 )
+from odradek.storage.txn_index import TXN_INDEX_SUFFIX, AbortedTxn
 
 __all__ = [
+    "AbortedTxn",
+    "ActiveProducer",
     "AppendOrigin",
     "FetchDataInfo",
     "LogAppendInfo",
@@ -81,6 +122,8 @@ __all__ = [
     "TimestampAndOffset",
     "LOG_START_OFFSET_CHECKPOINT",
     "RECOVERY_POINT_CHECKPOINT",
+    "CLEANER_OFFSET_CHECKPOINT",
+    "SWAP_MANIFEST",
     "EARLIEST_TIMESTAMP",
     "LATEST_TIMESTAMP",
     "MAX_TIMESTAMP",
@@ -88,11 +131,16 @@ __all__ = [
 
 LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
 RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
+CLEANER_OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"
+SWAP_MANIFEST = "segment-swap-manifest"
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
 
-_STRAY_SUFFIXES = (DELETED_SUFFIX, ".cleaned", ".swap", TMP_SUFFIX)
+_log = logging.getLogger("odradek.storage")
+
+_STRAY_SUFFIXES = (DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX, TMP_SUFFIX)
+_SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
 _OFFSET = struct.Struct(">q")
 _EPOCH = struct.Struct(">i")
 _TIMESTAMPS = struct.Struct(">hiqq")  # attributes, lastOffsetDelta, baseTimestamp, maxTimestamp
@@ -165,6 +213,7 @@ class PartitionLog:
         self._last_flush_ms = clock.milliseconds()
         self._pending_deletes: list[tuple[int, list[Path]]] = []
         self._closed = False
+        self._may_have_gaps = False
         self.epoch_cache = LeaderEpochFileCache(directory)
         self.producer_state = ProducerStateManager(directory)
 
@@ -236,20 +285,31 @@ class PartitionLog:
             self._truncate_fully_and_start_at(self._log_start_offset, now)
         self.epoch_cache.truncate_from_end(self._log_end_offset)
         self.epoch_cache.truncate_from_start(self._log_start_offset)
-        snapshot = self.producer_state.load(self._log_end_offset)
+        # Re-validated segments lost their .txnindex: the producer-state replay rebuilds it,
+        # so it must start from a snapshot at or below the first of them.
+        rebuild_from: int | None = None
+        if recover_from is not None and recover_from < len(self._segments):
+            rebuild_from = self._segments[recover_from].base_offset
+        snapshot = self.producer_state.load(self._log_end_offset, at_or_below=rebuild_from)
         # No usable snapshot (missing, or failed its CRC even after a clean shutdown): the
         # state is rebuilt from the whole log, so deduplication never silently lapses.
         replay_from = snapshot if snapshot is not None else self._segments[0].base_offset
         if replay_from < self._log_end_offset:
-            self._replay_producer_state(replay_from)
+            self._replay_producer_state(replay_from, rebuild_from)
         self._high_watermark = self._log_end_offset
+        self.producer_state.on_high_watermark_updated(self._high_watermark)
         self._recovery_point = self._log_end_offset
         if recover_from is not None:
             for seg in self._segments[recover_from:]:
                 seg.flush()
+                if seg is not self._segments[-1]:
+                    seg.txn_index.close_handle()
 
     def _remove_stray_files(self) -> list[int]:
-        """Delete crash leftovers; return the base offsets of the ``.log`` files, sorted."""
+        """Finish or undo an interrupted segment swap, delete crash leftovers; return the base
+        offsets of the ``.log`` files, sorted."""
+        self._finish_interrupted_swap()
+        self._may_have_gaps = (self.directory / CLEANER_OFFSET_CHECKPOINT).exists()
         names = os.listdir(self.directory)
         logs = set()
         for name in names:
@@ -260,13 +320,35 @@ class PartitionLog:
         for name in names:
             path = self.directory / name
             stray = name.endswith(_STRAY_SUFFIXES)
-            for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX):
                 if name.endswith(suffix) and name[: -len(suffix)] not in logs:
                     stray = True
             if stray and path.is_file():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         return sorted(int(s) for s in logs)
+
+    def _finish_interrupted_swap(self) -> None:
+        """Roll a committed swap forward (see the module docstring); without a manifest the
+        stray-file pass that follows rolls an uncommitted one back."""
+        manifest = self.directory / (SWAP_MANIFEST + SWAP_SUFFIX)
+        plan = _read_swap_manifest(manifest)
+        if plan is None:
+            return
+        old_bases, new_bases = plan
+        d = self.directory
+        for base in sorted(old_bases - new_bases):
+            for suffix in _SEGMENT_SUFFIXES:
+                with contextlib.suppress(FileNotFoundError):
+                    (d / segment_file_name(base, suffix)).unlink()
+        for base in sorted(new_bases):
+            for suffix in _SEGMENT_SUFFIXES:
+                final = d / segment_file_name(base, suffix)
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(final.with_name(final.name + SWAP_SUFFIX), final)
+        fsync_dir(d)
+        manifest.unlink()
+        fsync_dir(d)
 
     def _recover_segments(self, segments: list[LogSegment], start: int) -> list[LogSegment]:
         """Re-validate ``segments[start:]``; drop everything after the first damage."""
@@ -281,6 +363,7 @@ class PartitionLog:
             if truncated > 0 and i < len(segments) - 1:
                 for later in segments[i + 1 :]:
                     later.close_handles()
+                    later.txn_index.delete()
                     for p in (later.log_path, later.offset_index.path, later.time_index.path):
                         with contextlib.suppress(FileNotFoundError):
                             p.unlink()
@@ -292,13 +375,16 @@ class PartitionLog:
 
     @property
     def _compacted(self) -> bool:
-        return "compact" in self.config.cleanup_policy
+        """Whether batches may have offset gaps: compacted now, or cleaned at some time."""
+        return self.config.compact or self._may_have_gaps
 
     def _on_recovered_batch(self, h: BatchHeader) -> None:
         if h.partition_leader_epoch >= 0:
             self.epoch_cache.assign(h.partition_leader_epoch, h.base_offset)
 
-    def _replay_producer_state(self, start: int) -> None:
+    def _replay_producer_state(self, start: int, rebuild_from: int | None = None) -> None:
+        """Replay batches from ``start``; segments based at or after ``rebuild_from`` get
+        their aborted transactions indexed again."""
         for i, seg in enumerate(self._segments):
             upper = self._upper_bound(i)
             if upper <= start or seg.size == 0:
@@ -309,13 +395,15 @@ class PartitionLog:
                 if found is None:
                     continue
                 pos = found[0]
-            for _p, h in seg.iter_headers(pos):
+            rebuild = rebuild_from is not None and seg.base_offset >= rebuild_from
+            for p, h in seg.iter_headers(pos):
                 if h.producer_id >= 0 and h.last_offset >= start:
-                    self.producer_state.replay(h)
+                    self._replay_batch(seg, p, h, rebuild_txn_index=rebuild)
 
     def _truncate_fully_and_start_at(self, offset: int, now: int) -> None:
         for seg in self._segments:
             seg.close_handles()
+            seg.txn_index.delete()
             for p in (seg.log_path, seg.offset_index.path, seg.time_index.path):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
@@ -357,6 +445,7 @@ class PartitionLog:
     def update_high_watermark(self, offset: int) -> int:
         """Set the high watermark, clamped to [log_start_offset, log_end_offset]."""
         self._high_watermark = min(max(offset, self._log_start_offset), self._log_end_offset)
+        self.producer_state.on_high_watermark_updated(self._high_watermark)
         return self._high_watermark
 
     @property
@@ -380,6 +469,16 @@ class PartitionLog:
     def active_segment(self) -> LogSegment:
         return self._segments[-1]
 
+    @property
+    def log_segments(self) -> list[LogSegment]:
+        """The segment objects, oldest first, the active one last (a copy of the list). For the
+        log cleaner's planning on the owner thread; other threads must not touch them."""
+        return list(self._segments)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
     def producer_entry(self, producer_id: int) -> ProducerStateEntry | None:
         return self.producer_state.producers.get(producer_id)
 
@@ -400,7 +499,8 @@ class PartitionLog:
         """Validate, assign offsets and append a producer's records blob (see module docs).
 
         Raises CorruptRecordError, InvalidRecordError, RecordTooLargeError,
-        RecordListTooLargeError, InvalidProducerEpochError, OutOfOrderSequenceError or
+        RecordListTooLargeError, InvalidProducerEpochError, OutOfOrderSequenceError,
+        InvalidTxnStateError, TransactionCoordinatorFencedError (see producer_state.py) or
         KafkaStorageError; nothing is written when it raises.
         """
         self._check_open()
@@ -415,6 +515,8 @@ class PartitionLog:
         headers = validate_batches(buf, max_batch_bytes=config.max_message_bytes)
         if not headers:
             return LogAppendInfo(-1, -1, -1, self._log_start_offset, 0)
+        if config.compact:
+            _check_keys(buf, headers)
         total = len(buf)
         if total > config.segment_bytes:
             raise RecordListTooLargeError(
@@ -465,8 +567,10 @@ class PartitionLog:
             pos += size
         mv.release()
         last_offset = offset - 1
-        staged: dict[int, ProducerStateEntry] = {}
+        staged = StagedAppend()
+        pos = 0
         for h in finals:
+            batch_pos, pos = pos, pos + h.size
             if h.producer_id < 0:
                 continue
             if origin is AppendOrigin.CLIENT:
@@ -486,16 +590,7 @@ class PartitionLog:
                         duplicate=True,
                     )
             else:
-                entry = staged.get(h.producer_id)
-                if entry is None:
-                    current = self.producer_state.producers.get(h.producer_id)
-                    entry = (
-                        current.copy()
-                        if current is not None
-                        else ProducerStateEntry(h.producer_id, h.producer_epoch)
-                    )
-                    staged[h.producer_id] = entry
-                entry.add(h)
+                self._stage_coordinator_batch(staged, h, buf, batch_pos)
         seg = self._segments[-1]
         if self._should_roll(seg, total, last_offset, now):
             seg = self._roll(now)
@@ -504,7 +599,7 @@ class PartitionLog:
         if leader_epoch >= 0:
             self.epoch_cache.assign(leader_epoch, first_offset)
         if staged:
-            self.producer_state.commit(staged)
+            self._commit_producer_state(staged, seg)
         if self._log_end_offset - self._recovery_point >= config.flush_messages:
             self.flush()
         return LogAppendInfo(
@@ -515,13 +610,78 @@ class PartitionLog:
             record_count,
         )
 
+    # == transactions ============================================================================
+
+    def _stage_coordinator_batch(
+        self, staged: StagedAppend, h: BatchHeader, buf: bytearray | memoryview, pos: int
+    ) -> None:
+        """Stage a coordinator's batch: a COMMIT/ABORT marker (recognised from its control
+        record, as Kafka's ProducerStateManager does) or transactional data such as offsets."""
+        if h.is_control:
+            marker = read_end_txn_marker(memoryview(buf)[pos : pos + h.size])
+            if marker is not None:
+                self.producer_state.stage_marker(staged, h, marker)
+        else:
+            self.producer_state.stage_coordinator_batch(staged, h)
+
+    def _commit_producer_state(self, staged: StagedAppend, seg: LogSegment) -> None:
+        """Apply a staged append whose batches are now in ``seg``; index its aborts there."""
+        for aborted in self.producer_state.commit(staged):
+            seg.txn_index.append(aborted)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The LSO: the first offset of the oldest transaction that is still open or whose
+        marker is not yet below the high watermark (never below the log start offset), or the
+        high watermark when that is lower or there is none. read_committed reads stop here."""
+        first = self.producer_state.first_unstable_offset()
+        if first is None:
+            return self._high_watermark
+        return min(max(first, self._log_start_offset), self._high_watermark)
+
+    def collect_aborted_transactions(
+        self, start_offset: int, upper_offset: int
+    ) -> list[AbortedTxn]:
+        """Every aborted transaction intersecting [``start_offset``, ``upper_offset``): marker
+        at or after the start, data from before the upper bound. Scans the ``.txnindex`` of the
+        segment holding ``start_offset`` and the later ones, stopping at the first entry that
+        was completed with an LSO at or past ``upper_offset`` (Kafka's collectAbortedTxns)."""
+        self._check_open()
+        out: list[AbortedTxn] = []
+        i = max(0, bisect_right(self._bases, start_offset) - 1)
+        for seg in self._segments[i:]:
+            found = seg.txn_index.collect(start_offset, upper_offset)
+            out.extend(found.aborted)
+            if found.complete:
+                break
+        return out
+
+    def active_producers(self) -> list[ActiveProducer]:
+        """The producers this partition knows, for DescribeProducers."""
+        return self.producer_state.active_producers()
+
+    def _replay_batch(
+        self, seg: LogSegment, pos: int, h: BatchHeader, *, rebuild_txn_index: bool
+    ) -> None:
+        """Replay one stored batch into the producer state; with ``rebuild_txn_index`` an
+        abort it completes is indexed again in ``seg``."""
+        marker: EndTxnMarker | None = None
+        if h.is_control:
+            try:
+                marker = read_end_txn_marker(seg.read_batch(pos, h))
+            except KafkaError:
+                marker = None  # not a transaction marker: nothing to replay
+        aborted = self.producer_state.replay(h, marker)
+        if aborted is not None and rebuild_txn_index:
+            seg.txn_index.append(aborted)
+
     def _should_roll(self, seg: LogSegment, size: int, last_offset: int, now: int) -> bool:
         config = self.config
         if seg.size == 0:
             return not seg.can_hold_offset(last_offset)
         return (
             seg.size + size > config.segment_bytes
-            or now - seg.rolling_base_ms() > config.segment_ms
+            or now - seg.rolling_base_ms() > config.max_segment_ms
             or seg.offset_index.is_full
             or seg.time_index.is_full
             or not seg.can_hold_offset(last_offset)
@@ -710,23 +870,25 @@ class PartitionLog:
         return self._log_start_offset
 
     def apply_retention(self, now_ms: int) -> int:
-        """Roll an idle active segment older than segment_ms, then delete old segments by
-        retention_ms (segment max timestamp), retention_bytes and the log start offset; the
+        """Roll an idle active segment older than segment_ms (for a compacted log also
+        max_compaction_lag_ms, so its records become cleanable), then -- only when the cleanup
+        policy includes ``delete`` -- delete old segments by retention_ms (segment max
+        timestamp) and retention_bytes; and always segments below the log start offset. The
         active segment is never deleted. Returns the number of segments deleted."""
         self._check_open()
         self._delete_due_files(now_ms)
         config = self.config
         active = self._segments[-1]
-        if active.size > 0 and now_ms - active.rolling_base_ms() > config.segment_ms:
+        if active.size > 0 and now_ms - active.rolling_base_ms() > config.max_segment_ms:
             self._roll(now_ms)
         deleted = 0
-        if config.retention_ms >= 0:
+        if config.delete and config.retention_ms >= 0:
 
             def too_old(seg: LogSegment, upper: int) -> bool:
                 return now_ms - self._segment_timestamp(seg) > config.retention_ms
 
             deleted += self._delete_prefix(too_old, now_ms)
-        if config.retention_bytes >= 0:
+        if config.delete and config.retention_bytes >= 0:
             excess = self.size_in_bytes - config.retention_bytes
 
             def too_big(seg: LogSegment, upper: int) -> bool:
@@ -772,6 +934,71 @@ class PartitionLog:
         self._pending_deletes.append((now + self.config.file_delete_delay_ms, paths))
         self._delete_due_files(now)
         return len(doomed)
+
+    # == segment replacement (log cleaner) =======================================================
+
+    def replace_segments(
+        self,
+        new: list[LogSegment],
+        old: list[LogSegment],
+        *,
+        on_step: Callable[[str], None] | None = None,
+    ) -> None:
+        """Swap ``new`` in for ``old`` (Kafka's replaceSegments); owner thread, a few renames.
+
+        ``old`` are consecutive non-active segments of this log; ``new`` are closed segments
+        under the ``.cleaned`` suffix, fsynced, ascending, the first with ``old[0]``'s base offset,
+        none at or beyond the end of ``old[-1]``. The protocol and crash behaviour are in the
+        module docstring; ``on_step(name)`` is called after each durable step (tests use it to
+        simulate crashes). On KafkaStorageError the in-memory log may disagree with the files:
+        close it and reopen with ``recover=True``.
+        """
+        self._check_open()
+        i = next((k for k, s in enumerate(self._segments) if s is old[0]), -1)
+        if (
+            i < 0
+            or not new
+            or self._segments[i : i + len(old)] != old
+            or i + len(old) >= len(self._segments)
+            or new[0].base_offset != old[0].base_offset
+            or any(a.base_offset >= b.base_offset for a, b in zip(new, new[1:], strict=False))
+            or new[-1].base_offset >= self._upper_bound(i + len(old) - 1)
+            or any(seg.suffix != CLEANED_SUFFIX for seg in new)
+        ):
+            raise ValueError("replace_segments: old must be consecutive non-active segments and "
+                             "new must be .cleaned segments covering the same offsets")
+        step = on_step if on_step is not None else _no_step
+        now = self.clock.milliseconds()
+        d = self.directory
+        manifest = d / (SWAP_MANIFEST + SWAP_SUFFIX)
+        for seg in new:
+            seg.config = self.config
+            seg.rename_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)
+            step("cleaned-to-swap")
+        fsync_dir(d)
+        write_checkpoint(manifest, 0, [
+            "old " + " ".join(str(s.base_offset) for s in old),
+            "new " + " ".join(str(s.base_offset) for s in new),
+        ])
+        step("manifest-committed")
+        self._set_segments(self._segments[:i] + new + self._segments[i + len(old) :])
+        paths: list[Path] = []
+        for seg in old:
+            paths.extend(seg.mark_deleted())
+            step("old-to-deleted")
+        for seg in new:
+            seg.rename_suffix(SWAP_SUFFIX, "")
+            step("swap-to-final")
+        fsync_dir(d)
+        try:
+            manifest.unlink()
+        except OSError as e:
+            raise KafkaStorageError(f"cannot delete {manifest}: {e}") from e
+        fsync_dir(d)
+        step("manifest-removed")
+        self._may_have_gaps = True
+        self._pending_deletes.append((now + self.config.file_delete_delay_ms, paths))
+        self._delete_due_files(now)
 
     def _delete_due_files(self, now: int, *, everything: bool = False) -> None:
         keep = []
@@ -828,3 +1055,41 @@ class PartitionLog:
             f"end={self._log_end_offset}, hw={self._high_watermark}, "
             f"segments={len(self._segments)})"
         )
+
+
+def _no_step(_name: str) -> None:
+    pass
+
+
+def _check_keys(buf: bytearray | memoryview, headers: list[BatchHeader]) -> None:
+    """A compacted log keeps the latest record per key, so every record needs one (Kafka's
+    LogValidator rejects the batch with INVALID_RECORD). Control batches are exempt."""
+    pos = 0
+    for h in headers:
+        if not h.is_control:
+            for r in decode_records(memoryview(buf)[pos : pos + h.size]):
+                if r.key is None:
+                    raise InvalidRecordError(
+                        f"record at offset delta {r.offset - h.base_offset} has no key: a "
+                        f"compacted topic accepts only keyed records"
+                    )
+        pos += h.size
+
+
+def _read_swap_manifest(path: Path) -> tuple[set[int], set[int]] | None:
+    """(old bases, new bases) of a committed swap, or None when there is none (or it is
+    unreadable, which the atomic write rules out short of disk damage)."""
+    if not path.exists():
+        return None
+    entries = read_checkpoint(path, 0)
+    try:
+        if entries is None or len(entries) != 2:
+            raise ValueError(entries)
+        old_tag, *old = entries[0].split()
+        new_tag, *new = entries[1].split()
+        if old_tag != "old" or new_tag != "new":
+            raise ValueError(entries)
+        return {int(b) for b in old}, {int(b) for b in new}
+    except ValueError:
+        _log.warning("ignoring unreadable segment swap manifest %s", path)
+        return None

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from odradek.errors import InvalidConfigError
 
-__all__ = ["LogConfig", "CREATE_TIME", "LOG_APPEND_TIME"]
+__all__ = ["LogConfig", "CREATE_TIME", "LOG_APPEND_TIME", "COMPACT", "DELETE"]
 
 CREATE_TIME = "CreateTime"
 LOG_APPEND_TIME = "LogAppendTime"
+COMPACT = "compact"
+DELETE = "delete"
 
 _LONG_MAX = 2**63 - 1
 
@@ -19,7 +21,10 @@ class LogConfig:
     """Storage settings of one partition log, with Kafka's defaults.
 
     Field names are the Kafka names in snake case (``segment.bytes`` -> ``segment_bytes``).
-    ``retention_ms``/``retention_bytes`` of -1 mean unlimited.
+    ``retention_ms``/``retention_bytes`` of -1 mean unlimited. ``cleanup_policy`` is a comma
+    separated list of ``compact`` and ``delete`` in any order (empty: neither); the compaction
+    settings (``delete_retention_ms``, ``min_cleanable_dirty_ratio``, ``min_compaction_lag_ms``,
+    ``max_compaction_lag_ms``) matter only when it includes ``compact``.
     """
 
     segment_bytes: int = 1073741824
@@ -33,7 +38,11 @@ class LogConfig:
     message_timestamp_type: str = CREATE_TIME
     max_message_bytes: int = 1048588
     file_delete_delay_ms: int = 60000
-    cleanup_policy: str = "delete"
+    cleanup_policy: str = DELETE
+    delete_retention_ms: int = 86400000
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = _LONG_MAX
 
     def __post_init__(self) -> None:
         if self.segment_bytes < 14:
@@ -59,7 +68,47 @@ class LogConfig:
             raise InvalidConfigError("max.message.bytes must not be negative")
         if self.file_delete_delay_ms < 0:
             raise InvalidConfigError("file.delete.delay.ms must not be negative")
+        policies = self.cleanup_policies
+        if not set(policies) <= {COMPACT, DELETE}:
+            raise InvalidConfigError(
+                f"cleanup.policy must list compact and/or delete, got {self.cleanup_policy!r}"
+            )
+        if self.delete_retention_ms < 0:
+            raise InvalidConfigError("delete.retention.ms must not be negative")
+        if not 0.0 <= self.min_cleanable_dirty_ratio <= 1.0:
+            raise InvalidConfigError("min.cleanable.dirty.ratio must be between 0 and 1")
+        if self.min_compaction_lag_ms < 0 or self.max_compaction_lag_ms < 1:
+            raise InvalidConfigError(
+                "min.compaction.lag.ms must be >= 0 and max.compaction.lag.ms >= 1"
+            )
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms:
+            raise InvalidConfigError(
+                "min.compaction.lag.ms must not exceed max.compaction.lag.ms"
+            )
 
     @property
     def log_append_time(self) -> bool:
         return self.message_timestamp_type == LOG_APPEND_TIME
+
+    @property
+    def cleanup_policies(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.cleanup_policy.split(",") if p.strip())
+
+    @property
+    def compact(self) -> bool:
+        """The log cleaner keeps the latest record per key (``cleanup.policy`` has compact)."""
+        return COMPACT in self.cleanup_policies
+
+    @property
+    def delete(self) -> bool:
+        """Retention deletes old segments by time and size (``cleanup.policy`` has delete)."""
+        return DELETE in self.cleanup_policies
+
+    @property
+    def max_segment_ms(self) -> int:
+        """Age at which the active segment rolls: ``segment.ms``, or for a compacted log the
+        smaller ``max.compaction.lag.ms`` (KIP-354), so no record stays in the uncleanable
+        active segment longer than the lag allows."""
+        if self.compact:
+            return min(self.segment_ms, self.max_compaction_lag_ms)
+        return self.segment_ms

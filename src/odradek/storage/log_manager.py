@@ -9,6 +9,11 @@ The clean-shutdown marker ``.kafka_cleanshutdown`` (an empty file in the data di
 written, fsynced, as the very last step of :meth:`shutdown`, after every log was closed. At
 :meth:`startup` its absence means the previous run crashed, so every log is opened with
 recovery; the marker is deleted once all logs are open, so a crash from then on is detected.
+
+Compaction: :attr:`LogManager.cleaner` is the :class:`~odradek.storage.cleaner.LogCleaner` of
+these logs. :meth:`clean_once` runs one whole pass inline; a broker with a cleaner thread instead
+calls ``cleaner.grab_filthiest(now)`` here, ``task.run()`` on the thread and
+``cleaner.complete(task)`` back here (see cleaner.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 from odradek.errors import KafkaStorageError
 from odradek.storage.checkpoint import fsync_dir
+from odradek.storage.cleaner import CleanerConfig, CleanResult, LogCleaner
 from odradek.storage.clock import Clock
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
@@ -53,14 +59,24 @@ def parse_partition_dir(name: str) -> tuple[str, int] | None:
 class LogManager:
     """Opens, creates, deletes and maintains the :class:`PartitionLog` s of a data directory."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], clock: Clock,
-                 default_config: LogConfig) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        clock: Clock,
+        default_config: LogConfig,
+        *,
+        cleaner_config: CleanerConfig | None = None,
+        cleaner_sleep: Callable[[float], None] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.clock = clock
         self.default_config = default_config
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._topic_configs: dict[str, LogConfig] = {}
         self.had_clean_shutdown = False
+        self.cleaner = LogCleaner(
+            self.all_logs, cleaner_config or CleanerConfig(), clock, sleep=cleaner_sleep
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -113,7 +129,8 @@ class LogManager:
         return self._topic_configs.get(topic, self.default_config)
 
     def shutdown(self) -> None:
-        """Close every log, then write the clean-shutdown marker."""
+        """Cancel cleaning, close every log, then write the clean-shutdown marker."""
+        self.cleaner.shutdown()
         errors = []
         for key, plog in list(self._logs.items()):
             try:
@@ -167,6 +184,7 @@ class LogManager:
         """Delete a partition's log and directory; returns whether there was one."""
         plog = self._logs.pop((topic, partition), None)
         if plog is not None:
+            self.cleaner.forget(plog)
             plog.delete()
             return True
         path = self.data_dir / partition_dir_name(topic, partition)
@@ -199,3 +217,8 @@ class LogManager:
             if plog.maybe_flush(now_ms):
                 n += 1
         return n
+
+    def clean_once(self, now_ms: int) -> CleanResult | None:
+        """Run one compaction pass over the dirtiest compacted log on the calling (owner)
+        thread; None when no log needs cleaning. Blocks for the whole pass."""
+        return self.cleaner.clean_once(now_ms)

@@ -3,12 +3,19 @@
 Owned by its :class:`~odradek.storage.log.PartitionLog` (the broker's event-loop thread); no
 locking. File names carry the segment's base offset zero-padded to 20 digits.
 
+An optional ``<base>.txnindex`` lists the aborted transactions whose ABORT marker is in the
+segment (see :mod:`odradek.storage.txn_index`); it is created by the first such marker.
+
 ``.log`` byte format: v2 record batches (see :mod:`odradek.protocol.records`) exactly as they
 were appended, back to back, with absolute offsets; nothing else. The file is written with
 ``os.write`` (the bytes are in the OS page cache when ``append`` returns, so a killed process
 loses nothing acknowledged) and fsynced only by :meth:`flush`. A machine crash can leave a
 torn or garbage tail after the last fsync; :meth:`recover` re-validates batch by batch and
 truncates at the first invalid byte, rebuilding both indexes.
+
+A segment may also live under a file suffix (``.cleaned`` or ``.swap``): the log cleaner builds
+replacement segments that way and moves them to their final names with :meth:`rename_suffix`
+(see :mod:`odradek.storage.cleaner` for the protocol and what a crash leaves).
 """
 
 from __future__ import annotations
@@ -31,12 +38,15 @@ from odradek.protocol.records import (
 )
 from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 from odradek.storage.log_config import LogConfig
+from odradek.storage.txn_index import TXN_INDEX_SUFFIX, TransactionIndex
 
 __all__ = [
     "LOG_SUFFIX",
     "INDEX_SUFFIX",
     "TIME_INDEX_SUFFIX",
     "DELETED_SUFFIX",
+    "CLEANED_SUFFIX",
+    "SWAP_SUFFIX",
     "LogSegment",
     "SegmentCorruptError",
     "TimestampAndOffset",
@@ -47,6 +57,8 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 DELETED_SUFFIX = ".deleted"
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
 
 _INT32_MAX = 2**31 - 1
 _SCAN_CHUNK = 16 * 1024
@@ -76,21 +88,33 @@ class LogSegment:
     """A ``.log`` file and its two indexes; see the module docstring for format and crashes."""
 
     def __init__(
-        self, directory: Path, base_offset: int, config: LogConfig, *, created_ms: int
+        self,
+        directory: Path,
+        base_offset: int,
+        config: LogConfig,
+        *,
+        created_ms: int,
+        suffix: str = "",
     ) -> None:
         self.directory = directory
         self.base_offset = base_offset
         self.config = config
-        self.log_path = directory / segment_file_name(base_offset, LOG_SUFFIX)
+        self.suffix = suffix
+        self.log_path = directory / (segment_file_name(base_offset, LOG_SUFFIX) + suffix)
         self.offset_index = OffsetIndex(
-            directory / segment_file_name(base_offset, INDEX_SUFFIX),
+            directory / (segment_file_name(base_offset, INDEX_SUFFIX) + suffix),
             base_offset,
             config.segment_index_bytes,
         )
         self.time_index = TimeIndex(
-            directory / segment_file_name(base_offset, TIME_INDEX_SUFFIX),
+            directory / (segment_file_name(base_offset, TIME_INDEX_SUFFIX) + suffix),
             base_offset,
             config.segment_index_bytes,
+        )
+        # Aborted transactions whose ABORT marker is in this segment; the file is created
+        # lazily by the first entry (see txn_index.py).
+        self.txn_index = TransactionIndex(
+            directory / (segment_file_name(base_offset, TXN_INDEX_SUFFIX) + suffix), base_offset
         )
         self._fd: int | None = None
         self.size = 0
@@ -106,9 +130,12 @@ class LogSegment:
 
     @classmethod
     def create(
-        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int
+        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int,
+        suffix: str = "",
     ) -> LogSegment:
-        seg = cls(directory, base_offset, config, created_ms=now_ms)
+        """A new, empty segment (truncating files of the same names); ``suffix`` is appended to
+        every file name (``.cleaned`` for a segment the cleaner is building)."""
+        seg = cls(directory, base_offset, config, created_ms=now_ms, suffix=suffix)
         try:
             fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         except OSError as e:
@@ -116,6 +143,7 @@ class LogSegment:
         seg._fd = fd
         seg.offset_index.create()
         seg.time_index.create()
+        seg.txn_index.reset()  # a stale file of the same name must not leak into the new one
         seg.next_offset = base_offset
         seg._max_ts = -1
         return seg
@@ -237,6 +265,7 @@ class LogSegment:
             self._dirty = False
         self.offset_index.flush()
         self.time_index.flush()
+        self.txn_index.flush()
 
     def on_become_inactive(self) -> None:
         """Called when a newer segment takes over: record the final max timestamp in the time
@@ -246,6 +275,7 @@ class LogSegment:
         self.flush()
         self.offset_index.close_handle()
         self.time_index.close_handle()
+        self.txn_index.close_handle()
 
     def close(self) -> None:
         if self.size > 0 and self._max_ts is not None:
@@ -253,6 +283,7 @@ class LogSegment:
         self.flush()
         self.offset_index.close()
         self.time_index.close()
+        self.txn_index.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -261,15 +292,43 @@ class LogSegment:
         """Close file descriptors without flushing (used before deleting)."""
         self.offset_index.close_handle()
         self.time_index.close_handle()
+        self.txn_index.close_handle()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def rename_suffix(self, old: str, new: str) -> None:
+        """Rename the three files from suffix ``old`` to ``new`` (Kafka's changeFileSuffixes):
+        ``.log`` first, then the indexes. A file that is already renamed is skipped, so a
+        repeated call after a failure completes the job. Does not fsync the directory."""
+        if self.suffix != old:
+            raise ValueError(f"{self.log_path}: suffix is {self.suffix!r}, not {old!r}")
+
+        def renamed(path: Path) -> Path:
+            return path.with_name(path.name[: len(path.name) - len(old)] + new)
+
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            target = renamed(path)
+            try:
+                os.replace(path, target)
+            except FileNotFoundError:
+                if not target.exists():
+                    raise KafkaStorageError(f"cannot rename {path}: missing") from None
+            except OSError as e:
+                raise KafkaStorageError(f"cannot rename {path}: {e}") from e
+        self.log_path = renamed(self.log_path)
+        self.offset_index.path = renamed(self.offset_index.path)
+        self.time_index.path = renamed(self.time_index.path)
+        # The optional .txnindex goes last; a missing one is simply none.
+        self.txn_index.rename(renamed(self.txn_index.path))
+        self.suffix = new
 
     def mark_deleted(self) -> list[Path]:
         """Close and rename every file with a ``.deleted`` suffix; returns the new paths."""
         self.close_handles()
         out = []
-        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+        paths = (self.log_path, self.offset_index.path, self.time_index.path, self.txn_index.path)
+        for path in paths:
             target = path.with_name(path.name + DELETED_SUFFIX)
             try:
                 os.replace(path, target)
@@ -299,6 +358,7 @@ class LogSegment:
         assert self.next_offset is not None
         self.time_index.truncate_to(self.next_offset)
         self._reload_tail()
+        self.txn_index.truncate_to(offset)
         if pos == 0:
             self._rolling_base_ms = None
         return removed
@@ -402,6 +462,7 @@ class LogSegment:
             raise CorruptIndexError(f"{self.log_path}: index file missing")
         self.offset_index.sanity_check(self.size)
         self.time_index.sanity_check()
+        self.txn_index.sanity_check()
 
     def load_tail(self) -> None:
         """Learn ``next_offset`` and the tail's statistics by scanning the batches after the
@@ -443,7 +504,8 @@ class LogSegment:
         relative offsets. With ``contiguous`` (any log that is not compacted) each batch must
         start exactly where the previous one ended, the first at the segment's base offset,
         which also catches damage to the base offset field (outside the CRC). Returns the
-        number of bytes truncated.
+        number of bytes truncated. The ``.txnindex`` is emptied: its entries depend on the
+        producer state before the segment, so the owner rebuilds them while replaying it.
         """
         fd = self.fd
         try:
@@ -452,6 +514,7 @@ class LogSegment:
             raise KafkaStorageError(f"cannot stat {self.log_path}: {e}") from e
         self.offset_index.create()
         self.time_index.create()
+        self.txn_index.reset()
         self.size = 0
         self._max_ts = -1
         self._offset_of_max_ts = self.base_offset
