@@ -3,6 +3,8 @@
 Record bytes go out as stored in the segment files. Incremental fetch sessions (KIP-227) are not
 kept: every response carries session id 0, which tells clients to send full fetch requests, and
 a request naming a session gets FETCH_SESSION_ID_NOT_FOUND so the client starts over.
+``read_committed`` fetches stop at the last stable offset and list the aborted transactions
+that overlap the returned batches, so clients drop their records.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from odradek.errors import (
 )
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
+from odradek.protocol.records import BATCH_HEADER_SIZE, read_batch_header
+from odradek.storage.log import PartitionLog
 
 if TYPE_CHECKING:
     from odradek.broker.app import Broker
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["API"]
 
 KEY = 1
+#: FetchRequest.isolation_level: 0 read_uncommitted, 1 read_committed (only up to the last
+#: stable offset, with the aborted transactions of the returned range).
+READ_COMMITTED = 1
 _ZERO = datetime.timedelta(0)
 ZERO_UUID = uuid.UUID(int=0)
 
@@ -91,22 +98,46 @@ def _partition_body(
     high_watermark: int = -1,
     log_start_offset: int = -1,
     records: bytes = b"",
+    last_stable_offset: int = -1,
+    aborted: tuple[Any, ...] | None = None,
 ) -> Any:
     return build(
         mod.PartitionData,
         partition_index=index,
         error_code=code,
         high_watermark=high_watermark,
-        last_stable_offset=high_watermark,
+        last_stable_offset=last_stable_offset,
         log_start_offset=log_start_offset,
-        aborted_transactions=None,
+        aborted_transactions=aborted,
         preferred_read_replica=-1,
         records=records,
     )
 
 
+def _next_offset_after(data: bytes) -> int:
+    """The offset after the last whole batch of ``data`` (a read returns whole batches)."""
+    pos = 0
+    next_offset = -1
+    view = memoryview(data)
+    while pos + BATCH_HEADER_SIZE <= len(view):
+        header = read_batch_header(view, pos)
+        next_offset = header.next_offset
+        pos += header.size
+    return next_offset
+
+
+def _aborted(mod: Any, log: PartitionLog, fetch_offset: int, data: bytes) -> tuple[Any, ...]:
+    if not data:
+        return ()
+    return tuple(
+        build(mod.AbortedTransaction, producer_id=a.producer_id, first_offset=a.first_offset)
+        for a in log.collect_aborted_transactions(fetch_offset, _next_offset_after(data))
+    )
+
+
 def _read(broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]]) -> _Read:
     mod = response_module(KEY, request.api_version)
+    read_committed = getattr(request.body, "isolation_level", 0) == READ_COMMITTED
     remaining = request.body.max_bytes
     total = 0
     has_error = False
@@ -123,10 +154,11 @@ def _read(broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]])
                 epoch = p.current_leader_epoch
                 check_leader_epoch(epoch)
                 high_watermark = log.high_watermark
+                last_stable = log.last_stable_offset
                 data = log.read(
                     p.fetch_offset,
                     max_bytes=max(0, min(p.max_bytes, remaining)),
-                    max_offset=high_watermark,
+                    max_offset=last_stable if read_committed else high_watermark,
                     min_one_message=total == 0,
                 ).records
                 n = len(data)
@@ -134,7 +166,14 @@ def _read(broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]])
                 remaining -= n
                 out.append(
                     _partition_body(
-                        mod, p.index, ErrorCode.none, high_watermark, log.log_start_offset, data
+                        mod,
+                        p.index,
+                        ErrorCode.none,
+                        high_watermark,
+                        log.log_start_offset,
+                        data,
+                        last_stable,
+                        _aborted(mod, log, p.fetch_offset, data) if read_committed else None,
                     )
                 )
             except Exception as e:

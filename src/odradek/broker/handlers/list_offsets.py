@@ -1,4 +1,8 @@
-"""ListOffsets (key 2): earliest, latest, by timestamp and max-timestamp offsets."""
+"""ListOffsets (key 2): earliest, latest, by timestamp and max-timestamp offsets.
+
+For ``read_committed`` (isolation level 1) the log ends at the last stable offset, as in Kafka:
+"latest" is the last stable offset and timestamp lookups find nothing past it.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +34,13 @@ MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
 
 
-def _lookup(log: PartitionLog, timestamp: int, version: int) -> tuple[int, int, int]:
+def _lookup(
+    log: PartitionLog, timestamp: int, version: int, read_committed: bool
+) -> tuple[int, int, int]:
     """(timestamp, offset, leader_epoch) for one query; offset -1 when no record matches."""
+    end = log.last_stable_offset if read_committed else log.high_watermark
     if timestamp == LATEST:
-        # Until transactions exist the last stable offset is the high watermark.
-        return -1, log.high_watermark, LEADER_EPOCH
+        return -1, end, LEADER_EPOCH
     if timestamp in (EARLIEST, EARLIEST_LOCAL) and (timestamp == EARLIEST or version >= 8):
         return -1, log.log_start_offset, LEADER_EPOCH
     if timestamp == MAX_TIMESTAMP and version >= 7:
@@ -43,7 +49,7 @@ def _lookup(log: PartitionLog, timestamp: int, version: int) -> tuple[int, int, 
         raise InvalidRequestError(f"unsupported special timestamp {timestamp} in v{version}")
     else:
         found = log.fetch_offset_by_timestamp(timestamp)
-    if found is None or found.offset >= log.high_watermark:
+    if found is None or found.offset >= end:
         return -1, -1, -1
     return found.timestamp, found.offset, found.leader_epoch
 
@@ -63,6 +69,7 @@ def _partition(mod: Any, index: int, code: ErrorCode, ts: int = -1, offset: int 
 
 def handle(broker: Broker, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
+    read_committed = getattr(request.body, "isolation_level", 0) == 1
     topics = []
     for t in request.body.topics:
         parts = []
@@ -71,7 +78,9 @@ def handle(broker: Broker, request: Request) -> Any:
                 log = broker.topics.log(t.name, p.partition_index)
                 epoch = getattr(p, "current_leader_epoch", -1)
                 check_leader_epoch(epoch)
-                ts, offset, leader_epoch = _lookup(log, p.timestamp, request.api_version)
+                ts, offset, leader_epoch = _lookup(
+                    log, p.timestamp, request.api_version, read_committed
+                )
                 parts.append(
                     _partition(mod, p.partition_index, ErrorCode.none, ts, offset, leader_epoch)
                 )
