@@ -126,9 +126,12 @@ def _next_offset_after(data: bytes) -> int:
     return next_offset
 
 
-def _aborted(mod: Any, log: PartitionLog, fetch_offset: int, data: bytes) -> tuple[Any, ...]:
+def _aborted(
+    mod: Any, log: PartitionLog, fetch_offset: int, data: bytes
+) -> tuple[Any, ...] | None:
+    # As Kafka: a list (maybe empty) when records are returned, null when none are.
     if not data:
-        return ()
+        return None
     return tuple(
         build(mod.AbortedTransaction, producer_id=a.producer_id, first_offset=a.first_offset)
         for a in log.collect_aborted_transactions(fetch_offset, _next_offset_after(data))
