@@ -478,6 +478,8 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
               ListOf(("uniform", "range"))),
     _bool("log.cleaner.enable", True, "Run the log cleaner (needed for compacted topics)."),
     _int("log.cleaner.threads", 1, "Threads compacting logs.", minimum=0),
+    _long("log.cleaner.backoff.ms", 15000, "Pause of the cleaner when no log needs cleaning.",
+          minimum=0),
     _long("log.cleaner.dedupe.buffer.size", 128 * 1024 * 1024, "Memory for deduplicating keys "
           "during compaction, across all cleaner threads."),
     ConfigDef("log.cleaner.io.max.bytes.per.second", ConfigType.DOUBLE, DOUBLE_MAX,
@@ -515,7 +517,7 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "offsets.topic.segment.bytes", "offsets.topic.compression.codec", "offsets.load.buffer.size",
     "offsets.commit.timeout.ms", "offsets.commit.required.acks",
     "log.flush.offset.checkpoint.interval.ms", "log.flush.start.offset.checkpoint.interval.ms",
-    "log.cleaner.backoff.ms", "log.cleaner.io.buffer.size", "log.cleaner.io.buffer.load.factor",
+    "log.cleaner.io.buffer.size", "log.cleaner.io.buffer.load.factor",
     "log.dir.failure.timeout.ms", "log.message.format.version", "log.local.retention.ms",
     "log.local.retention.bytes", "log.initial.task.delay.ms", "request.timeout.ms",
     "authorizer.class.name", "super.users", "allow.everyone.if.no.acl.found",
@@ -675,6 +677,7 @@ class BrokerConfig:
     group_consumer_assignors: tuple[str, ...] = ("uniform", "range")
     log_cleaner_enable: bool = True
     log_cleaner_threads: int = 1
+    log_cleaner_backoff_ms: int = 15000
     log_cleaner_dedupe_buffer_size: int = 128 * 1024 * 1024
     log_cleaner_io_max_bytes_per_second: float = DOUBLE_MAX
     log_cleaner_min_cleanable_ratio: float = 0.5

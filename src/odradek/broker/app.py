@@ -25,14 +25,27 @@ from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
 from odradek.errors import UnknownTopicOrPartitionError
 from odradek.metadata.store import MetadataStore, TopicMetadata
+from odradek.storage.cleaner import CleanerConfig
 from odradek.storage.clock import Clock, SystemClock
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import LogManager
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "cleaner_config"]
 
 log = logging.getLogger("odradek.broker")
+
+
+def cleaner_config(config: BrokerConfig) -> CleanerConfig:
+    """The log cleaner's settings from Kafka's ``log.cleaner.*`` broker configs."""
+    threads = config.log_cleaner_threads
+    return CleanerConfig(
+        enable=config.log_cleaner_enable and threads > 0,
+        threads=max(threads, 1),
+        dedupe_buffer_size=config.log_cleaner_dedupe_buffer_size,
+        io_max_bytes_per_second=config.log_cleaner_io_max_bytes_per_second,
+        backoff_ms=config.log_cleaner_backoff_ms,
+    )
 
 
 class Broker:
@@ -71,7 +84,12 @@ class Broker:
         t0 = time.perf_counter()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.metadata = MetadataStore(self.data_dir, self.node_id, self.config.cluster_id)
-        self.logs = LogManager(self.data_dir, self.clock, self.config.default_log_config())
+        self.logs = LogManager(
+            self.data_dir,
+            self.clock,
+            self.config.default_log_config(),
+            cleaner_config=cleaner_config(self.config),
+        )
         self.logs.startup(self._log_config_for_topic)
         self.topics = TopicManager(self.config, self.metadata, self.logs)
         self.topics.reconcile()
@@ -97,6 +115,8 @@ class Broker:
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
+        if self.logs.cleaner.config.enable:
+            self._tasks.append(asyncio.create_task(self._clean_logs(), name="odradek-cleaner"))
         self.groups.start()
         self.transactions.start()
         self.started_at = time.perf_counter() - t0
@@ -162,6 +182,33 @@ class Broker:
                     self.logs.run_retention(now_ms)
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _clean_logs(self) -> None:
+        """Compaction: plan a pass here, copy on a worker thread (produce and fetch carry on and
+        see the old segments), swap the result in here. One pass at a time."""
+        cleaner = self.logs.cleaner
+        backoff = cleaner.config.backoff_ms / 1000
+        while True:
+            task = cleaner.grab_filthiest(self.clock.milliseconds())
+            if task is None:
+                await asyncio.sleep(backoff)
+                continue
+            try:
+                await asyncio.to_thread(task.run)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            except Exception:
+                log.exception("log cleaner pass failed")
+            try:
+                result = cleaner.complete(task)
+            except Exception:
+                log.exception("log cleaner could not swap a pass in")
+                await asyncio.sleep(backoff)
+                continue
+            if result.error:
+                log.warning("cleaning %s-%d: %s", result.topic, result.partition, result.error)
+                await asyncio.sleep(backoff)
 
     # -- used by handlers -----------------------------------------------------------------------
 
