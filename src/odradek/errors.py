@@ -69,6 +69,15 @@ __all__ = [
     "InvalidRegularExpressionError",
     "InvalidCommitOffsetSizeError",
     "UnstableOffsetCommitError",
+    "ConcurrentTransactionsError",
+    "InvalidTxnStateError",
+    "InvalidProducerIdMappingError",
+    "InvalidTransactionTimeoutError",
+    "ProducerFencedError",
+    "TransactionalIdNotFoundError",
+    "TransactionCoordinatorFencedError",
+    "TransactionAbortableError",
+    "NotEnoughReplicasError",
 ]
 
 
@@ -314,3 +323,42 @@ class InvalidCommitOffsetSizeError(KafkaError):
 
 class UnstableOffsetCommitError(KafkaError):
     code = ErrorCode.unstable_offset_commit
+
+
+# -- transactions ---------------------------------------------------------------------------
+
+
+class ConcurrentTransactionsError(KafkaError):
+    code = ErrorCode.concurrent_transactions
+
+
+class InvalidTxnStateError(KafkaError):
+    code = ErrorCode.invalid_txn_state
+
+
+class InvalidProducerIdMappingError(KafkaError):
+    code = ErrorCode.invalid_producer_id_mapping
+
+
+class InvalidTransactionTimeoutError(KafkaError):
+    code = ErrorCode.invalid_transaction_timeout
+
+
+class ProducerFencedError(KafkaError):
+    code = ErrorCode.producer_fenced
+
+
+class TransactionalIdNotFoundError(KafkaError):
+    code = ErrorCode.transactional_id_not_found
+
+
+class TransactionCoordinatorFencedError(KafkaError):
+    code = ErrorCode.transaction_coordinator_fenced
+
+
+class TransactionAbortableError(KafkaError):
+    code = ErrorCode.transaction_abortable
+
+
+class NotEnoughReplicasError(KafkaError):
+    code = ErrorCode.not_enough_replicas

@@ -60,11 +60,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from odradek.errors import (
-    ErrorCode,
     InvalidProducerEpochError,
     InvalidRecordError,
-    KafkaError,
+    InvalidTxnStateError,
     OutOfOrderSequenceError,
+    TransactionCoordinatorFencedError,
 )
 from odradek.protocol.records import (
     CONTROL_ABORT,
@@ -106,16 +106,6 @@ _BATCH = struct.Struct(">iiqqq")
 _MARKER_VALUE = struct.Struct(">hi")  # version, coordinator epoch
 
 
-class InvalidTxnStateError(KafkaError):
-    """A producer with an open transaction wrote a non-transactional batch."""
-
-    code = ErrorCode.invalid_txn_state
-
-
-class TransactionCoordinatorFencedError(KafkaError):
-    """A marker came from a transaction coordinator older than the last one seen."""
-
-    code = ErrorCode.transaction_coordinator_fenced
 
 
 def in_sequence(last_seq: int, next_seq: int) -> bool:

@@ -16,18 +16,18 @@ from odradek.broker.dispatcher import NO_RESPONSE
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import INTERNAL_TOPICS, LEADER_EPOCH
 from odradek.broker.registry import ApiHandler
-from odradek.coordinator.txn.coordinator import (
-    ConcurrentTransactionsError,
-    InvalidTxnStateError,
-    ProducerFencedError,
-)
 from odradek.errors import (
+    ConcurrentTransactionsError,
     ErrorCode,
     InvalidProducerEpochError,
     InvalidRecordError,
     InvalidRequiredAcksError,
     InvalidTopicError,
+    InvalidTxnStateError,
     KafkaError,
+    NotEnoughReplicasError,
+    ProducerFencedError,
+    TransactionAbortableError,
 )
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
@@ -115,14 +115,6 @@ def handle(broker: Broker, request: Request) -> Any:
     if acks == 0:
         return NO_RESPONSE
     return build(mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO)
-
-
-class TransactionAbortableError(KafkaError):
-    code = ErrorCode.transaction_abortable
-
-
-class NotEnoughReplicasError(KafkaError):
-    code = ErrorCode.not_enough_replicas
 
 
 _BATCH_LENGTH = struct.Struct(">i")

@@ -59,10 +59,16 @@ from odradek.coordinator.txn.state import (
     is_epoch_exhausted,
 )
 from odradek.errors import (
+    ConcurrentTransactionsError,
     ErrorCode,
     InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
     InvalidRequestError,
+    InvalidTransactionTimeoutError,
+    InvalidTxnStateError,
     KafkaError,
+    ProducerFencedError,
+    TransactionalIdNotFoundError,
     UnknownTopicOrPartitionError,
 )
 
@@ -88,38 +94,6 @@ _S = TransactionState
 _PREPARING = frozenset({_S.PREPARE_COMMIT, _S.PREPARE_ABORT})
 _ABORT_TIMER = ("txn", "abort-timed-out")
 _EXPIRE_TIMER = ("txn", "expire-ids")
-
-
-# -- errors (candidates for odradek.errors) ---------------------------------------------------
-
-
-class ConcurrentTransactionsError(KafkaError):
-    """The transaction is being completed; retriable."""
-
-    code = ErrorCode.concurrent_transactions
-
-
-class InvalidTxnStateError(KafkaError):
-    code = ErrorCode.invalid_txn_state
-
-
-class InvalidProducerIdMappingError(KafkaError):
-    code = ErrorCode.invalid_producer_id_mapping
-
-
-class InvalidTransactionTimeoutError(KafkaError):
-    code = ErrorCode.invalid_transaction_timeout
-
-
-class ProducerFencedError(KafkaError):
-    """A newer producer (epoch) owns the transactional id. Handlers answer
-    INVALID_PRODUCER_EPOCH to request versions that predate PRODUCER_FENCED."""
-
-    code = ErrorCode.producer_fenced
-
-
-class TransactionalIdNotFoundError(KafkaError):
-    code = ErrorCode.transactional_id_not_found
 
 
 # -- results ----------------------------------------------------------------------------------
