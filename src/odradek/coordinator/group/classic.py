@@ -419,6 +419,9 @@ class ClassicGroups:
             self._schedule_session(group, member)
             is_leader = group.leader_id == new_id
             skip = is_leader and member.supports_skip_assignment
+            # A leader too old for KIP-814 is told the previous leader id, so it acts as a
+            # follower instead of assigning partitions with no member list.
+            leader = group.leader_id if skip or not is_leader else old_id
             return Pending.completed(
                 JoinResult(
                     ErrorCode.none,
@@ -426,7 +429,7 @@ class ClassicGroups:
                     group.generation_id,
                     group.protocol_type,
                     group.protocol_name,
-                    group.leader_id or "",
+                    leader or "",
                     self._joined_members(group) if skip else (),
                     skip_assignment=skip,
                 )

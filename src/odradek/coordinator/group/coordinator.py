@@ -551,25 +551,35 @@ class GroupCoordinator:
         self._schedule_offset_expiry()
 
     def expire_offsets(self) -> int:
-        """Remove offsets of empty groups older than ``offsets.retention.minutes``, and empty
-        classic groups left without offsets; returns how many offsets expired."""
+        """Remove committed offsets older than ``offsets.retention.minutes``: every offset of an
+        empty group, and (KIP-496) offsets of topics a consuming group no longer subscribes
+        to; then empty classic groups left without offsets. Returns how many expired."""
         now = self.now_ms()
         retention = self._config.offsets_retention_ms
         expired = 0
         for group_id in list(self.groups):
             group = self.groups[group_id]
-            if not group.is_empty():
-                continue
             committed = self.offsets.get(group_id, {})
-            base_state = (
-                group.current_state_timestamp
-                if isinstance(group, ClassicGroup)
-                and group.protocol_type
-                and group.current_state_timestamp >= 0
-                else None
-            )
+            if group.is_empty():
+                subscribed: set[str] = set()
+                # An empty group's offsets age from when it became empty.
+                base_state = (
+                    group.current_state_timestamp
+                    if isinstance(group, ClassicGroup)
+                    and group.protocol_type
+                    and group.current_state_timestamp >= 0
+                    else None
+                )
+            elif isinstance(group, ConsumerGroup):
+                subscribed, base_state = set(group.subscribed_topic_names()), None
+            elif group.protocol_type == "consumer":
+                subscribed, base_state = _classic_subscribed_topics(group), None
+            else:
+                continue  # a non-consumer protocol: its subscriptions are unknown
             records: list[tuple[RecordKey, RecordValue | None]] = []
             for (topic, partition), v in committed.items():
+                if topic in subscribed:
+                    continue
                 if v.expire_timestamp >= 0:
                     due = now >= v.expire_timestamp
                 else:
