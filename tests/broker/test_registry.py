@@ -45,3 +45,6 @@ def test_transaction_api_version_ranges() -> None:
     assert table["TxnOffsetCommit"] == (0, 4)
     assert table["DescribeTransactions"] == (0, 0)
     assert table["ListTransactions"] == (0, 1)
+    assert table["DescribeProducers"] == (0, 0)
+    # v0 has no codec (Kafka 4.0 dropped it); Kafka 3.x admins send v1.
+    assert table["WriteTxnMarkers"] == (1, 1)

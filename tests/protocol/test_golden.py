@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import inspect
 import io
 import json
+import os
 import random
 import re
 import struct

@@ -72,7 +72,7 @@ HANDLER_MODULES = (
     "offset_fetch", "describe_groups", "list_groups", "delete_groups", "offset_delete",
     "consumer_group_heartbeat", "consumer_group_describe",
     "add_partitions_to_txn", "add_offsets_to_txn", "end_txn", "txn_offset_commit",
-    "describe_transactions", "list_transactions",
+    "describe_transactions", "list_transactions", "describe_producers", "write_txn_markers",
 )
 
 

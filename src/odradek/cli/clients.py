@@ -81,6 +81,9 @@ def add_commands(sub: Subparsers) -> None:
     from odradek.cli import groups  # here, not at the top: groups imports this module
 
     groups.add_commands(sub, common)
+    from odradek.cli import transactions  # likewise
+
+    transactions.add_commands(sub, common)
 
 
 def _add_topics(sub: Subparsers, common: argparse.ArgumentParser) -> None:

@@ -1,0 +1,145 @@
+"""WriteTxnMarkers (key 27): append COMMIT/ABORT markers to partitions this broker leads.
+
+In Kafka the transaction coordinator sends this to partition leaders; odradek's coordinator
+writes its markers in-process (``broker/transactions.py``), so here the sender is an operator:
+KIP-664's ``Admin.abortTransaction`` (``odradek transactions abort``) ends a hanging
+transaction -- one the coordinator no longer knows -- by writing an ABORT marker for its
+producer to the partition.
+
+Per partition, as Kafka's ``handleWriteTxnMarkersRequest``: a topic or partition that does not
+exist is UNKNOWN_TOPIC_OR_PARTITION; otherwise the marker is appended as the coordinator would
+append it, and storage's checks answer: a producer epoch older than the partition's is
+INVALID_PRODUCER_EPOCH, a coordinator epoch older than the last marker's
+TRANSACTION_COORDINATOR_FENCED. A marker for a producer with no open transaction is written
+and only updates its epochs. Markers in ``__consumer_offsets`` also complete the producer's
+pending transactional offset commits there. Unlike Kafka, a marker without a producer id or
+epoch (negative) is INVALID_REQUEST: it could end no transaction.
+
+Results are grouped by producer id, as Kafka groups them (two markers of one producer in a
+request share one result); a partition named twice in one marker is written once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.errors import error_code_for
+from odradek.broker.groups import OFFSETS_TOPIC
+from odradek.broker.internal_topics import append_coordinator_batch
+from odradek.broker.registry import ApiHandler
+from odradek.errors import ErrorCode, InvalidRequestError
+from odradek.protocol.build import build, response_module
+from odradek.protocol.messages import Request
+from odradek.protocol.records import encode_control_batch
+
+if TYPE_CHECKING:
+    from odradek.broker.app import Broker
+
+__all__ = ["API"]
+
+KEY = 27
+log = logging.getLogger("odradek.broker.transactions")
+
+# producer id -> topic -> partition -> outcome, in request order
+_Results = dict[int, dict[str, dict[int, ErrorCode]]]
+
+
+def _write_marker(broker: Broker, marker: Any, results: _Results) -> None:
+    producer_id = marker.producer_id
+    commit = bool(marker.transaction_result)
+    by_topic = results.setdefault(producer_id, {})
+    batch = None
+    if producer_id >= 0 and marker.producer_epoch >= 0:
+        batch = encode_control_batch(
+            producer_id,
+            marker.producer_epoch,
+            commit=commit,
+            coordinator_epoch=marker.coordinator_epoch,
+            timestamp=broker.clock.milliseconds(),
+        )
+    seen: set[tuple[str, int]] = set()
+    for t in marker.topics:
+        codes = by_topic.setdefault(t.name, {})
+        for index in t.partition_indexes:
+            if (t.name, index) in seen:
+                continue
+            seen.add((t.name, index))
+            context = f"{'COMMIT' if commit else 'ABORT'} marker for {t.name}-{index}"
+            try:
+                if batch is None:
+                    raise InvalidRequestError(
+                        f"marker of producer {producer_id} epoch {marker.producer_epoch}"
+                    )
+                append_coordinator_batch(broker, t.name, index, batch)
+            except Exception as e:
+                codes[index] = error_code_for(e, context=context)
+                continue
+            codes[index] = ErrorCode.none
+            log.info(
+                "wrote %s of producer %d epoch %d (coordinator epoch %d) on request",
+                context, producer_id, marker.producer_epoch, marker.coordinator_epoch,
+            )
+            if t.name == OFFSETS_TOPIC:
+                try:
+                    broker.group_coordinator.complete_transaction(producer_id, commit, index)
+                except Exception as e:
+                    # The marker is written; only the offsets cache missed it (as Kafka).
+                    codes[index] = error_code_for(e, context=context)
+
+
+def _response(mod: Any, results: _Results) -> Any:
+    return build(
+        mod.WriteTxnMarkersResponse,
+        markers=tuple(
+            build(
+                mod.WritableTxnMarkerResult,
+                producer_id=producer_id,
+                topics=tuple(
+                    build(
+                        mod.WritableTxnMarkerTopicResult,
+                        name=name,
+                        partitions=tuple(
+                            build(
+                                mod.WritableTxnMarkerPartitionResult,
+                                partition_index=index,
+                                error_code=code,
+                            )
+                            for index, code in codes.items()
+                        ),
+                    )
+                    for name, codes in by_topic.items()
+                ),
+            )
+            for producer_id, by_topic in results.items()
+        ),
+    )
+
+
+def handle(broker: Broker, request: Request) -> Any:
+    results: _Results = {}
+    for marker in request.body.markers:
+        _write_marker(broker, marker, results)
+    return _response(response_module(KEY, request.api_version), results)
+
+
+def error_response(request: Request, code: ErrorCode) -> Any:
+    results: _Results = {}
+    for marker in request.body.markers:
+        by_topic = results.setdefault(marker.producer_id, {})
+        for t in marker.topics:
+            codes = by_topic.setdefault(t.name, {})
+            for index in t.partition_indexes:
+                codes[index] = code
+    return _response(response_module(KEY, request.api_version), results)
+
+
+API = ApiHandler(
+    api_key=KEY,
+    name="WriteTxnMarkers",
+    # v0 left Kafka in 4.0 and has no codec here; Kafka 3.x's admin sends v1.
+    min_version=1,
+    max_version=1,
+    handle=handle,
+    error_response=error_response,
+)
