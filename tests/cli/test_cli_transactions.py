@@ -280,6 +280,16 @@ def test_list_and_describe_an_open_transaction(bootstrap: str) -> None:
 
 
 @integration
+def test_describe_an_idle_transactional_id(bootstrap: str) -> None:
+    """No transaction open: the broker sends start time -1, which the CLI shows as '-'."""
+    producer, txn_id = _txn_producer(bootstrap)
+    (row,) = _table(ok("transactions", "describe", txn_id, "--bootstrap-server", bootstrap))
+    assert row["TransactionState"] == "Empty"
+    assert row["CurrentTransactionStartTimeMs"] == "-"
+    assert row["TopicPartitions"] in ("", "-")
+    del producer
+
+
 def test_abort_a_hanging_transaction_by_start_offset(bootstrap: str) -> None:
     topic = _topic(bootstrap)
     b = ("--bootstrap-server", bootstrap)

@@ -38,6 +38,7 @@ from odradek.cli._raw import (
     WRITE_TXN_MARKERS,
     Cluster,
     Connection,
+    read_describe_transactions,
     request_module,
 )
 from odradek.cli.clients import REQUEST_TIMEOUT_S, Subparsers, _options, _warn
@@ -194,8 +195,8 @@ def _code_text(code: ErrorCode, message: str | None = None) -> str:
     return f"{message} ({name})" if message else name
 
 
-def _ms(moment: datetime.datetime) -> int:
-    return (moment - _EPOCH) // _MS
+def _ms(moment: datetime.datetime | None) -> int:
+    return -1 if moment is None else (moment - _EPOCH) // _MS
 
 
 def _now_ms() -> int:
@@ -383,7 +384,10 @@ def _coordinator(cluster: Cluster, transactional_id: str) -> tuple[int, Connecti
 def _describe_transaction(conn: Connection, transactional_id: str) -> Any:
     """The DescribeTransactions state of ``transactional_id``; CliError on its error."""
     m = request_module(DESCRIBE_TRANSACTIONS)
-    answer = conn.request(m.DescribeTransactionsRequest(transactional_ids=(transactional_id,)))
+    answer = conn.request(
+        m.DescribeTransactionsRequest(transactional_ids=(transactional_id,)),
+        decode=read_describe_transactions,
+    )
     state = next(
         (s for s in answer.transaction_states if s.transactional_id == transactional_id), None
     )
