@@ -23,13 +23,10 @@ forbids one, invalid UTF-8 or an unknown value version all raise
 
 from __future__ import annotations
 
-import struct
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-from odradek.errors import CorruptRecordError
+from odradek.coordinator._codec import Reader, Writer
 
 __all__ = [
     "encode_key",
@@ -237,203 +234,8 @@ _OFFSET_COMMIT_VALUE_VERSION = 3
 _OFFSET_COMMIT_VALUE_EXPIRE_VERSION = 1
 _GROUP_METADATA_VALUE_VERSION = 3
 
-_I8 = struct.Struct(">b")
-_I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
-_I64 = struct.Struct(">q")
 
-
-# -- writing ---------------------------------------------------------------------------------
-
-
-class _Writer:
-    """Appends Kafka protocol primitives to a buffer."""
-
-    __slots__ = ("buf",)
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def int8(self, v: int) -> None:
-        self.buf += _I8.pack(v)
-
-    def int16(self, v: int) -> None:
-        self.buf += _I16.pack(v)
-
-    def int32(self, v: int) -> None:
-        self.buf += _I32.pack(v)
-
-    def int64(self, v: int) -> None:
-        self.buf += _I64.pack(v)
-
-    def uuid(self, v: uuid.UUID) -> None:
-        self.buf += v.bytes
-
-    def uvarint(self, v: int) -> None:
-        if not 0 <= v <= 0xFFFFFFFF:
-            raise ValueError(f"unsigned varint out of range: {v}")
-        while v >= 0x80:
-            self.buf.append((v & 0x7F) | 0x80)
-            v >>= 7
-        self.buf.append(v)
-
-    def string(self, v: str | None) -> None:
-        if v is None:
-            self.int16(-1)
-            return
-        data = v.encode()
-        if len(data) > 0x7FFF:
-            raise ValueError(f"string of {len(data)} bytes is too long for an int16 length")
-        self.int16(len(data))
-        self.buf += data
-
-    def compact_string(self, v: str | None) -> None:
-        if v is None:
-            self.uvarint(0)
-            return
-        data = v.encode()
-        self.uvarint(len(data) + 1)
-        self.buf += data
-
-    def bytes_(self, v: bytes) -> None:
-        self.int32(len(v))
-        self.buf += v
-
-    def array_len(self, n: int) -> None:
-        self.int32(n)
-
-    def compact_array_len(self, n: int) -> None:
-        self.uvarint(n + 1)
-
-    def no_tagged_fields(self) -> None:
-        self.uvarint(0)
-
-
-# -- reading ---------------------------------------------------------------------------------
-
-_T = TypeVar("_T")
-
-
-class _Reader:
-    """Reads Kafka protocol primitives; every malformed input raises CorruptRecordError."""
-
-    __slots__ = ("data", "pos", "what")
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
-
-    def corrupt(self, why: str) -> CorruptRecordError:
-        return CorruptRecordError(f"{self.what}: {why} at byte {self.pos}")
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if n < 0 or end > len(self.data):
-            raise self.corrupt(f"truncated (need {n} bytes)")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise self.corrupt(f"{len(self.data) - self.pos} trailing bytes")
-
-    def int8(self) -> int:
-        return int(_I8.unpack(self.take(1))[0])
-
-    def int16(self) -> int:
-        return int(_I16.unpack(self.take(2))[0])
-
-    def int32(self) -> int:
-        return int(_I32.unpack(self.take(4))[0])
-
-    def int64(self) -> int:
-        return int(_I64.unpack(self.take(8))[0])
-
-    def uuid(self) -> uuid.UUID:
-        return uuid.UUID(bytes=self.take(16))
-
-    def uvarint(self) -> int:
-        value = 0
-        for i in range(5):
-            b = self.take(1)[0]
-            value |= (b & 0x7F) << (7 * i)
-            if not b & 0x80:
-                if value > 0xFFFFFFFF:
-                    raise self.corrupt("unsigned varint overflows 32 bits")
-                return value
-        raise self.corrupt("unsigned varint longer than 5 bytes")
-
-    def _utf8(self, n: int) -> str:
-        raw = self.take(n)
-        try:
-            return raw.decode()
-        except UnicodeDecodeError:
-            raise self.corrupt("invalid UTF-8 in string") from None
-
-    def nullable_string(self) -> str | None:
-        n = self.int16()
-        if n == -1:
-            return None
-        if n < 0:
-            raise self.corrupt(f"negative string length {n}")
-        return self._utf8(n)
-
-    def string(self) -> str:
-        s = self.nullable_string()
-        if s is None:
-            raise self.corrupt("null in a non-nullable string")
-        return s
-
-    def nullable_compact_string(self) -> str | None:
-        n = self.uvarint()
-        return None if n == 0 else self._utf8(n - 1)
-
-    def compact_string(self) -> str:
-        s = self.nullable_compact_string()
-        if s is None:
-            raise self.corrupt("null in a non-nullable string")
-        return s
-
-    def bytes_(self) -> bytes:
-        n = self.int32()
-        if n < 0:
-            raise self.corrupt(f"negative or null length {n} for non-nullable bytes")
-        return self.take(n)
-
-    def compact_bytes(self) -> bytes:
-        n = self.uvarint()
-        if n == 0:
-            raise self.corrupt("null in non-nullable bytes")
-        return self.take(n - 1)
-
-    def _count(self, n: int) -> int:
-        # Every element of every array here takes at least one byte: this bounds the count
-        # before anything is allocated for it.
-        if n > self.remaining():
-            raise self.corrupt(f"array of {n} elements is longer than the record")
-        return n
-
-    def array(self, item: Callable[[], _T]) -> tuple[_T, ...]:
-        n = self.int32()
-        if n < 0:
-            raise self.corrupt(f"negative or null length {n} for a non-nullable array")
-        return tuple(item() for _ in range(self._count(n)))
-
-    def compact_array(self, item: Callable[[], _T]) -> tuple[_T, ...]:
-        n = self.uvarint()
-        if n == 0:
-            raise self.corrupt("null in a non-nullable array")
-        return tuple(item() for _ in range(self._count(n - 1)))
-
-    def skip_tagged_fields(self) -> None:
-        for _ in range(self.uvarint()):
-            self.uvarint()  # tag
-            self.take(self.uvarint())
+# -- encoding and decoding (primitives in odradek.coordinator._codec) ----------------------
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -441,7 +243,7 @@ class _Reader:
 
 def encode_key(key: RecordKey) -> bytes:
     """The key bytes of ``key``: its record type, then its struct."""
-    w = _Writer()
+    w = Writer()
     match key:
         case OffsetCommitKey(group_id, topic, partition):
             w.int16(_OFFSET_COMMIT)
@@ -477,7 +279,7 @@ def encode_key(key: RecordKey) -> bytes:
     return bytes(w.buf)
 
 
-def _decode_key(r: _Reader, record_type: int) -> RecordKey | None:
+def _decode_key(r: Reader, record_type: int) -> RecordKey | None:
     match record_type:
         case 0 | 1:
             return OffsetCommitKey(r.string(), r.string(), r.int32())
@@ -507,7 +309,7 @@ def group_id_of(key: RecordKey) -> str:
 # -- values ----------------------------------------------------------------------------------
 
 
-def _write_topic_partitions(w: _Writer, items: tuple[TopicPartitions, ...]) -> None:
+def _write_topic_partitions(w: Writer, items: tuple[TopicPartitions, ...]) -> None:
     w.compact_array_len(len(items))
     for tp in items:
         w.uuid(tp.topic_id)
@@ -517,7 +319,7 @@ def _write_topic_partitions(w: _Writer, items: tuple[TopicPartitions, ...]) -> N
         w.no_tagged_fields()
 
 
-def _read_topic_partitions(r: _Reader) -> TopicPartitions:
+def _read_topic_partitions(r: Reader) -> TopicPartitions:
     topic_id = r.uuid()
     partitions = r.compact_array(r.int32)
     r.skip_tagged_fields()
@@ -530,7 +332,7 @@ def encode_value(value: RecordValue | None) -> bytes | None:
     epoch: the leader epoch is dropped, as Kafka drops it."""
     if value is None:
         return None
-    w = _Writer()
+    w = Writer()
     match value:
         case OffsetCommitValue():
             if value.expire_timestamp != -1:
@@ -610,7 +412,7 @@ def encode_value(value: RecordValue | None) -> bytes | None:
     return bytes(w.buf)
 
 
-def _decode_offset_commit_value(r: _Reader, version: int) -> OffsetCommitValue:
+def _decode_offset_commit_value(r: Reader, version: int) -> OffsetCommitValue:
     if not 0 <= version <= 4:
         raise r.corrupt(f"unknown offset commit value version {version}")
     flexible = version >= 4
@@ -624,7 +426,7 @@ def _decode_offset_commit_value(r: _Reader, version: int) -> OffsetCommitValue:
     return OffsetCommitValue(offset, leader_epoch, metadata, commit_timestamp, expire_timestamp)
 
 
-def _decode_group_metadata_value(r: _Reader, version: int) -> GroupMetadataValue:
+def _decode_group_metadata_value(r: Reader, version: int) -> GroupMetadataValue:
     if not 0 <= version <= 4:
         raise r.corrupt(f"unknown group metadata value version {version}")
     flexible = version >= 4
@@ -668,7 +470,7 @@ def _decode_group_metadata_value(r: _Reader, version: int) -> GroupMetadataValue
     )
 
 
-def _decode_partition_metadata_value(r: _Reader) -> ConsumerGroupPartitionMetadataValue:
+def _decode_partition_metadata_value(r: Reader) -> ConsumerGroupPartitionMetadataValue:
     def racks() -> None:
         r.int32()  # partition
         r.compact_array(r.compact_string)
@@ -685,7 +487,7 @@ def _decode_partition_metadata_value(r: _Reader) -> ConsumerGroupPartitionMetada
     return ConsumerGroupPartitionMetadataValue(r.compact_array(topic))
 
 
-def _decode_member_metadata_value(r: _Reader) -> ConsumerGroupMemberMetadataValue:
+def _decode_member_metadata_value(r: Reader) -> ConsumerGroupMemberMetadataValue:
     return ConsumerGroupMemberMetadataValue(
         instance_id=r.nullable_compact_string(),
         rack_id=r.nullable_compact_string(),
@@ -698,7 +500,7 @@ def _decode_member_metadata_value(r: _Reader) -> ConsumerGroupMemberMetadataValu
     )
 
 
-def _decode_current_assignment_value(r: _Reader) -> ConsumerGroupCurrentMemberAssignmentValue:
+def _decode_current_assignment_value(r: Reader) -> ConsumerGroupCurrentMemberAssignmentValue:
     return ConsumerGroupCurrentMemberAssignmentValue(
         member_epoch=r.int32(),
         previous_member_epoch=r.int32(),
@@ -708,7 +510,7 @@ def _decode_current_assignment_value(r: _Reader) -> ConsumerGroupCurrentMemberAs
     )
 
 
-def _decode_value(r: _Reader, record_type: int) -> RecordValue:
+def _decode_value(r: Reader, record_type: int) -> RecordValue:
     version = r.int16()
     if record_type in (_LEGACY_OFFSET_COMMIT, _OFFSET_COMMIT):
         return _decode_offset_commit_value(r, version)
@@ -743,7 +545,7 @@ def decode(key: bytes, value: bytes | None) -> tuple[RecordKey, RecordValue | No
     Returns ``None`` for a record type this module does not know, which the caller skips.
     Raises :class:`CorruptRecordError`, and nothing else, on malformed bytes.
     """
-    kr = _Reader(bytes(key), "record key")
+    kr = Reader(bytes(key), "record key")
     record_type = kr.int16()
     decoded_key = _decode_key(kr, record_type)
     if decoded_key is None:
@@ -751,7 +553,7 @@ def decode(key: bytes, value: bytes | None) -> tuple[RecordKey, RecordValue | No
     kr.done()
     if value is None:
         return decoded_key, None
-    vr = _Reader(bytes(value), f"value of record type {record_type}")
+    vr = Reader(bytes(value), f"value of record type {record_type}")
     decoded_value = _decode_value(vr, record_type)
     vr.done()
     return decoded_key, decoded_value

@@ -31,13 +31,11 @@ UTF-8, an unknown value version or an unknown state id raise
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
+from odradek.coordinator._codec import Reader, Writer
 from odradek.coordinator.group.records import partition_for as _partition_for
 from odradek.coordinator.txn.state import TransactionState
-from odradek.errors import CorruptRecordError
 
 __all__ = [
     "TRANSACTION_STATE_TOPIC",
@@ -97,62 +95,17 @@ def partition_for(transactional_id: str, partitions: int) -> int:
     return _partition_for(transactional_id, partitions)
 
 
-_I8 = struct.Struct(">b")
 _I16 = struct.Struct(">h")
-_I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 
 
 # -- writing ---------------------------------------------------------------------------------
 
 
-class _Writer:
-    __slots__ = ("buf",)
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def int8(self, v: int) -> None:
-        self.buf += _I8.pack(v)
-
-    def int16(self, v: int) -> None:
-        self.buf += _I16.pack(v)
-
-    def int32(self, v: int) -> None:
-        self.buf += _I32.pack(v)
-
-    def int64(self, v: int) -> None:
-        self.buf += _I64.pack(v)
-
-    def uvarint(self, v: int) -> None:
-        if not 0 <= v <= 0xFFFFFFFF:
-            raise ValueError(f"unsigned varint out of range: {v}")
-        while v >= 0x80:
-            self.buf.append((v & 0x7F) | 0x80)
-            v >>= 7
-        self.buf.append(v)
-
-    def string(self, v: str, flexible: bool) -> None:
-        data = v.encode()
-        if flexible:
-            self.uvarint(len(data) + 1)
-        else:
-            if len(data) > 0x7FFF:
-                raise ValueError(f"string of {len(data)} bytes is too long for an int16 length")
-            self.int16(len(data))
-        self.buf += data
-
-    def array_len(self, n: int | None, flexible: bool) -> None:
-        if flexible:
-            self.uvarint(0 if n is None else n + 1)
-        else:
-            self.int32(-1 if n is None else n)
-
-
 def encode_key(key: TxnKey) -> bytes:
-    w = _Writer()
+    w = Writer()
     w.int16(KEY_VERSION)
-    w.string(key.transactional_id, flexible=False)
+    w.flex_string(key.transactional_id, flexible=False)
     return bytes(w.buf)
 
 
@@ -179,19 +132,19 @@ def encode_value(value: TxnValue | None, version: int = VALUE_VERSION) -> bytes 
         )
     if tagged and not flexible:
         raise ValueError("value version 0 cannot hold the v1 tagged fields")
-    w = _Writer()
+    w = Writer()
     w.int16(version)
     w.int64(value.producer_id)
     w.int16(value.producer_epoch)
     w.int32(value.transaction_timeout_ms)
     w.int8(value.state)
     if empty:
-        w.array_len(None, flexible)
+        w.flex_array_len(None, flexible)
     else:
-        w.array_len(len(value.partitions), flexible)
+        w.flex_array_len(len(value.partitions), flexible)
         for tp in value.partitions:
-            w.string(tp.topic, flexible)
-            w.array_len(len(tp.partitions), flexible)
+            w.flex_string(tp.topic, flexible)
+            w.flex_array_len(len(tp.partitions), flexible)
             for p in tp.partitions:
                 w.int32(p)
             if flexible:
@@ -209,89 +162,8 @@ def encode_value(value: TxnValue | None, version: int = VALUE_VERSION) -> bytes 
 
 # -- reading ---------------------------------------------------------------------------------
 
-_T = TypeVar("_T")
 
-
-class _Reader:
-    __slots__ = ("data", "pos", "what")
-
-    def __init__(self, data: bytes, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
-
-    def corrupt(self, why: str) -> CorruptRecordError:
-        return CorruptRecordError(f"{self.what}: {why} at byte {self.pos}")
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if n < 0 or end > len(self.data):
-            raise self.corrupt(f"truncated (need {n} bytes)")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def done(self) -> None:
-        if self.pos != len(self.data):
-            raise self.corrupt(f"{len(self.data) - self.pos} trailing bytes")
-
-    def int8(self) -> int:
-        return int(_I8.unpack(self.take(1))[0])
-
-    def int16(self) -> int:
-        return int(_I16.unpack(self.take(2))[0])
-
-    def int32(self) -> int:
-        return int(_I32.unpack(self.take(4))[0])
-
-    def int64(self) -> int:
-        return int(_I64.unpack(self.take(8))[0])
-
-    def uvarint(self) -> int:
-        value = 0
-        for i in range(5):
-            b = self.take(1)[0]
-            value |= (b & 0x7F) << (7 * i)
-            if not b & 0x80:
-                if value > 0xFFFFFFFF:
-                    raise self.corrupt("unsigned varint overflows 32 bits")
-                return value
-        raise self.corrupt("unsigned varint longer than 5 bytes")
-
-    def string(self, flexible: bool) -> str:
-        if flexible:
-            n = self.uvarint() - 1
-            if n < 0:
-                raise self.corrupt("null in a non-nullable string")
-        else:
-            n = self.int16()
-            if n < 0:
-                raise self.corrupt(f"null or negative length {n} for a non-nullable string")
-        try:
-            return self.take(n).decode()
-        except UnicodeDecodeError:
-            raise self.corrupt("invalid UTF-8 in string") from None
-
-    def array(self, item: Callable[[], _T], flexible: bool, nullable: bool) -> tuple[_T, ...]:
-        n = self.uvarint() - 1 if flexible else self.int32()
-        if n == -1 and nullable:
-            return ()
-        if n < 0:
-            raise self.corrupt(f"null or negative length {n} for a non-nullable array")
-        # Every element takes at least one byte: bound the count before allocating for it.
-        if n > len(self.data) - self.pos:
-            raise self.corrupt(f"array of {n} elements is longer than the record")
-        return tuple(item() for _ in range(n))
-
-    def tagged_fields(self) -> dict[int, bytes]:
-        fields: dict[int, bytes] = {}
-        for _ in range(self.uvarint()):
-            tag = self.uvarint()
-            fields[tag] = self.take(self.uvarint())
-        return fields
-
-
-def _tagged_int(r: _Reader, data: bytes | None, fmt: struct.Struct, default: int) -> int:
+def _tagged_int(r: Reader, data: bytes | None, fmt: struct.Struct, default: int) -> int:
     if data is None:
         return default
     if len(data) != fmt.size:
@@ -299,15 +171,15 @@ def _tagged_int(r: _Reader, data: bytes | None, fmt: struct.Struct, default: int
     return int(fmt.unpack(data)[0])
 
 
-def _decode_value(r: _Reader) -> TxnValue:
+def _decode_value(r: Reader) -> TxnValue:
     version = r.int16()
     if not 0 <= version <= _MAX_VALUE_VERSION:
         raise r.corrupt(f"unknown transaction log value version {version}")
     flexible = version >= 1
 
     def partitions() -> TxnPartitions:
-        topic = r.string(flexible)
-        ids = r.array(r.int32, flexible, nullable=False)
+        topic = r.flex_string(flexible)
+        ids = r.flex_array(r.int32, flexible, nullable=False)
         if flexible:
             r.tagged_fields()
         return TxnPartitions(topic, ids)
@@ -320,7 +192,7 @@ def _decode_value(r: _Reader) -> TxnValue:
         state = TransactionState(status)
     except ValueError:
         raise r.corrupt(f"unknown transaction state id {status}") from None
-    parts = r.array(partitions, flexible, nullable=True)
+    parts = r.flex_array(partitions, flexible, nullable=True)
     last_update = r.int64()
     start = r.int64()
     tags = r.tagged_fields() if flexible else {}
@@ -348,15 +220,15 @@ def decode(key: bytes, value: bytes | None) -> tuple[TxnKey, TxnValue | None] | 
     Returns ``None`` for a key version this module does not know, which the caller skips.
     Raises :class:`CorruptRecordError`, and nothing else, on malformed bytes.
     """
-    kr = _Reader(bytes(key), "transaction log key")
+    kr = Reader(bytes(key), "transaction log key")
     version = kr.int16()
     if version != KEY_VERSION:
         return None
-    txn_key = TxnKey(kr.string(flexible=False))
+    txn_key = TxnKey(kr.flex_string(flexible=False))
     kr.done()
     if value is None:
         return txn_key, None
-    vr = _Reader(bytes(value), f"transaction log value of {txn_key.transactional_id!r}")
+    vr = Reader(bytes(value), f"transaction log value of {txn_key.transactional_id!r}")
     txn_value = _decode_value(vr)
     vr.done()
     return txn_key, txn_value
