@@ -326,6 +326,18 @@ class GroupCoordinator:
         """Commit (topic, partition, offset, leader epoch, metadata) tuples. A whole-request
         problem raises; a per-partition one is reported in that partition's result."""
         self._validate_commit(group_id, member_id, generation_or_epoch, instance_id, api_version)
+        results, records = self._offset_records(group_id, offsets, expire_timestamp)
+        self.append(group_id, records)
+        return results
+
+    def _offset_records(
+        self,
+        group_id: str,
+        offsets: Sequence[tuple[str, int, int, int, str | None]],
+        expire_timestamp: int,
+    ) -> tuple[list[tuple[str, int, ErrorCode]], list[tuple[RecordKey, RecordValue | None]]]:
+        """Per-partition results and the records of a commit (metadata over
+        ``offset.metadata.max.bytes`` is refused for its partition only)."""
         now = self.now_ms()
         results: list[tuple[str, int, ErrorCode]] = []
         records: list[tuple[RecordKey, RecordValue | None]] = []
@@ -342,8 +354,7 @@ class GroupCoordinator:
                 )
             )
             results.append((topic, partition, ErrorCode.none))
-        self.append(group_id, records)
-        return results
+        return results, records
 
     def txn_commit_offsets(
         self,
@@ -371,22 +382,7 @@ class GroupCoordinator:
                 )
         elif isinstance(group, ConsumerGroup) and member_id:
             self.consumer.validate_offset_commit(group_id, member_id, generation_id)
-        now = self.now_ms()
-        results: list[tuple[str, int, ErrorCode]] = []
-        records: list[tuple[RecordKey, RecordValue | None]] = []
-        limit = self._config.offset_metadata_max_bytes
-        for topic, partition, offset, leader_epoch, metadata in offsets:
-            meta = metadata or ""
-            if len(meta.encode()) > limit:
-                results.append((topic, partition, ErrorCode.offset_metadata_too_large))
-                continue
-            records.append(
-                (
-                    OffsetCommitKey(group_id, topic, partition),
-                    OffsetCommitValue(offset, leader_epoch, meta, now, -1),
-                )
-            )
-            results.append((topic, partition, ErrorCode.none))
+        results, records = self._offset_records(group_id, offsets, -1)
         self.append(group_id, records, producer=(producer_id, producer_epoch))
         return results
 
