@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from kio.schema.offset_commit.v8 import request as offset_commit_v8
+from rawclient import RawClient
 
 from odradek.broker.runner import BrokerThread
+from odradek.errors import ErrorCode
 
 
 def test_offsets_of_a_deleted_topic_are_removed(broker: BrokerThread) -> None:
@@ -26,5 +29,47 @@ def test_offsets_of_a_deleted_topic_are_removed(broker: BrokerThread) -> None:
         after = consumer.committed([TopicPartition("doomed", 0), TopicPartition("doomed", 1)])
         # -1001 is librdkafka's OFFSET_INVALID: nothing committed.
         assert [tp.offset for tp in after] == [-1001, -1001]
+    finally:
+        consumer.close()
+
+
+def test_commit_to_a_missing_partition_is_unknown_topic_or_partition(
+    broker: BrokerThread,
+) -> None:
+    """As Kafka: partitions that do not exist are refused one by one; the others commit."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("real", 1, 1)])["real"].result(timeout=30)
+    request = offset_commit_v8.OffsetCommitRequest(
+        group_id="g2",
+        generation_id_or_member_epoch=-1,
+        member_id="",
+        group_instance_id=None,
+        topics=tuple(
+            offset_commit_v8.OffsetCommitRequestTopic(
+                name=name,
+                partitions=tuple(
+                    offset_commit_v8.OffsetCommitRequestPartition(
+                        partition_index=p, committed_offset=3, committed_leader_epoch=-1,
+                        committed_metadata="",
+                    )
+                    for p in partitions
+                ),
+            )
+            for name, partitions in (("real", (0, 5)), ("missing", (0,)))
+        ),
+    )
+    with RawClient(broker.bootstrap) as c:
+        response = c.request(request)
+    codes = {
+        (t.name, p.partition_index): p.error_code for t in response.topics for p in t.partitions
+    }
+    assert codes == {
+        ("real", 0): ErrorCode.none,
+        ("real", 5): ErrorCode.unknown_topic_or_partition,
+        ("missing", 0): ErrorCode.unknown_topic_or_partition,
+    }
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g2"})
+    try:
+        assert consumer.committed([TopicPartition("real", 0)])[0].offset == 3
     finally:
         consumer.close()

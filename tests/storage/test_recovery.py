@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -68,7 +69,9 @@ def batches_in(path: Path) -> list[tuple[int, int]]:
 @given(data=st.data())
 def test_recover_from_truncated_tail(tmp_path: Path, data: st.DataObject) -> None:
     clock = ManualClock(START_MS)
-    d = tmp_path / f"t-{data.draw(st.integers(0, 10**9))}"
+    # A fresh directory per example: a drawn name can repeat (shrinking favours 0), and a
+    # directory left by an earlier example would make the run depend on the one before.
+    d = Path(tempfile.mkdtemp(dir=tmp_path))
     plog, stored = build(d, clock)
     path = active_file(plog)
     layout = batches_in(path)
@@ -93,7 +96,9 @@ def test_recover_from_truncated_tail(tmp_path: Path, data: st.DataObject) -> Non
 @given(data=st.data())
 def test_recover_from_bit_flip(tmp_path: Path, data: st.DataObject) -> None:
     clock = ManualClock(START_MS)
-    d = tmp_path / f"t-{data.draw(st.integers(0, 10**9))}"
+    # A fresh directory per example: a drawn name can repeat (shrinking favours 0), and a
+    # directory left by an earlier example would make the run depend on the one before.
+    d = Path(tempfile.mkdtemp(dir=tmp_path))
     plog, stored = build(d, clock)
     path = active_file(plog)
     layout = batches_in(path)

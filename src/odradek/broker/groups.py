@@ -12,6 +12,7 @@ the coordinator applies a change only after that.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,7 +40,12 @@ class GroupRuntime:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self.config = GroupConfig.from_broker(broker.config)
+        config = GroupConfig.from_broker(broker.config)
+        existing = broker.topics.topic(OFFSETS_TOPIC)
+        if existing is not None:
+            # Groups hash over the partitions the topic has, whatever the setting says today.
+            config = dataclasses.replace(config, offsets_partitions=existing.partitions)
+        self.config = config
         self.topic = InternalTopic(
             broker,
             OFFSETS_TOPIC,

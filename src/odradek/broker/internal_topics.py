@@ -3,7 +3,8 @@ read back at start-up, and a task that fires the coordinator's timers.
 
 A write is one batch appended as the coordinator (``AppendOrigin.COORDINATOR``) and counts as
 done once the high watermark covers it (one replica); a failed write raises
-COORDINATOR_NOT_AVAILABLE so the coordinator changes nothing and the client retries.
+COORDINATOR_NOT_AVAILABLE so the coordinator changes nothing and the client retries, except a
+batch too large to store, which retrying cannot fix: UNKNOWN_SERVER_ERROR, as in Kafka.
 Owned by the broker's event loop.
 """
 
@@ -16,7 +17,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from odradek.coordinator.timer import Timer
-from odradek.errors import CoordinatorNotAvailableError, KafkaError
+from odradek.errors import (
+    CoordinatorNotAvailableError,
+    KafkaError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from odradek.protocol.records import (
     BatchHeader,
     Record,
@@ -80,6 +86,9 @@ class InternalTopic:
                     is_transactional=True,
                 )
             append_coordinator_batch(self._broker, self.name, partition, batch)
+        except (RecordTooLargeError, RecordListTooLargeError) as e:
+            # Retrying cannot help (Kafka answers these as UNKNOWN_SERVER_ERROR too).
+            raise KafkaError(f"{self.name}: {e}") from e
         except KafkaError as e:
             log.warning("writing to %s-%d failed: %s", self.name, partition, e)
             raise CoordinatorNotAvailableError(f"{self.name} is not writable: {e}") from e

@@ -9,6 +9,7 @@ coordinator to commit or drop the transaction's pending offsets.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -44,7 +45,12 @@ class TxnRuntime:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._config = TxnConfig.from_broker(broker.config)
+        config = TxnConfig.from_broker(broker.config)
+        existing = broker.topics.topic(TRANSACTION_STATE_TOPIC)
+        if existing is not None:
+            # Ids hash over the partitions the topic has, whatever the setting says today.
+            config = dataclasses.replace(config, state_log_partitions=existing.partitions)
+        self._config = config
         self._timer = Timer()
         self.topic = InternalTopic(
             broker,

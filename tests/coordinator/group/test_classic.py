@@ -27,6 +27,7 @@ from odradek.coordinator.group.records import (
 from odradek.coordinator.pending import Pending
 from odradek.coordinator.timer import Timer
 from odradek.errors import (
+    CoordinatorNotAvailableError,
     ErrorCode,
     FencedInstanceIdError,
     GroupMaxSizeReachedError,
@@ -374,3 +375,74 @@ def test_tombstone_removes_group(ctx: Ctx) -> None:
     ctx.advance(0)
     ctx.append("g", [(GroupMetadataKey("g"), None)])
     assert "g" not in ctx.groups
+
+
+# -- regressions found in review -------------------------------------------------------------
+
+
+def test_restarting_static_leader_stays_leader_in_a_larger_group(ctx: Ctx) -> None:
+    a = join(ctx, instance="a")
+    leader = a.value.member_id
+    sync(ctx, leader, 1, [(leader, b"A")])
+    b = join(ctx, instance="b")
+    a2 = join(ctx, leader, instance="a")
+    gen = a2.value.generation_id
+    follower = b.value.member_id
+    sync(ctx, follower, gen, instance="b")
+    sync(ctx, leader, gen, [(leader, b"A2"), (follower, b"B2")], instance="a")
+    group = ctx.groups["g"]
+    assert group.state is S.STABLE and group.leader_id == leader
+    again = join(ctx, instance="a").value  # the leader's process restarts
+    assert group.leader_id == again.member_id
+    assert again.leader == again.member_id and again.skip_assignment
+    assert {m.member_id for m in again.members} == {again.member_id, follower}
+
+
+def test_member_waiting_in_sync_group_is_not_expired(ctx: Ctx) -> None:
+    leader, follower, gen = stable_group_of_two(ctx)
+    join(ctx, leader, protocols=(("range", b"changed"),))
+    rejoined = join(ctx, follower)
+    gen2 = rejoined.value.generation_id
+    waiting = sync(ctx, follower, gen2)
+    assert not waiting.done
+    # The leader computes a slow assignment (heartbeating meanwhile); the follower cannot
+    # heartbeat behind its SyncGroup.
+    for _ in range(4):
+        ctx.advance(SESSION // 2)
+        heartbeat(ctx, leader, gen2)
+    assert follower in ctx.groups["g"].members
+    assert sync(ctx, leader, gen2, [(leader, b"L"), (follower, b"F")]).value.error == (
+        ErrorCode.none
+    )
+    assert waiting.value.assignment == b"F"
+
+
+def test_pending_member_leaving_lets_the_join_complete(ctx: Ctx) -> None:
+    leader, follower, gen = stable_group_of_two(ctx)
+    pending = join(ctx, require_known=True).value.member_id
+    rejoin = join(ctx, leader, protocols=(("range", b"x"),))
+    join(ctx, follower)
+    assert not rejoin.done  # waiting for the pending member too
+    ctx.classic.leave("g", [(pending, None)])
+    assert rejoin.done and rejoin.value.generation_id == gen + 1
+
+
+def test_static_member_replaced_while_storing_fails_still_expires() -> None:
+    ctx = Ctx(GroupConfig(initial_rebalance_delay_ms=0, min_session_timeout_ms=1000))
+    a = join(ctx, instance="i")
+    sync(ctx, a.value.member_id, 1, [])
+
+    def failing(group_id: str, records: Sequence[tuple[Any, Any]]) -> None:
+        raise CoordinatorNotAvailableError("disk gone")
+
+    ctx.append = failing  # type: ignore[method-assign]
+    with pytest.raises(CoordinatorNotAvailableError):
+        join(ctx, instance="i")
+    ctx.advance(SESSION)
+    assert not ctx.groups["g"].members  # nobody left behind for ever
+
+
+def test_unknown_instance_id_is_unknown_member(ctx: Ctx) -> None:
+    leader, _, gen = stable_group_of_two(ctx)
+    with pytest.raises(UnknownMemberIdError):
+        heartbeat(ctx, leader, gen, instance="never-joined")

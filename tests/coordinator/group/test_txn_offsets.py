@@ -101,3 +101,29 @@ def test_marker_completes_only_groups_of_its_partition() -> None:
     assert offset(c, b, stable=True) == (-1, ErrorCode.unstable_offset_commit)
     log.marker(c, b, 7, commit=True)
     assert offset(c, b) == (2, ErrorCode.none)
+
+
+def test_require_stable_applies_when_fetching_every_offset() -> None:
+    log = Log()
+    c = coordinator(log)
+    c.commit_offsets("g", member_id="", generation_or_epoch=-1, instance_id=None,
+                     offsets=[("t", 0, 3, -1, None), ("t", 1, 4, -1, None)], api_version=8)
+    txn_commit(c, "g", 7, 10)
+    every = {(o.topic, o.partition): (o.offset, o.error)
+             for o in c.fetch_offsets("g", None, require_stable=True)}
+    assert every == {("t", 0): (-1, ErrorCode.unstable_offset_commit),
+                     ("t", 1): (4, ErrorCode.none)}
+
+
+def test_expiry_keeps_offsets_pending_in_a_transaction() -> None:
+    log = Log()
+    clock = ManualClock()
+    c = GroupCoordinator(CONFIG, clock, write=log.write, topics=dict)
+    c.commit_offsets("g", member_id="", generation_or_epoch=-1, instance_id=None,
+                     offsets=[("t", 0, 3, -1, None)], api_version=8)
+    txn_commit(c, "g", 7, 10)
+    clock.advance(CONFIG.offsets_retention_ms + 1)
+    c.expire_offsets()
+    assert "g" in c.groups
+    log.marker(c, "g", 7, commit=True)
+    assert offset(c, "g") == (10, ErrorCode.none)

@@ -50,7 +50,7 @@ def _group(mod: Any, group_id: str, group: Any, operations: int) -> Any:
         group_id=group_id,
         group_state=group.state.value,
         protocol_type=group.protocol_type or "",
-        protocol_data=group.protocol_name or "",
+        protocol_data=(group.protocol_name or "") if stable else "",
         members=members,
         authorized_operations=operations,
     )

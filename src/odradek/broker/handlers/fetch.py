@@ -218,25 +218,38 @@ def handle(broker: Broker, request: Request) -> Any:
     wait_ms = body.max_wait.total_seconds() * 1000
     if first.bytes_read >= body.min_bytes or first.has_error or wait_ms <= 0 or not topics:
         return first.body
-    return _long_poll(broker, request, topics, wait_ms / 1000)
+    tps = [(p.topic, p.index) for _, parts in topics for p in parts if isinstance(p, _Partition)]
+    # Watch now, in the same step as the read: an append that lands before the coroutine
+    # first runs must still wake it.
+    watch = broker.append_watch.watch(tps)
+    return _long_poll(broker, request, topics, tps, watch, wait_ms / 1000)
 
 
 async def _long_poll(
-    broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]], timeout: float
+    broker: Broker,
+    request: Request,
+    topics: list[tuple[Any, list[Any]]],
+    tps: list[tuple[str, int]],
+    first_watch: asyncio.Future[None],
+    timeout: float,
 ) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    tps = [(p.topic, p.index) for _, parts in topics for p in parts if isinstance(p, _Partition)]
+    fut: asyncio.Future[None] | None = first_watch
     while True:
         remaining = deadline - loop.time()
         if remaining > 0:
-            fut = broker.append_watch.watch(tps)
+            if fut is None:
+                fut = broker.append_watch.watch(tps)
             try:
                 await asyncio.wait_for(fut, remaining)
             except TimeoutError:
                 pass
             finally:
                 broker.append_watch.unwatch(tps, fut)
+        elif fut is not None:
+            broker.append_watch.unwatch(tps, fut)
+        fut = None
         result = _read(broker, request, topics)
         if result.bytes_read >= request.body.min_bytes or result.has_error:
             return result.body

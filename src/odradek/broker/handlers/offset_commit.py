@@ -10,9 +10,16 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.handlers._offsets import (
+    Result,
+    in_request_order,
+    known_partitions,
+    requested_offsets,
+    topic_results,
+)
 from odradek.broker.registry import ApiHandler
 from odradek.errors import ErrorCode, KafkaError
-from odradek.protocol.build import build, response_module
+from odradek.protocol.build import response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
@@ -24,20 +31,13 @@ KEY = 8
 _ZERO = datetime.timedelta(0)
 
 
-def _response(version: int, results: list[tuple[str, int, ErrorCode]]) -> Any:
-    mod = response_module(KEY, version)
-    by_topic: dict[str, list[Any]] = {}
-    for topic, partition, code in results:
-        by_topic.setdefault(topic, []).append(
-            build(mod.OffsetCommitResponsePartition, partition_index=partition, error_code=code)
-        )
-    return build(
-        mod.OffsetCommitResponse,
-        throttle_time=_ZERO,
-        topics=tuple(
-            build(mod.OffsetCommitResponseTopic, name=name, partitions=tuple(parts))
-            for name, parts in by_topic.items()
-        ),
+def _response(version: int, results: list[Result]) -> Any:
+    return topic_results(
+        response_module(KEY, version),
+        "OffsetCommitResponse",
+        "OffsetCommitResponseTopic",
+        "OffsetCommitResponsePartition",
+        results,
     )
 
 
@@ -56,30 +56,21 @@ def handle(broker: Broker, request: Request) -> Any:
         retention_ms = int(retention / datetime.timedelta(milliseconds=1))
         if retention_ms >= 0:
             expire = broker.clock.milliseconds() + retention_ms
-    offsets = [
-        (
-            t.name,
-            p.partition_index,
-            p.committed_offset,
-            getattr(p, "committed_leader_epoch", -1),
-            p.committed_metadata,
-        )
-        for t in body.topics
-        for p in t.partitions
-    ]
+    offsets = requested_offsets(body)
+    known, unknown = known_partitions(broker, offsets)
     try:
         results = broker.group_coordinator.commit_offsets(
             body.group_id,
             member_id=body.member_id,
             generation_or_epoch=body.generation_id_or_member_epoch,
             instance_id=getattr(body, "group_instance_id", None),
-            offsets=offsets,
+            offsets=known,
             api_version=version,
             expire_timestamp=expire,
         )
     except KafkaError as e:
         return _response(version, _all(request, e.code))
-    return _response(version, results)
+    return _response(version, in_request_order(offsets, results, unknown))
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:

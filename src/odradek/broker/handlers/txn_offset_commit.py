@@ -11,9 +11,16 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.handlers._offsets import (
+    Result,
+    in_request_order,
+    known_partitions,
+    requested_offsets,
+    topic_results,
+)
 from odradek.broker.registry import ApiHandler
 from odradek.errors import ErrorCode, KafkaError
-from odradek.protocol.build import build, response_module
+from odradek.protocol.build import response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
@@ -25,21 +32,13 @@ KEY = 28
 _ZERO = datetime.timedelta(0)
 
 
-def _response(version: int, results: list[tuple[str, int, ErrorCode]]) -> Any:
-    mod = response_module(KEY, version)
-    by_topic: dict[str, list[Any]] = {}
-    for topic, partition, code in results:
-        by_topic.setdefault(topic, []).append(
-            build(mod.TxnOffsetCommitResponsePartition, partition_index=partition,
-                  error_code=code)
-        )
-    return build(
-        mod.TxnOffsetCommitResponse,
-        throttle_time=_ZERO,
-        topics=tuple(
-            build(mod.TxnOffsetCommitResponseTopic, name=name, partitions=tuple(parts))
-            for name, parts in by_topic.items()
-        ),
+def _response(version: int, results: list[Result]) -> Any:
+    return topic_results(
+        response_module(KEY, version),
+        "TxnOffsetCommitResponse",
+        "TxnOffsetCommitResponseTopic",
+        "TxnOffsetCommitResponsePartition",
+        results,
     )
 
 
@@ -52,17 +51,8 @@ def _all(request: Request, code: ErrorCode) -> list[tuple[str, int, ErrorCode]]:
 def handle(broker: Broker, request: Request) -> Any:
     body = request.body
     version = request.api_version
-    offsets = [
-        (
-            t.name,
-            p.partition_index,
-            p.committed_offset,
-            getattr(p, "committed_leader_epoch", -1),
-            p.committed_metadata,
-        )
-        for t in body.topics
-        for p in t.partitions
-    ]
+    offsets = requested_offsets(body)
+    known, unknown = known_partitions(broker, offsets)
     try:
         broker.txn_coordinator.verify_offset_commit(
             body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
@@ -74,11 +64,11 @@ def handle(broker: Broker, request: Request) -> Any:
             member_id=getattr(body, "member_id", ""),
             generation_id=getattr(body, "generation_id", -1),
             instance_id=getattr(body, "group_instance_id", None),
-            offsets=offsets,
+            offsets=known,
         )
     except KafkaError as e:
         return _response(version, _all(request, e.code))
-    return _response(version, results)
+    return _response(version, in_request_order(offsets, results, unknown))
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:

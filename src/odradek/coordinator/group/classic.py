@@ -403,20 +403,22 @@ class ClassicGroups:
             old.sync_waiter = None
         self._cancel_member_timers(group, old_id)
         protocols_changed = old.protocols != member_args["protocols"]
+        # Read before remove(), which hands leadership and the pending sync to others.
+        was_leader = group.leader_id == old_id
+        awaited_sync = old_id in group.pending_sync
         group.remove(old_id)
-        was_leader = group.leader_id is None or group.leader_id == old_id
         member = ClassicMember(new_id, instance_id, assignment=old.assignment, **member_args)
         group.add(member)
         if was_leader:
             group.leader_id = new_id
-        if old_id in group.pending_sync:
-            group.pending_sync.discard(old_id)
+        if awaited_sync:
             group.pending_sync.add(new_id)
+        # The new incarnation must expire like any member, even if what follows fails.
+        self._schedule_session(group, member)
         if group.state is S.STABLE and not protocols_changed:
             # Same subscription: no rebalance; persist the new member id and answer with the
             # current generation (the leader is told to skip the assignment, KIP-814).
             self._ctx.append(group.group_id, [(GroupMetadataKey(group.group_id), group.to_record())])
-            self._schedule_session(group, member)
             is_leader = group.leader_id == new_id
             skip = is_leader and member.supports_skip_assignment
             # A leader too old for KIP-814 is told the previous leader id, so it acts as a
@@ -447,7 +449,11 @@ class ClassicGroups:
     ) -> ClassicMember:
         if group_instance_id is not None:
             current = group.static_members.get(group_instance_id)
-            if current is not None and current != member_id:
+            if current is None:
+                raise UnknownMemberIdError(
+                    f"instance {group_instance_id} is not a member of {group.group_id}"
+                )
+            if current != member_id:
                 raise FencedInstanceIdError(
                     f"instance {group_instance_id} of group {group.group_id} is now {current}"
                 )
@@ -692,6 +698,8 @@ class ClassicGroups:
             if not group.pending_sync:
                 self._ctx.timer.cancel(("sync", group_id))
             for m in group.members.values():
+                # Every member's session starts afresh with the new assignment, as in Kafka.
+                self._schedule_session(group, m)
                 if m.sync_waiter is not None:
                     w, m.sync_waiter = m.sync_waiter, None
                     w.complete(self._sync_answer(group, m))
@@ -738,6 +746,7 @@ class ClassicGroups:
             if target is None:  # a pending member (KIP-394) that never joined
                 group.pending_members.discard(member_id)
                 self._ctx.timer.cancel(("pending", group_id, member_id))
+                self._maybe_complete_join(group)
             else:
                 self._remove_member(group, target, "left the group")
             results.append(LeaveResult(member_id, instance_id, ErrorCode.none))
@@ -792,8 +801,9 @@ class ClassicGroups:
         member = group.members.get(member_id)
         if member is None or self._groups.get(group.group_id) is not group:
             return
-        if member.join_waiter is not None and group.state is S.PREPARING_REBALANCE:
-            # Waiting in JoinGroup counts as alive (Kafka's rule); check again later.
+        if member.join_waiter is not None or member.sync_waiter is not None:
+            # Waiting in JoinGroup or SyncGroup counts as alive (Kafka's rule): its heartbeats
+            # queue behind that request on the same connection. Check again later.
             self._schedule_session(group, member)
             return
         self._remove_member(group, member, "timed out (session expired)")

@@ -962,8 +962,10 @@ class ConsumerGroups:
         existing = self._groups.get(group_id)
         if isinstance(existing, ConsumerGroup):
             return existing
-        if existing is not None:
+        if existing is not None and not _is_simple_group(existing):
             raise IllegalReplayError(f"group {group_id} is not a consumer group")
+        # A "simple" group (offsets only, no membership ever) gives way to the consumer group,
+        # as in Kafka: compaction can leave its offset commits before the group's records.
         group = self._groups[group_id] = ConsumerGroup(group_id)
         return group
 
@@ -1241,3 +1243,8 @@ def _member_tombstones(group_id: str, member_id: str) -> tuple[Record, ...]:
         (ConsumerGroupTargetAssignmentMemberKey(group_id, member_id), None),
         (ConsumerGroupMemberMetadataKey(group_id, member_id), None),
     )
+
+
+def _is_simple_group(group: Any) -> bool:
+    """An empty classic group that never had a protocol: it only holds committed offsets."""
+    return bool(group.is_empty()) and getattr(group, "protocol_type", "") is None

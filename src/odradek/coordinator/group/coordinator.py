@@ -62,6 +62,8 @@ __all__ = [
 
 log = logging.getLogger("odradek.coordinator.group")
 
+OFFSETS_TOPIC = "__consumer_offsets"
+
 Group = ClassicGroup | ConsumerGroup
 #: Appends encoded (key, value) records to one partition of ``__consumer_offsets``, as one
 #: batch; the last argument is (producer id, epoch) for a transactional batch, else None.
@@ -227,6 +229,9 @@ class GroupCoordinator:
         if not groups:
             del self.pending_txn_offsets[producer_id]
 
+    def _has_open_transactions(self, group_id: str) -> bool:
+        return any(group_id in groups for groups in self.pending_txn_offsets.values())
+
     def has_pending_offsets(self, group_id: str, topic: str, partition: int) -> bool:
         return any(
             (topic, partition) in groups.get(group_id, {})
@@ -245,10 +250,18 @@ class GroupCoordinator:
                     continue
                 if item.key is None:
                     continue
-                decoded = decode(item.key, item.value)
-                if decoded is None:
+                try:
+                    decoded = decode(item.key, item.value)
+                    if decoded is None:
+                        continue
+                    self.replay(*decoded, item.producer_id)
+                except Exception:
+                    # One bad record must not keep the broker from starting; say what it was.
+                    log.exception(
+                        "skipping a record of %s-%d that cannot be replayed",
+                        OFFSETS_TOPIC, partition,
+                    )
                     continue
-                self.replay(*decoded, item.producer_id)
                 applied += 1
         finally:
             self.classic.loading = False
@@ -405,6 +418,13 @@ class GroupCoordinator:
         out: list[CommittedOffset] = []
         if topics is None:
             for (topic, partition), value in sorted(committed.items()):
+                if require_stable and self.has_pending_offsets(group_id, topic, partition):
+                    out.append(
+                        CommittedOffset(
+                            topic, partition, -1, error=ErrorCode.unstable_offset_commit
+                        )
+                    )
+                    continue
                 out.append(
                     CommittedOffset(
                         topic, partition, value.offset, value.leader_epoch, value.metadata
@@ -460,6 +480,10 @@ class GroupCoordinator:
     def on_topic_deleted(self, topic: str) -> None:
         """Forget every group's committed offsets of a deleted topic (as Kafka does, so a topic
         created again under the same name starts without stale positions)."""
+        for groups in self.pending_txn_offsets.values():
+            for pending in groups.values():
+                for tp in [tp for tp in pending if tp[0] == topic]:
+                    del pending[tp]
         for group_id, committed in list(self.offsets.items()):
             records: list[tuple[RecordKey, RecordValue | None]] = [
                 (OffsetCommitKey(group_id, t, p), None) for t, p in committed if t == topic
@@ -568,13 +592,13 @@ class GroupCoordinator:
                 )
             elif isinstance(group, ConsumerGroup):
                 subscribed, base_state = set(group.subscribed_topic_names()), None
-            elif group.protocol_type == "consumer":
+            elif group.protocol_type == "consumer" and group.state is ClassicGroupState.STABLE:
                 subscribed, base_state = _classic_subscribed_topics(group), None
             else:
-                continue  # a non-consumer protocol: its subscriptions are unknown
+                continue  # subscriptions unknown (another protocol, or mid-rebalance)
             records: list[tuple[RecordKey, RecordValue | None]] = []
             for (topic, partition), v in committed.items():
-                if topic in subscribed:
+                if topic in subscribed or self.has_pending_offsets(group_id, topic, partition):
                     continue
                 if v.expire_timestamp >= 0:
                     due = now >= v.expire_timestamp
@@ -587,6 +611,7 @@ class GroupCoordinator:
                 isinstance(group, ClassicGroup)
                 and group.state is ClassicGroupState.EMPTY
                 and len(records) == len(committed)
+                and not self._has_open_transactions(group_id)
                 and now - max(group.current_state_timestamp, 0) >= retention
             ):
                 records.append((GroupMetadataKey(group_id), None))
