@@ -90,7 +90,7 @@ class GroupRuntime:
                 continue
             producer_id = header.producer_id if header.is_transactional else None
             for record in records:
-                yield StoredRecord(record.key, record.value, producer_id)
+                yield StoredRecord(record.key, record.value, producer_id, record.offset)
 
     def _topic_infos(self) -> Mapping[str, TopicInfo]:
         topics = self._broker.topics.topics()

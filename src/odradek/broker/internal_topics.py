@@ -72,8 +72,9 @@ class InternalTopic:
         partition: int,
         records: Sequence[tuple[bytes, bytes | None]],
         producer: tuple[int, int] | None = None,
-    ) -> None:
-        """Append ``records`` as one batch (transactional when ``producer`` = (id, epoch))."""
+    ) -> int:
+        """Append ``records`` as one batch (transactional when ``producer`` = (id, epoch));
+        returns the offset of its first record."""
         try:
             self.ensure()
             now = self._broker.clock.milliseconds()
@@ -85,7 +86,7 @@ class InternalTopic:
                     simple, producer_id=producer[0], producer_epoch=producer[1],
                     is_transactional=True,
                 )
-            append_coordinator_batch(self._broker, self.name, partition, batch)
+            return append_coordinator_batch(self._broker, self.name, partition, batch)
         except (RecordTooLargeError, RecordListTooLargeError) as e:
             # Retrying cannot help (Kafka answers these as UNKNOWN_SERVER_ERROR too).
             raise KafkaError(f"{self.name}: {e}") from e
@@ -111,13 +112,15 @@ class InternalTopic:
                 yield header, decode_records(batch)
 
 
-def append_coordinator_batch(broker: Broker, topic: str, partition: int, batch: bytes) -> None:
+def append_coordinator_batch(broker: Broker, topic: str, partition: int, batch: bytes) -> int:
     """Append a batch written by a coordinator (internal records or a transaction marker) and
-    advance the high watermark over it; wakes fetchers waiting on the partition."""
+    advance the high watermark over it; wakes fetchers waiting on the partition. Returns the
+    offset of the batch's first record."""
     plog = broker.topics.log(topic, partition)
-    plog.append_as_leader(batch, leader_epoch=0, origin=AppendOrigin.COORDINATOR)
+    info = plog.append_as_leader(batch, leader_epoch=0, origin=AppendOrigin.COORDINATOR)
     plog.update_high_watermark(plog.log_end_offset)
     broker.append_watch.notify((topic, partition))
+    return info.first_offset
 
 
 class TimerTask:

@@ -22,9 +22,12 @@ class Log:
         partition: int,
         records: Sequence[tuple[bytes, bytes | None]],
         producer: tuple[int, int] | None,
-    ) -> None:
+    ) -> int:
         pid = producer[0] if producer is not None else None
-        self.items.setdefault(partition, []).extend(StoredRecord(k, v, pid) for k, v in records)
+        items = self.items.setdefault(partition, [])
+        base = len(items)  # one log offset per item (markers take one too)
+        items.extend(StoredRecord(k, v, pid, base + i) for i, (k, v) in enumerate(records))
+        return base
 
     def marker(self, coordinator: GroupCoordinator, group: str, pid: int, commit: bool) -> None:
         partition = coordinator.partition_for(group)
@@ -127,3 +130,24 @@ def test_expiry_keeps_offsets_pending_in_a_transaction() -> None:
     assert "g" in c.groups
     log.marker(c, "g", 7, commit=True)
     assert offset(c, "g") == (10, ErrorCode.none)
+
+
+def test_plain_commit_after_the_transactional_one_wins_live_and_after_reload() -> None:
+    """Kafka applies a transactional offset at its marker only if no later plain commit of
+    the partition exists, so the result does not depend on compaction or restarts."""
+    log = Log()
+    c = coordinator(log)
+
+    def plain(value: int) -> None:
+        c.commit_offsets("g", member_id="", generation_or_epoch=-1, instance_id=None,
+                         offsets=[("t", 0, value, -1, None)], api_version=8)
+
+    plain(10)
+    txn_commit(c, "g", 7, 20)
+    plain(30)
+    log.marker(c, "g", 7, commit=True)
+    assert offset(c, "g") == (30, ErrorCode.none)
+    assert offset(log.reload(), "g") == (30, ErrorCode.none)
+    txn_commit(c, "g", 7, 40)  # a later transaction's offset is newer: it applies
+    log.marker(c, "g", 7, commit=True)
+    assert offset(c, "g") == (40, ErrorCode.none)

@@ -67,7 +67,10 @@ OFFSETS_TOPIC = "__consumer_offsets"
 Group = ClassicGroup | ConsumerGroup
 #: Appends encoded (key, value) records to one partition of ``__consumer_offsets``, as one
 #: batch; the last argument is (producer id, epoch) for a transactional batch, else None.
-Writer = Callable[[int, Sequence[tuple[bytes, bytes | None]], "tuple[int, int] | None"], None]
+#: Returns the batch's base offset (None if the writer does not know it).
+Writer = Callable[
+    [int, Sequence[tuple[bytes, bytes | None]], "tuple[int, int] | None"], "int | None"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class StoredRecord:
     key: bytes | None
     value: bytes | None
     producer_id: int | None = None
+    offset: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,10 @@ class GroupCoordinator:
         #: Offsets committed inside open transactions: producer id -> group -> partition.
         self.pending_txn_offsets: dict[int, dict[str, dict[tuple[str, int], OffsetCommitValue]]]
         self.pending_txn_offsets = {}
+        # Log offsets of the records behind the committed and the pending values.
+        self._positions: dict[str, dict[tuple[str, int], int]] = {}
+        self._pending_positions: dict[tuple[int, str, str, int], int] = {}
+        self._next_position = 0
         self.classic = ClassicGroups(self, self.groups, take_over_consumer_group=self._take_over)
         self.consumer = ConsumerGroups(self, self.groups)
         self._schedule_offset_expiry()
@@ -169,43 +177,57 @@ class GroupCoordinator:
         if not records:
             return
         encoded = [(encode_key(k), encode_value(v)) for k, v in records]
-        self._write(self.partition_for(group_id), encoded, producer)
+        base = self._write(self.partition_for(group_id), encoded, producer)
+        if base is None:  # a writer that does not report log offsets (tests): count locally
+            base = self._next_position
+        self._next_position = base + len(records)
         producer_id = producer[0] if producer is not None else None
-        for key, value in records:
-            self.replay(key, value, producer_id)
+        for i, (key, value) in enumerate(records):
+            self.replay(key, value, producer_id, base + i)
 
     # -- replay and loading -----------------------------------------------------------------
 
     def replay(
-        self, key: RecordKey, value: RecordValue | None, producer_id: int | None = None
+        self,
+        key: RecordKey,
+        value: RecordValue | None,
+        producer_id: int | None = None,
+        position: int = -1,
     ) -> None:
+        """Apply one record; ``producer_id`` when it is in a transactional batch, ``position``
+        its offset in ``__consumer_offsets`` (orders transactional and plain commits)."""
         if isinstance(key, OffsetCommitKey):
             if producer_id is not None:
-                self._replay_pending_offset(producer_id, key, value)
+                self._replay_pending_offset(producer_id, key, value, position)
             else:
-                self._replay_offset(key, value)
+                self._replay_offset(key, value, position)
         elif isinstance(key, GroupMetadataKey):
             self.classic.replay(key, value)  # type: ignore[arg-type]
         else:
             self.consumer.replay(key, value)
 
-    def _replay_offset(self, key: OffsetCommitKey, value: RecordValue | None) -> None:
+    def _replay_offset(
+        self, key: OffsetCommitKey, value: RecordValue | None, position: int
+    ) -> None:
         tp = (key.topic, key.partition)
         if value is None:
             offsets = self.offsets.get(key.group_id)
             if offsets is not None:
                 offsets.pop(tp, None)
+                self._positions.get(key.group_id, {}).pop(tp, None)
                 if not offsets:
                     del self.offsets[key.group_id]
+                    self._positions.pop(key.group_id, None)
             return
         assert isinstance(value, OffsetCommitValue)
         if key.group_id not in self.groups:
             # Offsets committed without a membership (a "simple" group, or an admin client).
             self.classic.get_or_create(key.group_id)
         self.offsets.setdefault(key.group_id, {})[tp] = value
+        self._positions.setdefault(key.group_id, {})[tp] = position
 
     def _replay_pending_offset(
-        self, producer_id: int, key: OffsetCommitKey, value: RecordValue | None
+        self, producer_id: int, key: OffsetCommitKey, value: RecordValue | None, position: int
     ) -> None:
         groups = self.pending_txn_offsets.setdefault(producer_id, {})
         if value is None:
@@ -213,6 +235,7 @@ class GroupCoordinator:
             return
         assert isinstance(value, OffsetCommitValue)
         groups.setdefault(key.group_id, {})[(key.topic, key.partition)] = value
+        self._pending_positions[(producer_id, key.group_id, key.topic, key.partition)] = position
 
     def complete_transaction(self, producer_id: int, commit: bool, partition: int) -> None:
         """A COMMIT or ABORT marker of ``producer_id`` is in ``partition`` of
@@ -223,9 +246,13 @@ class GroupCoordinator:
             return
         for group_id in [g for g in groups if self.partition_for(g) == partition]:
             pending = groups.pop(group_id)
-            if commit:
-                for (topic, p), value in pending.items():
-                    self._replay_offset(OffsetCommitKey(group_id, topic, p), value)
+            positions = self._positions.get(group_id, {})
+            for (topic, p), value in pending.items():
+                position = self._pending_positions.pop((producer_id, group_id, topic, p), -1)
+                # As Kafka: a plain commit written after the transactional one wins, so the
+                # outcome is the same live and after compaction.
+                if commit and position >= positions.get((topic, p), -1):
+                    self._replay_offset(OffsetCommitKey(group_id, topic, p), value, position)
         if not groups:
             del self.pending_txn_offsets[producer_id]
 
@@ -254,7 +281,7 @@ class GroupCoordinator:
                     decoded = decode(item.key, item.value)
                     if decoded is None:
                         continue
-                    self.replay(*decoded, item.producer_id)
+                    self.replay(*decoded, item.producer_id, item.offset)
                 except Exception:
                     # One bad record must not keep the broker from starting; say what it was.
                     log.exception(
