@@ -150,7 +150,10 @@ def main() -> None:
     ap.add_argument("--records-100", type=int, default=1_000_000)
     ap.add_argument("--latency-seconds", type=float, default=10)
     ap.add_argument("--group-members", type=int, default=50)
-    ap.add_argument("--only", choices=("all", "log", "groups", "transactions"), default="all")
+    ap.add_argument("--compaction-bytes", default="1g", help="log size to clean (k/m/g)")
+    ap.add_argument("--compaction-keys", type=int, default=1_000_000)
+    ap.add_argument("--only", choices=("all", "log", "groups", "transactions", "compaction"),
+                    default="all")
     args = ap.parse_args()
     if args.only in ("all", "log"):
         bench_log(args)
@@ -158,6 +161,20 @@ def main() -> None:
         bench_transactions(args)
     if args.only in ("all", "groups"):
         bench_groups(args)
+    if args.only in ("all", "compaction"):
+        bench_compaction(args)
+
+
+def bench_compaction(args: argparse.Namespace) -> None:
+    from compaction import _size, bench_clean, produce_while_cleaning
+
+    result = bench_clean(_size(args.compaction_bytes), args.compaction_keys)
+    print(f"cleaning {result.log_bytes / 2**20:.0f} MiB, {result.distinct_keys:,} keys     "
+          f"{result.clean_mb_per_s:8.1f} MB/s of log ({result.read_mb_per_s:.1f} MB/s read, "
+          f"{result.passes} pass(es), {result.clean_seconds:.1f} s)")
+    print(f"cleaner peak memory                {result.peak_memory_bytes / 2**20:8.0f} MiB "
+          f"    (log.cleaner.dedupe.buffer.size 128 MiB)")
+    print(produce_while_cleaning())
 
 
 def bench_transactions(args: argparse.Namespace) -> None:

@@ -6,8 +6,8 @@ KIP-354 max lag, KIP-534 tombstone horizons).
 **What is cleaned.** A compacted log is split by its *first dirty offset* (the cleaner
 checkpoint): below it the log has been cleaned, from it on records are *dirty*. The dirty
 section ends at the *first uncleanable offset*: the base offset of the segment holding the
-smallest of the high watermark (the last stable offset once transactions exist), the active
-segment's base offset, and the base of the first dirty segment with a record newer than
+smallest of the last stable offset (so no open or undecided transaction is ever cleaned), the
+active segment's base offset, and the base of the first dirty segment with a record newer than
 ``min.compaction.lag.ms``. A pass (1) maps each key of the dirty section to its last offset in an
 :class:`OffsetMap` of fixed memory; when the map fills, the pass maps only up to there (the
 *end offset*) and the next pass carries on; (2) rewrites every segment from the start of the log
@@ -36,13 +36,24 @@ drops the batch's tombstones. Beyond Kafka, the cleaner remembers the earliest h
 per log and cleans that log once it is due even when it is not dirty enough, so tombstones do
 not outlive ``delete.retention.ms`` by more than one pass.
 
-**Transactions (not built yet; issue 4).** :class:`TransactionFilter` is the hook: it says which
-batches belong to aborted transactions (their records are dropped and never mapped) and whether a
-control batch (marker) may go. :class:`NoTransactions`, the only filter today, aborts nothing
-and keeps every control batch. Still to do for issue 4: an aborted-transaction index per segment
-and a filter built from it (Kafka's CleanedTransactionMetadata), dropping markers once their
-transaction has no data left and their delete horizon passed, and the last stable offset as an
-upper bound of the dirty section.
+**Transactions (KIP-98's compaction rules, Kafka's CleanedTransactionMetadata).** Planning
+snapshots the aborted-transaction index entries of every transaction with data in the section a
+pass may rewrite (:meth:`PartitionLog.collect_aborted_transactions`) and of each planned
+segment; :class:`CleanedTransactions` replays them against the batches in offset order. Below the
+end offset, batches of aborted transactions lose their records (they are never mapped either,
+so an aborted update never hides the committed one before it); an aborted batch that is its
+producer's last stays as an empty batch, like any other. A COMMIT or ABORT marker below the end
+offset stays as long as a batch of its transaction is written to the cleaned log; once none is,
+the marker is treated like a tombstone: the first such pass stamps a delete horizon (now +
+``delete.retention.ms``) into it and a pass at or past the horizon removes it, so a read_committed
+consumer that fetched the transaction's data before it was cleaned still finds its marker. Other
+control batches stay. A cleaned segment's ``.txnindex`` keeps the entries whose ABORT marker it
+keeps (an aborted transaction without data needs no entry once its marker is gone; one with a
+marker keeps its entry, so fetches report exactly what they did). When the old segment of the
+same base offset had a ``.txnindex``, the cleaned segment gets one even if empty, so a swap rolled
+forward after a crash cannot leave the old entries behind. Markers are never the last batch of a
+producer here (producer state records data batches only), so a retained transactional batch
+always keeps the marker after it, and replaying the cleaned log never reopens a transaction.
 
 **Threads.** :class:`LogCleaner` belongs to the thread that owns the logs (the broker's event
 loop): :meth:`LogCleaner.grab_filthiest` plans a pass and opens read handles on the segments it
@@ -64,14 +75,18 @@ between the swap and the checkpoint write only means the next pass re-cleans som
 
 **Memory.** The offset map is allocated once per cleaner thread at ``log.cleaner.dedupe.buffer.size
 / log.cleaner.threads`` bytes and reused; the rest is a few I/O buffers of
-``log.cleaner.io.buffer.size`` plus one batch at a time.
+``log.cleaner.io.buffer.size`` plus one batch at a time, and the aborted-transaction entries
+of the log being cleaned.
+
+**Speed.** Every record is decoded twice per pass (map, then clean) in pure Python, so the two
+record loops (:func:`_map_records`, :func:`_select_records`) decode only the fields they need and
+inline the offset map's probing; a batch whose records all survive is copied unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import hashlib
 import logging
 import math
 import os
@@ -79,23 +94,27 @@ import struct
 import threading
 from array import array
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from odradek.errors import CorruptRecordError, KafkaStorageError
 from odradek.protocol.records import (
     ATTR_COMPRESSION_MASK,
     ATTR_DELETE_HORIZON,
     BATCH_HEADER_SIZE,
+    CONTROL_ABORT,
+    CONTROL_COMMIT,
     LOG_OVERHEAD,
     MAGIC,
     TIMESTAMP_LOG_APPEND_TIME,
     BatchHeader,
     batch_crc_ok,
     compress,
+    control_type,
     crc32c,
+    decode_records,
     decompress,
     read_batch_header,
 )
@@ -107,18 +126,16 @@ from odradek.storage.segment import CLEANED_SUFFIX, LogSegment
 from odradek.storage.txn_index import AbortedTxn
 
 __all__ = [
+    "CleanedTransactions",
     "CleanerConfig",
     "CleanerStats",
     "CleanResult",
     "CleanTask",
     "LogCleaner",
     "LogToClean",
-    "NoTransactions",
     "OffsetMap",
     "TaskState",
     "Throttler",
-    "TransactionFilter",
-    "TransactionFilterFactory",
     "read_cleaner_checkpoint",
     "write_cleaner_checkpoint",
 ]
@@ -127,7 +144,6 @@ log = logging.getLogger("odradek.storage.cleaner")
 
 _INT32_MAX = 2**31 - 1
 _HEADER = struct.Struct(">qiibIhiqqqhii")
-_TWO_Q = struct.Struct(">QQ")
 _CRC = struct.Struct(">I")
 _CRC_START = 21
 
@@ -184,11 +200,17 @@ def _largest_prime_at_most(n: int) -> int:
 class OffsetMap:
     """Key -> last offset in fixed memory (Kafka's SkimpyOffsetMap).
 
-    Stores, per slot, a 16-byte BLAKE2b digest of the key and the offset (24 bytes, as Kafka
-    counts them) in two flat arrays allocated once: ``memory // 24`` slots (rounded down to a
-    prime so double hashing visits every slot). At most ``load_factor`` of the slots are used;
-    :meth:`put` refuses a new key beyond that. Digest collisions (probability ~2**-128 per
-    pair) would make the cleaner drop a record of the colliding key, as in Kafka.
+    Open addressing over three flat arrays allocated once: per slot a 128-bit digest of the key
+    (two 64-bit words) and the offset, 24 bytes as Kafka counts them; ``memory // 24`` slots,
+    rounded down to a prime so double hashing visits every slot. At most ``load_factor`` of the
+    slots are used; :meth:`put` refuses a new key beyond that.
+
+    The digest is two SipHash values -- Python's ``hash`` of the key and of the key plus one
+    byte -- rather than a cryptographic hash: this interpreter's SipHash is keyed per process
+    (``PYTHONHASHSEED``), so digests are stable for the lifetime of one pass, which is all a map
+    lives, and cost a fifth of BLAKE2b, which dominated the cleaner's time. Two distinct keys
+    with the same 128-bit digest (probability ~2**-128 per pair) would make the cleaner drop a
+    record of one of them, as in Kafka.
 
     Owned by one cleaning task at a time (any thread); not thread-safe.
     """
@@ -202,11 +224,10 @@ class OffsetMap:
             raise ValueError(f"an offset map needs at least {2 * self.ENTRY_SIZE} bytes")
         self.slots = slots
         self.max_entries = max(1, int(slots * load_factor))
-        self._hashes = bytearray(self.HASH_SIZE * slots)
+        self._h1 = array("q", [0]) * slots
+        self._h2 = array("q", [0]) * slots
         self._offsets = array("q", [0]) * slots  # offset + 1; 0 marks a free slot
         self._size = 0
-        self.lookups = 0
-        self.probes = 0
 
     @property
     def size(self) -> int:
@@ -226,43 +247,50 @@ class OffsetMap:
             view[start:end] = chunk[: end - start]
         view.release()
         self._size = 0
-        self.lookups = 0
-        self.probes = 0
 
-    def _slot(self, digest: bytes) -> int:
-        """The slot holding ``digest``, or the free slot where it would go."""
-        a, b = _TWO_Q.unpack(digest)
+    def _probe(self, i: int, d1: int, d2: int) -> tuple[int, int]:
+        """From occupied slot ``i`` (not holding the digest), the slot holding ``(d1, d2)`` or
+        the free slot where it would go, with its stored value."""
         slots = self.slots
-        i = a % slots
-        step = 1 + b % (slots - 1)
-        hashes = self._hashes
-        offsets = self._offsets
-        size = self.HASH_SIZE
-        self.lookups += 1
-        while offsets[i] != 0 and hashes[i * size : i * size + size] != digest:
-            self.probes += 1
+        step = 1 + d2 % (slots - 1)
+        offsets, h1, h2 = self._offsets, self._h1, self._h2
+        while True:
             i += step
             if i >= slots:
                 i -= slots
-        return i
+            o = offsets[i]
+            if o == 0 or (h1[i] == d1 and h2[i] == d2):
+                return i, o
 
     def put(self, key: bytes, offset: int) -> bool:
         """Map ``key`` to ``offset``; False (and no change) when the key is new and the map is
         full."""
-        digest = hashlib.blake2b(key, digest_size=self.HASH_SIZE).digest()
-        i = self._slot(digest)
-        if self._offsets[i] == 0:
+        d1 = hash(key)
+        d2 = hash(key + b"\x01")
+        i = d1 % self.slots
+        o = self._offsets[i]
+        if o != 0 and (self._h1[i] != d1 or self._h2[i] != d2):
+            i, o = self._probe(i, d1, d2)
+        if o == 0:
             if self._size >= self.max_entries:
                 return False
-            self._hashes[i * self.HASH_SIZE : (i + 1) * self.HASH_SIZE] = digest
+            self._h1[i] = d1
+            self._h2[i] = d2
             self._size += 1
         self._offsets[i] = offset + 1
         return True
 
     def get(self, key: bytes) -> int:
         """The offset mapped to ``key``; -1 when absent."""
-        digest = hashlib.blake2b(key, digest_size=self.HASH_SIZE).digest()
-        return self._offsets[self._slot(digest)] - 1
+        d1 = hash(key)
+        i = d1 % self.slots
+        o = self._offsets[i]
+        if o == 0:
+            return -1
+        d2 = hash(key + b"\x01")
+        if self._h1[i] != d1 or self._h2[i] != d2:
+            i, o = self._probe(i, d1, d2)
+        return o - 1
 
 
 # == throttling ===================================================================================
@@ -305,39 +333,58 @@ class Throttler:
         return wait
 
 
-# == transactions hook ============================================================================
+# == transactions =================================================================================
 
 
-class TransactionFilter(Protocol):
-    """Transaction-aware decisions of one cleaning pass (issue 4 will implement them). Batches
-    are presented in offset order, once per pass (map building and cleaning use separate
-    instances). Called on the cleaning thread."""
+class CleanedTransactions:
+    """What one pass knows of transactions (Kafka's CleanedTransactionMetadata), fed the batches
+    of the log in offset order, once per pass (map building and cleaning use separate
+    instances). Built on the owner thread from a snapshot of the aborted-transaction index;
+    used on the cleaning thread only.
 
-    def is_aborted(self, header: BatchHeader) -> bool:
-        """Whether the (non-control) batch belongs to an aborted transaction."""
-        ...
+    * A data batch is *aborted* when an index entry of its producer spans it (first offset <=
+      batch <= ABORT marker); its records are dropped and never enter the offset map.
+    * A transactional batch that goes into the cleaned log (with records, or emptied because it
+      is its producer's last) gives its transaction *data*; :meth:`on_marker` tells whether the
+      transaction its COMMIT/ABORT marker ends still has any, which decides whether the marker
+      must stay. Data always precedes its marker and every pass rewrites the log from its
+      start, so by the time the marker is read every batch of its transaction has been judged.
+    """
 
-    def retain_control_batch(self, header: BatchHeader, now_ms: int) -> bool:
-        """Whether a control batch (commit/abort marker) must stay."""
-        ...
+    def __init__(self, aborted: Iterable[AbortedTxn]) -> None:
+        by_producer: dict[int, list[AbortedTxn]] = {}
+        for entry in aborted:
+            by_producer.setdefault(entry.producer_id, []).append(entry)
+        # A producer's transactions never overlap, so ordering by first offset also orders the
+        # markers; entries behind the read position are popped as the pass moves on.
+        self._aborted = {
+            pid: deque(sorted(entries, key=lambda e: e.first_offset))
+            for pid, entries in by_producer.items()
+        }
+        self._with_data: set[int] = set()
 
+    def is_aborted(self, h: BatchHeader) -> bool:
+        """Whether data batch ``h`` belongs to an aborted transaction."""
+        pending = self._aborted.get(h.producer_id)
+        if not pending or not h.is_transactional:
+            return False
+        base = h.base_offset
+        while pending and pending[0].last_offset < base:
+            pending.popleft()
+        return bool(pending) and pending[0].first_offset <= base
 
-class NoTransactions:
-    """The filter while transactions do not exist: nothing is aborted, every marker stays."""
+    def on_batch_kept(self, h: BatchHeader) -> None:
+        """Data batch ``h`` goes into the cleaned log."""
+        if h.is_transactional:
+            self._with_data.add(h.producer_id)
 
-    def is_aborted(self, header: BatchHeader) -> bool:
+    def on_marker(self, producer_id: int) -> bool:
+        """A COMMIT/ABORT marker of ``producer_id`` was read: whether the transaction it ends
+        has a batch in the cleaned log (the producer's next transaction starts afresh)."""
+        if producer_id in self._with_data:
+            self._with_data.discard(producer_id)
+            return True
         return False
-
-    def retain_control_batch(self, header: BatchHeader, now_ms: int) -> bool:
-        return True
-
-
-#: Builds a pass's filter on the owner thread, at planning time, from the log.
-TransactionFilterFactory = Callable[[PartitionLog], TransactionFilter]
-
-
-def _no_transactions(_log: PartitionLog) -> TransactionFilter:
-    return NoTransactions()
 
 
 # == checkpoint ===================================================================================
@@ -445,25 +492,24 @@ class _Cancelled(Exception):
     pass
 
 
-_RecordInfo = tuple[int, int, int, int, int, int, bytes | None, bool]
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    result = b & 0x7F
-    shift = 7
-    pos += 1
+def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    """An unsigned (still zigzag-encoded) varint at ``pos``: (value, position after it)."""
+    result = 0
+    shift = 0
     while True:
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
+            return result, pos
         shift += 7
         if shift > 63:
             raise CorruptRecordError("varint longer than 10 bytes")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    v, pos = _uvarint(buf, pos)
+    return (v >> 1) ^ -(v & 1), pos
 
 
 def _encode_varint(value: int) -> bytes:
@@ -476,60 +522,158 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _parse_records(body: bytes, count: int) -> list[_RecordInfo]:
-    """Per record: (record start incl. length, attributes position, end of timestamp delta, end,
-    timestamp delta, offset delta, key, has value). Raises CorruptRecordError."""
-    out: list[_RecordInfo] = []
-    append = out.append
-    varint = _varint
+# The two loops below are the cleaner's hot path: every record of the log goes through each
+# once per pass. They decode only the fields they need, with one- and two-byte varints (record
+# lengths under 8 KiB, small deltas and key lengths) inline, and allocate nothing per record
+# but the key. A record (KIP-98) is: length varint, attributes int8, timestamp delta varint,
+# offset delta varint, key length varint + key, value length varint + value, headers. A null
+# value has length -1, which is the single byte 0x01.
+
+
+def _map_records(body: bytes, count: int, base: int, start: int, omap: OffsetMap) -> int:
+    """Map the key of every keyed record at or after ``start`` of an uncompressed records
+    section to its offset; returns the offset of the first record that did not fit in the map,
+    or -1. Raises CorruptRecordError."""
+    # OffsetMap.put, inlined.
+    slots, max_entries, size = omap.slots, omap.max_entries, omap._size
+    offsets, h1, h2, probe = omap._offsets, omap._h1, omap._h2, omap._probe
     pos = 0
     n = len(body)
     try:
-        # One-byte varints (the common case for every field but long keys/values) are decoded
-        # inline: this loop is the cleaner's hot path.
         for _ in range(count):
             b = body[pos]
             if b < 0x80:
-                length, p = (b >> 1) ^ -(b & 1), pos + 1
+                v, p = b, pos + 1
+            elif body[pos + 1] < 0x80:
+                v, p = (b & 0x7F) | (body[pos + 1] << 7), pos + 2
             else:
-                length, p = varint(body, pos)
-            end = p + length
-            if length < 1 or end > n:
+                v, p = _uvarint(body, pos)
+            end = p + ((v >> 1) ^ -(v & 1))
+            if end <= p or end > n:
                 raise CorruptRecordError("record length runs past the end of its batch")
-            attr_pos = p
+            p += 1  # attributes
+            while body[p] >= 0x80:  # timestamp delta: not needed here
+                p += 1
             b = body[p + 1]
             if b < 0x80:
-                ts_delta, ts_end = (b >> 1) ^ -(b & 1), p + 2
+                delta, p = (b >> 1) ^ -(b & 1), p + 2
             else:
-                ts_delta, ts_end = varint(body, p + 1)
-            b = body[ts_end]
-            if b < 0x80:
-                offset_delta, p = (b >> 1) ^ -(b & 1), ts_end + 1
-            else:
-                offset_delta, p = varint(body, ts_end)
+                delta, p = _varint(body, p + 1)
             b = body[p]
             if b < 0x80:
                 key_len, p = (b >> 1) ^ -(b & 1), p + 1
             else:
-                key_len, p = varint(body, p)
-            key: bytes | None = None
+                key_len, p = _varint(body, p)
             if key_len >= 0:
-                key = body[p : p + key_len]
-                p += key_len
-            b = body[p]
+                if p + key_len > end:
+                    raise CorruptRecordError("record key runs past the record")
+                offset = base + delta
+                if offset >= start:
+                    key = body[p : p + key_len]
+                    d1 = hash(key)
+                    d2 = hash(key + b"\x01")
+                    i = d1 % slots
+                    o = offsets[i]
+                    if o != 0 and (h1[i] != d1 or h2[i] != d2):
+                        i, o = probe(i, d1, d2)
+                    if o == 0:
+                        if size >= max_entries:
+                            return offset
+                        h1[i] = d1
+                        h2[i] = d2
+                        size += 1
+                    offsets[i] = offset + 1
+            pos = end
+    except IndexError as e:
+        raise CorruptRecordError("truncated record") from e
+    finally:
+        omap._size = size
+    if pos != n:
+        raise CorruptRecordError("trailing bytes after the last record")
+    return -1
+
+
+def _select_records(
+    body: bytes, count: int, base: int, end_offset: int, omap: OffsetMap, now: int,
+    horizon: int | None,
+) -> tuple[list[int], bool]:
+    """The records of an uncompressed records section that survive cleaning, as a flat list
+    ``[start, end, start, end, ...]`` of byte ranges, and whether a kept one (below
+    ``end_offset``) is a tombstone. Below ``end_offset`` a record survives when it has a key,
+    is the key's latest (``omap``) and is not a tombstone past ``horizon``; at and after it
+    every record survives. Raises CorruptRecordError."""
+    # OffsetMap.get, inlined.
+    slots, offsets, h1, h2, probe = omap.slots, omap._offsets, omap._h1, omap._h2, omap._probe
+    spans: list[int] = []
+    keep = spans.append
+    tombstones = False
+    expired = horizon is not None and now >= horizon
+    pos = 0
+    n = len(body)
+    try:
+        for _ in range(count):
+            b = body[pos]
             if b < 0x80:
-                value_len, p = (b >> 1) ^ -(b & 1), p + 1
+                v, p = b, pos + 1
+            elif body[pos + 1] < 0x80:
+                v, p = (b & 0x7F) | (body[pos + 1] << 7), pos + 2
             else:
-                value_len, p = varint(body, p)
-            if p > end:
-                raise CorruptRecordError("record fields run past the record")
-            append((pos, attr_pos, ts_end, end, ts_delta, offset_delta, key, value_len >= 0))
+                v, p = _uvarint(body, pos)
+            end = p + ((v >> 1) ^ -(v & 1))
+            if end <= p or end > n:
+                raise CorruptRecordError("record length runs past the end of its batch")
+            p += 1
+            while body[p] >= 0x80:
+                p += 1
+            b = body[p + 1]
+            if b < 0x80:
+                delta, p = (b >> 1) ^ -(b & 1), p + 2
+            else:
+                delta, p = _varint(body, p + 1)
+            offset = base + delta
+            if offset < end_offset:
+                b = body[p]
+                if b < 0x80:
+                    key_len, p = (b >> 1) ^ -(b & 1), p + 1
+                else:
+                    key_len, p = _varint(body, p)
+                if key_len < 0:
+                    pos = end
+                    continue  # keyless: a compacted log has no use for it
+                if p + key_len >= end:
+                    raise CorruptRecordError("record key runs past the record")
+                key = body[p : p + key_len]
+                d1 = hash(key)
+                i = d1 % slots
+                o = offsets[i]
+                if o != 0:
+                    d2 = hash(key + b"\x01")
+                    if h1[i] != d1 or h2[i] != d2:
+                        i, o = probe(i, d1, d2)
+                    if offset < o - 1:
+                        pos = end
+                        continue  # a later record of the key exists
+                if body[p + key_len] == 1:  # null value: a tombstone
+                    if expired:
+                        pos = end
+                        continue
+                    tombstones = True
+            keep(pos)
+            keep(end)
             pos = end
     except IndexError as e:
         raise CorruptRecordError("truncated record") from e
     if pos != n:
         raise CorruptRecordError("trailing bytes after the last record")
-    return out
+    return spans, tombstones
+
+
+def _timestamp_delta(body: bytes, pos: int) -> tuple[int, int, int]:
+    """For the record at ``pos``: (position of its attributes, timestamp delta, position after
+    the timestamp delta)."""
+    _length, p = _uvarint(body, pos)
+    delta, ts_end = _varint(body, p + 1)
+    return p, delta, ts_end
 
 
 def _pack_batch(
@@ -563,8 +707,7 @@ class CleanTask:
         cleaner_config: CleanerConfig,
         now_ms: int,
         producer_last_offsets: dict[int, int],
-        map_filter: TransactionFilter,
-        clean_filter: TransactionFilter,
+        aborted_txns: list[AbortedTxn],
         throttler: Throttler,
         on_step: Callable[[str], None] | None,
     ) -> None:
@@ -581,8 +724,9 @@ class CleanTask:
         self.offset_map = offset_map
         self._plans = plans
         self._producer_last_offsets = producer_last_offsets
-        self._map_filter = map_filter
-        self._clean_filter = clean_filter
+        # Each phase reads the batches in order once, with its own view of the transactions.
+        self._map_txns = CleanedTransactions(aborted_txns)
+        self._clean_txns = CleanedTransactions(aborted_txns)
         self._throttler = throttler
         self._on_step = on_step
         self.end_offset = self.first_dirty_offset
@@ -746,30 +890,27 @@ class CleanTask:
         yield from self._clean_groups()
 
     def _build_offset_map(self) -> Iterator[float]:
-        """Map the dirty section [first dirty, first uncleanable); stop where the map fills."""
+        """Map the dirty section [first dirty, first uncleanable); stop where the map fills.
+        Aborted transactions and markers are not mapped."""
         start, upper = self.first_dirty_offset, self.first_uncleanable_offset
         self.offset_map.clear()
         # A checkpoint past the first uncleanable offset (min.compaction.lag.ms moved it back)
         # maps nothing and must not move the checkpoint backwards.
         self.end_offset = max(upper, start)
         omap = self.offset_map
+        txns = self._map_txns
         for plan in self._plans:
             if plan.upper_offset <= start or plan.base_offset >= upper:
                 continue
             for h, raw, wait in self._read_batches(plan):
-                if h.last_offset >= start and not h.is_control:
-                    if not self._map_filter.is_aborted(h):
-                        body = raw[BATCH_HEADER_SIZE:]
-                        if h.compression:
-                            body = decompress(h.compression, body)
-                        for rec in _parse_records(body, h.records_count):
-                            offset = h.base_offset + rec[5]
-                            key = rec[6]
-                            if offset < start or key is None:
-                                continue
-                            if not omap.put(key, offset):
-                                self.end_offset = offset
-                                return
+                if h.last_offset >= start and not h.is_control and not txns.is_aborted(h):
+                    body = raw[BATCH_HEADER_SIZE:]
+                    if h.compression:
+                        body = decompress(h.compression, body)
+                    full = _map_records(body, h.records_count, h.base_offset, start, omap)
+                    if full >= 0:
+                        self.end_offset = full
+                        return
                 yield wait
 
     def _clean_groups(self) -> Iterator[float]:
@@ -810,6 +951,10 @@ class CleanTask:
             suffix=CLEANED_SUFFIX,
         )
         grp.cleaned = seg
+        # ABORT markers that have an index entry in these segments: the entry stays exactly
+        # when its marker does.
+        indexed = {e.last_offset for plan in grp.plans for e in plan.aborted_txns}
+        kept_markers: set[int] = set()
         out = bytearray()
         headers: list[BatchHeader] = []
         flush_at = self.cleaner_config.io_buffer_size
@@ -819,6 +964,8 @@ class CleanTask:
                 if kept is not None:
                     out += kept
                     headers.append(h if kept is raw else read_batch_header(kept))
+                    if h.base_offset in indexed and h.is_control:
+                        kept_markers.add(h.base_offset)
                 if len(out) >= flush_at:
                     wait = max(wait, self._write(seg, out, headers))
                     out = bytearray()
@@ -826,12 +973,15 @@ class CleanTask:
                 yield wait
         if headers:
             self._write(seg, out, headers)
-        # Every marker survives this version's passes, so every aborted transaction of the old
-        # segments stays indexed (issue 4: drop entries whose marker the filter removed).
         for plan in grp.plans:
             for entry in plan.aborted_txns:
-                seg.txn_index.append(entry)
-        seg.on_become_inactive()  # final time-index entry; fsyncs the log and both indexes
+                if entry.last_offset in kept_markers:
+                    seg.txn_index.append(entry)
+        if grp.plans[0].aborted_txns and not seg.txn_index.exists:
+            # The old segment of the same base has a .txnindex; an interrupted swap that is
+            # rolled forward would keep it unless an (empty) replacement is swapped in too.
+            _create_empty_file(seg.txn_index.path)
+        seg.on_become_inactive()  # final time-index entry; fsyncs the log and every index
         seg.close_handles()
 
     def _write(self, seg: LogSegment, out: bytearray, headers: list[BatchHeader]) -> float:
@@ -843,94 +993,143 @@ class CleanTask:
         """The batch as it should be after cleaning (``raw`` itself when unchanged), or None."""
         self._batches_read += 1
         self._records_read += h.records_count
-        end = self.end_offset
-        if h.base_offset >= end:
-            self._records_retained += h.records_count
-            self._batches_retained += 1
-            return raw  # past the cleaning point: untouched
         if h.is_control:
-            if self._clean_filter.retain_control_batch(h, self.now_ms):
-                self._batches_retained += 1
-                return raw
-            return None
+            kept = self._filter_control_batch(h, raw)
+        elif h.base_offset >= self.end_offset:
+            kept = raw  # past the cleaning point: untouched
+            self._records_retained += h.records_count
+        else:
+            kept = self._filter_data_batch(h, raw)
+        if kept is not None:
+            self._batches_retained += 1
+            if not h.is_control:
+                self._clean_txns.on_batch_kept(h)
+        return kept
+
+    def _filter_data_batch(self, h: BatchHeader, raw: bytes) -> bytes | None:
         last_of_producer = (
             h.producer_id >= 0 and self._producer_last_offsets.get(h.producer_id) == h.last_offset
         )
         if h.records_count == 0:  # an empty batch kept earlier for its producer
-            if last_of_producer:
-                self._batches_retained += 1
-                return raw
-            return None
+            return raw if last_of_producer else None
         body = b""
-        kept: list[_RecordInfo] = []
+        spans: list[int] = []
         tombstones = False
         horizon = h.base_timestamp if h.attributes & ATTR_DELETE_HORIZON else None
-        if not self._clean_filter.is_aborted(h):
+        if not self._clean_txns.is_aborted(h):
             body = raw[BATCH_HEADER_SIZE:]
             if h.compression:
                 body = decompress(h.compression, body)
-            omap = self.offset_map
-            now = self.now_ms
-            for rec in _parse_records(body, h.records_count):
-                offset = h.base_offset + rec[5]
-                if offset < end:
-                    key = rec[6]
-                    if key is None or offset < omap.get(key):
-                        continue
-                    if not rec[7]:
-                        if horizon is not None and now >= horizon:
-                            continue  # tombstone past its delete horizon
-                        tombstones = True
-                kept.append(rec)
-        if len(kept) == h.records_count and not (tombstones and horizon is None):
+            spans, tombstones = _select_records(
+                body, h.records_count, h.base_offset, self.end_offset, self.offset_map,
+                self.now_ms, horizon,
+            )
+        kept = len(spans) // 2
+        self._records_retained += kept
+        if kept == h.records_count and not (tombstones and horizon is None):
             if tombstones:
-                self._note_horizon(h.base_timestamp)
-            self._records_retained += len(kept)
-            self._batches_retained += 1
+                assert horizon is not None
+                self._note_horizon(horizon)
             return raw
         if kept:
-            self._records_retained += len(kept)
-            self._batches_retained += 1
-            return self._rebuild(h, body, kept, tombstones, horizon)
+            new_horizon = None
+            if tombstones and horizon is None:
+                # First pass to keep a tombstone of this batch: stamp the delete horizon.
+                new_horizon = horizon = self.now_ms + self.config.delete_retention_ms
+            if tombstones and horizon is not None:
+                self._note_horizon(horizon)
+            return self._rebuild(h, body, spans, new_horizon)
         if last_of_producer:
-            self._batches_retained += 1
             attributes = h.attributes & ~(ATTR_COMPRESSION_MASK | ATTR_DELETE_HORIZON)
             return _pack_batch(h, attributes, h.max_timestamp, h.max_timestamp, 0, b"")
         return None
 
+    def _filter_control_batch(self, h: BatchHeader, raw: bytes) -> bytes | None:
+        """A COMMIT/ABORT marker stays while its transaction has a batch in the cleaned log;
+        once it has none the marker gets a delete horizon, like a tombstone (KIP-534: a
+        read_committed consumer that saw the transaction's data must still find the marker),
+        and a pass past the horizon drops it. Other control batches stay."""
+        records = decode_records(raw) if h.records_count else []
+        kind = control_type(records[0].key) if records else -1
+        if kind not in (CONTROL_ABORT, CONTROL_COMMIT):
+            if h.base_offset < self.end_offset and not records:
+                return None  # an empty control batch carries nothing
+            self._records_retained += h.records_count
+            return raw
+        has_data = self._clean_txns.on_marker(h.producer_id)
+        if h.base_offset >= self.end_offset or has_data:
+            self._records_retained += h.records_count
+            return raw
+        if h.attributes & ATTR_DELETE_HORIZON:
+            if self.now_ms >= h.base_timestamp:
+                return None
+            self._note_horizon(h.base_timestamp)
+            self._records_retained += h.records_count
+            return raw
+        body = raw[BATCH_HEADER_SIZE:]
+        if h.compression:
+            body = decompress(h.compression, body)
+        spans = [s for r in _record_spans(body, h.records_count) for s in r]
+        horizon = self.now_ms + self.config.delete_retention_ms
+        self._note_horizon(horizon)
+        self._records_retained += h.records_count
+        return self._rebuild(h, body, spans, horizon)
+
     def _rebuild(
-        self, h: BatchHeader, body: bytes, kept: list[_RecordInfo], tombstones: bool,
-        horizon: int | None,
+        self, h: BatchHeader, body: bytes, spans: list[int], new_horizon: int | None
     ) -> bytes:
+        """A batch of the records at ``spans`` of ``body``; with ``new_horizon``, stamped with
+        that delete horizon (KIP-534): it becomes ``baseTimestamp`` and every record's
+        timestamp delta is re-based on it, so each record keeps its timestamp."""
         base_ts = h.base_timestamp
+        deltas = []
         parts: list[bytes] = []
-        if tombstones and horizon is None:
-            # First pass to keep a tombstone of this batch: stamp the delete horizon (KIP-534)
-            # into baseTimestamp and re-base every record's timestamp delta on it.
-            horizon = self.now_ms + self.config.delete_retention_ms
-            for _s, attr_pos, ts_end, end, ts_delta, _o, _k, _v in kept:
-                rec = (body[attr_pos : attr_pos + 1] + _encode_varint(base_ts + ts_delta - horizon)
-                       + body[ts_end:end])
+        for k in range(0, len(spans), 2):
+            start, end = spans[k], spans[k + 1]
+            attr_pos, ts_delta, ts_end = _timestamp_delta(body, start)
+            deltas.append(ts_delta)
+            if new_horizon is None:
+                parts.append(body[start:end])
+            else:
+                rec = (body[attr_pos : attr_pos + 1]
+                       + _encode_varint(base_ts + ts_delta - new_horizon) + body[ts_end:end])
                 parts.append(_encode_varint(len(rec)) + rec)
-            new_base = horizon
-        else:
-            parts = [body[start:end] for start, _a, _t, end, _d, _o, _k, _v in kept]
-            new_base = base_ts
-        if horizon is not None and tombstones:
-            self._note_horizon(horizon)
         if h.timestamp_type == TIMESTAMP_LOG_APPEND_TIME:
             max_ts = h.max_timestamp
         else:
-            max_ts = max(base_ts + rec[4] for rec in kept)
+            max_ts = base_ts + max(deltas)
         payload = b"".join(parts)
         if h.compression:
             payload = compress(h.compression, payload)
-        attributes = h.attributes | (ATTR_DELETE_HORIZON if horizon is not None else 0)
-        return _pack_batch(h, attributes, new_base, max_ts, len(kept), payload)
+        attributes = h.attributes
+        if new_horizon is not None:
+            attributes |= ATTR_DELETE_HORIZON
+            base_ts = new_horizon
+        return _pack_batch(h, attributes, base_ts, max_ts, len(deltas), payload)
 
     def _note_horizon(self, horizon: int) -> None:
         if self.next_tombstone_horizon is None or horizon < self.next_tombstone_horizon:
             self.next_tombstone_horizon = horizon
+
+
+def _record_spans(body: bytes, count: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each record of an uncompressed records section."""
+    pos = 0
+    for _ in range(count):
+        length, p = _varint(body, pos)
+        yield pos, p + length
+        pos = p + length
+
+
+def _create_empty_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise KafkaStorageError(f"cannot create {path}: {e}") from e
 
 
 def _delete_segment_files(seg: LogSegment | None) -> None:
@@ -971,14 +1170,12 @@ class LogCleaner:
         clock: Clock,
         *,
         sleep: Callable[[float], None] | None = None,
-        transaction_filter: TransactionFilterFactory = _no_transactions,
         on_step: Callable[[str], None] | None = None,
     ) -> None:
         self._logs = logs
         self.config = config
         self.clock = clock
         self.sleep = sleep
-        self.transaction_filter = transaction_filter
         self.on_step = on_step
         self._state: dict[tuple[str, int], _LogState] = {}
         self._free_maps: list[OffsetMap] = []
@@ -1049,9 +1246,9 @@ class LogCleaner:
         active_base = segments[-1].base_offset
         # Non-active segments holding dirty records (Kafka's nonActiveLogSegmentsFrom).
         dirty = [s for i, s in enumerate(segments[:-1]) if bases[i + 1] > first_dirty]
-        # The last stable offset once transactions exist (issue 4), else the high watermark.
-        stable = getattr(plog, "last_stable_offset", plog.high_watermark)
-        limit = min(stable, plog.high_watermark, active_base)
+        # Never past the last stable offset: an open transaction may still abort, and one whose
+        # marker is not yet replicated is undecided (the LSO is at most the high watermark).
+        limit = min(plog.last_stable_offset, plog.high_watermark, active_base)
         if config.min_compaction_lag_ms > 0:
             for s in dirty:
                 if s.max_timestamp > now_ms - config.min_compaction_lag_ms:
@@ -1126,6 +1323,12 @@ class LogCleaner:
 
     def _plan(self, plog: PartitionLog, ltc: LogToClean, now_ms: int) -> CleanTask | None:
         segments = plog.log_segments
+        # Snapshots (the owner appends index entries for new aborts while the pass runs): every
+        # aborted transaction with data in the section the pass may rewrite, wherever its
+        # marker, and each planned segment's own entries.
+        aborted = plog.collect_aborted_transactions(
+            segments[0].base_offset, ltc.first_uncleanable_offset
+        )
         plans: list[_SegmentPlan] = []
         try:
             for i, seg in enumerate(segments[:-1]):
@@ -1136,7 +1339,7 @@ class LogCleaner:
                     _file_size(seg.offset_index.path), _file_size(seg.time_index.path),
                     os.open(seg.log_path, os.O_RDONLY), list(seg.txn_index.entries),
                 ))
-        except OSError as e:
+        except (OSError, KafkaStorageError) as e:
             for p in plans:
                 os.close(p.fd)
             raise KafkaStorageError(f"cannot open {plog.directory} for cleaning: {e}") from e
@@ -1153,8 +1356,7 @@ class LogCleaner:
             cleaner_config=self.config,
             now_ms=now_ms,
             producer_last_offsets=producer_last,
-            map_filter=self.transaction_filter(plog),
-            clean_filter=self.transaction_filter(plog),
+            aborted_txns=aborted,
             throttler=Throttler(self.config.io_max_bytes_per_second, self.clock, self.sleep),
             on_step=self.on_step,
         )
