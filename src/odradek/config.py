@@ -449,6 +449,8 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
          "transactional ids past transactional.id.expiration.ms are removed.", minimum=1),
     _int("transaction.max.timeout.ms", 900000, "Largest transaction timeout a producer may ask "
          "for.", minimum=1),
+    _int("producer.id.expiration.check.interval.ms", 600000, "How often idle producer ids "
+         "are forgotten.", minimum=1),
     _int("producer.id.expiration.ms", 86400000, "Forget an idle producer id's state after this "
          "long.", minimum=1),
     _int("group.initial.rebalance.delay.ms", 3000, "How long a new group waits for more members "
@@ -513,7 +515,7 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "auto.leader.rebalance.enable", "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr", "transaction.state.log.segment.bytes",
     "transaction.state.log.load.buffer.size",
-    "transaction.partition.verification.enable", "producer.id.expiration.check.interval.ms",
+    "transaction.partition.verification.enable",
     "offsets.topic.segment.bytes", "offsets.topic.compression.codec", "offsets.load.buffer.size",
     "offsets.commit.timeout.ms", "offsets.commit.required.acks",
     "log.flush.offset.checkpoint.interval.ms", "log.flush.start.offset.checkpoint.interval.ms",
@@ -662,6 +664,7 @@ class BrokerConfig:
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10000
     transaction_remove_expired_transaction_cleanup_interval_ms: int = 3600000
     producer_id_expiration_ms: int = 86400000
+    producer_id_expiration_check_interval_ms: int = 600000
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1800000

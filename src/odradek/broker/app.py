@@ -168,10 +168,12 @@ class Broker:
         await self._server.serve_forever()
 
     async def _housekeeping(self) -> None:
-        """Retention and time-based flushes, on Kafka's check intervals."""
+        """Retention, producer-id expiry and time-based flushes, on Kafka's check intervals."""
         retention_every = self.config.log_retention_check_interval_ms / 1000
+        producers_every = self.config.producer_id_expiration_check_interval_ms / 1000
         flush_every = min(self.config.log_flush_scheduler_interval_ms / 1000, 1.0)
         next_retention = time.monotonic() + retention_every
+        next_producers = time.monotonic() + producers_every
         while True:
             await asyncio.sleep(flush_every)
             now_ms = self.clock.milliseconds()
@@ -180,6 +182,11 @@ class Broker:
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + retention_every
                     self.logs.run_retention(now_ms)
+                if time.monotonic() >= next_producers:
+                    next_producers = time.monotonic() + producers_every
+                    self.logs.remove_expired_producers(
+                        now_ms, self.config.producer_id_expiration_ms
+                    )
             except Exception:
                 log.exception("housekeeping failed")
 

@@ -656,6 +656,12 @@ class PartitionLog:
                 break
         return out
 
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget idle producers without an open transaction (``producer.id.expiration.ms``).
+        The next snapshot no longer has them."""
+        self._check_open()
+        return self.producer_state.remove_expired(now_ms, expiration_ms)
+
     def active_producers(self) -> list[ActiveProducer]:
         """The producers this partition knows, for DescribeProducers."""
         return self.producer_state.active_producers()

@@ -210,6 +210,13 @@ class LogManager:
             total += plog.apply_retention(now_ms)
         return total
 
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """``producer.id.expiration.ms`` for every log; returns how many producers expired."""
+        return sum(
+            plog.remove_expired_producers(now_ms, expiration_ms)
+            for plog in list(self._logs.values())
+        )
+
     def flush_due(self, now_ms: int) -> int:
         """Flush logs whose flush_ms has elapsed; returns how many were flushed."""
         n = 0

@@ -446,6 +446,19 @@ class ProducerStateManager:
     def active_producers(self) -> list[ActiveProducer]:
         return [e.describe() for e in self.producers.values()]
 
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget producers idle for ``producer.id.expiration.ms`` (measured from their last
+        batch's max timestamp) that have no open transaction, as Kafka does; returns how many.
+        A forgotten producer that writes again starts afresh at any sequence (KIP-360)."""
+        expired = [
+            pid
+            for pid, e in self.producers.items()
+            if e.current_txn_first_offset < 0 and now_ms - e.last_timestamp >= expiration_ms
+        ]
+        for pid in expired:
+            del self.producers[pid]
+        return len(expired)
+
     def clear(self) -> None:
         self.producers = {}
         self.ongoing_txns = {}
