@@ -13,15 +13,20 @@ class CliError(Exception):
     """A user mistake or an unreachable broker: printed as one line, exit status 1."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from odradek.cli import clients, serve
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command="serve"`` only that command, so starting a broker
+    does not import the client tools (confluent-kafka and friends cost ~0.1 s)."""
+    from odradek.cli import serve
 
     parser = argparse.ArgumentParser(
         prog="odradek", description="A Kafka-compatible commit log broker and its tools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve.configure(sub.add_parser("serve", help="run a broker"))
-    clients.add_commands(sub)
+    if command != "serve":
+        from odradek.cli import clients
+
+        clients.add_commands(sub)
     return parser
 
 
@@ -30,8 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kio imports hypothesis when it is installed, only to offer test strategies; the
         # command line never needs them and the import would add ~0.2 s to broker start-up.
         sys.modules["hypothesis"] = None  # type: ignore[assignment]
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list[0] if args_list else None)
+    args = parser.parse_args(args_list)
     try:
         result: int = args.func(args)
         return result
