@@ -44,6 +44,10 @@ def producer_rate(bootstrap: str, topic: str, size: int, total: int, idempotent:
     p = Producer({"bootstrap.servers": bootstrap, **_COMMON, "acks": "all",
                   "enable.idempotence": idempotent})
     payload = os.urandom(size)
+    # Warm up: metadata, and for the idempotent producer its producer id, come before timing
+    # (as init_transactions does for the transactional one).
+    p.produce(topic, payload)
+    p.flush(30)
     t0 = time.perf_counter()
     _produce_all(p, topic, payload, total)
     p.flush(120)
