@@ -11,8 +11,6 @@ transactional id, which the broker cannot check against a coordinator.
 from __future__ import annotations
 
 import datetime
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -21,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from clirun import fails, ok
 from confluent_kafka import Consumer, Producer, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
@@ -129,38 +128,6 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = local_config(tmp_path_factory.mktemp("cli-txn") / "data")
     with BrokerThread(config) as broker:
         yield broker.bootstrap
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "ODRADEK_BOOTSTRAP"}
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
-
-
-def odradek(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "odradek", *args],
-        capture_output=True,
-        env=_env(),
-        timeout=60,
-        check=False,
-    )
-
-
-def ok(*args: str) -> str:
-    result = odradek(*args)
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout.decode()
-
-
-def fails(*args: str) -> str:
-    """Run a command that must fail with exit status 1 and one readable line on stderr."""
-    result = odradek(*args)
-    err = result.stderr.decode()
-    assert result.returncode == 1, (result.stdout, err)
-    assert "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1, err
-    return err.strip()
 
 
 def _name(prefix: str) -> str:
