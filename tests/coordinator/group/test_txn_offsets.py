@@ -151,3 +151,16 @@ def test_plain_commit_after_the_transactional_one_wins_live_and_after_reload() -
     txn_commit(c, "g", 7, 40)  # a later transaction's offset is newer: it applies
     log.marker(c, "g", 7, commit=True)
     assert offset(c, "g") == (40, ErrorCode.none)
+
+
+def test_deleted_group_does_not_come_back_when_its_transaction_commits() -> None:
+    log = Log()
+    c = coordinator(log)
+    c.commit_offsets("g", member_id="", generation_or_epoch=-1, instance_id=None,
+                     offsets=[("t", 1, 3, -1, None)], api_version=8)
+    txn_commit(c, "g", 7, 10)
+    assert c.delete_groups(["g"]) == [("g", ErrorCode.none)]
+    log.marker(c, "g", 7, commit=True)
+    assert offset(c, "g") == (-1, ErrorCode.none)
+    assert "g" not in c.groups
+    assert offset(log.reload(), "g") == (-1, ErrorCode.none)

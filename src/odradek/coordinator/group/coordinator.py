@@ -211,6 +211,10 @@ class GroupCoordinator:
     ) -> None:
         tp = (key.topic, key.partition)
         if value is None:
+            # A tombstone also cancels offsets of the partition pending in open transactions
+            # (written before it), as in Kafka: a deleted group's offsets stay deleted.
+            for groups in self.pending_txn_offsets.values():
+                groups.get(key.group_id, {}).pop(tp, None)
             offsets = self.offsets.get(key.group_id)
             if offsets is not None:
                 offsets.pop(tp, None)
@@ -564,8 +568,11 @@ class GroupCoordinator:
             raise GroupIdNotFoundError(f"group {group_id} does not exist")
         if not group.is_empty():
             raise NonEmptyGroupError(f"group {group_id} has members")
+        partitions = set(self.offsets.get(group_id, {}))
+        for groups in self.pending_txn_offsets.values():
+            partitions.update(groups.get(group_id, {}))
         records: list[tuple[RecordKey, RecordValue | None]] = [
-            (OffsetCommitKey(group_id, t, p), None) for t, p in self.offsets.get(group_id, {})
+            (OffsetCommitKey(group_id, t, p), None) for t, p in sorted(partitions)
         ]
         if isinstance(group, ClassicGroup):
             records.append((GroupMetadataKey(group_id), None))
