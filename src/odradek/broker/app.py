@@ -196,7 +196,11 @@ class Broker:
         cleaner = self.logs.cleaner
         backoff = cleaner.config.backoff_ms / 1000
         while True:
-            task = cleaner.grab_filthiest(self.clock.milliseconds())
+            try:
+                task = cleaner.grab_filthiest(self.clock.milliseconds())
+            except Exception:
+                log.exception("log cleaner could not plan a pass")
+                task = None
             if task is None:
                 await asyncio.sleep(backoff)
                 continue
