@@ -127,12 +127,18 @@ class TxnRuntime:
         applied = 0
         if self.topic.exists():
             for partition in range(self.topic.partitions):
-                applied += self.coordinator.load(
-                    (record.key, record.value)
-                    for header, records in self.topic.read(partition)
-                    if not header.is_control
-                    for record in records
-                )
+                for header, records in self.topic.read(partition):
+                    if header.is_control:
+                        continue
+                    for record in records:
+                        try:
+                            applied += self.coordinator.load([(record.key, record.value)])
+                        except Exception:
+                            # One bad record must not keep the broker from starting.
+                            log.exception(
+                                "skipping record %d of %s-%d: it cannot be replayed",
+                                record.offset, TRANSACTION_STATE_TOPIC, partition,
+                            )
         self.coordinator.loaded()
         if applied:
             log.info("transaction coordinator loaded %d records", applied)
