@@ -31,7 +31,7 @@ from pathlib import Path
 
 from odradek.errors import KafkaStorageError
 
-__all__ = ["CorruptIndexError", "OffsetIndex", "TimeIndex"]
+__all__ = ["AppendOnlyFile", "CorruptIndexError", "OffsetIndex", "TimeIndex"]
 
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -40,16 +40,51 @@ class CorruptIndexError(Exception):
     """An index file failed its sanity check; the caller rebuilds it from the log."""
 
 
-class _IndexFile:
+class AppendOnlyFile:
+    """An index file appended through one lazily opened O_APPEND handle, fsynced on flush.
+    Shared by the offset/time indexes and the transaction index; owned by its segment."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._dirty = False
+
+    def _write(self, data: bytes) -> None:
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, data)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot write {self.path}: {e}") from e
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._fd is not None and self._dirty:
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                raise KafkaStorageError(f"cannot fsync {self.path}: {e}") from e
+            self._dirty = False
+
+    def close_handle(self) -> None:
+        """Close the append handle (an inactive segment's index is read-only, in memory)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        self.flush()
+        self.close_handle()
+
+
+class _IndexFile(AppendOnlyFile):
     entry_size = 8
 
     def __init__(self, path: Path, base_offset: int, max_index_size: int) -> None:
-        self.path = path
+        super().__init__(path)
         self.base_offset = base_offset
         self.max_entries = max(1, max_index_size // self.entry_size)
-        self._fd: int | None = None
         self._loaded = False
-        self._dirty = False
 
     # -- file plumbing ----------------------------------------------------------------------
 
@@ -58,15 +93,6 @@ class _IndexFile:
             return os.stat(self.path).st_size
         except FileNotFoundError:
             return 0
-
-    def _write(self, data: bytes) -> None:
-        try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self._fd, data)
-        except OSError as e:
-            raise KafkaStorageError(f"cannot write index {self.path}: {e}") from e
-        self._dirty = True
 
     def _truncate_file(self, n_entries: int) -> None:
         try:
@@ -86,24 +112,6 @@ class _IndexFile:
             os.close(fd)
         except OSError as e:
             raise KafkaStorageError(f"cannot create index {self.path}: {e}") from e
-
-    def flush(self) -> None:
-        if self._fd is not None and self._dirty:
-            try:
-                os.fsync(self._fd)
-            except OSError as e:
-                raise KafkaStorageError(f"cannot fsync index {self.path}: {e}") from e
-            self._dirty = False
-
-    def close_handle(self) -> None:
-        """Close the append handle (an inactive segment's index is read-only, in memory)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def close(self) -> None:
-        self.flush()
-        self.close_handle()
 
     def rename(self, path: Path) -> None:
         os.replace(self.path, path)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from odradek.errors import KafkaStorageError
-from odradek.storage.index import CorruptIndexError
+from odradek.storage.index import AppendOnlyFile, CorruptIndexError
 
 __all__ = [
     "TXN_INDEX_SUFFIX",
@@ -68,17 +68,15 @@ class TxnIndexSearchResult:
     complete: bool
 
 
-class TransactionIndex:
+class TransactionIndex(AppendOnlyFile):
     """The ``.txnindex`` of one segment. Entries are kept in memory after the first access."""
 
     entry_size = _ENTRY.size
 
     def __init__(self, path: Path, base_offset: int) -> None:
-        self.path = path
+        super().__init__(path)
         self.base_offset = base_offset
         self._entries: list[AbortedTxn] | None = None  # None: not read yet
-        self._fd: int | None = None
-        self._dirty = False
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -140,13 +138,7 @@ class TransactionIndex:
                 f"{self.path}: marker offset {entry.last_offset} does not follow "
                 f"{entries[-1].last_offset}"
             )
-        try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self._fd, entry.encode())
-        except OSError as e:
-            raise KafkaStorageError(f"cannot write {self.path}: {e}") from e
-        self._dirty = True
+        self._write(entry.encode())
         entries.append(entry)
 
     def truncate_to(self, offset: int) -> None:
@@ -169,23 +161,6 @@ class TransactionIndex:
         """Forget every entry and delete the file (it is rebuilt from the log)."""
         self.delete()
         self._entries = []
-
-    def flush(self) -> None:
-        if self._fd is not None and self._dirty:
-            try:
-                os.fsync(self._fd)
-            except OSError as e:
-                raise KafkaStorageError(f"cannot fsync {self.path}: {e}") from e
-            self._dirty = False
-
-    def close_handle(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def close(self) -> None:
-        self.flush()
-        self.close_handle()
 
     @property
     def exists(self) -> bool:

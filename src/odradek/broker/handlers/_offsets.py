@@ -18,6 +18,7 @@ __all__ = [
     "Offset",
     "Result",
     "requested_offsets",
+    "every_partition",
     "known_partitions",
     "in_request_order",
     "topic_results",
@@ -42,6 +43,11 @@ def requested_offsets(body: Any) -> list[Offset]:
         for t in body.topics
         for p in t.partitions
     ]
+
+
+def every_partition(body: Any, code: ErrorCode) -> list[Result]:
+    """``code`` for every partition of the request: its whole-request error form."""
+    return [(t.name, p.partition_index, code) for t in body.topics for p in t.partitions]
 
 
 def known_partitions(broker: Broker, offsets: Sequence[Offset]) -> tuple[list[Offset], list[Result]]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.handlers._offsets import (
     Result,
+    every_partition,
     in_request_order,
     known_partitions,
     requested_offsets,
@@ -41,12 +42,6 @@ def _response(version: int, results: list[Result]) -> Any:
     )
 
 
-def _all(request: Request, code: ErrorCode) -> list[tuple[str, int, ErrorCode]]:
-    return [
-        (t.name, p.partition_index, code) for t in request.body.topics for p in t.partitions
-    ]
-
-
 def handle(broker: Broker, request: Request) -> Any:
     body = request.body
     version = request.api_version
@@ -69,12 +64,12 @@ def handle(broker: Broker, request: Request) -> Any:
             expire_timestamp=expire,
         )
     except KafkaError as e:
-        return _response(version, _all(request, e.code))
+        return _response(version, every_partition(request.body, e.code))
     return _response(version, in_request_order(offsets, results, unknown))
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
-    return _response(request.api_version, _all(request, code))
+    return _response(request.api_version, every_partition(request.body, code))
 
 
 API = ApiHandler(
