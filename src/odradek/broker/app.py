@@ -11,22 +11,26 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from odradek.broker.connection import KafkaConnection
+from odradek.broker.contract import ApiHandler
 from odradek.broker.delayed import AppendWatch
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.groups import GroupRuntime
+from odradek.broker.registry import handlers
+from odradek.broker.replica_manager import ReplicaManager
 from odradek.broker.topics import TopicManager
 from odradek.broker.transactions import TxnRuntime
+from odradek.clock import Clock, SystemClock
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
 from odradek.errors import UnknownTopicOrPartitionError
 from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.storage.cleaner import CleanerConfig
-from odradek.storage.clock import Clock, SystemClock
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import LogManager
@@ -49,7 +53,8 @@ def cleaner_config(config: BrokerConfig) -> CleanerConfig:
 
 
 class Broker:
-    """A single Kafka-compatible broker."""
+    """A single Kafka-compatible broker; implements
+    :class:`~odradek.broker.services.BrokerServices` for its handlers and runtimes."""
 
     def __init__(self, config: BrokerConfig, *, clock: Clock | None = None) -> None:
         self.config = config
@@ -69,6 +74,7 @@ class Broker:
         self.metadata: MetadataStore
         self.logs: LogManager
         self.topics: TopicManager
+        self.replicas: ReplicaManager
         self.groups: GroupRuntime
         self.group_coordinator: GroupCoordinator
         self.transactions: TxnRuntime
@@ -93,6 +99,7 @@ class Broker:
         self.logs.startup(self._log_config_for_topic)
         self.topics = TopicManager(self.config, self.metadata, self.logs)
         self.topics.reconcile()
+        self.replicas = ReplicaManager(self.topics, self.append_watch)
         self.groups = GroupRuntime(self)
         self.group_coordinator = self.groups.coordinator
         self.groups.load()
@@ -169,21 +176,22 @@ class Broker:
 
     async def _housekeeping(self) -> None:
         """Retention, producer-id expiry and time-based flushes, on Kafka's check intervals."""
-        retention_every = self.config.log_retention_check_interval_ms / 1000
-        producers_every = self.config.producer_id_expiration_check_interval_ms / 1000
+        clock = self.clock
+        retention_every = self.config.log_retention_check_interval_ms
+        producers_every = self.config.producer_id_expiration_check_interval_ms
         flush_every = min(self.config.log_flush_scheduler_interval_ms / 1000, 1.0)
-        next_retention = time.monotonic() + retention_every
-        next_producers = time.monotonic() + producers_every
+        next_retention = clock.monotonic_ms() + retention_every
+        next_producers = clock.monotonic_ms() + producers_every
         while True:
             await asyncio.sleep(flush_every)
-            now_ms = self.clock.milliseconds()
+            now_ms = clock.milliseconds()
             try:
                 self.logs.flush_due(now_ms)
-                if time.monotonic() >= next_retention:
-                    next_retention = time.monotonic() + retention_every
+                if clock.monotonic_ms() >= next_retention:
+                    next_retention = clock.monotonic_ms() + retention_every
                     self.logs.run_retention(now_ms)
-                if time.monotonic() >= next_producers:
-                    next_producers = time.monotonic() + producers_every
+                if clock.monotonic_ms() >= next_producers:
+                    next_producers = clock.monotonic_ms() + producers_every
                     self.logs.remove_expired_producers(
                         now_ms, self.config.producer_id_expiration_ms
                     )
@@ -222,6 +230,10 @@ class Broker:
                 await asyncio.sleep(backoff)
 
     # -- used by handlers -----------------------------------------------------------------------
+
+    def supported_apis(self) -> Mapping[int, ApiHandler]:
+        """The APIs this broker serves (and advertises in ApiVersions), by key."""
+        return handlers()
 
     def _log_config_for_topic(self, topic: str) -> LogConfig:
         meta = self.metadata.topic(topic)

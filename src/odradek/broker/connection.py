@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from odradek.broker.registry import CLIENT_HOST
+from odradek.broker.contract import CLIENT_HOST
 from odradek.errors import CorruptFrameError
 from odradek.protocol.framing import NEED_DATA, Frame, FrameDecoder
 

@@ -8,14 +8,16 @@ in v0, as clients expect), and an API key no codec knows closes the connection.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import NO_RESPONSE, ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.registry import ApiHandler, handlers
-from odradek.errors import CorruptFrameError, ErrorCode
+from odradek.broker.handlers.api_versions import versions_body
+from odradek.errors import CorruptFrameError, ErrorCode, KafkaError
 from odradek.protocol.build import error_body, has_field
 from odradek.protocol.framing import Frame
 from odradek.protocol.messages import (
@@ -30,29 +32,24 @@ from odradek.protocol.messages import (
 )
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
-__all__ = ["Dispatcher", "NO_RESPONSE"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("odradek.broker")
 
 
-class _NoResponse:
-    """Returned by a handler when the request gets no response at all (produce with acks=0)."""
-
-
-NO_RESPONSE: Final = _NoResponse()
-
-
 class Dispatcher:
-    def __init__(self, broker: Broker) -> None:
+    """Owned by the broker's event loop; one for all connections."""
+
+    def __init__(self, broker: BrokerServices) -> None:
         self._broker = broker
-        self._handlers = handlers()
+        self._handlers: Mapping[int, ApiHandler] = broker.supported_apis()
 
     def __call__(self, frame: Frame) -> bytes | None | Awaitable[bytes | None]:
         preamble = peek_preamble(frame)
         api = self._handlers.get(preamble.api_key)
-        if api is None or not api.min_version <= preamble.api_version <= api.max_version:
+        if api is None or not api.accepts(preamble.api_version):
             return self._unsupported(frame, preamble, api)
         if api.decode is not None:
             request = api.decode(frame, preamble)
@@ -74,10 +71,16 @@ class Dispatcher:
         return encode_response(request.api_key, request.correlation_id, body)
 
     def _error(self, api: ApiHandler, request: Request, exc: Exception) -> bytes:
-        code = error_code_for(exc, context=f"{api.name} v{request.api_version}")
-        return encode_response(
-            request.api_key, request.correlation_id, api.error_response(request, code)
+        code = error_code_for(
+            exc,
+            context=f"{api.name} v{request.api_version}",
+            api_key=api.api_key,
+            version=request.api_version,
         )
+        body = api.error_response(request, code)
+        if isinstance(exc, KafkaError) and exc.message and has_field(type(body), "error_message"):
+            body = dataclasses.replace(body, error_message=exc.message)
+        return encode_response(request.api_key, request.correlation_id, body)
 
     async def _complete(
         self, api: ApiHandler, request: Request, pending: Awaitable[Any]
@@ -95,11 +98,9 @@ class Dispatcher:
         the connection is closed, as Kafka closes it."""
         api_key, api_version = preamble.api_key, preamble.api_version
         if api_key == API_VERSIONS_KEY:
-            from odradek.broker.handlers.api_versions import unsupported_version_response
-
-            return encode_response(
-                api_key, preamble.correlation_id, unsupported_version_response()
-            )
+            # Answered in v0, which every client can read, listing what is served.
+            body = versions_body(0, ErrorCode.unsupported_version, self._handlers.values())
+            return encode_response(api_key, preamble.correlation_id, body)
         schema = request_schema(api_key, api_version)
         if schema is None:
             raise CorruptFrameError(f"unknown API key {api_key} version {api_version}")

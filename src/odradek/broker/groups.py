@@ -22,15 +22,15 @@ from odradek.coordinator.group.context import GroupConfig, TopicInfo
 from odradek.coordinator.group.coordinator import GroupCoordinator, StoredMarker, StoredRecord
 from odradek.coordinator.pending import Pending
 from odradek.protocol.records import CONTROL_ABORT, CONTROL_COMMIT, control_type
+from odradek.topic_names import OFFSETS_TOPIC
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["GroupRuntime", "OFFSETS_TOPIC"]
 
 log = logging.getLogger("odradek.broker.groups")
 
-OFFSETS_TOPIC = "__consumer_offsets"
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ T = TypeVar("T")
 class GroupRuntime:
     """Owned by the broker's event loop, like everything in :mod:`odradek.broker`."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: BrokerServices) -> None:
         self._broker = broker
         config = GroupConfig.from_broker(broker.config)
         existing = broker.topics.topic(OFFSETS_TOPIC)

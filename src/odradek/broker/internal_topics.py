@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from odradek.clock import Clock
 from odradek.coordinator.timer import Timer
 from odradek.errors import (
     CoordinatorNotAvailableError,
@@ -31,11 +32,10 @@ from odradek.protocol.records import (
     encode_batch,
     read_batch_header,
 )
-from odradek.storage.clock import Clock
 from odradek.storage.log import AppendOrigin
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["InternalTopic", "TimerTask"]
 
@@ -46,7 +46,7 @@ class InternalTopic:
     """``name`` with ``partitions`` partitions and ``configs``, created on first use."""
 
     def __init__(
-        self, broker: Broker, name: str, partitions: int, configs: Mapping[str, str]
+        self, broker: BrokerServices, name: str, partitions: int, configs: Mapping[str, str]
     ) -> None:
         self._broker = broker
         self.name = name
@@ -86,7 +86,10 @@ class InternalTopic:
                     simple, producer_id=producer[0], producer_epoch=producer[1],
                     is_transactional=True,
                 )
-            return append_coordinator_batch(self._broker, self.name, partition, batch)
+            info = self._broker.replicas.append_as_leader(
+                self.name, partition, batch, origin=AppendOrigin.COORDINATOR
+            )
+            return info.first_offset
         except (RecordTooLargeError, RecordListTooLargeError) as e:
             # Retrying cannot help (Kafka answers these as UNKNOWN_SERVER_ERROR too).
             raise KafkaError(f"{self.name}: {e}") from e
@@ -110,17 +113,6 @@ class InternalTopic:
                 pos += header.size
                 offset = header.next_offset
                 yield header, decode_records(batch)
-
-
-def append_coordinator_batch(broker: Broker, topic: str, partition: int, batch: bytes) -> int:
-    """Append a batch written by a coordinator (internal records or a transaction marker) and
-    advance the high watermark over it; wakes fetchers waiting on the partition. Returns the
-    offset of the batch's first record."""
-    plog = broker.topics.log(topic, partition)
-    info = plog.append_as_leader(batch, leader_epoch=0, origin=AppendOrigin.COORDINATOR)
-    plog.update_high_watermark(plog.log_end_offset)
-    broker.append_watch.notify((topic, partition))
-    return info.first_offset
 
 
 class TimerTask:

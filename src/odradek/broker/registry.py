@@ -1,86 +1,101 @@
 """The registry of API handlers: the one source of what the broker serves and advertises.
 
 ApiVersions answers are computed from this table, so an API is advertised exactly when a handler
-for it is registered, in exactly the versions that handler declares.
+for it is registered, in exactly the versions that handler declares. Handler modules are imported
+here by name, so a missing one is an import error and mypy checks every ``API``.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
 
-from odradek.errors import ErrorCode
-from odradek.protocol.framing import Frame
-from odradek.protocol.messages import Request, RequestPreamble
+from odradek.broker.contract import ApiHandler
+from odradek.broker.handlers import (
+    add_offsets_to_txn,
+    add_partitions_to_txn,
+    alter_configs,
+    api_versions,
+    consumer_group_describe,
+    consumer_group_heartbeat,
+    create_partitions,
+    create_topics,
+    delete_groups,
+    delete_records,
+    delete_topics,
+    describe_cluster,
+    describe_configs,
+    describe_groups,
+    describe_log_dirs,
+    describe_producers,
+    describe_transactions,
+    end_txn,
+    fetch,
+    find_coordinator,
+    heartbeat,
+    incremental_alter_configs,
+    init_producer_id,
+    join_group,
+    leave_group,
+    list_groups,
+    list_offsets,
+    list_transactions,
+    metadata,
+    offset_commit,
+    offset_delete,
+    offset_fetch,
+    offset_for_leader_epoch,
+    produce,
+    sync_group,
+    txn_offset_commit,
+    write_txn_markers,
+)
 
-if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+__all__ = ["ApiHandler", "HANDLERS", "handlers"]
 
-__all__ = ["ApiHandler", "handlers", "HANDLER_MODULES", "CLIENT_HOST"]
-
-#: The address of the client whose request is being handled (set by the connection before it
-#: dispatches; read synchronously by handlers that record it, such as JoinGroup).
-CLIENT_HOST: ContextVar[str] = ContextVar("odradek_client_host", default="")
-
-Response = Any
-HandleFn = Callable[["Broker", Request], "Response | Awaitable[Response]"]
-ErrorFn = Callable[[Request, ErrorCode], Response]
-DecodeFn = Callable[[Frame, RequestPreamble], Request]
-
-
-@dataclass(frozen=True, slots=True)
-class ApiHandler:
-    """One Kafka API: its key, the versions served, the handler and its whole-request error form.
-
-    Codecs for every declared version must exist (checked by the test suite rather than at
-    start-up: loading every version's generated classes would cost the broker ~0.4 s to start).
-
-    ``handle`` returns the response body, or an awaitable of it for requests that wait (a long
-    poll); ``error_response`` builds the response that reports ``code`` for every part of the
-    request, used by the error boundary when ``handle`` raises.
-    """
-
-    api_key: int
-    name: str
-    min_version: int
-    max_version: int
-    handle: HandleFn
-    error_response: ErrorFn
-    # A specialised decoder for a hot path; None means the generic kio codec.
-    decode: DecodeFn | None = None
-
-    def versions(self) -> range:
-        return range(self.min_version, self.max_version + 1)
-
-
-HANDLER_MODULES = (
-    "api_versions",
-    "metadata",
-    "produce",
-    "fetch",
-    "list_offsets",
-    "create_topics",
-    "init_producer_id",
-    "offset_for_leader_epoch",
-    "delete_topics", "create_partitions", "describe_configs", "alter_configs",
-    "incremental_alter_configs", "delete_records", "describe_cluster", "describe_log_dirs",
-    "find_coordinator", "join_group", "sync_group", "heartbeat", "leave_group", "offset_commit",
-    "offset_fetch", "describe_groups", "list_groups", "delete_groups", "offset_delete",
-    "consumer_group_heartbeat", "consumer_group_describe",
-    "add_partitions_to_txn", "add_offsets_to_txn", "end_txn", "txn_offset_commit",
-    "describe_transactions", "list_transactions", "describe_producers", "write_txn_markers",
+HANDLERS: tuple[ApiHandler, ...] = (
+    produce.API,
+    fetch.API,
+    list_offsets.API,
+    metadata.API,
+    offset_commit.API,
+    offset_fetch.API,
+    find_coordinator.API,
+    join_group.API,
+    heartbeat.API,
+    leave_group.API,
+    sync_group.API,
+    describe_groups.API,
+    list_groups.API,
+    api_versions.API,
+    create_topics.API,
+    delete_topics.API,
+    delete_records.API,
+    init_producer_id.API,
+    offset_for_leader_epoch.API,
+    add_partitions_to_txn.API,
+    add_offsets_to_txn.API,
+    end_txn.API,
+    write_txn_markers.API,
+    txn_offset_commit.API,
+    describe_configs.API,
+    alter_configs.API,
+    describe_log_dirs.API,
+    create_partitions.API,
+    delete_groups.API,
+    incremental_alter_configs.API,
+    offset_delete.API,
+    describe_cluster.API,
+    describe_producers.API,
+    describe_transactions.API,
+    list_transactions.API,
+    consumer_group_heartbeat.API,
+    consumer_group_describe.API,
 )
 
 
 @cache
 def handlers() -> dict[int, ApiHandler]:
-    table: dict[int, ApiHandler] = {}
-    for name in HANDLER_MODULES:
-        module = importlib.import_module(f"odradek.broker.handlers.{name}")
-        api: ApiHandler = module.API
-        table[api.api_key] = api
+    """Every registered handler by API key (a key registered twice is a programming error)."""
+    table = {api.api_key: api for api in HANDLERS}
+    assert len(table) == len(HANDLERS), "an API key is registered twice"
     return table

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from odradek.broker.errors import error_code_for
-from odradek.broker.groups import OFFSETS_TOPIC
-from odradek.broker.internal_topics import InternalTopic, TimerTask, append_coordinator_batch
+from odradek.broker.internal_topics import InternalTopic, TimerTask
 from odradek.coordinator.timer import Timer
 from odradek.coordinator.txn.context import TxnConfig
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
@@ -29,21 +28,21 @@ from odradek.coordinator.txn.records import (
 )
 from odradek.errors import ErrorCode
 from odradek.protocol.records import encode_control_batch
+from odradek.storage.log import AppendOrigin
+from odradek.topic_names import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
-__all__ = ["TxnRuntime", "TRANSACTION_STATE_TOPIC"]
+__all__ = ["TxnRuntime"]
 
 log = logging.getLogger("odradek.broker.transactions")
-
-TRANSACTION_STATE_TOPIC = "__transaction_state"
 
 
 class TxnRuntime:
     """Implements :class:`~odradek.coordinator.txn.context.TxnContext` for the broker."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: BrokerServices) -> None:
         self._broker = broker
         config = TxnConfig.from_broker(broker.config)
         existing = broker.topics.topic(TRANSACTION_STATE_TOPIC)
@@ -95,24 +94,35 @@ class TxnRuntime:
         commit: bool,
         partitions: Sequence[tuple[str, int]],
     ) -> dict[tuple[str, int], ErrorCode]:
-        broker = self._broker
         batch = encode_control_batch(
             producer_id, producer_epoch, commit=commit, coordinator_epoch=0,
             timestamp=self.now_ms(),
         )
-        outcome: dict[tuple[str, int], ErrorCode] = {}
-        for topic, partition in partitions:
+        return {
+            (topic, partition): self.append_marker(topic, partition, batch, producer_id, commit)
+            for topic, partition in partitions
+        }
+
+    def append_marker(
+        self, topic: str, partition: int, batch: bytes, producer_id: int, commit: bool
+    ) -> ErrorCode:
+        """Append a COMMIT/ABORT control ``batch`` to ``topic``-``partition``; storage ends the
+        producer's transaction there, and in ``__consumer_offsets`` the group coordinator
+        commits or drops the transaction's pending offsets. Returns the partition's outcome."""
+        context = f"{'COMMIT' if commit else 'ABORT'} marker for {topic}-{partition}"
+        try:
+            self._broker.replicas.append_as_leader(
+                topic, partition, batch, origin=AppendOrigin.COORDINATOR
+            )
+        except Exception as e:
+            return error_code_for(e, context=context)
+        if topic == OFFSETS_TOPIC:
             try:
-                append_coordinator_batch(broker, topic, partition, batch)
+                self._broker.group_coordinator.complete_transaction(producer_id, commit, partition)
             except Exception as e:
-                outcome[(topic, partition)] = error_code_for(
-                    e, context=f"transaction marker for {topic}-{partition}"
-                )
-                continue
-            outcome[(topic, partition)] = ErrorCode.none
-            if topic == OFFSETS_TOPIC:
-                broker.group_coordinator.complete_transaction(producer_id, commit, partition)
-        return outcome
+                # The marker is written; only the offsets cache missed it (as Kafka).
+                return error_code_for(e, context=context)
+        return ErrorCode.none
 
     def partition_exists(self, topic: str, partition: int) -> bool:
         meta = self._broker.topics.topic(topic)

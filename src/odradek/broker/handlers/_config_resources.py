@@ -27,7 +27,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = [
     "alter_resources",
@@ -81,7 +81,7 @@ _JAVA_INT = re.compile(r"[+-]?[0-9]+")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
-def check_node_id(broker: Broker, name: str | None) -> None:
+def check_node_id(broker: BrokerServices, name: str | None) -> None:
     """Raise INVALID_REQUEST unless ``name`` is this node's id written as an integer."""
     text = name or ""
     if not _JAVA_INT.fullmatch(text) or not _INT_MIN <= int(text) <= _INT_MAX:
@@ -110,7 +110,7 @@ def check_unique_names(configs: Sequence[Any]) -> None:
         raise InvalidRequestError("Error due to duplicate config keys")
 
 
-def refuse_broker_changes(broker: Broker, name: str, config_names: Sequence[str]) -> None:
+def refuse_broker_changes(broker: BrokerServices, name: str, config_names: Sequence[str]) -> None:
     """The BROKER resource of an alter request: valid name, and nothing to change (broker
     configs are static here). An empty name is the cluster-wide default resource."""
     if name:
@@ -233,7 +233,7 @@ _ZERO = datetime.timedelta(0)
 
 # -- the shared shape of AlterConfigs and IncrementalAlterConfigs ----------------------------------
 
-AlterFn = Callable[["Broker", Any, bool], None]
+AlterFn = Callable[["BrokerServices", Any, bool], None]
 
 
 def _alter_response(mod: Any, resource: Any, code: ErrorCode, message: str | None) -> Any:
@@ -247,7 +247,7 @@ def _alter_response(mod: Any, resource: Any, code: ErrorCode, message: str | Non
 
 
 def alter_resources(
-    broker: Broker, request: Request, key: int, response_name: str, alter: AlterFn
+    broker: BrokerServices, request: Request, key: int, response_name: str, alter: AlterFn
 ) -> Any:
     """Apply ``alter`` to each resource of an alter-configs request, each with its own result;
     a resource named twice is INVALID_REQUEST for every occurrence, as Kafka answers."""

@@ -12,7 +12,7 @@ from odradek.errors import ErrorCode
 from odradek.protocol.build import build
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = [
     "Offset",
@@ -50,7 +50,7 @@ def every_partition(body: Any, code: ErrorCode) -> list[Result]:
     return [(t.name, p.partition_index, code) for t in body.topics for p in t.partitions]
 
 
-def known_partitions(broker: Broker, offsets: Sequence[Offset]) -> tuple[list[Offset], list[Result]]:
+def known_partitions(broker: BrokerServices, offsets: Sequence[Offset]) -> tuple[list[Offset], list[Result]]:
     """Split ``offsets`` into those of existing partitions and results for the others."""
     known: list[Offset] = []
     unknown: list[Result] = []

@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
+from odradek.broker.contract import ApiHandler
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -27,21 +27,16 @@ _ZERO = datetime.timedelta(0)
 
 
 def _body(version: int, code: ErrorCode) -> Any:
-    if version < 2 and code is ErrorCode.producer_fenced:
-        code = ErrorCode.invalid_producer_epoch
     mod = response_module(KEY, version)
     return build(mod.AddOffsetsToTxnResponse, throttle_time=_ZERO, error_code=code)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     coordinator: TransactionCoordinator = broker.txn_coordinator
-    try:
-        coordinator.add_offsets(
-            body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
-        )
-    except KafkaError as e:
-        return _body(request.api_version, e.code)
+    coordinator.add_offsets(
+        body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
+    )
     return _body(request.api_version, ErrorCode.none)
 
 

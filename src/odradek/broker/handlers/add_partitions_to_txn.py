@@ -19,28 +19,21 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
+from odradek.broker.errors import compatible_code
 from odradek.broker.handlers._common import is_internal
-from odradek.broker.registry import ApiHandler
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
 from odradek.errors import ErrorCode, KafkaError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
 KEY = 24
 _ZERO = datetime.timedelta(0)
-
-
-def _compatible(version: int, code: ErrorCode) -> ErrorCode:
-    if version < 2 and code is ErrorCode.producer_fenced:
-        return ErrorCode.invalid_producer_epoch
-    if version < 5 and code is ErrorCode.transaction_abortable:
-        return ErrorCode.invalid_txn_state
-    return code
 
 
 def _partitions(topics: Iterable[Any]) -> list[tuple[str, int]]:
@@ -54,7 +47,7 @@ def _topic_results(mod: Any, version: int, results: Mapping[tuple[str, int], Err
             build(
                 mod.AddPartitionsToTxnPartitionResult,
                 partition_index=partition,
-                partition_error_code=_compatible(version, code),
+                partition_error_code=compatible_code(KEY, version, code),
             )
         )
     return tuple(
@@ -93,7 +86,7 @@ def _one(
         return dict.fromkeys(partitions, e.code)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)
@@ -152,7 +145,7 @@ def error_response(request: Request, code: ErrorCode) -> Any:
     return build(
         mod.AddPartitionsToTxnResponse,
         throttle_time=_ZERO,
-        error_code=_compatible(version, code),
+        error_code=compatible_code(KEY, version, code),
         results_by_transaction=(),
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._config_resources import (
     ResourceType,
     alter_error_response,
@@ -18,12 +19,11 @@ from odradek.broker.handlers._config_resources import (
     check_unique_names,
     refuse_broker_changes,
 )
-from odradek.broker.registry import ApiHandler
 from odradek.errors import ErrorCode, InvalidConfigError, InvalidRequestError
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -31,7 +31,7 @@ KEY = 33
 _ZERO = datetime.timedelta(0)
 
 
-def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
+def _alter(broker: BrokerServices, resource: Any, validate_only: bool) -> None:
     check_unique_names(resource.configs)
     kind, name = resource.resource_type, resource.resource_name
     if kind == ResourceType.TOPIC:
@@ -57,7 +57,7 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
         raise InvalidRequestError(f"Unknown resource type {kind}")
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     return alter_resources(broker, request, KEY, "AlterConfigsResponse", _alter)
 
 

@@ -1,28 +1,31 @@
-"""ApiVersions (key 18): the APIs and versions this broker serves, computed from the registry."""
+"""ApiVersions (key 18): the APIs and versions this broker serves, computed from the registry
+(which the broker's services hand over, as the registry itself imports this module)."""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler, handlers
+from odradek.broker.contract import ApiHandler
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
-__all__ = ["API", "unsupported_version_response"]
+__all__ = ["API", "versions_body"]
 
 KEY = 18
 
 
-def _body(version: int, code: ErrorCode) -> Any:
+def versions_body(version: int, code: ErrorCode, apis: Iterable[ApiHandler]) -> Any:
+    """The ApiVersions response advertising ``apis`` in ``version``."""
     mod = response_module(KEY, version)
     api_keys = tuple(
         mod.ApiVersion(api_key=h.api_key, min_version=h.min_version, max_version=h.max_version)
-        for h in sorted(handlers().values(), key=lambda h: h.api_key)
+        for h in sorted(apis, key=lambda h: h.api_key)
     )
     return build(
         mod.ApiVersionsResponse,
@@ -32,17 +35,13 @@ def _body(version: int, code: ErrorCode) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
-    return _body(request.api_version, ErrorCode.none)
+def handle(broker: BrokerServices, request: Request) -> Any:
+    return versions_body(request.api_version, ErrorCode.none, broker.supported_apis().values())
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
-    return _body(request.api_version, code)
-
-
-def unsupported_version_response() -> Any:
-    """The v0 answer to an ApiVersions request in a version the broker does not know."""
-    return _body(0, ErrorCode.unsupported_version)
+    # Only an unexpected failure gets here; the client learns nothing of the APIs then.
+    return versions_body(request.api_version, code, ())
 
 
 API = ApiHandler(

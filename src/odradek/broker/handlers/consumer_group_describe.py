@@ -14,15 +14,15 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._common import GROUP_OPERATIONS, NOT_REQUESTED
-from odradek.broker.registry import ApiHandler
 from odradek.coordinator.group.consumer import ConsumerGroup, ConsumerGroups
 from odradek.errors import ErrorCode, InvalidGroupIdError, KafkaError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -47,7 +47,7 @@ def _error_group(mod: Any, group_id: str, code: ErrorCode, message: str | None) 
 
 
 def _assignment(
-    mod: Any, broker: Broker, assignment: Mapping[uuid.UUID, frozenset[int]]
+    mod: Any, broker: BrokerServices, assignment: Mapping[uuid.UUID, frozenset[int]]
 ) -> Any:
     topics = []
     for topic_id in sorted(assignment):
@@ -66,7 +66,7 @@ def _assignment(
 
 
 def _described(
-    mod: Any, broker: Broker, consumer: ConsumerGroups, group: ConsumerGroup, operations: int
+    mod: Any, broker: BrokerServices, consumer: ConsumerGroups, group: ConsumerGroup, operations: int
 ) -> Any:
     members = tuple(
         build(
@@ -101,7 +101,7 @@ def _described(
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     consumer = broker.group_coordinator.consumer

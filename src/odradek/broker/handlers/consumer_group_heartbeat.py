@@ -11,15 +11,15 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import CLIENT_HOST, ApiHandler
+from odradek.broker.contract import CLIENT_HOST, ApiHandler
 from odradek.coordinator.group.consumer import HeartbeatResult
 from odradek.coordinator.group.records import TopicPartitions
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -58,7 +58,7 @@ def _response(
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     owned = None
     if body.topic_partitions is not None:
@@ -66,23 +66,20 @@ def handle(broker: Broker, request: Request) -> Any:
             TopicPartitions(tp.topic_id or _NIL_TOPIC_ID, tuple(tp.partitions))
             for tp in body.topic_partitions
         )
-    try:
-        result = broker.group_coordinator.consumer.heartbeat(
-            group_id=body.group_id,
-            member_id=body.member_id,
-            member_epoch=body.member_epoch,
-            instance_id=body.instance_id,
-            rack_id=body.rack_id,
-            rebalance_timeout_ms=_ms(body.rebalance_timeout),
-            subscribed_topic_names=body.subscribed_topic_names,
-            subscribed_topic_regex=getattr(body, "subscribed_topic_regex", None),
-            server_assignor=body.server_assignor,
-            owned_partitions=owned,
-            client_id=request.client_id or "",
-            client_host="/" + CLIENT_HOST.get(),
-        )
-    except KafkaError as e:
-        return _response(request.api_version, e.code, e.message)
+    result = broker.group_coordinator.consumer.heartbeat(
+        group_id=body.group_id,
+        member_id=body.member_id,
+        member_epoch=body.member_epoch,
+        instance_id=body.instance_id,
+        rack_id=body.rack_id,
+        rebalance_timeout_ms=_ms(body.rebalance_timeout),
+        subscribed_topic_names=body.subscribed_topic_names,
+        subscribed_topic_regex=getattr(body, "subscribed_topic_regex", None),
+        server_assignor=body.server_assignor,
+        owned_partitions=owned,
+        client_id=request.client_id or "",
+        client_host="/" + CLIENT_HOST.get(),
+    )
     return _response(request.api_version, ErrorCode.none, None, result)
 
 

@@ -13,8 +13,8 @@ import datetime
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
     InvalidReplicaAssignmentError,
@@ -25,7 +25,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -35,7 +35,7 @@ _ZERO = datetime.timedelta(0)
 REPLICATION_FACTOR = 1
 
 
-def _check_assignments(broker: Broker, additional: int, assignments: Sequence[Any]) -> None:
+def _check_assignments(broker: BrokerServices, additional: int, assignments: Sequence[Any]) -> None:
     if len(assignments) != additional:
         raise InvalidReplicaAssignmentError(
             f"Attempted to add {additional} additional partition(s), but only "
@@ -68,7 +68,7 @@ def _check_assignments(broker: Broker, additional: int, assignments: Sequence[An
             )
 
 
-def _grow(broker: Broker, topic: Any, validate_only: bool) -> None:
+def _grow(broker: BrokerServices, topic: Any, validate_only: bool) -> None:
     meta = broker.topics.topic(topic.name)
     if meta is None:
         raise UnknownTopicOrPartitionError(f"topic {topic.name!r} does not exist")
@@ -81,7 +81,7 @@ def _result(mod: Any, name: str, code: ErrorCode, message: str | None = None) ->
     return build(mod.CreatePartitionsTopicResult, name=name, error_code=code, error_message=message)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     names = [t.name for t in body.topics]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.registry import ApiHandler
 from odradek.config import effective_topic_configs
 from odradek.errors import ErrorCode, InvalidRequestError, KafkaError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -35,7 +35,7 @@ def _result(mod: Any, name: str, code: ErrorCode, message: str | None = None, **
     return build(mod.CreatableTopicResult, **fields)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     seen: dict[str, int] = {}

@@ -8,13 +8,13 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
+from odradek.broker.contract import ApiHandler
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -33,7 +33,7 @@ def _response(version: int, results: list[tuple[str, ErrorCode]]) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     results = broker.group_coordinator.delete_groups(list(request.body.groups_names))
     return _response(request.api_version, results)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import is_internal
-from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
     InvalidTopicError,
@@ -25,7 +25,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API", "HIGH_WATERMARK"]
 
@@ -35,7 +35,7 @@ _ZERO = datetime.timedelta(0)
 HIGH_WATERMARK = -1
 
 
-def _delete(broker: Broker, topic: str, partition: int, offset: int) -> int:
+def _delete(broker: BrokerServices, topic: str, partition: int, offset: int) -> int:
     if is_internal(topic):
         raise InvalidTopicError(f"Cannot delete records of internal topic {topic}")
     log = broker.topics.log(topic, partition)
@@ -60,7 +60,7 @@ def _partition(mod: Any, index: int, code: ErrorCode, low_watermark: int = -1) -
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     topics = []
     for t in request.body.topics:

@@ -14,8 +14,8 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
     InvalidRequestError,
@@ -29,7 +29,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -57,7 +57,7 @@ def _result(mod: Any, name: str | None, topic_id: uuid.UUID, code: ErrorCode,
     )
 
 
-def _target(broker: Broker, name: str | None, topic_id: uuid.UUID, names: list[str | None],
+def _target(broker: BrokerServices, name: str | None, topic_id: uuid.UUID, names: list[str | None],
             ids: list[uuid.UUID]) -> TopicMetadata:
     """The topic one entry names, or the typed error that entry gets."""
     if name is None and topic_id == ZERO_UUID:
@@ -79,7 +79,7 @@ def _target(broker: Broker, name: str | None, topic_id: uuid.UUID, names: list[s
     return meta
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     if not broker.config.delete_topic_enable:
         if request.api_version < 3:
             raise InvalidRequestError("Topic deletion is disabled.")

@@ -12,12 +12,11 @@ import datetime
 import enum
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._common import CLUSTER_OPERATIONS
-from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
     InvalidRequestError,
-    KafkaError,
     MismatchedEndpointTypeError,
     UnsupportedEndpointTypeError,
 )
@@ -25,7 +24,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API", "EndpointType", "CLUSTER_OPERATIONS"]
 
@@ -70,14 +69,11 @@ def _response(mod: Any, code: ErrorCode, message: str | None, **fields: Any) -> 
     return build(mod.DescribeClusterResponse, **values)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)
-    try:
-        _check_endpoint(version, getattr(body, "endpoint_type", EndpointType.BROKER))
-    except KafkaError as e:
-        return _response(mod, e.code, e.message)
+    _check_endpoint(version, getattr(body, "endpoint_type", EndpointType.BROKER))
     me = build(
         mod.DescribeClusterBroker,
         broker_id=broker.node_id,

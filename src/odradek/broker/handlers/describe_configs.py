@@ -13,9 +13,9 @@ import datetime
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._config_resources import ResourceType, check_node_id, logger_levels
-from odradek.broker.registry import ApiHandler
 from odradek.broker.topics import validate_topic_name
 from odradek.config import (
     ConfigEntry,
@@ -34,7 +34,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -42,7 +42,7 @@ KEY = 32
 _ZERO = datetime.timedelta(0)
 
 
-def _entries(broker: Broker, resource_type: int, name: str) -> list[ConfigEntry]:
+def _entries(broker: BrokerServices, resource_type: int, name: str) -> list[ConfigEntry]:
     if resource_type == ResourceType.TOPIC:
         validate_topic_name(name)
         meta = broker.topics.topic(name)
@@ -102,7 +102,7 @@ def _result(mod: Any, resource: Any, code: ErrorCode, message: str | None,
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     synonyms = bool(getattr(body, "include_synonyms", False))

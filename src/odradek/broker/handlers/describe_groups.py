@@ -10,15 +10,15 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._common import GROUP_OPERATIONS, NOT_REQUESTED
-from odradek.broker.registry import ApiHandler
 from odradek.coordinator.group.classic import ClassicGroup, ClassicGroupState
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -56,7 +56,7 @@ def _group(mod: Any, group_id: str, group: Any, operations: int) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     operations = (

@@ -14,13 +14,13 @@ import shutil
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
+from odradek.broker.contract import ApiHandler
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
     from odradek.storage.log import PartitionLog
 
 __all__ = ["API"]
@@ -59,7 +59,7 @@ def _result(mod: Any, log_dir: str, code: ErrorCode, topics: tuple[Any, ...] = (
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     log_dir = os.path.abspath(broker.data_dir)
     wanted = _wanted(request)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.registry import ApiHandler
 from odradek.broker.topics import validate_topic_name
 from odradek.errors import ErrorCode, KafkaError
 from odradek.protocol.build import build, response_module
@@ -23,7 +23,7 @@ from odradek.protocol.messages import Request
 from odradek.storage.producer_state import ActiveProducer
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -59,7 +59,7 @@ def _partition(
     )
 
 
-def _describe(broker: Broker, mod: Any, topic: str, index: int) -> Any:
+def _describe(broker: BrokerServices, mod: Any, topic: str, index: int) -> Any:
     try:
         plog = broker.topics.log(topic, index)
         producers = sorted(plog.active_producers(), key=lambda p: p.producer_id)
@@ -71,7 +71,7 @@ def _describe(broker: Broker, mod: Any, topic: str, index: int) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     topics = []
     for t in request.body.topics:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
+from odradek.broker.contract import ApiHandler
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
 from odradek.coordinator.txn.state import TransactionMetadata
 from odradek.errors import ErrorCode, KafkaError
@@ -18,7 +18,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -62,7 +62,7 @@ def _error(mod: Any, transactional_id: str, code: ErrorCode) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     coordinator: TransactionCoordinator = broker.txn_coordinator
     states = []

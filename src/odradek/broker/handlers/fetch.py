@@ -15,9 +15,9 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import check_leader_epoch
-from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
     KafkaError,
@@ -30,7 +30,7 @@ from odradek.protocol.records import BATCH_HEADER_SIZE, read_batch_header
 from odradek.storage.log import PartitionLog
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -63,7 +63,7 @@ class _Read:
     body: Any
 
 
-def _requested(broker: Broker, request: Request) -> list[tuple[Any, list[_Partition | Any]]]:
+def _requested(broker: BrokerServices, request: Request) -> list[tuple[Any, list[_Partition | Any]]]:
     """Resolve topic names/ids; an unresolvable topic id keeps the raw partition for an error."""
     out: list[tuple[Any, list[_Partition | Any]]] = []
     for t in request.body.topics:
@@ -138,7 +138,7 @@ def _aborted(
     )
 
 
-def _read(broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]]) -> _Read:
+def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list[Any]]]) -> _Read:
     mod = response_module(KEY, request.api_version)
     read_committed = getattr(request.body, "isolation_level", 0) == READ_COMMITTED
     remaining = request.body.max_bytes
@@ -209,7 +209,7 @@ def _read(broker: Broker, request: Request, topics: list[tuple[Any, list[Any]]])
     return _Read(total, has_error, body)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     if request.api_version >= 7 and body.session_id != 0:
         raise FetchSessionIdNotFoundError(f"fetch session {body.session_id} is not known")
@@ -226,7 +226,7 @@ def handle(broker: Broker, request: Request) -> Any:
 
 
 async def _long_poll(
-    broker: Broker,
+    broker: BrokerServices,
     request: Request,
     topics: list[tuple[Any, list[Any]]],
     tps: list[tuple[str, int]],

@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.registry import ApiHandler
 from odradek.errors import ErrorCode, InvalidRequestError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API", "GROUP", "TRANSACTION"]
 
@@ -28,7 +28,7 @@ TRANSACTION = 1
 _ZERO = datetime.timedelta(0)
 
 
-def _locate(broker: Broker, key_type: int) -> None:
+def _locate(broker: BrokerServices, key_type: int) -> None:
     if key_type == GROUP:
         broker.groups.ensure_offsets_topic()
     elif key_type == TRANSACTION:
@@ -37,7 +37,7 @@ def _locate(broker: Broker, key_type: int) -> None:
         raise InvalidRequestError(f"unknown coordinator key type {key_type}")
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, KafkaError
+from odradek.broker.contract import ApiHandler
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -24,17 +24,14 @@ def _response(version: int, code: ErrorCode) -> Any:
     return build(mod.HeartbeatResponse, throttle_time=_ZERO, error_code=code)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
-    try:
-        broker.group_coordinator.classic.heartbeat(
-            group_id=body.group_id,
-            generation_id=body.generation_id,
-            member_id=body.member_id,
-            group_instance_id=getattr(body, "group_instance_id", None),
-        )
-    except KafkaError as e:
-        return _response(request.api_version, e.code)
+    broker.group_coordinator.classic.heartbeat(
+        group_id=body.group_id,
+        generation_id=body.generation_id,
+        member_id=body.member_id,
+        group_instance_id=getattr(body, "group_instance_id", None),
+    )
     return _response(request.api_version, ErrorCode.none)
 
 

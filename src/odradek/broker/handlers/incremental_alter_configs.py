@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._config_resources import (
     AlterOp,
     ResourceType,
@@ -25,7 +26,6 @@ from odradek.broker.handlers._config_resources import (
     incremental_topic_configs,
     refuse_broker_changes,
 )
-from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
     InvalidRequestError,
@@ -34,7 +34,7 @@ from odradek.errors import (
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -42,7 +42,7 @@ KEY = 44
 _ZERO = datetime.timedelta(0)
 
 
-def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
+def _alter(broker: BrokerServices, resource: Any, validate_only: bool) -> None:
     ops = resource.configs
     check_unique_names(ops)
     nulls = [op.name for op in ops if op.config_operation != AlterOp.DELETE and op.value is None]
@@ -66,7 +66,7 @@ def _alter(broker: Broker, resource: Any, validate_only: bool) -> None:
         raise InvalidRequestError(f"Unknown resource type {kind}")
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     return alter_resources(broker, request, KEY, "IncrementalAlterConfigsResponse", _alter)
 
 

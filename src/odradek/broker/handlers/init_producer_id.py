@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, KafkaError
+from odradek.broker.contract import ApiHandler
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -36,21 +36,15 @@ def _body(version: int, code: ErrorCode, producer_id: int = -1, epoch: int = -1)
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     timeout_ms = int(body.transaction_timeout / datetime.timedelta(milliseconds=1))
-    try:
-        result = broker.txn_coordinator.init_producer_id(
-            body.transactional_id,
-            timeout_ms,
-            getattr(body, "producer_id", -1),
-            getattr(body, "producer_epoch", -1),
-        )
-    except KafkaError as e:
-        code = e.code
-        if request.api_version < 4 and code is ErrorCode.producer_fenced:
-            code = ErrorCode.invalid_producer_epoch
-        return _body(request.api_version, code)
+    result = broker.txn_coordinator.init_producer_id(
+        body.transactional_id,
+        timeout_ms,
+        getattr(body, "producer_id", -1),
+        getattr(body, "producer_epoch", -1),
+    )
     return _body(request.api_version, ErrorCode.none, result.producer_id, result.producer_epoch)
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import CLIENT_HOST, ApiHandler
 from odradek.broker.groups import then
-from odradek.broker.registry import CLIENT_HOST, ApiHandler
 from odradek.coordinator.group.classic import JoinResult
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -45,25 +45,22 @@ def _response(version: int, result: JoinResult) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
-    try:
-        pending = broker.group_coordinator.classic.join(
-            group_id=body.group_id,
-            member_id=body.member_id,
-            group_instance_id=getattr(body, "group_instance_id", None),
-            protocol_type=body.protocol_type,
-            protocols=[(p.name, p.metadata) for p in body.protocols],
-            session_timeout_ms=_ms(body.session_timeout),
-            rebalance_timeout_ms=_ms(getattr(body, "rebalance_timeout", None)),
-            client_id=request.client_id or "",
-            client_host="/" + CLIENT_HOST.get(),
-            require_known_member_id=version >= 4,
-            supports_skip_assignment=version >= 9,
-        )
-    except KafkaError as e:
-        return _response(version, JoinResult(e.code, body.member_id))
+    pending = broker.group_coordinator.classic.join(
+        group_id=body.group_id,
+        member_id=body.member_id,
+        group_instance_id=getattr(body, "group_instance_id", None),
+        protocol_type=body.protocol_type,
+        protocols=[(p.name, p.metadata) for p in body.protocols],
+        session_timeout_ms=_ms(body.session_timeout),
+        rebalance_timeout_ms=_ms(getattr(body, "rebalance_timeout", None)),
+        client_id=request.client_id or "",
+        client_host="/" + CLIENT_HOST.get(),
+        require_known_member_id=version >= 4,
+        supports_skip_assignment=version >= 9,
+    )
     return then(pending, lambda result: _response(version, result))
 
 

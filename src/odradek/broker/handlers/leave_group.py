@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, KafkaError
+from odradek.broker.contract import ApiHandler
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -20,7 +20,7 @@ KEY = 13
 _ZERO = datetime.timedelta(0)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)
@@ -28,10 +28,7 @@ def handle(broker: Broker, request: Request) -> Any:
         members = [(body.member_id, None)]
     else:
         members = [(m.member_id, m.group_instance_id) for m in body.members]
-    try:
-        results = broker.group_coordinator.classic.leave(body.group_id, members)
-    except KafkaError as e:
-        return error_response(request, e.code)
+    results = broker.group_coordinator.classic.leave(body.group_id, members)
     if version < 3:
         return build(mod.LeaveGroupResponse, throttle_time=_ZERO, error_code=results[0].error)
     return build(

@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import LEADER_EPOCH, check_leader_epoch
-from odradek.broker.registry import ApiHandler
 from odradek.errors import (
     ErrorCode,
     InvalidRequestError,
@@ -20,7 +20,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
     from odradek.storage.log import PartitionLog
 
 __all__ = ["API"]
@@ -67,7 +67,7 @@ def _partition(mod: Any, index: int, code: ErrorCode, ts: int = -1, offset: int 
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     read_committed = getattr(request.body, "isolation_level", 0) == 1
     topics = []

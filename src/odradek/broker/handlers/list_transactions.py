@@ -11,14 +11,14 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
+from odradek.broker.contract import ApiHandler
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -26,7 +26,7 @@ KEY = 66
 _ZERO = datetime.timedelta(0)
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     coordinator: TransactionCoordinator = broker.txn_coordinator

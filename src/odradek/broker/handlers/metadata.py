@@ -11,13 +11,13 @@ import datetime
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._common import (
     CLUSTER_OPERATIONS,
     LEADER_EPOCH,
     TOPIC_OPERATIONS,
     is_internal,
 )
-from odradek.broker.registry import ApiHandler
 from odradek.broker.topics import validate_topic_name
 from odradek.errors import ErrorCode, KafkaError
 from odradek.metadata.store import TopicMetadata
@@ -25,7 +25,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -34,7 +34,7 @@ ZERO_UUID = uuid.UUID(int=0)
 NOT_REQUESTED = -(2**31)
 
 
-def _topic(mod: Any, broker: Broker, meta: TopicMetadata, operations: int) -> Any:
+def _topic(mod: Any, broker: BrokerServices, meta: TopicMetadata, operations: int) -> Any:
     node = broker.node_id
     partitions = tuple(
         build(
@@ -72,7 +72,7 @@ def _error_topic(mod: Any, name: str | None, topic_id: uuid.UUID | None, code: E
     )
 
 
-def _lookup(broker: Broker, mod: Any, name: str | None, topic_id: uuid.UUID | None,
+def _lookup(broker: BrokerServices, mod: Any, name: str | None, topic_id: uuid.UUID | None,
             auto_create: bool, operations: int) -> Any:
     if not name:
         if topic_id is None or topic_id == ZERO_UUID:
@@ -96,7 +96,7 @@ def _lookup(broker: Broker, mod: Any, name: str | None, topic_id: uuid.UUID | No
     return _topic(mod, broker, meta, operations)
 
 
-def _body(broker: Broker, version: int, topics: tuple[Any, ...], cluster_ops: int) -> Any:
+def _body(broker: BrokerServices, version: int, topics: tuple[Any, ...], cluster_ops: int) -> Any:
     mod = response_module(KEY, version)
     brokers = (
         build(
@@ -118,7 +118,7 @@ def _body(broker: Broker, version: int, topics: tuple[Any, ...], cluster_ops: in
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)

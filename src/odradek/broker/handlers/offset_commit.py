@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._offsets import (
     Result,
     every_partition,
@@ -18,13 +19,12 @@ from odradek.broker.handlers._offsets import (
     requested_offsets,
     topic_results,
 )
-from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -42,7 +42,7 @@ def _response(version: int, results: list[Result]) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     expire = -1
@@ -53,18 +53,15 @@ def handle(broker: Broker, request: Request) -> Any:
             expire = broker.clock.milliseconds() + retention_ms
     offsets = requested_offsets(body)
     known, unknown = known_partitions(broker, offsets)
-    try:
-        results = broker.group_coordinator.commit_offsets(
-            body.group_id,
-            member_id=body.member_id,
-            generation_or_epoch=body.generation_id_or_member_epoch,
-            instance_id=getattr(body, "group_instance_id", None),
-            offsets=known,
-            api_version=version,
-            expire_timestamp=expire,
-        )
-    except KafkaError as e:
-        return _response(version, every_partition(request.body, e.code))
+    results = broker.group_coordinator.commit_offsets(
+        body.group_id,
+        member_id=body.member_id,
+        generation_or_epoch=body.generation_id_or_member_epoch,
+        instance_id=getattr(body, "group_instance_id", None),
+        offsets=known,
+        api_version=version,
+        expire_timestamp=expire,
+    )
     return _response(version, in_request_order(offsets, results, unknown))
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, KafkaError
+from odradek.broker.contract import ApiHandler
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -41,13 +41,10 @@ def _response(code: ErrorCode, results: list[tuple[str, int, ErrorCode]]) -> Any
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     topics = [(t.name, [p.partition_index for p in t.partitions]) for t in body.topics]
-    try:
-        results = broker.group_coordinator.delete_offsets(body.group_id, topics)
-    except KafkaError as e:
-        return _response(e.code, [])
+    results = broker.group_coordinator.delete_offsets(body.group_id, topics)
     return _response(ErrorCode.none, results)
 
 

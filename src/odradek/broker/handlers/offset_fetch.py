@@ -9,14 +9,14 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.registry import ApiHandler
+from odradek.broker.contract import ApiHandler
 from odradek.coordinator.group.coordinator import CommittedOffset
 from odradek.errors import ErrorCode, KafkaError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -52,7 +52,7 @@ def _requested(topics: Any) -> list[tuple[str, list[int]]] | None:
 
 
 def _fetch(
-    broker: Broker, group_id: str, topics: Any, member_id: Any, epoch: int, stable: bool
+    broker: BrokerServices, group_id: str, topics: Any, member_id: Any, epoch: int, stable: bool
 ) -> tuple[list[CommittedOffset], ErrorCode]:
     wanted = _requested(topics)
     try:
@@ -63,7 +63,7 @@ def _fetch(
         return [], e.code
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import LEADER_EPOCH, check_leader_epoch
-from odradek.broker.registry import ApiHandler
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -29,7 +29,7 @@ def _result(mod: Any, partition: int, code: ErrorCode, epoch: int = -1, end: int
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     topics = []
     for t in request.body.topics:

@@ -12,21 +12,17 @@ import datetime
 import struct
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.dispatcher import NO_RESPONSE
+from odradek.broker.contract import NO_RESPONSE, ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import INTERNAL_TOPICS, LEADER_EPOCH
-from odradek.broker.registry import ApiHandler
+from odradek.broker.handlers._common import INTERNAL_TOPICS
 from odradek.errors import (
     ConcurrentTransactionsError,
     ErrorCode,
-    InvalidProducerEpochError,
     InvalidRecordError,
     InvalidRequiredAcksError,
     InvalidTopicError,
-    InvalidTxnStateError,
     KafkaError,
     NotEnoughReplicasError,
-    ProducerFencedError,
     TransactionAbortableError,
 )
 from odradek.protocol.build import build, response_module
@@ -34,7 +30,7 @@ from odradek.protocol.messages import Request
 from odradek.protocol.produce import decode_produce_request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -67,15 +63,14 @@ def _partition(
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     acks = body.acks
     mod = response_module(KEY, request.api_version)
     if acks not in (-1, 0, 1):
         raise InvalidRequiredAcksError(f"acks must be -1, 0 or 1, got {acks}")
     transactional_id = body.transactional_id
-    topics = broker.topics
-    watch = broker.append_watch
+    replicas = broker.replicas
     responses = []
     for topic_data in body.topic_data:
         name = topic_data.name
@@ -85,16 +80,11 @@ def handle(broker: Broker, request: Request) -> Any:
             try:
                 if name in INTERNAL_TOPICS:
                     raise InvalidTopicError(f"Cannot append to internal topic {name}")
-                log = topics.log(name, index)
+                replicas.leader_log(name, index)  # an unknown partition fails before validation
                 _check_one_batch(pd.records)
                 if transactional_id is not None:
-                    _verify_transaction(
-                        broker, transactional_id, name, index, pd.records, request.api_version
-                    )
-                info = log.append_as_leader(pd.records, leader_epoch=LEADER_EPOCH)
-                if not info.duplicate:
-                    log.update_high_watermark(log.log_end_offset)
-                    watch.notify((name, index))
+                    _verify_transaction(broker, transactional_id, name, index, pd.records)
+                info = replicas.append_as_leader(name, index, pd.records)
                 partitions.append(
                     _partition(
                         mod,
@@ -106,7 +96,10 @@ def handle(broker: Broker, request: Request) -> Any:
                     )
                 )
             except Exception as e:
-                code = error_code_for(e, context=f"produce to {name}-{index}")
+                code = error_code_for(
+                    e, context=f"produce to {name}-{index}", api_key=KEY,
+                    version=request.api_version,
+                )
                 message = e.message if isinstance(e, KafkaError) else None
                 partitions.append(_partition(mod, index, code, message=message))
         responses.append(
@@ -122,10 +115,9 @@ _PRODUCER = struct.Struct(">qh")  # producer id and epoch, at byte 43 of a v2 ba
 
 
 def _verify_transaction(
-    broker: Broker, transactional_id: str, topic: str, partition: int, records: Any, version: int
+    broker: BrokerServices, transactional_id: str, topic: str, partition: int, records: Any
 ) -> None:
-    """KIP-890 part 1: a transactional write must go to a partition its transaction added;
-    errors are given in the forms each produce version knows."""
+    """KIP-890 part 1: a transactional write must go to a partition its transaction added."""
     if len(records) < 53:
         raise InvalidRecordError("record batch too short")
     producer_id, epoch = _PRODUCER.unpack_from(records, 43)
@@ -134,17 +126,15 @@ def _verify_transaction(
         code = broker.txn_coordinator.add_partitions(
             transactional_id, producer_id, epoch, [tp], verify_only=True
         )[tp]
-    except ProducerFencedError as e:
-        raise InvalidProducerEpochError(e.message) from e
     except ConcurrentTransactionsError as e:
         # Retriable for every client version, as Kafka answers it.
         raise NotEnoughReplicasError(e.message) from e
     if code is ErrorCode.none:
         return
-    message = f"{topic}-{partition} is not in the transaction of {transactional_id}"
-    if version >= 11:
-        raise TransactionAbortableError(message)
-    raise InvalidTxnStateError(message)
+    # Answered as INVALID_TXN_STATE to clients older than v11 (the error boundary's table).
+    raise TransactionAbortableError(
+        f"{topic}-{partition} is not in the transaction of {transactional_id}"
+    )
 
 
 def _check_one_batch(records: Any) -> None:

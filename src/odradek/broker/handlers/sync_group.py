@@ -6,15 +6,15 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.groups import then
-from odradek.broker.registry import ApiHandler
 from odradek.coordinator.group.classic import SyncResult
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -34,21 +34,18 @@ def _response(version: int, result: SyncResult) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
-    try:
-        pending = broker.group_coordinator.classic.sync(
-            group_id=body.group_id,
-            generation_id=body.generation_id,
-            member_id=body.member_id,
-            group_instance_id=getattr(body, "group_instance_id", None),
-            protocol_type=getattr(body, "protocol_type", None),
-            protocol_name=getattr(body, "protocol_name", None),
-            assignments=[(a.member_id, a.assignment) for a in body.assignments],
-        )
-    except KafkaError as e:
-        return _response(version, SyncResult(e.code))
+    pending = broker.group_coordinator.classic.sync(
+        group_id=body.group_id,
+        generation_id=body.generation_id,
+        member_id=body.member_id,
+        group_instance_id=getattr(body, "group_instance_id", None),
+        protocol_type=getattr(body, "protocol_type", None),
+        protocol_name=getattr(body, "protocol_name", None),
+        assignments=[(a.member_id, a.assignment) for a in body.assignments],
+    )
     return then(pending, lambda result: _response(version, result))
 
 

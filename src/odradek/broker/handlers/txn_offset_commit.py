@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._offsets import (
     Result,
     every_partition,
@@ -19,13 +20,12 @@ from odradek.broker.handlers._offsets import (
     requested_offsets,
     topic_results,
 )
-from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -43,26 +43,23 @@ def _response(version: int, results: list[Result]) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     offsets = requested_offsets(body)
     known, unknown = known_partitions(broker, offsets)
-    try:
-        broker.txn_coordinator.verify_offset_commit(
-            body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
-        )
-        results = broker.group_coordinator.txn_commit_offsets(
-            body.group_id,
-            producer_id=body.producer_id,
-            producer_epoch=body.producer_epoch,
-            member_id=getattr(body, "member_id", ""),
-            generation_id=getattr(body, "generation_id", -1),
-            instance_id=getattr(body, "group_instance_id", None),
-            offsets=known,
-        )
-    except KafkaError as e:
-        return _response(version, every_partition(request.body, e.code))
+    broker.txn_coordinator.verify_offset_commit(
+        body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
+    )
+    results = broker.group_coordinator.txn_commit_offsets(
+        body.group_id,
+        producer_id=body.producer_id,
+        producer_epoch=body.producer_epoch,
+        member_id=getattr(body, "member_id", ""),
+        generation_id=getattr(body, "generation_id", -1),
+        instance_id=getattr(body, "group_instance_id", None),
+        offsets=known,
+    )
     return _response(version, in_request_order(offsets, results, unknown))
 
 

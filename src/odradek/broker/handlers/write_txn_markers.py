@@ -24,17 +24,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.errors import error_code_for
-from odradek.broker.groups import OFFSETS_TOPIC
-from odradek.broker.internal_topics import append_coordinator_batch
-from odradek.broker.registry import ApiHandler
-from odradek.errors import ErrorCode, InvalidRequestError
+from odradek.broker.contract import ApiHandler
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 from odradek.protocol.records import encode_control_batch
 
 if TYPE_CHECKING:
-    from odradek.broker.app import Broker
+    from odradek.broker.services import BrokerServices
 
 __all__ = ["API"]
 
@@ -45,7 +42,7 @@ log = logging.getLogger("odradek.broker.transactions")
 _Results = dict[int, dict[str, dict[int, ErrorCode]]]
 
 
-def _write_marker(broker: Broker, marker: Any, results: _Results) -> None:
+def _write_marker(broker: BrokerServices, marker: Any, results: _Results) -> None:
     producer_id = marker.producer_id
     commit = bool(marker.transaction_result)
     by_topic = results.setdefault(producer_id, {})
@@ -65,27 +62,18 @@ def _write_marker(broker: Broker, marker: Any, results: _Results) -> None:
             if (t.name, index) in seen:
                 continue
             seen.add((t.name, index))
-            context = f"{'COMMIT' if commit else 'ABORT'} marker for {t.name}-{index}"
-            try:
-                if batch is None:
-                    raise InvalidRequestError(
-                        f"marker of producer {producer_id} epoch {marker.producer_epoch}"
-                    )
-                append_coordinator_batch(broker, t.name, index, batch)
-            except Exception as e:
-                codes[index] = error_code_for(e, context=context)
+            if batch is None:
+                codes[index] = ErrorCode.invalid_request
                 continue
-            codes[index] = ErrorCode.none
-            log.info(
-                "wrote %s of producer %d epoch %d (coordinator epoch %d) on request",
-                context, producer_id, marker.producer_epoch, marker.coordinator_epoch,
+            codes[index] = broker.transactions.append_marker(
+                t.name, index, batch, producer_id, commit
             )
-            if t.name == OFFSETS_TOPIC:
-                try:
-                    broker.group_coordinator.complete_transaction(producer_id, commit, index)
-                except Exception as e:
-                    # The marker is written; only the offsets cache missed it (as Kafka).
-                    codes[index] = error_code_for(e, context=context)
+            if codes[index] is ErrorCode.none:
+                log.info(
+                    "wrote %s marker for %s-%d of producer %d epoch %d (coordinator epoch %d) "
+                    "on request", "COMMIT" if commit else "ABORT", t.name, index,
+                    producer_id, marker.producer_epoch, marker.coordinator_epoch,
+                )
 
 
 def _response(mod: Any, results: _Results) -> Any:
@@ -116,7 +104,7 @@ def _response(mod: Any, results: _Results) -> Any:
     )
 
 
-def handle(broker: Broker, request: Request) -> Any:
+def handle(broker: BrokerServices, request: Request) -> Any:
     results: _Results = {}
     for marker in request.body.markers:
         _write_marker(broker, marker, results)

@@ -49,6 +49,7 @@ from odradek.errors import (
     UnknownMemberIdError,
 )
 from odradek.storage.clock import Clock
+from odradek.topic_names import OFFSETS_TOPIC
 
 __all__ = [
     "GroupCoordinator",
@@ -62,7 +63,6 @@ __all__ = [
 
 log = logging.getLogger("odradek.coordinator.group")
 
-OFFSETS_TOPIC = "__consumer_offsets"
 
 Group = ClassicGroup | ConsumerGroup
 #: Appends encoded (key, value) records to one partition of ``__consumer_offsets``, as one

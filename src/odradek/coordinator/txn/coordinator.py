@@ -71,6 +71,7 @@ from odradek.errors import (
     TransactionalIdNotFoundError,
     UnknownTopicOrPartitionError,
 )
+from odradek.topic_names import OFFSETS_TOPIC
 
 __all__ = [
     "TransactionCoordinator",
@@ -88,7 +89,6 @@ __all__ = [
 
 log = logging.getLogger("odradek.coordinator.txn")
 
-OFFSETS_TOPIC = "__consumer_offsets"
 
 _S = TransactionState
 _PREPARING = frozenset({_S.PREPARE_COMMIT, _S.PREPARE_ABORT})

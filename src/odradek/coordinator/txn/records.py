@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from odradek.coordinator._codec import Reader, Writer
 from odradek.coordinator.group.records import partition_for as _partition_for
 from odradek.coordinator.txn.state import TransactionState
+from odradek.topic_names import TRANSACTION_STATE_TOPIC
 
 __all__ = [
     "TRANSACTION_STATE_TOPIC",
@@ -50,7 +51,6 @@ __all__ = [
     "partition_for",
 ]
 
-TRANSACTION_STATE_TOPIC = "__transaction_state"
 KEY_VERSION = 0
 #: The value version written by default (Kafka 3.9's, transaction version 0).
 VALUE_VERSION = 0

@@ -1,0 +1,94 @@
+"""The services seam: what API handlers and coordinator runtimes may use of the broker.
+
+Handlers and runtimes depend on this Protocol, never on :class:`odradek.broker.app.Broker`, so
+what they reach is named here and the broker can be assembled differently (a cluster member, a
+test double of one piece) without touching them. Everything here is owned by the broker's event
+loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from odradek.broker.contract import ApiHandler
+    from odradek.broker.delayed import AppendWatch
+    from odradek.broker.groups import GroupRuntime
+    from odradek.broker.replica_manager import ReplicaManager
+    from odradek.broker.topics import TopicManager
+    from odradek.broker.transactions import TxnRuntime
+    from odradek.clock import Clock
+    from odradek.config import BrokerConfig
+    from odradek.coordinator.group.coordinator import GroupCoordinator
+    from odradek.coordinator.txn.coordinator import TransactionCoordinator
+    from odradek.metadata.store import MetadataStore, TopicMetadata
+    from odradek.storage.log_manager import LogManager
+
+__all__ = ["BrokerServices"]
+
+
+class BrokerServices(Protocol):
+    """The broker as handlers see it."""
+
+    @property
+    def config(self) -> BrokerConfig: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def node_id(self) -> int: ...
+
+    @property
+    def advertised_host(self) -> str: ...
+
+    @property
+    def advertised_port(self) -> int: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def metadata(self) -> MetadataStore:
+        """Cluster id, topics and configs, producer-id allocation."""
+        ...
+
+    @property
+    def topics(self) -> TopicManager:
+        """Topic rules: create, delete, alter, and the partition logs of existing topics."""
+        ...
+
+    @property
+    def logs(self) -> LogManager: ...
+
+    @property
+    def replicas(self) -> ReplicaManager:
+        """The one owner of appends (produce, coordinator records, markers)."""
+        ...
+
+    @property
+    def append_watch(self) -> AppendWatch:
+        """Wake-ups for fetches waiting on new data."""
+        ...
+
+    @property
+    def groups(self) -> GroupRuntime: ...
+
+    @property
+    def group_coordinator(self) -> GroupCoordinator: ...
+
+    @property
+    def transactions(self) -> TxnRuntime: ...
+
+    @property
+    def txn_coordinator(self) -> TransactionCoordinator: ...
+
+    def supported_apis(self) -> Mapping[int, ApiHandler]:
+        """What ApiVersions advertises: every registered handler, by API key."""
+        ...
+
+    def maybe_auto_create(self, name: str) -> TopicMetadata | None:
+        """``name``'s metadata, creating the topic first when ``auto.create.topics.enable``."""
+        ...
