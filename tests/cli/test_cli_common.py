@@ -1,4 +1,5 @@
-"""The helpers every command shares (``odradek.cli._common``)."""
+"""The helpers the commands share (``odradek.cli._common``) and the connection options of the
+client commands (``odradek.cli._options``)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,13 @@ import argparse
 
 import pytest
 
-from odradek.cli._common import (
+from odradek.cli._common import CliError, format_table, require_positive
+from odradek.cli._options import (
     BOOTSTRAP_ENV,
     DEFAULT_BOOTSTRAP,
     ClientOptions,
-    CliError,
     client_options,
     connection_parser,
-    format_table,
-    require_positive,
 )
 
 

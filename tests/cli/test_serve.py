@@ -53,9 +53,8 @@ def test_serving_imports_no_client_tools(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
-    imported = {
-        line.rsplit("|", 1)[1].strip() for line in err.splitlines() if line.startswith("import time:")
-    }
+    lines = err.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
     assert "odradek.broker.app" in imported  # the list is complete enough to judge by
     cli = {m for m in imported if m.startswith("odradek.cli.")}
     assert cli == {"odradek.cli.main", "odradek.cli._common", "odradek.cli.serve"}

@@ -12,7 +12,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from odradek.cli._common import ClientOptions, CliError
+from odradek.cli._common import CliError
+from odradek.cli._options import ClientOptions
 
 __all__ = [
     "UNREACHABLE_CODES",

@@ -13,14 +13,9 @@ import sys
 import time
 from typing import IO, Any
 
-from odradek.cli._common import (
-    ClientOptions,
-    CliError,
-    Subparsers,
-    client_options,
-    require_positive,
-)
+from odradek.cli._common import CliError, Subparsers, require_positive
 from odradek.cli._kafka import client_config, delivery_reason, error_of, explain, topic_metadata
+from odradek.cli._options import ClientOptions, client_options
 from odradek.cli._records import ConsumedRecord, format_json, format_plain, parse_timestamp
 
 __all__ = ["JOIN_TIMEOUT_S", "STALL_TIMEOUT_S", "add_commands"]

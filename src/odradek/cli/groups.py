@@ -18,16 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from odradek.cli._common import (
-    MISSING,
-    REQUEST_TIMEOUT_S,
-    ClientOptions,
-    CliError,
-    Subparsers,
-    client_options,
-    format_table,
-    warn,
-)
+from odradek.cli._common import MISSING, REQUEST_TIMEOUT_S, CliError, Subparsers, format_table, warn
 from odradek.cli._kafka import (
     UNREACHABLE_CODES,
     admin_client,
@@ -36,6 +27,7 @@ from odradek.cli._kafka import (
     reachability_error,
     require_topic,
 )
+from odradek.cli._options import ClientOptions, client_options
 from odradek.cli._records import parse_timestamp
 
 __all__ = [

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from odradek.cli._common import CliError, Subparsers, connection_parser
+from odradek.cli._common import CliError, Subparsers
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -26,19 +26,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="odradek", description="A Kafka-compatible commit log broker and its tools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = connection_parser()
+    common: argparse.ArgumentParser | None = None
     for name in [command] if command in COMMANDS else COMMANDS:
-        _register(name, sub, common)
-    return parser
-
-
-def _register(name: str | None, sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    # The imports are here, not at the top, so that only the command being run is loaded.
-    match name:
-        case "serve":
+        # The imports are here, not at the top, so that only the command being run is loaded.
+        if name == "serve":
             from odradek.cli import serve
 
             serve.configure(sub.add_parser("serve", help="run a broker"))
+        else:
+            if common is None:
+                from odradek.cli._options import connection_parser
+
+                common = connection_parser()
+            _add_client_command(name, sub, common)
+    return parser
+
+
+def _add_client_command(name: str | None, sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    match name:
         case "topics":
             from odradek.cli import topics
 

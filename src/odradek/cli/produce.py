@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from odradek.cli._common import CliError, Subparsers, client_options, require_positive, warn
+from odradek.cli._common import CliError, Subparsers, require_positive, warn
 from odradek.cli._kafka import client_config, delivery_reason, error_of, topic_metadata
+from odradek.cli._options import client_options
 from odradek.cli._records import parse_headers, split_line
 
 __all__ = ["MAX_REPORTED_FAILURES", "add_commands"]

@@ -12,15 +12,7 @@ import argparse
 import concurrent.futures
 from typing import Any
 
-from odradek.cli._common import (
-    REQUEST_TIMEOUT_S,
-    ClientOptions,
-    CliError,
-    Subparsers,
-    client_options,
-    require_positive,
-    warn,
-)
+from odradek.cli._common import REQUEST_TIMEOUT_S, CliError, Subparsers, require_positive, warn
 from odradek.cli._kafka import (
     UNSUPPORTED_CODES,
     admin_client,
@@ -29,6 +21,7 @@ from odradek.cli._kafka import (
     reachability_error,
     require_topic,
 )
+from odradek.cli._options import ClientOptions, client_options
 from odradek.cli._records import parse_assignments
 
 __all__ = ["add_commands"]

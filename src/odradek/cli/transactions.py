@@ -29,16 +29,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.cli._common import (
-    MISSING,
-    REQUEST_TIMEOUT_S,
-    ClientOptions,
-    CliError,
-    Subparsers,
-    client_options,
-    format_table,
-    warn,
-)
+from odradek.cli._common import MISSING, REQUEST_TIMEOUT_S, CliError, Subparsers, format_table, warn
+from odradek.cli._options import ClientOptions, client_options
 from odradek.cli._raw import (
     DESCRIBE_PRODUCERS,
     DESCRIBE_TRANSACTIONS,
