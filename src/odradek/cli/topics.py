@@ -1,8 +1,8 @@
 """``odradek topics create|list|describe|alter|delete``: topics and their configs, through
 confluent-kafka's AdminClient, so they work against any Kafka-compatible broker.
 
-The output follows Kafka's ``kafka-topics.sh --describe`` (``Topic:``, ``PartitionCount:``,
-``Leader:``, ``Isr:``...). Each command runs on the calling thread; the AdminClient it makes
+``describe`` prints the tab-separated layout of Kafka's ``kafka-topics.sh --describe``
+(``Topic:``, ``PartitionCount:``, ``Leader:``, ``Isr:``...). Each command runs on the calling thread; the AdminClient it makes
 needs no closing, and nothing is kept locally.
 """
 
