@@ -20,7 +20,6 @@ from odradek.cli.groups import (
     PartitionPosition,
     ResetMode,
     ResetRule,
-    format_table,
     lag,
     parse_states,
     parse_topic_partitions,
@@ -111,11 +110,6 @@ def test_parse_states() -> None:
         parse_states(["Sleeping"])
     with pytest.raises(ValueError):
         parse_states(["Unknown"])
-
-
-def test_format_table_aligns_columns() -> None:
-    lines = format_table(("A", "LONG-HEADER", "C"), [("xyz", 1, ""), ("q", 22, "last")])
-    assert lines == ["A   LONG-HEADER C", "xyz 1", "q   22          last"]
 
 
 # -- against a broker -----------------------------------------------------------------------------

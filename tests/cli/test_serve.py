@@ -39,6 +39,29 @@ def test_port_zero_prints_the_bound_address_and_sigterm_shuts_down_cleanly(
     assert (data / "served-0").is_dir()
 
 
+def test_serving_imports_no_client_tools(tmp_path: Path) -> None:
+    # -X importtime lists every module the process imported, on stderr, as it imports it.
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "odradek", "serve", "--log-level", "WARNING",
+         "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("odradek listening on 127.0.0.1:")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    lines = err.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")}
+    assert "odradek.broker.app" in imported  # the list is complete enough to judge by
+    cli = {m for m in imported if m.startswith("odradek.cli.")}
+    assert cli == {"odradek.cli.main", "odradek.cli._common", "odradek.cli.serve"}
+    assert not {m for m in imported if m.split(".")[0] == "confluent_kafka"}
+    assert "hypothesis" not in imported  # (kio's failing try of hypothesis.strategies is listed)
+
+
 def test_config_file_is_read_and_flags_win(tmp_path: Path) -> None:
     conf = tmp_path / "server.properties"
     conf.write_text(

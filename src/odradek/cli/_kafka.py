@@ -1,5 +1,5 @@
 """librdkafka glue for the client commands: client configuration, metadata look-ups and the
-translation of client errors into one readable line (a :class:`~odradek.cli.main.CliError`).
+translation of client errors into one readable line (a :class:`~odradek.cli._common.CliError`).
 
 Everything here runs on the command's single thread; the clients it configures are closed by
 the commands that create them.
@@ -8,22 +8,24 @@ the commands that create them.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from odradek.cli.main import CliError
+from odradek.cli._common import CliError
+from odradek.cli._options import ClientOptions
 
 __all__ = [
-    "ClientOptions",
     "UNREACHABLE_CODES",
     "UNSUPPORTED_CODES",
+    "admin_client",
     "client_config",
     "cluster_metadata",
+    "delivery_reason",
     "error_of",
     "explain",
     "reachability_error",
+    "require_topic",
     "topic_metadata",
 ]
 
@@ -40,15 +42,6 @@ UNREACHABLE_CODES = frozenset(
 
 #: Codes meaning the broker does not serve the API (or version) a command needs.
 UNSUPPORTED_CODES = frozenset({KafkaError._UNSUPPORTED_FEATURE, KafkaError.UNSUPPORTED_VERSION})
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOptions:
-    """The options every client command shares."""
-
-    bootstrap: str
-    connect_timeout: float
-    verbose: bool = False
 
 
 def client_config(options: ClientOptions, **extra: Any) -> dict[str, Any]:
@@ -150,3 +143,28 @@ def cluster_metadata(client: Any, options: ClientOptions) -> Any:
         if error is None:
             raise
         raise explain(error, "listing topics", options) from None
+
+
+def admin_client(options: ClientOptions) -> tuple[Any, Any]:
+    """An AdminClient and the cluster metadata, which also proves the broker is reachable."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(options))
+    return admin, cluster_metadata(admin, options)
+
+
+def require_topic(cluster: Any, name: str) -> Any:
+    """The metadata of topic ``name`` in ``cluster`` (a ``ClusterMetadata``); CliError when the
+    topic does not exist."""
+    meta = cluster.topics.get(name)
+    if meta is None or meta.error is not None:
+        raise CliError(f"topic {name!r} does not exist")
+    return meta
+
+
+def delivery_reason(error: KafkaError) -> str:
+    """Why a record could not be produced or consumed, without librdkafka's prefixes."""
+    text: str = error.str() or error.name()
+    for prefix in ("Unable to produce message: ", "Broker: ", "Local: "):
+        text = text.removeprefix(prefix)
+    return text

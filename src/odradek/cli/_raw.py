@@ -6,7 +6,7 @@ so that any Kafka 3.0+ broker (KIP-664) and odradek understand it. A :class:`Clu
 connections, opens them on demand (to the bootstrap servers, or to a broker by node id as the
 metadata names it) and closes them in :meth:`Cluster.close`. Everything runs on the calling
 thread; a broker that cannot be reached, or does not answer within the time-out, is a
-:class:`~odradek.cli.main.CliError`.
+:class:`~odradek.cli._common.CliError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from kio.serial import entity_reader, entity_writer
 
-from odradek.cli.main import CliError
+from odradek.cli._common import CliError
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build
 from odradek.protocol.messages import request_schema, response_schema

@@ -14,27 +14,21 @@ import argparse
 import concurrent.futures
 import enum
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from odradek.cli._common import MISSING, REQUEST_TIMEOUT_S, CliError, Subparsers, format_table, warn
 from odradek.cli._kafka import (
     UNREACHABLE_CODES,
-    ClientOptions,
+    admin_client,
     error_of,
     explain,
     reachability_error,
+    require_topic,
 )
+from odradek.cli._options import ClientOptions, client_options
 from odradek.cli._records import parse_timestamp
-from odradek.cli.clients import (
-    REQUEST_TIMEOUT_S,
-    Subparsers,
-    _admin,
-    _options,
-    _require_topic,
-    _warn,
-)
-from odradek.cli.main import CliError
 
 __all__ = [
     "GROUP_STATES",
@@ -43,14 +37,11 @@ __all__ = [
     "ResetMode",
     "ResetRule",
     "add_commands",
-    "format_table",
     "lag",
     "parse_states",
     "parse_topic_partitions",
     "reset_target",
 ]
-
-MISSING = "-"
 
 #: Kafka's spelling of each group state (librdkafka's enum names differ); ``--state`` takes these.
 GROUP_STATES: dict[str, str] = {
@@ -157,16 +148,6 @@ def parse_states(items: Iterable[str]) -> set[str]:
                 raise ValueError(f"unknown group state {name.strip()!r}; valid states: {valid}")
             chosen.add(key)
     return chosen
-
-
-def format_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
-    """Left-aligned columns as wide as their widest cell, no trailing blanks."""
-    cells = [list(header)] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return [
-        " ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
 
 
 def _show(value: object) -> str:
@@ -393,8 +374,8 @@ def _list(args: argparse.Namespace) -> int:
         states = parse_states(args.state)
     except ValueError as e:
         raise CliError(str(e)) from None
-    options = _options(args)
-    admin, _ = _admin(options)
+    options = client_options(args)
+    admin, _ = admin_client(options)
     filters: dict[str, Any] = {}
     if states:
         filters["states"] = {ConsumerGroupState[s] for s in states}
@@ -403,7 +384,7 @@ def _list(args: argparse.Namespace) -> int:
     future = admin.list_consumer_groups(request_timeout=REQUEST_TIMEOUT_S, **filters)
     result = _result(future, "", options, subject="listing groups")
     for error in result.errors or ():
-        _warn(args, f"listing groups: {error}")
+        warn(args, f"listing groups: {error}")
     listings = sorted(result.valid or (), key=lambda g: g.group_id)
     rows = [
         (g.group_id, _type_name(getattr(g, "type", None)), _state_name(getattr(g, "state", None)))
@@ -427,8 +408,8 @@ class _OffsetRow:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    options = _options(args)
-    admin, _ = _admin(options)
+    options = client_options(args)
+    admin, _ = admin_client(options)
     group = args.group
     description = _description(admin, group, options)
     if getattr(getattr(description, "state", None), "name", "") == "DEAD":
@@ -569,8 +550,8 @@ def _node_json(node: Any) -> dict[str, Any] | None:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    options = _options(args)
-    admin, _ = _admin(options)
+    options = client_options(args)
+    admin, _ = admin_client(options)
     groups = list(dict.fromkeys(args.groups))
     futures = admin.delete_consumer_groups(groups, request_timeout=REQUEST_TIMEOUT_S)
     failed = 0
@@ -580,7 +561,7 @@ def _delete(args: argparse.Namespace) -> int:
         except CliError as e:
             if _unreachable(futures[group]):
                 raise
-            _warn(args, str(e))
+            warn(args, str(e))
             failed += 1
             continue
         print(f"Deleted group {group}.")
@@ -628,7 +609,7 @@ def _partitions_to_reset(
                 f"group {args.group!r} has no committed offsets; name the partitions with --topic"
             )
     for topic, partitions in requested:
-        meta = _require_topic(cluster, topic)
+        meta = require_topic(cluster, topic)
         if partitions is None:
             partitions = tuple(sorted(meta.partitions))
         for p in partitions:
@@ -643,13 +624,13 @@ def _partitions_to_reset(
 def _reset_offsets(args: argparse.Namespace) -> int:
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-    options = _options(args)
+    options = client_options(args)
     rule = _rule(args)
     if not args.topic and not args.all_topics:
         raise CliError("give the partitions to reset with --topic or --all-topics")
     requested = _requested_topics(args)
     group = args.group
-    admin, cluster = _admin(options)
+    admin, cluster = admin_client(options)
     description = _description(admin, group, options)
     state = getattr(getattr(description, "state", None), "name", "UNKNOWN")
     if state not in INACTIVE_STATES:

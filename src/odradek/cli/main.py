@@ -1,4 +1,9 @@
-"""The ``odradek`` command line."""
+"""The ``odradek`` command line: ``serve`` and the client commands, one module each.
+
+Only the module of the command being run is imported (every one of them for ``--help`` or a
+mistyped command), so ``odradek serve`` starts without the client tools and ``odradek
+transactions`` without librdkafka.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,61 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+from odradek.cli._common import CliError, Subparsers
 
+__all__ = ["COMMANDS", "build_parser", "main"]
 
-class CliError(Exception):
-    """A user mistake or an unreachable broker: printed as one line, exit status 1."""
+#: The commands, in ``--help`` order.
+COMMANDS = ("serve", "topics", "produce", "consume", "groups", "transactions")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line; with ``command="serve"`` only that command, so starting a broker
-    does not import the client tools (confluent-kafka and friends cost ~0.1 s)."""
-    from odradek.cli import serve
-
+    """The command line; when ``command`` names a command, only that command is registered (and
+    only its module imported), otherwise all of them."""
     parser = argparse.ArgumentParser(
         prog="odradek", description="A Kafka-compatible commit log broker and its tools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve.configure(sub.add_parser("serve", help="run a broker"))
-    if command != "serve":
-        from odradek.cli import clients
+    common: argparse.ArgumentParser | None = None
+    for name in [command] if command in COMMANDS else COMMANDS:
+        # The imports are here, not at the top, so that only the command being run is loaded.
+        if name == "serve":
+            from odradek.cli import serve
 
-        clients.add_commands(sub)
+            serve.configure(sub.add_parser("serve", help="run a broker"))
+        else:
+            if common is None:
+                from odradek.cli._options import connection_parser
+
+                common = connection_parser()
+            _add_client_command(name, sub, common)
     return parser
+
+
+def _add_client_command(name: str | None, sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    match name:
+        case "topics":
+            from odradek.cli import topics
+
+            topics.add_commands(sub, common)
+        case "produce":
+            from odradek.cli import produce
+
+            produce.add_commands(sub, common)
+        case "consume":
+            from odradek.cli import consume
+
+            consume.add_commands(sub, common)
+        case "groups":
+            from odradek.cli import groups
+
+            groups.add_commands(sub, common)
+        case "transactions":
+            from odradek.cli import transactions
+
+            transactions.add_commands(sub, common)
+        case _:
+            raise AssertionError(f"no module registers command {name!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

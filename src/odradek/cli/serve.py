@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 
+from odradek.cli._common import CliError
+
 __all__ = ["configure", "run"]
 
 
@@ -20,7 +22,6 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from odradek.cli.main import CliError
     from odradek.config import BrokerConfig, ConfigError, load_properties
 
     logging.basicConfig(

@@ -29,7 +29,8 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 
-from odradek.cli._kafka import ClientOptions
+from odradek.cli._common import MISSING, REQUEST_TIMEOUT_S, CliError, Subparsers, format_table, warn
+from odradek.cli._options import ClientOptions, client_options
 from odradek.cli._raw import (
     DESCRIBE_PRODUCERS,
     DESCRIBE_TRANSACTIONS,
@@ -41,9 +42,6 @@ from odradek.cli._raw import (
     read_describe_transactions,
     request_module,
 )
-from odradek.cli.clients import REQUEST_TIMEOUT_S, Subparsers, _options, _warn
-from odradek.cli.groups import format_table
-from odradek.cli.main import CliError
 
 __all__ = [
     "TRANSACTION_STATES",
@@ -71,7 +69,6 @@ TRANSACTION_STATES = (
 )
 #: Kafka's default ``transaction.max.timeout.ms`` (15 minutes): no transaction may run longer.
 DEFAULT_MAX_TRANSACTION_TIMEOUT_MIN = 15
-MISSING = "-"
 #: FindCoordinator answers that go away by themselves (the coordinator is loading or moving).
 _RETRIABLE = frozenset(
     {
@@ -412,10 +409,10 @@ def _list(args: argparse.Namespace) -> int:
         states = parse_transaction_states(args.state)
     except ValueError as e:
         raise CliError(str(e)) from None
-    with _cluster(_options(args)) as cluster:
+    with _cluster(client_options(args)) as cluster:
         found, unknown = _list_transactions(cluster, states, args.producer_id)
     for name in unknown:
-        _warn(args, f"the broker does not know the transaction state {name!r}")
+        warn(args, f"the broker does not know the transaction state {name!r}")
     rows = sorted(
         ((t.transactional_id, node, t.producer_id, t.transaction_state) for node, t in found),
         key=lambda row: row[0],
@@ -431,7 +428,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _describe(args: argparse.Namespace) -> int:
     transactional_id = args.transactional_id
-    with _cluster(_options(args)) as cluster:
+    with _cluster(client_options(args)) as cluster:
         node_id, conn = _coordinator(cluster, transactional_id)
         state = _describe_transaction(conn, transactional_id)
     start_ms = _ms(state.transaction_start_time)
@@ -463,7 +460,7 @@ def _describe(args: argparse.Namespace) -> int:
 
 def _describe_producers(args: argparse.Namespace) -> int:
     topic, partition = args.topic, args.partition
-    with _cluster(_options(args)) as cluster:
+    with _cluster(client_options(args)) as cluster:
         producers = _describe_producers_on(_leader(cluster, topic, partition), topic, [partition])
     header = (
         "ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch", "LastSequence",
@@ -507,7 +504,7 @@ def _find_hanging(args: argparse.Namespace) -> int:
     if args.max_transaction_timeout < 0:
         raise CliError("--max-transaction-timeout must not be negative")
     max_ms = args.max_transaction_timeout * 60_000
-    with _cluster(_options(args)) as cluster:
+    with _cluster(client_options(args)) as cluster:
         leaders = _leaders(cluster, topic)
         if args.partition is not None:
             if args.partition not in leaders:
@@ -627,7 +624,7 @@ def _write_abort_marker(conn: Connection, spec: AbortSpec) -> None:
 def _abort(args: argparse.Namespace) -> int:
     topic, partition = args.topic, args.partition
     spec = _named_spec(args)
-    with _cluster(_options(args)) as cluster:
+    with _cluster(client_options(args)) as cluster:
         conn = _leader(cluster, topic, partition)
         if spec is None:
             producers = _describe_producers_on(conn, topic, [partition]).get(partition, ())
