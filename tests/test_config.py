@@ -546,7 +546,7 @@ def test_valid_topic_configs_come_back_canonical() -> None:
         ("segment.bytes", "13", "at least 14"),
         ("segment.bytes", "big", "expected an integer"),
         ("cleanup.policy", "foo", "'foo'"),
-        ("cleanup.policy", "", "at least one"),
+        ("cleanup.policy", "delete,delete", "twice"),
         ("message.timestamp.type", "createtime", "CreateTime, LogAppendTime"),
         ("min.cleanable.dirty.ratio", "1.5", "between 0 and 1"),
         ("min.cleanable.dirty.ratio", "-0.1", "between 0 and 1"),
