@@ -4,6 +4,7 @@ topic config validation and DescribeConfigs entries."""
 from __future__ import annotations
 
 import socket
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -546,7 +547,7 @@ def test_valid_topic_configs_come_back_canonical() -> None:
         ("segment.bytes", "13", "at least 14"),
         ("segment.bytes", "big", "expected an integer"),
         ("cleanup.policy", "foo", "'foo'"),
-        ("cleanup.policy", "", "at least one"),
+        ("cleanup.policy", "delete,delete", "twice"),
         ("message.timestamp.type", "createtime", "CreateTime, LogAppendTime"),
         ("min.cleanable.dirty.ratio", "1.5", "between 0 and 1"),
         ("min.cleanable.dirty.ratio", "-0.1", "between 0 and 1"),
@@ -717,6 +718,103 @@ def test_cli_overrides_are_static_in_broker_entries() -> None:
         "PLAINTEXT://127.0.0.1:0", STATIC,
     )
     assert (by_name["log.dirs"].value, by_name["log.dirs"].source) == ("/data", STATIC)
+
+
+def test_broker_synonyms_follow_kafkas_groups_and_drop_those_ahead_of_the_name() -> None:
+    config = broker(log_retention_ms="5000", log_retention_hours="24", log_roll_ms="1000",
+                    log_flush_scheduler_interval_ms="3000")
+    by_name = _by_name(broker_config_entries(config))
+    assert by_name["log.retention.ms"].synonyms == (  # the name first, then those behind it
+        ConfigSynonym("log.retention.ms", "5000", STATIC),
+        ConfigSynonym("log.retention.hours", "24", STATIC),
+        ConfigSynonym("log.retention.hours", "168", DEFAULT),
+    )
+    hours = by_name["log.retention.hours"]
+    assert (hours.value, hours.source) == ("24", STATIC)
+    assert hours.synonyms == (
+        ConfigSynonym("log.retention.hours", "24", STATIC),
+        ConfigSynonym("log.retention.hours", "168", DEFAULT),
+    )
+    minutes = by_name["log.retention.minutes"]  # unset, null default: Kafka lists nothing
+    assert (minutes.value, minutes.source, minutes.synonyms) == (None, DEFAULT, ())
+    roll_hours = by_name["log.roll.hours"]  # log.roll.ms is set, but it is ahead of the name
+    assert (roll_hours.source, roll_hours.synonyms) == (
+        DEFAULT, (ConfigSynonym("log.roll.hours", "168", DEFAULT),),
+    )
+    flush = by_name["log.flush.interval.ms"]  # its fallback is set, it is not
+    assert (flush.value, flush.source, flush.synonyms) == (None, DEFAULT, ())
+    assert by_name["log.flush.scheduler.interval.ms"].synonyms[0] == ConfigSynonym(
+        "log.flush.scheduler.interval.ms", "3000", STATIC,
+    )
+
+
+def test_unset_advertised_listeners_report_what_the_broker_advertises() -> None:
+    config = BrokerConfig().with_overrides(listen="127.0.0.1:0")
+    bound = Listener("PLAINTEXT", "127.0.0.1", 40123)
+    entry = _by_name(broker_config_entries(config, bound))["advertised.listeners"]
+    assert (entry.value, entry.source, entry.is_default) == (
+        "PLAINTEXT://127.0.0.1:40123", STATIC, False,
+    )
+    assert entry.synonyms == (
+        ConfigSynonym("listeners", "PLAINTEXT://127.0.0.1:0", STATIC),
+        ConfigSynonym("listeners", "PLAINTEXT://:9092", DEFAULT),
+    )
+    untouched = _by_name(broker_config_entries(BrokerConfig()))["advertised.listeners"]
+    assert (untouched.value, untouched.source) == (
+        f"PLAINTEXT://{socket.gethostname()}:9092", DEFAULT,
+    )
+    explicit = broker(advertised_listeners="PLAINTEXT://kafka:9092")
+    entry = _by_name(broker_config_entries(explicit, bound))["advertised.listeners"]
+    assert (entry.value, entry.source) == ("PLAINTEXT://kafka:9092", STATIC)
+    assert entry.synonyms == (ConfigSynonym("advertised.listeners", "PLAINTEXT://kafka:9092",
+                                            STATIC),)
+
+
+# -- one declaration per default ------------------------------------------------------------------
+
+
+def test_broker_config_has_one_field_per_table_key_with_the_tables_default() -> None:
+    names = {f.name for f in fields(BrokerConfig)} - {"explicit_keys", "warnings"}
+    assert names == {key.replace(".", "_") for key in BROKER_CONFIGS}
+    config = BrokerConfig()
+    for key, definition in BROKER_CONFIGS.items():
+        assert config.value_of(key) == definition.default, key
+
+
+def test_a_table_key_without_a_field_is_refused_when_the_class_is_made() -> None:
+    from odradek.config._broker import _FROM_TABLE, _defaults_from_table
+
+    class Partial:
+        num_partitions: int = _FROM_TABLE
+
+    with pytest.raises(TypeError, match="lacks fields for"):
+        _defaults_from_table(Partial)
+
+
+def test_topic_defaults_follow_the_broker_table() -> None:
+    assert TOPIC_CONFIGS["segment.bytes"].default == BROKER_CONFIGS["log.segment.bytes"].default
+    assert TOPIC_CONFIGS["retention.ms"].default == 168 * 3600 * 1000
+    assert TOPIC_CONFIGS["flush.ms"].default == LONG_MAX
+    assert TOPIC_CONFIGS["cleanup.policy"].default == ("delete",)
+
+
+# -- empty cleanup.policy ---------------------------------------------------------------------------
+
+
+def test_empty_cleanup_policy_means_neither_delete_nor_compact() -> None:
+    assert validate_topic_configs({"cleanup.policy": ""}) == {"cleanup.policy": ""}
+    assert validate_topic_configs({"cleanup.policy": " "}, broker=BrokerConfig()) == {
+        "cleanup.policy": ""
+    }
+    log_config = log_config_for(BrokerConfig(), {"cleanup.policy": ""})
+    assert log_config.cleanup_policy == ""
+    assert not log_config.delete and not log_config.compact
+    by_name = _by_name(effective_topic_configs(BrokerConfig(), {"cleanup.policy": ""}))
+    assert (by_name["cleanup.policy"].value, by_name["cleanup.policy"].source) == ("", TOPIC)
+    # The broker-wide default may be empty too.
+    config = broker(log_cleanup_policy="")
+    assert config.log_cleanup_policy == ()
+    assert config.default_log_config().cleanup_policy == ""
 
 
 @pytest.mark.parametrize(

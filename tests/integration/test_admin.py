@@ -274,6 +274,48 @@ def test_incremental_alter_configs_confluent(admin: AdminClient) -> None:
     assert _topic_configs(admin, topic)["segment.ms"].value == "60000"
 
 
+@pytest.mark.filterwarnings("ignore:alter_configs has been deprecated")
+def test_cleanup_policy_may_be_emptied(admin: AdminClient, broker: BrokerThread) -> None:
+    """Kafka accepts an empty cleanup.policy: neither delete nor compact."""
+
+    def incremental(topic: str, value: str, op: AlterConfigOpType) -> None:
+        resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+            ConfigEntry("cleanup.policy", value, incremental_operation=op)
+        ])
+        admin.incremental_alter_configs([resource])[resource].result(TIMEOUT)
+
+    def policy(topic: str) -> tuple[str, int]:
+        entry = _topic_configs(admin, topic)["cleanup.policy"]
+        return entry.value, entry.source
+
+    def storage_policy(topic: str) -> str:
+        log = broker.broker.logs.get_log(topic, 0)
+        assert log is not None
+        return log.config.cleanup_policy
+
+    dynamic = ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    subtracted = _create(admin)
+    incremental(subtracted, "delete", AlterConfigOpType.SUBTRACT)  # the last policy
+    assert policy(subtracted) == ("", dynamic)
+    assert storage_policy(subtracted) == ""
+    incremental(subtracted, "compact", AlterConfigOpType.APPEND)
+    assert policy(subtracted) == ("compact", dynamic)
+
+    set_empty = _create(admin, config={"cleanup.policy": "compact,delete"})
+    incremental(set_empty, "", AlterConfigOpType.SET)
+    assert policy(set_empty) == ("", dynamic)
+    assert storage_policy(set_empty) == ""
+
+    legacy = _create(admin)
+    resource = ConfigResource(ResourceType.TOPIC, legacy, set_config={"cleanup.policy": ""})
+    admin.alter_configs([resource])[resource].result(TIMEOUT)
+    assert policy(legacy) == ("", dynamic)
+
+    created = _create(admin, config={"cleanup.policy": ""})
+    assert policy(created) == ("", dynamic)
+    assert storage_policy(created) == ""
+
+
 def test_incremental_alter_configs_kafka_python(admin: AdminClient,
                                                 kadmin: KafkaAdminClient) -> None:
     topic = _create(admin)

@@ -21,6 +21,7 @@ from odradek.config import (
     ConfigEntry,
     ConfigSource,
     ConfigType,
+    Listener,
     broker_config_entries,
     effective_topic_configs,
 )
@@ -53,7 +54,10 @@ def _entries(broker: BrokerServices, resource_type: int, name: str) -> list[Conf
         if not name:
             return []  # no dynamic cluster-wide defaults: broker configs are static
         check_node_id(broker, name)
-        return broker_config_entries(broker.config)
+        advertised = Listener(
+            broker.config.listener.name, broker.advertised_host, broker.advertised_port
+        )
+        return broker_config_entries(broker.config, advertised)
     if resource_type == ResourceType.BROKER_LOGGER:
         if not name:
             raise InvalidRequestError("Broker id must not be empty")
