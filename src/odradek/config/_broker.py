@@ -16,8 +16,10 @@ from odradek.config._broker_defs import (
     IGNORED_BROKER_KEY_PREFIXES,
     IGNORED_BROKER_KEYS,
 )
+from odradek.config._derived import flush_ms, retention_ms, roll_jitter_ms, roll_ms
 from odradek.config._properties import parse_properties
-from odradek.config._types import MS_PER_HOUR, MS_PER_MINUTE, ConfigError, java_trim
+from odradek.config._topic import log_config_for
+from odradek.config._types import ConfigError, java_trim
 
 if TYPE_CHECKING:
     from odradek.storage.log_config import LogConfig
@@ -141,41 +143,6 @@ def _defaults_from_table(cls: type[_C]) -> type[_C]:
 
 # -- settings computed from several keys ----------------------------------------------------------
 # Each takes a getter of typed values, so they serve a BrokerConfig and the table's defaults alike.
-
-_Getter = Callable[[str], Any]
-
-
-def retention_ms(value: _Getter) -> int:
-    """``log.retention.ms``, else minutes, else hours; any negative value means -1 (forever)."""
-    if value("log.retention.ms") is not None:
-        millis = value("log.retention.ms")
-    elif value("log.retention.minutes") is not None:
-        millis = value("log.retention.minutes") * MS_PER_MINUTE
-    else:
-        millis = value("log.retention.hours") * MS_PER_HOUR
-    return -1 if millis < 0 else int(millis)
-
-
-def roll_ms(value: _Getter) -> int:
-    """``log.roll.ms``, else ``log.roll.hours`` in ms."""
-    millis = value("log.roll.ms")
-    return int(millis) if millis is not None else int(value("log.roll.hours")) * MS_PER_HOUR
-
-
-def roll_jitter_ms(value: _Getter) -> int:
-    """``log.roll.jitter.ms``, else ``log.roll.jitter.hours`` in ms."""
-    millis = value("log.roll.jitter.ms")
-    if millis is not None:
-        return int(millis)
-    return int(value("log.roll.jitter.hours")) * MS_PER_HOUR
-
-
-def flush_ms(value: _Getter) -> int:
-    """``log.flush.interval.ms``, or when null ``log.flush.scheduler.interval.ms`` (whose default,
-    Long.MAX_VALUE, means never)."""
-    millis = value("log.flush.interval.ms")
-    return int(millis if millis is not None else value("log.flush.scheduler.interval.ms"))
-
 
 @dataclass(frozen=True, slots=True)
 @_defaults_from_table
@@ -480,8 +447,6 @@ class BrokerConfig:
 
     def default_log_config(self) -> LogConfig:
         """The storage engine's settings for a topic without overrides."""
-        from odradek.config._topic import log_config_for
-
         return log_config_for(self, {})
 
 

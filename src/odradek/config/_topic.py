@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from odradek.config._broker import flush_ms, retention_ms, roll_jitter_ms, roll_ms
 from odradek.config._broker_defs import (
     BROKER_CONFIGS,
     CLEANUP_POLICIES,
@@ -19,6 +18,7 @@ from odradek.config._broker_defs import (
     MIN_SEGMENT_BYTES,
     TIMESTAMP_TYPES,
 )
+from odradek.config._derived import flush_ms, retention_ms, roll_jitter_ms, roll_ms
 from odradek.config._types import (
     AtLeast,
     Between,
