@@ -9,7 +9,6 @@ moves to the log end offset and waiting fetches are woken.
 from __future__ import annotations
 
 import datetime
-import struct
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import NO_RESPONSE, ApiHandler
@@ -28,6 +27,7 @@ from odradek.errors import (
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 from odradek.protocol.produce import decode_produce_request
+from odradek.protocol.records import LOG_OVERHEAD, read_batch_size, read_producer
 
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
@@ -110,17 +110,11 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     return build(mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO)
 
 
-_BATCH_LENGTH = struct.Struct(">i")
-_PRODUCER = struct.Struct(">qh")  # producer id and epoch, at byte 43 of a v2 batch
-
-
 def _verify_transaction(
     broker: BrokerServices, transactional_id: str, topic: str, partition: int, records: Any
 ) -> None:
     """KIP-890 part 1: a transactional write must go to a partition its transaction added."""
-    if len(records) < 53:
-        raise InvalidRecordError("record batch too short")
-    producer_id, epoch = _PRODUCER.unpack_from(records, 43)
+    producer_id, epoch = read_producer(records)
     tp = (topic, partition)
     try:
         code = broker.txn_coordinator.add_partitions(
@@ -141,10 +135,9 @@ def _check_one_batch(records: Any) -> None:
     """Produce v3+ carries exactly one record batch per partition (Kafka's
     ``ProduceRequest.validateRecords``); a batch that claims more bytes than are present is left
     to the storage engine, which reports it as corrupt."""
-    if records is None or len(records) < 12:
+    if records is None or len(records) < LOG_OVERHEAD:
         raise InvalidRecordError("a produce request must carry exactly one record batch")
-    (batch_length,) = _BATCH_LENGTH.unpack_from(records, 8)
-    if batch_length + 12 < len(records):
+    if read_batch_size(records) < len(records):
         raise InvalidRecordError("a produce request must carry exactly one record batch")
 
 
