@@ -626,6 +626,41 @@ def test_old_message_format_is_invalid_record(still_serving: str, magic: int) ->
     assert high_watermark(still_serving, name, 0) == 0
 
 
+@pytest.mark.parametrize("version", [7, 8, 9, 11])
+def test_keyless_records_on_a_compacted_topic_are_named(still_serving: str, version: int) -> None:
+    """KIP-467: from Produce v8 the answer names the records that made the batch invalid (their
+    index in the batch) and says why in error_message; v7 has no room for either."""
+    name = new_topic(still_serving, configs={"cleanup.policy": "compact"})
+    records = encode_batch([
+        SimpleRecord(value=b"a", key=b"ka"),
+        SimpleRecord(value=b"b", key=None),
+        SimpleRecord(value=b"c", key=b"kc"),
+        SimpleRecord(value=b"d", key=None),
+    ])
+    schema = request_schema(0, version)
+    assert schema is not None
+    mod = sys.modules[schema.__module__]
+    body = schema(
+        transactional_id=None,
+        acks=-1,
+        timeout=datetime.timedelta(seconds=5),
+        topic_data=(mod.TopicProduceData(
+            name=name, partition_data=(mod.PartitionProduceData(index=0, records=records),)
+        ),),
+    )
+    with Raw(still_serving) as raw:
+        response = raw.request(body)
+    ((partition,),) = [t.partition_responses for t in response.responses]
+    assert partition.error_code == ErrorCode.invalid_record
+    if version >= 8:
+        assert [e.batch_index for e in partition.record_errors] == [1, 3]
+        assert all("key" in (e.batch_index_error_message or "") for e in partition.record_errors)
+        assert "key" in (partition.error_message or "")
+    else:
+        assert not hasattr(partition, "record_errors")
+    assert high_watermark(still_serving, name, 0) == 0
+
+
 def test_null_records_are_invalid_record(still_serving: str) -> None:
     name = new_topic(still_serving)
     with Raw(still_serving) as raw:

@@ -3,12 +3,16 @@
 Batches are validated and stored as received (only the base offset and leader epoch are written
 into them, and the timestamps for LogAppendTime topics). With one broker the in-sync replica set
 is just the leader, so acks=all is complete as soon as the append returns; the high watermark
-moves to the log end offset and waiting fetches are woken.
+moves to the log end offset and waiting fetches are woken. A batch refused because of some of its
+records (keyless records on a compacted topic) is answered, from v8, with their indexes in
+``record_errors`` and the reason in ``error_message`` (KIP-467), so clients fail those records
+and report the others as refused for their company.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import NO_RESPONSE, ApiHandler
@@ -24,7 +28,7 @@ from odradek.errors import (
     NotEnoughReplicasError,
     TransactionAbortableError,
 )
-from odradek.protocol.build import build, response_module
+from odradek.protocol.build import build, has_field, response_module
 from odradek.protocol.messages import Request
 from odradek.protocol.produce import decode_produce_request
 from odradek.protocol.records import LOG_OVERHEAD, read_batch_size, read_producer
@@ -46,6 +50,7 @@ def _partition(
     log_append_time_ms: int = -1,
     log_start_offset: int = -1,
     message: str | None = None,
+    record_errors: Sequence[tuple[int, str]] = (),
 ) -> Any:
     return build(
         mod.PartitionProduceResponse,
@@ -58,8 +63,19 @@ def _partition(
             else datetime.datetime.fromtimestamp(log_append_time_ms / 1000, datetime.UTC)
         ),
         log_start_offset=log_start_offset,
-        record_errors=(),
+        record_errors=_record_errors(mod, record_errors),
         error_message=message,
+    )
+
+
+def _record_errors(mod: Any, record_errors: Sequence[tuple[int, str]]) -> tuple[Any, ...]:
+    """KIP-467 (v8+): the records that made a batch invalid, so that clients fail those records
+    and report the rest of the batch as refused because of them."""
+    if not record_errors or not has_field(mod.PartitionProduceResponse, "record_errors"):
+        return ()
+    return tuple(
+        mod.BatchIndexAndErrorMessage(batch_index=index, batch_index_error_message=message)
+        for index, message in record_errors
     )
 
 
@@ -101,7 +117,10 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                     version=request.api_version,
                 )
                 message = e.message if isinstance(e, KafkaError) else None
-                partitions.append(_partition(mod, index, code, message=message))
+                record_errors = e.record_errors if isinstance(e, InvalidRecordError) else ()
+                partitions.append(
+                    _partition(mod, index, code, message=message, record_errors=record_errors)
+                )
         responses.append(
             build(mod.TopicProduceResponse, name=name, partition_responses=tuple(partitions))
         )
