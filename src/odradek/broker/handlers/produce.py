@@ -173,10 +173,15 @@ def error_response(request: Request, code: ErrorCode) -> Any:
     return build(mod.ProduceResponse, responses=responses, throttle_time=_ZERO)
 
 
+# Advertised from v0, as Kafka 4 does (KAFKA-18659): librdkafka builds without the fix for
+# librdkafka#4956 (2.0.2 in Debian's kcat, for one) turn compression off unless the broker lists
+# the old Produce versions. v0-v2 (message formats 0 and 1) are still refused: no codec exists
+# for them, so the dispatcher closes the connection, as Kafka 4 does for an unsupported version.
 API = ApiHandler(
     api_key=KEY,
     name="Produce",
-    min_version=3,
+    min_version=0,
+    min_accepted_version=3,
     max_version=11,
     handle=handle,
     error_response=error_response,
