@@ -11,8 +11,8 @@ without copying it:
 
 - Frames that fit in a receive chunk are *carved* out of it: the view covers the bytes where the
   socket put them, and the decoder never writes into a chunk before its last received byte, so
-  a carved frame stays valid for as long as anyone holds it. A chunk that runs out of room is
-  replaced by a new one rather than compacted.
+  a carved frame stays valid for as long as anyone holds it (and keeps its chunk alive that
+  long). A chunk that runs out of room is replaced by a new one rather than compacted.
 - A frame too large for a chunk gets a buffer of its own, exactly its size, and the socket reads
   the rest of it straight into that buffer. After such a frame the next size prefix is read on
   its own, so a run of large frames (a producer's batches) is received with no copy at all.
