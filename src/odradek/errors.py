@@ -99,7 +99,15 @@ class CorruptRecordError(KafkaError):
 
 
 class InvalidRecordError(KafkaError):
+    """A batch refused for what it holds. When particular records are to blame,
+    ``record_errors`` names them (KIP-467): (index of the record in its batch, why), so a produce
+    answer can fail those records alone and the rest of the batch as collateral."""
+
     code = ErrorCode.invalid_record
+
+    def __init__(self, message: str = "", record_errors: tuple[tuple[int, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.record_errors = record_errors
 
 
 class RecordTooLargeError(KafkaError):

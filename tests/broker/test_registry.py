@@ -2,18 +2,31 @@ from odradek.broker.registry import handlers
 from odradek.protocol.messages import request_schema, response_schema
 
 
-def test_every_registered_version_has_codecs() -> None:
+def test_every_accepted_version_has_codecs() -> None:
     for api in handlers().values():
         for v in api.versions():
+            if not api.accepts(v):
+                continue
             assert request_schema(api.api_key, v) is not None, f"{api.name} v{v}"
             assert response_schema(api.api_key, v) is not None, f"{api.name} v{v}"
+
+
+def test_only_produce_advertises_versions_it_refuses() -> None:
+    """Kafka 4 lists Produce from v0 in ApiVersions (KAFKA-18659: older librdkafka turns
+    compression off otherwise) but serves it from v3; no other API does that."""
+    refusing = {
+        api.name: [v for v in api.versions() if not api.accepts(v)] for api in handlers().values()
+    }
+    assert {name: vs for name, vs in refusing.items() if vs} == {"Produce": [0, 1, 2]}
+    produce = handlers()[0]
+    assert [v for v in produce.versions() if produce.accepts(v)] == list(range(3, 12))
 
 
 def test_issue_version_ranges() -> None:
     table = {api.name: (api.min_version, api.max_version) for api in handlers().values()}
     assert table["ApiVersions"] == (0, 4)
     assert table["Metadata"] == (0, 12)
-    assert table["Produce"] == (3, 11)
+    assert table["Produce"] == (0, 11)  # advertised; v3 and later accepted
     assert table["Fetch"] == (4, 16)
     assert table["ListOffsets"] == (1, 8)
 

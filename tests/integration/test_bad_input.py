@@ -469,7 +469,7 @@ def test_garbage_body_closes_the_connection(still_serving: str, api: Any) -> Non
     (ApiVersions v0-v2, ListGroups v0-v2) have empty bodies, so any bytes after their header
     parse (trailing bytes are ignored) and get an answer, unless the version is flexible: then
     the bytes must also be a valid (here: empty) set of tagged fields."""
-    for version in api.versions():
+    for version in filter(api.accepts, api.versions()):
         schema = request_schema(api.api_key, version)
         assert schema is not None
         empty_body = not [f for f in dataclasses.fields(schema) if not f.name.startswith("__")]
@@ -509,7 +509,7 @@ def test_unsupported_version_is_answered_with_unsupported_version(
     schema = request_schema(api_key, version)
     assert schema is not None
     api = handlers()[api_key]
-    assert not api.min_version <= version <= api.max_version
+    assert not api.accepts(version)
     with Raw(still_serving) as raw:
         raw.send_frame(request_header(api_key, version, 42) + b"\x00" * 16)
         correlation_id, body = decode_response(api_key, version, raw.recv_frame())
@@ -532,6 +532,32 @@ def test_unsupported_produce_version_reports_an_error(still_serving: str) -> Non
         except ConnectionError:
             return  # closing the connection, as Kafka does, is fine
         assert ErrorCode.unsupported_version in error_codes(response)
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_produce_advertised_but_refused_closes_the_connection(
+    still_serving: str, version: int
+) -> None:
+    """Produce v0-v2 are listed in ApiVersions (Kafka 4 lists them too, KAFKA-18659: older
+    librdkafka compresses nothing otherwise) but refused. Kafka 4 has no codec for them either:
+    its socket server fails the request header with UnsupportedVersionException and closes the
+    connection, without an answer; so does odradek."""
+    name = new_topic(still_serving)
+    with Raw(still_serving) as raw:
+        body = encode_body(api_versions_request())
+        raw.send_frame(request_header(18, 3, 1) + body)
+        _, versions = decode_response(18, 3, raw.recv_frame())
+        (produce_range,) = [(a.min_version, a.max_version) for a in versions.api_keys
+                            if a.api_key == 0]
+        assert produce_range[0] == 0 and produce_range[1] >= 3
+        # Produce v0-v2 body: acks, timeout, [topic [partition message_set]].
+        message_set = legacy_message(1 if version == 2 else 0, b"old client")
+        raw_name = name.encode()
+        v0_body = (struct.pack(">hii", 1, 5000, 1) + struct.pack(">h", len(raw_name)) + raw_name
+                   + struct.pack(">ii", 1, 0) + struct.pack(">i", len(message_set)) + message_set)
+        raw.send_frame(request_header(0, version, 2, flexible=False) + v0_body)
+        assert raw.closed_by_broker()
+    assert high_watermark(still_serving, name, 0) == 0
 
 
 def _unserved_api() -> tuple[int, int]:
@@ -623,6 +649,41 @@ def test_old_message_format_is_invalid_record(still_serving: str, magic: int) ->
         (name, 0): ErrorCode.invalid_record,
         (name, 1): ErrorCode.none,
     }
+    assert high_watermark(still_serving, name, 0) == 0
+
+
+@pytest.mark.parametrize("version", [7, 8, 9, 11])
+def test_keyless_records_on_a_compacted_topic_are_named(still_serving: str, version: int) -> None:
+    """KIP-467: from Produce v8 the answer names the records that made the batch invalid (their
+    index in the batch) and says why in error_message; v7 has no room for either."""
+    name = new_topic(still_serving, configs={"cleanup.policy": "compact"})
+    records = encode_batch([
+        SimpleRecord(value=b"a", key=b"ka"),
+        SimpleRecord(value=b"b", key=None),
+        SimpleRecord(value=b"c", key=b"kc"),
+        SimpleRecord(value=b"d", key=None),
+    ])
+    schema = request_schema(0, version)
+    assert schema is not None
+    mod = sys.modules[schema.__module__]
+    body = schema(
+        transactional_id=None,
+        acks=-1,
+        timeout=datetime.timedelta(seconds=5),
+        topic_data=(mod.TopicProduceData(
+            name=name, partition_data=(mod.PartitionProduceData(index=0, records=records),)
+        ),),
+    )
+    with Raw(still_serving) as raw:
+        response = raw.request(body)
+    ((partition,),) = [t.partition_responses for t in response.responses]
+    assert partition.error_code == ErrorCode.invalid_record
+    if version >= 8:
+        assert [e.batch_index for e in partition.record_errors] == [1, 3]
+        assert all("key" in (e.batch_index_error_message or "") for e in partition.record_errors)
+        assert "key" in (partition.error_message or "")
+    else:
+        assert not hasattr(partition, "record_errors")
     assert high_watermark(still_serving, name, 0) == 0
 
 

@@ -265,6 +265,77 @@ def test_keyless_record_is_refused_with_invalid_record(cleaning_broker: BrokerTh
     assert _end_offset(bootstrap, topic) == 1  # only the keyed record went in
 
 
+KEYLESS = (1, 4)  # positions of the keyless records in a mixed batch of six
+
+
+def _mixed(i: int) -> tuple[bytes | None, bytes]:
+    return (None if i in KEYLESS else b"k%d" % i), b"v%d" % i
+
+
+def test_keyless_records_fail_alone_in_a_mixed_batch_confluent(
+    cleaning_broker: BrokerThread,
+) -> None:
+    """KIP-467: the answer names the keyless records, so librdkafka fails those with
+    INVALID_RECORD and the rest of the batch with its own "an invalid record in the same batch"
+    error (which an application may resend), instead of failing every record alike."""
+    bootstrap = cleaning_broker.bootstrap
+    topic = f"compact-mixed-{uuid.uuid4().hex[:6]}"
+    _create(bootstrap, topic, COMPACT)
+    reports: dict[bytes, KafkaError | None] = {}
+    # A long linger keeps the six records in one batch until flush sends it.
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5000, "retries": 0})
+    for i in range(6):
+        key, value = _mixed(i)
+        p.produce(topic, value, key, partition=0,
+                  on_delivery=lambda err, msg: reports.__setitem__(msg.value(), err))
+    assert p.flush(10) == 0
+    codes = {v: (e.code() if e is not None else None) for v, e in reports.items()}
+    assert codes == {
+        b"v%d" % i: (KafkaError.INVALID_RECORD if i in KEYLESS
+                     else KafkaError._INVALID_DIFFERENT_RECORD)
+        for i in range(6)
+    }
+    assert _end_offset(bootstrap, topic) == 0  # a batch is written whole or not at all
+    # The records refused only for their company go in when sent again.
+    for i in range(6):
+        if i not in KEYLESS:
+            key, value = _mixed(i)
+            p.produce(topic, value, key, partition=0,
+                      on_delivery=lambda err, msg: reports.__setitem__(msg.value(), err))
+    assert p.flush(10) == 0
+    assert all(reports[b"v%d" % i] is None for i in range(6) if i not in KEYLESS)
+    assert _end_offset(bootstrap, topic) == 4
+
+
+def test_keyless_records_fail_alone_in_a_mixed_batch_kafka_python(
+    cleaning_broker: BrokerThread,
+) -> None:
+    """kafka-python reads KIP-467 record errors too: InvalidRecordError with the broker's
+    message for the keyless records, a plain KafkaError for the others."""
+    from kafka import KafkaProducer
+    from kafka.errors import InvalidRecordError
+    from kafka.errors import KafkaError as KpError
+
+    bootstrap = cleaning_broker.bootstrap
+    topic = f"compact-mixed-kp-{uuid.uuid4().hex[:6]}"
+    _create(bootstrap, topic, COMPACT)
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5000, retries=0)
+    try:
+        futures = [p.send(topic, value=_mixed(i)[1], key=_mixed(i)[0], partition=0)
+                   for i in range(6)]
+        p.flush(10)
+        errors = [f.exception for f in futures]
+    finally:
+        p.close(timeout=10)
+    for i, e in enumerate(errors):
+        if i in KEYLESS:
+            assert isinstance(e, InvalidRecordError), (i, e)
+            assert "key" in str(e)
+        else:
+            assert isinstance(e, KpError) and not isinstance(e, InvalidRecordError), (i, e)
+    assert _end_offset(bootstrap, topic) == 0
+
+
 def test_switching_to_compact_starts_cleaning(cleaning_broker: BrokerThread) -> None:
     bootstrap = cleaning_broker.bootstrap
     topic = f"to-compact-{uuid.uuid4().hex[:6]}"

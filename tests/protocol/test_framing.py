@@ -1,3 +1,5 @@
+import ctypes
+import os
 import struct
 
 import pytest
@@ -81,3 +83,122 @@ def test_undrained_frames_never_leave_an_empty_buffer() -> None:
     while (frame := d.next_frame()) is not NEED_DATA:
         frames.append(bytes(frame))
     assert frames == [b"x" * 10] * 100
+
+
+# -- zero copy ------------------------------------------------------------------------------------
+
+
+def _address(view: memoryview) -> int:
+    """Where a (writable, non-empty) view's first byte lives."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+class _Socket:
+    """Plays the transport's part: ``recv_into`` the decoder's buffer, at most ``read`` bytes a
+    time, remembering where every byte of the stream was written."""
+
+    def __init__(self, decoder: FrameDecoder, read: int) -> None:
+        self.decoder = decoder
+        self.read = read
+        self.placed: list[tuple[int, int, int]] = []  # (stream position, bytes, address)
+
+    def deliver(self, wire: bytes, stream_pos: int = 0) -> list[memoryview]:
+        frames: list[memoryview] = []
+        pos = 0
+        while pos < len(wire):
+            target = self.decoder.get_buffer()
+            n = min(len(target), self.read, len(wire) - pos)
+            target[:n] = wire[pos : pos + n]
+            self.placed.append((stream_pos + pos, n, _address(target)))
+            self.decoder.buffer_updated(n)
+            pos += n
+            while (frame := self.decoder.next_frame()) is not NEED_DATA:
+                assert isinstance(frame, memoryview)
+                frames.append(frame)
+        return frames
+
+    def moved(self, frame: memoryview, stream_pos: int) -> int:
+        """How many bytes of ``frame`` (which starts at ``stream_pos`` of the stream) are not
+        where the socket wrote them, i.e. were copied after the read."""
+        base = _address(frame)
+        in_place = 0
+        for pos, n, address in self.placed:
+            lo, hi = max(pos, stream_pos), min(pos + n, stream_pos + len(frame))
+            if lo < hi and address + (lo - pos) == base + (lo - stream_pos):
+                in_place += hi - lo
+        return len(frame) - in_place
+
+
+def test_small_frames_are_views_of_the_bytes_the_socket_wrote() -> None:
+    d = FrameDecoder(1 << 20, buffer_bytes=4096)
+    payloads = [bytes([i]) * (100 + 7 * i) for i in range(60)]
+    wire = b"".join(encode_frame(p) for p in payloads)
+    sock = _Socket(d, read=1000)
+    frames = sock.deliver(wire)
+    assert [bytes(f) for f in frames] == payloads
+    pos = 0
+    moved = []
+    for f in frames:
+        assert not f.readonly
+        moved.append(sock.moved(f, pos + 4))
+        pos += 4 + len(f)
+    # Only a frame that would not fit in the rest of its chunk is moved to the next chunk, and
+    # only the part of it received by then.
+    chunks = len({id(f.obj) for f in frames})
+    assert chunks > 1
+    assert sum(1 for m in moved if m) <= chunks - 1
+    assert sum(moved) < len(wire) // 10
+
+
+def test_a_whole_read_of_small_frames_is_carved_without_a_copy() -> None:
+    d = FrameDecoder(1 << 20)
+    payloads = [b"a" * 10, b"b" * 5000, b"c" * 3]
+    wire = b"".join(encode_frame(p) for p in payloads)
+    sock = _Socket(d, read=len(wire))
+    frames = sock.deliver(wire)
+    assert [bytes(f) for f in frames] == payloads
+    assert frames[0].obj is frames[1].obj is frames[2].obj  # one receive chunk
+    assert [sock.moved(f, p) for f, p in zip(frames, (4, 18, 5022), strict=True)] == [0, 0, 0]
+
+
+def test_large_frames_are_read_into_their_own_buffer() -> None:
+    d = FrameDecoder(1 << 22, buffer_bytes=64 * 1024)
+    first, second = os.urandom(300_000), os.urandom(500_000)
+    sock = _Socket(d, read=16 * 1024)
+    (a,) = sock.deliver(encode_frame(first))
+    (b,) = sock.deliver(encode_frame(second), stream_pos=4 + len(first))
+    assert (bytes(a), bytes(b)) == (first, second)
+    assert isinstance(a.obj, bytearray) and len(a.obj) == len(first)
+    assert isinstance(b.obj, bytearray) and len(b.obj) == len(second)
+    # The first large frame's start came with its size prefix, into the receive chunk, and was
+    # moved once; after a large frame the next prefix is read alone, so nothing is moved.
+    assert 0 < sock.moved(a, 4) < 16 * 1024
+    assert sock.moved(b, 8 + len(first)) == 0
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=3000), max_size=12),
+    st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=50),
+)
+def test_frames_handed_out_stay_intact_and_writable(
+    payloads: list[bytes], reads: list[int]
+) -> None:
+    """A frame owns its bytes: later reads never land in them, and writing into one frame (as
+    the produce path writes offsets) changes no other."""
+    wire = b"".join(encode_frame(p) for p in payloads)
+    d = FrameDecoder(1 << 20, buffer_bytes=1024)
+    frames: list[memoryview] = []
+    pos = 0
+    i = 0
+    while pos < len(wire):
+        target = d.get_buffer()
+        n = min(len(target), reads[i % len(reads)], len(wire) - pos)
+        target[:n] = wire[pos : pos + n]
+        d.buffer_updated(n)
+        pos += n
+        i += 1
+        while (frame := d.next_frame()) is not NEED_DATA:
+            assert isinstance(frame, memoryview) and not frame.readonly
+            frames.append(frame)
+            frame[0] ^= 0xFF
+    assert [bytes([f[0] ^ 0xFF]) + bytes(f[1:]) for f in frames] == payloads

@@ -23,6 +23,8 @@ from odradek.protocol.records import (
     encode_batch,
     increment_sequence,
     read_batch_header,
+    read_batch_size,
+    read_producer,
     validate_batches,
 )
 
@@ -224,3 +226,33 @@ def test_decode_rejects_malformed_records() -> None:
     assert decode_records(encode_batch([SimpleRecord(None, key=None)]))[0] == Record(
         0, -1, None, None, (), 0
     )
+
+
+@given(
+    st.integers(0, 2**63 - 1), st.integers(-1, 2**15 - 1), st.integers(1, 5), st.binary(max_size=40)
+)
+def test_batch_size_and_producer_agree_with_the_full_header(
+    producer_id: int, epoch: int, count: int, prefix: bytes
+) -> None:
+    batch = encode_batch(
+        [SimpleRecord(b"v%d" % i, b"k") for i in range(count)],
+        producer_id=producer_id,
+        producer_epoch=epoch,
+        base_sequence=0,
+    )
+    h = read_batch_header(batch)
+    assert read_batch_size(batch) == h.size == len(batch)
+    assert read_producer(batch) == (h.producer_id, h.producer_epoch) == (producer_id, epoch)
+    buf = prefix + batch
+    assert read_batch_size(buf, len(prefix)) == len(batch)
+    assert read_producer(buf, len(prefix)) == (producer_id, epoch)
+
+
+def test_batch_size_and_producer_need_their_bytes() -> None:
+    batch = encode_batch([SimpleRecord(b"v")], producer_id=7, producer_epoch=1, base_sequence=0)
+    assert read_batch_size(batch[:12]) == len(batch)
+    with pytest.raises(CorruptRecordError):
+        read_batch_size(batch[:11])
+    assert read_producer(batch[:53]) == (7, 1)
+    with pytest.raises(InvalidRecordError):
+        read_producer(batch[:52])

@@ -4,8 +4,9 @@ Requests on a connection are processed one at a time, as Kafka does: a request t
 (a long-polling fetch) holds back the requests pipelined behind it, so side effects happen in the
 order the client sent them, and the connection stops reading until it is answered. Requests that
 complete at once are answered without any task switch. The socket reads straight into the frame
-decoder's buffers (``asyncio.BufferedProtocol``), so a large produce request is not copied on
-its way in. Owned by the broker's event loop.
+decoder's buffers (``asyncio.BufferedProtocol``) and each request is dispatched as a writable
+view of the bytes the socket wrote, which it owns from then on: record batches go from there to
+the segment file without a copy. Owned by the broker's event loop.
 """
 
 from __future__ import annotations

@@ -103,6 +103,8 @@ class Dispatcher:
             return encode_response(api_key, preamble.correlation_id, body)
         schema = request_schema(api_key, api_version)
         if schema is None:
+            if api is not None:  # advertised for clients' sake, never served (Produce v0-v2)
+                raise CorruptFrameError(f"{api.name} v{api_version} is not served")
             raise CorruptFrameError(f"unknown API key {api_key} version {api_version}")
         log.info(
             "unsupported request api_key=%d v%d: answering UNSUPPORTED_VERSION", api_key, api_version

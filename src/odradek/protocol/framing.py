@@ -5,10 +5,22 @@ Sans-IO, in the style of h11, with a zero-copy receive path: the transport asks
 :meth:`FrameDecoder.buffer_updated` (or hands over bytes with :meth:`FrameDecoder.feed`);
 :meth:`FrameDecoder.next_frame` returns a complete frame or :data:`NEED_DATA`.
 
-Small frames are cut out of one reused receive buffer (one copy). A frame too large for that
-buffer gets a buffer of its own, exactly its size, into which the socket writes directly; it is
-handed out without any copy, as a writable view (the produce path writes offsets into it). Owned by one connection;
-not thread-safe.
+Every frame is handed out as a writable :class:`memoryview` of memory that belongs to that frame
+alone from then on, so the produce path writes offsets into it and passes it to ``os.write``
+without copying it:
+
+- Frames that fit in a receive chunk are *carved* out of it: the view covers the bytes where the
+  socket put them, and the decoder never writes into a chunk before its last received byte, so
+  a carved frame stays valid for as long as anyone holds it (and keeps its chunk alive that
+  long). A chunk that runs out of room is replaced by a new one rather than compacted.
+- A frame too large for a chunk gets a buffer of its own, exactly its size, and the socket reads
+  the rest of it straight into that buffer. After such a frame the next size prefix is read on
+  its own, so a run of large frames (a producer's batches) is received with no copy at all.
+
+Bytes are copied once, and only bytes no frame has been handed out of yet: the received start of
+a frame whose end would not fit in its chunk is moved to a new chunk (or to its own buffer).
+
+Owned by one connection; not thread-safe.
 """
 
 from __future__ import annotations
@@ -38,22 +50,31 @@ _MIN_FREE = 16 * 1024
 
 
 class FrameDecoder:
-    """Splits a byte stream into size-prefixed frames.
+    """Splits a byte stream into size-prefixed frames (see the module docs for buffering).
 
     A negative size is a :class:`CorruptFrameError`; a size over ``max_frame_bytes`` is a
     :class:`FrameTooLargeError`, raised as soon as the prefix is seen, so an oversized frame is
     never buffered.
     """
 
-    __slots__ = ("_max", "_buf", "_start", "_end", "_big", "_big_filled")
+    __slots__ = (
+        "_max", "_chunk_bytes", "_buf", "_start", "_end", "_carved", "_big", "_big_filled",
+        "_prefix_first",
+    )
 
     def __init__(self, max_frame_bytes: int, buffer_bytes: int = RECEIVE_BUFFER_BYTES) -> None:
         self._max = max_frame_bytes
-        self._buf = bytearray(buffer_bytes)
-        self._start = 0  # first unconsumed byte in _buf
+        self._chunk_bytes = buffer_bytes
+        self._buf = bytearray(buffer_bytes)  # the receive chunk
+        self._start = 0  # first byte in _buf not yet part of a returned frame
         self._end = 0  # end of received bytes in _buf
-        self._big: bytearray | None = None  # body of a frame too large for _buf
+        # Frames have been carved out of _buf: its bytes before _start are theirs, not ours.
+        self._carved = False
+        self._big: bytearray | None = None  # body of a frame too large for a chunk
         self._big_filled = 0
+        # The last frame was too large for a chunk: read the next size prefix alone, so that a
+        # large next frame can be read into its own buffer from its first byte.
+        self._prefix_first = False
 
     @property
     def buffered(self) -> int:
@@ -64,21 +85,16 @@ class FrameDecoder:
     def get_buffer(self) -> memoryview:
         """Writable space for the next bytes from the transport (never empty)."""
         if self._big is None:
-            try:
-                self._maybe_go_big()
-            except CorruptFrameError:
-                pass  # raised again by next_frame, where the caller expects it
-        if self._big is not None:
-            return memoryview(self._big)[self._big_filled :]
-        min_free = min(_MIN_FREE, len(self._buf) // 4)
-        if len(self._buf) - self._end < min_free:
-            self._compact()
-            if len(self._buf) - self._end < min_free:
-                # Complete frames are waiting to be taken: grow rather than stall.
-                grown = bytearray(len(self._buf) * 2)
-                grown[: self._end] = self._buf[: self._end]
-                self._buf = grown
-        return memoryview(self._buf)[self._end :]
+            self._make_room()
+        big = self._big
+        if big is not None:
+            return memoryview(big)[self._big_filled :]
+        end = self._end
+        if self._prefix_first:
+            pending = end - self._start
+            if pending < 4:
+                return memoryview(self._buf)[end : end + 4 - pending]
+        return memoryview(self._buf)[end:]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._big is not None:
@@ -105,21 +121,20 @@ class FrameDecoder:
                 return NEED_DATA
             self._big = None
             self._big_filled = 0
+            self._prefix_first = True
             return memoryview(big)
         start = self._start
         available = self._end - start
         if available < 4:
-            if available == 0:
-                self._start = self._end = 0
             return NEED_DATA
         size = self._frame_size(start)
         if available < 4 + size:
             return NEED_DATA
         begin = start + 4
         self._start = begin + size
-        if self._start == self._end:
-            self._start = self._end = 0
-        return bytes(memoryview(self._buf)[begin : begin + size])
+        self._carved = True
+        self._prefix_first = False
+        return memoryview(self._buf)[begin : begin + size]
 
     def _frame_size(self, pos: int) -> int:
         (size,) = _SIZE.unpack_from(self._buf, pos)
@@ -131,31 +146,56 @@ class FrameDecoder:
             )
         return size
 
-    def _maybe_go_big(self) -> None:
-        """If the frame at the start does not fit in the receive buffer, give it its own."""
-        start = self._start
-        available = self._end - start
-        if available < 4:
+    def _make_room(self) -> None:
+        """Arrange for the next read to land where the frame being received can stay."""
+        start, end = self._start, self._end
+        pending = end - start
+        if pending >= 4:
+            try:
+                need = 4 + self._frame_size(start)
+            except CorruptFrameError:
+                need = 0  # raised again by next_frame, where the caller expects it
+            if pending < need:  # a frame is partly here
+                if start + need <= len(self._buf):
+                    return  # it ends inside this chunk
+                if need > self._chunk_bytes:
+                    self._go_big(need - 4)
+                else:
+                    self._move_pending(self._chunk_bytes)
+                return
+        # At a frame boundary, or with whole frames not yet taken: keep a useful tail free.
+        if len(self._buf) - end >= min(_MIN_FREE, self._chunk_bytes // 4):
             return
-        size = self._frame_size(start)
-        if 4 + size <= len(self._buf) - start or available >= 4 + size:
-            return
-        if 4 + size <= len(self._buf):
-            self._compact()
-            return
+        if pending == 0 and not self._carved:
+            self._start = self._end = 0
+        else:
+            # Complete frames waiting to be taken may need more than a chunk: grow, not stall.
+            self._move_pending(max(self._chunk_bytes, 2 * pending))
+
+    def _move_pending(self, chunk_bytes: int) -> None:
+        """Continue in a new chunk, moving the bytes no frame has been taken from yet."""
+        pending = memoryview(self._buf)[self._start : self._end]
+        n = len(pending)
+        buf = bytearray(chunk_bytes)
+        buf[:n] = pending
+        pending.release()
+        self._buf = buf
+        self._start, self._end = 0, n
+        self._carved = False
+
+    def _go_big(self, size: int) -> None:
+        """Give the frame at the start its own buffer; the socket fills in the rest."""
+        start, end = self._start, self._end
         big = bytearray(size)
-        have = available - 4
-        big[:have] = self._buf[start + 4 : self._end]
+        have = end - start - 4
+        if have:
+            big[:have] = memoryview(self._buf)[start + 4 : end]
         self._big = big
         self._big_filled = have
-        self._start = self._end = 0
-
-    def _compact(self) -> None:
-        start, end = self._start, self._end
-        if start:
-            n = end - start
-            self._buf[:n] = self._buf[start:end]
-            self._start, self._end = 0, n
+        if self._carved:
+            self._start = end
+        else:
+            self._start = self._end = 0
 
 
 def encode_frame(payload: bytes | bytearray) -> bytes:

@@ -3,8 +3,9 @@
 The generic ``kio`` codecs copy every records blob into a new ``bytes`` object. This decoder
 walks the same wire format (Kafka's ProduceRequest schema, header v1 for v3–v8 and the flexible
 header v2 with tagged fields for v9+) and returns the records of each partition as a slice of
-the request frame itself. When the frame is writable the storage engine writes the broker
-assigned offsets straight into those slices, so a record batch is never copied in user space
+the request frame itself. The connection hands frames over as writable views of the bytes the
+socket wrote (see :mod:`odradek.protocol.framing`), so the storage engine writes the broker
+assigned offsets straight into those slices and a record batch is never copied in user space
 between the socket and the segment file.
 
 The decoded objects use the ``kio`` field names (``topic_data``, ``partition_data``, ``index``,

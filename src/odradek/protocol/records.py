@@ -63,6 +63,8 @@ __all__ = [
     "RecordLike",
     "SimpleRecord",
     "read_batch_header",
+    "read_batch_size",
+    "read_producer",
     "validate_batches",
     "decode_records",
     "encode_batch",
@@ -106,6 +108,9 @@ ATTR_DELETE_HORIZON = 0x40
 _CRC_START = 21
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _LENGTH = struct.Struct(">i")
+_LENGTH_AT = 8
+_PRODUCER = struct.Struct(">qh")  # producerId, producerEpoch
+_PRODUCER_AT = 43
 _I32 = struct.Struct(">i")
 _MIN_RECORD_SIZE = 7  # 1-byte length + attributes + 5 one-byte varints
 _INT32_MAX = 2**31 - 1
@@ -227,6 +232,24 @@ def read_batch_header(buf: Buffer, pos: int = 0) -> BatchHeader:
     return BatchHeader(*_HEADER.unpack_from(buf, pos))
 
 
+def read_batch_size(buf: Buffer, pos: int = 0) -> int:
+    """Total bytes of the batch at ``pos`` as its ``batchLength`` declares them (offset and length
+    fields included), read from its first 12 bytes; ``CorruptRecordError`` if fewer are there."""
+    if len(buf) - pos < LOG_OVERHEAD:
+        raise CorruptRecordError(f"partial batch: {len(buf) - pos} bytes at {pos}")
+    (batch_length,) = _LENGTH.unpack_from(buf, pos + _LENGTH_AT)
+    return int(batch_length) + LOG_OVERHEAD
+
+
+def read_producer(buf: Buffer, pos: int = 0) -> tuple[int, int]:
+    """(producerId, producerEpoch) of the batch at ``pos`` without parsing the rest of its
+    header; ``InvalidRecordError`` if the header is not all there."""
+    if len(buf) - pos < _PRODUCER_AT + _PRODUCER.size:
+        raise InvalidRecordError("record batch too short")
+    producer_id, epoch = _PRODUCER.unpack_from(buf, pos + _PRODUCER_AT)
+    return int(producer_id), int(epoch)
+
+
 def compute_crc(batch: Buffer) -> int:
     """CRC32C of a whole batch's checksummed region (bytes 21 to the end)."""
     return crc32c(memoryview(batch)[_CRC_START:])
@@ -259,7 +282,7 @@ def validate_batches(buf: Buffer, *, max_batch_bytes: int) -> list[BatchHeader]:
             raise InvalidRecordError(
                 f"record batch magic {mv[pos + 16]} is not supported; only magic 2 is accepted"
             )
-        (batch_length,) = _LENGTH.unpack_from(mv, pos + 8)
+        (batch_length,) = _LENGTH.unpack_from(mv, pos + _LENGTH_AT)
         size = batch_length + LOG_OVERHEAD
         if size < BATCH_HEADER_SIZE:
             raise CorruptRecordError(f"batch at {pos} declares size {size}, below the header size")

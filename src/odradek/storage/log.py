@@ -1069,16 +1069,23 @@ def _no_step(_name: str) -> None:
 
 def _check_keys(buf: bytearray | memoryview, headers: list[BatchHeader]) -> None:
     """A compacted log keeps the latest record per key, so every record needs one (Kafka's
-    LogValidator rejects the batch with INVALID_RECORD). Control batches are exempt."""
+    LogValidator rejects the batch with INVALID_RECORD, naming the keyless records). Control
+    batches are exempt."""
     pos = 0
     for h in headers:
         if not h.is_control:
-            for r in decode_records(memoryview(buf)[pos : pos + h.size]):
-                if r.key is None:
-                    raise InvalidRecordError(
-                        f"record at offset delta {r.offset - h.base_offset} has no key: a "
-                        f"compacted topic accepts only keyed records"
-                    )
+            records = decode_records(memoryview(buf)[pos : pos + h.size])
+            keyless = tuple(
+                (i, "a compacted topic accepts only records with a key")
+                for i, r in enumerate(records)
+                if r.key is None
+            )
+            if keyless:
+                raise InvalidRecordError(
+                    f"{len(keyless)} of {len(records)} records have no key (the first at index "
+                    f"{keyless[0][0]}): a compacted topic accepts only keyed records",
+                    record_errors=keyless,
+                )
         pos += h.size
 
 

@@ -3,13 +3,16 @@
 Batches are validated and stored as received (only the base offset and leader epoch are written
 into them, and the timestamps for LogAppendTime topics). With one broker the in-sync replica set
 is just the leader, so acks=all is complete as soon as the append returns; the high watermark
-moves to the log end offset and waiting fetches are woken.
+moves to the log end offset and waiting fetches are woken. A batch refused because of some of its
+records (keyless records on a compacted topic) is answered, from v8, with their indexes in
+``record_errors`` and the reason in ``error_message`` (KIP-467), so clients fail those records
+and report the others as refused for their company.
 """
 
 from __future__ import annotations
 
 import datetime
-import struct
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import NO_RESPONSE, ApiHandler
@@ -25,9 +28,10 @@ from odradek.errors import (
     NotEnoughReplicasError,
     TransactionAbortableError,
 )
-from odradek.protocol.build import build, response_module
+from odradek.protocol.build import build, has_field, response_module
 from odradek.protocol.messages import Request
 from odradek.protocol.produce import decode_produce_request
+from odradek.protocol.records import LOG_OVERHEAD, read_batch_size, read_producer
 
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
@@ -46,6 +50,7 @@ def _partition(
     log_append_time_ms: int = -1,
     log_start_offset: int = -1,
     message: str | None = None,
+    record_errors: Sequence[tuple[int, str]] = (),
 ) -> Any:
     return build(
         mod.PartitionProduceResponse,
@@ -58,8 +63,19 @@ def _partition(
             else datetime.datetime.fromtimestamp(log_append_time_ms / 1000, datetime.UTC)
         ),
         log_start_offset=log_start_offset,
-        record_errors=(),
+        record_errors=_record_errors(mod, record_errors),
         error_message=message,
+    )
+
+
+def _record_errors(mod: Any, record_errors: Sequence[tuple[int, str]]) -> tuple[Any, ...]:
+    """KIP-467 (v8+): the records that made a batch invalid, so that clients fail those records
+    and report the rest of the batch as refused because of them."""
+    if not record_errors or not has_field(mod.PartitionProduceResponse, "record_errors"):
+        return ()
+    return tuple(
+        mod.BatchIndexAndErrorMessage(batch_index=index, batch_index_error_message=message)
+        for index, message in record_errors
     )
 
 
@@ -101,7 +117,10 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                     version=request.api_version,
                 )
                 message = e.message if isinstance(e, KafkaError) else None
-                partitions.append(_partition(mod, index, code, message=message))
+                record_errors = e.record_errors if isinstance(e, InvalidRecordError) else ()
+                partitions.append(
+                    _partition(mod, index, code, message=message, record_errors=record_errors)
+                )
         responses.append(
             build(mod.TopicProduceResponse, name=name, partition_responses=tuple(partitions))
         )
@@ -110,17 +129,11 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     return build(mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO)
 
 
-_BATCH_LENGTH = struct.Struct(">i")
-_PRODUCER = struct.Struct(">qh")  # producer id and epoch, at byte 43 of a v2 batch
-
-
 def _verify_transaction(
     broker: BrokerServices, transactional_id: str, topic: str, partition: int, records: Any
 ) -> None:
     """KIP-890 part 1: a transactional write must go to a partition its transaction added."""
-    if len(records) < 53:
-        raise InvalidRecordError("record batch too short")
-    producer_id, epoch = _PRODUCER.unpack_from(records, 43)
+    producer_id, epoch = read_producer(records)
     tp = (topic, partition)
     try:
         code = broker.txn_coordinator.add_partitions(
@@ -141,10 +154,9 @@ def _check_one_batch(records: Any) -> None:
     """Produce v3+ carries exactly one record batch per partition (Kafka's
     ``ProduceRequest.validateRecords``); a batch that claims more bytes than are present is left
     to the storage engine, which reports it as corrupt."""
-    if records is None or len(records) < 12:
+    if records is None or len(records) < LOG_OVERHEAD:
         raise InvalidRecordError("a produce request must carry exactly one record batch")
-    (batch_length,) = _BATCH_LENGTH.unpack_from(records, 8)
-    if batch_length + 12 < len(records):
+    if read_batch_size(records) < len(records):
         raise InvalidRecordError("a produce request must carry exactly one record batch")
 
 
@@ -161,10 +173,15 @@ def error_response(request: Request, code: ErrorCode) -> Any:
     return build(mod.ProduceResponse, responses=responses, throttle_time=_ZERO)
 
 
+# Advertised from v0, as Kafka 4 does (KAFKA-18659): librdkafka builds without the fix for
+# librdkafka#4956 (2.0.2 in Debian's kcat, for one) turn compression off unless the broker lists
+# the old Produce versions. v0-v2 (message formats 0 and 1) are still refused: no codec exists
+# for them, so the dispatcher closes the connection, as Kafka 4 does for an unsupported version.
 API = ApiHandler(
     api_key=KEY,
     name="Produce",
-    min_version=3,
+    min_version=0,
+    min_accepted_version=3,
     max_version=11,
     handle=handle,
     error_response=error_response,
