@@ -26,9 +26,10 @@ UNKNOWN           a state written by a newer version: the member must rejoin wit
 ================= ================================================================================
 
 Like Kafka's coordinators, handlers never mutate state: :meth:`ConsumerGroups.heartbeat`
-computes records from the current state, hands them to ``ctx.append`` (which persists them
-and then replays each one), and :meth:`ConsumerGroups.replay` is the only code that changes a
-group. Loading a coordinator after a restart replays the same records; replay also arms the
+computes records from the current state and returns them with the answer in a
+:class:`~odradek.coordinator.runtime.CoordinatorResult`; the runtime persists them and then
+replays each one, and :meth:`ConsumerGroups.replay` is the only code that changes a group.
+Session and rebalance timeouts are timer operations that return the fencing records. Loading a coordinator after a restart replays the same records; replay also arms the
 session timer of every member it creates and the rebalance timer of every member waiting to
 revoke, so a loaded group expires its silent members as a live one does.
 
@@ -88,13 +89,13 @@ from odradek.coordinator.group.records import (
     TopicMetadata,
     TopicPartitions,
 )
+from odradek.coordinator.runtime import CoordinatorResult
 from odradek.errors import (
     FencedInstanceIdError,
     GroupIdNotFoundError,
     GroupMaxSizeReachedError,
     InvalidGroupIdError,
     InvalidRequestError,
-    KafkaError,
     StaleMemberEpochError,
     UnknownMemberIdError,
     UnreleasedInstanceIdError,
@@ -244,10 +245,10 @@ class ConsumerGroups:
         owned_partitions: Sequence[TopicPartitions] | None,
         client_id: str,
         client_host: str,
-    ) -> HeartbeatResult:
-        """Serve one ConsumerGroupHeartbeat. Fields that are None (-1 for the rebalance
-        timeout) are unchanged since the member's last heartbeat. Raises a KafkaError for the
-        response's error code; then nothing has been written."""
+    ) -> CoordinatorResult[HeartbeatResult]:
+        """Serve one ConsumerGroupHeartbeat: the records it changes the group with, and the
+        answer. Fields that are None (-1 for the rebalance timeout) are unchanged since the
+        member's last heartbeat. Raises a KafkaError for the response's error code."""
         self._validate_request(
             group_id,
             member_id,
@@ -375,9 +376,9 @@ class ConsumerGroups:
                 )
             )
 
-        if records:
-            self._ctx.append(group_id, records)
-        self._schedule_session_timeout(group_id, member_id)
+        def written(error: Exception | None) -> None:
+            if error is None:
+                self._schedule_session_timeout(group_id, member_id)
 
         full_request = joining or (
             rebalance_timeout_ms != -1
@@ -392,12 +393,13 @@ class ConsumerGroups:
                 and as_assignment(owned_partitions) != reconciled.assigned_partitions
             )
         )
-        return HeartbeatResult(
+        answer = HeartbeatResult(
             member_id=member_id,
             member_epoch=reconciled.member_epoch,
             heartbeat_interval_ms=self._ctx.config.consumer_heartbeat_interval_ms,
             assignment=to_topic_partitions(reconciled.assigned_partitions) if send else None,
         )
+        return CoordinatorResult(records, answer, on_written=written)
 
     def _validate_request(
         self,
@@ -582,7 +584,7 @@ class ConsumerGroups:
 
     def _leave(
         self, group_id: str, member_id: str, member_epoch: int, instance_id: str | None
-    ) -> HeartbeatResult:
+    ) -> CoordinatorResult[HeartbeatResult]:
         group = self.describe(group_id)
         if instance_id is None:
             member = group.members.get(member_id)
@@ -614,19 +616,16 @@ class ConsumerGroups:
                 member_epoch=LEAVE_GROUP_STATIC_MEMBER_EPOCH,
                 partitions_pending_revocation={},
             )
-            self._ctx.append(
-                group_id,
-                [
-                    (
-                        ConsumerGroupCurrentMemberAssignmentKey(group_id, member_id),
-                        leaving.assignment_value(),
-                    )
-                ],
-            )
+            records: list[Record] = [
+                (
+                    ConsumerGroupCurrentMemberAssignmentKey(group_id, member_id),
+                    leaving.assignment_value(),
+                )
+            ]
         else:
             log.info("[GroupId %s] Member %s left the consumer group.", group_id, member_id)
-            self._ctx.append(group_id, self._fence_records(group, member))
-        return HeartbeatResult(member_id, member_epoch, 0, None)
+            records = self._fence_records(group, member)
+        return CoordinatorResult(records, HeartbeatResult(member_id, member_epoch, 0, None))
 
     def _fence_records(self, group: ConsumerGroup, member: ConsumerGroupMember) -> list[Record]:
         gid = group.group_id
@@ -647,24 +646,31 @@ class ConsumerGroups:
         )
         return records
 
-    def _fence(self, group_id: str, member_id: str, reason: str, epoch: int | None = None) -> None:
+    def _fence(
+        self, group_id: str, member_id: str, reason: str, epoch: int | None = None
+    ) -> CoordinatorResult[None] | None:
+        """A timer: the records removing a member that stopped heartbeating or revoking."""
         group = self.get(group_id)
         member = group.members.get(member_id) if group is not None else None
         if group is None or member is None:
-            return
+            return None
         if epoch is not None and (
             member.member_epoch != epoch or member.state is not MemberState.UNREVOKED_PARTITIONS
         ):
-            return
+            return None
         log.info(
             "[GroupId %s] Member %s fenced from the group because %s", group_id, member_id, reason
         )
-        try:
-            self._ctx.append(group_id, self._fence_records(group, member))
-        except KafkaError as e:
-            # The write failed; try again after another session timeout rather than forget.
-            log.warning("[GroupId %s] could not fence member %s: %s", group_id, member_id, e)
-            self._schedule_session_timeout(group_id, member_id)
+
+        def written(error: Exception | None) -> None:
+            if error is not None:
+                # Try again after another session timeout rather than forget.
+                log.warning(
+                    "[GroupId %s] could not fence member %s: %s", group_id, member_id, error
+                )
+                self._schedule_session_timeout(group_id, member_id)
+
+        return CoordinatorResult(self._fence_records(group, member), None, on_written=written)
 
     def _schedule_session_timeout(self, group_id: str, member_id: str) -> None:
         group = self.get(group_id)
@@ -699,7 +705,7 @@ class ConsumerGroups:
         match key:
             case ConsumerGroupMetadataKey(group_id=gid):
                 if value is None:
-                    self._drop_group(gid)
+                    self.drop(gid)
                 else:
                     assert isinstance(value, ConsumerGroupMetadataValue)
                     self._group_for_replay(gid).group_epoch = value.epoch
@@ -792,7 +798,9 @@ class ConsumerGroups:
         group = self._groups[group_id] = ConsumerGroup(group_id)
         return group
 
-    def _drop_group(self, group_id: str) -> None:
+    def drop(self, group_id: str) -> None:
+        """Remove the consumer group ``group_id`` and its timers (replayed tombstone, or its
+        partition unloaded)."""
         group = self.get(group_id)
         if group is None:
             return
