@@ -65,8 +65,8 @@ log = logging.getLogger("odradek.broker")
 
 R = TypeVar("R")
 
-#: Records replayed between two yields to the event loop while a partition loads (a few ms).
-LOAD_CHUNK_RECORDS = 2000
+#: Records replayed between two yields to the event loop while a partition loads (~10 ms).
+LOAD_CHUNK_RECORDS = 500
 
 #: Awaited with (internal topic, partition) before a partition is loaded: tests hold loading
 #: with it to observe COORDINATOR_LOAD_IN_PROGRESS.

@@ -305,6 +305,9 @@ class CoordinatorRuntime:
             for result in _results(out):
                 try:
                     self.execute(result)
+                except CoordinatorLoadInProgressError as e:
+                    # A timer looked at a partition still loading; it runs again later.
+                    log.debug("%s: %s", self.topic, e)
                 except KafkaError as e:
                     log.warning("%s: a coordinator write failed: %s", self.topic, e)
         except Exception:
