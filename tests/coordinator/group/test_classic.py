@@ -484,3 +484,15 @@ def test_the_assignment_is_stored_before_the_group_becomes_stable(ctx: Ctx) -> N
     sync(ctx, first.member_id, first.generation_id, [(first.member_id, b"mine")])
     assert seen == [(S.COMPLETING_REBALANCE, b"")]  # written while nothing was applied
     assert group.state is S.STABLE and group.members[first.member_id].assignment == b"mine"
+
+
+def test_unloading_the_partition_answers_waiting_members_not_coordinator(ctx: Ctx) -> None:
+    waiting = join(ctx)  # the initial join of a one-member group completes at once...
+    leader = waiting.value.member_id
+    rejoin = join(ctx, leader, protocols=(("range", b"changed"),))
+    assert rejoin.done
+    second = join(ctx)  # ...a second member makes the leader rejoin: both wait
+    assert not second.done
+    ctx.runtime.unload(ctx.coordinator.partition_for("g"))
+    assert second.value.error == ErrorCode.not_coordinator
+    assert "g" not in ctx.groups and len(ctx.coordinator.timer) == 1  # offset expiry only

@@ -683,3 +683,26 @@ def test_static_leader_rejoining_without_skip_assignment_is_not_made_leader(h: H
     r = h.join("g", instance="i-1")  # supports_skip_assignment defaults to False (old client)
     assert r.generation_id == gen and not r.skip_assignment
     assert r.leader != r.member_id or r.members != ()
+
+
+def test_a_classic_join_takes_over_an_empty_consumer_group(h: Harness) -> None:
+    """The KIP-848 group's records are deleted first (replaying the tombstones drops it), then
+    the join runs as for a new classic group; a reload agrees."""
+    joined = h.write("g", lambda: h.coordinator.consumer.heartbeat(
+        group_id="g", member_id="", member_epoch=0, instance_id=None, rack_id=None,
+        rebalance_timeout_ms=REBALANCE, subscribed_topic_names=("orders",),
+        subscribed_topic_regex=None, server_assignor=None, owned_partitions=[],
+        client_id="c", client_host="/127.0.0.1",
+    ))
+    h.write("g", lambda: h.coordinator.consumer.heartbeat(
+        group_id="g", member_id=joined.member_id, member_epoch=-1, instance_id=None,
+        rack_id=None, rebalance_timeout_ms=-1, subscribed_topic_names=None,
+        subscribed_topic_regex=None, server_assignor=None, owned_partitions=None,
+        client_id="c", client_host="/127.0.0.1",
+    ))
+    assert isinstance(h.coordinator.groups["g"], ConsumerGroup)
+    member, _ = h.stable_member("g")
+    assert h.group("g").members.keys() == {member}
+    fresh = h.reloaded()
+    assert isinstance(fresh.groups["g"], ClassicGroup)
+    assert fresh.groups["g"].members.keys() == {member}

@@ -383,7 +383,9 @@ class ClassicGroups:
             # An empty KIP-848 group holds the id: its records are deleted first (replaying the
             # tombstones drops it), then the join runs again.
             return CoordinatorResult(
-                self._take_over(group_id), Pending(), then=lambda: self.join(**request)
+                self._take_over(group_id),
+                Pending(),
+                then=lambda: self._operation(lambda: self._join(**request)),
             )
         return self._operation(lambda: self._join(**request))
 
@@ -1052,10 +1054,17 @@ class ClassicGroups:
                 for member in group.members.values():
                     self._schedule_session(group, member)
 
-    def drop(self, group: ClassicGroup) -> None:
-        """Remove ``group`` and its timers (replayed tombstone, or its partition unloaded)."""
-        for member_id in list(group.members):
+    def drop(self, group: ClassicGroup, error: ErrorCode = ErrorCode.unknown_member_id) -> None:
+        """Remove ``group`` and its timers (replayed tombstone, or its partition unloaded:
+        then members still waiting in JoinGroup or SyncGroup are answered ``error``)."""
+        for member_id, member in list(group.members.items()):
             self._cancel_member_timers(group, member_id)
+            if member.join_waiter is not None:
+                member.join_waiter.complete(JoinResult(error, member_id))
+                member.join_waiter = None
+            if member.sync_waiter is not None:
+                member.sync_waiter.complete(SyncResult(error))
+                member.sync_waiter = None
         for member_id in group.pending_members:
             self._ctx.timer.cancel(("pending", group.group_id, member_id))
         self._ctx.timer.cancel(("join", group.group_id))

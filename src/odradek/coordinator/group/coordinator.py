@@ -195,7 +195,8 @@ class GroupCoordinator:
         for group_id in mine:
             group = self.groups[group_id]
             if isinstance(group, ClassicGroup):
-                self.classic.drop(group)
+                # Waiting members look for the coordinator again, as Kafka answers them.
+                self.classic.drop(group, ErrorCode.not_coordinator)
             else:
                 self.consumer.drop(group_id)
         for group_id in [g for g in self.offsets if self.partition_for(g) == partition]:
