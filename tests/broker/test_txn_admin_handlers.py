@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import io
 import struct
 import sys
@@ -263,10 +264,10 @@ def test_describe_producers_of_an_internal_topic(node: Node) -> None:
     group = "g"
     topic = node.topic()
     coordinator = node.broker.group_coordinator
-    coordinator.txn_commit_offsets(
+    node.broker.groups.write(group, lambda: coordinator.txn_commit_offsets(
         group, producer_id=11, producer_epoch=4, member_id="", generation_id=-1,
         instance_id=None, offsets=[(topic, 0, 5, -1, None)],
-    )
+    ))
     partition = coordinator.partition_for(group)
     (p,) = node.producers("__consumer_offsets", partition)
     assert (p.producer_id, p.producer_epoch) == (11, 4)
@@ -398,10 +399,11 @@ def test_marker_in_consumer_offsets_completes_pending_offsets(node: Node) -> Non
     group, topic = "g", node.topic()
     coordinator = node.broker.group_coordinator
     for pid, offset in ((11, 42), (12, 7)):
-        coordinator.txn_commit_offsets(
+        node.broker.groups.write(group, functools.partial(
+            coordinator.txn_commit_offsets,
             group, producer_id=pid, producer_epoch=0, member_id="", generation_id=-1,
             instance_id=None, offsets=[(topic, 0, offset, -1, None)],
-        )
+        ))
     partition = coordinator.partition_for(group)
     assert coordinator.has_pending_offsets(group, topic, 0)
 

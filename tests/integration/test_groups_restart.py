@@ -56,6 +56,8 @@ def _settle(admin: AdminClient, group: str, members: list[ConfluentMember], what
 
 
 def _generation(broker: BrokerThread, group: str) -> int:
+    # Coordinators load after the broker listens: read the group once its partition is in.
+    wait_until(lambda: not broker.broker.groups.is_loading(), "__consumer_offsets loaded")
     return int(broker.broker.group_coordinator.groups[group].generation_id)
 
 

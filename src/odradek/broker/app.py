@@ -20,6 +20,7 @@ from odradek.broker.contract import ApiHandler
 from odradek.broker.delayed import AppendWatch
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.groups import GroupRuntime
+from odradek.broker.internal_topics import LoadHook
 from odradek.broker.registry import handlers
 from odradek.broker.replica_manager import ReplicaManager
 from odradek.broker.topics import TopicManager
@@ -56,9 +57,18 @@ class Broker:
     """A single Kafka-compatible broker; implements
     :class:`~odradek.broker.services.BrokerServices` for its handlers and runtimes."""
 
-    def __init__(self, config: BrokerConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        clock: Clock | None = None,
+        coordinator_load_hook: LoadHook | None = None,
+    ) -> None:
+        """``coordinator_load_hook`` is awaited before each internal-topic partition loads
+        (tests hold loading with it)."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        self._load_hook = coordinator_load_hook
         self.node_id = config.node_id
         self.data_dir = Path(config.log_dirs[0])
         self.append_watch = AppendWatch()
@@ -100,12 +110,11 @@ class Broker:
         self.topics = TopicManager(self.config, self.metadata, self.logs)
         self.topics.reconcile()
         self.replicas = ReplicaManager(self.topics, self.append_watch)
-        self.groups = GroupRuntime(self)
+        # The coordinators load their partitions after the server listens (start() below).
+        self.groups = GroupRuntime(self, load_hook=self._load_hook)
         self.group_coordinator = self.groups.coordinator
-        self.groups.load()
-        self.transactions = TxnRuntime(self)
+        self.transactions = TxnRuntime(self, load_hook=self._load_hook)
         self.txn_coordinator = self.transactions.coordinator
-        self.transactions.load()
         loop = asyncio.get_running_loop()
         host, port = self.config.listener_host, self.config.listener_port
         dispatcher = Dispatcher(self)
@@ -124,6 +133,8 @@ class Broker:
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.cleaner.config.enable:
             self._tasks.append(asyncio.create_task(self._clean_logs(), name="odradek-cleaner"))
+        # Loading __consumer_offsets and __transaction_state grows with them: it runs as tasks
+        # while the broker serves (their requests answer COORDINATOR_LOAD_IN_PROGRESS meanwhile).
         self.groups.start()
         self.transactions.start()
         self.started_at = time.perf_counter() - t0

@@ -1,10 +1,19 @@
-"""What every coordinator's runtime needs from the broker: an internal topic to persist to and
-read back at start-up, and a task that fires the coordinator's timers.
+"""Coordinators on the broker: the internal topic each one persists to, the loading of its
+partitions, and the task that fires its timers — one shape for the group and the transaction
+coordinator (:class:`CoordinatorHost`, which :class:`~odradek.broker.groups.GroupRuntime` and
+:class:`~odradek.broker.transactions.TxnRuntime` extend).
 
-A write is one batch appended as the coordinator (``AppendOrigin.COORDINATOR``) and counts as
-done once the high watermark covers it (one replica); a failed write raises
-COORDINATOR_NOT_AVAILABLE so the coordinator changes nothing and the client retries, except a
-batch too large to store, which retrying cannot fix: UNKNOWN_SERVER_ERROR, as in Kafka.
+A write is one batch appended as the coordinator (``AppendOrigin.COORDINATOR``) through the
+replica manager and counts as done once the high watermark covers it (one replica); a failed
+write raises COORDINATOR_NOT_AVAILABLE so the coordinator changes nothing and the client
+retries, except a batch too large to store, which retrying cannot fix: UNKNOWN_SERVER_ERROR, as
+Kafka maps them.
+
+Loading happens after the broker listens: each partition of the internal topic is replayed by a
+task of its own that yields to the event loop every :data:`LOAD_CHUNK_RECORDS` records, so the
+broker serves everything else meanwhile, and requests for a group or transactional id of a
+partition still loading are answered COORDINATOR_LOAD_IN_PROGRESS.
+
 Owned by the broker's event loop.
 """
 
@@ -13,21 +22,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from odradek.clock import Clock
+from odradek.coordinator.runtime import (
+    CoordinatorResult,
+    CoordinatorRuntime,
+    CoordinatorShard,
+    PartitionState,
+    StoredMarker,
+    StoredRecord,
+)
 from odradek.coordinator.timer import Timer
 from odradek.errors import (
+    CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     KafkaError,
     RecordListTooLargeError,
     RecordTooLargeError,
 )
 from odradek.protocol.records import (
+    CONTROL_ABORT,
+    CONTROL_COMMIT,
     BatchHeader,
     Record,
     SimpleRecord,
+    control_type,
     decode_records,
     encode_batch,
     read_batch_header,
@@ -37,9 +59,18 @@ from odradek.storage.log import AppendOrigin
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
 
-__all__ = ["InternalTopic", "TimerTask"]
+__all__ = ["CoordinatorHost", "InternalTopic", "LOAD_CHUNK_RECORDS", "LoadHook", "TimerTask"]
 
 log = logging.getLogger("odradek.broker")
+
+R = TypeVar("R")
+
+#: Records replayed between two yields to the event loop while a partition loads (~10 ms).
+LOAD_CHUNK_RECORDS = 500
+
+#: Awaited with (internal topic, partition) before a partition is loaded: tests hold loading
+#: with it to observe COORDINATOR_LOAD_IN_PROGRESS.
+LoadHook = Callable[[str, int], Awaitable[None]]
 
 
 class InternalTopic:
@@ -98,11 +129,12 @@ class InternalTopic:
             raise CoordinatorNotAvailableError(f"{self.name} is not writable: {e}") from e
 
     def read(self, partition: int) -> Iterator[tuple[BatchHeader, list[Record]]]:
-        """Every batch of ``partition`` up to the high watermark, with its records."""
+        """Every batch of ``partition`` up to the high watermark, with its records. The high
+        watermark is read again after every chunk, so what was appended meanwhile (a marker
+        written while the partition loads) is read too."""
         plog = self._broker.topics.log(self.name, partition)
         offset = plog.log_start_offset
-        end = plog.high_watermark
-        while offset < end:
+        while offset < plog.high_watermark:
             data = memoryview(plog.read(offset, max_bytes=1 << 20).records)
             if not data:
                 break
@@ -114,14 +146,36 @@ class InternalTopic:
                 offset = header.next_offset
                 yield header, decode_records(batch)
 
+    def stored(self, partition: int) -> Iterator[StoredRecord | StoredMarker]:
+        """``partition``'s records as a coordinator replays them: data records (with their
+        producer when in a transactional batch) and COMMIT/ABORT markers."""
+        for header, records in self.read(partition):
+            if header.is_control:
+                for record in records:
+                    marker = control_type(record.key)
+                    if marker in (CONTROL_ABORT, CONTROL_COMMIT):
+                        yield StoredMarker(header.producer_id, marker == CONTROL_COMMIT)
+                continue
+            producer_id = header.producer_id if header.is_transactional else None
+            for record in records:
+                yield StoredRecord(record.key, record.value, producer_id, record.offset)
+
 
 class TimerTask:
-    """Advances ``timer`` at each of its deadlines, on the event loop."""
+    """Advances ``timer`` at each of its deadlines, on the event loop (through ``poll``, which
+    runs the due callbacks as coordinator operations, when given)."""
 
-    def __init__(self, timer: Timer, clock: Clock, name: str) -> None:
+    def __init__(
+        self,
+        timer: Timer,
+        clock: Clock,
+        name: str,
+        poll: Callable[[int], object] | None = None,
+    ) -> None:
         self._timer = timer
         self._clock = clock
         self._name = name
+        self._poll = poll if poll is not None else timer.advance
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         timer.on_schedule = lambda _deadline: self._wake.set()
@@ -141,7 +195,7 @@ class TimerTask:
         while True:
             self._wake.clear()
             try:
-                timer.advance(self._clock.milliseconds())
+                self._poll(self._clock.milliseconds())
             except Exception:
                 log.exception("%s: a timer failed", self._name)
             deadline = timer.next_deadline()
@@ -150,3 +204,141 @@ class TimerTask:
                 timeout = max(deadline - self._clock.milliseconds(), 0) / 1000
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+class CoordinatorHost:
+    """One coordinator on the broker's event loop: a
+    :class:`~odradek.coordinator.runtime.CoordinatorRuntime` writing to ``topic``, one loading
+    task per partition, and the task that fires the coordinator's timers.
+
+    Requests reach the coordinator through :meth:`write` (operations that return records) and
+    :meth:`run` (operations that write nothing), keyed by the group or transactional id whose
+    partition must be loaded here. :meth:`load` / :meth:`unload` are what a cluster will call
+    when a coordinator moves between brokers; a single broker loads every partition at start.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerServices,
+        topic: InternalTopic,
+        shard: CoordinatorShard,
+        *,
+        name: str,
+        load_hook: LoadHook | None = None,
+    ) -> None:
+        self._broker = broker
+        self.topic = topic
+        self.runtime = CoordinatorRuntime(shard, topic.append, topic=topic.name)
+        self._name = name
+        self._load_hook = load_hook
+        self._loads: dict[int, asyncio.Task[None]] = {}
+        self._loaded_records = 0
+        self._load_started = 0.0
+        self._timers = TimerTask(
+            shard.timer, broker.clock, f"odradek-{name}-timers", poll=self.runtime.poll
+        )
+
+    def partition_for(self, key: str) -> int:
+        """The internal-topic partition of a group or transactional id."""
+        raise NotImplementedError
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Once the broker listens: load every partition (as tasks) and start the timers. With
+        no internal topic yet there is nothing to load: every partition serves at once."""
+        exists = self.topic.exists()
+        self._load_started = time.perf_counter()
+        for partition in range(self.topic.partitions):
+            if exists:
+                self.load(partition)
+            else:
+                self.runtime.load(partition, ())
+        self._timers.start()
+
+    async def stop(self) -> None:
+        loads = list(self._loads.values())
+        for task in loads:
+            task.cancel()
+        for task in loads:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._timers.stop()
+
+    def load(self, partition: int) -> asyncio.Task[None]:
+        """Start loading ``partition``: requests for it answer COORDINATOR_LOAD_IN_PROGRESS until
+        its records are replayed."""
+        previous = self._loads.pop(partition, None)
+        if previous is not None:
+            previous.cancel()
+        self.runtime.begin_load(partition)
+        task = asyncio.create_task(
+            self._load(partition), name=f"odradek-{self._name}-load-{partition}"
+        )
+        self._loads[partition] = task
+        return task
+
+    def unload(self, partition: int) -> None:
+        """Stop coordinating ``partition`` and forget its state (NOT_COORDINATOR from now)."""
+        task = self._loads.pop(partition, None)
+        if task is not None:
+            task.cancel()
+        self.runtime.unload(partition)
+
+    def is_loading(self) -> bool:
+        return self.runtime.is_loading()
+
+    async def _load(self, partition: int) -> None:
+        runtime = self.runtime
+        try:
+            if self._load_hook is not None:
+                await self._load_hook(self.topic.name, partition)
+            applied = 0
+            chunk: list[StoredRecord | StoredMarker] = []
+            for item in self.topic.stored(partition):
+                chunk.append(item)
+                if len(chunk) >= LOAD_CHUNK_RECORDS:
+                    applied += runtime.replay_stored(partition, chunk)
+                    chunk = []
+                    await asyncio.sleep(0)  # let the broker serve between chunks
+            # No await from the last read to here: nothing appended to the partition is missed.
+            applied += runtime.replay_stored(partition, chunk)
+            runtime.complete_load(partition)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("loading %s-%d failed", self.topic.name, partition)
+            runtime.fail_load(partition)
+            return
+        finally:
+            if self._loads.get(partition) is asyncio.current_task():
+                del self._loads[partition]
+        self._loaded_records += applied
+        if not runtime.is_loading():
+            log.info(
+                "%s coordinator loaded %d records of %s in %.0f ms",
+                self._name, self._loaded_records, self.topic.name,
+                (time.perf_counter() - self._load_started) * 1000,
+            )
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def write(self, key: str, op: Callable[[], CoordinatorResult[R]]) -> R:
+        """Run ``op`` for ``key`` (a group or transactional id) once its partition is loaded
+        here, write its records and replay them; returns its response. Raises
+        COORDINATOR_LOAD_IN_PROGRESS / NOT_COORDINATOR, the operation's error, or
+        COORDINATOR_NOT_AVAILABLE when the write fails."""
+        return self.runtime.write(self.partition_for(key), op)
+
+    def run(self, key: str, fn: Callable[[], R]) -> R:
+        """Run ``fn`` (which writes nothing) for ``key`` once its partition is loaded here."""
+        return self.runtime.run(self.partition_for(key), fn)
+
+    def check_loaded(self) -> None:
+        """Raise COORDINATOR_LOAD_IN_PROGRESS while any partition loads (requests about every
+        group or transaction, such as ListGroups, answer so in Kafka)."""
+        loading = self.runtime.partitions(PartitionState.LOADING)
+        if loading:
+            raise CoordinatorLoadInProgressError(
+                f"{len(loading)} partitions of {self.topic.name} are still being loaded"
+            )

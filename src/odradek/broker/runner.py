@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from odradek.broker.app import Broker
 from odradek.config import BrokerConfig
@@ -24,8 +25,10 @@ def local_config(data_dir: str | Path, *, listen: str = "127.0.0.1:0", **propert
 class BrokerThread:
     """A broker serving on a background thread. ``stop()`` shuts it down cleanly."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, **broker_options: Any) -> None:
+        """``broker_options`` are keyword arguments of :class:`Broker` (a clock, test hooks)."""
         self.config = config
+        self._broker_options = broker_options
         self._loop = asyncio.new_event_loop()
         self._started: Future[Broker] = Future()
         self._stopping: asyncio.Event | None = None
@@ -50,7 +53,7 @@ class BrokerThread:
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
-        broker = Broker(self.config)
+        broker = Broker(self.config, **self._broker_options)
         try:
             await broker.start()
         except BaseException as e:

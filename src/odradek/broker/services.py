@@ -74,16 +74,26 @@ class BrokerServices(Protocol):
         ...
 
     @property
-    def groups(self) -> GroupRuntime: ...
+    def groups(self) -> GroupRuntime:
+        """The group coordinator's host: requests go through its ``write``/``run`` with the
+        group id (COORDINATOR_LOAD_IN_PROGRESS while the group's partition loads)."""
+        ...
 
     @property
-    def group_coordinator(self) -> GroupCoordinator: ...
+    def group_coordinator(self) -> GroupCoordinator:
+        """The group state machine itself: its operations return records, which only
+        ``groups.write`` persists; reading it directly skips the loading check."""
+        ...
 
     @property
-    def transactions(self) -> TxnRuntime: ...
+    def transactions(self) -> TxnRuntime:
+        """The transaction coordinator's host, used as :attr:`groups` is."""
+        ...
 
     @property
-    def txn_coordinator(self) -> TransactionCoordinator: ...
+    def txn_coordinator(self) -> TransactionCoordinator:
+        """The transaction state machine itself (see :attr:`group_coordinator`)."""
+        ...
 
     def supported_apis(self) -> Mapping[int, ApiHandler]:
         """What ApiVersions advertises: every registered handler, by API key."""

@@ -1,5 +1,8 @@
 """The transaction coordinator on the broker's event loop: ``__transaction_state`` (created on
-first use, compacted), loading at start-up, timers, and the markers it writes.
+first use, compacted), its loading and timers (hosted as the group coordinator is, by
+:class:`~odradek.broker.internal_topics.CoordinatorHost`), and the markers it writes.
+Handlers reach it through :meth:`TxnRuntime.write` / :meth:`TxnRuntime.run` with the
+transactional id, which answer COORDINATOR_LOAD_IN_PROGRESS while its partition is loading.
 
 Markers are COMMIT/ABORT control batches appended to each partition of a transaction as the
 coordinator; storage recognises them and ends the producer's transaction there (last stable
@@ -11,21 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from odradek.broker.errors import error_code_for
-from odradek.broker.internal_topics import InternalTopic, TimerTask
+from odradek.broker.internal_topics import CoordinatorHost, InternalTopic, LoadHook
+from odradek.coordinator.runtime import CoordinatorResult
 from odradek.coordinator.timer import Timer
 from odradek.coordinator.txn.context import TxnConfig
-from odradek.coordinator.txn.coordinator import TransactionCoordinator
-from odradek.coordinator.txn.records import (
-    TxnKey,
-    TxnValue,
-    encode_key,
-    encode_value,
-    partition_for,
-)
+from odradek.coordinator.txn.coordinator import TransactionCoordinator, TransactionListing
 from odradek.errors import ErrorCode
 from odradek.protocol.records import encode_control_batch
 from odradek.storage.log import AppendOrigin
@@ -38,11 +35,13 @@ __all__ = ["TxnRuntime"]
 
 log = logging.getLogger("odradek.broker.transactions")
 
+R = TypeVar("R")
 
-class TxnRuntime:
+
+class TxnRuntime(CoordinatorHost):
     """Implements :class:`~odradek.coordinator.txn.context.TxnContext` for the broker."""
 
-    def __init__(self, broker: BrokerServices) -> None:
+    def __init__(self, broker: BrokerServices, *, load_hook: LoadHook | None = None) -> None:
         self._broker = broker
         config = TxnConfig.from_broker(broker.config)
         existing = broker.topics.topic(TRANSACTION_STATE_TOPIC)
@@ -51,15 +50,32 @@ class TxnRuntime:
             config = dataclasses.replace(config, state_log_partitions=existing.partitions)
         self._config = config
         self._timer = Timer()
-        self.topic = InternalTopic(
+        self.coordinator = TransactionCoordinator(self)
+        topic = InternalTopic(
             broker,
             TRANSACTION_STATE_TOPIC,
             self._config.state_log_partitions,
             {"cleanup.policy": "compact", "segment.bytes": "104857600",
              "compression.type": "uncompressed", "min.insync.replicas": "1"},
         )
-        self.coordinator = TransactionCoordinator(self)
-        self._timers = TimerTask(self._timer, broker.clock, "odradek-txn-timers")
+        super().__init__(broker, topic, self.coordinator, name="txn", load_hook=load_hook)
+
+    def partition_for(self, key: str) -> int:
+        return self.coordinator.partition_for(key)
+
+    def init_producer_id(
+        self, transactional_id: str | None, op: Callable[[], CoordinatorResult[R]]
+    ) -> R:
+        """InitProducerId: an idempotent producer (no transactional id) involves no partition
+        of the topic; a transactional one is a write of its id's partition."""
+        if transactional_id is None:
+            return self.runtime.execute(op())
+        return self.write(transactional_id, op)
+
+    def list_transactions(self, op: Callable[[], TransactionListing]) -> TransactionListing:
+        """ListTransactions: COORDINATOR_LOAD_IN_PROGRESS while any partition loads, as Kafka."""
+        self.check_loaded()
+        return op()
 
     # -- TxnContext ---------------------------------------------------------------------------
 
@@ -73,16 +89,6 @@ class TxnRuntime:
 
     def now_ms(self) -> int:
         return self._broker.clock.milliseconds()
-
-    def append(
-        self, transactional_id: str, records: Sequence[tuple[TxnKey, TxnValue | None]]
-    ) -> None:
-        if not records:
-            return
-        partition = partition_for(transactional_id, self._config.state_log_partitions)
-        self.topic.append(partition, [(encode_key(k), encode_value(v)) for k, v in records])
-        for key, value in records:
-            self.coordinator.replay(key, value)
 
     def allocate_producer_id(self) -> int:
         return self._broker.metadata.allocate_producer_id()
@@ -118,7 +124,7 @@ class TxnRuntime:
             return error_code_for(e, context=context)
         if topic == OFFSETS_TOPIC:
             try:
-                self._broker.group_coordinator.complete_transaction(producer_id, commit, partition)
+                self._broker.groups.on_marker(partition, producer_id, commit)
             except Exception as e:
                 # The marker is written; only the offsets cache missed it (as Kafka).
                 return error_code_for(e, context=context)
@@ -129,33 +135,4 @@ class TxnRuntime:
         return meta is not None and 0 <= partition < meta.partitions
 
     def offsets_partition_for(self, group_id: str) -> int:
-        return self._broker.group_coordinator.partition_for(group_id)
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def load(self) -> int:
-        applied = 0
-        if self.topic.exists():
-            for partition in range(self.topic.partitions):
-                for header, records in self.topic.read(partition):
-                    if header.is_control:
-                        continue
-                    for record in records:
-                        try:
-                            applied += self.coordinator.load([(record.key, record.value)])
-                        except Exception:
-                            # One bad record must not keep the broker from starting.
-                            log.exception(
-                                "skipping record %d of %s-%d: it cannot be replayed",
-                                record.offset, TRANSACTION_STATE_TOPIC, partition,
-                            )
-        self.coordinator.loaded()
-        if applied:
-            log.info("transaction coordinator loaded %d records", applied)
-        return applied
-
-    def start(self) -> None:
-        self._timers.start()
-
-    async def stop(self) -> None:
-        await self._timers.stop()
+        return self._broker.groups.partition_for(group_id)

@@ -2,8 +2,11 @@
 
 A coordinator schedules work (a session expiry, the end of a rebalance) under a key; scheduling
 the same key again replaces the earlier deadline. The owner calls :meth:`Timer.advance` with the
-current time — the broker from its event loop, tests after moving a manual clock — and due
-callbacks run in deadline order, inside that call. Callbacks may schedule or cancel timers.
+current time — the coordinator runtime from the broker's event loop, tests after moving a manual
+clock — and due callbacks run in deadline order, inside that call. Callbacks may schedule or
+cancel timers. A callback may return a value (a coordinator's timers return the records to
+write): ``advance(now, run=...)`` hands each due callback to ``run``, which calls it and deals
+with what it returns.
 
 Owned by one coordinator; not thread-safe.
 """
@@ -14,19 +17,21 @@ import heapq
 import itertools
 from collections.abc import Callable, Hashable
 
-__all__ = ["Timer"]
+Callback = Callable[[], object]
+
+__all__ = ["Callback", "Timer"]
 
 
 class Timer:
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, Hashable]] = []
         # key -> (deadline, sequence, callback); heap entries whose sequence differs are stale.
-        self._live: dict[Hashable, tuple[int, int, Callable[[], None]]] = {}
+        self._live: dict[Hashable, tuple[int, int, Callback]] = {}
         self._seq = itertools.count()
         #: Called with the new earliest deadline whenever it may have moved earlier.
         self.on_schedule: Callable[[int], None] | None = None
 
-    def schedule(self, key: Hashable, deadline_ms: int, callback: Callable[[], None]) -> None:
+    def schedule(self, key: Hashable, deadline_ms: int, callback: Callback) -> None:
         """Run ``callback`` once the time reaches ``deadline_ms``, replacing any timer of ``key``."""
         seq = next(self._seq)
         self._live[key] = (deadline_ms, seq, callback)
@@ -50,8 +55,9 @@ class Timer:
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
-    def advance(self, now_ms: int) -> int:
-        """Run every callback due at ``now_ms``, earliest first; returns how many ran."""
+    def advance(self, now_ms: int, run: Callable[[Callback], object] | None = None) -> int:
+        """Run every callback due at ``now_ms``, earliest first (through ``run`` when given);
+        returns how many ran."""
         ran = 0
         while True:
             self._drop_stale()
@@ -59,7 +65,10 @@ class Timer:
                 return ran
             _, seq, key = heapq.heappop(self._heap)
             _, _, callback = self._live.pop(key)
-            callback()
+            if run is None:
+                callback()
+            else:
+                run(callback)
             ran += 1
 
     def __len__(self) -> int:

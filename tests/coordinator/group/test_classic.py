@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import pytest
+from coordinator_log import MemoryLog
 
 from odradek.coordinator.group.classic import (
     ClassicGroup,
-    ClassicGroups,
     ClassicGroupState,
     IllegalStateTransition,
     JoinResult,
+    LeaveResult,
     SyncResult,
 )
-from odradek.coordinator.group.context import GroupConfig, TopicInfo
+from odradek.coordinator.group.context import GroupConfig
+from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.coordinator.group.records import (
     GroupMetadataKey,
     GroupMetadataValue,
     decode,
-    encode_key,
-    encode_value,
 )
 from odradek.coordinator.pending import Pending
-from odradek.coordinator.timer import Timer
+from odradek.coordinator.runtime import CoordinatorResult
 from odradek.errors import (
     CoordinatorNotAvailableError,
     ErrorCode,
@@ -38,48 +37,39 @@ from odradek.errors import (
     UnknownMemberIdError,
 )
 from odradek.storage.clock import ManualClock
+from odradek.topic_names import OFFSETS_TOPIC as OFFSETS
 
 S = ClassicGroupState
+T = TypeVar("T")
 SESSION = 10_000
 REBALANCE = 30_000
 
 
 class Ctx:
-    """A CoordinatorContext double: real timer, manual clock, records kept as encoded bytes."""
+    """A real group coordinator and runtime over an in-memory log, with a manual clock."""
 
     def __init__(self, config: GroupConfig) -> None:
         self.clock = ManualClock(1_000_000)
-        self._timer = Timer()
-        self._config = config
-        self.written: list[tuple[bytes, bytes | None]] = []
-        self.groups: dict[str, Any] = {}
-        self.classic = ClassicGroups(self, self.groups)
+        self.config = config
+        self.log = MemoryLog()
+        self.coordinator = GroupCoordinator(config, self.clock, topics=dict)
+        self.runtime = self.log.runtime(self.coordinator, config.offsets_partitions, OFFSETS)
+        self.groups = self.coordinator.groups
+        self.classic = self.coordinator.classic
 
     @property
-    def timer(self) -> Timer:
-        return self._timer
-
-    @property
-    def config(self) -> GroupConfig:
-        return self._config
+    def written(self) -> list[tuple[bytes | None, bytes | None]]:
+        return self.log.records()
 
     def now_ms(self) -> int:
         return self.clock.milliseconds()
 
-    def topics(self) -> Mapping[str, TopicInfo]:
-        return {}
-
-    def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
-        return None
-
-    def append(self, group_id: str, records: Sequence[tuple[Any, Any]]) -> None:
-        for key, value in records:
-            self.written.append((encode_key(key), encode_value(value)))
-            self.classic.replay(key, value)
+    def write(self, group_id: str, op: Callable[[], CoordinatorResult[T]]) -> T:
+        return self.runtime.write(self.coordinator.partition_for(group_id), op)
 
     def advance(self, ms: int) -> None:
         self.clock.advance(ms)
-        self._timer.advance(self.now_ms())
+        self.runtime.poll(self.now_ms())
 
 
 @pytest.fixture
@@ -97,7 +87,7 @@ def join(
     require_known: bool = False,
     session: int = SESSION,
 ) -> Pending[JoinResult]:
-    return ctx.classic.join(
+    return ctx.write(group, lambda: ctx.classic.join(
         group_id=group,
         member_id=member_id,
         group_instance_id=instance,
@@ -109,18 +99,22 @@ def join(
         client_host="/127.0.0.1",
         require_known_member_id=require_known,
         supports_skip_assignment=True,
-    )
+    ))
 
 
 def sync(
     ctx: Ctx, member_id: str, generation: int, assignments: Sequence[tuple[str, bytes]] = (),
     *, group: str = "g", instance: str | None = None,
 ) -> Pending[SyncResult]:
-    return ctx.classic.sync(
+    return ctx.write(group, lambda: ctx.classic.sync(
         group_id=group, generation_id=generation, member_id=member_id,
         group_instance_id=instance, protocol_type="consumer", protocol_name=None,
         assignments=assignments,
-    )
+    ))
+
+
+def leave(ctx: Ctx, members: Sequence[tuple[str, str | None]]) -> list[LeaveResult]:
+    return ctx.write("g", lambda: ctx.classic.leave("g", members))
 
 
 def heartbeat(ctx: Ctx, member_id: str, generation: int, *, instance: str | None = None) -> None:
@@ -231,13 +225,13 @@ def test_member_that_does_not_rejoin_is_dropped_at_rebalance_timeout(ctx: Ctx) -
 
 def test_leave_triggers_rebalance_and_last_leave_empties_group(ctx: Ctx) -> None:
     leader, follower, gen = stable_group_of_two(ctx)
-    results = ctx.classic.leave("g", [(follower, None)])
+    results = leave(ctx, [(follower, None)])
     assert results[0].error == ErrorCode.none
     group = ctx.groups["g"]
     assert group.state is S.PREPARING_REBALANCE
     j = join(ctx, leader)
     assert j.value.generation_id == gen + 1
-    ctx.classic.leave("g", [(leader, None)])
+    leave(ctx, [(leader, None)])
     # The join completes with no members: Empty, and the new generation is stored.
     ctx.advance(0)
     assert group.state is S.EMPTY and not group.members
@@ -256,7 +250,7 @@ def test_unknown_member_and_generation_errors(ctx: Ctx) -> None:
         sync(ctx, leader, gen + 5)
     with pytest.raises(UnknownMemberIdError):
         join(ctx, "nobody")
-    assert ctx.classic.leave("g", [("nobody", None)])[0].error == ErrorCode.unknown_member_id
+    assert leave(ctx, [("nobody", None)])[0].error == ErrorCode.unknown_member_id
 
 
 def test_inconsistent_protocols_are_refused(ctx: Ctx) -> None:
@@ -323,9 +317,9 @@ def test_static_member_rejoin_without_rebalance(ctx: Ctx) -> None:
 def test_static_member_leave_by_instance_id(ctx: Ctx) -> None:
     a = join(ctx, instance="i-1")
     sync(ctx, a.value.member_id, 1, [])
-    results = ctx.classic.leave("g", [("", "i-1")])
+    results = leave(ctx, [("", "i-1")])
     assert results[0].error == ErrorCode.none
-    assert ctx.classic.leave("g", [("", "i-1")])[0].error == ErrorCode.unknown_member_id
+    assert leave(ctx, [("", "i-1")])[0].error == ErrorCode.unknown_member_id
 
 
 def test_sync_timeout_removes_members_that_never_sync(ctx: Ctx) -> None:
@@ -343,13 +337,8 @@ def test_loading_restores_a_stable_group_and_expires_dead_members(ctx: Ctx) -> N
     leader, follower, gen = stable_group_of_two(ctx)
     fresh = Ctx(ctx.config)
     fresh.clock.set(ctx.now_ms())
-    fresh.classic.loading = True
-    for key, value in ctx.written:
-        decoded = decode(key, value)
-        assert decoded is not None
-        fresh.classic.replay(*decoded)  # type: ignore[arg-type]
-    fresh.classic.loading = False
-    fresh.classic.start_session_timers()
+    for partition in range(ctx.config.offsets_partitions):
+        fresh.runtime.load(partition, ctx.log.stored(partition))
     group = fresh.groups["g"]
     assert isinstance(group, ClassicGroup)
     assert group.state is S.STABLE and group.generation_id == gen
@@ -371,9 +360,9 @@ def test_illegal_transition_raises_and_changes_nothing() -> None:
 def test_tombstone_removes_group(ctx: Ctx) -> None:
     a = join(ctx)
     sync(ctx, a.value.member_id, 1, [])
-    ctx.classic.leave("g", [(a.value.member_id, None)])
+    leave(ctx, [(a.value.member_id, None)])
     ctx.advance(0)
-    ctx.append("g", [(GroupMetadataKey("g"), None)])
+    ctx.runtime.execute(CoordinatorResult([(GroupMetadataKey("g"), None)], None))
     assert "g" not in ctx.groups
 
 
@@ -423,21 +412,22 @@ def test_pending_member_leaving_lets_the_join_complete(ctx: Ctx) -> None:
     rejoin = join(ctx, leader, protocols=(("range", b"x"),))
     join(ctx, follower)
     assert not rejoin.done  # waiting for the pending member too
-    ctx.classic.leave("g", [(pending, None)])
+    leave(ctx, [(pending, None)])
     assert rejoin.done and rejoin.value.generation_id == gen + 1
 
 
 def test_static_member_replaced_while_storing_fails_still_expires() -> None:
     ctx = Ctx(GroupConfig(initial_rebalance_delay_ms=0, min_session_timeout_ms=1000))
     a = join(ctx, instance="i")
-    sync(ctx, a.value.member_id, 1, [])
-
-    def failing(group_id: str, records: Sequence[tuple[Any, Any]]) -> None:
-        raise CoordinatorNotAvailableError("disk gone")
-
-    ctx.append = failing  # type: ignore[method-assign]
+    old = a.value.member_id
+    sync(ctx, old, 1, [])
+    ctx.log.fail = CoordinatorNotAvailableError("disk gone")
     with pytest.raises(CoordinatorNotAvailableError):
         join(ctx, instance="i")
+    # Persisted first: the failed write replaced nobody.
+    group = ctx.groups["g"]
+    assert list(group.members) == [old] and group.static_members == {"i": old}
+    assert group.state is S.STABLE
     ctx.advance(SESSION)
     assert not ctx.groups["g"].members  # nobody left behind for ever
 
@@ -446,3 +436,63 @@ def test_unknown_instance_id_is_unknown_member(ctx: Ctx) -> None:
     leader, _, gen = stable_group_of_two(ctx)
     with pytest.raises(UnknownMemberIdError):
         heartbeat(ctx, leader, gen, instance="never-joined")
+
+
+# -- persist first, then apply ----------------------------------------------------------------
+
+
+def test_a_failed_assignment_write_changes_nothing_and_fails_the_sync(ctx: Ctx) -> None:
+    """The leader's assignment is stored before the group becomes Stable: when the write
+    fails, no assignment is applied, the leader's SyncGroup fails with the writer's error, the
+    members waiting in SyncGroup get it too, and the group rebalances (Kafka's
+    resetAndPropagateAssignmentWithError) instead of passing through a transition its table
+    forbids."""
+    leader, follower, gen = stable_group_of_two(ctx)
+    join(ctx, leader, protocols=(("range", b"changed"),))
+    gen2 = join(ctx, follower).value.generation_id
+    group = ctx.groups["g"]
+    assert group.state is S.COMPLETING_REBALANCE
+    waiting = sync(ctx, follower, gen2)
+    assert not waiting.done
+    assignments = {m.member_id: m.assignment for m in group.members.values()}
+    stored = len(ctx.written)
+    ctx.log.fail = CoordinatorNotAvailableError("__consumer_offsets is not writable")
+    with pytest.raises(CoordinatorNotAvailableError):
+        sync(ctx, leader, gen2, [(leader, b"L"), (follower, b"F")])
+    assert len(ctx.written) == stored
+    assert {m.member_id: m.assignment for m in group.members.values()} == assignments
+    assert group.generation_id == gen2 and group.state is S.PREPARING_REBALANCE
+    assert waiting.value == SyncResult(ErrorCode.coordinator_not_available)
+    # Once the log is writable again the members rejoin and the next generation is stored.
+    ctx.log.fail = None
+    rejoin = join(ctx, leader, protocols=(("range", b"changed"),))
+    join(ctx, follower)
+    gen3 = rejoin.value.generation_id
+    assert gen3 == gen2 + 1
+    follower_sync = sync(ctx, follower, gen3)
+    assert sync(ctx, leader, gen3, [(leader, b"L"), (follower, b"F")]).value.assignment == b"L"
+    assert follower_sync.value.assignment == b"F" and group.state is S.STABLE
+
+
+def test_the_assignment_is_stored_before_the_group_becomes_stable(ctx: Ctx) -> None:
+    first = join(ctx).value
+    group = ctx.groups["g"]
+    seen: list[tuple[ClassicGroupState, bytes]] = []
+    ctx.log.before_write = lambda _: seen.append(
+        (group.state, group.members[first.member_id].assignment)
+    )
+    sync(ctx, first.member_id, first.generation_id, [(first.member_id, b"mine")])
+    assert seen == [(S.COMPLETING_REBALANCE, b"")]  # written while nothing was applied
+    assert group.state is S.STABLE and group.members[first.member_id].assignment == b"mine"
+
+
+def test_unloading_the_partition_answers_waiting_members_not_coordinator(ctx: Ctx) -> None:
+    waiting = join(ctx)  # the initial join of a one-member group completes at once...
+    leader = waiting.value.member_id
+    rejoin = join(ctx, leader, protocols=(("range", b"changed"),))
+    assert rejoin.done
+    second = join(ctx)  # ...a second member makes the leader rejoin: both wait
+    assert not second.done
+    ctx.runtime.unload(ctx.coordinator.partition_for("g"))
+    assert second.value.error == ErrorCode.not_coordinator
+    assert "g" not in ctx.groups and len(ctx.coordinator.timer) == 1  # offset expiry only

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -31,7 +31,11 @@ from odradek.coordinator.group.records import (
     RecordKey,
     RecordValue,
     TopicPartitions,
+    decode,
+    encode_key,
+    encode_value,
 )
+from odradek.coordinator.runtime import CoordinatorResult, CoordinatorRuntime
 from odradek.coordinator.timer import Timer
 from odradek.errors import (
     FencedInstanceIdError,
@@ -48,6 +52,7 @@ from odradek.errors import (
     UnsupportedAssignorError,
 )
 
+T = TypeVar("T")
 SESSION_MS = 45_000
 REBALANCE_MS = 30_000
 GROUP = "g"
@@ -58,8 +63,9 @@ def tid(name: str) -> uuid.UUID:
 
 
 class FakeCoordinator:
-    """The CoordinatorContext double: a real Timer, a manual clock, a dict of topics and a log
-    whose append replays into the ConsumerGroups under test."""
+    """The CoordinatorContext double, and the shard of a real CoordinatorRuntime (one
+    partition): a real Timer, a manual clock, a dict of topics; ``log`` keeps every record the
+    runtime replayed after writing it."""
 
     def __init__(self, config: GroupConfig | None = None, **topics: int) -> None:
         self.timer = Timer()
@@ -72,6 +78,9 @@ class FakeCoordinator:
         self.groups: dict[str, Any] = {}
         ids = (f"m{i}" for i in itertools.count(1))
         self.consumer = ConsumerGroups(self, self.groups, new_member_id=lambda: next(ids))
+        self.runtime = CoordinatorRuntime(self, self._write, topic="__consumer_offsets")
+        self.runtime.load(0, ())
+        self._written = 0
 
     def set_topic(self, name: str, partitions: int) -> None:
         self._topics[name] = TopicInfo(name, tid(name), partitions)
@@ -88,19 +97,59 @@ class FakeCoordinator:
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None:
         return next((t for t in self._topics.values() if t.topic_id == topic_id), None)
 
+    # -- CoordinatorShard ----------------------------------------------------------------
+
+    def partition_of(self, record: Any) -> int:
+        return 0
+
+    def encode(self, record: Any) -> tuple[bytes, bytes | None]:
+        return encode_key(record[0]), encode_value(record[1])
+
+    def decode(self, key: bytes, value: bytes | None) -> Any:
+        return decode(key, value)
+
+    def replay(
+        self, record: Any, *, partition: int, offset: int, producer_id: int | None
+    ) -> None:
+        key, value = record
+        self.log.append((key, value))
+        if isinstance(key, GroupMetadataKey):
+            self.groups.pop(key.group_id, None)  # the coordinator's part: classic groups
+        else:
+            self.consumer.replay(key, value)
+
+    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
+        pass
+
+    def on_loaded(self, partition: int) -> None:
+        pass
+
+    def on_unloaded(self, partition: int) -> None:
+        pass
+
+    def _write(
+        self,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        producer: tuple[int, int] | None,
+    ) -> int:
+        base = self._written
+        self._written += len(records)
+        return base
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def write(self, op: Callable[[], CoordinatorResult[T]]) -> T:
+        return self.runtime.write(0, op)
+
     def append(
         self, group_id: str, records: Sequence[tuple[RecordKey, RecordValue | None]]
     ) -> None:
-        for key, value in records:
-            self.log.append((key, value))
-            if isinstance(key, GroupMetadataKey):
-                self.groups.pop(key.group_id, None)  # the coordinator's part: classic groups
-            else:
-                self.consumer.replay(key, value)
+        self.runtime.execute(CoordinatorResult(records, None))
 
     def advance(self, ms: int) -> None:
         self.now += ms
-        self.timer.advance(self.now)
+        self.runtime.poll(self.now)
 
     def group(self, group_id: str = GROUP) -> ConsumerGroup:
         return self.consumer.describe(group_id)
@@ -124,7 +173,7 @@ class Client:
     def heartbeat(self, *, full: bool = False, owned: Any = "mine") -> HeartbeatResult:
         joining = self.epoch == 0
         reported = self.owned_list() if owned == "mine" else owned
-        result = self.coord.consumer.heartbeat(
+        result = self.coord.write(lambda: self.coord.consumer.heartbeat(
             group_id=GROUP,
             member_id=self.member_id,
             member_epoch=self.epoch,
@@ -137,7 +186,7 @@ class Client:
             owned_partitions=reported,
             client_id="cid",
             client_host="/127.0.0.1",
-        )
+        ))
         self.member_id, self.epoch, self.joined = result.member_id, result.member_epoch, True
         if result.assignment is not None:
             self.owned = {tp.topic_id: frozenset(tp.partitions) for tp in result.assignment}
@@ -155,7 +204,7 @@ class Client:
         self.epoch = 0
 
     def leave(self, epoch: int = -1) -> HeartbeatResult:
-        result = self.coord.consumer.heartbeat(
+        result = self.coord.write(lambda: self.coord.consumer.heartbeat(
             group_id=GROUP,
             member_id=self.member_id,
             member_epoch=epoch,
@@ -168,7 +217,7 @@ class Client:
             owned_partitions=None,
             client_id="cid",
             client_host="/127.0.0.1",
-        )
+        ))
         self.owned, self.epoch, self.joined = {}, 0, False
         return result
 
@@ -602,7 +651,7 @@ def _hb(coord: FakeCoordinator, **overrides: Any) -> HeartbeatResult:
         client_host="h",
     )
     args.update(overrides)
-    return coord.consumer.heartbeat(**args)
+    return coord.write(lambda: coord.consumer.heartbeat(**args))
 
 
 @pytest.mark.parametrize(

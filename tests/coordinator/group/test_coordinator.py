@@ -4,12 +4,14 @@ membership goes through ``coordinator.classic`` exactly as the JoinGroup/SyncGro
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import pytest
+from coordinator_log import MemoryLog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +21,6 @@ from odradek.coordinator.group.context import GroupConfig, TopicInfo
 from odradek.coordinator.group.coordinator import (
     CommittedOffset,
     GroupCoordinator,
-    StoredRecord,
 )
 from odradek.coordinator.group.records import (
     GroupMetadataKey,
@@ -27,6 +28,7 @@ from odradek.coordinator.group.records import (
     decode,
     partition_for,
 )
+from odradek.coordinator.runtime import CoordinatorResult, CoordinatorRuntime
 from odradek.errors import (
     CoordinatorNotAvailableError,
     ErrorCode,
@@ -41,8 +43,10 @@ from odradek.errors import (
     UnknownMemberIdError,
 )
 from odradek.storage.clock import ManualClock
+from odradek.topic_names import OFFSETS_TOPIC as OFFSETS
 
 S = ClassicGroupState
+T = TypeVar("T")
 START_MS = 1_700_000_000_000
 SESSION = 10_000
 REBALANCE = 20_000
@@ -67,49 +71,64 @@ def subscription(*topics: str) -> bytes:
 
 
 class Harness:
-    """A coordinator with a manual clock; every record it writes is kept as
-    (partition, key bytes, value bytes)."""
+    """A coordinator and its runtime over an in-memory log, with a manual clock; every
+    record written is kept in ``log``."""
 
     def __init__(self, config: GroupConfig = CONFIG, start_ms: int = START_MS) -> None:
         self.config = config
         self.clock = ManualClock(start_ms)
-        self.written: list[tuple[int, bytes, bytes | None]] = []
-        self.fail_writes = False
+        self.log = MemoryLog()
         self.topic_map = {
             name: TopicInfo(name, uuid.uuid5(uuid.NAMESPACE_DNS, name), n)
             for name, n in (("orders", 4), ("audit", 2))
         }
-        self.coordinator = GroupCoordinator(
-            config, self.clock, write=self._write, topics=lambda: self.topic_map
-        )
+        self.coordinator = GroupCoordinator(config, self.clock, topics=lambda: self.topic_map)
+        self.runtime = self.log.runtime(self.coordinator, config.offsets_partitions, OFFSETS)
+        self.reload_runtime: CoordinatorRuntime | None = None
 
-    def _write(
-        self,
-        partition: int,
-        records: Sequence[tuple[bytes, bytes | None]],
-        producer: tuple[int, int] | None = None,
-    ) -> None:
-        if self.fail_writes:
-            raise KafkaStorageError("disk gone")
-        for key, value in records:
-            self.written.append((partition, key, value))
+    @property
+    def written(self) -> list[tuple[int, bytes | None, bytes | None]]:
+        return [(e.partition, e.key, e.value) for e in self.log.entries]
+
+    def fail_writes(self) -> None:
+        self.log.fail = KafkaStorageError("disk gone")
+
+    def write(self, group_id: str, op: Callable[[], CoordinatorResult[T]]) -> T:
+        return self.runtime.write(self.coordinator.partition_for(group_id), op)
 
     def advance(self, ms: int) -> None:
         self.clock.advance(ms)
-        self.coordinator.poll()
+        self.runtime.poll(self.clock.milliseconds())
 
     def reloaded(self) -> GroupCoordinator:
         """A fresh coordinator that loaded every partition this one wrote, as the broker does
-        at start-up."""
-        fresh = GroupCoordinator(
-            self.config, self.clock, write=lambda p, r, t: None, topics=lambda: self.topic_map
+        at start-up (its runtime is ``reload_runtime``)."""
+        fresh = GroupCoordinator(self.config, self.clock, topics=lambda: self.topic_map)
+        self.reload_runtime = self.log.runtime(
+            fresh, self.config.offsets_partitions, OFFSETS, load=True
         )
-        for partition in range(self.config.offsets_partitions):
-            fresh.load(
-                partition, (StoredRecord(k, v) for p, k, v in self.written if p == partition)
-            )
-        fresh.loaded()
         return fresh
+
+    # -- group operations as the handlers run them ------------------------------------------
+
+    def delete_offsets(
+        self, group: str, topics: Sequence[tuple[str, Sequence[int]]]
+    ) -> list[tuple[str, int, ErrorCode]]:
+        return self.write(group, lambda: self.coordinator.delete_offsets(group, topics))
+
+    def delete_groups(self, group_ids: Sequence[str]) -> list[tuple[str, ErrorCode]]:
+        out = []
+        for group_id in group_ids:
+            try:
+                self.write(group_id, functools.partial(self.coordinator.delete_group, group_id))
+            except KafkaError as e:
+                out.append((group_id, e.code))
+            else:
+                out.append((group_id, ErrorCode.none))
+        return out
+
+    def leave(self, group: str, members: Sequence[tuple[str, str | None]]) -> list[Any]:
+        return self.write(group, lambda: self.coordinator.classic.leave(group, members))
 
     # -- classic membership -------------------------------------------------------------
 
@@ -122,7 +141,7 @@ class Harness:
         topics: Sequence[str] = ("orders",),
         protocol_type: str = "consumer",
     ) -> JoinResult:
-        pending = self.coordinator.classic.join(
+        pending = self.write(group, lambda: self.coordinator.classic.join(
             group_id=group,
             member_id=member_id,
             group_instance_id=instance,
@@ -133,7 +152,7 @@ class Harness:
             client_id="client",
             client_host="/127.0.0.1",
             require_known_member_id=False,
-        )
+        ))
         assert pending.done
         assert pending.value.error == ErrorCode.none, pending.value
         return pending.value
@@ -144,11 +163,11 @@ class Harness:
     ) -> tuple[str, int]:
         """A one-member Stable group; returns (member id, generation)."""
         r = self.join(group, instance=instance, protocol_type=protocol_type, topics=topics)
-        sync = self.coordinator.classic.sync(
+        sync = self.write(group, lambda: self.coordinator.classic.sync(
             group_id=group, generation_id=r.generation_id, member_id=r.member_id,
             group_instance_id=instance, protocol_type=None, protocol_name=None,
             assignments=[(r.member_id, b"all")],
-        )
+        ))
         assert sync.value.error == ErrorCode.none
         assert self.group(group).state is S.STABLE
         return r.member_id, r.generation_id
@@ -172,10 +191,10 @@ class Harness:
         expire_timestamp: int = -1,
     ) -> list[tuple[str, int, ErrorCode]]:
         full = [o if len(o) == 5 else (*o, -1, None) for o in offsets]
-        return self.coordinator.commit_offsets(
+        return self.write(group, lambda: self.coordinator.commit_offsets(
             group, member_id=member_id, generation_or_epoch=generation, instance_id=instance,
             offsets=full, api_version=api_version, expire_timestamp=expire_timestamp,  # type: ignore[arg-type]
-        )
+        ))
 
     def committed(self, group: str) -> dict[tuple[str, int], int]:
         return {
@@ -226,14 +245,31 @@ def test_commits_are_written_to_the_groups_partition_before_they_apply(h: Harnes
 
 def test_a_failed_write_changes_nothing(h: Harness) -> None:
     h.commit("g", [("orders", 0, 5)])
-    h.fail_writes = True
+    h.fail_writes()
     with pytest.raises(KafkaError):
         h.commit("g", [("orders", 0, 6)])
     assert h.committed("g") == {("orders", 0): 5}
-    assert h.coordinator.delete_groups(["g"]) == [("g", ErrorCode.kafka_storage_error)]
+    assert h.delete_groups(["g"]) == [("g", ErrorCode.kafka_storage_error)]
     with pytest.raises(KafkaError):
-        h.coordinator.delete_offsets("g", [("orders", [0])])
+        h.delete_offsets("g", [("orders", [0])])
     assert h.committed("g") == {("orders", 0): 5} and "g" in h.coordinator.groups
+
+
+def test_a_failed_offset_commit_write_leaves_the_offsets_and_answers_the_error(
+    h: Harness,
+) -> None:
+    member, gen = h.stable_member("g")
+    assert ok(h.commit("g", [("orders", 0, 5)], member_id=member, generation=gen))
+    written = len(h.written)
+    h.log.fail = CoordinatorNotAvailableError("__consumer_offsets is not writable")
+    with pytest.raises(CoordinatorNotAvailableError):
+        h.commit("g", [("orders", 0, 6), ("orders", 1, 1)], member_id=member, generation=gen)
+    assert len(h.written) == written
+    assert h.committed("g") == {("orders", 0): 5}
+    assert h.group("g").state is S.STABLE and member in h.group("g").members
+    h.log.fail = None
+    assert ok(h.commit("g", [("orders", 0, 6)], member_id=member, generation=gen))
+    assert h.committed("g") == {("orders", 0): 6}
 
 
 def test_a_commit_without_a_group_creates_a_simple_empty_group(h: Harness) -> None:
@@ -283,12 +319,12 @@ def test_commit_while_preparing_rebalance_with_the_current_generation_is_accepte
     # Eager clients commit in their revocation callback, after the rebalance began and before
     # they rejoin; Kafka accepts that commit for the generation that is still current.
     member, gen = h.stable_member("g")
-    second = h.coordinator.classic.join(
+    second = h.write("g", lambda: h.coordinator.classic.join(
         group_id="g", member_id="", group_instance_id=None, protocol_type="consumer",
         protocols=(("range", subscription("orders")),), session_timeout_ms=SESSION,
         rebalance_timeout_ms=REBALANCE, client_id="c2", client_host="/127.0.0.1",
         require_known_member_id=False,
-    )
+    ))
     assert not second.done
     assert h.group("g").state is S.PREPARING_REBALANCE
     assert ok(h.commit("g", [("orders", 0, 3)], member_id=member, generation=gen))
@@ -316,7 +352,7 @@ def test_commit_to_a_group_being_removed_is_coordinator_not_available(h: Harness
 
 def test_generationless_commit_with_a_member_id_to_an_empty_group(h: Harness) -> None:
     member, _ = h.stable_member("g")
-    h.coordinator.classic.leave("g", [(member, None)])
+    h.leave("g", [(member, None)])
     assert h.group("g").state is S.EMPTY
     assert ok(h.commit("g", [("orders", 0, 4)], member_id=member, generation=-1))
 
@@ -344,13 +380,13 @@ def test_metadata_too_large_is_refused_per_partition(h: Harness) -> None:
 
 def test_offset_delete_on_an_unknown_group(h: Harness) -> None:
     with pytest.raises(GroupIdNotFoundError):
-        h.coordinator.delete_offsets("nobody", [("orders", [0])])
+        h.delete_offsets("nobody", [("orders", [0])])
 
 
 def test_offset_delete_of_an_empty_group_removes_what_was_committed(h: Harness) -> None:
     h.commit("g", [("orders", 0, 1), ("orders", 1, 2), ("audit", 0, 3)])
     before = len(h.written)
-    results = h.coordinator.delete_offsets("g", [("orders", [0, 3])])
+    results = h.delete_offsets("g", [("orders", [0, 3])])
     assert results == [("orders", 0, ErrorCode.none), ("orders", 3, ErrorCode.none)]
     assert h.committed("g") == {("orders", 1): 2, ("audit", 0): 3}
     # One tombstone: nothing was committed for partition 3.
@@ -363,7 +399,7 @@ def test_offset_delete_refuses_topics_the_members_subscribe_to(h: Harness) -> No
     member, gen = h.stable_member("g", topics=("orders",))
     assert ok(h.commit("g", [("orders", 0, 1), ("audit", 0, 2)], member_id=member,
                        generation=gen))
-    results = h.coordinator.delete_offsets("g", [("orders", [0]), ("audit", [0])])
+    results = h.delete_offsets("g", [("orders", [0]), ("audit", [0])])
     assert results == [
         ("orders", 0, ErrorCode.group_subscribed_to_topic),
         ("audit", 0, ErrorCode.none),
@@ -377,7 +413,7 @@ def test_offset_delete_in_a_non_consumer_group_with_members_is_non_empty_group(
     member, gen = h.stable_member("connect", protocol_type="connect")
     assert ok(h.commit("connect", [("audit", 0, 2)], member_id=member, generation=gen))
     with pytest.raises(NonEmptyGroupError):
-        h.coordinator.delete_offsets("connect", [("audit", [0])])
+        h.delete_offsets("connect", [("audit", [0])])
     assert h.committed("connect") == {("audit", 0): 2}
 
 
@@ -388,7 +424,7 @@ def test_delete_groups(h: Harness) -> None:
     h.stable_member("busy")
     h.commit("idle", [("orders", 0, 1), ("audit", 1, 2)])
     before = len(h.written)
-    results = h.coordinator.delete_groups(["busy", "idle", "nobody", ""])
+    results = h.delete_groups(["busy", "idle", "nobody", ""])
     assert results == [
         ("busy", ErrorCode.non_empty_group),
         ("idle", ErrorCode.none),
@@ -404,16 +440,16 @@ def test_delete_groups(h: Harness) -> None:
         (GroupMetadataKey("idle"), None),
     }
     # Deleting again: gone.
-    assert h.coordinator.delete_groups(["idle"]) == [("idle", ErrorCode.group_id_not_found)]
+    assert h.delete_groups(["idle"]) == [("idle", ErrorCode.group_id_not_found)]
 
 
 def test_a_group_whose_last_member_left_can_be_deleted(h: Harness) -> None:
     member, gen = h.stable_member("g")
     assert ok(h.commit("g", [("orders", 0, 9)], member_id=member, generation=gen))
-    assert h.coordinator.delete_groups(["g"]) == [("g", ErrorCode.non_empty_group)]
-    h.coordinator.classic.leave("g", [(member, None)])
+    assert h.delete_groups(["g"]) == [("g", ErrorCode.non_empty_group)]
+    h.leave("g", [(member, None)])
     assert h.group("g").state is S.EMPTY
-    assert h.coordinator.delete_groups(["g"]) == [("g", ErrorCode.none)]
+    assert h.delete_groups(["g"]) == [("g", ErrorCode.none)]
     assert h.coordinator.groups == {} and h.coordinator.offsets == {}
     assert h.reloaded().groups == {}
 
@@ -422,12 +458,12 @@ def test_a_group_whose_last_member_left_can_be_deleted(h: Harness) -> None:
 
 
 def _consumer_group(h: Harness, group: str) -> None:
-    h.coordinator.consumer.heartbeat(
+    h.write(group, lambda: h.coordinator.consumer.heartbeat(
         group_id=group, member_id="", member_epoch=0, instance_id=None, rack_id=None,
         rebalance_timeout_ms=REBALANCE, subscribed_topic_names=("orders",),
         subscribed_topic_regex=None, server_assignor=None, owned_partitions=[],
         client_id="c", client_host="/127.0.0.1",
-    )
+    ))
 
 
 def test_list_groups_filters_by_state_and_type(h: Harness) -> None:
@@ -487,7 +523,7 @@ def test_offsets_of_a_group_with_members_do_not_expire(h: Harness) -> None:
         )
     assert h.committed("g") == {("orders", 0): 5}
     # Once the group is empty, retention counts from the moment it became empty (KIP-211).
-    h.coordinator.classic.leave("g", [(member, None)])
+    h.leave("g", [(member, None)])
     assert h.group("g").state is S.EMPTY
     h.advance(RETENTION - CHECK_EVERY)
     assert h.committed("g") == {("orders", 0): 5}
@@ -535,12 +571,12 @@ def test_a_reloaded_coordinator_has_the_same_offsets_and_groups(h: Harness) -> N
     member, gen = h.stable_member("stable", instance="i-1")
     assert ok(h.commit("stable", [("orders", 0, 5, 2, "m")], member_id=member, generation=gen))
     h.commit("simple", [("orders", 1, 10), ("audit", 0, 3)])
-    h.coordinator.delete_offsets("simple", [("audit", [0])])
+    h.delete_offsets("simple", [("audit", [0])])
     h.commit("deleted", [("orders", 3, 1)])
-    h.coordinator.delete_groups(["deleted"])
+    h.delete_groups(["deleted"])
     left, left_gen = h.stable_member("left")
     assert ok(h.commit("left", [("audit", 1, 4)], member_id=left, generation=left_gen))
-    h.coordinator.classic.leave("left", [(left, None)])
+    h.leave("left", [(left, None)])
     _consumer_group(h, "kip848")
     # Every record of a group went to that group's partition.
     for partition, key, value in h.written:
@@ -560,10 +596,11 @@ def test_a_reloaded_coordinator_has_the_same_offsets_and_groups(h: Harness) -> N
     fresh.classic.heartbeat(
         group_id="stable", generation_id=gen, member_id=member, group_instance_id="i-1"
     )
-    results = fresh.commit_offsets(
+    assert h.reload_runtime is not None
+    results = h.reload_runtime.write(fresh.partition_for("stable"), lambda: fresh.commit_offsets(
         "stable", member_id=member, generation_or_epoch=gen, instance_id="i-1",
         offsets=[("orders", 0, 6, -1, None)], api_version=8,
-    )
+    ))
     assert ok(results)
 
 
@@ -574,7 +611,8 @@ def test_a_reloaded_member_that_never_returns_expires(h: Harness) -> None:
     group = fresh.groups["g"]
     assert isinstance(group, ClassicGroup) and group.state is S.STABLE
     h.clock.advance(SESSION)
-    fresh.poll()
+    assert h.reload_runtime is not None
+    h.reload_runtime.poll(h.clock.milliseconds())
     assert group.state is S.EMPTY
     assert fresh.fetch_offsets("g", None) == [CommittedOffset("orders", 0, 5)]
 
@@ -603,16 +641,16 @@ def test_any_history_reloads_to_the_same_state(ops: list[tuple[str, str, Any, in
             model.setdefault(group, {})[(topic, partition)] = (n, h.clock.milliseconds())
         elif kind == "delete_offset":
             if group in h.coordinator.groups:
-                assert ok(h.coordinator.delete_offsets(group, [(topic, [partition])]))
+                assert ok(h.delete_offsets(group, [(topic, [partition])]))
                 model.get(group, {}).pop((topic, partition), None)
             else:
                 with pytest.raises(GroupIdNotFoundError):
-                    h.coordinator.delete_offsets(group, [(topic, [partition])])
+                    h.delete_offsets(group, [(topic, [partition])])
         elif kind == "delete_group":
             code = ErrorCode.none if group in h.coordinator.groups else (
                 ErrorCode.group_id_not_found
             )
-            assert h.coordinator.delete_groups([group]) == [(group, code)]
+            assert h.delete_groups([group]) == [(group, code)]
             model.pop(group, None)
         else:
             h.advance(n)
@@ -645,3 +683,26 @@ def test_static_leader_rejoining_without_skip_assignment_is_not_made_leader(h: H
     r = h.join("g", instance="i-1")  # supports_skip_assignment defaults to False (old client)
     assert r.generation_id == gen and not r.skip_assignment
     assert r.leader != r.member_id or r.members != ()
+
+
+def test_a_classic_join_takes_over_an_empty_consumer_group(h: Harness) -> None:
+    """The KIP-848 group's records are deleted first (replaying the tombstones drops it), then
+    the join runs as for a new classic group; a reload agrees."""
+    joined = h.write("g", lambda: h.coordinator.consumer.heartbeat(
+        group_id="g", member_id="", member_epoch=0, instance_id=None, rack_id=None,
+        rebalance_timeout_ms=REBALANCE, subscribed_topic_names=("orders",),
+        subscribed_topic_regex=None, server_assignor=None, owned_partitions=[],
+        client_id="c", client_host="/127.0.0.1",
+    ))
+    h.write("g", lambda: h.coordinator.consumer.heartbeat(
+        group_id="g", member_id=joined.member_id, member_epoch=-1, instance_id=None,
+        rack_id=None, rebalance_timeout_ms=-1, subscribed_topic_names=None,
+        subscribed_topic_regex=None, server_assignor=None, owned_partitions=None,
+        client_id="c", client_host="/127.0.0.1",
+    ))
+    assert isinstance(h.coordinator.groups["g"], ConsumerGroup)
+    member, _ = h.stable_member("g")
+    assert h.group("g").members.keys() == {member}
+    fresh = h.reloaded()
+    assert isinstance(fresh.groups["g"], ClassicGroup)
+    assert fresh.groups["g"].members.keys() == {member}

@@ -1,9 +1,11 @@
-"""The transaction coordinator's state machine, driven through a fake TxnContext: a manual clock
-and a real Timer, records kept as the bytes they would be stored as (and replayed from those
-bytes), markers recorded, failures injectable."""
+"""The transaction coordinator's state machine, driven as the broker drives it — each request
+an operation of a real CoordinatorRuntime — through a fake TxnContext: a manual clock and a
+real Timer, records kept as the bytes they are stored as (and loaded from those bytes), markers
+recorded, failures injectable."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from odradek.coordinator.runtime import CoordinatorResult, CoordinatorRuntime, StoredRecord
 from odradek.coordinator.timer import Timer
 from odradek.coordinator.txn.context import TxnConfig
 from odradek.coordinator.txn.coordinator import (
@@ -29,8 +32,6 @@ from odradek.coordinator.txn.records import (
     TxnKey,
     TxnValue,
     decode,
-    encode_key,
-    encode_value,
     partition_for,
 )
 from odradek.coordinator.txn.state import (
@@ -68,17 +69,21 @@ ORDERS0, ORDERS1, AUDIT0 = ("orders", 0), ("orders", 1), ("audit", 0)
 
 
 class FakeContext:
-    """Implements TxnContext. ``log`` holds every stored record as
-    (partition, key bytes, value bytes); ``markers`` every marker batch written."""
+    """Implements TxnContext and the writer of the coordinator's runtime. ``log`` holds every
+    stored record as (partition, key bytes, value bytes); ``markers`` every marker batch
+    written."""
 
     def __init__(self, start_ms: int = START_MS, config: TxnConfig = CONFIG) -> None:
         self.clock = ManualClock(start_ms)
         self.timer = Timer()
         self.config = config
         self.coordinator: TransactionCoordinator | None = None
+        self.runtime: CoordinatorRuntime | None = None
         self.log: list[tuple[int, bytes, bytes | None]] = []
         self.markers: list[tuple[int, int, bool, tuple[tuple[str, int], ...]]] = []
         self.fail_appends = False
+        #: Writes fail once the log holds this many records (None: never).
+        self.fail_after: int | None = None
         self.marker_failures: dict[tuple[str, int], ErrorCode] = {}
         self.partitions = {("orders", p) for p in range(4)} | {("audit", p) for p in range(2)}
         self.partitions |= {(OFFSETS, p) for p in range(5)}
@@ -87,19 +92,17 @@ class FakeContext:
     def now_ms(self) -> int:
         return self.clock.milliseconds()
 
-    def append(
-        self, transactional_id: str, records: Sequence[tuple[TxnKey, TxnValue | None]]
-    ) -> None:
-        if self.fail_appends:
+    def write(
+        self,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        producer: tuple[int, int] | None,
+    ) -> int:
+        if self.fail_appends or (self.fail_after is not None and len(self.log) >= self.fail_after):
             raise CoordinatorNotAvailableError("__transaction_state is not writable")
-        assert self.coordinator is not None
-        partition = partition_for(transactional_id, self.config.state_log_partitions)
-        stored = [(encode_key(k), encode_value(v)) for k, v in records]
-        self.log.extend((partition, k, v) for k, v in stored)
-        for k, v in stored:
-            decoded = decode(k, v)
-            assert decoded is not None
-            self.coordinator.replay(*decoded)
+        base = len(self.log)
+        self.log.extend((partition, k, v) for k, v in records)
+        return base
 
     def allocate_producer_id(self) -> int:
         return next(self._pids)
@@ -127,7 +130,8 @@ class FakeContext:
 
     def advance(self, ms: int) -> None:
         self.clock.advance(ms)
-        self.timer.advance(self.now_ms())
+        assert self.runtime is not None
+        self.runtime.poll(self.now_ms())
 
     def states(self) -> list[TransactionState]:
         """The state of every stored value, in order."""
@@ -139,10 +143,61 @@ class FakeContext:
         return out
 
 
-def new_coordinator(ctx: FakeContext) -> TransactionCoordinator:
+class Driven:
+    """The coordinator as the broker drives it: a request that changes state is an operation
+    of the runtime (records written, then replayed); timer-like jobs called by a test have
+    their operations run the same way. Everything else reads the coordinator."""
+
+    _WRITES = frozenset({"init_producer_id", "add_partitions", "add_offsets", "end_txn"})
+
+    def __init__(self, coordinator: TransactionCoordinator, runtime: CoordinatorRuntime) -> None:
+        self.coordinator = coordinator
+        self.runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.coordinator, name)
+        if name not in self._WRITES:
+            return attr
+
+        def write(*args: Any, **kwargs: Any) -> Any:
+            op = functools.partial(attr, *args, **kwargs)
+            if args[0] is None:  # an idempotent producer: no transactional id, no partition
+                return self.runtime.execute(op())
+            return self.runtime.write(self.coordinator.partition_for(args[0]), op)
+
+        return write
+
+    def replay(self, key: TxnKey, value: TxnValue | None) -> None:
+        self.coordinator.replay((key, value))
+
+    def expire_transactional_ids(self) -> int:
+        return self._run_all(self.coordinator.expire_transactional_ids())
+
+    def abort_timed_out_transactions(self) -> int:
+        return self._run_all(self.coordinator.abort_timed_out_transactions())
+
+    def _run_all(self, results: list[CoordinatorResult[Any]]) -> int:
+        done = 0
+        for result in results:
+            try:
+                self.runtime.execute(result)
+            except KafkaError:
+                continue
+            done += 1
+        return done
+
+
+def new_coordinator(ctx: FakeContext, *, load_from: FakeContext | None = None) -> Driven:
     coordinator = TransactionCoordinator(ctx)
-    ctx.coordinator = coordinator
-    return coordinator
+    runtime = CoordinatorRuntime(coordinator, ctx.write, topic="__transaction_state")
+    for partition in range(CONFIG.state_log_partitions):
+        stored = (
+            [StoredRecord(k, v) for p, k, v in load_from.log if p == partition]
+            if load_from is not None else []
+        )
+        runtime.load(partition, stored)
+    ctx.coordinator, ctx.runtime = coordinator, runtime
+    return Driven(coordinator, runtime)
 
 
 @pytest.fixture
@@ -151,27 +206,25 @@ def ctx() -> FakeContext:
 
 
 @pytest.fixture
-def txn(ctx: FakeContext) -> TransactionCoordinator:
+def txn(ctx: FakeContext) -> Driven:
     return new_coordinator(ctx)
 
 
-def persisted(coordinator: TransactionCoordinator) -> dict[str, TxnValue]:
+def persisted(coordinator: Driven) -> dict[str, TxnValue]:
     return {txn_id: to_value(meta) for txn_id, meta in coordinator.transactions.items()}
 
 
-def reload(ctx: FakeContext) -> tuple[FakeContext, TransactionCoordinator]:
+def reload(ctx: FakeContext) -> tuple[FakeContext, Driven]:
     """A fresh coordinator loaded from ``ctx``'s records, partition by partition."""
     fresh = FakeContext(ctx.now_ms())
     fresh.partitions = set(ctx.partitions)
-    coordinator = new_coordinator(fresh)
-    for partition in range(CONFIG.state_log_partitions):
-        coordinator.load((k, v) for p, k, v in ctx.log if p == partition)
+    coordinator = new_coordinator(fresh, load_from=ctx)
     fresh.log = list(ctx.log)
     return fresh, coordinator
 
 
 def begin(
-    txn: TransactionCoordinator, txn_id: str, *partitions: tuple[str, int]
+    txn: Driven, txn_id: str, *partitions: tuple[str, int]
 ) -> ProducerIdAndEpoch:
     pe = txn.init_producer_id(txn_id, TIMEOUT)
     result = txn.add_partitions(txn_id, pe.producer_id, pe.producer_epoch, partitions)
@@ -183,7 +236,7 @@ def begin(
 
 
 def test_non_transactional_producers_get_a_fresh_id_at_epoch_0(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     assert txn.init_producer_id(None, TIMEOUT) == ProducerIdAndEpoch(1000, 0)
     assert txn.init_producer_id(None, TIMEOUT) == ProducerIdAndEpoch(1001, 0)
@@ -191,7 +244,7 @@ def test_non_transactional_producers_get_a_fresh_id_at_epoch_0(
 
 
 def test_init_creates_the_id_then_bumps_its_epoch(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     assert txn.init_producer_id("tx", TIMEOUT) == ProducerIdAndEpoch(1000, 0)
     meta = txn.get("tx")
@@ -207,7 +260,7 @@ def test_init_creates_the_id_then_bumps_its_epoch(
 
 @pytest.mark.parametrize("timeout", [0, -5, CONFIG.max_timeout_ms + 1])
 def test_init_refuses_timeouts_out_of_range(
-    ctx: FakeContext, txn: TransactionCoordinator, timeout: int
+    ctx: FakeContext, txn: Driven, timeout: int
 ) -> None:
     with pytest.raises(InvalidTransactionTimeoutError):
         txn.init_producer_id("tx", timeout)
@@ -215,7 +268,7 @@ def test_init_refuses_timeouts_out_of_range(
 
 
 def test_init_refuses_an_empty_id_and_half_a_producer_id_and_epoch(
-    txn: TransactionCoordinator,
+    txn: Driven,
 ) -> None:
     with pytest.raises(InvalidRequestError):
         txn.init_producer_id("", TIMEOUT)
@@ -226,7 +279,7 @@ def test_init_refuses_an_empty_id_and_half_a_producer_id_and_epoch(
 
 
 def test_kip360_resume_with_the_current_epoch_and_retry_of_a_lost_response(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     first = txn.init_producer_id("tx", TIMEOUT)
     bumped = txn.init_producer_id("tx", TIMEOUT, first.producer_id, first.producer_epoch)
@@ -245,14 +298,14 @@ def test_kip360_resume_with_the_current_epoch_and_retry_of_a_lost_response(
 
 
 def test_kip360_after_id_expiry_the_producer_gets_a_new_id(
-    txn: TransactionCoordinator,
+    txn: Driven,
 ) -> None:
     # The coordinator forgot the id; a producer resuming with its old id/epoch starts over.
     assert txn.init_producer_id("tx", TIMEOUT, 77, 3) == ProducerIdAndEpoch(1000, 0)
 
 
 def test_exhausted_epoch_rotates_to_a_new_producer_id(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     txn.init_producer_id("tx", TIMEOUT)
     txn.replay(TxnKey("tx"), TxnValue(1000, 32766, TIMEOUT, S.COMPLETE_COMMIT, (), START_MS, 1))
@@ -268,14 +321,14 @@ def test_exhausted_epoch_rotates_to_a_new_producer_id(
 
 
 def test_exhausted_epoch_without_expected_epoch_rotates_too(
-    txn: TransactionCoordinator,
+    txn: Driven,
 ) -> None:
     txn.init_producer_id("tx", TIMEOUT)
     txn.replay(TxnKey("tx"), TxnValue(1000, 32767, TIMEOUT, S.COMPLETE_ABORT, (), START_MS, 1))
     assert txn.init_producer_id("tx", TIMEOUT) == ProducerIdAndEpoch(1001, 0)
 
 
-def test_failed_write_changes_nothing(ctx: FakeContext, txn: TransactionCoordinator) -> None:
+def test_failed_write_changes_nothing(ctx: FakeContext, txn: Driven) -> None:
     ctx.fail_appends = True
     with pytest.raises(CoordinatorNotAvailableError):
         txn.init_producer_id("tx", TIMEOUT)
@@ -290,11 +343,43 @@ def test_failed_write_changes_nothing(ctx: FakeContext, txn: TransactionCoordina
     assert ctx.markers == []
 
 
+def test_a_failed_end_txn_write_changes_nothing_and_answers_the_error(
+    ctx: FakeContext, txn: Driven
+) -> None:
+    pe = begin(txn, "tx", ORDERS0, AUDIT0)
+    before, stored = txn.get("tx"), len(ctx.log)
+    ctx.fail_appends = True
+    with pytest.raises(CoordinatorNotAvailableError):
+        txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=True)
+    assert txn.get("tx") == before and len(ctx.log) == stored
+    assert ctx.markers == [] and txn.pending_markers("tx") == set()
+    ctx.fail_appends = False
+    txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=True)  # the retry succeeds
+    meta = txn.get("tx")
+    assert meta is not None and meta.state is S.COMPLETE_COMMIT
+
+
+def test_a_failed_completion_write_does_not_fail_end_txn_and_is_retried(
+    ctx: FakeContext, txn: Driven
+) -> None:
+    """The decision is what EndTxn waits for; writing CompleteCommit is its own operation."""
+    pe = begin(txn, "tx", ORDERS0)
+    ctx.fail_after = len(ctx.log) + 1  # PrepareCommit is stored, CompleteCommit is not
+    txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=True)
+    meta = txn.get("tx")
+    assert meta is not None and meta.state is S.PREPARE_COMMIT
+    assert ctx.markers == [(pe.producer_id, pe.producer_epoch, True, (ORDERS0,))]
+    ctx.fail_after = None
+    ctx.advance(BACKOFF)
+    meta = txn.get("tx")
+    assert meta is not None and meta.state is S.COMPLETE_COMMIT
+
+
 # -- a whole transaction ----------------------------------------------------------------------
 
 
 def test_commit_writes_markers_to_every_partition_then_completes(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = txn.init_producer_id("tx", TIMEOUT)
     ctx.advance(5)
@@ -329,7 +414,7 @@ def test_commit_writes_markers_to_every_partition_then_completes(
     assert meta is not None and meta.partitions == {ORDERS1}
 
 
-def test_abort_writes_abort_markers(ctx: FakeContext, txn: TransactionCoordinator) -> None:
+def test_abort_writes_abort_markers(ctx: FakeContext, txn: Driven) -> None:
     pe = begin(txn, "tx", ORDERS0, AUDIT0)
     txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=False)
     assert ctx.markers == [(pe.producer_id, pe.producer_epoch, False, (AUDIT0, ORDERS0))]
@@ -339,7 +424,7 @@ def test_abort_writes_abort_markers(ctx: FakeContext, txn: TransactionCoordinato
 
 
 def test_adding_partitions_already_in_the_transaction_writes_nothing(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = begin(txn, "tx", ORDERS0, ORDERS1)
     written = len(ctx.log)
@@ -351,7 +436,7 @@ def test_adding_partitions_already_in_the_transaction_writes_nothing(
 
 
 def test_unknown_partitions_fail_the_whole_addition(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = txn.init_producer_id("tx", TIMEOUT)
     written = len(ctx.log)
@@ -366,7 +451,7 @@ def test_unknown_partitions_fail_the_whole_addition(
 
 
 def test_verify_only_reports_membership_and_adds_nothing(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = begin(txn, "tx", ORDERS0)
     written = len(ctx.log)
@@ -382,7 +467,7 @@ def test_verify_only_reports_membership_and_adds_nothing(
 
 
 def test_verify_offset_commit_needs_add_offsets_first(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = begin(txn, "tx", ORDERS0)
     with pytest.raises(InvalidTxnStateError):
@@ -402,7 +487,7 @@ def test_verify_offset_commit_needs_add_offsets_first(
 
 
 def test_requests_with_the_wrong_producer_id_or_unknown_id(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = begin(txn, "tx", ORDERS0)
     with pytest.raises(InvalidProducerIdMappingError):
@@ -428,7 +513,7 @@ def test_requests_with_the_wrong_producer_id_or_unknown_id(
     ],
 )
 def test_ending_without_a_matching_transaction_is_invalid_and_changes_nothing(
-    ctx: FakeContext, txn: TransactionCoordinator, setup: str, commit: bool
+    ctx: FakeContext, txn: Driven, setup: str, commit: bool
 ) -> None:
     pe = txn.init_producer_id("tx", TIMEOUT)
     if setup != "empty":
@@ -476,7 +561,7 @@ def test_prepare_methods_refuse_illegal_sources() -> None:
 
 
 def test_a_new_producer_fences_the_zombie_and_aborts_its_transaction(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     zombie = begin(txn, "tx", ORDERS0, AUDIT0)
     fresh = txn.init_producer_id("tx", TIMEOUT)
@@ -497,7 +582,7 @@ def test_a_new_producer_fences_the_zombie_and_aborts_its_transaction(
 
 
 def test_failed_markers_keep_the_transaction_preparing_until_a_retry(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = begin(txn, "tx", ORDERS0, ORDERS1)
     ctx.marker_failures[ORDERS1] = ErrorCode.kafka_storage_error
@@ -531,7 +616,7 @@ def test_failed_markers_keep_the_transaction_preparing_until_a_retry(
 
 
 def test_markers_skip_partitions_deleted_since_they_were_added(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = begin(txn, "tx", ORDERS0, AUDIT0)
     ctx.partitions.discard(AUDIT0)
@@ -542,7 +627,7 @@ def test_markers_skip_partitions_deleted_since_they_were_added(
 
 
 def test_init_on_an_ongoing_transaction_with_failing_markers_is_concurrent(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     zombie = begin(txn, "tx", ORDERS0)
     ctx.marker_failures[ORDERS0] = ErrorCode.not_leader_or_follower
@@ -560,7 +645,7 @@ def test_init_on_an_ongoing_transaction_with_failing_markers_is_concurrent(
 
 
 def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = txn.init_producer_id("tx", 5_000)
     txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0])
@@ -579,7 +664,7 @@ def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(
 
 
 def test_idle_ids_expire_and_open_transactions_do_not(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     txn.init_producer_id("idle", TIMEOUT)
     committed = begin(txn, "done", ORDERS0)
@@ -601,7 +686,7 @@ def test_idle_ids_expire_and_open_transactions_do_not(
     assert txn.init_producer_id("idle", TIMEOUT).producer_id not in (1000, committed.producer_id)
 
 
-def test_a_failed_tombstone_keeps_the_id(ctx: FakeContext, txn: TransactionCoordinator) -> None:
+def test_a_failed_tombstone_keeps_the_id(ctx: FakeContext, txn: Driven) -> None:
     txn.init_producer_id("idle", TIMEOUT)
     ctx.clock.advance(EXPIRATION + 1)
     ctx.fail_appends = True
@@ -615,7 +700,7 @@ def test_a_failed_tombstone_keeps_the_id(ctx: FakeContext, txn: TransactionCoord
 # -- operators: describe and list (KIP-664) ---------------------------------------------------
 
 
-def test_describe(ctx: FakeContext, txn: TransactionCoordinator) -> None:
+def test_describe(ctx: FakeContext, txn: Driven) -> None:
     pe = begin(txn, "tx", ORDERS0, AUDIT0)
     meta = txn.describe("tx")
     assert (meta.state.kafka_name, meta.producer_id, meta.producer_epoch) == (
@@ -629,7 +714,7 @@ def test_describe(ctx: FakeContext, txn: TransactionCoordinator) -> None:
         txn.describe("")
 
 
-def test_list_filters(ctx: FakeContext, txn: TransactionCoordinator) -> None:
+def test_list_filters(ctx: FakeContext, txn: Driven) -> None:
     a = begin(txn, "a", ORDERS0)
     ctx.advance(10_000)
     b = begin(txn, "b", ORDERS1)
@@ -653,7 +738,7 @@ def test_list_filters(ctx: FakeContext, txn: TransactionCoordinator) -> None:
 # -- reloading --------------------------------------------------------------------------------
 
 
-def test_reload_rebuilds_the_same_state(ctx: FakeContext, txn: TransactionCoordinator) -> None:
+def test_reload_rebuilds_the_same_state(ctx: FakeContext, txn: Driven) -> None:
     txn.init_producer_id("gone", TIMEOUT)
     ctx.clock.advance(EXPIRATION + 1)
     a = begin(txn, "a", ORDERS0, AUDIT0)
@@ -679,22 +764,22 @@ def test_reload_rebuilds_the_same_state(ctx: FakeContext, txn: TransactionCoordi
 
 
 def test_loaded_finishes_transactions_decided_before_a_restart(
-    ctx: FakeContext, txn: TransactionCoordinator
+    ctx: FakeContext, txn: Driven
 ) -> None:
     pe = begin(txn, "tx", ORDERS0, ORDERS1)
     ctx.marker_failures = {ORDERS0: ErrorCode.kafka_storage_error}
     txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=True)
     fresh, loaded = reload(ctx)
     meta = loaded.get("tx")
-    assert meta is not None and meta.state is S.PREPARE_COMMIT
-    loaded.loaded()
+    assert meta is not None and meta.state is S.PREPARE_COMMIT  # loaded; its timer is due now
+    fresh.advance(0)
     meta = loaded.get("tx")
     assert meta is not None and meta.state is S.COMPLETE_COMMIT
     # After a reload every marker is written again (idempotent for partitions).
     assert fresh.markers == [(pe.producer_id, pe.producer_epoch, True, (ORDERS0, ORDERS1))]
 
 
-def _pe(txn: TransactionCoordinator, txn_id: str) -> tuple[int, int]:
+def _pe(txn: Driven, txn_id: str) -> tuple[int, int]:
     meta = txn.get(txn_id)
     assert meta is not None
     return meta.producer_id, meta.producer_epoch

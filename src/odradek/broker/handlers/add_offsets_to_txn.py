@@ -34,9 +34,9 @@ def _body(version: int, code: ErrorCode) -> Any:
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     coordinator: TransactionCoordinator = broker.txn_coordinator
-    coordinator.add_offsets(
+    broker.transactions.write(body.transactional_id, lambda: coordinator.add_offsets(
         body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
-    )
+    ))
     return _body(request.api_version, ErrorCode.none)
 
 

@@ -57,7 +57,7 @@ def _topic_results(mod: Any, version: int, results: Mapping[tuple[str, int], Err
 
 
 def _one(
-    coordinator: TransactionCoordinator,
+    broker: BrokerServices,
     transactional_id: str,
     producer_id: int,
     producer_epoch: int,
@@ -78,10 +78,11 @@ def _one(
             )
             for tp in partitions
         }
+    coordinator: TransactionCoordinator = broker.txn_coordinator
     try:
-        return coordinator.add_partitions(
+        return broker.transactions.write(transactional_id, lambda: coordinator.add_partitions(
             transactional_id, producer_id, producer_epoch, partitions, verify_only=verify_only
-        )
+        ))
     except KafkaError as e:
         return dict.fromkeys(partitions, e.code)
 
@@ -90,10 +91,9 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)
-    coordinator: TransactionCoordinator = broker.txn_coordinator
     if version < 4:
         results = _one(
-            coordinator,
+            broker,
             body.v3_and_below_transactional_id,
             body.v3_and_below_producer_id,
             body.v3_and_below_producer_epoch,
@@ -109,7 +109,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     transactions = []
     for txn in body.transactions:
         results = _one(
-            coordinator,
+            broker,
             txn.transactional_id,
             txn.producer_id,
             txn.producer_epoch,

@@ -10,6 +10,7 @@ operation Kafka defines on a group.
 from __future__ import annotations
 
 import datetime
+import functools
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -111,7 +112,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         try:
             if not group_id:
                 raise InvalidGroupIdError("Group id can't be empty.")
-            group = consumer.describe(group_id)
+            group = broker.groups.run(group_id, functools.partial(consumer.describe, group_id))
         except KafkaError as e:
             groups.append(_error_group(mod, group_id, e.code, e.message))
             continue

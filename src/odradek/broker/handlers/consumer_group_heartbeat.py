@@ -66,7 +66,8 @@ def handle(broker: BrokerServices, request: Request) -> Any:
             TopicPartitions(tp.topic_id or _NIL_TOPIC_ID, tuple(tp.partitions))
             for tp in body.topic_partitions
         )
-    result = broker.group_coordinator.consumer.heartbeat(
+    consumer = broker.group_coordinator.consumer
+    result = broker.groups.write(body.group_id, lambda: consumer.heartbeat(
         group_id=body.group_id,
         member_id=body.member_id,
         member_epoch=body.member_epoch,
@@ -79,7 +80,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         owned_partitions=owned,
         client_id=request.client_id or "",
         client_host="/" + CLIENT_HOST.get(),
-    )
+    ))
     return _response(request.api_version, ErrorCode.none, None, result)
 
 

@@ -34,7 +34,7 @@ def _response(version: int, results: list[tuple[str, ErrorCode]]) -> Any:
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
-    results = broker.group_coordinator.delete_groups(list(request.body.groups_names))
+    results = broker.groups.delete_groups(list(request.body.groups_names))
     return _response(request.api_version, results)
 
 

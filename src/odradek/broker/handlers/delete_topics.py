@@ -107,7 +107,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                     "The provided topic name maps to an ID that was already supplied."
                 )
             broker.topics.delete(target.name)
-            broker.group_coordinator.on_topic_deleted(target.name)
+            broker.groups.on_topic_deleted(target.name)
             results.append(_result(mod, target.name, target.topic_id, ErrorCode.none))
         except Exception as e:
             code = error_code_for(e, context=f"delete topic {name or topic_id}")

@@ -8,12 +8,13 @@ with no error in these versions.
 from __future__ import annotations
 
 import datetime
+import functools
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.handlers._common import GROUP_OPERATIONS, NOT_REQUESTED
 from odradek.coordinator.group.classic import ClassicGroup, ClassicGroupState
-from odradek.errors import ErrorCode
+from odradek.errors import ErrorCode, KafkaError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
@@ -64,11 +65,22 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         else NOT_REQUESTED
     )
     groups = broker.group_coordinator.groups
-    return build(
-        mod.DescribeGroupsResponse,
-        throttle_time=_ZERO,
-        groups=tuple(_group(mod, g, groups.get(g), operations) for g in body.groups),
-    )
+    described = []
+    for group_id in body.groups:
+        try:
+            # Its partition must be loaded (COORDINATOR_LOAD_IN_PROGRESS for this group).
+            group = broker.groups.run(group_id, functools.partial(groups.get, group_id))
+        except KafkaError as e:
+            described.append(_error_group(mod, group_id, e.code))
+            continue
+        described.append(_group(mod, group_id, group, operations))
+    return build(mod.DescribeGroupsResponse, throttle_time=_ZERO, groups=tuple(described))
+
+
+def _error_group(mod: Any, group_id: str, code: ErrorCode) -> Any:
+    return build(mod.DescribedGroup, error_code=code, group_id=group_id, group_state="",
+                 protocol_type="", protocol_data="", members=(),
+                 authorized_operations=NOT_REQUESTED)
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
@@ -76,12 +88,7 @@ def error_response(request: Request, code: ErrorCode) -> Any:
     return build(
         mod.DescribeGroupsResponse,
         throttle_time=_ZERO,
-        groups=tuple(
-            build(mod.DescribedGroup, error_code=code, group_id=g, group_state="",
-                  protocol_type="", protocol_data="", members=(),
-                  authorized_operations=NOT_REQUESTED)
-            for g in request.body.groups
-        ),
+        groups=tuple(_error_group(mod, g, code) for g in request.body.groups),
     )
 
 

@@ -8,6 +8,7 @@ a marker). Unknown ids get TRANSACTIONAL_ID_NOT_FOUND, an empty id INVALID_REQUE
 from __future__ import annotations
 
 import datetime
+import functools
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
@@ -68,7 +69,9 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     states = []
     for transactional_id in request.body.transactional_ids:
         try:
-            meta = coordinator.describe(transactional_id)
+            meta = broker.transactions.run(
+                transactional_id, functools.partial(coordinator.describe, transactional_id)
+            )
         except KafkaError as e:
             states.append(_error(mod, transactional_id, e.code))
         else:

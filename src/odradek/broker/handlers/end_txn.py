@@ -37,9 +37,9 @@ def _body(version: int, code: ErrorCode) -> Any:
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     coordinator: TransactionCoordinator = broker.txn_coordinator
-    coordinator.end_txn(
+    broker.transactions.write(body.transactional_id, lambda: coordinator.end_txn(
         body.transactional_id, body.producer_id, body.producer_epoch, body.committed
-    )
+    ))
     return _body(request.api_version, ErrorCode.none)
 
 

@@ -26,12 +26,13 @@ def _response(version: int, code: ErrorCode) -> Any:
 
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
-    broker.group_coordinator.classic.heartbeat(
+    classic = broker.group_coordinator.classic
+    broker.groups.run(body.group_id, lambda: classic.heartbeat(
         group_id=body.group_id,
         generation_id=body.generation_id,
         member_id=body.member_id,
         group_instance_id=getattr(body, "group_instance_id", None),
-    )
+    ))
     return _response(request.api_version, ErrorCode.none)
 
 

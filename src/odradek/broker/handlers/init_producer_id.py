@@ -39,11 +39,15 @@ def _body(version: int, code: ErrorCode, producer_id: int = -1, epoch: int = -1)
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     timeout_ms = int(body.transaction_timeout / datetime.timedelta(milliseconds=1))
-    result = broker.txn_coordinator.init_producer_id(
+    coordinator = broker.txn_coordinator
+    result = broker.transactions.init_producer_id(
         body.transactional_id,
-        timeout_ms,
-        getattr(body, "producer_id", -1),
-        getattr(body, "producer_epoch", -1),
+        lambda: coordinator.init_producer_id(
+            body.transactional_id,
+            timeout_ms,
+            getattr(body, "producer_id", -1),
+            getattr(body, "producer_epoch", -1),
+        ),
     )
     return _body(request.api_version, ErrorCode.none, result.producer_id, result.producer_epoch)
 

@@ -48,7 +48,8 @@ def _response(version: int, result: JoinResult) -> Any:
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
-    pending = broker.group_coordinator.classic.join(
+    classic = broker.group_coordinator.classic
+    pending = broker.groups.write(body.group_id, lambda: classic.join(
         group_id=body.group_id,
         member_id=body.member_id,
         group_instance_id=getattr(body, "group_instance_id", None),
@@ -60,7 +61,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         client_host="/" + CLIENT_HOST.get(),
         require_known_member_id=version >= 4,
         supports_skip_assignment=version >= 9,
-    )
+    ))
     return then(pending, lambda result: _response(version, result))
 
 

@@ -28,7 +28,8 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         members = [(body.member_id, None)]
     else:
         members = [(m.member_id, m.group_instance_id) for m in body.members]
-    results = broker.group_coordinator.classic.leave(body.group_id, members)
+    classic = broker.group_coordinator.classic
+    results = broker.groups.write(body.group_id, lambda: classic.leave(body.group_id, members))
     if version < 3:
         return build(mod.LeaveGroupResponse, throttle_time=_ZERO, error_code=results[0].error)
     return build(

@@ -22,7 +22,7 @@ _ZERO = datetime.timedelta(0)
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
-    listings = broker.group_coordinator.list_groups(
+    listings = broker.groups.list_groups(
         getattr(body, "states_filter", ()) or (), getattr(body, "types_filter", ()) or ()
     )
     return build(

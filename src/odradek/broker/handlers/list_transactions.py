@@ -30,11 +30,11 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     coordinator: TransactionCoordinator = broker.txn_coordinator
-    listing = coordinator.list_transactions(
+    listing = broker.transactions.list_transactions(lambda: coordinator.list_transactions(
         states=body.state_filters,
         producer_ids=body.producer_id_filters,
         duration_filter_ms=getattr(body, "duration_filter", -1),
-    )
+    ))
     return build(
         mod.ListTransactionsResponse,
         throttle_time=_ZERO,

@@ -53,7 +53,8 @@ def handle(broker: BrokerServices, request: Request) -> Any:
             expire = broker.clock.milliseconds() + retention_ms
     offsets = requested_offsets(body)
     known, unknown = known_partitions(broker, offsets)
-    results = broker.group_coordinator.commit_offsets(
+    coordinator = broker.group_coordinator
+    results = broker.groups.write(body.group_id, lambda: coordinator.commit_offsets(
         body.group_id,
         member_id=body.member_id,
         generation_or_epoch=body.generation_id_or_member_epoch,
@@ -61,7 +62,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         offsets=known,
         api_version=version,
         expire_timestamp=expire,
-    )
+    ))
     return _response(version, in_request_order(offsets, results, unknown))
 
 

@@ -44,7 +44,10 @@ def _response(code: ErrorCode, results: list[tuple[str, int, ErrorCode]]) -> Any
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     topics = [(t.name, [p.partition_index for p in t.partitions]) for t in body.topics]
-    results = broker.group_coordinator.delete_offsets(body.group_id, topics)
+    coordinator = broker.group_coordinator
+    results = broker.groups.write(
+        body.group_id, lambda: coordinator.delete_offsets(body.group_id, topics)
+    )
     return _response(ErrorCode.none, results)
 
 

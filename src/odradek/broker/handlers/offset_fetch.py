@@ -55,10 +55,11 @@ def _fetch(
     broker: BrokerServices, group_id: str, topics: Any, member_id: Any, epoch: int, stable: bool
 ) -> tuple[list[CommittedOffset], ErrorCode]:
     wanted = _requested(topics)
+    coordinator = broker.group_coordinator
     try:
-        return broker.group_coordinator.fetch_offsets(
+        return broker.groups.run(group_id, lambda: coordinator.fetch_offsets(
             group_id, wanted, member_id=member_id, member_epoch=epoch, require_stable=stable
-        ), ErrorCode.none
+        )), ErrorCode.none
     except KafkaError as e:
         return [], e.code
 

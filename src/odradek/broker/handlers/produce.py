@@ -20,11 +20,14 @@ from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import INTERNAL_TOPICS
 from odradek.errors import (
     ConcurrentTransactionsError,
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
     ErrorCode,
     InvalidRecordError,
     InvalidRequiredAcksError,
     InvalidTopicError,
     KafkaError,
+    NotCoordinatorError,
     NotEnoughReplicasError,
     TransactionAbortableError,
 )
@@ -135,11 +138,17 @@ def _verify_transaction(
     """KIP-890 part 1: a transactional write must go to a partition its transaction added."""
     producer_id, epoch = read_producer(records)
     tp = (topic, partition)
+    coordinator = broker.txn_coordinator
     try:
-        code = broker.txn_coordinator.add_partitions(
+        code = broker.transactions.write(transactional_id, lambda: coordinator.add_partitions(
             transactional_id, producer_id, epoch, [tp], verify_only=True
-        )[tp]
-    except ConcurrentTransactionsError as e:
+        ))[tp]
+    except (
+        ConcurrentTransactionsError,
+        CoordinatorLoadInProgressError,
+        CoordinatorNotAvailableError,
+        NotCoordinatorError,
+    ) as e:
         # Retriable for every client version, as Kafka answers it.
         raise NotEnoughReplicasError(e.message) from e
     if code is ErrorCode.none:

@@ -37,7 +37,8 @@ def _response(version: int, result: SyncResult) -> Any:
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     version = request.api_version
-    pending = broker.group_coordinator.classic.sync(
+    classic = broker.group_coordinator.classic
+    pending = broker.groups.write(body.group_id, lambda: classic.sync(
         group_id=body.group_id,
         generation_id=body.generation_id,
         member_id=body.member_id,
@@ -45,7 +46,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         protocol_type=getattr(body, "protocol_type", None),
         protocol_name=getattr(body, "protocol_name", None),
         assignments=[(a.member_id, a.assignment) for a in body.assignments],
-    )
+    ))
     return then(pending, lambda result: _response(version, result))
 
 

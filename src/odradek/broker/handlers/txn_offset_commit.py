@@ -48,10 +48,12 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     version = request.api_version
     offsets = requested_offsets(body)
     known, unknown = known_partitions(broker, offsets)
-    broker.txn_coordinator.verify_offset_commit(
+    txn_coordinator = broker.txn_coordinator
+    broker.transactions.run(body.transactional_id, lambda: txn_coordinator.verify_offset_commit(
         body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
-    )
-    results = broker.group_coordinator.txn_commit_offsets(
+    ))
+    coordinator = broker.group_coordinator
+    results = broker.groups.write(body.group_id, lambda: coordinator.txn_commit_offsets(
         body.group_id,
         producer_id=body.producer_id,
         producer_epoch=body.producer_epoch,
@@ -59,7 +61,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         generation_id=getattr(body, "generation_id", -1),
         instance_id=getattr(body, "group_instance_id", None),
         offsets=known,
-    )
+    ))
     return _response(version, in_request_order(offsets, results, unknown))
 
 

@@ -17,9 +17,15 @@ nothing):
 - ``Dead``: removed (deleted or expired); requests see it as unknown.
 
 Membership is in memory; what survives a restart is the ``GroupMetadataValue`` record written
-when a generation becomes Stable or Empty (or a static member is replaced). Loading replays those
-records: a group with members comes back Stable with fresh session deadlines, so live clients
-carry on and dead ones expire. Owned by the coordinator's thread; no I/O, time from the context.
+when a generation becomes Stable or Empty (or a static member is replaced). Operations (and the
+timers, which are operations too) return those records in a
+:class:`~odradek.coordinator.runtime.CoordinatorResult` with ``replay=False``: the group in
+memory is what they snapshot, so only loading replays them (as Kafka). What must wait for the
+write — the leader's assignment becoming Stable, a static member taking its predecessor's place
+without a rebalance — happens in the result's ``on_written``, so a failed write changes nothing
+and fails the request with the writer's error. Loading replays the records: a group with members
+comes back Stable with fresh session deadlines, so live clients carry on and dead ones expire.
+Owned by the coordinator's thread; no I/O, time from the context.
 """
 
 from __future__ import annotations
@@ -28,17 +34,21 @@ import enum
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from odradek.coordinator.group.context import CoordinatorContext
 from odradek.coordinator.group.records import (
     GroupMetadataKey,
     GroupMetadataValue,
     MemberMetadata,
+    RecordKey,
+    RecordValue,
 )
 from odradek.coordinator.pending import Pending
+from odradek.coordinator.runtime import CoordinatorResult, error_code_of
+from odradek.coordinator.timer import Callback
 from odradek.errors import (
     ErrorCode,
     FencedInstanceIdError,
@@ -65,6 +75,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("odradek.coordinator.group")
+
+R = TypeVar("R")
+Record = tuple[RecordKey, RecordValue | None]
 
 
 class ClassicGroupState(enum.Enum):
@@ -241,13 +254,26 @@ class ClassicGroup:
             self.leader_id = next(iter(self.members), None)
         return member
 
-    def to_record(self) -> GroupMetadataValue:
+    def to_record(
+        self,
+        *,
+        members: Iterable[ClassicMember] | None = None,
+        assignment: dict[str, bytes] | None = None,
+        leader_id: str | None = None,
+        current_state_timestamp: int | None = None,
+    ) -> GroupMetadataValue:
+        """The group's snapshot record; the keyword arguments describe the group as it will be
+        once the record is written (the record is written before the change is applied)."""
         return GroupMetadataValue(
             protocol_type=self.protocol_type or "",
             generation=self.generation_id,
             protocol=self.protocol_name,
-            leader=self.leader_id,
-            current_state_timestamp=self.current_state_timestamp,
+            leader=leader_id if leader_id is not None else self.leader_id,
+            current_state_timestamp=(
+                current_state_timestamp
+                if current_state_timestamp is not None
+                else self.current_state_timestamp
+            ),
             members=tuple(
                 MemberMetadata(
                     member_id=m.member_id,
@@ -257,9 +283,12 @@ class ClassicGroup:
                     rebalance_timeout_ms=m.rebalance_timeout_ms,
                     session_timeout_ms=m.session_timeout_ms,
                     subscription=m.metadata(self.protocol_name),
-                    assignment=m.assignment,
+                    assignment=(
+                        assignment.get(m.member_id, b"") if assignment is not None
+                        else m.assignment
+                    ),
                 )
-                for m in self.members.values()
+                for m in (self.members.values() if members is None else members)
             ),
         )
 
@@ -277,14 +306,16 @@ class ClassicGroups:
         ctx: CoordinatorContext,
         groups: MutableMapping[str, Any],
         *,
-        take_over_consumer_group: Callable[[str], None] | None = None,
+        take_over_consumer_group: Callable[[str], Sequence[Record]] | None = None,
     ) -> None:
         self._ctx = ctx
         self._groups = groups
-        # Called to delete an empty KIP-848 group whose id a classic JoinGroup wants.
+        # The records deleting an empty KIP-848 group whose id a classic JoinGroup wants.
         self._take_over = take_over_consumer_group
-        #: True while the coordinator replays stored records (see :meth:`replay`).
-        self.loading = False
+        # Records and after-write effects of the operation being run (see _operation).
+        self._records: list[Record] = []
+        self._on_written: list[Callable[[Exception | None], None]] = []
+        self._in_operation = False
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -295,12 +326,9 @@ class ClassicGroups:
     def get_or_create(self, group_id: str) -> ClassicGroup:
         group = self._groups.get(group_id)
         if group is not None and not isinstance(group, ClassicGroup):
-            if not group.is_empty() or self._take_over is None:
-                raise InconsistentGroupProtocolError(
-                    f"group {group_id} is a consumer group of the KIP-848 protocol"
-                )
-            self._take_over(group_id)
-            group = None
+            raise InconsistentGroupProtocolError(
+                f"group {group_id} is a consumer group of the KIP-848 protocol"
+            )
         if group is None:
             group = ClassicGroup(group_id, current_state_timestamp=self._ctx.now_ms())
             self._groups[group_id] = group
@@ -322,7 +350,8 @@ class ClassicGroups:
         client_host: str,
         require_known_member_id: bool,
         supports_skip_assignment: bool = False,
-    ) -> Pending[JoinResult]:
+    ) -> CoordinatorResult[Pending[JoinResult]]:
+        """JoinGroup; the response completes when the member's join does (the rebalance)."""
         if not group_id:
             raise InvalidGroupIdError("the group id must not be empty")
         cfg = self._ctx.config
@@ -331,6 +360,51 @@ class ClassicGroups:
                 f"session timeout {session_timeout_ms} ms is outside "
                 f"[{cfg.min_session_timeout_ms}, {cfg.max_session_timeout_ms}]"
             )
+        request: dict[str, Any] = dict(
+            group_id=group_id,
+            member_id=member_id,
+            group_instance_id=group_instance_id,
+            protocol_type=protocol_type,
+            protocols=protocols,
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            client_id=client_id,
+            client_host=client_host,
+            require_known_member_id=require_known_member_id,
+            supports_skip_assignment=supports_skip_assignment,
+        )
+        existing = self._groups.get(group_id)
+        if (
+            existing is not None
+            and not isinstance(existing, ClassicGroup)
+            and existing.is_empty()
+            and self._take_over is not None
+        ):
+            # An empty KIP-848 group holds the id: its records are deleted first (replaying the
+            # tombstones drops it), then the join runs again.
+            return CoordinatorResult(
+                self._take_over(group_id),
+                Pending(),
+                then=lambda: self._operation(lambda: self._join(**request)),
+            )
+        return self._operation(lambda: self._join(**request))
+
+    def _join(
+        self,
+        *,
+        group_id: str,
+        member_id: str,
+        group_instance_id: str | None,
+        protocol_type: str,
+        protocols: Sequence[tuple[str, bytes]],
+        session_timeout_ms: int,
+        rebalance_timeout_ms: int,
+        client_id: str,
+        client_host: str,
+        require_known_member_id: bool,
+        supports_skip_assignment: bool,
+    ) -> Pending[JoinResult]:
+        cfg = self._ctx.config
         if rebalance_timeout_ms < 0:
             rebalance_timeout_ms = session_timeout_ms  # JoinGroup v0 has none
         existing = self._groups.get(group_id)
@@ -363,7 +437,7 @@ class ClassicGroups:
             if require_known_member_id:
                 # KIP-394: hand out the id and wait for the second JoinGroup that carries it.
                 group.pending_members.add(new_id)
-                self._ctx.timer.schedule(
+                self._schedule(
                     ("pending", group_id, new_id),
                     self._ctx.now_ms() + session_timeout_ms,
                     lambda: self._expire_pending(group, new_id),
@@ -394,7 +468,23 @@ class ClassicGroups:
         if old_id is None:
             return self._add_and_rebalance(group, new_id, instance_id, member_args)
         old = group.members[old_id]
-        # KIP-345: the new incarnation takes the old one's place and fences it.
+        member = ClassicMember(new_id, instance_id, assignment=old.assignment, **member_args)
+        if group.state is S.STABLE and old.protocols == member_args["protocols"]:
+            return self._replace_static_member_stable(group, old, member)
+        self._replace_static_member(group, old, member)
+        waiter: Pending[JoinResult] = Pending()
+        member.join_waiter = waiter
+        if group.state is S.PREPARING_REBALANCE:
+            self._maybe_complete_join(group)
+        else:
+            self._prepare_rebalance(group, f"static member {instance_id} rejoined")
+        return waiter
+
+    def _replace_static_member(
+        self, group: ClassicGroup, old: ClassicMember, member: ClassicMember
+    ) -> None:
+        """KIP-345: the new incarnation takes the old one's place and fences it."""
+        old_id, new_id = old.member_id, member.member_id
         if old.join_waiter is not None:
             old.join_waiter.complete(JoinResult(ErrorCode.fenced_instance_id, old_id))
             old.join_waiter = None
@@ -402,12 +492,10 @@ class ClassicGroups:
             old.sync_waiter.complete(SyncResult(ErrorCode.fenced_instance_id))
             old.sync_waiter = None
         self._cancel_member_timers(group, old_id)
-        protocols_changed = old.protocols != member_args["protocols"]
         # Read before remove(), which hands leadership and the pending sync to others.
         was_leader = group.leader_id == old_id
         awaited_sync = old_id in group.pending_sync
         group.remove(old_id)
-        member = ClassicMember(new_id, instance_id, assignment=old.assignment, **member_args)
         group.add(member)
         if was_leader:
             group.leader_id = new_id
@@ -415,16 +503,37 @@ class ClassicGroups:
             group.pending_sync.add(new_id)
         # The new incarnation must expire like any member, even if what follows fails.
         self._schedule_session(group, member)
-        if group.state is S.STABLE and not protocols_changed:
-            # Same subscription: no rebalance; persist the new member id and answer with the
-            # current generation (the leader is told to skip the assignment, KIP-814).
-            self._ctx.append(group.group_id, [(GroupMetadataKey(group.group_id), group.to_record())])
+
+    def _replace_static_member_stable(
+        self, group: ClassicGroup, old: ClassicMember, member: ClassicMember
+    ) -> Pending[JoinResult]:
+        """Same subscription in a Stable group: no rebalance. The group with the new member id
+        is persisted first; once it is, the new incarnation takes the old one's place and is
+        answered with the current generation (the leader is told to skip the assignment,
+        KIP-814). If the write fails, the old member stays and the join fails."""
+        old_id, new_id = old.member_id, member.member_id
+        was_leader = group.leader_id == old_id
+        record = group.to_record(
+            members=[*(m for m in group.members.values() if m is not old), member],
+            leader_id=new_id if was_leader else None,
+        )
+        waiter: Pending[JoinResult] = Pending()
+
+        def written(error: Exception | None) -> None:
+            if error is not None:
+                log.warning(
+                    "group %s: storing static member %s failed: %s",
+                    group.group_id, member.group_instance_id, error,
+                )
+                waiter.complete(JoinResult(error_code_of(error), new_id))
+                return
+            self._replace_static_member(group, old, member)
             is_leader = group.leader_id == new_id
             skip = is_leader and member.supports_skip_assignment
             # A leader too old for KIP-814 is told the previous leader id, so it acts as a
             # follower instead of assigning partitions with no member list.
             leader = group.leader_id if skip or not is_leader else old_id
-            return Pending.completed(
+            waiter.complete(
                 JoinResult(
                     ErrorCode.none,
                     new_id,
@@ -436,12 +545,8 @@ class ClassicGroups:
                     skip_assignment=skip,
                 )
             )
-        waiter: Pending[JoinResult] = Pending()
-        member.join_waiter = waiter
-        if group.state is S.PREPARING_REBALANCE:
-            self._maybe_complete_join(group)
-        else:
-            self._prepare_rebalance(group, f"static member {instance_id} rejoined")
+
+        self._emit(group, record, written)
         return waiter
 
     def _known_member(
@@ -553,7 +658,7 @@ class ClassicGroups:
             self._maybe_complete_join(group)
 
     def _schedule_join(self, group: ClassicGroup, deadline: int) -> None:
-        self._ctx.timer.schedule(
+        self._schedule(
             ("join", group.group_id), deadline, lambda: self._on_join_deadline(group)
         )
 
@@ -604,7 +709,7 @@ class ClassicGroups:
             self._schedule_session(group, member)
             if waiter is not None:
                 waiter.complete(self._join_answer(group, member))
-        self._ctx.timer.schedule(
+        self._schedule(
             ("sync", group.group_id),
             now + group.rebalance_timeout_ms(),
             lambda: self._on_sync_deadline(group, group.generation_id),
@@ -651,6 +756,24 @@ class ClassicGroups:
         protocol_type: str | None,
         protocol_name: str | None,
         assignments: Sequence[tuple[str, bytes]],
+    ) -> CoordinatorResult[Pending[SyncResult]]:
+        """SyncGroup; the response completes once the leader's assignment is stored."""
+        return self._operation(
+            lambda: self._sync(
+                group_id, generation_id, member_id, group_instance_id, protocol_type,
+                protocol_name, assignments,
+            )
+        )
+
+    def _sync(
+        self,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        protocol_type: str | None,
+        protocol_name: str | None,
+        assignments: Sequence[tuple[str, bytes]],
     ) -> Pending[SyncResult]:
         group = self.get(group_id)
         if group is None or group.state is S.DEAD:
@@ -679,31 +802,44 @@ class ClassicGroups:
             member.sync_waiter.complete(SyncResult(ErrorCode.rebalance_in_progress))
         member.sync_waiter = waiter
         if member_id == group.leader_id:
-            given = dict(assignments)
-            for m in group.members.values():
-                m.assignment = given.get(m.member_id, b"")
-            try:
-                group.transition_to(S.STABLE, self._ctx.now_ms())
-                self._persist(group, strict=True)
-            except KafkaError as e:
-                log.warning("group %s: storing the assignment failed: %s", group_id, e)
-                group.state = S.COMPLETING_REBALANCE
+            self._store_assignment(group, dict(assignments))
+        return waiter
+
+    def _store_assignment(self, group: ClassicGroup, given: dict[str, bytes]) -> None:
+        """Persist the leader's assignment; once it is stored the group is Stable and every
+        waiting member gets its part. If the write fails the group stays as it was, the waiting
+        members get the error and the group rebalances (Kafka's
+        ``resetAndPropagateAssignmentWithError``)."""
+        assignment = {m: given.get(m, b"") for m in group.members}
+        generation = group.generation_id
+        now = self._ctx.now_ms()
+        record = group.to_record(assignment=assignment, current_state_timestamp=now)
+
+        def written(error: Exception | None) -> None:
+            if group.state is not S.COMPLETING_REBALANCE or group.generation_id != generation:
+                return  # the group moved on meanwhile: this assignment is stale
+            if error is not None:
+                log.warning("group %s: storing the assignment failed: %s", group.group_id, error)
+                code = error_code_of(error)
                 for m in group.members.values():
-                    m.assignment = b""
                     if m.sync_waiter is not None:
-                        m.sync_waiter.complete(SyncResult(e.code))
-                        m.sync_waiter = None
+                        w, m.sync_waiter = m.sync_waiter, None
+                        w.complete(SyncResult(code))
                 self._prepare_rebalance(group, "the group metadata could not be stored")
-                return waiter
+                return
+            for m in group.members.values():
+                m.assignment = assignment.get(m.member_id, b"")
+            group.transition_to(S.STABLE, now)
             if not group.pending_sync:
-                self._ctx.timer.cancel(("sync", group_id))
+                self._ctx.timer.cancel(("sync", group.group_id))
             for m in group.members.values():
                 # Every member's session starts afresh with the new assignment, as in Kafka.
                 self._schedule_session(group, m)
                 if m.sync_waiter is not None:
                     w, m.sync_waiter = m.sync_waiter, None
                     w.complete(self._sync_answer(group, m))
-        return waiter
+
+        self._emit(group, record, written)
 
     @staticmethod
     def _sync_answer(group: ClassicGroup, member: ClassicMember) -> SyncResult:
@@ -731,8 +867,13 @@ class ClassicGroups:
 
     def leave(
         self, group_id: str, members: Sequence[tuple[str, str | None]]
+    ) -> CoordinatorResult[list[LeaveResult]]:
+        """LeaveGroup: remove members given as (member id, instance id); one result each."""
+        return self._operation(lambda: self._leave(group_id, members))
+
+    def _leave(
+        self, group_id: str, members: Sequence[tuple[str, str | None]]
     ) -> list[LeaveResult]:
-        """Remove members given as (member id, instance id); one result per member."""
         group = self.get(group_id)
         if group is None or group.state is S.DEAD:
             raise UnknownMemberIdError(f"group {group_id} does not exist")
@@ -788,7 +929,7 @@ class ClassicGroups:
 
     def _schedule_session(self, group: ClassicGroup, member: ClassicMember) -> None:
         member_id = member.member_id
-        self._ctx.timer.schedule(
+        self._schedule(
             ("session", group.group_id, member_id),
             self._ctx.now_ms() + member.session_timeout_ms,
             lambda: self._expire_member(group, member_id),
@@ -813,28 +954,67 @@ class ClassicGroups:
             group.pending_members.discard(member_id)
             self._maybe_complete_join(group)
 
-    # -- persistence ------------------------------------------------------------------------
+    # -- operations and persistence -----------------------------------------------------------
 
-    def _persist(self, group: ClassicGroup, *, strict: bool = False) -> None:
+    def _operation(self, fn: Callable[[], R]) -> CoordinatorResult[R]:
+        """Run ``fn`` and return its response with the snapshot records it emitted (written,
+        not replayed: the groups in memory are what they snapshot)."""
+        if self._in_operation:
+            raise RuntimeError("classic group operations do not nest")
+        self._in_operation = True
         try:
-            self._ctx.append(
-                group.group_id, [(GroupMetadataKey(group.group_id), group.to_record())]
-            )
-        except KafkaError:
-            if strict:
-                raise
-            log.exception("group %s: storing the group metadata failed", group.group_id)
+            response = fn()
+            records, callbacks = self._records, self._on_written
+        finally:
+            self._records, self._on_written = [], []
+            self._in_operation = False
+        on_written = None
+        if callbacks:
+            def on_written(error: Exception | None) -> None:
+                for callback in callbacks:
+                    callback(error)
+        return CoordinatorResult(records, response, replay=False, on_written=on_written)
+
+    def _schedule(self, key: tuple[str, ...], deadline_ms: int, fn: Callable[[], None]) -> None:
+        """A timer of this machine: run as an operation, so what it persists is written."""
+        callback: Callback = lambda: self._operation(fn)  # noqa: E731
+        self._ctx.timer.schedule(key, deadline_ms, callback)
+
+    def _emit(
+        self,
+        group: ClassicGroup,
+        value: GroupMetadataValue,
+        on_written: Callable[[Exception | None], None],
+    ) -> None:
+        if not self._in_operation:
+            # Only an effect of a write's outcome can get here; the next snapshot covers it.
+            log.warning("group %s: a snapshot outside an operation is not stored", group.group_id)
+            return
+        self._records.append((GroupMetadataKey(group.group_id), value))
+        self._on_written.append(on_written)
+
+    def _persist(self, group: ClassicGroup) -> None:
+        """Store the group's snapshot as it is now (a generation that became Empty). If the
+        write fails only a warning is logged: the previous snapshot comes back after a restart
+        and its members expire, as Kafka accepts."""
+
+        def written(error: Exception | None) -> None:
+            if error is not None:
+                log.warning("group %s: storing the group metadata failed: %s",
+                            group.group_id, error)
+
+        self._emit(group, group.to_record(), written)
 
     def replay(self, key: GroupMetadataKey, value: GroupMetadataValue | None) -> None:
-        """Apply a stored group record. Live, the in-memory group is already ahead of the record
-        it just wrote, so only tombstones, and every record while :attr:`loading`, change
-        anything (the latest snapshot of a group wins)."""
+        """Apply a stored group record. Live writes of this machine are not replayed, so a
+        value is a snapshot being loaded: it replaces the group (the latest one wins). A
+        tombstone removes the group."""
         group = self._groups.get(key.group_id)
         if value is None:
             if isinstance(group, ClassicGroup):
-                self._drop(group)
+                self.drop(group)
             return
-        if group is not None and not (self.loading and isinstance(group, ClassicGroup)):
+        if group is not None and not isinstance(group, ClassicGroup):
             return
         group = ClassicGroup(
             key.group_id,
@@ -862,16 +1042,29 @@ class ClassicGroups:
                 group.static_members[member.group_instance_id] = member.member_id
         self._groups[key.group_id] = group
 
-    def start_session_timers(self) -> None:
-        """After loading: every loaded member must heartbeat within its session timeout."""
-        for group in list(self._groups.values()):
+    def start_session_timers(self, group_ids: Iterable[str] | None = None) -> None:
+        """After loading (the groups of ``group_ids``, or all): every loaded member must
+        heartbeat within its session timeout."""
+        groups = (
+            list(self._groups.values()) if group_ids is None
+            else [self._groups[g] for g in group_ids if g in self._groups]
+        )
+        for group in groups:
             if isinstance(group, ClassicGroup):
                 for member in group.members.values():
                     self._schedule_session(group, member)
 
-    def _drop(self, group: ClassicGroup) -> None:
-        for member_id in list(group.members):
+    def drop(self, group: ClassicGroup, error: ErrorCode = ErrorCode.unknown_member_id) -> None:
+        """Remove ``group`` and its timers (replayed tombstone, or its partition unloaded:
+        then members still waiting in JoinGroup or SyncGroup are answered ``error``)."""
+        for member_id, member in list(group.members.items()):
             self._cancel_member_timers(group, member_id)
+            if member.join_waiter is not None:
+                member.join_waiter.complete(JoinResult(error, member_id))
+                member.join_waiter = None
+            if member.sync_waiter is not None:
+                member.sync_waiter.complete(SyncResult(error))
+                member.sync_waiter = None
         for member_id in group.pending_members:
             self._ctx.timer.cancel(("pending", group.group_id, member_id))
         self._ctx.timer.cancel(("join", group.group_id))

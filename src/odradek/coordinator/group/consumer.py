@@ -12,7 +12,8 @@ coordinator keeps three epochs and moves them forward:
   target: a partition moves to its new owner only after the previous owner has stopped
   reporting it in its heartbeats.
 
-Reconciliation follows Apache Kafka's ``CurrentAssignmentBuilder``. Member states (``state`` in
+Reconciliation (:mod:`~odradek.coordinator.group.consumer_reconciliation`) follows Apache
+Kafka's ``CurrentAssignmentBuilder``. Member states (``state`` in
 ``ConsumerGroupCurrentMemberAssignmentValue``):
 
 ================= ================================================================================
@@ -25,11 +26,17 @@ UNKNOWN           a state written by a newer version: the member must rejoin wit
 ================= ================================================================================
 
 Like Kafka's coordinators, handlers never mutate state: :meth:`ConsumerGroups.heartbeat`
-computes records from the current state, hands them to ``ctx.append`` (which persists them
-and then replays each one), and :meth:`ConsumerGroups.replay` is the only code that changes a
-group. Loading a coordinator after a restart replays the same records; replay also arms the
+computes records from the current state and returns them with the answer in a
+:class:`~odradek.coordinator.runtime.CoordinatorResult`; the runtime persists them and then
+replays each one, and :meth:`ConsumerGroups.replay` is the only code that changes a group.
+Session and rebalance timeouts are timer operations that return the fencing records. Loading a coordinator after a restart replays the same records; replay also arms the
 session timer of every member it creates and the rebalance timer of every member waiting to
 revoke, so a loaded group expires its silent members as a live one does.
+
+The pieces: members and groups as data in :mod:`~odradek.coordinator.group.consumer_model`,
+reconciliation in :mod:`~odradek.coordinator.group.consumer_reconciliation`, subscriptions
+(names, regexes, topic metadata) in :mod:`~odradek.coordinator.group.consumer_subscriptions`;
+this module is the state machine and re-exports their public names.
 
 Owned by the group coordinator, on the broker's event-loop thread; not thread-safe. Nothing
 here does I/O or reads the clock (time comes from ``ctx.now_ms()``).
@@ -38,16 +45,31 @@ here does I/O or reads the clock (time comes from ``ctx.now_ms()``).
 from __future__ import annotations
 
 import base64
-import enum
 import logging
-import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from odradek.coordinator.group.assignors import MemberSubscription, get_assignor
-from odradek.coordinator.group.context import CoordinatorContext, TopicInfo
+from odradek.coordinator.group.consumer_model import (
+    EMPTY_ASSIGNMENT,
+    JOIN_GROUP_MEMBER_EPOCH,
+    LEAVE_GROUP_MEMBER_EPOCH,
+    LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+    Assignment,
+    ConsumerGroup,
+    ConsumerGroupMember,
+    HeartbeatResult,
+    IllegalReplayError,
+    MemberState,
+    as_assignment,
+    preferred_assignor,
+    to_topic_partitions,
+)
+from odradek.coordinator.group.consumer_reconciliation import check_member_epoch, reconcile
+from odradek.coordinator.group.consumer_subscriptions import SubscriptionResolver, compile_regex
+from odradek.coordinator.group.context import CoordinatorContext
 from odradek.coordinator.group.records import (
     ConsumerGroupCurrentMemberAssignmentKey,
     ConsumerGroupCurrentMemberAssignmentValue,
@@ -67,15 +89,13 @@ from odradek.coordinator.group.records import (
     TopicMetadata,
     TopicPartitions,
 )
+from odradek.coordinator.runtime import CoordinatorResult
 from odradek.errors import (
     FencedInstanceIdError,
-    FencedMemberEpochError,
     GroupIdNotFoundError,
     GroupMaxSizeReachedError,
     InvalidGroupIdError,
-    InvalidRegularExpressionError,
     InvalidRequestError,
-    KafkaError,
     StaleMemberEpochError,
     UnknownMemberIdError,
     UnreleasedInstanceIdError,
@@ -100,202 +120,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-JOIN_GROUP_MEMBER_EPOCH = 0
-LEAVE_GROUP_MEMBER_EPOCH = -1
-LEAVE_GROUP_STATIC_MEMBER_EPOCH = -2
-
-# Kafka's internal topics: never matched by a regex subscription.
-_INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__share_group_state"})
-
-Assignment = Mapping[uuid.UUID, frozenset[int]]
-"""Topic id -> partitions. Never mutated once built (members and groups share them)."""
-
-_EMPTY: Assignment = {}
-
-
-class IllegalReplayError(Exception):
-    """A record that cannot apply to the current state (e.g. a KIP-848 record for a classic
-    group): the log and the in-memory state disagree. Nothing is changed."""
-
-
-class MemberState(enum.IntEnum):
-    """Reconciliation state of a member, as stored in the current-assignment record."""
-
-    STABLE = 0
-    UNREVOKED_PARTITIONS = 1
-    UNRELEASED_PARTITIONS = 2
-    UNKNOWN = 127
-
-    @classmethod
-    def from_value(cls, value: int) -> MemberState:
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerGroupMember:
-    """One member: its subscription (member-metadata record) and its current assignment
-    (current-assignment record)."""
-
-    member_id: str
-    instance_id: str | None = None
-    rack_id: str | None = None
-    client_id: str = ""
-    client_host: str = ""
-    subscribed_topic_names: tuple[str, ...] = ()
-    subscribed_topic_regex: str | None = None
-    rebalance_timeout_ms: int = -1
-    server_assignor: str | None = None
-    member_epoch: int = 0
-    previous_member_epoch: int = 0
-    state: MemberState = MemberState.STABLE
-    assigned_partitions: Assignment = field(default_factory=dict)
-    partitions_pending_revocation: Assignment = field(default_factory=dict)
-
-    def is_reconciled_to(self, assignment_epoch: int) -> bool:
-        return self.state is MemberState.STABLE and self.member_epoch == assignment_epoch
-
-    def subscription_equals(self, other: ConsumerGroupMember) -> bool:
-        return (
-            self.subscribed_topic_names == other.subscribed_topic_names
-            and self.subscribed_topic_regex == other.subscribed_topic_regex
-        )
-
-    def metadata_value(self) -> ConsumerGroupMemberMetadataValue:
-        return ConsumerGroupMemberMetadataValue(
-            instance_id=self.instance_id,
-            rack_id=self.rack_id,
-            client_id=self.client_id,
-            client_host=self.client_host,
-            subscribed_topic_names=self.subscribed_topic_names,
-            subscribed_topic_regex=self.subscribed_topic_regex,
-            rebalance_timeout_ms=self.rebalance_timeout_ms,
-            server_assignor=self.server_assignor,
-        )
-
-    def assignment_value(self) -> ConsumerGroupCurrentMemberAssignmentValue:
-        return ConsumerGroupCurrentMemberAssignmentValue(
-            member_epoch=self.member_epoch,
-            previous_member_epoch=self.previous_member_epoch,
-            state=int(self.state),
-            assigned_partitions=to_topic_partitions(self.assigned_partitions),
-            partitions_pending_revocation=to_topic_partitions(self.partitions_pending_revocation),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatResult:
-    """What a ConsumerGroupHeartbeat response carries on success. ``assignment`` None means
-    "unchanged, not sent"."""
-
-    member_id: str
-    member_epoch: int
-    heartbeat_interval_ms: int
-    assignment: tuple[TopicPartitions, ...] | None
-
-
-class ConsumerGroup:
-    """One KIP-848 group. Mutated only by :meth:`ConsumerGroups.replay`; read by anyone."""
-
-    protocol_type = "consumer"
-    group_type = "consumer"
-
-    def __init__(self, group_id: str) -> None:
-        self.group_id = group_id
-        self.group_epoch = 0
-        self.assignment_epoch = 0
-        self.members: dict[str, ConsumerGroupMember] = {}
-        self.target_assignment: dict[str, Assignment] = {}
-        #: Topic name -> metadata, as of the last ConsumerGroupPartitionMetadata record.
-        self.subscription_metadata: dict[str, TopicMetadata] = {}
-        self.static_members: dict[str, str] = {}  # instance id -> member id
-        # topic id -> partition -> epoch of the member owning it (assigned or being revoked).
-        self._partition_epochs: dict[uuid.UUID, dict[int, int]] = {}
-
-    @property
-    def state(self) -> str:
-        if not self.members:
-            return "Empty"
-        if self.group_epoch > self.assignment_epoch:
-            return "Assigning"
-        if any(not m.is_reconciled_to(self.assignment_epoch) for m in self.members.values()):
-            return "Reconciling"
-        return "Stable"
-
-    def is_empty(self) -> bool:
-        return not self.members
-
-    def static_member(self, instance_id: str) -> ConsumerGroupMember | None:
-        member_id = self.static_members.get(instance_id)
-        return self.members.get(member_id) if member_id is not None else None
-
-    def current_partition_epoch(self, topic_id: uuid.UUID, partition: int) -> int:
-        """The epoch of the member that owns ``partition`` now, or -1 when nobody does."""
-        return self._partition_epochs.get(topic_id, {}).get(partition, -1)
-
-    def preferred_server_assignor(self) -> str | None:
-        """The server assignor most members ask for (ties to the smallest name), or None."""
-        return _preferred_assignor(self.members.values())
-
-    def subscribed_topic_names(self) -> frozenset[str]:
-        """Every topic some member subscribes to by name or through its regex (the regexes as
-        resolved at the last epoch bump, i.e. the group's subscription metadata)."""
-        names = {n for m in self.members.values() for n in m.subscribed_topic_names}
-        if any(m.subscribed_topic_regex for m in self.members.values()):
-            names.update(self.subscription_metadata)
-        return frozenset(names)
-
-    def is_subscribed_to_topic(self, topic: str) -> bool:
-        return topic in self.subscribed_topic_names()
-
-    # -- replay helpers (called only from ConsumerGroups.replay) ------------------------------
-
-    def _put_member(self, member: ConsumerGroupMember) -> ConsumerGroupMember | None:
-        old = self.members.get(member.member_id)
-        if old is not None:
-            self._drop_partition_epochs(old)
-            if old.instance_id is not None and old.instance_id != member.instance_id:
-                if self.static_members.get(old.instance_id) == old.member_id:
-                    del self.static_members[old.instance_id]
-        self.members[member.member_id] = member
-        if member.instance_id is not None:
-            self.static_members[member.instance_id] = member.member_id
-        self._add_partition_epochs(member)
-        return old
-
-    def _remove_member(self, member_id: str) -> ConsumerGroupMember | None:
-        old = self.members.pop(member_id, None)
-        if old is not None:
-            self._drop_partition_epochs(old)
-            if (
-                old.instance_id is not None
-                and self.static_members.get(old.instance_id) == member_id
-            ):
-                del self.static_members[old.instance_id]
-        return old
-
-    def _add_partition_epochs(self, member: ConsumerGroupMember) -> None:
-        for assignment in (member.assigned_partitions, member.partitions_pending_revocation):
-            for topic_id, partitions in assignment.items():
-                epochs = self._partition_epochs.setdefault(topic_id, {})
-                for p in partitions:
-                    epochs[p] = member.member_epoch
-
-    def _drop_partition_epochs(self, member: ConsumerGroupMember) -> None:
-        for assignment in (member.assigned_partitions, member.partitions_pending_revocation):
-            for topic_id, partitions in assignment.items():
-                epochs = self._partition_epochs.get(topic_id)
-                if epochs is None:
-                    continue
-                for p in partitions:
-                    # Only the owner's own entry: a newer owner may already hold it.
-                    if epochs.get(p) == member.member_epoch:
-                        del epochs[p]
-                if not epochs:
-                    del self._partition_epochs[topic_id]
 
 
 def session_timer_key(group_id: str, member_id: str) -> tuple[str, str, str]:
@@ -421,10 +245,10 @@ class ConsumerGroups:
         owned_partitions: Sequence[TopicPartitions] | None,
         client_id: str,
         client_host: str,
-    ) -> HeartbeatResult:
-        """Serve one ConsumerGroupHeartbeat. Fields that are None (-1 for the rebalance
-        timeout) are unchanged since the member's last heartbeat. Raises a KafkaError for the
-        response's error code; then nothing has been written."""
+    ) -> CoordinatorResult[HeartbeatResult]:
+        """Serve one ConsumerGroupHeartbeat: the records it changes the group with, and the
+        answer. Fields that are None (-1 for the rebalance timeout) are unchanged since the
+        member's last heartbeat. Raises a KafkaError for the response's error code."""
         self._validate_request(
             group_id,
             member_id,
@@ -489,7 +313,7 @@ class ConsumerGroups:
         if replaced is not None:
             del members[replaced.member_id]
         members[member_id] = updated
-        resolver = _SubscriptionResolver(self._ctx.topics())
+        resolver = SubscriptionResolver(self._ctx.topics())
         metadata = resolver.subscription_metadata(members.values())
         if metadata != group.subscription_metadata:
             records.append(
@@ -531,12 +355,12 @@ class ConsumerGroups:
                 )
             )
             target_epoch = group_epoch
-            target = targets.get(member_id, _EMPTY)
+            target = targets.get(member_id, EMPTY_ASSIGNMENT)
         else:
             target_epoch = group.assignment_epoch
-            target = group.target_assignment.get(member_id, _EMPTY)
+            target = group.target_assignment.get(member_id, EMPTY_ASSIGNMENT)
             if replaced is not None:
-                target = group.target_assignment.get(replaced.member_id, _EMPTY)
+                target = group.target_assignment.get(replaced.member_id, EMPTY_ASSIGNMENT)
 
         # 3. Move the member towards its target.
         reconciled = updated
@@ -552,9 +376,9 @@ class ConsumerGroups:
                 )
             )
 
-        if records:
-            self._ctx.append(group_id, records)
-        self._schedule_session_timeout(group_id, member_id)
+        def written(error: Exception | None) -> None:
+            if error is None:
+                self._schedule_session_timeout(group_id, member_id)
 
         full_request = joining or (
             rebalance_timeout_ms != -1
@@ -566,15 +390,16 @@ class ConsumerGroups:
             or reconciled.assigned_partitions != member.assigned_partitions
             or (
                 owned_partitions is not None
-                and _as_assignment(owned_partitions) != reconciled.assigned_partitions
+                and as_assignment(owned_partitions) != reconciled.assigned_partitions
             )
         )
-        return HeartbeatResult(
+        answer = HeartbeatResult(
             member_id=member_id,
             member_epoch=reconciled.member_epoch,
             heartbeat_interval_ms=self._ctx.config.consumer_heartbeat_interval_ms,
             assignment=to_topic_partitions(reconciled.assigned_partitions) if send else None,
         )
+        return CoordinatorResult(records, answer, on_written=written)
 
     def _validate_request(
         self,
@@ -626,7 +451,7 @@ class ConsumerGroups:
                 f"{', '.join(self._ctx.config.consumer_assignors)}."
             )
         if subscribed_topic_regex:
-            _compile_regex(subscribed_topic_regex)
+            compile_regex(subscribed_topic_regex)
 
     def _group_for_heartbeat(
         self, group_id: str, create: bool, records: list[Record]
@@ -706,7 +531,7 @@ class ConsumerGroups:
                 )
             log.info("[GroupId %s] Member %s joins the consumer group.", group.group_id, member_id)
             return ConsumerGroupMember(member_id=member_id), None
-        _check_member_epoch(member, member_epoch, owned)
+        check_member_epoch(member, member_epoch, owned)
         return member, None
 
     def _replace_member_records(
@@ -719,7 +544,7 @@ class ConsumerGroups:
             (
                 ConsumerGroupTargetAssignmentMemberKey(gid, new.member_id),
                 ConsumerGroupTargetAssignmentMemberValue(
-                    to_topic_partitions(group.target_assignment.get(old.member_id, _EMPTY))
+                    to_topic_partitions(group.target_assignment.get(old.member_id, EMPTY_ASSIGNMENT))
                 ),
             ),
             (ConsumerGroupCurrentMemberAssignmentKey(gid, new.member_id), new.assignment_value()),
@@ -730,20 +555,20 @@ class ConsumerGroups:
         group: ConsumerGroup,
         members: Mapping[str, ConsumerGroupMember],
         metadata: Mapping[str, TopicMetadata],
-        resolver: _SubscriptionResolver,
+        resolver: SubscriptionResolver,
         replaced: ConsumerGroupMember | None,
         updated: ConsumerGroupMember,
     ) -> dict[str, Assignment]:
-        name = _preferred_assignor(members.values()) or self._default_assignor()
+        name = preferred_assignor(members.values()) or self._default_assignor()
         try:
             assignor = get_assignor(name)
         except UnsupportedAssignorError:
             assignor = get_assignor(self._default_assignor())
         subscriptions = []
         for mid, m in members.items():
-            current = group.target_assignment.get(mid, _EMPTY)
+            current = group.target_assignment.get(mid, EMPTY_ASSIGNMENT)
             if replaced is not None and mid == updated.member_id:
-                current = group.target_assignment.get(replaced.member_id, _EMPTY)
+                current = group.target_assignment.get(replaced.member_id, EMPTY_ASSIGNMENT)
             ids = frozenset(
                 metadata[n].topic_id for n in resolver.member_topics(m) if n in metadata
             )
@@ -759,7 +584,7 @@ class ConsumerGroups:
 
     def _leave(
         self, group_id: str, member_id: str, member_epoch: int, instance_id: str | None
-    ) -> HeartbeatResult:
+    ) -> CoordinatorResult[HeartbeatResult]:
         group = self.describe(group_id)
         if instance_id is None:
             member = group.members.get(member_id)
@@ -791,25 +616,22 @@ class ConsumerGroups:
                 member_epoch=LEAVE_GROUP_STATIC_MEMBER_EPOCH,
                 partitions_pending_revocation={},
             )
-            self._ctx.append(
-                group_id,
-                [
-                    (
-                        ConsumerGroupCurrentMemberAssignmentKey(group_id, member_id),
-                        leaving.assignment_value(),
-                    )
-                ],
-            )
+            records: list[Record] = [
+                (
+                    ConsumerGroupCurrentMemberAssignmentKey(group_id, member_id),
+                    leaving.assignment_value(),
+                )
+            ]
         else:
             log.info("[GroupId %s] Member %s left the consumer group.", group_id, member_id)
-            self._ctx.append(group_id, self._fence_records(group, member))
-        return HeartbeatResult(member_id, member_epoch, 0, None)
+            records = self._fence_records(group, member)
+        return CoordinatorResult(records, HeartbeatResult(member_id, member_epoch, 0, None))
 
     def _fence_records(self, group: ConsumerGroup, member: ConsumerGroupMember) -> list[Record]:
         gid = group.group_id
         records: list[Record] = list(_member_tombstones(gid, member.member_id))
         others = [m for mid, m in group.members.items() if mid != member.member_id]
-        metadata = _SubscriptionResolver(self._ctx.topics()).subscription_metadata(others)
+        metadata = SubscriptionResolver(self._ctx.topics()).subscription_metadata(others)
         if metadata != group.subscription_metadata:
             records.append(
                 (
@@ -824,24 +646,31 @@ class ConsumerGroups:
         )
         return records
 
-    def _fence(self, group_id: str, member_id: str, reason: str, epoch: int | None = None) -> None:
+    def _fence(
+        self, group_id: str, member_id: str, reason: str, epoch: int | None = None
+    ) -> CoordinatorResult[None] | None:
+        """A timer: the records removing a member that stopped heartbeating or revoking."""
         group = self.get(group_id)
         member = group.members.get(member_id) if group is not None else None
         if group is None or member is None:
-            return
+            return None
         if epoch is not None and (
             member.member_epoch != epoch or member.state is not MemberState.UNREVOKED_PARTITIONS
         ):
-            return
+            return None
         log.info(
             "[GroupId %s] Member %s fenced from the group because %s", group_id, member_id, reason
         )
-        try:
-            self._ctx.append(group_id, self._fence_records(group, member))
-        except KafkaError as e:
-            # The write failed; try again after another session timeout rather than forget.
-            log.warning("[GroupId %s] could not fence member %s: %s", group_id, member_id, e)
-            self._schedule_session_timeout(group_id, member_id)
+
+        def written(error: Exception | None) -> None:
+            if error is not None:
+                # Try again after another session timeout rather than forget.
+                log.warning(
+                    "[GroupId %s] could not fence member %s: %s", group_id, member_id, error
+                )
+                self._schedule_session_timeout(group_id, member_id)
+
+        return CoordinatorResult(self._fence_records(group, member), None, on_written=written)
 
     def _schedule_session_timeout(self, group_id: str, member_id: str) -> None:
         group = self.get(group_id)
@@ -876,7 +705,7 @@ class ConsumerGroups:
         match key:
             case ConsumerGroupMetadataKey(group_id=gid):
                 if value is None:
-                    self._drop_group(gid)
+                    self.drop(gid)
                 else:
                     assert isinstance(value, ConsumerGroupMetadataValue)
                     self._group_for_replay(gid).group_epoch = value.epoch
@@ -922,7 +751,7 @@ class ConsumerGroups:
                 else:
                     assert isinstance(value, ConsumerGroupTargetAssignmentMemberValue)
                     group = self._group_for_replay(gid)
-                    group.target_assignment[mid] = _as_assignment(value.topic_partitions)
+                    group.target_assignment[mid] = as_assignment(value.topic_partitions)
             case ConsumerGroupCurrentMemberAssignmentKey(group_id=gid, member_id=mid):
                 if value is None:
                     group = self.get(gid)
@@ -949,8 +778,8 @@ class ConsumerGroups:
                         member_epoch=value.member_epoch,
                         previous_member_epoch=value.previous_member_epoch,
                         state=MemberState.from_value(value.state),
-                        assigned_partitions=_as_assignment(value.assigned_partitions),
-                        partitions_pending_revocation=_as_assignment(
+                        assigned_partitions=as_assignment(value.assigned_partitions),
+                        partitions_pending_revocation=as_assignment(
                             value.partitions_pending_revocation
                         ),
                     )
@@ -969,7 +798,9 @@ class ConsumerGroups:
         group = self._groups[group_id] = ConsumerGroup(group_id)
         return group
 
-    def _drop_group(self, group_id: str) -> None:
+    def drop(self, group_id: str) -> None:
+        """Remove the consumer group ``group_id`` and its timers (replayed tombstone, or its
+        partition unloaded)."""
         group = self.get(group_id)
         if group is None:
             return
@@ -1003,238 +834,6 @@ class ConsumerGroups:
         group._remove_member(member_id)
         self._ctx.timer.cancel(session_timer_key(group_id, member_id))
         self._ctx.timer.cancel(rebalance_timer_key(group_id, member_id))
-
-
-# -- reconciliation (Kafka's CurrentAssignmentBuilder) ----------------------------------------
-
-
-def reconcile(
-    member: ConsumerGroupMember,
-    target_epoch: int,
-    target: Assignment,
-    partition_epoch: Callable[[uuid.UUID, int], int],
-    owned: Sequence[TopicPartitions] | None,
-) -> ConsumerGroupMember:
-    """The member's next state towards ``target`` at ``target_epoch``, or ``member`` itself
-    when it cannot move yet. ``partition_epoch(topic, p)`` is the epoch of p's current owner
-    (-1 when free); ``owned`` is what the member reported owning (None: not reported)."""
-    state = member.state
-    if state is MemberState.STABLE:
-        if member.member_epoch != target_epoch:
-            return _next_assignment(
-                member, member.member_epoch, target_epoch, target, partition_epoch, owned
-            )
-        return member
-    if state is MemberState.UNREVOKED_PARTITIONS:
-        if _owns_any(owned, member.partitions_pending_revocation):
-            return member
-        return _next_assignment(
-            member, member.member_epoch, target_epoch, target, partition_epoch, owned
-        )
-    if state is MemberState.UNRELEASED_PARTITIONS:
-        return _next_assignment(
-            member, member.member_epoch, target_epoch, target, partition_epoch, owned
-        )
-    # UNKNOWN: written by a newer version; start over from nothing owned.
-    if owned is None or len(owned) > 0:
-        raise FencedMemberEpochError(
-            "The consumer group member is in a unknown state. The member must abandon all its "
-            "partitions and rejoin."
-        )
-    return _next_assignment(member, target_epoch, target_epoch, target, partition_epoch, owned)
-
-
-def _next_assignment(
-    member: ConsumerGroupMember,
-    member_epoch: int,
-    target_epoch: int,
-    target: Assignment,
-    partition_epoch: Callable[[uuid.UUID, int], int],
-    owned: Sequence[TopicPartitions] | None,
-) -> ConsumerGroupMember:
-    kept: dict[uuid.UUID, frozenset[int]] = {}
-    revoking: dict[uuid.UUID, frozenset[int]] = {}
-    adding: dict[uuid.UUID, frozenset[int]] = {}
-    unreleased = False
-    for topic_id in set(target) | set(member.assigned_partitions):
-        wanted = target.get(topic_id, frozenset())
-        current = member.assigned_partitions.get(topic_id, frozenset())
-        own_revoking = member.partitions_pending_revocation.get(topic_id, frozenset())
-        keep = current & wanted
-        free = {
-            p
-            for p in wanted - keep
-            # A partition the member itself is revoking counts as free for it: only one member
-            # owns a partition at a time.
-            if partition_epoch(topic_id, p) == -1 or p in own_revoking
-        }
-        unreleased = unreleased or len(free) < len(wanted - keep)
-        if keep:
-            kept[topic_id] = keep
-        if current - keep:
-            revoking[topic_id] = current - keep
-        if free:
-            adding[topic_id] = frozenset(free)
-
-    if revoking and _owns_any(owned, revoking):
-        # Stay at the current epoch until the client has given those partitions up.
-        return _with_epoch(
-            member,
-            member_epoch,
-            state=MemberState.UNREVOKED_PARTITIONS,
-            assigned_partitions=kept,
-            partitions_pending_revocation=revoking,
-        )
-    if adding:
-        assigned = dict(kept)
-        for topic_id, partitions in adding.items():
-            assigned[topic_id] = assigned.get(topic_id, frozenset()) | partitions
-        kept = assigned
-    return _with_epoch(
-        member,
-        target_epoch,
-        state=MemberState.UNRELEASED_PARTITIONS if unreleased else MemberState.STABLE,
-        assigned_partitions=kept,
-        partitions_pending_revocation={},
-    )
-
-
-def _with_epoch(member: ConsumerGroupMember, epoch: int, **changes: Any) -> ConsumerGroupMember:
-    return replace(member, member_epoch=epoch, previous_member_epoch=member.member_epoch, **changes)
-
-
-def _owns_any(owned: Sequence[TopicPartitions] | None, partitions: Assignment) -> bool:
-    """Whether the member still reports any of ``partitions``; not reporting counts as yes."""
-    if owned is None:
-        return True
-    for tp in owned:
-        pending = partitions.get(tp.topic_id)
-        if pending and any(p in pending for p in tp.partitions):
-            return True
-    return False
-
-
-def _check_member_epoch(
-    member: ConsumerGroupMember, epoch: int, owned: Sequence[TopicPartitions] | None
-) -> None:
-    if epoch == JOIN_GROUP_MEMBER_EPOCH:
-        # A fenced member rejoins under its own id with epoch 0 (KIP-848; KAFKA-19233).
-        return
-    if epoch > member.member_epoch:
-        raise FencedMemberEpochError(
-            f"The consumer group member has a greater member epoch ({epoch}) than the one known "
-            f"by the group coordinator ({member.member_epoch}). The member must abandon all its "
-            "partitions and rejoin."
-        )
-    if epoch < member.member_epoch:
-        # The response that moved the member to its current epoch may have been lost: accept
-        # the previous epoch while the member owns nothing it should not.
-        if epoch != member.previous_member_epoch or not _is_subset(
-            owned, member.assigned_partitions
-        ):
-            raise FencedMemberEpochError(
-                f"The consumer group member has a smaller member epoch ({epoch}) than the one "
-                f"known by the group coordinator ({member.member_epoch}). The member must "
-                "abandon all its partitions and rejoin."
-            )
-
-
-def _is_subset(owned: Sequence[TopicPartitions] | None, assigned: Assignment) -> bool:
-    if owned is None:
-        return False
-    for tp in owned:
-        partitions = assigned.get(tp.topic_id)
-        if partitions is None or not set(tp.partitions) <= partitions:
-            return False
-    return True
-
-
-# -- subscriptions ----------------------------------------------------------------------------
-
-
-class _SubscriptionResolver:
-    """Resolves members' subscriptions (names and regexes) against one view of the topics."""
-
-    def __init__(self, topics: Mapping[str, TopicInfo]) -> None:
-        self._topics = topics
-        self._regex_matches: dict[str, frozenset[str]] = {}
-
-    def regex_topics(self, regex: str) -> frozenset[str]:
-        matches = self._regex_matches.get(regex)
-        if matches is None:
-            try:
-                pattern = _compile_regex(regex)
-            except InvalidRegularExpressionError:
-                matches = frozenset()  # was validated when stored; be safe on replayed state
-            else:
-                matches = frozenset(
-                    name
-                    for name in self._topics
-                    if name not in _INTERNAL_TOPICS and pattern.fullmatch(name)
-                )
-            self._regex_matches[regex] = matches
-        return matches
-
-    def member_topics(self, member: ConsumerGroupMember) -> frozenset[str]:
-        names = frozenset(member.subscribed_topic_names)
-        if member.subscribed_topic_regex:
-            names |= self.regex_topics(member.subscribed_topic_regex)
-        return names
-
-    def subscription_metadata(
-        self, members: Iterable[ConsumerGroupMember]
-    ) -> dict[str, TopicMetadata]:
-        """Metadata of every existing topic some member subscribes to."""
-        names: set[str] = set()
-        for m in members:
-            names |= self.member_topics(m)
-        out: dict[str, TopicMetadata] = {}
-        for name in names:
-            info = self._topics.get(name)
-            if info is not None:
-                out[name] = TopicMetadata(info.topic_id, info.name, info.partitions)
-        return out
-
-
-def _compile_regex(regex: str) -> re.Pattern[str]:
-    # Kafka uses RE2/J; Python's re agrees on the common syntax (classes, alternation,
-    # repetition, anchors) and rejects what neither accepts.
-    try:
-        return re.compile(regex)
-    except (re.error, RecursionError, OverflowError) as e:
-        raise InvalidRegularExpressionError(
-            f"SubscribedTopicRegex `{regex}` is not a valid regular expression: {e}."
-        ) from e
-
-
-def _preferred_assignor(members: Iterable[ConsumerGroupMember]) -> str | None:
-    counts: dict[str, int] = {}
-    for m in members:
-        if m.server_assignor is not None:
-            counts[m.server_assignor] = counts.get(m.server_assignor, 0) + 1
-    if not counts:
-        return None
-    return min(counts, key=lambda name: (-counts[name], name))
-
-
-# -- conversions ------------------------------------------------------------------------------
-
-
-def to_topic_partitions(assignment: Assignment) -> tuple[TopicPartitions, ...]:
-    """Record/wire form of an assignment, sorted (topics with no partitions left out)."""
-    return tuple(
-        TopicPartitions(topic_id, tuple(sorted(assignment[topic_id])))
-        for topic_id in sorted(assignment)
-        if assignment[topic_id]
-    )
-
-
-def _as_assignment(topic_partitions: Iterable[TopicPartitions]) -> dict[uuid.UUID, frozenset[int]]:
-    out: dict[uuid.UUID, frozenset[int]] = {}
-    for tp in topic_partitions:
-        if tp.partitions:
-            out[tp.topic_id] = out.get(tp.topic_id, frozenset()) | frozenset(tp.partitions)
-    return out
 
 
 def _member_tombstones(group_id: str, member_id: str) -> tuple[Record, ...]:

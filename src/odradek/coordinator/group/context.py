@@ -1,4 +1,4 @@
-"""What the group coordinator gives the group state machines: config, time, topics and a writer.
+"""What the group coordinator gives the group state machines: config, time and topics.
 
 :class:`CoordinatorContext` is implemented by :class:`~odradek.coordinator.group.coordinator.
 GroupCoordinator`; the classic and the KIP-848 (consumer) group machines see only this.
@@ -7,7 +7,7 @@ GroupCoordinator`; the classic and the KIP-848 (consumer) group machines see onl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -15,7 +15,6 @@ from odradek.coordinator.timer import Timer
 
 if TYPE_CHECKING:
     from odradek.config import BrokerConfig
-    from odradek.coordinator.group.records import RecordKey, RecordValue
 
 __all__ = ["GroupConfig", "TopicInfo", "CoordinatorContext"]
 
@@ -83,11 +82,3 @@ class CoordinatorContext(Protocol):
         ...
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicInfo | None: ...
-
-    def append(
-        self, group_id: str, records: Sequence[tuple[RecordKey, RecordValue | None]]
-    ) -> None:
-        """Persist ``records`` to ``group_id``'s ``__consumer_offsets`` partition, then replay
-        each one into the coordinator's state, in order. Raises a KafkaError (nothing replayed)
-        when the write fails."""
-        ...

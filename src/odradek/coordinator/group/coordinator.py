@@ -1,15 +1,21 @@
 """The group coordinator: the registry of groups (classic and KIP-848), committed offsets, and
-the one place records of ``__consumer_offsets`` are written and replayed.
+the one place records of ``__consumer_offsets`` are replayed.
 
-Every change that must survive goes ``records -> write -> replay``: :meth:`append` encodes the
-records, hands them to the injected writer (the broker appends them to the group's partition of
-``__consumer_offsets``; if that raises, nothing changes) and then replays them, which is the same
-code that rebuilds the state from the topic at start-up (:meth:`load`). Committed offsets, group
-tombstones and every KIP-848 record change state only through :meth:`replay`; classic-group
-membership is transient and persisted as a snapshot record per generation (see ``classic``).
+Operations return a :class:`~odradek.coordinator.runtime.CoordinatorResult` — the records to
+write and the response — and change no persisted state; the
+:class:`~odradek.coordinator.runtime.CoordinatorRuntime` writes the records to the group's
+partition of ``__consumer_offsets`` and then calls :meth:`GroupCoordinator.replay`, the same
+code that rebuilds the state when a partition is loaded. Committed offsets, group tombstones
+and every KIP-848 record change state only through replay; classic-group membership is
+transient and persisted as a snapshot record per generation (see ``classic``), whose records
+are written but not replayed live (the group in memory is what they snapshot), as in Kafka.
 
-Owned by one thread (the broker's event loop). Time comes from the injected clock; the owner
-calls :meth:`poll` when :attr:`timer`'s next deadline is reached.
+This class is the runtime's :class:`~odradek.coordinator.runtime.CoordinatorShard` for every
+partition of ``__consumer_offsets``: :meth:`on_loaded` starts the timers of a loaded
+partition's groups and :meth:`on_unloaded` forgets them.
+
+Owned by one thread (the broker's event loop). Time comes from the injected clock; the runtime
+runs :attr:`timer`'s callbacks (operations too) when their deadlines are reached.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import logging
 import struct
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +41,7 @@ from odradek.coordinator.group.records import (
     encode_value,
     partition_for,
 )
+from odradek.coordinator.runtime import CoordinatorResult, StoredMarker, StoredRecord
 from odradek.coordinator.timer import Timer
 from odradek.errors import (
     CoordinatorNotAvailableError,
@@ -43,20 +50,18 @@ from odradek.errors import (
     GroupIdNotFoundError,
     IllegalGenerationError,
     InvalidGroupIdError,
-    KafkaError,
     NonEmptyGroupError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
 from odradek.storage.clock import Clock
-from odradek.topic_names import OFFSETS_TOPIC
 
 __all__ = [
     "GroupCoordinator",
     "Group",
     "CommittedOffset",
     "GroupListing",
-    "Writer",
+    "Record",
     "StoredRecord",
     "StoredMarker",
 ]
@@ -65,31 +70,9 @@ log = logging.getLogger("odradek.coordinator.group")
 
 
 Group = ClassicGroup | ConsumerGroup
-#: Appends encoded (key, value) records to one partition of ``__consumer_offsets``, as one
-#: batch; the last argument is (producer id, epoch) for a transactional batch, else None.
-#: Returns the batch's base offset (None if the writer does not know it).
-Writer = Callable[
-    [int, Sequence[tuple[bytes, bytes | None]], "tuple[int, int] | None"], "int | None"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """A record read back from ``__consumer_offsets``; ``producer_id`` is set when it sits in a
-    transactional batch (its fate is decided by a later marker)."""
-
-    key: bytes | None
-    value: bytes | None
-    producer_id: int | None = None
-    offset: int = -1
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMarker:
-    """A COMMIT or ABORT control record of ``producer_id`` read back from the topic."""
-
-    producer_id: int
-    commit: bool
+#: A record of ``__consumer_offsets``: typed key and value (None: a tombstone).
+Record = tuple[RecordKey, RecordValue | None]
+_OffsetResults = list[tuple[str, int, ErrorCode]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,19 +94,19 @@ class GroupListing:
 
 
 class GroupCoordinator:
-    """Implements :class:`~odradek.coordinator.group.context.CoordinatorContext`."""
+    """Implements :class:`~odradek.coordinator.group.context.CoordinatorContext` for its
+    group machines and :class:`~odradek.coordinator.runtime.CoordinatorShard` for the
+    runtime."""
 
     def __init__(
         self,
         config: GroupConfig,
         clock: Clock,
         *,
-        write: Writer,
         topics: Callable[[], Mapping[str, TopicInfo]],
     ) -> None:
         self._config = config
         self._clock = clock
-        self._write = write
         self._topics = topics
         self._timer = Timer()
         self.groups: dict[str, Any] = {}
@@ -135,8 +118,9 @@ class GroupCoordinator:
         # Log offsets of the records behind the committed and the pending values.
         self._positions: dict[str, dict[tuple[str, int], int]] = {}
         self._pending_positions: dict[tuple[int, str, str, int], int] = {}
-        self._next_position = 0
-        self.classic = ClassicGroups(self, self.groups, take_over_consumer_group=self._take_over)
+        self.classic = ClassicGroups(
+            self, self.groups, take_over_consumer_group=self.consumer_group_tombstones
+        )
         self.consumer = ConsumerGroups(self, self.groups)
         self._schedule_offset_expiry()
 
@@ -165,46 +149,68 @@ class GroupCoordinator:
     def partition_for(self, group_id: str) -> int:
         return partition_for(group_id, self._config.offsets_partitions)
 
-    def append(
-        self,
-        group_id: str,
-        records: Sequence[tuple[RecordKey, RecordValue | None]],
-        *,
-        producer: tuple[int, int] | None = None,
-    ) -> None:
-        """See :class:`CoordinatorContext`; with ``producer`` (id, epoch) the records form a
-        transactional batch that a later marker commits or aborts."""
-        if not records:
-            return
-        encoded = [(encode_key(k), encode_value(v)) for k, v in records]
-        base = self._write(self.partition_for(group_id), encoded, producer)
-        if base is None:  # a writer that does not report log offsets (tests): count locally
-            base = self._next_position
-        self._next_position = base + len(records)
-        producer_id = producer[0] if producer is not None else None
-        for i, (key, value) in enumerate(records):
-            self.replay(key, value, producer_id, base + i)
+    # -- CoordinatorShard: records, replay, loading -------------------------------------------
 
-    # -- replay and loading -----------------------------------------------------------------
+    def partition_of(self, record: Record) -> int:
+        return self.partition_for(record[0].group_id)
+
+    @staticmethod
+    def encode(record: Record) -> tuple[bytes, bytes | None]:
+        return encode_key(record[0]), encode_value(record[1])
+
+    @staticmethod
+    def decode(key: bytes, value: bytes | None) -> Record | None:
+        """Records with unknown key versions decode to None and are skipped, as Kafka does."""
+        return decode(key, value)
 
     def replay(
-        self,
-        key: RecordKey,
-        value: RecordValue | None,
-        producer_id: int | None = None,
-        position: int = -1,
+        self, record: Record, *, partition: int, offset: int, producer_id: int | None
     ) -> None:
-        """Apply one record; ``producer_id`` when it is in a transactional batch, ``position``
-        its offset in ``__consumer_offsets`` (orders transactional and plain commits)."""
+        """Apply one record; ``producer_id`` when it is in a transactional batch, ``offset``
+        its position in ``__consumer_offsets`` (orders transactional and plain commits)."""
+        key, value = record
         if isinstance(key, OffsetCommitKey):
             if producer_id is not None:
-                self._replay_pending_offset(producer_id, key, value, position)
+                self._replay_pending_offset(producer_id, key, value, offset)
             else:
-                self._replay_offset(key, value, position)
+                self._replay_offset(key, value, offset)
         elif isinstance(key, GroupMetadataKey):
             self.classic.replay(key, value)  # type: ignore[arg-type]
         else:
             self.consumer.replay(key, value)
+
+    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
+        self.complete_transaction(producer_id, commit, partition)
+
+    def on_loaded(self, partition: int) -> None:
+        """Every member of a loaded classic group must heartbeat within its session timeout
+        from now (KIP-848 members got their timers when their records were replayed)."""
+        self.classic.start_session_timers(
+            [gid for gid in self.groups if self.partition_for(gid) == partition]
+        )
+
+    def on_unloaded(self, partition: int) -> None:
+        """Forget the groups, offsets and pending transactional offsets of ``partition``."""
+        mine = [gid for gid in self.groups if self.partition_for(gid) == partition]
+        for group_id in mine:
+            group = self.groups[group_id]
+            if isinstance(group, ClassicGroup):
+                # Waiting members look for the coordinator again, as Kafka answers them.
+                self.classic.drop(group, ErrorCode.not_coordinator)
+            else:
+                self.consumer.drop(group_id)
+        for group_id in [g for g in self.offsets if self.partition_for(g) == partition]:
+            del self.offsets[group_id]
+            self._positions.pop(group_id, None)
+        for producer_id, groups in list(self.pending_txn_offsets.items()):
+            for group_id in [g for g in groups if self.partition_for(g) == partition]:
+                del groups[group_id]
+            if not groups:
+                del self.pending_txn_offsets[producer_id]
+        for pending_key in [
+            k for k in self._pending_positions if self.partition_for(k[1]) == partition
+        ]:
+            del self._pending_positions[pending_key]
 
     def _replay_offset(
         self, key: OffsetCommitKey, value: RecordValue | None, position: int
@@ -269,43 +275,6 @@ class GroupCoordinator:
             for groups in self.pending_txn_offsets.values()
         )
 
-    def load(self, partition: int, records: Iterable[StoredRecord | StoredMarker]) -> int:
-        """Rebuild state from one partition's stored records, in offset order; returns how many
-        were applied. Records with unknown key versions are skipped, as Kafka does."""
-        applied = 0
-        self.classic.loading = True
-        try:
-            for item in records:
-                if isinstance(item, StoredMarker):
-                    self.complete_transaction(item.producer_id, item.commit, partition)
-                    continue
-                if item.key is None:
-                    continue
-                try:
-                    decoded = decode(item.key, item.value)
-                    if decoded is None:
-                        continue
-                    self.replay(*decoded, item.producer_id, item.offset)
-                except Exception:
-                    # One bad record must not keep the broker from starting; say what it was.
-                    log.exception(
-                        "skipping a record of %s-%d that cannot be replayed",
-                        OFFSETS_TOPIC, partition,
-                    )
-                    continue
-                applied += 1
-        finally:
-            self.classic.loading = False
-        return applied
-
-    def loaded(self) -> None:
-        """Call once every partition is loaded: start the clocks of loaded members."""
-        self.classic.start_session_timers()
-
-    def poll(self) -> int:
-        """Run due timers; returns how many ran."""
-        return self._timer.advance(self.now_ms())
-
     # -- offsets ----------------------------------------------------------------------------
 
     def _validate_commit(
@@ -366,25 +335,25 @@ class GroupCoordinator:
         offsets: Sequence[tuple[str, int, int, int, str | None]],
         api_version: int,
         expire_timestamp: int = -1,
-    ) -> list[tuple[str, int, ErrorCode]]:
-        """Commit (topic, partition, offset, leader epoch, metadata) tuples. A whole-request
-        problem raises; a per-partition one is reported in that partition's result."""
+    ) -> CoordinatorResult[_OffsetResults]:
+        """OffsetCommit of (topic, partition, offset, leader epoch, metadata) tuples. A
+        whole-request problem raises; a per-partition one is reported in that partition's
+        result."""
         self._validate_commit(group_id, member_id, generation_or_epoch, instance_id, api_version)
         results, records = self._offset_records(group_id, offsets, expire_timestamp)
-        self.append(group_id, records)
-        return results
+        return CoordinatorResult(records, results)
 
     def _offset_records(
         self,
         group_id: str,
         offsets: Sequence[tuple[str, int, int, int, str | None]],
         expire_timestamp: int,
-    ) -> tuple[list[tuple[str, int, ErrorCode]], list[tuple[RecordKey, RecordValue | None]]]:
+    ) -> tuple[_OffsetResults, list[Record]]:
         """Per-partition results and the records of a commit (metadata over
         ``offset.metadata.max.bytes`` is refused for its partition only)."""
         now = self.now_ms()
-        results: list[tuple[str, int, ErrorCode]] = []
-        records: list[tuple[RecordKey, RecordValue | None]] = []
+        results: _OffsetResults = []
+        records: list[Record] = []
         limit = self._config.offset_metadata_max_bytes
         for topic, partition, offset, leader_epoch, metadata in offsets:
             meta = metadata or ""
@@ -410,9 +379,10 @@ class GroupCoordinator:
         generation_id: int,
         instance_id: str | None,
         offsets: Sequence[tuple[str, int, int, int, str | None]],
-    ) -> list[tuple[str, int, ErrorCode]]:
-        """TxnOffsetCommit: like :meth:`commit_offsets`, but the offsets stay pending until the
-        transaction's marker reaches the group's partition (see :meth:`complete_transaction`)."""
+    ) -> CoordinatorResult[_OffsetResults]:
+        """TxnOffsetCommit: like :meth:`commit_offsets`, but the records go in a transactional
+        batch of the producer and the offsets stay pending until the transaction's marker
+        reaches the group's partition (see :meth:`complete_transaction`)."""
         if not group_id:
             raise InvalidGroupIdError("the group id must not be empty")
         group = self.groups.get(group_id)
@@ -427,8 +397,7 @@ class GroupCoordinator:
         elif isinstance(group, ConsumerGroup) and member_id:
             self.consumer.validate_offset_commit(group_id, member_id, generation_id)
         results, records = self._offset_records(group_id, offsets, -1)
-        self.append(group_id, records, producer=(producer_id, producer_epoch))
-        return results
+        return CoordinatorResult(records, results, producer=(producer_id, producer_epoch))
 
     def fetch_offsets(
         self,
@@ -481,7 +450,7 @@ class GroupCoordinator:
 
     def delete_offsets(
         self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]]
-    ) -> list[tuple[str, int, ErrorCode]]:
+    ) -> CoordinatorResult[_OffsetResults]:
         """OffsetDelete: refused per partition while the group consumes from the topic."""
         group = self.groups.get(group_id)
         if group is None or (
@@ -494,8 +463,8 @@ class GroupCoordinator:
             subscribed = _classic_subscribed_topics(group)
         else:
             subscribed = set(group.subscribed_topic_names())
-        results = []
-        records: list[tuple[RecordKey, RecordValue | None]] = []
+        results: _OffsetResults = []
+        records: list[Record] = []
         committed = self.offsets.get(group_id, {})
         for topic, partitions in topics:
             for partition in partitions:
@@ -505,24 +474,25 @@ class GroupCoordinator:
                 if (topic, partition) in committed:
                     records.append((OffsetCommitKey(group_id, topic, partition), None))
                 results.append((topic, partition, ErrorCode.none))
-        self.append(group_id, records)
-        return results
+        return CoordinatorResult(records, results)
 
-    def on_topic_deleted(self, topic: str) -> None:
+    def on_topic_deleted(self, topic: str) -> list[CoordinatorResult[None]]:
         """Forget every group's committed offsets of a deleted topic (as Kafka does, so a topic
-        created again under the same name starts without stale positions)."""
+        created again under the same name starts without stale positions): one operation per
+        group with offsets of it. Pending transactional offsets of the topic are dropped now
+        (they are not committed state; their marker will find nothing to apply)."""
         for groups in self.pending_txn_offsets.values():
             for pending in groups.values():
                 for tp in [tp for tp in pending if tp[0] == topic]:
                     del pending[tp]
-        for group_id, committed in list(self.offsets.items()):
-            records: list[tuple[RecordKey, RecordValue | None]] = [
+        out = []
+        for group_id, committed in self.offsets.items():
+            records: list[Record] = [
                 (OffsetCommitKey(group_id, t, p), None) for t, p in committed if t == topic
             ]
-            try:
-                self.append(group_id, records)
-            except KafkaError:
-                log.exception("group %s: removing offsets of deleted topic %s", group_id, topic)
+            if records:
+                out.append(CoordinatorResult(records, None))
+        return out
 
     # -- whole groups -----------------------------------------------------------------------
 
@@ -549,18 +519,9 @@ class GroupCoordinator:
             )
         return GroupListing(group_id, "consumer", group.state, "consumer")
 
-    def delete_groups(self, group_ids: Sequence[str]) -> list[tuple[str, ErrorCode]]:
-        results = []
-        for group_id in group_ids:
-            try:
-                self._delete_group(group_id)
-            except KafkaError as e:
-                results.append((group_id, e.code))
-            else:
-                results.append((group_id, ErrorCode.none))
-        return results
-
-    def _delete_group(self, group_id: str) -> None:
+    def delete_group(self, group_id: str) -> CoordinatorResult[None]:
+        """DeleteGroups, for one group: tombstones for its offsets (pending transactional ones
+        too) and its records. Raises the group's error."""
         if not group_id:
             raise InvalidGroupIdError("the group id must not be empty")
         group = self.groups.get(group_id)
@@ -571,22 +532,25 @@ class GroupCoordinator:
         partitions = set(self.offsets.get(group_id, {}))
         for groups in self.pending_txn_offsets.values():
             partitions.update(groups.get(group_id, {}))
-        records: list[tuple[RecordKey, RecordValue | None]] = [
+        records: list[Record] = [
             (OffsetCommitKey(group_id, t, p), None) for t, p in sorted(partitions)
         ]
         if isinstance(group, ClassicGroup):
             records.append((GroupMetadataKey(group_id), None))
         else:
             records.extend(self.consumer.tombstones(group_id))
-        self.append(group_id, records)
-        # A classic group that never wrote a record has no tombstone to replay.
-        if self.groups.get(group_id) is group:
-            del self.groups[group_id]
 
-    def _take_over(self, group_id: str) -> None:
-        """A classic JoinGroup for an empty KIP-848 group: that group goes first."""
-        self.append(group_id, self.consumer.tombstones(group_id))
-        self.groups.pop(group_id, None)
+        def forget(error: Exception | None) -> None:
+            # The tombstone's replay drops the group; this catches any leftover object.
+            if error is None and self.groups.get(group_id) is group:
+                del self.groups[group_id]
+
+        return CoordinatorResult(records, None, on_written=forget)
+
+    def consumer_group_tombstones(self, group_id: str) -> list[Record]:
+        """Records deleting the empty KIP-848 group ``group_id`` (a classic JoinGroup takes its
+        id over): replaying them drops the group."""
+        return self.consumer.tombstones(group_id)
 
     # -- offset expiry ----------------------------------------------------------------------
 
@@ -597,20 +561,22 @@ class GroupCoordinator:
             self._expiry_tick,
         )
 
-    def _expiry_tick(self) -> None:
+    def _expiry_tick(self) -> list[CoordinatorResult[None]]:
+        self._schedule_offset_expiry()
         try:
-            self.expire_offsets()
+            return self.expire_offsets()
         except Exception:
             log.exception("expiring committed offsets failed")
-        self._schedule_offset_expiry()
+            return []
 
-    def expire_offsets(self) -> int:
+    def expire_offsets(self) -> list[CoordinatorResult[None]]:
         """Remove committed offsets older than ``offsets.retention.minutes``: every offset of an
         empty group, and (KIP-496) offsets of topics a consuming group no longer subscribes
-        to; then empty classic groups left without offsets. Returns how many expired."""
+        to; then empty classic groups left without offsets. One operation per group (a group
+        whose write fails keeps its offsets until the next check)."""
         now = self.now_ms()
         retention = self._config.offsets_retention_ms
-        expired = 0
+        out: list[CoordinatorResult[None]] = []
         for group_id in list(self.groups):
             group = self.groups[group_id]
             committed = self.offsets.get(group_id, {})
@@ -630,7 +596,7 @@ class GroupCoordinator:
                 subscribed, base_state = _classic_subscribed_topics(group), None
             else:
                 continue  # subscriptions unknown (another protocol, or mid-rebalance)
-            records: list[tuple[RecordKey, RecordValue | None]] = []
+            records: list[Record] = []
             for (topic, partition), v in committed.items():
                 if topic in subscribed or self.has_pending_offsets(group_id, topic, partition):
                     continue
@@ -649,15 +615,9 @@ class GroupCoordinator:
                 and now - max(group.current_state_timestamp, 0) >= retention
             ):
                 records.append((GroupMetadataKey(group_id), None))
-            if not records:
-                continue
-            try:
-                self.append(group_id, records)
-            except KafkaError:
-                log.exception("group %s: expiring offsets failed", group_id)
-                continue
-            expired += sum(1 for k, _ in records if isinstance(k, OffsetCommitKey))
-        return expired
+            if records:
+                out.append(CoordinatorResult(records, None))
+        return out
 
 
 def _classic_subscribed_topics(group: ClassicGroup) -> set[str]:

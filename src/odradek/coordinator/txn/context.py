@@ -1,8 +1,8 @@
-"""What the transaction coordinator needs from its owner: config, time, a writer that persists
-and replays, producer ids, and the marker writer.
+"""What the transaction coordinator needs from its owner: config, time, producer ids, and the
+marker writer. (Its own records go out through the coordinator runtime, not the context.)
 
 The broker implements :class:`TxnContext`; unit tests implement it with a manual clock and
-in-memory records. Everything runs on the owner's thread, synchronously.
+in-memory markers. Everything runs on the owner's thread, synchronously.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from odradek.errors import ErrorCode
 
 if TYPE_CHECKING:
     from odradek.config import BrokerConfig
-    from odradek.coordinator.txn.records import TxnKey, TxnValue
 
 __all__ = ["TxnConfig", "TxnContext"]
 
@@ -65,16 +64,6 @@ class TxnContext(Protocol):
 
     def now_ms(self) -> int:
         """Wall-clock milliseconds (transaction timestamps and timeouts)."""
-        ...
-
-    def append(
-        self, transactional_id: str, records: Sequence[tuple[TxnKey, TxnValue | None]]
-    ) -> None:
-        """Persist ``records`` to ``transactional_id``'s ``__transaction_state`` partition
-        (``records.partition_for(transactional_id, config.state_log_partitions)``; bytes from
-        ``records.encode_key`` / ``encode_value``), then call the coordinator's ``replay`` for
-        each record, in order. Raises a KafkaError, having replayed nothing, if the write
-        fails (the broker uses COORDINATOR_NOT_AVAILABLE, as for groups)."""
         ...
 
     def allocate_producer_id(self) -> int:

@@ -2,21 +2,21 @@
 two-phase end of every transaction, persisted in ``__transaction_state``.
 
 Semantics are Apache Kafka 3.9's (KIP-98, KIP-360, KIP-588, KIP-664, the verification form of
-KIP-890 part 1). Every change goes ``target metadata -> append -> replay``: a request computes
-the target with a pure ``prepare_*`` of :class:`~odradek.coordinator.txn.state.
-TransactionMetadata` (which raises, changing nothing, on an illegal transition), hands the
-record to :meth:`TxnContext.append <odradek.coordinator.txn.context.TxnContext.append>`, and
-only :meth:`TransactionCoordinator.replay` — also what :meth:`~TransactionCoordinator.load`
-runs at start-up — changes the persisted state.
+KIP-890 part 1). Every change goes ``target metadata -> records -> write -> replay``: a request
+computes the target with a pure ``prepare_*`` of :class:`~odradek.coordinator.txn.state.
+TransactionMetadata` (which raises, changing nothing, on an illegal transition) and returns its
+record in a :class:`~odradek.coordinator.runtime.CoordinatorResult`; the runtime writes it to
+``__transaction_state`` and only then calls :meth:`TransactionCoordinator.replay` — the same
+code that rebuilds the state when a partition is loaded — which alone changes persisted state.
 
-Ending a transaction (EndTxn, a timeout, or fencing by a new producer) is, synchronously:
-write PrepareCommit/PrepareAbort (from then on the outcome is decided; EndTxn is answered
-NONE), write a COMMIT/ABORT marker to every partition of the transaction through
-``write_markers``, then write CompleteCommit/CompleteAbort. Partitions that no longer exist
-need no marker (as Kafka drops them); a partition whose marker failed keeps the transaction in
-Prepare* (other requests get CONCURRENT_TRANSACTIONS) and is written again after
-``marker_retry_backoff_ms``. A coordinator loaded with a transaction in Prepare* finishes it
-in :meth:`TransactionCoordinator.loaded`.
+Ending a transaction (EndTxn, a timeout, or fencing by a new producer) is a chain of
+operations, run synchronously by the runtime: write PrepareCommit/PrepareAbort (from then on the
+outcome is decided; EndTxn is answered NONE), then write a COMMIT/ABORT marker to every
+partition of the transaction through ``write_markers`` and write CompleteCommit/CompleteAbort.
+Partitions that no longer exist need no marker (as Kafka drops them); a partition whose marker
+failed keeps the transaction in Prepare* (other requests get CONCURRENT_TRANSACTIONS) and is
+written again after ``marker_retry_backoff_ms``. A partition loaded with a transaction in
+Prepare* finishes it on a timer scheduled by :meth:`TransactionCoordinator.on_loaded`.
 
 Where this differs from Kafka's asynchronous coordinator: InitProducerId on an Ongoing
 transaction fences and aborts it and, when the abort completes at once (it does unless a
@@ -29,23 +29,29 @@ id/epoch (-1 after a reload) and which partitions of a Prepare* transaction alre
 marker (none after a reload: markers are written again, which partitions tolerate).
 
 Owned by one thread (the broker's event loop). Time comes from the context; periodic jobs
-(aborting timed-out transactions, expiring idle ids) live on the context's timer.
+(aborting timed-out transactions, expiring idle ids, retrying markers) live on the context's
+timer, whose callbacks are operations returning their records like requests do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any, TypeVar
 
+from odradek.coordinator.runtime import CoordinatorResult
+from odradek.coordinator.timer import Timer
 from odradek.coordinator.txn.context import TxnContext
 from odradek.coordinator.txn.records import (
     TxnKey,
     TxnPartitions,
     TxnValue,
     decode,
+    encode_key,
+    encode_value,
     partition_for,
 )
 from odradek.coordinator.txn.state import (
@@ -66,7 +72,6 @@ from odradek.errors import (
     InvalidRequestError,
     InvalidTransactionTimeoutError,
     InvalidTxnStateError,
-    KafkaError,
     ProducerFencedError,
     TransactionalIdNotFoundError,
     UnknownTopicOrPartitionError,
@@ -77,6 +82,7 @@ __all__ = [
     "TransactionCoordinator",
     "ProducerIdAndEpoch",
     "TransactionListing",
+    "Record",
     "OFFSETS_TOPIC",
     "ConcurrentTransactionsError",
     "InvalidTxnStateError",
@@ -88,6 +94,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("odradek.coordinator.txn")
+
+R = TypeVar("R")
+#: A record of ``__transaction_state``: the transactional id and its state (None: a tombstone).
+Record = tuple[TxnKey, TxnValue | None]
 
 
 _S = TransactionState
@@ -153,8 +163,10 @@ def _from_value(
 
 class TransactionCoordinator:
     """Coordinates every transactional id of this broker (all partitions of
-    ``__transaction_state``). Every request method raises a typed :class:`KafkaError` for a
-    whole-request failure and changes nothing in that case."""
+    ``__transaction_state``); the runtime's
+    :class:`~odradek.coordinator.runtime.CoordinatorShard`. Every request method returns a
+    :class:`CoordinatorResult` or raises a typed :class:`KafkaError` for a whole-request
+    failure, changing nothing in that case."""
 
     def __init__(self, context: TxnContext) -> None:
         self._ctx = context
@@ -185,10 +197,34 @@ class TransactionCoordinator:
             return frozenset()
         return meta.partitions - self._marked.get(transactional_id, set())
 
-    # -- replay and loading ------------------------------------------------------------------
+    # -- CoordinatorShard: records, replay, loading -------------------------------------------
 
-    def replay(self, key: TxnKey, value: TxnValue | None) -> None:
+    @property
+    def timer(self) -> Timer:
+        return self._ctx.timer
+
+    def partition_of(self, record: Record) -> int:
+        return self.partition_for(record[0].transactional_id)
+
+    @staticmethod
+    def encode(record: Record) -> tuple[bytes, bytes | None]:
+        return encode_key(record[0]), encode_value(record[1])
+
+    @staticmethod
+    def decode(key: bytes, value: bytes | None) -> Record | None:
+        """Unknown key versions decode to None and are skipped, as Kafka skips them."""
+        return decode(key, value)
+
+    def replay(
+        self,
+        record: Record,
+        *,
+        partition: int = -1,
+        offset: int = -1,
+        producer_id: int | None = None,
+    ) -> None:
         """Apply one record of ``__transaction_state``: the only mutator of persisted state."""
+        key, value = record
         txn_id = key.transactional_id
         previous = self._txns.get(txn_id)
         if value is None:
@@ -200,31 +236,21 @@ class TransactionCoordinator:
         if meta.state not in _PREPARING or previous is None or previous.state not in _PREPARING:
             self._forget_markers(txn_id)
 
-    def load(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-        """Rebuild state from stored records (one partition's, in offset order); returns how
-        many were applied. Unknown key versions are skipped, as Kafka skips them; a corrupt
-        record raises :class:`~odradek.errors.CorruptRecordError`."""
-        applied = 0
-        for raw_key, raw_value in records:
-            if raw_key is None:
-                continue
-            decoded = decode(raw_key, raw_value)
-            if decoded is None:
-                continue
-            self.replay(*decoded)
-            applied += 1
-        return applied
+    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
+        """Nothing: this topic's records are never transactional."""
 
-    def loaded(self) -> None:
-        """Call once every partition is loaded: finish transactions whose outcome was decided
-        (Prepare*) before the restart."""
-        for txn_id, meta in list(self._txns.items()):
-            if meta.state in _PREPARING:
-                self._complete(txn_id)
+    def on_loaded(self, partition: int) -> None:
+        """Finish the transactions of ``partition`` whose outcome was decided (Prepare*) before
+        the restart: their markers are written again at once, on the timer."""
+        for txn_id, meta in self._txns.items():
+            if meta.state in _PREPARING and self.partition_for(txn_id) == partition:
+                self._schedule_marker_retry(txn_id, delay_ms=0)
 
-    def poll(self) -> int:
-        """Run the due timers of the context's timer; returns how many ran."""
-        return self._ctx.timer.advance(self._ctx.now_ms())
+    def on_unloaded(self, partition: int) -> None:
+        """Forget the transactional ids of ``partition`` and their timers."""
+        for txn_id in [t for t in self._txns if self.partition_for(t) == partition]:
+            del self._txns[txn_id]
+            self._forget_markers(txn_id)
 
     # -- InitProducerId ----------------------------------------------------------------------
 
@@ -234,14 +260,14 @@ class TransactionCoordinator:
         transaction_timeout_ms: int,
         producer_id: int = NO_PRODUCER_ID,
         producer_epoch: int = NO_PRODUCER_EPOCH,
-    ) -> ProducerIdAndEpoch:
+    ) -> CoordinatorResult[ProducerIdAndEpoch]:
         """InitProducerId. Without a transactional id: a fresh producer id at epoch 0. With
         one: the id's producer id at a bumped epoch (a new producer id once the epochs are
         exhausted), fencing older producers and aborting their open transaction. A
         ``producer_id``/``producer_epoch`` pair (v3+, KIP-360) lets the current producer
         resume; any other producer that gives one is fenced."""
         if transactional_id is None:
-            return ProducerIdAndEpoch(self._ctx.allocate_producer_id(), 0)
+            return CoordinatorResult((), ProducerIdAndEpoch(self._ctx.allocate_producer_id(), 0))
         if not transactional_id:
             raise InvalidRequestError("the transactional id must not be empty")
         expected: ProducerIdAndEpoch | None = None
@@ -269,16 +295,30 @@ class TransactionCoordinator:
         if meta.state in _PREPARING:
             raise ConcurrentTransactionsError(f"{transactional_id} is completing a transaction")
         if meta.state is _S.ONGOING:
-            self._fence_and_abort(meta)
-            meta = self._txns[transactional_id]
-            if meta.state is not _S.COMPLETE_ABORT:
-                raise ConcurrentTransactionsError(
-                    f"{transactional_id}: aborting the fenced transaction is still in progress"
-                )
-        elif meta.state not in EXPIRATION_ALLOWED:
+
+            def after_abort() -> CoordinatorResult[ProducerIdAndEpoch]:
+                aborted = self._txns[transactional_id]
+                if aborted.state is not _S.COMPLETE_ABORT:
+                    raise ConcurrentTransactionsError(
+                        f"{transactional_id}: aborting the fenced transaction is still in "
+                        "progress"
+                    )
+                return self._bump_epoch(aborted, transaction_timeout_ms, expected)
+
+            return self._fence_and_abort(meta, then=after_abort)
+        if meta.state not in EXPIRATION_ALLOWED:
             raise IllegalTransitionError(
                 f"{transactional_id} is {meta.state.kafka_name}, which is never stored"
             )
+        return self._bump_epoch(meta, transaction_timeout_ms, expected)
+
+    def _bump_epoch(
+        self,
+        meta: TransactionMetadata,
+        transaction_timeout_ms: int,
+        expected: ProducerIdAndEpoch | None,
+    ) -> CoordinatorResult[ProducerIdAndEpoch]:
+        transactional_id = meta.transactional_id
         now = self._ctx.now_ms()
         if meta.is_epoch_exhausted and (
             expected is None or expected.producer_epoch == meta.producer_epoch
@@ -299,14 +339,15 @@ class TransactionCoordinator:
                     f"current ({meta.producer_epoch}) nor the previous one"
                 )
             target = maybe
-        stored = self._persist(target)
-        log.info(
-            "initialised transactional id %s: producer id %d, epoch %d",
-            transactional_id,
-            stored.producer_id,
-            stored.producer_epoch,
+        answer = ProducerIdAndEpoch(target.producer_id, target.producer_epoch)
+        return self._store(
+            target,
+            answer,
+            on_stored=lambda: log.info(
+                "initialised transactional id %s: producer id %d, epoch %d",
+                transactional_id, answer.producer_id, answer.producer_epoch,
+            ),
         )
-        return ProducerIdAndEpoch(stored.producer_id, stored.producer_epoch)
 
     # -- AddPartitionsToTxn / AddOffsetsToTxn ------------------------------------------------
 
@@ -318,7 +359,7 @@ class TransactionCoordinator:
         partitions: Collection[TopicPartition],
         *,
         verify_only: bool = False,
-    ) -> dict[TopicPartition, ErrorCode]:
+    ) -> CoordinatorResult[dict[TopicPartition, ErrorCode]]:
         """AddPartitionsToTxn for one transaction; returns each partition's error code.
 
         If any partition does not exist nothing is added: those get UNKNOWN_TOPIC_OR_PARTITION
@@ -332,35 +373,36 @@ class TransactionCoordinator:
         wanted = frozenset(partitions)
         missing = {tp for tp in wanted if not self._ctx.partition_exists(*tp)}
         if missing:
-            return {
+            return CoordinatorResult((), {
                 tp: (
                     ErrorCode.unknown_topic_or_partition
                     if tp in missing
                     else ErrorCode.operation_not_attempted
                 )
                 for tp in wanted
-            }
+            })
         if verify_only:
             meta = self._owned(transactional_id, producer_id, producer_epoch)
             if meta.state in _PREPARING:
                 raise ConcurrentTransactionsError(f"{transactional_id} is being completed")
-            return {
+            return CoordinatorResult((), {
                 tp: ErrorCode.none if tp in meta.partitions else ErrorCode.transaction_abortable
                 for tp in wanted
-            }
-        self._add(transactional_id, producer_id, producer_epoch, wanted)
-        return dict.fromkeys(wanted, ErrorCode.none)
+            })
+        return self._add(
+            transactional_id, producer_id, producer_epoch, wanted,
+            dict.fromkeys(wanted, ErrorCode.none),
+        )
 
     def add_offsets(
         self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
-    ) -> TopicPartition:
+    ) -> CoordinatorResult[TopicPartition]:
         """AddOffsetsToTxn: add the group's ``__consumer_offsets`` partition to the
-        transaction (so its offset commits get the transaction's marker); returns it."""
+        transaction (so its offset commits get the transaction's marker); answers it."""
         if not transactional_id:
             raise InvalidRequestError("the transactional id must not be empty")
         tp = (OFFSETS_TOPIC, self._ctx.offsets_partition_for(group_id))
-        self._add(transactional_id, producer_id, producer_epoch, frozenset({tp}))
-        return tp
+        return self._add(transactional_id, producer_id, producer_epoch, frozenset({tp}), tp)
 
     def verify_offset_commit(
         self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
@@ -374,7 +416,7 @@ class TransactionCoordinator:
         try:
             code = self.add_partitions(
                 transactional_id, producer_id, producer_epoch, [tp], verify_only=True
-            )[tp]
+            ).response[tp]
         except ProducerFencedError as e:
             raise InvalidProducerEpochError(e.message) from e
         if code is ErrorCode.unknown_topic_or_partition:
@@ -406,36 +448,40 @@ class TransactionCoordinator:
         producer_id: int,
         producer_epoch: int,
         partitions: frozenset[TopicPartition],
-    ) -> None:
+        response: R,
+    ) -> CoordinatorResult[R]:
         meta = self._owned(transactional_id, producer_id, producer_epoch)
         if meta.state in _PREPARING:
             raise ConcurrentTransactionsError(f"{transactional_id} is being completed")
         if not partitions or (meta.state is _S.ONGOING and partitions <= meta.partitions):
-            return  # nothing new: answer at once, as Kafka does
-        self._persist(meta.prepare_add_partitions(partitions, self._ctx.now_ms()))
+            return CoordinatorResult((), response)  # nothing new: answer at once, as Kafka
+        return self._store(meta.prepare_add_partitions(partitions, self._ctx.now_ms()), response)
 
     # -- EndTxn ------------------------------------------------------------------------------
 
     def end_txn(
         self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool
-    ) -> None:
-        """EndTxn: commit or abort the open transaction. Returns once the decision is
-        persisted (markers and completion follow in the same call unless a marker write
-        fails). Repeating the end of a completed transaction with the same outcome succeeds;
-        a different outcome, or ending with no transaction open, is INVALID_TXN_STATE."""
+    ) -> CoordinatorResult[None]:
+        """EndTxn: commit or abort the open transaction. Answered once the decision is
+        persisted; writing the markers and the completion follows as an operation of its own
+        (run at once; retried on a timer when a marker write fails). Repeating the end of a
+        completed transaction with the same outcome succeeds; a different outcome, or ending
+        with no transaction open, is INVALID_TXN_STATE."""
         if not transactional_id:
             raise InvalidRequestError("the transactional id must not be empty")
         meta = self._owned(transactional_id, producer_id, producer_epoch)
         outcome = "commit" if commit else "abort"
         match meta.state:
             case _S.ONGOING:
-                self._persist(meta.prepare_abort_or_commit(commit, self._ctx.now_ms()))
-                self._complete(transactional_id)
-                return
+                return self._store(
+                    meta.prepare_abort_or_commit(commit, self._ctx.now_ms()),
+                    None,
+                    after=(lambda: self._complete(transactional_id),),
+                )
             case _S.COMPLETE_COMMIT | _S.COMPLETE_ABORT if (
                 commit == (meta.state is _S.COMPLETE_COMMIT)
             ):
-                return  # a retry of an end that completed
+                return CoordinatorResult((), None)  # a retry of an end that completed
             case _S.PREPARE_COMMIT | _S.PREPARE_ABORT if (
                 commit == (meta.state is _S.PREPARE_COMMIT)
             ):
@@ -450,23 +496,35 @@ class TransactionCoordinator:
             f"cannot {outcome} {transactional_id}: it is {meta.state.kafka_name}"
         )
 
-    def _fence_and_abort(self, meta: TransactionMetadata) -> None:
-        """Bump the epoch of an Ongoing transaction's producer and abort the transaction."""
-        self._persist(meta.prepare_fence(self._ctx.now_ms()))
-        log.info(
-            "fenced producer id %d of %s at epoch %d and aborting its transaction",
-            meta.producer_id,
-            meta.transactional_id,
-            meta.producer_epoch,
-        )
-        self._complete(meta.transactional_id)
+    def _fence_and_abort(
+        self,
+        meta: TransactionMetadata,
+        then: Callable[[], CoordinatorResult[Any]] | None = None,
+    ) -> CoordinatorResult[Any]:
+        """Bump the epoch of an Ongoing transaction's producer and abort the transaction; then
+        go on with ``then`` (whose result answers)."""
+        txn_id = meta.transactional_id
+        fence = meta.prepare_fence(self._ctx.now_ms())
 
-    def _complete(self, transactional_id: str) -> None:
-        """Write the markers still missing for a Prepare* transaction, then its Complete*
-        record; on a failure keep what succeeded and try again later. Never raises."""
+        def fenced() -> None:
+            log.info(
+                "fenced producer id %d of %s at epoch %d and aborting its transaction",
+                meta.producer_id, txn_id, meta.producer_epoch,
+            )
+
+        return self._store(
+            fence, None, on_stored=fenced, then=lambda: self._complete(txn_id, then=then)
+        )
+
+    def _complete(
+        self, transactional_id: str, then: Callable[[], CoordinatorResult[Any]] | None = None
+    ) -> CoordinatorResult[Any]:
+        """Write the markers still missing for a Prepare* transaction, then return its
+        Complete* record; on a marker failure keep what succeeded, try again on a timer and
+        return no record (``then`` still runs: it sees the transaction still Prepare*)."""
         meta = self._txns.get(transactional_id)
         if meta is None or meta.state not in _PREPARING:
-            return
+            return CoordinatorResult((), None, then=then)
         commit = meta.state is _S.PREPARE_COMMIT
         marked = self._marked.setdefault(transactional_id, set())
         todo = sorted(meta.partitions - marked)
@@ -498,25 +556,22 @@ class TransactionCoordinator:
                 {f"{t}-{p}": c.name for (t, p), c in sorted(failed.items())},
             )
             self._schedule_marker_retry(transactional_id)
-            return
-        try:
-            self._persist(meta.prepare_complete(self._ctx.now_ms()))
-        except KafkaError as e:
-            log.warning("completing the transaction of %s failed: %s", transactional_id, e)
+            return CoordinatorResult((), None, then=then)
+
+        def not_completed(error: Exception) -> None:
+            log.warning("completing the transaction of %s failed: %s", transactional_id, error)
             self._schedule_marker_retry(transactional_id)
 
-    def _schedule_marker_retry(self, transactional_id: str) -> None:
-        def retry() -> None:
-            try:
-                self._complete(transactional_id)
-            except Exception:
-                log.exception("completing the transaction of %s failed", transactional_id)
-                self._schedule_marker_retry(transactional_id)
+        return self._store(
+            meta.prepare_complete(self._ctx.now_ms()), None, then=then, on_failure=not_completed
+        )
 
+    def _schedule_marker_retry(self, transactional_id: str, delay_ms: int | None = None) -> None:
+        delay = self._ctx.config.marker_retry_backoff_ms if delay_ms is None else delay_ms
         self._ctx.timer.schedule(
             ("txn", "markers", transactional_id),
-            self._ctx.now_ms() + self._ctx.config.marker_retry_backoff_ms,
-            retry,
+            self._ctx.now_ms() + delay,
+            lambda: self._complete(transactional_id),
         )
 
     def _forget_markers(self, transactional_id: str) -> None:
@@ -572,42 +627,36 @@ class TransactionCoordinator:
 
     # -- timeouts and expiry -----------------------------------------------------------------
 
-    def abort_timed_out_transactions(self) -> int:
-        """Fence and abort every Ongoing transaction older than its timeout; returns how many
-        were aborted (or started aborting)."""
+    def abort_timed_out_transactions(self) -> list[CoordinatorResult[Any]]:
+        """Fence and abort every Ongoing transaction older than its timeout: one operation
+        each."""
         now = self._ctx.now_ms()
-        aborted = 0
-        for txn_id, meta in list(self._txns.items()):
+        out = []
+        for txn_id, meta in self._txns.items():
             if meta.state is not _S.ONGOING or meta.txn_start_timestamp + meta.txn_timeout_ms >= now:
                 continue
             try:
-                self._fence_and_abort(meta)
-            except KafkaError as e:
+                out.append(self._fence_and_abort(meta))
+            except IllegalTransitionError as e:
                 log.warning("aborting the timed-out transaction of %s failed: %s", txn_id, e)
                 continue
-            log.info("aborted the transaction of %s: it exceeded its timeout", txn_id)
-            aborted += 1
-        return aborted
+            log.info("aborting the transaction of %s: it exceeded its timeout", txn_id)
+        return out
 
-    def expire_transactional_ids(self) -> int:
+    def expire_transactional_ids(self) -> list[CoordinatorResult[None]]:
         """Forget (tombstone) ids idle for ``transactional.id.expiration.ms`` with no
-        transaction open; returns how many expired."""
+        transaction open: one operation each."""
         now = self._ctx.now_ms()
         horizon = now - self._ctx.config.transactional_id_expiration_ms
-        expired = 0
-        for txn_id, meta in list(self._txns.items()):
+        out: list[CoordinatorResult[None]] = []
+        for txn_id, meta in self._txns.items():
             if meta.state not in EXPIRATION_ALLOWED or meta.txn_last_update_timestamp > horizon:
                 continue
             meta.prepare_dead()  # validates; the tombstone is what gets stored
-            try:
-                self._ctx.append(txn_id, [(TxnKey(txn_id), None)])
-            except KafkaError as e:
-                log.warning("expiring transactional id %s failed: %s", txn_id, e)
-                continue
-            expired += 1
-        if expired:
-            log.info("expired %d idle transactional ids", expired)
-        return expired
+            out.append(CoordinatorResult([(TxnKey(txn_id), None)], None))
+        if out:
+            log.info("expiring %d idle transactional ids", len(out))
+        return out
 
     def _schedule_abort_check(self) -> None:
         self._ctx.timer.schedule(
@@ -616,12 +665,13 @@ class TransactionCoordinator:
             self._abort_tick,
         )
 
-    def _abort_tick(self) -> None:
+    def _abort_tick(self) -> list[CoordinatorResult[Any]]:
+        self._schedule_abort_check()
         try:
-            self.abort_timed_out_transactions()
+            return self.abort_timed_out_transactions()
         except Exception:
             log.exception("aborting timed-out transactions failed")
-        self._schedule_abort_check()
+            return []
 
     def _schedule_expiry(self) -> None:
         self._ctx.timer.schedule(
@@ -630,35 +680,55 @@ class TransactionCoordinator:
             self._expiry_tick,
         )
 
-    def _expiry_tick(self) -> None:
+    def _expiry_tick(self) -> list[CoordinatorResult[None]]:
+        self._schedule_expiry()
         try:
-            self.expire_transactional_ids()
+            return self.expire_transactional_ids()
         except Exception:
             log.exception("expiring transactional ids failed")
-        self._schedule_expiry()
+            return []
 
     # -- persisting --------------------------------------------------------------------------
 
-    def _persist(self, target: TransactionMetadata) -> TransactionMetadata:
-        """Append ``target``'s record (the context replays it), then keep the transient
-        fields ``target`` carries. Raises the context's KafkaError, changing nothing."""
+    def _store(
+        self,
+        target: TransactionMetadata,
+        response: R,
+        *,
+        then: Callable[[], CoordinatorResult[Any]] | None = None,
+        after: tuple[Callable[[], CoordinatorResult[Any]], ...] = (),
+        on_stored: Callable[[], None] | None = None,
+        on_failure: Callable[[Exception], None] | None = None,
+    ) -> CoordinatorResult[R]:
+        """The operation storing ``target``'s record; once it is written and replayed, the
+        transient fields ``target`` carries (the KIP-360 previous producer) are kept."""
         txn_id = target.transactional_id
-        value = to_value(target)
-        self._ctx.append(txn_id, [(TxnKey(txn_id), value)])
-        stored = self._txns.get(txn_id)
-        if stored is None or to_value(stored) != value:
-            raise RuntimeError(f"the record of {txn_id} was written but not replayed")
-        if (stored.last_producer_id, stored.last_producer_epoch) != (
-            target.last_producer_id,
-            target.last_producer_epoch,
-        ):
-            stored = dataclasses.replace(
-                stored,
-                last_producer_id=target.last_producer_id,
-                last_producer_epoch=target.last_producer_epoch,
-            )
-            self._txns[txn_id] = stored
-        return stored
+
+        def written(error: Exception | None) -> None:
+            if error is not None:
+                if on_failure is not None:
+                    on_failure(error)
+                return
+            stored = self._txns.get(txn_id)
+            if stored is not None and (stored.last_producer_id, stored.last_producer_epoch) != (
+                target.last_producer_id,
+                target.last_producer_epoch,
+            ):
+                self._txns[txn_id] = dataclasses.replace(
+                    stored,
+                    last_producer_id=target.last_producer_id,
+                    last_producer_epoch=target.last_producer_epoch,
+                )
+            if on_stored is not None:
+                on_stored()
+
+        return CoordinatorResult(
+            [(TxnKey(txn_id), to_value(target))],
+            response,
+            on_written=written,
+            then=then,
+            after=after,
+        )
 
 
 def _is_valid_producer_id(meta: TransactionMetadata, expected: ProducerIdAndEpoch) -> bool:
