@@ -320,6 +320,50 @@ def test_static_member_rejoin_without_rebalance(ctx: Ctx) -> None:
         heartbeat(ctx, old_id, 1, instance="i-1")
 
 
+def _static_pair(ctx: Ctx, protocols: Sequence[tuple[str, bytes]]) -> tuple[str, str, int]:
+    """A Stable group of static members "a" (leader) and "b" that both joined with
+    ``protocols``."""
+    a = join(ctx, instance="a", protocols=protocols)
+    sync(ctx, a.value.member_id, 1, [], instance="a")
+    b = join(ctx, instance="b", protocols=protocols)
+    a2 = join(ctx, a.value.member_id, instance="a", protocols=protocols)
+    gen = a2.value.generation_id
+    leader, follower = a.value.member_id, b.value.member_id
+    sync(ctx, follower, gen, instance="b")
+    sync(ctx, leader, gen, [(leader, b"A"), (follower, b"B")], instance="a")
+    assert ctx.groups["g"].state is S.STABLE
+    return leader, follower, gen
+
+
+def test_static_member_back_with_new_subscription_bytes_does_not_rebalance(ctx: Ctx) -> None:
+    # A consumer that restarts owns no partitions yet, so its subscription bytes differ from
+    # its last incarnation's; as in Kafka only a change of the selected protocol rebalances.
+    leader, follower, gen = _static_pair(ctx, (("range", b"owned:0,1"),))
+    back = join(ctx, instance="b", protocols=(("range", b"owned:none"),)).value
+    group = ctx.groups["g"]
+    assert back.error == ErrorCode.none and back.generation_id == gen
+    assert group.state is S.STABLE and group.generation_id == gen
+    assert sync(ctx, back.member_id, gen, instance="b").value.assignment == b"B"
+    # The stored snapshot carries the new incarnation with its new subscription.
+    record = decode(*ctx.written[-1])
+    assert record is not None
+    value = record[1]
+    assert isinstance(value, GroupMetadataValue) and value.generation == gen
+    stored = {m.group_instance_id: (m.member_id, m.subscription) for m in value.members}
+    assert stored["b"] == (back.member_id, b"owned:none")
+
+
+def test_static_member_back_with_another_protocol_rebalances(ctx: Ctx) -> None:
+    both = (("range", b"r"), ("roundrobin", b"rr"))
+    leader, follower, gen = _static_pair(ctx, both)
+    assert ctx.groups["g"].protocol_name == "range"
+    back = join(ctx, instance="b", protocols=(("roundrobin", b"rr"),))
+    assert not back.done and ctx.groups["g"].state is S.PREPARING_REBALANCE
+    join(ctx, leader, instance="a", protocols=both)
+    assert back.value.generation_id == gen + 1
+    assert ctx.groups["g"].protocol_name == "roundrobin"
+
+
 def test_static_member_leave_by_instance_id(ctx: Ctx) -> None:
     a = join(ctx, instance="i-1")
     sync(ctx, a.value.member_id, 1, [])

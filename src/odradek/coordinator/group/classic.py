@@ -402,7 +402,6 @@ class ClassicGroups:
             old.sync_waiter.complete(SyncResult(ErrorCode.fenced_instance_id))
             old.sync_waiter = None
         self._cancel_member_timers(group, old_id)
-        protocols_changed = old.protocols != member_args["protocols"]
         # Read before remove(), which hands leadership and the pending sync to others.
         was_leader = group.leader_id == old_id
         awaited_sync = old_id in group.pending_sync
@@ -415,9 +414,11 @@ class ClassicGroups:
             group.pending_sync.add(new_id)
         # The new incarnation must expire like any member, even if what follows fails.
         self._schedule_session(group, member)
-        if group.state is S.STABLE and not protocols_changed:
-            # Same subscription: no rebalance; persist the new member id and answer with the
-            # current generation (the leader is told to skip the assignment, KIP-814).
+        if group.state is S.STABLE and self._keeps_protocol(group):
+            # As in Kafka, only a change of the group's protocol rebalances: new subscription
+            # bytes alone (e.g. a restarted consumer that owns no partitions yet) do not. No
+            # rebalance: persist the new member id and answer with the current generation (the
+            # leader is told to skip the assignment, KIP-814).
             self._ctx.append(group.group_id, [(GroupMetadataKey(group.group_id), group.to_record())])
             is_leader = group.leader_id == new_id
             skip = is_leader and member.supports_skip_assignment
@@ -443,6 +444,12 @@ class ClassicGroups:
         else:
             self._prepare_rebalance(group, f"static member {instance_id} rejoined")
         return waiter
+
+    @staticmethod
+    def _keeps_protocol(group: ClassicGroup) -> bool:
+        """Whether the next generation would select the protocol the group has now."""
+        candidates = group.candidate_protocols()
+        return group.protocol_name in candidates and group.select_protocol() == group.protocol_name
 
     def _known_member(
         self, group: ClassicGroup, member_id: str, group_instance_id: str | None
