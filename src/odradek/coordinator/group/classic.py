@@ -8,8 +8,10 @@ nothing):
 - ``Empty``: no members; may hold committed offsets. → PreparingRebalance when one joins.
 - ``PreparingRebalance``: waiting for every known member to (re)join, bounded by the largest
   member rebalance timeout; a new group first waits ``group.initial.rebalance.delay.ms``
-  (extended while members keep arriving). → CompletingRebalance when the join completes,
-  → Empty if nobody rejoined.
+  (extended while members keep arriving). At the deadline dynamic members that did not rejoin
+  are dropped; static ones keep their place until their session expires (KIP-345), and if only
+  such absent members are left the deadline is extended. → CompletingRebalance when the join
+  completes, → Empty if nobody is left.
 - ``CompletingRebalance``: the join answered every member with the new generation; waiting for
   the leader's SyncGroup with the assignment. → Stable once it is persisted,
   → PreparingRebalance if a member leaves, fails or changes its subscription.
@@ -588,13 +590,24 @@ class ClassicGroups:
     def _complete_join(self, group: ClassicGroup) -> None:
         self._ctx.timer.cancel(("join", group.group_id))
         group.initial_delay_remaining_ms = None
-        for member in [m for m in group.members.values() if m.join_waiter is None]:
-            # Did not rejoin within the rebalance timeout: out of the group.
+        now = self._ctx.now_ms()
+        absent = [m for m in group.members.values() if m.join_waiter is None]
+        for member in absent:
+            if member.group_instance_id is not None:
+                # As in Kafka, a static member that did not rejoin in time keeps its place (and
+                # gets an assignment) until its session expires or it misses the SyncGroup
+                # deadline: a restarting process comes back to it without another rebalance.
+                continue
+            # A dynamic member that did not rejoin within the rebalance timeout is out.
             self._cancel_member_timers(group, member.member_id)
             if member.sync_waiter is not None:
                 member.sync_waiter.complete(SyncResult(ErrorCode.unknown_member_id))
             group.remove(member.member_id)
-        now = self._ctx.now_ms()
+        if group.members and not self._elect_joined_leader(group):
+            # Only absent static members are left: wait another rebalance timeout (their
+            # sessions expire meanwhile) rather than start a generation nobody joined.
+            self._schedule_join(group, now + group.rebalance_timeout_ms())
+            return
         group.generation_id += 1
         if not group.members:
             group.protocol_name = None
@@ -616,6 +629,19 @@ class ClassicGroups:
             now + group.rebalance_timeout_ms(),
             lambda: self._on_sync_deadline(group, group.generation_id),
         )
+
+    @staticmethod
+    def _elect_joined_leader(group: ClassicGroup) -> bool:
+        """Keep the leader if it rejoined, else hand leadership to a member that did; False
+        if no member rejoined."""
+        leader = group.members.get(group.leader_id or "")
+        if leader is not None and leader.join_waiter is not None:
+            return True
+        joined = next((m for m in group.members.values() if m.join_waiter is not None), None)
+        if joined is None:
+            return False
+        group.leader_id = joined.member_id
+        return True
 
     def _join_answer(self, group: ClassicGroup, member: ClassicMember) -> JoinResult:
         is_leader = group.leader_id == member.member_id
