@@ -356,12 +356,13 @@ def run_kafka_python():
     # rejoined because the topic metadata changed stops needing a rejoin as soon as it has
     # computed the assignment. If poll() times out while its SyncGroup is in flight, the next
     # poll never awaits the join task again: the member never completes the join, never
-    # heartbeats again and is expired by the broker. Count an unfinished join as a rejoin.
+    # heartbeats again and is expired by the broker. Count a join whose outcome nobody has
+    # taken yet as a rejoin: join_group_async clears _join_task once it has taken the outcome,
+    # so a task still set, running or finished between two polls, was never taken.
     need_rejoin = ConsumerCoordinator.need_rejoin
 
     def need_rejoin_while_joining(self):
-        task = getattr(self, "_join_task", None)
-        return (task is not None and not task.is_done) or need_rejoin(self)
+        return getattr(self, "_join_task", None) is not None or need_rejoin(self)
 
     ConsumerCoordinator.need_rejoin = need_rejoin_while_joining
     from kafka.coordinator.assignors.range import RangePartitionAssignor

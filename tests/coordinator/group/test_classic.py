@@ -223,6 +223,85 @@ def test_member_that_does_not_rejoin_is_dropped_at_rebalance_timeout(ctx: Ctx) -
     assert follower not in ctx.groups["g"].members
 
 
+LONG_SESSION = 3 * REBALANCE  # a static member that outlives a whole rebalance unheard
+
+
+def _static_group(ctx: Ctx, *instances: str) -> tuple[dict[str, str], int]:
+    """A Stable group of static members with long sessions (the first one leads); returns
+    instance -> member id and the generation."""
+    first = join(ctx, instance=instances[0], session=LONG_SESSION)
+    ids = {instances[0]: first.value.member_id}
+    sync(ctx, ids[instances[0]], 1, [], instance=instances[0])
+    waiting = {i: join(ctx, instance=i, session=LONG_SESSION) for i in instances[1:]}
+    rejoined = join(ctx, ids[instances[0]], instance=instances[0], session=LONG_SESSION)
+    gen = rejoined.value.generation_id
+    ids.update({i: p.value.member_id for i, p in waiting.items()})
+    for i in instances[1:]:
+        sync(ctx, ids[i], gen, instance=i)
+    sync(ctx, ids[instances[0]], gen, [(m, i.encode()) for i, m in ids.items()],
+         instance=instances[0])
+    assert ctx.groups["g"].state is S.STABLE
+    return ids, gen
+
+
+def test_absent_static_member_keeps_its_place_through_a_rebalance(ctx: Ctx) -> None:
+    # Kafka drops only dynamic members that miss the rebalance timeout; a static member keeps
+    # its place and its share of the assignment until its session expires.
+    ids, gen = _static_group(ctx, "a", "b")
+    newcomer = join(ctx)  # a dynamic member joins; "b" is down and does not rejoin
+    a = join(ctx, ids["a"], instance="a", session=LONG_SESSION)
+    assert not a.done
+    ctx.advance(REBALANCE)
+    group = ctx.groups["g"]
+    assert a.done and newcomer.done and group.state is S.COMPLETING_REBALANCE
+    assert a.value.generation_id == gen + 1
+    assert {m.member_id for m in a.value.members} == {ids["a"], ids["b"], newcomer.value.member_id}
+    n = newcomer.value.member_id
+    sync(ctx, n, gen + 1)
+    sync(ctx, ids["a"], gen + 1, [(ids["a"], b"A"), (ids["b"], b"B"), (n, b"N")], instance="a")
+    assert group.state is S.STABLE
+    # "b" comes back in time: its share is waiting, no further rebalance.
+    back = join(ctx, ids["b"], instance="b", session=LONG_SESSION).value
+    assert back.error == ErrorCode.none and back.generation_id == gen + 1
+    assert sync(ctx, ids["b"], gen + 1, instance="b").value.assignment == b"B"
+    assert group.state is S.STABLE and group.generation_id == gen + 1
+
+
+def test_absent_static_member_that_never_syncs_is_removed_at_the_sync_deadline(ctx: Ctx) -> None:
+    ids, gen = _static_group(ctx, "a", "b")
+    join(ctx, ids["a"], instance="a", protocols=(("range", b"changed"),), session=LONG_SESSION)
+    ctx.advance(REBALANCE)  # "b" stays in the group, absent
+    sync(ctx, ids["a"], gen + 1, [(ids["a"], b"A"), (ids["b"], b"B")], instance="a")
+    ctx.advance(REBALANCE)  # nor does it send SyncGroup
+    group = ctx.groups["g"]
+    assert ids["b"] not in group.members and group.state is S.PREPARING_REBALANCE
+    again = join(ctx, ids["a"], instance="a", protocols=(("range", b"changed"),),
+                 session=LONG_SESSION)
+    assert again.value.generation_id == gen + 2 and len(again.value.members) == 1
+
+
+def test_absent_static_leader_hands_leadership_to_a_member_that_rejoined(ctx: Ctx) -> None:
+    ids, gen = _static_group(ctx, "a", "b")
+    assert ctx.groups["g"].leader_id == ids["a"]
+    b = join(ctx, ids["b"], instance="b", protocols=(("range", b"changed"),),
+             session=LONG_SESSION)
+    ctx.advance(REBALANCE)  # the leader "a" does not rejoin
+    assert b.done and b.value.leader == ids["b"] and len(b.value.members) == 2
+    assert ctx.groups["g"].leader_id == ids["b"]
+
+
+def test_rebalance_nobody_rejoined_waits_for_the_static_sessions(ctx: Ctx) -> None:
+    ids, gen = _static_group(ctx, "a", "b")
+    ctx.classic.leave("g", [("", "b")])  # "b" leaves; "a" never rejoins
+    group = ctx.groups["g"]
+    ctx.advance(REBALANCE)
+    # No generation that nobody joined: still preparing, "a" still a member.
+    assert group.state is S.PREPARING_REBALANCE and group.generation_id == gen
+    assert ids["a"] in group.members
+    ctx.advance(LONG_SESSION)
+    assert group.state is S.EMPTY and not group.members
+
+
 def test_leave_triggers_rebalance_and_last_leave_empties_group(ctx: Ctx) -> None:
     leader, follower, gen = stable_group_of_two(ctx)
     results = leave(ctx, [(follower, None)])
@@ -312,6 +391,50 @@ def test_static_member_rejoin_without_rebalance(ctx: Ctx) -> None:
     # The old incarnation is fenced.
     with pytest.raises(FencedInstanceIdError):
         heartbeat(ctx, old_id, 1, instance="i-1")
+
+
+def _static_pair(ctx: Ctx, protocols: Sequence[tuple[str, bytes]]) -> tuple[str, str, int]:
+    """A Stable group of static members "a" (leader) and "b" that both joined with
+    ``protocols``."""
+    a = join(ctx, instance="a", protocols=protocols)
+    sync(ctx, a.value.member_id, 1, [], instance="a")
+    b = join(ctx, instance="b", protocols=protocols)
+    a2 = join(ctx, a.value.member_id, instance="a", protocols=protocols)
+    gen = a2.value.generation_id
+    leader, follower = a.value.member_id, b.value.member_id
+    sync(ctx, follower, gen, instance="b")
+    sync(ctx, leader, gen, [(leader, b"A"), (follower, b"B")], instance="a")
+    assert ctx.groups["g"].state is S.STABLE
+    return leader, follower, gen
+
+
+def test_static_member_back_with_new_subscription_bytes_does_not_rebalance(ctx: Ctx) -> None:
+    # A consumer that restarts owns no partitions yet, so its subscription bytes differ from
+    # its last incarnation's; as in Kafka only a change of the selected protocol rebalances.
+    leader, follower, gen = _static_pair(ctx, (("range", b"owned:0,1"),))
+    back = join(ctx, instance="b", protocols=(("range", b"owned:none"),)).value
+    group = ctx.groups["g"]
+    assert back.error == ErrorCode.none and back.generation_id == gen
+    assert group.state is S.STABLE and group.generation_id == gen
+    assert sync(ctx, back.member_id, gen, instance="b").value.assignment == b"B"
+    # The stored snapshot carries the new incarnation with its new subscription.
+    record = decode(*ctx.written[-1])
+    assert record is not None
+    value = record[1]
+    assert isinstance(value, GroupMetadataValue) and value.generation == gen
+    stored = {m.group_instance_id: (m.member_id, m.subscription) for m in value.members}
+    assert stored["b"] == (back.member_id, b"owned:none")
+
+
+def test_static_member_back_with_another_protocol_rebalances(ctx: Ctx) -> None:
+    both = (("range", b"r"), ("roundrobin", b"rr"))
+    leader, follower, gen = _static_pair(ctx, both)
+    assert ctx.groups["g"].protocol_name == "range"
+    back = join(ctx, instance="b", protocols=(("roundrobin", b"rr"),))
+    assert not back.done and ctx.groups["g"].state is S.PREPARING_REBALANCE
+    join(ctx, leader, instance="a", protocols=both)
+    assert back.value.generation_id == gen + 1
+    assert ctx.groups["g"].protocol_name == "roundrobin"
 
 
 def test_static_member_leave_by_instance_id(ctx: Ctx) -> None:

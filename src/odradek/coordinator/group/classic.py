@@ -8,8 +8,10 @@ nothing):
 - ``Empty``: no members; may hold committed offsets. → PreparingRebalance when one joins.
 - ``PreparingRebalance``: waiting for every known member to (re)join, bounded by the largest
   member rebalance timeout; a new group first waits ``group.initial.rebalance.delay.ms``
-  (extended while members keep arriving). → CompletingRebalance when the join completes,
-  → Empty if nobody rejoined.
+  (extended while members keep arriving). At the deadline dynamic members that did not rejoin
+  are dropped; static ones keep their place until their session expires (KIP-345), and if only
+  such absent members are left the deadline is extended. → CompletingRebalance when the join
+  completes, → Empty if nobody is left.
 - ``CompletingRebalance``: the join answered every member with the new generation; waiting for
   the leader's SyncGroup with the assignment. → Stable once it is persisted,
   → PreparingRebalance if a member leaves, fails or changes its subscription.
@@ -199,9 +201,10 @@ class ClassicGroup:
     def rebalance_timeout_ms(self) -> int:
         return max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
 
-    def candidate_protocols(self) -> list[str]:
-        """Protocols every member supports, in the first member's order of preference."""
-        members = list(self.members.values())
+    def candidate_protocols(self, members: Sequence[ClassicMember] | None = None) -> list[str]:
+        """Protocols every member (of ``members``, by default the group's) supports, in the
+        first member's order of preference."""
+        members = list(self.members.values()) if members is None else members
         if not members:
             return []
         common = set(members[0].protocol_names())
@@ -217,10 +220,11 @@ class ClassicGroup:
         candidates = set(self.candidate_protocols())
         return any(p in candidates for p in protocols)
 
-    def select_protocol(self) -> str:
-        candidates = self.candidate_protocols()
+    def select_protocol(self, members: Sequence[ClassicMember] | None = None) -> str:
+        members = list(self.members.values()) if members is None else members
+        candidates = self.candidate_protocols(members)
         votes: Counter[str] = Counter()
-        for m in self.members.values():
+        for m in members:
             for name in m.protocol_names():
                 if name in candidates:
                     votes[name] += 1
@@ -469,7 +473,9 @@ class ClassicGroups:
             return self._add_and_rebalance(group, new_id, instance_id, member_args)
         old = group.members[old_id]
         member = ClassicMember(new_id, instance_id, assignment=old.assignment, **member_args)
-        if group.state is S.STABLE and old.protocols == member_args["protocols"]:
+        if group.state is S.STABLE and self._keeps_protocol(group, old, member):
+            # As in Kafka, only a change of the group's protocol rebalances: new subscription
+            # bytes alone (e.g. a restarted consumer that owns no partitions yet) do not.
             return self._replace_static_member_stable(group, old, member)
         self._replace_static_member(group, old, member)
         waiter: Pending[JoinResult] = Pending()
@@ -548,6 +554,17 @@ class ClassicGroups:
 
         self._emit(group, record, written)
         return waiter
+
+    @staticmethod
+    def _keeps_protocol(group: ClassicGroup, old: ClassicMember, member: ClassicMember) -> bool:
+        """Whether the group would select the protocol it has now with ``member`` in ``old``'s
+        place."""
+        members = [*(m for m in group.members.values() if m is not old), member]
+        candidates = group.candidate_protocols(members)
+        return (
+            group.protocol_name in candidates
+            and group.select_protocol(members) == group.protocol_name
+        )
 
     def _known_member(
         self, group: ClassicGroup, member_id: str, group_instance_id: str | None
@@ -686,13 +703,24 @@ class ClassicGroups:
     def _complete_join(self, group: ClassicGroup) -> None:
         self._ctx.timer.cancel(("join", group.group_id))
         group.initial_delay_remaining_ms = None
-        for member in [m for m in group.members.values() if m.join_waiter is None]:
-            # Did not rejoin within the rebalance timeout: out of the group.
+        now = self._ctx.now_ms()
+        absent = [m for m in group.members.values() if m.join_waiter is None]
+        for member in absent:
+            if member.group_instance_id is not None:
+                # As in Kafka, a static member that did not rejoin in time keeps its place (and
+                # gets an assignment) until its session expires or it misses the SyncGroup
+                # deadline: a restarting process comes back to it without another rebalance.
+                continue
+            # A dynamic member that did not rejoin within the rebalance timeout is out.
             self._cancel_member_timers(group, member.member_id)
             if member.sync_waiter is not None:
                 member.sync_waiter.complete(SyncResult(ErrorCode.unknown_member_id))
             group.remove(member.member_id)
-        now = self._ctx.now_ms()
+        if group.members and not self._elect_joined_leader(group):
+            # Only absent static members are left: wait another rebalance timeout (their
+            # sessions expire meanwhile) rather than start a generation nobody joined.
+            self._schedule_join(group, now + group.rebalance_timeout_ms())
+            return
         group.generation_id += 1
         if not group.members:
             group.protocol_name = None
@@ -714,6 +742,19 @@ class ClassicGroups:
             now + group.rebalance_timeout_ms(),
             lambda: self._on_sync_deadline(group, group.generation_id),
         )
+
+    @staticmethod
+    def _elect_joined_leader(group: ClassicGroup) -> bool:
+        """Keep the leader if it rejoined, else hand leadership to a member that did; False
+        if no member rejoined."""
+        leader = group.members.get(group.leader_id or "")
+        if leader is not None and leader.join_waiter is not None:
+            return True
+        joined = next((m for m in group.members.values() if m.join_waiter is not None), None)
+        if joined is None:
+            return False
+        group.leader_id = joined.member_id
+        return True
 
     def _join_answer(self, group: ClassicGroup, member: ClassicMember) -> JoinResult:
         is_leader = group.leader_id == member.member_id
