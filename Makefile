@@ -23,7 +23,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/odradek serve --listen 127.0.0.1:9092 --data-dir ./data
+	$(BIN)/odradek serve --listen 127.0.0.1:9092 --data-dir ./data --config config/server.properties
 
 # kcat is one of the clients the integration tests drive; Debian packages it.
 system-deps:

@@ -3,7 +3,9 @@
 Fixtures:
 
 - ``odradek_broker`` — a running broker on a temporary data directory, one per test; its
-  ``bootstrap`` attribute is the ``host:port`` to hand to any Kafka client.
+  ``bootstrap`` attribute is the ``host:port`` to hand to any Kafka client. It runs with Kafka's
+  development setting ``group.initial.rebalance.delay.ms=0`` (as Kafka's quick-start
+  ``server.properties``), so a new consumer group's first join does not wait 3 s.
 - ``odradek_bootstrap`` — just that address.
 """
 
@@ -26,7 +28,8 @@ def odradek_broker(tmp_path: Path) -> Iterator[BrokerThread]:
     # Imported here so that merely having the plugin installed costs pytest nothing.
     from odradek.broker.runner import BrokerThread, local_config
 
-    with BrokerThread(local_config(tmp_path / "odradek-data")) as broker:
+    config = local_config(tmp_path / "odradek-data", group_initial_rebalance_delay_ms="0")
+    with BrokerThread(config) as broker:
         yield broker
 
 
