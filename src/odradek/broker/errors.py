@@ -12,7 +12,7 @@ import logging
 
 from odradek.errors import ErrorCode, KafkaError
 
-__all__ = ["compatible_code", "error_code_for"]
+__all__ = ["compatible_code", "error_code_for", "error_of"]
 
 log = logging.getLogger("odradek.broker")
 
@@ -51,3 +51,13 @@ def error_code_for(
         return compatible_code(api_key, version, exc.code)
     log.error("unexpected error%s", f" in {context}" if context else "", exc_info=exc)
     return ErrorCode.unknown_server_error
+
+
+def error_of(
+    exc: BaseException, *, context: str = "", api_key: int = -1, version: int = 0
+) -> tuple[ErrorCode, str | None]:
+    """:func:`error_code_for` and the message to send with it (a ``KafkaError``'s own; none
+    for an unexpected exception): for handlers that answer each part of a request (a group, a
+    topic, a transactional id) with its own error."""
+    code = error_code_for(exc, context=context, api_key=api_key, version=version)
+    return code, exc.message if isinstance(exc, KafkaError) else None

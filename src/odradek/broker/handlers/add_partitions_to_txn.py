@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
-from odradek.broker.errors import compatible_code
+from odradek.broker.errors import compatible_code, error_code_for
 from odradek.broker.handlers._common import is_internal
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
@@ -83,8 +83,10 @@ def _one(
         return broker.transactions.write(transactional_id, lambda: coordinator.add_partitions(
             transactional_id, producer_id, producer_epoch, partitions, verify_only=verify_only
         ))
-    except KafkaError as e:
-        return dict.fromkeys(partitions, e.code)
+    except Exception as e:
+        # Downgraded for old clients where the results are built (_topic_results).
+        code = error_code_for(e, context=f"adding partitions to {transactional_id}")
+        return dict.fromkeys(partitions, code)
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
+from odradek.broker.errors import error_of
 from odradek.broker.handlers._common import GROUP_OPERATIONS, NOT_REQUESTED
 from odradek.coordinator.group.consumer import ConsumerGroup, ConsumerGroups
-from odradek.errors import ErrorCode, InvalidGroupIdError, KafkaError
+from odradek.errors import ErrorCode, InvalidGroupIdError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
@@ -113,8 +114,10 @@ def handle(broker: BrokerServices, request: Request) -> Any:
             if not group_id:
                 raise InvalidGroupIdError("Group id can't be empty.")
             group = broker.groups.run(group_id, functools.partial(consumer.describe, group_id))
-        except KafkaError as e:
-            groups.append(_error_group(mod, group_id, e.code, e.message))
+        except Exception as e:
+            code, message = error_of(e, context=f"describing group {group_id}", api_key=KEY,
+                                     version=request.api_version)
+            groups.append(_error_group(mod, group_id, code, message))
             continue
         groups.append(_described(mod, broker, consumer, group, operations))
     return build(mod.ConsumerGroupDescribeResponse, throttle_time=_ZERO, groups=tuple(groups))

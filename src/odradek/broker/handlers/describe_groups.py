@@ -12,9 +12,10 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
+from odradek.broker.errors import error_of
 from odradek.broker.handlers._common import GROUP_OPERATIONS, NOT_REQUESTED
 from odradek.coordinator.group.classic import ClassicGroup, ClassicGroupState
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
@@ -70,8 +71,10 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         try:
             # Its partition must be loaded (COORDINATOR_LOAD_IN_PROGRESS for this group).
             group = broker.groups.run(group_id, functools.partial(groups.get, group_id))
-        except KafkaError as e:
-            described.append(_error_group(mod, group_id, e.code))
+        except Exception as e:
+            code, _ = error_of(e, context=f"describing group {group_id}", api_key=KEY,
+                               version=request.api_version)
+            described.append(_error_group(mod, group_id, code))
             continue
         described.append(_group(mod, group_id, group, operations))
     return build(mod.DescribeGroupsResponse, throttle_time=_ZERO, groups=tuple(described))

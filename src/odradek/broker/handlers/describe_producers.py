@@ -15,7 +15,7 @@ import datetime
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
-from odradek.broker.errors import error_code_for
+from odradek.broker.errors import error_code_for, error_of
 from odradek.broker.topics import validate_topic_name
 from odradek.errors import ErrorCode, KafkaError
 from odradek.protocol.build import build, response_module
@@ -77,8 +77,9 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     for t in request.body.topics:
         try:
             validate_topic_name(t.name)
-        except KafkaError as e:
-            parts = tuple(_partition(mod, i, e.code, e.message) for i in t.partition_indexes)
+        except Exception as e:
+            code, message = error_of(e, api_key=KEY, version=request.api_version)
+            parts = tuple(_partition(mod, i, code, message) for i in t.partition_indexes)
         else:
             parts = tuple(_describe(broker, mod, t.name, i) for i in t.partition_indexes)
         topics.append(build(mod.TopicResponse, name=t.name, partitions=parts))

@@ -12,9 +12,10 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
+from odradek.broker.errors import error_of
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
 from odradek.coordinator.txn.state import TransactionMetadata
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
@@ -72,8 +73,10 @@ def handle(broker: BrokerServices, request: Request) -> Any:
             meta = broker.transactions.run(
                 transactional_id, functools.partial(coordinator.describe, transactional_id)
             )
-        except KafkaError as e:
-            states.append(_error(mod, transactional_id, e.code))
+        except Exception as e:
+            code, _ = error_of(e, context=f"describing {transactional_id}", api_key=KEY,
+                               version=request.api_version)
+            states.append(_error(mod, transactional_id, code))
         else:
             states.append(_state(mod, transactional_id, meta))
     return build(

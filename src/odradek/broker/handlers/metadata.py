@@ -12,6 +12,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
+from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import (
     CLUSTER_OPERATIONS,
     LEADER_EPOCH,
@@ -19,7 +20,7 @@ from odradek.broker.handlers._common import (
     is_internal,
 )
 from odradek.broker.topics import validate_topic_name
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.metadata.store import TopicMetadata
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
@@ -83,14 +84,11 @@ def _lookup(broker: BrokerServices, mod: Any, name: str | None, topic_id: uuid.U
         return _topic(mod, broker, meta, operations)
     try:
         validate_topic_name(name)
-    except KafkaError as e:
-        return _error_topic(mod, name, None, e.code)
-    meta = broker.topics.topic(name)
-    if meta is None and auto_create:
-        try:
+        meta = broker.topics.topic(name)
+        if meta is None and auto_create:
             meta = broker.maybe_auto_create(name)
-        except KafkaError as e:
-            return _error_topic(mod, name, None, e.code)
+    except Exception as e:
+        return _error_topic(mod, name, None, error_code_for(e, context=f"metadata of {name}"))
     if meta is None:
         return _error_topic(mod, name, None, ErrorCode.unknown_topic_or_partition)
     return _topic(mod, broker, meta, operations)

@@ -10,8 +10,9 @@ import datetime
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
+from odradek.broker.errors import error_code_for
 from odradek.coordinator.group.coordinator import CommittedOffset
-from odradek.errors import ErrorCode, KafkaError
+from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
@@ -60,8 +61,8 @@ def _fetch(
         return broker.groups.run(group_id, lambda: coordinator.fetch_offsets(
             group_id, wanted, member_id=member_id, member_epoch=epoch, require_stable=stable
         )), ErrorCode.none
-    except KafkaError as e:
-        return [], e.code
+    except Exception as e:
+        return [], error_code_for(e, context=f"fetching offsets of group {group_id}")
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
