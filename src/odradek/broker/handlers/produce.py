@@ -32,6 +32,7 @@ from odradek.errors import (
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 from odradek.protocol.produce import decode_produce_request
+from odradek.protocol.records import LOG_OVERHEAD, batch_size_at, read_producer_id_and_epoch
 
 if TYPE_CHECKING:
     from odradek.broker.app import Broker
@@ -117,18 +118,15 @@ def handle(broker: Broker, request: Request) -> Any:
     return build(mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO)
 
 
-_BATCH_LENGTH = struct.Struct(">i")
-_PRODUCER = struct.Struct(">qh")  # producer id and epoch, at byte 43 of a v2 batch
-
-
 def _verify_transaction(
     broker: Broker, transactional_id: str, topic: str, partition: int, records: Any, version: int
 ) -> None:
     """KIP-890 part 1: a transactional write must go to a partition its transaction added;
     errors are given in the forms each produce version knows."""
-    if len(records) < 53:
-        raise InvalidRecordError("record batch too short")
-    producer_id, epoch = _PRODUCER.unpack_from(records, 43)
+    try:
+        producer_id, epoch = read_producer_id_and_epoch(records)
+    except struct.error:
+        raise InvalidRecordError("record batch too short") from None
     tp = (topic, partition)
     try:
         code = broker.txn_coordinator.add_partitions(
@@ -151,10 +149,9 @@ def _check_one_batch(records: Any) -> None:
     """Produce v3+ carries exactly one record batch per partition (Kafka's
     ``ProduceRequest.validateRecords``); a batch that claims more bytes than are present is left
     to the storage engine, which reports it as corrupt."""
-    if records is None or len(records) < 12:
+    if records is None or len(records) < LOG_OVERHEAD:
         raise InvalidRecordError("a produce request must carry exactly one record batch")
-    (batch_length,) = _BATCH_LENGTH.unpack_from(records, 8)
-    if batch_length + 12 < len(records):
+    if batch_size_at(records) < len(records):
         raise InvalidRecordError("a produce request must carry exactly one record batch")
 
 
