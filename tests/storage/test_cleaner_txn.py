@@ -27,7 +27,8 @@ from odradek.protocol.records import (
     encode_batch,
     encode_control_batch,
 )
-from odradek.storage.cleaner import CleanerConfig, LogCleaner, TaskState
+from odradek.storage.cleaner import CleanerConfig, LogCleaner
+from odradek.storage.cleaner_task import TaskState
 from odradek.storage.clock import ManualClock
 from odradek.storage.log import SWAP_MANIFEST, AppendOrigin, PartitionLog
 from odradek.storage.log_config import LogConfig

@@ -15,7 +15,8 @@ truncates at the first invalid byte, rebuilding both indexes.
 
 A segment may also live under a file suffix (``.cleaned`` or ``.swap``): the log cleaner builds
 replacement segments that way and moves them to their final names with :meth:`rename_suffix`
-(see :mod:`odradek.storage.cleaner` for the protocol and what a crash leaves).
+(see :mod:`odradek.storage.log` for the swap and :mod:`odradek.storage.loader` for what a
+crash leaves).
 """
 
 from __future__ import annotations
