@@ -66,6 +66,7 @@ __all__ = [
     "read_batch_header",
     "batch_size_at",
     "read_producer_id_and_epoch",
+    "next_offset_after",
     "assign_offset_and_epoch",
     "set_log_append_time",
     "pack_batch",
@@ -254,6 +255,21 @@ def read_producer_id_and_epoch(buf: Buffer, pos: int = 0) -> tuple[int, int]:
     """(producerId, producerEpoch) of the batch at ``pos`` without parsing the rest."""
     producer_id, epoch = _PRODUCER.unpack_from(buf, pos + _PRODUCER_AT)
     return int(producer_id), int(epoch)
+
+
+def next_offset_after(buf: Buffer) -> int:
+    """The offset after the last whole batch of ``buf`` (back-to-back batches from its start,
+    as a log read returns them); -1 when it holds none."""
+    next_offset = -1
+    pos = 0
+    n = len(buf)
+    while pos + BATCH_HEADER_SIZE <= n:
+        header = read_batch_header(buf, pos)
+        if pos + header.size > n:
+            break
+        next_offset = header.next_offset
+        pos += header.size
+    return next_offset
 
 
 def compute_crc(batch: Buffer) -> int:

@@ -44,7 +44,7 @@ import shutil
 import uuid
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from odradek.errors import (
@@ -58,6 +58,7 @@ from odradek.protocol.records import (
     BatchHeader,
     assign_offset_and_epoch,
     decode_records,
+    next_offset_after,
     set_log_append_time,
     validate_batches,
 )
@@ -93,6 +94,8 @@ __all__ = [
     "ActiveProducer",
     "AppendOrigin",
     "FetchDataInfo",
+    "FetchIsolation",
+    "FetchOffsetOutOfRangeError",
     "LogAppendInfo",
     "LogConfig",
     "PartitionLog",
@@ -137,13 +140,36 @@ class LogAppendInfo:
 
 @dataclass(frozen=True, slots=True)
 class FetchDataInfo:
-    """Whole batches read from one segment, plus the log's offsets at the time of the read."""
+    """Whole batches read from one segment, plus the log's offsets at the time of the read:
+    everything a fetch response says about a partition. ``aborted_transactions`` is set only by
+    a :attr:`FetchIsolation.TXN_COMMITTED` fetch that returns records: the aborted transactions
+    overlapping them, possibly none; otherwise None (Kafka answers null then)."""
 
     records: bytes
     fetch_offset: int
     high_watermark: int
     log_start_offset: int
     log_end_offset: int
+    last_stable_offset: int
+    aborted_transactions: tuple[AbortedTxn, ...] | None = None
+
+
+class FetchIsolation(enum.Enum):
+    """How far a fetch may read (Kafka's FetchIsolation)."""
+
+    LOG_END = "log_end"  # everything appended (replication)
+    HIGH_WATERMARK = "high_watermark"  # read_uncommitted consumers
+    TXN_COMMITTED = "txn_committed"  # read_committed consumers: up to the last stable offset
+
+
+class FetchOffsetOutOfRangeError(OffsetOutOfRangeError):
+    """OFFSET_OUT_OF_RANGE from a read, with the offsets the client resets from (Kafka answers
+    them with this error)."""
+
+    def __init__(self, message: str, *, high_watermark: int, log_start_offset: int) -> None:
+        super().__init__(message)
+        self.high_watermark = high_watermark
+        self.log_start_offset = log_start_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -552,13 +578,15 @@ class PartitionLog:
         """Whole batches from the one segment holding ``fetch_offset``, starting with the batch
         that contains it, never including a batch that reaches ``max_offset`` (default: the
         log end offset), at most ``max_bytes`` unless ``min_one_message`` and the first batch
-        alone is larger. Raises OffsetOutOfRangeError outside [log_start, log_end]."""
+        alone is larger. Raises FetchOffsetOutOfRangeError outside [log_start, log_end]."""
         self._check_open()
         leo = self._log_end_offset
         if fetch_offset < self._log_start_offset or fetch_offset > leo:
-            raise OffsetOutOfRangeError(
+            raise FetchOffsetOutOfRangeError(
                 f"offset {fetch_offset} is outside [{self._log_start_offset}, {leo}] of "
-                f"{self.topic}-{self.partition}"
+                f"{self.topic}-{self.partition}",
+                high_watermark=self._high_watermark,
+                log_start_offset=self._log_start_offset,
             )
         limit = leo if max_offset is None else min(max_offset, leo)
         data = b""
@@ -581,8 +609,37 @@ class PartitionLog:
                 data = seg.read(pos, max_bytes, max_pos, min_one_message)
                 break
         return FetchDataInfo(
-            data, fetch_offset, self._high_watermark, self._log_start_offset, leo
+            data, fetch_offset, self._high_watermark, self._log_start_offset, leo,
+            self.last_stable_offset,
         )
+
+    def fetch(
+        self,
+        fetch_offset: int,
+        *,
+        max_bytes: int,
+        isolation: FetchIsolation = FetchIsolation.HIGH_WATERMARK,
+        min_one_message: bool = True,
+    ) -> FetchDataInfo:
+        """One partition's share of a Fetch: :meth:`read` up to what ``isolation`` allows,
+        with the high watermark, last stable offset and log start offset of the same moment
+        and, for ``TXN_COMMITTED``, the aborted transactions overlapping the returned batches.
+        Raises FetchOffsetOutOfRangeError (carrying the offsets) or KafkaStorageError."""
+        if isolation is FetchIsolation.TXN_COMMITTED:
+            max_offset: int | None = self.last_stable_offset
+        elif isolation is FetchIsolation.HIGH_WATERMARK:
+            max_offset = self._high_watermark
+        else:
+            max_offset = None
+        info = self.read(
+            fetch_offset, max_bytes=max_bytes, max_offset=max_offset,
+            min_one_message=min_one_message,
+        )
+        if isolation is not FetchIsolation.TXN_COMMITTED or not info.records:
+            return info
+        upper = next_offset_after(info.records)
+        aborted = tuple(self.collect_aborted_transactions(fetch_offset, upper))
+        return replace(info, aborted_transactions=aborted)
 
     # == timestamps ==============================================================================
 
