@@ -23,7 +23,6 @@ import os
 import random
 import resource
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from odradek.protocol.records import BATCH_HEADER_SIZE, crc32c
+from odradek.protocol.records import MAGIC, BatchHeader, pack_batch
+from odradek.protocol.varint import encode_varint
 from odradek.storage.cleaner import CleanerConfig, LogCleaner
 from odradek.storage.clock import SystemClock
 from odradek.storage.log import PartitionLog
@@ -39,8 +39,6 @@ from odradek.storage.log_config import LogConfig
 
 __all__ = ["CompactionBenchResult", "ProduceWhileCleaning", "bench_clean",
            "produce_while_cleaning"]
-
-_HEADER = struct.Struct(">qiibIhiqqqhii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,34 +66,17 @@ class CompactionBenchResult:
         )
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _zigzag(value: int) -> bytes:
-    return _uvarint((value << 1) ^ (value >> 63))
-
-
 def _batch(keys: list[bytes], value: bytes, timestamp: int) -> bytes:
     """A v2 batch of ``keys`` each with ``value`` (no headers, CreateTime, no compression),
     built directly: the generic encoder would dominate the writing time."""
-    tail = _zigzag(len(value)) + value + b"\x00"
+    tail = encode_varint(len(value)) + value + b"\x00"
     parts = []
     for i, key in enumerate(keys):
-        body = b"\x00\x00" + _zigzag(i) + _zigzag(len(key)) + key + tail
-        parts.append(_zigzag(len(body)) + body)
-    records = b"".join(parts)
-    out = bytearray(BATCH_HEADER_SIZE + len(records))
-    _HEADER.pack_into(out, 0, 0, len(out) - 12, -1, 2, 0, 0, len(keys) - 1, timestamp,
-                      timestamp, -1, -1, -1, len(keys))
-    out[BATCH_HEADER_SIZE:] = records
-    struct.pack_into(">I", out, 17, crc32c(memoryview(out)[21:]))
-    return bytes(out)
+        body = b"\x00\x00" + encode_varint(i) + encode_varint(len(key)) + key + tail
+        parts.append(encode_varint(len(body)) + body)
+    header = BatchHeader(0, 0, -1, MAGIC, 0, 0, len(keys) - 1, timestamp, timestamp, -1, -1, -1,
+                         len(keys))
+    return pack_batch(header, b"".join(parts))
 
 
 def write_log(directory: Path, total_bytes: int, distinct_keys: int, *, value_bytes: int = 100,

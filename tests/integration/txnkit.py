@@ -47,6 +47,7 @@ from odradek.protocol.records import (
     decode_records,
     read_batch_header,
 )
+from odradek.protocol.varint import read_uvarint
 
 __all__ = [
     "BROKER_PROPERTIES",
@@ -532,14 +533,8 @@ class _Reader:
         return value
 
     def uvarint(self) -> int:
-        shift = value = 0
-        while True:
-            b = self.data[self.pos]
-            self.pos += 1
-            value |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return value
-            shift += 7
+        value, self.pos = read_uvarint(self.data, self.pos)
+        return value
 
     def string(self) -> str:
         n = self.uvarint() - 1

@@ -24,18 +24,13 @@ from odradek.protocol.records import (
     encode_control_batch,
     read_batch_header,
 )
-from odradek.storage.cleaner import (
-    CleanerConfig,
-    LogCleaner,
-    OffsetMap,
-    TaskState,
-    Throttler,
-    read_cleaner_checkpoint,
-)
+from odradek.storage.cleaner import CleanerConfig, LogCleaner, read_cleaner_checkpoint
+from odradek.storage.cleaner_task import TaskState
 from odradek.storage.clock import ManualClock
 from odradek.storage.log import AppendOrigin, PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import LogManager
+from odradek.storage.offset_map import OffsetMap, Throttler
 
 COMPACT = LogConfig(cleanup_policy="compact", segment_bytes=600, index_interval_bytes=64,
                     delete_retention_ms=1000, min_cleanable_dirty_ratio=0.0)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
+import pytest
 from storage_helpers import START_MS, batch, crash
 
 from odradek.storage.clock import ManualClock
@@ -94,3 +96,31 @@ def test_housekeeping(tmp_path: Path) -> None:
     assert lm.run_retention(clock.milliseconds()) > 0
     assert plog.log_start_offset > 0
     lm.shutdown()
+
+
+def startup_messages(caplog: pytest.LogCaptureFixture, data_dir: Path) -> list[str]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="odradek.storage"):
+        lm = LogManager(data_dir, ManualClock(START_MS), LogConfig())
+        lm.startup()
+    messages = [r.getMessage() for r in caplog.records if "partition logs" in r.getMessage()]
+    plog = lm.create_log("t", 0)
+    plog.append_as_leader(batch(1), leader_epoch=0)
+    crash(plog)  # never shut down: the next start finds no marker
+    return messages
+
+
+def test_startup_names_a_new_data_directory(tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "data"
+    # Never used (not even created): new, not an unclean shutdown.
+    assert startup_messages(caplog, data) == [f"loaded 0 partition logs from {data} "
+                                              f"(new data directory)"]
+    # Logs but no marker (the run above never shut down): a crash, and the logs are recovered.
+    assert startup_messages(caplog, data) == [f"loaded 1 partition logs from {data} "
+                                              f"(recovered after an unclean shutdown)"]
+    lm = LogManager(data, ManualClock(START_MS), LogConfig())
+    lm.startup()
+    lm.shutdown()
+    assert startup_messages(caplog, data) == [f"loaded 1 partition logs from {data} "
+                                              f"(after a clean shutdown)"]

@@ -20,6 +20,8 @@ from odradek.storage.log import (
     RECOVERY_POINT_CHECKPOINT,
     AbortedTxn,
     AppendOrigin,
+    FetchIsolation,
+    FetchOffsetOutOfRangeError,
     LogAppendInfo,
     PartitionLog,
 )
@@ -110,6 +112,50 @@ def test_abort_is_indexed_in_the_marker_segment(open_log: OpenLog) -> None:
     assert plog.collect_aborted_transactions(4, 10) == [AbortedTxn(P2, 2, 4, 5)]
     assert plog.collect_aborted_transactions(0, 2) == [AbortedTxn(P1, 0, 3, 2)]
     assert plog.collect_aborted_transactions(5, 10) == []
+
+
+def offsets_of(records: bytes) -> list[int]:
+    out, pos = [], 0
+    while pos < len(records):
+        h = read_batch_header(records, pos)
+        out.append(h.base_offset)
+        pos += h.size
+    return out
+
+
+def test_fetch_answers_for_the_isolation_level(open_log: OpenLog) -> None:
+    plog = open_log()
+    produce(plog, batch(1))  # 0
+    produce(plog, txn(P1, 0, 2))  # 1..2, aborted below
+    produce(plog, txn(P2, 0))  # 3, left open
+    end(plog, P1, commit=False)  # 4
+    produce(plog, batch(1), hw=False)  # 5, above the high watermark
+    assert (plog.high_watermark, plog.last_stable_offset, plog.log_end_offset) == (5, 3, 6)
+    committed = plog.fetch(0, max_bytes=1 << 20, isolation=FetchIsolation.TXN_COMMITTED)
+    assert offsets_of(committed.records) == [0, 1]  # stops at the open transaction
+    assert (committed.high_watermark, committed.last_stable_offset,
+            committed.log_start_offset) == (5, 3, 0)
+    assert committed.aborted_transactions == (AbortedTxn(P1, 1, 4, 3),)
+    uncommitted = plog.fetch(0, max_bytes=1 << 20, isolation=FetchIsolation.HIGH_WATERMARK)
+    assert offsets_of(uncommitted.records) == [0, 1, 3, 4]
+    assert uncommitted.aborted_transactions is None
+    everything = plog.fetch(0, max_bytes=1 << 20, isolation=FetchIsolation.LOG_END)
+    assert offsets_of(everything.records) == [0, 1, 3, 4, 5]
+    # read_committed with nothing to return: no list at all; with data but no abort: an empty one.
+    assert plog.fetch(3, max_bytes=1 << 20,
+                      isolation=FetchIsolation.TXN_COMMITTED).aborted_transactions is None
+    first = plog.fetch(0, max_bytes=1, isolation=FetchIsolation.TXN_COMMITTED)
+    assert offsets_of(first.records) == [0] and first.aborted_transactions == ()
+
+
+def test_fetch_out_of_range_carries_the_offsets(open_log: OpenLog) -> None:
+    plog = open_log()
+    produce(plog, batch(3))
+    plog.delete_records_before(1)
+    for offset in (0, 4):
+        with pytest.raises(FetchOffsetOutOfRangeError) as e:
+            plog.fetch(offset, max_bytes=100)
+        assert (e.value.high_watermark, e.value.log_start_offset) == (3, 1)
 
 
 def test_lso_waits_for_the_marker_to_be_below_the_high_watermark(open_log: OpenLog) -> None:

@@ -27,6 +27,7 @@ from odradek.cli._common import CliError
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build
 from odradek.protocol.messages import request_schema, response_schema
+from odradek.protocol.varint import MAX_VARINT32_BYTES, read_uvarint
 
 __all__ = [
     "read_describe_transactions",
@@ -272,16 +273,8 @@ class _Reader:
         return value
 
     def uvarint(self) -> int:
-        shift = value = 0
-        while True:
-            byte = self.buf[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 28:
-                raise ValueError("varint too long")
+        value, self.pos = read_uvarint(self.buf, self.pos, MAX_VARINT32_BYTES)
+        return value
 
     def string(self) -> str:
         n = self.uvarint() - 1

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from odradek.errors import CorruptRecordError
+from odradek.protocol.varint import MAX_VARINT32_BYTES, VarintError, read_uvarint, write_uvarint
 
 __all__ = ["Writer", "Reader"]
 
@@ -49,10 +50,7 @@ class Writer:
     def uvarint(self, v: int) -> None:
         if not 0 <= v <= 0xFFFFFFFF:
             raise ValueError(f"unsigned varint out of range: {v}")
-        while v >= 0x80:
-            self.buf.append((v & 0x7F) | 0x80)
-            v >>= 7
-        self.buf.append(v)
+        write_uvarint(self.buf, v)
 
     def string(self, v: str | None) -> None:
         if v is None:
@@ -144,15 +142,13 @@ class Reader:
         return uuid.UUID(bytes=self.take(16))
 
     def uvarint(self) -> int:
-        value = 0
-        for i in range(5):
-            b = self.take(1)[0]
-            value |= (b & 0x7F) << (7 * i)
-            if not b & 0x80:
-                if value > 0xFFFFFFFF:
-                    raise self.corrupt("unsigned varint overflows 32 bits")
-                return value
-        raise self.corrupt("unsigned varint longer than 5 bytes")
+        try:
+            value, self.pos = read_uvarint(self.data, self.pos, MAX_VARINT32_BYTES)
+        except VarintError as e:
+            raise self.corrupt(f"unsigned {e}") from None
+        if value > 0xFFFFFFFF:
+            raise self.corrupt("unsigned varint overflows 32 bits")
+        return value
 
     def _utf8(self, n: int) -> str:
         raw = self.take(n)

@@ -18,6 +18,7 @@ import typing
 from typing import Any
 
 from odradek.errors import CorruptFrameError
+from odradek.protocol.varint import MAX_VARINT32_BYTES, VarintError, read_uvarint
 
 __all__ = ["check_request"]
 
@@ -92,18 +93,11 @@ class _Walker:
         self.pos += n
 
     def uvarint(self) -> int:
-        result = shift = 0
-        while True:
-            if self.pos >= self.end:
-                raise CorruptFrameError("request ends inside a varint")
-            b = self.buf[self.pos]
-            self.pos += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 35:
-                raise CorruptFrameError("varint too long in request")
+        try:
+            value, self.pos = read_uvarint(self.buf, self.pos, MAX_VARINT32_BYTES)
+        except VarintError as e:
+            raise CorruptFrameError(f"{e} in request") from None
+        return value
 
     def int16(self) -> int:
         self.skip(2)

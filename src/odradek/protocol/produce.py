@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from odradek.errors import CorruptFrameError
 from odradek.protocol.messages import Request, RequestPreamble
+from odradek.protocol.varint import MAX_VARINT32_BYTES, VarintError, read_uvarint
 
 __all__ = [
     "PartitionProduceData",
@@ -78,19 +79,11 @@ class _Reader:
         return int(v)
 
     def uvarint(self) -> int:
-        result = 0
-        shift = 0
-        buf = self.buf
-        while True:
-            self.need(1)
-            b = buf[self.pos]
-            self.pos += 1
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 28:
-                raise CorruptFrameError("varint too long in produce request")
+        try:
+            value, self.pos = read_uvarint(self.buf, self.pos, MAX_VARINT32_BYTES)
+        except VarintError as e:
+            raise CorruptFrameError(f"{e} in produce request") from None
+        return value
 
     def take(self, n: int) -> memoryview:
         self.need(n)

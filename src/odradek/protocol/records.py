@@ -40,6 +40,7 @@ from typing import Protocol
 import crc32c as _crc32c
 
 from odradek.errors import CorruptRecordError, InvalidRecordError, RecordTooLargeError
+from odradek.protocol.varint import VarintError, read_varint, write_varint
 
 __all__ = [
     "BATCH_HEADER_SIZE",
@@ -65,6 +66,10 @@ __all__ = [
     "read_batch_header",
     "read_batch_size",
     "read_producer",
+    "next_offset_after",
+    "assign_offset_and_epoch",
+    "set_log_append_time",
+    "pack_batch",
     "validate_batches",
     "decode_records",
     "encode_batch",
@@ -105,12 +110,20 @@ ATTR_TRANSACTIONAL = 0x10
 ATTR_CONTROL = 0x20
 ATTR_DELETE_HORIZON = 0x40
 
-_CRC_START = 21
+# Field positions inside a batch, for the few writes and reads that do not parse the header.
+_LENGTH_AT = 8
+_EPOCH_AT = 12
+_MAGIC_AT = 16
+_CRC_AT = 17
+_CRC_START = 21  # the CRC covers from the attributes to the end of the batch
+_PRODUCER_AT = 43
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 _LENGTH = struct.Struct(">i")
-_LENGTH_AT = 8
-_PRODUCER = struct.Struct(">qh")  # producerId, producerEpoch
-_PRODUCER_AT = 43
+_OFFSET = struct.Struct(">q")
+_EPOCH = struct.Struct(">i")
+_CRC = struct.Struct(">I")
+_TIMESTAMPS = struct.Struct(">hiqq")  # attributes, lastOffsetDelta, baseTimestamp, maxTimestamp
+_PRODUCER = struct.Struct(">qh")
 _I32 = struct.Struct(">i")
 _MIN_RECORD_SIZE = 7  # 1-byte length + attributes + 5 one-byte varints
 _INT32_MAX = 2**31 - 1
@@ -250,6 +263,21 @@ def read_producer(buf: Buffer, pos: int = 0) -> tuple[int, int]:
     return int(producer_id), int(epoch)
 
 
+def next_offset_after(buf: Buffer) -> int:
+    """The offset after the last whole batch of ``buf`` (back-to-back batches from its start,
+    as a log read returns them); -1 when it holds none."""
+    next_offset = -1
+    pos = 0
+    n = len(buf)
+    while pos + BATCH_HEADER_SIZE <= n:
+        header = read_batch_header(buf, pos)
+        if pos + header.size > n:
+            break
+        next_offset = header.next_offset
+        pos += header.size
+    return next_offset
+
+
 def compute_crc(batch: Buffer) -> int:
     """CRC32C of a whole batch's checksummed region (bytes 21 to the end)."""
     return crc32c(memoryview(batch)[_CRC_START:])
@@ -257,6 +285,50 @@ def compute_crc(batch: Buffer) -> int:
 
 def batch_crc_ok(buf: Buffer, pos: int, header: BatchHeader) -> bool:
     return crc32c(memoryview(buf)[pos + _CRC_START : pos + header.size]) == header.crc
+
+
+def assign_offset_and_epoch(
+    buf: bytearray | memoryview, pos: int, base_offset: int, partition_leader_epoch: int
+) -> None:
+    """Write the base offset and partition leader epoch of the batch at ``pos`` in place;
+    both lie outside the CRC, which stays valid."""
+    _OFFSET.pack_into(buf, pos, base_offset)
+    _EPOCH.pack_into(buf, pos + _EPOCH_AT, partition_leader_epoch)
+
+
+def set_log_append_time(
+    buf: bytearray | memoryview, pos: int, header: BatchHeader, timestamp: int
+) -> int:
+    """Mark the batch at ``pos`` (whose header is ``header``) LogAppendTime with base and max
+    timestamp ``timestamp``, in place, and recompute its CRC; returns the new CRC."""
+    _TIMESTAMPS.pack_into(
+        buf, pos + _CRC_START, header.attributes | ATTR_TIMESTAMP_TYPE,
+        header.last_offset_delta, timestamp, timestamp,
+    )
+    return _seal(buf, pos, header.size)
+
+
+def pack_batch(header: BatchHeader, payload: Buffer) -> bytes:
+    """A whole batch: ``header``'s fields followed by the (already compressed) records
+    section ``payload``; ``batch_length`` and ``crc`` are computed, the header's own ignored."""
+    out = bytearray(BATCH_HEADER_SIZE + len(payload))
+    _HEADER.pack_into(
+        out, 0, header.base_offset, len(out) - LOG_OVERHEAD, header.partition_leader_epoch,
+        header.magic, 0, header.attributes, header.last_offset_delta, header.base_timestamp,
+        header.max_timestamp, header.producer_id, header.producer_epoch, header.base_sequence,
+        header.records_count,
+    )
+    out[BATCH_HEADER_SIZE:] = payload
+    _seal(out, 0, len(out))
+    return bytes(out)
+
+
+def _seal(buf: bytearray | memoryview, pos: int, size: int) -> int:
+    """Compute and write the CRC of the ``size``-byte batch at ``pos``; returns it."""
+    with memoryview(buf) as mv:
+        crc = crc32c(mv[pos + _CRC_START : pos + size])
+    _CRC.pack_into(buf, pos + _CRC_AT, crc)
+    return crc
 
 
 def validate_batches(buf: Buffer, *, max_batch_bytes: int) -> list[BatchHeader]:
@@ -278,9 +350,10 @@ def validate_batches(buf: Buffer, *, max_batch_bytes: int) -> list[BatchHeader]:
         remaining = n - pos
         if remaining < LOG_OVERHEAD:
             raise CorruptRecordError(f"partial batch: {remaining} trailing bytes at {pos}")
-        if remaining > 16 and mv[pos + 16] != MAGIC:
+        if remaining > _MAGIC_AT and mv[pos + _MAGIC_AT] != MAGIC:
             raise InvalidRecordError(
-                f"record batch magic {mv[pos + 16]} is not supported; only magic 2 is accepted"
+                f"record batch magic {mv[pos + _MAGIC_AT]} is not supported; only magic 2 is "
+                f"accepted"
             )
         (batch_length,) = _LENGTH.unpack_from(mv, pos + _LENGTH_AT)
         size = batch_length + LOG_OVERHEAD
@@ -384,47 +457,17 @@ def _xerial_decompress(raw: bytes) -> bytes:
     return bytes(out)
 
 
-# -- varints --------------------------------------------------------------------------------------
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """Zigzag varint at ``pos`` -> (value, next position)."""
-    result = 0
-    shift = 0
-    while True:
-        if pos >= len(buf):
-            raise CorruptRecordError("truncated varint in record")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise CorruptRecordError("varint longer than 10 bytes in record")
-    return (result >> 1) ^ -(result & 1), pos
-
-
-def _write_varint(out: bytearray, value: int) -> None:
-    v = (value << 1) ^ (value >> 63)
-    v &= 0xFFFFFFFFFFFFFFFF
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
+# -- decode / encode ------------------------------------------------------------------------------
 
 
 def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
-    length, pos = _read_varint(buf, pos)
+    length, pos = read_varint(buf, pos)
     if length < 0:
         return None, pos
     end = pos + length
     if end > len(buf):
         raise CorruptRecordError("record field runs past the end of its record")
     return buf[pos:end], end
-
-
-# -- decode / encode ------------------------------------------------------------------------------
 
 
 def decode_records(batch: Buffer) -> list[Record]:
@@ -438,11 +481,18 @@ def decode_records(batch: Buffer) -> list[Record]:
     if h.size > len(mv):
         raise CorruptRecordError("partial batch")
     body = decompress(h.compression, mv[BATCH_HEADER_SIZE : h.size])
+    try:
+        return _decode_body(h, body)
+    except VarintError as e:
+        raise CorruptRecordError(f"{e} in record") from e
+
+
+def _decode_body(h: BatchHeader, body: bytes) -> list[Record]:
     log_append = h.timestamp_type == TIMESTAMP_LOG_APPEND_TIME
     records: list[Record] = []
     pos = 0
     for _ in range(h.records_count):
-        length, pos = _read_varint(body, pos)
+        length, pos = read_varint(body, pos)
         end = pos + length
         if length < 0 or end > len(body):
             raise CorruptRecordError("record length runs past the end of the batch")
@@ -450,11 +500,11 @@ def decode_records(batch: Buffer) -> list[Record]:
             raise CorruptRecordError("empty record")
         attributes = body[pos]
         p = pos + 1
-        ts_delta, p = _read_varint(body, p)
-        offset_delta, p = _read_varint(body, p)
+        ts_delta, p = read_varint(body, p)
+        offset_delta, p = read_varint(body, p)
         key, p = _read_bytes(body, p)
         value, p = _read_bytes(body, p)
-        n_headers, p = _read_varint(body, p)
+        n_headers, p = read_varint(body, p)
         if n_headers < 0:
             raise CorruptRecordError("negative header count")
         hdrs: list[tuple[str, bytes | None]] = []
@@ -484,25 +534,25 @@ def _encode_record(
     out: bytearray, offset_delta: int, timestamp_delta: int, r: RecordLike
 ) -> None:
     body = bytearray(b"\x00")  # attributes
-    _write_varint(body, timestamp_delta)
-    _write_varint(body, offset_delta)
+    write_varint(body, timestamp_delta)
+    write_varint(body, offset_delta)
     for field in (r.key, r.value):
         if field is None:
-            _write_varint(body, -1)
+            write_varint(body, -1)
         else:
-            _write_varint(body, len(field))
+            write_varint(body, len(field))
             body += field
-    _write_varint(body, len(r.headers))
+    write_varint(body, len(r.headers))
     for hkey, hval in r.headers:
         kb = hkey.encode("utf-8")
-        _write_varint(body, len(kb))
+        write_varint(body, len(kb))
         body += kb
         if hval is None:
-            _write_varint(body, -1)
+            write_varint(body, -1)
         else:
-            _write_varint(body, len(hval))
+            write_varint(body, len(hval))
             body += hval
-    _write_varint(out, len(body))
+    write_varint(out, len(body))
     out += body
 
 
@@ -536,27 +586,11 @@ def encode_batch(
         attributes |= ATTR_TRANSACTIONAL
     if is_control:
         attributes |= ATTR_CONTROL
-    out = bytearray(BATCH_HEADER_SIZE)
-    out += payload
-    _HEADER.pack_into(
-        out,
-        0,
-        base_offset,
-        len(out) - LOG_OVERHEAD,
-        partition_leader_epoch,
-        MAGIC,
-        0,
-        attributes,
-        len(recs) - 1,
-        base_ts,
-        max_ts,
-        producer_id,
-        producer_epoch,
-        base_sequence,
-        len(recs),
+    header = BatchHeader(
+        base_offset, 0, partition_leader_epoch, MAGIC, 0, attributes, len(recs) - 1, base_ts,
+        max_ts, producer_id, producer_epoch, base_sequence, len(recs),
     )
-    struct.pack_into(">I", out, 17, crc32c(memoryview(out)[_CRC_START:]))
-    return bytes(out)
+    return pack_batch(header, payload)
 
 
 def encode_control_batch(

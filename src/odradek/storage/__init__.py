@@ -4,6 +4,7 @@ from odradek.storage.clock import Clock, ManualClock, SystemClock
 from odradek.storage.log import (
     AppendOrigin,
     FetchDataInfo,
+    FetchIsolation,
     LogAppendInfo,
     PartitionLog,
     SegmentInfo,
@@ -16,6 +17,7 @@ __all__ = [
     "AppendOrigin",
     "Clock",
     "FetchDataInfo",
+    "FetchIsolation",
     "LogAppendInfo",
     "LogConfig",
     "LogManager",

@@ -1,4 +1,5 @@
-"""One partition's log (Kafka's UnifiedLog + LogLoader + LocalLog, single replica).
+"""One partition's log (Kafka's UnifiedLog + LocalLog, single replica); opening it from disk is
+:mod:`odradek.storage.loader` (Kafka's LogLoader).
 
 Directory layout of a partition ``<topic>-<partition>/``::
 
@@ -15,56 +16,39 @@ Directory layout of a partition ``<topic>-<partition>/``::
                                      (written by the log cleaner, see cleaner.py)
 
 The recovery point is the offset below which everything is known to be fsynced: it is written
-on segment roll (the rolled segment is fsynced first) and on close. After an unclean shutdown
-``open(recover=True)`` re-validates every segment from the one holding the recovery point,
-truncates at the first invalid byte and deletes any later segment, rebuilds the indexes of the
-re-validated segments, and replays producer state from the newest snapshot. After a clean
-shutdown (``recover=False``) nothing is rescanned: indexes are sanity-checked by size and last
-entry, and only the few KB after the active segment's last index entry are read to find the log
-end offset (a failed check falls back to recovering that one segment).
+on segment roll (the rolled segment is fsynced first) and on close; the loader re-validates the
+log from it after an unclean shutdown.
 
 Transactions: producer state (producer_state.py) tracks open transactions; an ABORT marker adds
 an entry to the ``.txnindex`` of the segment it lands in. :attr:`PartitionLog.last_stable_offset`
-bounds read_committed fetches and :meth:`PartitionLog.collect_aborted_transactions` lists the
-aborted transactions of a fetched range. Re-validated segments get their ``.txnindex`` rebuilt by
-the producer-state replay, which then starts from a snapshot at or below the first of them.
-
-Files that a crash can leave behind and that start-up removes: ``*.deleted`` (segments whose
-deletion was pending), ``*.tmp`` (unfinished atomic writes), and index files without a ``.log``.
+bounds read_committed fetches, and :meth:`PartitionLog.fetch` returns, with the records, the
+offsets a fetch response carries and the aborted transactions of the returned range.
 
 Segment replacement (the log cleaner's swap, :meth:`PartitionLog.replace_segments`) goes through
 suffix renames, as in Kafka: the replacement segments are written as ``<base>.log.cleaned`` (and
 ``.index.cleaned``, ``.timeindex.cleaned``) and fsynced; then renamed ``.cleaned`` -> ``.swap``;
 then the manifest ``segment-swap-manifest.swap`` is written atomically -- the commit point --
-listing the base offsets of the replaced and of the replacing segments (checkpoint text format,
-version 0, two entries: ``old <base> ...`` and ``new <base> ...``); then the replaced segments
-are renamed ``.deleted`` (unlinked after ``file.delete.delay.ms``), the ``.swap`` files renamed
-to their final names and the manifest removed. Start-up finishes or undoes an interrupted swap
-before anything else: with a manifest it deletes the listed replaced segments' files, renames
-every remaining ``.swap`` to its final name (replacing an old file of the same name) and removes
-the manifest; without one it deletes every ``*.cleaned`` and ``*.swap`` file, leaving the old
-segments untouched. Either way the log holds exactly the records of before or of after the swap.
-A log that has been cleaned has offset gaps, so the presence of ``cleaner-offset-checkpoint``
-(like ``cleanup.policy=compact``) makes recovery accept gaps between batches.
+listing the base offsets of the replaced and of the replacing segments; then the replaced
+segments are renamed ``.deleted`` (unlinked after ``file.delete.delay.ms``), the ``.swap`` files
+renamed to their final names and the manifest removed. A crash anywhere in between is rolled
+forward (manifest written) or back (not written) by the loader, so the log holds exactly the
+records of before or of after the swap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import os
 import shutil
-import struct
 import uuid
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from odradek.errors import (
     InvalidRecordError,
-    KafkaError,
     KafkaStorageError,
     OffsetOutOfRangeError,
     RecordListTooLargeError,
@@ -72,25 +56,26 @@ from odradek.errors import (
 from odradek.protocol.records import (
     ATTR_TIMESTAMP_TYPE,
     BatchHeader,
-    crc32c,
+    assign_offset_and_epoch,
     decode_records,
+    next_offset_after,
+    set_log_append_time,
     validate_batches,
 )
-from odradek.storage.checkpoint import (
-    TMP_SUFFIX,
-    fsync_dir,
-    read_checkpoint,
-    read_offset_checkpoint,
-    write_checkpoint,
-    write_offset_checkpoint,
-)
+from odradek.storage.checkpoint import fsync_dir, write_checkpoint, write_offset_checkpoint
 from odradek.storage.clock import Clock
 from odradek.storage.epoch import LeaderEpochFileCache
-from odradek.storage.index import CorruptIndexError
+from odradek.storage.loader import (
+    CLEANER_OFFSET_CHECKPOINT,
+    LOG_START_OFFSET_CHECKPOINT,
+    RECOVERY_POINT_CHECKPOINT,
+    SWAP_MANIFEST,
+    LoadedLog,
+    LogLoader,
+)
 from odradek.storage.log_config import LogConfig
 from odradek.storage.producer_state import (
     ActiveProducer,
-    EndTxnMarker,
     ProducerStateEntry,
     ProducerStateManager,
     StagedAppend,
@@ -98,23 +83,19 @@ from odradek.storage.producer_state import (
 )
 from odradek.storage.segment import (
     CLEANED_SUFFIX,
-    DELETED_SUFFIX,
-    INDEX_SUFFIX,
-    LOG_SUFFIX,
     SWAP_SUFFIX,
-    TIME_INDEX_SUFFIX,
     LogSegment,
-    SegmentCorruptError,
     TimestampAndOffset,
-    segment_file_name,
 )
-from odradek.storage.txn_index import TXN_INDEX_SUFFIX, AbortedTxn
+from odradek.storage.txn_index import AbortedTxn
 
 __all__ = [
     "AbortedTxn",
     "ActiveProducer",
     "AppendOrigin",
     "FetchDataInfo",
+    "FetchIsolation",
+    "FetchOffsetOutOfRangeError",
     "LogAppendInfo",
     "LogConfig",
     "PartitionLog",
@@ -129,22 +110,10 @@ __all__ = [
     "MAX_TIMESTAMP",
 ]
 
-LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
-RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
-CLEANER_OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"
-SWAP_MANIFEST = "segment-swap-manifest"
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
 
-_log = logging.getLogger("odradek.storage")
-
-_STRAY_SUFFIXES = (DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX, TMP_SUFFIX)
-_SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
-_OFFSET = struct.Struct(">q")
-_EPOCH = struct.Struct(">i")
-_TIMESTAMPS = struct.Struct(">hiqq")  # attributes, lastOffsetDelta, baseTimestamp, maxTimestamp
-_CRC = struct.Struct(">I")
 
 
 class AppendOrigin(enum.Enum):
@@ -171,13 +140,36 @@ class LogAppendInfo:
 
 @dataclass(frozen=True, slots=True)
 class FetchDataInfo:
-    """Whole batches read from one segment, plus the log's offsets at the time of the read."""
+    """Whole batches read from one segment, plus the log's offsets at the time of the read:
+    everything a fetch response says about a partition. ``aborted_transactions`` is set only by
+    a :attr:`FetchIsolation.TXN_COMMITTED` fetch that returns records: the aborted transactions
+    overlapping them, possibly none; otherwise None (Kafka answers null then)."""
 
     records: bytes
     fetch_offset: int
     high_watermark: int
     log_start_offset: int
     log_end_offset: int
+    last_stable_offset: int
+    aborted_transactions: tuple[AbortedTxn, ...] | None = None
+
+
+class FetchIsolation(enum.Enum):
+    """How far a fetch may read (Kafka's FetchIsolation)."""
+
+    LOG_END = "log_end"  # everything appended (replication)
+    HIGH_WATERMARK = "high_watermark"  # read_uncommitted consumers
+    TXN_COMMITTED = "txn_committed"  # read_committed consumers: up to the last stable offset
+
+
+class FetchOffsetOutOfRangeError(OffsetOutOfRangeError):
+    """OFFSET_OUT_OF_RANGE from a read, with the offsets the client resets from (Kafka answers
+    them with this error)."""
+
+    def __init__(self, message: str, *, high_watermark: int, log_start_offset: int) -> None:
+        super().__init__(message)
+        self.high_watermark = high_watermark
+        self.log_start_offset = log_start_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,25 +189,35 @@ class PartitionLog:
     """
 
     def __init__(
-        self, directory: Path, topic: str, partition: int, config: LogConfig, clock: Clock
+        self,
+        directory: Path,
+        topic: str,
+        partition: int,
+        config: LogConfig,
+        clock: Clock,
+        loaded: LoadedLog,
+        epoch_cache: LeaderEpochFileCache,
+        producer_state: ProducerStateManager,
     ) -> None:
         self.directory = directory
         self.topic = topic
         self.partition = partition
         self.config = config
         self.clock = clock
+        self.epoch_cache = epoch_cache
+        self.producer_state = producer_state
         self._segments: list[LogSegment] = []
         self._bases: list[int] = []
-        self._log_start_offset = 0
-        self._log_end_offset = 0
-        self._high_watermark = 0
-        self._recovery_point = 0
+        self._set_segments(list(loaded.segments))
+        self._log_start_offset = loaded.log_start_offset
+        self._log_end_offset = loaded.log_end_offset
+        # One replica: everything loaded counts as replicated, and it is all on disk.
+        self._high_watermark = loaded.log_end_offset
+        self.producer_state.on_high_watermark_updated(self._high_watermark)
+        self._recovery_point = loaded.log_end_offset
         self._last_flush_ms = clock.milliseconds()
         self._pending_deletes: list[tuple[int, list[Path]]] = []
         self._closed = False
-        self._may_have_gaps = False
-        self.epoch_cache = LeaderEpochFileCache(directory)
-        self.producer_state = ProducerStateManager(directory)
 
     # == loading =================================================================================
 
@@ -231,188 +233,21 @@ class PartitionLog:
         recover: bool,
     ) -> PartitionLog:
         """Open (creating if needed) the partition directory ``directory`` itself, i.e. the
-        ``<topic>-<partition>`` folder. ``recover`` says the previous shutdown was unclean."""
+        ``<topic>-<partition>`` folder. ``recover`` says the previous shutdown was unclean;
+        :mod:`odradek.storage.loader` describes what loading does."""
         path = Path(directory)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise KafkaStorageError(f"cannot create {path}: {e}") from e
-        log = cls(path, topic, partition, config, clock)
+        epoch_cache = LeaderEpochFileCache(path)
+        producer_state = ProducerStateManager(path)
+        loader = LogLoader(path, config, clock.milliseconds(), epoch_cache, producer_state)
         try:
-            log._load(recover)
+            loaded = loader.load(recover)
         except OSError as e:
-            log._close_handles()
             raise KafkaStorageError(f"cannot load {path}: {e}") from e
-        return log
-
-    def _load(self, recover: bool) -> None:
-        now = self.clock.milliseconds()
-        bases = self._remove_stray_files()
-        lso_ckpt = read_offset_checkpoint(self.directory / LOG_START_OFFSET_CHECKPOINT)
-        segments = [
-            LogSegment.open_existing(self.directory, b, self.config, now_ms=now) for b in bases
-        ]
-        recover_from: int | None = None  # index of the first segment to re-validate
-        if recover:
-            rp = read_offset_checkpoint(self.directory / RECOVERY_POINT_CHECKPOINT) or 0
-            recover_from = max(0, bisect_right(bases, rp) - 1) if segments else None
-        else:
-            for i, seg in enumerate(segments):
-                try:
-                    seg.sanity_check()
-                    if i == len(segments) - 1:
-                        seg.load_tail()
-                except (CorruptIndexError, SegmentCorruptError):
-                    recover_from = i
-                    break
-        if recover_from is not None:
-            segments = self._recover_segments(segments, recover_from)
-        for seg in segments[:-1]:
-            seg.offset_index.close_handle()
-            seg.time_index.close_handle()
-        if not segments:
-            segments = [
-                LogSegment.create(self.directory, max(lso_ckpt or 0, 0), self.config, now_ms=now)
-            ]
-            fsync_dir(self.directory)
-        self._set_segments(segments)
-        active = segments[-1]
-        assert active.next_offset is not None
-        self._log_end_offset = active.next_offset
-        self._log_start_offset = max(lso_ckpt or 0, segments[0].base_offset)
-        if self._log_start_offset > self._log_end_offset:
-            # The checkpointed start survived a crash that lost the data before it.
-            self._truncate_fully_and_start_at(self._log_start_offset, now)
-        self.epoch_cache.truncate_from_end(self._log_end_offset)
-        self.epoch_cache.truncate_from_start(self._log_start_offset)
-        # Re-validated segments lost their .txnindex: the producer-state replay rebuilds it,
-        # so it must start from a snapshot at or below the first of them.
-        rebuild_from: int | None = None
-        if recover_from is not None and recover_from < len(self._segments):
-            rebuild_from = self._segments[recover_from].base_offset
-        snapshot = self.producer_state.load(self._log_end_offset, at_or_below=rebuild_from)
-        # No usable snapshot (missing, or failed its CRC even after a clean shutdown): the
-        # state is rebuilt from the whole log, so deduplication never silently lapses.
-        replay_from = snapshot if snapshot is not None else self._segments[0].base_offset
-        if replay_from < self._log_end_offset:
-            self._replay_producer_state(replay_from, rebuild_from)
-        self._high_watermark = self._log_end_offset
-        self.producer_state.on_high_watermark_updated(self._high_watermark)
-        self._recovery_point = self._log_end_offset
-        if recover_from is not None:
-            for seg in self._segments[recover_from:]:
-                seg.flush()
-                if seg is not self._segments[-1]:
-                    seg.txn_index.close_handle()
-
-    def _remove_stray_files(self) -> list[int]:
-        """Finish or undo an interrupted segment swap, delete crash leftovers; return the base
-        offsets of the ``.log`` files, sorted."""
-        self._finish_interrupted_swap()
-        self._may_have_gaps = (self.directory / CLEANER_OFFSET_CHECKPOINT).exists()
-        names = os.listdir(self.directory)
-        logs = set()
-        for name in names:
-            if name.endswith(LOG_SUFFIX):
-                stem = name[: -len(LOG_SUFFIX)]
-                if stem.isdigit():
-                    logs.add(stem)
-        for name in names:
-            path = self.directory / name
-            stray = name.endswith(_STRAY_SUFFIXES)
-            for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX):
-                if name.endswith(suffix) and name[: -len(suffix)] not in logs:
-                    stray = True
-            if stray and path.is_file():
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        return sorted(int(s) for s in logs)
-
-    def _finish_interrupted_swap(self) -> None:
-        """Roll a committed swap forward (see the module docstring); without a manifest the
-        stray-file pass that follows rolls an uncommitted one back."""
-        manifest = self.directory / (SWAP_MANIFEST + SWAP_SUFFIX)
-        plan = _read_swap_manifest(manifest)
-        if plan is None:
-            return
-        old_bases, new_bases = plan
-        d = self.directory
-        for base in sorted(old_bases - new_bases):
-            for suffix in _SEGMENT_SUFFIXES:
-                with contextlib.suppress(FileNotFoundError):
-                    (d / segment_file_name(base, suffix)).unlink()
-        for base in sorted(new_bases):
-            for suffix in _SEGMENT_SUFFIXES:
-                final = d / segment_file_name(base, suffix)
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(final.with_name(final.name + SWAP_SUFFIX), final)
-        fsync_dir(d)
-        manifest.unlink()
-        fsync_dir(d)
-
-    def _recover_segments(self, segments: list[LogSegment], start: int) -> list[LogSegment]:
-        """Re-validate ``segments[start:]``; drop everything after the first damage."""
-        min_base = segments[start].base_offset
-        for i in range(start, len(segments)):
-            seg = segments[i]
-            truncated = seg.recover(
-                min_base, self._on_recovered_batch, contiguous=not self._compacted
-            )
-            assert seg.next_offset is not None
-            min_base = seg.next_offset
-            if truncated > 0 and i < len(segments) - 1:
-                for later in segments[i + 1 :]:
-                    later.close_handles()
-                    later.txn_index.delete()
-                    for p in (later.log_path, later.offset_index.path, later.time_index.path):
-                        with contextlib.suppress(FileNotFoundError):
-                            p.unlink()
-                segments = segments[: i + 1]
-                break
-            if i < len(segments) - 1:
-                seg.on_become_inactive()
-        return segments
-
-    @property
-    def _compacted(self) -> bool:
-        """Whether batches may have offset gaps: compacted now, or cleaned at some time."""
-        return self.config.compact or self._may_have_gaps
-
-    def _on_recovered_batch(self, h: BatchHeader) -> None:
-        if h.partition_leader_epoch >= 0:
-            self.epoch_cache.assign(h.partition_leader_epoch, h.base_offset)
-
-    def _replay_producer_state(self, start: int, rebuild_from: int | None = None) -> None:
-        """Replay batches from ``start``; segments based at or after ``rebuild_from`` get
-        their aborted transactions indexed again."""
-        for i, seg in enumerate(self._segments):
-            upper = self._upper_bound(i)
-            if upper <= start or seg.size == 0:
-                continue
-            pos = 0
-            if start > seg.base_offset:
-                found = seg.translate_offset(start)
-                if found is None:
-                    continue
-                pos = found[0]
-            rebuild = rebuild_from is not None and seg.base_offset >= rebuild_from
-            for p, h in seg.iter_headers(pos):
-                if h.producer_id >= 0 and h.last_offset >= start:
-                    self._replay_batch(seg, p, h, rebuild_txn_index=rebuild)
-
-    def _truncate_fully_and_start_at(self, offset: int, now: int) -> None:
-        for seg in self._segments:
-            seg.close_handles()
-            seg.txn_index.delete()
-            for p in (seg.log_path, seg.offset_index.path, seg.time_index.path):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-        self._set_segments([LogSegment.create(self.directory, offset, self.config, now_ms=now)])
-        fsync_dir(self.directory)
-        self._log_start_offset = self._log_end_offset = offset
-        self.epoch_cache.clear()
-        self.producer_state.clear()
-        self.producer_state.delete_all_snapshots()
+        return cls(path, topic, partition, config, clock, loaded, epoch_cache, producer_state)
 
     def _set_segments(self, segments: list[LogSegment]) -> None:
         self._segments = segments
@@ -528,19 +363,14 @@ class PartitionLog:
         finals: list[BatchHeader] = []
         record_count = 0
         pos = 0
-        mv = memoryview(buf)
         for h in headers:
             if h.is_control and origin is AppendOrigin.CLIENT:
                 raise InvalidRecordError("clients may not write control batches")
             # Offsets and the leader epoch lie outside the CRC: patch them in place.
-            _OFFSET.pack_into(buf, pos, offset)
-            _EPOCH.pack_into(buf, pos + 12, leader_epoch)
-            size = h.batch_length + 12
+            assign_offset_and_epoch(buf, pos, offset, leader_epoch)
             if log_append:
                 attributes = h.attributes | ATTR_TIMESTAMP_TYPE
-                _TIMESTAMPS.pack_into(buf, pos + 21, attributes, h.last_offset_delta, now, now)
-                crc = crc32c(mv[pos + 21 : pos + size])
-                _CRC.pack_into(buf, pos + 17, crc)
+                crc = set_log_append_time(buf, pos, h, now)
                 base_ts = max_ts = now
             else:
                 attributes, crc = h.attributes, h.crc
@@ -564,8 +394,7 @@ class PartitionLog:
             )
             offset += h.last_offset_delta + 1
             record_count += h.records_count
-            pos += size
-        mv.release()
+            pos += h.size
         last_offset = offset - 1
         staged = StagedAppend()
         pos = 0
@@ -666,21 +495,6 @@ class PartitionLog:
         """The producers this partition knows, for DescribeProducers."""
         return self.producer_state.active_producers()
 
-    def _replay_batch(
-        self, seg: LogSegment, pos: int, h: BatchHeader, *, rebuild_txn_index: bool
-    ) -> None:
-        """Replay one stored batch into the producer state; with ``rebuild_txn_index`` an
-        abort it completes is indexed again in ``seg``."""
-        marker: EndTxnMarker | None = None
-        if h.is_control:
-            try:
-                marker = read_end_txn_marker(seg.read_batch(pos, h))
-            except KafkaError:
-                marker = None  # not a transaction marker: nothing to replay
-        aborted = self.producer_state.replay(h, marker)
-        if aborted is not None and rebuild_txn_index:
-            seg.txn_index.append(aborted)
-
     def _should_roll(self, seg: LogSegment, size: int, last_offset: int, now: int) -> bool:
         config = self.config
         if seg.size == 0:
@@ -764,13 +578,15 @@ class PartitionLog:
         """Whole batches from the one segment holding ``fetch_offset``, starting with the batch
         that contains it, never including a batch that reaches ``max_offset`` (default: the
         log end offset), at most ``max_bytes`` unless ``min_one_message`` and the first batch
-        alone is larger. Raises OffsetOutOfRangeError outside [log_start, log_end]."""
+        alone is larger. Raises FetchOffsetOutOfRangeError outside [log_start, log_end]."""
         self._check_open()
         leo = self._log_end_offset
         if fetch_offset < self._log_start_offset or fetch_offset > leo:
-            raise OffsetOutOfRangeError(
+            raise FetchOffsetOutOfRangeError(
                 f"offset {fetch_offset} is outside [{self._log_start_offset}, {leo}] of "
-                f"{self.topic}-{self.partition}"
+                f"{self.topic}-{self.partition}",
+                high_watermark=self._high_watermark,
+                log_start_offset=self._log_start_offset,
             )
         limit = leo if max_offset is None else min(max_offset, leo)
         data = b""
@@ -793,8 +609,37 @@ class PartitionLog:
                 data = seg.read(pos, max_bytes, max_pos, min_one_message)
                 break
         return FetchDataInfo(
-            data, fetch_offset, self._high_watermark, self._log_start_offset, leo
+            data, fetch_offset, self._high_watermark, self._log_start_offset, leo,
+            self.last_stable_offset,
         )
+
+    def fetch(
+        self,
+        fetch_offset: int,
+        *,
+        max_bytes: int,
+        isolation: FetchIsolation = FetchIsolation.HIGH_WATERMARK,
+        min_one_message: bool = True,
+    ) -> FetchDataInfo:
+        """One partition's share of a Fetch: :meth:`read` up to what ``isolation`` allows,
+        with the high watermark, last stable offset and log start offset of the same moment
+        and, for ``TXN_COMMITTED``, the aborted transactions overlapping the returned batches.
+        Raises FetchOffsetOutOfRangeError (carrying the offsets) or KafkaStorageError."""
+        if isolation is FetchIsolation.TXN_COMMITTED:
+            max_offset: int | None = self.last_stable_offset
+        elif isolation is FetchIsolation.HIGH_WATERMARK:
+            max_offset = self._high_watermark
+        else:
+            max_offset = None
+        info = self.read(
+            fetch_offset, max_bytes=max_bytes, max_offset=max_offset,
+            min_one_message=min_one_message,
+        )
+        if isolation is not FetchIsolation.TXN_COMMITTED or not info.records:
+            return info
+        upper = next_offset_after(info.records)
+        aborted = tuple(self.collect_aborted_transactions(fetch_offset, upper))
+        return replace(info, aborted_transactions=aborted)
 
     # == timestamps ==============================================================================
 
@@ -804,18 +649,18 @@ class PartitionLog:
         -1 latest (log end offset), -3 max timestamp. None when no record qualifies."""
         self._check_open()
         if timestamp == EARLIEST_TIMESTAMP:
-            lso = self._log_start_offset
-            return TimestampAndOffset(-1, lso, self.epoch_cache.epoch_for_offset(lso))
+            start = self._log_start_offset
+            return TimestampAndOffset(-1, start, self.epoch_cache.epoch_for_offset(start))
         if timestamp == LATEST_TIMESTAMP:
             return TimestampAndOffset(-1, self._log_end_offset, self.epoch_cache.latest_epoch)
         if timestamp == MAX_TIMESTAMP:
             return self.max_timestamp_and_offset()
-        lso = self._log_start_offset
+        log_start_offset = self._log_start_offset
         for i, seg in enumerate(self._segments):
-            if seg.size == 0 or self._upper_bound(i) <= lso:
+            if seg.size == 0 or self._upper_bound(i) <= log_start_offset:
                 continue
             if seg.max_timestamp >= timestamp:
-                found = seg.find_offset_by_timestamp(timestamp, lso)
+                found = seg.find_offset_by_timestamp(timestamp, log_start_offset)
                 if found is not None:
                     return found
         return None
@@ -1002,7 +847,6 @@ class PartitionLog:
             raise KafkaStorageError(f"cannot delete {manifest}: {e}") from e
         fsync_dir(d)
         step("manifest-removed")
-        self._may_have_gaps = True
         self._pending_deletes.append((now + self.config.file_delete_delay_ms, paths))
         self._delete_due_files(now)
 
@@ -1087,22 +931,3 @@ def _check_keys(buf: bytearray | memoryview, headers: list[BatchHeader]) -> None
                     record_errors=keyless,
                 )
         pos += h.size
-
-
-def _read_swap_manifest(path: Path) -> tuple[set[int], set[int]] | None:
-    """(old bases, new bases) of a committed swap, or None when there is none (or it is
-    unreadable, which the atomic write rules out short of disk damage)."""
-    if not path.exists():
-        return None
-    entries = read_checkpoint(path, 0)
-    try:
-        if entries is None or len(entries) != 2:
-            raise ValueError(entries)
-        old_tag, *old = entries[0].split()
-        new_tag, *new = entries[1].split()
-        if old_tag != "old" or new_tag != "new":
-            raise ValueError(entries)
-        return {int(b) for b in old}, {int(b) for b in new}
-    except ValueError:
-        _log.warning("ignoring unreadable segment swap manifest %s", path)
-        return None

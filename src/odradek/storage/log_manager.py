@@ -9,6 +9,8 @@ The clean-shutdown marker ``.kafka_cleanshutdown`` (an empty file in the data di
 written, fsynced, as the very last step of :meth:`shutdown`, after every log was closed. At
 :meth:`startup` its absence means the previous run crashed, so every log is opened with
 recovery; the marker is deleted once all logs are open, so a crash from then on is detected.
+Without the marker and without any partition log there is nothing to recover: start-up reports
+a new data directory, not an unclean shutdown.
 
 Compaction: :attr:`LogManager.cleaner` is the :class:`~odradek.storage.cleaner.LogCleaner` of
 these logs. :meth:`clean_once` runs one whole pass inline; a broker with a cleaner thread instead
@@ -92,6 +94,7 @@ class LogManager:
         marker = self.data_dir / CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
         self.had_clean_shutdown = clean
+        recovered = 0
         for name in sorted(os.listdir(self.data_dir)):
             path = self.data_dir / name
             if not path.is_dir():
@@ -107,15 +110,19 @@ class LogManager:
             self._logs[parsed] = PartitionLog.open(
                 path, topic, partition, config, self.clock, recover=not clean
             )
+            if not clean:
+                recovered += 1
         if clean:
             marker.unlink()
             fsync_dir(self.data_dir)
-        log.info(
-            "loaded %d partition logs from %s (%s shutdown)",
-            len(self._logs),
-            self.data_dir,
-            "clean" if clean else "unclean",
-        )
+        if clean:
+            how = "after a clean shutdown"
+        elif recovered:
+            how = "recovered after an unclean shutdown"
+        else:
+            # No marker and no log: a first start (or nothing was ever written), not a crash.
+            how = "new data directory"
+        log.info("loaded %d partition logs from %s (%s)", len(self._logs), self.data_dir, how)
 
     def _config_from(self, configs: ConfigSource, topic: str) -> LogConfig:
         config: LogConfig | None = None

@@ -15,13 +15,13 @@ truncates at the first invalid byte, rebuilding both indexes.
 
 A segment may also live under a file suffix (``.cleaned`` or ``.swap``): the log cleaner builds
 replacement segments that way and moves them to their final names with :meth:`rename_suffix`
-(see :mod:`odradek.storage.cleaner` for the protocol and what a crash leaves).
+(see :mod:`odradek.storage.log` for the swap and :mod:`odradek.storage.loader` for what a
+crash leaves).
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +32,10 @@ from odradek.protocol.records import (
     LOG_OVERHEAD,
     MAGIC,
     BatchHeader,
-    crc32c,
+    batch_crc_ok,
     decode_records,
     read_batch_header,
+    read_batch_size,
 )
 from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 from odradek.storage.log_config import LogConfig
@@ -63,7 +64,6 @@ SWAP_SUFFIX = ".swap"
 _INT32_MAX = 2**31 - 1
 _SCAN_CHUNK = 16 * 1024
 _RECOVER_CHUNK = 4 * 1024 * 1024
-_LENGTH = struct.Struct(">i")
 
 
 def segment_file_name(offset: int, suffix: str) -> str:
@@ -424,9 +424,8 @@ class LogSegment:
             boundary = self.offset_index.floor_position(pos + n)
             if boundary > pos:
                 end = boundary - pos
-        unpack = _LENGTH.unpack_from
         while end + LOG_OVERHEAD <= n:
-            size = unpack(data, end + 8)[0] + LOG_OVERHEAD
+            size = read_batch_size(data, end)
             if end + size > n:
                 break
             end += size
@@ -434,7 +433,7 @@ class LogSegment:
             if not min_one or max_pos - pos < LOG_OVERHEAD:
                 return b""
             head = data if len(data) >= LOG_OVERHEAD else os.pread(self.fd, LOG_OVERHEAD, pos)
-            size = unpack(head, 8)[0] + LOG_OVERHEAD
+            size = read_batch_size(head)
             return os.pread(self.fd, min(size, max_pos - pos), pos)
         return data if end == n else data[:end]
 
@@ -544,10 +543,10 @@ class LogSegment:
             ):
                 break
             if off + size <= len(buf):
-                ok = crc32c(memoryview(buf)[off + 21 : off + size]) == h.crc
+                ok = batch_crc_ok(buf, off, h)
             else:
                 whole = os.pread(fd, size, pos)
-                ok = len(whole) == size and crc32c(memoryview(whole)[21:]) == h.crc
+                ok = len(whole) == size and batch_crc_ok(whole, 0, h)
             if not ok:
                 break
             if h.max_timestamp > self._max_ts:

@@ -94,8 +94,8 @@ class TransactionIndex(AppendOnlyFile):
             n = len(data) // _ENTRY.size
             out = []
             for i in range(n):
-                version, pid, first, last, lso = _ENTRY.unpack_from(data, i * _ENTRY.size)
-                out.append(AbortedTxn(pid, first, last, lso))
+                version, pid, first, last, last_stable = _ENTRY.unpack_from(data, i * _ENTRY.size)
+                out.append(AbortedTxn(pid, first, last, last_stable))
             self._entries = out
         return self._entries
 
@@ -123,7 +123,7 @@ class TransactionIndex(AppendOnlyFile):
         data = self.path.read_bytes()
         last = -1
         for i in range(len(data) // _ENTRY.size):
-            version, _pid, first, marker, _lso = _ENTRY.unpack_from(data, i * _ENTRY.size)
+            version, _pid, first, marker, _last_stable = _ENTRY.unpack_from(data, i * _ENTRY.size)
             if version != _VERSION or marker < self.base_offset or marker <= last or first > marker:
                 raise CorruptIndexError(f"{self.path}: bad entry {i}")
             last = marker

@@ -26,8 +26,7 @@ from odradek.errors import (
 )
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
-from odradek.protocol.records import BATCH_HEADER_SIZE, read_batch_header
-from odradek.storage.log import PartitionLog
+from odradek.storage.log import FetchDataInfo, FetchIsolation, FetchOffsetOutOfRangeError
 
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
@@ -114,33 +113,22 @@ def _partition_body(
     )
 
 
-def _next_offset_after(data: bytes) -> int:
-    """The offset after the last whole batch of ``data`` (a read returns whole batches)."""
-    pos = 0
-    next_offset = -1
-    view = memoryview(data)
-    while pos + BATCH_HEADER_SIZE <= len(view):
-        header = read_batch_header(view, pos)
-        next_offset = header.next_offset
-        pos += header.size
-    return next_offset
-
-
-def _aborted(
-    mod: Any, log: PartitionLog, fetch_offset: int, data: bytes
-) -> tuple[Any, ...] | None:
-    # As Kafka: a list (maybe empty) when records are returned, null when none are.
-    if not data:
+def _aborted(mod: Any, info: FetchDataInfo) -> tuple[Any, ...] | None:
+    if info.aborted_transactions is None:
         return None
     return tuple(
         build(mod.AbortedTransaction, producer_id=a.producer_id, first_offset=a.first_offset)
-        for a in log.collect_aborted_transactions(fetch_offset, _next_offset_after(data))
+        for a in info.aborted_transactions
     )
 
 
 def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list[Any]]]) -> _Read:
     mod = response_module(KEY, request.api_version)
-    read_committed = getattr(request.body, "isolation_level", 0) == READ_COMMITTED
+    isolation = (
+        FetchIsolation.TXN_COMMITTED
+        if getattr(request.body, "isolation_level", 0) == READ_COMMITTED
+        else FetchIsolation.HIGH_WATERMARK
+    )
     remaining = request.body.max_bytes
     total = 0
     has_error = False
@@ -154,43 +142,41 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
                 continue
             try:
                 log = broker.topics.log(p.topic, p.index)
-                epoch = p.current_leader_epoch
-                check_leader_epoch(epoch)
-                high_watermark = log.high_watermark
-                last_stable = log.last_stable_offset
-                data = log.read(
+                check_leader_epoch(p.current_leader_epoch)
+                info = log.fetch(
                     p.fetch_offset,
                     max_bytes=max(0, min(p.max_bytes, remaining)),
-                    max_offset=last_stable if read_committed else high_watermark,
+                    isolation=isolation,
                     min_one_message=total == 0,
-                ).records
-                n = len(data)
-                total += n
-                remaining -= n
-                out.append(
-                    _partition_body(
-                        mod,
-                        p.index,
-                        ErrorCode.none,
-                        high_watermark,
-                        log.log_start_offset,
-                        data,
-                        last_stable,
-                        _aborted(mod, log, p.fetch_offset, data) if read_committed else None,
-                    )
                 )
             except Exception as e:
                 if isinstance(e, UnknownTopicOrPartitionError) and p.topic_id is not None:
                     e = UnknownTopicIdError()
                 code = error_code_for(e, context=f"fetch from {p.topic}-{p.index}")
                 has_error = True
-                hw, lso = -1, -1
-                try:
-                    log = broker.topics.log(p.topic, p.index)
-                    hw, lso = log.high_watermark, log.log_start_offset
-                except KafkaError:
-                    pass
-                out.append(_partition_body(mod, p.index, code, hw, lso))
+                # As Kafka: the offsets to reset from with OFFSET_OUT_OF_RANGE, else unknown.
+                if isinstance(e, FetchOffsetOutOfRangeError):
+                    out.append(_partition_body(
+                        mod, p.index, code, e.high_watermark, e.log_start_offset
+                    ))
+                else:
+                    out.append(_partition_body(mod, p.index, code))
+                continue
+            n = len(info.records)
+            total += n
+            remaining -= n
+            out.append(
+                _partition_body(
+                    mod,
+                    p.index,
+                    ErrorCode.none,
+                    info.high_watermark,
+                    info.log_start_offset,
+                    info.records,
+                    info.last_stable_offset,
+                    _aborted(mod, info),
+                )
+            )
         responses.append(
             build(
                 mod.FetchableTopicResponse,
