@@ -13,6 +13,7 @@ __all__ = [
     "ErrorCode",
     "KafkaError",
     "CorruptRecordError",
+    "FetchSessionIdNotFoundError",
     "InvalidRecordError",
     "RecordTooLargeError",
     "RecordListTooLargeError",
@@ -116,6 +117,13 @@ class RecordTooLargeError(KafkaError):
 
 class RecordListTooLargeError(KafkaError):
     code = ErrorCode.record_list_too_large
+
+
+class FetchSessionIdNotFoundError(KafkaError):
+    """The fetch session a request names is not kept (odradek keeps none: KIP-227 sessions are
+    answered with session id 0)."""
+
+    code = ErrorCode.fetch_session_id_not_found
 
 
 class OffsetOutOfRangeError(KafkaError):

@@ -20,7 +20,7 @@ from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import check_leader_epoch
 from odradek.errors import (
     ErrorCode,
-    KafkaError,
+    FetchSessionIdNotFoundError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
@@ -39,10 +39,6 @@ KEY = 1
 READ_COMMITTED = 1
 _ZERO = datetime.timedelta(0)
 ZERO_UUID = uuid.UUID(int=0)
-
-
-class FetchSessionIdNotFoundError(KafkaError):
-    code = ErrorCode.fetch_session_id_not_found
 
 
 @dataclass(slots=True)
