@@ -14,11 +14,13 @@ __all__ = ["Clock", "SystemClock", "ManualClock"]
 
 class Clock(Protocol):
     """Source of time. ``milliseconds`` is wall-clock (timestamps, retention); ``monotonic_ms``
-    never goes backwards (intervals, timeouts)."""
+    and ``monotonic_ns`` (the same clock, finer) never go backwards (intervals, timeouts)."""
 
     def milliseconds(self) -> int: ...
 
     def monotonic_ms(self) -> int: ...
+
+    def monotonic_ns(self) -> int: ...
 
 
 class SystemClock:
@@ -29,6 +31,9 @@ class SystemClock:
 
     def monotonic_ms(self) -> int:
         return time.monotonic_ns() // 1_000_000
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
 
 
 class ManualClock:
@@ -44,6 +49,9 @@ class ManualClock:
 
     def monotonic_ms(self) -> int:
         return self._mono
+
+    def monotonic_ns(self) -> int:
+        return self._mono * 1_000_000
 
     def advance(self, ms: int) -> None:
         if ms < 0:

@@ -30,10 +30,12 @@ from odradek.storage.clock import ManualClock
 from odradek.storage.log import AppendOrigin, PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import LogManager
-from odradek.storage.offset_map import OffsetMap, Throttler
+from odradek.storage.offset_map import OffsetMap, Pacer, Throttler
 
 COMPACT = LogConfig(cleanup_policy="compact", segment_bytes=600, index_interval_bytes=64,
                     delete_retention_ms=1000, min_cleanable_dirty_ratio=0.0)
+COMPACT_BIG = LogConfig(cleanup_policy="compact", segment_bytes=1 << 20,
+                        min_cleanable_dirty_ratio=0.0)
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -624,6 +626,84 @@ def test_cleaning_is_throttled(tmp_path: Path, clock: ManualClock) -> None:
         assert task.wait_s > 0
         clock.advance(round(task.wait_s * 1000))
     assert cleaner2.complete(task).swapped
+
+
+def test_pacer_steps_aside_only_while_kept_waiting() -> None:
+    clock = ManualClock(0)
+    cpu = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock.advance(round(s * 1000))
+
+    pacer = Pacer(clock, sleep, lambda: cpu[0], slice_ms=2, share=0.2)
+    # Running flat out (CPU time keeps up with the wall clock): never a pause.
+    for _ in range(10):
+        clock.advance(1)
+        cpu[0] += 0.001
+        pacer.tick()
+    assert slept == []
+    # Half of a slice spent waiting for the GIL or a core: pause so that the thread uses at
+    # most a fifth of the time (4 ms per 1 ms of CPU), and again while it keeps waiting.
+    for _ in range(3):
+        clock.advance(2)
+        cpu[0] += 0.001
+        pacer.tick()
+    assert slept == [pytest.approx(0.004)] * 3
+    assert pacer.pauses == 3 and pacer.paced_s == pytest.approx(0.012)
+    # Not a whole slice yet: no look at the clocks' difference at all.
+    clock.advance(1)
+    pacer.tick()
+    assert pacer.pauses == 3
+    # A producer's requests come in bursts: after waiting, even slices without waiting pause
+    # until hold_ms have passed; then flat out again.
+    held = Pacer(clock, sleep, lambda: cpu[0], slice_ms=2, share=0.2, hold_ms=10)
+    for cpu_ms in (1, 2, 2, 2):
+        clock.advance(2)
+        cpu[0] += cpu_ms / 1000
+        held.tick()
+    assert held.pauses == 2 and slept[-2:] == [pytest.approx(0.004), pytest.approx(0.008)]
+    # Without a sleep or a CPU-time function it is inert.
+    for inert in (Pacer(clock, None, lambda: 0.0, slice_ms=2, share=0.2),
+                  Pacer(clock, sleep, None, slice_ms=2, share=0.2),
+                  Pacer(clock, sleep, lambda: 0.0, slice_ms=2, share=1.0)):
+        assert not inert.active
+        clock.advance(10)
+        inert.tick()
+    assert len(slept) == 5
+
+
+class _TickingClock(ManualClock):
+    """Every monotonic reading moves the clock on by a millisecond: time passes as work does."""
+
+    def monotonic_ns(self) -> int:
+        self.advance(1)
+        return super().monotonic_ns()
+
+
+def test_a_pass_over_big_batches_pauses_inside_them(tmp_path: Path) -> None:
+    clock = _TickingClock(START_MS)
+    plog = open_compact(tmp_path, clock, COMPACT_BIG)
+    # One batch, far longer than a pacer slice (and offset deltas of two varint bytes).
+    items = [(b"k%03d" % (i % 300), b"v%d" % i) for i in range(3000)]
+    fill(plog, items, per_batch=3000)
+    before = records_of(plog)
+    pauses: list[float] = []
+
+    def sleep(s: float) -> None:
+        pauses.append(s)
+        clock.advance(round(s * 1000))
+
+    cleaner = LogCleaner(lambda: [plog], CleanerConfig(dedupe_buffer_size=1 << 20), clock,
+                         sleep=sleep, cpu_time=lambda: clock.monotonic_ms() / 2000)
+    result = cleaner.clean_log(plog, clock.milliseconds())
+    assert result is not None and result.swapped
+    assert records_of(plog) == expected_after(before, result.end_offset)
+    # Between batches the pass has three chances to pause (before mapping, after the one
+    # batch's mapping, after its copy), and a pause needs two readings of the ticking clock:
+    # more pauses than two mean the record loops paused inside the batch.
+    assert len(pauses) > 2 and result.stats.paced_s == pytest.approx(sum(pauses))
 
 
 def test_log_manager_cleans_and_forgets(tmp_path: Path, clock: ManualClock) -> None:

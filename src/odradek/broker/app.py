@@ -105,6 +105,10 @@ class Broker:
             self.clock,
             self.config.default_log_config(),
             cleaner_config=cleaner_config(self.config),
+            # The cleaner's worker thread sleeps to throttle its I/O and to step aside while the
+            # event loop (or a client) wants to run (storage/offset_map.Pacer).
+            cleaner_sleep=time.sleep,
+            cleaner_cpu_time=time.thread_time,
         )
         self.logs.startup(self._log_config_for_topic)
         self.topics = TopicManager(self.config, self.metadata, self.logs)

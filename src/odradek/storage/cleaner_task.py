@@ -92,7 +92,7 @@ from odradek.protocol.records import (
 from odradek.protocol.varint import VarintError, encode_varint, read_uvarint, read_varint
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
-from odradek.storage.offset_map import OffsetMap, Throttler
+from odradek.storage.offset_map import OffsetMap, Pacer, Throttler
 from odradek.storage.segment import CLEANED_SUFFIX, LogSegment
 from odradek.storage.txn_index import AbortedTxn
 
@@ -109,6 +109,11 @@ __all__ = [
 log = logging.getLogger("odradek.storage.cleaner")
 
 _INT32_MAX = 2**31 - 1
+_TICK_EVERY = 512  # records between two calls of the pacer in the record loops
+
+
+def _no_tick() -> None:
+    pass
 
 
 
@@ -205,6 +210,7 @@ class CleanerStats:
     keys_mapped: int = 0
     map_utilization: float = 0.0
     throttle_wait_s: float = 0.0
+    paced_s: float = 0.0  # slept to let others run (Pacer)
 
 
 
@@ -257,60 +263,68 @@ class _Cancelled(Exception):
 # value has length -1, which is the single byte 0x01.
 
 
-def _map_records(body: bytes, count: int, base: int, start: int, omap: OffsetMap) -> int:
+def _map_records(
+    body: bytes, count: int, base: int, start: int, omap: OffsetMap, tick: Callable[[], None]
+) -> int:
     """Map the key of every keyed record at or after ``start`` of an uncompressed records
     section to its offset; returns the offset of the first record that did not fit in the map,
-    or -1. Raises CorruptRecordError."""
+    or -1; ``tick`` is called every few hundred records. Raises CorruptRecordError."""
     # OffsetMap.put, inlined.
     slots, max_entries, size = omap.slots, omap.max_entries, omap._size
     offsets, h1, h2, probe = omap._offsets, omap._h1, omap._h2, omap._probe
     pos = 0
     n = len(body)
     try:
-        for _ in range(count):
-            b = body[pos]
-            if b < 0x80:
-                v, p = b, pos + 1
-            elif body[pos + 1] < 0x80:
-                v, p = (b & 0x7F) | (body[pos + 1] << 7), pos + 2
-            else:
-                v, p = read_uvarint(body, pos)
-            end = p + ((v >> 1) ^ -(v & 1))
-            if end <= p or end > n:
-                raise CorruptRecordError("record length runs past the end of its batch")
-            p += 1  # attributes
-            while body[p] >= 0x80:  # timestamp delta: not needed here
-                p += 1
-            b = body[p + 1]
-            if b < 0x80:
-                delta, p = (b >> 1) ^ -(b & 1), p + 2
-            else:
-                delta, p = read_varint(body, p + 1)
-            b = body[p]
-            if b < 0x80:
-                key_len, p = (b >> 1) ^ -(b & 1), p + 1
-            else:
-                key_len, p = read_varint(body, p)
-            if key_len >= 0:
-                if p + key_len > end:
-                    raise CorruptRecordError("record key runs past the record")
-                offset = base + delta
-                if offset >= start:
-                    key = body[p : p + key_len]
-                    d1 = hash(key)
-                    d2 = hash(key + b"\x01")
-                    i = d1 % slots
-                    o = offsets[i]
-                    if o != 0 and (h1[i] != d1 or h2[i] != d2):
-                        i, o = probe(i, d1, d2)
-                    if o == 0:
-                        if size >= max_entries:
-                            return offset
-                        h1[i] = d1
-                        h2[i] = d2
-                        size += 1
-                    offsets[i] = offset + 1
-            pos = end
+        for first in range(0, count, _TICK_EVERY):
+            if first:  # CleanTask.step ticks between batches
+                tick()
+            for _ in range(min(_TICK_EVERY, count - first)):
+                b = body[pos]
+                if b < 0x80:
+                    v, p = b, pos + 1
+                elif body[pos + 1] < 0x80:
+                    v, p = (b & 0x7F) | (body[pos + 1] << 7), pos + 2
+                else:
+                    v, p = read_uvarint(body, pos)
+                end = p + ((v >> 1) ^ -(v & 1))
+                if end <= p or end > n:
+                    raise CorruptRecordError("record length runs past the end of its batch")
+                p += 1  # attributes
+                while body[p] >= 0x80:  # timestamp delta: not needed here
+                    p += 1
+                b = body[p + 1]
+                if b < 0x80:
+                    delta, p = (b >> 1) ^ -(b & 1), p + 2
+                elif body[p + 2] < 0x80:  # offset deltas of big batches take two bytes
+                    v = (b & 0x7F) | (body[p + 2] << 7)
+                    delta, p = (v >> 1) ^ -(v & 1), p + 3
+                else:
+                    delta, p = read_varint(body, p + 1)
+                b = body[p]
+                if b < 0x80:
+                    key_len, p = (b >> 1) ^ -(b & 1), p + 1
+                else:
+                    key_len, p = read_varint(body, p)
+                if key_len >= 0:
+                    if p + key_len > end:
+                        raise CorruptRecordError("record key runs past the record")
+                    offset = base + delta
+                    if offset >= start:
+                        key = body[p : p + key_len]
+                        d1 = hash(key)
+                        d2 = hash(key + b"\x01")
+                        i = d1 % slots
+                        o = offsets[i]
+                        if o != 0 and (h1[i] != d1 or h2[i] != d2):
+                            i, o = probe(i, d1, d2)
+                        if o == 0:
+                            if size >= max_entries:
+                                return offset
+                            h1[i] = d1
+                            h2[i] = d2
+                            size += 1
+                        offsets[i] = offset + 1
+                pos = end
     except (IndexError, VarintError) as e:
         raise CorruptRecordError("truncated record") from e
     finally:
@@ -322,13 +336,14 @@ def _map_records(body: bytes, count: int, base: int, start: int, omap: OffsetMap
 
 def _select_records(
     body: bytes, count: int, base: int, end_offset: int, omap: OffsetMap, now: int,
-    horizon: int | None,
+    horizon: int | None, tick: Callable[[], None],
 ) -> tuple[list[int], bool]:
     """The records of an uncompressed records section that survive cleaning, as a flat list
     ``[start, end, start, end, ...]`` of byte ranges, and whether a kept one (below
     ``end_offset``) is a tombstone. Below ``end_offset`` a record survives when it has a key,
     is the key's latest (``omap``) and is not a tombstone past ``horizon``; at and after it
-    every record survives. Raises CorruptRecordError."""
+    every record survives. ``tick`` is called every few hundred records. Raises
+    CorruptRecordError."""
     # OffsetMap.get, inlined.
     slots, offsets, h1, h2, probe = omap.slots, omap._offsets, omap._h1, omap._h2, omap._probe
     spans: list[int] = []
@@ -338,56 +353,62 @@ def _select_records(
     pos = 0
     n = len(body)
     try:
-        for _ in range(count):
-            b = body[pos]
-            if b < 0x80:
-                v, p = b, pos + 1
-            elif body[pos + 1] < 0x80:
-                v, p = (b & 0x7F) | (body[pos + 1] << 7), pos + 2
-            else:
-                v, p = read_uvarint(body, pos)
-            end = p + ((v >> 1) ^ -(v & 1))
-            if end <= p or end > n:
-                raise CorruptRecordError("record length runs past the end of its batch")
-            p += 1
-            while body[p] >= 0x80:
-                p += 1
-            b = body[p + 1]
-            if b < 0x80:
-                delta, p = (b >> 1) ^ -(b & 1), p + 2
-            else:
-                delta, p = read_varint(body, p + 1)
-            offset = base + delta
-            if offset < end_offset:
-                b = body[p]
+        for first in range(0, count, _TICK_EVERY):
+            if first:  # CleanTask.step ticks between batches
+                tick()
+            for _ in range(min(_TICK_EVERY, count - first)):
+                b = body[pos]
                 if b < 0x80:
-                    key_len, p = (b >> 1) ^ -(b & 1), p + 1
+                    v, p = b, pos + 1
+                elif body[pos + 1] < 0x80:
+                    v, p = (b & 0x7F) | (body[pos + 1] << 7), pos + 2
                 else:
-                    key_len, p = read_varint(body, p)
-                if key_len < 0:
-                    pos = end
-                    continue  # keyless: a compacted log has no use for it
-                if p + key_len >= end:
-                    raise CorruptRecordError("record key runs past the record")
-                key = body[p : p + key_len]
-                d1 = hash(key)
-                i = d1 % slots
-                o = offsets[i]
-                if o != 0:
-                    d2 = hash(key + b"\x01")
-                    if h1[i] != d1 or h2[i] != d2:
-                        i, o = probe(i, d1, d2)
-                    if offset < o - 1:
+                    v, p = read_uvarint(body, pos)
+                end = p + ((v >> 1) ^ -(v & 1))
+                if end <= p or end > n:
+                    raise CorruptRecordError("record length runs past the end of its batch")
+                p += 1
+                while body[p] >= 0x80:
+                    p += 1
+                b = body[p + 1]
+                if b < 0x80:
+                    delta, p = (b >> 1) ^ -(b & 1), p + 2
+                elif body[p + 2] < 0x80:  # offset deltas of big batches take two bytes
+                    v = (b & 0x7F) | (body[p + 2] << 7)
+                    delta, p = (v >> 1) ^ -(v & 1), p + 3
+                else:
+                    delta, p = read_varint(body, p + 1)
+                offset = base + delta
+                if offset < end_offset:
+                    b = body[p]
+                    if b < 0x80:
+                        key_len, p = (b >> 1) ^ -(b & 1), p + 1
+                    else:
+                        key_len, p = read_varint(body, p)
+                    if key_len < 0:
                         pos = end
-                        continue  # a later record of the key exists
-                if body[p + key_len] == 1:  # null value: a tombstone
-                    if expired:
-                        pos = end
-                        continue
-                    tombstones = True
-            keep(pos)
-            keep(end)
-            pos = end
+                        continue  # keyless: a compacted log has no use for it
+                    if p + key_len >= end:
+                        raise CorruptRecordError("record key runs past the record")
+                    key = body[p : p + key_len]
+                    d1 = hash(key)
+                    i = d1 % slots
+                    o = offsets[i]
+                    if o != 0:
+                        d2 = hash(key + b"\x01")
+                        if h1[i] != d1 or h2[i] != d2:
+                            i, o = probe(i, d1, d2)
+                        if offset < o - 1:
+                            pos = end
+                            continue  # a later record of the key exists
+                    if body[p + key_len] == 1:  # null value: a tombstone
+                        if expired:
+                            pos = end
+                            continue
+                        tombstones = True
+                keep(pos)
+                keep(end)
+                pos = end
     except (IndexError, VarintError) as e:
         raise CorruptRecordError("truncated record") from e
     if pos != n:
@@ -433,6 +454,7 @@ class CleanTask:
         producer_last_offsets: dict[int, int],
         aborted_txns: list[AbortedTxn],
         throttler: Throttler,
+        pacer: Pacer | None = None,
         on_step: Callable[[str], None] | None,
     ) -> None:
         self.log = plog
@@ -452,6 +474,8 @@ class CleanTask:
         self._map_txns = CleanedTransactions(aborted_txns)
         self._clean_txns = CleanedTransactions(aborted_txns)
         self._throttler = throttler
+        self._pacer = pacer
+        self._tick = pacer.tick if pacer is not None and pacer.active else _no_tick
         self._on_step = on_step
         self.end_offset = self.first_dirty_offset
         self.groups: list[CleanedGroup] = []
@@ -513,6 +537,7 @@ class CleanTask:
         try:
             while self._bytes_read + self._bytes_written < target:
                 wait = next(self._work)
+                self._tick()
                 if wait > 0 and self._throttler.sleep is None:
                     self.wait_s = wait
                     return False
@@ -571,6 +596,7 @@ class CleanTask:
             keys_mapped=self.offset_map.size,
             map_utilization=self.offset_map.utilization,
             throttle_wait_s=self._throttler.total_wait_s,
+            paced_s=self._pacer.paced_s if self._pacer is not None else 0.0,
         )
 
     # -- the pass ---------------------------------------------------------------------------
@@ -642,7 +668,9 @@ class CleanTask:
                     body = raw[BATCH_HEADER_SIZE:]
                     if h.compression:
                         body = decompress(h.compression, body)
-                    full = _map_records(body, h.records_count, h.base_offset, start, omap)
+                    full = _map_records(
+                        body, h.records_count, h.base_offset, start, omap, self._tick
+                    )
                     if full >= 0:
                         self.end_offset = full
                         return
@@ -757,7 +785,7 @@ class CleanTask:
                 body = decompress(h.compression, body)
             spans, tombstones = _select_records(
                 body, h.records_count, h.base_offset, self.end_offset, self.offset_map,
-                self.now_ms, horizon,
+                self.now_ms, horizon, self._tick,
             )
         kept = len(spans) // 2
         self._records_retained += kept

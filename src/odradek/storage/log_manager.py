@@ -69,6 +69,7 @@ class LogManager:
         *,
         cleaner_config: CleanerConfig | None = None,
         cleaner_sleep: Callable[[float], None] | None = None,
+        cleaner_cpu_time: Callable[[], float] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.clock = clock
@@ -77,7 +78,8 @@ class LogManager:
         self._topic_configs: dict[str, LogConfig] = {}
         self.had_clean_shutdown = False
         self.cleaner = LogCleaner(
-            self.all_logs, cleaner_config or CleanerConfig(), clock, sleep=cleaner_sleep
+            self.all_logs, cleaner_config or CleanerConfig(), clock, sleep=cleaner_sleep,
+            cpu_time=cleaner_cpu_time,
         )
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What one cleaning pass may use: memory (:class:`OffsetMap`, the key -> last offset map of
-fixed size that bounds how much of the dirty section one pass covers) and I/O
-(:class:`Throttler`, ``log.cleaner.io.max.bytes.per.second``).
+fixed size that bounds how much of the dirty section one pass covers), I/O
+(:class:`Throttler`, ``log.cleaner.io.max.bytes.per.second``) and the processor
+(:class:`Pacer`, which steps aside while the event loop or another process wants to run).
 
 Both belong to the thread running one cleaning task (:mod:`odradek.storage.cleaner_task`);
 neither is thread-safe. Time comes from an injected :class:`~odradek.storage.clock.Clock` and
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 from odradek.storage.clock import Clock
 
-__all__ = ["OffsetMap", "Throttler"]
+__all__ = ["OffsetMap", "Pacer", "Throttler"]
 
 
 def _largest_prime_at_most(n: int) -> int:
@@ -165,3 +166,79 @@ class Throttler:
         if self.sleep is not None:
             self.sleep(wait)
         return wait
+
+
+# == sharing the processor =======================================================================
+
+
+class Pacer:
+    """Makes a cleaning thread step aside while something else wants to run.
+
+    A pass is pure Python on a worker thread of the broker's process: it competes with the
+    event loop for the GIL, which it keeps for whole switch intervals (5 ms) while the loop
+    waits to get it back after every socket read or write, and with the client processes for
+    the machine's cores. :meth:`tick` is called between small units of work (a batch, a few
+    hundred records). Every ``slice_ms`` of wall time it compares the thread's CPU time with
+    the wall time that passed: when more than ``contended_above`` of the slice went to waiting
+    (for the GIL or for a core), it sleeps -- releasing the GIL -- long enough that the thread
+    uses at most ``share`` of the time, and keeps doing so after every slice until ``hold_ms``
+    have passed without it being kept waiting (a producer's requests come in bursts: a short
+    quiet spell does not mean the loop is done). Without contention the pass runs at full
+    speed.
+
+    Time comes from the injected clock (``monotonic_ns``) and ``cpu_time`` (seconds of CPU this
+    thread used, e.g. ``time.thread_time``); waiting happens only through ``sleep``. Without a
+    sleep or CPU-time function it never pauses. Owned by the thread running the task.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        sleep: Callable[[float], None] | None,
+        cpu_time: Callable[[], float] | None,
+        *,
+        slice_ms: float,
+        share: float,
+        hold_ms: float = 50.0,
+        contended_above: float = 0.1,
+        max_pause_ms: float = 100.0,
+    ) -> None:
+        self.clock = clock
+        self.active = sleep is not None and cpu_time is not None and share < 1.0
+        self._sleep = sleep
+        self._cpu_time = cpu_time
+        self._slice_ns = int(slice_ms * 1_000_000)
+        self._pause_per_cpu = (1.0 - share) / share if share > 0 else 0.0
+        self._contended_above = contended_above
+        self._hold_ns = int(hold_ms * 1_000_000)
+        self._polite_until = -1
+        self._max_pause_s = max_pause_ms / 1000
+        self.pauses = 0
+        self.paced_s = 0.0
+        self._wall0 = clock.monotonic_ns()
+        self._cpu0 = cpu_time() if cpu_time is not None else 0.0
+
+    def tick(self) -> None:
+        if not self.active:
+            return
+        now = self.clock.monotonic_ns()
+        elapsed_ns = now - self._wall0
+        if elapsed_ns < self._slice_ns:
+            return
+        assert self._sleep is not None and self._cpu_time is not None
+        cpu = self._cpu_time()
+        elapsed = elapsed_ns / 1e9
+        used = cpu - self._cpu0
+        contended = elapsed - used > elapsed * self._contended_above
+        if contended:
+            self._polite_until = now + self._hold_ns
+        if contended or now < self._polite_until:
+            pause = min(used * self._pause_per_cpu, self._max_pause_s)
+            if pause > 0:
+                self._sleep(pause)
+                self.pauses += 1
+                self.paced_s += pause
+            cpu = self._cpu_time()
+            now = self.clock.monotonic_ns()
+        self._wall0 = now
+        self._cpu0 = cpu
