@@ -32,10 +32,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from odradek.clock import SystemClock
 from odradek.protocol.records import MAGIC, BatchHeader, pack_batch
 from odradek.protocol.varint import encode_varint
 from odradek.storage.cleaner import CleanerConfig, LogCleaner
-from odradek.storage.clock import SystemClock
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 

@@ -3,10 +3,11 @@ pyproject.toml, checked by import-linter), and no module imports itself back thr
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import grimp
-from importlinter import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,8 +59,21 @@ def _import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
 
 
 def test_layers_contract_is_kept() -> None:
-    code = cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True)
-    assert code == 0, "an import crosses the layers in pyproject.toml [tool.importlinter]"
+    # In a child process: import-linter reconfigures logging and disables every logger that
+    # exists, which would silence the broker's loggers for the tests that run after this one.
+    run = subprocess.run(
+        [sys.executable, "-c", _LINT, str(ROOT / "pyproject.toml")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, (
+        "an import crosses the layers in pyproject.toml [tool.importlinter]:\n" + run.stdout
+    )
+
+
+_LINT = (
+    "import sys; from importlinter import cli; "
+    "sys.exit(cli.lint_imports(config_filename=sys.argv[1], no_cache=True))"
+)
 
 
 def test_no_import_cycles() -> None:

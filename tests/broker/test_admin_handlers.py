@@ -42,11 +42,11 @@ from odradek.broker.handlers import (
 from odradek.broker.handlers._config_resources import AlterOp, incremental_topic_configs
 from odradek.broker.registry import ApiHandler, handlers
 from odradek.broker.runner import local_config
+from odradek.clock import ManualClock
 from odradek.config import ConfigSource
 from odradek.errors import ErrorCode, InvalidConfigError
 from odradek.protocol.build import build
 from odradek.protocol.messages import Request, encode_response, request_schema, response_schema
-from odradek.storage.clock import ManualClock
 
 ADMIN_APIS: dict[str, ApiHandler] = {
     m.__name__.rsplit(".", 1)[1]: m.API

@@ -26,11 +26,11 @@ from odradek.broker.app import Broker
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.runner import local_config
+from odradek.clock import ManualClock
 from odradek.errors import ErrorCode
 from odradek.protocol.framing import RECEIVE_BUFFER_BYTES
 from odradek.protocol.messages import request_schema, response_schema
 from odradek.protocol.records import SimpleRecord, encode_batch, read_batch_header
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import PartitionLog
 from odradek.storage.segment import LogSegment
 

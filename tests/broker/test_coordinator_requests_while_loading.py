@@ -26,9 +26,9 @@ from kio.serial import entity_reader, entity_writer
 from odradek.broker.app import Broker
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.runner import local_config
+from odradek.clock import ManualClock
 from odradek.errors import ErrorCode
 from odradek.protocol.messages import request_schema, response_schema
-from odradek.storage.clock import ManualClock
 
 LOADING = ErrorCode.coordinator_load_in_progress
 GROUP = "g"

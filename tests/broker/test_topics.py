@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from odradek.broker.topics import TopicManager, validate_topic_name
+from odradek.clock import ManualClock
 from odradek.config import BrokerConfig
 from odradek.errors import (
     InvalidConfigError,
@@ -17,7 +18,6 @@ from odradek.errors import (
     UnknownTopicOrPartitionError,
 )
 from odradek.metadata.store import MetadataStore
-from odradek.storage.clock import ManualClock
 from odradek.storage.log_manager import LogManager
 
 

@@ -32,6 +32,7 @@ from odradek.broker.app import Broker
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.handlers import describe_producers, write_txn_markers
 from odradek.broker.runner import local_config
+from odradek.clock import ManualClock
 from odradek.errors import ErrorCode
 from odradek.protocol.messages import (
     Request,
@@ -50,7 +51,6 @@ from odradek.protocol.records import (
     encode_batch,
     read_batch_header,
 )
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import PartitionLog
 from odradek.storage.txn_index import AbortedTxn
 

@@ -36,6 +36,7 @@ from odradek.broker.app import Broker
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.registry import handlers
 from odradek.broker.runner import local_config
+from odradek.clock import ManualClock
 from odradek.errors import CorruptFrameError, ErrorCode
 from odradek.protocol.messages import (
     API_VERSIONS_KEY,
@@ -55,7 +56,6 @@ from odradek.protocol.records import (
     read_batch_header,
     validate_batches,
 )
-from odradek.storage.clock import ManualClock
 
 GOLDEN = Path(__file__).parent / "golden"
 

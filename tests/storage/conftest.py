@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from storage_helpers import START_MS, OpenLog
 
-from odradek.storage.clock import ManualClock
+from odradek.clock import ManualClock
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storage_helpers import START_MS
 
+from odradek.clock import ManualClock
 from odradek.errors import InvalidRecordError
 from odradek.protocol.records import (
     ATTR_DELETE_HORIZON,
@@ -26,7 +27,6 @@ from odradek.protocol.records import (
 )
 from odradek.storage.cleaner import CleanerConfig, LogCleaner, read_cleaner_checkpoint
 from odradek.storage.cleaner_task import TaskState
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import AppendOrigin, PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import LogManager

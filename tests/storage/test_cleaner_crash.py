@@ -12,9 +12,9 @@ import pytest
 from storage_helpers import START_MS
 from test_cleaner import Rec, append, fill, records_of
 
+from odradek.clock import ManualClock
 from odradek.storage.cleaner import CleanerConfig, LogCleaner
 from odradek.storage.cleaner_task import TaskState
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import SWAP_MANIFEST, PartitionLog
 from odradek.storage.log_config import LogConfig
 

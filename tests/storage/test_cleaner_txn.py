@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from storage_helpers import START_MS
 from test_cleaner import Rec, batches_of, cleaner_for, records_of
 
+from odradek.clock import ManualClock
 from odradek.protocol.records import (
     ATTR_DELETE_HORIZON,
     COMPRESSION_GZIP,
@@ -29,7 +30,6 @@ from odradek.protocol.records import (
 )
 from odradek.storage.cleaner import CleanerConfig, LogCleaner
 from odradek.storage.cleaner_task import TaskState
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import SWAP_MANIFEST, AppendOrigin, PartitionLog
 from odradek.storage.log_config import LogConfig
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from storage_helpers import START_MS, OpenLog, batch
 
+from odradek.clock import ManualClock
 from odradek.storage.cleaner import CleanerConfig, LogCleaner
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 

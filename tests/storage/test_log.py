@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from storage_helpers import START_MS, OpenLog, batch
 
+from odradek.clock import ManualClock
 from odradek.errors import (
     CorruptRecordError,
     InvalidRecordError,
@@ -20,7 +21,6 @@ from odradek.protocol.records import (
     read_batch_header,
     validate_batches,
 )
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import AppendOrigin, PartitionLog
 from odradek.storage.log_config import LogConfig
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from storage_helpers import START_MS, batch, crash
 
-from odradek.storage.clock import ManualClock
+from odradek.clock import ManualClock
 from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import CLEAN_SHUTDOWN_FILE, LogManager, parse_partition_dir
 

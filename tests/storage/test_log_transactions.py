@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from storage_helpers import START_MS, OpenLog, batch, crash
 
+from odradek.clock import ManualClock
 from odradek.errors import InvalidProducerEpochError, OutOfOrderSequenceError
 from odradek.protocol.records import encode_control_batch, read_batch_header
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import (
     RECOVERY_POINT_CHECKPOINT,
     AbortedTxn,

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from storage_helpers import OpenLog, batch, crash
 
+from odradek.clock import ManualClock
 from odradek.errors import InvalidProducerEpochError, OutOfOrderSequenceError
 from odradek.protocol.records import read_batch_header
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.producer_state import (

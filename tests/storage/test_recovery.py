@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storage_helpers import START_MS, OpenLog, batch, crash
 
+from odradek.clock import ManualClock
 from odradek.protocol.records import read_batch_header, validate_batches
-from odradek.storage.clock import ManualClock
 from odradek.storage.log import RECOVERY_POINT_CHECKPOINT, PartitionLog
 from odradek.storage.log_config import LogConfig
 

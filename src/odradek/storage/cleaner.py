@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from odradek.clock import Clock
 from odradek.errors import KafkaStorageError
 from odradek.protocol.records import BATCH_HEADER_SIZE
 from odradek.storage.checkpoint import read_offset_checkpoint, write_offset_checkpoint
@@ -65,7 +66,6 @@ from odradek.storage.cleaner_task import (
     SegmentPlan,
     TaskState,
 )
-from odradek.storage.clock import Clock
 from odradek.storage.log import CLEANER_OFFSET_CHECKPOINT, PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.offset_map import OffsetMap, Pacer, Throttler

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from odradek.clock import Clock
 from odradek.errors import (
     InvalidRecordError,
     KafkaStorageError,
@@ -63,7 +64,6 @@ from odradek.protocol.records import (
     validate_batches,
 )
 from odradek.storage.checkpoint import fsync_dir, write_checkpoint, write_offset_checkpoint
-from odradek.storage.clock import Clock
 from odradek.storage.epoch import LeaderEpochFileCache
 from odradek.storage.loader import (
     CLEANER_OFFSET_CHECKPOINT,

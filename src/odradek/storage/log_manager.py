@@ -28,10 +28,10 @@ import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from odradek.clock import Clock
 from odradek.errors import KafkaStorageError
 from odradek.storage.checkpoint import fsync_dir
 from odradek.storage.cleaner import CleanerConfig, CleanResult, LogCleaner
-from odradek.storage.clock import Clock
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 

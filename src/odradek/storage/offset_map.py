@@ -4,7 +4,7 @@ fixed size that bounds how much of the dirty section one pass covers), I/O
 (:class:`Pacer`, which steps aside while the event loop or another process wants to run).
 
 Both belong to the thread running one cleaning task (:mod:`odradek.storage.cleaner_task`);
-neither is thread-safe. Time comes from an injected :class:`~odradek.storage.clock.Clock` and
+neither is thread-safe. Time comes from an injected :class:`~odradek.clock.Clock` and
 waiting happens only through an injected ``sleep`` function.
 """
 
@@ -14,7 +14,7 @@ import math
 from array import array
 from collections.abc import Callable
 
-from odradek.storage.clock import Clock
+from odradek.clock import Clock
 
 __all__ = ["OffsetMap", "Pacer", "Throttler"]
 

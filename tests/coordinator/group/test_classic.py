@@ -8,6 +8,7 @@ from typing import TypeVar
 import pytest
 from coordinator_log import MemoryLog
 
+from odradek.clock import ManualClock
 from odradek.coordinator.group.classic import (
     ClassicGroup,
     ClassicGroupState,
@@ -36,7 +37,6 @@ from odradek.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
-from odradek.storage.clock import ManualClock
 from odradek.topic_names import OFFSETS_TOPIC as OFFSETS
 
 S = ClassicGroupState

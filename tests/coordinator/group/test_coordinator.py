@@ -15,6 +15,7 @@ from coordinator_log import MemoryLog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from odradek.clock import ManualClock
 from odradek.coordinator.group.classic import ClassicGroup, ClassicGroupState, JoinResult
 from odradek.coordinator.group.consumer import ConsumerGroup
 from odradek.coordinator.group.context import GroupConfig, TopicInfo
@@ -42,7 +43,6 @@ from odradek.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
-from odradek.storage.clock import ManualClock
 from odradek.topic_names import OFFSETS_TOPIC as OFFSETS
 
 S = ClassicGroupState

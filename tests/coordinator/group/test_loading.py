@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from coordinator_log import MemoryLog
 
+from odradek.clock import ManualClock
 from odradek.coordinator.group.consumer import ConsumerGroup
 from odradek.coordinator.group.context import GroupConfig
 from odradek.coordinator.group.coordinator import GroupCoordinator, StoredRecord
@@ -19,7 +20,6 @@ from odradek.coordinator.group.records import (
 )
 from odradek.coordinator.runtime import CoordinatorRuntime, PartitionState
 from odradek.errors import CoordinatorLoadInProgressError, NotCoordinatorError
-from odradek.storage.clock import ManualClock
 from odradek.topic_names import OFFSETS_TOPIC
 
 CONFIG = GroupConfig(offsets_partitions=1)

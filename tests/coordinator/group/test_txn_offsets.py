@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from coordinator_log import MemoryLog
 
+from odradek.clock import ManualClock
 from odradek.coordinator.group.context import GroupConfig
 from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.errors import CoordinatorNotAvailableError, ErrorCode
-from odradek.storage.clock import ManualClock
 from odradek.topic_names import OFFSETS_TOPIC
 
 CONFIG = GroupConfig(offsets_partitions=3, initial_rebalance_delay_ms=0)

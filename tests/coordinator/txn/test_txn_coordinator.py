@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from odradek.clock import ManualClock
 from odradek.coordinator.runtime import CoordinatorResult, CoordinatorRuntime, StoredRecord
 from odradek.coordinator.timer import Timer
 from odradek.coordinator.txn.context import TxnConfig
@@ -47,7 +48,6 @@ from odradek.errors import (
     InvalidRequestError,
     KafkaError,
 )
-from odradek.storage.clock import ManualClock
 
 S = TransactionState
 START_MS = 1_700_000_000_000

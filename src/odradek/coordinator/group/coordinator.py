@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from odradek.clock import Clock
 from odradek.coordinator.group.classic import ClassicGroup, ClassicGroups, ClassicGroupState
 from odradek.coordinator.group.consumer import ConsumerGroup, ConsumerGroups
 from odradek.coordinator.group.context import GroupConfig, TopicInfo
@@ -54,7 +55,6 @@ from odradek.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
-from odradek.storage.clock import Clock
 
 __all__ = [
     "GroupCoordinator",
