@@ -70,6 +70,7 @@ __all__ = [
     "assign_offset_and_epoch",
     "set_log_append_time",
     "pack_batch",
+    "rebuild_batch",
     "validate_batches",
     "decode_records",
     "encode_batch",
@@ -311,15 +312,30 @@ def set_log_append_time(
 def pack_batch(header: BatchHeader, payload: Buffer) -> bytes:
     """A whole batch: ``header``'s fields followed by the (already compressed) records
     section ``payload``; ``batch_length`` and ``crc`` are computed, the header's own ignored."""
+    return rebuild_batch(
+        header, payload, header.attributes, header.base_timestamp, header.max_timestamp,
+        header.records_count,
+    )
+
+
+def rebuild_batch(
+    header: BatchHeader,
+    payload: Buffer,
+    attributes: int,
+    base_timestamp: int,
+    max_timestamp: int,
+    records_count: int,
+) -> bytes:
+    """:func:`pack_batch` of ``header`` with these attributes, timestamps and record count (the
+    log cleaner rewrites batches so; it skips building a header per batch)."""
     out = bytearray(BATCH_HEADER_SIZE + len(payload))
     _HEADER.pack_into(
         out, 0, header.base_offset, len(out) - LOG_OVERHEAD, header.partition_leader_epoch,
-        header.magic, 0, header.attributes, header.last_offset_delta, header.base_timestamp,
-        header.max_timestamp, header.producer_id, header.producer_epoch, header.base_sequence,
-        header.records_count,
+        header.magic, 0, attributes, header.last_offset_delta, base_timestamp, max_timestamp,
+        header.producer_id, header.producer_epoch, header.base_sequence, records_count,
     )
     out[BATCH_HEADER_SIZE:] = payload
-    _seal(out, 0, len(out))
+    _CRC.pack_into(out, _CRC_AT, crc32c(memoryview(out)[_CRC_START:]))
     return bytes(out)
 
 

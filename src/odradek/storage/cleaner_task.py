@@ -68,7 +68,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from odradek.errors import CorruptRecordError, KafkaStorageError
@@ -86,8 +86,8 @@ from odradek.protocol.records import (
     control_type,
     decode_records,
     decompress,
-    pack_batch,
     read_batch_header,
+    rebuild_batch,
 )
 from odradek.protocol.varint import VarintError, encode_varint, read_uvarint, read_varint
 from odradek.storage.log import PartitionLog
@@ -422,17 +422,6 @@ def _timestamp_delta(body: bytes, pos: int) -> tuple[int, int, int]:
     _length, p = read_uvarint(body, pos)
     delta, ts_end = read_varint(body, p + 1)
     return p, delta, ts_end
-
-
-def _pack_batch(
-    h: BatchHeader, attributes: int, base_ts: int, max_ts: int, count: int, payload: bytes
-) -> bytes:
-    """``h``'s batch with new attributes, timestamps, record count and records section."""
-    return pack_batch(
-        replace(h, attributes=attributes, base_timestamp=base_ts, max_timestamp=max_ts,
-                records_count=count),
-        payload,
-    )
 
 
 class CleanTask:
@@ -804,7 +793,7 @@ class CleanTask:
             return self._rebuild(h, body, spans, new_horizon)
         if last_of_producer:
             attributes = h.attributes & ~(ATTR_COMPRESSION_MASK | ATTR_DELETE_HORIZON)
-            return _pack_batch(h, attributes, h.max_timestamp, h.max_timestamp, 0, b"")
+            return rebuild_batch(h, b"", attributes, h.max_timestamp, h.max_timestamp, 0)
         return None
 
     def _filter_control_batch(self, h: BatchHeader, raw: bytes) -> bytes | None:
@@ -868,7 +857,7 @@ class CleanTask:
         if new_horizon is not None:
             attributes |= ATTR_DELETE_HORIZON
             base_ts = new_horizon
-        return _pack_batch(h, attributes, base_ts, max_ts, len(deltas), payload)
+        return rebuild_batch(h, payload, attributes, base_ts, max_ts, len(deltas))
 
     def _note_horizon(self, horizon: int) -> None:
         if self.next_tombstone_horizon is None or horizon < self.next_tombstone_horizon:

@@ -184,7 +184,10 @@ class Pacer:
     uses at most ``share`` of the time, and keeps doing so after every slice until ``hold_ms``
     have passed without it being kept waiting (a producer's requests come in bursts: a short
     quiet spell does not mean the loop is done). Without contention the pass runs at full
-    speed.
+    speed; on a machine kept busy by other processes it slows down, to ``share`` at worst --
+    background work, run in the machine's spare time. (Stepping aside only when the thread
+    blocked, i.e. for the GIL alone, left the benchmark's clients short of a core: about 5%
+    of produce lost instead of 1-2%.)
 
     Time comes from the injected clock (``monotonic_ns``) and ``cpu_time`` (seconds of CPU this
     thread used, e.g. ``time.thread_time``); waiting happens only through ``sleep``. Without a
