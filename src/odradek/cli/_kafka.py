@@ -7,15 +7,18 @@ the commands that create them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from odradek.cli._common import CliError
+from odradek.cli._common import REQUEST_TIMEOUT_S, CliError
 from odradek.cli._options import ClientOptions
 
 __all__ = [
+    "admin_result",
     "UNREACHABLE_CODES",
     "UNSUPPORTED_CODES",
     "admin_client",
@@ -106,6 +109,27 @@ def explain(error: KafkaError, subject: str, options: ClientOptions) -> CliError
     if code == KafkaError.INVALID_CONFIG:
         return CliError(f"{subject}: invalid config: {_reason(error)}")
     return CliError(f"{subject}: {_reason(error)} ({error.name()})")
+
+
+def admin_result(
+    future: concurrent.futures.Future[Any],
+    subject: str,
+    options: ClientOptions,
+    explain_error: Callable[[KafkaError], CliError] | None = None,
+) -> Any:
+    """The result of an admin future; a failure becomes a one-line CliError about ``subject``
+    (through ``explain_error`` when given, which may know the command's own cases)."""
+    try:
+        return future.result(timeout=REQUEST_TIMEOUT_S + options.connect_timeout)
+    except concurrent.futures.TimeoutError:
+        raise reachability_error(options) from None
+    except KafkaException as e:
+        error = error_of(e)
+        if error is None:
+            raise CliError(f"{subject}: {e}") from None
+        if explain_error is not None:
+            raise explain_error(error) from None
+        raise explain(error, subject, options) from None
 
 
 def topic_metadata(

@@ -22,6 +22,7 @@ from odradek.cli._common import MISSING, REQUEST_TIMEOUT_S, CliError, Subparsers
 from odradek.cli._kafka import (
     UNREACHABLE_CODES,
     admin_client,
+    admin_result,
     error_of,
     explain,
     reachability_error,
@@ -254,17 +255,12 @@ def _result(
 ) -> Any:
     """The result of an admin future about ``group`` (or ``subject``); failures become a
     one-line CliError."""
-    from confluent_kafka import KafkaException
-
-    try:
-        return future.result(timeout=REQUEST_TIMEOUT_S + options.connect_timeout)
-    except concurrent.futures.TimeoutError:
-        raise reachability_error(options) from None
-    except KafkaException as e:
-        error = error_of(e)
-        if error is None:
-            raise CliError(f"{subject or f'group {group!r}'}: {e}") from None
-        raise _group_error(error, group, options, subject) from None
+    return admin_result(
+        future,
+        subject or f"group {group!r}",
+        options,
+        lambda error: _group_error(error, group, options, subject),
+    )
 
 
 def _unreachable(future: concurrent.futures.Future[Any]) -> bool:

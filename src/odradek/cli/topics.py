@@ -16,6 +16,7 @@ from odradek.cli._common import REQUEST_TIMEOUT_S, CliError, Subparsers, require
 from odradek.cli._kafka import (
     UNSUPPORTED_CODES,
     admin_client,
+    admin_result,
     error_of,
     explain,
     reachability_error,
@@ -83,21 +84,6 @@ def add_commands(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 # -- shared by the actions ----------------------------------------------------------------------
 
 
-def _await(future: concurrent.futures.Future[Any], subject: str, options: ClientOptions) -> Any:
-    """The result of an admin future, any failure turned into a CliError about ``subject``."""
-    from confluent_kafka import KafkaException
-
-    try:
-        return future.result(timeout=REQUEST_TIMEOUT_S + options.connect_timeout)
-    except concurrent.futures.TimeoutError:
-        raise reachability_error(options) from None
-    except KafkaException as e:
-        error = error_of(e)
-        if error is None:
-            raise CliError(f"{subject}: {e}") from None
-        raise explain(error, subject, options) from None
-
-
 def _configs(items: list[str]) -> dict[str, str]:
     try:
         return parse_assignments(items, "config")
@@ -131,7 +117,7 @@ def _create(args: argparse.Namespace) -> int:
         raise CliError(f"topic {args.name!r}: {e}") from None
     future = futures[args.name]
     try:
-        _await(future, f"topic {args.name!r}", options)
+        admin_result(future, f"topic {args.name!r}", options)
     except CliError:
         if args.if_not_exists and _failed_with(future, KafkaError.TOPIC_ALREADY_EXISTS):
             return 0
@@ -249,7 +235,7 @@ def _alter(args: argparse.Namespace) -> int:
         resource = ConfigResource(ResourceType.TOPIC, args.name, incremental_configs=entries)
         futures = admin.incremental_alter_configs([resource], request_timeout=REQUEST_TIMEOUT_S)
         for future in futures.values():
-            _await(future, subject, options)
+            admin_result(future, subject, options)
     if args.partitions is not None:
         current = len(meta.partitions)
         if args.partitions < current:
@@ -263,7 +249,7 @@ def _alter(args: argparse.Namespace) -> int:
                 request_timeout=REQUEST_TIMEOUT_S,
             )
             for future in futures.values():
-                _await(future, subject, options)
+                admin_result(future, subject, options)
     print(f"Altered topic {args.name}.")
     return 0
 
@@ -280,7 +266,7 @@ def _delete(args: argparse.Namespace) -> int:
     failed = 0
     for name in names:
         try:
-            _await(futures[name], f"topic {name!r}", options)
+            admin_result(futures[name], f"topic {name!r}", options)
         except CliError as e:
             if args.if_exists and _failed_with(futures[name], KafkaError.UNKNOWN_TOPIC_OR_PART):
                 continue
