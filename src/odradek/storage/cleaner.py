@@ -99,7 +99,7 @@ class CleanerConfig:
     io_max_bytes_per_second: float = math.inf
     backoff_ms: int = 15000
     # Look every 2 ms; while kept waiting, use at most a fifth of the time (measured with
-    # bench/compaction.py --broker: produce loses ~2-3% during a pass instead of ~10%).
+    # bench/compaction.py --broker: produce loses ~2% during a pass instead of ~10%).
     pace_slice_ms: float = 2.0
     pace_share: float = 0.2
 
