@@ -80,7 +80,6 @@ __all__ = [
 ]
 
 
-
 # == configuration ================================================================================
 
 
@@ -123,7 +122,6 @@ class CleanerConfig:
         return self.dedupe_buffer_size // self.threads
 
 
-
 # == checkpoint ===================================================================================
 
 
@@ -136,7 +134,6 @@ def write_cleaner_checkpoint(plog: PartitionLog, offset: int) -> None:
     write_offset_checkpoint(
         plog.directory / CLEANER_OFFSET_CHECKPOINT, plog.topic, plog.partition, offset
     )
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +150,6 @@ class CleanResult:
     segments_written: int
     stats: CleanerStats
     error: str | None = None
-
 
 
 # == the cleaner ==================================================================================
