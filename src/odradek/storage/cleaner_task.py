@@ -116,7 +116,6 @@ def _no_tick() -> None:
     pass
 
 
-
 # == transactions =================================================================================
 
 
@@ -171,8 +170,6 @@ class CleanedTransactions:
         return False
 
 
-
-
 # == values =======================================================================================
 
 
@@ -213,7 +210,6 @@ class CleanerStats:
     paced_s: float = 0.0  # slept to let others run (Pacer)
 
 
-
 class TaskState(enum.Enum):
     PLANNED = "planned"
     RUNNING = "running"
@@ -221,7 +217,6 @@ class TaskState(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     COMPLETED = "completed"  # swapped in (or discarded) by LogCleaner.complete
-
 
 
 # == the cleaning task ============================================================================

@@ -115,7 +115,6 @@ EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
 
 
-
 class AppendOrigin(enum.Enum):
     """Who is appending: clients get every check; the coordinator (transaction markers,
     internal topics) skips the sequence checks and may write control batches."""
