@@ -30,7 +30,7 @@ from odradek.topic_names import OFFSETS_TOPIC
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
 
-__all__ = ["GroupRuntime", "OFFSETS_TOPIC", "then"]
+__all__ = ["GroupRuntime", "then"]
 
 log = logging.getLogger("odradek.broker.groups")
 

@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from odradek.coordinator.txn.records import (
-    TRANSACTION_STATE_TOPIC,
     TxnKey,
     TxnPartitions,
     TxnValue,
@@ -21,6 +20,7 @@ from odradek.coordinator.txn.records import (
 )
 from odradek.coordinator.txn.state import TransactionState
 from odradek.errors import CorruptRecordError
+from odradek.topic_names import TRANSACTION_STATE_TOPIC
 
 S = TransactionState
 

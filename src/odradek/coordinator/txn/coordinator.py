@@ -83,7 +83,6 @@ __all__ = [
     "ProducerIdAndEpoch",
     "TransactionListing",
     "Record",
-    "OFFSETS_TOPIC",
     "ConcurrentTransactionsError",
     "InvalidTxnStateError",
     "InvalidProducerIdMappingError",

@@ -36,10 +36,8 @@ from dataclasses import dataclass
 from odradek.coordinator._codec import Reader, Writer
 from odradek.coordinator.group.records import partition_for as _partition_for
 from odradek.coordinator.txn.state import TransactionState
-from odradek.topic_names import TRANSACTION_STATE_TOPIC
 
 __all__ = [
-    "TRANSACTION_STATE_TOPIC",
     "KEY_VERSION",
     "VALUE_VERSION",
     "TxnKey",
