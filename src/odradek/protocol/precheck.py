@@ -7,6 +7,12 @@ length against the bytes actually present (every array element takes at least on
 raises :class:`CorruptFrameError` for the first one that cannot fit. The walk plan for each
 message class is derived once from the generated dataclasses (field order, ``kafka_type`` and
 tag metadata) and cached.
+
+It also refuses null (length -1) where the version's spec does not allow it: kio reads a null
+array into ``None`` whatever the field's nullability, which handlers then trip over. Kafka's
+generated readers throw "non-nullable field ... was serialized as null" and the request is not
+parsed, so the connection is closed; the generated type hints (``X | None`` only in the versions
+where the field is nullable) say which fields may be null.
 """
 
 from __future__ import annotations
@@ -30,9 +36,17 @@ _FIXED = {
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 
-# A plan step: (kind, arg). Kinds: "fixed" (size), "str" / "bytes" (None), "array" (element
-# plan or primitive kafka type), "struct" (plan), "nullable_struct" (plan).
+# A plan step: (kind, arg). Kinds: "fixed" (size), "str" / "bytes" / "array" (a _Nullable:
+# field name, whether null is allowed, and for arrays the element step), "struct" (plan),
+# "nullable_struct" (plan).
 Plan = list[tuple[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Nullable:
+    name: str
+    nullable: bool
+    element: tuple[str, Any] | None = None
 _PLANS: dict[type[Any], Plan] = {}
 
 
@@ -44,13 +58,13 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _primitive_step(kafka_type: str) -> tuple[str, Any]:
+def _primitive_step(kafka_type: str, name: str, nullable: bool) -> tuple[str, Any]:
     if kafka_type in _FIXED:
         return ("fixed", _FIXED[kafka_type])
     if kafka_type == "string":
-        return ("str", None)
+        return ("str", _Nullable(name, nullable))
     if kafka_type in ("bytes", "records"):
-        return ("bytes", None)
+        return ("bytes", _Nullable(name, nullable))
     raise TypeError(f"unknown kafka type {kafka_type!r}")
 
 
@@ -67,13 +81,14 @@ def _plan(cls: type[Any]) -> Plan:
         if typing.get_origin(tp) is tuple:
             inner = typing.get_args(tp)[0]
             if kafka_type is not None:
-                plan.append(("array", _primitive_step(kafka_type)))
+                element = _primitive_step(kafka_type, f.name, False)
             else:
-                plan.append(("array", ("struct", _plan(inner))))
+                element = ("struct", _plan(inner))
+            plan.append(("array", _Nullable(f.name, optional, element)))
         elif kafka_type is None:
             plan.append(("nullable_struct" if optional else "struct", _plan(tp)))
         else:
-            plan.append(_primitive_step(kafka_type))
+            plan.append(_primitive_step(kafka_type, f.name, optional))
     _PLANS[cls] = plan
     return plan
 
@@ -124,17 +139,23 @@ class _Walker:
             n = self.length(legacy_int16=True)
             if n > 0:
                 self.skip(n)
+            elif n < 0:
+                self.null(arg)
         elif kind == "bytes":
             n = self.length()
             if n > 0:
                 self.skip(n)
+            elif n < 0:
+                self.null(arg)
         elif kind == "array":
             n = self.length()
-            if n > self.end - self.pos:
+            if n < 0:
+                self.null(arg)
+            elif n > self.end - self.pos:
                 raise CorruptFrameError(
                     f"array of {n} elements cannot fit in the {self.end - self.pos} bytes left"
                 )
-            inner_kind, inner_arg = arg
+            inner_kind, inner_arg = arg.element
             for _ in range(n):
                 self.step(inner_kind, inner_arg)
         elif kind == "struct":
@@ -143,6 +164,10 @@ class _Walker:
             self.skip(1)
             if self.buf[self.pos - 1] < 0x80:  # -1 (0xff) marks null
                 self.struct(arg)
+
+    def null(self, field: _Nullable) -> None:
+        if not field.nullable:
+            raise CorruptFrameError(f"non-nullable field {field.name} was serialized as null")
 
     def struct(self, plan: Plan) -> None:
         for kind, arg in plan:
