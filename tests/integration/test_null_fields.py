@@ -17,6 +17,7 @@ import logging
 import re
 import socket
 import struct
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,3 +231,30 @@ def test_null_in_non_nullable_fields_is_refused_without_traceback(
     assert not errors, errors[:5]
     closing = [r for r in caplog.records if "closing connection" in r.getMessage()]
     assert len(closing) == answers.get("closed", 0)
+
+
+@pytest.mark.parametrize("version", [10, 11, 12])
+@pytest.mark.parametrize("by_id", [False, True])
+def test_metadata_topic_without_a_name(
+    broker: BrokerThread, caplog: pytest.LogCaptureFixture, version: int, by_id: bool
+) -> None:
+    """A null topic name is allowed in Metadata requests from v10 but names in responses only
+    from v12; before v12 Kafka refuses null names and topic ids with INVALID_REQUEST (and an
+    empty name in the answer). Found by the fuzzer: the answer could not be encoded."""
+    request_module = __import__(f"kio.schema.metadata.v{version}.request", fromlist=["_"])
+    topic_id = uuid.UUID(int=0x25D46E87) if by_id else uuid.UUID(int=0)
+    extra = {"include_cluster_authorized_operations": False} if version == 10 else {}
+    body = request_module.MetadataRequest(
+        topics=(request_module.MetadataRequestTopic(topic_id=topic_id, name=None),),
+        allow_auto_topic_creation=False, include_topic_authorized_operations=False, **extra,
+    )
+    with RawClient(broker.bootstrap) as client:
+        response = client.request(body)
+    (topic,) = response.topics
+    if version < 12:
+        assert (topic.error_code, topic.name) == (ErrorCode.invalid_request, "")
+    elif by_id:
+        assert (topic.error_code, topic.name) == (ErrorCode.unknown_topic_id, None)
+    else:
+        assert topic.error_code == ErrorCode.invalid_request
+    assert not [r for r in caplog.records if r.exc_info]

@@ -20,7 +20,7 @@ from odradek.broker.handlers._common import (
     is_internal,
 )
 from odradek.broker.topics import validate_topic_name
-from odradek.errors import ErrorCode
+from odradek.errors import ErrorCode, InvalidRequestError
 from odradek.metadata.store import TopicMetadata
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
@@ -62,6 +62,8 @@ def _topic(mod: Any, broker: BrokerServices, meta: TopicMetadata, operations: in
 
 
 def _error_topic(mod: Any, name: str | None, topic_id: uuid.UUID | None, code: ErrorCode) -> Any:
+    if name is None and mod.MetadataResponseTopic.__version__ < 12:
+        name = ""  # the response's name is nullable only from v12, as Kafka answers too
     return build(
         mod.MetadataResponseTopic,
         error_code=code,
@@ -134,6 +136,11 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     if requested is None or (version == 0 and not requested):
         topics = tuple(_topic(mod, broker, meta, topic_ops) for meta in broker.topics.topics())
     else:
+        if version < 12 and any(
+            t.name is None or getattr(t, "topic_id", ZERO_UUID) != ZERO_UUID for t in requested
+        ):
+            # Kafka: topic ids are not supported, and names not null, before v12.
+            raise InvalidRequestError(f"Metadata v{version} names topics by name only")
         auto_create = getattr(body, "allow_auto_topic_creation", True)
         topics = tuple(
             _lookup(broker, mod, t.name, getattr(t, "topic_id", None), auto_create, topic_ops)
