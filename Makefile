@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: serve test lint typecheck bench clean system-deps
+.PHONY: serve test lint typecheck bench fuzz clean system-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ lint: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
+
+# The long fuzz run; `make test` runs a short form of it (tests/fuzz/test_fuzz.py).
+FUZZ_FRAMES ?= 1000000
+FUZZ_SEED ?= 1
+fuzz: $(TEST_STAMP)
+	$(BIN)/python tests/fuzz/fuzzer.py --frames $(FUZZ_FRAMES) --seed $(FUZZ_SEED)
 
 clean:
 	rm -rf $(VENV) data

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
@@ -46,7 +47,7 @@ def _librdkafka(bootstrap: str, prefix: str) -> None:
         NewTopic,
     )
 
-    conf = {"bootstrap.servers": bootstrap, "client.id": "fuzz-corpus"}
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "client.id": "fuzz-corpus"}
     admin = AdminClient(conf)
     topic, other = f"{prefix}-a", f"{prefix}-b"
     futures = admin.create_topics([

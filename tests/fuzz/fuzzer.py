@@ -26,6 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import dataclasses
+import datetime
+import io
 import json
 import os
 import random
@@ -42,6 +45,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kio.serial import entity_reader, entity_writer
 
 __all__ = ["FuzzSettings", "FuzzReport", "Mutator", "load_corpus", "run"]
 
@@ -107,6 +112,9 @@ class Mutator:
             ("api_version", self._api_version),
             ("api_key", self._api_key),
             ("splice", self._splice),
+            ("field", self._field),
+            ("field", self._field),
+            ("field", self._field),
         ]
 
     def next(self) -> Mutant:
@@ -211,6 +219,102 @@ class Mutator:
     def _splice(self, frame: bytearray) -> bytearray:
         other = self.rng.choice(self.corpus)
         return frame[: self._pos(frame)] + other[self.rng.randint(0, len(other)) :]
+
+    def _field(self, frame: bytearray) -> bytearray:
+        """Decode, give one field an interesting value of its type, encode: a request that
+        still parses, so it reaches the handler."""
+        parsed = _parse(frame)
+        if parsed is None:
+            return frame
+        schema, header, body = parsed
+        leaves = list(_leaves(body, ()))
+        for _ in range(3 if leaves else 0):
+            path, kafka_type, value = self.rng.choice(leaves)
+            try:
+                new = _set(body, path, self._value(kafka_type, value))
+                out = io.BytesIO()
+                entity_writer(schema)(out, new)
+            except Exception:  # noqa: BLE001 - a value this field's type cannot carry
+                continue
+            return bytearray(header + out.getvalue())
+        return frame
+
+    def _value(self, kafka_type: str | None, value: Any) -> Any:
+        rng = self.rng
+        if rng.random() < 0.1:
+            return None  # refused by the encoder unless the field is nullable
+        if isinstance(value, tuple):
+            return rng.choice(((), value * 2, value[:1] * 40, value[::-1]))
+        if isinstance(value, bool):
+            return not value
+        if isinstance(value, datetime.timedelta):
+            return datetime.timedelta(milliseconds=rng.choice((-1, 0, 1, 2**31 - 1, -(2**31))))
+        if isinstance(value, float):
+            return rng.choice((0.0, -1.0, float("inf"), float("nan"), 1e308))
+        if isinstance(value, int) and kafka_type in _RANGES:
+            low, high = _RANGES[kafka_type]
+            return rng.choice((low, high, -1 if low < 0 else 0, 0, 1, value + 1, value - 1,
+                               rng.randint(low, high)))
+        if isinstance(value, str):
+            return rng.choice(("", " ", ".", "..", "a" * 250, "a" * 300, "\u00e9\u4e2d\U0001f600",
+                               "__consumer_offsets", "__transaction_state", value + value,
+                               "fuzz-librdkafka-a", "x/y", "\x00"))
+        if isinstance(value, uuid.UUID):
+            return rng.choice((uuid.UUID(int=0), uuid.UUID(int=1),
+                               uuid.UUID(int=rng.getrandbits(128))))
+        if isinstance(value, bytes | memoryview):
+            return rng.choice((b"", bytes(rng.randrange(256) for _ in range(rng.randint(1, 64))),
+                               bytes(value) + bytes(value)))
+        return value
+
+
+_RANGES = {"int8": (-(2**7), 2**7 - 1), "int16": (-(2**15), 2**15 - 1),
+           "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
+           "uint16": (0, 2**16 - 1), "uint32": (0, 2**32 - 1), "error_code": (-(2**15), 2**15 - 1)}
+
+
+def _parse(frame: bytes | bytearray) -> tuple[type[Any], bytes, Any] | None:
+    """The request schema, header bytes and decoded body of a frame that parses."""
+    from odradek.errors import CorruptFrameError
+    from odradek.protocol.messages import peek_preamble, request_schema
+    from odradek.protocol.precheck import check_request
+
+    data = bytes(frame)
+    try:
+        preamble = peek_preamble(data)
+        schema = request_schema(preamble.api_key, preamble.api_version)
+        if schema is None:
+            return None
+        _, body_start = check_request(data, schema)
+        body, _ = entity_reader(schema)(data, body_start)
+    except (CorruptFrameError, Exception):  # noqa: BLE001 - not parseable: no field to mutate
+        return None
+    return schema, data[:body_start], body
+
+
+def _leaves(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str | None, Any]]:
+    """(path, kafka type, value) of every field below ``value``; arrays are leaves too."""
+    for f in dataclasses.fields(value):
+        item = getattr(value, f.name)
+        here = (*path, f.name)
+        yield here, f.metadata.get("kafka_type"), item
+        if dataclasses.is_dataclass(item):
+            yield from _leaves(item, here)
+        elif isinstance(item, tuple):
+            for i, element in enumerate(item):
+                if dataclasses.is_dataclass(element):
+                    yield from _leaves(element, (*here, i))
+
+
+def _set(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(head, int):
+        items = list(value)
+        items[head] = _set(items[head], rest, new)
+        return tuple(items)
+    return dataclasses.replace(value, **{head: _set(getattr(value, head), rest, new)})
 
 
 # -- the topic creation guard ----------------------------------------------------------------------
@@ -415,10 +519,12 @@ def _create_health_topic(bootstrap: str) -> None:
     from kio.schema.create_topics.v7 import request as ct
     from kio.static.primitive import i16, i32
 
-    body = ct.CreateTopicsRequest(
-        topics=(ct.CreatableTopic(name=HEALTH_TOPIC, num_partitions=i32(1),
-                                  replication_factor=i16(1), assignments=(), configs=()),),
-        timeout=__import__("datetime").timedelta(seconds=10), validate_only=False,
+    topic: Any = ct.CreatableTopic
+    request: Any = ct.CreateTopicsRequest
+    body = request(
+        topics=(topic(name=HEALTH_TOPIC, num_partitions=i32(1), replication_factor=i16(1),
+                      assignments=(), configs=()),),
+        timeout=datetime.timedelta(seconds=10), validate_only=False,
     )
     response = _decode_response(19, 7, _raw_request(bootstrap, _admin_frame(body)))
     assert [t.error_code for t in response.topics] == [0], response
@@ -434,14 +540,13 @@ def _topic_names(bootstrap: str) -> list[str]:
 
 
 def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    import datetime
-
     from kio.schema.delete_topics.v6 import request as dt
 
+    request: Any = dt.DeleteTopicsRequest
+    state: Any = dt.DeleteTopicState
     for i in range(0, len(names), 100):
-        body = dt.DeleteTopicsRequest(
-            topics=tuple(dt.DeleteTopicState(name=n, topic_id=uuid.UUID(int=0))
-                         for n in names[i : i + 100]),
+        body = request(
+            topics=tuple(state(name=n, topic_id=uuid.UUID(int=0)) for n in names[i : i + 100]),
             timeout=datetime.timedelta(seconds=30),
         )
         _raw_request(bootstrap, _admin_frame(body), timeout=60)
@@ -484,8 +589,8 @@ async def _send_batch(bootstrap: str, mutants: list[Mutant], connections: int,
             try:
                 writer.write(mutant.wire)
                 await writer.drain()
-            except ConnectionError:
-                counts.closed += 1  # closed by the broker after an earlier frame's answer
+            except ConnectionError:  # closed by the broker after an earlier answer: resend
+                queue.appendleft(mutant)
                 writer.close()
                 reader = writer = None
                 continue
@@ -610,7 +715,11 @@ def _run(settings: FuzzSettings, workdir: Path, progress: Callable[[str], None])
         health.check()
         keep = set(_topic_names(broker.bootstrap))
         for number, batch in enumerate(_batches(mutator, settings, counts, names)):
-            asyncio.run(_send_batch(broker.bootstrap, batch, settings.connections, counts))
+            try:
+                asyncio.run(_send_batch(broker.bootstrap, batch, settings.connections, counts))
+            except OSError as e:  # the broker refused connections
+                report.failures.append(f"during batch {number}: {e!r}")
+                break
             if not broker.alive():
                 report.failures.append(f"broker exited with {broker.proc and broker.proc.poll()}"
                                        f" during batch {number}")
@@ -618,7 +727,9 @@ def _run(settings: FuzzSettings, workdir: Path, progress: Callable[[str], None])
             try:
                 health.check()
                 report.health_checks += 1
-                created = [n for n in _topic_names(broker.bootstrap) if n not in keep]
+                # Internal topics stay: the broker creates them when it needs them.
+                created = [n for n in _topic_names(broker.bootstrap)
+                           if n not in keep and not n.startswith("__")]
                 if created:
                     _delete_topics(broker.bootstrap, created)
             except Exception as e:  # noqa: BLE001 - reported, with what was sent
