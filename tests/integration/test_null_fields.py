@@ -1,22 +1,27 @@
 """Null where a version does not allow it: every API, every served version, every field.
 
-Requests are built from Kafka's own message specs (``/work/shared/reference/kafka-message-specs``,
-falling back to skipping the test where they are absent) rather than from kio's classes, so the
-specs' ``nullableVersions`` are checked independently of the codec that the broker uses. Each
-request is a well-formed minimal one (every array holds one element, so nested fields are
-reached) except for one array, string or bytes field that is sent as null in a version where the
-spec says it is not nullable. Kafka's generated readers refuse such a request ("non-nullable
+Requests are written here byte by byte from a description of each version's fields, taken from
+kio's generated classes; where Kafka's own message specs are at hand (``KAFKA_MESSAGE_SPECS``,
+by default ``/work/shared/reference/kafka-message-specs``) a second test checks that the specs'
+``nullableVersions`` give the very same requests, so the codec the broker uses is not its own
+judge. Each request is a well-formed minimal one (every array holds one element, so nested
+fields are reached) except for one array, string or bytes field sent as null in a version where
+it is not nullable. Kafka's generated readers refuse such a request ("non-nullable
 field ... was serialized as null") and its socket server closes the connection; the broker must
 do the same (or answer INVALID_REQUEST), log no traceback, and keep serving other clients.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import re
 import socket
 import struct
+import types
+import typing
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,14 +36,50 @@ from rawclient import RawClient
 from odradek.broker.registry import handlers
 from odradek.broker.runner import BrokerThread
 from odradek.errors import ErrorCode
-from odradek.protocol.messages import response_schema
+from odradek.protocol.messages import request_schema, response_schema
 
 pytestmark = pytest.mark.integration
 
-SPECS = Path("/work/shared/reference/kafka-message-specs")
+SPECS = Path(os.environ.get("KAFKA_MESSAGE_SPECS", "/work/shared/reference/kafka-message-specs"))
 
-_FIXED = {"int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint16": 2, "uint32": 4,
-          "float64": 8, "bool": 1, "uuid": 16}
+_FIXED = {"int8": 1, "int16": 2, "int32": 4, "int64": 8, "uint8": 1, "uint16": 2, "uint32": 4,
+          "uint64": 8, "float64": 8, "bool": 1, "uuid": 16, "error_code": 2, "timedelta_i32": 4,
+          "timedelta_i64": 8, "datetime_i64": 8}
+_VARIABLE = ("string", "bytes", "records")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of one version, wherever its description came from."""
+
+    name: str
+    kind: str  # a primitive Kafka type, or "struct"
+    array: bool
+    nullable: bool
+    fields: tuple[Field, ...] = ()
+
+
+# -- the two descriptions: kio's generated classes and Kafka's JSON specs --------------------------
+
+
+def kio_fields(cls: type[Any]) -> tuple[Field, ...]:
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name.startswith("__") or "tag" in f.metadata:
+            continue
+        tp, nullable = f.type, False
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+            nullable = True
+        kafka_type = f.metadata.get("kafka_type")
+        array = typing.get_origin(tp) is tuple
+        if array:
+            tp = typing.get_args(tp)[0]
+        if kafka_type is None:
+            out.append(Field(f.name, "struct", array, nullable, kio_fields(tp)))
+        else:
+            out.append(Field(f.name, kafka_type, array, nullable))
+    return tuple(out)
 
 
 def _in(versions: str | None, v: int) -> bool:
@@ -59,6 +100,30 @@ def load_spec(api_key: int) -> dict[str, Any] | None:
     return None
 
 
+def spec_fields(spec: dict[str, Any], version: int,
+                fields: list[dict[str, Any]] | None = None) -> tuple[Field, ...]:
+    common = {s["name"]: s["fields"] for s in spec.get("commonStructs", [])}
+    out = []
+    for f in spec["fields"] if fields is None else fields:
+        if not _in(f.get("versions"), version) or (
+            "tag" in f and _in(f.get("taggedVersions"), version)
+        ):
+            continue
+        kind: str = f["type"]
+        array = kind.startswith("[]")
+        element = kind.removeprefix("[]")
+        nullable = _in(f.get("nullableVersions"), version)
+        if element in _FIXED or element in _VARIABLE:
+            out.append(Field(f["name"], element, array, nullable))
+        else:
+            inner = spec_fields(spec, version, f.get("fields") or common[element])
+            out.append(Field(f["name"], "struct", array, nullable, inner))
+    return tuple(out)
+
+
+# -- writing a request with one field as null -------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Case:
     api_key: int
@@ -69,52 +134,34 @@ class Case:
         return f"api{self.api_key}-v{self.version}-{'.'.join(self.path)}"
 
 
-class SpecEncoder:
-    """Writes a minimal request body for one version, with one field (by path) as null."""
+class NullWriter:
+    """Writes a minimal request body (one element in every array, so that nested fields are
+    reached) with the field at ``null_path`` as null."""
 
-    def __init__(self, spec: dict[str, Any], version: int) -> None:
-        self.version = version
-        self.flexible = _in(spec.get("flexibleVersions"), version)
-        self.common = {s["name"]: s["fields"] for s in spec.get("commonStructs", [])}
-
-    def present(self, field: dict[str, Any]) -> bool:
-        return _in(field.get("versions"), self.version) and not (
-            "tag" in field and _in(field.get("taggedVersions"), self.version)
-        )
-
-    def nullable(self, field: dict[str, Any]) -> bool:
-        return _in(field.get("nullableVersions"), self.version)
-
-    def struct_fields(self, field: dict[str, Any]) -> list[dict[str, Any]]:
-        name = field["type"].removeprefix("[]")
-        return list(field.get("fields") or self.common[name])
+    def __init__(self, flexible: bool) -> None:
+        self.flexible = flexible
 
     def length(self, n: int, *, legacy16: bool = False) -> bytes:
         if self.flexible:
             return _uvarint(n + 1)
         return struct.pack(">h" if legacy16 else ">i", n)
 
-    def struct(self, fields: list[dict[str, Any]], null_path: tuple[str, ...]) -> bytes:
-        out = b"".join(self.field(f, null_path) for f in fields if self.present(f))
+    def struct(self, fields: tuple[Field, ...], null_path: tuple[str, ...]) -> bytes:
+        out = b"".join(self.field(f, null_path) for f in fields)
         return out + (b"\x00" if self.flexible else b"")
 
-    def field(self, f: dict[str, Any], null_path: tuple[str, ...]) -> bytes:
-        kind: str = f["type"]
-        here = bool(null_path) and null_path[0] == f["name"]
+    def field(self, f: Field, null_path: tuple[str, ...]) -> bytes:
+        here = bool(null_path) and null_path[0] == f.name
         rest = null_path[1:] if here else ()
         if here and not rest:
-            return self.length(-1, legacy16=kind == "string")
-        if kind.startswith("[]"):
-            element = kind[2:]
-            if element in _FIXED or element in ("string", "bytes"):
-                body = self.primitive(element)
-            else:
-                body = self.struct(self.struct_fields(f), rest)
-            return self.length(1) + body
-        if kind in _FIXED or kind in ("string", "bytes", "records"):
-            return self.primitive(kind)
-        marker = b"\x01" if self.nullable(f) else b""
-        return marker + self.struct(self.struct_fields(f), rest)
+            return self.length(-1, legacy16=f.kind == "string" and not f.array)
+        if f.kind == "struct":
+            value = self.struct(f.fields, rest)
+            if not f.array and f.nullable:
+                value = b"\x01" + value  # present
+        else:
+            value = self.primitive(f.kind)
+        return self.length(1) + value if f.array else value
 
     def primitive(self, kind: str) -> bytes:
         if kind in _FIXED:
@@ -123,19 +170,16 @@ class SpecEncoder:
             return self.length(1, legacy16=True) + b"a"
         return self.length(0)  # bytes, records: empty
 
-    def null_targets(self, fields: list[dict[str, Any]],
-                     prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
-        """Paths of every present array, string or bytes field that may not be null here."""
-        for f in fields:
-            if not self.present(f):
-                continue
-            kind, path = f["type"], (*prefix, f["name"])
-            if (kind.startswith("[]") or kind in ("string", "bytes", "records")) \
-                    and not self.nullable(f):
-                yield path
-            element = kind.removeprefix("[]")
-            if element not in _FIXED and element not in ("string", "bytes", "records"):
-                yield from self.null_targets(self.struct_fields(f), path)
+
+def null_targets(fields: tuple[Field, ...],
+                 prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Paths of every array, string or bytes field that may not be null."""
+    for f in fields:
+        path = (*prefix, f.name)
+        if (f.array or f.kind in _VARIABLE) and not f.nullable:
+            yield path
+        if f.kind == "struct":
+            yield from null_targets(f.fields, path)
 
 
 def _uvarint(n: int) -> bytes:
@@ -147,22 +191,48 @@ def _uvarint(n: int) -> bytes:
     return bytes(out)
 
 
-def cases() -> list[tuple[Case, bytes]]:
-    out = []
+def served_versions() -> Iterator[tuple[int, int]]:
     for api_key, api in sorted(handlers().items()):
-        spec = load_spec(api_key)
-        if spec is None:
-            continue
         for version in api.versions():
-            if not api.accepts(version):
-                continue
-            enc = SpecEncoder(spec, version)
-            for path in enc.null_targets(spec["fields"]):
-                header = struct.pack(">hhih", api_key, version, 7, 4) + b"null"
-                if enc.flexible:
-                    header += b"\x00"
-                out.append((Case(api_key, version, path), header + enc.struct(spec["fields"], path)))
+            if api.accepts(version):
+                yield api_key, version
+
+
+def null_frames(api_key: int, version: int, flexible: bool,
+                fields: tuple[Field, ...]) -> list[tuple[Case, bytes]]:
+    header = struct.pack(">hhih", api_key, version, 7, 4) + b"null"
+    if flexible:
+        header += b"\x00"
+    writer = NullWriter(flexible)
+    return [(Case(api_key, version, path), header + writer.struct(fields, path))
+            for path in null_targets(fields)]
+
+
+def cases() -> list[tuple[Case, bytes]]:
+    """From kio's classes, which say per version which fields are nullable."""
+    out = []
+    for api_key, version in served_versions():
+        schema = request_schema(api_key, version)
+        assert schema is not None
+        out += null_frames(api_key, version, bool(schema.__flexible__), kio_fields(schema))
     return out
+
+
+@pytest.mark.skipif(not SPECS.is_dir(), reason="Kafka's message specs are not available")
+def test_kio_nullability_is_kafkas() -> None:
+    """The cases come from kio's classes; Kafka's specs must give the very same frames."""
+    checked = 0
+    for api_key, version in served_versions():
+        spec = load_spec(api_key)
+        assert spec is not None, api_key
+        flexible = _in(spec.get("flexibleVersions"), version)
+        from_spec = null_frames(api_key, version, flexible, spec_fields(spec, version))
+        schema = request_schema(api_key, version)
+        assert schema is not None
+        from_kio = null_frames(api_key, version, bool(schema.__flexible__), kio_fields(schema))
+        assert sorted(f for _, f in from_spec) == sorted(f for _, f in from_kio), (api_key, version)
+        checked += len(from_kio)
+    assert checked > 300
 
 
 def _error_codes(value: Any) -> Iterator[int]:
@@ -205,7 +275,6 @@ def _answer(bootstrap: str, case: Case, frame: bytes) -> str:
     return "invalid_request"
 
 
-@pytest.mark.skipif(not SPECS.is_dir(), reason="Kafka's message specs are not available")
 def test_null_in_non_nullable_fields_is_refused_without_traceback(
     broker: BrokerThread, caplog: pytest.LogCaptureFixture
 ) -> None:
