@@ -112,10 +112,10 @@ class Mutator:
             ("api_version", self._api_version),
             ("api_key", self._api_key),
             ("splice", self._splice),
-            ("field", self._field),
-            ("field", self._field),
-            ("field", self._field),
         ]
+        # Weighted: byte-level mutations mostly exercise the parser; field mutations, which keep
+        # the request parseable, are what reach the handlers.
+        self._ops += [("field", self._field)] * 3
 
     def next(self) -> Mutant:
         rng = self.rng
