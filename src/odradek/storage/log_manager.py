@@ -234,6 +234,14 @@ class LogManager:
                 n += 1
         return n
 
+    def corrupt_batches(self) -> int:
+        """Distinct corrupt batches found (by reads or the scrubber) in the open logs."""
+        return sum(plog.health.corrupt_batches for plog in self._logs.values())
+
+    def storage_errors(self) -> int:
+        """Failed storage operations (disk full, I/O errors) of the open logs."""
+        return sum(plog.health.storage_errors for plog in self._logs.values())
+
     def clean_once(self, now_ms: int) -> CleanResult | None:
         """Run one compaction pass over the dirtiest compacted log on the calling (owner)
         thread; None when no log needs cleaning. Blocks for the whole pass."""
