@@ -65,7 +65,8 @@ def _verify(args: argparse.Namespace) -> int:
     damaged = sum(1 for p in report.partitions if p.findings)
     out.write(
         f"{len(report.partitions)} partitions checked in {path}: "
-        + (f"{len(findings)} problems in {damaged} partitions\n" if findings else "no problems\n")
+        + (f"{_n(len(findings), 'problem')} in {_n(damaged, 'partition')}\n" if findings
+           else "no problems\n")
     )
     if findings and not report.clean_shutdown:
         out.write(
@@ -73,3 +74,7 @@ def _verify(args: argparse.Namespace) -> int:
             "partition's last segment is truncated by the next start-up\n"
         )
     return EXIT_CORRUPT if findings else EXIT_CLEAN
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")

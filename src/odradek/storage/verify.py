@@ -108,11 +108,13 @@ def scan_batches(
         h = read_batch_header(buf, off)
         problem = _header_problem(h, pos, end, base_offset, expected, contiguous)
         if problem is None:
-            if off + h.size <= len(buf):
-                whole = buf[off : off + h.size]
-            else:
-                whole = pread(h.size, pos)
-                read += len(whole)
+            if off + h.size > len(buf):
+                # Straddles the buffer's end: read on from this batch's start.
+                buf = pread(max(h.size, min(end - pos, _CHUNK)) if budget is None
+                            else h.size, pos)
+                read += len(buf)
+                buf_start, off = pos, 0
+            whole = buf[off : off + h.size]
             if len(whole) < h.size:
                 problem = f"batch of {h.size} bytes cut short at {len(whole)}"
             else:
@@ -241,7 +243,9 @@ def verify_partition(directory: Path) -> PartitionReport:
     )
     expected = bases[0] if bases else 0
     for base in bases:
-        if base < expected or (contiguous and base != expected):
+        damaged_before = bool(report.findings)
+        # After damage the offsets the lost bytes held are unknown: no gap to report.
+        if base < expected or (contiguous and base != expected and not damaged_before):
             report.findings.append(Finding(
                 report.name, f"{base:020d}.log", -1, base,
                 f"segment starts at offset {base}, but the one before ends at {expected}",
@@ -289,15 +293,16 @@ def _verify_segment(
             report.name, name, scan.end_position, scan.problem_offset,
             f"{scan.problem} ({dropped} bytes from here on cannot be read)",
         ))
-    last_offset = scan.next_offset - 1
-    _verify_offset_index(directory, base, batch_at, scan.end_position, report)
-    _verify_time_index(directory, base, last_offset, batch_at, report)
+    # Index entries past the damage cannot be judged: they are checked up to it only.
+    damaged = scan.problem is not None
+    _verify_offset_index(directory, base, batch_at, scan.end_position, damaged, report)
+    _verify_time_index(directory, base, scan.next_offset - 1, batch_at, damaged, report)
     return scan.next_offset
 
 
 def _verify_offset_index(
     directory: Path, base: int, batch_at: dict[int, BatchHeader], valid_end: int,
-    report: PartitionReport,
+    damaged: bool, report: PartitionReport,
 ) -> None:
     name = f"{base:020d}.index"
     raw = _read_index(directory / name, _OFFSET_ENTRY.size, name, report)
@@ -307,6 +312,8 @@ def _verify_offset_index(
     for i, (rel, pos) in enumerate(_OFFSET_ENTRY.iter_unpack(raw)):
         where = i * _OFFSET_ENTRY.size
         problem = None
+        if damaged and pos >= valid_end:
+            return
         if rel <= prev_rel or pos <= prev_pos:
             problem = f"entry {i} ({rel}, {pos}) does not increase"
         elif pos >= valid_end:
@@ -324,7 +331,7 @@ def _verify_offset_index(
 
 def _verify_time_index(
     directory: Path, base: int, last_offset: int, batch_at: dict[int, BatchHeader],
-    report: PartitionReport,
+    damaged: bool, report: PartitionReport,
 ) -> None:
     name = f"{base:020d}.timeindex"
     raw = _read_index(directory / name, _TIME_ENTRY.size, name, report)
@@ -335,6 +342,8 @@ def _verify_time_index(
     for i, (ts, rel) in enumerate(_TIME_ENTRY.iter_unpack(raw)):
         where = i * _TIME_ENTRY.size
         problem = None
+        if damaged and (base + rel > last_offset or ts > max_ts):
+            return
         if ts <= prev_ts or rel < prev_rel:
             problem = f"entry {i} ({ts}, {rel}) does not increase"
         elif rel < 0 or base + rel > last_offset:
