@@ -270,3 +270,19 @@ def test_a_closed_log_is_not_an_io_failure(
     with pytest.raises(KafkaStorageError):
         plog.read(0, max_bytes=100)
     assert caplog.records == [] and plog.health.storage_errors == 0
+
+
+def test_a_log_that_cannot_be_created_is_logged(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from odradek.storage.log_manager import LogManager
+
+    manager = LogManager(tmp_path / "data", clock, LogConfig())
+    manager.startup()
+    (tmp_path / "data" / "t-0").write_bytes(b"")  # a file where the directory should go
+    caplog.set_level(logging.WARNING, "odradek.storage")
+    with pytest.raises(KafkaStorageError):
+        manager.create_log("t", 0)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "t-0" in line and f"errno {errno.EEXIST}" in line
+    manager.shutdown()
