@@ -479,7 +479,8 @@ class LogSegment:
         if len(data) - off < BATCH_HEADER_SIZE:
             reason = "partial batch header"
         elif data[off + _MAGIC_AT] != MAGIC:
-            reason = f"magic {data[off + _MAGIC_AT]}, not {MAGIC}"
+            magic = int.from_bytes(data[off + _MAGIC_AT : off + _MAGIC_AT + 1], signed=True)
+            reason = f"magic {magic}, not {MAGIC}"
         else:
             size = read_batch_size(data, off)
             reason = f"batch of {size} bytes does not fit the segment ({self.size} bytes)"
@@ -554,8 +555,8 @@ class LogSegment:
         which also catches damage to the base offset field (outside the CRC). Returns the
         number of bytes truncated, having called ``on_truncate(position, file size)`` first
         (while the bytes are still there, so the caller can say what it drops). The
-        ``.txnindex`` is emptied: its entries depend on the
-        producer state before the segment, so the owner rebuilds them while replaying it.
+        ``.txnindex`` is emptied: its entries depend on the producer state before the
+        segment, so the owner rebuilds them while replaying it.
         """
         fd = self.fd
         try:
