@@ -26,6 +26,7 @@ mistaken for damage. Nothing is persisted: a restarted broker starts a new pass.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ class LogScrubber:
         self._after = -1  # base offset of the last segment left in the current log
         self._position = 0
         self._expected = 0
-        self._due_ms = clock.monotonic_ms()  # monotonic; the first pass starts at once
+        # Monotonic, fractional: many small steps must add up to the rate, not round to 0.
+        self._due_ms: float = clock.monotonic_ms()  # the first pass starts at once
         self._in_pass = False
         self.bytes_scrubbed = 0
         self.segments_scrubbed = 0
@@ -139,7 +141,7 @@ class LogScrubber:
 
     def delay_ms(self) -> int:
         """How long until :meth:`next_job` may return a job (0: now)."""
-        return max(0, self._due_ms - self.clock.monotonic_ms())
+        return max(0, math.ceil(self._due_ms - self.clock.monotonic_ms()))
 
     def next_job(self) -> ScrubJob | None:
         """The next piece of work, or None when it is not due yet (see :meth:`delay_ms`) or
@@ -179,7 +181,7 @@ class LogScrubber:
         self._pass_bytes += n
         # Pace by bytes actually read: the next job waits until they fit the rate.
         self._due_ms = max(self._due_ms, self.clock.monotonic_ms()) + (
-            n * 1000 // self.config.bytes_per_second
+            n * 1000 / self.config.bytes_per_second
         )
         if job.segment is not self._segment:
             return None  # a job from before the cursor moved on; nothing to record
