@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from storage_helpers import batch, crash
+from storage_helpers import batch, batch_positions, crash, flip
 
 from odradek.clock import ManualClock
 from odradek.errors import CorruptRecordError, ErrorCode, KafkaStorageError
@@ -27,26 +27,6 @@ def fill(tmp_path: Path, clock: ManualClock, n: int, config: LogConfig) -> Parti
     for i in range(n):
         plog.append_as_leader(batch(1, value=b"record-%03d" % i), leader_epoch=0)
     return plog
-
-
-def batch_positions(log_file: Path) -> dict[int, tuple[int, int]]:
-    """base offset -> (position, size) of every batch in a .log file."""
-    data = log_file.read_bytes()
-    out = {}
-    pos = 0
-    while pos < len(data):
-        h = read_batch_header(data, pos)
-        out[h.base_offset] = (pos, h.size)
-        pos += h.size
-    return out
-
-
-def flip(path: Path, position: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(position)
-        b = f.read(1)
-        f.seek(position)
-        f.write(bytes([b[0] ^ 0xFF]))
 
 
 def storage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -8,8 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from storage_helpers import batch
-from test_corruption import batch_positions, flip
+from storage_helpers import batch, batch_positions, flip
 
 from odradek.clock import ManualClock
 from odradek.storage.log import PartitionLog
