@@ -266,3 +266,19 @@ def test_a_log_that_cannot_be_created_is_logged(
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert "t-0" in line and f"errno {errno.EEXIST}" in line
     manager.shutdown()
+
+
+def test_a_segment_truncation_is_logged_with_offsets_and_bytes(
+    tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    plog = fill(tmp_path, clock, 10, LogConfig())
+    seg = plog.active_segment
+    before = seg.size
+    caplog.set_level(logging.WARNING, "odradek.storage")
+    removed = seg.truncate_to(7)
+    (line,) = storage_warnings(caplog)
+    assert line == (
+        f"t-0: truncating segment 00000000000000000000.log to offset 7 at position "
+        f"{before - removed}: {removed} bytes dropped (offsets 7 to 9)"
+    )
+    plog.close()

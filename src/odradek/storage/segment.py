@@ -21,6 +21,7 @@ crash leaves).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ TIME_INDEX_SUFFIX = ".timeindex"
 DELETED_SUFFIX = ".deleted"
 CLEANED_SUFFIX = ".cleaned"
 SWAP_SUFFIX = ".swap"
+
+_log = logging.getLogger("odradek.storage")
 
 _INT32_MAX = 2**31 - 1
 _SCAN_CHUNK = 16 * 1024
@@ -369,6 +372,13 @@ class LogSegment:
             return 0
         pos = found[0]
         removed = self.size - pos
+        # Dropping records is never silent (the partition is the directory's name).
+        _log.warning(
+            "%s: truncating segment %s to offset %d at position %d: %d bytes dropped "
+            "(offsets %d to %s)", self.directory.name, self.log_path.name, found[1].base_offset,
+            pos, removed, found[1].base_offset,
+            self.next_offset - 1 if self.next_offset is not None else "its end",
+        )
         try:
             os.ftruncate(self.fd, pos)
         except OSError as e:
