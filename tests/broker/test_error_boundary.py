@@ -13,7 +13,8 @@ from test_admin_handlers import Admin, _start
 
 from odradek.broker.errors import compatible_code, error_code_for, error_of
 from odradek.broker.registry import handlers
-from odradek.errors import ErrorCode, ProducerFencedError
+from odradek.errors import ErrorCode, KafkaStorageError, ProducerFencedError
+from odradek.storage.segment import SegmentCorruptError
 
 INIT_PRODUCER_ID, END_TXN, PRODUCE, DESCRIBE_CLUSTER = 22, 26, 0, 60
 
@@ -52,6 +53,18 @@ def test_typed_errors_map_through_the_table_and_others_are_unknown(
             ErrorCode.unknown_server_error, None
         )
     assert any("a test" in r.getMessage() for r in caplog.records)
+
+
+def test_storage_errors_map_to_their_kafka_codes_without_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Storage logs corruption and I/O failures itself, once (storage/health.py); the boundary
+    only maps them: a corrupt batch met by a read is CORRUPT_MESSAGE, as in Kafka."""
+    corrupt = SegmentCorruptError(Path("t-0/00000000000000000000.log"), 120, "magic 0, not 2")
+    with caplog.at_level(logging.WARNING, logger="odradek.broker"):
+        assert error_code_for(corrupt, context="fetch") is ErrorCode.corrupt_message
+        assert error_code_for(KafkaStorageError("disk full")) is ErrorCode.kafka_storage_error
+    assert not caplog.records
 
 
 @pytest.fixture

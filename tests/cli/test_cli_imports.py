@@ -15,7 +15,7 @@ from pathlib import Path
 import odradek.cli
 
 PACKAGE = "odradek.cli"
-COMMAND_MODULES = {"serve", "topics", "produce", "consume", "groups", "transactions"}
+COMMAND_MODULES = {"serve", "topics", "produce", "consume", "groups", "transactions", "storage"}
 
 
 def _modules() -> dict[str, Path]:
@@ -112,7 +112,7 @@ def test_serve_and_transactions_do_not_reach_librdkafka() -> None:
     modules = _modules()
     graph = import_graph()
     external = {m: _imports(p, set(modules))[1] for m, p in modules.items()}
-    for start in ("serve", "transactions"):
+    for start in ("serve", "transactions", "storage"):
         reached = _reachable(graph, start)
         assert "_kafka" not in reached, start
         assert not any("confluent_kafka" in external[m] for m in reached), start

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-from odradek.protocol.records import SimpleRecord, encode_batch
+from odradek.protocol.records import SimpleRecord, encode_batch, read_batch_header
 from odradek.storage.log import PartitionLog
 
 START_MS = 1_700_000_000_000
@@ -38,3 +39,23 @@ def crash(plog: PartitionLog) -> None:
     """Simulate a killed process: drop file handles, write nothing more."""
     plog._close_handles()
     plog._closed = True
+
+
+def batch_positions(log_file: Path) -> dict[int, tuple[int, int]]:
+    """base offset -> (position, size) of every batch in a .log file."""
+    data = log_file.read_bytes()
+    out = {}
+    pos = 0
+    while pos < len(data):
+        h = read_batch_header(data, pos)
+        out[h.base_offset] = (pos, h.size)
+        pos += h.size
+    return out
+
+
+def flip(path: Path, position: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(position)
+        b = f.read(1)
+        f.seek(position)
+        f.write(bytes([b[0] ^ 0xFF]))

@@ -35,8 +35,9 @@ from odradek.storage.cleaner import CleanerConfig
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import LogManager
+from odradek.storage.scrubber import LogScrubber, ScrubberConfig
 
-__all__ = ["Broker", "cleaner_config"]
+__all__ = ["Broker", "cleaner_config", "scrubber_config"]
 
 log = logging.getLogger("odradek.broker")
 
@@ -50,6 +51,15 @@ def cleaner_config(config: BrokerConfig) -> CleanerConfig:
         dedupe_buffer_size=config.log_cleaner_dedupe_buffer_size,
         io_max_bytes_per_second=config.log_cleaner_io_max_bytes_per_second,
         backoff_ms=config.log_cleaner_backoff_ms,
+    )
+
+
+def scrubber_config(config: BrokerConfig) -> ScrubberConfig:
+    """The log scrubber's settings from the ``log.scrubber.*`` broker configs."""
+    return ScrubberConfig(
+        enable=config.log_scrubber_enable,
+        bytes_per_second=config.log_scrubber_bytes_per_second,
+        interval_ms=config.log_scrubber_interval_ms,
     )
 
 
@@ -83,6 +93,7 @@ class Broker:
         # Set by start():
         self.metadata: MetadataStore
         self.logs: LogManager
+        self.scrubber: LogScrubber
         self.topics: TopicManager
         self.replicas: ReplicaManager
         self.groups: GroupRuntime
@@ -111,6 +122,7 @@ class Broker:
             cleaner_cpu_time=time.thread_time,
         )
         self.logs.startup(self._log_config_for_topic)
+        self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
         self.topics = TopicManager(self.config, self.metadata, self.logs)
         self.topics.reconcile()
         self.replicas = ReplicaManager(self.topics, self.append_watch)
@@ -137,6 +149,8 @@ class Broker:
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.cleaner.config.enable:
             self._tasks.append(asyncio.create_task(self._clean_logs(), name="odradek-cleaner"))
+        if self.scrubber.config.enable:
+            self._tasks.append(asyncio.create_task(self._scrub_logs(), name="odradek-scrubber"))
         # Loading __consumer_offsets and __transaction_state grows with them: it runs as tasks
         # while the broker serves (their requests answer COORDINATOR_LOAD_IN_PROGRESS meanwhile).
         self.groups.start()
@@ -243,6 +257,26 @@ class Broker:
             if result.error:
                 log.warning("cleaning %s-%d: %s", result.topic, result.partition, result.error)
                 await asyncio.sleep(backoff)
+
+    async def _scrub_logs(self) -> None:
+        """The scrubber (storage/scrubber.py): plan here, read and check on a worker thread
+        through the job's own file, take the result here; paced by the scrubber's rate."""
+        scrubber = self.scrubber
+        while True:
+            try:
+                job = scrubber.next_job()
+            except Exception:
+                log.exception("log scrubber could not plan a step")
+                job = None
+            if job is None:
+                # At least 10 ms: with a clock that does not move (tests) it would spin.
+                await asyncio.sleep(max(scrubber.delay_ms(), 10) / 1000)
+                continue
+            result = await asyncio.to_thread(job.run)
+            try:
+                scrubber.complete(result)
+            except Exception:
+                log.exception("log scrubber could not record a step")
 
     # -- used by handlers -----------------------------------------------------------------------
 

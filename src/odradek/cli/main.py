@@ -1,4 +1,5 @@
-"""The ``odradek`` command line: ``serve`` and the client commands, one module each.
+"""The ``odradek`` command line: ``serve``, the client commands and ``storage`` (offline
+checks of a data directory), one module each.
 
 Only the module of the command being run is imported (every one of them for ``--help`` or a
 mistyped command), so ``odradek serve`` starts without the client tools and ``odradek
@@ -16,7 +17,7 @@ from odradek.cli._common import CliError, Subparsers
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The commands, in ``--help`` order.
-COMMANDS = ("serve", "topics", "produce", "consume", "groups", "transactions")
+COMMANDS = ("serve", "topics", "produce", "consume", "groups", "transactions", "storage")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -33,6 +34,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             from odradek.cli import serve
 
             serve.configure(sub.add_parser("serve", help="run a broker"))
+        elif name == "storage":
+            from odradek.cli import storage
+
+            storage.add_commands(sub)
         else:
             if common is None:
                 from odradek.cli._options import connection_parser

@@ -236,6 +236,9 @@ class BrokerConfig:
     log_cleaner_delete_retention_ms: int = _FROM_TABLE
     log_cleaner_min_compaction_lag_ms: int = _FROM_TABLE
     log_cleaner_max_compaction_lag_ms: int = _FROM_TABLE
+    log_scrubber_enable: bool = _FROM_TABLE
+    log_scrubber_bytes_per_second: int = _FROM_TABLE
+    log_scrubber_interval_ms: int = _FROM_TABLE
     explicit_keys: frozenset[str] = field(default=frozenset(), compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 

@@ -207,6 +207,13 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
           minimum=0),
     _long("log.cleaner.max.compaction.lag.ms", LONG_MAX, "A record becomes eligible for compaction "
           "after at most this long.", minimum=1),
+    # odradek's own (Kafka has no scrubber); named in the style of log.cleaner.*.
+    _bool("log.scrubber.enable", True, "Verify the CRCs of closed segments in the background "
+          "and report corrupt batches."),
+    _long("log.scrubber.bytes.per.second", 1024 * 1024, "Most bytes the scrubber reads per "
+          "second.", minimum=1),
+    _long("log.scrubber.interval.ms", 3600000, "Pause between the end of one scrub pass over "
+          "every closed segment and the start of the next.", minimum=0),
 ])
 
 #: Other spellings Kafka accepts: ``broker.id`` for ``node.id``, ``log.dir`` for ``log.dirs``

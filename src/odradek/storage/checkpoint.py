@@ -8,12 +8,15 @@ Kafka's checkpoint files are text::
 
 Every write goes to ``<name>.tmp``, is fsynced, renamed over ``<name>`` and the directory is
 fsynced, so a crash leaves either the old file or the new one (plus possibly a stray ``.tmp``,
-which partition start-up deletes).
+which partition start-up deletes). A file that exists but cannot be parsed (disk damage, or
+a hand edit) is treated as missing; callers that say what they do instead get it logged once
+at WARNING.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -27,9 +30,12 @@ __all__ = [
     "read_checkpoint",
     "write_offset_checkpoint",
     "read_offset_checkpoint",
+    "warn_damaged",
 ]
 
 TMP_SUFFIX = ".tmp"
+
+log = logging.getLogger("odradek.storage")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -70,27 +76,45 @@ def write_checkpoint(path: Path, version: int, entries: list[str]) -> None:
     atomic_write(path, text.encode("utf-8"))
 
 
-def read_checkpoint(path: Path, version: int) -> list[str] | None:
-    """The entry lines, or None when the file is missing or malformed."""
+def read_checkpoint(
+    path: Path, version: int, *, if_damaged: str | None = None
+) -> list[str] | None:
+    """The entry lines, or None when the file is missing or malformed. With ``if_damaged``
+    (what the caller does instead), a malformed or unreadable file is logged at WARNING."""
+    entries, why = _parse_checkpoint(path, version)
+    if why is not None and if_damaged is not None:
+        warn_damaged(path, why, if_damaged)
+    return entries
+
+
+def warn_damaged(path: Path, why: str, instead: str) -> None:
+    """The one log line for a damaged checkpoint: which file, what is wrong, what happens."""
+    log.warning("%s is damaged (%s): %s", path, why, instead)
+
+
+def _parse_checkpoint(path: Path, version: int) -> tuple[list[str] | None, str | None]:
+    """(entries, None), (None, None) for a missing file, or (None, why it is malformed)."""
     try:
         text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"unreadable: {e}"
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if len(lines) < 2:
-        return None
+        return None, f"{len(lines)} lines, a header needs 2"
     try:
         if int(lines[0]) != version:
-            return None
+            return None, f"version {lines[0]!r}, expected {version}"
         count = int(lines[1])
     except ValueError:
-        return None
+        return None, f"malformed header {lines[:2]!r}"
     entries = lines[2:]
     if count != len(entries):
-        return None
-    return entries
+        return None, f"{len(entries)} entries where the header says {count}"
+    return entries, None
 
 
 def write_offset_checkpoint(path: Path, topic: str, partition: int, offset: int) -> None:
@@ -98,14 +122,18 @@ def write_offset_checkpoint(path: Path, topic: str, partition: int, offset: int)
     write_checkpoint(path, 0, [f"{topic} {partition} {offset}"])
 
 
-def read_offset_checkpoint(path: Path) -> int | None:
-    entries = read_checkpoint(path, 0)
+def read_offset_checkpoint(path: Path, *, if_damaged: str | None = None) -> int | None:
+    """The offset of a one-partition checkpoint; None when missing or malformed (logged at
+    WARNING with ``if_damaged``, see :func:`read_checkpoint`)."""
+    entries = read_checkpoint(path, 0, if_damaged=if_damaged)
     if not entries:
         return None
     parts = entries[0].split(" ")
-    if len(parts) != 3:
-        return None
     try:
+        if len(parts) != 3:
+            raise ValueError(entries[0])
         return int(parts[2])
     except ValueError:
+        if if_damaged is not None:
+            warn_damaged(path, f"malformed entry {entries[0]!r}", if_damaged)
         return None

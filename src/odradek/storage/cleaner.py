@@ -127,7 +127,10 @@ class CleanerConfig:
 
 def read_cleaner_checkpoint(directory: Path) -> int | None:
     """The first dirty offset recorded in ``directory``; None when never cleaned."""
-    return read_offset_checkpoint(directory / CLEANER_OFFSET_CHECKPOINT)
+    return read_offset_checkpoint(
+        directory / CLEANER_OFFSET_CHECKPOINT,
+        if_damaged="the next cleaning pass starts from the beginning of the log",
+    )
 
 
 def write_cleaner_checkpoint(plog: PartitionLog, offset: int) -> None:

@@ -22,7 +22,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
-from odradek.storage.checkpoint import read_checkpoint, write_checkpoint
+from odradek.storage.checkpoint import read_checkpoint, warn_damaged, write_checkpoint
 
 __all__ = ["EpochEntry", "LeaderEpochFileCache", "LEADER_EPOCH_CHECKPOINT", "UNDEFINED_EPOCH"]
 
@@ -30,6 +30,8 @@ LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 UNDEFINED_EPOCH = -1
 UNDEFINED_EPOCH_OFFSET = -1
 _VERSION = 0
+_FORGOTTEN = ("the leader epochs it listed are forgotten (recovery and new appends record "
+              "epochs again; OffsetForLeaderEpoch answers older epochs as unknown)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +46,15 @@ class LeaderEpochFileCache:
     def __init__(self, directory: Path) -> None:
         self.path = directory / LEADER_EPOCH_CHECKPOINT
         self._entries: list[EpochEntry] = []
-        lines = read_checkpoint(self.path, _VERSION)
+        lines = read_checkpoint(self.path, _VERSION, if_damaged=_FORGOTTEN)
         for line in lines or []:
             parts = line.split()
-            if len(parts) != 2:
-                self._entries = []
-                break
             try:
+                if len(parts) != 2:
+                    raise ValueError(line)
                 entry = EpochEntry(int(parts[0]), int(parts[1]))
             except ValueError:
+                warn_damaged(self.path, f"malformed entry {line!r}", _FORGOTTEN)
                 self._entries = []
                 break
             if self._entries and (

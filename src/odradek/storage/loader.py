@@ -22,6 +22,12 @@ or below the first of them. A log that has been cleaned has offset gaps, so the 
 ``cleaner-offset-checkpoint`` (like ``cleanup.policy=compact``) makes recovery accept gaps
 between batches.
 
+Every truncation is logged at WARNING, naming the partition, the segment, the offset and
+position where the valid data ends, the bytes dropped and what their batch headers say they
+held; so are later segments deleted after damage, a log emptied because its start offset
+checkpoint lies beyond the recovered end, an index that fails its check, and a checkpoint
+that cannot be parsed (with what is done instead).
+
 **Leftovers.** Files that a crash can leave behind and that loading removes: ``*.deleted``
 (segments whose deletion was pending), ``*.tmp`` (unfinished atomic writes), ``*.cleaned``
 (an unfinished cleaning pass) and index files without a ``.log``.
@@ -71,6 +77,7 @@ from odradek.storage.segment import (
     segment_file_name,
 )
 from odradek.storage.txn_index import TXN_INDEX_SUFFIX
+from odradek.storage.verify import describe_dropped
 
 __all__ = [
     "CLEANER_OFFSET_CHECKPOINT",
@@ -135,11 +142,18 @@ class LogLoader:
 
     def _load(self, recover: bool) -> LoadedLog:
         bases = self._remove_stray_files()
-        start_ckpt = read_offset_checkpoint(self.directory / LOG_START_OFFSET_CHECKPOINT)
+        start_ckpt = read_offset_checkpoint(
+            self.directory / LOG_START_OFFSET_CHECKPOINT,
+            if_damaged="the log starts at its first segment's base offset (records deleted "
+            "below a later start offset become readable again)",
+        )
         segments = [self._open_existing(b) for b in bases]
         recover_from: int | None = None  # index of the first segment to re-validate
         if recover:
-            rp = read_offset_checkpoint(self.directory / RECOVERY_POINT_CHECKPOINT) or 0
+            rp = read_offset_checkpoint(
+                self.directory / RECOVERY_POINT_CHECKPOINT,
+                if_damaged="recovering the whole log, from its first segment",
+            ) or 0
             recover_from = max(0, bisect_right(bases, rp) - 1) if segments else None
         else:
             for i, seg in enumerate(segments):
@@ -147,7 +161,12 @@ class LogLoader:
                     seg.sanity_check()
                     if i == len(segments) - 1:
                         seg.load_tail()
-                except (CorruptIndexError, SegmentCorruptError):
+                except (CorruptIndexError, SegmentCorruptError) as e:
+                    _log.warning(
+                        "%s: segment %s failed its start-up check (%s): recovering the log "
+                        "from that segment (its indexes are rebuilt)", self.directory.name,
+                        seg.log_path.name, e,
+                    )
                     recover_from = i
                     break
         if recover_from is not None:
@@ -252,12 +271,34 @@ class LogLoader:
         contiguous = not (self.config.compact or self._may_have_gaps)
         for i in range(start, len(segments)):
             seg = segments[i]
-            truncated = seg.recover(min_base, self._on_recovered_batch, contiguous=contiguous)
+            dropped: list[str] = []
+
+            def describe(
+                pos: int, file_size: int, seg: LogSegment = seg, dropped: list[str] = dropped
+            ) -> None:
+                fd = seg.fd
+                dropped.append(describe_dropped(lambda n, p: os.pread(fd, n, p), pos, file_size))
+
+            truncated = seg.recover(
+                min_base, self._on_recovered_batch, contiguous=contiguous, on_truncate=describe
+            )
             assert seg.next_offset is not None
             min_base = seg.next_offset
+            if truncated > 0:
+                _log.warning(
+                    "%s: recovery truncated segment %s at position %d, offset %d: %d bytes "
+                    "dropped (%s)", self.directory.name, seg.log_path.name, seg.size,
+                    seg.next_offset, truncated, dropped[0] if dropped else "not examined",
+                )
             if truncated > 0 and i < len(segments) - 1:
-                for later in segments[i + 1 :]:
-                    _delete_segment(later)
+                later = segments[i + 1 :]
+                _log.warning(
+                    "%s: recovery deleted %d later segments after the damage (offsets %d to "
+                    "%d as named, %d bytes)", self.directory.name, len(later),
+                    later[0].base_offset, later[-1].base_offset, sum(s.size for s in later),
+                )
+                for seg_after in later:
+                    _delete_segment(seg_after)
                 segments = segments[: i + 1]
                 break
             if i < len(segments) - 1:
@@ -271,6 +312,12 @@ class LogLoader:
     def _truncate_fully_and_start_at(
         self, segments: list[LogSegment], offset: int
     ) -> list[LogSegment]:
+        _log.warning(
+            "%s: the log start offset %d lies beyond the recovered log end %d: deleting all %d "
+            "segments (%d bytes, from offset %d) and starting the log at %d",
+            self.directory.name, offset, segments[-1].next_offset, len(segments),
+            sum(s.size for s in segments), segments[0].base_offset, offset,
+        )
         for seg in segments:
             _delete_segment(seg)
         fresh = [self._create(offset)]

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import os
 import shutil
 import uuid
@@ -46,6 +47,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 from odradek.clock import Clock
 from odradek.errors import (
@@ -65,6 +67,7 @@ from odradek.protocol.records import (
 )
 from odradek.storage.checkpoint import fsync_dir, write_checkpoint, write_offset_checkpoint
 from odradek.storage.epoch import LeaderEpochFileCache
+from odradek.storage.health import CorruptBatch, PartitionHealth
 from odradek.storage.loader import (
     CLEANER_OFFSET_CHECKPOINT,
     LOG_START_OFFSET_CHECKPOINT,
@@ -85,6 +88,7 @@ from odradek.storage.segment import (
     CLEANED_SUFFIX,
     SWAP_SUFFIX,
     LogSegment,
+    SegmentCorruptError,
     TimestampAndOffset,
 )
 from odradek.storage.txn_index import AbortedTxn
@@ -171,6 +175,44 @@ class FetchOffsetOutOfRangeError(OffsetOutOfRangeError):
         self.log_start_offset = log_start_offset
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _guarded(
+    operation: str,
+) -> Callable[[Callable[Concatenate[PartitionLog, _P], _R]],
+              Callable[Concatenate[PartitionLog, _P], _R]]:
+    """Make ``operation`` (a public entry point) report to the log's :class:`PartitionHealth`:
+    a corrupt batch is logged once and counted, an I/O failure logged once per errno (a raw
+    OSError becomes KafkaStorageError, as Kafka turns an IOException into a storage error)."""
+
+    def wrap(
+        method: Callable[Concatenate[PartitionLog, _P], _R],
+    ) -> Callable[Concatenate[PartitionLog, _P], _R]:
+        @functools.wraps(method)
+        def guarded(self: PartitionLog, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                result = method(self, *args, **kwargs)
+            except SegmentCorruptError as e:
+                self._on_corrupt_read(e, operation)
+                raise
+            except KafkaStorageError as e:
+                self.health.on_storage_error(operation, e)
+                raise
+            except OSError as e:
+                err = KafkaStorageError(f"{operation} on {self.topic}-{self.partition}: {e}")
+                err.__cause__ = e
+                self.health.on_storage_error(operation, err)
+                raise err from e
+            self.health.on_storage_ok(operation)
+            return result
+
+        return guarded
+
+    return wrap
+
+
 @dataclass(frozen=True, slots=True)
 class SegmentInfo:
     base_offset: int
@@ -184,7 +226,8 @@ class PartitionLog:
 
     Owned by the broker's event-loop thread: every method is synchronous and none locks.
     Persistence formats and crash behaviour are described in the module docstring. Create
-    instances with :meth:`open`.
+    instances with :meth:`open`. :attr:`health` logs and counts the corrupt batches its reads
+    (and the scrubber) find and its failing I/O.
     """
 
     def __init__(
@@ -217,6 +260,7 @@ class PartitionLog:
         self._last_flush_ms = clock.milliseconds()
         self._pending_deletes: list[tuple[int, list[Path]]] = []
         self._closed = False
+        self.health = PartitionHealth(topic, partition)
 
     # == loading =================================================================================
 
@@ -323,6 +367,7 @@ class PartitionLog:
 
     # == appending ===============================================================================
 
+    @_guarded("append")
     def append_as_leader(
         self,
         records: bytes | bytearray | memoryview,
@@ -506,6 +551,7 @@ class PartitionLog:
             or not seg.can_hold_offset(last_offset)
         )
 
+    @_guarded("roll")
     def roll(self) -> None:
         """Start a new active segment at the log end offset (no-op when the active one is
         empty)."""
@@ -537,6 +583,7 @@ class PartitionLog:
         self._recovery_point = self._log_end_offset
         self._last_flush_ms = self.clock.milliseconds()
 
+    @_guarded("flush")
     def maybe_flush(self, now_ms: int) -> bool:
         """Flush when ``flush_ms`` has passed since the last flush and there is unflushed
         data; also completes pending file deletions. Returns whether it flushed."""
@@ -566,6 +613,7 @@ class PartitionLog:
 
     # == reading =================================================================================
 
+    @_guarded("read")
     def read(
         self,
         fetch_offset: int,
@@ -642,6 +690,7 @@ class PartitionLog:
 
     # == timestamps ==============================================================================
 
+    @_guarded("list offsets")
     def fetch_offset_by_timestamp(self, timestamp: int) -> TimestampAndOffset | None:
         """Earliest record (at or after the log start offset) whose timestamp is >=
         ``timestamp``. Also answers Kafka's special values: -2 earliest (log start offset),
@@ -653,7 +702,7 @@ class PartitionLog:
         if timestamp == LATEST_TIMESTAMP:
             return TimestampAndOffset(-1, self._log_end_offset, self.epoch_cache.latest_epoch)
         if timestamp == MAX_TIMESTAMP:
-            return self.max_timestamp_and_offset()
+            return self._max_timestamp_and_offset()
         log_start_offset = self._log_start_offset
         for i, seg in enumerate(self._segments):
             if seg.size == 0 or self._upper_bound(i) <= log_start_offset:
@@ -664,9 +713,13 @@ class PartitionLog:
                     return found
         return None
 
+    @_guarded("list offsets")
     def max_timestamp_and_offset(self) -> TimestampAndOffset | None:
         """The largest record timestamp and the earliest offset carrying it (ListOffsets -3);
         None for an empty log."""
+        return self._max_timestamp_and_offset()
+
+    def _max_timestamp_and_offset(self) -> TimestampAndOffset | None:
         self._check_open()
         best: LogSegment | None = None
         for i, seg in enumerate(self._segments):
@@ -699,6 +752,7 @@ class PartitionLog:
 
     # == deletion ================================================================================
 
+    @_guarded("delete records")
     def delete_records_before(self, offset: int) -> int:
         """DeleteRecords: move the log start offset to ``offset`` (-1 means the high
         watermark) and delete segments wholly below it. Returns the new log start offset."""
@@ -719,6 +773,7 @@ class PartitionLog:
         self._delete_prefix(lambda seg, upper: upper <= self._log_start_offset, now)
         return self._log_start_offset
 
+    @_guarded("retention")
     def apply_retention(self, now_ms: int) -> int:
         """Roll an idle active segment older than segment_ms (for a compacted log also
         max_compaction_lag_ms, so its records become cleanable), then -- only when the cleanup
@@ -862,6 +917,15 @@ class PartitionLog:
 
     # == lifecycle ===============================================================================
 
+    def _on_corrupt_read(self, e: SegmentCorruptError, operation: str) -> None:
+        """A read met a corrupt batch: count it and log it once (see health.py)."""
+        seg = next((s for s in self._segments if s.log_path == e.path), None)
+        base = seg.base_offset if seg is not None else -1
+        offset = -1
+        if seg is not None and not self.health.knows_corruption(base, e.position):
+            offset = _offset_at(seg, e.position)
+        self.health.on_corrupt_read(CorruptBatch(base, e.position, offset, e.reason, operation))
+
     def _check_open(self) -> None:
         if self._closed:
             raise KafkaStorageError(f"log {self.topic}-{self.partition} is closed")
@@ -870,6 +934,7 @@ class PartitionLog:
         for seg in self._segments:
             seg.close_handles()
 
+    @_guarded("close")
     def close(self) -> None:
         """Flush, record the final time-index entry, snapshot producer state at the log end and
         write both offset checkpoints, so a later ``open(recover=False)`` needs no rescan."""
@@ -908,6 +973,19 @@ class PartitionLog:
 
 def _no_step(_name: str) -> None:
     pass
+
+
+def _offset_at(seg: LogSegment, position: int) -> int:
+    """The offset the batch at ``position`` should start with: where the batch before it
+    ends (walking from the offset index entry before it); -1 when that cannot be read."""
+    try:
+        start = seg.offset_index.floor_position(position - 1) if position > 0 else 0
+        expected = seg.base_offset
+        for _p, h in seg.iter_headers(start, position):
+            expected = h.next_offset
+        return expected
+    except Exception:  # best effort: the report matters more than its offset
+        return -1
 
 
 def _check_keys(buf: bytearray | memoryview, headers: list[BatchHeader]) -> None:

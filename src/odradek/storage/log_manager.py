@@ -32,6 +32,7 @@ from odradek.clock import Clock
 from odradek.errors import KafkaStorageError
 from odradek.storage.checkpoint import fsync_dir
 from odradek.storage.cleaner import CleanerConfig, CleanResult, LogCleaner
+from odradek.storage.health import os_error_of
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 
@@ -184,7 +185,13 @@ class LogManager:
         else:
             config = self._topic_configs.get(topic, self.default_config)
         path = self.data_dir / partition_dir_name(topic, partition)
-        plog = PartitionLog.open(path, topic, partition, config, self.clock, recover=False)
+        try:
+            plog = PartitionLog.open(path, topic, partition, config, self.clock, recover=False)
+        except KafkaStorageError as e:
+            # Once per partition asked for (a CreateTopics), not per request after it.
+            log.error("creating the log of %s-%d failed (errno %s): %s", topic, partition,
+                      getattr(os_error_of(e), "errno", None), e)
+            raise
         fsync_dir(self.data_dir)
         self._logs[(topic, partition)] = plog
         return plog
@@ -194,7 +201,12 @@ class LogManager:
         plog = self._logs.pop((topic, partition), None)
         if plog is not None:
             self.cleaner.forget(plog)
-            plog.delete()
+            try:
+                plog.delete()
+            except KafkaStorageError as e:
+                log.error("deleting the log of %s-%d failed (errno %s): %s", topic, partition,
+                          getattr(os_error_of(e), "errno", None), e)
+                raise
             return True
         path = self.data_dir / partition_dir_name(topic, partition)
         if path.is_dir():
@@ -233,6 +245,14 @@ class LogManager:
             if plog.maybe_flush(now_ms):
                 n += 1
         return n
+
+    def corrupt_batches(self) -> int:
+        """Distinct corrupt batches found (by reads or the scrubber) in the open logs."""
+        return sum(plog.health.corrupt_batches for plog in self._logs.values())
+
+    def storage_errors(self) -> int:
+        """Failed storage operations (disk full, I/O errors) of the open logs."""
+        return sum(plog.health.storage_errors for plog in self._logs.values())
 
     def clean_once(self, now_ms: int) -> CleanResult | None:
         """Run one compaction pass over the dirtiest compacted log on the calling (owner)

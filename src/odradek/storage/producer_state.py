@@ -53,6 +53,7 @@ After loading a snapshot, the owner replays the log from the snapshot's offset.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import struct
 from collections import deque
@@ -92,6 +93,8 @@ __all__ = [
     "in_sequence",
     "read_end_txn_marker",
 ]
+
+log = logging.getLogger("odradek.storage")
 
 NUM_BATCHES_TO_RETAIN = 5
 SNAPSHOT_SUFFIX = ".snapshot"
@@ -571,7 +574,12 @@ class ProducerStateManager:
                 data = self.snapshot_path(offset).read_bytes()
                 self._set_producers(self.decode(data))
                 return offset
-            except (OSError, ValueError):
+            except (OSError, ValueError) as e:
+                log.warning(
+                    "producer state snapshot %s is damaged (%s): deleted; the producer state is "
+                    "rebuilt from an older snapshot or, without one, by replaying the log",
+                    self.snapshot_path(offset), e,
+                )
                 self._delete_snapshot(offset)
         self.clear()
         return None

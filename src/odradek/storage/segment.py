@@ -21,12 +21,14 @@ crash leaves).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from odradek.errors import KafkaStorageError
+from odradek.errors import CorruptRecordError, KafkaStorageError
 from odradek.protocol.records import (
     BATCH_HEADER_SIZE,
     LOG_OVERHEAD,
@@ -61,17 +63,40 @@ DELETED_SUFFIX = ".deleted"
 CLEANED_SUFFIX = ".cleaned"
 SWAP_SUFFIX = ".swap"
 
+_log = logging.getLogger("odradek.storage")
+
 _INT32_MAX = 2**31 - 1
 _SCAN_CHUNK = 16 * 1024
 _RECOVER_CHUNK = 4 * 1024 * 1024
+
+
+_MAGIC_AT = 16  # magic byte of a v2 batch header (see protocol/records.py)
+
+
+def _plausible(data: bytes, off: int, size: int) -> bool:
+    """Whether the batch at ``data[off:]`` of declared ``size`` looks like a batch: a header's
+    worth of bytes at least and magic 2. The CRC is the scrubber's and the client's job."""
+    return (
+        size >= BATCH_HEADER_SIZE
+        and len(data) - off > _MAGIC_AT
+        and data[off + _MAGIC_AT] == MAGIC
+    )
 
 
 def segment_file_name(offset: int, suffix: str) -> str:
     return f"{offset:020d}{suffix}"
 
 
-class SegmentCorruptError(Exception):
-    """Trusted segment data turned out to be inconsistent (caller falls back to recovery)."""
+class SegmentCorruptError(CorruptRecordError):
+    """Segment data that should be whole batches is not: at start-up the loader falls back to
+    recovery; on a read it is answered with CORRUPT_MESSAGE (Kafka's code for a corrupt batch
+    found by a read). ``position`` is the byte position of the bad batch in ``path``."""
+
+    def __init__(self, path: Path, position: int, reason: str) -> None:
+        super().__init__(f"{path}: {reason} at position {position}")
+        self.path = path
+        self.position = position
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +372,13 @@ class LogSegment:
             return 0
         pos = found[0]
         removed = self.size - pos
+        # Dropping records is never silent (the partition is the directory's name).
+        _log.warning(
+            "%s: truncating segment %s to offset %d at position %d: %d bytes dropped "
+            "(offsets %d to %s)", self.directory.name, self.log_path.name, found[1].base_offset,
+            pos, removed, found[1].base_offset,
+            self.next_offset - 1 if self.next_offset is not None else "its end",
+        )
         try:
             os.ftruncate(self.fd, pos)
         except OSError as e:
@@ -390,12 +422,18 @@ class LogSegment:
                 buf_start = pos
                 off = 0
                 if len(buf) < BATCH_HEADER_SIZE:
-                    raise SegmentCorruptError(f"{self.log_path}: partial header at {pos}")
+                    raise SegmentCorruptError(self.log_path, pos, "partial batch header")
             h = read_batch_header(buf, off)
-            if h.magic != MAGIC or h.batch_length < BATCH_HEADER_SIZE - LOG_OVERHEAD:
-                raise SegmentCorruptError(f"{self.log_path}: no valid batch at {pos}")
+            if h.magic != MAGIC:
+                raise SegmentCorruptError(self.log_path, pos, f"magic {h.magic}, not {MAGIC}")
+            if h.batch_length < BATCH_HEADER_SIZE - LOG_OVERHEAD:
+                raise SegmentCorruptError(
+                    self.log_path, pos, f"batch length {h.batch_length} is too small"
+                )
             if pos + h.size > end and end_pos is None:
-                raise SegmentCorruptError(f"{self.log_path}: partial batch at {pos}")
+                raise SegmentCorruptError(
+                    self.log_path, pos, f"batch of {h.size} bytes runs past the end ({end})"
+                )
             yield pos, h
             pos += h.size
 
@@ -428,14 +466,35 @@ class LogSegment:
             size = read_batch_size(data, end)
             if end + size > n:
                 break
+            if not _plausible(data, end, size):
+                if end == 0:
+                    self._raise_corrupt(data, 0, pos)
+                break  # serve the good batches before it; the next read starts at it
             end += size
         if end == 0:
             if not min_one or max_pos - pos < LOG_OVERHEAD:
                 return b""
-            head = data if len(data) >= LOG_OVERHEAD else os.pread(self.fd, LOG_OVERHEAD, pos)
+            head = data if len(data) >= BATCH_HEADER_SIZE else os.pread(
+                self.fd, BATCH_HEADER_SIZE, pos
+            )
             size = read_batch_size(head)
+            if not _plausible(head, 0, size) or pos + size > self.size:
+                self._raise_corrupt(head, 0, pos)
             return os.pread(self.fd, min(size, max_pos - pos), pos)
         return data if end == n else data[:end]
+
+    def _raise_corrupt(self, data: bytes, off: int, pos: int) -> NoReturn:
+        """Raise SegmentCorruptError for the implausible batch at ``data[off:]`` (file
+        position ``pos``), saying which field is wrong."""
+        if len(data) - off < BATCH_HEADER_SIZE:
+            reason = "partial batch header"
+        elif data[off + _MAGIC_AT] != MAGIC:
+            magic = int.from_bytes(data[off + _MAGIC_AT : off + _MAGIC_AT + 1], signed=True)
+            reason = f"magic {magic}, not {MAGIC}"
+        else:
+            size = read_batch_size(data, off)
+            reason = f"batch of {size} bytes does not fit the segment ({self.size} bytes)"
+        raise SegmentCorruptError(self.log_path, pos, reason)
 
     def read_batch(self, pos: int, header: BatchHeader) -> bytes:
         return os.pread(self.fd, header.size, pos)
@@ -494,6 +553,7 @@ class LogSegment:
         on_batch: Callable[[BatchHeader], None] | None = None,
         *,
         contiguous: bool = True,
+        on_truncate: Callable[[int, int], None] | None = None,
     ) -> int:
         """Re-validate every batch, rebuild both indexes, truncate at the first invalid byte.
 
@@ -503,8 +563,10 @@ class LogSegment:
         relative offsets. With ``contiguous`` (any log that is not compacted) each batch must
         start exactly where the previous one ended, the first at the segment's base offset,
         which also catches damage to the base offset field (outside the CRC). Returns the
-        number of bytes truncated. The ``.txnindex`` is emptied: its entries depend on the
-        producer state before the segment, so the owner rebuilds them while replaying it.
+        number of bytes truncated, having called ``on_truncate(position, file size)`` first
+        (while the bytes are still there, so the caller can say what it drops). The
+        ``.txnindex`` is emptied: its entries depend on the producer state before the
+        segment, so the owner rebuilds them while replaying it.
         """
         fd = self.fd
         try:
@@ -563,6 +625,8 @@ class LogSegment:
             pos += size
         truncated = file_size - pos
         if truncated > 0:
+            if on_truncate is not None:
+                on_truncate(pos, file_size)
             try:
                 os.ftruncate(fd, pos)
             except OSError as e:
