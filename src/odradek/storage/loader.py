@@ -58,6 +58,7 @@ from odradek.storage.checkpoint import (
 from odradek.storage.epoch import LeaderEpochFileCache
 from odradek.storage.index import CorruptIndexError
 from odradek.storage.log_config import LogConfig
+from odradek.storage.open_files import OpenFileCache
 from odradek.storage.producer_state import EndTxnMarker, ProducerStateManager, read_end_txn_marker
 from odradek.storage.segment import (
     CLEANED_SUFFIX,
@@ -114,8 +115,11 @@ class LogLoader:
         now_ms: int,
         epoch_cache: LeaderEpochFileCache,
         producer_state: ProducerStateManager,
+        *,
+        files: OpenFileCache | None = None,
     ) -> None:
         self.directory = directory
+        self.files = files
         self.config = config
         self.now_ms = now_ms
         self.epoch_cache = epoch_cache
@@ -187,12 +191,16 @@ class LogLoader:
         return LoadedLog(tuple(segments), log_start_offset, log_end_offset)
 
     def _open_existing(self, base: int) -> LogSegment:
-        seg = LogSegment.open_existing(self.directory, base, self.config, now_ms=self.now_ms)
+        seg = LogSegment.open_existing(
+            self.directory, base, self.config, now_ms=self.now_ms, files=self.files
+        )
         self._opened.append(seg)
         return seg
 
     def _create(self, base: int) -> LogSegment:
-        seg = LogSegment.create(self.directory, base, self.config, now_ms=self.now_ms)
+        seg = LogSegment.create(
+            self.directory, base, self.config, now_ms=self.now_ms, files=self.files
+        )
         self._opened.append(seg)
         return seg
 

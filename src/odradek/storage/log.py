@@ -74,6 +74,7 @@ from odradek.storage.loader import (
     LogLoader,
 )
 from odradek.storage.log_config import LogConfig
+from odradek.storage.open_files import OpenFileCache
 from odradek.storage.producer_state import (
     ActiveProducer,
     ProducerStateEntry,
@@ -197,8 +198,10 @@ class PartitionLog:
         loaded: LoadedLog,
         epoch_cache: LeaderEpochFileCache,
         producer_state: ProducerStateManager,
+        files: OpenFileCache | None = None,
     ) -> None:
         self.directory = directory
+        self._files = files
         self.topic = topic
         self.partition = partition
         self.config = config
@@ -230,10 +233,12 @@ class PartitionLog:
         clock: Clock,
         *,
         recover: bool,
+        files: OpenFileCache | None = None,
     ) -> PartitionLog:
         """Open (creating if needed) the partition directory ``directory`` itself, i.e. the
         ``<topic>-<partition>`` folder. ``recover`` says the previous shutdown was unclean;
-        :mod:`odradek.storage.loader` describes what loading does."""
+        :mod:`odradek.storage.loader` describes what loading does. ``files`` bounds the
+        segment files held open (``log.max.open.files``; None: each segment keeps its own)."""
         path = Path(directory)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -241,12 +246,16 @@ class PartitionLog:
             raise KafkaStorageError(f"cannot create {path}: {e}") from e
         epoch_cache = LeaderEpochFileCache(path)
         producer_state = ProducerStateManager(path)
-        loader = LogLoader(path, config, clock.milliseconds(), epoch_cache, producer_state)
+        loader = LogLoader(
+            path, config, clock.milliseconds(), epoch_cache, producer_state, files=files
+        )
         try:
             loaded = loader.load(recover)
         except OSError as e:
             raise KafkaStorageError(f"cannot load {path}: {e}") from e
-        return cls(path, topic, partition, config, clock, loaded, epoch_cache, producer_state)
+        return cls(
+            path, topic, partition, config, clock, loaded, epoch_cache, producer_state, files
+        )
 
     def _set_segments(self, segments: list[LogSegment]) -> None:
         self._segments = segments
@@ -519,7 +528,9 @@ class PartitionLog:
             return old
         old.on_become_inactive()  # fsyncs the old segment
         self.producer_state.take_snapshot(new_base)
-        seg = LogSegment.create(self.directory, new_base, self.config, now_ms=now)
+        seg = LogSegment.create(
+            self.directory, new_base, self.config, now_ms=now, files=self._files
+        )
         fsync_dir(self.directory)
         self._segments.append(seg)
         self._bases.append(new_base)
@@ -823,6 +834,7 @@ class PartitionLog:
         manifest = d / (SWAP_MANIFEST + SWAP_SUFFIX)
         for seg in new:
             seg.config = self.config
+            seg.attach_files(self._files)
             seg.rename_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)
             step("cleaned-to-swap")
         fsync_dir(d)

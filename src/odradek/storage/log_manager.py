@@ -34,6 +34,7 @@ from odradek.storage.checkpoint import fsync_dir
 from odradek.storage.cleaner import CleanerConfig, CleanResult, LogCleaner
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
+from odradek.storage.open_files import OpenFileCache, default_max_open_files
 
 __all__ = ["CLEAN_SHUTDOWN_FILE", "LogManager", "parse_partition_dir", "partition_dir_name"]
 
@@ -70,8 +71,13 @@ class LogManager:
         cleaner_config: CleanerConfig | None = None,
         cleaner_sleep: Callable[[float], None] | None = None,
         cleaner_cpu_time: Callable[[], float] | None = None,
+        max_open_files: int | None = None,
     ) -> None:
+        """``max_open_files`` is ``log.max.open.files`` (None: derived from RLIMIT_NOFILE,
+        see :func:`~odradek.storage.open_files.default_max_open_files`)."""
         self.data_dir = Path(data_dir)
+        #: Every segment file the logs hold open, least recently used closed first.
+        self.open_files = OpenFileCache(max_open_files or default_max_open_files())
         self.clock = clock
         self.default_config = default_config
         self._logs: dict[tuple[str, int], PartitionLog] = {}
@@ -110,7 +116,8 @@ class LogManager:
             topic, partition = parsed
             config = self._config_from(configs, topic)
             self._logs[parsed] = PartitionLog.open(
-                path, topic, partition, config, self.clock, recover=not clean
+                path, topic, partition, config, self.clock, recover=not clean,
+                files=self.open_files,
             )
             if not clean:
                 recovered += 1
@@ -184,7 +191,9 @@ class LogManager:
         else:
             config = self._topic_configs.get(topic, self.default_config)
         path = self.data_dir / partition_dir_name(topic, partition)
-        plog = PartitionLog.open(path, topic, partition, config, self.clock, recover=False)
+        plog = PartitionLog.open(
+            path, topic, partition, config, self.clock, recover=False, files=self.open_files
+        )
         fsync_dir(self.data_dir)
         self._logs[(topic, partition)] = plog
         return plog

@@ -13,6 +13,13 @@ loses nothing acknowledged) and fsynced only by :meth:`flush`. A machine crash c
 torn or garbage tail after the last fsync; :meth:`recover` re-validates batch by batch and
 truncates at the first invalid byte, rebuilding both indexes.
 
+Descriptors: the ``.log`` handle and the indexes' append handles are opened on first use. Given
+an :class:`~odradek.storage.open_files.OpenFileCache` (the log manager's ``log.max.open.files``),
+each counts against it and may be closed between uses; it is reopened on the next one, and a
+flush after an eviction fsyncs the file through the new handle. Code here therefore reads
+:attr:`LogSegment.fd` again for every system call instead of keeping the number across a call
+that may open another file.
+
 A segment may also live under a file suffix (``.cleaned`` or ``.swap``): the log cleaner builds
 replacement segments that way and moves them to their final names with :meth:`rename_suffix`
 (see :mod:`odradek.storage.log` for the swap and :mod:`odradek.storage.loader` for what a
@@ -39,6 +46,7 @@ from odradek.protocol.records import (
 )
 from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 from odradek.storage.log_config import LogConfig
+from odradek.storage.open_files import OpenFileCache, open_cached
 from odradek.storage.txn_index import TXN_INDEX_SUFFIX, TransactionIndex
 
 __all__ = [
@@ -95,8 +103,10 @@ class LogSegment:
         *,
         created_ms: int,
         suffix: str = "",
+        files: OpenFileCache | None = None,
     ) -> None:
         self.directory = directory
+        self.files = files
         self.base_offset = base_offset
         self.config = config
         self.suffix = suffix
@@ -105,16 +115,19 @@ class LogSegment:
             directory / (segment_file_name(base_offset, INDEX_SUFFIX) + suffix),
             base_offset,
             config.segment_index_bytes,
+            files=files,
         )
         self.time_index = TimeIndex(
             directory / (segment_file_name(base_offset, TIME_INDEX_SUFFIX) + suffix),
             base_offset,
             config.segment_index_bytes,
+            files=files,
         )
         # Aborted transactions whose ABORT marker is in this segment; the file is created
         # lazily by the first entry (see txn_index.py).
         self.txn_index = TransactionIndex(
-            directory / (segment_file_name(base_offset, TXN_INDEX_SUFFIX) + suffix), base_offset
+            directory / (segment_file_name(base_offset, TXN_INDEX_SUFFIX) + suffix), base_offset,
+            files=files,
         )
         self._fd: int | None = None
         self.size = 0
@@ -131,13 +144,15 @@ class LogSegment:
     @classmethod
     def create(
         cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int,
-        suffix: str = "",
+        suffix: str = "", files: OpenFileCache | None = None,
     ) -> LogSegment:
         """A new, empty segment (truncating files of the same names); ``suffix`` is appended to
         every file name (``.cleaned`` for a segment the cleaner is building)."""
-        seg = cls(directory, base_offset, config, created_ms=now_ms, suffix=suffix)
+        seg = cls(directory, base_offset, config, created_ms=now_ms, suffix=suffix, files=files)
         try:
-            fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            fd = open_cached(
+                seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, files, seg
+            )
         except OSError as e:
             raise KafkaStorageError(f"cannot create {seg.log_path}: {e}") from e
         seg._fd = fd
@@ -150,10 +165,11 @@ class LogSegment:
 
     @classmethod
     def open_existing(
-        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int
+        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int,
+        files: OpenFileCache | None = None,
     ) -> LogSegment:
         """Open without reading data (sizes come from ``stat``, stats from the indexes)."""
-        seg = cls(directory, base_offset, config, created_ms=now_ms)
+        seg = cls(directory, base_offset, config, created_ms=now_ms, files=files)
         try:
             seg.size = os.stat(seg.log_path).st_size
         except OSError as e:
@@ -166,12 +182,41 @@ class LogSegment:
 
     @property
     def fd(self) -> int:
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
-            except OSError as e:
-                raise KafkaStorageError(f"cannot open {self.log_path}: {e}") from e
-        return self._fd
+        """The ``.log`` descriptor, opened on demand; valid until the next call that may open
+        another cached file (see the module docstring)."""
+        fd = self._fd
+        if fd is not None:
+            if self.files is not None:
+                self.files.touch(self)
+            return fd
+        try:
+            fd = open_cached(self.log_path, os.O_RDWR | os.O_APPEND, self.files, self)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot open {self.log_path}: {e}") from e
+        self._fd = fd
+        return fd
+
+    def evict(self) -> None:
+        """Called by the open-file cache: close the ``.log`` descriptor (the dirty flag stays,
+        so the next :meth:`flush` reopens the file to fsync it)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def attach_files(self, files: OpenFileCache | None) -> None:
+        """Hand this segment's descriptors to ``files`` (a cleaned, fsynced segment joining its
+        log); open ones are closed first and reopened on demand."""
+        self.close_handles()
+        self.files = files
+        for f in (self.offset_index, self.time_index, self.txn_index):
+            f.files = files
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            if self.files is not None:
+                self.files.remove(self)
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     # -- statistics -------------------------------------------------------------------------
 
@@ -257,9 +302,9 @@ class LogSegment:
         self.next_offset = batches[-1].next_offset
 
     def flush(self) -> None:
-        if self._dirty and self._fd is not None:
+        if self._dirty:
             try:
-                os.fsync(self._fd)
+                os.fsync(self.fd)
             except OSError as e:
                 raise KafkaStorageError(f"cannot fsync {self.log_path}: {e}") from e
             self._dirty = False
@@ -284,18 +329,16 @@ class LogSegment:
         self.offset_index.close()
         self.time_index.close()
         self.txn_index.close()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close_fd()
 
     def close_handles(self) -> None:
-        """Close file descriptors without flushing (used before deleting)."""
+        """Close file descriptors without flushing (used before deleting, or on a segment that
+        is already fsynced)."""
         self.offset_index.close_handle()
         self.time_index.close_handle()
         self.txn_index.close_handle()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close_fd()
+        self._dirty = False
 
     def rename_suffix(self, old: str, new: str) -> None:
         """Rename the three files from suffix ``old`` to ``new`` (Kafka's changeFileSuffixes):
@@ -379,14 +422,13 @@ class LogSegment:
         """Yield (position, header) of trusted batches from ``start_pos`` (a batch boundary).
         Raises :class:`SegmentCorruptError` if the data is not a sequence of batches."""
         end = self.size if end_pos is None else min(end_pos, self.size)
-        fd = self.fd
         pos = start_pos
         buf = b""
         buf_start = pos
         while pos < end:
             off = pos - buf_start
             if off < 0 or off + BATCH_HEADER_SIZE > len(buf):
-                buf = os.pread(fd, max(chunk, BATCH_HEADER_SIZE), pos)
+                buf = os.pread(self.fd, max(chunk, BATCH_HEADER_SIZE), pos)
                 buf_start = pos
                 off = 0
                 if len(buf) < BATCH_HEADER_SIZE:
@@ -506,9 +548,8 @@ class LogSegment:
         number of bytes truncated. The ``.txnindex`` is emptied: its entries depend on the
         producer state before the segment, so the owner rebuilds them while replaying it.
         """
-        fd = self.fd
         try:
-            file_size = os.fstat(fd).st_size
+            file_size = os.fstat(self.fd).st_size
         except OSError as e:
             raise KafkaStorageError(f"cannot stat {self.log_path}: {e}") from e
         self.offset_index.create()
@@ -528,7 +569,7 @@ class LogSegment:
         while pos + BATCH_HEADER_SIZE <= file_size:
             off = pos - buf_start
             if off + BATCH_HEADER_SIZE > len(buf):
-                buf = os.pread(fd, _RECOVER_CHUNK, pos)
+                buf = os.pread(self.fd, _RECOVER_CHUNK, pos)
                 buf_start, off = pos, 0
             h = read_batch_header(buf, off)
             size = h.batch_length + LOG_OVERHEAD
@@ -545,7 +586,7 @@ class LogSegment:
             if off + size <= len(buf):
                 ok = batch_crc_ok(buf, off, h)
             else:
-                whole = os.pread(fd, size, pos)
+                whole = os.pread(self.fd, size, pos)
                 ok = len(whole) == size and batch_crc_ok(whole, 0, h)
             if not ok:
                 break
@@ -564,7 +605,7 @@ class LogSegment:
         truncated = file_size - pos
         if truncated > 0:
             try:
-                os.ftruncate(fd, pos)
+                os.ftruncate(self.fd, pos)
             except OSError as e:
                 raise KafkaStorageError(f"cannot truncate {self.log_path}: {e}") from e
             self._dirty = True
