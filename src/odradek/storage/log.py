@@ -220,6 +220,10 @@ class PartitionLog:
         self._last_flush_ms = clock.milliseconds()
         self._pending_deletes: list[tuple[int, list[Path]]] = []
         self._closed = False
+        # The values last written to the two offset checkpoints (None: unknown), so that
+        # closing an unchanged log rewrites neither.
+        self._checkpointed_recovery_point: int | None = None
+        self._checkpointed_log_start: int | None = None
 
     # == loading =================================================================================
 
@@ -559,21 +563,29 @@ class PartitionLog:
             return True
         return False
 
-    def _write_recovery_point(self) -> None:
+    def _write_recovery_point(self, *, sync: bool = True) -> None:
+        if self._checkpointed_recovery_point == self._recovery_point:
+            return
         write_offset_checkpoint(
             self.directory / RECOVERY_POINT_CHECKPOINT,
             self.topic,
             self.partition,
             self._recovery_point,
+            sync=sync,
         )
+        self._checkpointed_recovery_point = self._recovery_point
 
-    def _write_log_start_offset(self) -> None:
+    def _write_log_start_offset(self, *, sync: bool = True) -> None:
+        if self._checkpointed_log_start == self._log_start_offset:
+            return
         write_offset_checkpoint(
             self.directory / LOG_START_OFFSET_CHECKPOINT,
             self.topic,
             self.partition,
             self._log_start_offset,
+            sync=sync,
         )
+        self._checkpointed_log_start = self._log_start_offset
 
     # == reading =================================================================================
 
@@ -882,18 +894,25 @@ class PartitionLog:
         for seg in self._segments:
             seg.close_handles()
 
-    def close(self) -> None:
+    def close(self, *, synced: bool = False) -> None:
         """Flush, record the final time-index entry, snapshot producer state at the log end and
-        write both offset checkpoints, so a later ``open(recover=False)`` needs no rescan."""
+        write both offset checkpoints, so a later ``open(recover=False)`` needs no rescan.
+
+        ``synced`` says the caller has already made everything appended durable (one
+        ``syncfs`` for all logs, :meth:`LogManager.shutdown`) and will do the same for what
+        this writes: no fsync per file then."""
         if self._closed:
             return
-        self.flush()
+        if synced:
+            self._recovery_point = self._log_end_offset
+        else:
+            self.flush()
         for seg in self._segments[:-1]:
             seg.close_handles()
-        self._segments[-1].close()
-        self.producer_state.take_snapshot(self._log_end_offset)
-        self._write_recovery_point()
-        self._write_log_start_offset()
+        self._segments[-1].close(sync=not synced)
+        self.producer_state.take_snapshot(self._log_end_offset, sync=not synced)
+        self._write_recovery_point(sync=not synced)
+        self._write_log_start_offset(sync=not synced)
         self._delete_due_files(0, everything=True)
         self._closed = True
 

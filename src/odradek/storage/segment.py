@@ -322,14 +322,18 @@ class LogSegment:
         self.time_index.close_handle()
         self.txn_index.close_handle()
 
-    def close(self) -> None:
+    def close(self, *, sync: bool = True) -> None:
+        """Record the final time-index entry and close; without ``sync`` nothing is fsynced
+        (the caller syncs the whole filesystem)."""
         if self.size > 0 and self._max_ts is not None:
             self.time_index.maybe_append(self._max_ts, self._offset_of_max_ts)
-        self.flush()
-        self.offset_index.close()
-        self.time_index.close()
-        self.txn_index.close()
+        if sync:
+            self.flush()
+        self.offset_index.close_handle()
+        self.time_index.close_handle()
+        self.txn_index.close_handle()
         self._close_fd()
+        self._dirty = False
 
     def close_handles(self) -> None:
         """Close file descriptors without flushing (used before deleting, or on a segment that
