@@ -78,7 +78,7 @@ def _metadata_partitions(admin: AdminClient) -> int:
 
 def _wait_serving(bootstrap: str, partitions: int, t0: float) -> float:
     """Seconds from ``t0`` until a Metadata answer lists at least ``partitions`` partitions."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     while _metadata_partitions(admin) < partitions:
         time.sleep(0.01)
     return time.perf_counter() - t0
@@ -104,7 +104,7 @@ def bench_scale(topics: int = 100, partitions: int = 100,
         data_dir = str(Path(tmp) / "data")
         proc, bootstrap = _start(data_dir, props)
         try:
-            admin = AdminClient({"bootstrap.servers": bootstrap})
+            admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
             _metadata_partitions(admin)
             time.sleep(0.5)  # let start-up garbage settle before reading RSS
             rss_idle, fds_idle = _rss_mb(proc.pid), _fds(proc.pid)
@@ -119,7 +119,7 @@ def bench_scale(topics: int = 100, partitions: int = 100,
                 f.result(timeout=600)
             create_s = time.perf_counter() - t0
 
-            producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50,
+            producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "log_level": 0,
                                  "enable.idempotence": False, "acks": "1"})
             errors: list[object] = []
 
