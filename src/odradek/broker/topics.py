@@ -6,7 +6,8 @@ partition directories are created again at start-up (:meth:`TopicManager.reconci
 
 The broker holds at most ``max.broker.partitions`` partitions (:mod:`odradek.broker.limits`):
 creating a topic beyond it raises PolicyViolationError, adding partitions InvalidPartitionsError,
-each saying how many there are, the limit and its name. Start-up never refuses what is already
+each saying how many there are, the limit and its name. The broker's own internal topics count
+but are never refused (``create(internal=True)``). Start-up never refuses what is already
 on disk: more partitions than the limit are served, with a warning.
 """
 
@@ -121,7 +122,11 @@ class TopicManager:
         assignments: Mapping[int, list[int]] | None = None,
         configs: Mapping[str, str | None] | None = None,
         validate_only: bool = False,
+        internal: bool = False,
     ) -> TopicMetadata:
+        """Create a topic. ``internal`` marks the broker's own ``__consumer_offsets`` or
+        ``__transaction_state``: counted in ``max.broker.partitions`` but never refused by it,
+        since groups and transactions cannot work without them."""
         validate_topic_name(name)
         if self._store.topic(name) is not None:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
@@ -158,7 +163,7 @@ class TopicManager:
             )
         clean = validate_topic_configs(dict(configs or {}))
         log_config = log_config_for(self._config, clean)
-        refused = self._limit_exceeded(num_partitions)
+        refused = None if internal else self._limit_exceeded(num_partitions)
         if refused is not None:
             raise PolicyViolationError(f"cannot create topic {name!r}: {refused}")
         meta = TopicMetadata(
