@@ -172,8 +172,7 @@ class TopicManager:
         if validate_only:
             return meta
         self._store.put_topic(meta)
-        for p in range(num_partitions):
-            self._logs.create_log(name, p, log_config)
+        self._logs.create_logs(name, range(num_partitions), log_config)
         return meta
 
     def delete(self, name: str) -> TopicMetadata:
@@ -206,8 +205,7 @@ class TopicManager:
             return meta
         log_config = log_config_for(self._config, meta.configs)
         new = self._store.update_topic(name, partitions=count)
-        for p in range(meta.partitions, count):
-            self._logs.create_log(name, p, log_config)
+        self._logs.create_logs(name, range(meta.partitions, count), log_config)
         return new
 
     def set_configs(

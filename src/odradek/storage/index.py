@@ -134,7 +134,11 @@ class _IndexFile(AppendOnlyFile):
         self._clear()
         self._loaded = True
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                # Not O_TRUNC on a new file: ext4 flushes a truncated file at every close.
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC, 0o644)
             os.close(fd)
         except OSError as e:
             raise KafkaStorageError(f"cannot create index {self.path}: {e}") from e

@@ -538,6 +538,7 @@ class PartitionLog:
         fsync_dir(self.directory)
         self._segments.append(seg)
         self._bases.append(new_base)
+        self.epoch_cache.flush()
         self._recovery_point = max(self._recovery_point, old.base_offset, new_base)
         self._write_recovery_point()
         return seg
@@ -549,6 +550,7 @@ class PartitionLog:
         self._check_open()
         for seg in self._segments:
             seg.flush()
+        self.epoch_cache.flush()
         self._recovery_point = self._log_end_offset
         self._last_flush_ms = self.clock.milliseconds()
 

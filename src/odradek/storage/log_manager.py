@@ -44,7 +44,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from odradek.clock import Clock
@@ -315,20 +315,35 @@ class LogManager:
         self, topic: str, partition: int, config: LogConfig | None = None
     ) -> PartitionLog:
         """Open or create the log of ``topic``/``partition`` (returns an existing one)."""
-        existing = self.get_log(topic, partition)
-        if existing is not None:
-            return existing
+        return self.create_logs(topic, (partition,), config)[0]
+
+    def create_logs(
+        self, topic: str, partitions: Iterable[int], config: LogConfig | None = None
+    ) -> list[PartitionLog]:
+        """:meth:`create_log` for several partitions of one topic, with one fsync of the data
+        directory for all of them."""
         if config is not None:
             self._topic_configs[topic] = config
         else:
             config = self._topic_configs.get(topic, self.default_config)
-        path = self.data_dir / partition_dir_name(topic, partition)
-        plog = PartitionLog.open(
-            path, topic, partition, config, self.clock, recover=False, files=self.open_files
-        )
-        fsync_dir(self.data_dir)
-        self._logs[(topic, partition)] = plog
-        return plog
+        out = []
+        created = False
+        try:
+            for partition in partitions:
+                plog = self.get_log(topic, partition)
+                if plog is None:
+                    path = self.data_dir / partition_dir_name(topic, partition)
+                    plog = PartitionLog.open(
+                        path, topic, partition, config, self.clock, recover=False,
+                        files=self.open_files,
+                    )
+                    self._logs[(topic, partition)] = plog
+                    created = True
+                out.append(plog)
+        finally:
+            if created:
+                fsync_dir(self.data_dir)
+        return out
 
     def delete_log(self, topic: str, partition: int) -> bool:
         """Delete a partition's log and directory; returns whether there was one."""

@@ -78,6 +78,16 @@ def segment_file_name(offset: int, suffix: str) -> str:
     return f"{offset:020d}{suffix}"
 
 
+def _create_file(path: Path, flags: int, files: OpenFileCache | None, owner: LogSegment) -> int:
+    """Create ``path`` empty. O_TRUNC only when it exists: on ext4 a file truncated to zero
+    has its dirty data pushed out at every close (auto_da_alloc), and the open-file cache closes
+    active segments often."""
+    try:
+        return open_cached(path, flags | os.O_CREAT | os.O_EXCL, files, owner)
+    except FileExistsError:
+        return open_cached(path, flags | os.O_TRUNC, files, owner)
+
+
 class SegmentCorruptError(Exception):
     """Trusted segment data turned out to be inconsistent (caller falls back to recovery)."""
 
@@ -150,9 +160,7 @@ class LogSegment:
         every file name (``.cleaned`` for a segment the cleaner is building)."""
         seg = cls(directory, base_offset, config, created_ms=now_ms, suffix=suffix, files=files)
         try:
-            fd = open_cached(
-                seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, files, seg
-            )
+            fd = _create_file(seg.log_path, os.O_RDWR | os.O_APPEND, files, seg)
         except OSError as e:
             raise KafkaStorageError(f"cannot create {seg.log_path}: {e}") from e
         seg._fd = fd
