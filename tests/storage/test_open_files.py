@@ -178,3 +178,22 @@ def test_a_data_dir_is_locked_by_one_owner(tmp_path: Path) -> None:
         DataDirLock(tmp_path)
     lock.release()
     DataDirLock(tmp_path).release()
+
+
+def test_a_log_that_cannot_be_opened_is_left_alone_by_the_background(tmp_path: Path) -> None:
+    lm = LogManager(tmp_path, ManualClock(START_MS), LogConfig())
+    lm.startup()
+    for p in range(3):
+        lm.create_log("t", p).append_as_leader(batch(1), leader_epoch=0)
+    lm.shutdown()
+    for name in os.listdir(tmp_path / "t-1"):
+        os.unlink(tmp_path / "t-1" / name)
+    (tmp_path / "t-1" / "00000000000000000000.log").mkdir()  # cannot be opened as a file
+    lm = LogManager(tmp_path, ManualClock(START_MS), LogConfig())
+    lm.startup(lazy=True)
+    assert lm.open_pending() == 0  # t-1 failed, and is not retried in a loop
+    assert lm.has_log("t", 1) and lm.pending_count == 0
+    with pytest.raises(KafkaStorageError):
+        lm.get_log("t", 1)
+    assert [p.log_end_offset for p in lm.all_logs()] == [1, 1]
+    lm.shutdown()

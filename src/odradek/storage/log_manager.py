@@ -140,6 +140,8 @@ class LogManager:
         # Partition directories found at start-up and not opened yet -> whether they need
         # recovery (see "Lazy opening" in the module docstring).
         self._unopened: dict[tuple[str, int], bool] = {}
+        # Of those, the ones open_pending failed to open (not retried in the background).
+        self._failed: set[tuple[str, int]] = set()
         self._configs: ConfigSource = None
         self._topic_configs: dict[str, LogConfig] = {}
         self.had_clean_shutdown = False
@@ -196,22 +198,26 @@ class LogManager:
 
     @property
     def pending_count(self) -> int:
-        """Partition logs found at start-up and not opened yet."""
-        return len(self._unopened)
+        """Partition logs found at start-up and not opened yet (failed ones excluded)."""
+        return len(self._unopened) - len(self._failed)
 
     def open_pending(self, limit: int | None = None) -> int:
         """Open up to ``limit`` (None: all) of the logs not opened yet; returns how many are
-        left. A log that fails to open is logged and stays unopened (its next use raises)."""
+        left. A log that fails to open is logged and left alone (each use tries again and
+        raises KafkaStorageError)."""
         n = 0
         for key in list(self._unopened):
             if limit is not None and n >= limit:
                 break
+            if key in self._failed:
+                continue
             n += 1
             try:
                 self._open_found(key)
-            except KafkaStorageError:
+            except Exception:  # noqa: BLE001 - one bad partition must not stop the others
                 log.exception("cannot open the log of %s-%d", *key)
-        return len(self._unopened)
+                self._failed.add(key)
+        return self.pending_count
 
     def _open_found(self, key: tuple[str, int]) -> PartitionLog:
         recover = self._unopened[key]
@@ -222,6 +228,7 @@ class LogManager:
             self.clock, recover=recover, files=self.open_files,
         )
         del self._unopened[key]
+        self._failed.discard(key)
         self._logs[key] = plog
         return plog
 
@@ -264,6 +271,7 @@ class LogManager:
                 errors.append(e)
         unrecovered = sum(self._unopened.values())
         self._unopened.clear()
+        self._failed.clear()
         log.info("closed %d partition logs in %.0f ms", closed, (time.monotonic() - t0) * 1000)
         if errors:
             return
@@ -348,6 +356,7 @@ class LogManager:
     def delete_log(self, topic: str, partition: int) -> bool:
         """Delete a partition's log and directory; returns whether there was one."""
         self._unopened.pop((topic, partition), None)
+        self._failed.discard((topic, partition))
         plog = self._logs.pop((topic, partition), None)
         if plog is not None:
             self.cleaner.forget(plog)
