@@ -102,6 +102,9 @@ class LoadedLog:
     segments: tuple[LogSegment, ...]
     log_start_offset: int
     log_end_offset: int
+    #: False when loading created the directory's first segment without fsyncing the
+    #: directories: the log does that before anything in it must be durable (its first flush).
+    directory_synced: bool = True
 
 
 class LogLoader:
@@ -159,9 +162,10 @@ class LogLoader:
         for seg in segments[:-1]:
             seg.offset_index.close_handle()
             seg.time_index.close_handle()
+        directory_synced = True
         if not segments:
             segments = [self._create(max(start_ckpt or 0, 0))]
-            fsync_dir(self.directory)
+            directory_synced = False
         active = segments[-1]
         assert active.next_offset is not None
         log_end_offset = active.next_offset
@@ -188,7 +192,7 @@ class LogLoader:
                 seg.flush()
                 if seg is not segments[-1]:
                     seg.txn_index.close_handle()
-        return LoadedLog(tuple(segments), log_start_offset, log_end_offset)
+        return LoadedLog(tuple(segments), log_start_offset, log_end_offset, directory_synced)
 
     def _open_existing(self, base: int) -> LogSegment:
         seg = LogSegment.open_existing(

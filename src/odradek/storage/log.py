@@ -220,6 +220,10 @@ class PartitionLog:
         self._last_flush_ms = clock.milliseconds()
         self._pending_deletes: list[tuple[int, list[Path]]] = []
         self._closed = False
+        # A new partition's directory (and its entry in the data directory) is fsynced by the
+        # first flush, not at creation: nothing in it needs to be durable before then, and a
+        # lost directory is created again from the topic metadata (TopicManager.reconcile).
+        self._directories_unsynced = not loaded.directory_synced
         # The values last written to the two offset checkpoints (None: unknown), so that
         # closing an unchanged log rewrites neither.
         self._checkpointed_recovery_point: int | None = None
@@ -535,10 +539,10 @@ class PartitionLog:
         seg = LogSegment.create(
             self.directory, new_base, self.config, now_ms=now, files=self._files
         )
-        fsync_dir(self.directory)
         self._segments.append(seg)
         self._bases.append(new_base)
         self.epoch_cache.flush()
+        self._maybe_sync_directories()
         self._recovery_point = max(self._recovery_point, old.base_offset, new_base)
         self._write_recovery_point()
         return seg
@@ -551,8 +555,15 @@ class PartitionLog:
         for seg in self._segments:
             seg.flush()
         self.epoch_cache.flush()
+        self._maybe_sync_directories()
         self._recovery_point = self._log_end_offset
         self._last_flush_ms = self.clock.milliseconds()
+
+    def _maybe_sync_directories(self) -> None:
+        if self._directories_unsynced:
+            fsync_dir(self.directory)
+            fsync_dir(self.directory.parent)
+            self._directories_unsynced = False
 
     def maybe_flush(self, now_ms: int) -> bool:
         """Flush when ``flush_ms`` has passed since the last flush and there is unflushed
@@ -907,6 +918,7 @@ class PartitionLog:
             return
         if synced:
             self._recovery_point = self._log_end_offset
+            self._directories_unsynced = False
         else:
             self.flush()
         for seg in self._segments[:-1]:
