@@ -152,7 +152,10 @@ def main() -> None:
     ap.add_argument("--group-members", type=int, default=50)
     ap.add_argument("--compaction-bytes", default="1g", help="log size to clean (k/m/g)")
     ap.add_argument("--compaction-keys", type=int, default=1_000_000)
-    ap.add_argument("--only", choices=("all", "log", "groups", "transactions", "compaction"),
+    ap.add_argument("--scale-topics", type=int, default=100)
+    ap.add_argument("--scale-partitions", type=int, default=100, help="per topic")
+    ap.add_argument("--only",
+                    choices=("all", "log", "groups", "transactions", "compaction", "scale"),
                     default="all")
     args = ap.parse_args()
     if args.only in ("all", "log"):
@@ -163,6 +166,15 @@ def main() -> None:
         bench_groups(args)
     if args.only in ("all", "compaction"):
         bench_compaction(args)
+    if args.only in ("all", "scale"):
+        bench_scale(args)
+
+
+def bench_scale(args: argparse.Namespace) -> None:
+    from scale import bench_scale as run_scale
+    from scale import report
+
+    print(report(run_scale(args.scale_topics, args.scale_partitions)))
 
 
 def bench_compaction(args: argparse.Namespace) -> None:

@@ -34,12 +34,15 @@ from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.storage.cleaner import CleanerConfig
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
-from odradek.storage.log_manager import LogManager
+from odradek.storage.log_manager import DataDirLock, LogManager
 from odradek.storage.scrubber import LogScrubber, ScrubberConfig
 
 __all__ = ["Broker", "cleaner_config", "scrubber_config"]
 
 log = logging.getLogger("odradek.broker")
+
+#: Logs opened per turn of the event loop after start-up (a clean one takes ~0.2 ms).
+_OPEN_LOGS_PER_SLICE = 20
 
 
 def cleaner_config(config: BrokerConfig) -> CleanerConfig:
@@ -85,6 +88,7 @@ class Broker:
         self._server: asyncio.Server | None = None
         self._connections: set[KafkaConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._dir_lock: DataDirLock | None = None
         self.host = ""
         self.port = 0
         self.advertised_host = ""
@@ -109,7 +113,16 @@ class Broker:
 
     async def start(self) -> None:
         t0 = time.perf_counter()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything reads or writes the directory: one broker process per data dir.
+        self._dir_lock = DataDirLock(self.data_dir)
+        try:
+            await self._start(t0)
+        except BaseException:
+            self._dir_lock.release()
+            self._dir_lock = None
+            raise
+
+    async def _start(self, t0: float) -> None:
         self.metadata = MetadataStore(self.data_dir, self.node_id, self.config.cluster_id)
         self.logs = LogManager(
             self.data_dir,
@@ -120,8 +133,11 @@ class Broker:
             # event loop (or a client) wants to run (storage/offset_map.Pacer).
             cleaner_sleep=time.sleep,
             cleaner_cpu_time=time.thread_time,
+            max_open_files=self.config.log_max_open_files,
         )
-        self.logs.startup(self._log_config_for_topic)
+        # Logs open on first use and in the background (_open_logs), so start-up does not
+        # grow with the number of partitions.
+        self.logs.startup(self._log_config_for_topic, lazy=True)
         self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
         self.topics = TopicManager(self.config, self.metadata, self.logs)
         self.topics.reconcile()
@@ -147,6 +163,8 @@ class Broker:
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
+        if self.logs.pending_count:
+            self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
         if self.logs.cleaner.config.enable:
             self._tasks.append(asyncio.create_task(self._clean_logs(), name="odradek-cleaner"))
         if self.scrubber.config.enable:
@@ -184,7 +202,12 @@ class Broker:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         self._server = None
-        self.logs.shutdown()
+        try:
+            self.logs.shutdown()
+        finally:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+                self._dir_lock = None
         log.info("odradek broker %d stopped", self.node_id)
 
     async def __aenter__(self) -> Broker:
@@ -226,6 +249,16 @@ class Broker:
                     )
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _open_logs(self) -> None:
+        """Open the logs start-up only found, a few at a time between other work (a request
+        for one of them opens it at once)."""
+        t0 = time.perf_counter()
+        total = self.logs.pending_count
+        while self.logs.open_pending(_OPEN_LOGS_PER_SLICE):
+            await asyncio.sleep(0)
+        log.info("opened %d partition logs in the background in %.0f ms", total,
+                 (time.perf_counter() - t0) * 1000)
 
     async def _clean_logs(self) -> None:
         """Compaction: plan a pass here, copy on a worker thread (produce and fetch carry on and

@@ -95,6 +95,7 @@ class InternalTopic:
             num_partitions=self.partitions,
             replication_factor=1,
             configs=self._configs,
+            internal=True,
         )
         log.info("created %s with %d partitions", self.name, self.partitions)
 

@@ -3,20 +3,29 @@
 Synchronous; owned by the broker's event loop. Metadata goes to the :class:`MetadataStore` first
 and the partition logs are created after, so a crash in between leaves a topic whose missing
 partition directories are created again at start-up (:meth:`TopicManager.reconcile`).
+
+The broker holds at most ``max.broker.partitions`` partitions (:mod:`odradek.broker.limits`):
+creating a topic beyond it raises PolicyViolationError, adding partitions InvalidPartitionsError,
+each saying how many there are, the limit and its name. The broker's own internal topics count
+but are never refused (``create(internal=True)``). Start-up never refuses what is already
+on disk: more partitions than the limit are served, with a warning.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Mapping
 
+from odradek.broker.limits import default_max_broker_partitions
 from odradek.config import BrokerConfig, log_config_for, validate_topic_configs
 from odradek.errors import (
     InvalidPartitionsError,
     InvalidReplicationFactorError,
     InvalidRequestError,
     InvalidTopicError,
+    PolicyViolationError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -29,6 +38,8 @@ __all__ = ["TopicManager", "validate_topic_name", "MAX_TOPIC_NAME_LENGTH"]
 MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_PARTITIONS = 100_000
+
+_log = logging.getLogger("odradek.broker")
 
 
 def validate_topic_name(name: str) -> None:
@@ -51,6 +62,34 @@ class TopicManager:
         self._config = config
         self._store = store
         self._logs = logs
+        configured = config.max_broker_partitions
+        #: ``max.broker.partitions``, as configured or derived (see odradek.broker.limits).
+        self.max_partitions = (
+            configured if configured is not None else default_max_broker_partitions()
+        )
+        held = self.partition_count()
+        if held > self.max_partitions:
+            _log.warning(
+                "this broker holds %d partitions, more than max.broker.partitions (%d): it "
+                "serves them all but refuses new ones", held, self.max_partitions,
+            )
+
+    def partition_count(self) -> int:
+        """Partitions of every topic (internal ones included)."""
+        return sum(meta.partitions for meta in self._store.topics())
+
+    def _limit_exceeded(self, adding: int) -> str | None:
+        """Why adding ``adding`` partitions is refused, or None when it fits."""
+        held = self.partition_count()
+        if held + adding <= self.max_partitions:
+            return None
+        source = "" if self._config.max_broker_partitions is not None else (
+            ", derived from this process's memory"
+        )
+        return (
+            f"adding {adding} partitions would bring this broker to {held + adding}; it holds "
+            f"{held} and max.broker.partitions is {self.max_partitions}{source}"
+        )
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -83,7 +122,11 @@ class TopicManager:
         assignments: Mapping[int, list[int]] | None = None,
         configs: Mapping[str, str | None] | None = None,
         validate_only: bool = False,
+        internal: bool = False,
     ) -> TopicMetadata:
+        """Create a topic. ``internal`` marks the broker's own ``__consumer_offsets`` or
+        ``__transaction_state``: counted in ``max.broker.partitions`` but never refused by it,
+        since groups and transactions cannot work without them."""
         validate_topic_name(name)
         if self._store.topic(name) is not None:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
@@ -120,14 +163,16 @@ class TopicManager:
             )
         clean = validate_topic_configs(dict(configs or {}))
         log_config = log_config_for(self._config, clean)
+        refused = None if internal else self._limit_exceeded(num_partitions)
+        if refused is not None:
+            raise PolicyViolationError(f"cannot create topic {name!r}: {refused}")
         meta = TopicMetadata(
             name=name, topic_id=uuid.uuid4(), partitions=num_partitions, configs=clean
         )
         if validate_only:
             return meta
         self._store.put_topic(meta)
-        for p in range(num_partitions):
-            self._logs.create_log(name, p, log_config)
+        self._logs.create_logs(name, range(num_partitions), log_config)
         return meta
 
     def delete(self, name: str) -> TopicMetadata:
@@ -151,12 +196,16 @@ class TopicManager:
             raise InvalidPartitionsError(f"topic {name!r} already has {count} partitions")
         if count > MAX_PARTITIONS:
             raise InvalidPartitionsError(f"at most {MAX_PARTITIONS} partitions are allowed")
+        refused = self._limit_exceeded(count - meta.partitions)
+        if refused is not None:
+            raise InvalidPartitionsError(
+                f"cannot raise topic {name!r} to {count} partitions: {refused}"
+            )
         if validate_only:
             return meta
         log_config = log_config_for(self._config, meta.configs)
         new = self._store.update_topic(name, partitions=count)
-        for p in range(meta.partitions, count):
-            self._logs.create_log(name, p, log_config)
+        self._logs.create_logs(name, range(meta.partitions, count), log_config)
         return new
 
     def set_configs(
@@ -178,12 +227,12 @@ class TopicManager:
         """Make the disk agree with the metadata after a crash between the two: create partition
         logs the metadata names but the disk lacks, and delete logs of topics (or partitions)
         the metadata no longer has."""
-        for log in self._logs.all_logs():
-            meta = self._store.topic(log.topic)
-            if meta is None or log.partition >= meta.partitions:
-                self._logs.delete_log(log.topic, log.partition)
+        for topic, partition in self._logs.partitions():
+            meta = self._store.topic(topic)
+            if meta is None or partition >= meta.partitions:
+                self._logs.delete_log(topic, partition)
         for meta in self._store.topics():
             log_config = log_config_for(self._config, meta.configs)
             for p in range(meta.partitions):
-                if self._logs.get_log(meta.name, p) is None:
+                if not self._logs.has_log(meta.name, p):
                     self._logs.create_log(meta.name, p, log_config)

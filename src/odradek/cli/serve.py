@@ -1,10 +1,16 @@
-"""``odradek serve``: run one broker until SIGINT or SIGTERM, then shut down cleanly."""
+"""``odradek serve``: run one broker until SIGINT or SIGTERM, then shut down cleanly.
+
+The signal handlers are installed before the broker starts, so a signal during start-up stops
+it as soon as it is up. A second signal while the clean shutdown runs exits at once (exit status
+1, no clean-shutdown marker: the next start recovers).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -49,8 +55,18 @@ async def _serve(config: object) -> None:
     broker = Broker(config)  # type: ignore[arg-type]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            logging.getLogger("odradek.broker").warning(
+                "%s again: exiting without finishing the clean shutdown", sig.name
+            )
+            os._exit(1)
+        logging.getLogger("odradek.broker").info("%s: shutting down", sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     await broker.start()
     print(f"odradek listening on {broker.host}:{broker.port}", flush=True)
     try:

@@ -175,6 +175,8 @@ class BrokerConfig:
     default_replication_factor: int = _FROM_TABLE
     auto_create_topics_enable: bool = _FROM_TABLE
     delete_topic_enable: bool = _FROM_TABLE
+    max_broker_partitions: int | None = _FROM_TABLE
+    log_max_open_files: int | None = _FROM_TABLE
     log_segment_bytes: int = _FROM_TABLE
     log_roll_ms: int | None = _FROM_TABLE
     log_roll_hours: int = _FROM_TABLE

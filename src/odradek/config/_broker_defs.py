@@ -90,6 +90,16 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _bool("auto.create.topics.enable", True,
           "Create a topic when a client asks for metadata of, or produces to, an unknown one."),
     _bool("delete.topic.enable", True, "Allow DeleteTopics."),
+    _int("max.broker.partitions", None,
+         "Most partitions (all topics, internal ones included) this broker holds (KIP-578); "
+         "CreateTopics beyond it fails with POLICY_VIOLATION, CreatePartitions with "
+         "INVALID_PARTITIONS. Unset: half the memory the process may use at 256 KiB per "
+         "partition (odradek.broker.limits).", minimum=1),
+    _int("log.max.open.files", None,
+         "Most segment files (.log, and the append handles of .index, .timeindex and "
+         ".txnindex) held open at once; the least recently used is closed and reopened on "
+         "demand. Unset: a quarter of RLIMIT_NOFILE, between 16 and 4096, leaving the rest for "
+         "connections.", minimum=1),
     _int("log.segment.bytes", 1024 * 1024 * 1024, "Largest size of one segment file.",
          minimum=MIN_SEGMENT_BYTES),
     _long("log.roll.ms", None, "Roll a new segment after this long; overrides log.roll.hours.",

@@ -25,10 +25,12 @@ from odradek.protocol.precheck import check_request
 
 __all__ = [
     "API_VERSIONS_KEY",
+    "EncodedBody",
     "Request",
     "RequestPreamble",
     "peek_preamble",
     "decode_request",
+    "encode_entity",
     "encode_response",
     "request_schema",
     "response_schema",
@@ -151,17 +153,42 @@ class _Chunks:
         return n
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedBody:
+    """A response body a handler encoded itself (parts of it cached: Metadata for thousands of
+    partitions); ``flexible`` is the response schema's ``__flexible__``."""
+
+    data: bytes
+    flexible: bool
+
+
+def encode_entity(entity: Any) -> bytes:
+    """The bytes of one ``kio`` entity (a whole body or a nested struct), without a header."""
+    out = _Chunks()
+    out.small = bytearray()
+    _writer(type(entity))(out, entity)
+    if out.small:
+        out.parts.append(out.small)
+    return b"".join(out.parts)
+
+
 def encode_response(api_key: int, correlation_id: int, body: Any) -> bytes:
-    """Return the size-prefixed response frame for ``body`` (a ``kio`` response entity).
+    """Return the size-prefixed response frame for ``body`` (a ``kio`` response entity, or an
+    :class:`EncodedBody`).
 
     Record data is copied once, into the frame; nothing else is large enough to matter.
     """
     out = _Chunks()
-    if body.__flexible__ and api_key != API_VERSIONS_KEY:
+    encoded = isinstance(body, EncodedBody)
+    flexible = body.flexible if encoded else body.__flexible__
+    if flexible and api_key != API_VERSIONS_KEY:
         _writer(ResponseHeaderV1)(out, ResponseHeaderV1(correlation_id=i32(correlation_id)))
     else:
         _writer(ResponseHeaderV0)(out, ResponseHeaderV0(correlation_id=i32(correlation_id)))
-    _writer(type(body))(out, body)
+    if encoded:
+        out.write(body.data)
+    else:
+        _writer(type(body))(out, body)
     if out.small:
         out.parts.append(out.small)
     first = out.parts[0]

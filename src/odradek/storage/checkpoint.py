@@ -16,6 +16,8 @@ at WARNING.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = [
     "TMP_SUFFIX",
     "atomic_write",
     "fsync_dir",
+    "sync_filesystem",
     "write_checkpoint",
     "read_checkpoint",
     "write_offset_checkpoint",
@@ -51,6 +54,37 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        return libc.syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
+
+
+def sync_filesystem(directory: Path) -> None:
+    """Make everything written to the filesystem holding ``directory`` durable: Linux's
+    ``syncfs`` (one call instead of an fsync per file, for shutting down thousands of logs), or
+    ``os.sync`` where it is missing. Raises KafkaStorageError on a write-back error."""
+    if _syncfs is None:
+        os.sync()
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as e:
+        raise KafkaStorageError(f"cannot open {directory}: {e}") from e
+    try:
+        if _syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise KafkaStorageError(f"cannot sync {directory}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
@@ -71,9 +105,10 @@ def atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
         raise KafkaStorageError(f"cannot write {path}: {e}") from e
 
 
-def write_checkpoint(path: Path, version: int, entries: list[str]) -> None:
+def write_checkpoint(path: Path, version: int, entries: list[str], *, sync: bool = True) -> None:
+    """Atomically replace ``path``; without ``sync`` the caller makes it durable later."""
     text = f"{version}\n{len(entries)}\n" + "".join(f"{e}\n" for e in entries)
-    atomic_write(path, text.encode("utf-8"))
+    atomic_write(path, text.encode("utf-8"), sync=sync)
 
 
 def read_checkpoint(
@@ -117,9 +152,11 @@ def _parse_checkpoint(path: Path, version: int) -> tuple[list[str] | None, str |
     return entries, None
 
 
-def write_offset_checkpoint(path: Path, topic: str, partition: int, offset: int) -> None:
+def write_offset_checkpoint(
+    path: Path, topic: str, partition: int, offset: int, *, sync: bool = True
+) -> None:
     """One-partition version of Kafka's ``<topic> <partition> <offset>`` checkpoint (version 0)."""
-    write_checkpoint(path, 0, [f"{topic} {partition} {offset}"])
+    write_checkpoint(path, 0, [f"{topic} {partition} {offset}"], sync=sync)
 
 
 def read_offset_checkpoint(path: Path, *, if_damaged: str | None = None) -> int | None:

@@ -11,8 +11,12 @@ File format (Kafka's text checkpoint, version 0)::
     ...
 
 Entries have strictly increasing epochs and non-decreasing start offsets. The file is replaced
-atomically (write ``.tmp``, fsync, rename, fsync dir) whenever the cache changes, so a crash
-leaves the previous or the new version. The cache may name a start offset beyond the log end
+atomically (write ``.tmp``, rename) whenever the cache changes, so a crash leaves the previous or
+the new version. A new epoch (:meth:`LeaderEpochFileCache.assign`, on the first append of every
+partition) is written without fsync, as Kafka does since KAFKA-15046: the owner's
+:meth:`~LeaderEpochFileCache.flush` makes it durable before the log's recovery point moves past
+it, and recovery after a crash assigns the epochs of the batches after the recovery point again.
+Truncations are fsynced at once. The cache may name a start offset beyond the log end
 after a crash; start-up truncates it to the recovered log end.
 """
 
@@ -46,6 +50,7 @@ class LeaderEpochFileCache:
     def __init__(self, directory: Path) -> None:
         self.path = directory / LEADER_EPOCH_CHECKPOINT
         self._entries: list[EpochEntry] = []
+        self._unsynced = False
         lines = read_checkpoint(self.path, _VERSION, if_damaged=_FORGOTTEN)
         for line in lines or []:
             parts = line.split()
@@ -72,10 +77,17 @@ class LeaderEpochFileCache:
     def latest_epoch(self) -> int:
         return self._entries[-1].epoch if self._entries else UNDEFINED_EPOCH
 
-    def _flush(self) -> None:
+    def _flush(self, *, sync: bool = True) -> None:
         write_checkpoint(
-            self.path, _VERSION, [f"{e.epoch} {e.start_offset}" for e in self._entries]
+            self.path, _VERSION, [f"{e.epoch} {e.start_offset}" for e in self._entries],
+            sync=sync,
         )
+        self._unsynced = not sync
+
+    def flush(self) -> None:
+        """Make the file durable if a change was written without fsync."""
+        if self._unsynced:
+            self._flush()
 
     def assign(self, epoch: int, start_offset: int) -> bool:
         """Record that ``epoch`` starts at ``start_offset`` if it is newer than the latest
@@ -90,7 +102,7 @@ class LeaderEpochFileCache:
             while self._entries and self._entries[-1].start_offset > start_offset:
                 self._entries.pop()
         self._entries.append(EpochEntry(epoch, start_offset))
-        self._flush()
+        self._flush(sync=False)
         return True
 
     def truncate_from_end(self, end_offset: int) -> None:

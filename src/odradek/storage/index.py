@@ -30,6 +30,7 @@ from bisect import bisect_right
 from pathlib import Path
 
 from odradek.errors import KafkaStorageError
+from odradek.storage.open_files import OpenFileCache, open_cached
 
 __all__ = ["AppendOnlyFile", "CorruptIndexError", "OffsetIndex", "TimeIndex"]
 
@@ -42,35 +43,57 @@ class CorruptIndexError(Exception):
 
 class AppendOnlyFile:
     """An index file appended through one lazily opened O_APPEND handle, fsynced on flush.
-    Shared by the offset/time indexes and the transaction index; owned by its segment."""
+    Shared by the offset/time indexes and the transaction index; owned by its segment. With an
+    :class:`~odradek.storage.open_files.OpenFileCache` the handle counts against
+    ``log.max.open.files`` and may be closed between uses (reopened on the next append or flush;
+    the dirty flag survives, so a flush still fsyncs what was written)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, files: OpenFileCache | None = None) -> None:
         self.path = path
+        self.files = files
         self._fd: int | None = None
         self._dirty = False
 
+    def _handle(self) -> int:
+        fd = self._fd
+        if fd is not None:
+            if self.files is not None:
+                self.files.touch(self)
+            return fd
+        fd = open_cached(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.files, self)
+        self._fd = fd
+        return fd
+
     def _write(self, data: bytes) -> None:
         try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self._fd, data)
+            os.write(self._handle(), data)
         except OSError as e:
             raise KafkaStorageError(f"cannot write {self.path}: {e}") from e
         self._dirty = True
 
     def flush(self) -> None:
-        if self._fd is not None and self._dirty:
+        if self._dirty:
             try:
-                os.fsync(self._fd)
+                os.fsync(self._handle())
             except OSError as e:
                 raise KafkaStorageError(f"cannot fsync {self.path}: {e}") from e
             self._dirty = False
 
-    def close_handle(self) -> None:
-        """Close the append handle (an inactive segment's index is read-only, in memory)."""
+    def evict(self) -> None:
+        """Called by the open-file cache: close the handle, keep the dirty flag."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def close_handle(self) -> None:
+        """Close the append handle (an inactive segment's index is read-only, in memory). What
+        was not flushed is no longer this object's concern (callers flush first, or delete)."""
+        self._dirty = False
+        if self._fd is not None:
+            if self.files is not None:
+                self.files.remove(self)
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     def close(self) -> None:
         self.flush()
@@ -80,8 +103,11 @@ class AppendOnlyFile:
 class _IndexFile(AppendOnlyFile):
     entry_size = 8
 
-    def __init__(self, path: Path, base_offset: int, max_index_size: int) -> None:
-        super().__init__(path)
+    def __init__(
+        self, path: Path, base_offset: int, max_index_size: int, *,
+        files: OpenFileCache | None = None,
+    ) -> None:
+        super().__init__(path, files=files)
         self.base_offset = base_offset
         self.max_entries = max(1, max_index_size // self.entry_size)
         self._loaded = False
@@ -108,7 +134,11 @@ class _IndexFile(AppendOnlyFile):
         self._clear()
         self._loaded = True
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                # Not O_TRUNC on a new file: ext4 flushes a truncated file at every close.
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC, 0o644)
             os.close(fd)
         except OSError as e:
             raise KafkaStorageError(f"cannot create index {self.path}: {e}") from e
@@ -172,8 +202,11 @@ class OffsetIndex(_IndexFile):
     entry_size = 8
     _ENTRY = struct.Struct(">ii")
 
-    def __init__(self, path: Path, base_offset: int, max_index_size: int) -> None:
-        super().__init__(path, base_offset, max_index_size)
+    def __init__(
+        self, path: Path, base_offset: int, max_index_size: int, *,
+        files: OpenFileCache | None = None,
+    ) -> None:
+        super().__init__(path, base_offset, max_index_size, files=files)
         self._rel = array("i")
         self._pos = array("i")
 
@@ -259,8 +292,11 @@ class TimeIndex(_IndexFile):
     entry_size = 12
     _ENTRY = struct.Struct(">qi")
 
-    def __init__(self, path: Path, base_offset: int, max_index_size: int) -> None:
-        super().__init__(path, base_offset, max_index_size)
+    def __init__(
+        self, path: Path, base_offset: int, max_index_size: int, *,
+        files: OpenFileCache | None = None,
+    ) -> None:
+        super().__init__(path, base_offset, max_index_size, files=files)
         self._ts = array("q")
         self._rel = array("i")
 

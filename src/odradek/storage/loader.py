@@ -64,6 +64,7 @@ from odradek.storage.checkpoint import (
 from odradek.storage.epoch import LeaderEpochFileCache
 from odradek.storage.index import CorruptIndexError
 from odradek.storage.log_config import LogConfig
+from odradek.storage.open_files import OpenFileCache
 from odradek.storage.producer_state import EndTxnMarker, ProducerStateManager, read_end_txn_marker
 from odradek.storage.segment import (
     CLEANED_SUFFIX,
@@ -108,6 +109,9 @@ class LoadedLog:
     segments: tuple[LogSegment, ...]
     log_start_offset: int
     log_end_offset: int
+    #: False when loading created the directory's first segment without fsyncing the
+    #: directories: the log does that before anything in it must be durable (its first flush).
+    directory_synced: bool = True
 
 
 class LogLoader:
@@ -121,8 +125,11 @@ class LogLoader:
         now_ms: int,
         epoch_cache: LeaderEpochFileCache,
         producer_state: ProducerStateManager,
+        *,
+        files: OpenFileCache | None = None,
     ) -> None:
         self.directory = directory
+        self.files = files
         self.config = config
         self.now_ms = now_ms
         self.epoch_cache = epoch_cache
@@ -174,9 +181,10 @@ class LogLoader:
         for seg in segments[:-1]:
             seg.offset_index.close_handle()
             seg.time_index.close_handle()
+        directory_synced = True
         if not segments:
             segments = [self._create(max(start_ckpt or 0, 0))]
-            fsync_dir(self.directory)
+            directory_synced = False
         active = segments[-1]
         assert active.next_offset is not None
         log_end_offset = active.next_offset
@@ -203,15 +211,19 @@ class LogLoader:
                 seg.flush()
                 if seg is not segments[-1]:
                     seg.txn_index.close_handle()
-        return LoadedLog(tuple(segments), log_start_offset, log_end_offset)
+        return LoadedLog(tuple(segments), log_start_offset, log_end_offset, directory_synced)
 
     def _open_existing(self, base: int) -> LogSegment:
-        seg = LogSegment.open_existing(self.directory, base, self.config, now_ms=self.now_ms)
+        seg = LogSegment.open_existing(
+            self.directory, base, self.config, now_ms=self.now_ms, files=self.files
+        )
         self._opened.append(seg)
         return seg
 
     def _create(self, base: int) -> LogSegment:
-        seg = LogSegment.create(self.directory, base, self.config, now_ms=self.now_ms)
+        seg = LogSegment.create(
+            self.directory, base, self.config, now_ms=self.now_ms, files=self.files
+        )
         self._opened.append(seg)
         return seg
 

@@ -77,6 +77,7 @@ from odradek.storage.loader import (
     LogLoader,
 )
 from odradek.storage.log_config import LogConfig
+from odradek.storage.open_files import OpenFileCache
 from odradek.storage.producer_state import (
     ActiveProducer,
     ProducerStateEntry,
@@ -240,8 +241,10 @@ class PartitionLog:
         loaded: LoadedLog,
         epoch_cache: LeaderEpochFileCache,
         producer_state: ProducerStateManager,
+        files: OpenFileCache | None = None,
     ) -> None:
         self.directory = directory
+        self._files = files
         self.topic = topic
         self.partition = partition
         self.config = config
@@ -261,6 +264,14 @@ class PartitionLog:
         self._pending_deletes: list[tuple[int, list[Path]]] = []
         self._closed = False
         self.health = PartitionHealth(topic, partition)
+        # A new partition's directory (and its entry in the data directory) is fsynced by the
+        # first flush, not at creation: nothing in it needs to be durable before then, and a
+        # lost directory is created again from the topic metadata (TopicManager.reconcile).
+        self._directories_unsynced = not loaded.directory_synced
+        # The values last written to the two offset checkpoints (None: unknown), so that
+        # closing an unchanged log rewrites neither.
+        self._checkpointed_recovery_point: int | None = None
+        self._checkpointed_log_start: int | None = None
 
     # == loading =================================================================================
 
@@ -274,10 +285,12 @@ class PartitionLog:
         clock: Clock,
         *,
         recover: bool,
+        files: OpenFileCache | None = None,
     ) -> PartitionLog:
         """Open (creating if needed) the partition directory ``directory`` itself, i.e. the
         ``<topic>-<partition>`` folder. ``recover`` says the previous shutdown was unclean;
-        :mod:`odradek.storage.loader` describes what loading does."""
+        :mod:`odradek.storage.loader` describes what loading does. ``files`` bounds the
+        segment files held open (``log.max.open.files``; None: each segment keeps its own)."""
         path = Path(directory)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -285,12 +298,16 @@ class PartitionLog:
             raise KafkaStorageError(f"cannot create {path}: {e}") from e
         epoch_cache = LeaderEpochFileCache(path)
         producer_state = ProducerStateManager(path)
-        loader = LogLoader(path, config, clock.milliseconds(), epoch_cache, producer_state)
+        loader = LogLoader(
+            path, config, clock.milliseconds(), epoch_cache, producer_state, files=files
+        )
         try:
             loaded = loader.load(recover)
         except OSError as e:
             raise KafkaStorageError(f"cannot load {path}: {e}") from e
-        return cls(path, topic, partition, config, clock, loaded, epoch_cache, producer_state)
+        return cls(
+            path, topic, partition, config, clock, loaded, epoch_cache, producer_state, files
+        )
 
     def _set_segments(self, segments: list[LogSegment]) -> None:
         self._segments = segments
@@ -565,10 +582,13 @@ class PartitionLog:
             return old
         old.on_become_inactive()  # fsyncs the old segment
         self.producer_state.take_snapshot(new_base)
-        seg = LogSegment.create(self.directory, new_base, self.config, now_ms=now)
-        fsync_dir(self.directory)
+        seg = LogSegment.create(
+            self.directory, new_base, self.config, now_ms=now, files=self._files
+        )
         self._segments.append(seg)
         self._bases.append(new_base)
+        self.epoch_cache.flush()
+        self._maybe_sync_directories()
         self._recovery_point = max(self._recovery_point, old.base_offset, new_base)
         self._write_recovery_point()
         return seg
@@ -580,8 +600,16 @@ class PartitionLog:
         self._check_open()
         for seg in self._segments:
             seg.flush()
+        self.epoch_cache.flush()
+        self._maybe_sync_directories()
         self._recovery_point = self._log_end_offset
         self._last_flush_ms = self.clock.milliseconds()
+
+    def _maybe_sync_directories(self) -> None:
+        if self._directories_unsynced:
+            fsync_dir(self.directory)
+            fsync_dir(self.directory.parent)
+            self._directories_unsynced = False
 
     @_guarded("flush")
     def maybe_flush(self, now_ms: int) -> bool:
@@ -595,21 +623,29 @@ class PartitionLog:
             return True
         return False
 
-    def _write_recovery_point(self) -> None:
+    def _write_recovery_point(self, *, sync: bool = True) -> None:
+        if self._checkpointed_recovery_point == self._recovery_point:
+            return
         write_offset_checkpoint(
             self.directory / RECOVERY_POINT_CHECKPOINT,
             self.topic,
             self.partition,
             self._recovery_point,
+            sync=sync,
         )
+        self._checkpointed_recovery_point = self._recovery_point
 
-    def _write_log_start_offset(self) -> None:
+    def _write_log_start_offset(self, *, sync: bool = True) -> None:
+        if self._checkpointed_log_start == self._log_start_offset:
+            return
         write_offset_checkpoint(
             self.directory / LOG_START_OFFSET_CHECKPOINT,
             self.topic,
             self.partition,
             self._log_start_offset,
+            sync=sync,
         )
+        self._checkpointed_log_start = self._log_start_offset
 
     # == reading =================================================================================
 
@@ -878,6 +914,7 @@ class PartitionLog:
         manifest = d / (SWAP_MANIFEST + SWAP_SUFFIX)
         for seg in new:
             seg.config = self.config
+            seg.attach_files(self._files)
             seg.rename_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)
             step("cleaned-to-swap")
         fsync_dir(d)
@@ -935,18 +972,26 @@ class PartitionLog:
             seg.close_handles()
 
     @_guarded("close")
-    def close(self) -> None:
+    def close(self, *, synced: bool = False) -> None:
         """Flush, record the final time-index entry, snapshot producer state at the log end and
-        write both offset checkpoints, so a later ``open(recover=False)`` needs no rescan."""
+        write both offset checkpoints, so a later ``open(recover=False)`` needs no rescan.
+
+        ``synced`` says the caller has already made everything appended durable (one
+        ``syncfs`` for all logs, :meth:`LogManager.shutdown`) and will do the same for what
+        this writes: no fsync per file then."""
         if self._closed:
             return
-        self.flush()
+        if synced:
+            self._recovery_point = self._log_end_offset
+            self._directories_unsynced = False
+        else:
+            self.flush()
         for seg in self._segments[:-1]:
             seg.close_handles()
-        self._segments[-1].close()
-        self.producer_state.take_snapshot(self._log_end_offset)
-        self._write_recovery_point()
-        self._write_log_start_offset()
+        self._segments[-1].close(sync=not synced)
+        self.producer_state.take_snapshot(self._log_end_offset, sync=not synced)
+        self._write_recovery_point(sync=not synced)
+        self._write_log_start_offset(sync=not synced)
         self._delete_due_files(0, everything=True)
         self._closed = True
 

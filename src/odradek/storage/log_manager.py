@@ -12,6 +12,23 @@ recovery; the marker is deleted once all logs are open, so a crash from then on 
 Without the marker and without any partition log there is nothing to recover: start-up reports
 a new data directory, not an unclean shutdown.
 
+**Lazy opening.** ``startup(lazy=True)`` (what the broker does) only lists the partition
+directories: a log is opened (and, after an unclean shutdown, recovered) on first use
+(:meth:`get_log`) or by :meth:`open_pending`, which the broker calls in slices after it starts
+serving, so start-up time and memory do not grow with the number of partitions. Until then a
+partition costs a dictionary entry. A clean shutdown with partitions still waiting for recovery
+writes no marker: they are recovered on the next start.
+
+**Shutdown** closes every log without an fsync per file: one ``syncfs`` of the data directory's
+filesystem first makes everything appended durable, then the logs write their final index
+entries, producer snapshots and checkpoints (unchanged checkpoints are not rewritten), a second
+``syncfs`` makes those durable, and only then is the marker written. A crash at any point before
+the marker leaves checkpoints that are old or new but never ahead of durable data.
+
+**Lock.** :class:`DataDirLock` (``.lock``, an ``flock``) keeps a second broker process off a data
+directory in use: a broker starting while the previous one was still shutting down deleted the
+``.tmp`` files of checkpoints being written (start-up removes them as crash leftovers).
+
 Compaction: :attr:`LogManager.cleaner` is the :class:`~odradek.storage.cleaner.LogCleaner` of
 these logs. :meth:`clean_once` runs one whole pass inline; a broker with a cleaner thread instead
 calls ``cleaner.grab_filthiest(now)`` here, ``task.run()`` on the thread and
@@ -21,24 +38,35 @@ calls ``cleaner.grab_filthiest(now)`` here, ``task.run()`` on the thread and
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from odradek.clock import Clock
 from odradek.errors import KafkaStorageError
-from odradek.storage.checkpoint import fsync_dir
+from odradek.storage.checkpoint import fsync_dir, sync_filesystem
 from odradek.storage.cleaner import CleanerConfig, CleanResult, LogCleaner
 from odradek.storage.health import os_error_of
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
+from odradek.storage.open_files import OpenFileCache, default_max_open_files
 
-__all__ = ["CLEAN_SHUTDOWN_FILE", "LogManager", "parse_partition_dir", "partition_dir_name"]
+__all__ = [
+    "CLEAN_SHUTDOWN_FILE",
+    "LOCK_FILE",
+    "DataDirLock",
+    "LogManager",
+    "parse_partition_dir",
+    "partition_dir_name",
+]
 
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
+LOCK_FILE = ".lock"
 
 _PARTITION_DIR = re.compile(r"^([A-Za-z0-9._-]+)-(\d+)$")
 _DELETED_DIR = re.compile(r"^[A-Za-z0-9._-]+-\d+\.[0-9a-f]+-delete$")
@@ -59,6 +87,35 @@ def parse_partition_dir(name: str) -> tuple[str, int] | None:
     return m.group(1), int(m.group(2))
 
 
+class DataDirLock:
+    """An exclusive ``flock`` on ``<data dir>/.lock`` (Kafka's log directory lock), held by one
+    broker process from start to stop. Owned by whoever created it; :meth:`release` is
+    idempotent, and the kernel drops the lock when the process dies."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        path = Path(data_dir) / LOCK_FILE
+        try:
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot create {path}: {e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            raise KafkaStorageError(
+                f"data directory {data_dir} is in use by another process (cannot lock {path}: "
+                f"{e.strerror})"
+            ) from e
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
 class LogManager:
     """Opens, creates, deletes and maintains the :class:`PartitionLog` s of a data directory."""
 
@@ -71,11 +128,22 @@ class LogManager:
         cleaner_config: CleanerConfig | None = None,
         cleaner_sleep: Callable[[float], None] | None = None,
         cleaner_cpu_time: Callable[[], float] | None = None,
+        max_open_files: int | None = None,
     ) -> None:
+        """``max_open_files`` is ``log.max.open.files`` (None: derived from RLIMIT_NOFILE,
+        see :func:`~odradek.storage.open_files.default_max_open_files`)."""
         self.data_dir = Path(data_dir)
+        #: Every segment file the logs hold open, least recently used closed first.
+        self.open_files = OpenFileCache(max_open_files or default_max_open_files())
         self.clock = clock
         self.default_config = default_config
         self._logs: dict[tuple[str, int], PartitionLog] = {}
+        # Partition directories found at start-up and not opened yet -> whether they need
+        # recovery (see "Lazy opening" in the module docstring).
+        self._unopened: dict[tuple[str, int], bool] = {}
+        # Of those, the ones open_pending failed to open (not retried in the background).
+        self._failed: set[tuple[str, int]] = set()
+        self._configs: ConfigSource = None
         self._topic_configs: dict[str, LogConfig] = {}
         self.had_clean_shutdown = False
         self.cleaner = LogCleaner(
@@ -85,8 +153,9 @@ class LogManager:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def startup(self, configs: ConfigSource = None) -> None:
-        """Open every partition directory (recovering if the last shutdown was unclean).
+    def startup(self, configs: ConfigSource = None, *, lazy: bool = False) -> None:
+        """Open every partition directory (recovering if the last shutdown was unclean), or with
+        ``lazy`` only list them (see the module docstring).
 
         ``configs`` gives a topic's LogConfig (a callable or a mapping; None or a missing
         topic means the default config)."""
@@ -97,24 +166,22 @@ class LogManager:
         marker = self.data_dir / CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
         self.had_clean_shutdown = clean
+        self._configs = configs
         recovered = 0
-        for name in sorted(os.listdir(self.data_dir)):
-            path = self.data_dir / name
-            if not path.is_dir():
-                continue
+        with os.scandir(self.data_dir) as entries:
+            names = sorted(e.name for e in entries if e.is_dir())
+        for name in names:
             if _DELETED_DIR.match(name):
-                shutil.rmtree(path, ignore_errors=True)
+                shutil.rmtree(self.data_dir / name, ignore_errors=True)
                 continue
             parsed = parse_partition_dir(name)
             if parsed is None:
                 continue
-            topic, partition = parsed
-            config = self._config_from(configs, topic)
-            self._logs[parsed] = PartitionLog.open(
-                path, topic, partition, config, self.clock, recover=not clean
-            )
+            self._unopened[parsed] = not clean
             if not clean:
                 recovered += 1
+        if not lazy:
+            self.open_pending()
         if clean:
             marker.unlink()
             fsync_dir(self.data_dir)
@@ -125,7 +192,46 @@ class LogManager:
         else:
             # No marker and no log: a first start (or nothing was ever written), not a crash.
             how = "new data directory"
-        log.info("loaded %d partition logs from %s (%s)", len(self._logs), self.data_dir, how)
+        log.info(
+            "%s %d partition logs from %s (%s)", "found" if lazy else "loaded",
+            len(self._logs) + len(self._unopened), self.data_dir, how,
+        )
+
+    @property
+    def pending_count(self) -> int:
+        """Partition logs found at start-up and not opened yet (failed ones excluded)."""
+        return len(self._unopened) - len(self._failed)
+
+    def open_pending(self, limit: int | None = None) -> int:
+        """Open up to ``limit`` (None: all) of the logs not opened yet; returns how many are
+        left. A log that fails to open is logged and left alone (each use tries again and
+        raises KafkaStorageError)."""
+        n = 0
+        for key in list(self._unopened):
+            if limit is not None and n >= limit:
+                break
+            if key in self._failed:
+                continue
+            n += 1
+            try:
+                self._open_found(key)
+            except Exception:  # noqa: BLE001 - one bad partition must not stop the others
+                log.exception("cannot open the log of %s-%d", *key)
+                self._failed.add(key)
+        return self.pending_count
+
+    def _open_found(self, key: tuple[str, int]) -> PartitionLog:
+        recover = self._unopened[key]
+        topic, partition = key
+        config = self._config_from(self._configs, topic)
+        plog = PartitionLog.open(
+            self.data_dir / partition_dir_name(topic, partition), topic, partition, config,
+            self.clock, recover=recover, files=self.open_files,
+        )
+        del self._unopened[key]
+        self._failed.discard(key)
+        self._logs[key] = plog
+        return plog
 
     def _config_from(self, configs: ConfigSource, topic: str) -> LogConfig:
         config: LogConfig | None = None
@@ -139,17 +245,42 @@ class LogManager:
         return self._topic_configs.get(topic, self.default_config)
 
     def shutdown(self) -> None:
-        """Cancel cleaning, close every log, then write the clean-shutdown marker."""
+        """Cancel cleaning, close every log, then write the clean-shutdown marker (see the
+        module docstring for the order of the syncs)."""
+        t0 = time.monotonic()
         self.cleaner.shutdown()
-        errors = []
+        errors: list[BaseException] = []
+        try:
+            # Everything appended so far becomes durable in one call, not one fsync per file.
+            sync_filesystem(self.data_dir)
+        except KafkaStorageError as e:
+            log.error("%s", e)
+            errors.append(e)
         for key, plog in list(self._logs.items()):
             try:
-                plog.close()
+                plog.close(synced=not errors)
             except Exception as e:  # keep closing the others; no marker if any failed
                 log.exception("closing %s-%d failed", *key)
                 errors.append(e)
+        closed = len(self._logs)
         self._logs.clear()
+        if not errors:
+            try:
+                sync_filesystem(self.data_dir)
+            except KafkaStorageError as e:
+                log.error("%s", e)
+                errors.append(e)
+        unrecovered = sum(self._unopened.values())
+        self._unopened.clear()
+        self._failed.clear()
+        log.info("closed %d partition logs in %.0f ms", closed, (time.monotonic() - t0) * 1000)
         if errors:
+            return
+        if unrecovered:
+            log.warning(
+                "%d partition logs were never opened after the unclean shutdown: no "
+                "clean-shutdown marker, so the next start recovers them", unrecovered,
+            )
             return
         marker = self.data_dir / CLEAN_SHUTDOWN_FILE
         try:
@@ -165,9 +296,25 @@ class LogManager:
     # -- partitions -------------------------------------------------------------------------
 
     def get_log(self, topic: str, partition: int) -> PartitionLog | None:
-        return self._logs.get((topic, partition))
+        """The partition's log, opening it now if start-up only found it (raises
+        KafkaStorageError when that fails)."""
+        key = (topic, partition)
+        plog = self._logs.get(key)
+        if plog is None and key in self._unopened:
+            plog = self._open_found(key)
+        return plog
+
+    def has_log(self, topic: str, partition: int) -> bool:
+        """Whether the partition has a log, opened or not (opens nothing)."""
+        key = (topic, partition)
+        return key in self._logs or key in self._unopened
+
+    def partitions(self) -> list[tuple[str, int]]:
+        """Every partition with a log, opened or not."""
+        return [*self._logs, *self._unopened]
 
     def all_logs(self) -> list[PartitionLog]:
+        """The logs opened so far (all of them once :attr:`pending_count` is 0)."""
         return list(self._logs.values())
 
     def logs_for_topic(self, topic: str) -> list[PartitionLog]:
@@ -177,27 +324,46 @@ class LogManager:
         self, topic: str, partition: int, config: LogConfig | None = None
     ) -> PartitionLog:
         """Open or create the log of ``topic``/``partition`` (returns an existing one)."""
-        existing = self._logs.get((topic, partition))
-        if existing is not None:
-            return existing
+        return self.create_logs(topic, (partition,), config)[0]
+
+    def create_logs(
+        self, topic: str, partitions: Iterable[int], config: LogConfig | None = None
+    ) -> list[PartitionLog]:
+        """:meth:`create_log` for several partitions of one topic, with one fsync of the data
+        directory for all of them."""
         if config is not None:
             self._topic_configs[topic] = config
         else:
             config = self._topic_configs.get(topic, self.default_config)
-        path = self.data_dir / partition_dir_name(topic, partition)
+        out = []
+        created = False
         try:
-            plog = PartitionLog.open(path, topic, partition, config, self.clock, recover=False)
-        except KafkaStorageError as e:
-            # Once per partition asked for (a CreateTopics), not per request after it.
-            log.error("creating the log of %s-%d failed (errno %s): %s", topic, partition,
-                      getattr(os_error_of(e), "errno", None), e)
-            raise
-        fsync_dir(self.data_dir)
-        self._logs[(topic, partition)] = plog
-        return plog
+            for partition in partitions:
+                plog = self.get_log(topic, partition)
+                if plog is None:
+                    path = self.data_dir / partition_dir_name(topic, partition)
+                    try:
+                        plog = PartitionLog.open(
+                            path, topic, partition, config, self.clock, recover=False,
+                            files=self.open_files,
+                        )
+                    except KafkaStorageError as e:
+                        # Once per partition asked for (a CreateTopics), not per request after it.
+                        log.error("creating the log of %s-%d failed (errno %s): %s", topic,
+                                  partition, getattr(os_error_of(e), "errno", None), e)
+                        raise
+                    self._logs[(topic, partition)] = plog
+                    created = True
+                out.append(plog)
+        finally:
+            if created:
+                fsync_dir(self.data_dir)
+        return out
 
     def delete_log(self, topic: str, partition: int) -> bool:
         """Delete a partition's log and directory; returns whether there was one."""
+        self._unopened.pop((topic, partition), None)
+        self._failed.discard((topic, partition))
         plog = self._logs.pop((topic, partition), None)
         if plog is not None:
             self.cleaner.forget(plog)

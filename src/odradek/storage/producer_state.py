@@ -539,9 +539,10 @@ class ProducerStateManager:
             raise ValueError("trailing bytes in snapshot")
         return out
 
-    def take_snapshot(self, offset: int) -> None:
-        """Write ``<offset>.snapshot`` and keep only the newest :data:`SNAPSHOTS_TO_KEEP`."""
-        atomic_write(self.snapshot_path(offset), self.encode())
+    def take_snapshot(self, offset: int, *, sync: bool = True) -> None:
+        """Write ``<offset>.snapshot`` and keep only the newest :data:`SNAPSHOTS_TO_KEEP`
+        (without ``sync`` the caller makes it durable later)."""
+        atomic_write(self.snapshot_path(offset), self.encode(), sync=sync)
         offsets = self.snapshot_offsets()
         for old in offsets[:-SNAPSHOTS_TO_KEEP]:
             self._delete_snapshot(old)

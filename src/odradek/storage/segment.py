@@ -13,6 +13,13 @@ loses nothing acknowledged) and fsynced only by :meth:`flush`. A machine crash c
 torn or garbage tail after the last fsync; :meth:`recover` re-validates batch by batch and
 truncates at the first invalid byte, rebuilding both indexes.
 
+Descriptors: the ``.log`` handle and the indexes' append handles are opened on first use. Given
+an :class:`~odradek.storage.open_files.OpenFileCache` (the log manager's ``log.max.open.files``),
+each counts against it and may be closed between uses; it is reopened on the next one, and a
+flush after an eviction fsyncs the file through the new handle. Code here therefore reads
+:attr:`LogSegment.fd` again for every system call instead of keeping the number across a call
+that may open another file.
+
 A segment may also live under a file suffix (``.cleaned`` or ``.swap``): the log cleaner builds
 replacement segments that way and moves them to their final names with :meth:`rename_suffix`
 (see :mod:`odradek.storage.log` for the swap and :mod:`odradek.storage.loader` for what a
@@ -41,6 +48,7 @@ from odradek.protocol.records import (
 )
 from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 from odradek.storage.log_config import LogConfig
+from odradek.storage.open_files import OpenFileCache, open_cached
 from odradek.storage.txn_index import TXN_INDEX_SUFFIX, TransactionIndex
 
 __all__ = [
@@ -87,6 +95,16 @@ def segment_file_name(offset: int, suffix: str) -> str:
     return f"{offset:020d}{suffix}"
 
 
+def _create_file(path: Path, flags: int, files: OpenFileCache | None, owner: LogSegment) -> int:
+    """Create ``path`` empty. O_TRUNC only when it exists: on ext4 a file truncated to zero
+    has its dirty data pushed out at every close (auto_da_alloc), and the open-file cache closes
+    active segments often."""
+    try:
+        return open_cached(path, flags | os.O_CREAT | os.O_EXCL, files, owner)
+    except FileExistsError:
+        return open_cached(path, flags | os.O_TRUNC, files, owner)
+
+
 class SegmentCorruptError(CorruptRecordError):
     """Segment data that should be whole batches is not: at start-up the loader falls back to
     recovery; on a read it is answered with CORRUPT_MESSAGE (Kafka's code for a corrupt batch
@@ -120,8 +138,10 @@ class LogSegment:
         *,
         created_ms: int,
         suffix: str = "",
+        files: OpenFileCache | None = None,
     ) -> None:
         self.directory = directory
+        self.files = files
         self.base_offset = base_offset
         self.config = config
         self.suffix = suffix
@@ -130,16 +150,19 @@ class LogSegment:
             directory / (segment_file_name(base_offset, INDEX_SUFFIX) + suffix),
             base_offset,
             config.segment_index_bytes,
+            files=files,
         )
         self.time_index = TimeIndex(
             directory / (segment_file_name(base_offset, TIME_INDEX_SUFFIX) + suffix),
             base_offset,
             config.segment_index_bytes,
+            files=files,
         )
         # Aborted transactions whose ABORT marker is in this segment; the file is created
         # lazily by the first entry (see txn_index.py).
         self.txn_index = TransactionIndex(
-            directory / (segment_file_name(base_offset, TXN_INDEX_SUFFIX) + suffix), base_offset
+            directory / (segment_file_name(base_offset, TXN_INDEX_SUFFIX) + suffix), base_offset,
+            files=files,
         )
         self._fd: int | None = None
         self.size = 0
@@ -156,13 +179,13 @@ class LogSegment:
     @classmethod
     def create(
         cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int,
-        suffix: str = "",
+        suffix: str = "", files: OpenFileCache | None = None,
     ) -> LogSegment:
         """A new, empty segment (truncating files of the same names); ``suffix`` is appended to
         every file name (``.cleaned`` for a segment the cleaner is building)."""
-        seg = cls(directory, base_offset, config, created_ms=now_ms, suffix=suffix)
+        seg = cls(directory, base_offset, config, created_ms=now_ms, suffix=suffix, files=files)
         try:
-            fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            fd = _create_file(seg.log_path, os.O_RDWR | os.O_APPEND, files, seg)
         except OSError as e:
             raise KafkaStorageError(f"cannot create {seg.log_path}: {e}") from e
         seg._fd = fd
@@ -175,10 +198,11 @@ class LogSegment:
 
     @classmethod
     def open_existing(
-        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int
+        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int,
+        files: OpenFileCache | None = None,
     ) -> LogSegment:
         """Open without reading data (sizes come from ``stat``, stats from the indexes)."""
-        seg = cls(directory, base_offset, config, created_ms=now_ms)
+        seg = cls(directory, base_offset, config, created_ms=now_ms, files=files)
         try:
             seg.size = os.stat(seg.log_path).st_size
         except OSError as e:
@@ -191,12 +215,41 @@ class LogSegment:
 
     @property
     def fd(self) -> int:
-        if self._fd is None:
-            try:
-                self._fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND)
-            except OSError as e:
-                raise KafkaStorageError(f"cannot open {self.log_path}: {e}") from e
-        return self._fd
+        """The ``.log`` descriptor, opened on demand; valid until the next call that may open
+        another cached file (see the module docstring)."""
+        fd = self._fd
+        if fd is not None:
+            if self.files is not None:
+                self.files.touch(self)
+            return fd
+        try:
+            fd = open_cached(self.log_path, os.O_RDWR | os.O_APPEND, self.files, self)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot open {self.log_path}: {e}") from e
+        self._fd = fd
+        return fd
+
+    def evict(self) -> None:
+        """Called by the open-file cache: close the ``.log`` descriptor (the dirty flag stays,
+        so the next :meth:`flush` reopens the file to fsync it)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def attach_files(self, files: OpenFileCache | None) -> None:
+        """Hand this segment's descriptors to ``files`` (a cleaned, fsynced segment joining its
+        log); open ones are closed first and reopened on demand."""
+        self.close_handles()
+        self.files = files
+        for f in (self.offset_index, self.time_index, self.txn_index):
+            f.files = files
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            if self.files is not None:
+                self.files.remove(self)
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
     # -- statistics -------------------------------------------------------------------------
 
@@ -282,9 +335,9 @@ class LogSegment:
         self.next_offset = batches[-1].next_offset
 
     def flush(self) -> None:
-        if self._dirty and self._fd is not None:
+        if self._dirty:
             try:
-                os.fsync(self._fd)
+                os.fsync(self.fd)
             except OSError as e:
                 raise KafkaStorageError(f"cannot fsync {self.log_path}: {e}") from e
             self._dirty = False
@@ -302,25 +355,27 @@ class LogSegment:
         self.time_index.close_handle()
         self.txn_index.close_handle()
 
-    def close(self) -> None:
+    def close(self, *, sync: bool = True) -> None:
+        """Record the final time-index entry and close; without ``sync`` nothing is fsynced
+        (the caller syncs the whole filesystem)."""
         if self.size > 0 and self._max_ts is not None:
             self.time_index.maybe_append(self._max_ts, self._offset_of_max_ts)
-        self.flush()
-        self.offset_index.close()
-        self.time_index.close()
-        self.txn_index.close()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def close_handles(self) -> None:
-        """Close file descriptors without flushing (used before deleting)."""
+        if sync:
+            self.flush()
         self.offset_index.close_handle()
         self.time_index.close_handle()
         self.txn_index.close_handle()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close_fd()
+        self._dirty = False
+
+    def close_handles(self) -> None:
+        """Close file descriptors without flushing (used before deleting, or on a segment that
+        is already fsynced)."""
+        self.offset_index.close_handle()
+        self.time_index.close_handle()
+        self.txn_index.close_handle()
+        self._close_fd()
+        self._dirty = False
 
     def rename_suffix(self, old: str, new: str) -> None:
         """Rename the three files from suffix ``old`` to ``new`` (Kafka's changeFileSuffixes):
@@ -411,14 +466,13 @@ class LogSegment:
         """Yield (position, header) of trusted batches from ``start_pos`` (a batch boundary).
         Raises :class:`SegmentCorruptError` if the data is not a sequence of batches."""
         end = self.size if end_pos is None else min(end_pos, self.size)
-        fd = self.fd
         pos = start_pos
         buf = b""
         buf_start = pos
         while pos < end:
             off = pos - buf_start
             if off < 0 or off + BATCH_HEADER_SIZE > len(buf):
-                buf = os.pread(fd, max(chunk, BATCH_HEADER_SIZE), pos)
+                buf = os.pread(self.fd, max(chunk, BATCH_HEADER_SIZE), pos)
                 buf_start = pos
                 off = 0
                 if len(buf) < BATCH_HEADER_SIZE:
@@ -568,9 +622,8 @@ class LogSegment:
         ``.txnindex`` is emptied: its entries depend on the producer state before the
         segment, so the owner rebuilds them while replaying it.
         """
-        fd = self.fd
         try:
-            file_size = os.fstat(fd).st_size
+            file_size = os.fstat(self.fd).st_size
         except OSError as e:
             raise KafkaStorageError(f"cannot stat {self.log_path}: {e}") from e
         self.offset_index.create()
@@ -590,7 +643,7 @@ class LogSegment:
         while pos + BATCH_HEADER_SIZE <= file_size:
             off = pos - buf_start
             if off + BATCH_HEADER_SIZE > len(buf):
-                buf = os.pread(fd, _RECOVER_CHUNK, pos)
+                buf = os.pread(self.fd, _RECOVER_CHUNK, pos)
                 buf_start, off = pos, 0
             h = read_batch_header(buf, off)
             size = h.batch_length + LOG_OVERHEAD
@@ -607,7 +660,7 @@ class LogSegment:
             if off + size <= len(buf):
                 ok = batch_crc_ok(buf, off, h)
             else:
-                whole = os.pread(fd, size, pos)
+                whole = os.pread(self.fd, size, pos)
                 ok = len(whole) == size and batch_crc_ok(whole, 0, h)
             if not ok:
                 break
@@ -628,7 +681,7 @@ class LogSegment:
             if on_truncate is not None:
                 on_truncate(pos, file_size)
             try:
-                os.ftruncate(fd, pos)
+                os.ftruncate(self.fd, pos)
             except OSError as e:
                 raise KafkaStorageError(f"cannot truncate {self.log_path}: {e}") from e
             self._dirty = True

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from odradek.errors import KafkaStorageError
 from odradek.storage.index import AppendOnlyFile, CorruptIndexError
+from odradek.storage.open_files import OpenFileCache
 
 __all__ = [
     "TXN_INDEX_SUFFIX",
@@ -73,8 +74,10 @@ class TransactionIndex(AppendOnlyFile):
 
     entry_size = _ENTRY.size
 
-    def __init__(self, path: Path, base_offset: int) -> None:
-        super().__init__(path)
+    def __init__(
+        self, path: Path, base_offset: int, *, files: OpenFileCache | None = None
+    ) -> None:
+        super().__init__(path, files=files)
         self.base_offset = base_offset
         self._entries: list[AbortedTxn] | None = None  # None: not read yet
 
