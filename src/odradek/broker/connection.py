@@ -6,7 +6,10 @@ order the client sent them, and the connection stops reading until it is answere
 complete at once are answered without any task switch. The socket reads straight into the frame
 decoder's buffers (``asyncio.BufferedProtocol``) and each request is dispatched as a writable
 view of the bytes the socket wrote, which it owns from then on: record batches go from there to
-the segment file without a copy. Owned by the broker's event loop.
+the segment file without a copy. A response that comes as
+:class:`~odradek.protocol.fetch_response.ResponseParts` (a fetch with large reads) is written
+part by part, its file slices with ``sendfile``, while the connection reads nothing more; the
+slices are closed once sent or when the connection goes. Owned by the broker's event loop.
 """
 
 from __future__ import annotations
@@ -18,14 +21,19 @@ from typing import Any
 
 from odradek.broker.contract import CLIENT_HOST
 from odradek.errors import CorruptFrameError
+from odradek.protocol.fetch_response import ResponseParts
 from odradek.protocol.framing import NEED_DATA, Frame, FrameDecoder
+from odradek.storage.file_records import FileRecords
 
 __all__ = ["KafkaConnection", "Dispatch"]
 
 log = logging.getLogger("odradek.connection")
 
-# Returns the response frame, None when no response is due (acks=0), or an awaitable of either.
-Dispatch = Callable[[Frame], "bytes | None | Awaitable[bytes | None]"]
+# Returns the response frame (or its parts), None when no response is due (acks=0), or an
+# awaitable of these.
+Dispatch = Callable[
+    [Frame], "bytes | ResponseParts | None | Awaitable[bytes | ResponseParts | None]"
+]
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
@@ -104,6 +112,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 if isinstance(result, bytes):
                     out.append(result)
                     continue
+                if isinstance(result, ResponseParts):
+                    if out:
+                        transport.writelines(out)
+                        out = []
+                    self._start_send(result)
+                    break
                 self._waiting = asyncio.ensure_future(result)
                 self._waiting.add_done_callback(self._on_response)
                 transport.pause_reading()
@@ -124,6 +138,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def _on_response(self, fut: asyncio.Future[Any]) -> None:
         self._waiting = None
         if fut.cancelled() or self._closed or self._transport is None:
+            if not fut.cancelled() and fut.exception() is None:
+                _release(fut.result())
             return
         exc = fut.exception()
         if exc is not None:
@@ -131,8 +147,63 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._transport.close()
             return
         response = fut.result()
+        if isinstance(response, ResponseParts):
+            self._start_send(response)
+            return
         if response is not None:
             self._transport.write(response)
         if not self._write_paused:
             self._transport.resume_reading()
         self._process()
+
+    # -- responses sent from files ----------------------------------------------------------------
+
+    def _start_send(self, response: ResponseParts) -> None:
+        """Send ``response`` in the background; like a waiting request, it holds back reading
+        and the requests behind it until done (then ``_on_response`` resumes)."""
+        assert self._transport is not None
+        self._transport.pause_reading()
+        self._waiting = asyncio.ensure_future(self._send_parts(response))
+        self._waiting.add_done_callback(self._on_response)
+
+    async def _send_parts(self, response: ResponseParts) -> None:
+        transport = self._transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            for part in response.parts:
+                if isinstance(part, bytes):
+                    transport.write(part)
+                    continue
+                assert isinstance(part, FileRecords)
+                if part.size == 0:
+                    continue
+                if transport.is_closing():
+                    return
+                # loop.sendfile waits for the bytes written before it to drain, then copies
+                # from the file to the socket in the kernel (os.sendfile).
+                with open(part.fd, "rb", closefd=False) as f:
+                    sent = await loop.sendfile(transport, f, part.position, part.size)
+                if sent != part.size:
+                    # The file shrank since the read: what the frame promised cannot be sent, so
+                    # the client must not get the rest of it as if it were whole.
+                    log.error("closing connection from %s: %s held %d of the %d bytes promised",
+                              self.peer, part.path, sent, part.size)
+                    self._closed = True
+                    transport.abort()
+                    return
+        except (ConnectionError, OSError) as e:
+            log.info("closing connection from %s: sending a fetch response failed: %s",
+                     self.peer, e)
+            self._closed = True
+            transport.abort()
+        finally:
+            _release(response)
+
+
+def _release(response: Any) -> None:
+    """Close the file slices of a response that will not be sent."""
+    if isinstance(response, ResponseParts):
+        for region in response.regions:
+            if isinstance(region, FileRecords):
+                region.close()
