@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -182,8 +183,16 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     return
                 # loop.sendfile waits for the bytes written before it to drain, then copies
                 # from the file to the socket in the kernel (os.sendfile).
-                with open(part.fd, "rb", closefd=False) as f:
-                    sent = await loop.sendfile(transport, f, part.position, part.size)
+                try:
+                    with open(part.fd, "rb", closefd=False) as f:
+                        sent = await loop.sendfile(transport, f, part.position, part.size)
+                except RuntimeError:
+                    if transport.is_closing():
+                        return
+                    # A transport that cannot sendfile (in-memory ones): the bytes, read.
+                    data = os.pread(part.fd, part.size, part.position)
+                    transport.write(data)
+                    sent = len(data)
                 if sent != part.size:
                     # The file shrank since the read: what the frame promised cannot be sent, so
                     # the client must not get the rest of it as if it were whole.

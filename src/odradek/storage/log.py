@@ -942,7 +942,7 @@ def _read_or_slice(
         if data or not min_one:
             return data
     size, next_offset = seg.locate(pos, max_bytes, max_pos, min_one)
-    if size <= max_inline:
+    if size <= max(0, max_inline):
         return seg.read_range(pos, size)
     return FileRecords.open(seg.log_path, pos, size, next_offset)
 
