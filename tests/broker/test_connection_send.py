@@ -128,6 +128,35 @@ def test_a_slice_shorter_than_promised_aborts_the_connection(
     assert made[0].regions[0].closed  # type: ignore[attr-defined]
 
 
+def test_a_slice_already_short_when_sent_aborts_at_once(
+    data_file: tuple[Path, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    path, _data = data_file
+    made: list[ResponseParts] = []
+
+    def answer(frame: bytes) -> Any:
+        made.append(_parts(path, b"T", [(0, 100_000)]))
+        os.truncate(path, 50_000)  # between the read and the send
+        return made[-1]
+
+    async def run() -> bytes:
+        sock, _conn, _transport = await _serve(answer)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, _frame(b"go"))
+        out = bytearray()
+        while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10):
+            out += chunk
+        sock.close()
+        return bytes(out)
+
+    with caplog.at_level(logging.ERROR, logger="odradek.connection"):
+        received = asyncio.run(run())
+    (size,) = struct.unpack(">i", received[:4])
+    assert len(received) < 4 + size
+    assert any("bytes promised" in r.getMessage() for r in caplog.records)
+    assert made[0].regions[0].closed  # type: ignore[attr-defined]
+
+
 def test_a_peer_that_goes_away_mid_send_releases_the_slices(
     data_file: tuple[Path, bytes]
 ) -> None:

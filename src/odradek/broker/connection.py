@@ -117,8 +117,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     if out:
                         transport.writelines(out)
                         out = []
-                    self._start_send(result)
-                    break
+                    if not self._start_send(result):
+                        break
+                    continue
                 self._waiting = asyncio.ensure_future(result)
                 self._waiting.add_done_callback(self._on_response)
                 transport.pause_reading()
@@ -149,9 +150,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return
         response = fut.result()
         if isinstance(response, ResponseParts):
-            self._start_send(response)
-            return
-        if response is not None:
+            if not self._start_send(response) or self._closed:
+                return
+        elif response is not None:
             self._transport.write(response)
         if not self._write_paused:
             self._transport.resume_reading()
@@ -159,25 +160,65 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     # -- responses sent from files ----------------------------------------------------------------
 
-    def _start_send(self, response: ResponseParts) -> None:
-        """Send ``response`` in the background; like a waiting request, it holds back reading
-        and the requests behind it until done (then ``_on_response`` resumes)."""
-        assert self._transport is not None
-        self._transport.pause_reading()
-        self._waiting = asyncio.ensure_future(self._send_parts(response))
-        self._waiting.add_done_callback(self._on_response)
+    def _start_send(self, response: ResponseParts) -> bool:
+        """Send ``response``: at once as far as the socket takes it (bytes through the
+        transport; file slices with ``os.sendfile`` straight to the socket while the transport
+        has nothing buffered), the rest in the background, which like a waiting request holds
+        back reading and the requests behind it (``_on_response`` resumes). Returns whether the
+        response is done with (sent, or the connection closed)."""
+        transport = self._transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        for i, part in enumerate(response.parts):
+            if isinstance(part, bytes):
+                transport.write(part)
+                continue
+            assert isinstance(part, FileRecords)
+            done = 0
+            if sock is not None and transport.get_write_buffer_size() == 0:
+                done = self._sendfile_now(sock.fileno(), part)
+                if done < 0:
+                    _release(response)
+                    return True
+            if done < part.size:
+                transport.pause_reading()
+                self._waiting = asyncio.ensure_future(self._send_parts(response, i, done))
+                self._waiting.add_done_callback(self._on_response)
+                return False
+        _release(response)
+        return True
 
-    async def _send_parts(self, response: ResponseParts) -> None:
+    def _sendfile_now(self, sock_fd: int, part: FileRecords) -> int:
+        """Bytes of ``part`` the socket took without waiting; -1 if the connection was closed."""
+        done = 0
+        try:
+            while done < part.size:
+                n = os.sendfile(sock_fd, part.fd, part.position + done, part.size - done)
+                if n == 0:
+                    self._short_file(part, done)
+                    return -1
+                done += n
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._send_failed(e)
+            return -1
+        return done
+
+    async def _send_parts(self, response: ResponseParts, start: int, done: int) -> None:
+        """Send ``response.parts[start:]``, of which the first (a file slice) has ``done``
+        bytes out already."""
         transport = self._transport
         assert transport is not None
         loop = asyncio.get_running_loop()
         try:
-            for part in response.parts:
+            for part in response.parts[start:]:
                 if isinstance(part, bytes):
                     transport.write(part)
                     continue
                 assert isinstance(part, FileRecords)
-                if part.size == 0:
+                position, size, done = part.position + done, part.size - done, 0
+                if size == 0:
                     continue
                 if transport.is_closing():
                     return
@@ -185,29 +226,37 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 # from the file to the socket in the kernel (os.sendfile).
                 try:
                     with open(part.fd, "rb", closefd=False) as f:
-                        sent = await loop.sendfile(transport, f, part.position, part.size)
+                        sent = await loop.sendfile(transport, f, position, size)
                 except RuntimeError:
                     if transport.is_closing():
                         return
                     # A transport that cannot sendfile (in-memory ones): the bytes, read.
-                    data = os.pread(part.fd, part.size, part.position)
+                    data = os.pread(part.fd, size, position)
                     transport.write(data)
                     sent = len(data)
-                if sent != part.size:
-                    # The file shrank since the read: what the frame promised cannot be sent, so
-                    # the client must not get the rest of it as if it were whole.
-                    log.error("closing connection from %s: %s held %d of the %d bytes promised",
-                              self.peer, part.path, sent, part.size)
-                    self._closed = True
-                    transport.abort()
+                if sent != size:
+                    self._short_file(part, part.size - size + sent)
                     return
-        except (ConnectionError, OSError) as e:
-            log.info("closing connection from %s: sending a fetch response failed: %s",
-                     self.peer, e)
-            self._closed = True
-            transport.abort()
+        except OSError as e:
+            self._send_failed(e)
         finally:
             _release(response)
+
+    def _short_file(self, part: FileRecords, sent: int) -> None:
+        # The file shrank since the read: what the frame promised cannot be sent, so the client
+        # must not get the rest of it as if it were whole.
+        log.error("closing connection from %s: %s held %d of the %d bytes promised",
+                  self.peer, part.path, sent, part.size)
+        self._abort()
+
+    def _send_failed(self, e: OSError) -> None:
+        log.info("closing connection from %s: sending a fetch response failed: %s", self.peer, e)
+        self._abort()
+
+    def _abort(self) -> None:
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
 
 
 def _release(response: Any) -> None:
