@@ -8,8 +8,9 @@ decoder's buffers (``asyncio.BufferedProtocol``) and each request is dispatched 
 view of the bytes the socket wrote, which it owns from then on: record batches go from there to
 the segment file without a copy. A response that comes as
 :class:`~odradek.protocol.fetch_response.ResponseParts` (a fetch with large reads) is written
-part by part, its file slices with ``sendfile``, while the connection reads nothing more; the
-slices are closed once sent or when the connection goes. Owned by the broker's event loop.
+part by part, its file slices with ``os.sendfile``: at once as far as the socket takes them,
+the rest in the background while the connection reads nothing more; the slices are closed once
+sent or when the connection goes. Owned by the broker's event loop.
 """
 
 from __future__ import annotations

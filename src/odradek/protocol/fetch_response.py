@@ -47,6 +47,7 @@ _ABORTED = struct.Struct(">qq")
 _PARTITION_V4 = struct.Struct(">ihqq")  # index, error, high watermark, last stable offset
 _PARTITION_V5 = struct.Struct(">ihqqq")  # ... and the log start offset
 _TOP_V7 = struct.Struct(">ihi")  # throttle time, error code, session id
+_INLINE = (bytes, bytearray, memoryview)
 
 
 @runtime_checkable
@@ -136,19 +137,20 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
                 else:
                     out += _I32.pack(-1)
             else:
-                n = records.size if isinstance(records, FileRegion) else len(records)
+                inline = isinstance(records, _INLINE)  # cheaper than a Protocol check
+                n = len(records) if inline else records.size
                 if flexible:
                     write_uvarint(out, n + 1)
                 else:
                     out += _I32.pack(n)
-                if isinstance(records, FileRegion):
+                if inline:
+                    out += records
+                else:
                     size += len(out)
                     parts.append(bytes(out))
                     parts.append(records)
                     size += n
                     out = bytearray()
-                else:
-                    out += records
             if flexible:
                 out.append(0)
         if flexible:
