@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from odradek.protocol.varint import write_uvarint
 
@@ -42,7 +42,6 @@ _INT32_MAX = 2**31 - 1
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-_I64 = struct.Struct(">q")
 _ABORTED = struct.Struct(">qq")
 _PARTITION_V4 = struct.Struct(">ihqq")  # index, error, high watermark, last stable offset
 _PARTITION_V5 = struct.Struct(">ihqqq")  # ... and the log start offset
@@ -50,7 +49,6 @@ _TOP_V7 = struct.Struct(">ihi")  # throttle time, error code, session id
 _INLINE = (bytes, bytearray, memoryview)
 
 
-@runtime_checkable
 class FileRegion(Protocol):
     """Record bytes that stay where they are until sent: only their size is known here."""
 

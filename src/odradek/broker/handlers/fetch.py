@@ -7,8 +7,9 @@ the tail-consuming path to one ``pread`` per partition); larger reads are
 ``sendfile`` (see ``encode`` and :mod:`odradek.protocol.fetch_response`). The response's records
 total at most ``min(request max_bytes, fetch.max.bytes)``, except that the first batch found
 goes out whole, as in Kafka, so a consumer always progresses. Incremental fetch sessions
-(KIP-227) are not kept: every response carries session id 0, which tells clients to send full fetch requests, and
-a request naming a session gets FETCH_SESSION_ID_NOT_FOUND so the client starts over.
+(KIP-227) are not kept: every response carries session id 0, which tells clients to send full
+fetch requests, and a request naming a session gets FETCH_SESSION_ID_NOT_FOUND so the client
+starts over.
 ``read_committed`` fetches stop at the last stable offset and list the aborted transactions
 that overlap the returned batches, so clients drop their records.
 """
