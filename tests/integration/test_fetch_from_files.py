@@ -293,12 +293,14 @@ def test_fetch_max_bytes_caps_a_response_but_never_the_first_batch(tmp_path: Pat
 
 @pytest.fixture
 def segmented(tmp_path: Path) -> Any:
-    config = local_config(tmp_path / "data", log_segment_bytes="4194304",
+    # Segments of 16 MB: more than a loopback socket's send buffer ever grows to (4 MB by
+    # default), so a response holding one cannot leave the broker while the client waits.
+    config = local_config(tmp_path / "data", log_segment_bytes=str(16 << 20),
                           log_segment_delete_delay_ms="0")
     with BrokerThread(config) as b:
         topic = f"seg-{uuid.uuid4().hex[:6]}"
-        rnd = os.urandom(200_000)
-        produce_values(b.bootstrap, topic, [rnd[i:] + bytes([i]) for i in range(70)],
+        rnd = os.urandom(500_000)
+        produce_values(b.bootstrap, topic, [rnd[i:] + bytes([i]) for i in range(90)],
                        **{"compression.type": "none"})
         segments = segment_files(b.config.data_dir, topic)
         assert len(segments) >= 3
