@@ -6,26 +6,36 @@ order the client sent them, and the connection stops reading until it is answere
 complete at once are answered without any task switch. The socket reads straight into the frame
 decoder's buffers (``asyncio.BufferedProtocol``) and each request is dispatched as a writable
 view of the bytes the socket wrote, which it owns from then on: record batches go from there to
-the segment file without a copy. Owned by the broker's event loop.
+the segment file without a copy. A response that comes as
+:class:`~odradek.protocol.fetch_response.ResponseParts` (a fetch with large reads) is written
+part by part, its file slices with ``os.sendfile``: at once as far as the socket takes them,
+the rest in the background while the connection reads nothing more; the slices are closed once
+sent or when the connection goes. Owned by the broker's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from odradek.broker.contract import CLIENT_HOST
 from odradek.errors import CorruptFrameError
+from odradek.protocol.fetch_response import ResponseParts
 from odradek.protocol.framing import NEED_DATA, Frame, FrameDecoder
+from odradek.storage.file_records import FileRecords
 
 __all__ = ["KafkaConnection", "Dispatch"]
 
 log = logging.getLogger("odradek.connection")
 
-# Returns the response frame, None when no response is due (acks=0), or an awaitable of either.
-Dispatch = Callable[[Frame], "bytes | None | Awaitable[bytes | None]"]
+# Returns the response frame (or its parts), None when no response is due (acks=0), or an
+# awaitable of these.
+Dispatch = Callable[
+    [Frame], "bytes | ResponseParts | None | Awaitable[bytes | ResponseParts | None]"
+]
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
@@ -104,6 +114,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 if isinstance(result, bytes):
                     out.append(result)
                     continue
+                if isinstance(result, ResponseParts):
+                    if out:
+                        transport.writelines(out)
+                        out = []
+                    if not self._start_send(result):
+                        break
+                    continue
                 self._waiting = asyncio.ensure_future(result)
                 self._waiting.add_done_callback(self._on_response)
                 transport.pause_reading()
@@ -124,6 +141,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def _on_response(self, fut: asyncio.Future[Any]) -> None:
         self._waiting = None
         if fut.cancelled() or self._closed or self._transport is None:
+            if not fut.cancelled() and fut.exception() is None:
+                _release(fut.result())
             return
         exc = fut.exception()
         if exc is not None:
@@ -131,8 +150,119 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._transport.close()
             return
         response = fut.result()
-        if response is not None:
+        if isinstance(response, ResponseParts):
+            if not self._start_send(response) or self._closed:
+                return
+        elif response is not None:
             self._transport.write(response)
         if not self._write_paused:
             self._transport.resume_reading()
         self._process()
+
+    # -- responses sent from files ----------------------------------------------------------------
+
+    def _start_send(self, response: ResponseParts) -> bool:
+        """Send ``response``: at once as far as the socket takes it (bytes through the
+        transport; file slices with ``os.sendfile`` straight to the socket while the transport
+        has nothing buffered), the rest in the background, which like a waiting request holds
+        back reading and the requests behind it (``_on_response`` resumes). Returns whether the
+        response is done with (sent, or the connection closed)."""
+        transport = self._transport
+        assert transport is not None
+        sock = transport.get_extra_info("socket")
+        for i, part in enumerate(response.parts):
+            if isinstance(part, bytes):
+                transport.write(part)
+                continue
+            assert isinstance(part, FileRecords)
+            done = 0
+            if sock is not None and transport.get_write_buffer_size() == 0:
+                done = self._sendfile_now(sock.fileno(), part)
+                if done < 0:
+                    _release(response)
+                    return True
+            if done < part.size:
+                transport.pause_reading()
+                self._waiting = asyncio.ensure_future(self._send_parts(response, i, done))
+                self._waiting.add_done_callback(self._on_response)
+                return False
+        _release(response)
+        return True
+
+    def _sendfile_now(self, sock_fd: int, part: FileRecords) -> int:
+        """Bytes of ``part`` the socket took without waiting; -1 if the connection was closed."""
+        done = 0
+        try:
+            while done < part.size:
+                n = os.sendfile(sock_fd, part.fd, part.position + done, part.size - done)
+                if n == 0:
+                    self._short_file(part, done)
+                    return -1
+                done += n
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._send_failed(e)
+            return -1
+        return done
+
+    async def _send_parts(self, response: ResponseParts, start: int, done: int) -> None:
+        """Send ``response.parts[start:]``, of which the first (a file slice) has ``done``
+        bytes out already."""
+        transport = self._transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            for part in response.parts[start:]:
+                if isinstance(part, bytes):
+                    transport.write(part)
+                    continue
+                assert isinstance(part, FileRecords)
+                position, size, done = part.position + done, part.size - done, 0
+                if size == 0:
+                    continue
+                if transport.is_closing():
+                    return
+                # loop.sendfile waits for the bytes written before it to drain, then copies
+                # from the file to the socket in the kernel (os.sendfile).
+                try:
+                    with open(part.fd, "rb", closefd=False) as f:
+                        sent = await loop.sendfile(transport, f, position, size)
+                except RuntimeError:
+                    if transport.is_closing():
+                        return
+                    # A transport that cannot sendfile (in-memory ones): the bytes, read.
+                    data = os.pread(part.fd, size, position)
+                    transport.write(data)
+                    sent = len(data)
+                if sent != size:
+                    self._short_file(part, part.size - size + sent)
+                    return
+        except OSError as e:
+            self._send_failed(e)
+        finally:
+            _release(response)
+
+    def _short_file(self, part: FileRecords, sent: int) -> None:
+        # The file shrank since the read: what the frame promised cannot be sent, so the client
+        # must not get the rest of it as if it were whole.
+        log.error("closing connection from %s: %s held %d of the %d bytes promised",
+                  self.peer, part.path, sent, part.size)
+        self._abort()
+
+    def _send_failed(self, e: OSError) -> None:
+        log.info("closing connection from %s: sending a fetch response failed: %s", self.peer, e)
+        self._abort()
+
+    def _abort(self) -> None:
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def _release(response: Any) -> None:
+    """Close the file slices of a response that will not be sent."""
+    if isinstance(response, ResponseParts):
+        for region in response.regions:
+            if isinstance(region, FileRecords):
+                region.close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from odradek.errors import ErrorCode
+from odradek.protocol.fetch_response import ResponseParts
 from odradek.protocol.framing import Frame
 from odradek.protocol.messages import Request, RequestPreamble
 
@@ -24,6 +25,7 @@ __all__ = [
     "CLIENT_HOST",
     "NO_RESPONSE",
     "DecodeFn",
+    "EncodeFn",
     "ErrorFn",
     "HandleFn",
     "Response",
@@ -47,6 +49,7 @@ Response = Any
 HandleFn = Callable[["BrokerServices", Request], "Response | Awaitable[Response]"]
 ErrorFn = Callable[[Request, ErrorCode], Response]
 DecodeFn = Callable[[Frame, RequestPreamble], Request]
+EncodeFn = Callable[[Request, Response], "bytes | ResponseParts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,9 @@ class ApiHandler:
     ``error_response(request, code)``. ``min_accepted_version`` is for APIs advertised from a
     version lower than any they accept (Produce: Kafka 4 advertises v0 but refuses v0–v2 with
     UNSUPPORTED_VERSION), so older clients still negotiate the features they key off it.
+    ``encode`` replaces the generic encoder of the handler's own responses (not of its
+    whole-request errors); it may return :class:`ResponseParts` whose file regions the
+    connection sends from their files and then closes (Fetch).
     """
 
     api_key: int
@@ -72,6 +78,7 @@ class ApiHandler:
     error_response: ErrorFn
     # A specialised decoder for a hot path; None means the generic kio codec.
     decode: DecodeFn | None = None
+    encode: EncodeFn | None = None
     min_accepted_version: int | None = None
 
     def versions(self) -> range:

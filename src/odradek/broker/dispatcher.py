@@ -19,6 +19,7 @@ from odradek.broker.errors import error_code_for
 from odradek.broker.handlers.api_versions import versions_body
 from odradek.errors import CorruptFrameError, ErrorCode, KafkaError
 from odradek.protocol.build import error_body, has_field
+from odradek.protocol.fetch_response import ResponseParts
 from odradek.protocol.framing import Frame
 from odradek.protocol.messages import (
     API_VERSIONS_KEY,
@@ -46,7 +47,9 @@ class Dispatcher:
         self._broker = broker
         self._handlers: Mapping[int, ApiHandler] = broker.supported_apis()
 
-    def __call__(self, frame: Frame) -> bytes | None | Awaitable[bytes | None]:
+    def __call__(
+        self, frame: Frame
+    ) -> bytes | ResponseParts | None | Awaitable[bytes | ResponseParts | None]:
         preamble = peek_preamble(frame)
         api = self._handlers.get(preamble.api_key)
         if api is None or not api.accepts(preamble.api_version):
@@ -63,11 +66,13 @@ class Dispatcher:
             return self._error(api, request, e)
         if inspect.isawaitable(result):
             return self._complete(api, request, result)
-        return self._encode(request, result)
+        return self._encode(api, request, result)
 
-    def _encode(self, request: Request, body: Any) -> bytes | None:
+    def _encode(self, api: ApiHandler, request: Request, body: Any) -> bytes | ResponseParts | None:
         if body is NO_RESPONSE:
             return None
+        if api.encode is not None:
+            return api.encode(request, body)
         return encode_response(request.api_key, request.correlation_id, body)
 
     def _error(self, api: ApiHandler, request: Request, exc: Exception) -> bytes:
@@ -84,12 +89,12 @@ class Dispatcher:
 
     async def _complete(
         self, api: ApiHandler, request: Request, pending: Awaitable[Any]
-    ) -> bytes | None:
+    ) -> bytes | ResponseParts | None:
         try:
             body = await pending
         except Exception as e:
             return self._error(api, request, e)
-        return self._encode(request, body)
+        return self._encode(api, request, body)
 
     def _unsupported(
         self, frame: Frame, preamble: RequestPreamble, api: ApiHandler | None

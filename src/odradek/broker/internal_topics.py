@@ -136,7 +136,9 @@ class InternalTopic:
         plog = self._broker.topics.log(self.name, partition)
         offset = plog.log_start_offset
         while offset < plog.high_watermark:
-            data = memoryview(plog.read(offset, max_bytes=1 << 20).records)
+            records = plog.read(offset, max_bytes=1 << 20).records
+            assert isinstance(records, bytes)  # no max_inline_bytes: always bytes
+            data = memoryview(records)
             if not data:
                 break
             pos = 0

@@ -203,6 +203,7 @@ class BrokerConfig:
     compression_type: str = _FROM_TABLE
     message_max_bytes: int = _FROM_TABLE
     socket_request_max_bytes: int = _FROM_TABLE
+    fetch_max_bytes: int = _FROM_TABLE
     min_insync_replicas: int = _FROM_TABLE
     unclean_leader_election_enable: bool = _FROM_TABLE
     offsets_topic_num_partitions: int = _FROM_TABLE

@@ -152,6 +152,9 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _int("message.max.bytes", 1048588, "Largest record batch the broker accepts.", minimum=0),
     _int("socket.request.max.bytes", 104857600, "Largest request frame the broker reads.",
          minimum=1),
+    _int("fetch.max.bytes", 57671680, "Most record bytes one fetch response holds (less if the "
+         "request asks for less); the first batch goes out whole even when larger.",
+         minimum=1024),
     _int("min.insync.replicas", 1, "Replicas that must have a write for acks=all.", minimum=1),
     _bool("unclean.leader.election.enable", False, "Allow an out-of-sync replica to lead."),
     _int("offsets.topic.num.partitions", 50, "Partitions of __consumer_offsets.", minimum=1),
@@ -255,7 +258,7 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "create.topic.policy.class.name", "alter.config.policy.class.name",
     "initial.broker.registration.timeout.ms", "broker.heartbeat.interval.ms",
     "broker.session.timeout.ms", "unstable.api.versions.enable", "unstable.feature.versions.enable",
-    "fetch.max.bytes", "fetch.purgatory.purge.interval.requests",
+    "fetch.purgatory.purge.interval.requests",
     "producer.purgatory.purge.interval.requests",
     "delete.records.purgatory.purge.interval.requests",
     "compression.gzip.level", "compression.lz4.level", "compression.zstd.level",

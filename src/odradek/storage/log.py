@@ -67,6 +67,7 @@ from odradek.protocol.records import (
 )
 from odradek.storage.checkpoint import fsync_dir, write_checkpoint, write_offset_checkpoint
 from odradek.storage.epoch import LeaderEpochFileCache
+from odradek.storage.file_records import FileRecords
 from odradek.storage.health import CorruptBatch, PartitionHealth
 from odradek.storage.loader import (
     CLEANER_OFFSET_CHECKPOINT,
@@ -100,6 +101,7 @@ __all__ = [
     "AppendOrigin",
     "FetchDataInfo",
     "FetchIsolation",
+    "FileRecords",
     "FetchOffsetOutOfRangeError",
     "LogAppendInfo",
     "LogConfig",
@@ -145,11 +147,14 @@ class LogAppendInfo:
 @dataclass(frozen=True, slots=True)
 class FetchDataInfo:
     """Whole batches read from one segment, plus the log's offsets at the time of the read:
-    everything a fetch response says about a partition. ``aborted_transactions`` is set only by
-    a :attr:`FetchIsolation.TXN_COMMITTED` fetch that returns records: the aborted transactions
+    everything a fetch response says about a partition. ``records`` is bytes, or -- when the
+    caller allowed it with ``max_inline_bytes`` and the read is larger -- a
+    :class:`~odradek.storage.file_records.FileRecords` slice of the segment file, which the
+    caller then owns and must close. ``aborted_transactions`` is set only by a
+    :attr:`FetchIsolation.TXN_COMMITTED` fetch that returns records: the aborted transactions
     overlapping them, possibly none; otherwise None (Kafka answers null then)."""
 
-    records: bytes
+    records: bytes | FileRecords
     fetch_offset: int
     high_watermark: int
     log_start_offset: int
@@ -657,11 +662,16 @@ class PartitionLog:
         max_bytes: int,
         max_offset: int | None = None,
         min_one_message: bool = True,
+        max_inline_bytes: int | None = None,
     ) -> FetchDataInfo:
         """Whole batches from the one segment holding ``fetch_offset``, starting with the batch
         that contains it, never including a batch that reaches ``max_offset`` (default: the
         log end offset), at most ``max_bytes`` unless ``min_one_message`` and the first batch
-        alone is larger. Raises FetchOffsetOutOfRangeError outside [log_start, log_end]."""
+        alone is larger. Raises FetchOffsetOutOfRangeError outside [log_start, log_end].
+
+        With ``max_inline_bytes`` set, a read of more than that many bytes is returned as a
+        :class:`FileRecords` slice (found from the batch headers, the records unread), which
+        the caller owns; otherwise, and always when it is None, as bytes."""
         self._check_open()
         leo = self._log_end_offset
         if fetch_offset < self._log_start_offset or fetch_offset > leo:
@@ -672,7 +682,7 @@ class PartitionLog:
                 log_start_offset=self._log_start_offset,
             )
         limit = leo if max_offset is None else min(max_offset, leo)
-        data = b""
+        data: bytes | FileRecords = b""
         if fetch_offset < limit:
             i = max(0, bisect_right(self._bases, fetch_offset) - 1)
             while i < len(self._segments):
@@ -689,7 +699,11 @@ class PartitionLog:
                 else:
                     end = seg.translate_offset(limit, pos)
                     max_pos = end[0] if end is not None else seg.size
-                data = seg.read(pos, max_bytes, max_pos, min_one_message)
+                if max_inline_bytes is None:
+                    data = seg.read(pos, max_bytes, max_pos, min_one_message)
+                else:
+                    data = _read_or_slice(seg, pos, max_bytes, max_pos, min_one_message,
+                                          max_inline_bytes)
                 break
         return FetchDataInfo(
             data, fetch_offset, self._high_watermark, self._log_start_offset, leo,
@@ -703,11 +717,14 @@ class PartitionLog:
         max_bytes: int,
         isolation: FetchIsolation = FetchIsolation.HIGH_WATERMARK,
         min_one_message: bool = True,
+        max_inline_bytes: int | None = None,
     ) -> FetchDataInfo:
         """One partition's share of a Fetch: :meth:`read` up to what ``isolation`` allows,
         with the high watermark, last stable offset and log start offset of the same moment
         and, for ``TXN_COMMITTED``, the aborted transactions overlapping the returned batches.
-        Raises FetchOffsetOutOfRangeError (carrying the offsets) or KafkaStorageError."""
+        ``max_inline_bytes`` as for :meth:`read`: larger reads come back as a
+        :class:`FileRecords` slice the caller must close. Raises FetchOffsetOutOfRangeError
+        (carrying the offsets) or KafkaStorageError."""
         if isolation is FetchIsolation.TXN_COMMITTED:
             max_offset: int | None = self.last_stable_offset
         elif isolation is FetchIsolation.HIGH_WATERMARK:
@@ -716,11 +733,15 @@ class PartitionLog:
             max_offset = None
         info = self.read(
             fetch_offset, max_bytes=max_bytes, max_offset=max_offset,
-            min_one_message=min_one_message,
+            min_one_message=min_one_message, max_inline_bytes=max_inline_bytes,
         )
-        if isolation is not FetchIsolation.TXN_COMMITTED or not info.records:
+        records = info.records
+        if isolation is not FetchIsolation.TXN_COMMITTED or not len(records):
             return info
-        upper = next_offset_after(info.records)
+        if isinstance(records, FileRecords):
+            upper = records.next_offset  # from the batch headers, the records unread
+        else:
+            upper = next_offset_after(records)
         aborted = tuple(self.collect_aborted_transactions(fetch_offset, upper))
         return replace(info, aborted_transactions=aborted)
 
@@ -1031,6 +1052,22 @@ def _offset_at(seg: LogSegment, position: int) -> int:
         return expected
     except Exception:  # best effort: the report matters more than its offset
         return -1
+
+
+def _read_or_slice(
+    seg: LogSegment, pos: int, max_bytes: int, max_pos: int, min_one: bool, max_inline: int
+) -> bytes | FileRecords:
+    """Bytes when the read cannot exceed ``max_inline`` (one pread, as :meth:`LogSegment.read`),
+    else a slice located from headers; a first batch larger than ``max_bytes`` (``min_one``)
+    counts by its own size."""
+    if min(max_bytes, max_pos - pos) <= max_inline:
+        data = seg.read(pos, max_bytes, max_pos, False)
+        if data or not min_one:
+            return data
+    size, next_offset = seg.locate(pos, max_bytes, max_pos, min_one)
+    if size <= max(0, max_inline):
+        return seg.read_range(pos, size)
+    return FileRecords.open(seg.log_path, pos, size, next_offset)
 
 
 def _check_keys(buf: bytearray | memoryview, headers: list[BatchHeader]) -> None:

@@ -550,6 +550,47 @@ class LogSegment:
             reason = f"batch of {size} bytes does not fit the segment ({self.size} bytes)"
         raise SegmentCorruptError(self.log_path, pos, reason)
 
+    def locate(self, pos: int, max_bytes: int, max_pos: int, min_one: bool) -> tuple[int, int]:
+        """What :meth:`read` would return, found from batch headers without reading the
+        records: ``(size, next_offset)``, where ``next_offset`` follows the last batch included
+        ((0, -1) when none is). The walk starts at the offset index's last entry before the
+        limit, so it reads a few headers whatever the size. When that entry's batch is the
+        first one left out, ``next_offset`` is its base offset: exact for a contiguous log, and
+        for a compacted one an upper bound past a gap that holds no records (as Kafka's
+        fetchUpperBoundOffset, it only bounds the aborted transactions listed)."""
+        max_pos = min(max_pos, self.size)
+        limit = pos + max(0, min(max_bytes, max_pos - pos))
+        start = pos
+        if limit - pos > 2 * LOG_OVERHEAD:
+            start = max(pos, self.offset_index.floor_position(limit - 1))
+        end, next_offset = start, -1
+        for p, h in self.iter_headers(start, max_pos):
+            if p + h.size > limit:
+                if end > pos and next_offset < 0:
+                    next_offset = h.base_offset
+                break
+            end, next_offset = p + h.size, h.next_offset
+        if end > pos:
+            return end - pos, next_offset
+        if not min_one or max_pos - pos < BATCH_HEADER_SIZE:
+            return 0, -1
+        first = self.read_header(pos)
+        if first is None:
+            return 0, -1
+        # A first batch that cannot be whole is damage, not a batch to send in part.
+        if first.magic != MAGIC:
+            raise SegmentCorruptError(self.log_path, pos, f"magic {first.magic}, not {MAGIC}")
+        if pos + first.size > self.size:
+            raise SegmentCorruptError(
+                self.log_path, pos,
+                f"batch of {first.size} bytes does not fit the segment ({self.size} bytes)",
+            )
+        return min(first.size, max_pos - pos), first.next_offset
+
+    def read_range(self, pos: int, size: int) -> bytes:
+        """``size`` bytes at ``pos``, as :meth:`locate` found them."""
+        return os.pread(self.fd, size, pos) if size > 0 else b""
+
     def read_batch(self, pos: int, header: BatchHeader) -> bytes:
         return os.pread(self.fd, header.size, pos)
 

@@ -1,8 +1,15 @@
 """Fetch (key 1): read record batches, long-polling until ``min_bytes`` arrive or ``max_wait``.
 
-Record bytes go out as stored in the segment files. Incremental fetch sessions (KIP-227) are not
-kept: every response carries session id 0, which tells clients to send full fetch requests, and
-a request naming a session gets FETCH_SESSION_ID_NOT_FOUND so the client starts over.
+Record bytes go out as stored in the segment files, and mostly straight from them: a response
+holds at most :data:`INLINE_RECORD_BYTES` of records read into memory (small reads, which keep
+the tail-consuming path to one ``pread`` per partition); larger reads are
+:class:`~odradek.storage.file_records.FileRecords` slices that the connection sends with
+``sendfile`` (see ``encode`` and :mod:`odradek.protocol.fetch_response`). The response's records
+total at most ``min(request max_bytes, fetch.max.bytes)``, except that the first batch found
+goes out whole, as in Kafka, so a consumer always progresses. Incremental fetch sessions
+(KIP-227) are not kept: every response carries session id 0, which tells clients to send full
+fetch requests, and a request naming a session gets FETCH_SESSION_ID_NOT_FOUND so the client
+starts over.
 ``read_committed`` fetches stop at the last stable offset and list the aborted transactions
 that overlap the returned batches, so clients drop their records.
 """
@@ -25,13 +32,15 @@ from odradek.errors import (
     UnknownTopicOrPartitionError,
 )
 from odradek.protocol.build import build, response_module
+from odradek.protocol.fetch_response import ResponseParts, encode_fetch_response
 from odradek.protocol.messages import Request
+from odradek.storage.file_records import FileRecords
 from odradek.storage.log import FetchDataInfo, FetchIsolation, FetchOffsetOutOfRangeError
 
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
 
-__all__ = ["API"]
+__all__ = ["API", "INLINE_RECORD_BYTES"]
 
 KEY = 1
 #: FetchRequest.isolation_level: 0 read_uncommitted, 1 read_committed (only up to the last
@@ -39,6 +48,10 @@ KEY = 1
 READ_COMMITTED = 1
 _ZERO = datetime.timedelta(0)
 ZERO_UUID = uuid.UUID(int=0)
+#: Record bytes one response may read into memory; reads beyond it are sent from the files.
+#: Small enough that a few thousand concurrent fetches cost little, large enough that a consumer
+#: at the tail (a few small batches per partition) never needs a file descriptor or sendfile.
+INLINE_RECORD_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -56,6 +69,12 @@ class _Read:
     bytes_read: int
     has_error: bool
     body: Any
+    regions: list[FileRecords]
+
+    def release(self) -> None:
+        """Close the file slices of a read that will not be sent."""
+        for r in self.regions:
+            r.close()
 
 
 def _requested(broker: BrokerServices, request: Request) -> list[tuple[Any, list[_Partition | Any]]]:
@@ -92,7 +111,7 @@ def _partition_body(
     code: ErrorCode,
     high_watermark: int = -1,
     log_start_offset: int = -1,
-    records: bytes = b"",
+    records: bytes | FileRecords = b"",
     last_stable_offset: int = -1,
     aborted: tuple[Any, ...] | None = None,
 ) -> Any:
@@ -125,9 +144,11 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
         if getattr(request.body, "isolation_level", 0) == READ_COMMITTED
         else FetchIsolation.HIGH_WATERMARK
     )
-    remaining = request.body.max_bytes
+    remaining = min(request.body.max_bytes, broker.config.fetch_max_bytes)
+    inline_left = INLINE_RECORD_BYTES
     total = 0
     has_error = False
+    regions: list[FileRecords] = []
     responses = []
     for t, parts in topics:
         out = []
@@ -144,6 +165,7 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
                     max_bytes=max(0, min(p.max_bytes, remaining)),
                     isolation=isolation,
                     min_one_message=total == 0,
+                    max_inline_bytes=inline_left,
                 )
             except Exception as e:
                 if isinstance(e, UnknownTopicOrPartitionError) and p.topic_id is not None:
@@ -159,6 +181,10 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
                     out.append(_partition_body(mod, p.index, code))
                 continue
             n = len(info.records)
+            if isinstance(info.records, FileRecords):
+                regions.append(info.records)
+            else:
+                inline_left -= n
             total += n
             remaining -= n
             out.append(
@@ -188,7 +214,7 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
         session_id=0,
         responses=tuple(responses),
     )
-    return _Read(total, has_error, body)
+    return _Read(total, has_error, body, regions)
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
@@ -200,6 +226,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     wait_ms = body.max_wait.total_seconds() * 1000
     if first.bytes_read >= body.min_bytes or first.has_error or wait_ms <= 0 or not topics:
         return first.body
+    first.release()
     tps = [(p.topic, p.index) for _, parts in topics for p in parts if isinstance(p, _Partition)]
     # Watch now, in the same step as the read: an append that lands before the coroutine
     # first runs must still wake it.
@@ -237,6 +264,25 @@ async def _long_poll(
             return result.body
         if loop.time() >= deadline:
             return result.body
+        result.release()
+
+
+def encode(request: Request, body: Any) -> bytes | ResponseParts:
+    """The response as one frame, or as parts when records are to be sent from the files (the
+    connection then owns and closes the slices)."""
+    try:
+        parts = encode_fetch_response(request.correlation_id, request.api_version, body)
+    except BaseException:
+        for t in body.responses:
+            for p in t.partitions:
+                if isinstance(p.records, FileRecords):
+                    p.records.close()
+        raise
+    if len(parts.parts) == 1:
+        head = parts.parts[0]
+        assert isinstance(head, bytes)
+        return head
+    return parts
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
@@ -265,4 +311,5 @@ API = ApiHandler(
     max_version=16,
     handle=handle,
     error_response=error_response,
+    encode=encode,
 )
