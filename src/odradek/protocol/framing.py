@@ -13,9 +13,17 @@ without copying it:
   socket put them, and the decoder never writes into a chunk before its last received byte, so
   a carved frame stays valid for as long as anyone holds it (and keeps its chunk alive that
   long). A chunk that runs out of room is replaced by a new one rather than compacted.
-- A frame too large for a chunk gets a buffer of its own, exactly its size, and the socket reads
-  the rest of it straight into that buffer. After such a frame the next size prefix is read on
-  its own, so a run of large frames (a producer's batches) is received with no copy at all.
+- A frame too large for the largest chunk gets a buffer of its own, exactly its size, and the
+  socket reads the rest of it straight into that buffer. After such a frame the next size prefix
+  is read on its own, so a run of large frames (a producer's batches) is received with no copy.
+
+Memory follows the bytes received, not the sizes clients claim. The receive chunk is allocated
+at the first read, starts small (:data:`INITIAL_RECEIVE_BUFFER_BYTES`), doubles each time a read
+fills it, up to ``buffer_bytes``, and :meth:`FrameDecoder.release_buffer` lets an idle
+connection give it back. A large frame's own buffer is an anonymous private memory map: the
+kernel commits its pages as the socket writes into them, so a claimed but unsent frame costs
+address space only, and nothing is moved or zero-filled as it grows. (How many claimed bytes
+may be in flight at once is the broker's business: see ``broker/memory_pool.py``.)
 
 Bytes are copied once, and only bytes no frame has been handed out of yet: the received start of
 a frame whose end would not fit in its chunk is moved to a new chunk (or to its own buffer).
@@ -26,12 +34,21 @@ Owned by one connection; not thread-safe.
 from __future__ import annotations
 
 import enum
+import mmap
 import struct
 from typing import Final, Literal
 
 from odradek.errors import CorruptFrameError, FrameTooLargeError
 
-__all__ = ["NEED_DATA", "NeedData", "FrameDecoder", "encode_frame", "Frame"]
+__all__ = [
+    "NEED_DATA",
+    "NeedData",
+    "FrameDecoder",
+    "encode_frame",
+    "Frame",
+    "RECEIVE_BUFFER_BYTES",
+    "INITIAL_RECEIVE_BUFFER_BYTES",
+]
 
 
 class NeedData(enum.Enum):
@@ -45,8 +62,12 @@ NEED_DATA: Final = NeedData.NEED_DATA
 Frame = bytes | memoryview
 
 _SIZE = struct.Struct(">i")
+#: The largest receive chunk; larger frames get a buffer of their own.
 RECEIVE_BUFFER_BYTES = 256 * 1024
+#: The first receive chunk of a connection (and again after it released an idle one).
+INITIAL_RECEIVE_BUFFER_BYTES = 16 * 1024
 _MIN_FREE = 16 * 1024
+_NO_BUFFER = bytearray()  # stands for "no receive chunk yet": no room, nothing received
 
 
 class FrameDecoder:
@@ -58,19 +79,26 @@ class FrameDecoder:
     """
 
     __slots__ = (
-        "_max", "_chunk_bytes", "_buf", "_start", "_end", "_carved", "_big", "_big_filled",
-        "_prefix_first",
+        "_max", "_max_chunk", "_initial_chunk", "_chunk_bytes", "_buf", "_start", "_end",
+        "_carved", "_big", "_big_filled", "_prefix_first",
     )
 
-    def __init__(self, max_frame_bytes: int, buffer_bytes: int = RECEIVE_BUFFER_BYTES) -> None:
+    def __init__(
+        self,
+        max_frame_bytes: int,
+        buffer_bytes: int = RECEIVE_BUFFER_BYTES,
+        initial_buffer_bytes: int = INITIAL_RECEIVE_BUFFER_BYTES,
+    ) -> None:
         self._max = max_frame_bytes
-        self._chunk_bytes = buffer_bytes
-        self._buf = bytearray(buffer_bytes)  # the receive chunk
+        self._max_chunk = buffer_bytes
+        self._initial_chunk = min(initial_buffer_bytes, buffer_bytes)
+        self._chunk_bytes = self._initial_chunk  # size of the next chunk
+        self._buf = _NO_BUFFER  # the receive chunk, allocated by the first get_buffer
         self._start = 0  # first byte in _buf not yet part of a returned frame
         self._end = 0  # end of received bytes in _buf
         # Frames have been carved out of _buf: its bytes before _start are theirs, not ours.
         self._carved = False
-        self._big: bytearray | None = None  # body of a frame too large for a chunk
+        self._big: mmap.mmap | None = None  # body of a frame too large for a chunk
         self._big_filled = 0
         # The last frame was too large for a chunk: read the next size prefix alone, so that a
         # large next frame can be read into its own buffer from its first byte.
@@ -100,7 +128,35 @@ class FrameDecoder:
         if self._big is not None:
             self._big_filled += nbytes
         else:
-            self._end += nbytes
+            end = self._end = self._end + nbytes
+            # A read that filled the chunk left more waiting in the socket: the next chunk of
+            # this (busy) connection is twice as large.
+            if end == len(self._buf) and self._chunk_bytes < self._max_chunk:
+                self._chunk_bytes = min(2 * self._chunk_bytes, self._max_chunk)
+
+    def pending_claim(self) -> int:
+        """Size (with its prefix) of the frame being received, 0 if none has begun or its prefix
+        is incomplete. Call after :meth:`next_frame` returned :data:`NEED_DATA`."""
+        big = self._big
+        if big is not None:
+            return 4 + len(big)
+        start = self._start
+        if self._end - start < 4:
+            return 0
+        (size,) = _SIZE.unpack_from(self._buf, start)
+        return 4 + size if size >= 0 else 0
+
+    def release_buffer(self) -> bool:
+        """Give back the receive chunk if no received byte is waiting in it (an idle connection);
+        the next read allocates a small one again. Frames carved out of the old chunk keep it
+        alive for as long as they are held. Returns whether anything was released."""
+        if self._big is not None or self._end != self._start or self._buf is _NO_BUFFER:
+            return False
+        self._buf = _NO_BUFFER
+        self._start = self._end = 0
+        self._carved = False
+        self._chunk_bytes = self._initial_chunk
+        return True
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` in (for transports that hand over bytes); check frames as you go."""
@@ -158,15 +214,15 @@ class FrameDecoder:
             if pending < need:  # a frame is partly here
                 if start + need <= len(self._buf):
                     return  # it ends inside this chunk
-                if need > self._chunk_bytes:
+                if need > self._max_chunk:
                     self._go_big(need - 4)
                 else:
-                    self._move_pending(self._chunk_bytes)
+                    self._move_pending(max(self._chunk_bytes, need))
                 return
         # At a frame boundary, or with whole frames not yet taken: keep a useful tail free.
         if len(self._buf) - end >= min(_MIN_FREE, self._chunk_bytes // 4):
             return
-        if pending == 0 and not self._carved:
+        if pending == 0 and not self._carved and self._buf is not _NO_BUFFER:
             self._start = self._end = 0
         else:
             # Complete frames waiting to be taken may need more than a chunk: grow, not stall.
@@ -186,7 +242,8 @@ class FrameDecoder:
     def _go_big(self, size: int) -> None:
         """Give the frame at the start its own buffer; the socket fills in the rest."""
         start, end = self._start, self._end
-        big = bytearray(size)
+        # Private and anonymous: pages are committed (zeroed by the kernel) on first write.
+        big = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         have = end - start - 4
         if have:
             big[:have] = memoryview(self._buf)[start + 4 : end]
