@@ -159,7 +159,9 @@ def wire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Wire]:
     broker = Broker(local_config(tmp_path / "data"), clock=ManualClock(1_700_000_000_000))
     loop.run_until_complete(broker.start())
     transport = _Transport()
-    connection = KafkaConnection(Dispatcher(broker), 100 << 20, set())
+    connection = KafkaConnection(
+        Dispatcher(broker), 100 << 20, broker.connections, broker.request_memory
+    )
     connection.connection_made(transport)
     w = Wire(broker, connection, transport)
 
