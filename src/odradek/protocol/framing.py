@@ -20,9 +20,10 @@ without copying it:
 Memory follows the bytes received, not the sizes clients claim. The receive chunk is allocated
 at the first read, starts small (:data:`INITIAL_RECEIVE_BUFFER_BYTES`), doubles each time a read
 fills it, up to ``buffer_bytes``, and :meth:`FrameDecoder.release_buffer` lets an idle
-connection give it back. A large frame's own buffer is an anonymous private memory map: the
-kernel commits its pages as the socket writes into them, so a claimed but unsent frame costs
-address space only, and nothing is moved or zero-filled as it grows. (How many claimed bytes
+connection give it back. Chunks and large frames' own buffers are anonymous private memory maps:
+the kernel commits their pages as the socket writes into them and takes them back when the
+buffer goes (heap memory would stay with the process), so a claimed but unsent frame costs
+address space only, and nothing is moved or zero-filled as a frame arrives. (How many claimed bytes
 may be in flight at once is the broker's business: see ``broker/memory_pool.py``.)
 
 Bytes are copied once, and only bytes no frame has been handed out of yet: the received start of
@@ -93,7 +94,7 @@ class FrameDecoder:
         self._max_chunk = buffer_bytes
         self._initial_chunk = min(initial_buffer_bytes, buffer_bytes)
         self._chunk_bytes = self._initial_chunk  # size of the next chunk
-        self._buf = _NO_BUFFER  # the receive chunk, allocated by the first get_buffer
+        self._buf: mmap.mmap | bytearray = _NO_BUFFER  # the receive chunk, from the first read
         self._start = 0  # first byte in _buf not yet part of a returned frame
         self._end = 0  # end of received bytes in _buf
         # Frames have been carved out of _buf: its bytes before _start are theirs, not ours.
@@ -232,7 +233,7 @@ class FrameDecoder:
         """Continue in a new chunk, moving the bytes no frame has been taken from yet."""
         pending = memoryview(self._buf)[self._start : self._end]
         n = len(pending)
-        buf = bytearray(chunk_bytes)
+        buf = _allocate(chunk_bytes)
         buf[:n] = pending
         pending.release()
         self._buf = buf
@@ -242,8 +243,7 @@ class FrameDecoder:
     def _go_big(self, size: int) -> None:
         """Give the frame at the start its own buffer; the socket fills in the rest."""
         start, end = self._start, self._end
-        # Private and anonymous: pages are committed (zeroed by the kernel) on first write.
-        big = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        big = _allocate(size)
         have = end - start - 4
         if have:
             big[:have] = memoryview(self._buf)[start + 4 : end]
@@ -253,6 +253,13 @@ class FrameDecoder:
             self._start = end
         else:
             self._start = self._end = 0
+
+
+def _allocate(nbytes: int) -> mmap.mmap:
+    """Receive memory of its own: an anonymous private map, whose pages the kernel commits (and
+    zeroes) as they are first written and takes back when the last view of it goes, so neither
+    a claimed size nor a connection gone quiet leaves memory behind in the heap."""
+    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 def encode_frame(payload: bytes | bytearray) -> bytes:
