@@ -169,8 +169,8 @@ def test_large_frames_are_read_into_their_own_buffer() -> None:
     (a,) = sock.deliver(encode_frame(first))
     (b,) = sock.deliver(encode_frame(second), stream_pos=4 + len(first))
     assert (bytes(a), bytes(b)) == (first, second)
-    assert isinstance(a.obj, mmap.mmap) and len(a.obj) == len(first)
-    assert isinstance(b.obj, mmap.mmap) and len(b.obj) == len(second)
+    assert isinstance(a.obj, mmap.mmap) and isinstance(b.obj, mmap.mmap)
+    assert a.obj is not b.obj  # the first frame is still held: its memory is not reused
     # The first large frame's start came with its size prefix, into the receive chunk, and was
     # moved once; after a large frame the next prefix is read alone, so nothing is moved.
     assert 0 < sock.moved(a, 4) < 16 * 1024
@@ -267,3 +267,18 @@ def test_receive_chunk_is_lazy_starts_small_grows_when_busy_and_can_be_released(
     assert len(d.get_buffer()) == 4096
     d.feed(payload)
     assert bytes(d.next_frame()) == b"p" * 96
+
+
+def test_a_run_of_large_frames_reuses_one_buffer_once_each_is_let_go() -> None:
+    d = FrameDecoder(1 << 22, buffer_bytes=64 * 1024)
+    sock = _Socket(d, read=16 * 1024)
+    payloads = [os.urandom(n) for n in (300_000, 500_000, 200_000)]
+    pos = 0
+    maps = []
+    for p in payloads:
+        (frame,) = sock.deliver(encode_frame(p), stream_pos=pos)
+        assert bytes(frame) == p and len(frame) == len(p)
+        maps.append(frame.obj)
+        del frame  # the request is done with it
+        pos += 4 + len(p)
+    assert maps[0] is maps[1] is maps[2]

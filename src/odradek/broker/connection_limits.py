@@ -11,7 +11,8 @@
   stalled or trickling frame) is closed. A connection waiting for its own response (a
   long-polling fetch), for its peer to read, or for the memory pool is not stalled.
 - A connection quiet for :data:`RELEASE_BUFFER_AFTER_S` gives its receive chunk back, so idle
-  connections cost little memory.
+  connections cost little memory; the heap is then trimmed (glibc's ``malloc_trim``), as chunks
+  freed among live objects would otherwise stay with the process.
 
 Deadlines are checked by one periodic sweep over all connections rather than a timer per
 connection, so the request path only stores a timestamp per read.
@@ -20,11 +21,13 @@ connection, so the request path only stores a timestamp per read.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import resource
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,6 +52,22 @@ _MAX_SWEEP_INTERVAL_S = 1.0
 _MIN_SWEEP_INTERVAL_S = 0.005
 # Linux refuses a soft limit above fs.nr_open even when the hard limit is "unlimited".
 _UNLIMITED_CAP = 1 << 20
+
+
+def _heap_trimmer() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)`` (returns free heap pages to the system), or a no-op."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0) and None
+
+
+_trim_heap = _heap_trimmer()
 
 
 def raise_open_file_limit() -> int:
@@ -150,6 +169,7 @@ class Connections:
         """Close idle and stalled connections; take receive chunks back from quiet ones."""
         limits = self.limits
         idle_s, stall_s = limits.idle_s, limits.request_timeout_s
+        released = False
         for conn in list(self._open):
             if conn.awaiting_response or conn.waiting_for_memory:
                 continue
@@ -169,8 +189,10 @@ class Connections:
                     f"(connections.max.idle.ms={idle_s * 1000:.0f})",
                     logging.INFO,
                 )
-            elif quiet > RELEASE_BUFFER_AFTER_S:
-                conn.release_idle_buffer()
+            elif quiet > RELEASE_BUFFER_AFTER_S and conn.release_idle_buffer():
+                released = True
+        if released:
+            _trim_heap()
 
     async def sweep_forever(self) -> None:
         interval = self.limits.sweep_interval_s

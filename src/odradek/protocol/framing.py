@@ -20,10 +20,13 @@ without copying it:
 Memory follows the bytes received, not the sizes clients claim. The receive chunk is allocated
 at the first read, starts small (:data:`INITIAL_RECEIVE_BUFFER_BYTES`), doubles each time a read
 fills it, up to ``buffer_bytes``, and :meth:`FrameDecoder.release_buffer` lets an idle
-connection give it back. Chunks and large frames' own buffers are anonymous private memory maps:
-the kernel commits their pages as the socket writes into them and takes them back when the
-buffer goes (heap memory would stay with the process), so a claimed but unsent frame costs
-address space only, and nothing is moved or zero-filled as a frame arrives. (How many claimed bytes
+connection give it back. A large frame's own buffer is an anonymous private memory map, sized
+up to a power of two: the kernel commits its pages only as the socket writes into them, so a
+claimed but unsent frame costs address space only, and nothing is moved or zero-filled as it
+arrives. Fresh pages cost a page fault each, so the decoder keeps its last map (up to
+:data:`SPARE_BUFFER_BYTES`) and reuses it for the next large frame once no view of the old one
+is left: a producer's run of large requests is received into the same, already committed
+memory. (How many claimed bytes
 may be in flight at once is the broker's business: see ``broker/memory_pool.py``.)
 
 Bytes are copied once, and only bytes no frame has been handed out of yet: the received start of
@@ -49,6 +52,7 @@ __all__ = [
     "Frame",
     "RECEIVE_BUFFER_BYTES",
     "INITIAL_RECEIVE_BUFFER_BYTES",
+    "SPARE_BUFFER_BYTES",
 ]
 
 
@@ -67,6 +71,8 @@ _SIZE = struct.Struct(">i")
 RECEIVE_BUFFER_BYTES = 256 * 1024
 #: The first receive chunk of a connection (and again after it released an idle one).
 INITIAL_RECEIVE_BUFFER_BYTES = 16 * 1024
+#: The largest map of a large frame that is kept for the next one.
+SPARE_BUFFER_BYTES = 4 * 1024 * 1024
 _MIN_FREE = 16 * 1024
 _NO_BUFFER = bytearray()  # stands for "no receive chunk yet": no room, nothing received
 
@@ -81,7 +87,7 @@ class FrameDecoder:
 
     __slots__ = (
         "_max", "_max_chunk", "_initial_chunk", "_chunk_bytes", "_buf", "_start", "_end",
-        "_carved", "_big", "_big_filled", "_prefix_first",
+        "_carved", "_big", "_big_size", "_big_filled", "_spare", "_prefix_first",
     )
 
     def __init__(
@@ -94,13 +100,15 @@ class FrameDecoder:
         self._max_chunk = buffer_bytes
         self._initial_chunk = min(initial_buffer_bytes, buffer_bytes)
         self._chunk_bytes = self._initial_chunk  # size of the next chunk
-        self._buf: mmap.mmap | bytearray = _NO_BUFFER  # the receive chunk, from the first read
+        self._buf = _NO_BUFFER  # the receive chunk, allocated by the first read
         self._start = 0  # first byte in _buf not yet part of a returned frame
         self._end = 0  # end of received bytes in _buf
         # Frames have been carved out of _buf: its bytes before _start are theirs, not ours.
         self._carved = False
-        self._big: mmap.mmap | None = None  # body of a frame too large for a chunk
+        self._big: mmap.mmap | None = None  # holds the body of a frame too large for a chunk
+        self._big_size = 0  # ... which is this long
         self._big_filled = 0
+        self._spare: mmap.mmap | None = None  # the last one, for the next large frame
         # The last frame was too large for a chunk: read the next size prefix alone, so that a
         # large next frame can be read into its own buffer from its first byte.
         self._prefix_first = False
@@ -117,7 +125,7 @@ class FrameDecoder:
             self._make_room()
         big = self._big
         if big is not None:
-            return memoryview(big)[self._big_filled :]
+            return memoryview(big)[self._big_filled : self._big_size]
         end = self._end
         if self._prefix_first:
             pending = end - self._start
@@ -138,9 +146,8 @@ class FrameDecoder:
     def pending_claim(self) -> int:
         """Size (with its prefix) of the frame being received, 0 if none has begun or its prefix
         is incomplete. Call after :meth:`next_frame` returned :data:`NEED_DATA`."""
-        big = self._big
-        if big is not None:
-            return 4 + len(big)
+        if self._big is not None:
+            return 4 + self._big_size
         start = self._start
         if self._end - start < 4:
             return 0
@@ -148,16 +155,19 @@ class FrameDecoder:
         return 4 + size if size >= 0 else 0
 
     def release_buffer(self) -> bool:
-        """Give back the receive chunk if no received byte is waiting in it (an idle connection);
-        the next read allocates a small one again. Frames carved out of the old chunk keep it
-        alive for as long as they are held. Returns whether anything was released."""
-        if self._big is not None or self._end != self._start or self._buf is _NO_BUFFER:
+        """Give back the receive chunk (and a spare large-frame map) if no received byte is
+        waiting (an idle connection); the next read allocates a small chunk again. Frames taken
+        from them keep them alive for as long as they are held. Returns whether anything was
+        released."""
+        if self._big is not None or self._end != self._start:
             return False
+        released = self._buf is not _NO_BUFFER or self._spare is not None
+        self._spare = None
         self._buf = _NO_BUFFER
         self._start = self._end = 0
         self._carved = False
         self._chunk_bytes = self._initial_chunk
-        return True
+        return released
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` in (for transports that hand over bytes); check frames as you go."""
@@ -174,12 +184,15 @@ class FrameDecoder:
     def next_frame(self) -> Frame | Literal[NeedData.NEED_DATA]:
         big = self._big
         if big is not None:
-            if self._big_filled < len(big):
+            size = self._big_size
+            if self._big_filled < size:
                 return NEED_DATA
             self._big = None
             self._big_filled = 0
             self._prefix_first = True
-            return memoryview(big)
+            if len(big) <= SPARE_BUFFER_BYTES:
+                self._spare = big
+            return memoryview(big)[:size]
         start = self._start
         available = self._end - start
         if available < 4:
@@ -233,7 +246,7 @@ class FrameDecoder:
         """Continue in a new chunk, moving the bytes no frame has been taken from yet."""
         pending = memoryview(self._buf)[self._start : self._end]
         n = len(pending)
-        buf = _allocate(chunk_bytes)
+        buf = bytearray(chunk_bytes)
         buf[:n] = pending
         pending.release()
         self._buf = buf
@@ -243,11 +256,17 @@ class FrameDecoder:
     def _go_big(self, size: int) -> None:
         """Give the frame at the start its own buffer; the socket fills in the rest."""
         start, end = self._start, self._end
-        big = _allocate(size)
+        spare = self._spare
+        self._spare = None
+        if spare is not None and len(spare) >= size and _unshared(spare):
+            big = spare
+        else:
+            big = _allocate(size)
         have = end - start - 4
         if have:
             big[:have] = memoryview(self._buf)[start + 4 : end]
         self._big = big
+        self._big_size = size
         self._big_filled = have
         if self._carved:
             self._start = end
@@ -256,10 +275,21 @@ class FrameDecoder:
 
 
 def _allocate(nbytes: int) -> mmap.mmap:
-    """Receive memory of its own: an anonymous private map, whose pages the kernel commits (and
-    zeroes) as they are first written and takes back when the last view of it goes, so neither
-    a claimed size nor a connection gone quiet leaves memory behind in the heap."""
-    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    """A large frame's own memory: an anonymous private map, whose pages the kernel commits (and
+    zeroes) as they are first written and takes back when the last view of it goes. Rounded up
+    to a power of two (address space, not memory) so that it can serve later frames too."""
+    return mmap.mmap(
+        -1, 1 << (nbytes - 1).bit_length(), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    )
+
+
+def _unshared(buf: mmap.mmap) -> bool:
+    """No view of ``buf`` is left (a map cannot be resized while any exists)."""
+    try:
+        buf.resize(len(buf))
+    except BufferError:
+        return False
+    return True
 
 
 def encode_frame(payload: bytes | bytearray) -> bytes:
