@@ -140,8 +140,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             assert self._transport is not None
             self._transport.resume_reading()
 
-    def release_idle_buffer(self) -> bool:
-        """Give the receive chunk back if nothing received is waiting in it."""
+    def release_idle_buffer(self) -> int:
+        """Give the receive buffers back if nothing received is waiting in them; returns the
+        heap bytes let go."""
         return self._decoder.release_buffer()
 
     def _track_partial(self) -> None:

@@ -11,8 +11,9 @@
   stalled or trickling frame) is closed. A connection waiting for its own response (a
   long-polling fetch), for its peer to read, or for the memory pool is not stalled.
 - A connection quiet for :data:`RELEASE_BUFFER_AFTER_S` gives its receive chunk back, so idle
-  connections cost little memory; the heap is then trimmed (glibc's ``malloc_trim``), as chunks
-  freed among live objects would otherwise stay with the process.
+  connections cost little memory. When many have (:data:`TRIM_AFTER_BYTES`), the heap is
+  trimmed (glibc's ``malloc_trim``), as chunks freed among live objects would otherwise stay
+  with the process; not for a few, as a trim costs time in proportion to the heap.
 
 Deadlines are checked by one periodic sweep over all connections rather than a timer per
 connection, so the request path only stores a timestamp per read.
@@ -42,12 +43,15 @@ __all__ = [
     "raise_open_file_limit",
     "default_max_connections",
     "RELEASE_BUFFER_AFTER_S",
+    "TRIM_AFTER_BYTES",
 ]
 
 log = logging.getLogger("odradek.connection")
 
 #: An idle connection keeps its receive chunk this long before giving it back.
 RELEASE_BUFFER_AFTER_S = 1.0
+#: Trim the heap after a sweep in which idle connections gave back at least this much.
+TRIM_AFTER_BYTES = 4 << 20
 _MAX_SWEEP_INTERVAL_S = 1.0
 _MIN_SWEEP_INTERVAL_S = 0.005
 # Linux refuses a soft limit above fs.nr_open even when the hard limit is "unlimited".
@@ -169,7 +173,7 @@ class Connections:
         """Close idle and stalled connections; take receive chunks back from quiet ones."""
         limits = self.limits
         idle_s, stall_s = limits.idle_s, limits.request_timeout_s
-        released = False
+        released = 0
         for conn in list(self._open):
             if conn.awaiting_response or conn.waiting_for_memory:
                 continue
@@ -189,9 +193,9 @@ class Connections:
                     f"(connections.max.idle.ms={idle_s * 1000:.0f})",
                     logging.INFO,
                 )
-            elif quiet > RELEASE_BUFFER_AFTER_S and conn.release_idle_buffer():
-                released = True
-        if released:
+            elif quiet > RELEASE_BUFFER_AFTER_S:
+                released += conn.release_idle_buffer()
+        if released >= TRIM_AFTER_BYTES:
             _trim_heap()
 
     async def sweep_forever(self) -> None:

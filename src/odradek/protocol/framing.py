@@ -154,14 +154,14 @@ class FrameDecoder:
         (size,) = _SIZE.unpack_from(self._buf, start)
         return 4 + size if size >= 0 else 0
 
-    def release_buffer(self) -> bool:
+    def release_buffer(self) -> int:
         """Give back the receive chunk (and a spare large-frame map) if no received byte is
         waiting (an idle connection); the next read allocates a small chunk again. Frames taken
-        from them keep them alive for as long as they are held. Returns whether anything was
-        released."""
+        from them keep them alive for as long as they are held. Returns the bytes of the receive
+        chunk let go (a spare map's pages go back to the system by themselves)."""
         if self._big is not None or self._end != self._start:
-            return False
-        released = self._buf is not _NO_BUFFER or self._spare is not None
+            return 0
+        released = len(self._buf)
         self._spare = None
         self._buf = _NO_BUFFER
         self._start = self._end = 0
