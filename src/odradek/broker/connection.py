@@ -105,7 +105,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._connections.remove(self)
+        self._connections.remove(self, self._decoder.close())
         if self._memory_wait:
             self._memory_wait = False
             self._pool.cancel(self)

@@ -11,9 +11,10 @@
   stalled or trickling frame) is closed. A connection waiting for its own response (a
   long-polling fetch), for its peer to read, or for the memory pool is not stalled.
 - A connection quiet for :data:`RELEASE_BUFFER_AFTER_S` gives its receive chunk back, so idle
-  connections cost little memory. When many have (:data:`TRIM_AFTER_BYTES`), the heap is
-  trimmed (glibc's ``malloc_trim``), as chunks freed among live objects would otherwise stay
-  with the process; not for a few, as a trim costs time in proportion to the heap.
+  connections cost little memory. Once idle and closed connections have let go of
+  :data:`TRIM_AFTER_BYTES`, the heap is trimmed (glibc's ``malloc_trim``), as chunks freed among
+  live objects would otherwise stay with the process; not for every one, as a trim costs time
+  in proportion to the heap.
 
 Deadlines are checked by one periodic sweep over all connections rather than a timer per
 connection, so the request path only stores a timestamp per read.
@@ -50,7 +51,7 @@ log = logging.getLogger("odradek.connection")
 
 #: An idle connection keeps its receive chunk this long before giving it back.
 RELEASE_BUFFER_AFTER_S = 1.0
-#: Trim the heap after a sweep in which idle connections gave back at least this much.
+#: Trim the heap once idle and closed connections have let go of this much since the last trim.
 TRIM_AFTER_BYTES = 4 << 20
 _MAX_SWEEP_INTERVAL_S = 1.0
 _MIN_SWEEP_INTERVAL_S = 0.005
@@ -133,6 +134,7 @@ class Connections:
         self.limits = limits
         self._open: set[KafkaConnection] = set()
         self._per_ip: Counter[str] = Counter()
+        self._freed = 0  # heap bytes let go by connections since the last trim
 
     def __len__(self) -> int:
         return len(self._open)
@@ -153,7 +155,9 @@ class Connections:
         self._per_ip[host] += 1
         return None
 
-    def remove(self, conn: KafkaConnection) -> None:
+    def remove(self, conn: KafkaConnection, freed: int = 0) -> None:
+        """``conn`` is gone, and ``freed`` bytes of heap with it."""
+        self._freed += freed
         if conn in self._open:
             self._open.remove(conn)
             host = conn.peer_host
@@ -173,7 +177,6 @@ class Connections:
         """Close idle and stalled connections; take receive chunks back from quiet ones."""
         limits = self.limits
         idle_s, stall_s = limits.idle_s, limits.request_timeout_s
-        released = 0
         for conn in list(self._open):
             if conn.awaiting_response or conn.waiting_for_memory:
                 continue
@@ -194,9 +197,10 @@ class Connections:
                     logging.INFO,
                 )
             elif quiet > RELEASE_BUFFER_AFTER_S:
-                released += conn.release_idle_buffer()
-        if released >= TRIM_AFTER_BYTES:
+                self._freed += conn.release_idle_buffer()
+        if self._freed >= TRIM_AFTER_BYTES:
             _trim_heap()
+            self._freed = 0
 
     async def sweep_forever(self) -> None:
         interval = self.limits.sweep_interval_s

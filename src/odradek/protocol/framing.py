@@ -169,6 +169,15 @@ class FrameDecoder:
         self._chunk_bytes = self._initial_chunk
         return released
 
+    def close(self) -> int:
+        """Let go of every buffer (the connection is gone; frames still held keep theirs);
+        returns the bytes of the receive chunk let go."""
+        released = len(self._buf)
+        self._buf = _NO_BUFFER
+        self._big = self._spare = None
+        self._start = self._end = self._big_filled = self._big_size = 0
+        return released
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` in (for transports that hand over bytes); check frames as you go."""
         view = memoryview(data).cast("B")
