@@ -274,7 +274,8 @@ def test_an_idle_connection_costs_little_memory(serve: Callable[..., ServeProces
     probe = _connect(broker.address)
     _settled(probe)
     base = broker.rss()
-    n = 1000
+    # Enough that the buffers let go add up to a heap trim (connection_limits.TRIM_AFTER_BYTES).
+    n = 5000
     conns = []
     for i in range(n):
         s = _connect(broker.address)
@@ -292,7 +293,8 @@ def test_an_idle_connection_costs_little_memory(serve: Callable[..., ServeProces
     assert _served(probe, 3)
     for s in conns:
         s.close()
-    _wait_for(lambda: broker.rss() - base < 8 << 20, "memory to be returned after closing")
+    # Python keeps some of the connections' own objects' memory for reuse, not their buffers.
+    _wait_for(lambda: broker.rss() - base < n * 4096, "memory to be returned after closing")
 
 
 # -- limits ---------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ log = logging.getLogger("odradek.connection")
 #: An idle connection keeps its receive chunk this long before giving it back.
 RELEASE_BUFFER_AFTER_S = 1.0
 #: Trim the heap once idle and closed connections have let go of this much since the last trim.
-TRIM_AFTER_BYTES = 4 << 20
+TRIM_AFTER_BYTES = 64 << 20
 _MAX_SWEEP_INTERVAL_S = 1.0
 _MIN_SWEEP_INTERVAL_S = 0.005
 # Linux refuses a soft limit above fs.nr_open even when the hard limit is "unlimited".
