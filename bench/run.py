@@ -154,8 +154,10 @@ def main() -> None:
     ap.add_argument("--compaction-keys", type=int, default=1_000_000)
     ap.add_argument("--scale-topics", type=int, default=100)
     ap.add_argument("--scale-partitions", type=int, default=100, help="per topic")
+    ap.add_argument("--idle-connections", type=int, default=10_000)
     ap.add_argument("--only",
-                    choices=("all", "log", "groups", "transactions", "compaction", "scale"),
+                    choices=("all", "log", "groups", "transactions", "compaction", "scale",
+                             "connections"),
                     default="all")
     args = ap.parse_args()
     if args.only in ("all", "log"):
@@ -168,6 +170,8 @@ def main() -> None:
         bench_compaction(args)
     if args.only in ("all", "scale"):
         bench_scale(args)
+    if args.only in ("all", "connections"):
+        bench_connections(args)
 
 
 def bench_scale(args: argparse.Namespace) -> None:
@@ -175,6 +179,26 @@ def bench_scale(args: argparse.Namespace) -> None:
     from scale import report
 
     print(report(run_scale(args.scale_topics, args.scale_partitions)))
+
+
+def bench_connections(args: argparse.Namespace) -> None:
+    from connections import idle_connections
+
+    with tempfile.TemporaryDirectory(prefix="odradek-bench-") as tmp:
+        proc, bootstrap, _ = start_broker(str(Path(tmp) / "data"))
+        try:
+            m = idle_connections(proc.pid, bootstrap, args.idle_connections)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    mib = 2**20
+    print(f"broker RSS, no connections             {m.rss_none / mib:8.0f} MiB")
+    print(f"broker RSS, {m.connections:,} connections answered {m.rss_open / mib:8.0f} MiB "
+          f"    (opened in {m.open_seconds:.1f} s)")
+    print(f"broker RSS, {m.connections:,} idle connections     {m.rss_idle / mib:8.0f} MiB "
+          f"    {(m.rss_idle - m.rss_none) / m.connections / 1024:.1f} KiB each "
+          f"(target: 10,000 under 300 MiB in total)")
+    print(f"broker RSS, after they closed          {m.rss_closed / mib:8.0f} MiB")
 
 
 def bench_compaction(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import ctypes
 import datetime
 import io
+import mmap
 import struct
 import sys
 from collections.abc import Iterator
@@ -158,7 +159,9 @@ def wire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Wire]:
     broker = Broker(local_config(tmp_path / "data"), clock=ManualClock(1_700_000_000_000))
     loop.run_until_complete(broker.start())
     transport = _Transport()
-    connection = KafkaConnection(Dispatcher(broker), 100 << 20, set())
+    connection = KafkaConnection(
+        Dispatcher(broker), 100 << 20, broker.connections, broker.request_memory
+    )
     connection.connection_made(transport)
     w = Wire(broker, connection, transport)
 
@@ -246,9 +249,9 @@ def test_large_produce_reaches_the_segment_without_a_copy(wire: Wire) -> None:
     a, b = wire.appended
     # The first request's buffer is its own; only the start of it that came with its size
     # prefix was copied into it.
-    assert isinstance(a.obj, bytearray) and len(a.obj) == len(f1) - 4
+    assert isinstance(a.obj, mmap.mmap) and len(a) == len(first)
     assert 0 < wire.moved(a, f1.index(first)) < 65536
     assert read_batch_header(a).base_offset == 0
     b = _check_zero_copy(wire, 1, len(f1) + f2.index(second), second, 600)
-    assert isinstance(b.obj, bytearray) and len(b.obj) == len(f2) - 4
+    assert isinstance(b.obj, mmap.mmap) and b.obj is not a.obj  # a is still held (by the spy)
     assert _stored(wire, topic) == bytes(a) + bytes(b)

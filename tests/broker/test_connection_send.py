@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from odradek.broker.connection import KafkaConnection
+from odradek.broker.connection_limits import ConnectionLimits, Connections
+from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.protocol.fetch_response import ResponseParts
 from odradek.storage.file_records import FileRecords
 
@@ -37,6 +39,16 @@ def _parts(path: Path, tag: bytes, regions: list[tuple[int, int]]) -> ResponsePa
     return ResponseParts(tuple(parts), body + 4)
 
 
+def _connection(answer: Answer) -> KafkaConnection:
+    limits = ConnectionLimits(
+        max_connections=100, max_connections_per_ip=100, idle_s=None, request_timeout_s=30
+    )
+    return KafkaConnection(
+        lambda frame: answer(bytes(frame)), 1 << 20, Connections(limits),
+        RequestMemoryPool(64 << 20),
+    )
+
+
 async def _serve(answer: Answer) -> tuple[socket.socket, KafkaConnection, asyncio.Transport]:
     loop = asyncio.get_running_loop()
     server_sock, client_sock = socket.socketpair()
@@ -45,7 +57,7 @@ async def _serve(answer: Answer) -> tuple[socket.socket, KafkaConnection, asynci
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
     client_sock.setblocking(False)
-    conn = KafkaConnection(lambda frame: answer(bytes(frame)), 1 << 20, set())
+    conn = _connection(answer)
     transport, _ = await loop.connect_accepted_socket(lambda: conn, server_sock)
     assert isinstance(transport, asyncio.Transport)
     return client_sock, conn, transport
@@ -213,7 +225,7 @@ def test_a_transport_without_sendfile_gets_the_bytes(data_file: tuple[Path, byte
 
     async def run() -> bytes:
         transport = Memory()
-        conn = KafkaConnection(lambda frame: answer(bytes(frame)), 1 << 20, set())
+        conn = _connection(answer)
         conn.connection_made(transport)
         request = _frame(b"go")
         buf = conn.get_buffer(-1)

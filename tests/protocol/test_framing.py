@@ -1,4 +1,5 @@
 import ctypes
+import mmap
 import os
 import struct
 
@@ -168,8 +169,8 @@ def test_large_frames_are_read_into_their_own_buffer() -> None:
     (a,) = sock.deliver(encode_frame(first))
     (b,) = sock.deliver(encode_frame(second), stream_pos=4 + len(first))
     assert (bytes(a), bytes(b)) == (first, second)
-    assert isinstance(a.obj, bytearray) and len(a.obj) == len(first)
-    assert isinstance(b.obj, bytearray) and len(b.obj) == len(second)
+    assert isinstance(a.obj, mmap.mmap) and isinstance(b.obj, mmap.mmap)
+    assert a.obj is not b.obj  # the first frame is still held: its memory is not reused
     # The first large frame's start came with its size prefix, into the receive chunk, and was
     # moved once; after a large frame the next prefix is read alone, so nothing is moved.
     assert 0 < sock.moved(a, 4) < 16 * 1024
@@ -202,3 +203,82 @@ def test_frames_handed_out_stay_intact_and_writable(
             frames.append(frame)
             frame[0] ^= 0xFF
     assert [bytes([f[0] ^ 0xFF]) + bytes(f[1:]) for f in frames] == payloads
+
+
+# -- memory follows the bytes received ------------------------------------------------------------
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_claimed_frame_costs_memory_only_as_its_bytes_arrive() -> None:
+    size = 100 << 20
+    d = FrameDecoder(size)
+    d.feed(struct.pack(">i", size) + b"\x00\x12\x00\x03\x00\x00\x00\x01\x00\x02ab")
+    assert d.next_frame() is NEED_DATA
+    assert d.pending_claim() == 4 + size
+    before = _rss()
+    target = d.get_buffer()
+    assert len(target) == size - 12  # the rest of the frame goes straight into its own buffer
+    assert _rss() - before < 8 << 20
+    # ... and the memory is there once the client has actually sent the bytes.
+    chunk = b"\x5a" * (1 << 20)
+    filled = 0
+    while filled < len(target):
+        n = min(len(chunk), len(target) - filled)
+        target[filled : filled + n] = chunk[:n]
+        filled += n
+    d.buffer_updated(filled)
+    del target
+    assert _rss() - before > 90 << 20
+    frame = d.next_frame()
+    assert isinstance(frame, memoryview) and len(frame) == size
+    assert frame[-1] == 0x5A and bytes(frame[:12]) == b"\x00\x12\x00\x03\x00\x00\x00\x01\x00\x02ab"
+
+
+def test_receive_chunk_is_lazy_starts_small_grows_when_busy_and_can_be_released() -> None:
+    d = FrameDecoder(1 << 20, buffer_bytes=64 * 1024, initial_buffer_bytes=4096)
+    assert d.release_buffer() == 0  # nothing allocated before the first read
+    first = d.get_buffer()
+    assert len(first) == 4096
+    del first
+    sizes = []
+    payload = encode_frame(b"p" * 96)  # 100 bytes a frame
+    wire = payload * 6000
+    pos = 0
+    for _ in range(8):  # reads that fill the buffer they were given: the chunks double
+        target = d.get_buffer()
+        sizes.append(len(target.obj))  # type: ignore[arg-type]
+        target[:] = wire[pos : pos + len(target)]
+        d.buffer_updated(len(target))
+        pos += len(target)
+        del target
+        while (frame := d.next_frame()) is not NEED_DATA:
+            assert bytes(frame) == b"p" * 96
+    assert sizes[0] == 4096 and sizes[-1] == 64 * 1024
+    assert sorted(sizes) == sizes
+    # Finish the partial frame, then the idle connection gives its chunk back.
+    assert d.release_buffer() == 0  # part of a frame is waiting
+    d.feed(wire[pos : pos + 100 - pos % 100])
+    assert bytes(d.next_frame()) == b"p" * 96
+    assert d.release_buffer() == 64 * 1024
+    assert len(d.get_buffer()) == 4096
+    d.feed(payload)
+    assert bytes(d.next_frame()) == b"p" * 96
+
+
+def test_a_run_of_large_frames_reuses_one_buffer_once_each_is_let_go() -> None:
+    d = FrameDecoder(1 << 22, buffer_bytes=64 * 1024)
+    sock = _Socket(d, read=16 * 1024)
+    payloads = [os.urandom(n) for n in (300_000, 500_000, 200_000)]
+    pos = 0
+    maps = []
+    for p in payloads:
+        (frame,) = sock.deliver(encode_frame(p), stream_pos=pos)
+        assert bytes(frame) == p and len(frame) == len(p)
+        maps.append(frame.obj)
+        del frame  # the request is done with it
+        pos += 4 + len(p)
+    assert maps[0] is maps[1] is maps[2]

@@ -16,11 +16,13 @@ from pathlib import Path
 from types import TracebackType
 
 from odradek.broker.connection import KafkaConnection
+from odradek.broker.connection_limits import ConnectionLimits, Connections, raise_open_file_limit
 from odradek.broker.contract import ApiHandler
 from odradek.broker.delayed import AppendWatch
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.groups import GroupRuntime
 from odradek.broker.internal_topics import LoadHook
+from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.registry import handlers
 from odradek.broker.replica_manager import ReplicaManager
 from odradek.broker.topics import TopicManager
@@ -86,7 +88,9 @@ class Broker:
         self.data_dir = Path(config.log_dirs[0])
         self.append_watch = AppendWatch()
         self._server: asyncio.Server | None = None
-        self._connections: set[KafkaConnection] = set()
+        self.request_memory = RequestMemoryPool(config.queued_max_request_bytes)
+        # Set by start(), which knows the open-file limit:
+        self.connections: Connections
         self._tasks: list[asyncio.Task[None]] = []
         self._dir_lock: DataDirLock | None = None
         self.host = ""
@@ -123,6 +127,9 @@ class Broker:
             raise
 
     async def _start(self, t0: float) -> None:
+        # First, so that the defaults sized from it (log.max.open.files, max.connections) see
+        # the raised limit.
+        open_file_limit = raise_open_file_limit()
         self.metadata = MetadataStore(self.data_dir, self.node_id, self.config.cluster_id)
         self.logs = LogManager(
             self.data_dir,
@@ -151,8 +158,11 @@ class Broker:
         host, port = self.config.listener_host, self.config.listener_port
         dispatcher = Dispatcher(self)
         max_frame = self.config.socket_request_max_bytes
+        limits = ConnectionLimits.from_config(self.config, open_file_limit)
+        connections = self.connections = Connections(limits)
+        pool = self.request_memory
         self._server = await loop.create_server(
-            lambda: KafkaConnection(dispatcher, max_frame, self._connections),
+            lambda: KafkaConnection(dispatcher, max_frame, connections, pool),
             host,
             port,
             reuse_address=True,
@@ -165,6 +175,9 @@ class Broker:
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
+        self._tasks.append(
+            asyncio.create_task(connections.sweep_forever(), name="odradek-connection-sweep")
+        )
         if self.logs.cleaner.config.enable:
             self._tasks.append(asyncio.create_task(self._clean_logs(), name="odradek-cleaner"))
         if self.scrubber.config.enable:
@@ -183,13 +196,21 @@ class Broker:
             self.data_dir,
             self.started_at * 1000,
         )
+        log.info(
+            "connections: at most %d (%d per IP), idle close after %s, stalled requests closed "
+            "after %d ms, %s of requests in flight",
+            limits.max_connections,
+            limits.max_connections_per_ip,
+            f"{self.config.connections_max_idle_ms} ms" if limits.idle_s is not None else "never",
+            self.config.request_timeout_ms,
+            f"{self.request_memory.limit} bytes" if self.request_memory.limit > 0 else "unbounded",
+        )
 
     async def stop(self) -> None:
         if self._server is None:
             return
         self._server.close()
-        for conn in list(self._connections):
-            conn.close()
+        self.connections.close_all()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -11,6 +11,14 @@ the segment file without a copy. A response that comes as
 part by part, its file slices with ``os.sendfile``: at once as far as the socket takes them,
 the rest in the background while the connection reads nothing more; the slices are closed once
 sent or when the connection goes. Owned by the broker's event loop.
+
+Memory: a frame's full size is reserved from the broker's :class:`RequestMemoryPool` once its
+size prefix has arrived and the rest has not (reading pauses until the pool grants it), and is
+given back when its request has been answered. The receive chunk is allocated at the first read
+and given back when the connection has been quiet a while. Admission and deadlines (idle,
+stalled frames) are :class:`~odradek.broker.connection_limits.Connections`' business; this class
+keeps the timestamps they are judged by: ``active_at`` (last read or response) and
+``partial_since`` (when the frame being received began).
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import CLIENT_HOST
+from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.errors import CorruptFrameError
 from odradek.protocol.fetch_response import ResponseParts
 from odradek.protocol.framing import NEED_DATA, Frame, FrameDecoder
@@ -29,7 +39,11 @@ from odradek.storage.file_records import FileRecords
 
 __all__ = ["KafkaConnection", "Dispatch"]
 
+if TYPE_CHECKING:
+    from odradek.broker.connection_limits import Connections
+
 log = logging.getLogger("odradek.connection")
+_monotonic = time.monotonic
 
 # Returns the response frame (or its parts), None when no response is due (acks=0), or an
 # awaitable of these.
@@ -43,17 +57,37 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self,
         dispatch: Dispatch,
         max_frame_bytes: int,
-        connections: set[KafkaConnection],
+        connections: Connections,
+        pool: RequestMemoryPool,
     ) -> None:
         self._dispatch = dispatch
         self._decoder = FrameDecoder(max_frame_bytes)
         self._connections = connections
+        self._pool = pool
         self._transport: asyncio.Transport | None = None
         self._waiting: asyncio.Future[Any] | None = None
         self._write_paused = False
         self._closed = False
+        self._reserved = 0  # pool bytes held for the frame being received
+        self._answer_reserved = 0  # ... for the request being answered
+        self._memory_wait = False  # reading paused until the pool grants a reservation
+        self.active_at = 0.0  # monotonic time of the last read or response
+        self.partial_since = 0.0  # when the frame being received began; 0.0: none is
         self.peer: str = "?"
         self.peer_host: str = ""
+
+    @property
+    def awaiting_response(self) -> bool:
+        """A request is being answered (a long-polling fetch, say); reading is paused."""
+        return self._waiting is not None
+
+    @property
+    def waiting_for_memory(self) -> bool:
+        return self._memory_wait
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -64,18 +98,31 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
             self.peer_host = str(peer[0])
-        self._connections.add(self)
+        self.active_at = _monotonic()
+        refused = self._connections.admit(self)
+        if refused is not None:
+            log.warning("refusing connection from %s: %s", self.peer, refused)
+            self._closed = True
+            transport.close()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._decoder.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         self._decoder.buffer_updated(nbytes)
+        self.active_at = _monotonic()
         self._process()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._connections.discard(self)
+        self._connections.remove(self, self._decoder.close())
+        if self._memory_wait:
+            self._memory_wait = False
+            self._pool.cancel(self)
+        held = self._reserved + self._answer_reserved
+        if held:
+            self._reserved = self._answer_reserved = 0
+            self._pool.release(held)
         if self._waiting is not None:
             self._waiting.cancel()
             self._waiting = None
@@ -87,14 +134,61 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._transport is not None and not self._closed and self._waiting is None:
+        if self._may_read():
+            assert self._transport is not None
             self._transport.resume_reading()
             self._process()
 
+    # -- memory ---------------------------------------------------------------------------------
+
+    def pool_granted(self, nbytes: int) -> None:
+        self._memory_wait = False
+        self._reserved = nbytes
+        # The wait was ours, not the peer's: the frame's time starts now.
+        self.partial_since = _monotonic()
+        if self._may_read():
+            assert self._transport is not None
+            self._transport.resume_reading()
+
+    def release_idle_buffer(self) -> int:
+        """Give the receive buffers back if nothing received is waiting in them; returns the
+        heap bytes let go."""
+        return self._decoder.release_buffer()
+
+    def _track_partial(self) -> None:
+        """Part of a frame is here: note when it began, and reserve its size before reading
+        the rest (or stop reading until the pool can grant it)."""
+        if not self.partial_since:
+            self.partial_since = self.active_at
+        if self._reserved:
+            return
+        claim = self._decoder.pending_claim()
+        if not claim:
+            return
+        if self._pool.try_reserve(claim):
+            self._reserved = claim
+            return
+        self._memory_wait = True
+        assert self._transport is not None
+        self._transport.pause_reading()
+        self._pool.wait(self, claim)
+
     # -- processing -----------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def _may_read(self) -> bool:
+        return (
+            self._transport is not None
+            and not self._closed
+            and self._waiting is None
+            and not self._write_paused
+            and not self._memory_wait
+        )
+
+    def close(self, reason: str | None = None, level: int = logging.INFO) -> None:
+        """Close the connection; ``reason``, if given, is logged with the peer."""
         if self._transport is not None and not self._closed:
+            if reason is not None:
+                log.log(level, "closing connection from %s: %s", self.peer, reason)
             self._transport.close()
 
     def _process(self) -> None:
@@ -107,14 +201,23 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 frame = self._decoder.next_frame()
                 if frame is NEED_DATA:
                     break
+                # The frame's reservation (if it was received in parts) now belongs to its answer.
+                self._answer_reserved = self._reserved
+                self._reserved = 0
+                self.partial_since = 0.0
                 CLIENT_HOST.set(self.peer_host)
                 result = self._dispatch(frame)
-                if result is None:
-                    continue
-                if isinstance(result, bytes):
-                    out.append(result)
+                if result is None or isinstance(result, bytes):
+                    if self._answer_reserved:
+                        self._pool.release(self._answer_reserved)
+                        self._answer_reserved = 0
+                    if result is not None:
+                        out.append(result)
                     continue
                 if isinstance(result, ResponseParts):
+                    if self._answer_reserved:
+                        self._pool.release(self._answer_reserved)
+                        self._answer_reserved = 0
                     if out:
                         transport.writelines(out)
                         out = []
@@ -137,13 +240,19 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return
         if out:
             transport.writelines(out)
+        if self._decoder.buffered and self._waiting is None and not self._closed:
+            self._track_partial()
 
     def _on_response(self, fut: asyncio.Future[Any]) -> None:
         self._waiting = None
+        if self._answer_reserved:
+            self._pool.release(self._answer_reserved)
+            self._answer_reserved = 0
         if fut.cancelled() or self._closed or self._transport is None:
             if not fut.cancelled() and fut.exception() is None:
                 _release(fut.result())
             return
+        self.active_at = _monotonic()
         exc = fut.exception()
         if exc is not None:
             log.error("request failed on connection from %s", self.peer, exc_info=exc)
@@ -155,7 +264,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 return
         elif response is not None:
             self._transport.write(response)
-        if not self._write_paused:
+        if self._may_read():
             self._transport.resume_reading()
         self._process()
 

@@ -204,6 +204,11 @@ class BrokerConfig:
     message_max_bytes: int = _FROM_TABLE
     socket_request_max_bytes: int = _FROM_TABLE
     fetch_max_bytes: int = _FROM_TABLE
+    queued_max_request_bytes: int = _FROM_TABLE
+    connections_max_idle_ms: int = _FROM_TABLE
+    request_timeout_ms: int = _FROM_TABLE
+    max_connections: int | None = _FROM_TABLE
+    max_connections_per_ip: int = _FROM_TABLE
     min_insync_replicas: int = _FROM_TABLE
     unclean_leader_election_enable: bool = _FROM_TABLE
     offsets_topic_num_partitions: int = _FROM_TABLE

@@ -155,6 +155,21 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _int("fetch.max.bytes", 57671680, "Most record bytes one fetch response holds (less if the "
          "request asks for less); the first batch goes out whole even when larger.",
          minimum=1024),
+    _long("queued.max.request.bytes", 104857600, "Bytes of requests being received that the "
+          "broker holds at once, across all connections (a frame counts its full size from its "
+          "size prefix until it is answered); reading pauses while they are taken. One request "
+          "is always let through, whatever its size. -1: unbounded (Kafka's default; odradek "
+          "bounds it by default).", minimum=-1),
+    _long("connections.max.idle.ms", 600000, "Close a connection that has sent no request and "
+          "had no response for this long; -1: never.", minimum=-1),
+    _int("request.timeout.ms", 30000, "Close a connection whose request has been partly received "
+         "for this long (a stalled or trickling frame).", minimum=1),
+    _int("max.connections", None, "Most client connections the broker keeps; more are closed "
+         "right after they are accepted. Unset: the open-file limit (raised to its hard limit at "
+         "start) less a quarter of it, at least 256, kept for segment and index files.",
+         minimum=0),
+    _int("max.connections.per.ip", INT_MAX, "Most connections from one IP address; more are "
+         "closed right after they are accepted.", minimum=0),
     _int("min.insync.replicas", 1, "Replicas that must have a write for acks=all.", minimum=1),
     _bool("unclean.leader.election.enable", False, "Allow an out-of-sync replica to lead."),
     _int("offsets.topic.num.partitions", 50, "Partitions of __consumer_offsets.", minimum=1),
@@ -237,10 +252,10 @@ BROKER_KEY_ALIASES: Mapping[str, str] = {"broker.id": "node.id", "log.dir": "log
 IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "num.network.threads", "num.io.threads", "num.replica.fetchers",
     "num.recovery.threads.per.data.dir", "background.threads", "queued.max.requests",
-    "queued.max.request.bytes", "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
+    "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
     "socket.listen.backlog.size", "socket.connection.setup.timeout.ms",
-    "socket.connection.setup.timeout.max.ms", "connections.max.idle.ms",
-    "connections.max.reauth.ms", "max.connections", "max.connections.per.ip",
+    "socket.connection.setup.timeout.max.ms",
+    "connections.max.reauth.ms",
     "max.connections.per.ip.overrides", "max.connection.creation.rate", "process.roles",
     "inter.broker.listener.name", "inter.broker.protocol.version", "security.inter.broker.protocol",
     "security.providers", "broker.rack", "reserved.broker.max.id", "broker.id.generation.enable",
@@ -253,7 +268,7 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "log.flush.offset.checkpoint.interval.ms", "log.flush.start.offset.checkpoint.interval.ms",
     "log.cleaner.io.buffer.size", "log.cleaner.io.buffer.load.factor",
     "log.dir.failure.timeout.ms", "log.message.format.version", "log.local.retention.ms",
-    "log.local.retention.bytes", "log.initial.task.delay.ms", "request.timeout.ms",
+    "log.local.retention.bytes", "log.initial.task.delay.ms",
     "authorizer.class.name", "super.users", "allow.everyone.if.no.acl.found",
     "create.topic.policy.class.name", "alter.config.policy.class.name",
     "initial.broker.registration.timeout.ms", "broker.heartbeat.interval.ms",
