@@ -52,6 +52,9 @@ __all__ = ["EtcdStore"]
 log = logging.getLogger(__name__)
 
 _API = "/v3"
+_GRPC_UNAVAILABLE = 14
+# etcd's answers for a request it refused before proposing it (so it did not happen).
+_NOT_SERVING = ("etcdserver: no leader", "etcdserver: not capable", "etcdserver: server stopped")
 # How long a watch waits before reconnecting to an endpoint that failed, doubling up to the cap.
 _WATCH_BACKOFF_S = 0.05
 _WATCH_BACKOFF_MAX_S = 1.0
@@ -107,8 +110,20 @@ class EtcdStore:
                     ) from e
                 failures.append(f"{self._endpoints[index]}: {e!r}")
                 continue
+            try:
+                answer = _answer(path, response.status, text)
+            except OutcomeUnknown:
+                if write:
+                    raise
+                failures.append(f"{self._endpoints[index]}: no answer in time")
+                continue
+            except StoreUnavailable as e:
+                # The member is up but cannot serve (no leader, not started): the request was
+                # not applied, so another member may take it.
+                failures.append(f"{self._endpoints[index]}: {e}")
+                continue
             self._current = index
-            return _answer(path, response.status, text)
+            return answer
         raise StoreUnavailable(f"etcd is unreachable ({'; '.join(failures)})")
 
     # --- reads --------------------------------------------------------------------------------
@@ -232,7 +247,7 @@ class EtcdStore:
                             yield event
                         if events:
                             next_revision = events[-1].revision + 1
-            except (TimeoutError, aiohttp.ClientError) as e:
+            except (TimeoutError, aiohttp.ClientError, StoreUnavailable) as e:
                 if not warned:
                     log.warning(
                         "watch on %r lost etcd %s (%r); resuming from revision %d",
@@ -348,14 +363,20 @@ def _answer(path: str, status: int, text: str) -> dict[str, Any]:
     if not isinstance(answer, dict):
         raise ClusterStoreError(f"etcd answered {path} with {text[:200]!r}")
     if "error" in answer:
-        raise _error(path, answer["error"])
+        raise _error(path, answer)
     if status != 200:
         raise ClusterStoreError(f"etcd answered {path} with HTTP {status}: {text[:200]!r}")
     return answer
 
 
 def _error(path: str, error: Any) -> ClusterStoreError:
-    message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    """The typed error for an error answer: a unary call's whole answer (``error``, ``message``,
+    ``code``) or a stream's ``error`` object (``message``, ``grpc_code``)."""
+    if isinstance(error, dict):
+        message = str(error.get("message") or error.get("error") or error)
+        code = error.get("code", error.get("grpc_code"))
+    else:
+        message, code = str(error), None
     if "required revision has been compacted" in message:
         # The gateway's message does not carry the compaction point; report it as unknown.
         return RevisionCompacted(0)
@@ -363,4 +384,10 @@ def _error(path: str, error: Any) -> ClusterStoreError:
         return FutureRevision(message)
     if "requested lease not found" in message:
         return LeaseNotFound(0)
+    if any(m in message for m in _NOT_SERVING):
+        return StoreUnavailable(f"etcd cannot serve {path}: {message}")
+    if code == _GRPC_UNAVAILABLE:
+        # etcd's other "unavailable" answers (a request timed out, the leader changed) come
+        # after the request was proposed: it may still be applied.
+        return OutcomeUnknown(f"etcd did not complete {path}: {message}")
     return ClusterStoreError(f"etcd refused {path}: {message}")
