@@ -19,6 +19,7 @@ from odradek.testing.etcd import EtcdProcess, etcd_binary
 
 T = TypeVar("T")
 
+
 def start_etcd(tmp: Path) -> Iterator[EtcdProcess]:
     if etcd_binary() is None:
         pytest.skip("etcd is not installed (Debian's etcd-server; `make system-deps` installs it)")

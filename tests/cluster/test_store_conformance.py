@@ -51,7 +51,11 @@ def test_put_get_and_revisions(harness: Harness) -> None:
         kv = await store.get(p + "a")
         assert kv is not None
         assert (kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease) == (
-            b"2", start + 1, start + 2, 2, 0
+            b"2",
+            start + 1,
+            start + 2,
+            2,
+            0,
         )
         # A delete that deletes nothing makes no revision; one that does makes one.
         assert await store.delete(p + "missing") == DeleteResult(start + 2, 0)
@@ -124,7 +128,9 @@ def test_compare_and_swap(harness: Harness) -> None:
         less = Compare(key, CompareTarget.VERSION, CompareOp.LESS, 2)
         assert (await store.txn([greater])).succeeded
         assert not (await store.txn([less])).succeeded
-        assert (await store.txn([Compare(key, CompareTarget.VALUE, CompareOp.NOT_EQUAL, b"x")])).succeeded
+        assert (
+            await store.txn([Compare(key, CompareTarget.VALUE, CompareOp.NOT_EQUAL, b"x")])
+        ).succeeded
 
         # On an absent key a value compare is false (even NOT_EQUAL); others compare with 0.
         missing = p + "missing"

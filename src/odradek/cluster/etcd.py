@@ -18,7 +18,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -206,10 +206,12 @@ class EtcdStore:
 
     def watch(
         self, key: str, *, prefix: bool = False, start_revision: int = 0
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         return self._watch(key, prefix, start_revision)
 
-    async def _watch(self, key: str, prefix: bool, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def _watch(
+        self, key: str, prefix: bool, start_revision: int
+    ) -> AsyncGenerator[WatchEvent, None]:
         if not start_revision:
             # Pin "from now" to a revision, so that a reconnect before the first event does not
             # skip the writes made while it was away.
@@ -251,7 +253,10 @@ class EtcdStore:
                 if not warned:
                     log.warning(
                         "watch on %r lost etcd %s (%r); resuming from revision %d",
-                        key, self._endpoints[index], e, next_revision,
+                        key,
+                        self._endpoints[index],
+                        e,
+                        next_revision,
                     )
                     warned = True
             # The stream ended or failed: try the next endpoint, after a pause.
@@ -359,7 +364,9 @@ def _answer(path: str, status: int, text: str) -> dict[str, Any]:
     try:
         answer = json.loads(text)
     except ValueError:
-        raise ClusterStoreError(f"etcd answered {path} with HTTP {status}: {text[:200]!r}") from None
+        raise ClusterStoreError(
+            f"etcd answered {path} with HTTP {status}: {text[:200]!r}"
+        ) from None
     if not isinstance(answer, dict):
         raise ClusterStoreError(f"etcd answered {path} with {text[:200]!r}")
     if "error" in answer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from odradek.clock import Clock, SystemClock
@@ -149,7 +149,9 @@ class InProcessStore:
         responses: list[RangeResult | PutResult | DeleteResult] = []
         for op in ops:
             if isinstance(op, Get):
-                responses.append(RangeResult(tuple(self._read(op.key, op.prefix, 0)), self._revision))
+                responses.append(
+                    RangeResult(tuple(self._read(op.key, op.prefix, 0)), self._revision)
+                )
             elif isinstance(op, Put):
                 self._put(op.key, op.value, op.lease)
                 responses.append(PutResult(self._revision))
@@ -289,10 +291,12 @@ class InProcessStore:
 
     def watch(
         self, key: str, *, prefix: bool = False, start_revision: int = 0
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         return self._watch(key, prefix, start_revision)
 
-    async def _watch(self, key: str, prefix: bool, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def _watch(
+        self, key: str, prefix: bool, start_revision: int
+    ) -> AsyncGenerator[WatchEvent, None]:
         self.maybe_expire_leases()
         next_revision = start_revision or self._revision + 1
         while not self._closed:

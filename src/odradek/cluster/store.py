@@ -32,7 +32,7 @@ Keys are ``str`` (stored as UTF-8); values are ``bytes``.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -299,7 +299,7 @@ class ClusterStore(Protocol):
 
     def watch(
         self, key: str, *, prefix: bool = False, start_revision: int = 0
-    ) -> AsyncIterator[WatchEvent]:
+    ) -> AsyncGenerator[WatchEvent, None]:
         """Events from ``start_revision`` on, forever; close the iterator (``aclose``) to stop.
         Raises :class:`RevisionCompacted` when ``start_revision`` is compacted."""
         ...
