@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import pytest
 
-from odradek.clock import ManualClock
+from odradek.clock import Clock, ManualClock, SystemClock
 from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.inprocess import InProcessStore
 from odradek.cluster.store import ClusterStore, EventType, WatchEvent
@@ -42,6 +42,7 @@ class Harness:
         self.etcd = etcd
         self.clock = ManualClock()
         self._store: InProcessStore | None = None
+        self._sleepers: list[tuple[int, asyncio.Future[None]]] = []
         # Keys of each test are under a prefix of their own (the etcd is shared by a module).
         self.prefix = f"/t{next(self._prefixes)}-{id(self):x}/"
 
@@ -72,13 +73,47 @@ class Harness:
         return asyncio.get_running_loop().time()
 
     async def pass_time(self, seconds: float) -> None:
-        if self.kind == "inprocess":
-            self.clock.advance(int(seconds * 1000))
-            assert self._store is not None
+        if self.kind != "inprocess":
+            await asyncio.sleep(seconds)  # real time passing is what is under test
+            return
+        assert self._store is not None
+        # In steps of at most 100 ms: timers due in a step fire (and their tasks run) before
+        # the store ends the leases that are due, as renewals would come first in real time.
+        remaining = int(seconds * 1000)
+        while True:
+            step = min(100, remaining)
+            self.clock.advance(step)
+            remaining -= step
+            now = self.clock.monotonic_ms()
+            for deadline, waiter in list(self._sleepers):
+                if deadline <= now:
+                    self._sleepers.remove((deadline, waiter))
+                    if not waiter.done():
+                        waiter.set_result(None)
+            for _ in range(10):
+                await asyncio.sleep(0)
             self._store.maybe_expire_leases()
             await asyncio.sleep(0)
-        else:
-            await asyncio.sleep(seconds)  # real time passing is what is under test
+            if remaining <= 0:
+                return
+
+    async def sleep(self, seconds: float) -> None:
+        """What timers in the code under test wait with: the manual clock for in-process."""
+        if self.kind != "inprocess":
+            await asyncio.sleep(seconds)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        entry = (self.clock.monotonic_ms() + int(seconds * 1000), waiter)
+        self._sleepers.append(entry)
+        try:
+            await waiter
+        finally:
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
+
+    @property
+    def session_clock(self) -> Clock:
+        return self.clock if self.kind == "inprocess" else SystemClock()
 
     async def until(self, awaitable: Awaitable[T], max_s: float) -> T:
         """Await ``awaitable`` while time passes, up to ``max_s`` seconds of store time."""
@@ -92,8 +127,6 @@ class Harness:
                 raise TimeoutError(f"not done after {max_s}s of manual time")
             await self.pass_time(0.1)
             waited += 0.1
-            for _ in range(5):  # let the woken watchers run
-                await asyncio.sleep(0)
         return task.result()
 
 
