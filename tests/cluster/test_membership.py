@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from cluster_harness import Harness
 
+from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.membership import (
     BrokerInfo,
     BrokerRegistration,
@@ -20,7 +21,8 @@ from odradek.cluster.membership import (
     current_controller,
     live_brokers,
 )
-from odradek.cluster.store import ClusterStore, Put, absent
+from odradek.cluster.store import ClusterStore, OutcomeUnknown, Put, absent
+from odradek.testing.etcd import EtcdProcess
 
 TTL = 1  # seconds; etcd's minimum with the test etcd's election timeout
 
@@ -115,3 +117,55 @@ def test_a_session_notices_its_lease_has_ended(harness: Harness) -> None:
         await session.close()  # revoking an ended lease is not an error for a session
 
     harness.run(scenario)
+
+
+async def _answer_losing_proxy(target_port: int) -> asyncio.Server:
+    """A TCP proxy that delivers requests to etcd but never their answers: it closes the
+    client's connection as soon as etcd starts to answer, as a network failure would."""
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", target_port)
+
+        async def forward() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+                await server_w.drain()
+
+        forwarding = asyncio.ensure_future(forward())
+        await server_r.read(1)  # etcd has applied the request and is answering
+        forwarding.cancel()
+        client_w.transport.abort()
+        server_w.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_a_registration_whose_answer_is_lost_is_recognised(etcd: EtcdProcess) -> None:
+    keys = ClusterKeys("lost-answer")
+    info = BrokerInfo(7, "127.0.0.1", 9092)
+
+    async def scenario() -> None:
+        proxy = await _answer_losing_proxy(etcd.client_port)
+        proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+        direct = EtcdStore([etcd.endpoint])
+        # Calls go to the proxy first: the write's answer is lost (OutcomeUnknown), the re-read
+        # fails over to etcd itself and finds the key under this session's lease.
+        lossy = EtcdStore([proxy_url, etcd.endpoint])
+        try:
+            with pytest.raises(OutcomeUnknown):
+                await lossy.put(keys.root + "probe", b"1")
+            assert (await direct.get(keys.root + "probe")) is not None  # it did happen
+            session = await Session.open(direct, 5)
+            lossy_registration = BrokerRegistration(lossy, keys, session, info)
+            epoch = await lossy_registration.register()
+            kv = await direct.get(keys.broker(7))
+            assert kv is not None and kv.lease == session.lease_id
+            assert epoch == kv.create_revision and kv.version == 1
+            await session.close()
+        finally:
+            await lossy.close()
+            await direct.close()
+            proxy.close()
+            await proxy.wait_closed()
+
+    asyncio.run(scenario())
