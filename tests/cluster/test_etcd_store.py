@@ -10,7 +10,8 @@ import pytest
 from cluster_harness import next_events
 
 from odradek.cluster.etcd import EtcdStore
-from odradek.cluster.store import EventType, StoreUnavailable, WatchEvent
+from odradek.cluster.membership import Session
+from odradek.cluster.store import EventType, Put, StoreUnavailable, WatchEvent
 from odradek.testing.etcd import EtcdProcess, free_port
 
 
@@ -110,5 +111,45 @@ def test_fails_over_to_an_endpoint_that_answers(etcd: EtcdProcess) -> None:
                 await unreachable.get("/f/k")
         finally:
             await unreachable.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_session_that_cannot_renew_is_lost_once_its_lease_could_have_expired(
+    etcd: EtcdProcess,
+) -> None:
+    async def scenario() -> None:
+        store = EtcdStore([etcd.endpoint], request_timeout_s=1)
+        try:
+            session = await Session.open(store, 2)
+            await asyncio.to_thread(etcd.kill)
+            killed_at = asyncio.get_running_loop().time()
+            async with asyncio.timeout(10):
+                await session.lost.wait()
+            # Not before a TTL has passed since the last renewal that etcd answered.
+            assert asyncio.get_running_loop().time() - killed_at > session.ttl * 2 / 3 - 0.1
+            assert session.may_have_expired()
+            await session.close()  # etcd is down: the lease is left to expire
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_revision_larger_than_a_line_buffer_is_delivered_whole(etcd: EtcdProcess) -> None:
+    async def scenario() -> None:
+        store = EtcdStore([etcd.endpoint])
+        try:
+            value = bytes(range(256)) * 16
+            # One revision of 100 keys (etcd allows 128 operations in a transaction): one watch
+            # message of about 550 KB of JSON.
+            written = await store.txn([], [Put(f"/big/{i:03}", value) for i in range(100)])
+            async with aclosing(store.watch("/big/", prefix=True, start_revision=1)) as watch:
+                events = await next_events(watch, 100)
+            assert {e.revision for e in events} == {written.revision}
+            assert [e.kv.key for e in events] == [f"/big/{i:03}" for i in range(100)]
+            assert all(e.kv.value == value for e in events)
+        finally:
+            await store.close()
 
     asyncio.run(scenario())
