@@ -25,13 +25,18 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 serve: $(STAMP)
 	$(BIN)/odradek serve --listen 127.0.0.1:9092 --data-dir ./data --config config/server.properties
 
-# kcat is one of the clients the integration tests drive; Debian packages it.
+# kcat is one of the clients the integration tests drive; etcd (Debian's etcd-server) holds a
+# cluster's metadata, and the cluster tests start their own etcd processes. Debian packages both.
+SYSTEM_DEPS := kcat:kcat etcd:etcd-server
 system-deps:
-	@command -v kcat >/dev/null 2>&1 || { \
+	@for dep in $(SYSTEM_DEPS); do \
+	  cmd=$${dep%%:*}; pkg=$${dep#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat) >/dev/null \
-	      || echo "warning: could not install kcat; its tests will be skipped"; \
-	  else echo "warning: kcat not found; its tests will be skipped"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg) >/dev/null \
+	      || echo "warning: could not install $$pkg; the tests that need $$cmd will be skipped"; \
+	  else echo "warning: $$cmd not found (Debian package $$pkg); its tests will be skipped"; fi; \
+	done
 
 test: $(TEST_STAMP) system-deps
 	$(BIN)/ruff check src tests bench

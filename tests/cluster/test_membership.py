@@ -1,0 +1,171 @@
+"""Broker registrations and the controller election, on both ClusterStore implementations: two
+brokers register under their sessions' leases, one is elected controller, and when it stops
+renewing its lease the other takes over and the old controller's writes are fenced off."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from cluster_harness import Harness
+
+from odradek.cluster.etcd import EtcdStore
+from odradek.cluster.membership import (
+    BrokerInfo,
+    BrokerRegistration,
+    ClusterKeys,
+    ControllerElection,
+    DuplicateBrokerRegistration,
+    NotController,
+    Session,
+    current_controller,
+    live_brokers,
+)
+from odradek.cluster.store import ClusterStore, OutcomeUnknown, Put, absent
+from odradek.testing.etcd import EtcdProcess
+
+TTL = 1  # seconds; etcd's minimum with the test etcd's election timeout
+
+
+def _keys(harness: Harness) -> ClusterKeys:
+    return ClusterKeys(cluster=harness.prefix.strip("/"), prefix="/odradek-test")
+
+
+async def _session(harness: Harness, store: ClusterStore) -> Session:
+    return await Session.open(store, TTL, clock=harness.session_clock, sleep=harness.sleep)
+
+
+def test_key_layout() -> None:
+    keys = ClusterKeys("c1")
+    assert keys.broker(3) == "/odradek/c1/brokers/3"
+    assert keys.brokers == "/odradek/c1/brokers/"
+    assert keys.controller == "/odradek/c1/controller"
+    assert ClusterKeys("c1", prefix="/x/").controller == "/x/c1/controller"
+
+
+def test_two_brokers_register_and_elect_a_controller(harness: Harness) -> None:
+    keys = _keys(harness)
+    one, two = BrokerInfo(1, "127.0.0.1", 9092), BrokerInfo(2, "127.0.0.1", 9093, rack="r2")
+
+    async def scenario(store: ClusterStore) -> None:
+        s1, s2 = await _session(harness, store), await _session(harness, store)
+        r1, r2 = BrokerRegistration(store, keys, s1, one), BrokerRegistration(store, keys, s2, two)
+        epoch1, epoch2 = await r1.register(), await r2.register()
+        assert epoch1 < epoch2
+        assert await r1.register() == epoch1  # its own registration, recognised
+        _, brokers = await live_brokers(store, keys)
+        assert [(b.info, b.epoch) for b in brokers] == [(one, epoch1), (two, epoch2)]
+
+        # A node id held by a live session cannot be taken.
+        s3 = await _session(harness, store)
+        with pytest.raises(DuplicateBrokerRegistration, match="127.0.0.1:9092"):
+            await BrokerRegistration(store, keys, s3, BrokerInfo(1, "10.0.0.9", 9092)).register()
+        await s3.close()
+
+        c1, c2 = ControllerElection(store, keys, s1, 1), ControllerElection(store, keys, s2, 2)
+        controller_epoch = await c1.campaign()
+        assert await current_controller(store, keys) == (1, controller_epoch)
+        waiting = asyncio.ensure_future(c2.campaign())
+        # Past several TTLs, the sessions' renewals keep both registrations and the controller.
+        await harness.pass_time(TTL * 2.5)
+        assert not waiting.done()
+        assert not s1.may_have_expired() and not s2.may_have_expired()
+        assert len((await live_brokers(store, keys))[1]) == 2
+
+        topic = keys.root + "topics/t"
+        written = await c1.fenced_txn([absent(topic)], [Put(topic, b"1")])
+        assert written.succeeded
+        refused = await c1.fenced_txn([absent(topic)], [Put(topic, b"2")])
+        assert not refused.succeeded and refused.responses == ()
+
+        # Broker 1 stops renewing (as if it died): its lease ends, its keys go, 2 takes over.
+        s1.abandon()
+        new_epoch = await harness.until(waiting, max_s=TTL + 5)
+        assert new_epoch > controller_epoch
+        assert await current_controller(store, keys) == (2, new_epoch)
+        assert s1.may_have_expired()
+        assert [b.info for b in (await live_brokers(store, keys))[1]] == [two]
+        with pytest.raises(NotController):
+            await c1.fenced_txn([], [Put(topic, b"from the deposed controller")])
+        kv = await store.get(topic)
+        assert kv is not None and kv.value == b"1"
+        assert (await c2.fenced_txn([], [Put(topic, b"3")])).succeeded
+
+        # Broker 1 comes back under a new session: a new, higher broker epoch.
+        s1b = await _session(harness, store)
+        assert await BrokerRegistration(store, keys, s1b, one).register() > new_epoch
+
+        # A controller that resigns hands over at once.
+        c1b = ControllerElection(store, keys, s1b, 1)
+        campaign = asyncio.ensure_future(c1b.campaign())
+        await c2.resign()
+        assert await harness.until(campaign, max_s=5) > new_epoch
+        for session in (s1b, s2):
+            await session.close()
+        assert (await live_brokers(store, keys))[1] == []
+
+    harness.run(scenario)
+
+
+def test_a_session_notices_its_lease_has_ended(harness: Harness) -> None:
+    async def scenario(store: ClusterStore) -> None:
+        session = await _session(harness, store)
+        assert not session.lost.is_set()
+        await store.revoke(session.lease_id)  # as an operator's `etcdctl lease revoke` would
+        await harness.until(session.lost.wait(), max_s=TTL + 3)
+        assert session.may_have_expired()
+        await session.close()  # revoking an ended lease is not an error for a session
+
+    harness.run(scenario)
+
+
+async def _answer_losing_proxy(target_port: int) -> asyncio.Server:
+    """A TCP proxy that delivers requests to etcd but never their answers: it closes the
+    client's connection as soon as etcd starts to answer, as a network failure would."""
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", target_port)
+
+        async def forward() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+                await server_w.drain()
+
+        forwarding = asyncio.ensure_future(forward())
+        await server_r.read(1)  # etcd has applied the request and is answering
+        forwarding.cancel()
+        client_w.transport.abort()
+        server_w.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def test_a_registration_whose_answer_is_lost_is_recognised(etcd: EtcdProcess) -> None:
+    keys = ClusterKeys("lost-answer")
+    info = BrokerInfo(7, "127.0.0.1", 9092)
+
+    async def scenario() -> None:
+        proxy = await _answer_losing_proxy(etcd.client_port)
+        proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+        direct = EtcdStore([etcd.endpoint])
+        # Calls go to the proxy first: the write's answer is lost (OutcomeUnknown), the re-read
+        # fails over to etcd itself and finds the key under this session's lease.
+        lossy = EtcdStore([proxy_url, etcd.endpoint])
+        try:
+            with pytest.raises(OutcomeUnknown):
+                await lossy.put(keys.root + "probe", b"1")
+            assert (await direct.get(keys.root + "probe")) is not None  # it did happen
+            session = await Session.open(direct, 5)
+            lossy_registration = BrokerRegistration(lossy, keys, session, info)
+            epoch = await lossy_registration.register()
+            kv = await direct.get(keys.broker(7))
+            assert kv is not None and kv.lease == session.lease_id
+            assert epoch == kv.create_revision and kv.version == 1
+            await session.close()
+        finally:
+            await lossy.close()
+            await direct.close()
+            proxy.close()
+            await proxy.wait_closed()
+
+    asyncio.run(scenario())
