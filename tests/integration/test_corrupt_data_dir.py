@@ -127,6 +127,9 @@ def test_scrubber_reports_damage_in_a_broker_started_on_a_corrupt_data_dir(
     caplog.set_level(logging.WARNING, "odradek")
     config = local_config(data, log_scrubber_bytes_per_second="100000")
     with BrokerThread(config) as b:
+        # Logs open in the background on the broker's thread; take this one once it is open
+        # rather than opening it from the test's thread.
+        await_condition(lambda: b.broker.logs.pending_count == 0)
         plog = b.broker.logs.get_log(TOPIC, 0)
         assert plog is not None
         await_condition(lambda: b.broker.scrubber.corrupt_batches_found == 1)
