@@ -1,0 +1,302 @@
+"""Avro schemas for the registry: parsing (fastavro), identity and compatibility.
+
+Parsing is fastavro's ``parse_schema``; it resolves every name to its full name and keeps a
+named type's definition at its first use, a bare name after. This module then checks what
+fastavro lets through but the Avro specification forbids (names, duplicate union branches,
+nested unions, duplicate field names), writes the two texts the registry stores, and walks two
+parsed schemas by the specification's resolution rules for compatibility.
+
+Identity (:meth:`AvroSchema.canonical`) is Confluent's: the schema written as compact JSON the
+way Apache Avro's Java ``Schema.toString`` writes it (reserved properties in a fixed order,
+names relative to the enclosing namespace, defaults, docs, aliases and custom properties kept,
+referenced types by name only). Parsing Canonical Form is *not* used: it drops defaults, and two
+schemas that differ in a default are different registrations.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastavro.schema import parse_schema
+
+from odradek.registry.formats import InvalidSchemaError, ParsedSchema
+
+__all__ = ["FORMAT", "AvroFormat", "AvroSchema"]
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})
+_KINDS = _PRIMITIVES | _NAMED_KINDS | {"array", "map"}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+# Properties the writer handles itself; everything else on a schema or field is a custom property
+# (logicalType, precision, connect.* ...), written after the reserved ones.
+_RESERVED_TYPE_KEYS = frozenset(
+    {"type", "name", "namespace", "doc", "fields", "symbols", "default", "size", "items",
+     "values", "aliases"}
+)
+_RESERVED_FIELD_KEYS = frozenset({"name", "type", "doc", "default", "order", "aliases"})
+
+
+def _split(full_name: str) -> tuple[str, str]:
+    """(namespace, short name) of a full name; the null namespace is ``""``."""
+    space, _, short = full_name.rpartition(".")
+    return space, short
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class AvroSchema:
+    """One parsed Avro schema. ``parsed`` is fastavro's form of the schema's own text;
+    ``named`` holds every named type it can use (its own and its references'), by full name.
+    Immutable once made; both mappings are never mutated after :meth:`AvroFormat.parse`."""
+
+    text: str
+    parsed: Any = field(repr=False)
+    named: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def schema_type(self) -> str:
+        return "AVRO"
+
+    def canonical(self) -> str:
+        return _Writer(full_names=False).write(self.parsed)
+
+    def normalized(self) -> str:
+        return _Writer(full_names=True).write(self.parsed)
+
+
+class _Writer:
+    """Writes a parsed schema as compact JSON. ``full_names=False`` is Confluent's canonical
+    string (Java Avro's ``toString`` layout); ``full_names=True`` is Confluent's normalization:
+    every name fully qualified (no ``namespace`` key) and custom properties sorted."""
+
+    def __init__(self, *, full_names: bool) -> None:
+        self._full = full_names
+
+    def write(self, node: Any) -> str:
+        return _dumps(self._node(node, ""))
+
+    def _ref(self, full_name: str, space: str) -> str:
+        name_space, short = _split(full_name)
+        # Java writes a name short when it is in the enclosing namespace or in the null one.
+        if not self._full and (name_space in ("", space)):
+            return short
+        return full_name
+
+    def _props(self, node: Mapping[str, Any], reserved: frozenset[str]) -> Iterator[tuple[str, Any]]:
+        keys = [k for k in node if k not in reserved]
+        if self._full:
+            keys.sort()
+        for k in keys:
+            yield k, node[k]
+
+    def _node(self, node: Any, space: str) -> Any:
+        if isinstance(node, str):
+            return node if node in _PRIMITIVES else self._ref(node, space)
+        if isinstance(node, list):
+            return [self._node(branch, space) for branch in node]
+        kind = node["type"]
+        if kind in _PRIMITIVES or kind not in _KINDS:
+            out: dict[str, Any] = {"type": self._node(kind, space)}
+            out.update(self._props(node, _RESERVED_TYPE_KEYS))
+            return out["type"] if len(out) == 1 else out
+        if kind == "array":
+            out = {"type": "array", "items": self._node(node["items"], space)}
+        elif kind == "map":
+            out = {"type": "map", "values": self._node(node["values"], space)}
+        else:
+            return self._named(node, kind, space)
+        out.update(self._props(node, _RESERVED_TYPE_KEYS))
+        return out
+
+    def _named(self, node: Mapping[str, Any], kind: str, space: str) -> dict[str, Any]:
+        full_name = node["name"]
+        own_space, short = _split(full_name)
+        out: dict[str, Any] = {"type": kind}
+        if self._full:
+            out["name"] = full_name
+        else:
+            out["name"] = short
+            if own_space != space:
+                out["namespace"] = own_space
+        if "doc" in node:
+            out["doc"] = node["doc"]
+        if kind in ("record", "error"):
+            out["fields"] = [self._field(f, own_space) for f in node["fields"]]
+        elif kind == "enum":
+            out["symbols"] = node["symbols"]
+            if "default" in node:
+                out["default"] = node["default"]
+        else:
+            out["size"] = node["size"]
+        out.update(self._props(node, _RESERVED_TYPE_KEYS))
+        if node.get("aliases"):
+            out["aliases"] = [self._alias(a, own_space) for a in node["aliases"]]
+        return out
+
+    def _alias(self, alias: str, own_space: str) -> str:
+        full = alias if "." in alias or not own_space else f"{own_space}.{alias}"
+        return self._ref(full, own_space)
+
+    def _field(self, node: Mapping[str, Any], space: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": node["name"], "type": self._node(node["type"], space)}
+        if "doc" in node:
+            out["doc"] = node["doc"]
+        if "default" in node:
+            out["default"] = node["default"]
+        order = node.get("order", "ascending")
+        if order != "ascending":
+            out["order"] = order
+        if node.get("aliases"):
+            out["aliases"] = list(node["aliases"])
+        out.update(self._props(node, _RESERVED_FIELD_KEYS))
+        return out
+
+
+def _parse_one(text: str, named: dict[str, Any], what: str) -> Any:
+    """fastavro-parse one schema text, adding its named types to ``named`` only on success.
+    ``what`` names the text in error messages (``""`` for the schema itself)."""
+    what = f" {what}" if what else ""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise InvalidSchemaError(f"Invalid schema{what}: not JSON: {e}") from e
+    trial = dict(named)
+    try:
+        parsed = parse_schema(raw, trial, _write_hint=False)
+    except Exception as e:  # fastavro raises KeyError/TypeError/... on malformed structure too
+        message = str(e) if not isinstance(e, KeyError) else f"missing property {e}"
+        kind = type(e).__name__
+        if kind == "UnknownType":
+            message = f"unknown type or undefined name {message}"
+        raise InvalidSchemaError(f"Invalid schema{what}: {message}") from e
+    _check(parsed, frozenset(named))
+    named.clear()
+    named.update(trial)
+    return parsed
+
+
+def _check(node: Any, known: frozenset[str]) -> None:
+    """What the specification forbids and fastavro accepts; ``node`` is fastavro's form, so
+    each named type is defined once and this walk ends on recursive types. ``known`` holds the
+    names the references define, which the schema may use but not define again."""
+    if isinstance(node, str):
+        return
+    if isinstance(node, list):
+        seen: set[str] = set()
+        for branch in node:
+            if isinstance(branch, list):
+                raise InvalidSchemaError("Invalid schema: a union may not immediately contain a union")
+            key = _union_key(branch)
+            if key in seen:
+                raise InvalidSchemaError(f"Invalid schema: duplicate in union: {key}")
+            seen.add(key)
+            _check(branch, known)
+        return
+    if not isinstance(node, dict):
+        raise InvalidSchemaError(f"Invalid schema: not a schema: {node!r}")
+    kind = node.get("type")
+    if kind in _NAMED_KINDS:
+        for part in node["name"].split("."):
+            if not _NAME.match(part):
+                raise InvalidSchemaError(f"Invalid schema: illegal name {node['name']!r}")
+        if node["name"] in known:
+            raise InvalidSchemaError(f"Invalid schema: redefined named type {node['name']}")
+    if kind in ("record", "error"):
+        names: set[str] = set()
+        for f in node["fields"]:
+            if not isinstance(f.get("name"), str) or not _NAME.match(f["name"]):
+                raise InvalidSchemaError(f"Invalid schema: illegal field name {f.get('name')!r}")
+            if f["name"] in names:
+                raise InvalidSchemaError(f"Invalid schema: duplicate field {f['name']!r}")
+            names.add(f["name"])
+            _check_default(f)
+            _check(f["type"], known)
+    elif kind == "enum":
+        for symbol in node["symbols"]:
+            if not isinstance(symbol, str) or not _NAME.match(symbol):
+                raise InvalidSchemaError(f"Invalid schema: illegal enum symbol {symbol!r}")
+    elif kind == "array":
+        _check(node["items"], known)
+    elif kind == "map":
+        _check(node["values"], known)
+
+
+def _check_default(f: Mapping[str, Any]) -> None:
+    """fastavro checks a default's JSON type; the range of int and long it leaves open."""
+    if "default" not in f:
+        return
+    kind = f["type"] if isinstance(f["type"], str) else None
+    if isinstance(f["type"], dict) and f["type"].get("type") in _PRIMITIVES:
+        kind = f["type"]["type"]
+    value = f["default"]
+    bounds = {"int": (_INT_MIN, _INT_MAX), "long": (_LONG_MIN, _LONG_MAX)}.get(kind or "")
+    if bounds and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
+        raise InvalidSchemaError(
+            f"Invalid default for field {f['name']}: {value} is out of range for {kind}"
+        )
+
+
+def _union_key(branch: Any) -> str:
+    if isinstance(branch, str):
+        return branch
+    kind = branch.get("type")
+    if kind in _NAMED_KINDS:
+        return str(branch["name"])
+    if kind in _KINDS:
+        return str(kind)
+    return str(kind)  # a name reference written as {"type": "a.B"}
+
+
+class AvroFormat:
+    """Avro for the registry; stateless, shared by all requests."""
+
+    @property
+    def schema_type(self) -> str:
+        return "AVRO"
+
+    def parse(self, text: str, references: Mapping[str, str]) -> AvroSchema:
+        named: dict[str, Any] = {}
+        pending = dict(references)
+        # References may use one another; the caller's order need not be dependency order, so
+        # parse whatever parses until nothing more does.
+        while pending:
+            errors: dict[str, InvalidSchemaError] = {}
+            for name, ref_text in pending.items():
+                try:
+                    _parse_one(ref_text, named, f"reference {name!r}")
+                except InvalidSchemaError as e:
+                    errors[name] = e
+            if len(errors) == len(pending):
+                raise next(iter(errors.values()))
+            pending = {name: pending[name] for name in errors}
+        parsed = _parse_one(text, named, "")
+        return AvroSchema(text=text, parsed=parsed, named=named)
+
+    def incompatibilities(self, reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
+        if not isinstance(reader, AvroSchema) or not isinstance(writer, AvroSchema):
+            raise TypeError("both schemas must be Avro schemas")
+        return _Resolver(reader.named, writer.named).check(reader.parsed, writer.parsed)
+
+
+class _Resolver:
+    """One compatibility check (placeholder until the resolution rules land)."""
+
+    def __init__(self, reader_named: Mapping[str, Any], writer_named: Mapping[str, Any]) -> None:
+        self._rn = reader_named
+        self._wn = writer_named
+
+    def check(self, reader: Any, writer: Any) -> list[str]:
+        return []
+
+
+FORMAT = AvroFormat()
