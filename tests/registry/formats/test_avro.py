@@ -165,3 +165,252 @@ def test_canonical_text_parses_back_to_the_same_canonical_text() -> None:
                              {"name": "v", "type": {"type": "array", "items": "string"}, "default": []}))
     once = parse(text).canonical()
     assert parse(once).canonical() == once
+
+
+# --- compatibility -------------------------------------------------------------------------------
+
+
+def problems(reader: object, writer: object, *, reader_refs: dict[str, str] | None = None,
+             writer_refs: dict[str, str] | None = None) -> list[str]:
+    # Schemas here are JSON values (a bare str is a type name), never texts.
+    return FORMAT.incompatibilities(
+        parse(json.dumps(reader), reader_refs), parse(json.dumps(writer), writer_refs)
+    )
+
+
+def error_types(messages: list[str]) -> list[str]:
+    return [m.split("'")[1] for m in messages]
+
+
+def paths(messages: list[str]) -> list[str]:
+    return [m.split("path '")[1].split("'")[0] for m in messages]
+
+
+def compatible_at(level: str, new: object, old: object) -> bool:
+    """The registry's levels from reader/writer questions, as the formats package defines them."""
+    backward = not problems(new, old)  # the new schema reads data written with the old
+    forward = not problems(old, new)  # the old schema reads data written with the new
+    return {"BACKWARD": backward, "FORWARD": forward, "FULL": backward and forward}[level]
+
+
+PAYMENT = record("io.confluent.examples.clients.basicavro.Payment",
+                 {"name": "id", "type": "string"}, {"name": "amount", "type": "double"})
+PAYMENT_WITH_REGION = record("io.confluent.examples.clients.basicavro.Payment",
+                             {"name": "id", "type": "string"}, {"name": "amount", "type": "double"},
+                             {"name": "region", "type": "string"})
+PAYMENT_WITH_OPTIONAL_REGION = record("io.confluent.examples.clients.basicavro.Payment",
+                                      {"name": "id", "type": "string"}, {"name": "amount", "type": "double"},
+                                      {"name": "region", "type": ["null", "string"], "default": None})
+PAYMENT_WITHOUT_AMOUNT = record("io.confluent.examples.clients.basicavro.Payment",
+                                {"name": "id", "type": "string"})
+PAYMENT_WITH_DEFAULTED_AMOUNT = record("io.confluent.examples.clients.basicavro.Payment",
+                                       {"name": "id", "type": "string"},
+                                       {"name": "amount", "type": "double", "default": 0.0})
+PAYMENT_WITHOUT_DEFAULTED_AMOUNT = PAYMENT_WITHOUT_AMOUNT
+
+
+@pytest.mark.parametrize(
+    ("change", "old", "new", "backward", "forward"),
+    [
+        # Confluent's summary: BACKWARD allows deleting fields and adding optional fields,
+        # FORWARD allows adding fields and deleting optional fields, FULL only optional ones.
+        ("add a field without default", PAYMENT, PAYMENT_WITH_REGION, False, True),
+        ("add an optional field", PAYMENT, PAYMENT_WITH_OPTIONAL_REGION, True, True),
+        ("delete a field without default", PAYMENT, PAYMENT_WITHOUT_AMOUNT, True, False),
+        ("delete an optional field", PAYMENT_WITH_DEFAULTED_AMOUNT, PAYMENT_WITHOUT_DEFAULTED_AMOUNT,
+         True, True),
+        ("widen int to long", record("R", {"name": "n", "type": "int"}),
+         record("R", {"name": "n", "type": "long"}), True, False),
+        ("make a field nullable", record("R", {"name": "s", "type": "string"}),
+         record("R", {"name": "s", "type": ["null", "string"]}), True, False),
+        ("add an enum symbol", {"type": "enum", "name": "E", "symbols": ["A"]},
+         {"type": "enum", "name": "E", "symbols": ["A", "B"]}, True, False),
+        ("add an enum symbol, the enum has a default",
+         {"type": "enum", "name": "E", "symbols": ["A"], "default": "A"},
+         {"type": "enum", "name": "E", "symbols": ["A", "B"], "default": "A"}, True, True),
+        ("rename a record", record("a.R"), record("a.S"), False, False),
+        ("rename a record with an alias", record("a.R"), record("a.S", aliases=["R"]), True, False),
+        ("change a field's type", record("R", {"name": "n", "type": "int"}),
+         record("R", {"name": "n", "type": "string"}), False, False),
+    ],
+)
+def test_confluent_levels(change: str, old: object, new: object, backward: bool, forward: bool) -> None:
+    assert compatible_at("BACKWARD", new, old) is backward, change
+    assert compatible_at("FORWARD", new, old) is forward, change
+    assert compatible_at("FULL", new, old) is (backward and forward), change
+
+
+def test_confluent_tutorial_region_without_default_is_refused_with_the_field_named() -> None:
+    messages = problems(PAYMENT_WITH_REGION, PAYMENT)
+    assert messages == [
+        "{errorType:'READER_FIELD_MISSING_DEFAULT_VALUE', description:'The field 'region' at path "
+        "'/fields/2' in the reader's schema has no default value and is missing in the writer's "
+        "schema', additionalInfo:'region'}"
+    ]
+
+
+INT, LONG, FLOAT, DOUBLE, STRING, BYTES = "int", "long", "float", "double", "string", "bytes"
+
+
+@pytest.mark.parametrize(
+    ("reader", "writer", "expected"),
+    [
+        # The same primitive, and the specification's promotions (reader wider than writer).
+        (INT, INT, []),
+        (LONG, INT, []),
+        (FLOAT, INT, []),
+        (DOUBLE, INT, []),
+        (FLOAT, LONG, []),
+        (DOUBLE, LONG, []),
+        (DOUBLE, FLOAT, []),
+        (STRING, BYTES, []),
+        (BYTES, STRING, []),
+        # No narrowing, and nothing else converts.
+        (INT, LONG, ["TYPE_MISMATCH"]),
+        (LONG, FLOAT, ["TYPE_MISMATCH"]),
+        (FLOAT, DOUBLE, ["TYPE_MISMATCH"]),
+        (INT, STRING, ["TYPE_MISMATCH"]),
+        ("boolean", "null", ["TYPE_MISMATCH"]),
+        ({"type": "int", "logicalType": "date"}, INT, []),  # logical types are ignored
+        # Reader union: some branch must read the writer's type.
+        (["null", STRING], STRING, []),
+        (["null", LONG], INT, []),
+        (["null", STRING], INT, ["MISSING_UNION_BRANCH"]),
+        # Writer union: every branch must be readable.
+        (STRING, ["null", STRING], ["TYPE_MISMATCH"]),
+        (LONG, [INT, LONG], []),
+        (["null", STRING, INT], ["null", STRING], []),
+        (["null", STRING], ["null", STRING, INT], ["MISSING_UNION_BRANCH"]),
+        (["null", STRING], ["null", INT, "boolean"], ["MISSING_UNION_BRANCH", "MISSING_UNION_BRANCH"]),
+        # Arrays and maps by items and values.
+        ({"type": "array", "items": LONG}, {"type": "array", "items": INT}, []),
+        ({"type": "array", "items": INT}, {"type": "array", "items": LONG}, ["TYPE_MISMATCH"]),
+        ({"type": "map", "values": STRING}, {"type": "map", "values": INT}, ["TYPE_MISMATCH"]),
+        ({"type": "map", "values": INT}, {"type": "array", "items": INT}, ["TYPE_MISMATCH"]),
+        # Enums: writer symbols unknown to the reader, unless the reader has a default.
+        ({"type": "enum", "name": "E", "symbols": ["A", "B", "C"]},
+         {"type": "enum", "name": "E", "symbols": ["A", "B"]}, []),
+        ({"type": "enum", "name": "E", "symbols": ["A"]},
+         {"type": "enum", "name": "E", "symbols": ["A", "B"]}, ["MISSING_ENUM_SYMBOLS"]),
+        ({"type": "enum", "name": "E", "symbols": ["A", "U"], "default": "U"},
+         {"type": "enum", "name": "E", "symbols": ["A", "B"]}, []),
+        ({"type": "enum", "name": "E", "symbols": ["A"]},
+         {"type": "enum", "name": "F", "symbols": ["A"]}, ["NAME_MISMATCH"]),
+        ({"type": "enum", "name": "E", "symbols": ["A"]}, STRING, ["TYPE_MISMATCH"]),
+        # Fixed: the same name and size.
+        ({"type": "fixed", "name": "F", "size": 16}, {"type": "fixed", "name": "F", "size": 16}, []),
+        ({"type": "fixed", "name": "F", "size": 16}, {"type": "fixed", "name": "F", "size": 8},
+         ["FIXED_SIZE_MISMATCH"]),
+        ({"type": "fixed", "name": "F", "size": 4}, {"type": "fixed", "name": "G", "size": 4},
+         ["NAME_MISMATCH"]),
+        ({"type": "fixed", "name": "F", "size": 4, "aliases": ["G"]},
+         {"type": "fixed", "name": "G", "size": 4}, []),
+        # Records: by unqualified name or reader alias; fields by name or reader field alias.
+        (record("a.R"), record("b.R"), []),
+        (record("a.R", aliases=["b.S"]), record("b.S"), []),
+        (record("a.R", aliases=["S"]), record("b.S"), ["NAME_MISMATCH"]),
+        (record("R", {"name": "new", "type": INT, "aliases": ["old"]}),
+         record("R", {"name": "old", "type": INT}), []),
+        (record("R", {"name": "new", "type": INT}), record("R", {"name": "old", "type": INT}),
+         ["READER_FIELD_MISSING_DEFAULT_VALUE"]),
+        (record("R", {"name": "new", "type": INT, "default": 1}),
+         record("R", {"name": "old", "type": INT}), []),
+        (record("R"), record("R", {"name": "dropped", "type": INT}), []),
+        (record("R", {"name": "x", "type": INT}), record("R", {"name": "x", "type": LONG}),
+         ["TYPE_MISMATCH"]),
+        # A union default of null is a default: a missing nullable field is filled in.
+        (record("R", {"name": "n", "type": ["null", INT], "default": None}), record("R"), []),
+    ],
+)
+def test_resolution_rules(reader: object, writer: object, expected: list[str]) -> None:
+    assert error_types(problems(reader, writer)) == expected
+
+
+def test_paths_point_at_the_offending_part() -> None:
+    inner_old = record("I", {"name": "v", "type": LONG})
+    inner_new = record("I", {"name": "v", "type": INT})
+    reader = record("R", {"name": "a", "type": INT}, {"name": "i", "type": inner_new})
+    writer = record("R", {"name": "a", "type": INT}, {"name": "i", "type": inner_old})
+    assert paths(problems(reader, writer)) == ["/fields/1/type/fields/0/type"]
+    assert paths(problems({"type": "array", "items": INT}, {"type": "array", "items": LONG})) == ["/items"]
+    assert paths(problems({"type": "map", "values": INT}, {"type": "map", "values": STRING})) == ["/values"]
+    assert paths(problems(["null", STRING], ["null", STRING, INT])) == ["/2"]
+    assert paths(problems({"type": "fixed", "name": "F", "size": 1},
+                          {"type": "fixed", "name": "F", "size": 2})) == ["/size"]
+    assert paths(problems({"type": "enum", "name": "E", "symbols": ["A"]},
+                          {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]})) == ["/symbols"]
+    assert paths(problems(record("a.R"), record("a.S"))) == ["/name"]
+
+
+def test_messages_say_what_differs() -> None:
+    [enum] = problems({"type": "enum", "name": "E", "symbols": ["A"]},
+                      {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]})
+    assert enum.endswith("additionalInfo:'[B, C]'}")
+    [fixed] = problems({"type": "fixed", "name": "F", "size": 8}, {"type": "fixed", "name": "F", "size": 16})
+    assert fixed.endswith("additionalInfo:'expected: 16, found: 8'}")
+    [mismatch] = problems(INT, STRING)
+    assert mismatch.endswith("additionalInfo:'reader type: INT not compatible with writer type: STRING'}")
+    [name] = problems(record("a.R"), record("b.S"))
+    assert name.endswith("additionalInfo:'expected: b.S'}")
+    [union] = problems(["null", STRING], INT)
+    assert union.endswith("additionalInfo:'reader union lacking writer type: INT'}")
+
+
+def test_every_problem_is_reported() -> None:
+    reader = record("R", {"name": "a", "type": INT}, {"name": "b", "type": STRING},
+                    {"name": "c", "type": "boolean"})
+    writer = record("S", {"name": "a", "type": STRING}, {"name": "b", "type": INT})
+    assert sorted(error_types(problems(reader, writer))) == [
+        "NAME_MISMATCH", "READER_FIELD_MISSING_DEFAULT_VALUE", "TYPE_MISMATCH", "TYPE_MISMATCH",
+    ]
+
+
+LINKED_LIST = record("Node", {"name": "value", "type": INT}, {"name": "next", "type": ["null", "Node"]})
+
+
+def test_recursive_types_end_and_are_checked() -> None:
+    assert problems(LINKED_LIST, LINKED_LIST) == []
+    widened = record("Node", {"name": "value", "type": LONG}, {"name": "next", "type": ["null", "Node"]})
+    assert problems(widened, LINKED_LIST) == []
+    with_label = record("Node", {"name": "value", "type": INT}, {"name": "next", "type": ["null", "Node"]},
+                        {"name": "label", "type": STRING})
+    assert error_types(problems(with_label, LINKED_LIST)) == ["READER_FIELD_MISSING_DEFAULT_VALUE"]
+    # Mutual recursion through two named types.
+    tree = record("Tree", {"name": "children", "type": {"type": "array", "items": {
+        "type": "record", "name": "Branch", "fields": [{"name": "t", "type": "Tree"}]}}})
+    assert problems(tree, tree) == []
+
+
+def test_a_shared_named_type_is_checked_at_each_use() -> None:
+    point_old = {"type": "record", "name": "P", "fields": [{"name": "x", "type": LONG}]}
+    point_new = {"type": "record", "name": "P", "fields": [{"name": "x", "type": INT}]}
+    reader = record("R", {"name": "a", "type": point_new}, {"name": "b", "type": "P"})
+    writer = record("R", {"name": "a", "type": point_old}, {"name": "b", "type": "P"})
+    assert error_types(problems(reader, writer)) != []
+    assert error_types(problems(writer, reader)) == []
+
+
+def test_references_are_resolved_for_compatibility() -> None:
+    address_v1 = json.dumps({"type": "record", "name": "Address", "namespace": "com.acme",
+                             "fields": [{"name": "city", "type": "string"}]})
+    address_v2 = json.dumps({"type": "record", "name": "Address", "namespace": "com.acme",
+                             "fields": [{"name": "city", "type": "string"},
+                                        {"name": "zip", "type": "string"}]})
+    address_v3 = json.dumps({"type": "record", "name": "Address", "namespace": "com.acme",
+                             "fields": [{"name": "city", "type": "string"},
+                                        {"name": "zip", "type": "string", "default": ""}]})
+    customer = record("com.acme.Customer", {"name": "home", "type": "com.acme.Address"})
+    v1 = {"com.acme.Address": address_v1}
+    assert paths(problems(customer, customer, reader_refs={"com.acme.Address": address_v2},
+                          writer_refs=v1)) == ["/fields/0/type/fields/1"]
+    assert problems(customer, customer, reader_refs={"com.acme.Address": address_v3}, writer_refs=v1) == []
+
+
+def test_defaults_are_validated_unless_asked_not_to() -> None:
+    text = json.dumps(record("R", {"name": "s", "type": "string", "default": None}))
+    with pytest.raises(InvalidSchemaError):
+        FORMAT.parse(text, NO_REFS)
+    from odradek.registry.formats.avro import AvroFormat
+
+    lenient = AvroFormat(validate_defaults=False).parse(text, NO_REFS)
+    assert '"default":null' in lenient.canonical()

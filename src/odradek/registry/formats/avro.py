@@ -162,7 +162,7 @@ class _Writer:
         return out
 
 
-def _parse_one(text: str, named: dict[str, Any], what: str) -> Any:
+def _parse_one(text: str, named: dict[str, Any], what: str, validate_defaults: bool) -> Any:
     """fastavro-parse one schema text, adding its named types to ``named`` only on success.
     ``what`` names the text in error messages (``""`` for the schema itself)."""
     what = f" {what}" if what else ""
@@ -172,20 +172,22 @@ def _parse_one(text: str, named: dict[str, Any], what: str) -> Any:
         raise InvalidSchemaError(f"Invalid schema{what}: not JSON: {e}") from e
     trial = dict(named)
     try:
-        parsed = parse_schema(raw, trial, _write_hint=False)
+        parsed = parse_schema(
+            raw, trial, _write_hint=False, _ignore_default_error=not validate_defaults
+        )
     except Exception as e:  # fastavro raises KeyError/TypeError/... on malformed structure too
         message = str(e) if not isinstance(e, KeyError) else f"missing property {e}"
         kind = type(e).__name__
         if kind == "UnknownType":
             message = f"unknown type or undefined name {message}"
         raise InvalidSchemaError(f"Invalid schema{what}: {message}") from e
-    _check(parsed, frozenset(named))
+    _check(parsed, frozenset(named), validate_defaults)
     named.clear()
     named.update(trial)
     return parsed
 
 
-def _check(node: Any, known: frozenset[str]) -> None:
+def _check(node: Any, known: frozenset[str], defaults: bool) -> None:
     """What the specification forbids and fastavro accepts; ``node`` is fastavro's form, so
     each named type is defined once and this walk ends on recursive types. ``known`` holds the
     names the references define, which the schema may use but not define again."""
@@ -200,7 +202,7 @@ def _check(node: Any, known: frozenset[str]) -> None:
             if key in seen:
                 raise InvalidSchemaError(f"Invalid schema: duplicate in union: {key}")
             seen.add(key)
-            _check(branch, known)
+            _check(branch, known, defaults)
         return
     if not isinstance(node, dict):
         raise InvalidSchemaError(f"Invalid schema: not a schema: {node!r}")
@@ -219,16 +221,17 @@ def _check(node: Any, known: frozenset[str]) -> None:
             if f["name"] in names:
                 raise InvalidSchemaError(f"Invalid schema: duplicate field {f['name']!r}")
             names.add(f["name"])
-            _check_default(f)
-            _check(f["type"], known)
+            if defaults:
+                _check_default(f)
+            _check(f["type"], known, defaults)
     elif kind == "enum":
         for symbol in node["symbols"]:
             if not isinstance(symbol, str) or not _NAME.match(symbol):
                 raise InvalidSchemaError(f"Invalid schema: illegal enum symbol {symbol!r}")
     elif kind == "array":
-        _check(node["items"], known)
+        _check(node["items"], known, defaults)
     elif kind == "map":
-        _check(node["values"], known)
+        _check(node["values"], known, defaults)
 
 
 def _check_default(f: Mapping[str, Any]) -> None:
@@ -258,7 +261,16 @@ def _union_key(branch: Any) -> str:
 
 
 class AvroFormat:
-    """Avro for the registry; stateless, shared by all requests."""
+    """Avro for the registry; stateless, shared by all requests.
+
+    ``validate_defaults`` refuses a field whose default does not match its type. Confluent's
+    registry accepts such schemas unless ``schema.providers.avro.validate.defaults=true``;
+    :data:`FORMAT` validates, and a registry that must accept what Confluent accepts can make an
+    ``AvroFormat(validate_defaults=False)``.
+    """
+
+    def __init__(self, *, validate_defaults: bool = True) -> None:
+        self._validate_defaults = validate_defaults
 
     @property
     def schema_type(self) -> str:
@@ -273,13 +285,13 @@ class AvroFormat:
             errors: dict[str, InvalidSchemaError] = {}
             for name, ref_text in pending.items():
                 try:
-                    _parse_one(ref_text, named, f"reference {name!r}")
+                    _parse_one(ref_text, named, f"reference {name!r}", self._validate_defaults)
                 except InvalidSchemaError as e:
                     errors[name] = e
             if len(errors) == len(pending):
                 raise next(iter(errors.values()))
             pending = {name: pending[name] for name in errors}
-        parsed = _parse_one(text, named, "")
+        parsed = _parse_one(text, named, "", self._validate_defaults)
         return AvroSchema(text=text, parsed=parsed, named=named)
 
     def incompatibilities(self, reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
@@ -288,15 +300,192 @@ class AvroFormat:
         return _Resolver(reader.named, writer.named).check(reader.parsed, writer.parsed)
 
 
+_PROMOTIONS = frozenset(
+    {
+        ("long", "int"),
+        ("float", "int"),
+        ("float", "long"),
+        ("double", "int"),
+        ("double", "long"),
+        ("double", "float"),
+        ("string", "bytes"),
+        ("bytes", "string"),
+    }
+)  # (reader, writer) pairs the specification lets a reader promote
+
+
+def _message(error_type: str, description: str, info: str) -> str:
+    # The layout of Confluent's verbose compatibility messages.
+    return f"{{errorType:'{error_type}', description:'{description}', additionalInfo:'{info}'}}"
+
+
+def _where(path: tuple[str | int, ...]) -> str:
+    return "/" + "/".join(str(p) for p in path)
+
+
 class _Resolver:
-    """One compatibility check (placeholder until the resolution rules land)."""
+    """One reader/writer check by the specification's schema resolution rules; made per call
+    of :meth:`AvroFormat.incompatibilities` and dropped after it.
+
+    Recursive types are checked coinductively: a pair of records already being compared further
+    up is taken as compatible (whatever is wrong with it is reported where the comparison began),
+    so the walk ends. Logical types are ignored, as the resolution rules ignore them.
+    """
 
     def __init__(self, reader_named: Mapping[str, Any], writer_named: Mapping[str, Any]) -> None:
         self._rn = reader_named
         self._wn = writer_named
+        self._in_progress: set[tuple[int, int]] = set()
+        self._compatible: set[tuple[int, int]] = set()
 
     def check(self, reader: Any, writer: Any) -> list[str]:
-        return []
+        return self._compare(reader, writer, ())
+
+    @staticmethod
+    def _resolve(node: Any, named: Mapping[str, Any]) -> Any:
+        """A primitive's name, a union's list, or a complex type's definition."""
+        while True:
+            if isinstance(node, str):
+                if node in _PRIMITIVES:
+                    return node
+                node = named[node]
+            elif isinstance(node, dict) and node["type"] not in _KINDS:
+                node = named[node["type"]]  # a name reference written as {"type": "a.B"}
+            elif isinstance(node, dict) and node["type"] in _PRIMITIVES:
+                return node["type"]
+            else:
+                return node
+
+    @staticmethod
+    def _kind(node: Any) -> str:
+        if isinstance(node, str):
+            return node
+        if isinstance(node, list):
+            return "union"
+        kind: str = node["type"]
+        return "record" if kind == "error" else kind
+
+    def _compare(self, reader: Any, writer: Any, path: tuple[str | int, ...]) -> list[str]:
+        r = self._resolve(reader, self._rn)
+        w = self._resolve(writer, self._wn)
+        rk, wk = self._kind(r), self._kind(w)
+        if wk == "union":
+            # Every branch the writer may have written must be readable.
+            problems: list[str] = []
+            for i, branch in enumerate(w):
+                problems += self._compare(r, branch, (*path, i))
+            return problems
+        if rk == "union":
+            # The writer's type must be readable as some branch of the reader's union.
+            if any(not self._compare(branch, w, path) for branch in r):
+                return []
+            return [
+                _message(
+                    "MISSING_UNION_BRANCH",
+                    f"The reader's schema is missing a type inside a union field at path "
+                    f"'{_where(path)}' in the writer's schema",
+                    f"reader union lacking writer type: {wk.upper()}",
+                )
+            ]
+        if rk != wk:
+            if (rk, wk) in _PROMOTIONS:
+                return []
+            return [self._type_mismatch(rk, wk, path)]
+        if rk == "array":
+            return self._compare(r["items"], w["items"], (*path, "items"))
+        if rk == "map":
+            return self._compare(r["values"], w["values"], (*path, "values"))
+        if rk == "fixed":
+            return self._names(r, w, path) + self._sizes(r, w, path)
+        if rk == "enum":
+            return self._names(r, w, path) + self._symbols(r, w, path)
+        if rk == "record":
+            return self._record(r, w, path)
+        return []  # the same primitive
+
+    def _type_mismatch(self, rk: str, wk: str, path: tuple[str | int, ...]) -> str:
+        return _message(
+            "TYPE_MISMATCH",
+            f"The type (path '{_where(path)}') of a field in the reader's schema does not "
+            f"match with the writer's schema",
+            f"reader type: {rk.upper()} not compatible with writer type: {wk.upper()}",
+        )
+
+    @staticmethod
+    def _names(r: Mapping[str, Any], w: Mapping[str, Any], path: tuple[str | int, ...]) -> list[str]:
+        # The specification matches named types by unqualified name, or by a reader's alias.
+        reader_space, reader_short = _split(r["name"])
+        if reader_short == _split(w["name"])[1]:
+            return []
+        aliases = {a if "." in a or not reader_space else f"{reader_space}.{a}" for a in r.get("aliases", ())}
+        if w["name"] in aliases:
+            return []
+        return [
+            _message(
+                "NAME_MISMATCH",
+                f"The name of the schema has changed (path '{_where((*path, 'name'))}')",
+                f"expected: {w['name']}",
+            )
+        ]
+
+    @staticmethod
+    def _sizes(r: Mapping[str, Any], w: Mapping[str, Any], path: tuple[str | int, ...]) -> list[str]:
+        if r["size"] == w["size"]:
+            return []
+        return [
+            _message(
+                "FIXED_SIZE_MISMATCH",
+                f"The size of FIXED type field at path '{_where((*path, 'size'))}' in the "
+                f"reader's schema does not match with the writer's schema",
+                f"expected: {w['size']}, found: {r['size']}",
+            )
+        ]
+
+    @staticmethod
+    def _symbols(r: Mapping[str, Any], w: Mapping[str, Any], path: tuple[str | int, ...]) -> list[str]:
+        missing = [s for s in w["symbols"] if s not in set(r["symbols"])]
+        # A reader's enum default stands in for the symbols it does not know.
+        if not missing or "default" in r:
+            return []
+        return [
+            _message(
+                "MISSING_ENUM_SYMBOLS",
+                f"The reader's schema is missing enum symbols '{', '.join(missing)}' at path "
+                f"'{_where((*path, 'symbols'))}' in the writer's schema",
+                f"[{', '.join(missing)}]",
+            )
+        ]
+
+    def _record(self, r: Mapping[str, Any], w: Mapping[str, Any], path: tuple[str | int, ...]) -> list[str]:
+        key = (id(r), id(w))
+        if key in self._in_progress or key in self._compatible:
+            return []
+        self._in_progress.add(key)
+        try:
+            problems = self._names(r, w, path)
+            writer_fields = {f["name"]: f for f in w["fields"]}
+            for i, field_ in enumerate(r["fields"]):
+                match = writer_fields.get(field_["name"])
+                for alias in field_.get("aliases", ()):
+                    match = match or writer_fields.get(alias)
+                if match is not None:
+                    problems += self._compare(field_["type"], match["type"], (*path, "fields", i, "type"))
+                elif "default" not in field_:
+                    problems.append(
+                        _message(
+                            "READER_FIELD_MISSING_DEFAULT_VALUE",
+                            f"The field '{field_['name']}' at path '{_where((*path, 'fields', i))}' "
+                            f"in the reader's schema has no default value and is missing in the "
+                            f"writer's schema",
+                            field_["name"],
+                        )
+                    )
+                # A writer's field the reader does not name is skipped when reading.
+        finally:
+            self._in_progress.discard(key)
+        if not problems:
+            self._compatible.add(key)
+        return problems
 
 
 FORMAT = AvroFormat()
