@@ -48,6 +48,10 @@ def test_format_is_served_as_avro() -> None:
         ('["int", "int"]', "duplicate in union"),
         ('["int", ["string"]]', "union"),
         ('{"type": "record", "name": "1A", "fields": []}', "illegal name"),
+        ('{"type": "record", "name": "int", "fields": []}', "may not be named int"),
+        ('{"type": "fixed", "name": "F", "size": -1}', "illegal fixed size"),
+        ('{"type": "record", "name": "A", "fields": [{"name": "a", "type": "int", "order": "up"}]}',
+         "illegal order"),
         ('{"type": "record", "name": "A", "fields": [{"name": "a", "type": "int"}, {"name": "a", "type": "long"}]}',
          "duplicate field"),
         ('{"type": "record", "name": "A", "fields": [{"name": "a", "type": {"type": "enum", "name": "A", "symbols": ["X"]}}]}',
@@ -152,12 +156,46 @@ def test_normalized_uses_full_names_and_sorted_properties() -> None:
                              {"name": "c", "type": "x.E"}]})
     assert short.canonical() != full.canonical()
     assert short.normalized() == full.normalized() == (
-        '{"type":"record","name":"x.A","fields":['
-        '{"name":"b","type":{"type":"enum","name":"x.E","symbols":["S"]}},'
-        '{"name":"c","type":"x.E"}],"a":2,"z":1}'
+        '{"name":"x.A","type":"record","fields":['
+        '{"name":"b","type":{"name":"x.E","type":"enum","symbols":["S"]},"order":"ASCENDING"},'
+        '{"name":"c","type":"x.E","order":"ASCENDING"}],"a":2,"z":1}'
     )
     # Normalizing is idempotent: the normalized text parses to itself.
     assert parse(short.normalized()).normalized() == short.normalized()
+
+
+def test_normalized_layout_of_every_kind() -> None:
+    refs = {"r.Ref": json.dumps({"type": "fixed", "name": "Ref", "namespace": "r", "size": 2})}
+    schema = parse({
+        "type": "error", "name": "E", "namespace": "n", "aliases": ["Z", "o.A"], "doc": "d",
+        "fields": [
+            {"name": "ratio", "type": "double", "default": 1, "doc": "r", "aliases": ["y", "x"],
+             "order": "descending"},
+            {"name": "amount", "type": {"type": "bytes", "scale": 2, "precision": 9,
+                                        "logicalType": "decimal", "b": 1, "a": 2}},
+            {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+            {"name": "tags", "type": {"type": "map", "values": {"type": "array", "items": "string"},
+                                      "k": "v"}},
+            {"name": "suit", "type": {"type": "enum", "name": "Suit", "symbols": ["H", "S"],
+                                      "default": "S", "doc": ""}},
+            {"name": "ref", "type": ["null", "r.Ref"], "default": None},
+        ],
+    }, refs)
+    assert schema.normalized() == (
+        '{"name":"n.E","type":"record","fields":['
+        '{"name":"ratio","type":"double","order":"DESCENDING","doc":"r","aliases":["x","y"],'
+        '"default":1.0},'
+        '{"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":2,'
+        '"a":2,"b":1},"order":"ASCENDING"},'
+        '{"name":"day","type":{"type":"int","logicalType":"date"},"order":"ASCENDING"},'
+        '{"name":"tags","type":{"type":"map","values":{"type":"array","items":"string"},"k":"v"},'
+        '"order":"ASCENDING"},'
+        '{"name":"suit","type":{"name":"n.Suit","type":"enum","symbols":["H","S"],"default":"S"},'
+        '"order":"ASCENDING"},'
+        '{"name":"ref","type":["null","r.Ref"],"order":"ASCENDING","default":null}],'
+        '"doc":"d","aliases":["n.Z","o.A"]}'
+    )
+    assert parse(schema.normalized(), refs).normalized() == schema.normalized()
 
 
 def test_canonical_text_parses_back_to_the_same_canonical_text() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ _RESERVED_TYPE_KEYS = frozenset(
      "values", "aliases"}
 )
 _RESERVED_FIELD_KEYS = frozenset({"name", "type", "doc", "default", "order", "aliases"})
+_LOGICAL_KEYS = frozenset({"logicalType", "precision", "scale"})
 
 
 def _split(full_name: str) -> tuple[str, str]:
@@ -68,36 +69,29 @@ class AvroSchema:
         return "AVRO"
 
     def canonical(self) -> str:
-        return _Writer(full_names=False).write(self.parsed)
+        return _Writer().write(self.parsed)
 
     def normalized(self) -> str:
-        return _Writer(full_names=True).write(self.parsed)
+        return _Normalizer(self.named).write(self.parsed)
 
 
 class _Writer:
-    """Writes a parsed schema as compact JSON. ``full_names=False`` is Confluent's canonical
-    string (Java Avro's ``toString`` layout); ``full_names=True`` is Confluent's normalization:
-    every name fully qualified (no ``namespace`` key) and custom properties sorted."""
-
-    def __init__(self, *, full_names: bool) -> None:
-        self._full = full_names
+    """Writes a parsed schema as Confluent's canonical string: compact JSON in Java Avro's
+    ``Schema.toString`` layout (reserved properties in a fixed order, then custom properties in
+    the order written, then aliases; names relative to the enclosing namespace)."""
 
     def write(self, node: Any) -> str:
         return _dumps(self._node(node, ""))
 
-    def _ref(self, full_name: str, space: str) -> str:
+    @staticmethod
+    def _ref(full_name: str, space: str) -> str:
         name_space, short = _split(full_name)
         # Java writes a name short when it is in the enclosing namespace or in the null one.
-        if not self._full and (name_space in ("", space)):
-            return short
-        return full_name
+        return short if name_space in ("", space) else full_name
 
-    def _props(self, node: Mapping[str, Any], reserved: frozenset[str]) -> Iterator[tuple[str, Any]]:
-        keys = [k for k in node if k not in reserved]
-        if self._full:
-            keys.sort()
-        for k in keys:
-            yield k, node[k]
+    @staticmethod
+    def _props(node: Mapping[str, Any], reserved: frozenset[str]) -> dict[str, Any]:
+        return {k: v for k, v in node.items() if k not in reserved}
 
     def _node(self, node: Any, space: str) -> Any:
         if isinstance(node, str):
@@ -119,15 +113,10 @@ class _Writer:
         return out
 
     def _named(self, node: Mapping[str, Any], kind: str, space: str) -> dict[str, Any]:
-        full_name = node["name"]
-        own_space, short = _split(full_name)
-        out: dict[str, Any] = {"type": kind}
-        if self._full:
-            out["name"] = full_name
-        else:
-            out["name"] = short
-            if own_space != space:
-                out["namespace"] = own_space
+        own_space, short = _split(node["name"])
+        out: dict[str, Any] = {"type": kind, "name": short}
+        if own_space != space:
+            out["namespace"] = own_space
         if "doc" in node:
             out["doc"] = node["doc"]
         if kind in ("record", "error"):
@@ -140,12 +129,8 @@ class _Writer:
             out["size"] = node["size"]
         out.update(self._props(node, _RESERVED_TYPE_KEYS))
         if node.get("aliases"):
-            out["aliases"] = [self._alias(a, own_space) for a in node["aliases"]]
+            out["aliases"] = [self._ref(_alias(a, own_space), own_space) for a in node["aliases"]]
         return out
-
-    def _alias(self, alias: str, own_space: str) -> str:
-        full = alias if "." in alias or not own_space else f"{own_space}.{alias}"
-        return self._ref(full, own_space)
 
     def _field(self, node: Mapping[str, Any], space: str) -> dict[str, Any]:
         out: dict[str, Any] = {"name": node["name"], "type": self._node(node["type"], space)}
@@ -153,13 +138,104 @@ class _Writer:
             out["doc"] = node["doc"]
         if "default" in node:
             out["default"] = node["default"]
-        order = node.get("order", "ascending")
+        order = str(node.get("order", "ascending")).lower()
         if order != "ascending":
             out["order"] = order
         if node.get("aliases"):
             out["aliases"] = list(node["aliases"])
         out.update(self._props(node, _RESERVED_FIELD_KEYS))
         return out
+
+
+def _alias(alias: str, own_space: str) -> str:
+    """An alias's full name: a short alias is in the namespace of the type it names."""
+    return alias if "." in alias or not own_space else f"{own_space}.{alias}"
+
+
+class _Normalizer:
+    """Writes a parsed schema in Confluent's normalized layout (``normalize=true``): every name
+    fully qualified and no ``namespace``; ``name`` before ``type``; a logical type right after
+    the type; doc, sorted aliases and an enum's default, then custom properties sorted by key;
+    every field's sort order spelled out (``ASCENDING``, as Java names it); a default written
+    as its field's type reads it (an integer default of a float field as a float)."""
+
+    def __init__(self, named: Mapping[str, Any]) -> None:
+        self._named_types = named
+
+    def write(self, node: Any) -> str:
+        return _dumps(self._node(node))
+
+    @staticmethod
+    def _sorted_props(node: Mapping[str, Any], reserved: frozenset[str]) -> dict[str, Any]:
+        return {k: node[k] for k in sorted(node) if k not in reserved}
+
+    def _node(self, node: Any) -> Any:
+        if isinstance(node, str):
+            return node  # a primitive, or a full name defined earlier or by a reference
+        if isinstance(node, list):
+            return [self._node(branch) for branch in node]
+        kind = node["type"]
+        if kind not in _KINDS:
+            return kind  # a name reference written as {"type": "a.B"}
+        if kind in _PRIMITIVES:
+            out = {"type": kind, **self._logical(node)}
+            out.update(self._sorted_props(node, _RESERVED_TYPE_KEYS | _LOGICAL_KEYS))
+            return kind if len(out) == 1 else out
+        if kind in ("array", "map"):
+            part = "items" if kind == "array" else "values"
+            out = {"type": kind, part: self._node(node[part])}
+            out.update(self._sorted_props(node, _RESERVED_TYPE_KEYS))
+            return out
+        out = {"name": node["name"], "type": "record" if kind == "error" else kind}
+        own_space = _split(node["name"])[0]
+        if kind == "enum":
+            out["symbols"] = node["symbols"]
+        elif kind == "fixed":
+            out["size"] = node["size"]
+            out.update(self._logical(node))
+        else:
+            out["fields"] = [self._field(f) for f in node["fields"]]
+        if node.get("doc"):
+            out["doc"] = node["doc"]
+        if node.get("aliases"):
+            out["aliases"] = sorted({_alias(a, own_space) for a in node["aliases"]})
+        if kind == "enum" and "default" in node:
+            out["default"] = node["default"]
+        reserved = _RESERVED_TYPE_KEYS | (_LOGICAL_KEYS if kind == "fixed" else frozenset())
+        out.update(self._sorted_props(node, reserved))
+        return out
+
+    @staticmethod
+    def _logical(node: Mapping[str, Any]) -> dict[str, Any]:
+        if "logicalType" not in node:
+            return {}
+        out: dict[str, Any] = {"logicalType": node["logicalType"]}
+        if node["logicalType"] == "decimal":
+            if "precision" in node:
+                out["precision"] = node["precision"]
+            if node.get("scale", 0) != 0:
+                out["scale"] = node["scale"]
+        return out
+
+    def _field(self, node: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": node["name"], "type": self._node(node["type"])}
+        out["order"] = str(node.get("order", "ascending")).upper()
+        if node.get("doc") is not None:
+            out["doc"] = node["doc"]
+        if node.get("aliases"):
+            out["aliases"] = sorted(set(node["aliases"]))
+        if "default" in node:
+            out["default"] = self._default(node["type"], node["default"])
+        out.update(self._sorted_props(node, _RESERVED_FIELD_KEYS))
+        return out
+
+    def _default(self, type_: Any, value: Any) -> Any:
+        # A union's default is of its first branch.
+        first = type_[0] if isinstance(type_, list) and type_ else type_
+        kind = _Resolver.resolve(first, self._named_types)
+        if kind in ("float", "double") and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
 
 
 def _parse_one(text: str, named: dict[str, Any], what: str, validate_defaults: bool) -> Any:
@@ -211,6 +287,8 @@ def _check(node: Any, known: frozenset[str], defaults: bool) -> None:
         for part in node["name"].split("."):
             if not _NAME.match(part):
                 raise InvalidSchemaError(f"Invalid schema: illegal name {node['name']!r}")
+        if node["name"] in _PRIMITIVES:
+            raise InvalidSchemaError(f"Invalid schema: a {kind} may not be named {node['name']}")
         if node["name"] in known:
             raise InvalidSchemaError(f"Invalid schema: redefined named type {node['name']}")
     if kind in ("record", "error"):
@@ -221,6 +299,9 @@ def _check(node: Any, known: frozenset[str], defaults: bool) -> None:
             if f["name"] in names:
                 raise InvalidSchemaError(f"Invalid schema: duplicate field {f['name']!r}")
             names.add(f["name"])
+            # Java reads the order case-blind (its normalized form writes ASCENDING).
+            if str(f.get("order", "ascending")).lower() not in ("ascending", "descending", "ignore"):
+                raise InvalidSchemaError(f"Invalid schema: illegal order {f['order']!r}")
             if defaults:
                 _check_default(f)
             _check(f["type"], known, defaults)
@@ -228,6 +309,9 @@ def _check(node: Any, known: frozenset[str], defaults: bool) -> None:
         for symbol in node["symbols"]:
             if not isinstance(symbol, str) or not _NAME.match(symbol):
                 raise InvalidSchemaError(f"Invalid schema: illegal enum symbol {symbol!r}")
+    elif kind == "fixed":
+        if not isinstance(node["size"], int) or isinstance(node["size"], bool) or node["size"] < 0:
+            raise InvalidSchemaError(f"Invalid schema: illegal fixed size {node['size']!r}")
     elif kind == "array":
         _check(node["items"], known, defaults)
     elif kind == "map":
@@ -342,7 +426,7 @@ class _Resolver:
         return self._compare(reader, writer, ())
 
     @staticmethod
-    def _resolve(node: Any, named: Mapping[str, Any]) -> Any:
+    def resolve(node: Any, named: Mapping[str, Any]) -> Any:
         """A primitive's name, a union's list, or a complex type's definition."""
         while True:
             if isinstance(node, str):
@@ -366,8 +450,8 @@ class _Resolver:
         return "record" if kind == "error" else kind
 
     def _compare(self, reader: Any, writer: Any, path: tuple[str | int, ...]) -> list[str]:
-        r = self._resolve(reader, self._rn)
-        w = self._resolve(writer, self._wn)
+        r = self.resolve(reader, self._rn)
+        w = self.resolve(writer, self._wn)
         rk, wk = self._kind(r), self._kind(w)
         if wk == "union":
             # Every branch the writer may have written must be readable.
@@ -417,7 +501,7 @@ class _Resolver:
         reader_space, reader_short = _split(r["name"])
         if reader_short == _split(w["name"])[1]:
             return []
-        aliases = {a if "." in a or not reader_space else f"{reader_space}.{a}" for a in r.get("aliases", ())}
+        aliases = {_alias(a, reader_space) for a in r.get("aliases", ())}
         if w["name"] in aliases:
             return []
         return [
