@@ -85,6 +85,27 @@ def test_references_resolve_by_full_name_in_any_order() -> None:
     assert set(schema.named) == {"com.acme.Address", "com.acme.Country", "com.acme.Customer"}
 
 
+def test_a_bare_name_falls_back_to_the_null_namespace_as_in_java() -> None:
+    refs = {"Common": json.dumps(record("Common", {"name": "id", "type": "long"}))}
+    schema = parse(record("com.acme.Order", {"name": "c", "type": "Common"},
+                          {"name": "d", "type": {"type": "enum", "name": "Top", "namespace": "",
+                                                 "symbols": ["A"]}},
+                          {"name": "e", "type": "Top"}), refs)
+    assert schema.canonical() == (
+        '{"type":"record","name":"Order","namespace":"com.acme","fields":['
+        '{"name":"c","type":"Common"},'
+        '{"name":"d","type":{"type":"enum","name":"Top","namespace":"","symbols":["A"]}},'
+        '{"name":"e","type":"Top"}]}'
+    )
+    # The canonical text (which writes null-namespace names bare) parses again.
+    assert parse(schema.canonical(), refs).canonical() == schema.canonical()
+    other = parse(record("com.acme.Order", {"name": "c", "type": "Common"},
+                         {"name": "d", "type": "long"}, {"name": "e", "type": "long"}), refs)
+    assert FORMAT.incompatibilities(other, other) == []
+    with pytest.raises(InvalidSchemaError, match="com.acme.Missing"):
+        parse(record("com.acme.Order", {"name": "c", "type": "Missing"}), refs)
+
+
 def test_unknown_reference_and_bad_reference_are_invalid() -> None:
     with pytest.raises(InvalidSchemaError, match="com.acme.Address"):
         parse(record("C", {"name": "home", "type": "com.acme.Address"}))
@@ -196,6 +217,12 @@ def test_normalized_layout_of_every_kind() -> None:
         '"doc":"d","aliases":["n.Z","o.A"]}'
     )
     assert parse(schema.normalized(), refs).normalized() == schema.normalized()
+
+
+def test_a_default_on_a_non_enum_type_is_a_custom_property() -> None:
+    schema = parse({"type": "array", "items": "int", "default": [], "x": 1})
+    assert schema.canonical() == '{"type":"array","items":"int","default":[],"x":1}'
+    assert schema.normalized() == '{"type":"array","items":"int","default":[],"x":1}'
 
 
 def test_canonical_text_parses_back_to_the_same_canonical_text() -> None:
@@ -382,7 +409,7 @@ def test_paths_point_at_the_offending_part() -> None:
 
 def test_messages_say_what_differs() -> None:
     [enum] = problems({"type": "enum", "name": "E", "symbols": ["A"]},
-                      {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]})
+                      {"type": "enum", "name": "E", "symbols": ["A", "C", "B"]})
     assert enum.endswith("additionalInfo:'[B, C]'}")
     [fixed] = problems({"type": "fixed", "name": "F", "size": 8}, {"type": "fixed", "name": "F", "size": 16})
     assert fixed.endswith("additionalInfo:'expected: 16, found: 8'}")

@@ -10,7 +10,12 @@ Identity (:meth:`AvroSchema.canonical`) is Confluent's: the schema written as co
 way Apache Avro's Java ``Schema.toString`` writes it (reserved properties in a fixed order,
 names relative to the enclosing namespace, defaults, docs, aliases and custom properties kept,
 referenced types by name only). Parsing Canonical Form is *not* used: it drops defaults, and two
-schemas that differ in a default are different registrations.
+schemas that differ in a default are different registrations. :meth:`AvroSchema.normalized` is
+Confluent's ``normalize=true`` text: full names, a fixed property order, sorted aliases and
+custom properties.
+
+Defaults: Confluent validates field defaults against their types for a schema being registered,
+not for schemas it already holds; :class:`AvroFormat` takes ``validate_defaults`` for that.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastavro.schema import parse_schema
+from fastavro.schema import UnknownType, parse_schema
 
 from odradek.registry.formats import InvalidSchemaError, ParsedSchema
 
@@ -34,12 +39,13 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
-# Properties the writer handles itself; everything else on a schema or field is a custom property
-# (logicalType, precision, connect.* ...), written after the reserved ones.
+# Properties the writers handle themselves; everything else on a schema or field is a custom
+# property (logicalType, precision, connect.* ...), written after the reserved ones. "default" is
+# reserved on an enum only, as in Java Avro.
 _RESERVED_TYPE_KEYS = frozenset(
-    {"type", "name", "namespace", "doc", "fields", "symbols", "default", "size", "items",
-     "values", "aliases"}
+    {"type", "name", "namespace", "doc", "fields", "symbols", "size", "items", "values", "aliases"}
 )
+_RESERVED_ENUM_KEYS = _RESERVED_TYPE_KEYS | {"default"}
 _RESERVED_FIELD_KEYS = frozenset({"name", "type", "doc", "default", "order", "aliases"})
 _LOGICAL_KEYS = frozenset({"logicalType", "precision", "scale"})
 
@@ -127,7 +133,7 @@ class _Writer:
                 out["default"] = node["default"]
         else:
             out["size"] = node["size"]
-        out.update(self._props(node, _RESERVED_TYPE_KEYS))
+        out.update(self._props(node, _RESERVED_ENUM_KEYS if kind == "enum" else _RESERVED_TYPE_KEYS))
         if node.get("aliases"):
             out["aliases"] = [self._ref(_alias(a, own_space), own_space) for a in node["aliases"]]
         return out
@@ -201,7 +207,9 @@ class _Normalizer:
             out["aliases"] = sorted({_alias(a, own_space) for a in node["aliases"]})
         if kind == "enum" and "default" in node:
             out["default"] = node["default"]
-        reserved = _RESERVED_TYPE_KEYS | (_LOGICAL_KEYS if kind == "fixed" else frozenset())
+        reserved = {"enum": _RESERVED_ENUM_KEYS, "fixed": _RESERVED_TYPE_KEYS | _LOGICAL_KEYS}.get(
+            kind, _RESERVED_TYPE_KEYS
+        )
         out.update(self._sorted_props(node, reserved))
         return out
 
@@ -243,20 +251,32 @@ def _parse_one(text: str, named: dict[str, Any], what: str, validate_defaults: b
     ``what`` names the text in error messages (``""`` for the schema itself)."""
     what = f" {what}" if what else ""
     try:
-        raw = json.loads(text)
+        json.loads(text)
     except (json.JSONDecodeError, TypeError) as e:
         raise InvalidSchemaError(f"Invalid schema{what}: not JSON: {e}") from e
-    trial = dict(named)
-    try:
-        parsed = parse_schema(
-            raw, trial, _write_hint=False, _ignore_default_error=not validate_defaults
-        )
-    except Exception as e:  # fastavro raises KeyError/TypeError/... on malformed structure too
-        message = str(e) if not isinstance(e, KeyError) else f"missing property {e}"
-        kind = type(e).__name__
-        if kind == "UnknownType":
-            message = f"unknown type or undefined name {message}"
-        raise InvalidSchemaError(f"Invalid schema{what}: {message}") from e
+    fallbacks: dict[str, Any] = {}
+    while True:
+        trial = {**named, **fallbacks}
+        try:
+            parsed = parse_schema(
+                json.loads(text), trial, _write_hint=False,
+                _ignore_default_error=not validate_defaults,
+            )
+            break
+        except UnknownType as e:
+            # Java Avro looks a bare name up in the enclosing namespace, then in the null one;
+            # fastavro only in the first. Give it the null-namespace type under the name it
+            # looked for, and try again.
+            name = e.name if isinstance(e.name, str) else None
+            short = _split(name)[1] if name else None
+            if name is None or name in fallbacks or short == name or short not in trial:
+                raise InvalidSchemaError(
+                    f"Invalid schema{what}: unknown type or undefined name {e.name}"
+                ) from e
+            fallbacks[name] = trial[short]
+        except Exception as e:  # fastavro raises KeyError/TypeError/... on malformed structure
+            message = str(e) if not isinstance(e, KeyError) else f"missing property {e}"
+            raise InvalidSchemaError(f"Invalid schema{what}: {message}") from e
     _check(parsed, frozenset(named), validate_defaults)
     named.clear()
     named.update(trial)
@@ -527,7 +547,7 @@ class _Resolver:
 
     @staticmethod
     def _symbols(r: Mapping[str, Any], w: Mapping[str, Any], path: tuple[str | int, ...]) -> list[str]:
-        missing = [s for s in w["symbols"] if s not in set(r["symbols"])]
+        missing = sorted(set(w["symbols"]) - set(r["symbols"]))  # sorted, as Java reports them
         # A reader's enum default stands in for the symbols it does not know.
         if not missing or "default" in r:
             return []
