@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from odradek.registry.formats import InvalidSchemaError, get_format
 from odradek.registry.formats.avro import FORMAT, AvroSchema
@@ -479,3 +481,77 @@ def test_defaults_are_validated_unless_asked_not_to() -> None:
 
     lenient = AvroFormat(validate_defaults=False).parse(text, NO_REFS)
     assert '"default":null' in lenient.canonical()
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+_PRIMS = st.sampled_from(["null", "boolean", "int", "long", "float", "double", "bytes", "string"])
+_SPACES = st.sampled_from([None, "", "a", "a.b"])
+
+
+def _numbered(schema: object) -> object:
+    """Gives every named type a distinct name, in document order, so drawn schemas are valid."""
+    count = 0
+
+    def walk(node: object) -> object:
+        nonlocal count
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        out = {k: walk(v) for k, v in node.items()}
+        if "name" in node and "type" in node and node["type"] in ("record", "enum", "fixed"):
+            count += 1
+            out["name"] = f"{node['name']}{count}"
+        if "fields" in node:
+            out["fields"] = [{**f, "type": walk(f["type"])} for f in node["fields"]]
+        return out
+
+    return walk(schema)
+
+
+_SCHEMAS = st.recursive(
+    _PRIMS
+    | st.builds(lambda p: {"type": p, "logicalType": "x"}, _PRIMS)
+    | st.builds(lambda syms: {"type": "enum", "name": "E", "symbols": syms},
+                st.lists(st.sampled_from(["A", "B", "C"]), min_size=1, unique=True))
+    | st.builds(lambda n: {"type": "fixed", "name": "F", "size": n}, st.integers(0, 3)),
+    lambda inner: (
+        st.builds(lambda types, ns: {"type": "record", "name": "R",
+                                     **({} if ns is None else {"namespace": ns}),
+                                     "fields": [{"name": f"f{i}", "type": t} for i, t in enumerate(types)]},
+                  st.lists(inner, max_size=4), _SPACES)
+        | st.builds(lambda i: {"type": "array", "items": i}, inner)
+        | st.builds(lambda v: {"type": "map", "values": v}, inner)
+        | st.lists(inner, min_size=1, max_size=3)
+    ),
+    max_leaves=12,
+).map(_numbered)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_SCHEMAS, _SCHEMAS)
+def test_texts_round_trip_and_checks_end(a: object, b: object) -> None:
+    try:
+        x, y = parse(json.dumps(a)), parse(json.dumps(b))
+    except InvalidSchemaError:
+        return  # e.g. a drawn union with two branches of one type
+    canonical, normalized = x.canonical(), x.normalized()
+    assert parse(canonical).canonical() == canonical
+    assert parse(normalized).normalized() == normalized
+    # Both texts describe the same data as the schema they came from.
+    assert FORMAT.incompatibilities(parse(normalized), x) == []
+    assert FORMAT.incompatibilities(x, parse(normalized)) == []
+    assert FORMAT.incompatibilities(x, x) == []
+    # Any pair is decided, with one message per problem.
+    assert all(m.startswith("{errorType:'") for m in FORMAT.incompatibilities(x, y))
+
+
+def test_normalized_keeps_a_null_namespace_inside_a_namespaced_record() -> None:
+    schema = parse(record("a.Outer", {"name": "i", "type": {"type": "record", "name": "Inner",
+                                                            "namespace": "", "fields": []}}))
+    assert schema.normalized() == (
+        '{"name":"a.Outer","type":"record","fields":[{"name":"i","type":'
+        '{"name":"Inner","type":"record","namespace":"","fields":[]},"order":"ASCENDING"}]}'
+    )
+    assert set(parse(schema.normalized()).named) == {"a.Outer", "Inner"}

@@ -169,17 +169,17 @@ class _Normalizer:
         self._named_types = named
 
     def write(self, node: Any) -> str:
-        return _dumps(self._node(node))
+        return _dumps(self._node(node, ""))
 
     @staticmethod
     def _sorted_props(node: Mapping[str, Any], reserved: frozenset[str]) -> dict[str, Any]:
         return {k: node[k] for k in sorted(node) if k not in reserved}
 
-    def _node(self, node: Any) -> Any:
+    def _node(self, node: Any, space: str) -> Any:
         if isinstance(node, str):
             return node  # a primitive, or a full name defined earlier or by a reference
         if isinstance(node, list):
-            return [self._node(branch) for branch in node]
+            return [self._node(branch, space) for branch in node]
         kind = node["type"]
         if kind not in _KINDS:
             return kind  # a name reference written as {"type": "a.B"}
@@ -189,18 +189,22 @@ class _Normalizer:
             return kind if len(out) == 1 else out
         if kind in ("array", "map"):
             part = "items" if kind == "array" else "values"
-            out = {"type": kind, part: self._node(node[part])}
+            out = {"type": kind, part: self._node(node[part], space)}
             out.update(self._sorted_props(node, _RESERVED_TYPE_KEYS))
             return out
         out = {"name": node["name"], "type": "record" if kind == "error" else kind}
         own_space = _split(node["name"])[0]
+        if space and not own_space:
+            # A full name in the null namespace reads as the enclosing namespace's without this
+            # (Confluent's normalization omits it, and so changes the schema; we do not).
+            out["namespace"] = ""
         if kind == "enum":
             out["symbols"] = node["symbols"]
         elif kind == "fixed":
             out["size"] = node["size"]
             out.update(self._logical(node))
         else:
-            out["fields"] = [self._field(f) for f in node["fields"]]
+            out["fields"] = [self._field(f, own_space) for f in node["fields"]]
         if node.get("doc"):
             out["doc"] = node["doc"]
         if node.get("aliases"):
@@ -225,8 +229,8 @@ class _Normalizer:
                 out["scale"] = node["scale"]
         return out
 
-    def _field(self, node: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": node["name"], "type": self._node(node["type"])}
+    def _field(self, node: Mapping[str, Any], space: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": node["name"], "type": self._node(node["type"], space)}
         out["order"] = str(node.get("order", "ascending")).upper()
         if node.get("doc") is not None:
             out["doc"] = node["doc"]
