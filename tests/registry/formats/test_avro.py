@@ -44,6 +44,8 @@ def test_format_is_served_as_avro() -> None:
          "Default value"),
         ('{"type": "record", "name": "A", "fields": [{"name": "b", "type": "int", "default": 4294967296}]}',
          "out of range"),
+        ('{"type": "record", "name": "A", "fields": [{"name": "b", "type": "double", "default": true}]}',
+         "not a double"),
         ('{"type": "fixed", "name": "F"}', "size"),
         ('{"type": "enum", "name": "E", "symbols": ["A", "A"]}', "unique"),
         ('{"type": "enum", "name": "E", "symbols": ["1A"]}', "symbol"),

@@ -24,6 +24,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from fastavro.schema import UnknownType, parse_schema
@@ -75,9 +76,18 @@ class AvroSchema:
         return "AVRO"
 
     def canonical(self) -> str:
-        return _Writer().write(self.parsed)
+        return self._canonical
 
     def normalized(self) -> str:
+        return self._normalized
+
+    # Computed once: the registry compares canonical texts on every register and lookup.
+    @cached_property
+    def _canonical(self) -> str:
+        return _Writer().write(self.parsed)
+
+    @cached_property
+    def _normalized(self) -> str:
         return _Normalizer(self.named).write(self.parsed)
 
 
@@ -343,13 +353,16 @@ def _check(node: Any, known: frozenset[str], defaults: bool) -> None:
 
 
 def _check_default(f: Mapping[str, Any]) -> None:
-    """fastavro checks a default's JSON type; the range of int and long it leaves open."""
+    """fastavro checks a default's JSON type, but takes true and false for numbers (a bool is
+    an int in Python) and leaves the range of int and long open."""
     if "default" not in f:
         return
     kind = f["type"] if isinstance(f["type"], str) else None
     if isinstance(f["type"], dict) and f["type"].get("type") in _PRIMITIVES:
         kind = f["type"]["type"]
     value = f["default"]
+    if kind in ("int", "long", "float", "double") and isinstance(value, bool):
+        raise InvalidSchemaError(f"Invalid default for field {f['name']}: {value} is not a {kind}")
     bounds = {"int": (_INT_MIN, _INT_MAX), "long": (_LONG_MIN, _LONG_MAX)}.get(kind or "")
     if bounds and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
         raise InvalidSchemaError(
@@ -358,23 +371,21 @@ def _check_default(f: Mapping[str, Any]) -> None:
 
 
 def _union_key(branch: Any) -> str:
+    """What a union may hold once: a type, or a named type's full name."""
     if isinstance(branch, str):
         return branch
     kind = branch.get("type")
-    if kind in _NAMED_KINDS:
-        return str(branch["name"])
-    if kind in _KINDS:
-        return str(kind)
-    return str(kind)  # a name reference written as {"type": "a.B"}
+    # A primitive or array or map by its type; a name reference {"type": "a.B"} by its name.
+    return str(branch["name"] if kind in _NAMED_KINDS else kind)
 
 
 class AvroFormat:
     """Avro for the registry; stateless, shared by all requests.
 
     ``validate_defaults`` refuses a field whose default does not match its type. Confluent's
-    registry accepts such schemas unless ``schema.providers.avro.validate.defaults=true``;
-    :data:`FORMAT` validates, and a registry that must accept what Confluent accepts can make an
-    ``AvroFormat(validate_defaults=False)``.
+    registry checks defaults of a schema being registered, not of schemas it has already
+    stored (older versions stored them unchecked): :data:`FORMAT` validates, for new schemas;
+    reading schemas back from ``_schemas`` wants ``AvroFormat(validate_defaults=False)``.
     """
 
     def __init__(self, *, validate_defaults: bool = True) -> None:
