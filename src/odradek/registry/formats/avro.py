@@ -265,9 +265,10 @@ def _parse_one(text: str, named: dict[str, Any], what: str, validate_defaults: b
     ``what`` names the text in error messages (``""`` for the schema itself)."""
     what = f" {what}" if what else ""
     try:
-        json.loads(text)
+        raw = json.loads(text)
     except (json.JSONDecodeError, TypeError) as e:
         raise InvalidSchemaError(f"Invalid schema{what}: not JSON: {e}") from e
+    _check_raw_records(raw)
     fallbacks: dict[str, Any] = {}
     while True:
         trial = {**named, **fallbacks}
@@ -318,6 +319,7 @@ def _check(node: Any, known: frozenset[str], defaults: bool) -> None:
         raise InvalidSchemaError(f"Invalid schema: not a schema: {node!r}")
     kind = node.get("type")
     if kind in _NAMED_KINDS:
+        _check_aliases(node)
         for part in node["name"].split("."):
             if not _NAME.match(part):
                 raise InvalidSchemaError(f"Invalid schema: illegal name {node['name']!r}")
@@ -333,6 +335,7 @@ def _check(node: Any, known: frozenset[str], defaults: bool) -> None:
             if f["name"] in names:
                 raise InvalidSchemaError(f"Invalid schema: duplicate field {f['name']!r}")
             names.add(f["name"])
+            _check_aliases(f)
             # Java reads the order case-blind (its normalized form writes ASCENDING).
             if str(f.get("order", "ascending")).lower() not in ("ascending", "descending", "ignore"):
                 raise InvalidSchemaError(f"Invalid schema: illegal order {f['order']!r}")
@@ -350,6 +353,27 @@ def _check(node: Any, known: frozenset[str], defaults: bool) -> None:
         _check(node["items"], known, defaults)
     elif kind == "map":
         _check(node["values"], known, defaults)
+
+
+def _check_aliases(node: Mapping[str, Any]) -> None:
+    aliases = node.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise InvalidSchemaError(f"Invalid schema: aliases of {node['name']} not a list of names")
+
+
+def _check_raw_records(raw: Any) -> None:
+    """A record needs its ``fields`` array; fastavro takes a missing one as empty, so look at
+    the JSON itself (any object with a record's type and name is taken for a record)."""
+    stack = [raw]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") in ("record", "error") and isinstance(node.get("name"), str):
+                if not isinstance(node.get("fields"), list):
+                    raise InvalidSchemaError(f"Invalid schema: record {node['name']} has no fields")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _check_default(f: Mapping[str, Any]) -> None:
