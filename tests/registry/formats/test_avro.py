@@ -115,6 +115,28 @@ def test_a_bare_name_falls_back_to_the_null_namespace_as_in_java() -> None:
         parse(record("com.acme.Order", {"name": "c", "type": "Missing"}), refs)
 
 
+def test_resolved_text_writes_referenced_types_out_once() -> None:
+    country = {"type": "enum", "name": "Country", "namespace": "geo", "symbols": ["FR"]}
+    address = {"type": "record", "name": "Address", "namespace": "com.acme",
+               "fields": [{"name": "country", "type": "geo.Country"}]}
+    refs = {"geo.Country": json.dumps(country), "com.acme.Address": json.dumps(address)}
+    schema = parse(record("com.acme.Customer", {"name": "home", "type": "com.acme.Address"},
+                          {"name": "work", "type": ["null", "Address"], "default": None},
+                          {"name": "born", "type": "geo.Country"}), refs)
+    resolved = schema.resolved()
+    assert resolved == (
+        '{"type":"record","name":"Customer","namespace":"com.acme","fields":['
+        '{"name":"home","type":{"type":"record","name":"Address","fields":['
+        '{"name":"country","type":{"type":"enum","name":"Country","namespace":"geo","symbols":["FR"]}}]}},'
+        '{"name":"work","type":["null","Address"],"default":null},'
+        '{"name":"born","type":"geo.Country"}]}'
+    )
+    # It stands alone: no references needed, and it describes the same data.
+    alone = parse(resolved)
+    assert FORMAT.incompatibilities(alone, schema) == FORMAT.incompatibilities(schema, alone) == []
+    assert schema.canonical() != resolved
+
+
 def test_unknown_reference_and_bad_reference_are_invalid() -> None:
     with pytest.raises(InvalidSchemaError, match="com.acme.Address"):
         parse(record("C", {"name": "home", "type": "com.acme.Address"}))

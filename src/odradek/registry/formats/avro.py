@@ -81,6 +81,11 @@ class AvroSchema:
     def normalized(self) -> str:
         return self._normalized
 
+    def resolved(self) -> str:
+        """The canonical text with every referenced type written out at its first use, for
+        Confluent's ``format=resolved`` (not part of the format interface)."""
+        return _Writer(inline=self.named).write(self.parsed)
+
     # Computed once: the registry compares canonical texts on every register and lookup.
     @cached_property
     def _canonical(self) -> str:
@@ -94,7 +99,14 @@ class AvroSchema:
 class _Writer:
     """Writes a parsed schema as Confluent's canonical string: compact JSON in Java Avro's
     ``Schema.toString`` layout (reserved properties in a fixed order, then custom properties in
-    the order written, then aliases; names relative to the enclosing namespace)."""
+    the order written, then aliases; names relative to the enclosing namespace).
+
+    With ``inline`` (every named type by full name) a referenced type is written out where it
+    is first used instead of by name: Confluent's ``format=resolved``."""
+
+    def __init__(self, inline: Mapping[str, Any] | None = None) -> None:
+        self._inline = inline
+        self._written: set[str] = set()
 
     def write(self, node: Any) -> str:
         return _dumps(self._node(node, ""))
@@ -111,10 +123,17 @@ class _Writer:
 
     def _node(self, node: Any, space: str) -> Any:
         if isinstance(node, str):
-            return node if node in _PRIMITIVES else self._ref(node, space)
+            if node in _PRIMITIVES:
+                return node
+            target = self._inline.get(node) if self._inline is not None else None
+            if target is not None and target["name"] not in self._written:
+                return self._node(target, space)
+            return self._ref(node, space)
         if isinstance(node, list):
             return [self._node(branch, space) for branch in node]
         kind = node["type"]
+        if kind not in _KINDS and len(node) == 1:
+            return self._node(kind, space)  # a name reference written as {"type": "a.B"}
         if kind in _PRIMITIVES or kind not in _KINDS:
             out: dict[str, Any] = {"type": self._node(kind, space)}
             out.update(self._props(node, _RESERVED_TYPE_KEYS))
@@ -129,6 +148,7 @@ class _Writer:
         return out
 
     def _named(self, node: Mapping[str, Any], kind: str, space: str) -> dict[str, Any]:
+        self._written.add(node["name"])
         own_space, short = _split(node["name"])
         out: dict[str, Any] = {"type": kind, "name": short}
         if own_space != space:
