@@ -48,6 +48,7 @@ def test_format_is_served_as_avro() -> None:
          "not a double"),
         ('{"type": "fixed", "name": "F"}', "size"),
         ('{"type": "record", "name": "R"}', "no fields"),
+        ('{"type": {"type": "int"}}', "malformed schema"),
         ('{"type": "record", "name": "R", "fields": {}}', "no fields"),
         ('{"type": "record", "name": "R", "fields": [], "aliases": "S"}', "aliases"),
         ('{"type": "record", "name": "R", "fields": [{"name": "a", "type": "int", "aliases": [1]}]}',

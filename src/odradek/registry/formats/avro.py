@@ -310,7 +310,13 @@ def _parse_one(text: str, named: dict[str, Any], what: str, validate_defaults: b
                 ) from e
             fallbacks[name] = trial[short]
         except Exception as e:  # fastavro raises KeyError/TypeError/... on malformed structure
-            message = str(e) if not isinstance(e, KeyError) else f"missing property {e}"
+            if isinstance(e, KeyError):
+                message = f"missing property {e}"
+            elif isinstance(e, (TypeError, AttributeError, ValueError)):
+                # e.g. {"type": {...}}: a type that is neither a name nor a schema object
+                message = f"malformed schema ({e})"
+            else:
+                message = str(e)
             raise InvalidSchemaError(f"Invalid schema{what}: {message}") from e
     _check(parsed, frozenset(named), validate_defaults)
     named.clear()
