@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
@@ -190,6 +190,8 @@ class _Object(_Node):
     schema_dependencies: Mapping[str, _Node]
     min_properties: int | None
     max_properties: int | None
+    #: ``unevaluatedProperties`` (2019-09 and later).
+    unevaluated: _Node | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,6 +205,10 @@ class _Array(_Node):
     min_items: int | None
     max_items: int | None
     unique_items: bool
+    min_contains: int | None
+    max_contains: int | None
+    #: ``unevaluatedItems`` (2019-09 and later).
+    unevaluated: _Node | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -257,10 +263,20 @@ _OBJECT_KEYWORDS = frozenset(
         "minProperties",
         "maxProperties",
         "propertyNames",
+        "unevaluatedProperties",
     }
 )
 _ARRAY_KEYWORDS = frozenset(
-    {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems", "contains"}
+    {
+        "items",
+        "prefixItems",
+        "additionalItems",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "contains",
+        "unevaluatedItems",
+    }
 )
 _COMBINERS = ("allOf", "anyOf", "oneOf")
 
@@ -441,7 +457,16 @@ class _Loader:
             schema_deps,
             doc.get("minProperties"),
             doc.get("maxProperties"),
+            self._unevaluated(doc, "unevaluatedProperties", resolver, where),
         )
+
+    def _unevaluated(
+        self, doc: dict[str, Any], keyword: str, resolver: _Resolver, where: str
+    ) -> _Node | None:
+        # Before 2019-09 the keyword means nothing (Confluent ignores it there too).
+        if not self._draft.ref_with_siblings or keyword not in doc:
+            return None
+        return self.load(doc[keyword], resolver, f"{where}/{keyword}")
 
     def _array(self, doc: dict[str, Any], resolver: _Resolver, where: str, default: bool) -> _Array:
         items = doc.get("items")
@@ -470,7 +495,14 @@ class _Loader:
             doc.get("minItems"),
             doc.get("maxItems"),
             doc.get("uniqueItems") is True,
+            _number_or_none(doc.get("minContains")),
+            _number_or_none(doc.get("maxContains")),
+            self._unevaluated(doc, "unevaluatedItems", resolver, where),
         )
+
+
+def _number_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _java_order(key: str) -> bytes:
@@ -554,12 +586,13 @@ class JsonSchemaFormat:
     def incompatibilities(self, reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
         if not isinstance(reader, JsonSchema) or not isinstance(writer, JsonSchema):
             raise TypeError("both schemas must be JSON schemas parsed by this format")
-        ctx = _Context(path=[], diffs=[], in_progress=set())
+        ctx = _Context([], [], _Pairs())
         _compare(ctx, writer._root, reader._root)
         messages: dict[str, None] = {}
         for kind, path in ctx.diffs:
             if kind not in COMPATIBLE_CHANGES:
-                messages[f"{kind} at {path}: {_WHY.get(kind, 'incompatible change')}"] = None
+                where = "#/" + "/".join(path)
+                messages[f"{kind} at {where}: {_WHY.get(kind, 'incompatible change')}"] = None
         return list(messages)
 
 
@@ -618,6 +651,14 @@ COMPATIBLE_CHANGES = frozenset(
         "MAX_ITEMS_REMOVED",
         "MIN_ITEMS_DECREASED",
         "MIN_ITEMS_REMOVED",
+        "MAX_CONTAINS_INCREASED",
+        "MAX_CONTAINS_REMOVED",
+        "MIN_CONTAINS_DECREASED",
+        "MIN_CONTAINS_REMOVED",
+        "UNEVALUATED_PROPERTIES_ADDED",
+        "UNEVALUATED_PROPERTIES_EXTENDED",
+        "UNEVALUATED_ITEMS_ADDED",
+        "UNEVALUATED_ITEMS_EXTENDED",
         "UNIQUE_ITEMS_REMOVED",
         "ADDITIONAL_ITEMS_ADDED",
         "ADDITIONAL_ITEMS_EXTENDED",
@@ -670,8 +711,12 @@ _WHY: Mapping[str, str] = {
     "DEPENDENCY_ARRAY_EXTENDED": "the reader's property dependency requires more",
     "DEPENDENCY_ARRAY_CHANGED": "the reader's property dependency differs",
     "DEPENDENCY_SCHEMA_ADDED": "the reader adds a schema dependency",
-    "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL": "the reader declares a property the writer's open "
-    "content model may have carried with any value",
+    "OPTIONAL_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL": "the reader declares a property the "
+    "writer's open content model may have carried with any value",
+    "REQUIRED_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL": "the reader requires a property the "
+    "writer's open content model may have omitted or carried with any value",
+    "REQUIRED_PROPERTY_WITH_DEFAULT_ADDED_TO_OPEN_CONTENT_MODEL": "the reader declares a "
+    "property the writer's open content model may have carried with any value",
     "REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL": "the reader requires a new property, "
     "without a default, that the writer never wrote",
     "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL": "the reader's closed content model refuses "
@@ -685,6 +730,16 @@ _WHY: Mapping[str, str] = {
     "MIN_ITEMS_ADDED": "the reader sets minItems the writer did not",
     "MIN_ITEMS_INCREASED": "the reader's minItems is larger",
     "UNIQUE_ITEMS_ADDED": "the reader requires unique items",
+    "MAX_CONTAINS_ADDED": "the reader sets maxContains the writer did not",
+    "MAX_CONTAINS_DECREASED": "the reader's maxContains is smaller",
+    "MIN_CONTAINS_ADDED": "the reader sets minContains the writer did not",
+    "MIN_CONTAINS_INCREASED": "the reader's minContains is larger",
+    "UNEVALUATED_PROPERTIES_REMOVED": "the reader refuses unevaluated properties the writer "
+    "allowed",
+    "UNEVALUATED_PROPERTIES_NARROWED": "the reader constrains unevaluated properties the "
+    "writer left freer",
+    "UNEVALUATED_ITEMS_REMOVED": "the reader refuses unevaluated items the writer allowed",
+    "UNEVALUATED_ITEMS_NARROWED": "the reader constrains unevaluated items the writer left freer",
     "ADDITIONAL_ITEMS_REMOVED": "the reader refuses additional items the writer allowed",
     "ADDITIONAL_ITEMS_NARROWED": "the reader constrains additional items the writer left free",
     "ITEM_ADDED_TO_OPEN_CONTENT_MODEL": "the reader constrains a position the writer left free",
@@ -704,25 +759,39 @@ _WHY: Mapping[str, str] = {
 }
 
 
+_Difference = tuple[str, tuple[str, ...]]  # (type, JSON path as its segments)
+
+
+@dataclass
+class _Pairs:
+    """What one comparison knows about node pairs, shared by all its contexts. A pair met
+    again while it is being compared is a ``$ref`` cycle, taken as compatible there; results
+    computed without such a shortcut are remembered, so a schema whose definitions refer to
+    one another many times is compared once per pair, not once per path."""
+
+    in_progress: set[tuple[int, int]] = field(default_factory=set)
+    done: dict[tuple[int, int], list[_Difference]] = field(default_factory=dict)
+    cycles_cut: int = 0
+
+
 @dataclass
 class _Context:
-    """The state of one comparison: the JSON path being compared, the differences found, and
-    the node pairs under comparison (a pair met again is a ``$ref`` cycle, taken as
-    compatible). Owned by one :meth:`JsonSchemaFormat.incompatibilities` call."""
+    """The state of one comparison: the JSON path being compared and the differences found.
+    Owned by one :meth:`JsonSchemaFormat.incompatibilities` call."""
 
     path: list[str]
-    diffs: list[tuple[str, str]]
-    in_progress: set[tuple[int, int]]
+    diffs: list[_Difference]
+    pairs: _Pairs
 
     def sub(self) -> _Context:
-        return _Context(list(self.path), [], self.in_progress)
+        return _Context(list(self.path), [], self.pairs)
 
     def compatible(self) -> bool:
         return all(kind in COMPATIBLE_CHANGES for kind, _ in self.diffs)
 
     def add(self, kind: str, attribute: str | None = None) -> None:
         parts = self.path if attribute is None else [*self.path, attribute]
-        self.diffs.append((kind, "#/" + "/".join(parts)))
+        self.diffs.append((kind, tuple(parts)))
 
     @contextmanager
     def at(self, *parts: str) -> Iterator[None]:
@@ -755,14 +824,25 @@ def _compare(ctx: _Context, original: _Node | None, update: _Node | None) -> Non
         ctx.add("SCHEMA_REMOVED")
         return
     original, update = _deref(original), _deref(update)
-    pair = (id(original), id(update))
-    if pair in ctx.in_progress:
-        return
-    ctx.in_progress.add(pair)
-    try:
-        _compare_nodes(ctx, original, update)
-    finally:
-        ctx.in_progress.discard(pair)
+    pairs = ctx.pairs
+    key = (id(original), id(update))
+    found = pairs.done.get(key)
+    if found is None:
+        if key in pairs.in_progress:
+            pairs.cycles_cut += 1
+            return
+        pairs.in_progress.add(key)
+        cut_before = pairs.cycles_cut
+        relative = _Context([], [], pairs)
+        try:
+            _compare_nodes(relative, original, update)
+        finally:
+            pairs.in_progress.discard(key)
+        found = relative.diffs
+        if pairs.cycles_cut == cut_before:
+            pairs.done[key] = found
+    prefix = tuple(ctx.path)
+    ctx.diffs.extend((kind, prefix + path) for kind, path in found)
 
 
 def _compare_nodes(ctx: _Context, original: _Node, update: _Node) -> None:
@@ -789,6 +869,15 @@ def _compare_nodes(ctx: _Context, original: _Node, update: _Node) -> None:
             if sub.compatible():
                 ctx.diffs.extend(sub.diffs)
                 return
+        elif original.criterion == "allOf":
+            # Every written document satisfied each part; one part the reader accepts is enough.
+            for part in original.subschemas:
+                sub = ctx.sub()
+                _compare(sub, part, update)
+                if sub.compatible():
+                    ctx.diffs.extend(sub.diffs)
+                    ctx.add("PRODUCT_TYPE_NARROWED")
+                    return
     if type(original) is not type(update):
         # Nothing written under false; everything read under true.
         if not isinstance(original, _False) and not isinstance(update, _Empty):
@@ -849,6 +938,8 @@ _BOUND_NAMES = {
     "minProperties": "MIN_PROPERTIES",
     "maxItems": "MAX_ITEMS",
     "minItems": "MIN_ITEMS",
+    "maxContains": "MAX_CONTAINS",
+    "minContains": "MIN_CONTAINS",
 }
 
 
@@ -902,24 +993,24 @@ def _compare_number(ctx: _Context, original: _Number, update: _Number) -> None:
 def _compare_combined(ctx: _Context, original: _Combined, update: _Combined) -> None:
     if original.criterion != update.criterion:
         single_original = len(original.subschemas) == 1
-        if update.criterion == "anyOf":
-            change = "COMBINED_TYPE_EXTENDED"  # allOf or oneOf read as anyOf
-        elif update.criterion == "oneOf" and single_original:
-            change = "COMBINED_TYPE_EXTENDED"
-        elif update.criterion == "allOf" and single_original and len(update.subschemas) == 1:
-            change = "COMBINED_TYPE_EXTENDED"
+        single_update = len(update.subschemas) == 1
+        # Read as anyOf, anything combined still validates; a single subschema reads the same
+        # under every keyword; allOf's documents satisfy each of its subschemas.
+        if (
+            update.criterion == "anyOf"
+            or (single_original and (single_update or update.criterion == "oneOf"))
+            or (single_update and original.criterion == "allOf")
+        ):
+            ctx.add("COMBINED_TYPE_EXTENDED")
         else:
-            change = "COMBINED_TYPE_CHANGED"
-        ctx.add(change)
-        if change == "COMBINED_TYPE_CHANGED":
+            ctx.add("COMBINED_TYPE_CHANGED")
             return
     old_size, new_size = len(original.subschemas), len(update.subschemas)
-    product = update.criterion == "allOf"
     if old_size < new_size:
-        ctx.add("PRODUCT_TYPE_EXTENDED" if product else "SUM_TYPE_EXTENDED")
+        ctx.add("PRODUCT_TYPE_EXTENDED" if update.criterion == "allOf" else "SUM_TYPE_EXTENDED")
     elif old_size > new_size:
-        ctx.add("PRODUCT_TYPE_NARROWED" if product else "SUM_TYPE_NARROWED")
-    edges: dict[tuple[int, int], list[tuple[str, str]]] = {}
+        ctx.add("PRODUCT_TYPE_NARROWED" if original.criterion == "allOf" else "SUM_TYPE_NARROWED")
+    edges: dict[tuple[int, int], list[_Difference]] = {}
     for i, old in enumerate(original.subschemas):
         with ctx.at(f"{original.criterion}/{i}"):
             for j, new in enumerate(update.subschemas):
@@ -956,11 +1047,30 @@ def _maximum_matching(left: int, edges: Iterable[tuple[int, int]]) -> list[tuple
     return sorted((i, j) for j, i in owner.items())
 
 
+def _open_remainder(allowed: bool, schema: _Node | None, unevaluated: _Node | None) -> bool:
+    """Open content: additional properties/items neither forbidden nor constrained, and
+    ``unevaluated*`` absent or ``true``."""
+    if not allowed or schema is not None:
+        return False
+    return unevaluated is None or isinstance(_deref(unevaluated), _Empty)
+
+
+def _partial_remainder(
+    allowed: bool, schema: _Node | None, unevaluated: _Node | None
+) -> _Node | None:
+    """The schema undeclared properties/items must satisfy in a partially open content model:
+    ``additional*`` as a schema, or, when that is absent, ``unevaluated*`` as a schema."""
+    if schema is not None:
+        return schema
+    if allowed and unevaluated is not None:
+        if not isinstance(_deref(unevaluated), _Empty | _False):
+            return unevaluated
+    return None
+
+
 def _is_open(schema: _Object) -> bool:
-    return (
-        not schema.pattern_properties
-        and schema.additional_schema is None
-        and schema.additional_allowed
+    return not schema.pattern_properties and _open_remainder(
+        schema.additional_allowed, schema.additional_schema, schema.unevaluated
     )
 
 
@@ -972,7 +1082,34 @@ def _partial_schema(schema: _Object, name: str) -> _Node | None:
                 return sub
         except re.error:
             continue  # an ECMA-262 pattern Python cannot read matches nothing here
-    return schema.additional_schema
+    return _partial_remainder(
+        schema.additional_allowed, schema.additional_schema, schema.unevaluated
+    )
+
+
+def _compare_unevaluated(
+    ctx: _Context, keyword: str, prefix: str, original: _Node | None, update: _Node | None
+) -> None:
+    """``unevaluatedProperties``/``unevaluatedItems``: ``false`` closes, a schema narrows."""
+    if original is None and update is None:
+        return
+    old = None if original is None else _deref(original)
+    new = None if update is None else _deref(update)
+    with ctx.at(keyword):
+        if old is None:
+            ctx.add(f"{prefix}_REMOVED" if isinstance(new, _False) else f"{prefix}_NARROWED")
+        elif new is None:
+            ctx.add(f"{prefix}_ADDED" if isinstance(old, _False) else f"{prefix}_EXTENDED")
+        elif isinstance(old, _False) and not isinstance(new, _False):
+            ctx.add(f"{prefix}_ADDED")
+        elif not isinstance(old, _False) and isinstance(new, _False):
+            ctx.add(f"{prefix}_REMOVED")
+        elif isinstance(old, _Empty) and not isinstance(new, _Empty):
+            ctx.add(f"{prefix}_NARROWED")
+        elif not isinstance(old, _Empty) and isinstance(new, _Empty):
+            ctx.add(f"{prefix}_EXTENDED")
+        else:
+            _compare(ctx, old, new)
 
 
 def _compare_object(ctx: _Context, original: _Object, update: _Object) -> None:
@@ -1033,6 +1170,13 @@ def _compare_object(ctx: _Context, original: _Object, update: _Object) -> None:
             ctx.add("ADDITIONAL_PROPERTIES_EXTENDED")
         else:
             _compare(ctx, original.additional_schema, update.additional_schema)
+    _compare_unevaluated(
+        ctx,
+        "unevaluatedProperties",
+        "UNEVALUATED_PROPERTIES",
+        original.unevaluated,
+        update.unevaluated,
+    )
     _compare_bound(ctx, "maxProperties", original.max_properties, update.max_properties)
     _compare_bound(ctx, "minProperties", original.min_properties, update.min_properties)
 
@@ -1056,11 +1200,14 @@ def _compare_property(ctx: _Context, name: str, original: _Object, update: _Obje
     elif old is None:
         # Addition is judged by the writer's content model only.
         if _is_open(original):
-            ctx.add(
-                "PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL"
-                if isinstance(_deref(new), _Empty)
-                else "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL"
-            )
+            if isinstance(_deref(new), _Empty):
+                ctx.add("PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL")
+            elif name not in update.required:
+                ctx.add("OPTIONAL_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL")
+            elif _deref(new).has_default:
+                ctx.add("REQUIRED_PROPERTY_WITH_DEFAULT_ADDED_TO_OPEN_CONTENT_MODEL")
+            else:
+                ctx.add("REQUIRED_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL")
             return
         partial = _partial_schema(original, name)
         if partial is not None:
@@ -1088,7 +1235,13 @@ def _covered(ctx: _Context, old: _Node, new: _Node, change: str) -> None:
 
 
 def _array_is_open(schema: _Array) -> bool:
-    return schema.additional_allowed and schema.additional_schema is None
+    return _open_remainder(schema.additional_allowed, schema.additional_schema, schema.unevaluated)
+
+
+def _array_partial(schema: _Array) -> _Node | None:
+    return _partial_remainder(
+        schema.additional_allowed, schema.additional_schema, schema.unevaluated
+    )
 
 
 def _compare_array(ctx: _Context, original: _Array, update: _Array) -> None:
@@ -1102,8 +1255,8 @@ def _compare_array(ctx: _Context, original: _Array, update: _Array) -> None:
             elif i < len(old_items):
                 if _array_is_open(update):
                     ctx.add("ITEM_REMOVED_FROM_OPEN_CONTENT_MODEL")
-                elif update.additional_schema is not None:
-                    _covered(ctx, old_items[i], update.additional_schema, "ITEM_REMOVED")
+                elif (partial := _array_partial(update)) is not None:
+                    _covered(ctx, old_items[i], partial, "ITEM_REMOVED")
                 elif isinstance(_deref(old_items[i]), _False):
                     ctx.add("ITEM_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL")
                 else:
@@ -1114,8 +1267,8 @@ def _compare_array(ctx: _Context, original: _Array, update: _Array) -> None:
                     if isinstance(_deref(new_items[i]), _Empty)
                     else "ITEM_ADDED_TO_OPEN_CONTENT_MODEL"
                 )
-            elif original.additional_schema is not None:
-                _covered(ctx, original.additional_schema, new_items[i], "ITEM_ADDED")
+            elif (partial := _array_partial(original)) is not None:
+                _covered(ctx, partial, new_items[i], "ITEM_ADDED")
             else:
                 ctx.add("ITEM_ADDED_TO_CLOSED_CONTENT_MODEL")
     with ctx.at("additionalItems"):
@@ -1131,8 +1284,13 @@ def _compare_array(ctx: _Context, original: _Array, update: _Array) -> None:
             ctx.add("ADDITIONAL_ITEMS_EXTENDED")
         else:
             _compare(ctx, original.additional_schema, update.additional_schema)
+    _compare_unevaluated(
+        ctx, "unevaluatedItems", "UNEVALUATED_ITEMS", original.unevaluated, update.unevaluated
+    )
     _compare_bound(ctx, "maxItems", original.max_items, update.max_items)
     _compare_bound(ctx, "minItems", original.min_items, update.min_items)
+    _compare_bound(ctx, "maxContains", original.max_contains, update.max_contains)
+    _compare_bound(ctx, "minContains", original.min_contains, update.min_contains)
     if original.unique_items != update.unique_items:
         ctx.add(
             "UNIQUE_ITEMS_REMOVED" if original.unique_items else "UNIQUE_ITEMS_ADDED", "uniqueItems"
