@@ -474,6 +474,9 @@ class _Loader:
             prefix = doc.get("prefixItems")
             if prefix is not None:
                 tuple_items, rest, all_items = prefix, items, None
+            elif isinstance(items, bool):
+                # Read as Confluent reads it: a boolean items opens or closes the remainder.
+                tuple_items, rest, all_items = None, items, None
             else:
                 tuple_items, rest, all_items = None, None, items
         elif isinstance(items, list):
@@ -901,24 +904,25 @@ def _compare_nodes(ctx: _Context, original: _Node, update: _Node) -> None:
         assert isinstance(update, _Enum)
         if original.values != update.values:
             if update.values > original.values:
-                ctx.add("ENUM_ARRAY_EXTENDED")
+                ctx.add("ENUM_ARRAY_EXTENDED", "enum")
             elif update.values < original.values:
-                ctx.add("ENUM_ARRAY_NARROWED")
+                ctx.add("ENUM_ARRAY_NARROWED", "enum")
             else:
-                ctx.add("ENUM_ARRAY_CHANGED")
+                ctx.add("ENUM_ARRAY_CHANGED", "enum")
     elif isinstance(original, _Const):
         assert isinstance(update, _Const)
         if original.value != update.value:
-            ctx.add("ENUM_ARRAY_CHANGED")
+            ctx.add("ENUM_ARRAY_CHANGED", "const")
     elif isinstance(original, _Combined):
         assert isinstance(update, _Combined)
         _compare_combined(ctx, original, update)
     elif isinstance(original, _Not):
         assert isinstance(update, _Not)
         # not A reads not B when B's documents are all A's: compare the negated schemas reversed.
-        sub = ctx.sub()
-        _compare(sub, update.schema, original.schema)
-        ctx.add("NOT_TYPE_NARROWED" if sub.compatible() else "NOT_TYPE_EXTENDED")
+        with ctx.at("not"):
+            sub = ctx.sub()
+            _compare(sub, update.schema, original.schema)
+            ctx.add("NOT_TYPE_NARROWED" if sub.compatible() else "NOT_TYPE_EXTENDED")
     elif isinstance(original, _Object):
         assert isinstance(update, _Object)
         _compare_object(ctx, original, update)
