@@ -38,6 +38,7 @@ import jsonschema.exceptions
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
+from jsonschema_specifications import REGISTRY as _METASCHEMAS
 
 from odradek.registry.formats import InvalidSchemaError, ParsedSchema
 
@@ -338,6 +339,12 @@ class _Loader:
         try:
             resolved = resolver.lookup(ref)
         except referencing.exceptions.Unresolvable as e:
+            # referencing raises Unresolvable while handling the NoSuchResource behind it.
+            if isinstance(e.__context__, referencing.exceptions.NoSuchResource):
+                raise InvalidSchemaError(
+                    f"{where}: $ref {ref!r} names {e.__context__.ref!r}, which is neither this "
+                    "schema nor one of its references"
+                ) from e
             raise InvalidSchemaError(f"{where}: $ref {ref!r} cannot be resolved ({e})") from e
         key = id(resolved.contents)
         node = self._refs.get(key)
@@ -558,6 +565,12 @@ class JsonSchemaFormat:
         return SCHEMA_TYPE
 
     def parse(self, text: str, references: Mapping[str, str]) -> JsonSchema:
+        try:
+            return self._parse(text, references)
+        except RecursionError as e:
+            raise InvalidSchemaError("schema is nested too deeply") from e
+
+    def _parse(self, text: str, references: Mapping[str, str]) -> JsonSchema:
         document = _load_json(text, "schema")
         draft = _draft_of(document)
         try:
@@ -579,7 +592,8 @@ class JsonSchemaFormat:
                 resources.append((urljoin(base, name), resource))
         resources.append((base, draft.specification.create_resource(document)))
         try:
-            registry: referencing.Registry[Any] = referencing.Registry().with_resources(resources)
+            # Over the drafts' own metaschemas, so a $ref to one resolves without a download.
+            registry: referencing.Registry[Any] = _METASCHEMAS.with_resources(resources)
             registry = registry.crawl()
         except referencing.exceptions.CannotDetermineSpecification as e:
             raise InvalidSchemaError(f"a reference is not a JSON schema: {e}") from e
