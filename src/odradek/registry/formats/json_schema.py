@@ -295,6 +295,14 @@ class _Loader:
         self._refs: dict[int, _Ref] = {}
         self._pinned: list[Any] = []  # keeps the targets alive while their ids are keys
 
+    def load_root(self, doc: Any, resolver: _Resolver) -> _Node:
+        """The whole schema, registered first so that ``"$ref": "#"`` comes back to it."""
+        root = _Ref()
+        self._refs[id(doc)] = root
+        self._pinned.append(doc)
+        root.target = self.load(doc, resolver, "#")
+        return root
+
     def load(self, doc: Any, resolver: _Resolver, where: str) -> _Node:
         if doc is True:
             return _Empty(False)
@@ -597,16 +605,14 @@ class JsonSchemaFormat:
             registry = registry.crawl()
         except referencing.exceptions.CannotDetermineSpecification as e:
             raise InvalidSchemaError(f"a reference is not a JSON schema: {e}") from e
-        root = _Loader(draft).load(document, registry.resolver(base_uri=base), "#")
+        root = _Loader(draft).load_root(document, registry.resolver(base_uri=base))
         return JsonSchema(document, draft.name, root)
 
     def incompatibilities(self, reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
         if not isinstance(reader, JsonSchema) or not isinstance(writer, JsonSchema):
             raise TypeError("both schemas must be JSON schemas parsed by this format")
-        ctx = _Context([], [], _Pairs())
-        _compare(ctx, writer._root, reader._root)
         messages: dict[str, None] = {}
-        for kind, path in ctx.diffs:
+        for kind, path in _differences(writer._root, reader._root):
             if kind not in COMPATIBLE_CHANGES:
                 where = "#/" + "/".join(path)
                 messages[f"{kind} at {where}: {_WHY.get(kind, 'incompatible change')}"] = None
@@ -781,14 +787,41 @@ _Difference = tuple[str, tuple[str, ...]]  # (type, JSON path as its segments)
 
 @dataclass
 class _Pairs:
-    """What one comparison knows about node pairs, shared by all its contexts. A pair met
-    again while it is being compared is a ``$ref`` cycle, taken as compatible there; results
-    computed without such a shortcut are remembered, so a schema whose definitions refer to
-    one another many times is compared once per pair, not once per path."""
+    """What one pass of a comparison knows about node pairs, shared by all its contexts.
 
+    Every pair's result is remembered, so schemas whose definitions refer to one another are
+    compared once per pair of nodes, not once per path through them. A pair met again while
+    it is being compared is a ``$ref`` cycle: it is taken as compatible there, unless an
+    earlier pass found it incompatible (``known_incompatible``), and ``cycles_cut`` records
+    that the pass relied on such an assumption."""
+
+    known_incompatible: Mapping[tuple[int, int], list[_Difference]]
     in_progress: set[tuple[int, int]] = field(default_factory=set)
     done: dict[tuple[int, int], list[_Difference]] = field(default_factory=dict)
-    cycles_cut: int = 0
+    cycles_cut: bool = False
+
+    def incompatible(self) -> dict[tuple[int, int], list[_Difference]]:
+        return {
+            key: diffs
+            for key, diffs in self.done.items()
+            if any(kind not in COMPATIBLE_CHANGES for kind, _ in diffs)
+        }
+
+
+def _differences(writer: _Node, reader: _Node) -> list[_Difference]:
+    """Compare to a fixpoint: a cycle assumed compatible may turn out not to be, and results
+    remembered under that assumption would hide it, so each pass feeds the pairs found
+    incompatible to the next until the set stops changing (it only grows, bounded by the
+    number of node pairs; schemas without cycles take one pass)."""
+    known: Mapping[tuple[int, int], list[_Difference]] = {}
+    while True:
+        pairs = _Pairs(known)
+        ctx = _Context([], [], pairs)
+        _compare(ctx, writer, reader)
+        incompatible = pairs.incompatible()
+        if not pairs.cycles_cut or incompatible.keys() == known.keys():
+            return ctx.diffs
+        known = incompatible
 
 
 @dataclass
@@ -846,18 +879,18 @@ def _compare(ctx: _Context, original: _Node | None, update: _Node | None) -> Non
     found = pairs.done.get(key)
     if found is None:
         if key in pairs.in_progress:
-            pairs.cycles_cut += 1
-            return
-        pairs.in_progress.add(key)
-        cut_before = pairs.cycles_cut
-        relative = _Context([], [], pairs)
-        try:
-            _compare_nodes(relative, original, update)
-        finally:
-            pairs.in_progress.discard(key)
-        found = relative.diffs
-        if pairs.cycles_cut == cut_before:
-            pairs.done[key] = found
+            found = pairs.known_incompatible.get(key)
+            if found is None:
+                pairs.cycles_cut = True
+                return
+        else:
+            pairs.in_progress.add(key)
+            relative = _Context([], [], pairs)
+            try:
+                _compare_nodes(relative, original, update)
+            finally:
+                pairs.in_progress.discard(key)
+            found = pairs.done[key] = relative.diffs
     prefix = tuple(ctx.path)
     ctx.diffs.extend((kind, prefix + path) for kind, path in found)
 
