@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from odradek.registry.formats import InvalidSchemaError, get_format
 from odradek.registry.formats.json_schema import FORMAT, JsonSchema
@@ -101,9 +103,11 @@ def test_each_draft_checks_against_its_own_metaschema() -> None:
     parse({"$schema": D4, "type": "number", "maximum": 5, "exclusiveMaximum": True})
 
 
-def test_a_reference_must_be_json() -> None:
+def test_a_reference_must_be_a_json_schema() -> None:
     with pytest.raises(InvalidSchemaError, match="reference 'other.json'"):
         FORMAT.parse('{"$ref": "other.json"}', {"other.json": "{not json"})
+    with pytest.raises(InvalidSchemaError, match="reference 'other.json' is not a schema"):
+        FORMAT.parse('{"$ref": "other.json"}', {"other.json": "[1, 2]"})
 
 
 def test_refs_resolve_to_the_named_references_and_within_them() -> None:
@@ -746,3 +750,76 @@ def test_mutually_recursive_alternatives_finish() -> None:
     }
     schema = parse({"definitions": definitions, "$ref": "#/definitions/d0"})
     assert differences(schema, schema) == set()
+
+
+def test_a_ref_into_data_is_checked_as_a_schema() -> None:
+    with pytest.raises(InvalidSchemaError, match="target of #/properties/a/\\$ref"):
+        parse({"enum": [{"properties": 5}], "properties": {"a": {"$ref": "#/enum/0"}}})
+
+
+def test_a_reference_is_checked_against_its_metaschema() -> None:
+    with pytest.raises(InvalidSchemaError, match="reference 'other.json'.*#/properties"):
+        parse({"$ref": "other.json"}, {"other.json": {"properties": 5}})
+
+
+# --- any schema ---------------------------------------------------------------------------
+
+KEYWORD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "type": st.sampled_from(["string", "integer", "number", "object", "array", "null"])
+    | st.lists(st.sampled_from(["string", "integer", "null", "boolean"]), min_size=1, unique=True),
+    "minLength": st.integers(0, 5),
+    "maxLength": st.integers(0, 5),
+    "pattern": st.sampled_from(["^a", "b$", "[0-9]+"]),
+    "minimum": st.integers(-5, 5),
+    "exclusiveMaximum": st.integers(-5, 5),
+    "multipleOf": st.sampled_from([1, 2, 0.5, 3]),
+    "enum": st.lists(st.one_of(st.integers(0, 3), st.booleans(), st.text(max_size=2)), min_size=1),
+    "const": st.integers(0, 2),
+    "required": st.lists(st.sampled_from(["a", "b", "c"]), unique=True),
+    "additionalProperties": st.booleans(),
+    "uniqueItems": st.booleans(),
+    "minItems": st.integers(0, 3),
+    # Back to the root or to a definition: cycles, and targets that may be missing.
+    "$ref": st.sampled_from(["#", "#/definitions/d"]),
+}
+
+
+def schemas() -> st.SearchStrategy[Any]:
+    leaves = st.fixed_dictionaries({}, optional=KEYWORD_VALUES) | st.booleans()
+    return st.recursive(
+        leaves,
+        lambda inner: st.fixed_dictionaries(
+            {},
+            optional={
+                **KEYWORD_VALUES,
+                "properties": st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3),
+                "items": inner | st.lists(inner, max_size=2),
+                "additionalItems": inner,
+                "anyOf": st.lists(inner, min_size=1, max_size=3),
+                "oneOf": st.lists(inner, min_size=1, max_size=3),
+                "allOf": st.lists(inner, min_size=1, max_size=3),
+                "not": inner,
+                "definitions": st.fixed_dictionaries({"d": inner}),
+                "dependencies": st.dictionaries(
+                    st.sampled_from(["a", "b"]), inner | st.just(["c"]), max_size=2
+                ),
+            },
+        ),
+        max_leaves=12,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(old=schemas(), new=schemas())
+def test_any_schema_reads_itself_and_comparisons_only_report(old: Any, new: Any) -> None:
+    """Whatever the schemas, parsing ends in a schema or InvalidSchemaError, a schema reads
+    what it wrote, and every comparison yields well-formed messages."""
+    try:
+        a, b = parse(old), parse(new)
+    except InvalidSchemaError:
+        return
+    assert FORMAT.incompatibilities(a, a) == []
+    assert FORMAT.incompatibilities(b, b) == []
+    for reader, writer in ((a, b), (b, a)):
+        for kind, path in differences(reader, writer):
+            assert kind.isupper() and path.startswith("#/")

@@ -11,14 +11,15 @@ kinds on one schema, such as ``type`` with ``enum``, make a synthetic ``allOf``)
 Compatibility asks whether every document valid under the writer is accepted by the reader.
 It walks both models side by side (the writer is Confluent's "original", the reader its
 "update") and records one *difference* per change, typed with Confluent's names
-(``PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL``, ``TYPE_NARROWED``, ...); the difference types in
-:data:`COMPATIBLE_CHANGES` are allowed, every other one is reported as
-``"<TYPE> at <json path>: <why>"``. Known departures from Confluent, where its results are
-plainly wrong: ``multipleOf`` divisibility is exact (Confluent truncates to integers), a smaller
-``exclusiveMaximum`` is compared with the old ``exclusiveMaximum`` (Confluent compares it with
-``maximum``), and draft 4's boolean ``exclusiveMaximum``/``exclusiveMinimum`` turn the bound
-exclusive. ``unevaluatedProperties``/``unevaluatedItems``, ``contains``, ``propertyNames`` and
-``if``/``then``/``else`` are not compared.
+(``OPTIONAL_PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL``, ``TYPE_NARROWED``, ...); the types in
+:data:`COMPATIBLE_CHANGES` (Confluent's strict set) are allowed, every other one is reported as
+``"<TYPE> at <json path>: <why>"``. ``$ref`` cycles are compared to a fixpoint, as Confluent
+does. Departures from Confluent: a smaller ``exclusiveMaximum`` is compared with the old
+``exclusiveMaximum`` (Confluent compares it with the new ``maximum``); draft 4's boolean
+``exclusiveMaximum``/``exclusiveMinimum`` make the bound exclusive (Confluent ignores them).
+Not compared, as in Confluent: ``propertyNames``, the ``contains`` schema, ``if``/``then``/
+``else``, ``format``, and the annotations (``title``, ``description``, ``default``, ``$id``,
+whose changes are all compatible). ``$recursiveRef``/``$dynamicRef`` are not followed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import referencing.exceptions
 import referencing.jsonschema
 from jsonschema_specifications import REGISTRY as _METASCHEMAS
 
-from odradek.registry.formats import InvalidSchemaError, ParsedSchema
+from odradek.registry.formats import InvalidSchemaError, ParsedSchema, SchemaFormat
 
 if TYPE_CHECKING:
     # referencing exports no name for its resolver type.
@@ -71,43 +72,49 @@ class _Draft:
 
 
 _DRAFT4 = _Draft(
-    "draft-04", jsonschema.Draft4Validator, referencing.jsonschema.DRAFT4, "id", False, False, True
+    "draft-04",
+    jsonschema.Draft4Validator,
+    referencing.jsonschema.DRAFT4,
+    id_keyword="id",
+    ref_with_siblings=False,
+    prefix_items=False,
+    boolean_exclusive=True,
 )
 _DRAFT6 = _Draft(
     "draft-06",
     jsonschema.Draft6Validator,
     referencing.jsonschema.DRAFT6,
-    "$id",
-    False,
-    False,
-    False,
+    id_keyword="$id",
+    ref_with_siblings=False,
+    prefix_items=False,
+    boolean_exclusive=False,
 )
 _DRAFT7 = _Draft(
     "draft-07",
     jsonschema.Draft7Validator,
     referencing.jsonschema.DRAFT7,
-    "$id",
-    False,
-    False,
-    False,
+    id_keyword="$id",
+    ref_with_siblings=False,
+    prefix_items=False,
+    boolean_exclusive=False,
 )
 _DRAFT2019 = _Draft(
     "2019-09",
     jsonschema.Draft201909Validator,
     referencing.jsonschema.DRAFT201909,
-    "$id",
-    True,
-    False,
-    False,
+    id_keyword="$id",
+    ref_with_siblings=True,
+    prefix_items=False,
+    boolean_exclusive=False,
 )
 _DRAFT2020 = _Draft(
     "2020-12",
     jsonschema.Draft202012Validator,
     referencing.jsonschema.DRAFT202012,
-    "$id",
-    True,
-    True,
-    False,
+    id_keyword="$id",
+    ref_with_siblings=True,
+    prefix_items=True,
+    boolean_exclusive=False,
 )
 
 
@@ -357,6 +364,8 @@ class _Loader:
         key = id(resolved.contents)
         node = self._refs.get(key)
         if node is None:
+            # A $ref may point anywhere in a document, not only at what the metaschema checked.
+            _check(self._draft, resolved.contents, f"target of {where}/$ref")
             node = _Ref()
             self._refs[key] = node
             self._pinned.append(resolved.contents)
@@ -581,31 +590,34 @@ class JsonSchemaFormat:
     def _parse(self, text: str, references: Mapping[str, str]) -> JsonSchema:
         document = _load_json(text, "schema")
         draft = _draft_of(document)
-        try:
-            draft.validator.check_schema(document)
-        except jsonschema.exceptions.SchemaError as e:
-            where = "#/" + "/".join(str(p) for p in e.absolute_path)
-            raise InvalidSchemaError(
-                f"invalid JSON schema ({draft.name}) at {where}: {e.message}"
-            ) from e
+        _check(draft, document, "schema")
         root_id = document.get(draft.id_keyword) if isinstance(document, dict) else None
         base = root_id if isinstance(root_id, str) else ""
         resources: list[tuple[str, referencing.Resource[Any]]] = []
         for name, ref_text in references.items():
             contents = _load_json(ref_text, f"reference {name!r}")
+            if not isinstance(contents, dict | bool):
+                raise InvalidSchemaError(
+                    f"reference {name!r} is not a schema: a schema is an object or a boolean"
+                )
+            _check(_draft_of(contents), contents, f"reference {name!r}")
+            contents = _crawlable(contents)
             resource = _draft_of(contents).specification.create_resource(contents)
             resources.append((name, resource))
             # A relative name is also found from the root's $id, as Confluent registers it.
             if base and urljoin(base, name) != name:
                 resources.append((urljoin(base, name), resource))
-        resources.append((base, draft.specification.create_resource(document)))
+        # The model is built from the copy referencing crawls, so that a $ref to the root
+        # ("#") and the root itself are the same node.
+        model_document = _crawlable(document)
+        resources.append((base, draft.specification.create_resource(model_document)))
         try:
             # Over the drafts' own metaschemas, so a $ref to one resolves without a download.
             registry: referencing.Registry[Any] = _METASCHEMAS.with_resources(resources)
             registry = registry.crawl()
         except referencing.exceptions.CannotDetermineSpecification as e:
             raise InvalidSchemaError(f"a reference is not a JSON schema: {e}") from e
-        root = _Loader(draft).load_root(document, registry.resolver(base_uri=base))
+        root = _Loader(draft).load_root(model_document, registry.resolver(base_uri=base))
         return JsonSchema(document, draft.name, root)
 
     def incompatibilities(self, reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
@@ -617,6 +629,33 @@ class JsonSchemaFormat:
                 where = "#/" + "/".join(path)
                 messages[f"{kind} at {where}: {_WHY.get(kind, 'incompatible change')}"] = None
         return list(messages)
+
+
+def _crawlable(value: Any) -> Any:
+    """A copy of a schema that ``referencing`` can crawl: drafts 4 to 7 let ``dependencies``
+    mix schemas and property lists, and referencing 0.37 takes every value for a schema when
+    the first one is, so the lists are put first (their order means nothing)."""
+    if isinstance(value, list):
+        return [_crawlable(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    copy = {k: _crawlable(v) for k, v in value.items()}
+    dependencies = copy.get("dependencies")
+    if isinstance(dependencies, dict):
+        copy["dependencies"] = dict(
+            sorted(dependencies.items(), key=lambda item: isinstance(item[1], dict | bool))
+        )
+    return copy
+
+
+def _check(draft: _Draft, document: Any, what: str) -> None:
+    try:
+        draft.validator.check_schema(document)
+    except jsonschema.exceptions.SchemaError as e:
+        where = "#/" + "/".join(str(p) for p in e.absolute_path)
+        raise InvalidSchemaError(
+            f"invalid JSON {what} ({draft.name}) at {where}: {e.message}"
+        ) from e
 
 
 def _load_json(text: str, what: str) -> Any:
@@ -1348,4 +1387,4 @@ def _compare_array(ctx: _Context, original: _Array, update: _Array) -> None:
         )
 
 
-FORMAT = JsonSchemaFormat()
+FORMAT: SchemaFormat = JsonSchemaFormat()
