@@ -144,6 +144,12 @@ def test_relative_refs_resolve_against_the_root_id() -> None:
     }
 
 
+def test_dependencies_mixing_schemas_and_property_lists() -> None:
+    # A schema dependency first, then a property list: legal in drafts 4 to 7.
+    parsed = parse(obj({"a": STRING}, dependencies={"a": {"required": ["b"]}, "b": ["c"]}))
+    assert differences(parsed, parsed) == set()
+
+
 def test_a_ref_to_a_draft_metaschema_needs_no_reference() -> None:
     parse({"$ref": D7})
 
@@ -640,6 +646,13 @@ CASES: list[tuple[str, Any, Any, Found, Found]] = [
         {"type": "array", "items": [STRING], "additionalItems": INTEGER},
         {"type": "array", "items": [STRING, INTEGER], "additionalItems": INTEGER},
         set(),
+        set(),
+    ),
+    (
+        "boolean items turned false (2020-12)",
+        {"$schema": D2020, "type": "array", "items": True},
+        {"$schema": D2020, "type": "array", "items": False},
+        {("ADDITIONAL_ITEMS_REMOVED", "#/additionalItems")},
         set(),
     ),
     (
