@@ -570,3 +570,31 @@ def test_parses_are_cached_by_content() -> None:
     text = msg("int32 cached = 1;")
     assert parse(text) is parse(text)
     assert parse(text) is not parse(text + "\n")
+
+
+OPTIONS_PROTO = """syntax = "proto3";
+package opts;
+import "google/protobuf/descriptor.proto";
+message Rule { int32 min = 1; string name = 2; }
+enum Level { LOW = 0; HIGH = 1; }
+extend google.protobuf.FieldOptions { Rule rule = 50001; string tag = 50002; }
+extend google.protobuf.MessageOptions { bool sealed = 50003; }
+extend google.protobuf.FileOptions { Level level = 50004; }
+"""
+
+
+def test_custom_options_are_kept_in_canonical_text() -> None:
+    text = P3 + (
+        'import "opts.proto";\noption (opts.level) = HIGH;\n'
+        "message A {\noption (opts.sealed) = true;\n"
+        'int32 a = 1 [(opts.tag) = "x", (opts.rule) = { min: 3 name: "n" }];\n}\n'
+    )
+    schema = parse(text, {"opts.proto": OPTIONS_PROTO})
+    canonical = schema.canonical()
+    assert "option (opts.level) = HIGH;" in canonical
+    assert "option (opts.sealed) = true;" in canonical
+    assert '(opts.tag) = "x"' in canonical
+    assert '(opts.rule) = { min: 3 name: "n" }' in canonical
+    assert parse(canonical, {"opts.proto": OPTIONS_PROTO}).canonical() == canonical
+    without = parse(text.replace('(opts.tag) = "x", ', ""), {"opts.proto": OPTIONS_PROTO})
+    assert without.canonical() != canonical

@@ -7,15 +7,17 @@ the fully-qualified names protoc resolved (``.pkg.Msg``), so ``Msg`` and ``.pkg.
 schema here. ``normalize`` adds Confluent's normalization: imports sorted and deduplicated, fields,
 oneofs, enum constants, reserved ranges and options sorted, and no ``syntax`` line for proto2.
 
-Options are printed from the fields the options messages know; custom options (extensions) that
-the generated ``descriptor_pb2`` classes do not know are not printed.
+Options are printed from the fields the options messages know. Custom options are extensions
+declared in the schema's own files, unknown to the generated ``descriptor_pb2`` classes; given a
+``DescriptorPool`` holding those files, the options are re-read through it so they print too.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable
 
-from google.protobuf import descriptor_pb2, text_format
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -41,6 +43,10 @@ _SCALAR_NAMES = {
 }
 _MAX_FIELD_NUMBER = 536_870_911
 _INDENT = "  "
+#: The pool custom options are read through, for the file being printed.
+_OPTIONS_POOL: contextvars.ContextVar[descriptor_pool.DescriptorPool | None] = (
+    contextvars.ContextVar("options_pool", default=None)
+)
 
 
 def scalar_type_name(field_type: int) -> str | None:
@@ -48,7 +54,22 @@ def scalar_type_name(field_type: int) -> str | None:
     return _SCALAR_NAMES.get(field_type)
 
 
-def render_file(fd: descriptor_pb2.FileDescriptorProto, *, normalize: bool = False) -> str:
+def render_file(
+    fd: descriptor_pb2.FileDescriptorProto,
+    *,
+    normalize: bool = False,
+    options_pool: descriptor_pool.DescriptorPool | None = None,
+) -> str:
+    """``fd`` as ``.proto`` text; ``options_pool`` (holding ``fd`` and its imports) makes custom
+    options print."""
+    token = _OPTIONS_POOL.set(options_pool)
+    try:
+        return _render_file(fd, normalize)
+    finally:
+        _OPTIONS_POOL.reset(token)
+
+
+def _render_file(fd: descriptor_pb2.FileDescriptorProto, normalize: bool) -> str:
     maps = _map_entries(fd)
     out: list[str] = []
     syntax = fd.syntax or "proto2"
@@ -352,6 +373,16 @@ def _options(options: Message, normalize: bool, skip: tuple[str, ...] = ()) -> l
     """``name = value`` for every option set on an options message, in field-number order
     (declaration order is lost in descriptors), by name when normalizing."""
     out: list[str] = []
+    pool = _OPTIONS_POOL.get()
+    if pool is not None and options.ByteSize():
+        try:
+            options_type = pool.FindMessageTypeByName(options.DESCRIPTOR.full_name)
+        except KeyError:
+            pass
+        else:
+            reread = message_factory.GetMessageClass(options_type)()
+            reread.ParseFromString(options.SerializeToString())
+            options = reread
     for field, value in options.ListFields():
         if field.name in skip:
             continue

@@ -19,6 +19,8 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from google.protobuf import descriptor_pool
+
 from odradek.registry.formats import InvalidSchemaError, ParsedSchema
 from odradek.registry.formats._protobuf_compile import CompiledSchema, compile_schema
 from odradek.registry.formats._protobuf_diff import Difference, SchemaTypes, differences
@@ -27,6 +29,7 @@ from odradek.registry.formats._protobuf_text import render_file
 __all__ = ["FORMAT", "ProtobufFormat", "ProtobufSchema"]
 
 SCHEMA_TYPE = "PROTOBUF"
+_DESCRIPTOR_PROTO = "google/protobuf/descriptor.proto"
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,12 +92,24 @@ _CACHE_SIZE = 512
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _parse(text: str, references: tuple[tuple[str, str], ...]) -> ProtobufSchema:
     compiled = compile_schema(text, dict(references))
+    pool = _options_pool(compiled)
     return ProtobufSchema(
         compiled,
         SchemaTypes.build(compiled.root, compiled.files, compiled.reference_texts),
-        render_file(compiled.root),
-        render_file(compiled.root, normalize=True),
+        render_file(compiled.root, options_pool=pool),
+        render_file(compiled.root, normalize=True, options_pool=pool),
     )
+
+
+def _options_pool(compiled: CompiledSchema) -> descriptor_pool.DescriptorPool | None:
+    """A pool of the schema's files, for printing custom options; only a schema importing
+    ``descriptor.proto`` can declare any."""
+    if _DESCRIPTOR_PROTO not in compiled.files:
+        return None
+    pool = descriptor_pool.DescriptorPool()
+    for fd in compiled.files.values():  # protoc lists imports before their importers
+        pool.Add(fd)
+    return pool
 
 
 def _protobuf(schema: ParsedSchema) -> ProtobufSchema:
