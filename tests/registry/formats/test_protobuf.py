@@ -598,3 +598,22 @@ def test_custom_options_are_kept_in_canonical_text() -> None:
     assert parse(canonical, {"opts.proto": OPTIONS_PROTO}).canonical() == canonical
     without = parse(text.replace('(opts.tag) = "x", ', ""), {"opts.proto": OPTIONS_PROTO})
     assert without.canonical() != canonical
+
+
+def test_confluent_builtin_files_need_no_reference() -> None:
+    # confluent-kafka's serializers never send confluent/* (nor google/*) as references.
+    schema = parse(
+        P3 + 'import "confluent/meta.proto";\nimport "confluent/type/decimal.proto";\n'
+        'message A { confluent.type.Decimal d = 1 [(confluent.field_meta) = { doc: "x" }]; }\n'
+    )
+    assert ".confluent.type.Decimal d = 1" in schema.canonical()
+    assert '(confluent.field_meta) = { doc: "x" }' in schema.canonical()
+
+
+def test_a_reference_can_shadow_a_builtin_file() -> None:
+    own = 'syntax = "proto3";\npackage confluent;\nmessage Meta { int32 mine = 1; }\n'
+    schema = parse(
+        P3 + 'import "confluent/meta.proto";\nmessage A { confluent.Meta m = 1; }\n',
+        {"confluent/meta.proto": own},
+    )
+    assert ".confluent.Meta m = 1;" in schema.canonical()

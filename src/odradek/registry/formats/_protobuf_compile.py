@@ -3,7 +3,8 @@ descriptors with protoc from ``grpcio-tools``, run in-process.
 
 protoc works on files, so every parse writes the schema and its references, under their reference
 names (= import paths), into a private temporary directory; the well-known types
-(``google/protobuf/*.proto``) come from the include directory grpc_tools ships. Two protoc entry
+(``google/protobuf/*.proto``) come from the include directory grpc_tools ships, Confluent's other
+built-in files from :mod:`._protobuf_builtins`. Two protoc entry
 points are used: ``get_protos`` first, because it returns errors as values (``run_main`` prints
 them on the process's stderr, which cannot be captured without redirecting file descriptor 2 for
 the whole process); then ``run_main`` with ``--descriptor_set_out`` for the descriptors. Both take
@@ -26,6 +27,7 @@ from google.protobuf.message import DecodeError
 from grpc_tools import _protoc_compiler, protoc
 
 from odradek.registry.formats import InvalidSchemaError
+from odradek.registry.formats._protobuf_builtins import builtin_include_dir
 from odradek.registry.formats._protobuf_text import render_file
 
 __all__ = ["CompiledSchema", "compile_schema"]
@@ -105,16 +107,17 @@ def _run_protoc(
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w", encoding="utf-8") as f:
                 f.write(source)
+        builtins = builtin_include_dir()
+        include = [tmp] + ([builtins] if builtins else []) + [_INCLUDE_DIR]
         try:
-            _protoc_compiler.get_protos(root_name.encode(), [tmp.encode(), _INCLUDE_DIR.encode()])
+            _protoc_compiler.get_protos(root_name.encode(), [d.encode() for d in include])
         except _protoc_compiler.ProtocErrors as e:
             raise InvalidSchemaError(_error_text(e)) from None
         out = os.path.join(tmp, "__descriptor_set__.pb")
         rc = protoc.main(
             [
                 "protoc",
-                f"-I{tmp}",
-                f"-I{_INCLUDE_DIR}",
+                *(f"-I{d}" for d in include),
                 "--include_imports",
                 f"--descriptor_set_out={out}",
                 os.path.join(tmp, *root_name.split("/")),
