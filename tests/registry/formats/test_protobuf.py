@@ -611,9 +611,9 @@ def test_confluent_builtin_files_need_no_reference() -> None:
 
 
 def test_a_reference_can_shadow_a_builtin_file() -> None:
-    own = 'syntax = "proto3";\npackage confluent;\nmessage Meta { int32 mine = 1; }\n'
+    own = 'syntax = "proto3";\npackage confluent;\nmessage OnlyInTheReference { int32 x = 1; }\n'
     schema = parse(
-        P3 + 'import "confluent/meta.proto";\nmessage A { confluent.Meta m = 1; }\n',
+        P3 + 'import "confluent/meta.proto";\nmessage A { confluent.OnlyInTheReference m = 1; }\n',
         {"confluent/meta.proto": own},
     )
-    assert ".confluent.Meta m = 1;" in schema.canonical()
+    assert ".confluent.OnlyInTheReference m = 1;" in schema.canonical()
