@@ -468,16 +468,45 @@ def test_canonical_tells_different_schemas_apart() -> None:
     assert parse(msg("int32 a = 1;")).canonical() != parse(msg("int64 a = 1;")).canonical()
 
 
-def test_canonical_is_a_schema_that_parses_to_itself() -> None:
-    text = msg(
-        'reserved 5, 8 to 10;\nreserved "old";\noption deprecated = true;\n'
-        'int32 a = 1 [deprecated = true, json_name = "x"];\nmap<string, A> m = 2;\n'
-        "optional string o = 3;\noneof k { string s = 4; bytes b = 6; }\n"
-        "enum E { option allow_alias = true; Z = 0; ZERO = 0; }\nmessage N { E e = 1; }",
-        extra="enum Top { T = 0; }\nservice S { rpc Get (A) returns (stream A); }\n",
-    )
-    first = parse(text).canonical()
-    assert parse(first).canonical() == first
+ROUND_TRIP = [
+    (
+        "proto3",
+        msg(
+            'reserved 5, 8 to 10;\nreserved "old";\noption deprecated = true;\n'
+            'int32 a = 1 [deprecated = true, json_name = "x"];\nmap<string, A> m = 2;\n'
+            "optional string o = 3;\noneof k { string s = 4; bytes b = 6; }\n"
+            "enum E { option allow_alias = true; Z = 0; ZERO = 0; }\nmessage N { E e = 1; }",
+            extra="enum Top { T = 0; }\nservice S { rpc Get (A) returns (stream A); }\n",
+        ),
+    ),
+    (
+        "proto2 groups, defaults, extensions",
+        msg(
+            "optional group Res = 1 { optional int32 x = 2; }\n"
+            'optional string d = 5 [default = "a\\"b"];\n'
+            'optional bytes y = 6 [default = "\\001z"];\n'
+            "optional E e = 7 [default = TWO];\nenum E { ONE = 1; TWO = 2; }\n"
+            "optional double f = 8 [default = -inf];\nextensions 100 to max;\n"
+            "oneof k { group O = 9 { optional int32 z = 10; } }",
+            header=P2,
+            extra="extend A { optional int32 ext = 100; }\n",
+        ),
+    ),
+    (
+        "editions",
+        'edition = "2023";\npackage e;\noption features.field_presence = IMPLICIT;\n'
+        "message A { int32 a = 1; string b = 2 [features.field_presence = EXPLICIT]; }\n",
+    ),
+]
+
+
+@pytest.mark.parametrize("text", [pytest.param(c[1], id=c[0]) for c in ROUND_TRIP])
+def test_canonical_is_a_schema_that_parses_to_itself(text: str) -> None:
+    schema = parse(text)
+    again = parse(schema.canonical())
+    assert again.canonical() == schema.canonical()
+    assert again.normalized() == schema.normalized()
+    assert FORMAT.differences(reader=again, writer=schema) == []
 
 
 def test_canonical_layout() -> None:

@@ -158,7 +158,7 @@ def _message(
         plain.sort(key=lambda f: f.number)
     if plain:
         out.append("\n")
-        out.extend(_INDENT + _field(f, syntax, m, maps, normalize, in_oneof=False) for f in plain)
+        out.extend(_indent(_field(f, syntax, m, maps, normalize, in_oneof=False)) for f in plain)
     oneofs = []
     for index, decl in enumerate(m.oneof_decl):
         if index not in real_oneofs:
@@ -181,7 +181,7 @@ def _message(
             if members:
                 block.append("\n")
                 block.extend(
-                    _INDENT + _field(f, syntax, m, maps, normalize, in_oneof=True) for f in members
+                    _indent(_field(f, syntax, m, maps, normalize, in_oneof=True)) for f in members
                 )
             block.append("}\n")
             out.append(_indent("".join(block)))
@@ -338,7 +338,7 @@ def _extends(
         if normalize:
             members.sort(key=lambda f: f.number)
         lines = "".join(
-            _INDENT + _field(f, syntax, empty, maps, normalize, in_oneof=False) for f in members
+            _indent(_field(f, syntax, empty, maps, normalize, in_oneof=False)) for f in members
         )
         blocks.append(f"extend {extendee} {{\n{lines}}}\n")
     return blocks
