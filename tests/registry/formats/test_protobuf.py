@@ -646,3 +646,16 @@ def test_a_reference_can_shadow_a_builtin_file() -> None:
         {"confluent/meta.proto": own},
     )
     assert ".confluent.OnlyInTheReference m = 1;" in schema.canonical()
+
+
+def test_serialized_descriptor_keeps_custom_options() -> None:
+    # Data contracts put tags in confluent.field_meta; the Python serializer sends them inside
+    # the base64 descriptor, where descriptor_pb2 sees them only as unknown fields.
+    text = P3 + (
+        'import "confluent/meta.proto";\n'
+        'message A {\nstring d = 1 [(confluent.field_meta) = { tags: "PII" }];\n}\n'
+    )
+    schema = parse(text)
+    from_descriptor = parse(schema.serialized())
+    assert '(confluent.field_meta) = { tags: "PII" }' in from_descriptor.canonical()
+    assert from_descriptor.canonical() == schema.canonical()

@@ -18,7 +18,7 @@ import binascii
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -73,7 +73,67 @@ def compile_schema(text: str, references: Mapping[str, str]) -> CompiledSchema:
     _check_import_path(root_name)
     sources[root_name] = root_source
     files = _run_protoc(root_name, sources)
+    if root_descriptor is not None:
+        _copy_options(root_descriptor, files[root_name])
     return CompiledSchema(files[root_name], files, refs)
+
+
+def _copy_options(
+    source: descriptor_pb2.FileDescriptorProto, target: descriptor_pb2.FileDescriptorProto
+) -> None:
+    """Give ``target`` (protoc's parse of the text printed from ``source``) the options of
+    ``source``: custom options, unknown to ``descriptor_pb2``, are kept in ``source`` as unknown
+    fields but cannot be printed without a pool of the schema's files, which only exists once
+    protoc has resolved them."""
+    target.options.CopyFrom(source.options)
+    _copy_messages(source.message_type, target.message_type)
+    _copy_enums(source.enum_type, target.enum_type)
+    by_name = {s.name: s for s in source.service}
+    for service in target.service:
+        if service.name in by_name:
+            service.options.CopyFrom(by_name[service.name].options)
+            methods = {m.name: m for m in by_name[service.name].method}
+            for method in service.method:
+                if method.name in methods:
+                    method.options.CopyFrom(methods[method.name].options)
+
+
+def _copy_messages(
+    source: Iterable[descriptor_pb2.DescriptorProto],
+    target: Iterable[descriptor_pb2.DescriptorProto],
+) -> None:
+    by_name = {m.name: m for m in source}
+    for message in target:
+        original = by_name.get(message.name)
+        if original is None:
+            continue
+        message.options.CopyFrom(original.options)
+        fields = {f.number: f for f in original.field}
+        for field in message.field:
+            if field.number in fields:
+                field.options.CopyFrom(fields[field.number].options)
+        oneofs = {o.name: o for o in original.oneof_decl}
+        for oneof in message.oneof_decl:
+            if oneof.name in oneofs:
+                oneof.options.CopyFrom(oneofs[oneof.name].options)
+        _copy_messages(original.nested_type, message.nested_type)
+        _copy_enums(original.enum_type, message.enum_type)
+
+
+def _copy_enums(
+    source: Iterable[descriptor_pb2.EnumDescriptorProto],
+    target: Iterable[descriptor_pb2.EnumDescriptorProto],
+) -> None:
+    by_name = {e.name: e for e in source}
+    for enum in target:
+        original = by_name.get(enum.name)
+        if original is None:
+            continue
+        enum.options.CopyFrom(original.options)
+        values = {v.name: v for v in original.value}
+        for value in enum.value:
+            if value.name in values:
+                value.options.CopyFrom(values[value.name].options)
 
 
 def decode_descriptor(text: str) -> descriptor_pb2.FileDescriptorProto | None:
