@@ -659,3 +659,15 @@ def test_serialized_descriptor_keeps_custom_options() -> None:
     from_descriptor = parse(schema.serialized())
     assert '(confluent.field_meta) = { tags: "PII" }' in from_descriptor.canonical()
     assert from_descriptor.canonical() == schema.canonical()
+
+
+def test_proto2_groups_are_not_compared() -> None:
+    # Confluent's parser keeps groups apart from fields and nested messages, and its rules
+    # compare neither; a group's generated nested type must not count as a removed message.
+    old = parse(msg("optional int32 a = 1;\noptional group G = 2 { optional int32 x = 3; }", P2))
+    new = parse(msg("optional int32 a = 1;", P2))
+    assert FORMAT.differences(reader=new, writer=old) == []
+    changed = parse(
+        msg("optional int32 a = 1;\noptional group G = 2 { optional string x = 3; }", P2)
+    )
+    assert FORMAT.differences(reader=changed, writer=old) == []

@@ -262,7 +262,7 @@ def _oneof_of(m: descriptor_pb2.DescriptorProto) -> dict[int, str]:
     """Field number → name of its (written, not synthetic) oneof."""
     out = {}
     for f in m.field:
-        if f.HasField("oneof_index") and not f.proto3_optional:
+        if f.HasField("oneof_index") and not f.proto3_optional and f.type != _F.TYPE_GROUP:
             out[f.number] = m.oneof_decl[f.oneof_index].name
     return out
 
@@ -285,13 +285,19 @@ def _message(
             path,
             writer_scope,
             reader_scope,
-            w.nested_type,
-            r.nested_type,
+            _nested(w),
+            _nested(r),
             w.enum_type,
             r.enum_type,
         )
     finally:
         diff.active.discard(writer_scope[0])
+
+
+def _nested(m: descriptor_pb2.DescriptorProto) -> list[descriptor_pb2.DescriptorProto]:
+    """Nested message types as written: a proto2 group's type is part of the group, not one."""
+    groups = {f.type_name.rsplit(".", 1)[-1] for f in m.field if f.type == _F.TYPE_GROUP}
+    return [n for n in m.nested_type if n.name not in groups]
 
 
 def _fields(
@@ -300,8 +306,9 @@ def _fields(
     w: descriptor_pb2.DescriptorProto,
     r: descriptor_pb2.DescriptorProto,
 ) -> None:
-    w_by_number = {f.number: f for f in w.field}
-    r_by_number = {f.number: f for f in r.field}
+    # Confluent's rules do not look at proto2 groups (its parser keeps them apart from fields).
+    w_by_number = {f.number: f for f in w.field if f.type != _F.TYPE_GROUP}
+    r_by_number = {f.number: f for f in r.field if f.type != _F.TYPE_GROUP}
     w_oneof, r_oneof = _oneof_of(w), _oneof_of(r)
     w_oneofs, r_oneofs = set(w_oneof.values()), set(r_oneof.values())
     w_members: dict[str, list[int]] = {}
