@@ -19,7 +19,7 @@ schema (the data's) and the reader's; some difference types are compatible, the 
   origins, put into one oneof) is not.
 
 ``syntax`` changes are not a difference type of Confluent's (a proto2 → proto3 change is judged
-field by field), and neither are options.
+field by field), and neither are options, extensions or proto2 groups.
 """
 
 from __future__ import annotations
