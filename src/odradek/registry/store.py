@@ -70,7 +70,7 @@ class KafkaStore:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._ensure_topic)
         # librdkafka's own log lines go to Python logging, not to stderr.
-        common = {
+        common: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             "client.id": "odradek-registry",
             "logger": _log,
@@ -121,7 +121,8 @@ class KafkaStore:
         self._waiters.clear()
 
     def _ensure_topic(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": _log})
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": _log}
+        admin = AdminClient(conf)
         try:
             metadata = admin.list_topics(timeout=self.timeout)
         except KafkaException as e:
