@@ -10,23 +10,15 @@ import aiohttp
 import pytest
 
 from odradek.broker.runner import BrokerThread, local_config
-from odradek.registry.formats import SchemaFormat, UnsupportedSchemaTypeError, get_format
+from odradek.registry.formats import SchemaFormat, get_format
 from odradek.registry.runner import RegistryThread
 
 CT = "application/vnd.schemaregistry.v1+json"
 
 
 def formats(schema_type: str) -> SchemaFormat:
-    """The real formats; the Avro stand-in only while the Avro module has not landed
-    (temporary, see toyformat.py)."""
-    try:
-        return get_format(schema_type)
-    except UnsupportedSchemaTypeError:
-        if schema_type != "AVRO":
-            raise
-        from toyformat import FORMAT
-
-        return FORMAT
+    """The formats the registry serves (a hook kept for tests that need another lookup)."""
+    return get_format(schema_type)
 
 
 class Http:
