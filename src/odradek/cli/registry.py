@@ -20,6 +20,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-server", metavar="HOST:PORT", default="127.0.0.1:9092",
                    help="the Kafka cluster holding the _schemas topic")
     p.add_argument("--topic", default="_schemas", help="the topic the state lives in")
+    p.add_argument("--group-id", metavar="GROUP",
+                   help="run as one of several instances: elect a primary in this consumer "
+                   "group (Confluent's default is schema-registry) and forward writes to it")
+    p.add_argument("--advertised-url", metavar="URL",
+                   help="how the other instances reach this one (default: the listener)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=run)
 
@@ -39,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
 
     async def serve() -> None:
-        server = RegistryServer(args.bootstrap_server, host, port, topic=args.topic)
+        server = RegistryServer(
+            args.bootstrap_server, host, port, topic=args.topic, group_id=args.group_id,
+            advertised_url=args.advertised_url,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,24 +8,31 @@ into Confluent's ``{"error_code": ..., "message": ...}`` in one place, :func:`_e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from odradek.registry import errors
+from odradek.registry.election import PrimaryElector
 from odradek.registry.errors import RegistryError
 from odradek.registry.records import SchemaValue
 from odradek.registry.service import SchemaRegistry, SchemaRequest, parse_version
 
-__all__ = ["CONTENT_TYPE", "DEFAULT_MAX_BODY_BYTES", "make_app"]
+__all__ = ["CONTENT_TYPE", "DEFAULT_MAX_BODY_BYTES", "FORWARDED_HEADER", "make_app"]
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 #: The largest request body accepted; a larger one is answered 413 before it is read.
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 _REGISTRY: web.AppKey[SchemaRegistry] = web.AppKey("registry", SchemaRegistry)
+_ELECTOR: web.AppKey[PrimaryElector | None] = web.AppKey("elector")
+#: Marks a request one instance forwarded to the primary, so it is never forwarded again.
+FORWARDED_HEADER = "X-Odradek-Forwarded"
 _log = logging.getLogger("odradek.registry.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -56,6 +63,40 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         _log.exception("%s %s failed", request.method, request.path)
         return _error(500, 50001, "Error in the backend data store")
+
+
+@web.middleware
+async def _forward(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Writes go to the primary: handled here when this instance is it, forwarded otherwise."""
+    elector = request.app[_ELECTOR]
+    if elector is None or request.match_info.handler not in _WRITES:
+        return await handler(request)
+    deadline = time.monotonic() + elector.timeout
+    while True:
+        url = await elector.primary_url()
+        if url == elector.url and elector.is_primary:
+            return await handler(request)
+        if url is not None and url != elector.url and FORWARDED_HEADER not in request.headers:
+            return await _forward_to(request, url)
+        if time.monotonic() >= deadline:
+            raise errors.unknown_primary(f"no primary in group {elector.group_id}")
+        await asyncio.sleep(0.2)  # a rebalance is under way: the group names a primary soon
+
+
+async def _forward_to(request: web.Request, url: str) -> web.Response:
+    body = await request.read()
+    headers = {"Content-Type": request.headers.get("Content-Type", CONTENT_TYPE),
+               FORWARDED_HEADER: "1"}
+    try:
+        async with aiohttp.ClientSession() as session, session.request(
+            request.method, url.rstrip("/") + request.path_qs, data=body, headers=headers
+        ) as resp:
+            answer = await resp.read()
+            return web.Response(status=resp.status, body=answer, content_type=CONTENT_TYPE)
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise errors.RegistryError(
+            500, 50003, f"Error while forwarding the request to the primary {url}: {e}"
+        ) from None
 
 
 def _registry(request: web.Request) -> SchemaRegistry:
@@ -345,12 +386,23 @@ async def delete_mode(request: web.Request) -> web.Response:
     return _json(await _registry(request).delete_mode(_subject_or_global(request)))
 
 
+#: The handlers that write to ``_schemas``: only the primary runs them.
+_WRITES: frozenset[Callable[..., Any]] = frozenset({
+    register, delete_version, delete_subject, put_config, delete_config, put_mode, delete_mode,
+})
+
+
 def make_app(
-    registry: SchemaRegistry, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    registry: SchemaRegistry,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    elector: PrimaryElector | None = None,
 ) -> web.Application:
-    """The aiohttp application serving ``registry``."""
-    app = web.Application(middlewares=[_errors], client_max_size=max_body_bytes)
+    """The aiohttp application serving ``registry``; with an ``elector``, writes are forwarded
+    to the primary it names (without one, this instance is the only one)."""
+    app = web.Application(middlewares=[_errors, _forward], client_max_size=max_body_bytes)
     app[_REGISTRY] = registry
+    app[_ELECTOR] = elector
     r = app.router
     r.add_get("/", root)
     r.add_get("/schemas/types", schema_types)
