@@ -181,6 +181,13 @@ def test_references(http: Http) -> None:
     _, got = http("GET", "/subjects/ref-user/versions/1")
     assert got["references"] == refs
     assert http("GET", "/subjects/ref-base/versions/1/referencedby") == (200, [holder])
+    # format=resolved writes the referenced type out in place (Avro).
+    status, body = http("GET", f"/schemas/ids/{holder}?format=resolved")
+    assert status == 200 and "references" in body
+    resolved = json.loads(body["schema"])
+    assert resolved["fields"][0]["type"]["fields"] == [{"name": "a", "type": "int"}]
+    status, body = http("GET", f"/schemas/ids/{holder}?fetchMaxId=true")
+    assert body["maxId"] >= holder
     # A referenced version cannot be deleted.
     status, body = http("DELETE", "/subjects/ref-base/versions/1")
     assert (status, body["error_code"]) == (422, 42206)

@@ -200,12 +200,16 @@ async def schema_by_id(request: web.Request) -> web.Response:
 
 
 def _formatted(registry: SchemaRegistry, sv: SchemaValue, fmt: str) -> str:
-    # Confluent's formats: "resolved" (references inlined) and "serialized" depend on the
-    # format; the two every format has are the text as stored and its canonical form.
-    if fmt in ("canonical", "normalized", "resolved"):
-        parsed = registry.parse(sv.schema_type, sv.schema, sv.references)
-        return parsed.normalized() if fmt == "normalized" else parsed.canonical()
-    return sv.schema
+    """The schema in Confluent's ``format``: what the parsed schema offers under that name
+    (Avro's ``resolved``, references written out; a format module's ``serialized``), or
+    ``canonical``/``normalized`` for every format; the stored text for a name none offers."""
+    # The format interface has only canonical() and normalized(); the format-specific renderings
+    # are found by name on the parsed schema.
+    if fmt not in ("canonical", "normalized", "resolved", "serialized", "default"):
+        return sv.schema
+    parsed = registry.parse(sv.schema_type, sv.schema, sv.references)
+    render = getattr(parsed, fmt, None)
+    return str(render()) if callable(render) else sv.schema
 
 
 async def schema_text_by_id(request: web.Request) -> web.Response:
