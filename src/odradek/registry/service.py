@@ -112,6 +112,10 @@ class SchemaRegistry:
         self.store = store
         self._formats = formats
         self._parsed: dict[tuple[str, str, tuple[Reference, ...]], ParsedSchema] = {}
+        #: Ids by (schemaType, references, canonical text), for giving a schema registered
+        #: again under another subject the id it has; filled lazily from the state.
+        self._ids_by_content: dict[tuple[str, tuple[Reference, ...], str], int] = {}
+        self._indexed: set[int] = set()
 
     @property
     def state(self) -> Any:
@@ -325,16 +329,24 @@ class SchemaRegistry:
 
     def _id_for(self, req: SchemaRequest, parsed: ParsedSchema) -> int:
         """The id of the same schema under any subject, else a new one (never reused)."""
-        canonical = parsed.canonical()
-        for schema_id in sorted(self.state.id_users):
+        # Each stored id is parsed once for the index; ids whose schema no longer parses (a
+        # format that changed its mind) are left out and never matched.
+        for schema_id in self.state.id_users.keys() - self._indexed:
+            self._indexed.add(schema_id)
             sv = self.state.by_id(schema_id)
-            if sv is None or sv.schema_type != req.schema_type or sv.references != req.references:
+            if sv is None:
                 continue
             try:
-                if self._parse_stored(sv).canonical() == canonical:
-                    return schema_id
+                canonical = self._parse_stored(sv).canonical()
             except errors.RegistryError:
                 continue
+            key = (sv.schema_type, sv.references, canonical)
+            current = self._ids_by_content.get(key)
+            if current is None or current not in self.state.id_users:
+                self._ids_by_content[key] = schema_id
+        found = self._ids_by_content.get((req.schema_type, req.references, parsed.canonical()))
+        if found is not None and found in self.state.id_users:
+            return found
         return int(self.state.max_id) + 1
 
     async def _register_import(
