@@ -4,6 +4,9 @@ the survivor taking over when the primary stops."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,3 +56,41 @@ def test_forwarding_and_failover(tmp_path: Path) -> None:
         finally:
             a.stop()
             b.stop()
+
+
+def _start(bootstrap: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "odradek", "registry", "--log-level", "WARNING", "--listen",
+         "127.0.0.1:0", "--bootstrap-server", bootstrap, "--group-id", "sr-kill",
+         "--session-timeout-ms", "6000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("schema registry listening on"), line
+    return proc, line.split()[-1]
+
+
+def test_primary_killed(tmp_path: Path) -> None:
+    config = local_config(tmp_path / "data", group_initial_rebalance_delay_ms="0")
+    with BrokerThread(config) as broker:
+        first, first_url = _start(broker.bootstrap)
+        try:
+            # The first instance alone in the group becomes primary and takes a write.
+            status, body = Http(first_url)("POST", "/subjects/k-value/versions",
+                                           {"schema": json.dumps("string")})
+            assert status == 200, body
+            second, second_url = _start(broker.bootstrap)
+            try:
+                first.kill()  # no leave: the group notices when its session times out
+                first.wait(10)
+                status, body2 = Http(second_url)("POST", "/subjects/k2-value/versions",
+                                                 {"schema": json.dumps("bytes")})
+                assert status == 200 and body2["id"] > body["id"], body2
+                assert Http(second_url)("GET", "/subjects") == (200, ["k-value", "k2-value"])
+            finally:
+                second.send_signal(signal.SIGTERM)
+                assert second.wait(20) == 0
+        finally:
+            first.kill()
+            first.wait(10)

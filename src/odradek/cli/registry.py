@@ -23,6 +23,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-id", metavar="GROUP",
                    help="run as one of several instances: elect a primary in this consumer "
                    "group (Confluent's default is schema-registry) and forward writes to it")
+    p.add_argument("--session-timeout-ms", type=int, default=10000, metavar="MS",
+                   help="how long a primary that stops heartbeating keeps the role (default "
+                   "10000)")
     p.add_argument("--advertised-url", metavar="URL",
                    help="how the other instances reach this one (default: the listener)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         server = RegistryServer(
             args.bootstrap_server, host, port, topic=args.topic, group_id=args.group_id,
-            advertised_url=args.advertised_url,
+            advertised_url=args.advertised_url, session_timeout_ms=args.session_timeout_ms,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

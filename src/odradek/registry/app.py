@@ -72,13 +72,21 @@ async def _forward(request: web.Request, handler: Handler) -> web.StreamResponse
     if elector is None or request.match_info.handler not in _WRITES:
         return await handler(request)
     deadline = time.monotonic() + elector.timeout
+    unreachable: str | None = None
     while True:
         url = await elector.primary_url()
         if url == elector.url and elector.is_primary:
             return await handler(request)
         if url is not None and url != elector.url and FORWARDED_HEADER not in request.headers:
-            return await _forward_to(request, url)
+            try:
+                return await _forward_to(request, url)
+            except aiohttp.ClientConnectionError as e:
+                # A primary that died is named by the group until its session times out; the
+                # request never reached it, so it is retried until the group names another.
+                unreachable = f"Error while forwarding the request to the primary {url}: {e}"
         if time.monotonic() >= deadline:
+            if unreachable is not None:
+                raise errors.RegistryError(500, 50003, unreachable)
             raise errors.unknown_primary(f"no primary in group {elector.group_id}")
         await asyncio.sleep(0.2)  # a rebalance is under way: the group names a primary soon
 
@@ -87,15 +95,20 @@ async def _forward_to(request: web.Request, url: str) -> web.Response:
     body = await request.read()
     headers = {"Content-Type": request.headers.get("Content-Type", CONTENT_TYPE),
                FORWARDED_HEADER: "1"}
+    connected = False
     try:
         async with aiohttp.ClientSession() as session, session.request(
             request.method, url.rstrip("/") + request.path_qs, data=body, headers=headers
         ) as resp:
+            connected = True
             answer = await resp.read()
             return web.Response(status=resp.status, body=answer, content_type=CONTENT_TYPE)
+    except aiohttp.ClientConnectorError:
+        raise  # not connected: the caller may try again
     except (aiohttp.ClientError, TimeoutError) as e:
+        where = "after sending" if connected else "while sending"
         raise errors.RegistryError(
-            500, 50003, f"Error while forwarding the request to the primary {url}: {e}"
+            500, 50003, f"Error while forwarding the request to the primary {url} ({where}): {e}"
         ) from None
 
 
