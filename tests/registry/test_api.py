@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from conftest import Http
+from registrykit import Http
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from registrykit import Http
 
-from conftest import Http
 from odradek.broker.runner import BrokerThread
 from odradek.cli.main import main
 from odradek.registry.runner import RegistryThread

@@ -13,8 +13,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+from registrykit import formats
 
-from conftest import formats
 from odradek.broker.runner import BrokerThread
 from odradek.registry.runner import RegistryThread
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from registrykit import Http
 
-from conftest import Http
 from odradek.broker.runner import BrokerThread, local_config
 from odradek.registry.runner import RegistryThread
 
