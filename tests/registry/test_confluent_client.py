@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import (
+    Metadata,
+    MetadataProperties,
+    Schema,
+    SchemaRegistryClient,
+)
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -52,9 +57,22 @@ def test_client_calls(registry: RegistryThread) -> None:
     second = client.register_schema(subject, Schema(json.dumps(USER2), "AVRO"))
     assert second != schema_id
     assert client.get_versions(subject) == [1, 2]
+    assert client.get_subjects(subject_prefix=subject, offset=0, limit=1) == [subject]
+    assert client.get_subjects(subject_prefix=subject, offset=1) == []
+    tagged = Schema(json.dumps(USER2), "AVRO", metadata=Metadata(
+        None, MetadataProperties({"owner": "ada"}), None))
+    client.set_compatibility(subject, "NONE")
+    client.register_schema(subject, tagged)
+    latest = client.get_latest_with_metadata(subject, {"owner": "ada"})
+    assert latest.version == 3 and latest.schema.metadata.properties.properties == {"owner": "ada"}
+    with pytest.raises(SchemaRegistryError) as untagged:
+        client.get_latest_with_metadata(subject, {"owner": "bob"})
+    assert untagged.value.error_code == 40403
+    assert client.delete_version(subject, 3) == 3
     assert client.delete_version(subject, 2) == 2
+    assert client.get_versions(subject, deleted_only=True) == [2, 3]
     assert client.delete_subject(subject) == [1]
-    assert client.delete_subject(subject, permanent=True) == [1, 2]  # every version, the soft-deleted one too
+    assert client.delete_subject(subject, permanent=True) == [1, 2, 3]  # soft-deleted ones too
     with pytest.raises(SchemaRegistryError) as missing:
         _client(registry).get_latest_version(subject)  # a fresh client: no cached answer
     assert missing.value.error_code == 40401

@@ -267,22 +267,55 @@ async def list_schemas(request: web.Request) -> web.Response:
 
 # -- /subjects --------------------------------------------------------------------------------
 
+def _deleted_only(request: web.Request) -> bool:
+    # Confluent's docs spell it deletedOnly; confluent-kafka-python sends deleted_only.
+    return _flag(request, "deletedOnly") or _flag(request, "deleted_only")
+
+
+def _page(request: web.Request, items: list[Any]) -> list[Any]:
+    """Confluent's ``offset`` and ``limit`` (a negative limit: no limit)."""
+    try:
+        offset = max(0, int(request.query.get("offset", "0")))
+        limit = int(request.query.get("limit", "-1"))
+    except ValueError:
+        raise errors.bad_request("offset and limit must be integers") from None
+    return items[offset:] if limit < 0 else items[offset:offset + limit]
+
+
 async def list_subjects(request: web.Request) -> web.Response:
     registry = await _read(request)
-    return _json(registry.list_subjects(
+    return _json(_page(request, registry.list_subjects(
         deleted=_flag(request, "deleted"),
-        deleted_only=_flag(request, "deletedOnly"),
+        deleted_only=_deleted_only(request),
         prefix=request.query.get("subjectPrefix", ""),
-    ))
+    )))
 
 
 async def list_versions(request: web.Request) -> web.Response:
     registry = await _read(request)
-    return _json(registry.list_versions(
+    return _json(_page(request, registry.list_versions(
         request.match_info["subject"],
         deleted=_flag(request, "deleted"),
-        deleted_only=_flag(request, "deletedOnly"),
-    ))
+        deleted_only=_deleted_only(request),
+    )))
+
+
+async def latest_with_metadata(request: web.Request) -> web.Response:
+    """The latest version whose ``metadata.properties`` hold every ``key``/``value`` pair."""
+    registry = await _read(request)
+    keys, values = request.query.getall("key", []), request.query.getall("value", [])
+    if len(keys) != len(values):
+        raise errors.bad_request("every key needs a value")
+    wanted = dict(zip(keys, values, strict=True))
+    subject = request.match_info["subject"]
+    versions = registry.state.versions(subject, deleted=_flag(request, "deleted"))
+    if not versions:
+        raise errors.subject_not_found(subject)
+    for sv in reversed(versions):
+        props = (sv.metadata or {}).get("properties") or {} if isinstance(sv.metadata, dict) else {}
+        if all(props.get(k) == v for k, v in wanted.items()):
+            return _json(_version_body(sv))
+    raise errors.schema_not_found(f"No version of subject {subject} has that metadata")
 
 
 async def register(request: web.Request) -> web.Response:
@@ -433,6 +466,7 @@ def make_app(
     r.add_post("/subjects/{subject}", lookup)
     r.add_delete("/subjects/{subject}", delete_subject)
     r.add_get("/subjects/{subject}/versions", list_versions)
+    r.add_get("/subjects/{subject}/metadata", latest_with_metadata)
     r.add_post("/subjects/{subject}/versions", register)
     r.add_get("/subjects/{subject}/versions/{version}", get_version)
     r.add_delete("/subjects/{subject}/versions/{version}", delete_version)

@@ -10,6 +10,7 @@ Owned by the registry's event loop.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,9 +113,9 @@ class SchemaRegistry:
         self.store = store
         self._formats = formats
         self._parsed: dict[tuple[str, str, tuple[Reference, ...]], ParsedSchema] = {}
-        #: Ids by (schemaType, references, canonical text), for giving a schema registered
+        #: Ids by (schemaType, references, canonical text, metadata and rules), for giving a schema registered
         #: again under another subject the id it has; filled lazily from the state.
-        self._ids_by_content: dict[tuple[str, tuple[Reference, ...], str], int] = {}
+        self._ids_by_content: dict[tuple[str, tuple[Reference, ...], str, str], int] = {}
         self._indexed: set[int] = set()
 
     @property
@@ -260,6 +261,12 @@ class SchemaRegistry:
         for sv in reversed(self.state.versions(subject, deleted=deleted)):
             if sv.schema_type != req.schema_type or sv.references != req.references:
                 continue
+            # Metadata and rules the request gives are part of what it registers (another
+            # version if they differ); a request without them matches any.
+            if req.metadata is not None and req.metadata != sv.metadata:
+                continue
+            if req.rule_set is not None and req.rule_set != sv.rule_set:
+                continue
             try:
                 if self._parse_stored(sv).canonical() == canonical:
                     return sv
@@ -340,11 +347,14 @@ class SchemaRegistry:
                 canonical = self._parse_stored(sv).canonical()
             except errors.RegistryError:
                 continue
-            key = (sv.schema_type, sv.references, canonical)
+            key = (sv.schema_type, sv.references, canonical, _extras(sv.metadata, sv.rule_set))
             current = self._ids_by_content.get(key)
             if current is None or current not in self.state.id_users:
                 self._ids_by_content[key] = schema_id
-        found = self._ids_by_content.get((req.schema_type, req.references, parsed.canonical()))
+        found = self._ids_by_content.get((
+            req.schema_type, req.references, parsed.canonical(),
+            _extras(req.metadata, req.rule_set),
+        ))
         if found is not None and found in self.state.id_users:
             return found
         return int(self.state.max_id) + 1
@@ -555,3 +565,8 @@ class SchemaRegistry:
                     raise errors.subject_not_found(subject)
             await self.store.append([(ModeKey(subject), None)])
         return {"mode": previous}
+
+
+def _extras(metadata: Any, rule_set: Any) -> str:
+    """Metadata and rules as one comparable text: schemas differing in them get different ids."""
+    return json.dumps([metadata, rule_set], sort_keys=True)
