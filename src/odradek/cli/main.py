@@ -17,7 +17,10 @@ from odradek.cli._common import CliError, Subparsers
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The commands, in ``--help`` order.
-COMMANDS = ("serve", "topics", "produce", "consume", "groups", "transactions", "storage")
+COMMANDS = (
+    "serve", "registry", "topics", "produce", "consume", "groups", "transactions", "schemas",
+    "storage",
+)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -34,6 +37,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             from odradek.cli import serve
 
             serve.configure(sub.add_parser("serve", help="run a broker"))
+        elif name == "registry":
+            from odradek.cli import registry
+
+            registry.configure(sub.add_parser("registry", help="run a schema registry"))
+        elif name == "schemas":
+            from odradek.cli import schemas
+
+            schemas.add_commands(sub)
         elif name == "storage":
             from odradek.cli import storage
 

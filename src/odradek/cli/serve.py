@@ -1,5 +1,9 @@
 """``odradek serve``: run one broker until SIGINT or SIGTERM, then shut down cleanly.
 
+With ``--registry-listen HOST:PORT`` (or ``schema.registry.listeners`` in the config file) the
+same process and event loop also serve the schema registry, bootstrapped from the broker's own
+address; it is started after the broker and stopped before it.
+
 The signal handlers are installed before the broker starts, so a signal during start-up stops
 it as soon as it is up. A second signal while the clean shutdown runs exits at once (exit status
 1, no clean-shutdown marker: the next start recovers).
@@ -24,6 +28,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="where the logs live (log.dirs)")
     p.add_argument("--config", metavar="FILE", help="a server.properties file with Kafka's names")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument(
+        "--registry-listen", metavar="HOST:PORT",
+        help="also serve the schema registry here (schema.registry.listeners)",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,14 +50,25 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"invalid configuration: {e}") from None
     except OSError as e:
         raise CliError(f"cannot read {args.config}: {e.strerror}") from None
+    registry = args.registry_listen
+    if registry is None and config.schema_registry_listeners:
+        registry = config.schema_registry_listeners[0]
+    registry_address: tuple[str, int] | None = None
+    if registry:
+        from odradek.registry.server import parse_listener
+
+        try:
+            registry_address = parse_listener(registry)
+        except ValueError as e:
+            raise CliError(f"invalid registry listener: {e}") from None
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, registry_address))
     except OSError as e:
         raise CliError(f"cannot start: {e}") from None
     return 0
 
 
-async def _serve(config: object) -> None:
+async def _serve(config: object, registry_address: tuple[str, int] | None) -> None:
     from odradek.broker.app import Broker
 
     broker = Broker(config)  # type: ignore[arg-type]
@@ -69,7 +88,16 @@ async def _serve(config: object) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
     await broker.start()
     print(f"odradek listening on {broker.host}:{broker.port}", flush=True)
+    registry = None
     try:
+        if registry_address is not None:
+            from odradek.registry.server import RegistryServer
+
+            registry = RegistryServer(broker.bootstrap, *registry_address)
+            await registry.start()
+            print(f"schema registry listening on {registry.url}", flush=True)
         await stop.wait()
     finally:
+        if registry is not None:
+            await registry.stop()
         await broker.stop()

@@ -247,6 +247,7 @@ class BrokerConfig:
     log_scrubber_enable: bool = _FROM_TABLE
     log_scrubber_bytes_per_second: int = _FROM_TABLE
     log_scrubber_interval_ms: int = _FROM_TABLE
+    schema_registry_listeners: tuple[str, ...] = _FROM_TABLE
     explicit_keys: frozenset[str] = field(default=frozenset(), compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 

@@ -242,6 +242,9 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
           "second.", minimum=1),
     _long("log.scrubber.interval.ms", 3600000, "Pause between the end of one scrub pass over "
           "every closed segment and the start of the next.", minimum=0),
+    ConfigDef("schema.registry.listeners", ConfigType.LIST, (),
+              "Where the broker process also serves the schema registry (odradek's own key), as "
+              "http://host:port or host:port; empty: no registry. `--registry-listen` sets it."),
 ])
 
 #: Other spellings Kafka accepts: ``broker.id`` for ``node.id``, ``log.dir`` for ``log.dirs``

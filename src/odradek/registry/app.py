@@ -1,0 +1,485 @@
+"""The registry's HTTP API (aiohttp): Confluent's v1 routes, parameters, content types and error
+bodies.
+
+Handlers are thin: they read path, query and body, call
+:class:`~odradek.registry.service.SchemaRegistry`, and shape its answer. Every failure is turned
+into Confluent's ``{"error_code": ..., "message": ...}`` in one place, :func:`_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from odradek.registry import errors
+from odradek.registry.election import PrimaryElector
+from odradek.registry.errors import RegistryError
+from odradek.registry.records import SchemaValue
+from odradek.registry.service import SchemaRegistry, SchemaRequest, parse_version
+
+__all__ = ["CONTENT_TYPE", "DEFAULT_MAX_BODY_BYTES", "FORWARDED_HEADER", "make_app"]
+
+CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+#: The largest request body accepted; a larger one is answered 413 before it is read.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+_REGISTRY: web.AppKey[SchemaRegistry] = web.AppKey("registry", SchemaRegistry)
+_ELECTOR: web.AppKey[PrimaryElector | None] = web.AppKey("elector")
+#: Marks a request one instance forwarded to the primary, so it is never forwarded again.
+FORWARDED_HEADER = "X-Odradek-Forwarded"
+_log = logging.getLogger("odradek.registry.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type=CONTENT_TYPE
+    )
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return _json({"error_code": code, "message": message}, status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RegistryError as e:
+        return _error(e.status, e.error_code, e.message)
+    except web.HTTPRequestEntityTooLarge as e:
+        return _error(413, 413, f"Request body too large: {e.text}")
+    except web.HTTPException as e:
+        if e.status >= 400:
+            return _error(e.status, e.status, e.reason)
+        raise
+    except Exception:
+        _log.exception("%s %s failed", request.method, request.path)
+        return _error(500, 50001, "Error in the backend data store")
+
+
+@web.middleware
+async def _forward(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Writes go to the primary: handled here when this instance is it, forwarded otherwise."""
+    elector = request.app[_ELECTOR]
+    if elector is None or request.match_info.handler not in _WRITES:
+        return await handler(request)
+    deadline = time.monotonic() + elector.timeout
+    unreachable: str | None = None
+    while True:
+        url = await elector.primary_url()
+        if url == elector.url and elector.is_primary:
+            return await handler(request)
+        if url is not None and url != elector.url and FORWARDED_HEADER not in request.headers:
+            try:
+                return await _forward_to(request, url)
+            except aiohttp.ClientConnectionError as e:
+                # A primary that died is named by the group until its session times out; the
+                # request never reached it, so it is retried until the group names another.
+                unreachable = f"Error while forwarding the request to the primary {url}: {e}"
+        if time.monotonic() >= deadline:
+            if unreachable is not None:
+                raise errors.RegistryError(500, 50003, unreachable)
+            raise errors.unknown_primary(f"no primary in group {elector.group_id}")
+        await asyncio.sleep(0.2)  # a rebalance is under way: the group names a primary soon
+
+
+async def _forward_to(request: web.Request, url: str) -> web.Response:
+    body = await request.read()
+    headers = {"Content-Type": request.headers.get("Content-Type", CONTENT_TYPE),
+               FORWARDED_HEADER: "1"}
+    connected = False
+    try:
+        async with aiohttp.ClientSession() as session, session.request(
+            request.method, url.rstrip("/") + request.path_qs, data=body, headers=headers
+        ) as resp:
+            connected = True
+            answer = await resp.read()
+            return web.Response(status=resp.status, body=answer, content_type=CONTENT_TYPE)
+    except aiohttp.ClientConnectorError:
+        raise  # not connected: the caller may try again
+    except (aiohttp.ClientError, TimeoutError) as e:
+        where = "after sending" if connected else "while sending"
+        raise errors.RegistryError(
+            500, 50003, f"Error while forwarding the request to the primary {url} ({where}): {e}"
+        ) from None
+
+
+def _registry(request: web.Request) -> SchemaRegistry:
+    return request.app[_REGISTRY]
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "false").lower() == "true"
+
+
+def _optional_flag(request: web.Request, name: str) -> bool | None:
+    value = request.query.get(name)
+    return None if value is None else value.lower() == "true"
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw) if raw else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise errors.bad_request(f"Unrecognized body: {e}") from None
+
+
+async def _object_body(request: web.Request) -> dict[str, Any]:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise errors.bad_request("the body must be a JSON object")
+    return body
+
+
+def _schema_fields(sv: SchemaValue) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if sv.schema_type != "AVRO":
+        out["schemaType"] = sv.schema_type
+    if sv.references:
+        out["references"] = [r.to_json() for r in sv.references]
+    if sv.metadata is not None:
+        out["metadata"] = sv.metadata
+    if sv.rule_set is not None:
+        out["ruleSet"] = sv.rule_set
+    out["schema"] = sv.schema
+    return out
+
+
+def _version_body(sv: SchemaValue) -> dict[str, Any]:
+    return {"subject": sv.subject, "version": sv.version, "id": sv.id, **_schema_fields(sv)}
+
+
+def _schema_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError:
+        raise errors.schema_not_found() from None
+
+
+# -- root, types, contexts --------------------------------------------------------------------
+
+async def root(request: web.Request) -> web.Response:
+    return _json({})
+
+
+async def schema_types(request: web.Request) -> web.Response:
+    return _json(_registry(request).schema_types())
+
+
+async def contexts(request: web.Request) -> web.Response:
+    return _json(["."])
+
+
+# -- /schemas ---------------------------------------------------------------------------------
+
+async def _read(request: web.Request) -> SchemaRegistry:
+    registry = _registry(request)
+    await registry.store.read_to_end()
+    return registry
+
+
+def _by_id(registry: SchemaRegistry, request: web.Request) -> SchemaValue:
+    schema_id = _schema_id(request)
+    subject = request.query.get("subject")
+    if subject:
+        for sv in registry.state.users_of(schema_id, deleted=True):
+            if sv.subject == subject:
+                return sv
+    sv = registry.state.by_id(schema_id)
+    if sv is None:
+        raise errors.schema_not_found()
+    return sv
+
+
+async def schema_by_id(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    sv = _by_id(registry, request)
+    body = _schema_fields(sv)
+    fmt = request.query.get("format")
+    if fmt:
+        body["schema"] = _formatted(registry, sv, fmt)
+    if _flag(request, "fetchMaxId"):
+        body["maxId"] = registry.state.max_id
+    return _json(body)
+
+
+def _formatted(registry: SchemaRegistry, sv: SchemaValue, fmt: str) -> str:
+    """The schema in Confluent's ``format``: what the parsed schema offers under that name
+    (Avro's ``resolved``, references written out; a format module's ``serialized``), or
+    ``canonical``/``normalized`` for every format; the stored text for a name none offers."""
+    # The format interface has only canonical() and normalized(); the format-specific renderings
+    # are found by name on the parsed schema.
+    if fmt not in ("canonical", "normalized", "resolved", "serialized", "default"):
+        return sv.schema
+    parsed = registry.parse(sv.schema_type, sv.schema, sv.references)
+    render = getattr(parsed, fmt, None)
+    return str(render()) if callable(render) else sv.schema
+
+
+async def schema_text_by_id(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    sv = _by_id(registry, request)
+    fmt = request.query.get("format")
+    text = _formatted(registry, sv, fmt) if fmt else sv.schema
+    return web.Response(body=text.encode(), content_type=CONTENT_TYPE)
+
+
+async def subjects_by_id(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    schema_id = _schema_id(request)
+    users = registry.state.users_of(schema_id, deleted=_flag(request, "deleted"))
+    if not users:
+        raise errors.schema_not_found()
+    subject = request.query.get("subject")
+    return _json(sorted({sv.subject for sv in users if not subject or sv.subject == subject}))
+
+
+async def versions_by_id(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    schema_id = _schema_id(request)
+    users = registry.state.users_of(schema_id, deleted=_flag(request, "deleted"))
+    if not users:
+        raise errors.schema_not_found()
+    return _json([{"subject": sv.subject, "version": sv.version} for sv in users])
+
+
+async def list_schemas(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    prefix = request.query.get("subjectPrefix", "")
+    deleted = _flag(request, "deleted")
+    latest_only = _flag(request, "latestOnly")
+    out = []
+    for subject in registry.list_subjects(deleted=deleted, prefix=prefix):
+        versions = registry.state.versions(subject, deleted=deleted)
+        for sv in versions[-1:] if latest_only else versions:
+            out.append(_version_body(sv))
+    return _json(out)
+
+
+# -- /subjects --------------------------------------------------------------------------------
+
+def _deleted_only(request: web.Request) -> bool:
+    # Confluent's docs spell it deletedOnly; confluent-kafka-python sends deleted_only.
+    return _flag(request, "deletedOnly") or _flag(request, "deleted_only")
+
+
+def _page(request: web.Request, items: list[Any]) -> list[Any]:
+    """Confluent's ``offset`` and ``limit`` (a negative limit: no limit)."""
+    try:
+        offset = max(0, int(request.query.get("offset", "0")))
+        limit = int(request.query.get("limit", "-1"))
+    except ValueError:
+        raise errors.bad_request("offset and limit must be integers") from None
+    return items[offset:] if limit < 0 else items[offset:offset + limit]
+
+
+async def list_subjects(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    return _json(_page(request, registry.list_subjects(
+        deleted=_flag(request, "deleted"),
+        deleted_only=_deleted_only(request),
+        prefix=request.query.get("subjectPrefix", ""),
+    )))
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    return _json(_page(request, registry.list_versions(
+        request.match_info["subject"],
+        deleted=_flag(request, "deleted"),
+        deleted_only=_deleted_only(request),
+    )))
+
+
+async def latest_with_metadata(request: web.Request) -> web.Response:
+    """The latest version whose ``metadata.properties`` hold every ``key``/``value`` pair."""
+    registry = await _read(request)
+    keys, values = request.query.getall("key", []), request.query.getall("value", [])
+    if len(keys) != len(values):
+        raise errors.bad_request("every key needs a value")
+    wanted = dict(zip(keys, values, strict=True))
+    subject = request.match_info["subject"]
+    versions = registry.state.versions(subject, deleted=_flag(request, "deleted"))
+    if not versions:
+        raise errors.subject_not_found(subject)
+    for sv in reversed(versions):
+        props = (sv.metadata or {}).get("properties") or {} if isinstance(sv.metadata, dict) else {}
+        if all(props.get(k) == v for k, v in wanted.items()):
+            return _json(_version_body(sv))
+    raise errors.schema_not_found(f"No version of subject {subject} has that metadata")
+
+
+async def register(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    req = SchemaRequest.from_json(await _body(request))
+    schema_id = await registry.register(
+        request.match_info["subject"], req, normalize=_optional_flag(request, "normalize")
+    )
+    return _json({"id": schema_id})
+
+
+async def lookup(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    req = SchemaRequest.from_json(await _body(request))
+    sv = await registry.lookup(
+        request.match_info["subject"], req,
+        normalize=_optional_flag(request, "normalize"), deleted=_flag(request, "deleted"),
+    )
+    return _json(_version_body(sv))
+
+
+async def get_version(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    sv = registry.get_version(
+        request.match_info["subject"], request.match_info["version"],
+        deleted=_flag(request, "deleted"),
+    )
+    return _json(_version_body(sv))
+
+
+async def get_version_schema(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    sv = registry.get_version(
+        request.match_info["subject"], request.match_info["version"],
+        deleted=_flag(request, "deleted"),
+    )
+    return web.Response(body=sv.schema.encode(), content_type=CONTENT_TYPE)
+
+
+async def referenced_by(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    sv = registry.get_version(
+        request.match_info["subject"], request.match_info["version"], deleted=True
+    )
+    return _json(registry.state.referenced_by(sv.subject, sv.version))
+
+
+async def delete_version(request: web.Request) -> web.Response:
+    version = await _registry(request).delete_version(
+        request.match_info["subject"], request.match_info["version"],
+        permanent=_flag(request, "permanent"),
+    )
+    return _json(version)
+
+
+async def delete_subject(request: web.Request) -> web.Response:
+    versions = await _registry(request).delete_subject(
+        request.match_info["subject"], permanent=_flag(request, "permanent")
+    )
+    return _json(versions)
+
+
+# -- /compatibility ---------------------------------------------------------------------------
+
+async def compatibility(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    version = request.match_info.get("version")
+    if version is not None:
+        parse_version(version)  # 42202 before the body is looked at
+    req = SchemaRequest.from_json(await _body(request))
+    messages = await registry.test_compatibility(
+        request.match_info["subject"], version, req,
+        normalize=_optional_flag(request, "normalize"),
+    )
+    body: dict[str, Any] = {"is_compatible": not messages}
+    if _flag(request, "verbose"):
+        body["messages"] = messages
+    return _json(body)
+
+
+# -- /config and /mode ------------------------------------------------------------------------
+
+def _subject_or_global(request: web.Request) -> str | None:
+    return request.match_info.get("subject")
+
+
+async def get_config(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    return _json(registry.get_config(
+        _subject_or_global(request), default_to_global=_flag(request, "defaultToGlobal")
+    ))
+
+
+async def put_config(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    return _json(await registry.put_config(_subject_or_global(request), await _object_body(request)))
+
+
+async def delete_config(request: web.Request) -> web.Response:
+    return _json(await _registry(request).delete_config(_subject_or_global(request)))
+
+
+async def get_mode(request: web.Request) -> web.Response:
+    registry = await _read(request)
+    return _json(registry.get_mode(
+        _subject_or_global(request), default_to_global=_flag(request, "defaultToGlobal")
+    ))
+
+
+async def put_mode(request: web.Request) -> web.Response:
+    registry = _registry(request)
+    return _json(await registry.put_mode(
+        _subject_or_global(request), await _object_body(request), force=_flag(request, "force")
+    ))
+
+
+async def delete_mode(request: web.Request) -> web.Response:
+    return _json(await _registry(request).delete_mode(_subject_or_global(request)))
+
+
+#: The handlers that write to ``_schemas``: only the primary runs them.
+_WRITES: frozenset[Callable[..., Any]] = frozenset({
+    register, delete_version, delete_subject, put_config, delete_config, put_mode, delete_mode,
+})
+
+
+def make_app(
+    registry: SchemaRegistry,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    elector: PrimaryElector | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``registry``; with an ``elector``, writes are forwarded
+    to the primary it names (without one, this instance is the only one)."""
+    app = web.Application(middlewares=[_errors, _forward], client_max_size=max_body_bytes)
+    app[_REGISTRY] = registry
+    app[_ELECTOR] = elector
+    r = app.router
+    r.add_get("/", root)
+    r.add_get("/schemas/types", schema_types)
+    r.add_get("/contexts", contexts)
+    r.add_get("/schemas", list_schemas)
+    r.add_get("/schemas/ids/{id}", schema_by_id)
+    r.add_get("/schemas/ids/{id}/schema", schema_text_by_id)
+    r.add_get("/schemas/ids/{id}/subjects", subjects_by_id)
+    r.add_get("/schemas/ids/{id}/versions", versions_by_id)
+    r.add_get("/subjects", list_subjects)
+    r.add_post("/subjects/{subject}", lookup)
+    r.add_delete("/subjects/{subject}", delete_subject)
+    r.add_get("/subjects/{subject}/versions", list_versions)
+    r.add_get("/subjects/{subject}/metadata", latest_with_metadata)
+    r.add_post("/subjects/{subject}/versions", register)
+    r.add_get("/subjects/{subject}/versions/{version}", get_version)
+    r.add_delete("/subjects/{subject}/versions/{version}", delete_version)
+    r.add_get("/subjects/{subject}/versions/{version}/schema", get_version_schema)
+    r.add_get("/subjects/{subject}/versions/{version}/referencedby", referenced_by)
+    r.add_post("/compatibility/subjects/{subject}/versions", compatibility)
+    r.add_post("/compatibility/subjects/{subject}/versions/{version}", compatibility)
+    for path in ("/config", "/config/{subject}"):
+        r.add_get(path, get_config)
+        r.add_put(path, put_config)
+        r.add_delete(path, delete_config)
+    for path in ("/mode", "/mode/{subject}"):
+        r.add_get(path, get_mode)
+        r.add_put(path, put_mode)
+        r.add_delete(path, delete_mode)
+    return app

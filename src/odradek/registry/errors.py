@@ -1,0 +1,152 @@
+"""The registry's errors, each carrying Confluent's HTTP status and ``error_code``.
+
+Raised anywhere below the HTTP layer; :mod:`odradek.registry.app` turns every one into
+Confluent's body ``{"error_code": ..., "message": ...}`` in one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RegistryError",
+    "subject_not_found",
+    "version_not_found",
+    "schema_not_found",
+    "subject_soft_deleted",
+    "subject_not_soft_deleted",
+    "version_soft_deleted",
+    "version_not_soft_deleted",
+    "subject_compatibility_not_configured",
+    "subject_mode_not_configured",
+    "invalid_schema",
+    "invalid_version",
+    "invalid_compatibility_level",
+    "invalid_mode",
+    "incompatible_schema",
+    "operation_not_permitted",
+    "reference_exists",
+    "bad_request",
+    "store_error",
+    "store_timeout",
+    "unknown_primary",
+]
+
+
+class RegistryError(Exception):
+    """An answer other than success: ``status`` is the HTTP status, ``error_code`` Confluent's."""
+
+    def __init__(self, status: int, error_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+def subject_not_found(subject: str) -> RegistryError:
+    return RegistryError(404, 40401, f"Subject '{subject}' not found.")
+
+
+def version_not_found(subject: str, version: object) -> RegistryError:
+    return RegistryError(404, 40402, f"Version {version} not found.")
+
+
+def schema_not_found(what: str = "Schema not found") -> RegistryError:
+    return RegistryError(404, 40403, what)
+
+
+def subject_soft_deleted(subject: str) -> RegistryError:
+    return RegistryError(
+        404, 40404,
+        f"Subject '{subject}' was soft deleted.Set permanent=true to delete permanently",
+    )
+
+
+def subject_not_soft_deleted(subject: str) -> RegistryError:
+    return RegistryError(
+        404, 40405, f"Subject '{subject}' was not deleted first before being permanently deleted"
+    )
+
+
+def version_soft_deleted(subject: str, version: int) -> RegistryError:
+    return RegistryError(
+        404, 40406,
+        f"Subject '{subject}' Version {version} was soft deleted.Set permanent=true to delete "
+        "permanently",
+    )
+
+
+def version_not_soft_deleted(subject: str, version: int) -> RegistryError:
+    return RegistryError(
+        404, 40407,
+        f"Subject '{subject}' Version {version} was not deleted first before being permanently "
+        "deleted",
+    )
+
+
+def subject_compatibility_not_configured(subject: str) -> RegistryError:
+    return RegistryError(
+        404, 40408, f"Subject '{subject}' does not have subject-level compatibility configured"
+    )
+
+
+def subject_mode_not_configured(subject: str) -> RegistryError:
+    return RegistryError(404, 40409, f"Subject '{subject}' does not have subject-level mode configured")
+
+
+def invalid_schema(message: str) -> RegistryError:
+    return RegistryError(422, 42201, message)
+
+
+def invalid_version(version: object) -> RegistryError:
+    return RegistryError(
+        422, 42202,
+        f"The specified version '{version}' is not a valid version id. Allowed values are "
+        "between [1, 2^31-1] and the string \"latest\"",
+    )
+
+
+def invalid_compatibility_level(level: object) -> RegistryError:
+    return RegistryError(
+        422, 42203,
+        f"Invalid compatibility level. Valid values are none, backward, forward, full, "
+        f"backward_transitive, forward_transitive, and full_transitive (got {level!r})",
+    )
+
+
+def invalid_mode(mode: object) -> RegistryError:
+    return RegistryError(
+        422, 42204,
+        f"Invalid mode. Valid values are READWRITE, READONLY, IMPORT (got {mode!r})",
+    )
+
+
+def incompatible_schema(messages: list[str]) -> RegistryError:
+    detail = "; ".join(messages)
+    return RegistryError(
+        409, 409,
+        f"Schema being registered is incompatible with an earlier schema for subject; {detail}",
+    )
+
+
+def operation_not_permitted(message: str) -> RegistryError:
+    return RegistryError(422, 42205, message)
+
+
+def reference_exists(message: str) -> RegistryError:
+    return RegistryError(422, 42206, message)
+
+
+def bad_request(message: str) -> RegistryError:
+    # Confluent answers a body that is not the expected JSON with HTTP 400 / error_code 400.
+    return RegistryError(400, 400, message)
+
+
+def store_error(message: str) -> RegistryError:
+    return RegistryError(500, 50001, f"Error in the backend datastore: {message}")
+
+
+def store_timeout(message: str) -> RegistryError:
+    return RegistryError(500, 50002, f"Operation timed out: {message}")
+
+
+def unknown_primary(message: str) -> RegistryError:
+    return RegistryError(500, 50004, f"Unknown primary: {message}")

@@ -1,0 +1,236 @@
+"""The ``_schemas`` topic's records: Confluent's key and value format, JSON both.
+
+Keys (one JSON object, field order as Confluent writes them)::
+
+    {"keytype": "SCHEMA", "subject": S, "version": V, "magic": 1}
+    {"keytype": "CONFIG", "subject": S or null, "magic": 0}     null subject: the global config
+    {"keytype": "MODE", "subject": S or null, "magic": 0}
+    {"keytype": "DELETE_SUBJECT", "subject": S, "magic": 0}
+    {"keytype": "NOOP", "magic": 0}
+
+Values: a SCHEMA value is ``{"subject", "version", "id", "schemaType" (absent for AVRO),
+"schema", "references": [{"name", "subject", "version"}], "deleted", "metadata", "ruleSet"}``
+(the last two only when set); a soft delete rewrites it with ``deleted: true``. A CONFIG value is
+``{"compatibilityLevel": LEVEL}`` (plus ``normalize`` when set), a MODE value ``{"mode": MODE}``,
+a DELETE_SUBJECT value ``{"subject": S, "version": V}``: every version up to V is soft-deleted.
+A null value (tombstone) is a hard delete of a SCHEMA key, or removes a subject's CONFIG or
+MODE. Keys of a type this module does not know decode to ``None`` and are skipped, as Confluent
+skips them, so a topic written by a newer registry still loads.
+
+Pure values and functions; no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ConfigKey",
+    "ConfigValue",
+    "DeleteSubjectKey",
+    "DeleteSubjectValue",
+    "Key",
+    "ModeKey",
+    "ModeValue",
+    "NoopKey",
+    "Reference",
+    "SchemaKey",
+    "SchemaValue",
+    "Value",
+    "RecordFormatError",
+    "decode_key",
+    "decode_value",
+    "encode_key",
+    "encode_value",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A schema's use of another subject's version, under ``name`` (an Avro full name, a
+    ``.proto`` import path, a JSON ``$ref`` URL)."""
+
+    name: str
+    subject: str
+    version: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "subject": self.subject, "version": self.version}
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaKey:
+    subject: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    subject: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModeKey:
+    subject: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSubjectKey:
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoopKey:
+    pass
+
+
+Key = SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaValue:
+    """One version of one subject."""
+
+    subject: str
+    version: int
+    id: int
+    schema_type: str
+    schema: str
+    references: tuple[Reference, ...] = ()
+    deleted: bool = False
+    metadata: Any = field(default=None, compare=False)
+    rule_set: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigValue:
+    compatibility_level: str | None
+    normalize: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModeValue:
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSubjectValue:
+    subject: str
+    version: int
+
+
+Value = SchemaValue | ConfigValue | ModeValue | DeleteSubjectValue
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def encode_key(key: Key) -> bytes:
+    match key:
+        case SchemaKey(subject, version):
+            return _dumps({"keytype": "SCHEMA", "subject": subject, "version": version, "magic": 1})
+        case ConfigKey(subject):
+            return _dumps({"keytype": "CONFIG", "subject": subject, "magic": 0})
+        case ModeKey(subject):
+            return _dumps({"keytype": "MODE", "subject": subject, "magic": 0})
+        case DeleteSubjectKey(subject):
+            return _dumps({"keytype": "DELETE_SUBJECT", "subject": subject, "magic": 0})
+        case NoopKey():
+            return _dumps({"keytype": "NOOP", "magic": 0})
+    raise TypeError(f"not a key: {key!r}")
+
+
+def encode_value(value: Value | None) -> bytes | None:
+    match value:
+        case None:
+            return None
+        case SchemaValue():
+            obj: dict[str, Any] = {
+                "subject": value.subject,
+                "version": value.version,
+                "id": value.id,
+            }
+            if value.schema_type != "AVRO":
+                obj["schemaType"] = value.schema_type
+            obj["schema"] = value.schema
+            obj["references"] = [r.to_json() for r in value.references]
+            obj["deleted"] = value.deleted
+            if value.metadata is not None:
+                obj["metadata"] = value.metadata
+            if value.rule_set is not None:
+                obj["ruleSet"] = value.rule_set
+            return _dumps(obj)
+        case ConfigValue(level, normalize):
+            obj = {"compatibilityLevel": level}
+            if normalize is not None:
+                obj["normalize"] = normalize
+            return _dumps(obj)
+        case ModeValue(mode):
+            return _dumps({"mode": mode})
+        case DeleteSubjectValue(subject, version):
+            return _dumps({"subject": subject, "version": version})
+    raise TypeError(f"not a value: {value!r}")
+
+
+class RecordFormatError(ValueError):
+    """A key or value that is not JSON of the expected shape."""
+
+
+def decode_key(data: bytes | None) -> Key | None:
+    """The key, or ``None`` for a key type this registry does not use."""
+    if data is None:
+        raise RecordFormatError("record without a key")
+    try:
+        obj = json.loads(data)
+        keytype = obj["keytype"]
+        match keytype:
+            case "SCHEMA":
+                return SchemaKey(obj["subject"], int(obj["version"]))
+            case "CONFIG":
+                return ConfigKey(obj.get("subject"))
+            case "MODE":
+                return ModeKey(obj.get("subject"))
+            case "DELETE_SUBJECT":
+                return DeleteSubjectKey(obj["subject"])
+            case "NOOP":
+                return NoopKey()
+            case _:
+                return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise RecordFormatError(f"bad key {data[:200]!r}: {e}") from None
+
+
+def decode_value(key: Key, data: bytes | None) -> Value | None:
+    """The value of ``key``'s record; ``None`` for a tombstone (and for NOOP)."""
+    if data is None or isinstance(key, NoopKey):
+        return None
+    try:
+        obj = json.loads(data)
+        match key:
+            case SchemaKey():
+                return SchemaValue(
+                    subject=obj["subject"],
+                    version=int(obj["version"]),
+                    id=int(obj["id"]),
+                    schema_type=obj.get("schemaType") or "AVRO",
+                    schema=obj["schema"],
+                    references=tuple(
+                        Reference(r["name"], r["subject"], int(r["version"]))
+                        for r in obj.get("references") or ()
+                    ),
+                    deleted=bool(obj.get("deleted", False)),
+                    metadata=obj.get("metadata"),
+                    rule_set=obj.get("ruleSet"),
+                )
+            case ConfigKey():
+                return ConfigValue(obj.get("compatibilityLevel"), obj.get("normalize"))
+            case ModeKey():
+                return ModeValue(obj["mode"])
+            case DeleteSubjectKey():
+                return DeleteSubjectValue(obj["subject"], int(obj["version"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RecordFormatError(f"bad value for {key}: {data[:200]!r}: {e}") from None
+    return None

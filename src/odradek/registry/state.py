@@ -1,0 +1,127 @@
+"""The registry's state as the ``_schemas`` topic describes it; :meth:`RegistryState.apply` is
+its only mutator.
+
+Every instance builds this by replaying the topic from the start, and keeps it current by
+applying each record as its reader sees it, its own writes included (they change nothing until
+they come back from the log). So loading after a restart and serving live are the same code.
+
+Owned by the registry's event loop; not thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from odradek.registry.records import (
+    ConfigKey,
+    ConfigValue,
+    DeleteSubjectKey,
+    DeleteSubjectValue,
+    Key,
+    ModeKey,
+    ModeValue,
+    NoopKey,
+    SchemaKey,
+    SchemaValue,
+    Value,
+)
+
+__all__ = ["RegistryState"]
+
+
+class RegistryState:
+    """Subjects and their versions, schemas by id, configs and modes."""
+
+    def __init__(self) -> None:
+        self.subjects: dict[str, dict[int, SchemaValue]] = {}
+        #: Every (subject, version) currently holding each id.
+        self.id_users: dict[int, set[tuple[str, int]]] = {}
+        #: The highest id any record has carried; ids are allocated above it.
+        self.max_id = 0
+        self.configs: dict[str | None, ConfigValue] = {}
+        self.modes: dict[str | None, str] = {}
+
+    # -- replay --------------------------------------------------------------------------------
+
+    def apply(self, key: Key, value: Value | None) -> None:
+        match key:
+            case SchemaKey(subject, version):
+                self._apply_schema(subject, version, value)
+            case ConfigKey(subject):
+                if isinstance(value, ConfigValue):
+                    self.configs[subject] = value
+                else:
+                    self.configs.pop(subject, None)
+            case ModeKey(subject):
+                if isinstance(value, ModeValue):
+                    self.modes[subject] = value.mode
+                else:
+                    self.modes.pop(subject, None)
+            case DeleteSubjectKey(subject):
+                if isinstance(value, DeleteSubjectValue):
+                    versions = self.subjects.get(subject, {})
+                    for v, sv in list(versions.items()):
+                        if v <= value.version and not sv.deleted:
+                            versions[v] = _with_deleted(sv)
+            case NoopKey():
+                pass
+
+    def _apply_schema(self, subject: str, version: int, value: Value | None) -> None:
+        versions = self.subjects.setdefault(subject, {})
+        old = versions.pop(version, None)
+        if old is not None:
+            users = self.id_users.get(old.id)
+            if users is not None:
+                users.discard((subject, version))
+                if not users:
+                    del self.id_users[old.id]
+        if isinstance(value, SchemaValue):
+            versions[version] = value
+            self.id_users.setdefault(value.id, set()).add((subject, version))
+            self.max_id = max(self.max_id, value.id)
+        elif not versions:
+            del self.subjects[subject]
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def versions(self, subject: str, *, deleted: bool = False) -> list[SchemaValue]:
+        """The subject's versions in order; soft-deleted ones only when ``deleted``."""
+        versions = self.subjects.get(subject, {})
+        return [versions[v] for v in sorted(versions) if deleted or not versions[v].deleted]
+
+    def subject_names(self, *, deleted: bool = False) -> Iterator[str]:
+        for subject, versions in sorted(self.subjects.items()):
+            if deleted or any(not sv.deleted for sv in versions.values()):
+                yield subject
+
+    def by_id(self, schema_id: int) -> SchemaValue | None:
+        """One version holding the id (they all carry the same schema), live ones first."""
+        users = self.id_users.get(schema_id)
+        if not users:
+            return None
+        found = [self.subjects[s][v] for s, v in sorted(users)]
+        live = [sv for sv in found if not sv.deleted]
+        return (live or found)[0]
+
+    def users_of(self, schema_id: int, *, deleted: bool = False) -> list[SchemaValue]:
+        users = self.id_users.get(schema_id, set())
+        found = [self.subjects[s][v] for s, v in sorted(users)]
+        return [sv for sv in found if deleted or not sv.deleted]
+
+    def referenced_by(self, subject: str, version: int) -> list[int]:
+        """Ids of live schemas whose references name this subject's version."""
+        ids = {
+            sv.id
+            for versions in self.subjects.values()
+            for sv in versions.values()
+            if not sv.deleted
+            and any(r.subject == subject and r.version == version for r in sv.references)
+        }
+        return sorted(ids)
+
+
+def _with_deleted(sv: SchemaValue) -> SchemaValue:
+    return SchemaValue(
+        sv.subject, sv.version, sv.id, sv.schema_type, sv.schema, sv.references, True,
+        sv.metadata, sv.rule_set,
+    )

@@ -1,0 +1,71 @@
+"""``_schemas`` records in Confluent's format and the state they replay into (no broker)."""
+
+from __future__ import annotations
+
+import json
+
+from odradek.registry.records import (
+    ConfigKey,
+    ConfigValue,
+    DeleteSubjectKey,
+    DeleteSubjectValue,
+    ModeKey,
+    ModeValue,
+    NoopKey,
+    Reference,
+    SchemaKey,
+    SchemaValue,
+    decode_key,
+    decode_value,
+    encode_key,
+    encode_value,
+)
+from odradek.registry.state import RegistryState
+
+
+def test_keys_and_values_as_confluent_writes_them() -> None:
+    assert json.loads(encode_key(SchemaKey("s", 3))) == {
+        "keytype": "SCHEMA", "subject": "s", "version": 3, "magic": 1}
+    assert json.loads(encode_key(ConfigKey(None))) == {
+        "keytype": "CONFIG", "subject": None, "magic": 0}
+    value = SchemaValue("s", 3, 7, "PROTOBUF", "syntax = \"proto3\";",
+                        (Reference("a.proto", "a", 1),), False, {"properties": {"x": "y"}})
+    data = encode_value(value)
+    assert data is not None
+    assert json.loads(data) == {
+        "subject": "s", "version": 3, "id": 7, "schemaType": "PROTOBUF",
+        "schema": "syntax = \"proto3\";",
+        "references": [{"name": "a.proto", "subject": "a", "version": 1}],
+        "deleted": False, "metadata": {"properties": {"x": "y"}}}
+    for key, val in [(SchemaKey("s", 3), value), (ConfigKey("s"), ConfigValue("FULL")),
+                     (ModeKey(None), ModeValue("IMPORT")),
+                     (DeleteSubjectKey("s"), DeleteSubjectValue("s", 3)), (NoopKey(), None)]:
+        decoded = decode_key(encode_key(key))
+        assert decoded == key
+        assert decode_value(key, encode_value(val)) == val
+    # A key type from a newer registry is skipped, not an error.
+    assert decode_key(b'{"keytype":"CONTEXT","tenant":"t","context":".c","magic":0}') is None
+    # Confluent's own SCHEMA values name no schemaType for Avro.
+    avro = decode_value(SchemaKey("s", 1), b'{"subject":"s","version":1,"id":1,"schema":"\\"int\\""}')
+    assert isinstance(avro, SchemaValue) and avro.schema_type == "AVRO" and not avro.deleted
+
+
+def test_replay() -> None:
+    state = RegistryState()
+    v1 = SchemaValue("s", 1, 1, "AVRO", '"int"')
+    v2 = SchemaValue("s", 2, 2, "AVRO", '"long"')
+    state.apply(SchemaKey("s", 1), v1)
+    state.apply(SchemaKey("s", 2), v2)
+    state.apply(SchemaKey("t", 1), SchemaValue("t", 1, 1, "AVRO", '"int"'))
+    assert [sv.version for sv in state.versions("s")] == [1, 2]
+    assert {sv.subject for sv in state.users_of(1)} == {"s", "t"}
+    state.apply(DeleteSubjectKey("s"), DeleteSubjectValue("s", 2))
+    assert state.versions("s") == [] and len(state.versions("s", deleted=True)) == 2
+    assert list(state.subject_names()) == ["t"]
+    state.apply(SchemaKey("s", 2), None)
+    state.apply(SchemaKey("s", 1), None)
+    assert "s" not in state.subjects and state.by_id(2) is None
+    assert state.max_id == 2  # a hard-deleted id is not handed out again
+    state.apply(ConfigKey("t"), ConfigValue("NONE"))
+    state.apply(ConfigKey("t"), None)
+    assert state.configs == {}
