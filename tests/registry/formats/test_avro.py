@@ -487,6 +487,21 @@ def test_a_shared_named_type_is_checked_at_each_use() -> None:
     assert error_types(problems(writer, reader)) == []
 
 
+@pytest.mark.timeout(20)
+def test_a_named_type_reached_by_exponentially_many_paths_is_checked_once() -> None:
+    # Each record names the next twice: 2**40 paths reach the last one, whose problem was once
+    # checked and listed along every path (a denial of service in a 4 KB schema).
+    def chain(leaf: str, depth: int = 40) -> dict[str, object]:
+        schema: dict[str, object] = record(f"R{depth}", {"name": "x", "type": leaf})
+        for i in reversed(range(depth)):
+            schema = record(f"R{i}", {"name": "a", "type": schema}, {"name": "b", "type": f"R{i + 1}"})
+        return schema
+
+    found = problems(chain("int"), chain("string"))
+    assert error_types(found) == ["TYPE_MISMATCH"]
+    assert problems(chain("long"), chain("int")) == []
+
+
 def test_references_are_resolved_for_compatibility() -> None:
     address_v1 = json.dumps({"type": "record", "name": "Address", "namespace": "com.acme",
                              "fields": [{"name": "city", "type": "string"}]})

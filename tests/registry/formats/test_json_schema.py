@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from odradek.registry.formats import InvalidSchemaError, get_format
+from odradek.registry.formats import InvalidSchemaError, get_format, json_schema
 from odradek.registry.formats.json_schema import FORMAT, JsonSchema
 
 D4 = "http://json-schema.org/draft-04/schema#"
@@ -765,6 +765,93 @@ def test_mutually_recursive_alternatives_finish() -> None:
     assert differences(schema, schema) == set()
 
 
+# --- bounds ---------------------------------------------------------------------------------
+
+
+def diamond_chain(size: int, leaf: dict[str, Any]) -> dict[str, Any]:
+    """Each definition refers to the next twice: 2**size paths reach the leaf."""
+    definitions: dict[str, Any] = {
+        f"d{i}": obj(
+            {"a": {"$ref": f"#/definitions/d{i + 1}"}, "b": {"$ref": f"#/definitions/d{i + 1}"}}
+        )
+        for i in range(size)
+    }
+    definitions[f"d{size}"] = leaf
+    return {"definitions": definitions, "$ref": "#/definitions/d0"}
+
+
+@pytest.mark.timeout(20)
+def test_a_change_reached_by_exponentially_many_paths_is_found_in_few_comparisons(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Differences were once copied into every path that reached them: 2**40 of them here.
+    # Each pair of nodes is compared once, so a small budget suffices.
+    monkeypatch.setattr(json_schema, "MAX_PAIR_COMPARISONS", 200)
+    writer = parse(diamond_chain(40, STRING))
+    reader = parse(diamond_chain(40, {**STRING, "maxLength": 3}))
+    found = differences(reader, writer)
+    assert ("MAX_LENGTH_ADDED", "#/" + "/".join(["properties/a"] * 40) + "/maxLength") in found
+    assert all(kind == "MAX_LENGTH_ADDED" for kind, _ in found)
+    assert len(FORMAT.incompatibilities(reader, writer)) == json_schema.MAX_MESSAGES
+    assert differences(writer, reader) == set()
+
+
+@pytest.mark.timeout(20)
+def test_a_ref_to_itself_compared_with_a_cycle_reaches_its_fixpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A $ref that only refers to itself once read as a new node at each visit; pairs keyed by
+    # its id changed from pass to pass, so the fixpoint never came (minutes of CPU, found by
+    # the hypothesis test below). A few comparisons suffice.
+    monkeypatch.setattr(json_schema, "MAX_PAIR_COMPARISONS", 100)
+    anything = parse({"$ref": "#"})
+    recursive = parse({"anyOf": [{"minItems": 1}, {"$ref": "#"}]})
+    assert differences(reader=recursive, writer=anything) == set()
+    assert differences(reader=anything, writer=recursive) == set()
+    assert differences(reader=recursive, writer=parse({"$ref": "#"})) == set()
+
+
+def nested_combinations(depth: int, seed: int = 0) -> Any:
+    """anyOf/allOf/oneOf nested ``depth`` deep, three branches each."""
+    if depth == 0:
+        return {"type": "string", "minLength": seed}
+    criterion = ("anyOf", "allOf", "oneOf")[depth % 3]
+    return {criterion: [nested_combinations(depth - 1, seed * 3 + k) for k in range(3)]}
+
+
+@pytest.mark.timeout(20)
+def test_combined_schemas_are_matched_within_the_comparison_budget() -> None:
+    # Matching combined schemas compares every pair of their subschemas: 9**depth pairs here.
+    small = nested_combinations(4)
+    assert differences(parse(small), parse(small)) == set()
+    # Past the budget the comparison stops and refuses, rather than running for minutes.
+    huge = nested_combinations(7)
+    assert differences(parse(huge), parse(huge)) == {("COMPARISON_TOO_COMPLEX", "#/")}
+    schema = parse(huge)
+    assert FORMAT.incompatibilities(schema, schema) == []
+
+
+@pytest.mark.parametrize(
+    ("document", "match"),
+    [
+        (json.loads('{"not":' * 200 + "{}" + "}" * 200), "nested too deeply"),
+        ({"enum": list(range(json_schema.MAX_VALUES))}, "too large"),
+    ],
+)
+def test_absurd_documents_are_refused_before_they_are_read(document: Any, match: str) -> None:
+    with pytest.raises(InvalidSchemaError, match=match):
+        parse(document)
+    with pytest.raises(InvalidSchemaError, match=f"reference 'r.json' is {match}"):
+        parse({"$ref": "r.json"}, {"r.json": document})
+
+
+def test_deep_but_reasonable_schemas_are_read() -> None:
+    schema: Any = STRING
+    for _ in range(40):
+        schema = obj({"a": schema})
+    assert differences(parse(schema), parse(schema)) == set()
+
+
 def test_a_ref_into_data_is_checked_as_a_schema() -> None:
     with pytest.raises(InvalidSchemaError, match="target of #/properties/a/\\$ref"):
         parse({"enum": [{"properties": 5}], "properties": {"a": {"$ref": "#/enum/0"}}})
@@ -831,8 +918,11 @@ def test_any_schema_reads_itself_and_comparisons_only_report(old: Any, new: Any)
         a, b = parse(old), parse(new)
     except InvalidSchemaError:
         return
-    assert FORMAT.incompatibilities(a, a) == []
-    assert FORMAT.incompatibilities(b, b) == []
+    # Parsed again: the same object would be recognised without a comparison.
+    assert FORMAT.incompatibilities(a, parse(old)) == []
+    assert FORMAT.incompatibilities(b, parse(new)) == []
     for reader, writer in ((a, b), (b, a)):
         for kind, path in differences(reader, writer):
             assert kind.isupper() and path.startswith("#/")
+            # Schemas this small are far within the comparison budget.
+            assert kind != "COMPARISON_TOO_COMPLEX"

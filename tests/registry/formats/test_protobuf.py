@@ -397,6 +397,24 @@ def test_same_reference_is_not_compared_again() -> None:
     assert all_differences(reader=new, writer=old) == {("MESSAGE_ADDED", "#/C")}
 
 
+@pytest.mark.timeout(20)
+def test_a_referenced_type_reached_by_exponentially_many_paths_is_compared_once() -> None:
+    # Each referenced message names the next twice: 2**40 paths reach the last one, which was
+    # once compared, and its differences listed, along every path.
+    def dep(leaf: str, depth: int = 40) -> str:
+        messages = [f"message B{i} {{ B{i + 1} a = 1; B{i + 1} b = 2; }}" for i in range(depth)]
+        messages.append(f"message B{depth} {{ {leaf} y = 1; }}")
+        return 'syntax = "proto3";\npackage dep;\n' + "\n".join(messages) + "\n"
+
+    uses = P3 + 'import "dep/b.proto";\nmessage A { dep.B0 b = 1; }\n'
+    old = parse(uses, {"dep/b.proto": dep("string")})
+    new = parse(uses, {"dep/b.proto": dep("double")})
+    found = all_differences(reader=new, writer=old)
+    assert ("FIELD_SCALAR_KIND_CHANGED", "#/B40/1") in found
+    assert ("FIELD_NAMED_TYPE_CHANGED", "#/A/1") in found
+    assert len(found) < 200
+
+
 def test_type_moved_from_own_file_to_a_reference_is_compared() -> None:
     old = parse(P3 + "message A { B b = 1; }\nmessage B { string y = 1; }\n")
     ref = 'syntax = "proto3";\npackage test;\nmessage B { int32 y = 1; }\n'

@@ -175,6 +175,10 @@ class _Diff:
     found: list[Difference] = field(default_factory=list)
     #: Messages being compared, by the writer's full name, so recursive types terminate.
     active: set[str] = field(default_factory=set)
+    #: Referenced message pairs (writer's name, reader's name) already compared, and whether
+    #: they broke: a type used more than once (each naming the next twice: 2**depth paths) is
+    #: compared, and its differences listed, once.
+    compared: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def add(self, kind: str, path: list[str]) -> None:
         self.found.append(Difference(kind, "#/" + "/".join(path)))
@@ -455,17 +459,22 @@ def _named_types(diff: _Diff, path: list[str], w_name: str, r_name: str) -> None
         return
     assert isinstance(w_type.proto, descriptor_pb2.DescriptorProto)
     assert isinstance(r_type.proto, descriptor_pb2.DescriptorProto)
-    sub = _Diff(diff.writer, diff.reader, active=diff.active)
-    _message(
-        sub,
-        w_local.split("."),
-        (w_name.removeprefix("."), w_type.package),
-        (r_name.removeprefix("."), r_type.package),
-        w_type.proto,
-        r_type.proto,
-    )
-    diff.found.extend(sub.found)
-    if any(not d.compatible for d in sub.found):
+    key = (w_name, r_name)
+    broken = diff.compared.get(key)
+    if broken is None:
+        sub = _Diff(diff.writer, diff.reader, active=diff.active, compared=diff.compared)
+        _message(
+            sub,
+            w_local.split("."),
+            (w_name.removeprefix("."), w_type.package),
+            (r_name.removeprefix("."), r_type.package),
+            w_type.proto,
+            r_type.proto,
+        )
+        diff.found.extend(sub.found)
+        broken = any(not d.compatible for d in sub.found)
+        diff.compared[key] = broken
+    if broken:
         diff.add("FIELD_NAMED_TYPE_CHANGED", path)
 
 

@@ -466,7 +466,8 @@ class AvroFormat:
     def incompatibilities(self, reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
         if not isinstance(reader, AvroSchema) or not isinstance(writer, AvroSchema):
             raise TypeError("both schemas must be Avro schemas")
-        return _Resolver(reader.named, writer.named).check(reader.parsed, writer.parsed)
+        problems = _Resolver(reader.named, writer.named).check(reader.parsed, writer.parsed)
+        return list(dict.fromkeys(problems))
 
 
 _PROMOTIONS = frozenset(
@@ -505,7 +506,9 @@ class _Resolver:
         self._rn = reader_named
         self._wn = writer_named
         self._in_progress: set[tuple[int, int]] = set()
-        self._compatible: set[tuple[int, int]] = set()
+        # Every record pair's problems, so that named types used more than once (each record
+        # naming the next twice: 2**depth paths) are compared once per pair, not once per path.
+        self._done: dict[tuple[int, int], list[str]] = {}
 
     def check(self, reader: Any, writer: Any) -> list[str]:
         return self._compare(reader, writer, ())
@@ -627,8 +630,13 @@ class _Resolver:
 
     def _record(self, r: Mapping[str, Any], w: Mapping[str, Any], path: tuple[str | int, ...]) -> list[str]:
         key = (id(r), id(w))
-        if key in self._in_progress or key in self._compatible:
+        if key in self._in_progress:
             return []
+        done = self._done.get(key)
+        if done is not None:
+            # Reported where the pair was first met; a non-empty answer keeps the verdict
+            # (a union branch must not look compatible), and the check drops the repeats.
+            return done
         self._in_progress.add(key)
         try:
             problems = self._names(r, w, path)
@@ -652,8 +660,7 @@ class _Resolver:
                 # A writer's field the reader does not name is skipped when reading.
         finally:
             self._in_progress.discard(key)
-        if not problems:
-            self._compatible.add(key)
+        problems = self._done[key] = list(dict.fromkeys(problems))  # repeats of shared pairs
         return problems
 
 

@@ -20,6 +20,14 @@ does. Departures from Confluent: a smaller ``exclusiveMaximum`` is compared with
 Not compared, as in Confluent: ``propertyNames``, the ``contains`` schema, ``if``/``then``/
 ``else``, ``format``, and the annotations (``title``, ``description``, ``default``, ``$id``,
 whose changes are all compatible). ``$recursiveRef``/``$dynamicRef`` are not followed.
+
+Bounds, so that no schema can hold the registry: parsing refuses documents nested deeper than
+:data:`MAX_NESTING` or holding more than :data:`MAX_VALUES` JSON values; a comparison remembers
+each node pair's result (shared, not copied, wherever the pair recurs), reports at most
+:data:`MAX_MESSAGES` messages, and gives up after :data:`MAX_PAIR_COMPARISONS` pair
+comparisons (combined schemas are matched pairwise, so nested ``anyOf``/``allOf``/``oneOf``
+cost the product of both schemas' sizes), reporting ``COMPARISON_TOO_COMPLEX``: an
+incompatibility, so the registration is refused with 409.
 """
 
 from __future__ import annotations
@@ -49,7 +57,16 @@ if TYPE_CHECKING:
 
     _Resolver = Resolver[Any]
 
-__all__ = ["COMPATIBLE_CHANGES", "FORMAT", "JsonSchema", "JsonSchemaFormat"]
+__all__ = [
+    "COMPATIBLE_CHANGES",
+    "FORMAT",
+    "MAX_MESSAGES",
+    "MAX_NESTING",
+    "MAX_PAIR_COMPARISONS",
+    "MAX_VALUES",
+    "JsonSchema",
+    "JsonSchemaFormat",
+]
 
 SCHEMA_TYPE = "JSON"
 
@@ -623,12 +640,22 @@ class JsonSchemaFormat:
     def incompatibilities(self, reader: ParsedSchema, writer: ParsedSchema) -> list[str]:
         if not isinstance(reader, JsonSchema) or not isinstance(writer, JsonSchema):
             raise TypeError("both schemas must be JSON schemas parsed by this format")
-        messages: dict[str, None] = {}
-        for kind, path in _differences(writer._root, reader._root):
-            if kind not in COMPATIBLE_CHANGES:
+        if reader is writer:
+            return []  # a schema reads what it writes
+        messages: list[str] = []
+        try:
+            for kind, path in _differences(writer._root, reader._root):
+                if len(messages) == MAX_MESSAGES:
+                    break
                 where = "#/" + "/".join(path)
-                messages[f"{kind} at {where}: {_WHY.get(kind, 'incompatible change')}"] = None
-        return list(messages)
+                messages.append(f"{kind} at {where}: {_WHY.get(kind, 'incompatible change')}")
+        except _TooComplex:
+            return [
+                f"{_TOO_COMPLEX} at #/: comparing the schemas needs more than "
+                f"{MAX_PAIR_COMPARISONS} subschema comparisons (deeply nested anyOf/allOf/"
+                "oneOf?), so the registry does not judge them compatible"
+            ]
+        return messages
 
 
 def _crawlable(value: Any) -> Any:
@@ -658,11 +685,37 @@ def _check(draft: _Draft, document: Any, what: str) -> None:
         ) from e
 
 
+#: Limits on one schema document (or reference), checked before anything else reads it, so
+#: that an absurd schema is refused cheaply: containers nested deeper than this, or more JSON
+#: values than this in all.
+MAX_NESTING = 128
+MAX_VALUES = 200_000
+
+
 def _load_json(text: str, what: str) -> Any:
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as e:
         raise InvalidSchemaError(f"{what} is not valid JSON: {e}") from e
+    _check_size(document, what)
+    return document
+
+
+def _check_size(document: Any, what: str) -> None:
+    values = 0
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            raise InvalidSchemaError(f"{what} is too large: more than {MAX_VALUES} JSON values")
+        if isinstance(value, dict | list):
+            if depth > MAX_NESTING:
+                raise InvalidSchemaError(
+                    f"{what} is nested too deeply: more than {MAX_NESTING} levels"
+                )
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
 
 
 # --- compatibility --------------------------------------------------------------------------
@@ -823,6 +876,49 @@ _WHY: Mapping[str, str] = {
 
 _Difference = tuple[str, tuple[str, ...]]  # (type, JSON path as its segments)
 
+#: The most node pairs one comparison may compare (over all its fixpoint passes). Matching
+#: combined schemas compares every pair of their subschemas, so nested anyOf/allOf/oneOf cost
+#: the product of the two schemas' sizes; past this budget the comparison stops and reports
+#: :data:`_TOO_COMPLEX`, an incompatibility, so a registration is refused (409) rather than
+#: holding the registry for minutes. Real schemas compare in a few thousand pairs.
+MAX_PAIR_COMPARISONS = 100_000
+#: The most messages one comparison reports: the same difference reached through many paths
+#: of a schema whose definitions refer to one another would otherwise be listed once per path.
+MAX_MESSAGES = 100
+_TOO_COMPLEX = "COMPARISON_TOO_COMPLEX"
+#: The most links and differences followed while listing the messages (about a second).
+_MAX_WALK = 1_000_000
+
+
+class _TooComplex(Exception):
+    """The comparison used up :data:`MAX_PAIR_COMPARISONS`."""
+
+
+@dataclass(eq=False)
+class _Found:
+    """The differences found comparing one pair of nodes, paths relative to that pair.
+
+    A pair's result is shared, never copied, by every place it is met: ``entries`` holds
+    differences and ``(path prefix, _Found)`` links to the results of pairs compared beneath,
+    so a schema whose definitions refer to one another costs one result per pair rather than
+    one difference per path (exponentially many). ``incompatible`` says whether any
+    difference reachable from here is one :data:`COMPATIBLE_CHANGES` lacks."""
+
+    entries: list[_Difference | tuple[tuple[str, ...], _Found]] = field(default_factory=list)
+    incompatible: bool = False
+
+
+@dataclass
+class _Budget:
+    """Pair comparisons left to one comparison; owned by its :func:`_differences` call."""
+
+    left: int
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooComplex
+
 
 @dataclass
 class _Pairs:
@@ -834,33 +930,58 @@ class _Pairs:
     earlier pass found it incompatible (``known_incompatible``), and ``cycles_cut`` records
     that the pass relied on such an assumption."""
 
-    known_incompatible: Mapping[tuple[int, int], list[_Difference]]
+    known_incompatible: Mapping[tuple[int, int], _Found]
+    budget: _Budget
     in_progress: set[tuple[int, int]] = field(default_factory=set)
-    done: dict[tuple[int, int], list[_Difference]] = field(default_factory=dict)
+    done: dict[tuple[int, int], _Found] = field(default_factory=dict)
     cycles_cut: bool = False
 
-    def incompatible(self) -> dict[tuple[int, int], list[_Difference]]:
-        return {
-            key: diffs
-            for key, diffs in self.done.items()
-            if any(kind not in COMPATIBLE_CHANGES for kind, _ in diffs)
-        }
+    def incompatible(self) -> dict[tuple[int, int], _Found]:
+        return {key: found for key, found in self.done.items() if found.incompatible}
 
 
-def _differences(writer: _Node, reader: _Node) -> list[_Difference]:
+def _differences(writer: _Node, reader: _Node) -> Iterator[_Difference]:
     """Compare to a fixpoint: a cycle assumed compatible may turn out not to be, and results
     remembered under that assumption would hide it, so each pass feeds the pairs found
     incompatible to the next until the set stops changing (it only grows, bounded by the
-    number of node pairs; schemas without cycles take one pass)."""
-    known: Mapping[tuple[int, int], list[_Difference]] = {}
+    number of node pairs; schemas without cycles take one pass). Returns the incompatible
+    differences (each (type, path) once); raises :class:`_TooComplex` past
+    :data:`MAX_PAIR_COMPARISONS` (read at each call)."""
+    known: Mapping[tuple[int, int], _Found] = {}
+    spent = _Budget(MAX_PAIR_COMPARISONS)
     while True:
-        pairs = _Pairs(known)
-        ctx = _Context([], [], pairs)
+        pairs = _Pairs(known, spent)
+        ctx = _Context([], _Found(), pairs)
         _compare(ctx, writer, reader)
         incompatible = pairs.incompatible()
         if not pairs.cycles_cut or incompatible.keys() == known.keys():
-            return ctx.diffs
+            return _incompatible_differences(ctx.found)
         known = incompatible
+
+
+def _incompatible_differences(root: _Found) -> Iterator[_Difference]:
+    """The incompatible differences under ``root`` with their whole paths, depth first in the
+    order found, each once; links to compatible results are not followed."""
+    seen: set[_Difference] = set()
+    stack: list[tuple[tuple[str, ...], Iterator[Any]]] = [((), iter(root.entries))]
+    # Paths through shared results may repeat differences already yielded; bound the walk.
+    steps = _MAX_WALK
+    while stack and steps:
+        steps -= 1
+        prefix, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        first, second = entry
+        if isinstance(second, _Found):
+            if second.incompatible:
+                stack.append((prefix + first, iter(second.entries)))
+        elif first not in COMPATIBLE_CHANGES:
+            difference = (first, prefix + second)
+            if difference not in seen:
+                seen.add(difference)
+                yield difference
 
 
 @dataclass
@@ -869,18 +990,31 @@ class _Context:
     Owned by one :meth:`JsonSchemaFormat.incompatibilities` call."""
 
     path: list[str]
-    diffs: list[_Difference]
+    found: _Found
     pairs: _Pairs
 
     def sub(self) -> _Context:
-        return _Context(list(self.path), [], self.pairs)
+        return _Context(list(self.path), _Found(), self.pairs)
 
     def compatible(self) -> bool:
-        return all(kind in COMPATIBLE_CHANGES for kind, _ in self.diffs)
+        return not self.found.incompatible
 
     def add(self, kind: str, attribute: str | None = None) -> None:
         parts = self.path if attribute is None else [*self.path, attribute]
-        self.diffs.append((kind, tuple(parts)))
+        self.found.entries.append((kind, tuple(parts)))
+        if kind not in COMPATIBLE_CHANGES:
+            self.found.incompatible = True
+
+    def absorb(self, found: _Found) -> None:
+        """Take in the differences of a sub-context made by :meth:`sub` (same path)."""
+        self.found.entries.extend(found.entries)
+        self.found.incompatible |= found.incompatible
+
+    def link(self, found: _Found) -> None:
+        """Refer, at the current path, to a pair's remembered result."""
+        if found.entries:
+            self.found.entries.append((tuple(self.path), found))
+            self.found.incompatible |= found.incompatible
 
     @contextmanager
     def at(self, *parts: str) -> Iterator[None]:
@@ -891,6 +1025,11 @@ class _Context:
             del self.path[len(self.path) - len(parts) :]
 
 
+#: What a ``$ref`` that only refers to itself reads as. One shared node, since the comparison
+#: remembers pairs by node identity and a fresh node's id could be reused by the next.
+_SELF_REFERENCE = _Empty(False)
+
+
 def _deref(node: _Node) -> _Node:
     seen = 0
     while isinstance(node, _Ref):
@@ -898,7 +1037,7 @@ def _deref(node: _Node) -> _Node:
         node = node.target
         seen += 1
         if seen > 1000:  # a $ref that only refers to itself accepts anything
-            return _Empty(False)
+            return _SELF_REFERENCE
     return node
 
 
@@ -923,15 +1062,15 @@ def _compare(ctx: _Context, original: _Node | None, update: _Node | None) -> Non
                 pairs.cycles_cut = True
                 return
         else:
+            pairs.budget.spend()
             pairs.in_progress.add(key)
-            relative = _Context([], [], pairs)
+            relative = _Context([], _Found(), pairs)
             try:
                 _compare_nodes(relative, original, update)
             finally:
                 pairs.in_progress.discard(key)
-            found = pairs.done[key] = relative.diffs
-    prefix = tuple(ctx.path)
-    ctx.diffs.extend((kind, prefix + path) for kind, path in found)
+            found = pairs.done[key] = relative.found
+    ctx.link(found)
 
 
 def _compare_nodes(ctx: _Context, original: _Node, update: _Node) -> None:
@@ -940,7 +1079,7 @@ def _compare_nodes(ctx: _Context, original: _Node, update: _Node) -> None:
             sub = ctx.sub()
             _compare(sub, original, update.subschemas[0])
             if sub.compatible():
-                ctx.diffs.extend(sub.diffs)
+                ctx.absorb(sub.found)
                 return
         elif update.criterion in ("anyOf", "oneOf"):
             # The writer's one schema is read by any compatible alternative.
@@ -948,7 +1087,7 @@ def _compare_nodes(ctx: _Context, original: _Node, update: _Node) -> None:
                 sub = ctx.sub()
                 _compare(sub, original, alternative)
                 if sub.compatible():
-                    ctx.diffs.extend(sub.diffs)
+                    ctx.absorb(sub.found)
                     ctx.add("SUM_TYPE_EXTENDED")
                     return
     elif isinstance(original, _Combined) and not isinstance(update, _Combined):
@@ -956,7 +1095,7 @@ def _compare_nodes(ctx: _Context, original: _Node, update: _Node) -> None:
             sub = ctx.sub()
             _compare(sub, original.subschemas[0], update)
             if sub.compatible():
-                ctx.diffs.extend(sub.diffs)
+                ctx.absorb(sub.found)
                 return
         elif original.criterion == "allOf":
             # Every written document satisfied each part; one part the reader accepts is enough.
@@ -964,7 +1103,7 @@ def _compare_nodes(ctx: _Context, original: _Node, update: _Node) -> None:
                 sub = ctx.sub()
                 _compare(sub, part, update)
                 if sub.compatible():
-                    ctx.diffs.extend(sub.diffs)
+                    ctx.absorb(sub.found)
                     ctx.add("PRODUCT_TYPE_NARROWED")
                     return
     if type(original) is not type(update):
@@ -1100,17 +1239,17 @@ def _compare_combined(ctx: _Context, original: _Combined, update: _Combined) -> 
         ctx.add("PRODUCT_TYPE_EXTENDED" if update.criterion == "allOf" else "SUM_TYPE_EXTENDED")
     elif old_size > new_size:
         ctx.add("PRODUCT_TYPE_NARROWED" if original.criterion == "allOf" else "SUM_TYPE_NARROWED")
-    edges: dict[tuple[int, int], list[_Difference]] = {}
+    edges: dict[tuple[int, int], _Found] = {}
     for i, old in enumerate(original.subschemas):
         with ctx.at(f"{original.criterion}/{i}"):
             for j, new in enumerate(update.subschemas):
                 sub = ctx.sub()
                 _compare(sub, old, new)
                 if sub.compatible():
-                    edges[(i, j)] = sub.diffs
+                    edges[(i, j)] = sub.found
     matching = _maximum_matching(old_size, edges.keys())
     for edge in matching:
-        ctx.diffs.extend(edges[edge])
+        ctx.absorb(edges[edge])
     if len(matching) < min(old_size, new_size):
         ctx.add("COMBINED_TYPE_SUBSCHEMAS_CHANGED")
 
@@ -1319,7 +1458,7 @@ def _covered(ctx: _Context, old: _Node, new: _Node, change: str) -> None:
     a partially open content model: compatible when the declared and covering schemas are."""
     sub = ctx.sub()
     _compare(sub, old, new)
-    ctx.diffs.extend(sub.diffs)
+    ctx.absorb(sub.found)
     verdict = "IS_COVERED" if sub.compatible() else "NOT_COVERED"
     ctx.add(f"{change}_{verdict}_BY_PARTIALLY_OPEN_CONTENT_MODEL")
 
