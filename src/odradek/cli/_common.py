@@ -1,5 +1,5 @@
 """What the commands of the ``odradek`` command line share: the one-line error, warnings, checks
-of numeric flags, and the column format of their tables. (The connection options of the client
+of numeric flags, the column format of their tables, and the servers' log format. (The connection options of the client
 commands are in :mod:`odradek.cli._options`.)
 
 The entry point and ``odradek serve`` import this module for :class:`CliError`, so it stays
@@ -9,6 +9,7 @@ small and imports nothing beyond the standard library: a broker starts without t
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TypeAlias
@@ -17,6 +18,7 @@ __all__ = [
     "MISSING",
     "REQUEST_TIMEOUT_S",
     "CliError",
+    "configure_logging",
     "Subparsers",
     "format_table",
     "require_positive",
@@ -33,6 +35,15 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 class CliError(Exception):
     """A user mistake or an unreachable broker: printed as one line, exit status 1."""
+
+
+def configure_logging(level: str) -> None:
+    """The log format of the long-running commands (``serve``, ``registry``), on stderr."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 def warn(args: argparse.Namespace, message: str) -> None:

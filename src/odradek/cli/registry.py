@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
-import sys
 
-from odradek.cli._common import CliError
+from odradek.cli._common import CliError, configure_logging
 
 __all__ = ["configure", "run"]
 
@@ -36,11 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from odradek.registry.errors import RegistryError
     from odradek.registry.server import RegistryServer, parse_listener
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     try:
         host, port = parse_listener(args.listen)
     except ValueError as e:

@@ -16,9 +16,8 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 
-from odradek.cli._common import CliError
+from odradek.cli._common import CliError, configure_logging
 
 __all__ = ["configure", "run"]
 
@@ -38,11 +37,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from odradek.config import BrokerConfig, ConfigError, load_properties
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     try:
         config = load_properties(args.config) if args.config else BrokerConfig.from_properties({})
         config = config.with_overrides(listen=args.listen, data_dir=args.data_dir)
