@@ -326,11 +326,13 @@ class Broker:
                 # At least 10 ms: with a clock that does not move (tests) it would spin.
                 await asyncio.sleep(max(scrubber.delay_ms(), 10) / 1000)
                 continue
-            result = await asyncio.to_thread(job.run)
             try:
+                result = await asyncio.to_thread(job.run)
                 scrubber.complete(result)
             except Exception:
-                log.exception("log scrubber could not record a step")
+                # One failed step must not end scrubbing for good.
+                log.exception("log scrubber step failed")
+                await asyncio.sleep(1.0)
 
     # -- used by handlers -----------------------------------------------------------------------
 
