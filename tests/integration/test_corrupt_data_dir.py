@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from groupkit import wait_until
 
 from odradek.broker.runner import BrokerThread, local_config
 from odradek.protocol.records import read_batch_header
@@ -19,13 +19,6 @@ pytestmark = pytest.mark.integration
 
 TOPIC = "fragile"
 MAGIC_AT = 16
-
-
-def await_condition(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def fill(data: Path, n: int) -> None:
@@ -129,10 +122,10 @@ def test_scrubber_reports_damage_in_a_broker_started_on_a_corrupt_data_dir(
     with BrokerThread(config) as b:
         # Logs open in the background on the broker's thread; take this one once it is open
         # rather than opening it from the test's thread.
-        await_condition(lambda: b.broker.logs.pending_count == 0)
+        wait_until(lambda: b.broker.logs.pending_count == 0, "every log open")
         plog = b.broker.logs.get_log(TOPIC, 0)
         assert plog is not None
-        await_condition(lambda: b.broker.scrubber.corrupt_batches_found == 1)
+        wait_until(lambda: b.broker.scrubber.corrupt_batches_found == 1, "the scrubber's finding")
         (found,) = plog.health.corruptions()
         assert (found.segment_base_offset, found.position, found.offset, found.found_by) == (
             int(segments[1].name[:20]), pos, bad, "scrubber"

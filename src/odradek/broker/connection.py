@@ -208,16 +208,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 CLIENT_HOST.set(self.peer_host)
                 result = self._dispatch(frame)
                 if result is None or isinstance(result, bytes):
-                    if self._answer_reserved:
-                        self._pool.release(self._answer_reserved)
-                        self._answer_reserved = 0
+                    self._release_answer()
                     if result is not None:
                         out.append(result)
                     continue
                 if isinstance(result, ResponseParts):
-                    if self._answer_reserved:
-                        self._pool.release(self._answer_reserved)
-                        self._answer_reserved = 0
+                    self._release_answer()
                     if out:
                         transport.writelines(out)
                         out = []
@@ -243,11 +239,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if self._decoder.buffered and self._waiting is None and not self._closed:
             self._track_partial()
 
-    def _on_response(self, fut: asyncio.Future[Any]) -> None:
-        self._waiting = None
+    def _release_answer(self) -> None:
+        """The request is answered: its frame's reservation goes back to the pool."""
         if self._answer_reserved:
             self._pool.release(self._answer_reserved)
             self._answer_reserved = 0
+
+    def _on_response(self, fut: asyncio.Future[Any]) -> None:
+        self._waiting = None
+        self._release_answer()
         if fut.cancelled() or self._closed or self._transport is None:
             if not fut.cancelled() and fut.exception() is None:
                 _release(fut.result())

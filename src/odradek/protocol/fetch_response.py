@@ -116,10 +116,7 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
                                           p.last_stable_offset)
             aborted = p.aborted_transactions
             if aborted is None:
-                if flexible:
-                    out.append(0)
-                else:
-                    out += _I32.pack(-1)
+                _array_length(out, -1, flexible)
             else:
                 _array_length(out, len(aborted), flexible)
                 for a in aborted:
@@ -130,17 +127,11 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
                 out += _I32.pack(p.preferred_read_replica)
             records = p.records
             if records is None:
-                if flexible:
-                    out.append(0)
-                else:
-                    out += _I32.pack(-1)
+                _array_length(out, -1, flexible)
             else:
                 inline = isinstance(records, _INLINE)  # cheaper than a Protocol check
                 n = len(records) if inline else records.size
-                if flexible:
-                    write_uvarint(out, n + 1)
-                else:
-                    out += _I32.pack(n)
+                _array_length(out, n, flexible)
                 if inline:
                     out += records
                 else:
@@ -169,6 +160,7 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
 
 
 def _array_length(out: bytearray, n: int, flexible: bool) -> None:
+    """The length of an array or of bytes; -1 is null (written 0 in the compact form)."""
     if flexible:
         write_uvarint(out, n + 1)
     else:
