@@ -83,6 +83,37 @@ class ClusterKeys:
     def controller(self) -> str:
         return self.root + "controller"
 
+    @property
+    def cluster_id(self) -> str:
+        """The cluster id (a 22-character base64 UUID), created if absent by the first broker."""
+        return self.root + "cluster_id"
+
+    @property
+    def producer_ids(self) -> str:
+        """The next unallocated producer id; blocks are taken from it by compare-and-swap."""
+        return self.root + "producer_ids"
+
+    @property
+    def topics(self) -> str:
+        return self.root + "topics/"
+
+    def topic(self, name: str) -> str:
+        """A topic's record (:class:`odradek.cluster.model.TopicRecord`)."""
+        return self.topics + name
+
+    @property
+    def partitions(self) -> str:
+        return self.root + "partitions/"
+
+    def topic_partitions(self, name: str) -> str:
+        """The prefix of one topic's partition states (the trailing '/' keeps ``a`` from
+        matching ``ab``)."""
+        return f"{self.partitions}{name}/"
+
+    def partition(self, name: str, partition: int) -> str:
+        """One partition's state (:class:`odradek.cluster.model.PartitionState`)."""
+        return f"{self.partitions}{name}/{partition}"
+
 
 class DuplicateBrokerRegistration(ClusterStoreError):
     """Another live broker holds this node id (Kafka's DUPLICATE_BROKER_REGISTRATION)."""
