@@ -63,14 +63,18 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class ClusterKeys:
-    """The key layout of one cluster under ``prefix`` (``etcd.prefix``, default ``/odradek``)."""
+    """The key layout of one cluster under ``prefix`` (``etcd.prefix``, default ``/odradek``),
+    optionally in a named sub-tree ``cluster``."""
 
-    cluster: str
+    cluster: str = ""
     prefix: str = "/odradek"
 
     @property
     def root(self) -> str:
-        return f"{self.prefix.rstrip('/')}/{self.cluster}/"
+        # A broker uses ``etcd.prefix`` alone (one cluster per prefix); tests name clusters to
+        # share one etcd.
+        base = self.prefix.rstrip("/")
+        return f"{base}/{self.cluster}/" if self.cluster else f"{base}/"
 
     @property
     def brokers(self) -> str:
