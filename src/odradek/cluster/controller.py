@@ -355,6 +355,7 @@ class Controller:
         # An incomplete topic → (the last revision that touched it, when that was first seen).
         self._incomplete: dict[str, tuple[int, int]] = {}
         self._deadline_ms: int | None = None
+        self._conflicts_in_row = 0
 
     async def run(self) -> None:
         """Reconcile until deposed. Raises only CancelledError or a bug."""
@@ -364,7 +365,13 @@ class Controller:
             while True:
                 try:
                     await self._follow()
-                    backoff = _BACKOFF_S
+                    # A conflict: read again at once, unless the last read also ended in one
+                    # before anything was done (someone rewriting the same keys in a loop).
+                    if self._conflicts_in_row > 1:
+                        await self._sleep(backoff)
+                        backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    else:
+                        backoff = _BACKOFF_S
                 except RevisionCompacted:
                     log.info("controller epoch %d: watch compacted; reading again", self.epoch)
                 except StoreUnavailable as e:
@@ -432,9 +439,11 @@ class Controller:
         for _ in range(_MAX_PLANS):
             writes = self._plan()
             if not writes:
+                self._conflicts_in_row = 0
                 return True
             for chunk in _chunks(writes):
                 if not await self._commit(chunk):
+                    self._conflicts_in_row += 1
                     return False
         # A plan should be done in one or two rounds (an orphan deleted, then its number
         # completed); more is a bug: wait for the next change rather than spin.
@@ -477,15 +486,13 @@ class Controller:
         for write in chunk:
             kv = await self._store.get(write.key)
             if write.value is None:
-                done = kv is None
-            else:
-                done = kv is not None and kv.value == write.value
-                done = done and kv is not None and kv.mod_revision > write.mod_revision
                 if kv is not None:
-                    revisions.add(kv.mod_revision)
-            if not done:
+                    return
+            elif kv is None or kv.value != write.value or kv.mod_revision <= write.mod_revision:
                 return
-        if len(revisions) <= 1:
+            else:
+                revisions.add(kv.mod_revision)
+        if len(revisions) <= 1:  # one transaction wrote them all
             self.stats.recognised += 1
             log.info("controller epoch %d: the lost write had happened", self.epoch)
 
