@@ -22,6 +22,7 @@ from odradek.cluster.controller import (
     reassess_partition,
     round_robin_placement,
 )
+from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.membership import (
     BrokerInfo,
     BrokerRegistration,
@@ -41,6 +42,7 @@ from odradek.cluster.store import (
     TxnOp,
     TxnResult,
 )
+from odradek.testing.etcd import EtcdProcess
 
 TTL = 1  # seconds
 GRACE_S = 1.0  # the incomplete-topic grace the tests' controllers use
@@ -606,3 +608,39 @@ def test_a_runner_hands_over_on_shutdown() -> None:
         await two.stop()
 
     harness.run(scenario)
+
+
+def test_the_controller_carries_on_after_etcd_restarts(etcd: EtcdProcess) -> None:
+    keys = ClusterKeys("restart")
+
+    async def scenario() -> None:
+        store = EtcdStore([etcd.endpoint], request_timeout_s=2)
+        # Long sessions: they outlast the outage (etcd keeps leases across a restart).
+        sessions = [await Session.open(store, 30) for _ in range(3)]
+        try:
+            for node_id, session in ((1, sessions[0]), (2, sessions[1])):
+                info = BrokerInfo(node_id, "127.0.0.1", 9000 + node_id)
+                await BrokerRegistration(store, keys, session, info).register()
+            await _create_topic(store, keys, "t", [(1,), (2,)])
+            runner = ControllerRunner(store, keys, 2)
+            task = asyncio.ensure_future(runner.run(sessions[2]))
+            async with asyncio.timeout(10):
+                await _controller_is(store, keys, 2)
+                while runner.controller is None or not runner.controller.stats.resyncs:
+                    await asyncio.sleep(0)
+            controller = runner.controller
+            await asyncio.to_thread(etcd.kill)
+            await asyncio.to_thread(etcd.start)
+            await store.revoke(sessions[0].lease_id)  # broker 1 goes, after the outage
+            states = await _await_states(
+                Harness("etcd", etcd), store, keys, "t", lambda s: s[0].leader == NO_LEADER
+            )
+            assert states[0] == _ps((1,), (1,), NO_LEADER, 1, 1)
+            assert runner.controller is controller  # the same controller, carrying on
+            await _stop(task)
+        finally:
+            for session in sessions[1:]:
+                await session.close()
+            await store.close()
+
+    asyncio.run(scenario())
