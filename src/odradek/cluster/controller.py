@@ -199,6 +199,9 @@ class _Image:
     brokers: dict[int, int] = field(default_factory=dict)  # node id → broker epoch
     topics: dict[str, _Topic] = field(default_factory=dict)
     partitions: dict[str, dict[int, _Partition]] = field(default_factory=dict)
+    # The topics changed since the last plan (by record or partition); None: every topic (a
+    # broker came or went, or everything was read).
+    dirty: set[str] | None = None
 
     def load(self, kvs: Sequence[KeyValue]) -> None:
         controller = next((kv for kv in kvs if kv.key == self.keys.controller), None)
@@ -222,6 +225,7 @@ class _Image:
         if where is None:
             return
         kind, name, number = where
+        self._touch(kind, name)
         if kind == "broker":
             self.brokers[number] = kv.create_revision
         elif kind == "topic":
@@ -239,6 +243,7 @@ class _Image:
         if where is None:
             return
         kind, name, number = where
+        self._touch(kind, name)
         if kind == "broker":
             self.brokers.pop(number, None)
         elif kind == "topic":
@@ -252,6 +257,12 @@ class _Image:
                 del parts[number]
                 if not parts:
                     del self.partitions[name]
+
+    def _touch(self, kind: str, name: str) -> None:
+        if kind == "broker":
+            self.dirty = None
+        elif self.dirty is not None:
+            self.dirty.add(name)
 
     def _locate(self, key: str) -> tuple[str, str, int] | None:
         try:
@@ -497,87 +508,90 @@ class Controller:
             log.info("controller epoch %d: the lost write had happened", self.epoch)
 
     def _plan(self) -> list[_Write]:
-        """Every write that would bring the store to what it should be (pure apart from the
-        incomplete-topic timers)."""
-        image, keys = self._image, self._keys
-        live = image.brokers
-        now = self._clock.monotonic_ms()
-        writes: list[_Write] = []
+        """Every write that would bring the store to what it should be: for every topic when a
+        broker came or went (or after a full read), else for the topics whose record or
+        partitions changed and those waiting out their grace."""
+        image = self._image
+        if image.dirty is None:
+            names = image.topics.keys() | image.partitions.keys()
+        else:
+            names = image.dirty | self._incomplete.keys()
+        image.dirty = set()
         self._deadline_ms = None
+        writes: list[_Write] = []
+        for name in sorted(names):
+            writes.extend(self._plan_topic(name))
+        return writes
+
+    def _plan_topic(self, name: str) -> list[_Write]:
+        image, keys, live = self._image, self._keys, self._image.brokers
+        topic = image.topics.get(name)
+        parts = image.partitions.get(name, {})
+        writes: list[_Write] = []
+        if topic is not None and topic.record is None:
+            return writes  # an undecodable record: do not guess
 
         def registrations(state: PartitionState) -> tuple[Compare, ...]:
             named = sorted({*state.isr, state.leader} & live.keys())
             return tuple(create_revision_is(keys.broker(b), live[b]) for b in named)
 
-        for name, parts in image.partitions.items():
-            topic = image.topics.get(name)
-            if topic is not None and topic.record is None:
-                continue  # undecodable record: do not guess
-            for number, partition in sorted(parts.items()):
-                kv = partition.kv
-                if topic is None or not _belongs(topic, number, partition):
-                    writes.append(_Write(kv.key, kv.mod_revision, None))
-                    continue
-                record = topic.record
-                if partition.state is None or record is None:
-                    continue
-                unclean = record.configs.get(UNCLEAN_LEADER_ELECTION, "false").lower() == "true"
-                new = reassess_partition(partition.state, kv.mod_revision, live, unclean=unclean)
-                if new is not None:
-                    writes.append(
-                        _Write(
-                            kv.key,
-                            kv.mod_revision,
-                            new.encode(),
-                            registrations(new),
-                            kv.create_revision,
-                        )
+        for number, partition in sorted(parts.items()):
+            kv = partition.kv
+            if topic is None or not _belongs(topic, number, partition):
+                writes.append(_Write(kv.key, kv.mod_revision, None))
+                continue
+            if partition.state is None or topic.record is None:
+                continue
+            configs = topic.record.configs
+            unclean = configs.get(UNCLEAN_LEADER_ELECTION, "false").lower() == "true"
+            new = reassess_partition(partition.state, kv.mod_revision, live, unclean=unclean)
+            if new is not None:
+                writes.append(
+                    _Write(
+                        kv.key,
+                        kv.mod_revision,
+                        new.encode(),
+                        registrations(new),
+                        kv.create_revision,
                     )
-
-        incomplete = set()
-        for name, topic in image.topics.items():
-            if topic.record is None:
-                continue
-            parts = image.partitions.get(name, {})
-            missing = [p for p in range(topic.record.partition_count) if p not in parts]
-            if not missing:
-                continue
-            incomplete.add(name)
-            touched = max([topic.kv.mod_revision, *(p.kv.mod_revision for p in parts.values())])
-            seen = self._incomplete.get(name)
-            if seen is None or seen[0] != touched:
-                seen = self._incomplete[name] = (touched, now)
-            due = seen[1] + self._grace_ms
-            if now < due:
-                self._deadline_ms = (
-                    due if self._deadline_ms is None else min(self._deadline_ms, due)
                 )
-                continue
-            factor = max(
-                (
-                    len(part.state.replicas)
-                    for p, part in parts.items()
-                    if part.state and _belongs(topic, p, part)
-                ),
-                default=1,
-            )
-            brokers = sorted(live)
-            if len(brokers) < max(factor, 1):
-                continue  # wait for brokers: a broker's return wakes the controller
-            guard = mod_revision_is(keys.topic(name), topic.kv.mod_revision)
-            for p, replicas in sorted(self._placement(missing, brokers, factor).items()):
-                state = PartitionState(replicas, replicas, replicas[0])
-                guards = (guard, *registrations(state))
-                writes.append(_Write(keys.partition(name, p), 0, state.encode(), guards))
-            log.info(
-                "controller epoch %d: completing topic %s (%d partitions missing)",
-                self.epoch,
-                name,
-                len(missing),
-            )
-        for name in self._incomplete.keys() - incomplete:
-            del self._incomplete[name]
+
+        missing = [] if topic is None else [p for p in range(_count(topic)) if p not in parts]
+        if topic is None or not missing:
+            self._incomplete.pop(name, None)
+            return writes
+        now = self._clock.monotonic_ms()
+        touched = max([topic.kv.mod_revision, *(p.kv.mod_revision for p in parts.values())])
+        seen = self._incomplete.get(name)
+        if seen is None or seen[0] != touched:
+            seen = self._incomplete[name] = (touched, now)
+        due = seen[1] + self._grace_ms
+        if now < due:
+            self._deadline_ms = due if self._deadline_ms is None else min(self._deadline_ms, due)
+            return writes
+        factor = max(
+            (len(q.state.replicas) for p, q in parts.items() if q.state and _belongs(topic, p, q)),
+            default=1,
+        )
+        brokers = sorted(live)
+        if len(brokers) < factor:
+            return writes  # wait for brokers: a broker's arrival wakes the controller
+        guard = mod_revision_is(keys.topic(name), topic.kv.mod_revision)
+        for p, replicas in sorted(self._placement(missing, brokers, factor).items()):
+            state = PartitionState(replicas, replicas, replicas[0])
+            guards = (guard, *registrations(state))
+            writes.append(_Write(keys.partition(name, p), 0, state.encode(), guards))
+        log.info(
+            "controller epoch %d: completing topic %s (%d partitions missing)",
+            self.epoch,
+            name,
+            len(missing),
+        )
         return writes
+
+
+def _count(topic: _Topic) -> int:
+    return topic.record.partition_count if topic.record is not None else 0
 
 
 def _belongs(topic: _Topic, number: int, partition: _Partition) -> bool:
