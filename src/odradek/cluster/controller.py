@@ -573,6 +573,7 @@ class Controller:
             (len(q.state.replicas) for p, q in parts.items() if q.state and _belongs(topic, p, q)),
             default=1,
         )
+        factor = max(factor, 1)  # a replica-less state (written by hand) says nothing
         brokers = sorted(live)
         if len(brokers) < factor:
             return writes  # wait for brokers: a broker's arrival wakes the controller
