@@ -33,9 +33,10 @@ Rules (Kafka's, with etcd's revisions standing in for broker epochs):
   the controller completes a topic only once it has stayed incomplete and unchanged for
   ``incomplete_topic_grace_s`` (a creator that crashed), placing the missing partitions with
   ``placement`` over the live brokers, at the replication factor of the topic's other partitions.
-- **A partition state is orphaned** when its topic has no record, the record was created after
-  the state (a topic deleted and created again under the same name), or its number is not below
-  the record's count. Orphans are deleted.
+- **A partition state is orphaned** when its topic has no record (a deleter stopped half-way)
+  or its number is not below the record's count (left by a deleted namesake with more
+  partitions). Orphans are deleted. Which incarnation of a name a state belongs to is not
+  recorded: a topic created again must clear its namesake's states itself.
 
 Writes go in transactions of at most :data:`MAX_TXN_OPS` operations and as many compares (etcd
 refuses more than ``--max-txn-ops``, 128 by default); a change spread over several transactions
@@ -596,14 +597,9 @@ def _count(topic: _Topic) -> int:
 
 
 def _belongs(topic: _Topic, number: int, partition: _Partition) -> bool:
-    """Whether a partition state is the topic's own: numbered below its count and created no
-    earlier than its record (records are written first, so an older state is a deleted
-    namesake's)."""
-    assert topic.record is not None
-    return (
-        0 <= number < topic.record.partition_count
-        and partition.kv.create_revision >= topic.kv.create_revision
-    )
+    """Whether a partition state is the topic's own: numbered below its count. (Not compared:
+    revisions, which a store that reloads its keys from disk may not keep in order.)"""
+    return 0 <= number < _count(topic)
 
 
 class _StoreClosed(Exception):
