@@ -574,6 +574,14 @@ def test_a_new_controller_repairs_what_changed_while_there_was_none() -> None:
         # Unclean election allowed: the out-of-sync replica leads; not allowed: nobody does.
         assert (await _states(store, keys, "b"))[0] == _ps((2, 1), (1,), 1, 1, 1)
         assert (await _states(store, keys, "c"))[0] == _ps((2, 1), (2,), NO_LEADER, 1, 1)
+        # Enabling unclean election on the topic elects at once (as Kafka does).
+        kv = await store.get(keys.topic("c"))
+        assert kv is not None
+        record = TopicRecord.decode(kv.value)
+        unclean = TopicRecord(record.topic_id, 1, {UNCLEAN_LEADER_ELECTION: "true"})
+        await store.put(keys.topic("c"), unclean.encode())
+        states = await _await_states(harness, store, keys, "c", lambda s: s[0].leader == 1)
+        assert states[0] == _ps((2, 1), (1,), 1, 2, 2)
         await _stop(task)
         await one.stop()
         await three.stop()
