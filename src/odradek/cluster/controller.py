@@ -193,7 +193,8 @@ class _Partition:
 
 @dataclass(slots=True)
 class _Image:
-    """Everything the controller reads, decoded, as of the events applied so far."""
+    """Everything the controller reads, decoded, as of the events applied so far. Owned by the
+    controller's task; rebuilt from a range read whenever the controller reads everything."""
 
     keys: ClusterKeys
     epoch: int  # the controller epoch this image is kept for
@@ -283,7 +284,7 @@ class _Image:
 def _decode(decode: Callable[[bytes], _T], kv: KeyValue) -> _T | None:
     try:
         return decode(kv.value)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         log.error("cannot decode %s (%s); the controller leaves it alone", kv.key, e)
         return None
 
