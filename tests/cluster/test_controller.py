@@ -23,6 +23,7 @@ from odradek.cluster.controller import (
     round_robin_placement,
 )
 from odradek.cluster.etcd import EtcdStore
+from odradek.cluster.inprocess import InProcessStore
 from odradek.cluster.membership import (
     BrokerInfo,
     BrokerRegistration,
@@ -644,3 +645,21 @@ def test_the_controller_carries_on_after_etcd_restarts(etcd: EtcdProcess) -> Non
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_runner_ends_when_the_store_closes() -> None:
+    harness = _inprocess()
+    keys = _keys(harness)
+
+    async def main() -> None:
+        store = InProcessStore(harness.clock)
+        (one,) = await _brokers(harness, store, keys, 1)
+        runner, task = await _start_runner(harness, store, keys, one)
+        async with asyncio.timeout(5):
+            while runner.controller is None or not runner.controller.stats.resyncs:
+                await asyncio.sleep(0)
+            await store.close()  # the broker shutting its store: the controller stops
+            await task
+        assert not runner.is_controller
+
+    asyncio.run(main())

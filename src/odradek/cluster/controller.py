@@ -369,9 +369,11 @@ class Controller:
         self._incomplete: dict[str, tuple[int, int]] = {}
         self._deadline_ms: int | None = None
         self._conflicts_in_row = 0
+        #: Set when :meth:`run` ended because the store closed (not because it was deposed).
+        self.store_closed = False
 
     async def run(self) -> None:
-        """Reconcile until deposed. Raises only CancelledError or a bug."""
+        """Reconcile until deposed or the store closes. Raises only CancelledError or a bug."""
         log.info("controller epoch %d: taking over", self.epoch)
         backoff = _BACKOFF_S
         try:
@@ -395,6 +397,7 @@ class Controller:
             log.info("controller epoch %d: deposed", self.epoch)
         except _StoreClosed:
             log.info("controller epoch %d: the store closed", self.epoch)
+            self.store_closed = True
 
     async def _follow(self) -> None:
         """One full read, then changes from the watch, until a write conflicts (return: read
@@ -659,6 +662,7 @@ class ControllerRunner:
         return self.controller is not None
 
     async def run(self, session: Session) -> None:
+        """Campaign and control until ``session`` is lost or the store closes."""
         election = ControllerElection(self._store, self._keys, session, self.node_id)
         candidacy = asyncio.ensure_future(self._serve(election, session))
         lost = asyncio.ensure_future(session.lost.wait())
@@ -692,6 +696,8 @@ class ControllerRunner:
                     incomplete_topic_grace_s=self._grace_s,
                 )
                 await self.controller.run()
+                if self.controller.store_closed:
+                    return
                 backoff = _BACKOFF_S
             except LeaseNotFound:
                 await session.lost.wait()  # the session will notice too; the runner then ends
