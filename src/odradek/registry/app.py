@@ -200,9 +200,24 @@ def _by_id(registry: SchemaRegistry, request: web.Request) -> SchemaValue:
     return sv
 
 
+async def _read_by_id(request: web.Request) -> tuple[SchemaRegistry, SchemaValue]:
+    """The schema an id names. An id names one schema for ever, so one this instance holds is
+    answered without reading the log to its end (the serializers' hot path); an id it does not
+    hold yet may have been written by another instance a moment ago, so that reads first."""
+    registry = _registry(request)
+    try:
+        return registry, _by_id(registry, request)
+    except RegistryError:
+        await registry.store.read_to_end()
+        return registry, _by_id(registry, request)
+
+
 async def schema_by_id(request: web.Request) -> web.Response:
-    registry = await _read(request)
-    sv = _by_id(registry, request)
+    if _flag(request, "fetchMaxId"):
+        registry = await _read(request)
+        sv = _by_id(registry, request)
+    else:
+        registry, sv = await _read_by_id(request)
     body = _schema_fields(sv)
     fmt = request.query.get("format")
     if fmt:
@@ -226,8 +241,7 @@ def _formatted(registry: SchemaRegistry, sv: SchemaValue, fmt: str) -> str:
 
 
 async def schema_text_by_id(request: web.Request) -> web.Response:
-    registry = await _read(request)
-    sv = _by_id(registry, request)
+    registry, sv = await _read_by_id(request)
     fmt = request.query.get("format")
     text = _formatted(registry, sv, fmt) if fmt else sv.schema
     return web.Response(body=text.encode(), content_type=CONTENT_TYPE)

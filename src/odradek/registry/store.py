@@ -145,7 +145,12 @@ class KafkaStore:
     def _read_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                messages = self._consumer.consume(num_messages=500, timeout=0.1)
+                # A batch call waits its whole timeout unless the batch fills, which would hold
+                # every write for that long: wait for one record, then take what else is there.
+                first = self._consumer.poll(0.1)
+                if first is None:
+                    continue
+                messages = [first, *self._consumer.consume(num_messages=500, timeout=0)]
             except (KafkaException, RuntimeError) as e:
                 _log.warning("reading %s: %s", self.topic, e)
                 continue
