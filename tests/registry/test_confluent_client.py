@@ -18,7 +18,7 @@ from confluent_kafka.schema_registry import (
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
-from registrykit import formats
+from registrykit import formats, read_topic
 
 from odradek.broker.runner import BrokerThread
 from odradek.registry.runner import RegistryThread
@@ -120,7 +120,7 @@ def test_restart_rebuilds_from_the_topic(tmp_path: Path) -> None:
             # Ids stay unique after the restart, even past the hard-deleted one.
             c = client.register_schema("c-value", Schema(json.dumps("long"), "AVRO"))
             assert c > b
-        records = _read_topic(broker.bootstrap)
+        records = read_topic(broker.bootstrap)
     keys = [json.loads(k) for k, _ in records]
     assert keys[0] == {"keytype": "SCHEMA", "subject": "a-value", "version": 1, "magic": 1}
     first_value = json.loads(records[0][1])
@@ -130,16 +130,3 @@ def test_restart_rebuilds_from_the_topic(tmp_path: Path) -> None:
     assert {"keytype": "DELETE_SUBJECT", "subject": "b-value", "magic": 0} in keys
     tombstones = [json.loads(k) for k, v in records if v is None]
     assert {"keytype": "SCHEMA", "subject": "b-value", "version": 1, "magic": 1} in tombstones
-
-
-def _read_topic(bootstrap: str) -> list[tuple[bytes, bytes | None]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader"})
-    _, high = consumer.get_watermark_offsets(TopicPartition("_schemas", 0), 10, False)
-    consumer.assign([TopicPartition("_schemas", 0, 0)])
-    out = []
-    while len(out) < high:
-        msg = consumer.poll(10)
-        assert msg is not None and msg.error() is None
-        out.append((msg.key(), msg.value()))
-    consumer.close()
-    return out

@@ -69,14 +69,30 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _forward(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Writes go to the primary: handled here when this instance is it, forwarded otherwise."""
     elector = request.app[_ELECTOR]
-    if elector is None or request.match_info.handler not in _WRITES:
+    if request.match_info.handler not in _WRITES:
         return await handler(request)
+    if elector is None:
+        # The only instance, as far as it knows. A write fenced by another that claimed the
+        # writer since is tried once more (claiming it back, deciding afresh): two stand-alone
+        # instances on one topic take turns rather than overwrite each other.
+        try:
+            return await handler(request)
+        except errors.FencedError:
+            return await handler(request)
     deadline = time.monotonic() + elector.timeout
     unreachable: str | None = None
     while True:
         url = await elector.primary_url()
         if url == elector.url and elector.is_primary:
-            return await handler(request)
+            try:
+                return await handler(request)
+            except errors.FencedError:
+                # Deposed while the write was in flight: the new primary has claimed the
+                # writer and nothing of this write is in the log; ask the group again.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
         if url is not None and url != elector.url and FORWARDED_HEADER not in request.headers:
             try:
                 return await _forward_to(request, url)

@@ -302,8 +302,7 @@ class SchemaRegistry:
         return found
 
     async def register(self, subject: str, req: SchemaRequest, *, normalize: bool | None) -> int:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             mode = self._check_writable(subject)
             req, parsed = self._prepare(subject, req, normalize)
             if mode == "IMPORT":
@@ -418,8 +417,7 @@ class SchemaRegistry:
     # -- deletes -------------------------------------------------------------------------------
 
     async def delete_version(self, subject: str, version: str, *, permanent: bool) -> int:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             self._check_writable(subject)
             number = parse_version(version)
             if subject not in self.state.subjects:
@@ -455,8 +453,7 @@ class SchemaRegistry:
             return int(sv.version)
 
     async def delete_subject(self, subject: str, *, permanent: bool) -> list[int]:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             self._check_writable(subject)
             all_versions = self.state.versions(subject, deleted=True)
             if not all_versions:
@@ -510,8 +507,7 @@ class SchemaRegistry:
         normalize = body.get("normalize")
         if normalize is not None and not isinstance(normalize, bool):
             raise errors.bad_request(f"normalize must be true or false, not {normalize!r}")
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             self._check_writable(subject)
             await self.store.append([(ConfigKey(subject), ConfigValue(level, normalize))])
         answer: dict[str, Any] = {"compatibility": level}
@@ -520,8 +516,7 @@ class SchemaRegistry:
         return answer
 
     async def delete_config(self, subject: str | None) -> dict[str, Any]:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             self._check_writable(subject)
             previous = self.compatibility_level(subject)
             if subject is not None and subject not in self.state.configs:
@@ -541,8 +536,7 @@ class SchemaRegistry:
         mode = raw.upper() if isinstance(raw, str) else None
         if mode not in MODES:
             raise errors.invalid_mode(raw)
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             if mode == "IMPORT" and not force:
                 # Imported ids could collide with ids already handed out.
                 if subject is None and any(True for _ in self.state.subject_names(deleted=True)):
@@ -557,8 +551,7 @@ class SchemaRegistry:
         return {"mode": mode}
 
     async def delete_mode(self, subject: str | None) -> dict[str, str]:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             previous = self.mode(subject)
             if subject is not None and subject not in self.state.modes:
                 if subject not in self.state.subjects:
