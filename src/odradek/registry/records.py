@@ -7,6 +7,7 @@ Keys (one JSON object, field order as Confluent writes them)::
     {"keytype": "MODE", "subject": S or null, "magic": 0}
     {"keytype": "DELETE_SUBJECT", "subject": S, "magic": 0}
     {"keytype": "NOOP", "magic": 0}
+    {"keytype": "NOOP", "magic": 0, "odradek": "id-counter"}      odradek's own, see below
 
 Values: a SCHEMA value is ``{"subject", "version", "id", "schemaType" (absent for AVRO),
 "schema", "references": [{"name", "subject", "version"}], "deleted", "metadata", "ruleSet"}``
@@ -16,6 +17,15 @@ a DELETE_SUBJECT value ``{"subject": S, "version": V}``: every version up to V i
 A null value (tombstone) is a hard delete of a SCHEMA key, or removes a subject's CONFIG or
 MODE. Keys of a type this module does not know decode to ``None`` and are skipped, as Confluent
 skips them, so a topic written by a newer registry still loads.
+
+The id counter: ``{"maxId": N}`` under the NOOP key marked ``"odradek": "id-counter"``, written
+in the same transaction as a SCHEMA record that takes a new id. Ids are allocated above the
+highest id any SCHEMA record carries, but a hard-deleted schema's records go once compaction
+drops its tombstone; the counter, never deleted, keeps its id from being handed out again.
+Confluent's key types have no such record (its ids come from the SCHEMA values alone), so it is
+a NOOP key: Confluent's reader skips every NOOP key without looking at the value (and one it
+cannot map logs an error and is skipped), Karapace skips NOOP keys too, and the extra field
+makes it a key of its own, never replaced by the NOOPs Confluent writes.
 
 Pure values and functions; no I/O.
 """
@@ -31,6 +41,8 @@ __all__ = [
     "ConfigValue",
     "DeleteSubjectKey",
     "DeleteSubjectValue",
+    "IdCounterKey",
+    "IdCounterValue",
     "Key",
     "ModeKey",
     "ModeValue",
@@ -86,7 +98,12 @@ class NoopKey:
     pass
 
 
-Key = SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey
+@dataclass(frozen=True, slots=True)
+class IdCounterKey:
+    pass
+
+
+Key = SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey | IdCounterKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +138,14 @@ class DeleteSubjectValue:
     version: int
 
 
-Value = SchemaValue | ConfigValue | ModeValue | DeleteSubjectValue
+@dataclass(frozen=True, slots=True)
+class IdCounterValue:
+    """The highest schema id ever handed out."""
+
+    max_id: int
+
+
+Value = SchemaValue | ConfigValue | ModeValue | DeleteSubjectValue | IdCounterValue
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -140,6 +164,8 @@ def encode_key(key: Key) -> bytes:
             return _dumps({"keytype": "DELETE_SUBJECT", "subject": subject, "magic": 0})
         case NoopKey():
             return _dumps({"keytype": "NOOP", "magic": 0})
+        case IdCounterKey():
+            return _dumps({"keytype": "NOOP", "magic": 0, "odradek": "id-counter"})
     raise TypeError(f"not a key: {key!r}")
 
 
@@ -172,6 +198,8 @@ def encode_value(value: Value | None) -> bytes | None:
             return _dumps({"mode": mode})
         case DeleteSubjectValue(subject, version):
             return _dumps({"subject": subject, "version": version})
+        case IdCounterValue(max_id):
+            return _dumps({"maxId": max_id})
     raise TypeError(f"not a value: {value!r}")
 
 
@@ -196,7 +224,7 @@ def decode_key(data: bytes | None) -> Key | None:
             case "DELETE_SUBJECT":
                 return DeleteSubjectKey(obj["subject"])
             case "NOOP":
-                return NoopKey()
+                return IdCounterKey() if obj.get("odradek") == "id-counter" else NoopKey()
             case _:
                 return None
     except (ValueError, KeyError, TypeError) as e:
@@ -231,6 +259,8 @@ def decode_value(key: Key, data: bytes | None) -> Value | None:
                 return ModeValue(obj["mode"])
             case DeleteSubjectKey():
                 return DeleteSubjectValue(obj["subject"], int(obj["version"]))
+            case IdCounterKey():
+                return IdCounterValue(int(obj["maxId"]))
     except (ValueError, KeyError, TypeError) as e:
         raise RecordFormatError(f"bad value for {key}: {data[:200]!r}: {e}") from None
     return None

@@ -30,6 +30,8 @@ from odradek.registry.records import (
     ConfigValue,
     DeleteSubjectKey,
     DeleteSubjectValue,
+    IdCounterKey,
+    IdCounterValue,
     Key,
     ModeKey,
     ModeValue,
@@ -330,8 +332,16 @@ class SchemaRegistry:
                 subject, version, schema_id, req.schema_type, req.schema, req.references,
                 False, req.metadata, req.rule_set,
             )
-            await self.store.append([(SchemaKey(subject, version), value)])
+            await self.store.append(self._with_counter(SchemaKey(subject, version), value))
             return schema_id
+
+    def _with_counter(self, key: SchemaKey, value: SchemaValue) -> list[tuple[Key, Value | None]]:
+        """The SCHEMA record, and the id counter when the record takes an id above every one
+        handed out so far (in one transaction: the counter is never behind the records)."""
+        records: list[tuple[Key, Value | None]] = [(key, value)]
+        if value.id > self.state.max_id:
+            records.append((IdCounterKey(), IdCounterValue(value.id)))
+        return records
 
     def _id_for(self, req: SchemaRequest, parsed: ParsedSchema) -> int:
         """The id of the same schema under any subject, else a new one (never reused)."""
@@ -385,7 +395,7 @@ class SchemaRegistry:
             subject, version, req.id, req.schema_type, req.schema, req.references, False,
             req.metadata, req.rule_set,
         )
-        await self.store.append([(SchemaKey(subject, version), value)])
+        await self.store.append(self._with_counter(SchemaKey(subject, version), value))
         return req.id
 
     # -- compatibility -------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from odradek.registry.records import (
     ConfigValue,
     DeleteSubjectKey,
     DeleteSubjectValue,
+    IdCounterKey,
+    IdCounterValue,
     Key,
     ModeKey,
     ModeValue,
@@ -36,7 +38,8 @@ class RegistryState:
         self.subjects: dict[str, dict[int, SchemaValue]] = {}
         #: Every (subject, version) currently holding each id.
         self.id_users: dict[int, set[tuple[str, int]]] = {}
-        #: The highest id any record has carried; ids are allocated above it.
+        #: The highest id any record has carried, the id counter's included (it outlives the
+        #: records of hard-deleted schemas); ids are allocated above it.
         self.max_id = 0
         self.configs: dict[str | None, ConfigValue] = {}
         self.modes: dict[str | None, str] = {}
@@ -63,6 +66,9 @@ class RegistryState:
                     for v, sv in list(versions.items()):
                         if v <= value.version and not sv.deleted:
                             versions[v] = _with_deleted(sv)
+            case IdCounterKey():
+                if isinstance(value, IdCounterValue):
+                    self.max_id = max(self.max_id, value.max_id)
             case NoopKey():
                 pass
 
