@@ -20,6 +20,16 @@ def formats(schema_type: str) -> SchemaFormat:
     return get_format(schema_type)
 
 
+def registered(answer: tuple[int, Any]) -> tuple[int, Any]:
+    """A register answer as (status, id): the body's guid is checked to be a UUID and left
+    out; an error answer is returned as it is."""
+    status, body = answer
+    if status != 200:
+        return answer
+    assert set(body) == {"id", "guid"} and len(body["guid"]) == 36, body
+    return status, body["id"]
+
+
 class Http:
     """A real HTTP client (aiohttp) against one registry; each call is one request."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from registrykit import Http, read_topic
+from registrykit import Http, read_topic, registered
 
 from odradek.broker.runner import BrokerThread, local_config
 from odradek.registry.formats import ParsedSchema, SchemaFormat, get_format
@@ -58,8 +58,8 @@ def test_deposed_writer_is_fenced(tmp_path: Path) -> None:
     with BrokerThread(config) as broker, \
             RegistryThread(broker.bootstrap, formats=formats, timeout=15.0) as a:
         http_a = Http(a.url)
-        assert http_a("POST", "/subjects/one-value/versions",
-                      {"schema": _record("One")}) == (200, {"id": 1})
+        assert registered(http_a("POST", "/subjects/one-value/versions",
+                                 {"schema": _record("One")})) == (200, 1)
         with ThreadPoolExecutor(1) as pool:
             # A reads the log (id 1 is the highest) and decides while held...
             pending = pool.submit(http_a, "POST", "/subjects/held-value/versions",
@@ -68,19 +68,19 @@ def test_deposed_writer_is_fenced(tmp_path: Path) -> None:
             # ...while B claims the writer, which fences A, and takes id 2.
             with RegistryThread(broker.bootstrap, timeout=15.0) as b:
                 http_b = Http(b.url)
-                assert http_b("POST", "/subjects/two-value/versions",
-                              {"schema": _record("Two")}) == (200, {"id": 2})
+                assert registered(http_b("POST", "/subjects/two-value/versions",
+                                         {"schema": _record("Two")})) == (200, 2)
                 held.release.set()
                 # A's write of id 2 is refused; A claims again, reads B's write and decides
                 # afresh.
                 status, body = pending.result(60)
-                assert (status, body) == (200, {"id": 3})
+                assert registered((status, body)) == (200, 3)
                 for http in (http_a, http_b):
                     assert http("GET", "/schemas/ids/2")[1]["schema"] == _record("Two")
                     assert http("GET", "/schemas/ids/3")[1]["schema"] == _record(HOLD)
                 # B, fenced in turn, claims back on its next write.
-                assert http_b("POST", "/subjects/four-value/versions",
-                              {"schema": _record("Four")}) == (200, {"id": 4})
+                assert registered(http_b("POST", "/subjects/four-value/versions",
+                                         {"schema": _record("Four")})) == (200, 4)
         # The log gives every id to one schema only: A's stale decision never landed.
         schemas_by_id: dict[int, set[str]] = {}
         for key, value in read_topic(broker.bootstrap):

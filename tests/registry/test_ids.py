@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from registrykit import Http, formats, read_topic
+from registrykit import Http, formats, read_topic, registered
 
 from odradek.broker.runner import BrokerThread, local_config
 from odradek.registry.runner import RegistryThread
@@ -35,10 +35,10 @@ def test_hard_deleted_id_not_reused_after_compaction(tmp_path: Path) -> None:
         admin.create_topics([NewTopic("_schemas", 1, 1, config=COMPACT)])["_schemas"].result(10)
         with RegistryThread(broker.bootstrap, formats=formats, timeout=15.0) as reg:
             http = Http(reg.url)
-            assert http("POST", "/subjects/keep-value/versions",
-                        {"schema": _record("Keep")}) == (200, {"id": 1})
-            assert http("POST", "/subjects/gone-value/versions",
-                        {"schema": _record("Gone")}) == (200, {"id": 2})
+            assert registered(http("POST", "/subjects/keep-value/versions",
+                                   {"schema": _record("Keep")})) == (200, 1)
+            assert registered(http("POST", "/subjects/gone-value/versions",
+                                   {"schema": _record("Gone")})) == (200, 2)
             assert http("DELETE", "/subjects/gone-value") == (200, [1])
             assert http("DELETE", "/subjects/gone-value?permanent=true") == (200, [1])
         # Enough other records after the tombstone to roll segments past it, so the cleaner
@@ -65,8 +65,8 @@ def test_hard_deleted_id_not_reused_after_compaction(tmp_path: Path) -> None:
         with RegistryThread(broker.bootstrap, formats=formats, timeout=15.0) as reg:
             http = Http(reg.url)
             assert http("GET", "/schemas/ids/2")[1]["error_code"] == 40403
-            assert http("POST", "/subjects/new-value/versions",
-                        {"schema": _record("New")}) == (200, {"id": 3})
+            assert registered(http("POST", "/subjects/new-value/versions",
+                                   {"schema": _record("New")})) == (200, 3)
         counters = [json.loads(v) for k, v in read_topic(broker.bootstrap)
                     if v is not None and json.loads(k).get("odradek") == "id-counter"]
         assert counters[-1] == {"maxId": 3}

@@ -21,7 +21,7 @@ from aiohttp import web
 from odradek.registry import errors
 from odradek.registry.election import PrimaryElector
 from odradek.registry.errors import RegistryError
-from odradek.registry.records import SchemaValue
+from odradek.registry.records import SchemaValue, schema_guid
 from odradek.registry.service import SchemaRegistry, SchemaRequest, parse_version
 
 __all__ = ["CONTENT_TYPE", "DEFAULT_MAX_BODY_BYTES", "FORWARDED_HEADER", "make_app"]
@@ -171,7 +171,8 @@ def _schema_fields(sv: SchemaValue) -> dict[str, Any]:
 
 
 def _version_body(sv: SchemaValue) -> dict[str, Any]:
-    return {"subject": sv.subject, "version": sv.version, "id": sv.id, **_schema_fields(sv)}
+    return {"subject": sv.subject, "version": sv.version, "id": sv.id, "guid": schema_guid(sv),
+            **_schema_fields(sv)}
 
 
 def _schema_id(request: web.Request) -> int:
@@ -234,7 +235,7 @@ async def schema_by_id(request: web.Request) -> web.Response:
         sv = _by_id(registry, request)
     else:
         registry, sv = await _read_by_id(request)
-    body = _schema_fields(sv)
+    body = {"guid": schema_guid(sv), **_schema_fields(sv)}
     fmt = request.query.get("format")
     if fmt:
         body["schema"] = _formatted(registry, sv, fmt)
@@ -254,6 +255,23 @@ def _formatted(registry: SchemaRegistry, sv: SchemaValue, fmt: str) -> str:
     parsed = registry.parse(sv.schema_type, sv.schema, sv.references)
     render = getattr(parsed, fmt, None)
     return str(render()) if callable(render) else sv.schema
+
+
+async def schema_by_guid(request: web.Request) -> web.Response:
+    """``/schemas/guids/{guid}``: the schema with that fingerprint, as by id plus its id."""
+    registry = _registry(request)
+    guid = request.match_info["guid"].lower()
+    sv = registry.state.by_guid(guid)
+    if sv is None:  # perhaps written by another instance a moment ago
+        await registry.store.read_to_end()
+        sv = registry.state.by_guid(guid)
+    if sv is None:
+        raise errors.schema_not_found()
+    body = {"id": sv.id, "guid": guid, **_schema_fields(sv)}
+    fmt = request.query.get("format")
+    if fmt:
+        body["schema"] = _formatted(registry, sv, fmt)
+    return _json(body)
 
 
 async def schema_text_by_id(request: web.Request) -> web.Response:
@@ -351,10 +369,10 @@ async def latest_with_metadata(request: web.Request) -> web.Response:
 async def register(request: web.Request) -> web.Response:
     registry = _registry(request)
     req = SchemaRequest.from_json(await _body(request))
-    schema_id = await registry.register(
+    sv = await registry.register(
         request.match_info["subject"], req, normalize=_optional_flag(request, "normalize")
     )
-    return _json({"id": schema_id})
+    return _json({"id": sv.id, "guid": schema_guid(sv)})
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -492,6 +510,7 @@ def make_app(
     r.add_get("/schemas/ids/{id}/schema", schema_text_by_id)
     r.add_get("/schemas/ids/{id}/subjects", subjects_by_id)
     r.add_get("/schemas/ids/{id}/versions", versions_by_id)
+    r.add_get("/schemas/guids/{guid}", schema_by_guid)
     r.add_get("/subjects", list_subjects)
     r.add_post("/subjects/{subject}", lookup)
     r.add_delete("/subjects/{subject}", delete_subject)

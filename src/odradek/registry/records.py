@@ -32,7 +32,10 @@ Pure values and functions; no I/O.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +59,7 @@ __all__ = [
     "decode_value",
     "encode_key",
     "encode_value",
+    "schema_guid",
 ]
 
 
@@ -119,6 +123,8 @@ class SchemaValue:
     deleted: bool = False
     metadata: Any = field(default=None, compare=False)
     rule_set: Any = field(default=None, compare=False)
+    #: Confluent 8 writes the schema's fingerprint (base64 MD5), which its guid is made from.
+    md5: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +194,8 @@ def encode_value(value: Value | None) -> bytes | None:
                 obj["metadata"] = value.metadata
             if value.rule_set is not None:
                 obj["ruleSet"] = value.rule_set
+            if value.md5 is not None:
+                obj["md5"] = value.md5
             return _dumps(obj)
         case ConfigValue(level, normalize):
             obj = {"compatibilityLevel": level}
@@ -252,6 +260,7 @@ def decode_value(key: Key, data: bytes | None) -> Value | None:
                     deleted=bool(obj.get("deleted", False)),
                     metadata=obj.get("metadata"),
                     rule_set=obj.get("ruleSet"),
+                    md5=obj.get("md5") if isinstance(obj.get("md5"), str) else None,
                 )
             case ConfigKey():
                 return ConfigValue(obj.get("compatibilityLevel"), obj.get("normalize"))
@@ -264,3 +273,55 @@ def decode_value(key: Key, data: bytes | None) -> Value | None:
     except (ValueError, KeyError, TypeError) as e:
         raise RecordFormatError(f"bad value for {key}: {data[:200]!r}: {e}") from None
     return None
+
+
+def schema_guid(sv: SchemaValue) -> str:
+    """The schema's guid as Confluent computes it: the UUID whose 16 bytes are the MD5 of the
+    schema text (UTF-8), each reference's name, subject and version (4 bytes, big-endian), then,
+    each after a 1 byte when present, the metadata's tags, properties and sensitive names and the
+    rule set's rules and ``enableAt``, maps and sets in sorted order. The stored ``md5`` wins."""
+    if sv.md5 is not None:
+        try:
+            digest = base64.b64decode(sv.md5, validate=True)
+            if len(digest) == 16:
+                return str(uuid.UUID(bytes=digest))
+        except ValueError:
+            pass
+    md = hashlib.md5(sv.schema.encode(), usedforsecurity=False)
+
+    def text(value: Any) -> None:
+        if value is not None:
+            md.update(str(value).encode())
+
+    for ref in sv.references:
+        text(ref.name)
+        text(ref.subject)
+        md.update(ref.version.to_bytes(4, "big", signed=True))
+    if isinstance(sv.metadata, dict):
+        md.update(b"\x01")
+        for key, values in sorted((sv.metadata.get("tags") or {}).items()):
+            text(key)
+            for v in sorted(values or ()):
+                text(v)
+        for key, value in sorted((sv.metadata.get("properties") or {}).items()):
+            text(key)
+            text(value)
+        for name in sorted(sv.metadata.get("sensitive") or ()):
+            text(name)
+    if isinstance(sv.rule_set, dict):
+        md.update(b"\x01")
+        for kind in ("migrationRules", "domainRules", "encodingRules"):
+            for rule in sv.rule_set.get(kind) or ():
+                for name in ("name", "doc", "kind", "mode", "type"):
+                    text(rule.get(name))
+                for tag in sorted(rule.get("tags") or ()):
+                    text(tag)
+                for key, value in sorted((rule.get("params") or {}).items()):
+                    text(key)
+                    text(value)
+                for name in ("expr", "onSuccess", "onFailure"):
+                    text(rule.get(name))
+                if rule.get("disabled"):
+                    md.update(b"\x01")
+        text(sv.rule_set.get("enableAt"))
+    return str(uuid.UUID(bytes=md.digest()))

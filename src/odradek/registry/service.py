@@ -303,7 +303,10 @@ class SchemaRegistry:
             raise errors.schema_not_found()
         return found
 
-    async def register(self, subject: str, req: SchemaRequest, *, normalize: bool | None) -> int:
+    async def register(
+        self, subject: str, req: SchemaRequest, *, normalize: bool | None
+    ) -> SchemaValue:
+        """The version holding ``req`` under ``subject``: an existing one, or a new one."""
         async with self.store.writing():
             mode = self._check_writable(subject)
             req, parsed = self._prepare(subject, req, normalize)
@@ -315,7 +318,7 @@ class SchemaRegistry:
                 )
             existing = self._find_in_subject(subject, req, parsed)
             if existing is not None:
-                return existing.id
+                return existing
             live = self.state.versions(subject)
             level = self.compatibility_level(subject)
             fmt = self._format(req.schema_type)
@@ -333,7 +336,7 @@ class SchemaRegistry:
                 False, req.metadata, req.rule_set,
             )
             await self.store.append(self._with_counter(SchemaKey(subject, version), value))
-            return schema_id
+            return value
 
     def _with_counter(self, key: SchemaKey, value: SchemaValue) -> list[tuple[Key, Value | None]]:
         """The SCHEMA record, and the id counter when the record takes an id above every one
@@ -370,7 +373,7 @@ class SchemaRegistry:
 
     async def _register_import(
         self, subject: str, req: SchemaRequest, parsed: ParsedSchema
-    ) -> int:
+    ) -> SchemaValue:
         if req.id is None:
             raise errors.operation_not_permitted(
                 f"Subject {subject} is in import mode: the request must give an id"
@@ -387,7 +390,7 @@ class SchemaRegistry:
         if version in versions:
             current = versions[version]
             if current.id == req.id:
-                return req.id
+                return current
             raise errors.RegistryError(
                 422, 42207, f"Overwrite of version {version} of subject {subject} is not permitted."
             )
@@ -396,7 +399,7 @@ class SchemaRegistry:
             req.metadata, req.rule_set,
         )
         await self.store.append(self._with_counter(SchemaKey(subject, version), value))
-        return req.id
+        return value
 
     # -- compatibility -------------------------------------------------------------------------
 
@@ -457,7 +460,7 @@ class SchemaRegistry:
                     raise errors.version_soft_deleted(subject, sv.version)
                 value = SchemaValue(
                     sv.subject, sv.version, sv.id, sv.schema_type, sv.schema, sv.references,
-                    True, sv.metadata, sv.rule_set,
+                    True, sv.metadata, sv.rule_set, sv.md5,
                 )
                 await self.store.append([(key, value)])
             return int(sv.version)

@@ -26,6 +26,7 @@ from odradek.registry.records import (
     SchemaKey,
     SchemaValue,
     Value,
+    schema_guid,
 )
 
 __all__ = ["RegistryState"]
@@ -41,6 +42,8 @@ class RegistryState:
         #: The highest id any record has carried, the id counter's included (it outlives the
         #: records of hard-deleted schemas); ids are allocated above it.
         self.max_id = 0
+        #: The id holding each schema guid (Confluent's fingerprint of a schema).
+        self.ids_by_guid: dict[str, int] = {}
         self.configs: dict[str | None, ConfigValue] = {}
         self.modes: dict[str | None, str] = {}
 
@@ -85,6 +88,9 @@ class RegistryState:
             versions[version] = value
             self.id_users.setdefault(value.id, set()).add((subject, version))
             self.max_id = max(self.max_id, value.id)
+            guid = schema_guid(value)
+            if self.ids_by_guid.get(guid) not in self.id_users:
+                self.ids_by_guid[guid] = value.id
         elif not versions:
             del self.subjects[subject]
 
@@ -109,6 +115,10 @@ class RegistryState:
         live = [sv for sv in found if not sv.deleted]
         return (live or found)[0]
 
+    def by_guid(self, guid: str) -> SchemaValue | None:
+        schema_id = self.ids_by_guid.get(guid)
+        return None if schema_id is None else self.by_id(schema_id)
+
     def users_of(self, schema_id: int, *, deleted: bool = False) -> list[SchemaValue]:
         users = self.id_users.get(schema_id, set())
         found = [self.subjects[s][v] for s, v in sorted(users)]
@@ -129,5 +139,5 @@ class RegistryState:
 def _with_deleted(sv: SchemaValue) -> SchemaValue:
     return SchemaValue(
         sv.subject, sv.version, sv.id, sv.schema_type, sv.schema, sv.references, True,
-        sv.metadata, sv.rule_set,
+        sv.metadata, sv.rule_set, sv.md5,
     )
