@@ -1,11 +1,13 @@
 """A deposed writer's in-flight write never lands: two instances on one ``_schemas`` topic, the
-first held between deciding and writing while the second claims the writer and writes."""
+first held between deciding and writing while the second claims the writer and writes; alone,
+and as primary and secondary of one group."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,31 @@ def _record(name: str) -> str:
                        "fields": [{"name": "f", "type": "string"}]})
 
 
-def test_deposed_writer_is_fenced(tmp_path: Path) -> None:
-    held = _HeldAvro()
-
+def _held_formats(held: _HeldAvro) -> Callable[[str], SchemaFormat]:
     def formats(schema_type: str) -> SchemaFormat:
         return held if schema_type == "AVRO" else get_format(schema_type)
+    return formats
+
+
+def _ids_in_log(bootstrap: str) -> dict[int, set[str]]:
+    schemas_by_id: dict[int, set[str]] = {}
+    for key, value in read_topic(bootstrap):
+        if json.loads(key)["keytype"] == "SCHEMA" and value is not None:
+            v: dict[str, Any] = json.loads(value)
+            schemas_by_id.setdefault(v["id"], set()).add(v["schema"])
+    return schemas_by_id
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_deposed_writer_is_fenced(tmp_path: Path) -> None:
+    held = _HeldAvro()
+    formats = _held_formats(held)
 
     config = local_config(tmp_path / "data", group_initial_rebalance_delay_ms="0")
     with BrokerThread(config) as broker, \
@@ -82,10 +104,36 @@ def test_deposed_writer_is_fenced(tmp_path: Path) -> None:
                 assert registered(http_b("POST", "/subjects/four-value/versions",
                                          {"schema": _record("Four")})) == (200, 4)
         # The log gives every id to one schema only: A's stale decision never landed.
-        schemas_by_id: dict[int, set[str]] = {}
-        for key, value in read_topic(broker.bootstrap):
-            if json.loads(key)["keytype"] == "SCHEMA" and value is not None:
-                v: dict[str, Any] = json.loads(value)
-                schemas_by_id.setdefault(v["id"], set()).add(v["schema"])
-        assert schemas_by_id == {1: {_record("One")}, 2: {_record("Two")},
-                                 3: {_record(HOLD)}, 4: {_record("Four")}}
+        assert _ids_in_log(broker.bootstrap) == {1: {_record("One")}, 2: {_record("Two")},
+                                                 3: {_record(HOLD)}, 4: {_record("Four")}}
+
+
+def test_deposed_primary_write_goes_to_the_new_primary(tmp_path: Path) -> None:
+    """A primary loses the election while deciding a write; the new primary takes a write
+    (claiming the writer); the old one's write is refused and sent on to the new primary."""
+    held = _HeldAvro()
+    config = local_config(tmp_path / "data", group_initial_rebalance_delay_ms="0")
+    options: dict[str, Any] = {"group_id": "sr-fence", "session_timeout_ms": 6000,
+                               "timeout": 20.0}
+    with BrokerThread(config) as broker, \
+            RegistryThread(broker.bootstrap, formats=_held_formats(held), **options) as a:
+        assert a.server.elector is not None
+        _wait_for(lambda: a.server.elector is not None and a.server.elector.is_primary)
+        with RegistryThread(broker.bootstrap, **options) as b:
+            http_a, http_b = Http(a.url), Http(b.url)
+            assert registered(http_b("POST", "/subjects/one-value/versions",
+                                     {"schema": _record("One")})) == (200, 1)  # forwarded to A
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(http_a, "POST", "/subjects/held-value/versions",
+                                      {"schema": _record(HOLD)})
+                assert held.entered.wait(30)
+                a.server.elector.resign()  # A is deposed while it decides
+                _wait_for(lambda: b.server.elector is not None and b.server.elector.is_primary)
+                assert registered(http_b("POST", "/subjects/two-value/versions",
+                                         {"schema": _record("Two")})) == (200, 2)
+                held.release.set()
+                assert registered(pending.result(60)) == (200, 3)
+            for http in (http_a, http_b):
+                assert http("GET", "/schemas/ids/3")[1]["schema"] == _record(HOLD)
+        assert _ids_in_log(broker.bootstrap) == {1: {_record("One")}, 2: {_record("Two")},
+                                                 3: {_record(HOLD)}}
