@@ -111,7 +111,21 @@ def test_subjects_prefix_and_types(http: Http) -> None:
     assert http("GET", "/subjects?subjectPrefix=pfx-") == (200, ["pfx-a", "pfx-b"])
     status, types = http("GET", "/schemas/types")
     assert status == 200 and "AVRO" in types
-    assert http("GET", "/contexts") == (200, ["."])
+    status, contexts = http("GET", "/contexts")
+    assert status == 200 and contexts[0] == "."
+
+
+def test_contexts(http: Http) -> None:
+    """Subjects in Confluent's qualified syntax name their context; ``/contexts`` lists them."""
+    for subject in (":.team-b:orders-value", ":.team-a:orders-value", ":.team-a:users-value"):
+        assert http("POST", f"/subjects/{subject}/versions", {"schema": V1})[0] == 200
+    status, contexts = http("GET", "/contexts")
+    assert status == 200 and contexts[:1] == ["."] and {".team-a", ".team-b"} <= set(contexts)
+    assert contexts == sorted(contexts)
+    assert http("GET", "/contexts?offset=0&limit=1") == (200, ["."])
+    assert http("GET", "/subjects?subjectPrefix=:.team-a:") == (
+        200, [":.team-a:orders-value", ":.team-a:users-value"])
+    assert http("GET", "/subjects/:.team-b:orders-value/versions") == (200, [1])
 
 
 def test_config(http: Http) -> None:

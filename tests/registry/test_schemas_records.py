@@ -22,7 +22,7 @@ from odradek.registry.records import (
     encode_key,
     encode_value,
 )
-from odradek.registry.state import RegistryState
+from odradek.registry.state import RegistryState, context_of
 
 
 def test_keys_and_values_as_confluent_writes_them() -> None:
@@ -81,3 +81,10 @@ def test_replay() -> None:
     state.apply(ConfigKey("t"), ConfigValue("NONE"))
     state.apply(ConfigKey("t"), None)
     assert state.configs == {}
+
+
+def test_context_of() -> None:
+    assert context_of(":.team:orders-value") == ".team"
+    assert context_of("orders-value") == "."
+    assert context_of(":.:orders-value") == "."
+    assert context_of(":.no-end") == "."

@@ -193,7 +193,10 @@ async def schema_types(request: web.Request) -> web.Response:
 
 
 async def contexts(request: web.Request) -> web.Response:
-    return _json(["."])
+    """Confluent's contexts: ``.`` and those that subjects name (``:.ctx:subject``). Ids stay
+    global across contexts here (Confluent numbers each context apart)."""
+    registry = await _read(request)
+    return _json(_page(request, registry.state.contexts()))
 
 
 # -- /schemas ---------------------------------------------------------------------------------

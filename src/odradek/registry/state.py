@@ -29,7 +29,17 @@ from odradek.registry.records import (
     schema_guid,
 )
 
-__all__ = ["RegistryState"]
+__all__ = ["RegistryState", "context_of"]
+
+
+def context_of(subject: str) -> str:
+    """The context of a subject in Confluent's qualified syntax, ``:.ctx:name`` (``.`` for a
+    subject without one)."""
+    if subject.startswith(":."):
+        end = subject.find(":", 2)
+        if end > 0:
+            return subject[1:end]
+    return "."
 
 
 class RegistryState:
@@ -105,6 +115,11 @@ class RegistryState:
         for subject, versions in sorted(self.subjects.items()):
             if deleted or any(not sv.deleted for sv in versions.values()):
                 yield subject
+
+    def contexts(self) -> list[str]:
+        """The default context ``.`` and every context a subject names (``:.ctx:subject``)."""
+        found = {context_of(subject) for subject in self.subjects}
+        return sorted(found | {"."})
 
     def by_id(self, schema_id: int) -> SchemaValue | None:
         """One version holding the id (they all carry the same schema), live ones first."""
