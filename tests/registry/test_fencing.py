@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from registrykit import Http, read_topic, registered
 
 from odradek.broker.runner import BrokerThread, local_config
@@ -114,26 +115,38 @@ def test_deposed_primary_write_goes_to_the_new_primary(tmp_path: Path) -> None:
     held = _HeldAvro()
     config = local_config(tmp_path / "data", group_initial_rebalance_delay_ms="0")
     options: dict[str, Any] = {"group_id": "sr-fence", "session_timeout_ms": 6000,
-                               "timeout": 20.0}
+                               "timeout": 20.0, "formats": _held_formats(held)}
     with BrokerThread(config) as broker, \
-            RegistryThread(broker.bootstrap, formats=_held_formats(held), **options) as a:
-        assert a.server.elector is not None
-        _wait_for(lambda: a.server.elector is not None and a.server.elector.is_primary)
-        with RegistryThread(broker.bootstrap, **options) as b:
-            http_a, http_b = Http(a.url), Http(b.url)
-            assert registered(http_b("POST", "/subjects/one-value/versions",
-                                     {"schema": _record("One")})) == (200, 1)  # forwarded to A
-            with ThreadPoolExecutor(1) as pool:
-                pending = pool.submit(http_a, "POST", "/subjects/held-value/versions",
-                                      {"schema": _record(HOLD)})
-                assert held.entered.wait(30)
-                a.server.elector.resign()  # A is deposed while it decides
-                _wait_for(lambda: b.server.elector is not None and b.server.elector.is_primary)
-                assert registered(http_b("POST", "/subjects/two-value/versions",
-                                         {"schema": _record("Two")})) == (200, 2)
-                held.release.set()
-                assert registered(pending.result(60)) == (200, 3)
-            for http in (http_a, http_b):
-                assert http("GET", "/schemas/ids/3")[1]["schema"] == _record(HOLD)
+            RegistryThread(broker.bootstrap, **options) as a, \
+            RegistryThread(broker.bootstrap, **options) as b:
+        electors = [a.server.elector, b.server.elector]
+        assert electors[0] is not None and electors[1] is not None
+        # Either may hold the partition once both have joined and the group is stable.
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+
+        def settled() -> bool:
+            group = admin.describe_consumer_groups(["sr-fence"])["sr-fence"].result(10)
+            return (len(group.members) == 2 and str(group.state).endswith("STABLE")
+                    and sum(e.is_primary for e in electors if e is not None) == 1)
+
+        _wait_for(settled)
+        primary, other = (a, b) if electors[0].is_primary else (b, a)
+        http_p, http_o = Http(primary.url), Http(other.url)
+        assert registered(http_o("POST", "/subjects/one-value/versions",
+                                 {"schema": _record("One")})) == (200, 1)  # forwarded
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(http_p, "POST", "/subjects/held-value/versions",
+                                  {"schema": _record(HOLD)})
+            assert held.entered.wait(30)
+            assert primary.server.elector is not None and other.server.elector is not None
+            primary.server.elector.resign()  # deposed while it decides
+            new = other.server.elector
+            _wait_for(lambda: new.is_primary)
+            assert registered(http_o("POST", "/subjects/two-value/versions",
+                                     {"schema": _record("Two")})) == (200, 2)
+            held.release.set()
+            assert registered(pending.result(60)) == (200, 3)
+        for http in (http_p, http_o):
+            assert http("GET", "/schemas/ids/3")[1]["schema"] == _record(HOLD)
         assert _ids_in_log(broker.bootstrap) == {1: {_record("One")}, 2: {_record("Two")},
                                                  3: {_record(HOLD)}}

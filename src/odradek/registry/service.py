@@ -10,7 +10,9 @@ Owned by the registry's event loop.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,7 @@ __all__ = ["MODES", "SchemaRegistry", "SchemaRequest", "parse_version"]
 MODES = ("READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT")
 _MAX_VERSION = 2**31 - 1
 _PARSE_CACHE_SIZE = 4096
+_log = logging.getLogger("odradek.registry.service")
 
 
 def parse_version(text: str | int) -> int | None:
@@ -118,7 +121,7 @@ class SchemaRegistry:
         #: Ids by (schemaType, references, canonical text, metadata and rules), for giving a schema registered
         #: again under another subject the id it has; filled lazily from the state.
         self._ids_by_content: dict[tuple[str, tuple[Reference, ...], str, str], int] = {}
-        self._indexed: set[int] = set()
+        self._indexed = 0  # how much of the state's id_order the index has taken in
 
     @property
     def state(self) -> Any:
@@ -346,12 +349,13 @@ class SchemaRegistry:
             records.append((IdCounterKey(), IdCounterValue(value.id)))
         return records
 
-    def _id_for(self, req: SchemaRequest, parsed: ParsedSchema) -> int:
-        """The id of the same schema under any subject, else a new one (never reused)."""
-        # Each stored id is parsed once for the index; ids whose schema no longer parses (a
-        # format that changed its mind) are left out and never matched.
-        for schema_id in self.state.id_users.keys() - self._indexed:
-            self._indexed.add(schema_id)
+    def _index_ids(self, limit: int | None = None) -> bool:
+        """Take up to ``limit`` more ids into the content index (all without); True when it has
+        caught up with the state. Each stored id is parsed once; ids whose schema no longer
+        parses (a format that changed its mind) are left out and never matched."""
+        order = self.state.id_order
+        end = len(order) if limit is None else min(len(order), self._indexed + limit)
+        for schema_id in order[self._indexed:end]:
             sv = self.state.by_id(schema_id)
             if sv is None:
                 continue
@@ -363,6 +367,21 @@ class SchemaRegistry:
             current = self._ids_by_content.get(key)
             if current is None or current not in self.state.id_users:
                 self._ids_by_content[key] = schema_id
+        self._indexed = end
+        return end == len(order)
+
+    async def warm(self, chunk: int = 256) -> None:
+        """Build the content index in the background after a start, a chunk at a time between
+        requests, so the first register does not parse every stored schema itself."""
+        try:
+            while not self._index_ids(chunk):
+                await asyncio.sleep(0)
+        except Exception:  # the register that needs the index meets it at the error boundary
+            _log.exception("indexing the stored schemas failed")
+
+    def _id_for(self, req: SchemaRequest, parsed: ParsedSchema) -> int:
+        """The id of the same schema under any subject, else a new one (never reused)."""
+        self._index_ids()
         found = self._ids_by_content.get((
             req.schema_type, req.references, parsed.canonical(),
             _extras(req.metadata, req.rule_set),

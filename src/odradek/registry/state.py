@@ -49,6 +49,9 @@ class RegistryState:
         self.subjects: dict[str, dict[int, SchemaValue]] = {}
         #: Every (subject, version) currently holding each id.
         self.id_users: dict[int, set[tuple[str, int]]] = {}
+        #: Ids in the order they gained their first holder (again after losing every holder);
+        #: append-only, so an index over ids can catch up from where it stopped.
+        self.id_order: list[int] = []
         #: The highest id any record has carried, the id counter's included (it outlives the
         #: records of hard-deleted schemas); ids are allocated above it.
         self.max_id = 0
@@ -96,6 +99,8 @@ class RegistryState:
                     del self.id_users[old.id]
         if isinstance(value, SchemaValue):
             versions[version] = value
+            if value.id not in self.id_users:
+                self.id_order.append(value.id)
             self.id_users.setdefault(value.id, set()).add((subject, version))
             self.max_id = max(self.max_id, value.id)
             guid = schema_guid(value)
