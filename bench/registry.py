@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class RegistryResult:
     register: Latency
     lookup: Latency
     lookup_concurrent_per_s: float
+    latest_concurrent_per_s: float
     concurrency: int
     subjects: int
     cold_start_s: float
@@ -133,7 +135,7 @@ async def _register(url: str, count: int, first: int = 0) -> tuple[Latency, int]
 
 
 async def _lookups(url: str, max_id: int, count: int, concurrency: int,
-                   seconds: float) -> tuple[Latency, float]:
+                   seconds: float) -> tuple[Latency, float, float]:
     rng = random.Random(1)
     samples: list[float] = []
     async with aiohttp.ClientSession() as s:
@@ -147,20 +149,28 @@ async def _lookups(url: str, max_id: int, count: int, concurrency: int,
             samples.append(time.perf_counter() - t)
         sequential = _latency(samples, time.perf_counter() - t0)
 
-        done = 0
-        deadline = time.perf_counter() + seconds
+        async def concurrent(path: Callable[[], str]) -> float:
+            done = 0
+            deadline = time.perf_counter() + seconds
 
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                async with s.get(f"{url}/schemas/ids/{rng.randint(1, max_id)}") as r:
-                    await r.read()
-                done += 1
+            async def worker() -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    async with s.get(url + path()) as r:
+                        await r.read()
+                        if r.status != 200:
+                            raise SystemExit(f"GET {path()} failed: {r.status}")
+                    done += 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        concurrent = done / (time.perf_counter() - t0)
-    return sequential, concurrent
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return done / (time.perf_counter() - t0)
+
+        by_id = await concurrent(lambda: f"/schemas/ids/{rng.randint(1, max_id)}")
+        # A read that reads the log to its end first (an id lookup answers from memory).
+        latest = await concurrent(
+            lambda: f"/subjects/bench-{rng.randint(0, max_id - 1)}-value/versions/latest")
+    return sequential, by_id, latest
 
 
 def _fill(bootstrap: str, topic: str, first_id: int, subjects: int) -> None:
@@ -263,7 +273,7 @@ def bench_registry(subjects: int = 10_000, registers: int = 1_000, lookups: int 
             reg, url = _start(registry_args, "schema registry listening on ", log)
             try:
                 register, last_id = asyncio.run(_register(url, registers))
-                lookup, concurrent = asyncio.run(
+                lookup, concurrent, latest = asyncio.run(
                     _lookups(url, last_id, lookups, concurrency, seconds))
                 raw, plain, serialized = _produce_avro(bootstrap, url, produce_records)
             finally:
@@ -284,7 +294,7 @@ def bench_registry(subjects: int = 10_000, registers: int = 1_000, lookups: int 
                 _stop(reg)
         finally:
             _stop(broker)
-    return RegistryResult(register, lookup, concurrent, concurrency, subjects + 1, cold_start,
+    return RegistryResult(register, lookup, concurrent, latest, concurrency, subjects + 1, cold_start,
                           rss, first_register * 1000, produce_records, raw, plain, serialized)
 
 
@@ -298,6 +308,8 @@ def report(r: RegistryResult) -> str:
         lat("registry lookup by id, sequential", r.lookup),
         f"registry lookup by id, {r.concurrency} connections {r.lookup_concurrent_per_s:27,.0f}"
         " requests/s",
+        f"registry latest version, {r.concurrency} connections "
+        f"{r.latest_concurrent_per_s:24,.0f} requests/s (each reads the log to its end)",
         f"registry cold start, {r.subjects:,} subjects  {r.cold_start_s:8.2f} s to answering, "
         f"{r.cold_rss_mb:.0f} MB RSS; first register then {r.first_register_ms:.0f} ms",
         f"produce Avro, {r.produce_records:,} records:  pre-encoded {r.produce_raw_per_s:9,.0f}/s"

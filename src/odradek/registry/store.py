@@ -87,6 +87,8 @@ class KafkaStore:
         self._reader: threading.Thread | None = None
         self._stopping = threading.Event()
         self._posted = -1  # the reader thread's: the last position it handed over
+        self._end_query: asyncio.Future[int] | None = None  # the end-offset query in flight
+        self._next_end: asyncio.Future[int] | None = None  # for callers that came during it
         #: Writes are serialised: each claims if it must, reads to the end, decides, appends
         #: and waits (:meth:`writing`).
         self.write_lock = asyncio.Lock()
@@ -222,12 +224,44 @@ class KafkaStore:
     async def read_to_end(self) -> None:
         """Wait until every record written before this call is applied."""
         try:
-            _, high = await asyncio.to_thread(
-                self._watermarks.get_watermark_offsets, self._tp, self.timeout, False
-            )
+            high = await self._end_offset()
         except KafkaException as e:
             raise store_error(f"cannot read the end of {self.topic}: {e}") from None
         await self._wait_applied(high)
+
+    async def _end_offset(self) -> int:
+        """The partition's end, from a query sent after this call began. Callers that arrive
+        while a query is in flight (it may have been sent before they came) share the next
+        one, which starts when that one ends: concurrent reads cost one round trip to the
+        broker between them, not one each."""
+        if self._end_query is None:
+            fut = self._query_end()
+        else:
+            if self._next_end is None:
+                self._next_end = asyncio.get_running_loop().create_future()
+            fut = self._next_end
+        return await asyncio.shield(fut)
+
+    def _query_end(self) -> asyncio.Future[int]:
+        async def query() -> int:
+            _, high = await asyncio.to_thread(
+                self._watermarks.get_watermark_offsets, self._tp, self.timeout, False
+            )
+            return int(high)
+
+        task = asyncio.ensure_future(query())
+        self._end_query = task
+
+        def done(finished: asyncio.Future[int]) -> None:
+            self._end_query = None
+            if not finished.cancelled():
+                finished.exception()  # retrieved here too: a caller may have gone away
+            waiting, self._next_end = self._next_end, None
+            if waiting is not None:
+                self._query_end().add_done_callback(lambda nxt: _relay(nxt, waiting))
+
+        task.add_done_callback(done)
+        return task
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -313,3 +347,16 @@ class KafkaStore:
         if error is not None and error.code() == KafkaError._TIMED_OUT:
             return store_timeout(f"write to {self.topic} not acknowledged")
         return store_error(f"write to {self.topic} failed: {error or text}")
+
+
+def _relay(source: asyncio.Future[int], target: asyncio.Future[int]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+        return
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
