@@ -4,6 +4,7 @@ and as primary and secondary of one group."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -13,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from registrykit import Http, read_topic, registered
 
 from odradek.broker.runner import BrokerThread, local_config
 from odradek.registry.formats import ParsedSchema, SchemaFormat, get_format
+from odradek.registry.records import SchemaKey, SchemaValue, encode_key, encode_value
 from odradek.registry.runner import RegistryThread
+from odradek.registry.store import KafkaStore
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +154,41 @@ def test_deposed_primary_write_goes_to_the_new_primary(tmp_path: Path) -> None:
             assert http("GET", "/schemas/ids/3")[1]["schema"] == _record(HOLD)
         assert _ids_in_log(broker.bootstrap) == {1: {_record("One")}, 2: {_record("Two")},
                                                  3: {_record(HOLD)}}
+
+
+def test_open_transaction_of_a_deposed_writer_is_aborted(tmp_path: Path) -> None:
+    """The deposed writer has already written into its transaction when the new one claims:
+    the claim aborts it, no reader applies it, and reading to the end passes over it."""
+    config = local_config(tmp_path / "data", group_initial_rebalance_delay_ms="0")
+
+    async def scenario(bootstrap: str) -> None:
+        old, new = KafkaStore(bootstrap, timeout=15.0), KafkaStore(bootstrap, timeout=15.0)
+        await old.start()
+        await new.start()
+        try:
+            async with old.writing():
+                await old.append([(SchemaKey("a", 1), SchemaValue("a", 1, 1, "AVRO", '"int"'))])
+            # The old writer's next transaction is open, its record in the log, uncommitted.
+            producer = old._producer  # noqa: SLF001 - the test plays the writer's thread
+            producer.begin_transaction()
+            producer.produce(old.topic, partition=0, key=encode_key(SchemaKey("b", 1)),
+                             value=encode_value(SchemaValue("b", 1, 2, "AVRO", '"long"')))
+            assert producer.flush(10) == 0
+            async with new.writing():  # claims: the open transaction is aborted
+                assert set(new.state.subjects) == {"a"}
+                await new.append([(SchemaKey("c", 1),
+                                   SchemaValue("c", 1, 2, "AVRO", '"string"'))])
+            await old.read_to_end()
+            assert set(old.state.subjects) == {"a", "c"}
+            with pytest.raises(KafkaException) as fenced:
+                producer.commit_transaction(10)
+            assert fenced.value.args[0].fatal() or fenced.value.args[0].code() in (
+                KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                KafkaError.INVALID_PRODUCER_EPOCH)
+        finally:
+            await old.stop()
+            await new.stop()
+
+    with BrokerThread(config) as broker:
+        asyncio.run(scenario(broker.bootstrap))
+        assert _ids_in_log(broker.bootstrap) == {1: {'"int"'}, 2: {'"string"'}}
