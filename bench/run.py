@@ -155,9 +155,11 @@ def main() -> None:
     ap.add_argument("--scale-topics", type=int, default=100)
     ap.add_argument("--scale-partitions", type=int, default=100, help="per topic")
     ap.add_argument("--idle-connections", type=int, default=10_000)
+    ap.add_argument("--registry-subjects", type=int, default=10_000)
+    ap.add_argument("--registry-produce-records", type=int, default=200_000)
     ap.add_argument("--only",
                     choices=("all", "log", "groups", "transactions", "compaction", "scale",
-                             "connections"),
+                             "connections", "registry"),
                     default="all")
     args = ap.parse_args()
     if args.only in ("all", "log"):
@@ -172,6 +174,16 @@ def main() -> None:
         bench_scale(args)
     if args.only in ("all", "connections"):
         bench_connections(args)
+    if args.only in ("all", "registry"):
+        bench_registry(args)
+
+
+def bench_registry(args: argparse.Namespace) -> None:
+    from registry import bench_registry as run_registry
+    from registry import report
+
+    print(report(run_registry(args.registry_subjects,
+                              produce_records=args.registry_produce_records)))
 
 
 def bench_scale(args: argparse.Namespace) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
+from confluent_kafka import Consumer, TopicPartition
 
 from odradek.registry.formats import SchemaFormat, get_format
 
@@ -16,6 +18,16 @@ CT = "application/vnd.schemaregistry.v1+json"
 def formats(schema_type: str) -> SchemaFormat:
     """The formats the registry serves (a hook kept for tests that need another lookup)."""
     return get_format(schema_type)
+
+
+def registered(answer: tuple[int, Any]) -> tuple[int, Any]:
+    """A register answer as (status, id): the body's guid is checked to be a UUID and left
+    out; an error answer is returned as it is."""
+    status, body = answer
+    if status != 200:
+        return answer
+    assert set(body) == {"id", "guid"} and len(body["guid"]) == 36, body
+    return status, body["id"]
 
 
 class Http:
@@ -42,3 +54,23 @@ class Http:
                 return resp.status, json.loads(text)
             except json.JSONDecodeError:
                 return resp.status, text
+
+
+def read_topic(bootstrap: str) -> list[tuple[bytes, bytes | None]]:
+    """Every committed record of ``_schemas``; the registry writes in transactions, so the end offset also
+    counts their markers, which a reader passes but is never handed."""
+    tp = TopicPartition("_schemas", 0)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader",
+                         "isolation.level": "read_committed"})
+    _, high = consumer.get_watermark_offsets(tp, 10, False)
+    consumer.assign([TopicPartition("_schemas", 0, 0)])
+    out = []
+    deadline = time.monotonic() + 20
+    while consumer.position([tp])[0].offset < high:
+        assert time.monotonic() < deadline, "the topic was not read to its end"
+        msg = consumer.poll(0.2)
+        if msg is not None:
+            assert msg.error() is None
+            out.append((msg.key(), msg.value()))
+    consumer.close()
+    return out

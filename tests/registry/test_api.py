@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 
 import pytest
-from registrykit import Http
+from registrykit import Http, registered
 
 pytestmark = pytest.mark.integration
 
@@ -24,18 +26,25 @@ def test_register_get_and_idempotence(http: Http) -> None:
     first = body["id"]
     # The same schema, formatted differently: the same id, no new version.
     respaced = json.dumps(json.loads(V1), indent=2)
-    assert http("POST", "/subjects/reg-value/versions", {"schema": respaced}) == (200, {"id": first})
+    assert http("POST", "/subjects/reg-value/versions", {"schema": respaced})[1]["id"] == first
     assert http("GET", "/subjects/reg-value/versions") == (200, [1])
     status, body = http("GET", "/subjects/reg-value/versions/latest")
     assert (status, body["version"], body["id"], body["subject"]) == (200, 1, first, "reg-value")
     assert "schemaType" not in body  # AVRO is implied, as Confluent answers
-    assert http("GET", f"/schemas/ids/{first}") == (200, {"schema": V1})
+    # The guid is Confluent's: the UUID made of the MD5 of the schema (it has no references,
+    # metadata or rules), the same for every subject and registry holding the schema.
+    guid = str(uuid.UUID(bytes=hashlib.md5(V1.encode()).digest()))
+    assert http("GET", f"/schemas/ids/{first}") == (200, {"guid": guid, "schema": V1})
+    assert http("GET", f"/schemas/guids/{guid}") == (200, {"id": first, "guid": guid,
+                                                           "schema": V1})
+    assert http("GET", f"/schemas/guids/{uuid.uuid4()}")[1]["error_code"] == 40403
     assert http("GET", f"/schemas/ids/{first}/schema") == (200, json.loads(V1))
     assert http("GET", f"/schemas/ids/{first}/subjects") == (200, ["reg-value"])
     assert http("GET", f"/schemas/ids/{first}/versions") == (
         200, [{"subject": "reg-value", "version": 1}])
     # The same schema under another subject keeps its id.
-    assert http("POST", "/subjects/reg-other/versions", {"schema": V1}) == (200, {"id": first})
+    assert registered(http("POST", "/subjects/reg-other/versions", {"schema": V1})) == (
+        200, first)
 
 
 def test_evolution_accepted_and_refused(http: Http) -> None:
@@ -102,7 +111,21 @@ def test_subjects_prefix_and_types(http: Http) -> None:
     assert http("GET", "/subjects?subjectPrefix=pfx-") == (200, ["pfx-a", "pfx-b"])
     status, types = http("GET", "/schemas/types")
     assert status == 200 and "AVRO" in types
-    assert http("GET", "/contexts") == (200, ["."])
+    status, contexts = http("GET", "/contexts")
+    assert status == 200 and contexts[0] == "."
+
+
+def test_contexts(http: Http) -> None:
+    """Subjects in Confluent's qualified syntax name their context; ``/contexts`` lists them."""
+    for subject in (":.team-b:orders-value", ":.team-a:orders-value", ":.team-a:users-value"):
+        assert http("POST", f"/subjects/{subject}/versions", {"schema": V1})[0] == 200
+    status, contexts = http("GET", "/contexts")
+    assert status == 200 and contexts[:1] == ["."] and {".team-a", ".team-b"} <= set(contexts)
+    assert contexts == sorted(contexts)
+    assert http("GET", "/contexts?offset=0&limit=1") == (200, ["."])
+    assert http("GET", "/subjects?subjectPrefix=:.team-a:") == (
+        200, [":.team-a:orders-value", ":.team-a:users-value"])
+    assert http("GET", "/subjects/:.team-b:orders-value/versions") == (200, [1])
 
 
 def test_config(http: Http) -> None:
@@ -161,7 +184,7 @@ def test_modes(http: Http) -> None:
     imp = "import-value"
     assert http("PUT", f"/mode/{imp}", {"mode": "IMPORT"}) == (200, {"mode": "IMPORT"})
     body = {"schema": json.dumps("bytes"), "id": 5000, "version": 7}
-    assert http("POST", f"/subjects/{imp}/versions", body) == (200, {"id": 5000})
+    assert registered(http("POST", f"/subjects/{imp}/versions", body)) == (200, 5000)
     assert http("GET", f"/subjects/{imp}/versions") == (200, [7])
     assert http("GET", "/schemas/ids/5000")[0] == 200
     http("PUT", f"/mode/{imp}", {"mode": "READWRITE"})

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from registrykit import Http
+from registrykit import Http, registered
 
 from odradek.broker.runner import BrokerThread
 from odradek.cli.main import main
@@ -43,7 +43,8 @@ def test_serve_with_registry_listen(tmp_path: Path) -> None:
         _lines(proc, "odradek listening on")
         url = _lines(proc, "schema registry listening on").split()[-1]
         http = Http(url)
-        assert http("POST", "/subjects/served-value/versions", {"schema": V1}) == (200, {"id": 1})
+        assert registered(http("POST", "/subjects/served-value/versions",
+                               {"schema": V1})) == (200, 1)
         assert http("GET", "/subjects") == (200, ["served-value"])
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -10,15 +10,18 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import (
+    ConfigCompatibilityLevel,
     Metadata,
     MetadataProperties,
     Schema,
+    SchemaReference,
     SchemaRegistryClient,
+    ServerConfig,
 )
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
-from registrykit import formats
+from registrykit import formats, read_topic
 
 from odradek.broker.runner import BrokerThread
 from odradek.registry.runner import RegistryThread
@@ -78,6 +81,44 @@ def test_client_calls(registry: RegistryThread) -> None:
     assert missing.value.error_code == 40401
 
 
+def test_every_other_client_call(registry: RegistryThread) -> None:
+    """The calls of confluent-kafka 2.16's client the test above does not make, each answered
+    (associations, a Confluent Cloud API, are not served)."""
+    client = _client(registry)
+    base = f"calls-{uuid.uuid4().hex[:8]}"
+    subject, user = f"{base}-value", f"{base}-user"
+    full = client.register_schema_full_response(subject, Schema(json.dumps(USER), "AVRO"))
+    assert full.schema_id > 0 and full.guid is not None
+    assert client.get_schema_by_guid(full.guid).schema_str == json.dumps(USER)
+    assert "AVRO" in client.get_schema_types()
+    assert client.get_subjects_by_schema_id(full.schema_id) == [subject]
+    assert [(v.subject, v.version) for v in client.get_schema_versions(full.schema_id)] == [
+        (subject, 1)]
+    # A reference to the subject's version 1, then who refers to it.
+    ref = SchemaReference("User", subject, 1)
+    holder = {"type": "record", "name": "Holder", "fields": [{"name": "u", "type": "User"}]}
+    holder_id = client.register_schema(user, Schema(json.dumps(holder), "AVRO", [ref]))
+    assert client.get_referenced_by(subject, 1) == [holder_id]
+    assert client.test_compatibility_all_versions(
+        subject, Schema(json.dumps(USER2), "AVRO")) is True
+    config = client.set_config(subject, ServerConfig(
+        compatibility=ConfigCompatibilityLevel.FULL_TRANSITIVE))
+    assert config["compatibility"] == "FULL_TRANSITIVE"  # the answer, as it comes
+    full_transitive = ConfigCompatibilityLevel.FULL_TRANSITIVE
+    assert client.get_config(subject).compatibility_level == full_transitive
+    assert client.delete_config(subject).compatibility_level == full_transitive
+    assert client.get_config().compatibility_level == ConfigCompatibilityLevel.BACKWARD
+    assert client.get_global_mode() == "READWRITE"
+    assert client.update_mode(subject, "READONLY") == "READONLY"
+    assert client.get_mode(subject) == "READONLY"
+    with pytest.raises(SchemaRegistryError) as refused:
+        client.register_schema(subject, Schema(json.dumps(USER2), "AVRO"))
+    assert refused.value.error_code == 42205
+    assert client.delete_mode(subject) == "READONLY"
+    assert client.update_global_mode("READWRITE") == "READWRITE"
+    assert client.get_contexts() == ["."]
+
+
 def test_avro_serializer_round_trip(registry: RegistryThread, registry_broker: BrokerThread) -> None:
     client = _client(registry)
     topic = f"users-{uuid.uuid4().hex[:8]}"
@@ -120,7 +161,7 @@ def test_restart_rebuilds_from_the_topic(tmp_path: Path) -> None:
             # Ids stay unique after the restart, even past the hard-deleted one.
             c = client.register_schema("c-value", Schema(json.dumps("long"), "AVRO"))
             assert c > b
-        records = _read_topic(broker.bootstrap)
+        records = read_topic(broker.bootstrap)
     keys = [json.loads(k) for k, _ in records]
     assert keys[0] == {"keytype": "SCHEMA", "subject": "a-value", "version": 1, "magic": 1}
     first_value = json.loads(records[0][1])
@@ -130,16 +171,3 @@ def test_restart_rebuilds_from_the_topic(tmp_path: Path) -> None:
     assert {"keytype": "DELETE_SUBJECT", "subject": "b-value", "magic": 0} in keys
     tombstones = [json.loads(k) for k, v in records if v is None]
     assert {"keytype": "SCHEMA", "subject": "b-value", "version": 1, "magic": 1} in tombstones
-
-
-def _read_topic(bootstrap: str) -> list[tuple[bytes, bytes | None]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader"})
-    _, high = consumer.get_watermark_offsets(TopicPartition("_schemas", 0), 10, False)
-    consumer.assign([TopicPartition("_schemas", 0, 0)])
-    out = []
-    while len(out) < high:
-        msg = consumer.poll(10)
-        assert msg is not None and msg.error() is None
-        out.append((msg.key(), msg.value()))
-    consumer.close()
-    return out

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from registrykit import Http
+from registrykit import Http, registered
 
 from odradek.broker.runner import BrokerThread, local_config
 from odradek.registry.runner import RegistryThread
@@ -48,7 +48,7 @@ def test_forwarding_and_failover(tmp_path: Path) -> None:
             # The survivor becomes primary and takes writes itself; ids go on from the log.
             status, body = Http(other.url)("POST", "/subjects/fwd-value/versions",
                                            {"schema": json.dumps("string"), "schemaType": "AVRO"})
-            assert (status, body) == (200, {"id": first})
+            assert registered((status, body)) == (200, first)
             status, body = Http(other.url)("POST", "/subjects/after-value/versions",
                                            {"schema": json.dumps("long")})
             assert status == 200 and body["id"] > first, body

@@ -9,6 +9,8 @@ from odradek.registry.records import (
     ConfigValue,
     DeleteSubjectKey,
     DeleteSubjectValue,
+    IdCounterKey,
+    IdCounterValue,
     ModeKey,
     ModeValue,
     NoopKey,
@@ -20,7 +22,7 @@ from odradek.registry.records import (
     encode_key,
     encode_value,
 )
-from odradek.registry.state import RegistryState
+from odradek.registry.state import RegistryState, context_of
 
 
 def test_keys_and_values_as_confluent_writes_them() -> None:
@@ -39,10 +41,15 @@ def test_keys_and_values_as_confluent_writes_them() -> None:
         "deleted": False, "metadata": {"properties": {"x": "y"}}}
     for key, val in [(SchemaKey("s", 3), value), (ConfigKey("s"), ConfigValue("FULL")),
                      (ModeKey(None), ModeValue("IMPORT")),
-                     (DeleteSubjectKey("s"), DeleteSubjectValue("s", 3)), (NoopKey(), None)]:
+                     (DeleteSubjectKey("s"), DeleteSubjectValue("s", 3)), (NoopKey(), None),
+                     (IdCounterKey(), IdCounterValue(9))]:
         decoded = decode_key(encode_key(key))
         assert decoded == key
         assert decode_value(key, encode_value(val)) == val
+    # The id counter is a NOOP key (Confluent skips those) of its own (never replaced by theirs).
+    assert json.loads(encode_key(IdCounterKey())) == {
+        "keytype": "NOOP", "magic": 0, "odradek": "id-counter"}
+    assert decode_key(b'{"keytype":"NOOP","magic":0}') == NoopKey()
     # A key type from a newer registry is skipped, not an error.
     assert decode_key(b'{"keytype":"CONTEXT","tenant":"t","context":".c","magic":0}') is None
     # Confluent's own SCHEMA values name no schemaType for Avro.
@@ -66,6 +73,18 @@ def test_replay() -> None:
     state.apply(SchemaKey("s", 1), None)
     assert "s" not in state.subjects and state.by_id(2) is None
     assert state.max_id == 2  # a hard-deleted id is not handed out again
+    # ...nor once compaction has removed its records: the counter remembers it.
+    fresh = RegistryState()
+    fresh.apply(IdCounterKey(), IdCounterValue(7))
+    fresh.apply(SchemaKey("t", 1), SchemaValue("t", 1, 1, "AVRO", '"int"'))
+    assert fresh.max_id == 7
     state.apply(ConfigKey("t"), ConfigValue("NONE"))
     state.apply(ConfigKey("t"), None)
     assert state.configs == {}
+
+
+def test_context_of() -> None:
+    assert context_of(":.team:orders-value") == ".team"
+    assert context_of("orders-value") == "."
+    assert context_of(":.:orders-value") == "."
+    assert context_of(":.no-end") == "."

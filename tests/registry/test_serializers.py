@@ -93,3 +93,38 @@ def test_protobuf_serializer(registry: RegistryThread, registry_broker: BrokerTh
     with pytest.raises(SchemaRegistryError) as refused:
         client.register_schema(subject, Schema(changed, "PROTOBUF"))
     assert refused.value.http_status_code == 409
+
+
+def test_avro_schema_guid_in_a_header(registry: RegistryThread,
+                                      registry_broker: BrokerThread) -> None:
+    """Confluent 8's header framing: the serializer puts the schema's guid in a record header
+    (from the register answer) and the deserializer resolves it at ``/schemas/guids/{guid}``."""
+    from confluent_kafka.schema_registry import header_schema_id_serializer
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+
+    topic = f"guid-{uuid.uuid4().hex[:8]}"
+    schema = json.dumps({"type": "record", "name": "Guided",
+                         "fields": [{"name": "n", "type": "long"},
+                                    {"name": "s", "type": "string"}]})
+    headers: list[tuple[str, bytes]] = []
+    ctx = SerializationContext(topic, MessageField.VALUE, headers)
+    serializer = AvroSerializer(SchemaRegistryClient({"url": registry.url}), schema,
+                                conf={"schema.id.serializer": header_schema_id_serializer})
+    # (The deserializer refuses a payload under 6 bytes before it looks at the headers.)
+    raw = serializer({"n": 7, "s": "seven"}, ctx)
+    (name, guid), = headers
+    assert name == "__value_schema_id" and guid[0] == 1 and len(guid) == 17
+    producer = Producer({"bootstrap.servers": registry_broker.bootstrap})
+    producer.produce(topic, value=raw, headers=headers)
+    assert producer.flush(10) == 0
+    consumer = Consumer({"bootstrap.servers": registry_broker.bootstrap, "group.id": topic})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    msg = consumer.poll(10)
+    consumer.close()
+    assert msg is not None and msg.error() is None
+    # A new client: nothing cached, the guid is looked up.
+    fresh = SchemaRegistryClient({"url": registry.url})
+    got = AvroDeserializer(fresh)(msg.value(), SerializationContext(
+        topic, MessageField.VALUE, msg.headers()))
+    assert got == {"n": 7, "s": "seven"}
+    assert fresh.get_schema_by_guid(str(uuid.UUID(bytes=guid[1:]))).schema_str == schema

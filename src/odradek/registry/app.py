@@ -21,7 +21,7 @@ from aiohttp import web
 from odradek.registry import errors
 from odradek.registry.election import PrimaryElector
 from odradek.registry.errors import RegistryError
-from odradek.registry.records import SchemaValue
+from odradek.registry.records import SchemaValue, schema_guid
 from odradek.registry.service import SchemaRegistry, SchemaRequest, parse_version
 
 __all__ = ["CONTENT_TYPE", "DEFAULT_MAX_BODY_BYTES", "FORWARDED_HEADER", "make_app"]
@@ -69,14 +69,30 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _forward(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Writes go to the primary: handled here when this instance is it, forwarded otherwise."""
     elector = request.app[_ELECTOR]
-    if elector is None or request.match_info.handler not in _WRITES:
+    if request.match_info.handler not in _WRITES:
         return await handler(request)
+    if elector is None:
+        # The only instance, as far as it knows. A write fenced by another that claimed the
+        # writer since is tried once more (claiming it back, deciding afresh): two stand-alone
+        # instances on one topic take turns rather than overwrite each other.
+        try:
+            return await handler(request)
+        except errors.FencedError:
+            return await handler(request)
     deadline = time.monotonic() + elector.timeout
     unreachable: str | None = None
     while True:
         url = await elector.primary_url()
         if url == elector.url and elector.is_primary:
-            return await handler(request)
+            try:
+                return await handler(request)
+            except errors.FencedError:
+                # Deposed while the write was in flight: the new primary has claimed the
+                # writer and nothing of this write is in the log; ask the group again.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
         if url is not None and url != elector.url and FORWARDED_HEADER not in request.headers:
             try:
                 return await _forward_to(request, url)
@@ -155,7 +171,8 @@ def _schema_fields(sv: SchemaValue) -> dict[str, Any]:
 
 
 def _version_body(sv: SchemaValue) -> dict[str, Any]:
-    return {"subject": sv.subject, "version": sv.version, "id": sv.id, **_schema_fields(sv)}
+    return {"subject": sv.subject, "version": sv.version, "id": sv.id, "guid": schema_guid(sv),
+            **_schema_fields(sv)}
 
 
 def _schema_id(request: web.Request) -> int:
@@ -176,7 +193,10 @@ async def schema_types(request: web.Request) -> web.Response:
 
 
 async def contexts(request: web.Request) -> web.Response:
-    return _json(["."])
+    """Confluent's contexts: ``.`` and those that subjects name (``:.ctx:subject``). Ids stay
+    global across contexts here (Confluent numbers each context apart)."""
+    registry = await _read(request)
+    return _json(_page(request, registry.state.contexts()))
 
 
 # -- /schemas ---------------------------------------------------------------------------------
@@ -200,10 +220,25 @@ def _by_id(registry: SchemaRegistry, request: web.Request) -> SchemaValue:
     return sv
 
 
+async def _read_by_id(request: web.Request) -> tuple[SchemaRegistry, SchemaValue]:
+    """The schema an id names. An id names one schema for ever, so one this instance holds is
+    answered without reading the log to its end (the serializers' hot path); an id it does not
+    hold yet may have been written by another instance a moment ago, so that reads first."""
+    registry = _registry(request)
+    try:
+        return registry, _by_id(registry, request)
+    except RegistryError:
+        await registry.store.read_to_end()
+        return registry, _by_id(registry, request)
+
+
 async def schema_by_id(request: web.Request) -> web.Response:
-    registry = await _read(request)
-    sv = _by_id(registry, request)
-    body = _schema_fields(sv)
+    if _flag(request, "fetchMaxId"):
+        registry = await _read(request)
+        sv = _by_id(registry, request)
+    else:
+        registry, sv = await _read_by_id(request)
+    body = {"guid": schema_guid(sv), **_schema_fields(sv)}
     fmt = request.query.get("format")
     if fmt:
         body["schema"] = _formatted(registry, sv, fmt)
@@ -225,9 +260,25 @@ def _formatted(registry: SchemaRegistry, sv: SchemaValue, fmt: str) -> str:
     return str(render()) if callable(render) else sv.schema
 
 
+async def schema_by_guid(request: web.Request) -> web.Response:
+    """``/schemas/guids/{guid}``: the schema with that fingerprint, as by id plus its id."""
+    registry = _registry(request)
+    guid = request.match_info["guid"].lower()
+    sv = registry.state.by_guid(guid)
+    if sv is None:  # perhaps written by another instance a moment ago
+        await registry.store.read_to_end()
+        sv = registry.state.by_guid(guid)
+    if sv is None:
+        raise errors.schema_not_found()
+    body = {"id": sv.id, "guid": guid, **_schema_fields(sv)}
+    fmt = request.query.get("format")
+    if fmt:
+        body["schema"] = _formatted(registry, sv, fmt)
+    return _json(body)
+
+
 async def schema_text_by_id(request: web.Request) -> web.Response:
-    registry = await _read(request)
-    sv = _by_id(registry, request)
+    registry, sv = await _read_by_id(request)
     fmt = request.query.get("format")
     text = _formatted(registry, sv, fmt) if fmt else sv.schema
     return web.Response(body=text.encode(), content_type=CONTENT_TYPE)
@@ -321,10 +372,10 @@ async def latest_with_metadata(request: web.Request) -> web.Response:
 async def register(request: web.Request) -> web.Response:
     registry = _registry(request)
     req = SchemaRequest.from_json(await _body(request))
-    schema_id = await registry.register(
+    sv = await registry.register(
         request.match_info["subject"], req, normalize=_optional_flag(request, "normalize")
     )
-    return _json({"id": schema_id})
+    return _json({"id": sv.id, "guid": schema_guid(sv)})
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -462,6 +513,7 @@ def make_app(
     r.add_get("/schemas/ids/{id}/schema", schema_text_by_id)
     r.add_get("/schemas/ids/{id}/subjects", subjects_by_id)
     r.add_get("/schemas/ids/{id}/versions", versions_by_id)
+    r.add_get("/schemas/guids/{guid}", schema_by_guid)
     r.add_get("/subjects", list_subjects)
     r.add_post("/subjects/{subject}", lookup)
     r.add_delete("/subjects/{subject}", delete_subject)

@@ -76,8 +76,13 @@ class PrimaryElector:
                                         daemon=True)
         self._thread.start()
 
-    async def stop(self) -> None:
+    def resign(self) -> None:
+        """Leave the group (callable from any thread): the polling thread closes the consumer
+        and the partition, with the role, goes to another member."""
         self._stopping.set()
+
+    async def stop(self) -> None:
+        self.resign()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
 

@@ -7,6 +7,7 @@ Confluent's body ``{"error_code": ..., "message": ...}`` in one place.
 from __future__ import annotations
 
 __all__ = [
+    "FencedError",
     "RegistryError",
     "subject_not_found",
     "version_not_found",
@@ -150,3 +151,13 @@ def store_timeout(message: str) -> RegistryError:
 
 def unknown_primary(message: str) -> RegistryError:
     return RegistryError(500, 50004, f"Unknown primary: {message}")
+
+
+class FencedError(RegistryError):
+    """This instance's write was refused because another instance has since claimed the
+    ``_schemas`` writer (it was elected primary after this one): nothing of the write is in the
+    log. The HTTP layer sends the request on to the primary (or, for a stand-alone instance,
+    claims again and retries); a client only sees it when neither works out."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(500, 50004, f"Unknown primary: {message}")

@@ -7,6 +7,7 @@ Keys (one JSON object, field order as Confluent writes them)::
     {"keytype": "MODE", "subject": S or null, "magic": 0}
     {"keytype": "DELETE_SUBJECT", "subject": S, "magic": 0}
     {"keytype": "NOOP", "magic": 0}
+    {"keytype": "NOOP", "magic": 0, "odradek": "id-counter"}      odradek's own, see below
 
 Values: a SCHEMA value is ``{"subject", "version", "id", "schemaType" (absent for AVRO),
 "schema", "references": [{"name", "subject", "version"}], "deleted", "metadata", "ruleSet"}``
@@ -17,12 +18,24 @@ A null value (tombstone) is a hard delete of a SCHEMA key, or removes a subject'
 MODE. Keys of a type this module does not know decode to ``None`` and are skipped, as Confluent
 skips them, so a topic written by a newer registry still loads.
 
+The id counter: ``{"maxId": N}`` under the NOOP key marked ``"odradek": "id-counter"``, written
+in the same transaction as a SCHEMA record that takes a new id. Ids are allocated above the
+highest id any SCHEMA record carries, but a hard-deleted schema's records go once compaction
+drops its tombstone; the counter, never deleted, keeps its id from being handed out again.
+Confluent's key types have no such record (its ids come from the SCHEMA values alone), so it is
+a NOOP key: Confluent's reader skips every NOOP key without looking at the value (and one it
+cannot map logs an error and is skipped), Karapace skips NOOP keys too, and the extra field
+makes it a key of its own, never replaced by the NOOPs Confluent writes.
+
 Pure values and functions; no I/O.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +44,8 @@ __all__ = [
     "ConfigValue",
     "DeleteSubjectKey",
     "DeleteSubjectValue",
+    "IdCounterKey",
+    "IdCounterValue",
     "Key",
     "ModeKey",
     "ModeValue",
@@ -44,6 +59,7 @@ __all__ = [
     "decode_value",
     "encode_key",
     "encode_value",
+    "schema_guid",
 ]
 
 
@@ -86,7 +102,12 @@ class NoopKey:
     pass
 
 
-Key = SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey
+@dataclass(frozen=True, slots=True)
+class IdCounterKey:
+    pass
+
+
+Key = SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey | IdCounterKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +123,8 @@ class SchemaValue:
     deleted: bool = False
     metadata: Any = field(default=None, compare=False)
     rule_set: Any = field(default=None, compare=False)
+    #: Confluent 8 writes the schema's fingerprint (base64 MD5), which its guid is made from.
+    md5: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +144,14 @@ class DeleteSubjectValue:
     version: int
 
 
-Value = SchemaValue | ConfigValue | ModeValue | DeleteSubjectValue
+@dataclass(frozen=True, slots=True)
+class IdCounterValue:
+    """The highest schema id ever handed out."""
+
+    max_id: int
+
+
+Value = SchemaValue | ConfigValue | ModeValue | DeleteSubjectValue | IdCounterValue
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -140,6 +170,8 @@ def encode_key(key: Key) -> bytes:
             return _dumps({"keytype": "DELETE_SUBJECT", "subject": subject, "magic": 0})
         case NoopKey():
             return _dumps({"keytype": "NOOP", "magic": 0})
+        case IdCounterKey():
+            return _dumps({"keytype": "NOOP", "magic": 0, "odradek": "id-counter"})
     raise TypeError(f"not a key: {key!r}")
 
 
@@ -162,6 +194,8 @@ def encode_value(value: Value | None) -> bytes | None:
                 obj["metadata"] = value.metadata
             if value.rule_set is not None:
                 obj["ruleSet"] = value.rule_set
+            if value.md5 is not None:
+                obj["md5"] = value.md5
             return _dumps(obj)
         case ConfigValue(level, normalize):
             obj = {"compatibilityLevel": level}
@@ -172,6 +206,8 @@ def encode_value(value: Value | None) -> bytes | None:
             return _dumps({"mode": mode})
         case DeleteSubjectValue(subject, version):
             return _dumps({"subject": subject, "version": version})
+        case IdCounterValue(max_id):
+            return _dumps({"maxId": max_id})
     raise TypeError(f"not a value: {value!r}")
 
 
@@ -196,7 +232,7 @@ def decode_key(data: bytes | None) -> Key | None:
             case "DELETE_SUBJECT":
                 return DeleteSubjectKey(obj["subject"])
             case "NOOP":
-                return NoopKey()
+                return IdCounterKey() if obj.get("odradek") == "id-counter" else NoopKey()
             case _:
                 return None
     except (ValueError, KeyError, TypeError) as e:
@@ -224,6 +260,7 @@ def decode_value(key: Key, data: bytes | None) -> Value | None:
                     deleted=bool(obj.get("deleted", False)),
                     metadata=obj.get("metadata"),
                     rule_set=obj.get("ruleSet"),
+                    md5=obj.get("md5") if isinstance(obj.get("md5"), str) else None,
                 )
             case ConfigKey():
                 return ConfigValue(obj.get("compatibilityLevel"), obj.get("normalize"))
@@ -231,6 +268,60 @@ def decode_value(key: Key, data: bytes | None) -> Value | None:
                 return ModeValue(obj["mode"])
             case DeleteSubjectKey():
                 return DeleteSubjectValue(obj["subject"], int(obj["version"]))
+            case IdCounterKey():
+                return IdCounterValue(int(obj["maxId"]))
     except (ValueError, KeyError, TypeError) as e:
         raise RecordFormatError(f"bad value for {key}: {data[:200]!r}: {e}") from None
     return None
+
+
+def schema_guid(sv: SchemaValue) -> str:
+    """The schema's guid as Confluent computes it: the UUID whose 16 bytes are the MD5 of the
+    schema text (UTF-8), each reference's name, subject and version (4 bytes, big-endian), then,
+    each after a 1 byte when present, the metadata's tags, properties and sensitive names and the
+    rule set's rules and ``enableAt``, maps and sets in sorted order. The stored ``md5`` wins."""
+    if sv.md5 is not None:
+        try:
+            digest = base64.b64decode(sv.md5, validate=True)
+            if len(digest) == 16:
+                return str(uuid.UUID(bytes=digest))
+        except ValueError:
+            pass
+    md = hashlib.md5(sv.schema.encode(), usedforsecurity=False)
+
+    def text(value: Any) -> None:
+        if value is not None:
+            md.update(str(value).encode())
+
+    for ref in sv.references:
+        text(ref.name)
+        text(ref.subject)
+        md.update(ref.version.to_bytes(4, "big", signed=True))
+    if isinstance(sv.metadata, dict):
+        md.update(b"\x01")
+        for key, values in sorted((sv.metadata.get("tags") or {}).items()):
+            text(key)
+            for v in sorted(values or ()):
+                text(v)
+        for key, value in sorted((sv.metadata.get("properties") or {}).items()):
+            text(key)
+            text(value)
+        for name in sorted(sv.metadata.get("sensitive") or ()):
+            text(name)
+    if isinstance(sv.rule_set, dict):
+        md.update(b"\x01")
+        for kind in ("migrationRules", "domainRules", "encodingRules"):
+            for rule in sv.rule_set.get(kind) or ():
+                for name in ("name", "doc", "kind", "mode", "type"):
+                    text(rule.get(name))
+                for tag in sorted(rule.get("tags") or ()):
+                    text(tag)
+                for key, value in sorted((rule.get("params") or {}).items()):
+                    text(key)
+                    text(value)
+                for name in ("expr", "onSuccess", "onFailure"):
+                    text(rule.get(name))
+                if rule.get("disabled"):
+                    md.update(b"\x01")
+        text(sv.rule_set.get("enableAt"))
+    return str(uuid.UUID(bytes=md.digest()))

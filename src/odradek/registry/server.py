@@ -7,6 +7,8 @@ any Kafka cluster) start. Owned by the event loop that calls :meth:`RegistryServ
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -69,6 +71,7 @@ class RegistryServer:
         self._max_body_bytes = max_body_bytes
         self.elector: PrimaryElector | None = None
         self._runner: web.AppRunner | None = None
+        self._warming: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -76,6 +79,7 @@ class RegistryServer:
 
     async def start(self) -> None:
         await self.store.start()
+        self._warming = asyncio.create_task(self.registry.warm(), name="registry-warm")
         # The elector is made before the app and joins the group once the port is known (its
         # URL is its member name); until then every write waits for a primary.
         if self._group_id is not None:
@@ -101,6 +105,10 @@ class RegistryServer:
         _log.info("schema registry listening on %s (store %s)", self.url, self.store.topic)
 
     async def stop(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         if self.elector is not None:
             await self.elector.stop()
         if self._runner is not None:

@@ -10,7 +10,9 @@ Owned by the registry's event loop.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,8 @@ from odradek.registry.records import (
     ConfigValue,
     DeleteSubjectKey,
     DeleteSubjectValue,
+    IdCounterKey,
+    IdCounterValue,
     Key,
     ModeKey,
     ModeValue,
@@ -45,6 +49,7 @@ __all__ = ["MODES", "SchemaRegistry", "SchemaRequest", "parse_version"]
 MODES = ("READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT")
 _MAX_VERSION = 2**31 - 1
 _PARSE_CACHE_SIZE = 4096
+_log = logging.getLogger("odradek.registry.service")
 
 
 def parse_version(text: str | int) -> int | None:
@@ -116,7 +121,7 @@ class SchemaRegistry:
         #: Ids by (schemaType, references, canonical text, metadata and rules), for giving a schema registered
         #: again under another subject the id it has; filled lazily from the state.
         self._ids_by_content: dict[tuple[str, tuple[Reference, ...], str, str], int] = {}
-        self._indexed: set[int] = set()
+        self._indexed = 0  # how much of the state's id_order the index has taken in
 
     @property
     def state(self) -> Any:
@@ -301,9 +306,11 @@ class SchemaRegistry:
             raise errors.schema_not_found()
         return found
 
-    async def register(self, subject: str, req: SchemaRequest, *, normalize: bool | None) -> int:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+    async def register(
+        self, subject: str, req: SchemaRequest, *, normalize: bool | None
+    ) -> SchemaValue:
+        """The version holding ``req`` under ``subject``: an existing one, or a new one."""
+        async with self.store.writing():
             mode = self._check_writable(subject)
             req, parsed = self._prepare(subject, req, normalize)
             if mode == "IMPORT":
@@ -314,7 +321,7 @@ class SchemaRegistry:
                 )
             existing = self._find_in_subject(subject, req, parsed)
             if existing is not None:
-                return existing.id
+                return existing
             live = self.state.versions(subject)
             level = self.compatibility_level(subject)
             fmt = self._format(req.schema_type)
@@ -331,15 +338,24 @@ class SchemaRegistry:
                 subject, version, schema_id, req.schema_type, req.schema, req.references,
                 False, req.metadata, req.rule_set,
             )
-            await self.store.append([(SchemaKey(subject, version), value)])
-            return schema_id
+            await self.store.append(self._with_counter(SchemaKey(subject, version), value))
+            return value
 
-    def _id_for(self, req: SchemaRequest, parsed: ParsedSchema) -> int:
-        """The id of the same schema under any subject, else a new one (never reused)."""
-        # Each stored id is parsed once for the index; ids whose schema no longer parses (a
-        # format that changed its mind) are left out and never matched.
-        for schema_id in self.state.id_users.keys() - self._indexed:
-            self._indexed.add(schema_id)
+    def _with_counter(self, key: SchemaKey, value: SchemaValue) -> list[tuple[Key, Value | None]]:
+        """The SCHEMA record, and the id counter when the record takes an id above every one
+        handed out so far (in one transaction: the counter is never behind the records)."""
+        records: list[tuple[Key, Value | None]] = [(key, value)]
+        if value.id > self.state.max_id:
+            records.append((IdCounterKey(), IdCounterValue(value.id)))
+        return records
+
+    def _index_ids(self, limit: int | None = None) -> bool:
+        """Take up to ``limit`` more ids into the content index (all without); True when it has
+        caught up with the state. Each stored id is parsed once; ids whose schema no longer
+        parses (a format that changed its mind) are left out and never matched."""
+        order = self.state.id_order
+        end = len(order) if limit is None else min(len(order), self._indexed + limit)
+        for schema_id in order[self._indexed:end]:
             sv = self.state.by_id(schema_id)
             if sv is None:
                 continue
@@ -351,6 +367,21 @@ class SchemaRegistry:
             current = self._ids_by_content.get(key)
             if current is None or current not in self.state.id_users:
                 self._ids_by_content[key] = schema_id
+        self._indexed = end
+        return end == len(order)
+
+    async def warm(self, chunk: int = 256) -> None:
+        """Build the content index in the background after a start, a chunk at a time between
+        requests, so the first register does not parse every stored schema itself."""
+        try:
+            while not self._index_ids(chunk):
+                await asyncio.sleep(0)
+        except Exception:  # the register that needs the index meets it at the error boundary
+            _log.exception("indexing the stored schemas failed")
+
+    def _id_for(self, req: SchemaRequest, parsed: ParsedSchema) -> int:
+        """The id of the same schema under any subject, else a new one (never reused)."""
+        self._index_ids()
         found = self._ids_by_content.get((
             req.schema_type, req.references, parsed.canonical(),
             _extras(req.metadata, req.rule_set),
@@ -361,7 +392,7 @@ class SchemaRegistry:
 
     async def _register_import(
         self, subject: str, req: SchemaRequest, parsed: ParsedSchema
-    ) -> int:
+    ) -> SchemaValue:
         if req.id is None:
             raise errors.operation_not_permitted(
                 f"Subject {subject} is in import mode: the request must give an id"
@@ -378,7 +409,7 @@ class SchemaRegistry:
         if version in versions:
             current = versions[version]
             if current.id == req.id:
-                return req.id
+                return current
             raise errors.RegistryError(
                 422, 42207, f"Overwrite of version {version} of subject {subject} is not permitted."
             )
@@ -386,8 +417,8 @@ class SchemaRegistry:
             subject, version, req.id, req.schema_type, req.schema, req.references, False,
             req.metadata, req.rule_set,
         )
-        await self.store.append([(SchemaKey(subject, version), value)])
-        return req.id
+        await self.store.append(self._with_counter(SchemaKey(subject, version), value))
+        return value
 
     # -- compatibility -------------------------------------------------------------------------
 
@@ -418,8 +449,7 @@ class SchemaRegistry:
     # -- deletes -------------------------------------------------------------------------------
 
     async def delete_version(self, subject: str, version: str, *, permanent: bool) -> int:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             self._check_writable(subject)
             number = parse_version(version)
             if subject not in self.state.subjects:
@@ -449,14 +479,13 @@ class SchemaRegistry:
                     raise errors.version_soft_deleted(subject, sv.version)
                 value = SchemaValue(
                     sv.subject, sv.version, sv.id, sv.schema_type, sv.schema, sv.references,
-                    True, sv.metadata, sv.rule_set,
+                    True, sv.metadata, sv.rule_set, sv.md5,
                 )
                 await self.store.append([(key, value)])
             return int(sv.version)
 
     async def delete_subject(self, subject: str, *, permanent: bool) -> list[int]:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             self._check_writable(subject)
             all_versions = self.state.versions(subject, deleted=True)
             if not all_versions:
@@ -510,8 +539,7 @@ class SchemaRegistry:
         normalize = body.get("normalize")
         if normalize is not None and not isinstance(normalize, bool):
             raise errors.bad_request(f"normalize must be true or false, not {normalize!r}")
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             self._check_writable(subject)
             await self.store.append([(ConfigKey(subject), ConfigValue(level, normalize))])
         answer: dict[str, Any] = {"compatibility": level}
@@ -520,8 +548,7 @@ class SchemaRegistry:
         return answer
 
     async def delete_config(self, subject: str | None) -> dict[str, Any]:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             self._check_writable(subject)
             previous = self.compatibility_level(subject)
             if subject is not None and subject not in self.state.configs:
@@ -541,8 +568,7 @@ class SchemaRegistry:
         mode = raw.upper() if isinstance(raw, str) else None
         if mode not in MODES:
             raise errors.invalid_mode(raw)
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             if mode == "IMPORT" and not force:
                 # Imported ids could collide with ids already handed out.
                 if subject is None and any(True for _ in self.state.subject_names(deleted=True)):
@@ -557,8 +583,7 @@ class SchemaRegistry:
         return {"mode": mode}
 
     async def delete_mode(self, subject: str | None) -> dict[str, str]:
-        async with self.store.write_lock:
-            await self.store.read_to_end()
+        async with self.store.writing():
             previous = self.mode(subject)
             if subject is not None and subject not in self.state.modes:
                 if subject not in self.state.subjects:

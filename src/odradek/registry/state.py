@@ -17,6 +17,8 @@ from odradek.registry.records import (
     ConfigValue,
     DeleteSubjectKey,
     DeleteSubjectValue,
+    IdCounterKey,
+    IdCounterValue,
     Key,
     ModeKey,
     ModeValue,
@@ -24,9 +26,20 @@ from odradek.registry.records import (
     SchemaKey,
     SchemaValue,
     Value,
+    schema_guid,
 )
 
-__all__ = ["RegistryState"]
+__all__ = ["RegistryState", "context_of"]
+
+
+def context_of(subject: str) -> str:
+    """The context of a subject in Confluent's qualified syntax, ``:.ctx:name`` (``.`` for a
+    subject without one)."""
+    if subject.startswith(":."):
+        end = subject.find(":", 2)
+        if end > 0:
+            return subject[1:end]
+    return "."
 
 
 class RegistryState:
@@ -36,8 +49,14 @@ class RegistryState:
         self.subjects: dict[str, dict[int, SchemaValue]] = {}
         #: Every (subject, version) currently holding each id.
         self.id_users: dict[int, set[tuple[str, int]]] = {}
-        #: The highest id any record has carried; ids are allocated above it.
+        #: Ids in the order they gained their first holder (again after losing every holder);
+        #: append-only, so an index over ids can catch up from where it stopped.
+        self.id_order: list[int] = []
+        #: The highest id any record has carried, the id counter's included (it outlives the
+        #: records of hard-deleted schemas); ids are allocated above it.
         self.max_id = 0
+        #: The id holding each schema guid (Confluent's fingerprint of a schema).
+        self.ids_by_guid: dict[str, int] = {}
         self.configs: dict[str | None, ConfigValue] = {}
         self.modes: dict[str | None, str] = {}
 
@@ -63,6 +82,9 @@ class RegistryState:
                     for v, sv in list(versions.items()):
                         if v <= value.version and not sv.deleted:
                             versions[v] = _with_deleted(sv)
+            case IdCounterKey():
+                if isinstance(value, IdCounterValue):
+                    self.max_id = max(self.max_id, value.max_id)
             case NoopKey():
                 pass
 
@@ -77,8 +99,13 @@ class RegistryState:
                     del self.id_users[old.id]
         if isinstance(value, SchemaValue):
             versions[version] = value
+            if value.id not in self.id_users:
+                self.id_order.append(value.id)
             self.id_users.setdefault(value.id, set()).add((subject, version))
             self.max_id = max(self.max_id, value.id)
+            guid = schema_guid(value)
+            if self.ids_by_guid.get(guid) not in self.id_users:
+                self.ids_by_guid[guid] = value.id
         elif not versions:
             del self.subjects[subject]
 
@@ -94,6 +121,11 @@ class RegistryState:
             if deleted or any(not sv.deleted for sv in versions.values()):
                 yield subject
 
+    def contexts(self) -> list[str]:
+        """The default context ``.`` and every context a subject names (``:.ctx:subject``)."""
+        found = {context_of(subject) for subject in self.subjects}
+        return sorted(found | {"."})
+
     def by_id(self, schema_id: int) -> SchemaValue | None:
         """One version holding the id (they all carry the same schema), live ones first."""
         users = self.id_users.get(schema_id)
@@ -102,6 +134,10 @@ class RegistryState:
         found = [self.subjects[s][v] for s, v in sorted(users)]
         live = [sv for sv in found if not sv.deleted]
         return (live or found)[0]
+
+    def by_guid(self, guid: str) -> SchemaValue | None:
+        schema_id = self.ids_by_guid.get(guid)
+        return None if schema_id is None else self.by_id(schema_id)
 
     def users_of(self, schema_id: int, *, deleted: bool = False) -> list[SchemaValue]:
         users = self.id_users.get(schema_id, set())
@@ -123,5 +159,5 @@ class RegistryState:
 def _with_deleted(sv: SchemaValue) -> SchemaValue:
     return SchemaValue(
         sv.subject, sv.version, sv.id, sv.schema_type, sv.schema, sv.references, True,
-        sv.metadata, sv.rule_set,
+        sv.metadata, sv.rule_set, sv.md5,
     )

@@ -1,15 +1,25 @@
 """The ``_schemas`` topic read and written with confluent-kafka.
 
 :class:`KafkaStore` keeps a :class:`~odradek.registry.state.RegistryState` equal to the topic: a
-reader thread polls the topic's single partition from the start and hands each batch of records
-to the event loop, which applies them in order. Writes go through an idempotent ``acks=all``
-producer; a write is complete when the reader has applied it, so the state never runs ahead of
-the log (persist before apply). :meth:`KafkaStore.read_to_end` captures the partition's high
-watermark at call time and waits until everything below it is applied: what a request answers
-from includes every write acknowledged before it began, by any instance.
+reader thread polls the topic's single partition from the start (``read_committed``) and hands
+each batch of records to the event loop, which applies them in order. A write is complete when
+the reader has applied it, so the state never runs ahead of the log (persist before apply).
+:meth:`KafkaStore.read_to_end` captures the partition's end (the last stable offset) at call
+time and waits until everything below it is applied: what a request answers from includes every
+write committed before it began, by any instance.
 
-Owned by the registry's event loop (state, waiters); the reader thread only polls and posts.
-Nothing is kept on disk: a restart replays the topic.
+Fencing: every write is a Kafka transaction of one ``transactional.id`` shared by all instances
+of the registry (``odradek-registry-<topic>``). An instance *claims* the writer before its first
+write (and again after being fenced): a new producer's ``init_transactions`` bumps the id's
+producer epoch, which aborts a transaction the previous writer has open and makes the broker
+refuse all its later writes. A claim is followed by reading to the end, so the claimant decides
+from every write the previous primary committed, and a deposed primary's in-flight write either
+committed before the claim (and is read) or is refused (:class:`~odradek.registry.errors.
+FencedError`). Nothing in the records changes: they stay Confluent's, and transaction markers
+are invisible to every reader.
+
+Owned by the registry's event loop (state, waiters, the writer); the reader thread only polls
+and posts. Nothing is kept on disk: a restart replays the topic.
 """
 
 from __future__ import annotations
@@ -19,12 +29,13 @@ import contextlib
 import logging
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek.registry.errors import RegistryError, store_error, store_timeout
+from odradek.registry.errors import FencedError, RegistryError, store_error, store_timeout
 from odradek.registry.records import (
     Key,
     RecordFormatError,
@@ -40,17 +51,30 @@ __all__ = ["DEFAULT_TOPIC", "KafkaStore"]
 
 DEFAULT_TOPIC = "_schemas"
 _log = logging.getLogger("odradek.registry.store")
+#: The errors with which a broker refuses a writer whose epoch another has since bumped.
+_FENCED = frozenset({
+    KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+})
 
 
 class KafkaStore:
     """The registry's state and its log. ``timeout`` bounds each wait on Kafka, in seconds."""
 
     def __init__(
-        self, bootstrap: str, *, topic: str = DEFAULT_TOPIC, timeout: float = 30.0
+        self,
+        bootstrap: str,
+        *,
+        topic: str = DEFAULT_TOPIC,
+        timeout: float = 30.0,
+        transaction_timeout_ms: int = 10000,
     ) -> None:
+        """``transaction_timeout_ms`` bounds how long an instance that died mid-write holds the
+        topic's end back from readers, when no other instance claims the writer before."""
         self.bootstrap = bootstrap
         self.topic = topic
         self.timeout = timeout
+        self.transactional_id = f"odradek-registry-{topic}"
+        self._transaction_timeout_ms = transaction_timeout_ms
         self.state = RegistryState()
         self._tp = TopicPartition(topic, 0)
         self._applied = 0  # the offset after the last record applied
@@ -58,10 +82,15 @@ class KafkaStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Any = None
         self._watermarks: Any = None
-        self._producer: Any = None
+        self._producer: Any = None  # the claimed transactional writer; None until claimed
+        self._common: dict[str, Any] = {}
         self._reader: threading.Thread | None = None
         self._stopping = threading.Event()
-        #: Writes are serialised: each reads to the end, decides, appends and waits.
+        self._posted = -1  # the reader thread's: the last position it handed over
+        self._end_query: asyncio.Future[int] | None = None  # the end-offset query in flight
+        self._next_end: asyncio.Future[int] | None = None  # for callers that came during it
+        #: Writes are serialised: each claims if it must, reads to the end, decides, appends
+        #: and waits (:meth:`writing`).
         self.write_lock = asyncio.Lock()
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -75,6 +104,7 @@ class KafkaStore:
             "client.id": "odradek-registry",
             "logger": _log,
         }
+        self._common = common
         self._consumer = Consumer({
             **common,
             # Assigned, never subscribed: the group id only satisfies the client.
@@ -92,12 +122,6 @@ class KafkaStore:
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
         })
-        self._producer = Producer({
-            **common,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 0,
-        })
         self._reader = threading.Thread(target=self._read_loop, name="registry-reader", daemon=True)
         self._reader.start()
         await self.read_to_end()
@@ -110,8 +134,7 @@ class KafkaStore:
         self._stopping.set()
         if self._reader is not None:
             await asyncio.to_thread(self._reader.join)
-        if self._producer is not None:
-            await asyncio.to_thread(self._producer.flush, 5)
+        self._producer = None  # a write in flight is aborted by the broker's transaction timeout
         for consumer in (self._consumer, self._watermarks):
             if consumer is not None:
                 await asyncio.to_thread(consumer.close)
@@ -143,9 +166,18 @@ class KafkaStore:
     # -- reading -------------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
+        position = -1
         while not self._stopping.is_set():
             try:
-                messages = self._consumer.consume(num_messages=500, timeout=0.1)
+                # A batch call waits its whole timeout unless the batch fills, which would hold
+                # every write for that long: wait for one record, then take what else is there.
+                first = self._consumer.poll(0.1)
+                messages = [] if first is None else [
+                    first, *self._consumer.consume(num_messages=500, timeout=0)
+                ]
+                # The position also moves past what a read_committed reader is never handed
+                # (transaction markers, aborted writes), which the end offset counts.
+                position = max(position, self._consumer.position([self._tp])[0].offset)
             except (KafkaException, RuntimeError) as e:
                 _log.warning("reading %s: %s", self.topic, e)
                 continue
@@ -156,11 +188,12 @@ class KafkaStore:
                         _log.warning("reading %s: %s", self.topic, m.error())
                     continue
                 records.append((m.offset(), m.key(), m.value()))
-            if records and self._loop is not None:
+            if (records or position > self._posted) and self._loop is not None:
+                self._posted = position
                 with contextlib.suppress(RuntimeError):  # the loop is closing
-                    self._loop.call_soon_threadsafe(self._apply, records)
+                    self._loop.call_soon_threadsafe(self._apply, records, position)
 
-    def _apply(self, records: list[tuple[int, bytes | None, bytes | None]]) -> None:
+    def _apply(self, records: list[tuple[int, bytes | None, bytes | None]], position: int) -> None:
         for offset, key_bytes, value_bytes in records:
             if offset < self._applied:
                 continue
@@ -171,6 +204,7 @@ class KafkaStore:
             except RecordFormatError as e:
                 _log.warning("%s offset %d skipped: %s", self.topic, offset, e)
             self._applied = offset + 1
+        self._applied = max(self._applied, position)
         ready = [w for w in self._waiters if w[0] <= self._applied]
         self._waiters = [w for w in self._waiters if w[0] > self._applied]
         for _, fut in ready:
@@ -190,53 +224,139 @@ class KafkaStore:
     async def read_to_end(self) -> None:
         """Wait until every record written before this call is applied."""
         try:
-            _, high = await asyncio.to_thread(
-                self._watermarks.get_watermark_offsets, self._tp, self.timeout, False
-            )
+            high = await self._end_offset()
         except KafkaException as e:
             raise store_error(f"cannot read the end of {self.topic}: {e}") from None
         await self._wait_applied(high)
 
+    async def _end_offset(self) -> int:
+        """The partition's end, from a query sent after this call began. Callers that arrive
+        while a query is in flight (it may have been sent before they came) share the next
+        one, which starts when that one ends: concurrent reads cost one round trip to the
+        broker between them, not one each."""
+        if self._end_query is None:
+            fut = self._query_end()
+        else:
+            if self._next_end is None:
+                self._next_end = asyncio.get_running_loop().create_future()
+            fut = self._next_end
+        return await asyncio.shield(fut)
+
+    def _query_end(self) -> asyncio.Future[int]:
+        async def query() -> int:
+            _, high = await asyncio.to_thread(
+                self._watermarks.get_watermark_offsets, self._tp, self.timeout, False
+            )
+            return int(high)
+
+        task = asyncio.ensure_future(query())
+        self._end_query = task
+
+        def done(finished: asyncio.Future[int]) -> None:
+            self._end_query = None
+            if not finished.cancelled():
+                finished.exception()  # retrieved here too: a caller may have gone away
+            waiting, self._next_end = self._next_end, None
+            if waiting is not None:
+                self._query_end().add_done_callback(lambda nxt: _relay(nxt, waiting))
+
+        task.add_done_callback(done)
+        return task
+
     # -- writing -------------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Hold the write lock with the writer claimed and the log read to its end: what the
+        body decides from is everything written before, by any instance."""
+        async with self.write_lock:
+            if self._producer is None:
+                await self.claim()
+            await self.read_to_end()
+            yield
+
+    async def claim(self) -> None:
+        """Become the writer: fence every earlier holder of the transactional id."""
+        producer = Producer({
+            **self._common,
+            "transactional.id": self.transactional_id,
+            "transaction.timeout.ms": self._transaction_timeout_ms,
+            "acks": "all",
+            "linger.ms": 0,
+        })
+        try:
+            await asyncio.to_thread(producer.init_transactions, self.timeout)
+        except KafkaException as e:
+            raise store_error(f"cannot claim the writer of {self.topic}: {e}") from None
+        self._producer = producer
+        _log.info("claimed the writer of %s (%s)", self.topic, self.transactional_id)
+
     async def append(self, records: list[tuple[Key, Value | None]]) -> None:
-        """Write ``records`` in order and wait until the state has applied them."""
+        """Write ``records`` in one transaction and wait until the state has applied them.
+        Only inside :meth:`writing`. :class:`FencedError` when another instance has claimed the
+        writer since (nothing was written)."""
         if not records:
             return
-        assert self._loop is not None
-        loop = self._loop
-        done: asyncio.Future[int] = loop.create_future()
-        remaining = [len(records)]
-        last = [-1]
+        producer = self._producer
+        if producer is None:
+            raise FencedError(f"{self.topic} has no writer claimed here")
+        offsets: list[int] = []
+        failures: list[Any] = []
 
-        def delivered(err: Any, msg: Any) -> None:
-            def settle() -> None:
-                if done.done():
-                    return
-                if err is not None:
-                    done.set_exception(store_error(str(err)))
-                    return
-                last[0] = max(last[0], msg.offset())
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    done.set_result(last[0])
-            loop.call_soon_threadsafe(settle)
+        def delivered(err: Any, msg: Any) -> None:  # on the calling thread, in flush/commit
+            if err is not None:
+                failures.append(err)
+            else:
+                offsets.append(msg.offset())
 
-        def produce() -> None:
+        def write() -> None:
+            producer.begin_transaction()
             for key, value in records:
-                self._producer.produce(
+                producer.produce(
                     self.topic, key=encode_key(key), value=encode_value(value),
                     partition=0, on_delivery=delivered,
                 )
-            self._producer.flush(self.timeout)
+            producer.commit_transaction(self.timeout)  # flushes: every report has run
 
         try:
-            await asyncio.to_thread(produce)
-            offset = await asyncio.wait_for(done, self.timeout)
-        except TimeoutError:
-            raise store_timeout(f"write to {self.topic} not acknowledged") from None
-        except (KafkaException, BufferError) as e:
-            raise store_error(str(e)) from None
-        except RegistryError:
-            raise
-        await self._wait_applied(offset + 1)
+            await asyncio.to_thread(write)
+        except KafkaException as e:
+            raise await self._write_failed(producer, e.args[0]) from None
+        except BufferError as e:
+            raise await self._write_failed(producer, None, str(e)) from None
+        if failures or len(offsets) != len(records):
+            raise store_error(f"write to {self.topic} failed: {failures[:1]}")
+        await self._wait_applied(max(offsets) + 1)
+
+    async def _write_failed(
+        self, producer: Any, error: Any, text: str | None = None
+    ) -> RegistryError:
+        """What a failed transaction answers; the writer is dropped (claimed again by the next
+        write) unless the failure left it usable."""
+        if error is not None and error.code() in _FENCED:
+            self._producer = None
+            _log.warning("%s: another instance has claimed the writer: %s", self.topic, error)
+            return FencedError(f"another instance writes {self.topic} now")
+        if error is not None and error.txn_requires_abort():
+            try:
+                await asyncio.to_thread(producer.abort_transaction, self.timeout)
+                return store_error(f"write to {self.topic} aborted: {error}")
+            except KafkaException as e:
+                error = e.args[0]
+        self._producer = None  # a fatal error, a timeout: start again from a new claim
+        if error is not None and error.code() == KafkaError._TIMED_OUT:
+            return store_timeout(f"write to {self.topic} not acknowledged")
+        return store_error(f"write to {self.topic} failed: {error or text}")
+
+
+def _relay(source: asyncio.Future[int], target: asyncio.Future[int]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+        return
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
