@@ -43,13 +43,13 @@ def _cell(summaries: list[dict[str, Any]]) -> str:
     return f"{_pct(counts, 0.5):,.0f} / {_pct(counts, 0.99):,.0f} (n={n:,})"
 
 
-def report(dumps: list[dict[str, Any]]) -> str:
+def report(dumps: list[dict[str, Any]], name: str = "odradek") -> str:
     """A table: per workload, p50 / p99 in microseconds of each timed stage."""
     by_workload: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for d in dumps:
         by_workload[str(d["workload"])].append(d)
     lines = [
-        "odradek broker-side timings, p50 / p99 in us (bucket upper bounds, within 19%), "
+        f"{name}: broker-side timings, p50 / p99 in us (bucket upper bounds, within 19%), "
         "all rounds merged",
         "| workload | Produce: arrival -> appended | Produce: arrival -> response sent "
         "| Fetch: arrival -> response sent | Fetch: append -> woken | Fetch: append -> "
