@@ -89,6 +89,11 @@ class Target:
         result: dict[str, object] = json.loads(line)
         return result
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the broker's process has used (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
@@ -369,6 +374,9 @@ def bench_vsmock(args: argparse.Namespace) -> None:
         results: dict[str, dict[str, list[float]]] = {
             w.label: {n: [] for n in names} for w in workloads
         }
+        cpu: dict[str, dict[str, list[float]]] = {
+            w.label: {n: [] for n in names} for w in workloads
+        }
         try:
             # Warm every broker up (codecs load on first use, the mock makes its first topic).
             for t in targets:
@@ -390,7 +398,9 @@ def bench_vsmock(args: argparse.Namespace) -> None:
                         # Write back what earlier runs left dirty (untimed): otherwise a run
                         # pays for its predecessor's writeback, the mock's turn for nothing.
                         os.sync()
+                        cpu0 = t.cpu_seconds()
                         value = w.run(t, topics[t.name]) * w.scale
+                        cpu[w.label][t.name].append(t.cpu_seconds() - cpu0)
                         results[w.label][t.name].append(value)
                         line.append(f"{t.name} {value:12,.2f}")
                         if t.has_timings and not w.label.startswith("latency p99"):
@@ -416,6 +426,18 @@ def bench_vsmock(args: argparse.Namespace) -> None:
         if "baseline" in names:
             cells.append(_ratio(med["odradek"], med["baseline"]))
         print(f"| {w.label} | " + " | ".join(cells) + " |")
+    print("\nbroker process CPU seconds per run (user + system, medians; a run's work is the "
+          "same for every broker, so the ratio is CPU per unit of work)")
+    print("| workload | " + " | ".join(names) + " | "
+          + " | ".join(f"{n} / mock" for n in names[:-1]) + " |")
+    print("|---" * (2 * len(names)) + "|")
+    for w in workloads:
+        if w.label.startswith("latency p99"):
+            continue
+        med = {n: statistics.median(cpu[w.label][n]) for n in names}
+        print(f"| {w.label.removesuffix(' p50, 1,000 rec/s')} | "
+              + " | ".join(f"{med[n]:.3f}" for n in names) + " | "
+              + " | ".join(_ratio(med[n], med["mock"]) for n in names[:-1]) + " |")
     print("(the mock answers a fetch that finds no data only when fetch.wait.max.ms has passed, "
           "records produced meanwhile or not, so its latency is that wait, not a best case)")
     if timings:
