@@ -159,9 +159,19 @@ def main() -> None:
     ap.add_argument("--registry-produce-records", type=int, default=200_000)
     ap.add_argument("--only",
                     choices=("all", "log", "groups", "transactions", "compaction", "scale",
-                             "connections", "registry"),
+                             "connections", "registry", "vsmock"),
                     default="all")
+    ap.add_argument("--rounds", type=int, default=3, help="vsmock: interleaved rounds")
+    from vsmock import _consume_arguments
+
+    _consume_arguments(ap)
+    ap.add_argument("--baseline-src", metavar="DIR",
+                    help="vsmock: also run an odradek broker from this source tree (src/)")
     args = ap.parse_args()
+    if args.only in ("all", "vsmock"):
+        from vsmock import bench_vsmock
+
+        bench_vsmock(args)
     if args.only in ("all", "log"):
         bench_log(args)
     if args.only in ("all", "transactions"):

@@ -25,6 +25,7 @@ from odradek.broker.internal_topics import LoadHook
 from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.registry import handlers
 from odradek.broker.replica_manager import ReplicaManager
+from odradek.broker.timings import RequestTimings
 from odradek.broker.topics import TopicManager
 from odradek.broker.transactions import TxnRuntime
 from odradek.clock import Clock, SystemClock
@@ -87,6 +88,7 @@ class Broker:
         self.node_id = config.node_id
         self.data_dir = Path(config.log_dirs[0])
         self.append_watch = AppendWatch()
+        self.timings = RequestTimings({key: api.name for key, api in handlers().items()})
         self._server: asyncio.Server | None = None
         self.request_memory = RequestMemoryPool(config.queued_max_request_bytes)
         # Set by start(), which knows the open-file limit:
@@ -161,8 +163,9 @@ class Broker:
         limits = ConnectionLimits.from_config(self.config, open_file_limit)
         connections = self.connections = Connections(limits)
         pool = self.request_memory
+        timings = self.timings
         self._server = await loop.create_server(
-            lambda: KafkaConnection(dispatcher, max_frame, connections, pool),
+            lambda: KafkaConnection(dispatcher, max_frame, connections, pool, timings),
             host,
             port,
             reuse_address=True,

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import CLIENT_HOST
 from odradek.broker.memory_pool import RequestMemoryPool
+from odradek.broker.timings import RequestTimings
 from odradek.errors import CorruptFrameError
 from odradek.protocol.fetch_response import ResponseParts
 from odradek.protocol.framing import NEED_DATA, Frame, FrameDecoder
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("odradek.connection")
 _monotonic = time.monotonic
+_now_ns = time.perf_counter_ns
 
 # Returns the response frame (or its parts), None when no response is due (acks=0), or an
 # awaitable of these.
@@ -59,8 +61,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
         max_frame_bytes: int,
         connections: Connections,
         pool: RequestMemoryPool,
+        timings: RequestTimings | None = None,
     ) -> None:
         self._dispatch = dispatch
+        self._timings = timings or RequestTimings()
+        self._read_ns = 0  # when the last read arrived: the arrival of the frames it completed
+        # The request being answered in the background (api key, arrival), for its timing.
+        self._waiting_api = -1
+        self._waiting_arrival = 0
         self._decoder = FrameDecoder(max_frame_bytes)
         self._connections = connections
         self._pool = pool
@@ -110,6 +118,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._decoder.buffer_updated(nbytes)
+        self._read_ns = _now_ns()
         self.active_at = _monotonic()
         self._process()
 
@@ -196,6 +205,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if transport is None:
             return
         out: list[bytes] = []
+        answered: list[int] = []  # api keys of the responses in ``out``
+        timings = self._timings
+        arrival = self._read_ns
         try:
             while self._waiting is None and not self._write_paused and not self._closed:
                 frame = self._decoder.next_frame()
@@ -206,20 +218,27 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self._reserved = 0
                 self.partial_since = 0.0
                 CLIENT_HOST.set(self.peer_host)
+                timings.arrival_ns = arrival
+                # For the timings only; a frame too short for a header fails in dispatch.
+                api_key = (frame[0] << 8) | frame[1] if len(frame) > 1 else -1
                 result = self._dispatch(frame)
                 if result is None or isinstance(result, bytes):
                     self._release_answer()
                     if result is not None:
                         out.append(result)
+                        answered.append(api_key)
                     continue
                 if isinstance(result, ResponseParts):
                     self._release_answer()
                     if out:
-                        transport.writelines(out)
+                        self._write(out, answered, arrival)
                         out = []
+                    self._waiting_api, self._waiting_arrival = api_key, arrival
                     if not self._start_send(result):
                         break
+                    timings.request_done(api_key, arrival, _now_ns())
                     continue
+                self._waiting_api, self._waiting_arrival = api_key, arrival
                 self._waiting = asyncio.ensure_future(result)
                 self._waiting.add_done_callback(self._on_response)
                 transport.pause_reading()
@@ -235,9 +254,19 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._closed = True
             return
         if out:
-            transport.writelines(out)
+            self._write(out, answered, arrival)
         if self._decoder.buffered and self._waiting is None and not self._closed:
             self._track_partial()
+
+    def _write(self, out: list[bytes], answered: list[int], arrival: int) -> None:
+        """Write the responses of synchronously answered requests and time them."""
+        assert self._transport is not None
+        self._transport.writelines(out)
+        sent = _now_ns()
+        timings = self._timings
+        for api_key in answered:
+            timings.request_done(api_key, arrival, sent)
+        answered.clear()
 
     def _release_answer(self) -> None:
         """The request is answered: its frame's reservation goes back to the pool."""
@@ -249,21 +278,27 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._waiting = None
         self._release_answer()
         if fut.cancelled() or self._closed or self._transport is None:
+            self._timings.forget(fut)
             if not fut.cancelled() and fut.exception() is None:
                 _release(fut.result())
             return
         self.active_at = _monotonic()
         exc = fut.exception()
         if exc is not None:
+            self._timings.forget(fut)
             log.error("request failed on connection from %s", self.peer, exc_info=exc)
             self._transport.close()
             return
         response = fut.result()
         if isinstance(response, ResponseParts):
             if not self._start_send(response) or self._closed:
+                self._timings.forget(fut)
                 return
         elif response is not None:
             self._transport.write(response)
+        sent = _now_ns()
+        self._timings.request_done(self._waiting_api, self._waiting_arrival, sent)
+        self._timings.response_sent(fut, sent)
         if self._may_read():
             self._transport.resume_reading()
         self._process()

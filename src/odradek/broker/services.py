@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from odradek.broker.delayed import AppendWatch
     from odradek.broker.groups import GroupRuntime
     from odradek.broker.replica_manager import ReplicaManager
+    from odradek.broker.timings import RequestTimings
     from odradek.broker.topics import TopicManager
     from odradek.broker.transactions import TxnRuntime
     from odradek.clock import Clock
@@ -66,6 +67,11 @@ class BrokerServices(Protocol):
     @property
     def replicas(self) -> ReplicaManager:
         """The one owner of appends (produce, coordinator records, markers)."""
+        ...
+
+    @property
+    def timings(self) -> RequestTimings:
+        """Request-latency histograms; handlers record their own stages into it."""
         ...
 
     @property

@@ -6,13 +6,15 @@ address; it is started after the broker and stopped before it.
 
 The signal handlers are installed before the broker starts, so a signal during start-up stops
 it as soon as it is up. A second signal while the clean shutdown runs exits at once (exit status
-1, no clean-shutdown marker: the next start recovers).
+1, no clean-shutdown marker: the next start recovers). SIGUSR1 prints the broker's request
+timings (:mod:`odradek.broker.timings`) as one JSON line on stdout and starts them afresh.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -81,6 +83,13 @@ async def _serve(config: object, registry_address: tuple[str, int] | None) -> No
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+
+    def dump_timings() -> None:
+        # One JSON line of the request-latency histograms since the last dump (the bench
+        # reads it after each workload); see odradek.broker.timings.
+        print(json.dumps(broker.timings.snapshot(reset=True)), flush=True)
+
+    loop.add_signal_handler(signal.SIGUSR1, dump_timings)
     await broker.start()
     print(f"odradek listening on {broker.host}:{broker.port}", flush=True)
     registry = None

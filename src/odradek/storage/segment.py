@@ -75,6 +75,8 @@ _log = logging.getLogger("odradek.storage")
 
 _INT32_MAX = 2**31 - 1
 _SCAN_CHUNK = 16 * 1024
+#: Batches of the active segment whose positions are remembered (see ``translate_offset``).
+_RECENT_BATCHES = 8
 _RECOVER_CHUNK = 4 * 1024 * 1024
 
 
@@ -173,6 +175,10 @@ class LogSegment:
         self._created_ms = created_ms
         self._bytes_since_index = 0
         self._dirty = False
+        # Base offset -> (position, header) of the last few batches appended: a consumer at
+        # the tail fetches from one of them, found here without a walk over the headers after
+        # the last index entry. Emptied when the segment is truncated, recovered or rolled.
+        self._recent: dict[int, tuple[int, BatchHeader]] = {}
 
     # -- construction -----------------------------------------------------------------------
 
@@ -320,7 +326,11 @@ class LogSegment:
         assert self._max_ts is not None
         interval = self.config.index_interval_bytes
         position = start
+        recent = self._recent
+        if len(recent) + len(batches) > _RECENT_BATCHES:
+            recent.clear()
         for h in batches:
+            recent[h.base_offset] = (position, h)
             if h.max_timestamp > self._max_ts:
                 self._max_ts = h.max_timestamp
                 self._offset_of_max_ts = h.last_offset
@@ -348,6 +358,7 @@ class LogSegment:
     def on_become_inactive(self) -> None:
         """Called when a newer segment takes over: record the final max timestamp in the time
         index (so a clean start-up can trust it) and release the index append handles."""
+        self._recent.clear()
         if self.size > 0:
             self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
         self.flush()
@@ -423,6 +434,7 @@ class LogSegment:
         """Remove every batch whose last offset is >= ``offset`` (as Kafka does, a batch that
         straddles ``offset`` goes entirely); returns the number of bytes removed."""
         found = self.translate_offset(offset)
+        self._recent.clear()
         if found is None:
             return 0
         pos = found[0]
@@ -495,6 +507,11 @@ class LogSegment:
         self, offset: int, start_pos: int = 0
     ) -> tuple[int, BatchHeader] | None:
         """The first batch whose last offset is >= ``offset`` -> (position, header)."""
+        # Offsets grow along the file: the batch that starts at ``offset`` is the first one
+        # whose last offset reaches it.
+        hit = self._recent.get(offset)
+        if hit is not None and hit[0] >= start_pos:
+            return hit
         _idx_off, pos = self.offset_index.lookup(offset)
         pos = max(pos, start_pos)
         for p, h in self.iter_headers(pos):
@@ -670,6 +687,7 @@ class LogSegment:
         self.offset_index.create()
         self.time_index.create()
         self.txn_index.reset()
+        self._recent.clear()
         self.size = 0
         self._max_ts = -1
         self._offset_of_max_ts = self.base_offset

@@ -239,19 +239,19 @@ async def _long_poll(
     request: Request,
     topics: list[tuple[Any, list[Any]]],
     tps: list[tuple[str, int]],
-    first_watch: asyncio.Future[None],
+    first_watch: asyncio.Future[int],
     timeout: float,
 ) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    fut: asyncio.Future[None] | None = first_watch
+    fut: asyncio.Future[int] | None = first_watch
     while True:
         remaining = deadline - loop.time()
         if remaining > 0:
             if fut is None:
                 fut = broker.append_watch.watch(tps)
             try:
-                await asyncio.wait_for(fut, remaining)
+                broker.timings.fetch_woken_by(await asyncio.wait_for(fut, remaining))
             except TimeoutError:
                 pass
             finally:

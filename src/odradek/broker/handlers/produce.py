@@ -127,6 +127,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         responses.append(
             build(mod.TopicProduceResponse, name=name, partition_responses=tuple(partitions))
         )
+    broker.timings.appended()
     if acks == 0:
         return NO_RESPONSE
     return build(mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO)
