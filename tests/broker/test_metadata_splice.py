@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from kio.serial import entity_reader
-from staticview import StaticView, registered
 
 from odradek.broker.handlers import metadata
 from odradek.broker.local_view import LocalMetadataView
@@ -21,6 +20,7 @@ from odradek.errors import ErrorCode
 from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.protocol.build import response_module
 from odradek.protocol.messages import encode_response, response_schema
+from staticview import StaticView, registered
 
 
 def _cluster_view() -> StaticView:

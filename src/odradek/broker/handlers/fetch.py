@@ -92,8 +92,8 @@ def _requested(broker: BrokerServices, request: Request) -> list[tuple[Any, list
         topic_id = getattr(t, "topic_id", None)
         name = getattr(t, "topic", None)
         if name is None and topic_id is not None:
-            meta = broker.topics.topic_by_id(topic_id)
-            name = meta.name if meta is not None else None
+            info = broker.cluster.topic_by_id(topic_id)
+            name = info.name if info is not None else None
         parts: list[_Partition | Any] = []
         for p in t.partitions:
             if name is None:
