@@ -60,7 +60,8 @@ def reassigned(
     controller_id: int | None = None,
 ) -> StaticView:
     """``base`` (a broker's own view, read now) with the given partitions' states replaced and
-    more brokers registered."""
+    more brokers registered (replacing any of the same node id)."""
+    brokers = {b.info.node_id: b for b in (*base.live_brokers(), *extra_brokers)}
     infos: dict[str, TopicInfo] = {}
     for info in base.topics():
         parts = list(info.partitions)
@@ -71,6 +72,6 @@ def reassigned(
     return StaticView(
         cluster_id=base.cluster_id,
         controller_id=base.controller_id if controller_id is None else controller_id,
-        brokers=tuple(sorted((*base.live_brokers(), *extra_brokers), key=lambda b: b.info.node_id)),
+        brokers=tuple(sorted(brokers.values(), key=lambda b: b.info.node_id)),
         topic_infos=infos,
     )
