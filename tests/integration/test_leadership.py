@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient
 from kio.schema.delete_records.v2 import request as delete_req
+from kio.schema.describe_producers.v0 import request as producers_req
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v16 import request as fetch_req
 from kio.schema.list_offsets.v8 import request as list_req
@@ -354,6 +355,11 @@ def test_not_leader_answers_with_the_current_leader(
     with RawClient(one.bootstrap) as c:
         deleted = c.request(body).topics[0].partitions
     assert [d.error_code for d in deleted] == [ErrorCode.not_leader_or_follower, ErrorCode.none]
+    body = producers_req.DescribeProducersRequest(topics=(
+        producers_req.TopicRequest(name="moved", partition_indexes=(0, 1)),))
+    with RawClient(one.bootstrap) as c:
+        described = c.request(body).topics[0].partitions
+    assert [d.error_code for d in described] == [ErrorCode.none, ErrorCode.not_leader_or_follower]
 
 
 def test_producer_and_consumer_follow_the_leader(
