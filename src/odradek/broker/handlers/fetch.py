@@ -232,7 +232,6 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
     return _Read(total, has_error, body, regions)
 
 
-
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     if request.api_version >= 7 and body.session_id != 0:

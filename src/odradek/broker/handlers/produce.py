@@ -149,7 +149,6 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     )
 
 
-
 def _verify_transaction(
     broker: BrokerServices, transactional_id: str, topic: str, partition: int, records: Any
 ) -> None:
