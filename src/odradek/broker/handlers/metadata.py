@@ -43,8 +43,9 @@ NOT_REQUESTED = -(2**31)
 
 #: (version, operations, id of the TopicInfo, live broker ids)
 _TopicKey = tuple[int, int, int, tuple[int, ...]]
-#: What a cached entry costs beyond its bytes: the TopicInfo it holds alive, per partition.
-_INFO_BYTES_PER_PARTITION = 16
+#: What a cached entry costs beyond its bytes, per partition: the TopicInfo it holds alive
+#: (roughly a PartitionState and its slot; a single node's view shares one state).
+_INFO_BYTES_PER_PARTITION = 64
 
 
 class _EncodedTopics:
