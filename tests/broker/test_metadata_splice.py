@@ -1,48 +1,144 @@
-"""The Metadata handler's cached, spliced encoding equals kio's encoding of the whole body."""
+"""The Metadata handler's cached, spliced encoding equals kio's encoding of the whole body, and
+says what the view says: every live broker, the controller, leaders, epochs, replicas, ISR,
+offline replicas and LEADER_NOT_AVAILABLE."""
 
 from __future__ import annotations
 
 import types
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
+from kio.serial import entity_reader
 
 from odradek.broker.handlers import metadata
-from odradek.metadata.store import TopicMetadata
+from odradek.broker.local_view import LocalMetadataView
+from odradek.cluster.membership import BrokerInfo
+from odradek.cluster.model import NO_LEADER, PartitionState, TopicInfo
+from odradek.errors import ErrorCode
+from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.protocol.build import response_module
-from odradek.protocol.messages import encode_response
+from odradek.protocol.messages import encode_response, response_schema
+from staticview import StaticView, registered
 
 
-def _broker(topics: list[TopicMetadata]) -> types.SimpleNamespace:
-    return types.SimpleNamespace(
-        node_id=1, advertised_host="127.0.0.1", advertised_port=9092,
-        topics=types.SimpleNamespace(topics=lambda: topics),
-        metadata=types.SimpleNamespace(cluster_id="abc"),
+def _cluster_view() -> StaticView:
+    states = (
+        PartitionState((1, 2, 3), (1, 2), leader=1, leader_epoch=4, partition_epoch=9),
+        PartitionState((2, 3), (2,), leader=2, leader_epoch=7),
+        PartitionState((3,), (3,), leader=NO_LEADER, leader_epoch=2),  # broker 3 is gone
+        PartitionState((4, 1), (4, 1), leader=4, leader_epoch=1),  # a leader no longer live
     )
+    topics = {
+        f"t{i}": TopicInfo(f"t{i}", uuid.uuid4(), {}, tuple(states[j % 4] for j in range(n)))
+        for i, n in enumerate((1, 4, 200))
+    }
+    return StaticView(
+        cluster_id="abc",
+        controller_id=2,
+        brokers=(registered(1, port=9092, rack="r1"), registered(2, "h2", 9093, None)),
+        topic_infos=topics,
+    )
+
+
+def _broker(view: Any) -> types.SimpleNamespace:
+    return types.SimpleNamespace(node_id=1, cluster=view)
+
+
+def _request(version: int, ops: bool) -> types.SimpleNamespace:
+    body = types.SimpleNamespace(
+        topics=None, include_topic_authorized_operations=ops,
+        include_cluster_authorized_operations=ops, allow_auto_topic_creation=False,
+    )
+    return types.SimpleNamespace(body=body, api_version=version)
+
+
+def _check_splice(broker: Any, version: int, ops: bool) -> bytes:
+    request = _request(version, ops)
+    mod = response_module(3, version)
+    topic_ops = metadata.TOPIC_OPERATIONS if ops else metadata.NOT_REQUESTED
+    cluster_ops = metadata.CLUSTER_OPERATIONS if ops else metadata.NOT_REQUESTED
+    live = frozenset(metadata.live_broker_ids(broker.cluster))
+    for _ in range(2):  # the second answer comes from the cache
+        spliced = encode_response(3, 7, metadata.handle(broker, request))
+        whole = metadata._body(
+            broker,
+            version,
+            tuple(metadata._topic(mod, i, topic_ops, live) for i in broker.cluster.topics()),
+            cluster_ops,
+        )
+        assert spliced == encode_response(3, 7, whole)
+    return spliced
 
 
 @pytest.mark.parametrize("version", range(13))
 @pytest.mark.parametrize("ops", [False, True])
 def test_spliced_body_is_kios_encoding(version: int, ops: bool) -> None:
-    topics = [
-        TopicMetadata(name=f"t{i}", topic_id=uuid.uuid4(), partitions=p, configs={})
-        for i, p in enumerate((1, 3, 200))
+    _check_splice(_broker(_cluster_view()), version, ops)
+
+
+def test_single_node_view_spliced(tmp_path: Path) -> None:
+    store = MetadataStore(tmp_path, 1)
+    for i, n in enumerate((1, 3, 200)):
+        store.put_topic(TopicMetadata(f"t{i}", uuid.uuid4(), n))
+    view = LocalMetadataView(store, BrokerInfo(1, "127.0.0.1", 9092, "rack-a"))
+    for version in (0, 9, 12):
+        _check_splice(_broker(view), version, True)
+
+
+def _decoded(view: Any, version: int) -> Any:
+    frame = encode_response(3, 7, metadata.handle(_broker(view), _request(version, False)))
+    body, _ = entity_reader(response_schema(3, version))(frame, 8 + (1 if version >= 9 else 0))
+    return body
+
+
+@pytest.mark.parametrize("version", [5, 7, 12])  # offline replicas from v5
+def test_fields_come_from_the_view(version: int) -> None:
+    view = _cluster_view()
+    body = _decoded(view, version)
+    assert [(b.node_id, b.host, b.port, b.rack) for b in body.brokers] == [
+        (1, "127.0.0.1", 9092, "r1"), (2, "h2", 9093, None),
     ]
-    broker = _broker(topics)
-    body = types.SimpleNamespace(
-        topics=None, include_topic_authorized_operations=ops,
-        include_cluster_authorized_operations=ops, allow_auto_topic_creation=False,
-    )
-    request = types.SimpleNamespace(body=body, api_version=version)
-    for _ in range(2):  # the second answer comes from the cache
-        spliced = encode_response(3, 7, metadata.handle(broker, request))  # type: ignore[arg-type]
-        mod = response_module(3, version)
-        topic_ops = metadata.TOPIC_OPERATIONS if ops else metadata.NOT_REQUESTED
-        cluster_ops = metadata.CLUSTER_OPERATIONS if ops else metadata.NOT_REQUESTED
-        whole = metadata._body(
-            broker,  # type: ignore[arg-type]
-            version,
-            tuple(metadata._topic(mod, broker, m, topic_ops) for m in topics),  # type: ignore[arg-type]
-            cluster_ops,
-        )
-        assert spliced == encode_response(3, 7, whole)
+    assert body.controller_id == 2
+    parts = {p.partition_index: p for p in next(t for t in body.topics if t.name == "t1").partitions}
+    led = parts[0]
+    assert (led.error_code, led.leader_id, led.replica_nodes, led.isr_nodes,
+            led.offline_replicas) == (ErrorCode.none, 1, (1, 2, 3), (1, 2), (3,))
+    assert (parts[1].leader_id, parts[1].offline_replicas) == (2, (3,))
+    # No live leader: LEADER_NOT_AVAILABLE, leader -1, the rest as recorded.
+    for gone in (parts[2], parts[3]):
+        assert gone.error_code == ErrorCode.leader_not_available
+        assert gone.leader_id == -1
+    assert parts[3].offline_replicas == (4,)
+    if version >= 7:
+        assert (led.leader_epoch, parts[1].leader_epoch, parts[2].leader_epoch) == (4, 7, 2)
+
+
+def test_entries_follow_the_live_brokers() -> None:
+    """The cache is keyed by the live brokers too: a broker returning brings its partitions
+    back without any topic change."""
+    view = _cluster_view()
+    before = _decoded(view, 12)
+    back = StaticView(view.cluster_id, view.controller_id,
+                      (*view.brokers, registered(3), registered(4)), view.topic_infos)
+    after = _decoded(back, 12)
+    p3 = next(t for t in before.topics if t.name == "t1").partitions[3]
+    assert p3.error_code == ErrorCode.leader_not_available
+    p3 = next(t for t in after.topics if t.name == "t1").partitions[3]
+    assert (p3.error_code, p3.leader_id, p3.offline_replicas) == (ErrorCode.none, 4, ())
+
+
+def test_local_view_keeps_topic_identity(tmp_path: Path) -> None:
+    store = MetadataStore(tmp_path, 1)
+    store.put_topic(TopicMetadata("a", uuid.uuid4(), 3))
+    view = LocalMetadataView(store, BrokerInfo(1, "h", 1))
+    first = view.topic("a")
+    assert first is not None and view.topic("a") is first and list(view.topics()) == [first]
+    store.update_topic("a", partitions=5)
+    grown = view.topic("a")
+    assert grown is not None and grown is not first and len(grown.partitions) == 5
+    assert view.partition("a", 4) == PartitionState((1,), (1,), 1, 0, 0)
+    assert view.partition("a", 5) is None and view.partition("b", 0) is None
+    store.remove_topic("a")
+    assert view.topic("a") is None and list(view.topics()) == []

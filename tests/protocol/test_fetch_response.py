@@ -113,3 +113,41 @@ def test_versions_outside_the_served_range_are_refused() -> None:
         encode_fetch_response(1, 3, _body(4, [], aborted=False))
     with pytest.raises(ValueError):
         encode_fetch_response(1, 17, _body(16, [], aborted=False))
+
+
+@pytest.mark.parametrize("racks", [(None, "rack-b"), ("é", None)])
+def test_kip951_current_leader_and_node_endpoints_match_kio(racks: tuple[str | None, ...]) -> None:
+    version = 16
+    mod = response_module(FETCH_KEY, version)
+    body = _body(version, [b"", None, Region(os.urandom(300))], aborted=True)
+    leader = build(mod.LeaderIdAndEpoch, leader_id=2, leader_epoch=300)
+    first = body.responses[0]
+    moved = dataclasses.replace(
+        first.partitions[0], error_code=ErrorCode.not_leader_or_follower, records=None,
+        current_leader=leader,
+    )
+    endpoints = tuple(
+        build(mod.NodeEndpoint, node_id=n, host=f"broker-{n}.example", port=9000 + n, rack=r)
+        for n, r in zip((2, 3), racks, strict=True)
+    )
+    body = dataclasses.replace(
+        body,
+        responses=(dataclasses.replace(first, partitions=(moved, *first.partitions[1:])),
+                   *body.responses[1:]),
+        node_endpoints=endpoints,
+    )
+    parts = encode_fetch_response(9, version, body)
+    assert _joined(parts) == encode_response(FETCH_KEY, 9, _inlined(body))
+
+
+def test_follower_fields_are_refused() -> None:
+    mod = response_module(FETCH_KEY, 16)
+    body = _body(16, [b""], aborted=False)
+    p = dataclasses.replace(
+        body.responses[0].partitions[0] if body.responses[0].partitions
+        else body.responses[1].partitions[0],
+        diverging_epoch=build(mod.EpochEndOffset, epoch=3, end_offset=10),
+    )
+    t = dataclasses.replace(body.responses[0], partitions=(p,))
+    with pytest.raises(ValueError):
+        encode_fetch_response(1, 16, dataclasses.replace(body, responses=(t,)))

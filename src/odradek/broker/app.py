@@ -22,6 +22,7 @@ from odradek.broker.delayed import AppendWatch
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.groups import GroupRuntime
 from odradek.broker.internal_topics import LoadHook
+from odradek.broker.local_view import LocalMetadataView
 from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.registry import handlers
 from odradek.broker.replica_manager import ReplicaManager
@@ -29,6 +30,8 @@ from odradek.broker.timings import RequestTimings
 from odradek.broker.topics import TopicManager
 from odradek.broker.transactions import TxnRuntime
 from odradek.clock import Clock, SystemClock
+from odradek.cluster.membership import BrokerInfo
+from odradek.cluster.model import MetadataView
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
@@ -100,8 +103,10 @@ class Broker:
         self.advertised_host = ""
         self.advertised_port = 0
         self.started_at = 0.0
+        self.fenced = False
         # Set by start():
         self.metadata: MetadataStore
+        self.cluster: MetadataView
         self.logs: LogManager
         self.scrubber: LogScrubber
         self.topics: TopicManager
@@ -150,7 +155,7 @@ class Broker:
         self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
         self.topics = TopicManager(self.config, self.metadata, self.logs)
         self.topics.reconcile()
-        self.replicas = ReplicaManager(self.topics, self.append_watch)
+        self.replicas = ReplicaManager(self)
         # The coordinators load their partitions after the server listens (start() below).
         self.groups = GroupRuntime(self, load_hook=self._load_hook)
         self.group_coordinator = self.groups.coordinator
@@ -175,6 +180,11 @@ class Broker:
         adv = self.config.advertised_address
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
+        # Before the first request can be read (nothing has yielded since the bind).
+        self.cluster = LocalMetadataView(
+            self.metadata,
+            BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, self._rack()),
+        )
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -336,6 +346,12 @@ class Broker:
                 # One failed step must not end scrubbing for good.
                 log.exception("log scrubber step failed")
                 await asyncio.sleep(1.0)
+
+    def _rack(self) -> str | None:
+        # ``broker.rack`` becomes a config field with cluster membership (wt-member); until
+        # then it is accepted and ignored, and the broker has no rack.
+        rack = getattr(self.config, "broker_rack", None)
+        return str(rack) if rack else None
 
     # -- used by handlers -----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from odradek.broker.handlers import (
     describe_groups,
     describe_log_dirs,
     describe_producers,
+    describe_topic_partitions,
     describe_transactions,
     end_txn,
     fetch,
@@ -90,6 +91,7 @@ HANDLERS: tuple[ApiHandler, ...] = (
     list_transactions.API,
     consumer_group_heartbeat.API,
     consumer_group_describe.API,
+    describe_topic_partitions.API,
 )
 
 

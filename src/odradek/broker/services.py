@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from odradek.broker.topics import TopicManager
     from odradek.broker.transactions import TxnRuntime
     from odradek.clock import Clock
+    from odradek.cluster.model import MetadataView
     from odradek.config import BrokerConfig
     from odradek.coordinator.group.coordinator import GroupCoordinator
     from odradek.coordinator.txn.coordinator import TransactionCoordinator
@@ -55,6 +56,16 @@ class BrokerServices(Protocol):
     def metadata(self) -> MetadataStore:
         """Cluster id, topics and configs, producer-id allocation."""
         ...
+
+    @property
+    def cluster(self) -> MetadataView:
+        """What clients are told about the cluster and what leadership checks read: live
+        brokers, the controller, every partition's replicas, ISR, leader and epochs."""
+        ...
+
+    #: Set while this broker's registration may have expired (its session lost): it must not
+    #: act as leader, so every append is refused with NOT_LEADER_OR_FOLLOWER.
+    fenced: bool
 
     @property
     def topics(self) -> TopicManager:

@@ -7,15 +7,18 @@ that a partition's ``records`` may be a :class:`FileRegion` -- anything that onl
 :class:`ResponseParts`: byte strings and the regions in frame order, with every length prefix
 (the frame's int32 size, each records field's int32 length, or for flexible versions v12+ its
 unsigned varint length + 1) already counting the regions' sizes. Whoever sends it writes the
-bytes and copies each region from its file (``sendfile``). Tagged fields are written empty:
-the broker never sets them in a fetch response.
+bytes and copies each region from its file (``sendfile``). Of the tagged fields only those a
+leader sets are written (KIP-951: a partition's ``CurrentLeader``, tag 1, and the response's
+``NodeEndpoints``, tag 0, v16); the others (diverging epoch, snapshot id: follower fetches)
+must be unset.
 
 Field order (Kafka's FetchResponse.json): header (correlation id; v12+ an empty tag buffer),
 throttle_time_ms int32, error_code int16 and session_id int32 (v7+), then the topics: name
 (v4–12) or topic id (v13+), and for each partition: index int32, error_code int16,
 high_watermark, last_stable_offset, log_start_offset (v5+) int64, aborted transactions
 (nullable array of producer id int64, first offset int64), preferred_read_replica int32 (v11+),
-records (nullable).
+records (nullable), the partition's tagged fields (v12+); after the topics the response's tagged
+fields (v12+).
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ _ABORTED = struct.Struct(">qq")
 _PARTITION_V4 = struct.Struct(">ihqq")  # index, error, high watermark, last stable offset
 _PARTITION_V5 = struct.Struct(">ihqqq")  # ... and the log start offset
 _TOP_V7 = struct.Struct(">ihi")  # throttle time, error code, session id
+_LEADER = struct.Struct(">ii")  # leader id, leader epoch
+_CURRENT_LEADER_TAG = 1
+_NODE_ENDPOINTS_TAG = 0
 _INLINE = (bytes, bytearray, memoryview)
 
 
@@ -78,8 +84,6 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
         raise ValueError(f"Fetch v{version} is not encoded here")
     flexible = version >= _FIRST_FLEXIBLE
     endpoints = getattr(body, "node_endpoints", None)
-    if flexible and endpoints:
-        raise ValueError("tagged field node_endpoints is not written")
     parts: list[bytes | FileRegion] = []
     out = bytearray(b"\0\0\0\0")  # the frame size, filled in at the end
     size = 0
@@ -106,8 +110,8 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
         partitions = t.partitions
         _array_length(out, len(partitions), flexible)
         for p in partitions:
-            if flexible and _has_tagged(p):
-                raise ValueError("tagged fields of a fetch partition are not written")
+            if flexible and _has_follower_tags(p):
+                raise ValueError("a fetch partition's follower fields are not written")
             if version >= 5:
                 out += _PARTITION_V5.pack(p.partition_index, p.error_code, p.high_watermark,
                                           p.last_stable_offset, p.log_start_offset)
@@ -141,11 +145,25 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
                     size += n
                     out = bytearray()
             if flexible:
-                out.append(0)
+                leader = p.current_leader
+                if (leader.leader_id, leader.leader_epoch) == (-1, -1):
+                    out.append(0)
+                else:
+                    # One tagged field: its tag, its size, the struct and its own tag buffer.
+                    out += bytes((1, _CURRENT_LEADER_TAG, _LEADER.size + 1))
+                    out += _LEADER.pack(leader.leader_id, leader.leader_epoch)
+                    out.append(0)
         if flexible:
             out.append(0)
     if flexible:
-        out.append(0)
+        if endpoints:
+            tagged = _node_endpoints(endpoints)
+            out.append(1)
+            write_uvarint(out, _NODE_ENDPOINTS_TAG)
+            write_uvarint(out, len(tagged))
+            out += tagged
+        else:
+            out.append(0)
     size += len(out)
     if size - 4 > _INT32_MAX:
         raise ValueError(f"a fetch response of {size} bytes does not fit in one frame")
@@ -167,12 +185,28 @@ def _array_length(out: bytearray, n: int, flexible: bool) -> None:
         out += _I32.pack(n)
 
 
-def _has_tagged(p: Any) -> bool:
+def _has_follower_tags(p: Any) -> bool:
     d = p.diverging_epoch
-    c = p.current_leader
     s = p.snapshot_id
-    return (
-        (d.epoch, d.end_offset) != (-1, -1)
-        or (c.leader_id, c.leader_epoch) != (-1, -1)
-        or (s.end_offset, s.epoch) != (-1, -1)
-    )
+    return (d.epoch, d.end_offset) != (-1, -1) or (s.end_offset, s.epoch) != (-1, -1)
+
+
+def _node_endpoints(endpoints: Any) -> bytearray:
+    """NodeEndpoints (v16): a compact array of node id int32, host compact string, port int32,
+    rack compact nullable string, each with an empty tag buffer."""
+    out = bytearray()
+    write_uvarint(out, len(endpoints) + 1)
+    for e in endpoints:
+        out += _I32.pack(e.node_id)
+        host = e.host.encode()
+        write_uvarint(out, len(host) + 1)
+        out += host
+        out += _I32.pack(e.port)
+        if e.rack is None:
+            out.append(0)
+        else:
+            rack = e.rack.encode()
+            write_uvarint(out, len(rack) + 1)
+            out += rack
+        out.append(0)
+    return out

@@ -4,7 +4,8 @@ An offset of -1 means the high watermark; any other negative offset, or one beyo
 watermark, is OFFSET_OUT_OF_RANGE. Each partition answers with its low watermark (the new log start
 offset; -1 on error). As Kafka: internal topics are refused (INVALID_TOPIC_EXCEPTION) and so are
 topics whose cleanup.policy does not include ``delete`` (POLICY_VIOLATION). With a single replica
-the low watermark is reached at once, so the timeout is not used.
+the low watermark is reached at once, so the timeout is not used. Only the partition's leader
+deletes (NOT_LEADER_OR_FOLLOWER elsewhere).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ HIGH_WATERMARK = -1
 def _delete(broker: BrokerServices, topic: str, partition: int, offset: int) -> int:
     if is_internal(topic):
         raise InvalidTopicError(f"Cannot delete records of internal topic {topic}")
-    log = broker.topics.log(topic, partition)
+    log = broker.replicas.leader_log(topic, partition)
     if "delete" not in log.config.cleanup_policy.split(","):
         raise PolicyViolationError(
             f"Records of partition {topic}-{partition} can not be deleted due to the configured "

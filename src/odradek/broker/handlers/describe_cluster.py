@@ -1,4 +1,9 @@
-"""DescribeCluster (key 60): the cluster id, this broker as the only broker and as controller.
+"""DescribeCluster (key 60): the cluster id, the live brokers and the controller, from the
+broker's :class:`~odradek.cluster.model.MetadataView`.
+
+A live broker is a registered one; this broker, when fenced (its registration may have
+expired), is listed with ``IsFenced`` only when the request asks for fenced brokers (v2), as
+Kafka lists fenced brokers.
 
 Only the broker endpoint type (1) is served: asking a broker for controllers (2) is
 MISMATCHED_ENDPOINT_TYPE and an unknown type UNSUPPORTED_ENDPOINT_TYPE (INVALID_REQUEST for both in
@@ -74,14 +79,21 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     version = request.api_version
     mod = response_module(KEY, version)
     _check_endpoint(version, getattr(body, "endpoint_type", EndpointType.BROKER))
-    me = build(
-        mod.DescribeClusterBroker,
-        broker_id=broker.node_id,
-        host=broker.advertised_host,
-        port=broker.advertised_port,
-        rack=None,
-        is_fenced=False,
-    )
+    view = broker.cluster
+    with_fenced = getattr(body, "include_fenced_brokers", False)
+    brokers = []
+    for b in view.live_brokers():
+        fenced = broker.fenced and b.info.node_id == broker.node_id
+        if fenced and not with_fenced:
+            continue
+        brokers.append(build(
+            mod.DescribeClusterBroker,
+            broker_id=b.info.node_id,
+            host=b.info.host,
+            port=b.info.port,
+            rack=b.info.rack,
+            is_fenced=fenced,
+        ))
     operations = (
         CLUSTER_OPERATIONS if body.include_cluster_authorized_operations else NOT_REQUESTED
     )
@@ -89,9 +101,9 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         mod,
         ErrorCode.none,
         None,
-        cluster_id=broker.metadata.cluster_id,
-        controller_id=broker.node_id,
-        brokers=(me,),
+        cluster_id=view.cluster_id,
+        controller_id=view.controller_id,
+        brokers=tuple(brokers),
         cluster_authorized_operations=operations,
     )
 

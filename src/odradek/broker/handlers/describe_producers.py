@@ -4,9 +4,10 @@ Per partition, every producer id in the partition's producer state: its epoch, l
 and timestamp, the epoch of the transaction coordinator that wrote its last marker, and the
 first offset of its open transaction (-1: none). Operators find hanging transactions with it.
 
-As Kafka: an invalid topic name is INVALID_TOPIC_EXCEPTION and a topic or partition that does
-not exist UNKNOWN_TOPIC_OR_PARTITION, per partition; internal topics are described like any
-other. Producers are listed by producer id (Kafka's order is a hash map's).
+As Kafka: an invalid topic name is INVALID_TOPIC_EXCEPTION, a topic or partition that does not
+exist UNKNOWN_TOPIC_OR_PARTITION and one this broker does not lead NOT_LEADER_OR_FOLLOWER, per
+partition; internal topics are described like any other. Producers are listed by producer id
+(Kafka's order is a hash map's).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _partition(
 
 def _describe(broker: BrokerServices, mod: Any, topic: str, index: int) -> Any:
     try:
-        plog = broker.topics.log(topic, index)
+        plog = broker.replicas.leader_log(topic, index)
         producers = sorted(plog.active_producers(), key=lambda p: p.producer_id)
     except Exception as e:
         code = error_code_for(e, context=f"describe producers of {topic}-{index}")

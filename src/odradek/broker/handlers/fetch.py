@@ -12,6 +12,11 @@ fetch requests, and a request naming a session gets FETCH_SESSION_ID_NOT_FOUND s
 starts over.
 ``read_committed`` fetches stop at the last stable offset and list the aborted transactions
 that overlap the returned batches, so clients drop their records.
+
+Only the leader serves a partition (there are no follower fetches yet): any other broker answers
+NOT_LEADER_OR_FOLLOWER, and a client's stale or future leader epoch is FENCED_LEADER_EPOCH /
+UNKNOWN_LEADER_EPOCH (KIP-320). From v16, NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH name
+the current leader and its epoch, and the response lists its endpoint (KIP-951).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import check_leader_epoch
+from odradek.broker.handlers._common import leader_hint
 from odradek.errors import (
     ErrorCode,
     FetchSessionIdNotFoundError,
@@ -48,6 +53,9 @@ KEY = 1
 READ_COMMITTED = 1
 _ZERO = datetime.timedelta(0)
 ZERO_UUID = uuid.UUID(int=0)
+#: The first version whose errors name the current leader (KIP-951).
+_FIRST_LEADER_HINT = 16
+_LEADER_HINT_ERRORS = (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch)
 #: Record bytes one response may read into memory; reads beyond it are sent from the files.
 #: Small enough that a few thousand concurrent fetches cost little, large enough that a consumer
 #: at the tail (a few small batches per partition) never needs a file descriptor or sendfile.
@@ -84,8 +92,8 @@ def _requested(broker: BrokerServices, request: Request) -> list[tuple[Any, list
         topic_id = getattr(t, "topic_id", None)
         name = getattr(t, "topic", None)
         if name is None and topic_id is not None:
-            meta = broker.topics.topic_by_id(topic_id)
-            name = meta.name if meta is not None else None
+            info = broker.cluster.topic_by_id(topic_id)
+            name = info.name if info is not None else None
         parts: list[_Partition | Any] = []
         for p in t.partitions:
             if name is None:
@@ -114,9 +122,11 @@ def _partition_body(
     records: bytes | FileRecords = b"",
     last_stable_offset: int = -1,
     aborted: tuple[Any, ...] | None = None,
+    current_leader: Any = None,
 ) -> Any:
     return build(
         mod.PartitionData,
+        **({} if current_leader is None else {"current_leader": current_leader}),
         partition_index=index,
         error_code=code,
         high_watermark=high_watermark,
@@ -150,6 +160,8 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
     has_error = False
     regions: list[FileRecords] = []
     responses = []
+    endpoints: dict[int, Any] = {}  # KIP-951: the leaders named in errors
+    replicas = broker.replicas
     for t, parts in topics:
         out = []
         for p in parts:
@@ -158,8 +170,7 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
                 has_error = True
                 continue
             try:
-                log = broker.topics.log(p.topic, p.index)
-                check_leader_epoch(p.current_leader_epoch)
+                log = replicas.leader_log(p.topic, p.index, p.current_leader_epoch)
                 info = log.fetch(
                     p.fetch_offset,
                     max_bytes=max(0, min(p.max_bytes, remaining)),
@@ -177,6 +188,9 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
                     out.append(_partition_body(
                         mod, p.index, code, e.high_watermark, e.log_start_offset
                     ))
+                elif code in _LEADER_HINT_ERRORS and request.api_version >= _FIRST_LEADER_HINT:
+                    leader = leader_hint(broker.cluster, mod, p.topic, p.index, endpoints)
+                    out.append(_partition_body(mod, p.index, code, current_leader=leader))
                 else:
                     out.append(_partition_body(mod, p.index, code))
                 continue
@@ -213,6 +227,7 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
         error_code=ErrorCode.none,
         session_id=0,
         responses=tuple(responses),
+        node_endpoints=tuple(endpoints.values()),
     )
     return _Read(total, has_error, body, regions)
 

@@ -1,7 +1,9 @@
 """ListOffsets (key 2): earliest, latest, by timestamp and max-timestamp offsets.
 
 For ``read_committed`` (isolation level 1) the log ends at the last stable offset, as in Kafka:
-"latest" is the last stable offset and timestamp lookups find nothing past it.
+"latest" is the last stable offset and timestamp lookups find nothing past it. Only the
+partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere), checking the client's leader
+epoch (KIP-320); "latest" carries the current leader epoch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import LEADER_EPOCH, check_leader_epoch
+from odradek.broker.replica_manager import epoch_for_offset
 from odradek.errors import (
     ErrorCode,
     InvalidRequestError,
@@ -35,14 +37,15 @@ EARLIEST_LOCAL = -4
 
 
 def _lookup(
-    log: PartitionLog, timestamp: int, version: int, read_committed: bool
+    log: PartitionLog, leader_epoch: int, timestamp: int, version: int, read_committed: bool
 ) -> tuple[int, int, int]:
     """(timestamp, offset, leader_epoch) for one query; offset -1 when no record matches."""
     end = log.last_stable_offset if read_committed else log.high_watermark
     if timestamp == LATEST:
-        return -1, end, LEADER_EPOCH
+        return -1, end, leader_epoch
     if timestamp in (EARLIEST, EARLIEST_LOCAL) and (timestamp == EARLIEST or version >= 8):
-        return -1, log.log_start_offset, LEADER_EPOCH
+        start = log.log_start_offset
+        return -1, start, epoch_for_offset(log, start, leader_epoch)
     if timestamp == MAX_TIMESTAMP and version >= 7:
         found = log.max_timestamp_and_offset()
     elif timestamp < 0:
@@ -75,11 +78,11 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         parts = []
         for p in t.partitions:
             try:
-                log = broker.topics.log(t.name, p.partition_index)
-                epoch = getattr(p, "current_leader_epoch", -1)
-                check_leader_epoch(epoch)
+                log, current = broker.replicas.leader_log_and_epoch(
+                    t.name, p.partition_index, getattr(p, "current_leader_epoch", -1)
+                )
                 ts, offset, leader_epoch = _lookup(
-                    log, p.timestamp, request.api_version, read_committed
+                    log, current, p.timestamp, request.api_version, read_committed
                 )
                 parts.append(
                     _partition(mod, p.partition_index, ErrorCode.none, ts, offset, leader_epoch)

@@ -1,15 +1,19 @@
 """Metadata (key 3): brokers, controller, topics and partition leadership.
 
-This broker is every partition's leader and its own controller, so admin clients can send
-CreateTopics and friends to the controller id it names. Unknown topics are created here when
-``auto.create.topics.enable`` is on and the request allows it (always, before v4).
+Everything comes from the broker's :class:`~odradek.cluster.model.MetadataView`: every live
+broker (id, advertised host and port, rack), the controller, and per partition its leader,
+leader epoch, replicas, ISR and offline replicas (replicas that are not live brokers). A
+partition whose leader is not a live broker (``NO_LEADER``, or a leader whose registration has
+gone) answers LEADER_NOT_AVAILABLE with leader -1, as Kafka does. Unknown topics are created
+here when ``auto.create.topics.enable`` is on and the request allows it (always, before v4).
 
 Cost: a topic's entry (every partition) is encoded once per version and kept in
-:data:`_ENCODED_TOPICS`, keyed by everything it says, and a response splices the cached entries
-into a body encoded with an empty topic array: Metadata for all of 10,000 partitions is then a
-join of bytes, not 10,000 structs built and encoded. The cache is process-wide (its keys name
-the broker, the topic id and the partition count), touched only from event loops, and emptied
-when it holds more than 32 MiB.
+:data:`_ENCODED_TOPICS`, keyed by the topic's :class:`~odradek.cluster.model.TopicInfo` (a view
+hands out a new one whenever the topic changes), the authorized operations asked for and the
+live brokers, and a response splices the cached entries into a body encoded with an empty topic
+array: Metadata for all of 10,000 partitions is then a join of bytes, not 10,000 structs built
+and encoded. The cache is process-wide, touched only from event loops, and emptied when it
+holds more than 32 MiB.
 """
 
 from __future__ import annotations
@@ -21,15 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import (
-    CLUSTER_OPERATIONS,
-    LEADER_EPOCH,
-    TOPIC_OPERATIONS,
-    is_internal,
-)
+from odradek.broker.handlers._common import CLUSTER_OPERATIONS, TOPIC_OPERATIONS
 from odradek.broker.topics import validate_topic_name
+from odradek.cluster.model import NO_LEADER, MetadataView, PartitionState, TopicInfo
 from odradek.errors import ErrorCode, InvalidRequestError
-from odradek.metadata.store import TopicMetadata
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import EncodedBody, Request, encode_entity
 
@@ -42,33 +41,39 @@ KEY = 3
 ZERO_UUID = uuid.UUID(int=0)
 NOT_REQUESTED = -(2**31)
 
-_TopicKey = tuple[int, int, str, uuid.UUID, int, int]
+#: (version, operations, id of the TopicInfo, live broker ids)
+_TopicKey = tuple[int, int, int, tuple[int, ...]]
+#: What a cached entry costs beyond its bytes, per partition: the TopicInfo it holds alive
+#: (roughly a PartitionState and its slot; a single node's view shares one state).
+_INFO_BYTES_PER_PARTITION = 64
 
 
 class _EncodedTopics:
-    """(version, node, name, topic id, partitions, operations) -> the encoded topic entry;
-    emptied when it holds more than :attr:`max_bytes` (entries of deleted or grown topics
+    """(version, operations, TopicInfo, live brokers) -> the encoded topic entry. An entry
+    holds its TopicInfo, so the id in its key cannot name another object while it is cached.
+    Emptied when it holds more than :attr:`max_bytes` (entries of changed or deleted topics
     are never looked up again). Process-wide, used from event-loop threads only."""
 
     max_bytes = 32 * 1024 * 1024
 
     def __init__(self) -> None:
-        self.entries: dict[_TopicKey, bytes] = {}
+        self.entries: dict[_TopicKey, tuple[TopicInfo, bytes]] = {}
         self.size = 0
 
     def get(
-        self, mod: Any, version: int, broker: BrokerServices, meta: TopicMetadata,
-        operations: int,
+        self, mod: Any, version: int, info: TopicInfo, operations: int, live: tuple[int, ...]
     ) -> bytes:
-        key = (version, broker.node_id, meta.name, meta.topic_id, meta.partitions, operations)
-        data = self.entries.get(key)
-        if data is None:
-            data = encode_entity(_topic(mod, broker, meta, operations))
-            if self.size + len(data) > self.max_bytes:
-                self.entries.clear()
-                self.size = 0
-            self.entries[key] = data
-            self.size += len(data)
+        key = (version, operations, id(info), live)
+        entry = self.entries.get(key)
+        if entry is not None and entry[0] is info:
+            return entry[1]
+        data = encode_entity(_topic(mod, info, operations, frozenset(live)))
+        cost = len(data) + _INFO_BYTES_PER_PARTITION * len(info.partitions)
+        if self.size + cost > self.max_bytes:
+            self.entries.clear()
+            self.size = 0
+        self.entries[key] = (info, data)
+        self.size += cost
         return data
 
 
@@ -98,30 +103,34 @@ def _uvarint(n: int) -> bytes:
     return bytes(out)
 
 
-def _topic(mod: Any, broker: BrokerServices, meta: TopicMetadata, operations: int) -> Any:
-    node = broker.node_id
-    partitions = tuple(
-        build(
-            mod.MetadataResponsePartition,
-            error_code=ErrorCode.none,
-            partition_index=p,
-            leader_id=node,
-            leader_epoch=LEADER_EPOCH,
-            replica_nodes=(node,),
-            isr_nodes=(node,),
-            offline_replicas=(),
-        )
-        for p in range(meta.partitions)
+def _partition(mod: Any, index: int, state: PartitionState, live: frozenset[int]) -> Any:
+    led = state.leader != NO_LEADER and state.leader in live
+    return build(
+        mod.MetadataResponsePartition,
+        error_code=ErrorCode.none if led else ErrorCode.leader_not_available,
+        partition_index=index,
+        leader_id=state.leader if led else NO_LEADER,
+        leader_epoch=state.leader_epoch,
+        replica_nodes=state.replicas,
+        isr_nodes=state.isr,
+        offline_replicas=tuple(r for r in state.replicas if r not in live),
     )
+
+
+def _topic(mod: Any, info: TopicInfo, operations: int, live: frozenset[int]) -> Any:
     return build(
         mod.MetadataResponseTopic,
         error_code=ErrorCode.none,
-        name=meta.name,
-        topic_id=meta.topic_id,
-        is_internal=is_internal(meta.name),
-        partitions=partitions,
+        name=info.name,
+        topic_id=info.topic_id,
+        is_internal=info.internal,
+        partitions=tuple(_partition(mod, p, s, live) for p, s in enumerate(info.partitions)),
         topic_authorized_operations=operations,
     )
+
+
+def live_broker_ids(view: MetadataView) -> tuple[int, ...]:
+    return tuple(b.info.node_id for b in view.live_brokers())
 
 
 def _error_topic(mod: Any, name: str | None, topic_id: uuid.UUID | None, code: ErrorCode) -> Any:
@@ -139,44 +148,48 @@ def _error_topic(mod: Any, name: str | None, topic_id: uuid.UUID | None, code: E
 
 
 def _lookup(broker: BrokerServices, mod: Any, version: int, name: str | None,
-            topic_id: uuid.UUID | None, auto_create: bool, operations: int) -> Any:
+            topic_id: uuid.UUID | None, auto_create: bool, operations: int,
+            live: tuple[int, ...]) -> Any:
     """The encoded entry of a topic that exists, else an error entry to encode."""
+    view = broker.cluster
     if not name:
         if topic_id is None or topic_id == ZERO_UUID:
             return _error_topic(mod, name, topic_id, ErrorCode.invalid_request)
-        meta = broker.topics.topic_by_id(topic_id)
-        if meta is None:
+        info = view.topic_by_id(topic_id)
+        if info is None:
             return _error_topic(mod, None, topic_id, ErrorCode.unknown_topic_id)
-        return _ENCODED_TOPICS.get(mod, version, broker, meta, operations)
+        return _ENCODED_TOPICS.get(mod, version, info, operations, live)
     try:
         validate_topic_name(name)
-        meta = broker.topics.topic(name)
-        if meta is None and auto_create:
-            meta = broker.maybe_auto_create(name)
+        info = view.topic(name)
+        if info is None and auto_create and broker.maybe_auto_create(name) is not None:
+            info = view.topic(name)
     except Exception as e:
         return _error_topic(mod, name, None, error_code_for(e, context=f"metadata of {name}"))
-    if meta is None:
+    if info is None:
         return _error_topic(mod, name, None, ErrorCode.unknown_topic_or_partition)
-    return _ENCODED_TOPICS.get(mod, version, broker, meta, operations)
+    return _ENCODED_TOPICS.get(mod, version, info, operations, live)
 
 
 def _body(broker: BrokerServices, version: int, topics: tuple[Any, ...], cluster_ops: int) -> Any:
     mod = response_module(KEY, version)
-    brokers = (
+    view = broker.cluster
+    brokers = tuple(
         build(
             mod.MetadataResponseBroker,
-            node_id=broker.node_id,
-            host=broker.advertised_host,
-            port=broker.advertised_port,
-            rack=None,
-        ),
+            node_id=b.info.node_id,
+            host=b.info.host,
+            port=b.info.port,
+            rack=b.info.rack,
+        )
+        for b in view.live_brokers()
     )
     return build(
         mod.MetadataResponse,
         throttle_time=datetime.timedelta(0),
         brokers=brokers,
-        cluster_id=broker.metadata.cluster_id,
-        controller_id=broker.node_id,
+        cluster_id=view.cluster_id,
+        controller_id=view.controller_id,
         topics=topics,
         cluster_authorized_operations=cluster_ops,
     )
@@ -197,9 +210,10 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         if getattr(body, "include_cluster_authorized_operations", False)
         else NOT_REQUESTED
     )
+    live = live_broker_ids(broker.cluster)
     if requested is None or (version == 0 and not requested):
-        found = broker.topics.topics()
-        encoded = [_ENCODED_TOPICS.get(mod, version, broker, meta, topic_ops) for meta in found]
+        get = _ENCODED_TOPICS.get
+        encoded = [get(mod, version, info, topic_ops, live) for info in broker.cluster.topics()]
     else:
         if version < 12 and any(
             t.name is None or getattr(t, "topic_id", ZERO_UUID) != ZERO_UUID for t in requested
@@ -211,7 +225,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         for t in requested:
             entry = _lookup(
                 broker, mod, version, t.name, getattr(t, "topic_id", None), auto_create,
-                topic_ops,
+                topic_ops, live,
             )
             encoded.append(entry if isinstance(entry, bytes) else encode_entity(entry))
     return _splice_topics(_body(broker, version, (), cluster_ops), version, encoded)

@@ -1,5 +1,8 @@
 """OffsetForLeaderEpoch (key 23): the end offset of a leader epoch, which clients use to check
-that their position is still on the leader's log (KIP-320) after metadata changes."""
+that their position is still on the leader's log (KIP-320) after metadata changes. Answered by
+the partition's leader only, after checking the client's current leader epoch; the current
+epoch ends at the log end offset even before its first append (as if recorded when this broker
+became leader, as Kafka records it)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import LEADER_EPOCH, check_leader_epoch
+from odradek.broker.replica_manager import end_offset_for_epoch
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
@@ -36,12 +39,10 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         parts = []
         for p in t.partitions:
             try:
-                log = broker.topics.log(t.topic, p.partition)
-                check_leader_epoch(p.current_leader_epoch)
-                if p.leader_epoch == LEADER_EPOCH:
-                    epoch, end = LEADER_EPOCH, log.log_end_offset
-                else:
-                    epoch, end = log.end_offset_for_epoch(p.leader_epoch)
+                log, current = broker.replicas.leader_log_and_epoch(
+                    t.topic, p.partition, p.current_leader_epoch
+                )
+                epoch, end = end_offset_for_epoch(log, p.leader_epoch, current)
                 parts.append(_result(mod, p.partition, ErrorCode.none, epoch, end))
             except Exception as e:
                 code = error_code_for(e, context=f"offset for epoch {t.topic}-{p.partition}")

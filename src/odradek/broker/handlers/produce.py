@@ -7,6 +7,11 @@ moves to the log end offset and waiting fetches are woken. A batch refused becau
 records (keyless records on a compacted topic) is answered, from v8, with their indexes in
 ``record_errors`` and the reason in ``error_message`` (KIP-467), so clients fail those records
 and report the others as refused for their company.
+
+A partition this broker does not lead (or any partition while the broker is fenced) is
+NOT_LEADER_OR_FOLLOWER; from v10 the answer names the current leader and its epoch, and the
+response lists that broker's endpoint (KIP-951), so the client retries there without a
+Metadata round trip.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import NO_RESPONSE, ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.broker.handlers._common import INTERNAL_TOPICS
+from odradek.broker.handlers._common import INTERNAL_TOPICS, leader_hint
 from odradek.errors import (
     ConcurrentTransactionsError,
     CoordinatorLoadInProgressError,
@@ -54,9 +59,11 @@ def _partition(
     log_start_offset: int = -1,
     message: str | None = None,
     record_errors: Sequence[tuple[int, str]] = (),
+    current_leader: Any = None,
 ) -> Any:
     return build(
         mod.PartitionProduceResponse,
+        **({} if current_leader is None else {"current_leader": current_leader}),
         index=index,
         error_code=code,
         base_offset=base_offset,
@@ -91,6 +98,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     transactional_id = body.transactional_id
     replicas = broker.replicas
     responses = []
+    endpoints: dict[int, Any] = {}  # KIP-951: the leaders named in NOT_LEADER_OR_FOLLOWER
     for topic_data in body.topic_data:
         name = topic_data.name
         partitions = []
@@ -99,7 +107,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
             try:
                 if name in INTERNAL_TOPICS:
                     raise InvalidTopicError(f"Cannot append to internal topic {name}")
-                replicas.leader_log(name, index)  # an unknown partition fails before validation
+                replicas.check_writable(name, index)  # fails before validation
                 _check_one_batch(pd.records)
                 if transactional_id is not None:
                     _verify_transaction(broker, transactional_id, name, index, pd.records)
@@ -121,16 +129,25 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                 )
                 message = e.message if isinstance(e, KafkaError) else None
                 record_errors = e.record_errors if isinstance(e, InvalidRecordError) else ()
-                partitions.append(
-                    _partition(mod, index, code, message=message, record_errors=record_errors)
-                )
+                leader = None
+                if code == ErrorCode.not_leader_or_follower and has_field(
+                    mod.PartitionProduceResponse, "current_leader"
+                ):
+                    leader = leader_hint(broker.cluster, mod, name, index, endpoints)
+                partitions.append(_partition(
+                    mod, index, code, message=message, record_errors=record_errors,
+                    current_leader=leader,
+                ))
         responses.append(
             build(mod.TopicProduceResponse, name=name, partition_responses=tuple(partitions))
         )
     broker.timings.appended()
     if acks == 0:
         return NO_RESPONSE
-    return build(mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO)
+    return build(
+        mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO,
+        node_endpoints=tuple(endpoints.values()),
+    )
 
 
 def _verify_transaction(
