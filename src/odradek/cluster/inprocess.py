@@ -1,8 +1,7 @@
 """The single node's metadata store: :class:`ClusterStore` in memory, with etcd's semantics.
 
-Nothing is persisted: a single node keeps its durable metadata where it always has
-(``odradek.metadata``); what lives here is what etcd would hold for a cluster of one (the
-broker's registration, the controller key), which a restart recreates anyway.
+Nothing is persisted here; :class:`odradek.cluster.durable.DurableInProcessStore` adds a journal
+for the single node, whose topics must survive a restart.
 """
 
 from __future__ import annotations
@@ -225,9 +224,18 @@ class InProcessStore:
         self._events.append(WatchEvent(EventType.DELETE, tombstone))
 
     def _publish(self) -> None:
+        self._committed(self._revision)
         # Wake every watcher; each re-reads the event log from its own position.
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _committed(self, revision: int) -> None:
+        """Called once per new revision, after its changes are applied and before anyone learns
+        of them (watchers, the caller): where a durable store persists them."""
+
+    def _events_of(self, revision: int) -> list[WatchEvent]:
+        start = bisect.bisect_left(self._events, revision, key=_rev)
+        return self._events[start:]
 
     # --- leases -------------------------------------------------------------------------------
 

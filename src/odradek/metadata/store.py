@@ -27,7 +27,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["TopicMetadata", "MetadataStore", "new_cluster_id"]
+__all__ = [
+    "TopicMetadata",
+    "MetadataStore",
+    "new_cluster_id",
+    "legacy_topics",
+    "legacy_next_producer_id",
+]
 
 PRODUCER_ID_BLOCK = 1000
 
@@ -176,3 +182,28 @@ class MetadataStore:
         pid = self._next_pid
         self._next_pid += 1
         return pid
+
+
+def legacy_topics(data_dir: Path) -> list[TopicMetadata]:
+    """The topics of ``__cluster_metadata/topics.json`` (none when it is absent)."""
+    path = data_dir / "__cluster_metadata" / "topics.json"
+    if not path.exists():
+        return []
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return [
+        TopicMetadata(
+            name=t["name"],
+            topic_id=uuid.UUID(t["topic_id"]),
+            partitions=int(t["partitions"]),
+            configs=dict(t.get("configs", {})),
+        )
+        for t in doc["topics"]
+    ]
+
+
+def legacy_next_producer_id(data_dir: Path) -> int | None:
+    """The first producer id no block of ``producer-ids.json`` covered, or None."""
+    path = data_dir / "__cluster_metadata" / "producer-ids.json"
+    if not path.exists():
+        return None
+    return int(json.loads(path.read_text(encoding="utf-8"))["next_producer_id"])
