@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -28,10 +29,15 @@ from odradek.broker.replica_manager import ReplicaManager
 from odradek.broker.topics import TopicManager
 from odradek.broker.transactions import TxnRuntime
 from odradek.clock import Clock, SystemClock
+from odradek.cluster.durable import DurableInProcessStore, open_single_node_store
+from odradek.cluster.image import MetadataImage, TopicsChange
+from odradek.cluster.membership import BrokerInfo, ClusterKeys, Session
+from odradek.cluster.producer_ids import ProducerIdManager
+from odradek.cluster.topic_admin import TopicAdmin
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
-from odradek.errors import UnknownTopicOrPartitionError
+from odradek.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.storage.cleaner import CleanerConfig
 from odradek.storage.log import PartitionLog
@@ -45,6 +51,10 @@ log = logging.getLogger("odradek.broker")
 
 #: Logs opened per turn of the event loop after start-up (a clean one takes ~0.2 ms).
 _OPEN_LOGS_PER_SLICE = 20
+
+#: The single node's registration lease (seconds): long, so that a stalled event loop never
+#: loses it; nothing else shares the in-process store to notice a dead broker anyway.
+_SINGLE_NODE_SESSION_TTL_S = 3600
 
 
 def cleaner_config(config: BrokerConfig) -> CleanerConfig:
@@ -100,6 +110,13 @@ class Broker:
         self.started_at = 0.0
         # Set by start():
         self.metadata: MetadataStore
+        self.cluster_keys = ClusterKeys()
+        self.cluster_store: DurableInProcessStore
+        #: The cluster's metadata as this broker sees it (BrokerServices.cluster).
+        self.cluster: MetadataImage
+        self.topic_admin: TopicAdmin
+        self.producer_ids: ProducerIdManager
+        self._single_node_session: Session | None = None
         self.logs: LogManager
         self.scrubber: LogScrubber
         self.topics: TopicManager
@@ -131,6 +148,15 @@ class Broker:
         # the raised limit.
         open_file_limit = raise_open_file_limit()
         self.metadata = MetadataStore(self.data_dir, self.node_id, self.config.cluster_id)
+        keys = self.cluster_keys
+        self.cluster_store = await open_single_node_store(
+            self.data_dir, keys, node_id=self.node_id, cluster_id=self.metadata.cluster_id
+        )
+        self.cluster = MetadataImage(self.cluster_store, keys)
+        await self.cluster.start()
+        self.topic_admin = TopicAdmin(self.cluster_store, keys, self.cluster)
+        self.producer_ids = ProducerIdManager(self.cluster_store, keys)
+        await self.producer_ids.start()
         self.logs = LogManager(
             self.data_dir,
             self.clock,
@@ -146,7 +172,7 @@ class Broker:
         # grow with the number of partitions.
         self.logs.startup(self._log_config_for_topic, lazy=True)
         self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
-        self.topics = TopicManager(self.config, self.metadata, self.logs)
+        self.topics = TopicManager(self.config, self.cluster, self.topic_admin, self.logs)
         self.topics.reconcile()
         self.replicas = ReplicaManager(self.topics, self.append_watch)
         # The coordinators load their partitions after the server listens (start() below).
@@ -154,6 +180,7 @@ class Broker:
         self.group_coordinator = self.groups.coordinator
         self.transactions = TxnRuntime(self, load_hook=self._load_hook)
         self.txn_coordinator = self.transactions.coordinator
+        self.cluster.add_topics_listener(self._on_topics_changed)
         loop = asyncio.get_running_loop()
         host, port = self.config.listener_host, self.config.listener_port
         dispatcher = Dispatcher(self)
@@ -172,6 +199,7 @@ class Broker:
         adv = self.config.advertised_address
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
+        await self._register_single_node()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -224,12 +252,43 @@ class Broker:
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         self._server = None
         try:
+            await self._close_cluster()
             self.logs.shutdown()
         finally:
             if self._dir_lock is not None:
                 self._dir_lock.release()
                 self._dir_lock = None
         log.info("odradek broker %d stopped", self.node_id)
+
+    async def _register_single_node(self) -> None:
+        """The single node's registration in its own store: its broker key under a lease and
+        the controller key, so that the image shows one live broker and a controller.
+
+        Stands in for cluster membership (``broker/cluster_member.py``), which replaces it."""
+        store, keys = self.cluster_store, self.cluster_keys
+        session = self._single_node_session = await Session.open(
+            store, _SINGLE_NODE_SESSION_TTL_S
+        )
+        info = BrokerInfo(self.node_id, self.advertised_host, self.advertised_port)
+        await store.put(keys.broker(self.node_id), info.encode(), lease=session.lease_id)
+        written = await store.put(
+            keys.controller, json.dumps({"node_id": self.node_id}).encode(),
+            lease=session.lease_id,
+        )
+        await self.cluster.wait_for_revision(written.revision)
+
+    async def _close_cluster(self) -> None:
+        if self._single_node_session is not None:
+            await self._single_node_session.close()
+            self._single_node_session = None
+        await self.producer_ids.close()
+        await self.cluster.close()
+        await self.cluster_store.close()
+
+    def _on_topics_changed(self, change: TopicsChange) -> None:
+        # Whichever broker deleted a topic, its groups' offsets go with it here.
+        for info in change.removed:
+            self.groups.on_topic_deleted(info.name)
 
     async def __aenter__(self) -> Broker:
         await self.start()
@@ -341,20 +400,23 @@ class Broker:
         return handlers()
 
     def _log_config_for_topic(self, topic: str) -> LogConfig:
-        meta = self.metadata.topic(topic)
-        return log_config_for(self.config, meta.configs if meta else {})
+        info = self.cluster.topic(topic)
+        return log_config_for(self.config, info.configs if info else {})
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         return self.topics.log(topic, partition)
 
-    def maybe_auto_create(self, name: str) -> TopicMetadata | None:
+    async def maybe_auto_create(self, name: str) -> TopicMetadata | None:
         """Create ``name`` with the broker defaults when ``auto.create.topics.enable`` is on."""
         meta = self.topics.topic(name)
         if meta is not None:
             return meta
         if not self.config.auto_create_topics_enable:
             return None
-        meta = self.topics.create(name)
+        try:
+            meta = await self.topics.create(name)
+        except TopicAlreadyExistsError:
+            return self.topics.topic(name)  # another request (or broker) created it first
         log.info("auto-created topic %s with %d partitions", name, meta.partitions)
         return meta
 
