@@ -104,6 +104,7 @@ class DurableInProcessStore(InProcessStore):
                 self._durable.add(key)
             else:
                 del self._history[key]
+        self._sorted_keys[:] = sorted(self._history)
         self._compacted = self._revision
 
     def _rewrite(self) -> None:

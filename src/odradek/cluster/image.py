@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _RESYNC_BACKOFF_S = 0.1
 _RESYNC_BACKOFF_MAX_S = 2.0
+_STATE_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class MetadataImage:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_seq = itertools.count()
         self._task: asyncio.Task[None] | None = None
+        self._state_memo: dict[bytes, PartitionState] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class MetadataImage:
                         if not states:
                             del self._states[name]
                 else:
-                    self._states.setdefault(name, {})[partition] = PartitionState.decode(kv.value)
+                    self._states.setdefault(name, {})[partition] = self._decode_state(kv.value)
                 self._dirty.add(name)
             elif rel.startswith("topics/"):
                 name = rel[len("topics/"):]
@@ -280,6 +282,16 @@ class MetadataImage:
         except (ValueError, KeyError, TypeError) as e:
             # One bad value must not stop the image from following the others.
             log.warning("ignoring metadata key %r: its value does not decode (%r)", key, e)
+
+    def _decode_state(self, value: bytes) -> PartitionState:
+        # Most partitions of a cluster share a handful of states (same replicas, epochs 0), so
+        # one decoded value serves them all; the memo is bounded and refilled when full.
+        state = self._state_memo.get(value)
+        if state is None:
+            if len(self._state_memo) >= _STATE_MEMO_SIZE:
+                self._state_memo.clear()
+            state = self._state_memo[value] = PartitionState.decode(value)
+        return state
 
     def _flush(self) -> None:
         """Make the raw state of the revision applied so far visible, and tell the listeners."""
