@@ -117,6 +117,8 @@ class Broker:
         self.topic_admin: TopicAdmin
         self.producer_ids: ProducerIdManager
         self._single_node_session: Session | None = None
+        # What start() opened of the cluster metadata, closed in reverse order by stop().
+        self._cluster_parts: list[DurableInProcessStore | MetadataImage | ProducerIdManager] = []
         self.logs: LogManager
         self.scrubber: LogScrubber
         self.topics: TopicManager
@@ -139,6 +141,8 @@ class Broker:
         try:
             await self._start(t0)
         except BaseException:
+            with contextlib.suppress(Exception):
+                await self._close_cluster()
             self._dir_lock.release()
             self._dir_lock = None
             raise
@@ -152,10 +156,13 @@ class Broker:
         self.cluster_store = await open_single_node_store(
             self.data_dir, keys, node_id=self.node_id, cluster_id=self.metadata.cluster_id
         )
+        self._cluster_parts.append(self.cluster_store)
         self.cluster = MetadataImage(self.cluster_store, keys)
         await self.cluster.start()
+        self._cluster_parts.append(self.cluster)
         self.topic_admin = TopicAdmin(self.cluster_store, keys, self.cluster)
         self.producer_ids = ProducerIdManager(self.cluster_store, keys)
+        self._cluster_parts.append(self.producer_ids)
         await self.producer_ids.start()
         self.logs = LogManager(
             self.data_dir,
@@ -278,12 +285,12 @@ class Broker:
         await self.cluster.wait_for_revision(written.revision)
 
     async def _close_cluster(self) -> None:
+        """Stop what start() opened of the cluster metadata (so far: start-up may have failed)."""
         if self._single_node_session is not None:
             await self._single_node_session.close()
             self._single_node_session = None
-        await self.producer_ids.close()
-        await self.cluster.close()
-        await self.cluster_store.close()
+        while self._cluster_parts:
+            await self._cluster_parts.pop().close()
 
     def _on_topics_changed(self, change: TopicsChange) -> None:
         # Whichever broker deleted a topic, its groups' offsets go with it here.

@@ -194,6 +194,10 @@ class MetadataImage:
                     async for event in watch:
                         self._on_event(event)
                         backoff = _RESYNC_BACKOFF_S
+                # A watch ends only when its store closes: do not spin on a closed store.
+                log.warning("metadata watch ended: re-reading in %.1f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _RESYNC_BACKOFF_MAX_S)
             except RevisionCompacted:
                 log.info("metadata watch from revision %d was compacted: re-reading",
                          self._revision + 1)
