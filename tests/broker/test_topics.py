@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from odradek.broker.runner import local_config
 from odradek.broker.topics import TopicManager, validate_topic_name
 from odradek.clock import ManualClock
 from odradek.cluster.durable import open_single_node_store
@@ -127,5 +128,46 @@ def test_reconcile_after_crash_between_metadata_and_disk(tmp_path: Path) -> None
             logs.shutdown()
         assert not any(p.name.startswith("gone-0") and p.is_dir() and not p.name.endswith("-delete")
                        for p in tmp_path.iterdir())
+
+    asyncio.run(scenario())
+
+
+def test_logs_follow_the_image_on_every_broker(tmp_path: Path) -> None:
+    """A topic created through one broker's manager gets its logs on whichever brokers hold its
+    replicas, and loses them there when another broker deletes it."""
+
+    async def scenario() -> None:
+        store = await open_single_node_store(tmp_path, KEYS, node_id=1, cluster_id="c")
+        managers: list[tuple[TopicManager, LogManager, MetadataImage]] = []
+        try:
+            for node in (1, 2):
+                await store.put(KEYS.broker(node), BrokerInfo(node, "h", node).encode())
+            for node in (1, 2):
+                data = tmp_path / f"broker-{node}"
+                config = local_config(data, **{"node.id": str(node)})
+                image = MetadataImage(store, KEYS)
+                await image.start()
+                logs = LogManager(data, ManualClock(1_700_000_000_000),
+                                  config.default_log_config())
+                logs.startup()
+                admin = TopicAdmin(store, KEYS, image)
+                managers.append((TopicManager(config, image, admin, logs), logs, image))
+            (one, logs1, image1), (two, logs2, image2) = managers
+            await one.create("spread", num_partitions=4, replication_factor=1)
+            info = image1.topic("spread")
+            assert info is not None
+            await image2.wait_for_revision(image1.revision)
+            for node, logs in ((1, logs1), (2, logs2)):
+                held = {p for p, s in enumerate(info.partitions) if node in s.replicas}
+                assert held and {p for t, p in logs.partitions() if t == "spread"} == held
+            assert one.partition_count() + two.partition_count() == 4
+            await two.delete("spread")
+            await image1.wait_for_revision(image2.revision)
+            assert not logs1.partitions() and not logs2.partitions()
+        finally:
+            for _, logs, image in managers:
+                await image.close()
+                logs.shutdown()
+            await store.close()
 
     asyncio.run(scenario())
