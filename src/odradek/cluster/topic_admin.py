@@ -355,11 +355,17 @@ class TopicAdmin:
         """Raise ``name`` to ``count`` partitions, placed like its partition 0 (or on the
         explicit ``assignments`` of the new partitions). Returns the new record."""
         topic_key = self._keys.topic(name)
+        attempted: TopicRecord | None = None
         for _ in range(_CAS_ATTEMPTS):
             kv = await self._store.get(topic_key)
             if kv is None:
                 raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
             record = TopicRecord.decode(kv.value)
+            if record == attempted:
+                # The last attempt's answer was lost (or its guard failed on its own retry),
+                # but the record it wrote is there: done.
+                await self._image.wait_for_revision(kv.mod_revision)
+                return record
             old = record.partition_count
             if count < old:
                 raise InvalidPartitionsError(
@@ -388,6 +394,7 @@ class TopicAdmin:
             # The record last: the topic never shows a count its partitions do not fill yet.
             ops = [*puts, Put(topic_key, grown.encode())]
             guard = mod_revision_is(topic_key, kv.mod_revision)
+            attempted = grown
             try:
                 revision = 0
                 for chunk in _chunks(ops, self._max_ops):
