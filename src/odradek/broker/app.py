@@ -33,6 +33,7 @@ from odradek.cluster.durable import DurableInProcessStore, open_single_node_stor
 from odradek.cluster.image import MetadataImage, TopicsChange
 from odradek.cluster.membership import BrokerInfo, ClusterKeys, Session
 from odradek.cluster.producer_ids import ProducerIdManager
+from odradek.cluster.store import RevisionCompacted
 from odradek.cluster.topic_admin import TopicAdmin
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
@@ -117,6 +118,7 @@ class Broker:
         self.topic_admin: TopicAdmin
         self.producer_ids: ProducerIdManager
         self._single_node_session: Session | None = None
+        self._store_compacted_at = 0
         # What start() opened of the cluster metadata, closed in reverse order by stop().
         self._cluster_parts: list[DurableInProcessStore | MetadataImage | ProducerIdManager] = []
         self.logs: LogManager
@@ -329,6 +331,7 @@ class Broker:
                 if clock.monotonic_ms() >= next_retention:
                     next_retention = clock.monotonic_ms() + retention_every
                     self.logs.run_retention(now_ms)
+                    await self._maybe_compact_cluster_store()
                 if clock.monotonic_ms() >= next_producers:
                     next_producers = clock.monotonic_ms() + producers_every
                     self.logs.remove_expired_producers(
@@ -336,6 +339,15 @@ class Broker:
                     )
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _maybe_compact_cluster_store(self) -> None:
+        """Forget the in-process store's history up to what the image shows (nothing else here
+        watches it), so that it does not grow with every change over the broker's life."""
+        revision = self.cluster.revision
+        if revision > self._store_compacted_at:
+            with contextlib.suppress(RevisionCompacted):  # compacted there already (start-up)
+                await self.cluster_store.compact(revision)
+            self._store_compacted_at = revision
 
     async def _open_logs(self) -> None:
         """Open the logs start-up only found, a few at a time between other work (a request
