@@ -70,9 +70,13 @@ class ProducerIdManager:
         self._next_index = 0
         self._prefetched: range | None = None
         self._fetching: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Take the first block (raises what the store raises)."""
+        # Remembered: allocate() may be called while the loop is not running (tests drive a
+        # broker's handlers between run_until_complete calls); the fetch then runs on its next turn.
+        self._loop = asyncio.get_running_loop()
         self._current = await allocate_block(self._store, self._keys, self._size)
         self._next_index = 0
 
@@ -102,7 +106,8 @@ class ProducerIdManager:
     def _maybe_fetch(self) -> None:
         if self._prefetched is not None or self._fetching is not None:
             return
-        self._fetching = asyncio.get_running_loop().create_task(
+        loop = self._loop or asyncio.get_running_loop()
+        self._fetching = loop.create_task(
             self._fetch(), name="producer id block"
         )
 
