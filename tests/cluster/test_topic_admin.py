@@ -19,7 +19,7 @@ from odradek.cluster.image import MetadataImage, TopicsChange
 from odradek.cluster.membership import BrokerInfo, ClusterKeys
 from odradek.cluster.model import PartitionState, TopicRecord
 from odradek.cluster.producer_ids import ProducerIdManager, allocate_block
-from odradek.cluster.store import ClusterStore
+from odradek.cluster.store import ClusterStore, Delete, Put
 from odradek.cluster.topic_admin import (
     MAX_TXN_OPS,
     TopicAdmin,
@@ -318,3 +318,32 @@ def test_an_image_that_fell_behind_a_compaction_reads_again(harness: Harness) ->
             await image.close()
 
     harness.run(scenario)
+
+
+def test_a_revision_is_applied_whole(harness: Harness) -> None:
+    """One transaction that deletes a topic and creates another is one change: no reader sees
+    neither or both."""
+    keys = _keys(harness)
+
+    async def scenario(nodes: list[Node]) -> None:
+        a, b = nodes
+        old = await a.admin.create_topic("old", partitions=2, replication_factor=1)
+        await b.until(lambda: b.image.topic("old") is not None)
+        seen: list[tuple[bool, bool]] = []
+        b.image.add_topics_listener(
+            lambda _: seen.append((b.image.topic("old") is None, b.image.topic("new") is None))
+        )
+        state = PartitionState((1,), (1,), 1).encode()
+        result = await a.store.txn([], [
+            Delete(keys.topic("old")),
+            Delete(keys.topic_partitions("old"), prefix=True),
+            Put(keys.topic("new"), TopicRecord(uuid.uuid4(), 2).encode()),
+            Put(keys.partition("new", 0), state),
+            Put(keys.partition("new", 1), state),
+        ])
+        await b.image.wait_for_revision(result.revision)
+        assert seen == [(True, False)]
+        (change,) = b.changes[-1:]
+        assert [t.name for t in change.added] == ["new"] and change.removed == (old,)
+
+    _run(harness, THREE, 2, scenario)
