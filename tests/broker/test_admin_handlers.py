@@ -1,8 +1,9 @@
 """Admin handlers through the dispatcher, for what no real client sends: every declared version,
 topic ids in DeleteTopics, malformed requests and Kafka's edge-case error codes.
 
-Each test starts a broker on a loop that is not running (the handlers are synchronous) and
-hands encoded request frames to its dispatcher, as a connection would.
+Each test starts a broker on a loop that is not running and hands encoded request frames to its
+dispatcher, as a connection would; an awaitable answer (topic changes go through the cluster
+store) is run on the broker's loop.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Admin:
 
     broker: Broker
     dispatcher: Dispatcher
+    loop: asyncio.AbstractEventLoop
     correlation_id: int = 0
 
     def call(self, api: ApiHandler, version: int, make: Callable[[ModuleType], Any]) -> Any:
@@ -93,6 +95,8 @@ class Admin:
             client_id="test",
         )) + _write(type(body), body)
         answer = self.dispatcher(frame)
+        if not isinstance(answer, bytes):
+            answer = self.loop.run_until_complete(answer)  # type: ignore[arg-type]
         assert isinstance(answer, bytes)
         (size,) = struct.unpack_from(">i", answer)
         assert size == len(answer) - 4
@@ -107,7 +111,9 @@ class Admin:
 
     def topic(self, partitions: int = 1, configs: dict[str, str] | None = None) -> str:
         name = f"t-{uuid.uuid4().hex[:8]}"
-        self.broker.topics.create(name, num_partitions=partitions, configs=configs or {})
+        self.loop.run_until_complete(
+            self.broker.topics.create(name, num_partitions=partitions, configs=configs or {})
+        )
         return name
 
 
@@ -116,7 +122,7 @@ def _start(data_dir: Path, **properties: str) -> Iterator[Admin]:
     broker = Broker(local_config(data_dir, **properties), clock=ManualClock(1_700_000_000_000))
     loop.run_until_complete(broker.start())
     try:
-        yield Admin(broker, Dispatcher(broker))
+        yield Admin(broker, Dispatcher(broker), loop)
     finally:
         loop.run_until_complete(broker.stop())
         loop.close()
@@ -676,7 +682,9 @@ def test_delete_records_edge_cases(admin: Admin) -> None:
     ]
     compacted = admin.topic(configs={"cleanup.policy": "compact"})
     assert _delete_records(admin, 0, compacted, (0, 0)) == [(ErrorCode.policy_violation, -1)]
-    admin.broker.topics.create("__consumer_offsets", num_partitions=1)
+    admin.loop.run_until_complete(
+        admin.broker.topics.create("__consumer_offsets", num_partitions=1)
+    )
     assert _delete_records(admin, 1, "__consumer_offsets", (0, 0)) == [
         (ErrorCode.invalid_topic_exception, -1)
     ]

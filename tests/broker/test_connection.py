@@ -77,6 +77,7 @@ class Wire:
     broker: Broker
     connection: KafkaConnection
     transport: _Transport
+    loop: asyncio.AbstractEventLoop | None = None
     appended: list[memoryview] = field(default_factory=list)  # records given to the log
     written: list[memoryview] = field(default_factory=list)  # data given to the segment
     # (stream position, bytes, address) of every socket read
@@ -163,7 +164,7 @@ def wire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Wire]:
         Dispatcher(broker), 100 << 20, broker.connections, broker.request_memory
     )
     connection.connection_made(transport)
-    w = Wire(broker, connection, transport)
+    w = Wire(broker, connection, transport, loop)
 
     # Spies, not stand-ins: they note what storage is handed and call the real thing.
     real_append = PartitionLog.append_as_leader
@@ -216,9 +217,16 @@ def _check_zero_copy(
     return records
 
 
+def _create(wire: Wire, topic: str, configs: dict[str, str]) -> None:
+    assert wire.loop is not None
+    wire.loop.run_until_complete(
+        wire.broker.topics.create(topic, num_partitions=1, configs=configs)
+    )
+
+
 def test_small_produce_reaches_the_segment_without_a_copy(wire: Wire) -> None:
     topic = "small"
-    wire.broker.topics.create(topic, num_partitions=1, configs={})
+    _create(wire, topic, {})
     first, second = _batch(3, 100), _batch(5, 200)
     frames = [wire.produce_frame(topic, first), wire.produce_frame(topic, second)]
     # Two pipelined requests arrive in one read: both are carved out of the receive chunk.
@@ -237,7 +245,7 @@ def test_large_produce_reaches_the_segment_without_a_copy(wire: Wire) -> None:
     it the broker reads the next size prefix alone, so the following ones are not copied at
     all."""
     topic = "large"
-    wire.broker.topics.create(topic, num_partitions=1, configs={"max.message.bytes": "4000000"})
+    _create(wire, topic, {"max.message.bytes": "4000000"})
     first, second = _batch(600, 1000), _batch(900, 1000)
     assert len(first) > RECEIVE_BUFFER_BYTES
     f1, f2 = wire.produce_frame(topic, first), wire.produce_frame(topic, second)

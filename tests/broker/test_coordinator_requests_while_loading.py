@@ -111,9 +111,9 @@ def node(tmp_path: Path) -> Iterator[Node]:
     loop = asyncio.new_event_loop()
     first = Broker(local_config(data), clock=ManualClock(1_700_000_000_000))
     loop.run_until_complete(first.start())
-    first.topics.create(TOPIC, num_partitions=1)
-    first.groups.ensure_offsets_topic()
-    first.transactions.topic.ensure()
+    loop.run_until_complete(first.topics.create(TOPIC, num_partitions=1))
+    loop.run_until_complete(first.groups.ensure_offsets_topic())
+    loop.run_until_complete(first.transactions.topic.ensure())
     loop.run_until_complete(first.stop())
     node = Node(data, loop)
     try:

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import types
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kio.serial import entity_reader
 
 from odradek.broker.handlers import metadata
-from odradek.broker.local_view import LocalMetadataView
-from odradek.cluster.membership import BrokerInfo
 from odradek.cluster.model import NO_LEADER, PartitionState, TopicInfo
 from odradek.errors import ErrorCode
-from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.protocol.build import response_module
 from odradek.protocol.messages import encode_response, response_schema
 from staticview import StaticView, registered
@@ -78,15 +74,6 @@ def test_spliced_body_is_kios_encoding(version: int, ops: bool) -> None:
     _check_splice(_broker(_cluster_view()), version, ops)
 
 
-def test_single_node_view_spliced(tmp_path: Path) -> None:
-    store = MetadataStore(tmp_path, 1)
-    for i, n in enumerate((1, 3, 200)):
-        store.put_topic(TopicMetadata(f"t{i}", uuid.uuid4(), n))
-    view = LocalMetadataView(store, BrokerInfo(1, "127.0.0.1", 9092, "rack-a"))
-    for version in (0, 9, 12):
-        _check_splice(_broker(view), version, True)
-
-
 def _decoded(view: Any, version: int) -> Any:
     frame = encode_response(3, 7, metadata.handle(_broker(view), _request(version, False)))
     body, _ = entity_reader(response_schema(3, version))(frame, 8 + (1 if version >= 9 else 0))
@@ -127,18 +114,3 @@ def test_entries_follow_the_live_brokers() -> None:
     assert p3.error_code == ErrorCode.leader_not_available
     p3 = next(t for t in after.topics if t.name == "t1").partitions[3]
     assert (p3.error_code, p3.leader_id, p3.offline_replicas) == (ErrorCode.none, 4, ())
-
-
-def test_local_view_keeps_topic_identity(tmp_path: Path) -> None:
-    store = MetadataStore(tmp_path, 1)
-    store.put_topic(TopicMetadata("a", uuid.uuid4(), 3))
-    view = LocalMetadataView(store, BrokerInfo(1, "h", 1))
-    first = view.topic("a")
-    assert first is not None and view.topic("a") is first and list(view.topics()) == [first]
-    store.update_topic("a", partitions=5)
-    grown = view.topic("a")
-    assert grown is not None and grown is not first and len(grown.partitions) == 5
-    assert view.partition("a", 4) == PartitionState((1,), (1,), 1, 0, 0)
-    assert view.partition("a", 5) is None and view.partition("b", 0) is None
-    store.remove_topic("a")
-    assert view.topic("a") is None and list(view.topics()) == []

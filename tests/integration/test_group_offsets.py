@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from kio.schema.find_coordinator.v3 import request as find_coordinator_v3
 from kio.schema.offset_commit.v8 import request as offset_commit_v8
 from rawclient import RawClient
 
@@ -59,6 +62,10 @@ def test_commit_to_a_missing_partition_is_unknown_topic_or_partition(
         ),
     )
     with RawClient(broker.bootstrap) as c:
+        # As every client does first (it creates __consumer_offsets, without which a commit is
+        # answered COORDINATOR_NOT_AVAILABLE).
+        found = c.request(find_coordinator_v3.FindCoordinatorRequest(key="g2", key_type=0))
+        assert found.error_code == ErrorCode.none
         response = c.request(request)
     codes = {
         (t.name, p.partition_index): p.error_code for t in response.topics for p in t.partitions
@@ -73,3 +80,41 @@ def test_commit_to_a_missing_partition_is_unknown_topic_or_partition(
         assert consumer.committed([TopicPartition("real", 0)])[0].offset == 3
     finally:
         consumer.close()
+
+
+def test_a_commit_before_the_offsets_topic_exists_is_retried_until_it_does(
+    broker: BrokerThread,
+) -> None:
+    """Without a FindCoordinator first, the commit finds no __consumer_offsets: it is answered
+    COORDINATOR_NOT_AVAILABLE (retriable) and the topic is created meanwhile, so the client's
+    retry commits."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("early", 1, 1)])["early"].result(timeout=30)
+    request = offset_commit_v8.OffsetCommitRequest(
+        group_id="g3",
+        generation_id_or_member_epoch=-1,
+        member_id="",
+        group_instance_id=None,
+        topics=(
+            offset_commit_v8.OffsetCommitRequestTopic(
+                name="early",
+                partitions=(
+                    offset_commit_v8.OffsetCommitRequestPartition(
+                        partition_index=0, committed_offset=3, committed_leader_epoch=-1,
+                        committed_metadata="",
+                    ),
+                ),
+            ),
+        ),
+    )
+    codes = []
+    deadline = time.monotonic() + 30
+    with RawClient(broker.bootstrap) as c:
+        while time.monotonic() < deadline:
+            code = c.request(request).topics[0].partitions[0].error_code
+            codes.append(code)
+            if code == ErrorCode.none:
+                break
+            time.sleep(0.01)  # a client's retry backoff
+    assert codes[0] == ErrorCode.coordinator_not_available
+    assert codes[-1] == ErrorCode.none

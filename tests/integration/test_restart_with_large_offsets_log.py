@@ -70,9 +70,9 @@ def _fill(config: BrokerConfig) -> None:
 
     async def fill() -> None:
         async with Broker(config) as broker:
-            broker.topics.create(TOPIC, num_partitions=PARTITIONS)
-            broker.groups.ensure_offsets_topic()
-            broker.transactions.topic.ensure()
+            await broker.topics.create(TOPIC, num_partitions=PARTITIONS)
+            await broker.groups.ensure_offsets_topic()
+            await broker.transactions.topic.ensure()
             groups = broker.group_coordinator
             for g in range(FILLER_GROUPS):
                 group = f"filler-{g}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -22,7 +23,6 @@ from odradek.broker.delayed import AppendWatch
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.groups import GroupRuntime
 from odradek.broker.internal_topics import LoadHook
-from odradek.broker.local_view import LocalMetadataView
 from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.registry import handlers
 from odradek.broker.replica_manager import ReplicaManager
@@ -30,12 +30,16 @@ from odradek.broker.timings import RequestTimings
 from odradek.broker.topics import TopicManager
 from odradek.broker.transactions import TxnRuntime
 from odradek.clock import Clock, SystemClock
-from odradek.cluster.membership import BrokerInfo
-from odradek.cluster.model import MetadataView
+from odradek.cluster.durable import DurableInProcessStore, open_single_node_store
+from odradek.cluster.image import MetadataImage, TopicsChange
+from odradek.cluster.membership import BrokerInfo, ClusterKeys, Session
+from odradek.cluster.producer_ids import ProducerIdManager
+from odradek.cluster.store import RevisionCompacted
+from odradek.cluster.topic_admin import TopicAdmin
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
 from odradek.coordinator.txn.coordinator import TransactionCoordinator
-from odradek.errors import UnknownTopicOrPartitionError
+from odradek.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 from odradek.metadata.store import MetadataStore, TopicMetadata
 from odradek.storage.cleaner import CleanerConfig
 from odradek.storage.log import PartitionLog
@@ -49,6 +53,10 @@ log = logging.getLogger("odradek.broker")
 
 #: Logs opened per turn of the event loop after start-up (a clean one takes ~0.2 ms).
 _OPEN_LOGS_PER_SLICE = 20
+
+#: The single node's registration lease (seconds): long, so that a stalled event loop never
+#: loses it; nothing else shares the in-process store to notice a dead broker anyway.
+_SINGLE_NODE_SESSION_TTL_S = 3600
 
 
 def cleaner_config(config: BrokerConfig) -> CleanerConfig:
@@ -106,7 +114,16 @@ class Broker:
         self.fenced = False
         # Set by start():
         self.metadata: MetadataStore
-        self.cluster: MetadataView
+        self.cluster_keys = ClusterKeys()
+        self.cluster_store: DurableInProcessStore
+        #: The cluster's metadata as this broker sees it (BrokerServices.cluster).
+        self.cluster: MetadataImage
+        self.topic_admin: TopicAdmin
+        self.producer_ids: ProducerIdManager
+        self._single_node_session: Session | None = None
+        self._store_compacted_at = 0
+        # What start() opened of the cluster metadata, closed in reverse order by stop().
+        self._cluster_parts: list[DurableInProcessStore | MetadataImage | ProducerIdManager] = []
         self.logs: LogManager
         self.scrubber: LogScrubber
         self.topics: TopicManager
@@ -129,6 +146,8 @@ class Broker:
         try:
             await self._start(t0)
         except BaseException:
+            with contextlib.suppress(Exception):
+                await self._close_cluster()
             self._dir_lock.release()
             self._dir_lock = None
             raise
@@ -138,6 +157,18 @@ class Broker:
         # the raised limit.
         open_file_limit = raise_open_file_limit()
         self.metadata = MetadataStore(self.data_dir, self.node_id, self.config.cluster_id)
+        keys = self.cluster_keys
+        self.cluster_store = await open_single_node_store(
+            self.data_dir, keys, node_id=self.node_id, cluster_id=self.metadata.cluster_id
+        )
+        self._cluster_parts.append(self.cluster_store)
+        self.cluster = MetadataImage(self.cluster_store, keys)
+        await self.cluster.start()
+        self._cluster_parts.append(self.cluster)
+        self.topic_admin = TopicAdmin(self.cluster_store, keys, self.cluster)
+        self.producer_ids = ProducerIdManager(self.cluster_store, keys)
+        self._cluster_parts.append(self.producer_ids)
+        await self.producer_ids.start()
         self.logs = LogManager(
             self.data_dir,
             self.clock,
@@ -153,7 +184,7 @@ class Broker:
         # grow with the number of partitions.
         self.logs.startup(self._log_config_for_topic, lazy=True)
         self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
-        self.topics = TopicManager(self.config, self.metadata, self.logs)
+        self.topics = TopicManager(self.config, self.cluster, self.topic_admin, self.logs)
         self.topics.reconcile()
         self.replicas = ReplicaManager(self)
         # The coordinators load their partitions after the server listens (start() below).
@@ -161,6 +192,7 @@ class Broker:
         self.group_coordinator = self.groups.coordinator
         self.transactions = TxnRuntime(self, load_hook=self._load_hook)
         self.txn_coordinator = self.transactions.coordinator
+        self.cluster.add_topics_listener(self._on_topics_changed)
         loop = asyncio.get_running_loop()
         host, port = self.config.listener_host, self.config.listener_port
         dispatcher = Dispatcher(self)
@@ -180,11 +212,7 @@ class Broker:
         adv = self.config.advertised_address
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
-        # Before the first request can be read (nothing has yielded since the bind).
-        self.cluster = LocalMetadataView(
-            self.metadata,
-            BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, self._rack()),
-        )
+        await self._register_single_node()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -237,12 +265,43 @@ class Broker:
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         self._server = None
         try:
+            await self._close_cluster()
             self.logs.shutdown()
         finally:
             if self._dir_lock is not None:
                 self._dir_lock.release()
                 self._dir_lock = None
         log.info("odradek broker %d stopped", self.node_id)
+
+    async def _register_single_node(self) -> None:
+        """The single node's registration in its own store: its broker key under a lease and
+        the controller key, so that the image shows one live broker and a controller.
+
+        Stands in for cluster membership (``broker/cluster_member.py``), which replaces it."""
+        store, keys = self.cluster_store, self.cluster_keys
+        session = self._single_node_session = await Session.open(
+            store, _SINGLE_NODE_SESSION_TTL_S
+        )
+        info = BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, self._rack())
+        await store.put(keys.broker(self.node_id), info.encode(), lease=session.lease_id)
+        written = await store.put(
+            keys.controller, json.dumps({"node_id": self.node_id}).encode(),
+            lease=session.lease_id,
+        )
+        await self.cluster.wait_for_revision(written.revision)
+
+    async def _close_cluster(self) -> None:
+        """Stop what start() opened of the cluster metadata (so far: start-up may have failed)."""
+        if self._single_node_session is not None:
+            await self._single_node_session.close()
+            self._single_node_session = None
+        while self._cluster_parts:
+            await self._cluster_parts.pop().close()
+
+    def _on_topics_changed(self, change: TopicsChange) -> None:
+        # Whichever broker deleted a topic, its groups' offsets go with it here.
+        for info in change.removed:
+            self.groups.on_topic_deleted(info.name)
 
     async def __aenter__(self) -> Broker:
         await self.start()
@@ -276,6 +335,7 @@ class Broker:
                 if clock.monotonic_ms() >= next_retention:
                     next_retention = clock.monotonic_ms() + retention_every
                     self.logs.run_retention(now_ms)
+                    await self._maybe_compact_cluster_store()
                 if clock.monotonic_ms() >= next_producers:
                     next_producers = clock.monotonic_ms() + producers_every
                     self.logs.remove_expired_producers(
@@ -283,6 +343,15 @@ class Broker:
                     )
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _maybe_compact_cluster_store(self) -> None:
+        """Forget the in-process store's history up to what the image shows (nothing else here
+        watches it), so that it does not grow with every change over the broker's life."""
+        revision = self.cluster.revision
+        if revision > self._store_compacted_at:
+            with contextlib.suppress(RevisionCompacted):  # compacted there already (start-up)
+                await self.cluster_store.compact(revision)
+            self._store_compacted_at = revision
 
     async def _open_logs(self) -> None:
         """Open the logs start-up only found, a few at a time between other work (a request
@@ -360,20 +429,23 @@ class Broker:
         return handlers()
 
     def _log_config_for_topic(self, topic: str) -> LogConfig:
-        meta = self.metadata.topic(topic)
-        return log_config_for(self.config, meta.configs if meta else {})
+        info = self.cluster.topic(topic)
+        return log_config_for(self.config, info.configs if info else {})
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog:
         return self.topics.log(topic, partition)
 
-    def maybe_auto_create(self, name: str) -> TopicMetadata | None:
+    async def maybe_auto_create(self, name: str) -> TopicMetadata | None:
         """Create ``name`` with the broker defaults when ``auto.create.topics.enable`` is on."""
         meta = self.topics.topic(name)
         if meta is not None:
             return meta
         if not self.config.auto_create_topics_enable:
             return None
-        meta = self.topics.create(name)
+        try:
+            meta = await self.topics.create(name)
+        except TopicAlreadyExistsError:
+            return self.topics.topic(name)  # another request (or broker) created it first
         log.info("auto-created topic %s with %d partitions", name, meta.partitions)
         return meta
 

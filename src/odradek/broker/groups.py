@@ -62,8 +62,8 @@ class GroupRuntime(CoordinatorHost):
     def partition_for(self, key: str) -> int:
         return self.coordinator.partition_for(key)
 
-    def ensure_offsets_topic(self) -> None:
-        self.topic.ensure()
+    async def ensure_offsets_topic(self) -> None:
+        await self.topic.ensure()
 
     # -- requests about many groups ----------------------------------------------------------
 

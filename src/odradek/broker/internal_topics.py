@@ -42,6 +42,7 @@ from odradek.errors import (
     KafkaError,
     RecordListTooLargeError,
     RecordTooLargeError,
+    TopicAlreadyExistsError,
 )
 from odradek.protocol.records import (
     CONTROL_ABORT,
@@ -83,21 +84,42 @@ class InternalTopic:
         self.name = name
         self.partitions = partitions
         self._configs = dict(configs)
+        self._creating: asyncio.Task[None] | None = None
 
     def exists(self) -> bool:
         return self._broker.topics.topic(self.name) is not None
 
-    def ensure(self) -> None:
+    async def ensure(self) -> None:
         if self.exists():
             return
-        self._broker.topics.create(
+        try:
+            await self._broker.topics.create(
             self.name,
             num_partitions=self.partitions,
             replication_factor=1,
             configs=self._configs,
-            internal=True,
-        )
+                internal=True,
+            )
+        except TopicAlreadyExistsError:
+            return  # created meanwhile, by another request or broker
         log.info("created %s with %d partitions", self.name, self.partitions)
+
+    def _create_soon(self) -> None:
+        """Start creating the topic, unless that is under way; its users retry meanwhile."""
+        if self._creating is None or self._creating.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # called from outside the broker's loop (tests): nothing to start on
+            self._creating = loop.create_task(
+                self._create_logged(), name=f"create {self.name}"
+            )
+
+    async def _create_logged(self) -> None:
+        try:
+            await self.ensure()
+        except Exception:
+            log.exception("creating %s failed", self.name)
 
     def append(
         self,
@@ -107,8 +129,10 @@ class InternalTopic:
     ) -> int:
         """Append ``records`` as one batch (transactional when ``producer`` = (id, epoch));
         returns the offset of its first record."""
+        if not self.exists():
+            self._create_soon()
+            raise CoordinatorNotAvailableError(f"{self.name} is being created")
         try:
-            self.ensure()
             now = self._broker.clock.milliseconds()
             simple = [SimpleRecord(value, key, timestamp=now) for key, value in records]
             if producer is None:

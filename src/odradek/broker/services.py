@@ -8,7 +8,7 @@ loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from odradek.broker.transactions import TxnRuntime
     from odradek.clock import Clock
     from odradek.cluster.model import MetadataView
+    from odradek.cluster.producer_ids import ProducerIdManager
     from odradek.config import BrokerConfig
     from odradek.coordinator.group.coordinator import GroupCoordinator
     from odradek.coordinator.txn.coordinator import TransactionCoordinator
@@ -54,7 +55,13 @@ class BrokerServices(Protocol):
 
     @property
     def metadata(self) -> MetadataStore:
-        """Cluster id, topics and configs, producer-id allocation."""
+        """This broker's data dir's cluster id."""
+        ...
+
+    @property
+    def producer_ids(self) -> ProducerIdManager:
+        """Producer ids unique in the cluster (allocate() raises COORDINATOR_LOAD_IN_PROGRESS
+        while the next block loads)."""
         ...
 
     @property
@@ -116,6 +123,6 @@ class BrokerServices(Protocol):
         """What ApiVersions advertises: every registered handler, by API key."""
         ...
 
-    def maybe_auto_create(self, name: str) -> TopicMetadata | None:
+    def maybe_auto_create(self, name: str) -> Awaitable[TopicMetadata | None]:
         """``name``'s metadata, creating the topic first when ``auto.create.topics.enable``."""
         ...

@@ -1,8 +1,13 @@
-"""Topic administration: the rules for creating, growing, reconfiguring and deleting topics.
+"""Topic administration: the broker's rules for creating, growing, reconfiguring and deleting
+topics, and the partition logs of the topics this broker holds.
 
-Synchronous; owned by the broker's event loop. Metadata goes to the :class:`MetadataStore` first
-and the partition logs are created after, so a crash in between leaves a topic whose missing
-partition directories are created again at start-up (:meth:`TopicManager.reconcile`).
+Owned by the broker's event loop. Topics live in the cluster store: queries read the broker's
+:class:`~odradek.cluster.image.MetadataImage`, changes are written by
+:class:`~odradek.cluster.topic_admin.TopicAdmin` (so they are async) and return once the image
+shows them. Partition logs follow the image, not the call that made the change: a listener
+creates the logs of the partitions this broker is a replica of when they appear (whichever
+broker created them), and deletes them when they go. A crash between a change and its logs is
+mended at start-up (:meth:`TopicManager.reconcile`).
 
 The broker holds at most ``max.broker.partitions`` partitions (:mod:`odradek.broker.limits`):
 creating a topic beyond it raises PolicyViolationError, adding partitions InvalidPartitionsError,
@@ -16,9 +21,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from odradek.broker.limits import default_max_broker_partitions
+from odradek.cluster.image import MetadataImage, TopicsChange
+from odradek.cluster.model import TopicInfo
+from odradek.cluster.topic_admin import TopicAdmin
 from odradek.config import BrokerConfig, log_config_for, validate_topic_configs
 from odradek.errors import (
     InvalidPartitionsError,
@@ -29,7 +37,7 @@ from odradek.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from odradek.metadata.store import MetadataStore, TopicMetadata
+from odradek.metadata.store import TopicMetadata
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
 
@@ -58,25 +66,41 @@ def validate_topic_name(name: str) -> None:
 
 
 class TopicManager:
-    def __init__(self, config: BrokerConfig, store: MetadataStore, logs: LogManager) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        image: MetadataImage,
+        admin: TopicAdmin,
+        logs: LogManager,
+    ) -> None:
         self._config = config
-        self._store = store
+        self._node = config.node_id
+        self._image = image
+        self._admin = admin
         self._logs = logs
+        # name -> (the image's value, its TopicMetadata), so that handlers keep their shape
+        # and a topic is converted once per change.
+        self._converted: dict[str, tuple[TopicInfo, TopicMetadata]] = {}
+        self._held = sum(len(self._held_partitions(t)) for t in image.topics())
+        image.add_topics_listener(self._on_topics)
         configured = config.max_broker_partitions
         #: ``max.broker.partitions``, as configured or derived (see odradek.broker.limits).
         self.max_partitions = (
             configured if configured is not None else default_max_broker_partitions()
         )
-        held = self.partition_count()
-        if held > self.max_partitions:
+        if self._held > self.max_partitions:
             _log.warning(
                 "this broker holds %d partitions, more than max.broker.partitions (%d): it "
-                "serves them all but refuses new ones", held, self.max_partitions,
+                "serves them all but refuses new ones", self._held, self.max_partitions,
             )
 
     def partition_count(self) -> int:
-        """Partitions of every topic (internal ones included)."""
-        return sum(meta.partitions for meta in self._store.topics())
+        """Partitions this broker is a replica of, of every topic (internal ones included)."""
+        return self._held
+
+    def _held_partitions(self, info: TopicInfo) -> list[int]:
+        node = self._node
+        return [p for p, state in enumerate(info.partitions) if node in state.replicas]
 
     def _limit_exceeded(self, adding: int) -> str | None:
         """Why adding ``adding`` partitions is refused, or None when it fits."""
@@ -93,18 +117,29 @@ class TopicManager:
 
     # -- queries --------------------------------------------------------------------------------
 
+    def _meta(self, info: TopicInfo) -> TopicMetadata:
+        cached = self._converted.get(info.name)
+        if cached is not None and cached[0] is info:
+            return cached[1]
+        meta = TopicMetadata(info.name, info.topic_id, len(info.partitions), info.configs)
+        self._converted[info.name] = (info, meta)
+        return meta
+
     def topic(self, name: str) -> TopicMetadata | None:
-        return self._store.topic(name)
+        info = self._image.topic(name)
+        return None if info is None else self._meta(info)
 
     def topics(self) -> list[TopicMetadata]:
-        return sorted(self._store.topics(), key=lambda t: t.name)
+        """Every topic, by name."""
+        return [self._meta(info) for info in self._image.topics()]
 
     def topic_by_id(self, topic_id: uuid.UUID) -> TopicMetadata | None:
-        return self._store.topic_by_id(topic_id)
+        info = self._image.topic_by_id(topic_id)
+        return None if info is None else self._meta(info)
 
     def log(self, topic: str, partition: int) -> PartitionLog:
-        meta = self._store.topic(topic)
-        if meta is None or not 0 <= partition < meta.partitions:
+        info = self._image.topic(topic)
+        if info is None or not 0 <= partition < len(info.partitions):
             raise UnknownTopicOrPartitionError(f"{topic}-{partition} does not exist")
         log = self._logs.get_log(topic, partition)
         if log is None:
@@ -113,7 +148,7 @@ class TopicManager:
 
     # -- changes --------------------------------------------------------------------------------
 
-    def create(
+    async def create(
         self,
         name: str,
         *,
@@ -128,8 +163,9 @@ class TopicManager:
         ``__transaction_state``: counted in ``max.broker.partitions`` but never refused by it,
         since groups and transactions cannot work without them."""
         validate_topic_name(name)
-        if self._store.topic(name) is not None:
+        if self._image.topic(name) is not None:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        replicas: list[list[int]] | None = None
         if assignments:
             if num_partitions != -1 or replication_factor != -1:
                 raise InvalidRequestError(
@@ -137,12 +173,7 @@ class TopicManager:
                 )
             if sorted(assignments) != list(range(len(assignments))):
                 raise InvalidPartitionsError("replica assignment partitions must be 0..N-1")
-            for p, replicas in assignments.items():
-                if replicas != [self._config.node_id]:
-                    raise InvalidReplicationFactorError(
-                        f"partition {p}: replicas {replicas} are not all live brokers "
-                        f"(the only broker is {self._config.node_id})"
-                    )
+            replicas = [assignments[p] for p in range(len(assignments))]
             num_partitions = len(assignments)
         if num_partitions == -1:
             num_partitions = self._config.num_partitions
@@ -152,40 +183,38 @@ class TopicManager:
             raise InvalidPartitionsError(
                 f"number of partitions must be between 1 and {MAX_PARTITIONS}, got {num_partitions}"
             )
-        if replication_factor <= 0:
+        if replication_factor <= 0 and replicas is None:
             raise InvalidReplicationFactorError(
                 f"replication factor must be at least 1, got {replication_factor}"
             )
-        if replication_factor > 1:
-            raise InvalidReplicationFactorError(
-                f"replication factor {replication_factor} is larger than the number of "
-                "available brokers (1)"
-            )
         clean = validate_topic_configs(dict(configs or {}))
-        log_config = log_config_for(self._config, clean)
+        log_config_for(self._config, clean)  # refuses what the log cannot take
         refused = None if internal else self._limit_exceeded(num_partitions)
         if refused is not None:
             raise PolicyViolationError(f"cannot create topic {name!r}: {refused}")
-        meta = TopicMetadata(
-            name=name, topic_id=uuid.uuid4(), partitions=num_partitions, configs=clean
+        info = await self._admin.create_topic(
+            name,
+            partitions=num_partitions,
+            replication_factor=replication_factor,
+            assignments=replicas,
+            configs=clean,
+            validate_only=validate_only,
         )
-        if validate_only:
-            return meta
-        self._store.put_topic(meta)
-        self._logs.create_logs(name, range(num_partitions), log_config)
-        return meta
+        return TopicMetadata(info.name, info.topic_id, len(info.partitions), info.configs)
 
-    def delete(self, name: str) -> TopicMetadata:
-        meta = self._store.topic(name)
-        if meta is None:
-            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
-        self._store.remove_topic(name)
-        for p in range(meta.partitions):
-            self._logs.delete_log(name, p)
-        return meta
+    async def delete(self, name: str) -> TopicMetadata:
+        record = await self._admin.delete_topic(name)
+        return TopicMetadata(name, record.topic_id, record.partition_count, record.configs)
 
-    def create_partitions(self, name: str, count: int, *, validate_only: bool) -> TopicMetadata:
-        meta = self._store.topic(name)
+    async def create_partitions(
+        self,
+        name: str,
+        count: int,
+        *,
+        validate_only: bool,
+        assignments: Sequence[Sequence[int]] | None = None,
+    ) -> TopicMetadata:
+        meta = self.topic(name)
         if meta is None:
             raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
         if count < meta.partitions:
@@ -201,38 +230,79 @@ class TopicManager:
             raise InvalidPartitionsError(
                 f"cannot raise topic {name!r} to {count} partitions: {refused}"
             )
+        record = await self._admin.create_partitions(
+            name, count, assignments=assignments, validate_only=validate_only
+        )
         if validate_only:
             return meta
-        log_config = log_config_for(self._config, meta.configs)
-        new = self._store.update_topic(name, partitions=count)
-        self._logs.create_logs(name, range(meta.partitions, count), log_config)
-        return new
+        return TopicMetadata(name, record.topic_id, record.partition_count, record.configs)
 
-    def set_configs(
+    async def set_configs(
         self, name: str, configs: Mapping[str, str], *, validate_only: bool
     ) -> TopicMetadata:
         """Replace the topic's dynamic configs with ``configs`` (validated first)."""
-        meta = self._store.topic(name)
+        meta = self.topic(name)
         if meta is None:
             raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
         clean = validate_topic_configs(dict(configs))
-        log_config = log_config_for(self._config, clean)
+        log_config_for(self._config, clean)
         if validate_only:
             return meta
-        new = self._store.update_topic(name, configs=clean)
-        self._logs.update_config(name, log_config)
-        return new
+        record = await self._admin.alter_configs(name, clean)
+        return TopicMetadata(name, record.topic_id, record.partition_count, record.configs)
+
+    # -- the logs follow the image ----------------------------------------------------------------
+
+    def _on_topics(self, change: TopicsChange) -> None:
+        for info in change.removed:
+            self._drop(info)
+        for old, new in change.changed:
+            if old.topic_id != new.topic_id:
+                self._drop(old)
+                self._add(new)
+                continue
+            before, after = set(self._held_partitions(old)), self._held_partitions(new)
+            self._held += len(after) - len(before)
+            if old.configs != new.configs:
+                self._logs.update_config(new.name, log_config_for(self._config, new.configs))
+            for p in sorted(before - set(after)):
+                self._logs.delete_log(new.name, p)
+            self._create_logs(new, [p for p in after if p not in before])
+        for info in change.added:
+            self._add(info)
+
+    def _add(self, info: TopicInfo) -> None:
+        held = self._held_partitions(info)
+        self._held += len(held)
+        self._create_logs(info, held)
+
+    def _create_logs(self, info: TopicInfo, partitions: list[int]) -> None:
+        if partitions:
+            self._logs.create_logs(
+                info.name, partitions, log_config_for(self._config, info.configs)
+            )
+
+    def _drop(self, info: TopicInfo) -> None:
+        held = self._held_partitions(info)
+        self._held -= len(held)
+        self._converted.pop(info.name, None)
+        for p in held:
+            self._logs.delete_log(info.name, p)
 
     def reconcile(self) -> None:
-        """Make the disk agree with the metadata after a crash between the two: create partition
-        logs the metadata names but the disk lacks, and delete logs of topics (or partitions)
-        the metadata no longer has."""
+        """Make the disk agree with the metadata after a crash between the two: create the logs
+        of partitions this broker holds that the disk lacks, and delete logs of topics (or
+        partitions) it no longer holds."""
         for topic, partition in self._logs.partitions():
-            meta = self._store.topic(topic)
-            if meta is None or partition >= meta.partitions:
+            info = self._image.topic(topic)
+            if (
+                info is None
+                or partition >= len(info.partitions)
+                or self._node not in info.partitions[partition].replicas
+            ):
                 self._logs.delete_log(topic, partition)
-        for meta in self._store.topics():
-            log_config = log_config_for(self._config, meta.configs)
-            for p in range(meta.partitions):
-                if not self._logs.has_log(meta.name, p):
-                    self._logs.create_log(meta.name, p, log_config)
+        for info in self._image.topics():
+            missing = [p for p in self._held_partitions(info)
+                       if not self._logs.has_log(info.name, p)]
+            if missing:
+                self._create_logs(info, missing)

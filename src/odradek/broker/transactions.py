@@ -91,7 +91,7 @@ class TxnRuntime(CoordinatorHost):
         return self._broker.clock.milliseconds()
 
     def allocate_producer_id(self) -> int:
-        return self._broker.metadata.allocate_producer_id()
+        return self._broker.producer_ids.allocate()
 
     def write_markers(
         self,

@@ -1,8 +1,7 @@
 """The single node's metadata store: :class:`ClusterStore` in memory, with etcd's semantics.
 
-Nothing is persisted: a single node keeps its durable metadata where it always has
-(``odradek.metadata``); what lives here is what etcd would hold for a cluster of one (the
-broker's registration, the controller key), which a restart recreates anyway.
+Nothing is persisted here; :class:`odradek.cluster.durable.DurableInProcessStore` adds a journal
+for the single node, whose topics must survive a restart.
 """
 
 from __future__ import annotations
@@ -63,6 +62,7 @@ class InProcessStore:
         # Every version of every key since the compaction point, oldest first; a deletion is a
         # tombstone (version 0) whose mod_revision is the deleting revision.
         self._history: dict[str, list[KeyValue]] = {}
+        self._sorted_keys: list[str] = []  # the keys of _history, in order (prefix reads)
         self._events: list[WatchEvent] = []
         self._leases: dict[int, _LeaseState] = {}
         self._next_lease = 0x1000
@@ -93,7 +93,15 @@ class InProcessStore:
             raise FutureRevision(f"revision {at} is after the current revision {self._revision}")
         if at < self._compacted:
             raise RevisionCompacted(self._compacted)
-        keys = sorted(k for k in self._history if k.startswith(key)) if prefix else [key]
+        if prefix:
+            start = bisect.bisect_left(self._sorted_keys, key)
+            keys = []
+            for k in self._sorted_keys[start:]:
+                if not k.startswith(key):
+                    break
+                keys.append(k)
+        else:
+            keys = [key]
         found = []
         for k in keys:
             kv = self._version_at(k, at)
@@ -199,7 +207,10 @@ class InProcessStore:
             raise LeaseNotFound(lease)
 
     def _put(self, key: str, value: bytes, lease: int) -> None:
-        versions = self._history.setdefault(key, [])
+        versions = self._history.get(key)
+        if versions is None:
+            versions = self._history[key] = []
+            bisect.insort(self._sorted_keys, key)
         previous = versions[-1] if versions and versions[-1].version else None
         if previous is not None and previous.lease and previous.lease != lease:
             self._leases[previous.lease].keys.discard(key)
@@ -225,9 +236,18 @@ class InProcessStore:
         self._events.append(WatchEvent(EventType.DELETE, tombstone))
 
     def _publish(self) -> None:
+        self._committed(self._revision)
         # Wake every watcher; each re-reads the event log from its own position.
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _committed(self, revision: int) -> None:
+        """Called once per new revision, after its changes are applied and before anyone learns
+        of them (watchers, the caller): where a durable store persists them."""
+
+    def _events_of(self, revision: int) -> list[WatchEvent]:
+        start = bisect.bisect_left(self._events, revision, key=_rev)
+        return self._events[start:]
 
     # --- leases -------------------------------------------------------------------------------
 
@@ -288,6 +308,7 @@ class InProcessStore:
             versions[:] = versions[keep:]
             if len(versions) == 1 and not versions[0].version:
                 del self._history[key]
+                del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
 
     def watch(
         self, key: str, *, prefix: bool = False, start_revision: int = 0

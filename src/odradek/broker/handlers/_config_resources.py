@@ -17,7 +17,7 @@ import datetime
 import enum
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.errors import error_code_for
@@ -233,7 +233,7 @@ _ZERO = datetime.timedelta(0)
 
 # -- the shared shape of AlterConfigs and IncrementalAlterConfigs ----------------------------------
 
-AlterFn = Callable[["BrokerServices", Any, bool], None]
+AlterFn = Callable[["BrokerServices", Any, bool], Awaitable[None]]
 
 
 def _alter_response(mod: Any, resource: Any, code: ErrorCode, message: str | None) -> Any:
@@ -246,7 +246,7 @@ def _alter_response(mod: Any, resource: Any, code: ErrorCode, message: str | Non
     )
 
 
-def alter_resources(
+async def alter_resources(
     broker: BrokerServices, request: Request, key: int, response_name: str, alter: AlterFn
 ) -> Any:
     """Apply ``alter`` to each resource of an alter-configs request, each with its own result;
@@ -259,7 +259,7 @@ def alter_resources(
         try:
             if (int(r.resource_type), r.resource_name) in duplicates:
                 raise InvalidRequestError("Each resource must appear at most once.")
-            alter(broker, r, body.validate_only)
+            await alter(broker, r, body.validate_only)
         except Exception as e:
             code = error_code_for(e, context=f"altering configs of {r.resource_name!r}")
             message = e.message if isinstance(e, KafkaError) else None

@@ -31,7 +31,7 @@ KEY = 33
 _ZERO = datetime.timedelta(0)
 
 
-def _alter(broker: BrokerServices, resource: Any, validate_only: bool) -> None:
+async def _alter(broker: BrokerServices, resource: Any, validate_only: bool) -> None:
     check_unique_names(resource.configs)
     kind, name = resource.resource_type, resource.resource_name
     if kind == ResourceType.TOPIC:
@@ -46,7 +46,7 @@ def _alter(broker: BrokerServices, resource: Any, validate_only: bool) -> None:
             raise InvalidConfigError(
                 f"Null value not supported for topic configs: {','.join(nulls)}"
             )
-        broker.topics.set_configs(name, configs, validate_only=validate_only)
+        await broker.topics.set_configs(name, configs, validate_only=validate_only)
     elif kind == ResourceType.BROKER:
         refuse_broker_changes(broker, name, [c.name for c in resource.configs])
     elif kind == ResourceType.BROKER_LOGGER:

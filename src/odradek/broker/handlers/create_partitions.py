@@ -68,20 +68,25 @@ def _check_assignments(broker: BrokerServices, additional: int, assignments: Seq
             )
 
 
-def _grow(broker: BrokerServices, topic: Any, validate_only: bool) -> None:
+async def _grow(broker: BrokerServices, topic: Any, validate_only: bool) -> None:
     meta = broker.topics.topic(topic.name)
     if meta is None:
         raise UnknownTopicOrPartitionError(f"topic {topic.name!r} does not exist")
     if topic.assignments is not None and topic.count > meta.partitions:
         _check_assignments(broker, topic.count - meta.partitions, topic.assignments)
-    broker.topics.create_partitions(topic.name, topic.count, validate_only=validate_only)
+    assignments = None
+    if topic.assignments is not None and topic.count > meta.partitions:
+        assignments = [list(a.broker_ids or ()) for a in topic.assignments]
+    await broker.topics.create_partitions(
+        topic.name, topic.count, validate_only=validate_only, assignments=assignments
+    )
 
 
 def _result(mod: Any, name: str, code: ErrorCode, message: str | None = None) -> Any:
     return build(mod.CreatePartitionsTopicResult, name=name, error_code=code, error_message=message)
 
 
-def handle(broker: BrokerServices, request: Request) -> Any:
+async def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     names = [t.name for t in body.topics]
@@ -95,7 +100,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                                        "Duplicate topic name."))
             continue
         try:
-            _grow(broker, t, body.validate_only)
+            await _grow(broker, t, body.validate_only)
         except Exception as e:
             code = error_code_for(e, context=f"create partitions of {t.name}")
             results.append(_result(mod, t.name, code, e.message if isinstance(e, KafkaError)

@@ -35,7 +35,7 @@ def _result(mod: Any, name: str, code: ErrorCode, message: str | None = None, **
     return build(mod.CreatableTopicResult, **fields)
 
 
-def handle(broker: BrokerServices, request: Request) -> Any:
+async def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
     mod = response_module(KEY, request.api_version)
     seen: dict[str, int] = {}
@@ -52,7 +52,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                     raise InvalidRequestError(f"config {c.name!r} is given more than once")
                 configs[c.name] = c.value
             assignments = {a.partition_index: list(a.broker_ids) for a in t.assignments}
-            meta = broker.topics.create(
+            meta = await broker.topics.create(
                 t.name,
                 num_partitions=t.num_partitions,
                 replication_factor=t.replication_factor,

@@ -80,10 +80,15 @@ def _target(broker: BrokerServices, name: str | None, topic_id: uuid.UUID, names
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
+    # Checked before anything is awaited: a refusal of the whole request is not a coroutine.
     if not broker.config.delete_topic_enable:
         if request.api_version < 3:
             raise InvalidRequestError("Topic deletion is disabled.")
         raise TopicDeletionDisabledError("Topic deletion is disabled.")
+    return _delete(broker, request)
+
+
+async def _delete(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
     entries = _entries(request)
     names = [n for n, i in entries if i == ZERO_UUID]
@@ -106,8 +111,8 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                 raise InvalidRequestError(
                     "The provided topic name maps to an ID that was already supplied."
                 )
-            broker.topics.delete(target.name)
-            broker.groups.on_topic_deleted(target.name)
+            # The broker's image listener deletes the logs and the topic's group offsets.
+            await broker.topics.delete(target.name)
             results.append(_result(mod, target.name, target.topic_id, ErrorCode.none))
         except Exception as e:
             code = error_code_for(e, context=f"delete topic {name or topic_id}")

@@ -18,6 +18,7 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
 if TYPE_CHECKING:
+    from odradek.broker.internal_topics import InternalTopic
     from odradek.broker.services import BrokerServices
 
 __all__ = ["API", "GROUP", "TRANSACTION"]
@@ -28,16 +29,38 @@ TRANSACTION = 1
 _ZERO = datetime.timedelta(0)
 
 
-def _locate(broker: BrokerServices, key_type: int) -> None:
+def _internal_topic(broker: BrokerServices, key_type: int) -> InternalTopic | None:
     if key_type == GROUP:
-        broker.groups.ensure_offsets_topic()
-    elif key_type == TRANSACTION:
-        broker.transactions.topic.ensure()
-    else:
+        return broker.groups.topic
+    if key_type == TRANSACTION:
+        return broker.transactions.topic
+    return None
+
+
+def _locate(key_type: int, failure: Exception | None) -> None:
+    if key_type not in (GROUP, TRANSACTION):
         raise InvalidRequestError(f"unknown coordinator key type {key_type}")
+    if failure is not None:
+        raise failure
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
+    topic = _internal_topic(broker, getattr(request.body, "key_type", GROUP))
+    if topic is not None and not topic.exists():
+        return _after_creating(broker, request, topic)
+    return _answer(broker, request, None)
+
+
+async def _after_creating(broker: BrokerServices, request: Request, topic: InternalTopic) -> Any:
+    try:
+        await topic.ensure()
+    except Exception as e:
+        return _answer(broker, request, e)
+    return _answer(broker, request, None)
+
+
+def _answer(broker: BrokerServices, request: Request, failure: Exception | None) -> Any:
+    """The response, given how creating the internal topic went (``failure``)."""
     body = request.body
     version = request.api_version
     mod = response_module(KEY, version)
@@ -45,7 +68,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     node = dict(node_id=broker.node_id, host=broker.advertised_host, port=broker.advertised_port)
     if version < 4:
         try:
-            _locate(broker, key_type)
+            _locate(key_type, failure)
         except Exception as e:
             code = error_code_for(e, context="FindCoordinator")
             return _single(mod, code, str(e))
@@ -54,7 +77,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     coordinators = []
     for key in body.coordinator_keys:
         try:
-            _locate(broker, key_type)
+            _locate(key_type, failure)
         except Exception as e:
             code = error_code_for(e, context="FindCoordinator")
             coordinators.append(

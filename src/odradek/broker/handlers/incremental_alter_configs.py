@@ -42,7 +42,7 @@ KEY = 44
 _ZERO = datetime.timedelta(0)
 
 
-def _alter(broker: BrokerServices, resource: Any, validate_only: bool) -> None:
+async def _alter(broker: BrokerServices, resource: Any, validate_only: bool) -> None:
     ops = resource.configs
     check_unique_names(ops)
     nulls = [op.name for op in ops if op.config_operation != AlterOp.DELETE and op.value is None]
@@ -54,7 +54,7 @@ def _alter(broker: BrokerServices, resource: Any, validate_only: bool) -> None:
         if meta is None:
             raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
         configs = incremental_topic_configs(meta.configs, ops)
-        broker.topics.set_configs(name, configs, validate_only=validate_only)
+        await broker.topics.set_configs(name, configs, validate_only=validate_only)
     elif kind == ResourceType.BROKER:
         refuse_broker_changes(broker, name, [op.name for op in ops])
     elif kind == ResourceType.BROKER_LOGGER:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import struct
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
@@ -148,9 +149,10 @@ def _error_topic(mod: Any, name: str | None, topic_id: uuid.UUID | None, code: E
 
 
 def _lookup(broker: BrokerServices, mod: Any, version: int, name: str | None,
-            topic_id: uuid.UUID | None, auto_create: bool, operations: int,
+            topic_id: uuid.UUID | None, failed: Mapping[str, Exception], operations: int,
             live: tuple[int, ...]) -> Any:
-    """The encoded entry of a topic that exists, else an error entry to encode."""
+    """The encoded entry of a topic that exists, else an error entry to encode (``failed``:
+    the topics whose auto-creation failed, and why)."""
     view = broker.cluster
     if not name:
         if topic_id is None or topic_id == ZERO_UUID:
@@ -161,9 +163,9 @@ def _lookup(broker: BrokerServices, mod: Any, version: int, name: str | None,
         return _ENCODED_TOPICS.get(mod, version, info, operations, live)
     try:
         validate_topic_name(name)
+        if name in failed:
+            raise failed[name]
         info = view.topic(name)
-        if info is None and auto_create and broker.maybe_auto_create(name) is not None:
-            info = view.topic(name)
     except Exception as e:
         return _error_topic(mod, name, None, error_code_for(e, context=f"metadata of {name}"))
     if info is None:
@@ -220,14 +222,55 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         ):
             # Kafka: topic ids are not supported, and names not null, before v12.
             raise InvalidRequestError(f"Metadata v{version} names topics by name only")
-        auto_create = getattr(body, "allow_auto_topic_creation", True)
-        encoded = []
-        for t in requested:
-            entry = _lookup(
-                broker, mod, version, t.name, getattr(t, "topic_id", None), auto_create,
-                topic_ops, live,
-            )
-            encoded.append(entry if isinstance(entry, bytes) else encode_entity(entry))
+        missing = _to_create(broker, body, requested)
+        if missing:
+            return _after_creating(broker, request, missing, topic_ops, cluster_ops)
+        return _answer(broker, request, {}, topic_ops, cluster_ops)
+    return _splice_topics(_body(broker, version, (), cluster_ops), version, encoded)
+
+
+def _to_create(broker: BrokerServices, body: Any, requested: Any) -> list[str]:
+    """The requested topics to create first (auto-creation is on, allowed by the request, and
+    the name is valid and unknown), in request order, once each."""
+    if not (broker.config.auto_create_topics_enable
+            and getattr(body, "allow_auto_topic_creation", True)):
+        return []
+    missing: dict[str, None] = {}
+    for t in requested:
+        name = t.name
+        if not name or name in missing or broker.cluster.topic(name) is not None:
+            continue
+        try:
+            validate_topic_name(name)
+        except Exception:
+            continue  # answered as invalid by the lookup
+        missing[name] = None
+    return list(missing)
+
+
+async def _after_creating(broker: BrokerServices, request: Request, names: list[str],
+                          topic_ops: int, cluster_ops: int) -> Any:
+    failed: dict[str, Exception] = {}
+    for name in names:
+        try:
+            await broker.maybe_auto_create(name)
+        except Exception as e:
+            failed[name] = e
+    return _answer(broker, request, failed, topic_ops, cluster_ops)
+
+
+def _answer(broker: BrokerServices, request: Request, failed: Mapping[str, Exception],
+            topic_ops: int, cluster_ops: int) -> Any:
+    """The response to a request naming topics, once those to auto-create were created."""
+    version = request.api_version
+    mod = response_module(KEY, version)
+    live = live_broker_ids(broker.cluster)
+    encoded = []
+    for t in request.body.topics:
+        entry = _lookup(
+            broker, mod, version, t.name, getattr(t, "topic_id", None), failed, topic_ops, live,
+        )
+        encoded.append(entry if isinstance(entry, bytes) else encode_entity(entry))
     return _splice_topics(_body(broker, version, (), cluster_ops), version, encoded)
 
 
