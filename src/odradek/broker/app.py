@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from odradek.broker.cluster_member import ClusterMember, ControllerWork, store_for
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.connection_limits import ConnectionLimits, Connections, raise_open_file_limit
 from odradek.broker.contract import ApiHandler
@@ -78,12 +79,15 @@ class Broker:
         *,
         clock: Clock | None = None,
         coordinator_load_hook: LoadHook | None = None,
+        controller: ControllerWork | None = None,
     ) -> None:
         """``coordinator_load_hook`` is awaited before each internal-topic partition loads
-        (tests hold loading with it)."""
+        (tests hold loading with it); ``controller`` is the controller's work, run while this
+        broker is the controller (:class:`~odradek.broker.cluster_member.ClusterMember`)."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self._load_hook = coordinator_load_hook
+        self._controller_work = controller
         self.node_id = config.node_id
         self.data_dir = Path(config.log_dirs[0])
         self.append_watch = AppendWatch()
@@ -99,6 +103,7 @@ class Broker:
         self.advertised_port = 0
         self.started_at = 0.0
         # Set by start():
+        self.cluster_member: ClusterMember | None = None
         self.metadata: MetadataStore
         self.logs: LogManager
         self.scrubber: LogScrubber
@@ -112,6 +117,13 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"{self.advertised_host}:{self.advertised_port}"
+
+    @property
+    def fenced(self) -> bool:
+        """True while the broker's cluster session could have expired: it must not accept
+        writes (produce answers NOT_LEADER_OR_FOLLOWER) until it has registered again."""
+        member = self.cluster_member
+        return member is not None and member.fenced
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -130,7 +142,18 @@ class Broker:
         # First, so that the defaults sized from it (log.max.open.files, max.connections) see
         # the raised limit.
         open_file_limit = raise_open_file_limit()
-        self.metadata = MetadataStore(self.data_dir, self.node_id, self.config.cluster_id)
+        # The cluster id is agreed with the metadata store before the data dir's metadata is
+        # read, so a data dir of another cluster is refused before anything is written to it.
+        member = self.cluster_member = ClusterMember(
+            store_for(self.config), self.config, controller=self._controller_work
+        )
+        try:
+            cluster_id = await member.join(self.data_dir, self.config.cluster_id)
+        except BaseException:
+            await member.stop()
+            self.cluster_member = None
+            raise
+        self.metadata = MetadataStore(self.data_dir, self.node_id, cluster_id)
         self.logs = LogManager(
             self.data_dir,
             self.clock,
@@ -172,6 +195,16 @@ class Broker:
         adv = self.config.advertised_address
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
+        try:
+            await member.register(self.advertised_host, self.advertised_port)
+        except BaseException:
+            # Refused (another live broker has this node id) or no store: stop what started.
+            self._server.close()
+            self._server = None
+            self.logs.shutdown()
+            await member.stop()
+            self.cluster_member = None
+            raise
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -188,11 +221,13 @@ class Broker:
         self.transactions.start()
         self.started_at = time.perf_counter() - t0
         log.info(
-            "odradek broker %d serving on %s:%d (cluster %s, data in %s) in %.0f ms",
+            "odradek broker %d serving on %s:%d (cluster %s, broker epoch %d, data in %s) "
+            "in %.0f ms",
             self.node_id,
             self.host,
             self.port,
             self.metadata.cluster_id,
+            member.epoch,
             self.data_dir,
             self.started_at * 1000,
         )
@@ -217,6 +252,9 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.cluster_member is not None:
+            # First: the other brokers learn at once that this one is gone (no session timeout).
+            await self.cluster_member.stop()
         await self.groups.stop()
         await self.transactions.stop()
         self.append_watch.notify_all()
