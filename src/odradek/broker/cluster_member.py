@@ -95,6 +95,9 @@ _BACKOFF_MAX_S = 1.0
 #: How long start-up waits for the store before refusing to start (Kafka's
 #: initial.broker.registration.timeout.ms default).
 _JOIN_TIMEOUT_S = 60.0
+#: Beyond a session timeout, how long a start-up waits for a predecessor's registration to go
+#: (etcd ends expired leases in a sweep every 500 ms).
+_DUPLICATE_GRACE_MS = 1500
 #: Bound on the clean leave (resign, deregister, revoke): the lease expires anyway.
 _STOP_TIMEOUT_S = 3.0
 
@@ -249,12 +252,22 @@ class ClusterMember:
         the broker epoch. Raises :class:`DuplicateBrokerRegistration` when another live broker
         holds this node id, :class:`ClusterUnavailable` when the store stays unreachable."""
         self.info = BrokerInfo(self.node_id, host, port, self.rack)
-        try:
-            await self._until_reachable(self._open_and_register)
-        except DuplicateBrokerRegistration as e:
-            raise DuplicateBrokerRegistration(
-                f"cannot start broker {self.node_id}: {e}; another live broker has this node.id"
-            ) from None
+        # A registration of this node id may be a predecessor that died (kill -9) and whose
+        # lease has not run out yet: wait one session timeout for it to go before refusing.
+        give_up_at = self._clock.monotonic_ms() + self.ttl_s * 1000 + _DUPLICATE_GRACE_MS
+        while True:
+            try:
+                await self._until_reachable(self._open_and_register)
+                break
+            except DuplicateBrokerRegistration as e:
+                if self._clock.monotonic_ms() >= give_up_at:
+                    raise DuplicateBrokerRegistration(
+                        f"cannot start broker {self.node_id}: {e}, and it stayed registered for "
+                        f"a whole session timeout: another live broker has this node.id"
+                    ) from None
+                log.info("node id %d is still registered (%s); waiting for its session to end",
+                         self.node_id, e)
+                await asyncio.sleep(_CHECK_INTERVAL_S * 2)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"broker {self.node_id} membership"
         )
