@@ -5,7 +5,7 @@ plugin's ``odradek_cluster`` fixture run it.
 Layout of the cluster's directory (``DIR``):
 
 - ``cluster.json`` — the description ``odradek cluster status`` reads: ``{"etcd": {"endpoints",
-  "prefix", "managed", "client_port", "peer_port"}, "brokers": [{"node_id", "host", "port",
+  "prefix", "managed", "client_port", "peer_port", "pid"}, "brokers": [{"node_id", "host", "port",
   "pid", "data_dir"}], "pid"}`` (``pid``: the process that runs the cluster).
 - ``etcd/`` (and ``etcd.log``) — the local etcd's data, when it is managed here.
 - ``broker-<id>/`` — broker ``id``'s data dir; ``broker-<id>.properties`` its config file;
@@ -17,6 +17,7 @@ ports when they are free. Owned by the thread that creates it; not thread-safe.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -28,7 +29,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.etcd_process import EtcdProcess, free_port
+from odradek.cluster.membership import ClusterKeys
+from odradek.cluster.status import ClusterStatus, read_status
 
 __all__ = ["LocalCluster", "BrokerProcess", "DESCRIPTION", "read_description"]
 
@@ -281,6 +285,7 @@ class LocalCluster:
                 "managed": etcd is not None,
                 "client_port": etcd.client_port if etcd is not None else None,
                 "peer_port": etcd.peer_port if etcd is not None else None,
+                "pid": etcd.pid if etcd is not None else None,
             },
             "brokers": [
                 {
@@ -298,6 +303,19 @@ class LocalCluster:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, path)
+
+    def status(self) -> ClusterStatus:
+        """The cluster's state as etcd has it (``odradek cluster status``); call it from
+        blocking code (it runs its own event loop)."""
+
+        async def read() -> ClusterStatus:
+            store = EtcdStore(self.etcd_endpoints, request_timeout_s=3)
+            try:
+                return await read_status(store, ClusterKeys(prefix=self.prefix))
+            finally:
+                await store.close()
+
+        return asyncio.run(read())
 
     def pids(self) -> list[int]:
         """The process ids of everything running (brokers and the managed etcd)."""
