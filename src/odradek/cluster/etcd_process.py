@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["EtcdProcess", "EtcdCluster", "etcd_binary", "free_port"]
+__all__ = ["EtcdProcess", "EtcdCluster", "etcd_binary", "free_port", "free_ports"]
 
 
 def etcd_binary() -> str | None:
@@ -35,10 +35,20 @@ def etcd_binary() -> str | None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all held at once while choosing, so that the
+    kernel cannot hand out one port twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class EtcdProcess:
@@ -64,8 +74,9 @@ class EtcdProcess:
         self._binary = binary
         self.data_dir = data_dir
         self.name = name
-        self.client_port = client_port or free_port()
-        self.peer_port = peer_port or free_port()
+        spare = free_ports(2)
+        self.client_port = client_port or next(p for p in spare if p != peer_port)
+        self.peer_port = peer_port or next(p for p in spare if p != self.client_port)
         self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
         self._token = cluster_token
         self._log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -179,7 +190,8 @@ class EtcdCluster:
     def __init__(self, base_dir: Path, size: int = 3, *, token: str | None = None) -> None:
         if size < 1:
             raise ValueError("an etcd cluster needs at least one member")
-        ports = [(free_port(), free_port()) for _ in range(size)]
+        chosen = free_ports(2 * size)
+        ports = [(chosen[2 * i], chosen[2 * i + 1]) for i in range(size)]
         names = [f"member-{i}" for i in range(size)]
         initial = ",".join(
             f"{name}=http://127.0.0.1:{peer}" for name, (_, peer) in zip(names, ports, strict=True)

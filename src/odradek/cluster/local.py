@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from odradek.cluster.etcd import EtcdStore
-from odradek.cluster.etcd_process import EtcdProcess, free_port
+from odradek.cluster.etcd_process import EtcdProcess, free_ports
 from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.status import ClusterStatus, read_status
 
@@ -62,8 +62,24 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def _reuse(port: object) -> int:
-    return port if isinstance(port, int) and port > 0 and _port_free(port) else free_port()
+class _Ports:
+    """Ports for one start: the previous ones when still free, else new ones, all distinct."""
+
+    def __init__(self) -> None:
+        self._taken: set[int] = set()
+
+    def pick(self, previous: object) -> int:
+        if (
+            isinstance(previous, int)
+            and previous > 0
+            and previous not in self._taken
+            and _port_free(previous)
+        ):
+            port = previous
+        else:
+            port = next(p for p in free_ports(len(self._taken) + 1) if p not in self._taken)
+        self._taken.add(port)
+        return port
 
 
 class BrokerProcess:
@@ -78,6 +94,7 @@ class BrokerProcess:
         self.log_path = data_dir.parent / f"broker-{node_id}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
+        self._terminating = False
 
     @property
     def address(self) -> str:
@@ -101,6 +118,7 @@ class BrokerProcess:
             "--listen", self.address,
         ]
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._terminating = False
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
         try:
             # A session of its own: a Ctrl-C in the terminal reaches whoever runs the cluster,
@@ -165,18 +183,24 @@ class BrokerProcess:
     def resume(self) -> None:
         self.signal(signal.SIGCONT)
 
+    def terminate(self) -> None:
+        """Ask for a clean shutdown (SIGTERM) without waiting; once only, since ``odradek serve``
+        takes a second SIGTERM as "exit at once"."""
+        if self.running and not self._terminating:
+            self._terminating = True
+            self.signal(signal.SIGCONT)  # a paused broker must see the SIGTERM
+            self.signal(signal.SIGTERM)
+
     def stop(self, timeout_s: float = _STOP_TIMEOUT_S) -> None:
         """SIGTERM (a clean shutdown), then SIGKILL after ``timeout_s``."""
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGCONT)  # a paused broker must see the SIGTERM
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        self.terminate()
+        try:
+            self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
     def restart(self, timeout_s: float = 60.0) -> None:
         """Start it again (after kill or stop) on the same data dir and port."""
@@ -216,6 +240,7 @@ class LocalCluster:
             for b in previous.get("brokers", ())
             if isinstance(b, dict)
         }
+        ports = _Ports()
         self.etcd: EtcdProcess | None = None
         if etcd_endpoints:
             self.etcd_endpoints = list(etcd_endpoints)
@@ -223,14 +248,14 @@ class LocalCluster:
             self.etcd = EtcdProcess(
                 directory / "etcd",
                 name="odradek",
-                client_port=_reuse(old_etcd.get("client_port")),
-                peer_port=_reuse(old_etcd.get("peer_port")),
+                client_port=ports.pick(old_etcd.get("client_port")),
+                peer_port=ports.pick(old_etcd.get("peer_port")),
             )
             self.etcd_endpoints = [self.etcd.endpoint]
         self.brokers = {
             node_id: BrokerProcess(
                 node_id,
-                _reuse(old_ports.get(node_id)),
+                ports.pick(old_ports.get(node_id)),
                 directory / f"broker-{node_id}",
                 directory / f"broker-{node_id}.properties",
             )
@@ -328,9 +353,7 @@ class LocalCluster:
         """SIGTERM every broker (together, so they shut down in parallel), SIGKILL those still
         running after ``timeout_s``, then stop etcd."""
         for broker in self.brokers.values():
-            if broker.running:
-                broker.signal(signal.SIGCONT)
-                broker.signal(signal.SIGTERM)
+            broker.terminate()
         deadline = time.monotonic() + timeout_s
         for broker in self.brokers.values():
             broker.stop(max(0.0, deadline - time.monotonic()))
