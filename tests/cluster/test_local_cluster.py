@@ -42,9 +42,12 @@ def gone(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    # A zombie child of ours is gone too (only its exit status is left).
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1].startswith("Z")
+    # A zombie is gone too (only its exit status is left for its parent).
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
 
 
 def odradek(*args: str) -> list[str]:
@@ -171,3 +174,18 @@ def test_brokers_fence_themselves_without_etcd_and_recover(
         assert registered.epoch > max(epochs.values())
     for broker in cluster.brokers.values():
         assert broker.output().count("registered at") == 2
+
+    # A broker that hangs (SIGSTOP) past its session loses its registration; woken, it finds
+    # its session could have expired, fences itself and registers again.
+    paused = cluster.broker(1)
+    paused.pause()
+    wait_for(lambda: [b.info.node_id for b in cluster.status().brokers] == [2],
+             SESSION_MS / 1000 + 5, "broker 1's registration gone")
+    paused.resume()
+    back = wait_for(
+        lambda: (s := cluster.status()) and len(s.brokers) == 2 and s,
+        10,
+        "broker 1 registered again",
+    )
+    assert back.brokers[0].epoch > max(b.epoch for b in status.brokers)
+    assert paused.output().count("registered at") == 3
