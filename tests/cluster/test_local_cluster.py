@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -54,26 +54,36 @@ def odradek(*args: str) -> list[str]:
     return [sys.executable, "-m", "odradek", *args]
 
 
-def test_cluster_up_status_and_sigterm(tmp_path: Path) -> None:
-    directory = tmp_path / "c"
+def cluster_up(directory: Path) -> tuple[subprocess.Popen[str], str]:
+    """``odradek cluster up`` on ``directory``, and the bootstrap servers it printed."""
     up = subprocess.Popen(
         odradek("cluster", "up", "--brokers", "3", "--data-dir", str(directory),
                 "--session-timeout-ms", str(SESSION_MS)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert up.stdout is not None
+    for line in up.stdout:
+        if line.startswith("bootstrap.servers="):
+            return up, line.split("=", 1)[1].strip()
+    up.wait()
+    raise AssertionError(f"cluster up exited with {up.returncode}: {up.stderr and up.stderr.read()}")
+
+
+def status_json(directory: Path) -> dict[str, Any]:
+    shown = subprocess.run(
+        odradek("cluster", "status", "--data-dir", str(directory), "--json"),
+        capture_output=True, text=True, check=True,
+    )
+    status: dict[str, Any] = json.loads(shown.stdout)
+    return status
+
+
+def test_cluster_up_status_sigterm_and_up_again(tmp_path: Path) -> None:
+    directory = tmp_path / "c"
+    up, bootstrap = cluster_up(directory)
     try:
-        bootstrap = ""
-        assert up.stdout is not None
-        for line in up.stdout:
-            if line.startswith("bootstrap.servers="):
-                bootstrap = line.split("=", 1)[1].strip()
-                break
-        assert len(bootstrap.split(",")) == 3, up.stderr.read() if up.stderr else ""
-        shown = subprocess.run(
-            odradek("cluster", "status", "--data-dir", str(directory), "--json"),
-            capture_output=True, text=True, check=True,
-        )
-        status = json.loads(shown.stdout)
+        assert len(bootstrap.split(",")) == 3
+        status = status_json(directory)
         assert [b["node_id"] for b in status["brokers"]] == [1, 2, 3]
         assert {f"{b['host']}:{b['port']}" for b in status["brokers"]} == set(bootstrap.split(","))
         assert status["controller"]["node_id"] in (1, 2, 3)
@@ -82,7 +92,8 @@ def test_cluster_up_status_and_sigterm(tmp_path: Path) -> None:
             odradek("cluster", "status", "--data-dir", str(directory)),
             capture_output=True, text=True, check=True,
         ).stdout
-        assert "brokers: 3" in text and f"controller: broker {status['controller']['node_id']}" in text
+        assert "brokers: 3" in text
+        assert f"controller: broker {status['controller']['node_id']}" in text
         description = json.loads((directory / "cluster.json").read_text())
         pids = [b["pid"] for b in description["brokers"]]
         etcd_pid = description["etcd"]["pid"]
@@ -91,7 +102,8 @@ def test_cluster_up_status_and_sigterm(tmp_path: Path) -> None:
         for pid in [*pids, etcd_pid]:
             wait_for(lambda pid=pid: gone(pid), 5, f"process {pid} gone")
         for node_id in (1, 2, 3):
-            assert "stopped" in (directory / f"broker-{node_id}.log").read_text()
+            log = (directory / f"broker-{node_id}.log").read_text()
+            assert log.rstrip().endswith(f"odradek broker {node_id} stopped")
     finally:
         if up.poll() is None:
             up.kill()
@@ -103,6 +115,22 @@ def test_cluster_up_status_and_sigterm(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("odradek cluster: cannot read the cluster's state: etcd")
     assert len(failed.stderr.strip().splitlines()) == 1
+
+    # Up again on the same directory: the same cluster (etcd's data and the data dirs kept).
+    again, _ = cluster_up(directory)
+    try:
+        second = status_json(directory)
+        assert second["cluster_id"] == status["cluster_id"]
+        assert [b["node_id"] for b in second["brokers"]] == [1, 2, 3]
+        assert min(b["epoch"] for b in second["brokers"]) > max(
+            b["epoch"] for b in status["brokers"]
+        )
+        again.send_signal(signal.SIGINT)
+        assert again.wait(timeout=30) == 0
+    finally:
+        if again.poll() is None:
+            again.kill()
+            again.wait()
 
 
 def controller_of(status: ClusterStatus) -> int | None:

@@ -254,20 +254,14 @@ class ClusterMember:
         self.info = BrokerInfo(self.node_id, host, port, self.rack)
         # A registration of this node id may be a predecessor that died (kill -9) and whose
         # lease has not run out yet: wait one session timeout for it to go before refusing.
-        give_up_at = self._clock.monotonic_ms() + self.ttl_s * 1000 + _DUPLICATE_GRACE_MS
-        while True:
-            try:
-                await self._until_reachable(self._open_and_register)
-                break
-            except DuplicateBrokerRegistration as e:
-                if self._clock.monotonic_ms() >= give_up_at:
-                    raise DuplicateBrokerRegistration(
-                        f"cannot start broker {self.node_id}: {e}, and it stayed registered for "
-                        f"a whole session timeout: another live broker has this node.id"
-                    ) from None
-                log.info("node id %d is still registered (%s); waiting for its session to end",
-                         self.node_id, e)
-                await asyncio.sleep(_CHECK_INTERVAL_S * 2)
+        wait_ms = self.ttl_s * 1000 + _DUPLICATE_GRACE_MS
+        try:
+            await self._until_reachable(lambda: self._open_and_register(wait_ms))
+        except DuplicateBrokerRegistration as e:
+            raise DuplicateBrokerRegistration(
+                f"cannot start broker {self.node_id}: {e}, and it stayed registered for a whole "
+                f"session timeout: another live broker has this node.id"
+            ) from None
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"broker {self.node_id} membership"
         )
@@ -289,12 +283,27 @@ class ClusterMember:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
-    async def _open_and_register(self) -> None:
+    async def _open_and_register(self, duplicate_wait_ms: int = 0) -> None:
+        """Open a session and register under it; a registration of this node id held by
+        another session is waited for up to ``duplicate_wait_ms``, then refused."""
         assert self.info is not None
         session = await Session.open(self.store, self.ttl_s, clock=self._clock)
         registration = BrokerRegistration(self.store, self.keys, session, self.info)
+        give_up_at = self._clock.monotonic_ms() + duplicate_wait_ms
+        waiting = False
         try:
-            epoch = await registration.register()
+            while True:
+                try:
+                    epoch = await registration.register()
+                    break
+                except DuplicateBrokerRegistration as e:
+                    if self._clock.monotonic_ms() >= give_up_at or session.may_have_expired():
+                        raise
+                    if not waiting:
+                        waiting = True
+                        log.info("node id %d is still registered (%s); waiting for its session "
+                                 "to end", self.node_id, e)
+                    await asyncio.sleep(_CHECK_INTERVAL_S * 2)
         except BaseException:
             await _quietly(session.close())
             raise
