@@ -168,6 +168,18 @@ def test_controller_failover_and_broker_restart(
     assert new_epochs[controller] > max(epochs.values())
     assert controller_of(again) == controller_of(after)  # the new controller stays
 
+    # A second broker with a live broker's node id refuses to start, saying why.
+    duplicate = subprocess.run(
+        odradek("serve", "--config", str(cluster.broker(2).config_path),
+                "--data-dir", str(cluster.directory / "intruder"), "--listen", "127.0.0.1:0"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert duplicate.returncode == 1
+    assert "odradek serve: cannot start: cannot start broker 2: node id 2 is registered by" in (
+        duplicate.stderr
+    )
+    assert "another live broker has this node.id" in duplicate.stderr
+
 
 def test_brokers_fence_themselves_without_etcd_and_recover(
     odradek_cluster_factory: Callable[..., LocalCluster],
