@@ -859,3 +859,22 @@ def test_log_config_for_applies_overrides_over_broker_defaults() -> None:
 def test_log_config_for_rejects_invalid_overrides() -> None:
     with pytest.raises(InvalidConfigError, match="^retention.ms: "):
         log_config_for(BrokerConfig(), {"retention.ms": "soon"})
+
+
+def test_cluster_keys() -> None:
+    config = BrokerConfig.from_properties(
+        {
+            "etcd.endpoints": "http://127.0.0.1:2379,http://127.0.0.1:2381",
+            "broker.rack": "r1",
+            "broker.session.timeout.ms": "3000",
+        }
+    )
+    assert config.etcd_endpoints == ("http://127.0.0.1:2379", "http://127.0.0.1:2381")
+    assert (config.etcd_prefix, config.broker_rack) == ("/odradek", "r1")
+    assert config.broker_session_timeout_ms == 3000
+    assert not config.warnings  # broker.rack is acted on now, no longer ignored
+    assert BrokerConfig().etcd_endpoints == ()
+    with pytest.raises(ConfigError, match=r"^etcd\.endpoints: expected http://"):
+        BrokerConfig.from_properties({"etcd.endpoints": "127.0.0.1:2379"})
+    with pytest.raises(ConfigError, match=r"^broker\.session\.timeout\.ms"):
+        BrokerConfig.from_properties({"broker.session.timeout.ms": "10"})

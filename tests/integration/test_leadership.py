@@ -423,28 +423,3 @@ def _value(m: Any) -> Any:
     if m.error() is not None:
         raise KafkaException(m.error())
     return m
-
-
-def test_fenced_broker_refuses_every_write(broker: BrokerThread) -> None:
-    bootstrap = broker.bootstrap
-    _create(bootstrap, "fence", 2)
-    broker.broker.fenced = True
-    try:
-        r = _raw_produce(bootstrap, "fence", (0, 1))
-        assert [p.error_code for p in r.responses[0].partition_responses] == [
-            ErrorCode.not_leader_or_follower] * 2
-        # The hint names this broker (the view still says it leads): the client retries here.
-        assert r.responses[0].partition_responses[0].current_leader.leader_id == 1
-        # Reads of what is committed go on.
-        assert _list_latest(bootstrap, "fence", 0, -1).error_code == ErrorCode.none
-        # DescribeCluster lists it as fenced when fenced brokers are asked for.
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            brokers = admin.describe_cluster()["brokers"]
-        finally:
-            admin.close()
-        assert [(b["broker_id"], b["is_fenced"]) for b in brokers] == [(1, True)]
-    finally:
-        broker.broker.fenced = False
-    r = _raw_produce(bootstrap, "fence", (0,))
-    assert r.responses[0].partition_responses[0].error_code == ErrorCode.none

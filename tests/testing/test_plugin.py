@@ -29,3 +29,16 @@ def test_plugin_is_registered_for_other_projects(pytester) -> None:  # type: ign
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_cluster_fixture_is_three_live_brokers(odradek_cluster) -> None:  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import AdminClient
+
+    addresses = odradek_cluster.bootstrap.split(",")
+    assert len(addresses) == 3
+    for address in addresses:
+        assert AdminClient({"bootstrap.servers": address}).list_topics(timeout=10) is not None
+    status = odradek_cluster.status()
+    assert [f"{b.info.host}:{b.info.port}" for b in status.brokers] == addresses
+    assert status.controller is not None
+    assert odradek_cluster.broker(2).running and odradek_cluster.etcd.running

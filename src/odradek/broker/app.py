@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from odradek.broker.cluster_member import ClusterMember, ControllerTerm, ControllerWork
 from odradek.broker.connection import KafkaConnection
 from odradek.broker.connection_limits import ConnectionLimits, Connections, raise_open_file_limit
 from odradek.broker.contract import ApiHandler
@@ -30,11 +30,13 @@ from odradek.broker.timings import RequestTimings
 from odradek.broker.topics import TopicManager
 from odradek.broker.transactions import TxnRuntime
 from odradek.clock import Clock, SystemClock
-from odradek.cluster.durable import DurableInProcessStore, open_single_node_store
+from odradek.cluster.controller import Controller
+from odradek.cluster.durable import open_single_node_store
+from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.image import MetadataImage, TopicsChange
-from odradek.cluster.membership import BrokerInfo, ClusterKeys, Session
+from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.producer_ids import ProducerIdManager
-from odradek.cluster.store import RevisionCompacted
+from odradek.cluster.store import ClusterStore, RevisionCompacted
 from odradek.cluster.topic_admin import TopicAdmin
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
@@ -57,6 +59,11 @@ _OPEN_LOGS_PER_SLICE = 20
 #: The single node's registration lease (seconds): long, so that a stalled event loop never
 #: loses it; nothing else shares the in-process store to notice a dead broker anyway.
 _SINGLE_NODE_SESSION_TTL_S = 3600
+
+
+async def _run_controller(term: ControllerTerm) -> None:
+    """The controller's work for one term (cluster/controller.py), the default of every broker."""
+    await Controller(term.store, term.keys, term.election).run()
 
 
 def cleaner_config(config: BrokerConfig) -> CleanerConfig:
@@ -90,12 +97,15 @@ class Broker:
         *,
         clock: Clock | None = None,
         coordinator_load_hook: LoadHook | None = None,
+        controller: ControllerWork | None = None,
     ) -> None:
         """``coordinator_load_hook`` is awaited before each internal-topic partition loads
-        (tests hold loading with it)."""
+        (tests hold loading with it); ``controller`` is the controller's work, run while this
+        broker is the controller (:class:`~odradek.broker.cluster_member.ClusterMember`)."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self._load_hook = coordinator_load_hook
+        self._controller_work = controller
         self.node_id = config.node_id
         self.data_dir = Path(config.log_dirs[0])
         self.append_watch = AppendWatch()
@@ -111,19 +121,18 @@ class Broker:
         self.advertised_host = ""
         self.advertised_port = 0
         self.started_at = 0.0
-        self.fenced = False
         # Set by start():
+        self.cluster_member: ClusterMember | None = None
         self.metadata: MetadataStore
         self.cluster_keys = ClusterKeys()
-        self.cluster_store: DurableInProcessStore
+        self.cluster_store: ClusterStore
         #: The cluster's metadata as this broker sees it (BrokerServices.cluster).
         self.cluster: MetadataImage
         self.topic_admin: TopicAdmin
         self.producer_ids: ProducerIdManager
-        self._single_node_session: Session | None = None
         self._store_compacted_at = 0
         # What start() opened of the cluster metadata, closed in reverse order by stop().
-        self._cluster_parts: list[DurableInProcessStore | MetadataImage | ProducerIdManager] = []
+        self._cluster_parts: list[MetadataImage | ProducerIdManager] = []
         self.logs: LogManager
         self.scrubber: LogScrubber
         self.topics: TopicManager
@@ -136,6 +145,13 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"{self.advertised_host}:{self.advertised_port}"
+
+    @property
+    def fenced(self) -> bool:
+        """True while the broker's cluster session could have expired: it must not accept
+        writes (produce answers NOT_LEADER_OR_FOLLOWER) until it has registered again."""
+        member = self.cluster_member
+        return member is not None and member.fenced
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -156,19 +172,7 @@ class Broker:
         # First, so that the defaults sized from it (log.max.open.files, max.connections) see
         # the raised limit.
         open_file_limit = raise_open_file_limit()
-        self.metadata = MetadataStore(self.data_dir, self.node_id, self.config.cluster_id)
-        keys = self.cluster_keys
-        self.cluster_store = await open_single_node_store(
-            self.data_dir, keys, node_id=self.node_id, cluster_id=self.metadata.cluster_id
-        )
-        self._cluster_parts.append(self.cluster_store)
-        self.cluster = MetadataImage(self.cluster_store, keys)
-        await self.cluster.start()
-        self._cluster_parts.append(self.cluster)
-        self.topic_admin = TopicAdmin(self.cluster_store, keys, self.cluster)
-        self.producer_ids = ProducerIdManager(self.cluster_store, keys)
-        self._cluster_parts.append(self.producer_ids)
-        await self.producer_ids.start()
+        await self._open_cluster()
         self.logs = LogManager(
             self.data_dir,
             self.clock,
@@ -212,7 +216,14 @@ class Broker:
         adv = self.config.advertised_address
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
-        await self._register_single_node()
+        try:
+            await self._register()
+        except BaseException:
+            # Refused (another live broker has this node id) or no store: stop what started.
+            self._server.close()
+            self._server = None
+            self.logs.shutdown()
+            raise
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -229,11 +240,13 @@ class Broker:
         self.transactions.start()
         self.started_at = time.perf_counter() - t0
         log.info(
-            "odradek broker %d serving on %s:%d (cluster %s, data in %s) in %.0f ms",
+            "odradek broker %d serving on %s:%d (cluster %s, broker epoch %d, data in %s) "
+            "in %.0f ms",
             self.node_id,
             self.host,
             self.port,
             self.metadata.cluster_id,
+            self.cluster_member.epoch if self.cluster_member else 0,
             self.data_dir,
             self.started_at * 1000,
         )
@@ -273,30 +286,61 @@ class Broker:
                 self._dir_lock = None
         log.info("odradek broker %d stopped", self.node_id)
 
-    async def _register_single_node(self) -> None:
-        """The single node's registration in its own store: its broker key under a lease and
-        the controller key, so that the image shows one live broker and a controller.
+    async def _open_cluster(self) -> None:
+        """The metadata store (etcd when ``etcd.endpoints`` is set, else the single node's
+        journalled in-process store), this broker's membership, and the image, topic admin and
+        producer ids over them. One code path: a single node is a cluster of one."""
+        config = self.config
+        keys = self.cluster_keys = ClusterKeys(prefix=config.etcd_prefix)
+        work = self._controller_work or _run_controller
+        if config.etcd_endpoints:
+            # The cluster id is agreed with etcd before the data dir's metadata is read, so a
+            # data dir of another cluster is refused before anything is written to it.
+            member = ClusterMember(EtcdStore(config.etcd_endpoints), config, controller=work)
+            self.cluster_member = member
+            cluster_id = await member.join(self.data_dir, config.cluster_id)
+            self.metadata = MetadataStore(self.data_dir, self.node_id, cluster_id)
+        else:
+            self.metadata = MetadataStore(self.data_dir, self.node_id, config.cluster_id)
+            store = await open_single_node_store(
+                self.data_dir, keys, node_id=self.node_id, cluster_id=self.metadata.cluster_id
+            )
+            # Nobody else can take a single node's partitions: a stalled event loop (a long
+            # synchronous request) must not fence it, so its session outlives any stall.
+            member = ClusterMember(
+                store, config, controller=work, ttl_s=_SINGLE_NODE_SESSION_TTL_S
+            )
+            self.cluster_member = member
+            await member.join(self.data_dir, self.metadata.cluster_id)
+        self.cluster_store = member.store
+        self.cluster = MetadataImage(member.store, keys)
+        await self.cluster.start()
+        self._cluster_parts.append(self.cluster)
+        self.topic_admin = TopicAdmin(member.store, keys, self.cluster)
+        self.producer_ids = ProducerIdManager(member.store, keys)
+        self._cluster_parts.append(self.producer_ids)
+        await self.producer_ids.start()
 
-        Stands in for cluster membership (``broker/cluster_member.py``), which replaces it."""
-        store, keys = self.cluster_store, self.cluster_keys
-        session = self._single_node_session = await Session.open(
-            store, _SINGLE_NODE_SESSION_TTL_S
-        )
-        info = BrokerInfo(self.node_id, self.advertised_host, self.advertised_port, self._rack())
-        await store.put(keys.broker(self.node_id), info.encode(), lease=session.lease_id)
-        written = await store.put(
-            keys.controller, json.dumps({"node_id": self.node_id}).encode(),
-            lease=session.lease_id,
-        )
-        await self.cluster.wait_for_revision(written.revision)
+    async def _register(self) -> None:
+        """Register at the advertised address; answer only once the image shows this broker
+        (and, on a single node, a controller: it elects itself at once)."""
+        member = self.cluster_member
+        assert member is not None
+        epoch = await member.register(self.advertised_host, self.advertised_port)
+        await self.cluster.wait_for_revision(epoch)
+        if not self.config.etcd_endpoints:
+            deadline = time.monotonic() + 2.0
+            while self.cluster.controller_id < 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
 
     async def _close_cluster(self) -> None:
         """Stop what start() opened of the cluster metadata (so far: start-up may have failed)."""
-        if self._single_node_session is not None:
-            await self._single_node_session.close()
-            self._single_node_session = None
         while self._cluster_parts:
             await self._cluster_parts.pop().close()
+        if self.cluster_member is not None:
+            # Resigns, deregisters (the others learn at once that this broker is gone),
+            # revokes the lease and closes the store.
+            await self.cluster_member.stop()
 
     def _on_topics_changed(self, change: TopicsChange) -> None:
         # Whichever broker deleted a topic, its groups' offsets go with it here.
@@ -415,12 +459,6 @@ class Broker:
                 # One failed step must not end scrubbing for good.
                 log.exception("log scrubber step failed")
                 await asyncio.sleep(1.0)
-
-    def _rack(self) -> str | None:
-        # ``broker.rack`` becomes a config field with cluster membership (wt-member); until
-        # then it is accepted and ignored, and the broker has no rack.
-        rack = getattr(self.config, "broker_rack", None)
-        return str(rack) if rack else None
 
     # -- used by handlers -----------------------------------------------------------------------
 

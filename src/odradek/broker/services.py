@@ -70,9 +70,11 @@ class BrokerServices(Protocol):
         brokers, the controller, every partition's replicas, ISR, leader and epochs."""
         ...
 
-    #: Set while this broker's registration may have expired (its session lost): it must not
-    #: act as leader, so every append is refused with NOT_LEADER_OR_FOLLOWER.
-    fenced: bool
+    @property
+    def fenced(self) -> bool:
+        """True while this broker's registration may have expired (its session lost): it must
+        not act as leader, so every append is refused with NOT_LEADER_OR_FOLLOWER."""
+        ...
 
     @property
     def topics(self) -> TopicManager:

@@ -1,5 +1,5 @@
-"""The ``odradek`` command line: ``serve``, the client commands and ``storage`` (offline
-checks of a data directory), one module each.
+"""The ``odradek`` command line: ``serve``, the client commands, ``storage`` (offline checks
+of a data directory) and ``cluster`` (a local development cluster), one module each.
 
 Only the module of the command being run is imported (every one of them for ``--help`` or a
 mistyped command), so ``odradek serve`` starts without the client tools and ``odradek
@@ -19,7 +19,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 #: The commands, in ``--help`` order.
 COMMANDS = (
     "serve", "registry", "topics", "produce", "consume", "groups", "transactions", "schemas",
-    "storage",
+    "storage", "cluster",
 )
 
 
@@ -49,6 +49,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             from odradek.cli import storage
 
             storage.add_commands(sub)
+        elif name == "cluster":
+            from odradek.cli import cluster
+
+            cluster.add_commands(sub)
         else:
             if common is None:
                 from odradek.cli._options import connection_parser

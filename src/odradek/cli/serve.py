@@ -58,9 +58,14 @@ def run(args: argparse.Namespace) -> int:
             registry_address = parse_listener(registry)
         except ValueError as e:
             raise CliError(f"invalid registry listener: {e}") from None
+    from odradek.broker.cluster_member import ClusterIdMismatch, ClusterUnavailable
+    from odradek.cluster.membership import DuplicateBrokerRegistration
+
     try:
         asyncio.run(_serve(config, registry_address))
     except OSError as e:
+        raise CliError(f"cannot start: {e}") from None
+    except (ClusterIdMismatch, ClusterUnavailable, DuplicateBrokerRegistration) as e:
         raise CliError(f"cannot start: {e}") from None
     return 0
 

@@ -247,6 +247,10 @@ class BrokerConfig:
     log_scrubber_enable: bool = _FROM_TABLE
     log_scrubber_bytes_per_second: int = _FROM_TABLE
     log_scrubber_interval_ms: int = _FROM_TABLE
+    etcd_endpoints: tuple[str, ...] = _FROM_TABLE
+    etcd_prefix: str = _FROM_TABLE
+    broker_rack: str | None = _FROM_TABLE
+    broker_session_timeout_ms: int = _FROM_TABLE
     schema_registry_listeners: tuple[str, ...] = _FROM_TABLE
     explicit_keys: frozenset[str] = field(default=frozenset(), compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -268,6 +272,11 @@ class BrokerConfig:
                 "cluster.id",
                 f"expected 22 characters of URL-safe base64 (a UUID), got {self.cluster_id!r}",
             )
+        for endpoint in self.etcd_endpoints:
+            if not endpoint.startswith(("http://", "https://")):
+                raise ConfigError(
+                    "etcd.endpoints", f"expected http://host:port URLs, got {endpoint!r}"
+                )
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms:
             raise ConfigError(
                 "group.min.session.timeout.ms",

@@ -242,6 +242,20 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
           "second.", minimum=1),
     _long("log.scrubber.interval.ms", 3600000, "Pause between the end of one scrub pass over "
           "every closed segment and the start of the next.", minimum=0),
+    # The cluster (issue 12): metadata in etcd; odradek's own keys, except Kafka's broker.rack
+    # and broker.session.timeout.ms.
+    ConfigDef("etcd.endpoints", ConfigType.LIST, (),
+              "Client URLs of the etcd cluster that holds the cluster's metadata "
+              "(http://host:2379,…); empty: a single node, with its metadata in process."),
+    ConfigDef("etcd.prefix", ConfigType.STRING, "/odradek",
+              "The etcd key prefix under which this cluster's metadata lives (one cluster per "
+              "prefix)."),
+    ConfigDef("broker.rack", ConfigType.STRING, None,
+              "The broker's rack, registered with it and used to spread replicas across racks."),
+    _int("broker.session.timeout.ms", 9000, "How long a broker stays registered without "
+         "renewing its etcd lease (rounded up to whole seconds, as etcd's lease TTL); a broker "
+         "that cannot renew for this long fences itself and registers again with a new epoch.",
+         minimum=1000),
     ConfigDef("schema.registry.listeners", ConfigType.LIST, (),
               "Where the broker process also serves the schema registry (odradek's own key), as "
               "http://host:port or host:port; empty: no registry. `--registry-listen` sets it."),
@@ -261,7 +275,7 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "connections.max.reauth.ms",
     "max.connections.per.ip.overrides", "max.connection.creation.rate", "process.roles",
     "inter.broker.listener.name", "inter.broker.protocol.version", "security.inter.broker.protocol",
-    "security.providers", "broker.rack", "reserved.broker.max.id", "broker.id.generation.enable",
+    "security.providers", "reserved.broker.max.id", "broker.id.generation.enable",
     "auto.leader.rebalance.enable", "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr", "transaction.state.log.segment.bytes",
     "transaction.state.log.load.buffer.size",
@@ -275,7 +289,7 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "authorizer.class.name", "super.users", "allow.everyone.if.no.acl.found",
     "create.topic.policy.class.name", "alter.config.policy.class.name",
     "initial.broker.registration.timeout.ms", "broker.heartbeat.interval.ms",
-    "broker.session.timeout.ms", "unstable.api.versions.enable", "unstable.feature.versions.enable",
+    "unstable.api.versions.enable", "unstable.feature.versions.enable",
     "fetch.purgatory.purge.interval.requests",
     "producer.purgatory.purge.interval.requests",
     "delete.records.purgatory.purge.interval.requests",
