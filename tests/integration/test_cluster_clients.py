@@ -1,7 +1,8 @@
 """Real clients against a cluster of three broker processes on a real etcd: topics spread over
 every broker, produce and consume through a bootstrap that does not lead, a broker killed and
-restarted (its partitions leaderless meanwhile, nothing acknowledged lost), and a broker that
-loses etcd refusing writes until it returns."""
+restarted (its partitions leaderless meanwhile, nothing acknowledged lost), a broker that
+loses etcd refusing writes until it returns, and consumer groups and transactions whose
+coordinators sit on another broker than the bootstrap and the data."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import TopicPartition as CTP
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer
+from rawclient import RawClient, request_class
 from test_leadership import _raw_produce
 
 from odradek.cluster.local import LocalCluster
@@ -174,3 +177,107 @@ def test_broker_without_etcd_refuses_writes_until_it_returns(
     _wait(lambda: produce_code() == ErrorCode.not_leader_or_follower, "the broker fenced")
     cluster.etcd.start()
     _wait(lambda: produce_code() == ErrorCode.none, "writes accepted again", timeout=60)
+
+
+# Small internal topics: a cluster test creates them and every partition must find a leader.
+_INTERNAL = {
+    "offsets_topic_num_partitions": "6",
+    "transaction_state_log_num_partitions": "6",
+    "group_initial_rebalance_delay_ms": "0",
+}
+
+
+def _coordinator(bootstrap: str, key: str, key_type: int) -> int:
+    """The node FindCoordinator (v3) names for ``key``, asked until it names one."""
+
+    def ask() -> int | None:
+        with RawClient(bootstrap) as c:
+            r = c.request(request_class(10, 3)(key=key, key_type=key_type))
+        return int(r.node_id) if r.error_code == ErrorCode.none else None
+
+    return _wait(lambda: (lambda n: n if n is not None else None)(ask()), f"a coordinator of {key}")
+
+
+def _key_coordinated_elsewhere(bootstrap: str, prefix: str, key_type: int, avoid: int) -> tuple[str, int]:
+    """A key (group or transactional id) whose coordinator is not broker ``avoid``."""
+    for i in range(100):
+        key = f"{prefix}-{i}"
+        node = _coordinator(bootstrap, key, key_type)
+        if node != avoid:
+            return key, node
+    raise AssertionError(f"every {prefix} key is coordinated by broker {avoid}")
+
+
+def _heartbeat_code(bootstrap: str, group: str) -> int:
+    body = request_class(12, 3)(group_id=group, generation_id=1, member_id="m",
+                                group_instance_id=None)
+    with RawClient(bootstrap) as c:
+        return int(c.request(body).error_code)
+
+
+def _group_consume(bootstrap: str, topic: str, group: str, count: int) -> list[str]:
+    """``count`` records through a confluent-kafka group member, committed synchronously."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "session.timeout.ms": 10_000,
+    })
+    got: list[str] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(got) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error() is not None:
+                continue
+            got.append(msg.value().decode())
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed(
+            [CTP(topic, p) for p in range(PARTITIONS)], timeout=10
+        )
+        assert sum(max(tp.offset, 0) for tp in committed) == count
+    finally:
+        consumer.close()
+    return got
+
+
+def test_consumer_group_coordinated_by_another_broker_survives_its_restart(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    cluster = odradek_cluster_factory(brokers=3, session_timeout_ms=2000, **_INTERNAL)
+    three = cluster.broker(3).address
+    topic = f"group-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": three})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    values = [f"g{i}" for i in range(300)]
+    _produce(three, topic, values)
+
+    # A group coordinated by broker 1 or 2, reached through broker 3.
+    group, coordinator = _key_coordinated_elsewhere(three, f"grp-{topic}", 0, avoid=3)
+    assert _heartbeat_code(three, group) == ErrorCode.not_coordinator
+    assert _heartbeat_code(cluster.broker(coordinator).address, group) != ErrorCode.not_coordinator
+
+    got = _group_consume(three, topic, group, len(values))
+    assert sorted(got) == sorted(values)
+
+    # The coordinator's broker killed and restarted: its offsets partition has no leader
+    # meanwhile (one replica), then it loads the group's committed offsets again.
+    cluster.broker(coordinator).kill()
+    cluster.broker(coordinator).restart()
+    assert _coordinator(three, group, 0) == coordinator
+    more = [f"h{i}" for i in range(60)]
+    _produce(three, topic, more)
+
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=three, group_id=group, auto_offset_reset="earliest",
+        enable_auto_commit=False, consumer_timeout_ms=20_000,
+    )
+    resumed: list[str] = []
+    try:
+        for record in consumer:
+            resumed.append(record.value.decode())
+            if len(resumed) >= len(more):
+                break
+        consumer.commit()
+    finally:
+        consumer.close()
+    assert sorted(resumed) == sorted(more)  # from the committed offsets: nothing read twice

@@ -59,6 +59,7 @@ from odradek.storage.log import AppendOrigin
 
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
+    from odradek.cluster.image import TopicsChange
 
 __all__ = ["CoordinatorHost", "InternalTopic", "LOAD_CHUNK_RECORDS", "LoadHook", "TimerTask"]
 
@@ -240,8 +241,11 @@ class CoordinatorHost:
 
     Requests reach the coordinator through :meth:`write` (operations that return records) and
     :meth:`run` (operations that write nothing), keyed by the group or transactional id whose
-    partition must be loaded here. :meth:`load` / :meth:`unload` are what a cluster will call
-    when a coordinator moves between brokers; a single broker loads every partition at start.
+    partition must be loaded here. The host coordinates exactly the partitions the image names
+    this broker leader of: it loads them at start and follows the image's topic listener
+    (:meth:`maybe_follow_leadership`), loading a partition it becomes leader of in the
+    background and unloading one it loses, so requests for any other partition answer
+    NOT_COORDINATOR. A single broker leads, and so loads, every partition.
     """
 
     def __init__(
@@ -272,16 +276,53 @@ class CoordinatorHost:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Once the broker listens: load every partition (as tasks) and start the timers. With
-        no internal topic yet there is nothing to load: every partition serves at once."""
-        exists = self.topic.exists()
+        """Once the broker listens: load the partitions this broker leads (as tasks), follow
+        leadership through the image from now on, and start the timers. With no internal topic
+        yet there is nothing to load: every partition serves at once, until the topic appears
+        and leadership decides (FindCoordinator creates the topic before it names a broker)."""
         self._load_started = time.perf_counter()
-        for partition in range(self.topic.partitions):
-            if exists:
-                self.load(partition)
-            else:
+        if self.topic.exists():
+            self.maybe_follow_leadership()
+        else:
+            for partition in range(self.topic.partitions):
                 self.runtime.load(partition, ())
+        self._broker.cluster.add_topics_listener(self._on_topics_changed)
         self._timers.start()
+
+    def leads(self, partition: int) -> bool:
+        """Whether the image names this broker leader of ``partition`` of the internal topic."""
+        state = self._broker.cluster.partition(self.topic.name, partition)
+        return state is not None and state.leader == self._broker.node_id
+
+    def coordinates_here(self, key: str) -> bool:
+        """Whether this broker is (or, with no internal topic yet, stands in as) the
+        coordinator of ``key``: it leads the key's partition."""
+        return not self.topic.exists() or self.leads(self.partition_for(key))
+
+    def maybe_follow_leadership(self) -> None:
+        """Load the partitions this broker has become leader of and unload those it no longer
+        leads, as Kafka's coordinators follow ``onElection`` / ``onResignation``. A partition
+        still led and loaded (or loading) is left alone, whatever its leader epoch."""
+        if not self.topic.exists():
+            return
+        for partition in range(self.topic.partitions):
+            state = self.runtime.state(partition)
+            if self.leads(partition):
+                if state not in (PartitionState.ACTIVE, PartitionState.LOADING):
+                    log.info("%s coordinator: loading %s-%d (this broker leads it)",
+                             self._name, self.topic.name, partition)
+                    self.load(partition)
+            elif state is not None:
+                log.info("%s coordinator: unloading %s-%d (this broker no longer leads it)",
+                         self._name, self.topic.name, partition)
+                self.unload(partition)
+
+    def _on_topics_changed(self, change: TopicsChange) -> None:
+        name = self.topic.name
+        if any(info.name == name for info in change.added) or any(
+            new.name == name for _old, new in change.changed
+        ):
+            self.maybe_follow_leadership()
 
     async def stop(self) -> None:
         loads = list(self._loads.values())

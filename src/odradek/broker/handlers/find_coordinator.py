@@ -1,9 +1,15 @@
 """FindCoordinator (key 10): which broker coordinates a group or a transactional id.
 
-This broker is the coordinator of every group and transactional id. Asking for a group creates
+The coordinator of a group is the leader of its ``__consumer_offsets`` partition, and of a
+transactional id the leader of its ``__transaction_state`` partition (Kafka's hash:
+``abs(String.hashCode(key)) % partitions``); the answer names that broker's advertised host and
+port from the image. While the partition has no leader (its broker is gone and nobody took it
+over) the key is COORDINATOR_NOT_AVAILABLE, and clients ask again. Asking for a group creates
 ``__consumer_offsets``, and for a transactional id ``__transaction_state``, on first use, as
-Kafka does. Versions 4+ batch the keys (KIP-699); key
-types other than group (0) and transaction (1) are INVALID_REQUEST.
+Kafka does (answered once the topic is there). The answer does not wait for the coordinator to
+load the partition: its requests answer COORDINATOR_LOAD_IN_PROGRESS meanwhile, as Kafka's.
+Versions 4+ batch the keys (KIP-699); key types other than group (0) and transaction (1) are
+INVALID_REQUEST.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
-from odradek.errors import ErrorCode, InvalidRequestError
+from odradek.errors import CoordinatorNotAvailableError, ErrorCode, InvalidRequestError
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
 
@@ -37,11 +43,25 @@ def _internal_topic(broker: BrokerServices, key_type: int) -> InternalTopic | No
     return None
 
 
-def _locate(key_type: int, failure: Exception | None) -> None:
+def _locate(broker: BrokerServices, key_type: int, key: str, failure: Exception | None) -> dict[str, Any]:
+    """The coordinator of ``key`` as response fields (node id, host, port); raises what the
+    key is answered with instead."""
     if key_type not in (GROUP, TRANSACTION):
         raise InvalidRequestError(f"unknown coordinator key type {key_type}")
     if failure is not None:
         raise failure
+    host = broker.groups if key_type == GROUP else broker.transactions
+    topic = host.topic.name
+    partition = host.partition_for(key)
+    state = broker.cluster.partition(topic, partition)
+    leader = broker.cluster.broker(state.leader) if state is not None and state.leader >= 0 else None
+    if leader is None:
+        raise CoordinatorNotAvailableError(f"{topic}-{partition} has no live leader")
+    if leader.info.node_id == broker.node_id:
+        # This broker: its own advertised address, as every other answer of it gives it.
+        return dict(node_id=broker.node_id, host=broker.advertised_host,
+                    port=broker.advertised_port)
+    return dict(node_id=leader.info.node_id, host=leader.info.host, port=leader.info.port)
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
@@ -65,10 +85,9 @@ def _answer(broker: BrokerServices, request: Request, failure: Exception | None)
     version = request.api_version
     mod = response_module(KEY, version)
     key_type = getattr(body, "key_type", GROUP)
-    node = dict(node_id=broker.node_id, host=broker.advertised_host, port=broker.advertised_port)
     if version < 4:
         try:
-            _locate(key_type, failure)
+            node = _locate(broker, key_type, body.key, failure)
         except Exception as e:
             code = error_code_for(e, context="FindCoordinator")
             return _single(mod, code, str(e))
@@ -77,7 +96,7 @@ def _answer(broker: BrokerServices, request: Request, failure: Exception | None)
     coordinators = []
     for key in body.coordinator_keys:
         try:
-            _locate(key_type, failure)
+            node = _locate(broker, key_type, key, failure)
         except Exception as e:
             code = error_code_for(e, context="FindCoordinator")
             coordinators.append(
