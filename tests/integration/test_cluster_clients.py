@@ -281,3 +281,72 @@ def test_consumer_group_coordinated_by_another_broker_survives_its_restart(
     finally:
         consumer.close()
     assert sorted(resumed) == sorted(more)  # from the committed offsets: nothing read twice
+
+
+def _read_committed(bootstrap: str, topic: str, until: Callable[[list[str]], bool]) -> list[str]:
+    """Every record a read_committed confluent consumer sees, from the start, until ``until``
+    holds and a further second brings nothing."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"rc-{uuid.uuid4().hex[:6]}",
+        "isolation.level": "read_committed", "enable.auto.commit": False,
+    })
+    got: list[str] = []
+    try:
+        consumer.assign([CTP(topic, p, 0) for p in range(PARTITIONS)])
+        deadline = time.monotonic() + 60
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got.append(msg.value().decode())
+                quiet_since = time.monotonic()
+            elif until(got) and time.monotonic() - quiet_since > 1.0:
+                break
+    finally:
+        consumer.close()
+    return got
+
+
+def test_transactions_coordinated_by_another_broker_than_their_partitions(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    cluster = odradek_cluster_factory(brokers=3, **_INTERNAL)
+    one = cluster.broker(1).address
+    topic = f"txn-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": one})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    leaders = _wait(
+        lambda: (lambda ls: ls if len(ls) == PARTITIONS else None)(_leaders(one, topic)),
+        "every partition's leader",
+    )
+    assert set(leaders.values()) == {1, 2, 3}
+    # A transactional id coordinated by broker 2 or 3, reached through broker 1; its
+    # transaction writes to every partition, so most markers go to other brokers.
+    txn_id, coordinator = _key_coordinated_elsewhere(one, f"tx-{topic}", 1, avoid=1)
+    assert any(leader != coordinator for leader in leaders.values())
+
+    producer = Producer({
+        "bootstrap.servers": one, "transactional.id": txn_id, "linger.ms": 5,
+        "transaction.timeout.ms": 30_000,
+    })
+    producer.init_transactions(30)
+
+    def transaction(prefix: str, commit: bool) -> list[str]:
+        values = [f"{prefix}{i}" for i in range(60)]
+        producer.begin_transaction()
+        for i, v in enumerate(values):
+            producer.produce(topic, value=v.encode(), partition=i % PARTITIONS)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.flush(30)
+            producer.abort_transaction(30)
+        return values
+
+    committed = transaction("c", commit=True)
+    aborted = transaction("a", commit=False)
+    committed += transaction("d", commit=True)
+
+    got = _read_committed(one, topic, lambda g: len(g) >= len(committed))
+    assert sorted(got) == sorted(committed)
+    assert not set(got) & set(aborted)

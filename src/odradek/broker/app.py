@@ -22,6 +22,7 @@ from odradek.broker.contract import ApiHandler
 from odradek.broker.delayed import AppendWatch
 from odradek.broker.dispatcher import Dispatcher
 from odradek.broker.groups import GroupRuntime
+from odradek.broker.inter_broker import InterBrokerClient
 from odradek.broker.internal_topics import LoadHook
 from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.registry import handlers
@@ -137,6 +138,7 @@ class Broker:
         self.scrubber: LogScrubber
         self.topics: TopicManager
         self.replicas: ReplicaManager
+        self.inter_broker: InterBrokerClient
         self.groups: GroupRuntime
         self.group_coordinator: GroupCoordinator
         self.transactions: TxnRuntime
@@ -191,6 +193,9 @@ class Broker:
         self.topics = TopicManager(self.config, self.cluster, self.topic_admin, self.logs)
         self.topics.reconcile()
         self.replicas = ReplicaManager(self)
+        self.inter_broker = InterBrokerClient(
+            self.cluster, self.node_id, request_timeout_ms=self.config.request_timeout_ms
+        )
         # The coordinators load their partitions after the server listens (start() below).
         self.groups = GroupRuntime(self, load_hook=self._load_hook)
         self.group_coordinator = self.groups.coordinator
@@ -273,6 +278,7 @@ class Broker:
         self._tasks.clear()
         await self.groups.stop()
         await self.transactions.stop()
+        await self.inter_broker.close()
         self.append_watch.notify_all()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
@@ -346,6 +352,9 @@ class Broker:
         # Whichever broker deleted a topic, its groups' offsets go with it here.
         for info in change.removed:
             self.groups.on_topic_deleted(info.name)
+        # Coordinators move with the leadership of their internal topics' partitions.
+        self.groups.on_topics_changed(change)
+        self.transactions.on_topics_changed(change)
 
     async def __aenter__(self) -> Broker:
         await self.start()

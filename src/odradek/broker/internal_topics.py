@@ -263,6 +263,7 @@ class CoordinatorHost:
         self._name = name
         self._load_hook = load_hook
         self._loads: dict[int, asyncio.Task[None]] = {}
+        self._started = False
         self._loaded_records = 0
         self._load_started = 0.0
         self._timers = TimerTask(
@@ -286,7 +287,7 @@ class CoordinatorHost:
         else:
             for partition in range(self.topic.partitions):
                 self.runtime.load(partition, ())
-        self._broker.cluster.add_topics_listener(self._on_topics_changed)
+        self._started = True
         self._timers.start()
 
     def leads(self, partition: int) -> bool:
@@ -317,7 +318,11 @@ class CoordinatorHost:
                          self._name, self.topic.name, partition)
                 self.unload(partition)
 
-    def _on_topics_changed(self, change: TopicsChange) -> None:
+    def on_topics_changed(self, change: TopicsChange) -> None:
+        """The broker's image listener: follow leadership when the internal topic changed
+        (nothing before :meth:`start`, which looks at the image itself)."""
+        if not self._started:
+            return
         name = self.topic.name
         if any(info.name == name for info in change.added) or any(
             new.name == name for _old, new in change.changed

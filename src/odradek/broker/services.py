@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from odradek.broker.contract import ApiHandler
     from odradek.broker.delayed import AppendWatch
     from odradek.broker.groups import GroupRuntime
+    from odradek.broker.inter_broker import InterBrokerClient
     from odradek.broker.replica_manager import ReplicaManager
     from odradek.broker.timings import RequestTimings
     from odradek.broker.topics import TopicManager
@@ -87,6 +88,11 @@ class BrokerServices(Protocol):
     @property
     def replicas(self) -> ReplicaManager:
         """The one owner of appends (produce, coordinator records, markers)."""
+        ...
+
+    @property
+    def inter_broker(self) -> InterBrokerClient:
+        """Requests to other brokers of the cluster (the transaction coordinator's markers)."""
         ...
 
     @property

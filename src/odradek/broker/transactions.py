@@ -12,10 +12,16 @@ coordinator to commit or drop the transaction's pending offsets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
+
+from kio.schema.types import ProducerId, TopicName
+from kio.schema.write_txn_markers.v1 import request as write_txn_markers_v1
+from kio.static.primitive import i16, i32
 
 from odradek.broker.errors import error_code_for
 from odradek.broker.internal_topics import CoordinatorHost, InternalTopic, LoadHook
@@ -59,6 +65,7 @@ class TxnRuntime(CoordinatorHost):
              "compression.type": "uncompressed", "min.insync.replicas": "1"},
         )
         super().__init__(broker, topic, self.coordinator, name="txn", load_hook=load_hook)
+        self._remote_markers = _RemoteMarkers(broker, self.coordinator.retry_markers)
 
     def partition_for(self, key: str) -> int:
         return self.coordinator.partition_for(key)
@@ -71,6 +78,14 @@ class TxnRuntime(CoordinatorHost):
         if transactional_id is None:
             return self.runtime.execute(op())
         return self.write(transactional_id, op)
+
+    def unload(self, partition: int) -> None:
+        super().unload(partition)
+        self._remote_markers.clear()
+
+    async def stop(self) -> None:
+        await self._remote_markers.stop()
+        await super().stop()
 
     def list_transactions(self, op: Callable[[], TransactionListing]) -> TransactionListing:
         """ListTransactions: COORDINATOR_LOAD_IN_PROGRESS while any partition loads, as Kafka."""
@@ -100,14 +115,33 @@ class TxnRuntime(CoordinatorHost):
         commit: bool,
         partitions: Sequence[tuple[str, int]],
     ) -> dict[tuple[str, int], ErrorCode]:
+        """Markers of partitions this broker leads are appended here; those of partitions
+        another broker leads go to it in one WriteTxnMarkers per leader, and are left out of
+        the result until its answer is in (the next call returns it; see
+        :class:`_RemoteMarkers`). A partition without a leader is LEADER_NOT_AVAILABLE."""
         batch = encode_control_batch(
             producer_id, producer_epoch, commit=commit, coordinator_epoch=0,
             timestamp=self.now_ms(),
         )
-        return {
-            (topic, partition): self.append_marker(topic, partition, batch, producer_id, commit)
-            for topic, partition in partitions
-        }
+        results: dict[tuple[str, int], ErrorCode] = {}
+        remote: dict[int, list[tuple[str, int]]] = {}
+        cluster = self._broker.cluster
+        for topic, partition in partitions:
+            state = cluster.partition(topic, partition)
+            if state is None or state.leader == self._broker.node_id:
+                # Unknown partitions are answered by the append (UNKNOWN_TOPIC_OR_PARTITION).
+                results[(topic, partition)] = self.append_marker(
+                    topic, partition, batch, producer_id, commit
+                )
+            elif state.leader < 0:
+                results[(topic, partition)] = ErrorCode.leader_not_available
+            else:
+                remote.setdefault(state.leader, []).append((topic, partition))
+        if remote:
+            results.update(self._remote_markers.write(
+                (producer_id, producer_epoch, commit), remote
+            ))
+        return results
 
     def append_marker(
         self, topic: str, partition: int, batch: bytes, producer_id: int, commit: bool
@@ -136,3 +170,115 @@ class TxnRuntime(CoordinatorHost):
 
     def offsets_partition_for(self, group_id: str) -> int:
         return self._broker.groups.partition_for(group_id)
+
+
+#: (producer id, producer epoch, commit)
+_MarkerKey = tuple[int, int, bool]
+
+
+class _RemoteMarkers:
+    """Markers for partitions other brokers lead, sent as WriteTxnMarkers (v1) to each leader
+    through the broker's :class:`~odradek.broker.inter_broker.InterBrokerClient`, as Kafka's
+    transaction marker channel does. :meth:`write` starts one request per leader for the
+    partitions of a marker that have no write under way, and returns the outcomes that came in
+    since the last call (each returned once); a write that comes back calls ``wake`` with the
+    producer id, so the coordinator asks again at once (False: no transaction of that producer
+    waits for markers, and the outcomes are dropped). A failed partition (the leader moved:
+    NOT_LEADER_OR_FOLLOWER; the broker unreachable: NETWORK_EXCEPTION) is returned as such and
+    the coordinator's retry sends it again, to the leader the image then names.
+
+    Owned by the broker's event loop, with the transaction runtime."""
+
+    def __init__(self, broker: BrokerServices, wake: Callable[[int], bool]) -> None:
+        self._broker = broker
+        self._wake = wake
+        # marker -> partition -> outcome (None while its request is under way)
+        self._outcomes: dict[_MarkerKey, dict[tuple[str, int], ErrorCode | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def write(
+        self, marker: _MarkerKey, by_leader: dict[int, list[tuple[str, int]]]
+    ) -> dict[tuple[str, int], ErrorCode]:
+        outcomes = self._outcomes.setdefault(marker, {})
+        results: dict[tuple[str, int], ErrorCode] = {}
+        for leader, tps in by_leader.items():
+            to_send = []
+            for tp in tps:
+                if tp not in outcomes:
+                    to_send.append(tp)
+                    continue
+                code = outcomes[tp]
+                if code is not None:
+                    results[tp] = code
+                    del outcomes[tp]
+            if to_send:
+                for tp in to_send:
+                    outcomes[tp] = None
+                task = asyncio.get_running_loop().create_task(
+                    self._send(marker, leader, to_send),
+                    name=f"odradek-txn-markers-{marker[0]}-to-{leader}",
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        if not outcomes:
+            del self._outcomes[marker]
+        return results
+
+    async def _send(self, marker: _MarkerKey, leader: int, tps: list[tuple[str, int]]) -> None:
+        producer_id, producer_epoch, commit = marker
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in tps:
+            by_topic.setdefault(topic, []).append(partition)
+        v1 = write_txn_markers_v1
+        body = v1.WriteTxnMarkersRequest(markers=(v1.WritableTxnMarker(
+            producer_id=ProducerId(producer_id),
+            producer_epoch=i16(producer_epoch),
+            transaction_result=commit,
+            topics=tuple(
+                v1.WritableTxnMarkerTopic(
+                    name=TopicName(topic), partition_indexes=tuple(i32(p) for p in parts)
+                )
+                for topic, parts in by_topic.items()
+            ),
+            coordinator_epoch=i32(0),
+        ),))
+        codes: dict[tuple[str, int], ErrorCode] = {}
+        try:
+            response = await self._broker.inter_broker.send(leader, body)
+            for result in response.markers:
+                if result.producer_id != producer_id:
+                    continue
+                for topic in result.topics:
+                    for p in topic.partitions:
+                        codes[(topic.name, int(p.partition_index))] = ErrorCode(p.error_code)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            code = error_code_for(e, context=f"markers to broker {leader}")
+            codes = dict.fromkeys(tps, code)
+        outcomes = self._outcomes.setdefault(marker, {})
+        for tp in tps:
+            code = codes.get(tp, ErrorCode.unknown_server_error)
+            outcomes[tp] = code
+            if code is not ErrorCode.none:
+                log.info(
+                    "%s marker of producer %d for %s-%d on broker %d: %s",
+                    "COMMIT" if commit else "ABORT", producer_id, tp[0], tp[1], leader, code.name,
+                )
+        if not self._wake(producer_id):
+            # Nobody waits for these any more (the transaction completed, or its partition
+            # moved to another coordinator): a later transaction must not take them for its own.
+            self._outcomes.pop(marker, None)
+
+    def clear(self) -> None:
+        """Forget every outcome (a partition of the topic was unloaded: its transactions'
+        markers are sent again by whichever coordinator finishes them)."""
+        self._outcomes.clear()
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

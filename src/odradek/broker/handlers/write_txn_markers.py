@@ -1,10 +1,10 @@
 """WriteTxnMarkers (key 27): append COMMIT/ABORT markers to partitions this broker leads.
 
-In Kafka the transaction coordinator sends this to partition leaders; odradek's coordinator
-writes its markers in-process (``broker/transactions.py``), so here the sender is an operator:
-KIP-664's ``Admin.abortTransaction`` (``odradek transactions abort``) ends a hanging
-transaction -- one the coordinator no longer knows -- by writing an ABORT marker for its
-producer to the partition.
+The transaction coordinator sends this to the leaders of a transaction's partitions it does not
+lead itself (``broker/transactions.py``; the markers of partitions it leads are appended
+in-process). The other sender is an operator: KIP-664's ``Admin.abortTransaction`` (``odradek
+transactions abort``) ends a hanging transaction -- one the coordinator no longer knows -- by
+writing an ABORT marker for its producer to the partition.
 
 Per partition, as Kafka's ``handleWriteTxnMarkersRequest``: a topic or partition that does not
 exist is UNKNOWN_TOPIC_OR_PARTITION; otherwise the marker is appended as the coordinator would
@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
+from odradek.broker.inter_broker import INTER_BROKER_CLIENT_PREFIX
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build, response_module
 from odradek.protocol.messages import Request
@@ -42,7 +43,9 @@ log = logging.getLogger("odradek.broker.transactions")
 _Results = dict[int, dict[str, dict[int, ErrorCode]]]
 
 
-def _write_marker(broker: BrokerServices, marker: Any, results: _Results) -> None:
+def _write_marker(
+    broker: BrokerServices, marker: Any, results: _Results, *, from_broker: bool
+) -> None:
     producer_id = marker.producer_id
     commit = bool(marker.transaction_result)
     by_topic = results.setdefault(producer_id, {})
@@ -69,7 +72,9 @@ def _write_marker(broker: BrokerServices, marker: Any, results: _Results) -> Non
                 t.name, index, batch, producer_id, commit
             )
             if codes[index] is ErrorCode.none:
-                log.info(
+                # An operator's marker is worth a line; a coordinator's are routine.
+                log.log(
+                    logging.DEBUG if from_broker else logging.INFO,
                     "wrote %s marker for %s-%d of producer %d epoch %d (coordinator epoch %d) "
                     "on request", "COMMIT" if commit else "ABORT", t.name, index,
                     producer_id, marker.producer_epoch, marker.coordinator_epoch,
@@ -106,8 +111,9 @@ def _response(mod: Any, results: _Results) -> Any:
 
 def handle(broker: BrokerServices, request: Request) -> Any:
     results: _Results = {}
+    from_broker = (request.client_id or "").startswith(INTER_BROKER_CLIENT_PREFIX)
     for marker in request.body.markers:
-        _write_marker(broker, marker, results)
+        _write_marker(broker, marker, results, from_broker=from_broker)
     return _response(response_module(KEY, request.api_version), results)
 
 

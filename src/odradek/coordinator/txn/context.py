@@ -80,7 +80,11 @@ class TxnContext(Protocol):
         """Append a COMMIT (``commit``) or ABORT control batch of ``producer_id`` at
         ``producer_epoch`` to each partition, and for ``__consumer_offsets`` partitions complete
         the group coordinator's pending transactional offsets. Returns each partition's
-        outcome; the coordinator writes a failed partition's marker again later."""
+        outcome; the coordinator writes a failed partition's marker again later. A partition
+        left out of the result is one whose marker is on its way to another broker (its leader):
+        the coordinator asks again after the retry backoff, or sooner when the context calls
+        :meth:`~odradek.coordinator.txn.coordinator.TransactionCoordinator.retry_markers`, and
+        the context then answers with that write's outcome."""
         ...
 
     def partition_exists(self, topic: str, partition: int) -> bool: ...

@@ -534,6 +534,7 @@ class TransactionCoordinator:
             else:
                 marked.add(tp)  # deleted since it was added: nothing to mark
         failed: dict[TopicPartition, ErrorCode] = {}
+        in_flight = False
         if present:
             try:
                 results = self._ctx.write_markers(
@@ -543,11 +544,16 @@ class TransactionCoordinator:
                 log.warning("writing markers of %s failed: %r", transactional_id, e)
                 results = {}
             for tp in present:
-                code = results.get(tp, ErrorCode.unknown_server_error)
-                if code is ErrorCode.none:
+                code = results.get(tp)
+                if code is None:
+                    in_flight = True  # sent to its leader; asked again once answered
+                elif code is ErrorCode.none:
                     marked.add(tp)
                 else:
                     failed[tp] = code
+        if in_flight and not failed:
+            self._schedule_marker_retry(transactional_id)
+            return CoordinatorResult((), None, then=then)
         if failed:
             log.warning(
                 "markers of %s not written yet, will retry: %s",
@@ -572,6 +578,17 @@ class TransactionCoordinator:
             self._ctx.now_ms() + delay,
             lambda: self._complete(transactional_id),
         )
+
+    def retry_markers(self, producer_id: int) -> bool:
+        """The outcome of a marker of ``producer_id`` sent to another broker is in: write what
+        is missing of its Prepare* transaction now rather than after the backoff. False when
+        no transaction of that producer waits for markers here."""
+        waiting = False
+        for txn_id, meta in self._txns.items():
+            if meta.producer_id == producer_id and meta.state in _PREPARING:
+                self._schedule_marker_retry(txn_id, delay_ms=0)
+                waiting = True
+        return waiting
 
     def _forget_markers(self, transactional_id: str) -> None:
         self._marked.pop(transactional_id, None)

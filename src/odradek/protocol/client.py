@@ -1,0 +1,71 @@
+"""The client side of the Kafka protocol, sans-IO: a request body (a ``kio`` entity) into a
+size-prefixed frame, and a response frame back into its correlation id and body. What a broker
+needs to talk to another broker (WriteTxnMarkers from the transaction coordinator); the server
+side is :mod:`odradek.protocol.messages`.
+
+Request headers are the schema's own (v1 for non-flexible versions, v2 for flexible ones);
+response headers too, except ApiVersions, whose response header is always v0 (so that a client
+can read it before it knows the broker's versions).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
+from kio.static.primitive import i16, i32
+
+from odradek.errors import CorruptFrameError
+from odradek.protocol.messages import API_VERSIONS_KEY, _reader, _writer, response_schema
+
+__all__ = ["decode_response", "encode_request"]
+
+_SIZE = struct.Struct(">i")
+
+
+class _Buffer:
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = bytearray(b"\0\0\0\0")  # the size prefix, filled in at the end
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.data += data
+        return len(data)
+
+
+def encode_request(body: Any, correlation_id: int, client_id: str | None) -> bytes:
+    """The size-prefixed frame of request ``body`` (a ``kio`` request entity)."""
+    schema = type(body)
+    header_schema = schema.__header_schema__
+    out = _Buffer()
+    _writer(header_schema)(out, header_schema(
+        request_api_key=i16(schema.__api_key__),
+        request_api_version=i16(schema.__version__),
+        correlation_id=i32(correlation_id),
+        client_id=client_id,
+    ))
+    _writer(schema)(out, body)
+    _SIZE.pack_into(out.data, 0, len(out.data) - 4)
+    return bytes(out.data)
+
+
+def decode_response(frame: bytes | memoryview, api_key: int, api_version: int) -> tuple[int, Any]:
+    """(correlation id, body) of one response frame (without its size prefix) to a request of
+    ``api_key`` at ``api_version``. Raises :class:`CorruptFrameError` for bytes that are not
+    such a response."""
+    if isinstance(frame, memoryview) and not frame.readonly:
+        frame = frame.toreadonly()  # kio reads only read-only buffers
+    schema = response_schema(api_key, api_version)
+    header_schema = (
+        ResponseHeaderV0 if api_key == API_VERSIONS_KEY else schema.__header_schema__
+    )
+    try:
+        header, n = _reader(header_schema)(frame, 0)
+        body, _ = _reader(schema)(frame, n)
+    except Exception as e:
+        raise CorruptFrameError(
+            f"malformed response api_key={api_key} v{api_version}: {e!r}"
+        ) from e
+    return int(header.correlation_id), body
