@@ -123,9 +123,9 @@ def test_killed_broker_leaves_its_partitions_leaderless_until_it_returns(
     cluster = odradek_cluster_factory(brokers=3, session_timeout_ms=2000)
     one = cluster.broker(1).address
     topic = f"kill-{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": one}).create_topics(
-        [NewTopic(topic, PARTITIONS, 1)]
-    )[topic].result(30)
+    # The admin client is kept: one dropped before its result destroys its handle.
+    admin = AdminClient({"bootstrap.servers": one})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
     leaders = _wait(
         lambda: (lambda ls: ls if len(ls) == PARTITIONS else None)(_leaders(one, topic)),
         "every partition's leader",
@@ -162,9 +162,8 @@ def test_broker_without_etcd_refuses_writes_until_it_returns(
     cluster = odradek_cluster_factory(brokers=1, session_timeout_ms=1000)
     bootstrap = cluster.bootstrap
     topic = f"fence-{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(topic, 1, 1)]
-    )[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
 
     def produce_code() -> int:
         r = _raw_produce(bootstrap, topic, (0,))

@@ -12,6 +12,10 @@ A partition this broker does not lead (or any partition while the broker is fenc
 NOT_LEADER_OR_FOLLOWER; from v10 the answer names the current leader and its epoch, and the
 response lists that broker's endpoint (KIP-951), so the client retries there without a
 Metadata round trip.
+
+A transactional batch must go to a partition its transaction added (KIP-890 part 1): checked
+in-process when this broker coordinates the transactional id, else by asking its coordinator
+(AddPartitionsToTxn v4, ``verify_only``; ``broker/txn_verification.py``) before appending.
 """
 
 from __future__ import annotations
@@ -23,17 +27,21 @@ from typing import TYPE_CHECKING, Any
 from odradek.broker.contract import NO_RESPONSE, ApiHandler
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import INTERNAL_TOPICS, leader_hint
+from odradek.broker.txn_verification import RETRIABLE, verify_remotely
 from odradek.errors import (
     ConcurrentTransactionsError,
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     ErrorCode,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
     InvalidRecordError,
     InvalidRequiredAcksError,
     InvalidTopicError,
     KafkaError,
     NotCoordinatorError,
     NotEnoughReplicasError,
+    ProducerFencedError,
     TransactionAbortableError,
 )
 from odradek.protocol.build import build, has_field, response_module
@@ -90,11 +98,49 @@ def _record_errors(mod: Any, record_errors: Sequence[tuple[int, str]]) -> tuple[
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
+    acks = request.body.acks
+    if acks not in (-1, 0, 1):
+        raise InvalidRequiredAcksError(f"acks must be -1, 0 or 1, got {acks}")
+    transactional_id = request.body.transactional_id
+    if transactional_id is not None and not broker.transactions.coordinates_here(
+        transactional_id
+    ):
+        return _after_remote_verification(broker, request, transactional_id)
+    return _produce(broker, request, None)
+
+
+async def _after_remote_verification(
+    broker: BrokerServices, request: Request, transactional_id: str
+) -> Any:
+    """A transactional produce whose coordinator is another broker: ask it first (one
+    AddPartitionsToTxn v4 per producer in the request, for the partitions this broker may
+    write), then produce with its answers."""
+    by_producer: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    for topic_data in request.body.topic_data:
+        for pd in topic_data.partition_data:
+            try:
+                broker.replicas.check_writable(topic_data.name, pd.index)
+                _check_one_batch(pd.records)
+                producer = read_producer(pd.records)
+            except Exception:
+                continue  # refused below, before any verification
+            by_producer.setdefault(producer, []).append((topic_data.name, pd.index))
+    verified: dict[tuple[str, int], ErrorCode] = {}
+    for (producer_id, epoch), tps in by_producer.items():
+        verified.update(
+            await verify_remotely(broker, transactional_id, producer_id, epoch, tps)
+        )
+    return _produce(broker, request, verified)
+
+
+def _produce(
+    broker: BrokerServices, request: Request, verified: dict[tuple[str, int], ErrorCode] | None
+) -> Any:
+    """The produce itself; ``verified`` holds a remote coordinator's answers (None: the
+    transaction, if any, is verified here)."""
     body = request.body
     acks = body.acks
     mod = response_module(KEY, request.api_version)
-    if acks not in (-1, 0, 1):
-        raise InvalidRequiredAcksError(f"acks must be -1, 0 or 1, got {acks}")
     transactional_id = body.transactional_id
     replicas = broker.replicas
     responses = []
@@ -109,8 +155,10 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                     raise InvalidTopicError(f"Cannot append to internal topic {name}")
                 replicas.check_writable(name, index)  # fails before validation
                 _check_one_batch(pd.records)
-                if transactional_id is not None:
+                if transactional_id is not None and verified is None:
                     _verify_transaction(broker, transactional_id, name, index, pd.records)
+                elif transactional_id is not None and verified is not None:
+                    _check_verified(verified.get((name, index)), transactional_id, name, index)
                 info = replicas.append_as_leader(name, index, pd.records)
                 partitions.append(
                     _partition(
@@ -154,11 +202,6 @@ def _verify_transaction(
     broker: BrokerServices, transactional_id: str, topic: str, partition: int, records: Any
 ) -> None:
     """KIP-890 part 1: a transactional write must go to a partition its transaction added."""
-    if not broker.transactions.coordinates_here(transactional_id):
-        # Another broker coordinates this transactional id. Kafka asks it (AddPartitionsToTxn
-        # v4, verify only); odradek does not yet, so the write goes unverified, as with
-        # transaction.partition.verification.enable=false.
-        return
     producer_id, epoch = read_producer(records)
     tp = (topic, partition)
     coordinator = broker.txn_coordinator
@@ -177,6 +220,32 @@ def _verify_transaction(
     if code is ErrorCode.none:
         return
     # Answered as INVALID_TXN_STATE to clients older than v11 (the error boundary's table).
+    raise TransactionAbortableError(
+        f"{topic}-{partition} is not in the transaction of {transactional_id}"
+    )
+
+
+def _check_verified(
+    code: ErrorCode | None, transactional_id: str, topic: str, partition: int
+) -> None:
+    """Raise what a remote coordinator's answer to the verification means, as
+    :func:`_verify_transaction` raises for a local one."""
+    if code is ErrorCode.none:
+        return
+    if code is None or code in RETRIABLE:
+        # Retriable for every client version, as Kafka answers it.
+        raise NotEnoughReplicasError(
+            f"the coordinator of {transactional_id} could not verify {topic}-{partition}: "
+            f"{code.name if code is not None else 'not asked'}"
+        )
+    if code is ErrorCode.producer_fenced:
+        raise ProducerFencedError(f"the producer of {transactional_id} is fenced")
+    if code is ErrorCode.invalid_producer_epoch:
+        raise InvalidProducerEpochError(f"the producer of {transactional_id} is fenced")
+    if code is ErrorCode.invalid_producer_id_mapping:
+        raise InvalidProducerIdMappingError(
+            f"the producer id is not the producer id of {transactional_id}"
+        )
     raise TransactionAbortableError(
         f"{topic}-{partition} is not in the transaction of {transactional_id}"
     )

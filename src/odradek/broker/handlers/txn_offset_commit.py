@@ -4,6 +4,10 @@ They are written to ``__consumer_offsets`` in a transactional batch and stay inv
 until the transaction's COMMIT marker reaches the group's partition; an ABORT drops them.
 OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT for a partition with pending
 offsets. v3 carries the member's generation (KIP-447), validated as for OffsetCommit.
+
+The group's partition must be in the producer's transaction (KIP-890 part 1, put there by
+AddOffsetsToTxn): checked in-process when this broker also coordinates the transactional id,
+else by asking its coordinator (AddPartitionsToTxn v4, ``verify_only``).
 """
 
 from __future__ import annotations
@@ -20,9 +24,18 @@ from odradek.broker.handlers._offsets import (
     requested_offsets,
     topic_results,
 )
-from odradek.errors import ErrorCode
+from odradek.broker.txn_verification import RETRIABLE, verify_remotely
+from odradek.errors import (
+    CoordinatorNotAvailableError,
+    ErrorCode,
+    InvalidProducerEpochError,
+    InvalidProducerIdMappingError,
+    InvalidTxnStateError,
+    UnknownTopicOrPartitionError,
+)
 from odradek.protocol.build import response_module
 from odradek.protocol.messages import Request
+from odradek.topic_names import OFFSETS_TOPIC
 
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
@@ -45,13 +58,51 @@ def _response(version: int, results: list[Result]) -> Any:
 
 def handle(broker: BrokerServices, request: Request) -> Any:
     body = request.body
-    version = request.api_version
-    offsets = requested_offsets(body)
-    known, unknown = known_partitions(broker, offsets)
+    if not broker.transactions.coordinates_here(body.transactional_id):
+        return _after_remote_verification(broker, request)
     txn_coordinator = broker.txn_coordinator
     broker.transactions.run(body.transactional_id, lambda: txn_coordinator.verify_offset_commit(
         body.transactional_id, body.producer_id, body.producer_epoch, body.group_id
     ))
+    return _commit(broker, request)
+
+
+async def _after_remote_verification(broker: BrokerServices, request: Request) -> Any:
+    """The transactional id's coordinator is another broker: ask it whether the group's
+    ``__consumer_offsets`` partition is in the transaction (AddPartitionsToTxn v4,
+    ``verify_only``), answering as the local check would."""
+    body = request.body
+    # Fails here, not after the remote call, when this broker is not the group's coordinator.
+    broker.groups.run(body.group_id, lambda: None)
+    tp = (OFFSETS_TOPIC, broker.groups.partition_for(body.group_id))
+    code = (await verify_remotely(
+        broker, body.transactional_id, body.producer_id, body.producer_epoch, [tp]
+    ))[tp]
+    if code in RETRIABLE:
+        raise CoordinatorNotAvailableError(
+            f"the coordinator of {body.transactional_id} could not verify: {code.name}"
+        )
+    if code in (ErrorCode.producer_fenced, ErrorCode.invalid_producer_epoch):
+        raise InvalidProducerEpochError(f"the producer of {body.transactional_id} is fenced")
+    if code is ErrorCode.invalid_producer_id_mapping:
+        raise InvalidProducerIdMappingError(
+            f"the producer id is not the producer id of {body.transactional_id}"
+        )
+    if code is ErrorCode.unknown_topic_or_partition:
+        raise UnknownTopicOrPartitionError(f"{OFFSETS_TOPIC}-{tp[1]} does not exist")
+    if code is not ErrorCode.none:
+        raise InvalidTxnStateError(
+            f"{OFFSETS_TOPIC}-{tp[1]} is not in the transaction of {body.transactional_id}; "
+            "call AddOffsetsToTxn first"
+        )
+    return _commit(broker, request)
+
+
+def _commit(broker: BrokerServices, request: Request) -> Any:
+    body = request.body
+    version = request.api_version
+    offsets = requested_offsets(body)
+    known, unknown = known_partitions(broker, offsets)
     coordinator = broker.group_coordinator
     results = broker.groups.write(body.group_id, lambda: coordinator.txn_commit_offsets(
         body.group_id,
