@@ -349,3 +349,58 @@ def test_transactions_coordinated_by_another_broker_than_their_partitions(
     got = _read_committed(one, topic, lambda g: len(g) >= len(committed))
     assert sorted(got) == sorted(committed)
     assert not set(got) & set(aborted)
+
+
+def test_offsets_sent_to_a_transaction_whose_coordinator_is_not_the_group_coordinator(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    cluster = odradek_cluster_factory(brokers=3, **_INTERNAL)
+    one = cluster.broker(1).address
+    source, sink = f"src-{uuid.uuid4().hex[:6]}", f"dst-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": one})
+    for f in admin.create_topics(
+        [NewTopic(source, PARTITIONS, 1), NewTopic(sink, PARTITIONS, 1)]
+    ).values():
+        f.result(30)
+    values = [f"s{i}" for i in range(120)]
+    _produce(one, source, values)
+    group, group_coordinator = _key_coordinated_elsewhere(one, f"eos-{source}", 0, avoid=1)
+    txn_id, _ = _key_coordinated_elsewhere(
+        one, f"eos-tx-{source}", 1, avoid=group_coordinator
+    )
+
+    consumer = Consumer({
+        "bootstrap.servers": one, "group.id": group, "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "isolation.level": "read_committed",
+    })
+    producer = Producer({"bootstrap.servers": one, "transactional.id": txn_id})
+    producer.init_transactions(30)
+    copied = 0
+    try:
+        consumer.subscribe([source])
+        deadline = time.monotonic() + 60
+        while copied < len(values) and time.monotonic() < deadline:
+            msgs = [m for m in consumer.consume(50, 0.5) if m.error() is None]
+            if not msgs:
+                continue
+            producer.begin_transaction()
+            for m in msgs:
+                producer.produce(sink, value=m.value(), partition=m.partition())
+            producer.send_offsets_to_transaction(
+                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
+            )
+            producer.commit_transaction(30)
+            copied += len(msgs)
+        assert copied == len(values)
+        # The offsets became visible with the COMMIT marker in the group's partition.
+        committed = _wait(
+            lambda: (lambda c: c if sum(max(tp.offset, 0) for tp in c) == len(values) else None)(
+                consumer.committed([CTP(source, p) for p in range(PARTITIONS)], timeout=10)
+            ),
+            "the transaction's offsets committed",
+        )
+        assert sum(tp.offset for tp in committed) == len(values)
+    finally:
+        consumer.close()
+    got = _read_committed(one, sink, lambda g: len(g) >= len(values))
+    assert sorted(got) == sorted(values)
