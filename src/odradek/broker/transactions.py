@@ -2,12 +2,15 @@
 first use, compacted), its loading and timers (hosted as the group coordinator is, by
 :class:`~odradek.broker.internal_topics.CoordinatorHost`), and the markers it writes.
 Handlers reach it through :meth:`TxnRuntime.write` / :meth:`TxnRuntime.run` with the
-transactional id, which answer COORDINATOR_LOAD_IN_PROGRESS while its partition is loading.
+transactional id, which answer COORDINATOR_LOAD_IN_PROGRESS while its partition is loading
+and NOT_COORDINATOR when another broker leads it.
 
 Markers are COMMIT/ABORT control batches appended to each partition of a transaction as the
 coordinator; storage recognises them and ends the producer's transaction there (last stable
 offset, aborted-transaction index). A marker in ``__consumer_offsets`` also tells the group
-coordinator to commit or drop the transaction's pending offsets.
+coordinator to commit or drop the transaction's pending offsets. Partitions this broker leads
+get theirs here; the others' leaders get WriteTxnMarkers (:class:`_RemoteMarkers`), whose
+handler does the same there.
 """
 
 from __future__ import annotations

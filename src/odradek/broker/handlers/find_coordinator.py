@@ -43,7 +43,9 @@ def _internal_topic(broker: BrokerServices, key_type: int) -> InternalTopic | No
     return None
 
 
-def _locate(broker: BrokerServices, key_type: int, key: str, failure: Exception | None) -> dict[str, Any]:
+def _locate(
+    broker: BrokerServices, key_type: int, key: str, failure: Exception | None
+) -> dict[str, Any]:
     """The coordinator of ``key`` as response fields (node id, host, port); raises what the
     key is answered with instead."""
     if key_type not in (GROUP, TRANSACTION):
@@ -54,7 +56,9 @@ def _locate(broker: BrokerServices, key_type: int, key: str, failure: Exception 
     topic = host.topic.name
     partition = host.partition_for(key)
     state = broker.cluster.partition(topic, partition)
-    leader = broker.cluster.broker(state.leader) if state is not None and state.leader >= 0 else None
+    leader = None
+    if state is not None and state.leader >= 0:
+        leader = broker.cluster.broker(state.leader)  # None: its registration is gone
     if leader is None:
         raise CoordinatorNotAvailableError(f"{topic}-{partition} has no live leader")
     if leader.info.node_id == broker.node_id:
