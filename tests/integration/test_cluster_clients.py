@@ -404,3 +404,49 @@ def test_offsets_sent_to_a_transaction_whose_coordinator_is_not_the_group_coordi
         consumer.close()
     got = _read_committed(one, sink, lambda g: len(g) >= len(values))
     assert sorted(got) == sorted(values)
+
+
+def _txn_state(bootstrap: str, txn_id: str) -> str:
+    with RawClient(bootstrap) as c:
+        r = c.request(request_class(65, 0)(transactional_ids=(txn_id,)))
+    (state,) = r.transaction_states
+    return str(state.transaction_state) if state.error_code == ErrorCode.none else ""
+
+
+def test_a_commit_completes_only_once_a_killed_partition_leader_has_its_marker(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    cluster = odradek_cluster_factory(brokers=3, session_timeout_ms=2000, **_INTERNAL)
+    one = cluster.broker(1).address
+    topic = f"txk-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": one})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    leaders = _wait(
+        lambda: (lambda ls: ls if len(ls) == PARTITIONS else None)(_leaders(one, topic)),
+        "every partition's leader",
+    )
+    txn_id, coordinator = _key_coordinated_elsewhere(one, f"txk-{topic}", 1, avoid=1)
+    victim = next(n for n in (2, 3) if n != coordinator)
+    assert victim in leaders.values()
+    at_coordinator = cluster.broker(coordinator).address
+
+    producer = Producer({"bootstrap.servers": one, "transactional.id": txn_id})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    values = [f"k{i}" for i in range(60)]
+    for i, v in enumerate(values):
+        producer.produce(topic, value=v.encode(), partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
+    cluster.broker(victim).kill()
+    producer.commit_transaction(30)  # answered once PrepareCommit is stored
+
+    # The victim's partitions cannot take their marker: the transaction stays PrepareCommit.
+    assert _txn_state(at_coordinator, txn_id) == "PrepareCommit"
+    time.sleep(1.0)  # the coordinator retries meanwhile; nothing may complete it
+    assert _txn_state(at_coordinator, txn_id) == "PrepareCommit"
+
+    cluster.broker(victim).restart()
+    _wait(lambda: _txn_state(at_coordinator, txn_id) == "CompleteCommit",
+          "the commit completed", timeout=60)
+    got = _read_committed(one, topic, lambda g: len(g) >= len(values))
+    assert sorted(got) == sorted(values)
