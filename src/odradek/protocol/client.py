@@ -14,14 +14,33 @@ import struct
 from typing import Any
 
 from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
+from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i16, i32
 
 from odradek.errors import CorruptFrameError
-from odradek.protocol.messages import API_VERSIONS_KEY, _reader, _writer, response_schema
+from odradek.protocol.messages import API_VERSIONS_KEY, response_schema
 
 __all__ = ["decode_response", "encode_request"]
 
 _SIZE = struct.Struct(">i")
+
+
+_READERS: dict[type[Any], Any] = {}
+_WRITERS: dict[type[Any], Any] = {}
+
+
+def _reader(schema: type[Any]) -> Any:
+    reader = _READERS.get(schema)
+    if reader is None:
+        reader = _READERS[schema] = entity_reader(schema)
+    return reader
+
+
+def _writer(schema: type[Any]) -> Any:
+    writer = _WRITERS.get(schema)
+    if writer is None:
+        writer = _WRITERS[schema] = entity_writer(schema)
+    return writer
 
 
 class _Buffer:
