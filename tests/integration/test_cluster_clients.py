@@ -36,6 +36,11 @@ def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any
         time.sleep(0.05)
 
 
+def _create(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the answer is in
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+
+
 def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
     return {p.id: p.leader for p in md.topics[topic].partitions.values()}
@@ -90,8 +95,7 @@ def test_topics_spread_and_clients_follow_leaders(odradek_cluster: LocalCluster)
     cluster = odradek_cluster
     one, two = cluster.broker(1).address, cluster.broker(2).address
     topic = f"spread-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": one})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    _create(one, topic, PARTITIONS)
 
     # Every broker tells the same story: three live brokers, a controller, and leaders on all.
     for node in (1, 2, 3):
@@ -120,9 +124,7 @@ def test_killed_broker_leaves_its_partitions_leaderless_until_it_returns(
     cluster = odradek_cluster_factory(brokers=3, session_timeout_ms=2000)
     one = cluster.broker(1).address
     topic = f"kill-{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": one}).create_topics(
-        [NewTopic(topic, PARTITIONS, 1)]
-    )[topic].result(30)
+    _create(one, topic, PARTITIONS)
     leaders = _wait(
         lambda: (lambda ls: ls if len(ls) == PARTITIONS else None)(_leaders(one, topic)),
         "every partition's leader",
@@ -159,9 +161,7 @@ def test_broker_without_etcd_refuses_writes_until_it_returns(
     cluster = odradek_cluster_factory(brokers=1, session_timeout_ms=1000)
     bootstrap = cluster.bootstrap
     topic = f"fence-{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(topic, 1, 1)]
-    )[topic].result(30)
+    _create(bootstrap, topic, 1)
 
     def produce_code() -> int:
         r = _raw_produce(bootstrap, topic, (0,))
