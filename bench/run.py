@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--registry-produce-records", type=int, default=200_000)
     ap.add_argument("--only",
                     choices=("all", "log", "groups", "transactions", "compaction", "scale",
-                             "connections", "registry", "vsmock"),
+                             "connections", "registry", "vsmock", "cluster"),
                     default="all")
     ap.add_argument("--rounds", type=int, default=3, help="vsmock: interleaved rounds")
     from vsmock import _consume_arguments
@@ -174,6 +174,10 @@ def main() -> None:
         bench_vsmock(args)
     if args.only in ("all", "log"):
         bench_log(args)
+    if args.only in ("all", "cluster"):
+        from cluster import bench_cluster
+
+        bench_cluster(rounds=args.rounds)
     if args.only in ("all", "transactions"):
         bench_transactions(args)
     if args.only in ("all", "groups"):

@@ -161,6 +161,17 @@ def test_logs_follow_the_image_on_every_broker(tmp_path: Path) -> None:
                 held = {p for p, s in enumerate(info.partitions) if node in s.replicas}
                 assert held and {p for t, p in logs.partitions() if t == "spread"} == held
             assert one.partition_count() + two.partition_count() == 4
+            # Two live brokers, but no replication yet: more than one replica is refused, and
+            # nothing is written.
+            with pytest.raises(InvalidReplicationFactorError, match="does not replicate"):
+                await one.create("twice", num_partitions=1, replication_factor=2)
+            with pytest.raises(InvalidReplicationFactorError, match="does not replicate"):
+                await one.create("assigned", assignments={0: [1, 2]})
+            with pytest.raises(InvalidReplicationFactorError, match="does not replicate"):
+                await one.create_partitions("spread", 5, validate_only=False,
+                                            assignments=[[1, 2]])
+            assert image1.topic("twice") is None and image1.topic("assigned") is None
+            assert len(image1.topic("spread").partitions) == 4  # type: ignore[union-attr]
             await two.delete("spread")
             await image1.wait_for_revision(image2.revision)
             assert not logs1.partitions() and not logs2.partitions()

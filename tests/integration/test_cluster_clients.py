@@ -39,6 +39,11 @@ def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any
         time.sleep(0.05)
 
 
+def _create(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the answer is in
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+
+
 def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
     md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
     return {p.id: p.leader for p in md.topics[topic].partitions.values()}
@@ -93,8 +98,7 @@ def test_topics_spread_and_clients_follow_leaders(odradek_cluster: LocalCluster)
     cluster = odradek_cluster
     one, two = cluster.broker(1).address, cluster.broker(2).address
     topic = f"spread-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": one})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    _create(one, topic, PARTITIONS)
 
     # Every broker tells the same story: three live brokers, a controller, and leaders on all.
     for node in (1, 2, 3):
@@ -123,9 +127,7 @@ def test_killed_broker_leaves_its_partitions_leaderless_until_it_returns(
     cluster = odradek_cluster_factory(brokers=3, session_timeout_ms=2000)
     one = cluster.broker(1).address
     topic = f"kill-{uuid.uuid4().hex[:6]}"
-    # The admin client is kept: one dropped before its result destroys its handle.
-    admin = AdminClient({"bootstrap.servers": one})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    _create(one, topic, PARTITIONS)
     leaders = _wait(
         lambda: (lambda ls: ls if len(ls) == PARTITIONS else None)(_leaders(one, topic)),
         "every partition's leader",
@@ -162,8 +164,7 @@ def test_broker_without_etcd_refuses_writes_until_it_returns(
     cluster = odradek_cluster_factory(brokers=1, session_timeout_ms=1000)
     bootstrap = cluster.bootstrap
     topic = f"fence-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    _create(bootstrap, topic, 1)
 
     def produce_code() -> int:
         r = _raw_produce(bootstrap, topic, (0,))
@@ -245,8 +246,7 @@ def test_consumer_group_coordinated_by_another_broker_survives_its_restart(
     cluster = odradek_cluster_factory(brokers=3, session_timeout_ms=2000, **_INTERNAL)
     three = cluster.broker(3).address
     topic = f"group-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": three})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    _create(three, topic, PARTITIONS)
     values = [f"g{i}" for i in range(300)]
     _produce(three, topic, values)
 
@@ -312,8 +312,7 @@ def test_transactions_coordinated_by_another_broker_than_their_partitions(
     cluster = odradek_cluster_factory(brokers=3, **_INTERNAL)
     one = cluster.broker(1).address
     topic = f"txn-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": one})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    _create(one, topic, PARTITIONS)
     leaders = _wait(
         lambda: (lambda ls: ls if len(ls) == PARTITIONS else None)(_leaders(one, topic)),
         "every partition's leader",
@@ -357,11 +356,8 @@ def test_offsets_sent_to_a_transaction_whose_coordinator_is_not_the_group_coordi
     cluster = odradek_cluster_factory(brokers=3, **_INTERNAL)
     one = cluster.broker(1).address
     source, sink = f"src-{uuid.uuid4().hex[:6]}", f"dst-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": one})
-    for f in admin.create_topics(
-        [NewTopic(source, PARTITIONS, 1), NewTopic(sink, PARTITIONS, 1)]
-    ).values():
-        f.result(30)
+    _create(one, source, PARTITIONS)
+    _create(one, sink, PARTITIONS)
     values = [f"s{i}" for i in range(120)]
     _produce(one, source, values)
     group, group_coordinator = _key_coordinated_elsewhere(one, f"eos-{source}", 0, avoid=1)
@@ -419,8 +415,7 @@ def test_a_commit_completes_only_once_a_killed_partition_leader_has_its_marker(
     cluster = odradek_cluster_factory(brokers=3, session_timeout_ms=2000, **_INTERNAL)
     one = cluster.broker(1).address
     topic = f"txk-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": one})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    _create(one, topic, PARTITIONS)
     leaders = _wait(
         lambda: (lambda ls: ls if len(ls) == PARTITIONS else None)(_leaders(one, topic)),
         "every partition's leader",

@@ -33,7 +33,6 @@ from odradek.broker.transactions import TxnRuntime
 from odradek.clock import Clock, SystemClock
 from odradek.cluster.controller import Controller
 from odradek.cluster.durable import open_single_node_store
-from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.image import MetadataImage, TopicsChange
 from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.producer_ids import ProducerIdManager
@@ -300,6 +299,9 @@ class Broker:
         keys = self.cluster_keys = ClusterKeys(prefix=config.etcd_prefix)
         work = self._controller_work or _run_controller
         if config.etcd_endpoints:
+            # Imported here: aiohttp costs a single node ~80 ms of start-up and ~10 MB.
+            from odradek.cluster.etcd import EtcdStore
+
             # The cluster id is agreed with etcd before the data dir's metadata is read, so a
             # data dir of another cluster is refused before anything is written to it.
             member = ClusterMember(EtcdStore(config.etcd_endpoints), config, controller=work)

@@ -46,6 +46,9 @@ __all__ = ["TopicManager", "validate_topic_name", "MAX_TOPIC_NAME_LENGTH"]
 MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_PARTITIONS = 100_000
+#: Partitions are not replicated yet: a topic asked for more replicas is refused rather than
+#: shown with an ISR that holds nothing (replication is the next step of the cluster).
+MAX_REPLICATION_FACTOR = 1
 
 _log = logging.getLogger("odradek.broker")
 
@@ -62,6 +65,14 @@ def validate_topic_name(name: str) -> None:
     if not _LEGAL.match(name):
         raise InvalidTopicError(
             f"topic name {name!r} is illegal: only ASCII letters, digits, '.', '_' and '-' are allowed"
+        )
+
+
+def _check_replica_count(replicas: int) -> None:
+    if replicas > MAX_REPLICATION_FACTOR:
+        raise InvalidReplicationFactorError(
+            f"replication factor {replicas} is not supported: odradek does not replicate "
+            f"partitions yet, so every partition has {MAX_REPLICATION_FACTOR} replica"
         )
 
 
@@ -187,6 +198,9 @@ class TopicManager:
             raise InvalidReplicationFactorError(
                 f"replication factor must be at least 1, got {replication_factor}"
             )
+        _check_replica_count(
+            replication_factor if replicas is None else max(map(len, replicas), default=1)
+        )
         clean = validate_topic_configs(dict(configs or {}))
         log_config_for(self._config, clean)  # refuses what the log cannot take
         refused = None if internal else self._limit_exceeded(num_partitions)
@@ -225,6 +239,8 @@ class TopicManager:
             raise InvalidPartitionsError(f"topic {name!r} already has {count} partitions")
         if count > MAX_PARTITIONS:
             raise InvalidPartitionsError(f"at most {MAX_PARTITIONS} partitions are allowed")
+        if assignments:
+            _check_replica_count(max(map(len, assignments), default=1))
         refused = self._limit_exceeded(count - meta.partitions)
         if refused is not None:
             raise InvalidPartitionsError(
