@@ -14,33 +14,16 @@ import struct
 from typing import Any
 
 from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
-from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import i16, i32
 
 from odradek.errors import CorruptFrameError
-from odradek.protocol.messages import API_VERSIONS_KEY, response_schema
+from odradek.protocol.messages import API_VERSIONS_KEY, reader_for, response_schema, writer_for
 
 __all__ = ["decode_response", "encode_request"]
 
 _SIZE = struct.Struct(">i")
 
 
-_READERS: dict[type[Any], Any] = {}
-_WRITERS: dict[type[Any], Any] = {}
-
-
-def _reader(schema: type[Any]) -> Any:
-    reader = _READERS.get(schema)
-    if reader is None:
-        reader = _READERS[schema] = entity_reader(schema)
-    return reader
-
-
-def _writer(schema: type[Any]) -> Any:
-    writer = _WRITERS.get(schema)
-    if writer is None:
-        writer = _WRITERS[schema] = entity_writer(schema)
-    return writer
 
 
 class _Buffer:
@@ -59,13 +42,13 @@ def encode_request(body: Any, correlation_id: int, client_id: str | None) -> byt
     schema = type(body)
     header_schema = schema.__header_schema__
     out = _Buffer()
-    _writer(header_schema)(out, header_schema(
+    writer_for(header_schema)(out, header_schema(
         request_api_key=i16(schema.__api_key__),
         request_api_version=i16(schema.__version__),
         correlation_id=i32(correlation_id),
         client_id=client_id,
     ))
-    _writer(schema)(out, body)
+    writer_for(schema)(out, body)
     _SIZE.pack_into(out.data, 0, len(out.data) - 4)
     return bytes(out.data)
 
@@ -81,8 +64,8 @@ def decode_response(frame: bytes | memoryview, api_key: int, api_version: int) -
         ResponseHeaderV0 if api_key == API_VERSIONS_KEY else schema.__header_schema__
     )
     try:
-        header, n = _reader(header_schema)(frame, 0)
-        body, _ = _reader(schema)(frame, n)
+        header, n = reader_for(header_schema)(frame, 0)
+        body, _ = reader_for(schema)(frame, n)
     except Exception as e:
         raise CorruptFrameError(
             f"malformed response api_key={api_key} v{api_version}: {e!r}"

@@ -24,6 +24,8 @@ from odradek.errors import CorruptFrameError
 from odradek.protocol.precheck import check_request
 
 __all__ = [
+    "reader_for",
+    "writer_for",
     "API_VERSIONS_KEY",
     "EncodedBody",
     "Request",
@@ -87,14 +89,16 @@ _READERS: dict[type[Any], Any] = {}
 _WRITERS: dict[type[Any], Any] = {}
 
 
-def _reader(schema: type[Any]) -> Any:
+def reader_for(schema: type[Any]) -> Any:
+    """kio's reader of ``schema``, made once per schema."""
     reader = _READERS.get(schema)
     if reader is None:
         reader = _READERS[schema] = entity_reader(schema)
     return reader
 
 
-def _writer(schema: type[Any]) -> Any:
+def writer_for(schema: type[Any]) -> Any:
+    """kio's writer of ``schema``, made once per schema."""
     writer = _WRITERS.get(schema)
     if writer is None:
         writer = _WRITERS[schema] = entity_writer(schema)
@@ -114,7 +118,7 @@ def decode_request(
         frame = frame.toreadonly()  # kio reads only read-only buffers
     client_id, body_start = check_request(frame, schema)
     try:
-        body, _ = _reader(schema)(frame, body_start)
+        body, _ = reader_for(schema)(frame, body_start)
     except Exception as e:  # any decoding failure of client bytes is that client's problem
         raise CorruptFrameError(
             f"malformed request api_key={preamble.api_key} v{preamble.api_version}: {e!r}"
@@ -166,7 +170,7 @@ def encode_entity(entity: Any) -> bytes:
     """The bytes of one ``kio`` entity (a whole body or a nested struct), without a header."""
     out = _Chunks()
     out.small = bytearray()
-    _writer(type(entity))(out, entity)
+    writer_for(type(entity))(out, entity)
     if out.small:
         out.parts.append(out.small)
     return b"".join(out.parts)
@@ -182,13 +186,13 @@ def encode_response(api_key: int, correlation_id: int, body: Any) -> bytes:
     encoded = isinstance(body, EncodedBody)
     flexible = body.flexible if encoded else body.__flexible__
     if flexible and api_key != API_VERSIONS_KEY:
-        _writer(ResponseHeaderV1)(out, ResponseHeaderV1(correlation_id=i32(correlation_id)))
+        writer_for(ResponseHeaderV1)(out, ResponseHeaderV1(correlation_id=i32(correlation_id)))
     else:
-        _writer(ResponseHeaderV0)(out, ResponseHeaderV0(correlation_id=i32(correlation_id)))
+        writer_for(ResponseHeaderV0)(out, ResponseHeaderV0(correlation_id=i32(correlation_id)))
     if encoded:
         out.write(body.data)
     else:
-        _writer(type(body))(out, body)
+        writer_for(type(body))(out, body)
     if out.small:
         out.parts.append(out.small)
     first = out.parts[0]
