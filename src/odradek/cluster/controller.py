@@ -367,6 +367,8 @@ class Controller:
         self._image = _Image(keys, self.epoch)
         # An incomplete topic → (the last revision that touched it, when that was first seen).
         self._incomplete: dict[str, tuple[int, int]] = {}
+        # A topic with partition states past its count → the same, for their removal.
+        self._beyond: dict[str, tuple[int, int]] = {}
         self._deadline_ms: int | None = None
         self._conflicts_in_row = 0
         #: Set when :meth:`run` ended because the store closed (not because it was deposed).
@@ -520,13 +522,26 @@ class Controller:
         if image.dirty is None:
             names = image.topics.keys() | image.partitions.keys()
         else:
-            names = image.dirty | self._incomplete.keys()
+            names = image.dirty | self._incomplete.keys() | self._beyond.keys()
         image.dirty = set()
         self._deadline_ms = None
         writes: list[_Write] = []
         for name in sorted(names):
             writes.extend(self._plan_topic(name))
         return writes
+
+    def _settled(self, seen: dict[str, tuple[int, int]], name: str, touched: int) -> bool:
+        """Whether topic ``name`` has stayed unchanged since revision ``touched`` for the grace
+        period (tracked in ``seen``); if not, the controller wakes again when it would be."""
+        now = self._clock.monotonic_ms()
+        first = seen.get(name)
+        if first is None or first[0] != touched:
+            first = seen[name] = (touched, now)
+        due = first[1] + self._grace_ms
+        if now < due:
+            self._deadline_ms = due if self._deadline_ms is None else min(self._deadline_ms, due)
+            return False
+        return True
 
     def _plan_topic(self, name: str) -> list[_Write]:
         image, keys, live = self._image, self._keys, self._image.brokers
@@ -540,10 +555,17 @@ class Controller:
             named = sorted({*state.isr, state.leader} & live.keys())
             return tuple(create_revision_is(keys.broker(b), live[b]) for b in named)
 
+        beyond: list[_Write] = []
         for number, partition in sorted(parts.items()):
             kv = partition.kv
-            if topic is None or not _belongs(topic, number, partition):
+            if topic is None:
                 writes.append(_Write(kv.key, kv.mod_revision, None))
+                continue
+            if not _belongs(topic, number, partition):
+                # Past the count: a namesake's leftover, or the first batches of a
+                # CreatePartitions whose record (written last) is on its way. Removed only once
+                # it has stayed so for the grace period, like an incomplete topic.
+                beyond.append(_Write(kv.key, kv.mod_revision, None))
                 continue
             if partition.state is None or topic.record is None:
                 continue
@@ -561,18 +583,18 @@ class Controller:
                     )
                 )
 
+        if topic is not None and beyond:
+            touched = max([topic.kv.mod_revision, *(p.kv.mod_revision for p in parts.values())])
+            if self._settled(self._beyond, name, touched):
+                writes.extend(beyond)
+        else:
+            self._beyond.pop(name, None)
         missing = [] if topic is None else [p for p in range(_count(topic)) if p not in parts]
         if topic is None or not missing:
             self._incomplete.pop(name, None)
             return writes
-        now = self._clock.monotonic_ms()
         touched = max([topic.kv.mod_revision, *(p.kv.mod_revision for p in parts.values())])
-        seen = self._incomplete.get(name)
-        if seen is None or seen[0] != touched:
-            seen = self._incomplete[name] = (touched, now)
-        due = seen[1] + self._grace_ms
-        if now < due:
-            self._deadline_ms = due if self._deadline_ms is None else min(self._deadline_ms, due)
+        if not self._settled(self._incomplete, name, touched):
             return writes
         factor = max(
             (len(q.state.replicas) for p, q in parts.items() if q.state and _belongs(topic, p, q)),
