@@ -33,6 +33,7 @@ import itertools
 import random
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from odradek.cluster.image import MetadataImage
 from odradek.cluster.membership import BrokerInfo, ClusterKeys
@@ -56,6 +57,8 @@ from odradek.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+
+_Op = TypeVar("_Op", bound=TxnOp)
 
 __all__ = ["TopicAdmin", "assign_replicas", "rack_alternating", "MAX_TXN_OPS"]
 
@@ -271,12 +274,37 @@ class TopicAdmin:
         created = await self._create_record(topic_key, record, [*head, *puts[:first]])
         revision = created
         for chunk in _chunks(puts[first:], self._max_ops):
-            revision = await self._txn_or_retry(
-                create_revision_is(topic_key, created),
-                chunk,
-                f"topic {name!r} was deleted while it was being created",
-            )
+            revision = max(revision, await self._put_absent(name, created, chunk))
         return revision
+
+    async def _put_absent(self, name: str, created: int, puts: Sequence[Put]) -> int:
+        """Put the partition states of a topic being created that are not there yet; returns a
+        revision at which all of them exist. Each put is compared absent: a creator stalled past
+        the controller's grace finds the topic completed by the controller, whose states (maybe
+        led and written to already) stay. A lost answer is recognised the same way."""
+        topic_key = self._keys.topic(name)
+        pending = list(puts)
+        revision = 0
+        for _ in range(_CAS_ATTEMPTS):
+            if not pending:
+                return revision
+            compares = [create_revision_is(topic_key, created), *(absent(p.key) for p in pending)]
+            try:
+                result = await self._store.txn(compares, pending)
+                if result.succeeded:
+                    return result.revision
+            except OutcomeUnknown:
+                pass
+            kv = await self._store.get(topic_key)
+            if kv is None or kv.create_revision != created:
+                raise UnknownTopicOrPartitionError(
+                    f"topic {name!r} was deleted while it was being created"
+                )
+            held = await self._store.range(self._keys.topic_partitions(name), prefix=True)
+            existing = {kv.key for kv in held.kvs}
+            revision = held.revision
+            pending = [p for p in pending if p.key not in existing]
+        raise OutcomeUnknown(f"no answer from the metadata store (creating topic {name!r})")
 
     async def _create_record(self, topic_key: str, record: TopicRecord, ops: list[TxnOp]) -> int:
         """The first transaction of a create; returns its revision (the record's create
@@ -431,7 +459,7 @@ class TopicAdmin:
         raise UnknownTopicOrPartitionError(f"topic {name!r} kept changing while being altered")
 
 
-def _chunks(ops: Sequence[TxnOp], size: int) -> list[Sequence[TxnOp]]:
+def _chunks(ops: Sequence[_Op], size: int) -> list[Sequence[_Op]]:
     return [ops[i : i + size] for i in range(0, len(ops), size)]
 
 
