@@ -217,6 +217,18 @@ class ClusterMember:
             )
         candidate = local or configured or new_cluster_id()
         key = self.keys.cluster_id
+        if local:
+            known = await self._until_reachable(lambda: self.store.get(key))
+            if known is None:
+                # This data dir belongs to a cluster the store does not hold (a wiped etcd, a
+                # mistyped etcd.prefix, a single node pointed at etcd): starting would take
+                # every topic on disk for deleted and remove its logs.
+                raise ClusterIdMismatch(
+                    f"the data dir {data_dir} belongs to cluster {local}, but the metadata "
+                    f"store at {self._label} (prefix {self.keys.prefix}) holds no cluster; "
+                    f"check etcd.endpoints and etcd.prefix (a single node's data dir cannot "
+                    f"join etcd yet)"
+                )
         cluster_id = await self._until_reachable(
             lambda: _create_if_absent(self.store, key, candidate)
         )
