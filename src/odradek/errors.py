@@ -79,6 +79,7 @@ __all__ = [
     "TransactionCoordinatorFencedError",
     "TransactionAbortableError",
     "NotEnoughReplicasError",
+    "RequestTimedOutError",
 ]
 
 
@@ -188,6 +189,10 @@ class KafkaStorageError(KafkaError):
 
 class InvalidRequestError(KafkaError):
     code = ErrorCode.invalid_request
+
+
+class RequestTimedOutError(KafkaError):
+    code = ErrorCode.request_timed_out
 
 
 class NotLeaderOrFollowerError(KafkaError):

@@ -335,7 +335,7 @@ class Broker:
         member = self.cluster_member
         assert member is not None
         epoch = await member.register(self.advertised_host, self.advertised_port)
-        await self.cluster.wait_for_revision(epoch)
+        await self.cluster.wait_for_revision(epoch, timeout_s=60.0)
         if not self.config.etcd_endpoints:
             deadline = time.monotonic() + 2.0
             while self.cluster.controller_id < 0 and time.monotonic() < deadline:
@@ -390,7 +390,8 @@ class Broker:
                 if clock.monotonic_ms() >= next_retention:
                     next_retention = clock.monotonic_ms() + retention_every
                     self.logs.run_retention(now_ms)
-                    await self._maybe_compact_cluster_store()
+                    if not self.config.etcd_endpoints:  # etcd is shared: never compact it
+                        await self._maybe_compact_cluster_store()
                 if clock.monotonic_ms() >= next_producers:
                     next_producers = clock.monotonic_ms() + producers_every
                     self.logs.remove_expired_producers(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from odradek.cluster.store import StoreUnavailable
 from odradek.errors import ErrorCode, KafkaError
 
 __all__ = ["compatible_code", "error_code_for", "error_of"]
@@ -49,6 +50,10 @@ def error_code_for(
     UNKNOWN_SERVER_ERROR."""
     if isinstance(exc, KafkaError):
         return compatible_code(api_key, version, exc.code)
+    if isinstance(exc, StoreUnavailable):
+        # etcd did not answer (or the answer was lost): the client may retry.
+        log.warning("metadata store unavailable%s: %s", f" in {context}" if context else "", exc)
+        return ErrorCode.request_timed_out
     log.error("unexpected error%s", f" in {context}" if context else "", exc_info=exc)
     return ErrorCode.unknown_server_error
 

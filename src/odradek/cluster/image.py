@@ -37,6 +37,7 @@ from odradek.cluster.store import (
     RevisionCompacted,
     WatchEvent,
 )
+from odradek.errors import RequestTimedOutError
 
 __all__ = ["MetadataImage", "TopicsChange", "TopicsListener", "BrokersListener"]
 
@@ -167,13 +168,23 @@ class MetadataImage:
 
     # --- waiting and listening ----------------------------------------------------------------
 
-    async def wait_for_revision(self, revision: int) -> None:
-        """Return once this image shows ``revision`` (a writer waits for its own write)."""
+    async def wait_for_revision(self, revision: int, timeout_s: float = 30.0) -> None:
+        """Return once this image shows ``revision`` (a writer waits for its own write); raise
+        RequestTimedOutError (retriable) after ``timeout_s``, when the watch is cut off from
+        the store: the write happened, this broker just cannot see it yet."""
         if revision <= self._revision:
             return
         waiter = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (revision, next(self._waiter_seq), waiter))
-        await waiter
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(waiter)
+        except TimeoutError:
+            waiter.cancel()  # dropped from the heap when its revision comes
+            raise RequestTimedOutError(
+                f"the metadata change (revision {revision}) was made, but this broker has not "
+                f"seen it within {timeout_s:.0f} s: its metadata store may be unreachable"
+            ) from None
 
     def add_topics_listener(self, listener: TopicsListener) -> None:
         self._topics_listeners.append(listener)
