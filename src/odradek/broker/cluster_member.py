@@ -333,8 +333,13 @@ class ClusterMember:
                         await asyncio.wait_for(session.lost.wait(), _CHECK_INTERVAL_S)
             finally:
                 campaign.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await campaign
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    # Whatever ended the campaign, the member must go on registering.
+                    log.exception("broker %d controller campaign failed", self.node_id)
             log.warning(
                 "broker %d fenced: its session (lease %x) may have expired; registering again",
                 self.node_id, session.lease_id,
@@ -358,6 +363,10 @@ class ClusterMember:
                 log.error("broker %d cannot register again: %s", self.node_id, e)
             except ClusterStoreError as e:
                 log.warning("broker %d cannot reach the metadata store: %s", self.node_id, e)
+            except Exception:
+                # Not a store error (a client library's, a bad answer): still never give up
+                # registering, or the broker would stay fenced for good.
+                log.exception("broker %d cannot register again", self.node_id)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
@@ -370,6 +379,11 @@ class ClusterMember:
                 epoch = await election.campaign()
             except ClusterStoreError as e:
                 log.warning("broker %d controller campaign: %s", self.node_id, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            except Exception:
+                log.exception("broker %d controller campaign failed", self.node_id)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue

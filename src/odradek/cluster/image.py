@@ -216,6 +216,11 @@ class MetadataImage:
                 log.warning("metadata watch failed (%s): re-reading in %.1f s", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _RESYNC_BACKOFF_MAX_S)
+            except Exception:
+                # A bug or an unexpected answer must not leave the image stale for good.
+                log.exception("metadata watch failed: re-reading in %.1f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _RESYNC_BACKOFF_MAX_S)
             # Whatever the watch ended with, what arrived of a revision is not the whole of it.
             self._discard_pending()
             try:
