@@ -354,6 +354,10 @@ class Broker:
         # Whichever broker deleted a topic, its groups' offsets go with it here.
         for info in change.removed:
             self.groups.on_topic_deleted(info.name)
+        # A re-read after a lost watch may fold a delete and a re-create into one change.
+        for old, new in change.changed:
+            if old.topic_id != new.topic_id:
+                self.groups.on_topic_deleted(old.name)
         # Coordinators move with the leadership of their internal topics' partitions.
         self.groups.on_topics_changed(change)
         self.transactions.on_topics_changed(change)
