@@ -55,9 +55,14 @@ class _Connection:
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._correlation = 0
+        self._closed = False
 
     async def request(self, body: Any, client_id: str) -> Any:
         async with self._lock:
+            if self._closed:
+                # Dropped while this request waited for the lock: a new socket here would be
+                # one nobody closes.
+                raise EOFError(f"connection to broker {self.node_id} was dropped")
             if self._writer is None:
                 self._reader, self._writer = await asyncio.open_connection(*self.address)
             assert self._reader is not None
@@ -77,6 +82,7 @@ class _Connection:
             return response
 
     def close(self) -> None:
+        self._closed = True
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
