@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 from odradek.registry.records import (
+    Association,
+    AssociationKey,
+    AssociationValue,
     ConfigKey,
     ConfigValue,
     DeleteSubjectKey,
@@ -88,3 +91,22 @@ def test_context_of() -> None:
     assert context_of("orders-value") == "."
     assert context_of(":.:orders-value") == "."
     assert context_of(":.no-end") == "."
+
+
+def test_association_records_round_trip_and_replay() -> None:
+    key = AssociationKey("lkc-1")
+    assert json.loads(encode_key(key)) == {
+        "keytype": "NOOP", "magic": 0, "odradek": "association", "resourceId": "lkc-1"}
+    value = AssociationValue("orders", "cluster", "lkc-1", "topic", (
+        Association("k", "key", "g1"), Association("v", "value", "g2", "STRONG", True)))
+    decoded_key = decode_key(encode_key(key))
+    assert decoded_key == key
+    decoded = decode_value(key, encode_value(value))
+    assert decoded == value
+    # Another NOOP stays a plain NOOP; a tombstone removes the resource.
+    assert decode_key(b'{"keytype":"NOOP","magic":0}') == NoopKey()
+    state = RegistryState()
+    state.apply(key, decoded)
+    assert state.associations["lkc-1"].associations[1].frozen
+    state.apply(key, None)
+    assert state.associations == {}

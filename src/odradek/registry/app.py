@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from odradek.registry import errors
+from odradek.registry import associations, errors
 from odradek.registry.election import PrimaryElector
 from odradek.registry.errors import RegistryError
 from odradek.registry.records import SchemaValue, schema_guid
@@ -487,9 +487,37 @@ async def delete_mode(request: web.Request) -> web.Response:
     return _json(await _registry(request).delete_mode(_subject_or_global(request)))
 
 
+# -- /associations -----------------------------------------------------------------------------
+
+async def create_associations(request: web.Request) -> web.Response:
+    return _json(await associations.create_associations(_registry(request), await _body(request)))
+
+
+async def find_associations(request: web.Request) -> web.Response:
+    found = await associations.find_associations(
+        _registry(request), request.match_info["namespace"], request.match_info["name"],
+        resource_type=request.query.get("resourceType"),
+        association_types=request.query.getall("associationType", []),
+    )
+    return _json(_page(request, found))
+
+
+async def delete_associations(request: web.Request) -> web.Response:
+    cascade = request.query.get("cascadeLifecycle", "false").lower()
+    if cascade not in ("true", "false"):
+        raise errors.invalid_association(f"cascadeLifecycle must be true or false, not {cascade!r}")
+    await associations.delete_associations(
+        _registry(request), request.match_info["resource_id"],
+        resource_type=request.query.get("resourceType"),
+        association_types=request.query.getall("associationType", []),
+    )
+    return web.Response(status=204)
+
+
 #: The handlers that write to ``_schemas``: only the primary runs them.
 _WRITES: frozenset[Callable[..., Any]] = frozenset({
     register, delete_version, delete_subject, put_config, delete_config, put_mode, delete_mode,
+    create_associations, delete_associations,
 })
 
 
@@ -525,6 +553,9 @@ def make_app(
     r.add_get("/subjects/{subject}/versions/{version}/schema", get_version_schema)
     r.add_get("/subjects/{subject}/versions/{version}/referencedby", referenced_by)
     r.add_post("/compatibility/subjects/{subject}/versions", compatibility)
+    r.add_post("/associations", create_associations)
+    r.add_get("/associations/resources/{namespace}/{name}", find_associations)
+    r.add_delete("/associations/resources/{resource_id}", delete_associations)
     r.add_post("/compatibility/subjects/{subject}/versions/{version}", compatibility)
     for path in ("/config", "/config/{subject}"):
         r.add_get(path, get_config)

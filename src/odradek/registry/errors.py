@@ -10,6 +10,9 @@ __all__ = [
     "FencedError",
     "RegistryError",
     "subject_not_found",
+    "association_not_found",
+    "association_exists",
+    "invalid_association",
     "version_not_found",
     "schema_not_found",
     "subject_soft_deleted",
@@ -44,6 +47,20 @@ class RegistryError(Exception):
 
 def subject_not_found(subject: str) -> RegistryError:
     return RegistryError(404, 40401, f"Subject '{subject}' not found.")
+
+
+def association_not_found(message: str) -> RegistryError:
+    # A 404 of the 404xx family, as for an unknown subject.
+    return RegistryError(404, 40401, message)
+
+
+def association_exists(message: str) -> RegistryError:
+    # Confluent's associations API documents 409 / 40911 for an association that exists.
+    return RegistryError(409, 40911, message)
+
+
+def invalid_association(message: str) -> RegistryError:
+    return RegistryError(422, 42212, message)
 
 
 def version_not_found(subject: str, version: object) -> RegistryError:

@@ -8,6 +8,7 @@ Keys (one JSON object, field order as Confluent writes them)::
     {"keytype": "DELETE_SUBJECT", "subject": S, "magic": 0}
     {"keytype": "NOOP", "magic": 0}
     {"keytype": "NOOP", "magic": 0, "odradek": "id-counter"}      odradek's own, see below
+    {"keytype": "NOOP", "magic": 0, "odradek": "association", "resourceId": R}   odradek's own
 
 Values: a SCHEMA value is ``{"subject", "version", "id", "schemaType" (absent for AVRO),
 "schema", "references": [{"name", "subject", "version"}], "deleted", "metadata", "ruleSet"}``
@@ -27,6 +28,13 @@ a NOOP key: Confluent's reader skips every NOOP key without looking at the value
 cannot map logs an error and is skipped), Karapace skips NOOP keys too, and the extra field
 makes it a key of its own, never replaced by the NOOPs Confluent writes.
 
+Associations (a resource such as a Kafka topic linked to a subject per association type, the
+``/associations`` API) are one record per resource, keyed by its id the same way (a NOOP key
+marked ``"odradek": "association"``, so Confluent's reader skips it), with the value
+``{"resourceName", "resourceNamespace", "resourceId", "resourceType", "associations":
+[{"subject", "associationType", "guid", "lifecycle" (when set), "frozen"}]}``; a tombstone
+removes the resource's last association.
+
 Pure values and functions; no I/O.
 """
 
@@ -40,6 +48,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "Association",
+    "AssociationKey",
+    "AssociationValue",
     "ConfigKey",
     "ConfigValue",
     "DeleteSubjectKey",
@@ -107,7 +118,12 @@ class IdCounterKey:
     pass
 
 
-Key = SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey | IdCounterKey
+@dataclass(frozen=True, slots=True)
+class AssociationKey:
+    resource_id: str
+
+
+Key = SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey | IdCounterKey | AssociationKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +167,39 @@ class IdCounterValue:
     max_id: int
 
 
-Value = SchemaValue | ConfigValue | ModeValue | DeleteSubjectValue | IdCounterValue
+@dataclass(frozen=True, slots=True)
+class Association:
+    """One subject linked to a resource under one association type (``key`` or ``value``)."""
+
+    subject: str
+    association_type: str
+    guid: str
+    lifecycle: str | None = None
+    frozen: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"subject": self.subject, "associationType": self.association_type,
+                               "guid": self.guid}
+        if self.lifecycle is not None:
+            obj["lifecycle"] = self.lifecycle
+        obj["frozen"] = self.frozen
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationValue:
+    """A resource and every association it has."""
+
+    resource_name: str
+    resource_namespace: str
+    resource_id: str
+    resource_type: str
+    associations: tuple[Association, ...]
+
+
+Value = (
+    SchemaValue | ConfigValue | ModeValue | DeleteSubjectValue | IdCounterValue | AssociationValue
+)
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -172,6 +220,9 @@ def encode_key(key: Key) -> bytes:
             return _dumps({"keytype": "NOOP", "magic": 0})
         case IdCounterKey():
             return _dumps({"keytype": "NOOP", "magic": 0, "odradek": "id-counter"})
+        case AssociationKey(resource_id):
+            return _dumps({"keytype": "NOOP", "magic": 0, "odradek": "association",
+                           "resourceId": resource_id})
     raise TypeError(f"not a key: {key!r}")
 
 
@@ -208,6 +259,14 @@ def encode_value(value: Value | None) -> bytes | None:
             return _dumps({"subject": subject, "version": version})
         case IdCounterValue(max_id):
             return _dumps({"maxId": max_id})
+        case AssociationValue():
+            return _dumps({
+                "resourceName": value.resource_name,
+                "resourceNamespace": value.resource_namespace,
+                "resourceId": value.resource_id,
+                "resourceType": value.resource_type,
+                "associations": [a.to_json() for a in value.associations],
+            })
     raise TypeError(f"not a value: {value!r}")
 
 
@@ -232,7 +291,12 @@ def decode_key(data: bytes | None) -> Key | None:
             case "DELETE_SUBJECT":
                 return DeleteSubjectKey(obj["subject"])
             case "NOOP":
-                return IdCounterKey() if obj.get("odradek") == "id-counter" else NoopKey()
+                match obj.get("odradek"):
+                    case "id-counter":
+                        return IdCounterKey()
+                    case "association":
+                        return AssociationKey(str(obj["resourceId"]))
+                return NoopKey()
             case _:
                 return None
     except (ValueError, KeyError, TypeError) as e:
@@ -270,6 +334,18 @@ def decode_value(key: Key, data: bytes | None) -> Value | None:
                 return DeleteSubjectValue(obj["subject"], int(obj["version"]))
             case IdCounterKey():
                 return IdCounterValue(int(obj["maxId"]))
+            case AssociationKey():
+                return AssociationValue(
+                    resource_name=str(obj["resourceName"]),
+                    resource_namespace=str(obj["resourceNamespace"]),
+                    resource_id=str(obj["resourceId"]),
+                    resource_type=str(obj["resourceType"]),
+                    associations=tuple(
+                        Association(str(a["subject"]), str(a["associationType"]),
+                                    str(a["guid"]), a.get("lifecycle"), bool(a.get("frozen")))
+                        for a in obj["associations"]
+                    ),
+                )
     except (ValueError, KeyError, TypeError) as e:
         raise RecordFormatError(f"bad value for {key}: {data[:200]!r}: {e}") from None
     return None

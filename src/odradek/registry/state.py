@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from odradek.registry.records import (
+    AssociationKey,
+    AssociationValue,
     ConfigKey,
     ConfigValue,
     DeleteSubjectKey,
@@ -59,6 +61,8 @@ class RegistryState:
         self.ids_by_guid: dict[str, int] = {}
         self.configs: dict[str | None, ConfigValue] = {}
         self.modes: dict[str | None, str] = {}
+        #: Resources (e.g. topics) by id, with their associations to subjects.
+        self.associations: dict[str, AssociationValue] = {}
 
     # -- replay --------------------------------------------------------------------------------
 
@@ -85,6 +89,11 @@ class RegistryState:
             case IdCounterKey():
                 if isinstance(value, IdCounterValue):
                     self.max_id = max(self.max_id, value.max_id)
+            case AssociationKey(resource_id):
+                if isinstance(value, AssociationValue):
+                    self.associations[resource_id] = value
+                else:
+                    self.associations.pop(resource_id, None)
             case NoopKey():
                 pass
 

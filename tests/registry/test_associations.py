@@ -1,0 +1,179 @@
+"""The ``/associations`` API through confluent-kafka's SchemaRegistryClient: create, look up by
+resource name (with and without filters), delete, rebuilt after a restart, bad input; and the
+serializer finding its subject through an association."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.common.schema_registry_client import (
+    AssociationCreateOrUpdateInfo,
+    AssociationCreateOrUpdateRequest,
+)
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+from registrykit import CT, Http, formats, read_topic
+
+from odradek.broker.runner import BrokerThread
+from odradek.registry.runner import RegistryThread
+
+pytestmark = pytest.mark.integration
+
+USER = json.dumps({"type": "record", "name": "User", "fields": [{"name": "n", "type": "string"}]})
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _topic_with_subjects(client: SchemaRegistryClient) -> tuple[str, str, str, str]:
+    """A topic name, its id, and a key and a value subject that exist."""
+    topic, resource_id = _unique("orders"), _unique("lkc")
+    key_subject, value_subject = _unique("k"), _unique("v")
+    client.register_schema(key_subject, Schema(json.dumps("string"), "AVRO"))
+    client.register_schema(value_subject, Schema(USER, "AVRO"))
+    return topic, resource_id, key_subject, value_subject
+
+
+def _request(
+    topic: str, resource_id: str, *entries: tuple[str, str], namespace: str = "cluster-1"
+) -> AssociationCreateOrUpdateRequest:
+    return AssociationCreateOrUpdateRequest(
+        resource_name=topic, resource_namespace=namespace, resource_id=resource_id,
+        resource_type="topic",
+        associations=[AssociationCreateOrUpdateInfo(subject=s, association_type=t)
+                      for s, t in entries],
+    )
+
+
+def test_create_find_and_delete(registry: RegistryThread) -> None:
+    client = SchemaRegistryClient({"url": registry.url})
+    topic, rid, key_subject, value_subject = _topic_with_subjects(client)
+    created = client.create_association(
+        _request(topic, rid, (key_subject, "key"), (value_subject, "value"))
+    )
+    assert (created.resource_name, created.resource_id, created.resource_type) == (
+        topic, rid, "topic")
+    assert [(a.subject, a.association_type) for a in created.associations or ()] == [
+        (key_subject, "key"), (value_subject, "value")]
+
+    found = client.get_associations_by_resource_name(topic, "cluster-1")
+    assert [(a.subject, a.association_type, a.resource_id, a.resource_namespace, a.resource_type)
+            for a in found] == [(key_subject, "key", rid, "cluster-1", "topic"),
+                                (value_subject, "value", rid, "cluster-1", "topic")]
+    assert all(a.guid for a in found) and found[0].guid != found[1].guid
+    # Filters: association type, resource type, the wildcard namespace, paging.
+    only_value = client.get_associations_by_resource_name(
+        topic, "cluster-1", association_types=["value"])
+    assert [a.subject for a in only_value] == [value_subject]
+    both = client.get_associations_by_resource_name(
+        topic, "-", resource_type="topic", association_types=["key", "value"])
+    assert [a.subject for a in both] == [key_subject, value_subject]
+    assert client.get_associations_by_resource_name(topic, "cluster-1", resource_type="other") == []
+    paged = client.get_associations_by_resource_name(topic, "cluster-1", offset=1, limit=1)
+    assert [a.subject for a in paged] == [value_subject]
+
+    # Asking again is answered with what is there; another subject for a taken type is refused.
+    again = client.create_association(_request(topic, rid, (value_subject, "value")))
+    assert [a.subject for a in again.associations or ()] == [value_subject]
+    with pytest.raises(SchemaRegistryError) as e:
+        client.create_association(_request(topic, rid, (key_subject, "value")))
+    assert (e.value.http_status_code, e.value.error_code) == (409, 40911)
+
+    client.delete_associations(rid, association_types=["key"])
+    left = client.get_associations_by_resource_name(topic, "cluster-1")
+    assert [(a.subject, a.association_type) for a in left] == [(value_subject, "value")]
+    with pytest.raises(SchemaRegistryError) as e:
+        client.delete_associations(rid, association_types=["key"])  # nothing left to delete
+    assert e.value.http_status_code == 404
+    client.delete_associations(rid)
+    with pytest.raises(SchemaRegistryError) as e:
+        client.get_associations_by_resource_name(topic, "cluster-1")
+    assert (e.value.http_status_code, e.value.error_code) == (404, 40401)
+    # The subjects outlive their associations.
+    assert client.get_latest_version(value_subject).version == 1
+
+
+def test_create_with_a_schema_registers_it(registry: RegistryThread) -> None:
+    client = SchemaRegistryClient({"url": registry.url})
+    topic, rid, subject = _unique("t"), _unique("id"), _unique("s")
+    client.create_association(AssociationCreateOrUpdateRequest(
+        resource_name=topic, resource_namespace="c", resource_id=rid, resource_type="topic",
+        associations=[AssociationCreateOrUpdateInfo(
+            subject=subject, association_type="value", lifecycle="STRONG", frozen=True,
+            schema=Schema(USER, "AVRO"))],
+    ))
+    assert client.get_latest_version(subject).schema.schema_str == USER
+    [found] = client.get_associations_by_resource_name(topic, "c")
+    assert (found.subject, found.frozen) == (subject, True)
+
+
+def test_bad_input(registry: RegistryThread, http: Http) -> None:
+    client = SchemaRegistryClient({"url": registry.url})
+    topic, rid, key_subject, value_subject = _topic_with_subjects(client)
+
+    def refused(request: AssociationCreateOrUpdateRequest) -> tuple[int | None, int | None]:
+        with pytest.raises(SchemaRegistryError) as e:
+            client.create_association(request)
+        return e.value.http_status_code, e.value.error_code
+
+    assert refused(_request(topic, rid, (_unique("missing"), "value"))) == (404, 40401)
+    assert refused(_request(topic, rid, (value_subject, "header"))) == (422, 42212)
+    assert refused(_request(topic, rid, (key_subject, "value"), (value_subject, "value"))) == (
+        422, 42212)
+    assert refused(_request(topic, rid)) == (422, 42212)  # no associations
+    assert refused(AssociationCreateOrUpdateRequest(
+        resource_name=topic, resource_namespace="c",
+        associations=[AssociationCreateOrUpdateInfo(subject=value_subject)])) == (422, 42212)
+    assert http("POST", "/associations", raw=b"{not json", content_type=CT)[0] == 400
+    # Nothing was written by the refused requests.
+    with pytest.raises(SchemaRegistryError) as e:
+        client.get_associations_by_resource_name(topic, "-")
+    assert e.value.http_status_code == 404
+    with pytest.raises(SchemaRegistryError) as e:
+        client.delete_associations(_unique("unknown"))
+    assert (e.value.http_status_code, e.value.error_code) == (404, 40401)
+    with pytest.raises(SchemaRegistryError) as e:
+        client.get_associations_by_resource_name(topic, "-", association_types=["both"])
+    assert (e.value.http_status_code, e.value.error_code) == (422, 42212)
+    # A resource id keeps its name: another name under the same id is refused.
+    client.create_association(_request(topic, rid, (value_subject, "value")))
+    assert refused(_request(_unique("other"), rid, (key_subject, "key"))) == (422, 42212)
+
+
+def test_the_serializer_finds_its_subject_through_the_association(
+    registry: RegistryThread,
+) -> None:
+    client = SchemaRegistryClient({"url": registry.url})
+    topic, rid, subject = _unique("payments"), _unique("lkc"), _unique("payments-subject")
+    schema_id = client.register_schema(subject, Schema(USER, "AVRO"))
+    client.create_association(_request(topic, rid, (subject, "value")))
+    # confluent-kafka 2.16's default strategy looks the topic up (wildcard namespace) first.
+    serializer = AvroSerializer(client, USER, conf={"auto.register.schemas": False})
+    data = serializer({"n": "x"}, SerializationContext(topic, MessageField.VALUE))
+    assert data is not None and int.from_bytes(data[1:5], "big") == schema_id
+    with pytest.raises(SchemaRegistryError):
+        client.get_latest_version(f"{topic}-value")
+
+
+def test_associations_survive_a_restart(registry_broker: BrokerThread) -> None:
+    topic, rid = _unique("restart"), _unique("lkc")
+    with RegistryThread(registry_broker.bootstrap, formats=formats, timeout=15.0) as first:
+        client = SchemaRegistryClient({"url": first.url})
+        _, _, key_subject, value_subject = _topic_with_subjects(client)
+        client.create_association(
+            _request(topic, rid, (key_subject, "key"), (value_subject, "value")))
+        client.delete_associations(rid, association_types=["key"])
+        before = client.get_associations_by_resource_name(topic, "cluster-1")
+    with RegistryThread(registry_broker.bootstrap, formats=formats, timeout=15.0) as second:
+        client = SchemaRegistryClient({"url": second.url})
+        after = client.get_associations_by_resource_name(topic, "cluster-1")
+    assert [(a.subject, a.association_type, a.guid) for a in after] == [
+        (value_subject, "value", before[0].guid)]
+    # Stored under odradek's own NOOP key, which Confluent's reader skips.
+    keys = [json.loads(k) for k, _ in read_topic(registry_broker.bootstrap)]
+    assert {"keytype": "NOOP", "magic": 0, "odradek": "association", "resourceId": rid} in keys
