@@ -112,3 +112,57 @@ def test_an_old_data_dir_is_migrated_once(tmp_path: Path) -> None:
 
     assert asyncio.run(life(False)) == [4000]
     assert asyncio.run(life(True)) == [5000]  # never an id handed out before
+
+
+_FULL_DISK = """
+import asyncio, os, resource, signal, sys
+from pathlib import Path
+from odradek.clock import ManualClock
+from odradek.cluster.durable import JOURNAL, DurableInProcessStore
+from odradek.cluster.store import StoreUnavailable
+
+async def main(directory: Path) -> None:
+    store = DurableInProcessStore(directory, ManualClock())
+    await store.put("/kept", b"before")
+    # The journal may not grow any more: the next write fails as on a full disk (EFBIG).
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    size = (directory / JOURNAL).stat().st_size
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 8, resource.RLIM_INFINITY))
+    try:
+        await store.put("/lost", b"x" * 100)
+    except StoreUnavailable:
+        print("refused")
+    try:
+        await store.get("/kept")
+    except StoreUnavailable:
+        print("refuses everything")
+    await store.close()
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_a_journal_write_that_fails_is_refused_and_leaves_the_journal_whole(
+    tmp_path: Path,
+) -> None:
+    """A real write failure (the file-size limit standing in for a full disk, in a child process
+    so nothing else is limited): the write is refused, every later operation too, and the next
+    start finds the store as it was before the failed write."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["refused", "refuses everything"]
+
+    async def reopened() -> None:
+        store = _reopen(tmp_path)
+        try:
+            kept = await store.get("/kept")
+            assert kept is not None and kept.value == b"before"
+            assert await store.get("/lost") is None
+        finally:
+            await store.close()
+
+    asyncio.run(reopened())

@@ -35,7 +35,7 @@ from odradek.cluster.inprocess import InProcessStore
 from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.model import PartitionState, TopicRecord
 from odradek.cluster.producer_ids import encode_next
-from odradek.cluster.store import EventType, Put, TxnOp, absent, value_is
+from odradek.cluster.store import EventType, Put, StoreUnavailable, TxnOp, absent, value_is
 from odradek.metadata.store import legacy_next_producer_id, legacy_topics
 
 __all__ = ["DurableInProcessStore", "CorruptJournalError", "JOURNAL", "open_single_node_store"]
@@ -69,7 +69,10 @@ class DurableInProcessStore(InProcessStore):
         self._durable: set[str] = set()
         self._replay()
         self._rewrite()
-        self._journal = open(self._path, "ab")  # noqa: SIM115 - open for the store's life
+        # Unbuffered: a write that failed must not linger in a buffer that close() would flush.
+        self._journal = open(self._path, "ab", buffering=0)  # noqa: SIM115 - the store's life
+        #: Set when a journal write failed: the store then refuses every operation.
+        self._failed: OSError | None = None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -132,10 +135,36 @@ class DurableInProcessStore(InProcessStore):
                 # Deleted, or moved under a lease (ephemeral from now on).
                 ops.append({"delete": key})
                 self._durable.discard(key)
-        if ops:
-            self._journal.write(_line(revision, ops))
-            self._journal.flush()
+        if not ops:
+            return
+        size = os.fstat(self._journal.fileno()).st_size
+        try:
+            data = memoryview(_line(revision, ops))
+            while data:
+                data = data[self._journal.write(data) or 0 :]
             os.fsync(self._journal.fileno())
+        except OSError as e:
+            # Nobody learns of this revision (watchers are woken after this returns), and the
+            # journal goes back to its last whole line, so a restart finds the store as it was
+            # before it. Until then the store refuses everything: memory has a change the
+            # disk does not.
+            self._failed = e
+            try:
+                os.ftruncate(self._journal.fileno(), size)
+            except OSError:
+                pass  # a torn last line is dropped at the next start anyway
+            log.error("%s: writing revision %d failed (%s); the metadata store refuses every "
+                      "operation until the broker restarts", self._path, revision, e)
+            raise StoreUnavailable(f"the metadata journal could not be written: {e}") from e
+
+    def maybe_expire_leases(self) -> None:
+        # Every operation starts here: the place to refuse them all once the journal failed.
+        if self._failed is not None:
+            raise StoreUnavailable(
+                f"the metadata journal {self._path} could not be written ({self._failed}); "
+                f"restart the broker once the disk is fixed"
+            )
+        super().maybe_expire_leases()
 
     async def close(self) -> None:
         await super().close()
@@ -185,10 +214,14 @@ async def open_single_node_store(
     and a data dir of the earlier format migrated (its topics, all on ``node_id``, and its
     producer-id high-water mark). Call inside the event loop that will own it."""
     store = DurableInProcessStore(data_dir / "__cluster_metadata", clock)
-    await _maybe_migrate(store, data_dir, keys, node_id)
-    # meta.properties stays the cluster id's home; the store carries it for the view.
-    value = cluster_id.encode()
-    await store.txn([value_is(keys.cluster_id, value)], [], [Put(keys.cluster_id, value)])
+    try:
+        await _maybe_migrate(store, data_dir, keys, node_id)
+        # meta.properties stays the cluster id's home; the store carries it for the view.
+        value = cluster_id.encode()
+        await store.txn([value_is(keys.cluster_id, value)], [], [Put(keys.cluster_id, value)])
+    except BaseException:
+        await store.close()
+        raise
     return store
 
 
