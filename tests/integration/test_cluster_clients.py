@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka import TopicPartition as CTP
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
 from rawclient import RawClient, request_class
 from test_leadership import _raw_produce
 
@@ -74,7 +75,7 @@ def _consume_all(bootstrap: str, topic: str, count: int) -> dict[int, list[str]]
         bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
         consumer_timeout_ms=20_000,
     )
-    consumer.assign([_kp(topic, p) for p in range(PARTITIONS)])
+    consumer.assign([KafkaTopicPartition(topic, p) for p in range(PARTITIONS)])
     got: dict[int, list[str]] = defaultdict(list)
     try:
         seen = 0
@@ -86,12 +87,6 @@ def _consume_all(bootstrap: str, topic: str, count: int) -> dict[int, list[str]]
     finally:
         consumer.close()
     return got
-
-
-def _kp(topic: str, partition: int) -> Any:
-    from kafka import TopicPartition as KTP
-
-    return KTP(topic, partition)
 
 
 def test_topics_spread_and_clients_follow_leaders(odradek_cluster: LocalCluster) -> None:

@@ -334,12 +334,15 @@ class Broker:
         (and, on a single node, a controller: it elects itself at once)."""
         member = self.cluster_member
         assert member is not None
+        elected = asyncio.Event()
+        self.cluster.add_brokers_listener(
+            lambda: elected.set() if self.cluster.controller_id >= 0 else None
+        )
         epoch = await member.register(self.advertised_host, self.advertised_port)
         await self.cluster.wait_for_revision(epoch, timeout_s=60.0)
-        if not self.config.etcd_endpoints:
-            deadline = time.monotonic() + 2.0
-            while self.cluster.controller_id < 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
+        if not self.config.etcd_endpoints and self.cluster.controller_id < 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(elected.wait(), 2.0)
 
     async def _close_cluster(self) -> None:
         """Stop what start() opened of the cluster metadata (so far: start-up may have failed)."""
