@@ -134,6 +134,8 @@ class Broker:
         # What start() opened of the cluster metadata, closed in reverse order by stop().
         self._cluster_parts: list[MetadataImage | ProducerIdManager] = []
         self.logs: LogManager
+        # The logs once opened: what a start-up that fails must shut down again.
+        self._opened_logs: LogManager | None = None
         self.scrubber: LogScrubber
         self.topics: TopicManager
         self.replicas: ReplicaManager
@@ -163,11 +165,28 @@ class Broker:
         try:
             await self._start(t0)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await self._close_cluster()
-            self._dir_lock.release()
-            self._dir_lock = None
+            await self._abandon_start()
             raise
+
+    async def _abandon_start(self) -> None:
+        """Close what a failed start() opened, last first: the listener, the cluster metadata,
+        the logs (shut down as at a clean stop, as Kafka does when start-up fails, so that the
+        next start need not recover them), then the data dir's lock."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(Exception):
+            await self._close_cluster()
+        logs, self._opened_logs = self._opened_logs, None
+        try:
+            if logs is not None:
+                logs.shutdown()
+        except Exception:
+            log.exception("shutting the logs down after a failed start failed")
+        finally:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+                self._dir_lock = None
 
     async def _start(self, t0: float) -> None:
         # First, so that the defaults sized from it (log.max.open.files, max.connections) see
@@ -188,6 +207,9 @@ class Broker:
         # Logs open on first use and in the background (_open_logs), so start-up does not
         # grow with the number of partitions.
         self.logs.startup(self._log_config_for_topic, lazy=True)
+        # Only once started: a start-up cut short has not seen every log, and its shutdown
+        # would mark them clean.
+        self._opened_logs = self.logs
         self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
         self.topics = TopicManager(self.config, self.cluster, self.topic_admin, self.logs)
         self.topics.reconcile()
@@ -220,14 +242,8 @@ class Broker:
         adv = self.config.advertised_address
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
-        try:
-            await self._register()
-        except BaseException:
-            # Refused (another live broker has this node id) or no store: stop what started.
-            self._server.close()
-            self._server = None
-            self.logs.shutdown()
-            raise
+        # Refused (another live broker has this node id) or no store: start() closes it all.
+        await self._register()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -284,6 +300,7 @@ class Broker:
         self._server = None
         try:
             await self._close_cluster()
+            self._opened_logs = None
             self.logs.shutdown()
         finally:
             if self._dir_lock is not None:
