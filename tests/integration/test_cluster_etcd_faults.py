@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 from kio.schema.create_partitions.v3 import request as create_partitions_req
 from kio.schema.create_topics.v7 import request as create_topics_req
 from kio.schema.delete_topics.v6 import request as delete_topics_req
@@ -214,6 +221,13 @@ def test_etcd_stopped_entirely_refuses_changes_fences_writes_and_recovers(
     more = admin.create_partitions([NewPartitions(topic, PARTITIONS + 1)], operation_timeout=2)
     with pytest.raises(KafkaException):
         more[topic].result(30)
+    change = ConfigResource("TOPIC", topic, incremental_configs=[
+        ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET)
+    ])
+    with pytest.raises(KafkaException) as refused:
+        admin.incremental_alter_configs([change])[change].result(30)
+    assert refused.value.args[0].code() == ErrorCode.request_timed_out
+    assert "metadata store is unreachable" in refused.value.args[0].str()
 
     # Reads of what is there go on.
     got = _consume_all(two, topic, 300 + acked)
