@@ -113,7 +113,9 @@ def test_markers_carry_the_coordinator_epoch_and_an_older_one_is_fenced(
     cluster.broker(coordinator).restart()
     assert _coordinator(one, txn_id, 1) == coordinator
     second_epoch = _wait(
-        lambda: (lambda e: e if e > first_epoch else None)(_state_leader_epoch(one, state_partition)),
+        lambda: (lambda e: e if e > first_epoch else None)(
+            _state_leader_epoch(one, state_partition)
+        ),
         "the state partition's new leader epoch",
     )
     committed_transaction(b"second")

@@ -10,10 +10,10 @@ coordinator; storage recognises them and ends the producer's transaction there (
 offset, aborted-transaction index). Each carries the coordinator epoch, as Kafka's: the leader
 epoch of the transaction's ``__transaction_state`` partition. Storage keeps the latest per
 producer and refuses an older one (TRANSACTION_COORDINATOR_FENCED), so a deposed coordinator
-cannot end a transaction its successor has taken over. A marker in ``__consumer_offsets`` also tells the group
-coordinator to commit or drop the transaction's pending offsets. Partitions this broker leads
-get theirs here; the others' leaders get WriteTxnMarkers (:class:`_RemoteMarkers`), whose
-handler does the same there.
+cannot end a transaction its successor has taken over. A marker in ``__consumer_offsets`` also
+tells the group coordinator to commit or drop the transaction's pending offsets. Partitions this
+broker leads get theirs here; the others' leaders get WriteTxnMarkers (:class:`_RemoteMarkers`),
+whose handler does the same there.
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ what a Kafka user sees when a broker dies: the cluster carries on without it (it
 leaderless, with one replica), and nothing restarts it behind their back, so a failure being
 tested is not masked and a crash is not hidden by a restart loop. Stopping everything would
 turn one broker's crash into an outage, the opposite of what a cluster is for. SIGUSR1 to
-``up`` (its pid is in ``cluster.json``) starts again whatever is down. ``status`` reads the cluster's state from etcd: the
-brokers with their epochs, the controller, and partitions without a live leader.
+``up`` (its pid is in ``cluster.json``) starts again whatever is down.
+
+``status`` reads the cluster's state from etcd: the brokers with their epochs, the controller,
+and partitions without a live leader.
 """
 
 from __future__ import annotations

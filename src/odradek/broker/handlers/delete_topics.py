@@ -4,8 +4,8 @@ As Kafka's controller: an unknown name is UNKNOWN_TOPIC_OR_PARTITION, an unknown
 UNKNOWN_TOPIC_ID; a name or id given twice, a v6 entry with both or neither, and a name that
 resolves to an id also given are INVALID_REQUEST. With ``delete.topic.enable=false`` the whole
 request fails (INVALID_REQUEST before v3, TOPIC_DELETION_DISABLED after). Kafka does not protect
-internal topics here and neither do we. ``timeout_ms`` bounds the request (REQUEST_TIMED_OUT past it).
-Results are in request order (Kafka shuffles them).
+internal topics here and neither do we. ``timeout_ms`` bounds the request (REQUEST_TIMED_OUT
+past it). Results are in request order (Kafka shuffles them).
 """
 
 from __future__ import annotations
