@@ -496,20 +496,27 @@ async def create_associations(request: web.Request) -> web.Response:
 async def find_associations(request: web.Request) -> web.Response:
     found = await associations.find_associations(
         _registry(request), request.match_info["namespace"], request.match_info["name"],
-        resource_type=request.query.get("resourceType"),
+        resource_type=request.query.get("resourceType") or None,
         association_types=request.query.getall("associationType", []),
+        lifecycle=request.query.get("lifecycle") or None,
     )
     return _json(_page(request, found))
 
 
+def _association_flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise errors.invalid_association(name, f"must be true or false, not {value!r}")
+    return value == "true"
+
+
 async def delete_associations(request: web.Request) -> web.Response:
-    cascade = request.query.get("cascadeLifecycle", "false").lower()
-    if cascade not in ("true", "false"):
-        raise errors.invalid_association(f"cascadeLifecycle must be true or false, not {cascade!r}")
     await associations.delete_associations(
         _registry(request), request.match_info["resource_id"],
-        resource_type=request.query.get("resourceType"),
+        resource_type=request.query.get("resourceType") or None,
         association_types=request.query.getall("associationType", []),
+        cascade_lifecycle=_association_flag(request, "cascadeLifecycle"),
+        dry_run=_association_flag(request, "dryRun"),
     )
     return web.Response(status=204)
 

@@ -311,35 +311,47 @@ class SchemaRegistry:
     ) -> SchemaValue:
         """The version holding ``req`` under ``subject``: an existing one, or a new one."""
         async with self.store.writing():
-            mode = self._check_writable(subject)
-            req, parsed = self._prepare(subject, req, normalize)
-            if mode == "IMPORT":
-                return await self._register_import(subject, req, parsed)
-            if req.id is not None:
+            return await self.register_locked(subject, req, normalize=normalize)
+
+    async def register_locked(
+        self, subject: str, req: SchemaRequest, *, normalize: bool | None
+    ) -> SchemaValue:
+        """:meth:`register` for a caller that holds ``store.writing()`` already."""
+        mode = self._check_writable(subject)
+        for ref in req.references:
+            if any(a.lifecycle == "STRONG" for _, a in self.state.associations_of(ref.subject)):
+                # Confluent: a subject its topic owns cannot be a reference target.
                 raise errors.operation_not_permitted(
-                    f"Subject {subject} is not in import mode: ids are chosen by the registry"
+                    f"Subject '{ref.subject}' has a strong association and cannot be referenced"
                 )
-            existing = self._find_in_subject(subject, req, parsed)
-            if existing is not None:
-                return existing
-            live = self.state.versions(subject)
-            level = self.compatibility_level(subject)
-            fmt = self._format(req.schema_type)
-            earlier = [
-                (f"version {sv.version}", self._parse_stored(sv)) for sv in live
-            ]
-            problems = check(level, fmt, parsed, earlier)
-            if problems:
-                raise errors.incompatible_schema(problems)
-            all_versions = self.state.subjects.get(subject, {})
-            version = max(all_versions, default=0) + 1
-            schema_id = self._id_for(req, parsed)
-            value = SchemaValue(
-                subject, version, schema_id, req.schema_type, req.schema, req.references,
-                False, req.metadata, req.rule_set,
+        req, parsed = self._prepare(subject, req, normalize)
+        if mode == "IMPORT":
+            return await self._register_import(subject, req, parsed)
+        if req.id is not None:
+            raise errors.operation_not_permitted(
+                f"Subject {subject} is not in import mode: ids are chosen by the registry"
             )
-            await self.store.append(self._with_counter(SchemaKey(subject, version), value))
-            return value
+        existing = self._find_in_subject(subject, req, parsed)
+        if existing is not None:
+            return existing
+        live = self.state.versions(subject)
+        level = self.compatibility_level(subject)
+        fmt = self._format(req.schema_type)
+        earlier = [
+            (f"version {sv.version}", self._parse_stored(sv)) for sv in live
+        ]
+        problems = check(level, fmt, parsed, earlier)
+        if problems:
+            raise errors.incompatible_schema(problems)
+        all_versions = self.state.subjects.get(subject, {})
+        version = max(all_versions, default=0) + 1
+        schema_id = self._id_for(req, parsed)
+        value = SchemaValue(
+            subject, version, schema_id, req.schema_type, req.schema, req.references,
+            False, req.metadata, req.rule_set,
+        )
+        await self.store.append(self._with_counter(SchemaKey(subject, version), value))
+        return value
 
     def _with_counter(self, key: SchemaKey, value: SchemaValue) -> list[tuple[Key, Value | None]]:
         """The SCHEMA record, and the id counter when the record takes an id above every one
@@ -469,6 +481,11 @@ class SchemaRegistry:
                     f"One or more references exist to the schema {{subject={subject},"
                     f"version={sv.version}}}."
                 )
+            if not permanent and self.state.associations_of(subject) and not any(
+                other.version != sv.version for other in self.state.versions(subject)
+            ):
+                # Confluent: an associated subject keeps at least one live version.
+                raise errors.no_active_subject_version(subject)
             key = SchemaKey(subject, sv.version)
             if permanent:
                 if not sv.deleted:
@@ -490,6 +507,9 @@ class SchemaRegistry:
             all_versions = self.state.versions(subject, deleted=True)
             if not all_versions:
                 raise errors.subject_not_found(subject)
+            if self.state.associations_of(subject):
+                # Confluent: delete the association first (or with cascadeLifecycle).
+                raise errors.association_for_subject_exists(subject)
             live = [sv for sv in all_versions if not sv.deleted]
             for sv in live if not permanent else all_versions:
                 if self.state.referenced_by(subject, sv.version):
@@ -515,6 +535,29 @@ class SchemaRegistry:
                         DeleteSubjectValue(subject, all_versions[-1].version))]
             await self.store.append(records)
             return [sv.version for sv in live]
+
+    def subject_removal(self, subject: str) -> list[tuple[Key, Value | None]]:
+        """The records that soft-delete and then hard-delete every version of ``subject`` with
+        its settings (an association's STRONG lifecycle ending); the caller holds
+        ``store.writing()`` and appends them. A version other schemas reference: 42206."""
+        all_versions = self.state.versions(subject, deleted=True)
+        for sv in all_versions:
+            if self.state.referenced_by(subject, sv.version):
+                raise errors.reference_exists(
+                    f"One or more references exist to the schema {{subject={subject},"
+                    f"version={sv.version}}}."
+                )
+        if not all_versions:
+            return []
+        records: list[tuple[Key, Value | None]] = [
+            (DeleteSubjectKey(subject), DeleteSubjectValue(subject, all_versions[-1].version))
+        ]
+        records += [(SchemaKey(subject, sv.version), None) for sv in all_versions]
+        if subject in self.state.configs:
+            records.append((ConfigKey(subject), None))
+        if subject in self.state.modes:
+            records.append((ModeKey(subject), None))
+        return records
 
     # -- config and mode -----------------------------------------------------------------------
 

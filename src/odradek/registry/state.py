@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from odradek.registry.records import (
+    Association,
     AssociationKey,
     AssociationValue,
     ConfigKey,
@@ -152,6 +153,15 @@ class RegistryState:
         users = self.id_users.get(schema_id, set())
         found = [self.subjects[s][v] for s, v in sorted(users)]
         return [sv for sv in found if deleted or not sv.deleted]
+
+    def associations_of(self, subject: str) -> list[tuple[AssociationValue, Association]]:
+        """Every association naming ``subject``, with its resource."""
+        return [
+            (resource, a)
+            for resource in self.associations.values()
+            for a in resource.associations
+            if a.subject == subject
+        ]
 
     def referenced_by(self, subject: str, version: int) -> list[int]:
         """Ids of live schemas whose references name this subject's version."""
