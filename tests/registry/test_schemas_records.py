@@ -75,12 +75,12 @@ def test_replay() -> None:
     state.apply(SchemaKey("s", 2), None)
     state.apply(SchemaKey("s", 1), None)
     assert "s" not in state.subjects and state.by_id(2) is None
-    assert state.max_id == 2  # a hard-deleted id is not handed out again
+    assert state.max_id() == 2  # a hard-deleted id is not handed out again
     # ...nor once compaction has removed its records: the counter remembers it.
     fresh = RegistryState()
     fresh.apply(IdCounterKey(), IdCounterValue(7))
     fresh.apply(SchemaKey("t", 1), SchemaValue("t", 1, 1, "AVRO", '"int"'))
-    assert fresh.max_id == 7
+    assert fresh.max_id() == 7
     state.apply(ConfigKey("t"), ConfigValue("NONE"))
     state.apply(ConfigKey("t"), None)
     assert state.configs == {}

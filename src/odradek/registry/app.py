@@ -23,6 +23,7 @@ from odradek.registry.election import PrimaryElector
 from odradek.registry.errors import RegistryError
 from odradek.registry.records import SchemaValue, schema_guid
 from odradek.registry.service import SchemaRegistry, SchemaRequest, parse_version
+from odradek.registry.state import context_of
 
 __all__ = ["CONTENT_TYPE", "DEFAULT_MAX_BODY_BYTES", "FORWARDED_HEADER", "make_app"]
 
@@ -193,8 +194,8 @@ async def schema_types(request: web.Request) -> web.Response:
 
 
 async def contexts(request: web.Request) -> web.Response:
-    """Confluent's contexts: ``.`` and those that subjects name (``:.ctx:subject``). Ids stay
-    global across contexts here (Confluent numbers each context apart)."""
+    """Confluent's contexts: ``.`` and those that subjects name (``:.ctx:subject``); each
+    numbers its ids apart, as Confluent's do."""
     registry = await _read(request)
     return _json(_page(request, registry.state.contexts()))
 
@@ -210,14 +211,16 @@ async def _read(request: web.Request) -> SchemaRegistry:
 def _by_id(registry: SchemaRegistry, request: web.Request) -> SchemaValue:
     schema_id = _schema_id(request)
     subject = request.query.get("subject")
+    # Ids are numbered per context: the subject (if any) says which context's id is meant.
+    context = registry.state.context_holding(schema_id, subject)
     if subject:
-        for sv in registry.state.users_of(schema_id, deleted=True):
-            if sv.subject == subject:
-                return sv
-    sv = registry.state.by_id(schema_id)
-    if sv is None:
+        for user in registry.state.users_of(schema_id, deleted=True, context=context):
+            if user.subject == subject:
+                return user
+    found = registry.state.by_id(schema_id, context)
+    if found is None:
         raise errors.schema_not_found()
-    return sv
+    return found
 
 
 async def _read_by_id(request: web.Request) -> tuple[SchemaRegistry, SchemaValue]:
@@ -243,7 +246,7 @@ async def schema_by_id(request: web.Request) -> web.Response:
     if fmt:
         body["schema"] = _formatted(registry, sv, fmt)
     if _flag(request, "fetchMaxId"):
-        body["maxId"] = registry.state.max_id
+        body["maxId"] = registry.state.max_id(context_of(sv.subject))
     return _json(body)
 
 
@@ -287,17 +290,24 @@ async def schema_text_by_id(request: web.Request) -> web.Response:
 async def subjects_by_id(request: web.Request) -> web.Response:
     registry = await _read(request)
     schema_id = _schema_id(request)
-    users = registry.state.users_of(schema_id, deleted=_flag(request, "deleted"))
+    subject = request.query.get("subject")
+    users = registry.state.users_of(
+        schema_id, deleted=_flag(request, "deleted"),
+        context=registry.state.context_holding(schema_id, subject),
+    )
     if not users:
         raise errors.schema_not_found()
-    subject = request.query.get("subject")
-    return _json(sorted({sv.subject for sv in users if not subject or sv.subject == subject}))
+    # As Confluent's, ``subject`` names the context, not a filter on the subjects.
+    return _json(sorted({sv.subject for sv in users}))
 
 
 async def versions_by_id(request: web.Request) -> web.Response:
     registry = await _read(request)
     schema_id = _schema_id(request)
-    users = registry.state.users_of(schema_id, deleted=_flag(request, "deleted"))
+    users = registry.state.users_of(
+        schema_id, deleted=_flag(request, "deleted"),
+        context=registry.state.context_holding(schema_id, request.query.get("subject")),
+    )
     if not users:
         raise errors.schema_not_found()
     return _json([{"subject": sv.subject, "version": sv.version} for sv in users])

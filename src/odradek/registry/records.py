@@ -19,8 +19,9 @@ A null value (tombstone) is a hard delete of a SCHEMA key, or removes a subject'
 MODE. Keys of a type this module does not know decode to ``None`` and are skipped, as Confluent
 skips them, so a topic written by a newer registry still loads.
 
-The id counter: ``{"maxId": N}`` under the NOOP key marked ``"odradek": "id-counter"``, written
-in the same transaction as a SCHEMA record that takes a new id. Ids are allocated above the
+The id counter: ``{"maxId": N}`` under the NOOP key marked ``"odradek": "id-counter"`` (with
+``"context": C`` for a context other than the default ``.``: ids are numbered per context, as
+Confluent numbers them), written in the same transaction as a SCHEMA record that takes a new id. Ids are allocated above the
 highest id any SCHEMA record carries, but a hard-deleted schema's records go once compaction
 drops its tombstone; the counter, never deleted, keeps its id from being handed out again.
 Confluent's key types have no such record (its ids come from the SCHEMA values alone), so it is
@@ -115,7 +116,9 @@ class NoopKey:
 
 @dataclass(frozen=True, slots=True)
 class IdCounterKey:
-    pass
+    """The counter of one context's ids (``.``, the default context, unless named)."""
+
+    context: str = "."
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +221,11 @@ def encode_key(key: Key) -> bytes:
             return _dumps({"keytype": "DELETE_SUBJECT", "subject": subject, "magic": 0})
         case NoopKey():
             return _dumps({"keytype": "NOOP", "magic": 0})
-        case IdCounterKey():
-            return _dumps({"keytype": "NOOP", "magic": 0, "odradek": "id-counter"})
+        case IdCounterKey(context):
+            obj: dict[str, Any] = {"keytype": "NOOP", "magic": 0, "odradek": "id-counter"}
+            if context != ".":
+                obj["context"] = context
+            return _dumps(obj)
         case AssociationKey(resource_id):
             return _dumps({"keytype": "NOOP", "magic": 0, "odradek": "association",
                            "resourceId": resource_id})
@@ -293,7 +299,7 @@ def decode_key(data: bytes | None) -> Key | None:
             case "NOOP":
                 match obj.get("odradek"):
                     case "id-counter":
-                        return IdCounterKey()
+                        return IdCounterKey(str(obj.get("context", ".")))
                     case "association":
                         return AssociationKey(str(obj["resourceId"]))
                 return NoopKey()

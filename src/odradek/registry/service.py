@@ -42,6 +42,7 @@ from odradek.registry.records import (
     SchemaValue,
     Value,
 )
+from odradek.registry.state import RegistryState, context_of
 from odradek.registry.store import KafkaStore
 
 __all__ = ["MODES", "SchemaRegistry", "SchemaRequest", "parse_version"]
@@ -120,11 +121,11 @@ class SchemaRegistry:
         self._parsed: dict[tuple[str, str, tuple[Reference, ...]], ParsedSchema] = {}
         #: Ids by (schemaType, references, canonical text, metadata and rules), for giving a schema registered
         #: again under another subject the id it has; filled lazily from the state.
-        self._ids_by_content: dict[tuple[str, tuple[Reference, ...], str, str], int] = {}
+        self._ids_by_content: dict[tuple[str, str, tuple[Reference, ...], str, str], int] = {}
         self._indexed = 0  # how much of the state's id_order the index has taken in
 
     @property
-    def state(self) -> Any:
+    def state(self) -> RegistryState:
         return self.store.state
 
     # -- formats and references ----------------------------------------------------------------
@@ -345,7 +346,7 @@ class SchemaRegistry:
             raise errors.incompatible_schema(problems)
         all_versions = self.state.subjects.get(subject, {})
         version = max(all_versions, default=0) + 1
-        schema_id = self._id_for(req, parsed)
+        schema_id = self._id_for(subject, req, parsed)
         value = SchemaValue(
             subject, version, schema_id, req.schema_type, req.schema, req.references,
             False, req.metadata, req.rule_set,
@@ -357,8 +358,9 @@ class SchemaRegistry:
         """The SCHEMA record, and the id counter when the record takes an id above every one
         handed out so far (in one transaction: the counter is never behind the records)."""
         records: list[tuple[Key, Value | None]] = [(key, value)]
-        if value.id > self.state.max_id:
-            records.append((IdCounterKey(), IdCounterValue(value.id)))
+        context = context_of(value.subject)
+        if value.id > self.state.max_id(context):
+            records.append((IdCounterKey(context), IdCounterValue(value.id)))
         return records
 
     def _index_ids(self, limit: int | None = None) -> bool:
@@ -367,17 +369,18 @@ class SchemaRegistry:
         parses (a format that changed its mind) are left out and never matched."""
         order = self.state.id_order
         end = len(order) if limit is None else min(len(order), self._indexed + limit)
-        for schema_id in order[self._indexed:end]:
-            sv = self.state.by_id(schema_id)
+        for context, schema_id in order[self._indexed:end]:
+            sv = self.state.by_id(schema_id, context)
             if sv is None:
                 continue
             try:
                 canonical = self._parse_stored(sv).canonical()
             except errors.RegistryError:
                 continue
-            key = (sv.schema_type, sv.references, canonical, _extras(sv.metadata, sv.rule_set))
+            key = (context, sv.schema_type, sv.references, canonical,
+                   _extras(sv.metadata, sv.rule_set))
             current = self._ids_by_content.get(key)
-            if current is None or current not in self.state.id_users:
+            if current is None or not self.state.holds(current, context):
                 self._ids_by_content[key] = schema_id
         self._indexed = end
         return end == len(order)
@@ -391,16 +394,18 @@ class SchemaRegistry:
         except Exception:  # the register that needs the index meets it at the error boundary
             _log.exception("indexing the stored schemas failed")
 
-    def _id_for(self, req: SchemaRequest, parsed: ParsedSchema) -> int:
-        """The id of the same schema under any subject, else a new one (never reused)."""
+    def _id_for(self, subject: str, req: SchemaRequest, parsed: ParsedSchema) -> int:
+        """The id of the same schema under any subject of the subject's context, else the
+        context's next (never reused)."""
         self._index_ids()
+        context = context_of(subject)
         found = self._ids_by_content.get((
-            req.schema_type, req.references, parsed.canonical(),
+            context, req.schema_type, req.references, parsed.canonical(),
             _extras(req.metadata, req.rule_set),
         ))
-        if found is not None and found in self.state.id_users:
+        if found is not None and self.state.holds(found, context):
             return found
-        return int(self.state.max_id) + 1
+        return int(self.state.max_id(context)) + 1
 
     async def _register_import(
         self, subject: str, req: SchemaRequest, parsed: ParsedSchema
@@ -409,7 +414,7 @@ class SchemaRegistry:
             raise errors.operation_not_permitted(
                 f"Subject {subject} is in import mode: the request must give an id"
             )
-        holder = self.state.by_id(req.id)
+        holder = self.state.by_id(req.id, context_of(subject))
         if holder is not None:
             same = holder.schema_type == req.schema_type and holder.references == req.references
             if not same or self._parse_stored(holder).canonical() != parsed.canonical():

@@ -127,7 +127,7 @@ class KafkaStore:
         await self.read_to_end()
         _log.info(
             "registry state loaded from %s: %d subjects, max id %d, offset %d",
-            self.topic, len(self.state.subjects), self.state.max_id, self._applied,
+            self.topic, len(self.state.subjects), self.state.max_id(), self._applied,
         )
 
     async def stop(self) -> None:
