@@ -173,9 +173,22 @@ def test_associations_survive_a_restart(registry_broker: BrokerThread) -> None:
         after = client.get_associations_by_resource_name(topic, "cluster-1")
     assert [(a.subject, a.association_type, a.guid) for a in after] == [
         (value_subject, "value", before[0].guid)]
-    # Stored under odradek's own NOOP key, which Confluent's reader skips.
-    keys = [json.loads(k) for k, _ in read_topic(registry_broker.bootstrap)]
-    assert {"keytype": "NOOP", "magic": 0, "odradek": "association", "resourceId": rid} in keys
+    # Stored as Confluent stores them: one ASSOC record per association, a tombstone for the
+    # deleted one.
+    records = [(json.loads(k), v) for k, v in read_topic(registry_broker.bootstrap)]
+    mine = [(k, v) for k, v in records
+            if k["keytype"] == "ASSOC" and k["resourceName"] == topic]
+    key_of = {t: {"keytype": "ASSOC", "tenant": "default", "resourceName": topic,
+                  "resourceNamespace": "cluster-1", "resourceType": "topic",
+                  "associationType": t, "subject": s, "magic": 0}
+              for t, s in (("key", key_subject), ("value", value_subject))}
+    assert [k for k, _ in mine] == [key_of["key"], key_of["value"], key_of["key"]]
+    assert mine[2][1] is None
+    assert json.loads(mine[1][1]) == {
+        "guid": before[0].guid, "tenant": "default", "resourceName": topic,
+        "resourceNamespace": "cluster-1", "resourceId": rid, "resourceType": "topic",
+        "associationType": "value", "subject": value_subject, "lifecycle": "WEAK",
+        "frozen": False}
 
 
 def _strong(topic: str, rid: str, subject: str | None, schema: str = USER,

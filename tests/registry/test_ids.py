@@ -113,3 +113,8 @@ def test_ids_are_numbered_per_context(
     keys = [json.loads(k) for k, v in read_topic(registry_broker.bootstrap) if v is not None]
     counters = {k.get("context", "."): k for k in keys if k.get("odradek") == "id-counter"}
     assert {c1, c2, c3} <= set(counters)
+    # And each context its CONTEXT record, once, as Confluent writes it.
+    contexts = [k["context"] for k in keys if k["keytype"] == "CONTEXT"]
+    assert sorted(c for c in contexts if tag in c) == sorted([c1, c2, c3])
+    assert {"keytype": "CONTEXT", "tenant": "default", "context": c1, "magic": 0} in keys
+    assert f"{c1}" in http("GET", "/contexts")[1]

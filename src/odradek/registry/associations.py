@@ -2,9 +2,10 @@
 id and type) linked to one subject per association type, ``key`` or ``value``; the serializers
 of confluent-kafka 2.16 look a topic's subject up here before falling back to a naming strategy.
 
-Each resource is one ``_schemas`` record (:class:`~odradek.registry.records.AssociationKey`),
-written under the store's write lock like every other write and applied when it comes back
-from the log, so a restart rebuilds the associations with the rest of the state.
+Each association is one ``_schemas`` record in Confluent's ASSOC format
+(:class:`~odradek.registry.records.AssocKey`), written under the store's write lock like every
+other write and applied when it comes back from the log, so a restart rebuilds the
+associations with the rest of the state.
 
 Lifecycles follow Confluent's server (8.3): an association is ``STRONG`` (the subject belongs
 to the resource: created with a schema, frozen, deleted with the association when the delete
@@ -26,8 +27,8 @@ from typing import Any
 from odradek.registry import errors
 from odradek.registry.records import (
     Association,
-    AssociationKey,
     AssociationValue,
+    AssocValue,
     Key,
     SchemaValue,
     Value,
@@ -238,12 +239,11 @@ async def create_associations(registry: SchemaRegistry, body: object) -> dict[st
             for w in new
         }
         merged = {**have, **added}
-        if added:
-            value = AssociationValue(
-                name, namespace, resource_id, resource_type,
-                tuple(merged[t] for t in ASSOCIATION_TYPES if t in merged),
-            )
-            await registry.store.append([(AssociationKey(resource_id), value)])
+        records: list[tuple[Key, Value | None]] = []
+        for a in added.values():
+            value = AssocValue(name, namespace, resource_id, resource_type, a)
+            records.append((value.key, value))
+        await registry.store.append(records)
     answer = []
     for w in wanted:
         a = merged[w.association_type]
@@ -327,12 +327,11 @@ async def delete_associations(
             registry._check_writable(a.subject)
             if a.frozen and not cascade_lifecycle:
                 raise errors.association_frozen(a.association_type, a.subject)
-        kept = tuple(a for a in current.associations if a not in going)
-        value = None if not kept else AssociationValue(
-            current.resource_name, current.resource_namespace, current.resource_id,
-            current.resource_type, kept,
-        )
-        records: list[tuple[Key, Value | None]] = [(AssociationKey(resource_id), value)]
+        records: list[tuple[Key, Value | None]] = [
+            (AssocValue(current.resource_name, current.resource_namespace, resource_id,
+                        current.resource_type, a).key, None)
+            for a in going
+        ]
         if cascade_lifecycle:
             for a in going:
                 if _lifecycle(a) == "STRONG" and registry.mode(a.subject) != "IMPORT":

@@ -30,6 +30,8 @@ from odradek.registry.formats import (
 from odradek.registry.records import (
     ConfigKey,
     ConfigValue,
+    ContextKey,
+    ContextValue,
     DeleteSubjectKey,
     DeleteSubjectValue,
     IdCounterKey,
@@ -355,12 +357,16 @@ class SchemaRegistry:
         return value
 
     def _with_counter(self, key: SchemaKey, value: SchemaValue) -> list[tuple[Key, Value | None]]:
-        """The SCHEMA record, and the id counter when the record takes an id above every one
-        handed out so far (in one transaction: the counter is never behind the records)."""
+        """The SCHEMA record, the id counter when the record takes an id above every one
+        handed out so far (in one transaction: the counter is never behind the records), and
+        Confluent's CONTEXT record with the first schema of a context other than the default."""
         records: list[tuple[Key, Value | None]] = [(key, value)]
         context = context_of(value.subject)
         if value.id > self.state.max_id(context):
             records.append((IdCounterKey(context), IdCounterValue(value.id)))
+        if context != "." and context not in self.state.recorded_contexts:
+            # Confluent's reader lists (and resolves ids through) the contexts these name.
+            records.append((ContextKey(context), ContextValue(context)))
         return records
 
     def _index_ids(self, limit: int | None = None) -> bool:

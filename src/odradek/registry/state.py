@@ -16,8 +16,12 @@ from odradek.registry.records import (
     Association,
     AssociationKey,
     AssociationValue,
+    AssocKey,
+    AssocValue,
     ConfigKey,
     ConfigValue,
+    ContextKey,
+    ContextValue,
     DeleteSubjectKey,
     DeleteSubjectValue,
     IdCounterKey,
@@ -45,6 +49,10 @@ def context_of(subject: str) -> str:
     return "."
 
 
+#: Associations of a resource in the order they are listed.
+_TYPE_ORDER = {"key": 0, "value": 1}
+
+
 class RegistryState:
     """Subjects and their versions, schemas by id, configs and modes."""
 
@@ -66,6 +74,8 @@ class RegistryState:
         self.modes: dict[str | None, str] = {}
         #: Resources (e.g. topics) by id, with their associations to subjects.
         self.associations: dict[str, AssociationValue] = {}
+        #: Contexts a CONTEXT record names (Confluent writes one per context it has seen).
+        self.recorded_contexts: set[str] = set()
 
     # -- replay --------------------------------------------------------------------------------
 
@@ -97,6 +107,16 @@ class RegistryState:
                     self.associations[resource_id] = value
                 else:
                     self.associations.pop(resource_id, None)
+            case AssocKey():
+                if isinstance(value, AssocValue):
+                    self._put_association(value)
+                else:
+                    self._drop_association(key)
+            case ContextKey(context):
+                if isinstance(value, ContextValue):
+                    self.recorded_contexts.add(context)
+                else:
+                    self.recorded_contexts.discard(context)
             case NoopKey():
                 pass
 
@@ -123,6 +143,36 @@ class RegistryState:
         elif not versions:
             del self.subjects[subject]
 
+    def _put_association(self, value: AssocValue) -> None:
+        a = value.association
+        current = self.associations.get(value.resource_id)
+        kept = () if current is None else tuple(
+            b for b in current.associations if b.association_type != a.association_type
+        )
+        ordered = sorted((*kept, a), key=lambda b: _TYPE_ORDER.get(b.association_type, 99))
+        self.associations[value.resource_id] = AssociationValue(
+            value.resource_name, value.resource_namespace, value.resource_id,
+            value.resource_type, tuple(ordered),
+        )
+
+    def _drop_association(self, key: AssocKey) -> None:
+        # The key names the resource by name, namespace and type, not by id.
+        for resource_id, r in list(self.associations.items()):
+            if (r.resource_name, r.resource_namespace, r.resource_type) != (
+                key.resource_name, key.resource_namespace, key.resource_type
+            ):
+                continue
+            kept = tuple(
+                a for a in r.associations
+                if (a.association_type, a.subject) != (key.association_type, key.subject)
+            )
+            if not kept:
+                del self.associations[resource_id]
+            elif len(kept) != len(r.associations):
+                self.associations[resource_id] = AssociationValue(
+                    r.resource_name, r.resource_namespace, r.resource_id, r.resource_type, kept
+                )
+
     def _raise_max_id(self, context: str, schema_id: int) -> None:
         if schema_id > self.max_ids.get(context, 0):
             self.max_ids[context] = schema_id
@@ -141,7 +191,7 @@ class RegistryState:
 
     def contexts(self) -> list[str]:
         """The default context ``.`` and every context a subject names (``:.ctx:subject``)."""
-        found = {context_of(subject) for subject in self.subjects}
+        found = {context_of(subject) for subject in self.subjects} | self.recorded_contexts
         return sorted(found | {"."})
 
     def max_id(self, context: str = ".") -> int:
