@@ -269,3 +269,44 @@ def test_lifecycles_as_confluent_defines_them(registry: RegistryThread) -> None:
     [made] = client.create_association(_strong(topic, rid, None)).associations or []
     assert made.subject == f":.c:{topic}-value"
     assert client.get_latest_version(f":.c:{topic}-value").version == 1
+
+
+def test_lookups_by_resource_id_and_subject_and_dry_run(
+    registry: RegistryThread, http: Http
+) -> None:
+    """Confluent's other reads (by resource id, by subject, with the lifecycle filter) and a
+    create with ``dryRun`` that checks and writes nothing."""
+    client = SchemaRegistryClient({"url": registry.url})
+    topic, rid, key_subject, value_subject = _topic_with_subjects(client)
+    body = {"resourceName": topic, "resourceNamespace": "c", "resourceId": rid,
+            "associations": [{"subject": key_subject, "associationType": "key"},
+                             {"subject": value_subject}]}
+    status, answer = http("POST", "/associations?dryRun=true", body)
+    assert (status, answer["associations"]) == (200, [])
+    assert http("GET", f"/associations/resources/{rid}") == (200, [])
+    assert http("POST", "/associations", body)[0] == 200
+    status, found = http("GET", f"/associations/resources/{rid}")
+    assert status == 200 and [(a["subject"], a["associationType"], a["lifecycle"])
+                              for a in found] == [(key_subject, "key", "WEAK"),
+                                                  (value_subject, "value", "WEAK")]
+    assert [a["subject"] for a in http(
+        "GET", f"/associations/resources/{rid}?associationType=value")[1]] == [value_subject]
+    assert http("GET", f"/associations/resources/{rid}?lifecycle=STRONG") == (200, [])
+    status, by_subject = http("GET", f"/associations/subjects/{value_subject}")
+    assert status == 200 and [(a["resourceName"], a["resourceId"]) for a in by_subject] == [
+        (topic, rid)]
+    assert http("GET", f"/associations/subjects/{_unique('none')}") == (200, [])
+    assert http("GET", f"/associations/resources/{rid}?lifecycle=BOTH")[1]["error_code"] == 42212
+    # A dry run still refuses what the real one would.
+    again = {**body, "associations": [{"subject": key_subject, "associationType": "value"}]}
+    assert http("POST", "/associations?dryRun=true", again)[1]["error_code"] == 40903
+    # A dry run of a STRONG association with an incompatible schema is refused as incompatible.
+    strong = _unique("strong")
+    client.register_schema(strong, Schema(USER, "AVRO"))
+    incompatible = json.dumps({"type": "record", "name": "User",
+                               "fields": [{"name": "n", "type": "int"}]})
+    status, refused = http("POST", "/associations?dryRun=true", {
+        "resourceName": _unique("t"), "resourceNamespace": "c", "resourceId": _unique("id"),
+        "associations": [{"subject": strong, "schema": {"schema": incompatible}}]})
+    # The subject holds a schema already, so Confluent refuses the frozen association first.
+    assert (status, refused["error_code"]) == (422, 42212), refused

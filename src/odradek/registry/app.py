@@ -500,12 +500,34 @@ async def delete_mode(request: web.Request) -> web.Response:
 # -- /associations -----------------------------------------------------------------------------
 
 async def create_associations(request: web.Request) -> web.Response:
-    return _json(await associations.create_associations(_registry(request), await _body(request)))
+    return _json(await associations.create_associations(
+        _registry(request), await _body(request), dry_run=_association_flag(request, "dryRun")
+    ))
 
 
 async def find_associations(request: web.Request) -> web.Response:
     found = await associations.find_associations(
         _registry(request), request.match_info["namespace"], request.match_info["name"],
+        resource_type=request.query.get("resourceType") or None,
+        association_types=request.query.getall("associationType", []),
+        lifecycle=request.query.get("lifecycle") or None,
+    )
+    return _json(_page(request, found))
+
+
+async def associations_by_resource_id(request: web.Request) -> web.Response:
+    found = await associations.find_by_resource_id(
+        _registry(request), request.match_info["resource_id"],
+        resource_type=request.query.get("resourceType") or None,
+        association_types=request.query.getall("associationType", []),
+        lifecycle=request.query.get("lifecycle") or None,
+    )
+    return _json(_page(request, found))
+
+
+async def associations_by_subject(request: web.Request) -> web.Response:
+    found = await associations.find_by_subject(
+        _registry(request), request.match_info["subject"],
         resource_type=request.query.get("resourceType") or None,
         association_types=request.query.getall("associationType", []),
         lifecycle=request.query.get("lifecycle") or None,
@@ -572,6 +594,8 @@ def make_app(
     r.add_post("/compatibility/subjects/{subject}/versions", compatibility)
     r.add_post("/associations", create_associations)
     r.add_get("/associations/resources/{namespace}/{name}", find_associations)
+    r.add_get("/associations/resources/{resource_id}", associations_by_resource_id)
+    r.add_get("/associations/subjects/{subject}", associations_by_subject)
     r.add_delete("/associations/resources/{resource_id}", delete_associations)
     r.add_post("/compatibility/subjects/{subject}/versions/{version}", compatibility)
     for path in ("/config", "/config/{subject}"):

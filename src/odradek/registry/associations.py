@@ -43,6 +43,8 @@ __all__ = [
     "create_associations",
     "delete_associations",
     "find_associations",
+    "find_by_resource_id",
+    "find_by_subject",
 ]
 
 ASSOCIATION_TYPES = ("key", "value")
@@ -63,8 +65,7 @@ def association_json(resource: AssociationValue, a: Association) -> dict[str, An
         "resourceType": resource.resource_type,
         "associationType": a.association_type,
     }
-    if a.lifecycle is not None:
-        obj["lifecycle"] = a.lifecycle
+    obj["lifecycle"] = a.lifecycle or "WEAK"
     obj["frozen"] = a.frozen
     return obj
 
@@ -146,11 +147,15 @@ class _Requested:
         return (a.subject, _lifecycle(a), a.frozen) == (self.subject, self.lifecycle, self.frozen)
 
 
-async def create_associations(registry: SchemaRegistry, body: object) -> dict[str, Any]:
+async def create_associations(
+    registry: SchemaRegistry, body: object, *, dry_run: bool = False
+) -> dict[str, Any]:
     """``POST /associations``: link the resource to each subject named. A STRONG entry comes
     with its schema, registered under its subject (which then holds that schema alone); a WEAK
     one needs the subject to have a live version. Asking again for an association the resource
-    has is answered with it; anything else for a type the resource has is refused (409/40903)."""
+    has is answered with it; anything else for a type the resource has is refused (409/40903).
+    ``dry_run`` checks everything (schemas' compatibility included), writes nothing and
+    answers with no associations, as Confluent does."""
     if not isinstance(body, dict):
         raise errors.bad_request("the body must be a JSON object")
     name = _text(body, "resourceName")
@@ -226,6 +231,16 @@ async def create_associations(registry: SchemaRegistry, body: object) -> dict[st
                     )
             elif any(_lifecycle(a) == "STRONG" for _, a in others):
                 raise errors.strong_association_exists(w.subject)
+        if dry_run:
+            for w in wanted:
+                if w.schema is not None and registry.mode(w.subject) != "IMPORT":
+                    problems = await registry.test_compatibility(
+                        w.subject, None, w.schema, normalize=w.normalize
+                    )
+                    if problems:
+                        raise errors.incompatible_schema(problems)
+            return {"resourceName": name, "resourceNamespace": namespace,
+                    "resourceId": resource_id, "resourceType": resource_type, "associations": []}
         schemas: dict[str, SchemaValue] = {}
         for w in wanted:
             if w.schema is not None and registry.mode(w.subject) != "IMPORT":
@@ -276,6 +291,50 @@ def _holds_only(registry: SchemaRegistry, w: _Requested) -> bool:
     frozen association may be made on such a subject (a retry of one that registered it)."""
     live = registry.state.versions(w.subject)
     return bool(live) and live[-1].version == 1 and _holds(registry, w)
+
+
+def _matching(
+    a: Association, types: list[str] | None, lifecycle: str | None
+) -> bool:
+    return (types is None or a.association_type in types) and (
+        lifecycle is None or _lifecycle(a) == lifecycle
+    )
+
+
+def _lifecycle_filter(lifecycle: str | None) -> str | None:
+    if lifecycle is not None and lifecycle not in LIFECYCLES:
+        raise errors.invalid_association("lifecycle", f"must be one of {', '.join(LIFECYCLES)}")
+    return lifecycle
+
+
+async def find_by_resource_id(
+    registry: SchemaRegistry, resource_id: str, *, resource_type: str | None,
+    association_types: list[str], lifecycle: str | None = None,
+) -> list[dict[str, Any]]:
+    """``GET /associations/resources/{resource_id}``: that resource's associations (a list,
+    empty when it has none)."""
+    types, lifecycle = _types(association_types), _lifecycle_filter(lifecycle)
+    await registry.store.read_to_end()
+    r = registry.state.associations.get(resource_id)
+    if r is None or r.resource_type != (resource_type or _DEFAULT_RESOURCE_TYPE):
+        return []
+    return [association_json(r, a) for a in r.associations if _matching(a, types, lifecycle)]
+
+
+async def find_by_subject(
+    registry: SchemaRegistry, subject: str, *, resource_type: str | None,
+    association_types: list[str], lifecycle: str | None = None,
+) -> list[dict[str, Any]]:
+    """``GET /associations/subjects/{subject}``: every association naming the subject."""
+    types, lifecycle = _types(association_types), _lifecycle_filter(lifecycle)
+    await registry.store.read_to_end()
+    wanted_type = resource_type or _DEFAULT_RESOURCE_TYPE
+    found = sorted(
+        ((r, a) for r, a in registry.state.associations_of(subject)
+         if r.resource_type == wanted_type and _matching(a, types, lifecycle)),
+        key=lambda ra: (ra[0].resource_name, ra[0].resource_namespace, ra[1].association_type),
+    )
+    return [association_json(r, a) for r, a in found]
 
 
 async def find_associations(
