@@ -140,7 +140,8 @@ class _Requested:
         self.frozen = lifecycle == "STRONG"
         if subject is None and lifecycle == "WEAK":
             raise errors.invalid_association("subject", "must be provided for WEAK associations")
-        #: ``None``: the association the resource has of this type, or the default subject.
+        #: Empty when not given: the subject of the association the resource has of this type,
+        #: else (STRONG) the default ``:.<namespace>:<resource>-<type>``.
         self.subject: str = subject or ""
 
     def same_as(self, a: Association) -> bool:
