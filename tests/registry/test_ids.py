@@ -118,3 +118,14 @@ def test_ids_are_numbered_per_context(
     assert sorted(c for c in contexts if tag in c) == sorted([c1, c2, c3])
     assert {"keytype": "CONTEXT", "tenant": "default", "context": c1, "magic": 0} in keys
     assert f"{c1}" in http("GET", "/contexts")[1]
+    # The ids a guid has, one per context holding the schema.
+    guid = http("GET", f"/schemas/ids/1?subject=:{c1}:s")[1]["guid"]
+    status, ids = http("GET", f"/schemas/guids/{guid}/ids")
+    assert status == 200 and {(c1, 1), (c3, 2), (".", default_a)} <= {
+        (i["context"], i["id"]) for i in ids}, ids
+    # A context that holds a subject (even a deleted one) is not deleted; an empty one is.
+    assert http("DELETE", f"/contexts/{c2}")[1]["error_code"] == 42211
+    for path in (f"/subjects/:{c2}:s", f"/subjects/:{c2}:s?permanent=true"):
+        assert http("DELETE", path)[0] == 200
+    assert http("DELETE", f"/contexts/{c2}")[0] == 204
+    assert c2 not in http("GET", "/contexts")[1]

@@ -280,6 +280,18 @@ async def schema_by_guid(request: web.Request) -> web.Response:
     return _json(body)
 
 
+async def ids_by_guid(request: web.Request) -> web.Response:
+    """``/schemas/guids/{guid}/ids``: the id the schema has in each context holding it."""
+    registry = await _read(request)
+    found = registry.state.ids_for_guid(request.match_info["guid"].lower())
+    return _json([{"context": context, "id": schema_id} for context, schema_id in found])
+
+
+async def delete_context(request: web.Request) -> web.Response:
+    await _registry(request).delete_context(request.match_info["context"])
+    return web.Response(status=204)
+
+
 async def schema_text_by_id(request: web.Request) -> web.Response:
     registry, sv = await _read_by_id(request)
     fmt = request.query.get("format")
@@ -556,7 +568,7 @@ async def delete_associations(request: web.Request) -> web.Response:
 #: The handlers that write to ``_schemas``: only the primary runs them.
 _WRITES: frozenset[Callable[..., Any]] = frozenset({
     register, delete_version, delete_subject, put_config, delete_config, put_mode, delete_mode,
-    create_associations, delete_associations,
+    create_associations, delete_associations, delete_context,
 })
 
 
@@ -581,6 +593,8 @@ def make_app(
     r.add_get("/schemas/ids/{id}/subjects", subjects_by_id)
     r.add_get("/schemas/ids/{id}/versions", versions_by_id)
     r.add_get("/schemas/guids/{guid}", schema_by_guid)
+    r.add_get("/schemas/guids/{guid}/ids", ids_by_guid)
+    r.add_delete("/contexts/{context}", delete_context)
     r.add_get("/subjects", list_subjects)
     r.add_post("/subjects/{subject}", lookup)
     r.add_delete("/subjects/{subject}", delete_subject)

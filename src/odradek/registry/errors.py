@@ -33,6 +33,7 @@ __all__ = [
     "operation_not_permitted",
     "reference_exists",
     "bad_request",
+    "context_not_empty",
     "store_error",
     "store_timeout",
     "unknown_primary",
@@ -190,6 +191,10 @@ def operation_not_permitted(message: str) -> RegistryError:
 
 def reference_exists(message: str) -> RegistryError:
     return RegistryError(422, 42206, message)
+
+
+def context_not_empty(context: str) -> RegistryError:
+    return RegistryError(422, 42211, f"The specified context '{context}' is not empty.")
 
 
 def bad_request(message: str) -> RegistryError:

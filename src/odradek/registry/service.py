@@ -570,6 +570,17 @@ class SchemaRegistry:
             records.append((ModeKey(subject), None))
         return records
 
+    async def delete_context(self, context: str) -> None:
+        """Forget a context that holds no subject, deleted ones included (42211 otherwise):
+        its CONTEXT record is tombstoned, as Confluent does."""
+        name = context.strip(":")
+        name = name if name.startswith(".") else f".{name}"
+        async with self.store.writing():
+            if any(context_of(s) == name for s in self.state.subjects):
+                raise errors.context_not_empty(name)
+            if name in self.state.recorded_contexts:
+                await self.store.append([(ContextKey(name), None)])
+
     # -- config and mode -----------------------------------------------------------------------
 
     def get_config(self, subject: str | None, *, default_to_global: bool) -> dict[str, Any]:

@@ -222,6 +222,14 @@ class RegistryState:
                     return found
         return None
 
+    def ids_for_guid(self, guid: str) -> list[tuple[str, int]]:
+        """(context, id) of every context holding a schema with that guid."""
+        return sorted(
+            (context, schema_id)
+            for (context, g), schema_id in self.ids_by_guid.items()
+            if g == guid and self.holds(schema_id, context)
+        )
+
     def users_of(
         self, schema_id: int, *, deleted: bool = False, context: str = "."
     ) -> list[SchemaValue]:
