@@ -279,9 +279,12 @@ class Broker:
         member = self.cluster_member
         if member is not None and self.config.controlled_shutdown_enable:
             # Still serving: clients follow the leaderships as they move.
-            await member.controlled_shutdown(
-                self.cluster, self.config.broker_session_timeout_ms / 1000
-            )
+            try:
+                await member.controlled_shutdown(
+                    self.cluster, self.config.broker_session_timeout_ms / 1000
+                )
+            except Exception:  # the stop must go on whatever happened
+                log.exception("controlled shutdown failed; stopping anyway")
         self._server.close()
         self.connections.close_all()
         for task in self._tasks:
