@@ -65,8 +65,16 @@ def _inprocess() -> Harness:
 class _Broker:
     """A broker's membership without the broker: a session and a registration."""
 
-    def __init__(self, harness: Harness, store: ClusterStore, keys: ClusterKeys, node_id: int):
+    def __init__(
+        self,
+        harness: Harness,
+        store: ClusterStore,
+        keys: ClusterKeys,
+        node_id: int,
+        rack: str | None = None,
+    ):
         self._harness, self._store, self._keys, self.node_id = harness, store, keys, node_id
+        self.rack = rack
         self.session: Session | None = None
         self.registration: BrokerRegistration | None = None
         self.epoch = 0
@@ -75,7 +83,7 @@ class _Broker:
         self.session = await Session.open(
             self._store, TTL, clock=self._harness.session_clock, sleep=self._harness.sleep
         )
-        info = BrokerInfo(self.node_id, "127.0.0.1", 9000 + self.node_id)
+        info = BrokerInfo(self.node_id, "127.0.0.1", 9000 + self.node_id, self.rack)
         self.registration = BrokerRegistration(self._store, self._keys, self.session, info)
         self.epoch = await self.registration.register()
         return self
@@ -431,6 +439,26 @@ def test_an_incomplete_topic_is_completed(harness: Harness) -> None:
         states = await _await_states(harness, store, keys, "half", lambda s: len(s) == 6)
         assert states[5].replicas == round_robin_placement([5], [1, 2, 3], 2)[5]
 
+        await _stop(task)
+        for broker in brokers:
+            await broker.stop()
+
+    harness.run(scenario)
+
+
+def test_a_topic_completed_on_racked_brokers_spreads_replicas_over_racks() -> None:
+    harness = _inprocess()
+    keys = _keys(harness)
+
+    async def scenario(store: ClusterStore) -> None:
+        racks = {1: "a", 2: "a", 3: "b", 4: "b", 5: "c", 6: "c"}
+        brokers = [await _Broker(harness, store, keys, n, r).start() for n, r in racks.items()]
+        await _create_topic(store, keys, "half", [(1, 3, 5)] * 12, written=[0])
+        _, task = await _start_runner(harness, store, keys, brokers[0])
+        states = await _await_states(harness, store, keys, "half", lambda s: len(s) == 12)
+        for state in states.values():
+            assert len({racks[r] for r in state.replicas}) == 3, state
+        assert {states[p].leader for p in range(1, 12)} == set(racks)  # leaders go round
         await _stop(task)
         for broker in brokers:
             await broker.stop()

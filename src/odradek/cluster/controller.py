@@ -28,7 +28,9 @@ Rules (Kafka's, with etcd's revisions standing in for broker epochs):
   written before their partitions (:mod:`odradek.cluster.model`), so a creator may be half-way;
   the controller completes a topic only once it has stayed incomplete and unchanged for
   ``incomplete_topic_grace_s`` (a creator that crashed), placing the missing partitions with
-  ``placement`` over the live brokers, at the replication factor of the topic's other partitions.
+  ``placement`` over the live brokers (rack-aware as :mod:`odradek.cluster.topic_admin` places
+  when any broker has a rack, else round robin), at the replication factor of the topic's other
+  partitions.
 - **A partition state is orphaned** when its topic has no record (a deleter stopped half-way)
   or its number is not below the record's count (left by a deleted namesake with more
   partitions). Orphans are deleted. Which incarnation of a name a state belongs to is not
@@ -77,6 +79,7 @@ from odradek.cluster.store import (
     create_revision_is,
     mod_revision_is,
 )
+from odradek.cluster.topic_admin import assign_replicas, rack_alternating
 
 __all__ = [
     "MAX_TXN_OPS",
@@ -167,6 +170,7 @@ class _Image:
     epoch: int  # the controller epoch this image is kept for
     brokers: dict[int, int] = field(default_factory=dict)  # node id → broker epoch
     shutting_down: set[int] = field(default_factory=set)  # in controlled shutdown
+    racks: dict[int, str] = field(default_factory=dict)  # of the brokers that have one
     topics: dict[str, _Topic] = field(default_factory=dict)
     partitions: dict[str, dict[int, _Partition]] = field(default_factory=dict)
     # The topics changed since the last plan (by record or partition); None: every topic (a
@@ -203,6 +207,10 @@ class _Image:
                 self.shutting_down.add(number)
             else:
                 self.shutting_down.discard(number)
+            if info is not None and info.rack:
+                self.racks[number] = info.rack
+            else:
+                self.racks.pop(number, None)
         elif kind == "topic":
             current = self.topics.get(name)
             if current is None or current.kv.mod_revision <= kv.mod_revision:
@@ -222,6 +230,7 @@ class _Image:
         if kind == "broker":
             self.brokers.pop(number, None)
             self.shutting_down.discard(number)
+            self.racks.pop(number, None)
         elif kind == "topic":
             topic = self.topics.get(name)
             if topic is not None and topic.kv.mod_revision < revision:
@@ -233,6 +242,22 @@ class _Image:
                 del parts[number]
                 if not parts:
                     del self.partitions[name]
+
+    def rack_aware_placement(
+        self, partitions: Sequence[int], brokers: Sequence[int], replication_factor: int
+    ) -> dict[int, tuple[int, ...]]:
+        """Kafka's placement over ``brokers`` with their registered racks (replicas on distinct
+        racks while any is unused), from a fixed start so that a plan stays a pure function of
+        the store; round robin when no broker has a rack."""
+        if not any(b in self.racks for b in brokers):
+            return round_robin_placement(partitions, brokers, replication_factor)
+        ordered = rack_alternating([BrokerInfo(b, "", 0, self.racks.get(b)) for b in brokers])
+        return {
+            p: assign_replicas(
+                ordered, 1, replication_factor, start=0, shift=0, first_partition=p
+            )[0]
+            for p in partitions
+        }
 
     def _touch(self, kind: str, name: str) -> None:
         if kind == "broker":
@@ -324,11 +349,12 @@ class Controller:
         *,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
-        placement: Placement = round_robin_placement,
+        placement: Placement | None = None,
         incomplete_topic_grace_s: float = 5.0,
         unclean_leader_election: bool = False,
     ) -> None:
-        """``unclean_leader_election``: the broker's ``unclean.leader.election.enable``, for
+        """``placement``: how the controller places partitions it completes (None: rack-aware
+        placement over the brokers' registered racks). ``unclean_leader_election``: the broker's ``unclean.leader.election.enable``, for
         topics that do not set it."""
         if not election.epoch:
             raise ValueError("the election has not been won")
@@ -590,7 +616,8 @@ class Controller:
         if len(brokers) < factor:
             return writes  # wait for brokers: a broker's arrival wakes the controller
         guard = mod_revision_is(keys.topic(name), topic.kv.mod_revision)
-        for p, replicas in sorted(self._placement(missing, brokers, factor).items()):
+        placement = self._placement or self._image.rack_aware_placement
+        for p, replicas in sorted(placement(missing, brokers, factor).items()):
             state = PartitionState(replicas, replicas, replicas[0])
             guards = (guard, *registrations(state))
             writes.append(_Write(keys.partition(name, p), 0, state.encode(), guards))
@@ -655,7 +682,7 @@ class ControllerRunner:
         *,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
-        placement: Placement = round_robin_placement,
+        placement: Placement | None = None,
         incomplete_topic_grace_s: float = 5.0,
         unclean_leader_election: bool = False,
     ) -> None:
