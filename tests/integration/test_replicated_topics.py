@@ -181,6 +181,12 @@ def test_sigterm_hands_leaderships_over_before_the_broker_exits(
     for state in last.values():
         assert state.leader not in (victim, -1)
         assert victim not in state.isr and len(state.isr) == 2
-    # What clients see from the survivors: the same.
+    # What clients see from the survivors: the same; `odradek cluster status` counts them
+    # under-replicated.
     after = _partitions(bootstrap, topic)
     assert all(part.leader != victim and victim not in part.isrs for part in after.values())
+    status = cluster.status()
+    assert [b.info.node_id for b in status.brokers] == [1, 3]
+    assert {(t, p) for t, p in status.under_replicated if t == topic} == {
+        (topic, p) for p in range(6)
+    }
