@@ -37,6 +37,8 @@ from odradek.cluster.image import MetadataImage, TopicsChange
 from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.producer_ids import ProducerIdManager
 from odradek.cluster.store import ClusterStore, RevisionCompacted
+from odradek.cluster.partition_changes import PartitionChanges
+from odradek.cluster.preferred import RebalanceSettings
 from odradek.cluster.topic_admin import TopicAdmin
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
@@ -61,9 +63,18 @@ _OPEN_LOGS_PER_SLICE = 20
 _SINGLE_NODE_SESSION_TTL_S = 3600
 
 
-async def _run_controller(term: ControllerTerm) -> None:
+def _controller_work(config: BrokerConfig) -> ControllerWork:
     """The controller's work for one term (cluster/controller.py), the default of every broker."""
-    await Controller(term.store, term.keys, term.election).run()
+    rebalance = RebalanceSettings(
+        enabled=config.auto_leader_rebalance_enable,
+        check_interval_s=config.leader_imbalance_check_interval_seconds,
+        per_broker_percentage=config.leader_imbalance_per_broker_percentage,
+    )
+
+    async def run(term: ControllerTerm) -> None:
+        await Controller(term.store, term.keys, term.election, rebalance=rebalance).run()
+
+    return run
 
 
 def cleaner_config(config: BrokerConfig) -> CleanerConfig:
@@ -129,6 +140,7 @@ class Broker:
         #: The cluster's metadata as this broker sees it (BrokerServices.cluster).
         self.cluster: MetadataImage
         self.topic_admin: TopicAdmin
+        self.partition_changes: PartitionChanges
         self.producer_ids: ProducerIdManager
         self._store_compacted_at = 0
         # What start() opened of the cluster metadata, closed in reverse order by stop().
@@ -297,7 +309,7 @@ class Broker:
         producer ids over them. One code path: a single node is a cluster of one."""
         config = self.config
         keys = self.cluster_keys = ClusterKeys(prefix=config.etcd_prefix)
-        work = self._controller_work or _run_controller
+        work = self._controller_work or _controller_work(config)
         if config.etcd_endpoints:
             # Imported here: aiohttp costs a single node ~80 ms of start-up and ~10 MB.
             from odradek.cluster.etcd import EtcdStore
@@ -325,6 +337,7 @@ class Broker:
         await self.cluster.start()
         self._cluster_parts.append(self.cluster)
         self.topic_admin = TopicAdmin(member.store, keys, self.cluster)
+        self.partition_changes = PartitionChanges(member.store, keys, self.cluster)
         self.producer_ids = ProducerIdManager(member.store, keys)
         self._cluster_parts.append(self.producer_ids)
         await self.producer_ids.start()

@@ -26,8 +26,12 @@ Rules (Kafka's, with etcd's revisions standing in for broker epochs):
   ``unclean.leader.election.enable=true``: then the first live replica leads and the ISR is just
   it (it may lack acknowledged records; Kafka's default is false). A change of leader, or the
   same broker re-elected in a new incarnation, bumps ``leader_epoch``; any change at all bumps
-  ``partition_epoch``. Preferred-leader election (issue 13) would be another rule in
-  :func:`reassess_partition`'s place; the seam is marked there.
+  ``partition_epoch``.
+- **A reassignment completes** (:func:`~odradek.cluster.reassignment.advance_reassignment`)
+  once every target replica is in the ISR: the removed replicas leave the replica set and the
+  ISR, and a removed leader is replaced.
+- **Preferred leaders are restored** (:mod:`odradek.cluster.preferred`) every
+  ``leader.imbalance.check.interval.seconds`` when ``auto.leader.rebalance.enable``.
 - **A topic is incomplete** when some partition below its count has no state. Topic records are
   written before their partitions (:mod:`odradek.cluster.model`), so a creator may be half-way;
   the controller completes a topic only once it has stayed incomplete and unchanged for
@@ -61,6 +65,8 @@ from odradek.cluster.membership import (
     Session,
 )
 from odradek.cluster.model import NO_LEADER, PartitionState, TopicRecord
+from odradek.cluster.preferred import PreferredLeaderBalancer, RebalanceSettings
+from odradek.cluster.reassignment import advance_reassignment
 from odradek.cluster.store import (
     ClusterStore,
     ClusterStoreError,
@@ -352,6 +358,7 @@ class Controller:
         sleep: Sleep = asyncio.sleep,
         placement: Placement = round_robin_placement,
         incomplete_topic_grace_s: float = 5.0,
+        rebalance: RebalanceSettings | None = None,
     ) -> None:
         if not election.epoch:
             raise ValueError("the election has not been won")
@@ -362,6 +369,7 @@ class Controller:
         self._sleep = sleep
         self._placement = placement
         self._grace_ms = int(incomplete_topic_grace_s * 1000)
+        self._balancer = PreferredLeaderBalancer(rebalance or RebalanceSettings(), self._clock)
         self.epoch = election.epoch
         self.stats = ControllerStats()
         self._image = _Image(keys, self.epoch)
@@ -528,6 +536,41 @@ class Controller:
         writes: list[_Write] = []
         for name in sorted(names):
             writes.extend(self._plan_topic(name))
+        writes.extend(self._plan_rebalance({w.key for w in writes}))
+        return writes
+
+    def _plan_rebalance(self, planned: set[str]) -> list[_Write]:
+        """Preferred-leader elections, when the balancer's check is due (its next check then
+        becomes a deadline of the wait for changes)."""
+        image, keys, live = self._image, self._keys, self._image.brokers
+        partitions = []
+        for name, parts in image.partitions.items():
+            topic = image.topics.get(name)
+            if topic is None or topic.record is None:
+                continue
+            for number, partition in parts.items():
+                key = keys.partition(name, number)
+                if partition.state is not None and key not in planned and _belongs(
+                    topic, number, partition
+                ):
+                    partitions.append((number, name, partition))
+        by_key = {keys.partition(name, n): p for n, name, p in partitions}
+        elections = self._balancer.maybe_elect(
+            ((k, p.state, p.kv.mod_revision) for k, p in by_key.items() if p.state), live
+        )
+        due = self._balancer.next_check_ms
+        if due is not None:
+            self._deadline_ms = due if self._deadline_ms is None else min(self._deadline_ms, due)
+        writes = []
+        for key, new in elections:
+            kv = by_key[key].kv
+            named = sorted({*new.isr, new.leader} & live.keys())
+            guards = tuple(create_revision_is(keys.broker(b), live[b]) for b in named)
+            writes.append(_Write(key, kv.mod_revision, new.encode(), guards, kv.create_revision))
+        if writes:
+            log.info(
+                "controller epoch %d: electing %d preferred leaders", self.epoch, len(writes)
+            )
         return writes
 
     def _settled(self, seen: dict[str, tuple[int, int]], name: str, touched: int) -> bool:
@@ -572,6 +615,8 @@ class Controller:
             configs = topic.record.configs
             unclean = configs.get(UNCLEAN_LEADER_ELECTION, "false").lower() == "true"
             new = reassess_partition(partition.state, kv.mod_revision, live, unclean=unclean)
+            stored = partition.state
+            new = advance_reassignment(new or stored, live.keys(), stored=stored) or new
             if new is not None:
                 writes.append(
                     _Write(
@@ -668,7 +713,9 @@ class ControllerRunner:
         sleep: Sleep = asyncio.sleep,
         placement: Placement = round_robin_placement,
         incomplete_topic_grace_s: float = 5.0,
+        rebalance: RebalanceSettings | None = None,
     ) -> None:
+        self._rebalance = rebalance
         self._store = store
         self._keys = keys
         self.node_id = node_id
@@ -716,6 +763,7 @@ class ControllerRunner:
                     sleep=self._sleep,
                     placement=self._placement,
                     incomplete_topic_grace_s=self._grace_s,
+                    rebalance=self._rebalance,
                 )
                 await self.controller.run()
                 if self.controller.store_closed:

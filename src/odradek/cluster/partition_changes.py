@@ -1,0 +1,194 @@
+"""Changes to partition states asked for by clients (reassignments, leader elections), written
+by whichever broker received the request, each a compare-and-swap of the partition's key.
+
+In Kafka these requests go to the controller; here any broker may write a partition state, as
+:class:`~odradek.cluster.topic_admin.TopicAdmin` writes topics, because every write is compared
+on what it read: the key's ``mod_revision``, and the registration (broker epoch) of every broker
+the new state names as leader, ISR member or replica being added, so a broker that left or
+restarted meanwhile is not taken for its earlier self. A change is computed on the state as the
+controller would leave it (:func:`~odradek.cluster.controller.reassess_partition` first: lost
+brokers out of the ISR, a leader elected), so a write never makes a restarted broker look like
+the ISR member it was. A refused compare re-reads and computes again; a lost answer is re-read
+and recognised by its value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+
+from odradek.cluster.controller import UNCLEAN_LEADER_ELECTION, reassess_partition
+from odradek.cluster.image import MetadataImage
+from odradek.cluster.membership import ClusterKeys
+from odradek.cluster.model import NO_LEADER, PartitionState
+from odradek.cluster.preferred import ElectionType, elect_leader
+from odradek.cluster.reassignment import cancel_reassignment, start_reassignment
+from odradek.cluster.store import (
+    ClusterStore,
+    OutcomeUnknown,
+    Put,
+    create_revision_is,
+    mod_revision_is,
+)
+from odradek.errors import (
+    ElectionNotNeededError,
+    KafkaError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+)
+
+__all__ = ["PartitionKey", "ChangeFn", "PartitionChanges"]
+
+log = logging.getLogger(__name__)
+
+#: (topic, partition)
+PartitionKey = tuple[str, int]
+
+#: (the partition's state as the controller would leave it, the registered brokers, whether the
+#: topic allows unclean elections) → the state to write, or None to write nothing. Raises a
+#: :class:`~odradek.errors.KafkaError` for the partition's error.
+ChangeFn = Callable[[PartitionState, Collection[int], bool], PartitionState | None]
+
+_CAS_ATTEMPTS = 10
+
+
+class PartitionChanges:
+    """Writes requested partition-state changes for one broker and waits until its image
+    shows them. Owned by the broker's event loop; keeps nothing between calls."""
+
+    def __init__(self, store: ClusterStore, keys: ClusterKeys, image: MetadataImage) -> None:
+        self._store = store
+        self._keys = keys
+        self._image = image
+
+    async def alter_reassignments(
+        self,
+        targets: Mapping[PartitionKey, Sequence[int] | None],
+        *,
+        allow_replication_factor_change: bool = True,
+    ) -> dict[PartitionKey, KafkaError | None]:
+        """AlterPartitionReassignments: start the reassignment of each partition to its target,
+        or cancel it (None); each partition's error, or None once written."""
+
+        def change(target: Sequence[int] | None) -> ChangeFn:
+            def apply(
+                state: PartitionState, live: Collection[int], unclean: bool
+            ) -> PartitionState:
+                if target is None:
+                    return cancel_reassignment(state, live, unclean=unclean)
+                return start_reassignment(
+                    state, target, live,
+                    allow_replication_factor_change=allow_replication_factor_change,
+                )
+
+            return apply
+
+        return await self.change({key: change(target) for key, target in targets.items()})
+
+    async def elect_leaders(
+        self, election: ElectionType, partitions: Sequence[PartitionKey] | None
+    ) -> dict[PartitionKey, KafkaError | None]:
+        """ElectLeaders of every partition named, or of every partition (None); then, as
+        Kafka answers, partitions that needed no election are left out of the result."""
+
+        def apply(state: PartitionState, live: Collection[int], unclean: bool) -> PartitionState:
+            return elect_leader(state, election, live)
+
+        if partitions is not None:
+            return await self.change(dict.fromkeys(partitions, apply))
+        every = [
+            (info.name, p) for info in self._image.topics() for p in range(len(info.partitions))
+        ]
+        results = await self.change(dict.fromkeys(every, apply))
+        return {k: e for k, e in results.items() if not isinstance(e, ElectionNotNeededError)}
+
+    async def change(
+        self, changes: Mapping[PartitionKey, ChangeFn]
+    ) -> dict[PartitionKey, KafkaError | None]:
+        """Apply each change (in order); each partition's error, or None once written (or
+        nothing needed writing) and shown by this broker's image."""
+        results: dict[PartitionKey, KafkaError | None] = {}
+        revision = 0
+        for key, fn in changes.items():
+            try:
+                revision = max(revision, await self._change_one(key, fn))
+            except KafkaError as e:
+                results[key] = e
+            else:
+                results[key] = None
+        if revision:
+            await self._image.wait_for_revision(revision)
+        return results
+
+    async def _brokers(self) -> dict[int, int]:
+        """Registered brokers: node id → broker epoch."""
+        result = await self._store.range(self._keys.brokers, prefix=True)
+        brokers = {}
+        for kv in result.kvs:
+            try:
+                brokers[int(kv.key[len(self._keys.brokers) :])] = kv.create_revision
+            except ValueError:
+                continue
+        return brokers
+
+    async def _change_one(self, key: PartitionKey, fn: ChangeFn) -> int:
+        """The revision of the write, or 0 when nothing was written."""
+        topic, partition = key
+        store_key = self._keys.partition(topic, partition)
+        attempted: bytes | None = None
+        for _ in range(_CAS_ATTEMPTS):
+            info = self._image.topic(topic)
+            if info is None or not 0 <= partition < len(info.partitions):
+                raise UnknownTopicOrPartitionError(
+                    f"topic-partition {topic}-{partition} does not exist"
+                )
+            brokers = await self._brokers()
+            kv = await self._store.get(store_key)
+            if kv is None:
+                raise UnknownTopicOrPartitionError(
+                    f"topic-partition {topic}-{partition} does not exist"
+                )
+            if attempted is not None and kv.value == attempted:
+                return kv.mod_revision  # the last attempt's answer was lost, but it happened
+            stored = PartitionState.decode(kv.value)
+            unclean = info.configs.get(UNCLEAN_LEADER_ELECTION, "false").lower() == "true"
+            reassessed = reassess_partition(stored, kv.mod_revision, brokers, unclean=unclean)
+            current = reassessed or stored
+            new = fn(current, brokers.keys(), unclean)
+            if new is None:
+                if reassessed is None:
+                    return 0
+                new = current
+            if new == stored:
+                return 0
+            if reassessed is not None and new is not current:
+                # One change of the stored state: its epochs bumped once over it.
+                bump = 1 if new.leader_epoch > stored.leader_epoch else 0
+                new = replace(
+                    new,
+                    partition_epoch=stored.partition_epoch + 1,
+                    leader_epoch=stored.leader_epoch + bump,
+                )
+            named = {*new.isr, *new.adding_replicas}
+            if new.leader != NO_LEADER:
+                named.add(new.leader)
+            guards = [
+                create_revision_is(self._keys.broker(b), brokers[b])
+                for b in sorted(named & brokers.keys())
+            ]
+            attempted = new.encode()
+            try:
+                result = await self._store.txn(
+                    [mod_revision_is(store_key, kv.mod_revision), *guards],
+                    [Put(store_key, attempted)],
+                )
+            except OutcomeUnknown as e:
+                log.warning("change of %s-%d: the answer was lost (%s)", topic, partition, e)
+                continue
+            if result.succeeded:
+                log.info("partition %s-%d: %s → %s", topic, partition, stored, new)
+                return result.revision
+        raise RequestTimedOutError(
+            f"topic-partition {topic}-{partition} kept changing while being changed"
+        )
