@@ -35,10 +35,10 @@ from odradek.cluster.controller import Controller
 from odradek.cluster.durable import open_single_node_store
 from odradek.cluster.image import MetadataImage, TopicsChange
 from odradek.cluster.membership import ClusterKeys
-from odradek.cluster.producer_ids import ProducerIdManager
-from odradek.cluster.store import ClusterStore, RevisionCompacted
 from odradek.cluster.partition_changes import PartitionChanges
 from odradek.cluster.preferred import RebalanceSettings
+from odradek.cluster.producer_ids import ProducerIdManager
+from odradek.cluster.store import ClusterStore, RevisionCompacted
 from odradek.cluster.topic_admin import TopicAdmin
 from odradek.config import BrokerConfig, log_config_for
 from odradek.coordinator.group.coordinator import GroupCoordinator
