@@ -97,6 +97,7 @@ def test_a_reassignment_adds_the_target_first_and_keeps_isr_and_leader() -> None
 
 def test_a_reassignment_already_in_sync_completes_at_once() -> None:
     state = _ps((1, 2, 3), (1, 2, 3), 1, 5, 9)
+    assert start_reassignment(state, (1, 2, 3), LIVE) is state  # no change at all
     # A reordering: nothing removed, the leader stays (a preferred election moves it later).
     assert start_reassignment(state, (3, 2, 1), LIVE) == _ps((3, 2, 1), (1, 2, 3), 1, 5, 10)
     # A removal of the leader: the next target replica in the ISR leads, in a new epoch.

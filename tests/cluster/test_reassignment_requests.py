@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import socket
 import struct
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import kafka.errors as kerrors
+import pytest
 from confluent_kafka import ElectionType as CElectionType
 from confluent_kafka import TopicPartition as CTopicPartition
 from confluent_kafka.admin import AdminClient
@@ -27,6 +29,7 @@ from kio.schema.elect_leaders.v2 import request as elect_v2
 
 from odradek.broker.app import Broker
 from odradek.broker.runner import local_config
+from odradek.cli.main import main as cli_main
 from odradek.cluster.model import PartitionState
 from odradek.cluster.store import Put, mod_revision_is
 from odradek.errors import ErrorCode
@@ -226,3 +229,79 @@ def _request(bootstrap: str, api_key: int, version: int, **fields: Any) -> Any:
         correlation, body = decode_response(stream.read(size), api_key, version)
     assert correlation == 7
     return body
+
+
+def test_the_command_line(
+    shared_etcd: EtcdProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``odradek cluster reassign`` (--execute, --list, --verify, --cancel) and ``odradek cluster
+    elect-leaders`` against two brokers."""
+    props = {
+        "etcd_endpoints": shared_etcd.endpoint,
+        "etcd_prefix": f"/reassign-{next(_prefixes)}-{uuid.uuid4().hex[:6]}",
+        "broker_session_timeout_ms": "2000",
+        "auto_leader_rebalance_enable": "false",
+    }
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "c", "partition": 0, "replicas": [2, 1], "log_dirs": ["any", "any"]},
+        {"topic": "c", "partition": 1, "replicas": [2]},
+    ]}))
+
+    async def scenario() -> None:
+        async with Broker(local_config(tmp_path / "one", node_id="1", **props)) as one, \
+                Broker(local_config(tmp_path / "two", node_id="2", **props)) as two:
+            await _until(lambda: len(two.cluster.live_brokers()) == 2)
+            await one.topics.create("c", assignments={0: [1], 1: [2]})
+            await _until(lambda: two.cluster.topic("c") is not None)
+
+            async def run(*args: str) -> tuple[int, str, str]:
+                capsys.readouterr()
+                code = await asyncio.to_thread(
+                    cli_main, ["cluster", *args, "--bootstrap-server", one.bootstrap]
+                )
+                out, err = capsys.readouterr()
+                return code, out, err
+
+            code, out, _ = await run("reassign", "--reassignment-json-file", str(plan),
+                                     "--execute")
+            assert code == 0
+            rollback = json.loads(out.split("\n\n")[1])
+            assert rollback["partitions"] == [
+                {"topic": "c", "partition": 0, "replicas": [1], "log_dirs": ["any"]},
+                {"topic": "c", "partition": 1, "replicas": [2], "log_dirs": ["any"]},
+            ]
+            assert out.endswith("Successfully started partition reassignments for c-0, c-1\n")
+            code, out, _ = await run("reassign", "--list")
+            assert out == "Current partition reassignments:\n" \
+                "c-0: replicas: 2,1. adding: 2. removing: .\n"
+            code, out, _ = await run("reassign", "--reassignment-json-file", str(plan),
+                                     "--verify")
+            assert (code, out) == (0, "Status of partition reassignment:\n"
+                                   "Reassignment of partition c-0 is still in progress.\n"
+                                   "Reassignment of partition c-1 is completed.\n")
+            code, out, _ = await run("reassign", "--reassignment-json-file", str(plan),
+                                     "--cancel")
+            assert (code, out) == (0, "Successfully cancelled partition reassignments for c-0\n")
+            code, out, _ = await run("reassign", "--reassignment-json-file", str(plan),
+                                     "--verify")
+            assert "There is no active reassignment of partition c-0, but replica set is 1 " \
+                "rather than 2,1." in out
+            code, out, _ = await run("reassign", "--reassignment-json-file", str(plan),
+                                     "--cancel")
+            assert out == "None of the specified partition reassignments are active.\n"
+
+            code, out, _ = await run("elect-leaders", "--election-type", "preferred",
+                                     "--topic", "c", "--partition", "0")
+            assert (code, out) == (0, "Valid replica already elected for partitions c-0\n")
+            code, out, _ = await run("elect-leaders", "--election-type", "preferred",
+                                     "--all-topic-partitions")
+            assert (code, out) == (0, "No partitions needed an election.\n")
+            code, out, err = await run("elect-leaders", "--election-type", "UNCLEAN",
+                                       "--topic", "c", "--partition", "9")
+            assert code == 1
+            assert out.startswith("Error completing leader election (UNCLEAN) for partition: "
+                                  "c-9: UNKNOWN_TOPIC_OR_PARTITION")
+            assert "1 replica(s) could not be elected" in err
+
+    asyncio.run(scenario())

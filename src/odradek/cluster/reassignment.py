@@ -86,6 +86,8 @@ def start_reassignment(
         )
     removing = tuple(r for r in state.replicas if r not in target)
     adding = tuple(r for r in target if r not in state.replicas)
+    if not state.reassigning and state.replicas == target:
+        return state  # nothing to move: nothing is written
     started = replace(
         state,
         replicas=target + removing,
