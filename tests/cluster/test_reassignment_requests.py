@@ -71,7 +71,7 @@ def test_reassign_and_elect_through_clients(shared_etcd: EtcdProcess, tmp_path: 
     async def scenario() -> None:
         async with Broker(local_config(tmp_path / "one", node_id="1", **props)) as one, \
                 Broker(local_config(tmp_path / "two", node_id="2", **props)) as two:
-            await _until(lambda: len(two.cluster.live_brokers()) == 2)
+            await _until(lambda: len(one.cluster.live_brokers()) == len(two.cluster.live_brokers()) == 2)
             admin = await asyncio.to_thread(
                 KafkaAdminClient, bootstrap_servers=two.bootstrap, request_timeout_ms=20000
             )
@@ -203,7 +203,7 @@ def test_the_controller_restores_the_preferred_leader(
     async def scenario() -> None:
         async with Broker(local_config(tmp_path / "one", node_id="1", **props)) as one, \
                 Broker(local_config(tmp_path / "two", node_id="2", **props)) as two:
-            await _until(lambda: len(two.cluster.live_brokers()) == 2)
+            await _until(lambda: len(one.cluster.live_brokers()) == len(two.cluster.live_brokers()) == 2)
             await one.topics.create("t", assignments={0: [1]})
             # Broker 2 joins as the preferred replica; broker 1 keeps leading at completion.
             results = await one.partition_changes.alter_reassignments({("t", 0): (2, 1)})
@@ -251,7 +251,7 @@ def test_the_command_line(
     async def scenario() -> None:
         async with Broker(local_config(tmp_path / "one", node_id="1", **props)) as one, \
                 Broker(local_config(tmp_path / "two", node_id="2", **props)) as two:
-            await _until(lambda: len(two.cluster.live_brokers()) == 2)
+            await _until(lambda: len(one.cluster.live_brokers()) == len(two.cluster.live_brokers()) == 2)
             await one.topics.create("c", assignments={0: [1], 1: [2]})
             await _until(lambda: two.cluster.topic("c") is not None)
 
