@@ -158,8 +158,7 @@ def reassess_partition(
             leader = next((r for r in state.replicas if r in live), NO_LEADER)
             if leader != NO_LEADER:
                 isr = (leader,)
-    # Issue 13's preferred-leader election goes here: with auto.leader.rebalance.enable, a live,
-    # in-sync replicas[0] that is not the leader takes over.
+    # Preferred leaders are restored on the balancer's schedule, not here (cluster/preferred.py).
     new_leader_epoch = leader != state.leader or (leader != NO_LEADER and lost(leader))
     if not new_leader_epoch and isr == state.isr:
         return None
@@ -541,29 +540,36 @@ class Controller:
 
     def _plan_rebalance(self, planned: set[str]) -> list[_Write]:
         """Preferred-leader elections, when the balancer's check is due (its next check then
-        becomes a deadline of the wait for changes)."""
+        becomes a deadline of the wait for changes). Partitions with a write already planned in
+        this pass are left to the next check."""
         image, keys, live = self._image, self._keys, self._image.brokers
-        partitions = []
+        due = self._balancer.next_check_ms
+        if due is not None:
+            self._deadline_ms = due if self._deadline_ms is None else min(self._deadline_ms, due)
+        if not self._balancer.due():
+            return []  # not every pass: a pass costs what changed, a check every partition
+        partitions: dict[str, _Partition] = {}
         for name, parts in image.partitions.items():
             topic = image.topics.get(name)
             if topic is None or topic.record is None:
                 continue
             for number, partition in parts.items():
-                key = keys.partition(name, number)
-                if partition.state is not None and key not in planned and _belongs(
-                    topic, number, partition
-                ):
-                    partitions.append((number, name, partition))
-        by_key = {keys.partition(name, n): p for n, name, p in partitions}
+                if partition.state is not None and _belongs(topic, number, partition):
+                    partitions[partition.kv.key] = partition
         elections = self._balancer.maybe_elect(
-            ((k, p.state, p.kv.mod_revision) for k, p in by_key.items() if p.state), live
+            (
+                (key, p.state, p.kv.mod_revision)
+                for key, p in partitions.items()
+                if p.state is not None and key not in planned
+            ),
+            live,
         )
         due = self._balancer.next_check_ms
         if due is not None:
             self._deadline_ms = due if self._deadline_ms is None else min(self._deadline_ms, due)
         writes = []
         for key, new in elections:
-            kv = by_key[key].kv
+            kv = partitions[key].kv
             named = sorted({*new.isr, new.leader} & live.keys())
             guards = tuple(create_revision_is(keys.broker(b), live[b]) for b in named)
             writes.append(_Write(key, kv.mod_revision, new.encode(), guards, kv.create_revision))

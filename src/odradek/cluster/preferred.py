@@ -141,6 +141,10 @@ class PreferredLeaderBalancer:
         """The monotonic time of the next check, or None when disabled."""
         return self._next_ms if self._settings.enabled else None
 
+    def due(self) -> bool:
+        """Whether the check is due now (never when disabled)."""
+        return self._settings.enabled and self._clock.monotonic_ms() >= self._next_ms
+
     def maybe_elect(
         self,
         partitions: Iterable[tuple[_K, PartitionState, int]],
@@ -149,7 +153,7 @@ class PreferredLeaderBalancer:
         """At the check's time: the preferred-leader elections to write (partition, new state),
         from every partition (its key, state and the revision it was written at) and the live
         brokers (node id → broker epoch). Before it, or when disabled: nothing."""
-        if not self._settings.enabled or self._clock.monotonic_ms() < self._next_ms:
+        if not self.due():
             return []
         self._next_ms = self._clock.monotonic_ms() + self._interval_ms
         states: dict[_K, tuple[PartitionState, int]] = {k: (s, w) for k, s, w in partitions}
