@@ -97,8 +97,16 @@ class PartitionChanges:
 
         if partitions is not None:
             return await self.change(dict.fromkeys(partitions, apply))
+        # Only those the image shows needing one: a store read per partition is for candidates.
         every = [
-            (info.name, p) for info in self._image.topics() for p in range(len(info.partitions))
+            (info.name, p)
+            for info in self._image.topics()
+            for p, state in enumerate(info.partitions)
+            if (
+                state.leader == NO_LEADER
+                if election is ElectionType.UNCLEAN
+                else state.replicas[:1] != (state.leader,)
+            )
         ]
         results = await self.change(dict.fromkeys(every, apply))
         return {k: e for k, e in results.items() if not isinstance(e, ElectionNotNeededError)}
