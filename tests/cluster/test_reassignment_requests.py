@@ -23,7 +23,7 @@ from confluent_kafka import TopicPartition as CTopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import NewTopic
-from kio.schema.alter_partition_reassignments.v1 import request as alter_v1
+from kio.schema.alter_partition_reassignments.v0 import request as alter_v0
 from kio.schema.elect_leaders.v0 import request as elect_v0
 from kio.schema.elect_leaders.v2 import request as elect_v2
 
@@ -157,20 +157,18 @@ def test_reassign_and_elect_through_clients(shared_etcd: EtcdProcess, tmp_path: 
                 assert state.leader_epoch == epoch + 2
                 await _until(lambda: not one.logs.has_log("moving", 0))
 
-                # Versions the clients above did not use: v1 refusing a change of the
-                # replication factor (KIP-860), ElectLeaders v0 (always preferred), an unknown
-                # election type.
+                # Versions the clients above did not use: ElectLeaders v0 (always preferred), an
+                # unknown election type; AlterPartitionReassignments v1 is not served.
                 alter = await call(
-                    _request, one.bootstrap, 45, 1, allow_replication_factor_change=False,
-                    topics=(alter_v1.ReassignableTopic(name="moving", partitions=(
-                        alter_v1.ReassignablePartition(partition_index=0, replicas=(1, 2)),
-                    )),),
+                    _request, one.bootstrap, 45, 0, topics=(alter_v0.ReassignableTopic(
+                        name="moving", partitions=(
+                            alter_v0.ReassignablePartition(partition_index=0, replicas=(2,)),
+                        ),
+                    ),),
                 )
-                (p,) = alter.responses[0].partitions
-                assert (p.error_code, alter.allow_replication_factor_change) == (
-                    ErrorCode.invalid_replication_factor, False
-                )
-                assert p.error_message == "The replication factor is changed from 1 to 2"
+                assert alter.responses[0].partitions[0].error_code == ErrorCode.none
+                versions = await call(_api_versions, one.bootstrap)
+                assert (versions[43], versions[45], versions[46]) == ((0, 2), (0, 0), (0, 0))
                 elect = await call(
                     _request, one.bootstrap, 43, 0, topic_partitions=(
                         elect_v0.TopicPartitions(topic="moving", partitions=(0,)),
@@ -215,6 +213,11 @@ def test_the_controller_restores_the_preferred_leader(
             await _until(lambda: one.cluster.partition("t", 0).leader == 2, timeout_s=10)
 
     asyncio.run(scenario())
+
+
+def _api_versions(bootstrap: str) -> dict[int, tuple[int, int]]:
+    answer = _request(bootstrap, 18, 3, client_software_name="t", client_software_version="1")
+    return {int(k.api_key): (int(k.min_version), int(k.max_version)) for k in answer.api_keys}
 
 
 def _request(bootstrap: str, api_key: int, version: int, **fields: Any) -> Any:

@@ -4,9 +4,14 @@ brokers (:mod:`odradek.cluster.reassignment`).
 Each partition is answered on its own: NONE once the reassignment is written (it then runs: the
 controller completes it when the new replicas are in sync), UNKNOWN_TOPIC_OR_PARTITION,
 INVALID_REPLICA_ASSIGNMENT, NO_REASSIGNMENT_IN_PROGRESS for a cancellation (null replicas) of
-nothing, INVALID_REPLICATION_FACTOR when v1's ``allow_replication_factor_change`` is false and
-the target has another size (KIP-860). Kafka sends this to its controller; here any broker
-writes it (:class:`~odradek.cluster.partition_changes.PartitionChanges`).
+nothing. Kafka sends this to its controller; here any broker writes it
+(:class:`~odradek.cluster.partition_changes.PartitionChanges`).
+
+Only v0 is served: the Kafka message specs this broker follows define no other. kio also has
+v1 (KIP-860's ``allow_replication_factor_change``, refused with INVALID_REPLICATION_FACTOR when
+false and the size changes); the handler reads the field where present and the rule is in
+:func:`~odradek.cluster.reassignment.start_reassignment`, so serving v1 is a change of
+``max_version`` once the specs have it.
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ API = ApiHandler(
     api_key=KEY,
     name="AlterPartitionReassignments",
     min_version=0,
-    max_version=1,
+    max_version=0,
     handle=handle,
     error_response=error_response,
 )
