@@ -72,7 +72,13 @@ def _controller_work(config: BrokerConfig) -> ControllerWork:
     )
 
     async def run(term: ControllerTerm) -> None:
-        await Controller(term.store, term.keys, term.election, rebalance=rebalance).run()
+        await Controller(
+            term.store,
+            term.keys,
+            term.election,
+            unclean_leader_election=config.unclean_leader_election_enable,
+            rebalance=rebalance,
+        ).run()
 
     return run
 
@@ -279,6 +285,15 @@ class Broker:
     async def stop(self) -> None:
         if self._server is None:
             return
+        member = self.cluster_member
+        if member is not None and self.config.controlled_shutdown_enable:
+            # Still serving: clients follow the leaderships as they move.
+            try:
+                await member.controlled_shutdown(
+                    self.cluster, self.config.broker_session_timeout_ms / 1000
+                )
+            except Exception:  # the stop must go on whatever happened
+                log.exception("controlled shutdown failed; stopping anyway")
         self._server.close()
         self.connections.close_all()
         for task in self._tasks:
@@ -337,7 +352,10 @@ class Broker:
         await self.cluster.start()
         self._cluster_parts.append(self.cluster)
         self.topic_admin = TopicAdmin(member.store, keys, self.cluster)
-        self.partition_changes = PartitionChanges(member.store, keys, self.cluster)
+        self.partition_changes = PartitionChanges(
+            member.store, keys, self.cluster,
+            unclean_leader_election=config.unclean_leader_election_enable,
+        )
         self.producer_ids = ProducerIdManager(member.store, keys)
         self._cluster_parts.append(self.producer_ids)
         await self.producer_ids.start()

@@ -6,21 +6,23 @@ In Kafka these requests go to the controller; here any broker may write a partit
 on what it read: the key's ``mod_revision``, and the registration (broker epoch) of every broker
 the new state names as leader, ISR member or replica being added, so a broker that left or
 restarted meanwhile is not taken for its earlier self. A change is computed on the state as the
-controller would leave it (:func:`~odradek.cluster.controller.reassess_partition` first: lost
+controller would leave it (:func:`~odradek.cluster.election.reassess` first: lost and leaving
 brokers out of the ISR, a leader elected), so a write never makes a restarted broker look like
-the ISR member it was. A refused compare re-reads and computes again; a lost answer is re-read
+the ISR member it was; only brokers that may lead (registered, not in controlled shutdown) are
+elected. A refused compare re-reads and computes again; a lost answer is re-read
 and recognised by its value.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from odradek.cluster.controller import UNCLEAN_LEADER_ELECTION, reassess_partition
+from odradek.cluster.controller import UNCLEAN_LEADER_ELECTION
+from odradek.cluster.election import Brokers, reassess
 from odradek.cluster.image import MetadataImage
-from odradek.cluster.membership import ClusterKeys
+from odradek.cluster.membership import BrokerInfo, ClusterKeys
 from odradek.cluster.model import NO_LEADER, PartitionState
 from odradek.cluster.preferred import ElectionType, elect_leader
 from odradek.cluster.reassignment import cancel_reassignment, start_reassignment
@@ -45,10 +47,10 @@ log = logging.getLogger(__name__)
 #: (topic, partition)
 PartitionKey = tuple[str, int]
 
-#: (the partition's state as the controller would leave it, the registered brokers, whether the
-#: topic allows unclean elections) → the state to write, or None to write nothing. Raises a
+#: (the partition's state as the controller would leave it, the registered brokers, whether
+#: the topic allows unclean elections) → the state to write, or None to write nothing. Raises a
 #: :class:`~odradek.errors.KafkaError` for the partition's error.
-ChangeFn = Callable[[PartitionState, Collection[int], bool], PartitionState | None]
+ChangeFn = Callable[[PartitionState, Brokers, bool], PartitionState | None]
 
 _CAS_ATTEMPTS = 10
 
@@ -57,10 +59,20 @@ class PartitionChanges:
     """Writes requested partition-state changes for one broker and waits until its image
     shows them. Owned by the broker's event loop; keeps nothing between calls."""
 
-    def __init__(self, store: ClusterStore, keys: ClusterKeys, image: MetadataImage) -> None:
+    def __init__(
+        self,
+        store: ClusterStore,
+        keys: ClusterKeys,
+        image: MetadataImage,
+        *,
+        unclean_leader_election: bool = False,
+    ) -> None:
+        """``unclean_leader_election``: the broker's ``unclean.leader.election.enable``, for
+        topics that do not set it."""
         self._store = store
         self._keys = keys
         self._image = image
+        self._unclean_default = unclean_leader_election
 
     async def alter_reassignments(
         self,
@@ -72,13 +84,12 @@ class PartitionChanges:
         or cancel it (None); each partition's error, or None once written."""
 
         def change(target: Sequence[int] | None) -> ChangeFn:
-            def apply(
-                state: PartitionState, live: Collection[int], unclean: bool
-            ) -> PartitionState:
+            def apply(state: PartitionState, brokers: Brokers, unclean: bool) -> PartitionState:
                 if target is None:
-                    return cancel_reassignment(state, live, unclean=unclean)
+                    return cancel_reassignment(state, _can_lead(brokers), unclean=unclean)
                 return start_reassignment(
-                    state, target, live,
+                    state, target, brokers.epochs.keys(),
+                    can_lead=_can_lead(brokers),
                     allow_replication_factor_change=allow_replication_factor_change,
                 )
 
@@ -92,8 +103,8 @@ class PartitionChanges:
         """ElectLeaders of every partition named, or of every partition (None); then, as
         Kafka answers, partitions that needed no election are left out of the result."""
 
-        def apply(state: PartitionState, live: Collection[int], unclean: bool) -> PartitionState:
-            return elect_leader(state, election, live)
+        def apply(state: PartitionState, brokers: Brokers, unclean: bool) -> PartitionState:
+            return elect_leader(state, election, _can_lead(brokers))
 
         if partitions is not None:
             return await self.change(dict.fromkeys(partitions, apply))
@@ -129,16 +140,21 @@ class PartitionChanges:
             await self._image.wait_for_revision(revision)
         return results
 
-    async def _brokers(self) -> dict[int, int]:
-        """Registered brokers: node id → broker epoch."""
+    async def _brokers(self) -> Brokers:
+        """The registered brokers, with their epochs, and those in controlled shutdown."""
         result = await self._store.range(self._keys.brokers, prefix=True)
-        brokers = {}
+        epochs: dict[int, int] = {}
+        leaving: set[int] = set()
         for kv in result.kvs:
             try:
-                brokers[int(kv.key[len(self._keys.brokers) :])] = kv.create_revision
-            except ValueError:
+                node = int(kv.key[len(self._keys.brokers) :])
+                info = BrokerInfo.decode(kv.value)
+            except (ValueError, KeyError, TypeError):
                 continue
-        return brokers
+            epochs[node] = kv.create_revision
+            if info.shutting_down:
+                leaving.add(node)
+        return Brokers(epochs, frozenset(leaving))
 
     async def _change_one(self, key: PartitionKey, fn: ChangeFn) -> int:
         """The revision of the write, or 0 when nothing was written."""
@@ -160,10 +176,11 @@ class PartitionChanges:
             if attempted is not None and kv.value == attempted:
                 return kv.mod_revision  # the last attempt's answer was lost, but it happened
             stored = PartitionState.decode(kv.value)
-            unclean = info.configs.get(UNCLEAN_LEADER_ELECTION, "false").lower() == "true"
-            reassessed = reassess_partition(stored, kv.mod_revision, brokers, unclean=unclean)
+            flag = info.configs.get(UNCLEAN_LEADER_ELECTION)
+            unclean = self._unclean_default if flag is None else flag.strip().lower() == "true"
+            reassessed = reassess(stored, kv.mod_revision, brokers, unclean=unclean)
             current = reassessed or stored
-            new = fn(current, brokers.keys(), unclean)
+            new = fn(current, brokers, unclean)
             if new is None:
                 if reassessed is None:
                     return 0
@@ -181,9 +198,10 @@ class PartitionChanges:
             named = {*new.isr, *new.adding_replicas}
             if new.leader != NO_LEADER:
                 named.add(new.leader)
+            epochs = brokers.epochs
             guards = [
-                create_revision_is(self._keys.broker(b), brokers[b])
-                for b in sorted(named & brokers.keys())
+                create_revision_is(self._keys.broker(b), epochs[b])
+                for b in sorted(named & epochs.keys())
             ]
             attempted = new.encode()
             try:
@@ -200,3 +218,8 @@ class PartitionChanges:
         raise RequestTimedOutError(
             f"topic-partition {topic}-{partition} kept changing while being changed"
         )
+
+
+def _can_lead(brokers: Brokers) -> list[int]:
+    """The brokers that may be elected: registered and not in controlled shutdown."""
+    return [b for b in brokers.epochs if brokers.can_lead(b)]

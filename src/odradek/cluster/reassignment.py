@@ -73,10 +73,12 @@ def start_reassignment(
     target: Sequence[int],
     live: Collection[int],
     *,
+    can_lead: Collection[int] | None = None,
     allow_replication_factor_change: bool = True,
 ) -> PartitionState:
     """The state once a reassignment to ``target`` has started (or, when the target is already
-    in sync, completed). ``live``: the registered brokers."""
+    in sync, completed). ``live``: the registered brokers; ``can_lead``: those that may be
+    elected if the leader is removed (default: all of ``live``)."""
     target = tuple(target)
     check_target(target, live)
     original = tuple(r for r in state.replicas if r not in state.adding_replicas)
@@ -95,7 +97,8 @@ def start_reassignment(
         removing_replicas=removing,
         partition_epoch=state.partition_epoch + 1,
     )
-    return advance_reassignment(started, live, stored=state) or started
+    elected = live if can_lead is None else can_lead
+    return advance_reassignment(started, elected, stored=state) or started
 
 
 def cancel_reassignment(
