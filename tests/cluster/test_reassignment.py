@@ -112,6 +112,14 @@ def test_the_leader_after_a_reassignment_is_a_live_target_replica() -> None:
     assert advance_reassignment(state, {1}) == _ps((4, 5), (4, 5), NO_LEADER, 1, 4)
 
 
+def test_a_removed_leader_is_replaced_by_a_replica_that_may_lead() -> None:
+    # Broker 2 is in controlled shutdown: registered, but not to be elected.
+    state = _ps((1, 2, 3), (1, 2, 3), 1, 5, 9)
+    assert start_reassignment(state, (2, 3), LIVE, can_lead={1, 3}) == _ps(
+        (2, 3), (2, 3), 3, 6, 10
+    )
+
+
 def test_a_new_target_during_a_reassignment_starts_from_the_replica_set_as_it_is() -> None:
     started = start_reassignment(_ps((1, 2), (1, 2), 1), (3, 4), LIVE)
     assert started == _ps((3, 4, 1, 2), (1, 2), 1, 0, 1, adding=(3, 4), removing=(1, 2))
