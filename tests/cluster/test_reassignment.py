@@ -159,6 +159,9 @@ def test_cancelling_drops_the_replicas_being_added() -> None:
     with pytest.raises(InvalidReplicaAssignmentError, match="unclean"):
         cancel_reassignment(led_by_new, LIVE)
     assert cancel_reassignment(led_by_new, LIVE, unclean=True) == _ps((1,), (1,), 1, 3, 8)
+    # Only removing (a target that is a subset not yet completed): nothing leaves the set.
+    removing_only = _ps((1, 2), (1,), 1, 2, 7, removing=(2,))
+    assert cancel_reassignment(removing_only, LIVE) == _ps((1, 2), (1,), 1, 2, 8)
 
 
 # --- elections --------------------------------------------------------------------------------

@@ -132,8 +132,8 @@ def cancel_reassignment(
         leader=leader,
         adding_replicas=(),
         removing_replicas=(),
-        # Replicas leave the set: fence their fetches as a completion does.
-        leader_epoch=state.leader_epoch + 1,
+        # Replicas leaving the set are fenced by a new leader epoch, as at completion.
+        leader_epoch=state.leader_epoch + (1 if leader != state.leader or adding else 0),
         partition_epoch=state.partition_epoch + 1,
     )
 
