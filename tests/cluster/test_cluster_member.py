@@ -200,6 +200,43 @@ def test_the_single_node_broker_registers_and_is_controller(tmp_path: Path) -> N
     asyncio.run(scenario())
 
 
+def test_a_single_node_restart_keeps_every_leader_epoch(tmp_path: Path) -> None:
+    """The only replica of every partition restarted: nothing can diverge from it, so the
+    controller writes nothing and clients keep their epochs (KIP-320 validation is not set off
+    by every restart)."""
+    controllers: list[Controller] = []
+
+    async def work(term: ControllerTerm) -> None:
+        controller = Controller(term.store, term.keys, term.election)
+        controllers.append(controller)
+        await controller.run()
+
+    async def scenario() -> None:
+        config = local_config(tmp_path / "d")
+        async with Broker(config, controller=work) as broker:
+            await broker.topics.create("t", num_partitions=4)
+            await _until(lambda: bool(controllers) and controllers[-1].stats.settled > 0)
+            before = broker.cluster.topic("t")
+        for _ in range(2):
+            controllers.clear()
+            async with Broker(config, controller=work) as broker:
+                controller = await _until_value(lambda: controllers[-1] if controllers else None)
+                await _until(lambda c=controller: c.stats.settled > 0)  # type: ignore[misc]
+                assert controller.stats.transactions == 0  # nothing written
+                assert broker.cluster.topic("t") == before
+
+    asyncio.run(scenario())
+
+
+async def _until_value(get: object, timeout_s: float = 5.0) -> Controller:
+    assert callable(get)
+    async with asyncio.timeout(timeout_s):
+        while (value := get()) is None:
+            await asyncio.sleep(0.01)
+    assert isinstance(value, Controller)
+    return value
+
+
 def test_brokers_on_etcd_share_the_cluster_id_and_refuse_a_foreign_data_dir(
     shared_etcd: EtcdProcess, tmp_path: Path
 ) -> None:

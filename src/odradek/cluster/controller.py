@@ -151,6 +151,7 @@ class ControllerStats:
     transactions: int = 0
     conflicts: int = 0
     recognised: int = 0  # writes whose answer was lost, found done on re-reading
+    settled: int = 0  # plans that found nothing (left) to write
 
 
 # --- the controller's copy of the store -------------------------------------------------------
@@ -471,6 +472,7 @@ class Controller:
             writes = self._plan()
             if not writes:
                 self._conflicts_in_row = 0
+                self.stats.settled += 1
                 return True
             for chunk in _chunks(writes):
                 if not await self._commit(chunk):
