@@ -35,6 +35,8 @@ from odradek.cluster.controller import Controller
 from odradek.cluster.durable import open_single_node_store
 from odradek.cluster.image import MetadataImage, TopicsChange
 from odradek.cluster.membership import ClusterKeys
+from odradek.cluster.partition_changes import PartitionChanges
+from odradek.cluster.preferred import RebalanceSettings
 from odradek.cluster.producer_ids import ProducerIdManager
 from odradek.cluster.store import ClusterStore, RevisionCompacted
 from odradek.cluster.topic_admin import TopicAdmin
@@ -63,6 +65,11 @@ _SINGLE_NODE_SESSION_TTL_S = 3600
 
 def _controller_work(config: BrokerConfig) -> ControllerWork:
     """The controller's work for one term (cluster/controller.py), the default of every broker."""
+    rebalance = RebalanceSettings(
+        enabled=config.auto_leader_rebalance_enable,
+        check_interval_s=config.leader_imbalance_check_interval_seconds,
+        per_broker_percentage=config.leader_imbalance_per_broker_percentage,
+    )
 
     async def run(term: ControllerTerm) -> None:
         await Controller(
@@ -70,6 +77,7 @@ def _controller_work(config: BrokerConfig) -> ControllerWork:
             term.keys,
             term.election,
             unclean_leader_election=config.unclean_leader_election_enable,
+            rebalance=rebalance,
         ).run()
 
     return run
@@ -138,6 +146,7 @@ class Broker:
         #: The cluster's metadata as this broker sees it (BrokerServices.cluster).
         self.cluster: MetadataImage
         self.topic_admin: TopicAdmin
+        self.partition_changes: PartitionChanges
         self.producer_ids: ProducerIdManager
         self._store_compacted_at = 0
         # What start() opened of the cluster metadata, closed in reverse order by stop().
@@ -360,6 +369,10 @@ class Broker:
         await self.cluster.start()
         self._cluster_parts.append(self.cluster)
         self.topic_admin = TopicAdmin(member.store, keys, self.cluster)
+        self.partition_changes = PartitionChanges(
+            member.store, keys, self.cluster,
+            unclean_leader_election=config.unclean_leader_election_enable,
+        )
         self.producer_ids = ProducerIdManager(member.store, keys)
         self._cluster_parts.append(self.producer_ids)
         await self.producer_ids.start()

@@ -1,4 +1,5 @@
-"""``odradek cluster up`` and ``odradek cluster status``: a development cluster on this machine.
+"""``odradek cluster up`` and ``odradek cluster status``: a development cluster on this machine;
+``odradek cluster reassign`` and ``elect-leaders`` (:mod:`odradek.cli._reassign`) for any cluster.
 
 ``up`` starts a local etcd (unless ``--etcd-endpoints`` names one) and N brokers
 (:class:`odradek.cluster.local.LocalCluster`), prints ``bootstrap.servers=host:port,…`` once
@@ -31,6 +32,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from odradek.cli._common import MISSING, CliError, Subparsers, format_table
+from odradek.cli._options import connection_parser
+from odradek.cli._reassign import configure_elect_leaders, configure_reassign
 
 if TYPE_CHECKING:
     from odradek.cluster.local import LocalCluster
@@ -65,6 +68,13 @@ def add_commands(sub: Subparsers) -> None:
                         help="the cluster's etcd key prefix (default /odradek)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=_status)
+    common = connection_parser()
+    configure_reassign(actions.add_parser(
+        "reassign", parents=[common],
+        help="move partitions to other brokers (kafka-reassign-partitions)"))
+    configure_elect_leaders(actions.add_parser(
+        "elect-leaders", parents=[common],
+        help="elect preferred or unclean leaders (kafka-leader-election)"))
 
 
 def _endpoints(text: str | None) -> list[str]:

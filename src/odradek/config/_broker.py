@@ -211,6 +211,9 @@ class BrokerConfig:
     max_connections_per_ip: int = _FROM_TABLE
     min_insync_replicas: int = _FROM_TABLE
     unclean_leader_election_enable: bool = _FROM_TABLE
+    auto_leader_rebalance_enable: bool = _FROM_TABLE
+    leader_imbalance_check_interval_seconds: int = _FROM_TABLE
+    leader_imbalance_per_broker_percentage: int = _FROM_TABLE
     offsets_topic_num_partitions: int = _FROM_TABLE
     offsets_topic_replication_factor: int = _FROM_TABLE
     offsets_retention_minutes: int = _FROM_TABLE
