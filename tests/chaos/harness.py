@@ -26,7 +26,7 @@ from odradek.cluster.local import BrokerProcess
 from odradek.cluster.membership import ClusterKeys, current_controller, live_brokers
 from odradek.cluster.model import NO_LEADER, PartitionState
 
-__all__ = ["ChaosConfig", "ChaosCluster", "Snapshot", "wait_for"]
+__all__ = ["ChaosConfig", "ChaosCluster", "DEFAULTS", "Snapshot", "wait_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,7 @@ class ChaosConfig:
 
     brokers: int = 3
     etcd_members: int = 3
+    # The lead switches these to 3 and 2 once replication is merged (issue 13).
     replication_factor: int = 1
     min_insync_replicas: int = 1
     acks: str = "all"
@@ -60,6 +61,10 @@ class ChaosConfig:
             "transactional": self.transactional,
             "broker_properties": dict(self.broker_properties),
         }
+
+
+#: The configuration ``make test`` and ``make chaos`` run with.
+DEFAULTS = ChaosConfig()
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from chaos.checker import Report, check
 from chaos.faults import FAULTS, run_fault
-from chaos.harness import ChaosCluster, ChaosConfig, wait_for
+from chaos.harness import DEFAULTS, ChaosCluster, ChaosConfig, wait_for
 from chaos.history import History
 from chaos.net import NetFaults, unavailable
 from chaos.workload import Workload, final_reads, replica_logs
@@ -169,14 +169,16 @@ def _load(path: Path) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the chaos test against a local cluster.")
-    parser.add_argument("--duration", type=float, default=600, help="seconds of fault rounds")
+    parser.add_argument("--duration", type=float, default=600,
+                        help="seconds of fault rounds (0: one round of each fault)")
     parser.add_argument("--seed", type=int, default=int(time.time()))
-    parser.add_argument("--replication-factor", type=int, default=1)
-    parser.add_argument("--min-insync-replicas", type=int, default=1)
-    parser.add_argument("--acks", default="all")
+    parser.add_argument("--replication-factor", type=int, default=DEFAULTS.replication_factor)
+    parser.add_argument("--min-insync-replicas", type=int,
+                        default=DEFAULTS.min_insync_replicas)
+    parser.add_argument("--acks", default=DEFAULTS.acks)
     parser.add_argument("--faults", default=",".join(FAULTS),
                         help="comma-separated, from: " + ", ".join(FAULTS))
-    parser.add_argument("--session-timeout-ms", type=int, default=2000)
+    parser.add_argument("--session-timeout-ms", type=int, default=DEFAULTS.session_timeout_ms)
     parser.add_argument("--dir", type=Path, default=None, help="where the run's files go")
     args = parser.parse_args(argv)
     faults = tuple(f for f in args.faults.split(",") if f)
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown faults: {unknown}")
     config = replace(
-        ChaosConfig(), duration_s=args.duration, seed=args.seed, faults=faults,
+        DEFAULTS, duration_s=args.duration, seed=args.seed, faults=faults,
         replication_factor=args.replication_factor,
         min_insync_replicas=args.min_insync_replicas, acks=args.acks,
         session_timeout_ms=args.session_timeout_ms,

@@ -231,7 +231,7 @@ def _record_batch(history: History, kind: str, msgs: Iterable[Any], isolation: s
 
 
 def final_reads(history: History, bootstrap: str, topics: Iterable[str], partitions: int,
-                *, idle_s: float = 5.0, timeout_s: float = 60.0) -> None:
+                *, idle_s: float = 2.0, timeout_s: float = 60.0) -> None:
     """Read every partition from the beginning to its high watermark, at both isolations."""
     tps = [(t, p) for t in topics for p in range(partitions)]
     for isolation in (UNCOMMITTED, COMMITTED):
