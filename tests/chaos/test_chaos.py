@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from chaos.checker import check
 from chaos.faults import NETWORK_FAULTS
 from chaos.harness import DEFAULTS, ChaosConfig
-from chaos.history import load_history
+from chaos.history import Event, load_history
 from chaos.net import unavailable
 from chaos.run import RunResult, Unsupported, run
 from odradek.cluster.etcd_process import etcd_binary
@@ -51,6 +52,18 @@ def test_process_faults(tmp_path: Path) -> None:
     assert any(e["type"] == "invoke" for e in probes), result.describe()
     assert not [e for e in probes if e["type"] == "ok"], result.describe()
     assert result.report.stats["acknowledged"] > 500, result.describe()
+    # The same real history with one acknowledged record taken out of every read and replica
+    # is a lost write: the run's reads and replica logs are what the checker judges by.
+    acked = next(e for e in events if e["f"] == "send" and e["type"] == "ok" and "txn" not in e)
+    where = (acked["topic"], acked["partition"])
+
+    def without(e: Event) -> Event:
+        if e["f"] in ("poll", "read", "replica") and (e["topic"], e["partition"]) == where:
+            return {**e, "records": [r for r in e["records"] if r[1] != acked["value"]]}
+        return e
+
+    found = {a.kind for a in check([without(e) for e in events]).anomalies}
+    assert found == {"lost-write", "replica-divergence"}
 
 
 def test_network_faults(tmp_path: Path) -> None:

@@ -161,18 +161,21 @@ class Workload:
             history.record("txn", "invoke", txn=txn, values=values,
                            outcome="commit" if commit else "abort")
 
-            def report(err: KafkaError | None, msg: Any, t: str = txn) -> None:
+            def report(invoked: float, err: KafkaError | None, msg: Any, t: str = txn) -> None:
                 if err is None:
                     history.record("send", "ok", topic=msg.topic(), partition=msg.partition(),
                                    value=msg.value().decode(), offset=msg.offset(),
-                                   epoch=_epoch(msg), invoked=time.time(), txn=t)
+                                   epoch=_epoch(msg), invoked=invoked, txn=t)
 
             try:
                 producer.begin_transaction()
                 for v in values:
-                    history.record("send", "invoke", topic=topic, value=v, txn=txn)
-                    producer.produce(topic, value=v.encode(),
-                                     partition=rng.randrange(self.partitions), on_delivery=report)
+                    invoked = history.record("send", "invoke", topic=topic, value=v,
+                                             txn=txn)["t"]
+                    producer.produce(
+                        topic, value=v.encode(), partition=rng.randrange(self.partitions),
+                        on_delivery=lambda err, msg, i=invoked: report(i, err, msg),
+                    )
                 if commit:
                     producer.commit_transaction(30)
                 else:
@@ -241,8 +244,7 @@ def final_reads(history: History, bootstrap: str, topics: Iterable[str], partiti
             "isolation.level": isolation,
         })
         try:
-            ends = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=30)[1]
-                    for tp in tps}
+            ends = {tp: _high_watermark(consumer, tp) for tp in tps}
             consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in tps])
             got: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
             last = time.monotonic()
@@ -254,7 +256,7 @@ def final_reads(history: History, bootstrap: str, topics: Iterable[str], partiti
                         got[(m.topic(), m.partition())].append(
                             [m.offset(), m.value().decode(), _epoch(m)])
                         last = time.monotonic()
-                if all(got[tp] and got[tp][-1][0] >= ends[tp] - 1 for tp in tps if ends[tp]):
+                if all(got[tp] and got[tp][-1][0] >= ends[tp] - 1 for tp in tps if ends[tp] > 0):
                     break
             for (topic, partition) in tps:
                 history.record("read", "ok", topic=topic, partition=partition,
@@ -262,6 +264,15 @@ def final_reads(history: History, bootstrap: str, topics: Iterable[str], partiti
                                end=ends[(topic, partition)])
         finally:
             consumer.close()
+
+
+def _high_watermark(consumer: Consumer, tp: tuple[str, int]) -> int:
+    """-1 when it cannot be had (the partition has no leader): the read then runs until idle,
+    and the checker finds whatever is missing."""
+    try:
+        return int(consumer.get_watermark_offsets(TopicPartition(*tp), timeout=30)[1])
+    except KafkaException:
+        return -1
 
 
 def replica_logs(history: History, data_dirs: dict[int, Path], topics: Iterable[str]) -> None:
