@@ -3,7 +3,8 @@
 with every process running and the network whole; the runner then waits until it settles.
 
 Names (:data:`FAULTS`): ``kill-leader``, ``kill-controller``, ``kill-two``, ``pause-leader``,
-``kill-etcd``, ``partition-brokers``, ``partition-etcd``. The last two need :mod:`chaos.net`
+``kill-etcd``, ``partition-brokers``, ``partition-etcd``, ``slow-broker`` (a latency proxy,
+:mod:`chaos.proxy`). ``partition-*`` need :mod:`chaos.net`
 (``NETWORK_FAULTS``); without it they are recorded as skipped with the reason.
 """
 
@@ -181,9 +182,9 @@ def partition_brokers(cluster: ChaosCluster, rng: random.Random, topic: str) -> 
     others = [n for n in cluster.brokers if n != alone]
     cluster.history.record("fault", fault="partition-brokers", phase="start",
                            groups=[[alone], others])
-    cluster.net.cut(f"broker-{alone}", [cluster.brokers[n].port for n in others])
+    cluster.net.cut(f"broker-{alone}", [p for n in others for p in cluster.ports_of(n)])
     for n in others:
-        cluster.net.cut(f"broker-{n}", [cluster.brokers[alone].port])
+        cluster.net.cut(f"broker-{n}", cluster.ports_of(alone))
     try:
         time.sleep(_hold(cluster))
     finally:
@@ -204,6 +205,28 @@ def partition_etcd(cluster: ChaosCluster, rng: random.Random, topic: str) -> Non
         cluster.history.record("fault", fault="partition-etcd", phase="end", node=node)
 
 
+def slow_broker(cluster: ChaosCluster, rng: random.Random, topic: str) -> None:
+    """Every byte to and from one broker (clients' and other brokers') held back by longer
+    than the producers' request timeout: requests time out and are retried on new connections
+    while the first copies still arrive, which idempotence must deduplicate."""
+    if not cluster.proxies:
+        cluster.history.record("fault", fault="slow-broker", phase="skipped",
+                               reason="the brokers run without latency proxies")
+        return
+    _, node = _some_leader(cluster, rng, topic)
+    delay = SLOW_BROKER_DELAY_S
+    cluster.history.record("fault", fault="slow-broker", phase="start", node=node, delay_s=delay)
+    cluster.proxies[node].delay_s = delay
+    try:
+        time.sleep(_hold(cluster))
+    finally:
+        cluster.proxies[node].delay_s = 0.0
+        cluster.history.record("fault", fault="slow-broker", phase="end", node=node)
+
+
+#: Longer than the producers' ``request.timeout.ms`` (chaos.workload).
+SLOW_BROKER_DELAY_S = 6.0
+
 FAULTS: dict[str, Fault] = {
     "kill-leader": kill_leader,
     "kill-controller": kill_controller,
@@ -212,6 +235,7 @@ FAULTS: dict[str, Fault] = {
     "kill-etcd": kill_etcd,
     "partition-brokers": partition_brokers,
     "partition-etcd": partition_etcd,
+    "slow-broker": slow_broker,
 }
 NETWORK_FAULTS = frozenset({"partition-brokers", "partition-etcd"})
 

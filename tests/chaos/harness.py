@@ -20,6 +20,7 @@ from typing import Any
 
 from chaos.history import History
 from chaos.net import NetFaults
+from chaos.proxy import DelayProxy
 from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.etcd_process import EtcdCluster, free_ports
 from odradek.cluster.local import BrokerProcess
@@ -48,6 +49,8 @@ class ChaosConfig:
     producers: int = 2
     produce_rate: float = 100.0  # records/s per producer
     transactional: bool = True
+    # Each broker behind a latency proxy (chaos.proxy) that it advertises, for ``slow-broker``.
+    proxies: bool = True
     broker_properties: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -58,7 +61,7 @@ class ChaosConfig:
             "partitions": self.partitions, "session_timeout_ms": self.session_timeout_ms,
             "faults": list(self.faults), "rounds": self.rounds, "duration_s": self.duration_s,
             "seed": self.seed, "producers": self.producers, "produce_rate": self.produce_rate,
-            "transactional": self.transactional,
+            "transactional": self.transactional, "proxies": self.proxies,
             "broker_properties": dict(self.broker_properties),
         }
 
@@ -99,7 +102,11 @@ class ChaosCluster:
         self.net = net
         self.prefix = "/odradek"
         self.etcd = EtcdCluster(directory / "etcd", config.etcd_members)
-        ports = free_ports(config.brokers)
+        ports = free_ports(2 * config.brokers)
+        self.proxies = {
+            i: DelayProxy(ports[config.brokers + i - 1], ports[i - 1])
+            for i in range(1, config.brokers + 1)
+        } if config.proxies else {}
         self.brokers = {
             i: BrokerProcess(
                 i, ports[i - 1], directory / f"broker-{i}", directory / f"broker-{i}.properties",
@@ -116,10 +123,21 @@ class ChaosCluster:
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(b.address for b in self.brokers.values())
+        return ",".join(f"127.0.0.1:{p}" for p in self.advertised_ports().values())
+
+    def advertised_ports(self) -> dict[int, int]:
+        """The port each broker is known by (its proxy's, when there are proxies)."""
+        return {n: (self.proxies[n].port if self.proxies else b.port)
+                for n, b in self.brokers.items()}
+
+    def ports_of(self, node: int) -> list[int]:
+        """Every port that reaches broker ``node`` (its own and its proxy's)."""
+        return sorted({self.brokers[node].port, self.advertised_ports()[node]})
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        for proxy in self.proxies.values():
+            proxy.start()
         self.etcd.start()
         for broker in self.brokers.values():
             self._write_config(broker)
@@ -149,6 +167,9 @@ class ChaosCluster:
             props["offsets.topic.replication.factor"] = str(c.replication_factor)
             props["transaction.state.log.replication.factor"] = str(c.replication_factor)
             props["transaction.state.log.min.isr"] = str(c.min_insync_replicas)
+        if self.proxies:
+            port = self.proxies[broker.node_id].port
+            props["advertised.listeners"] = f"PLAINTEXT://127.0.0.1:{port}"
         props.update(c.broker_properties)
         broker.config_path.parent.mkdir(parents=True, exist_ok=True)
         broker.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()),
@@ -164,6 +185,8 @@ class ChaosCluster:
         if self._observer is not None:
             self._observer.join(10)
         self.etcd.stop()
+        for proxy in self.proxies.values():
+            proxy.stop()
 
     def kill_everything(self) -> None:
         for broker in self.brokers.values():
@@ -171,6 +194,8 @@ class ChaosCluster:
         self._stop.set()
         for member in self.etcd.members:
             member.kill()
+        for proxy in self.proxies.values():
+            proxy.stop()
 
     # -- what etcd says --------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ class RunResult:
 
 
 def _create_topics(cluster: ChaosCluster, config: ChaosConfig) -> None:
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "log_level": 2})
     topics = [
         NewTopic(t, config.partitions, config.replication_factor,
                  config={"min.insync.replicas": str(config.min_insync_replicas)})

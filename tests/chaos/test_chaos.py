@@ -28,7 +28,9 @@ pytestmark = [
     pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed (make system-deps)"),
 ]
 
-PROCESS_FAULTS = ("kill-leader", "kill-controller", "kill-two", "pause-leader", "kill-etcd")
+PROCESS_FAULTS = (
+    "kill-leader", "kill-controller", "kill-two", "pause-leader", "kill-etcd", "slow-broker",
+)
 
 
 def _run(config: ChaosConfig, directory: Path) -> RunResult:

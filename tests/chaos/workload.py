@@ -92,6 +92,8 @@ class Workload:
             "bootstrap.servers": self.bootstrap, "acks": self._acks,
             "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 30_000,
             "retry.backoff.ms": 100, "reconnect.backoff.max.ms": 1000,
+            # shorter than the slow-broker fault's delay (chaos.faults), so sends are retried
+            "request.timeout.ms": 5000,
             "topic.metadata.refresh.interval.ms": 1000,
             # librdkafka logs every refused connection during the faults; the history has it all
             "log_level": 2,
@@ -241,7 +243,7 @@ def final_reads(history: History, bootstrap: str, topics: Iterable[str], partiti
         consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": f"chaos-final-{isolation}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "isolation.level": isolation,
+            "isolation.level": isolation, "log_level": 2,
         })
         try:
             ends = {tp: _high_watermark(consumer, tp) for tp in tps}
