@@ -44,6 +44,16 @@ def cgroup2_mount() -> Path | None:
     return None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _run_nft(script: str, mount: Path) -> subprocess.CompletedProcess[str]:
     if mount == _NFT_ROOT:
         args = ["nft", "-f", "-"]
@@ -102,6 +112,7 @@ class NetFaults:
         self.cuts: list[tuple[str, tuple[int, ...]]] = []
 
     def setup(self) -> None:
+        self._remove_stale()
         self._root.mkdir(exist_ok=True)
         for name in self._marks:
             (self._root / name).mkdir(exist_ok=True)
@@ -149,6 +160,29 @@ class NetFaults:
             self._root.rmdir()
         except OSError:
             pass
+
+    def _remove_stale(self) -> None:
+        """Tables and cgroups of runs whose process is gone (killed before its teardown)."""
+        listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                                timeout=30)
+        for line in listed.stdout.splitlines():
+            name = line.split()[-1] if line.startswith("table inet ") else ""
+            pid = name.removeprefix("odradek_chaos_")
+            if pid.isdigit() and not _alive(int(pid)):
+                self._nft(f"delete table inet {name}\n", check=False)
+        for old in self._mount.glob("odradek-chaos-*"):
+            pid = old.name.removeprefix("odradek-chaos-")
+            if pid.isdigit() and not _alive(int(pid)):
+                for child in old.iterdir():
+                    if child.is_dir():
+                        try:
+                            child.rmdir()
+                        except OSError:
+                            pass  # a process still lives in it
+                try:
+                    old.rmdir()
+                except OSError:
+                    pass
 
     def _nft(self, script: str, *, check: bool = True) -> None:
         done = _run_nft(script, self._mount)

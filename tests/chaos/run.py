@@ -142,8 +142,9 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
             replica_logs(history, {n: b.data_dir for n, b in cluster.brokers.items()}, topics)
         except Unsupported:
             raise
-        except BaseException:
+        except BaseException as e:
             history.record("error", error=traceback.format_exc())
+            e.add_note(f"chaos history: {history_path}")
             raise
         finally:
             if workload is not None:
