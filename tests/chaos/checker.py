@@ -147,8 +147,12 @@ def check(events: Sequence[Event]) -> Report:
         if e["f"] != "send" or e["type"] != "ok":
             continue
         tp, value = _tp(e), str(e["value"])
-        offset, epoch = int(e["offset"]), int(e.get("epoch", -1))
-        seen[tp].add(offset, value, "ack", epoch)
+        # No offset: acknowledged, but the client does not know where (librdkafka reports a
+        # retried batch the broker recognised as a duplicate so); it must be somewhere.
+        offset = -1 if e.get("offset") is None else int(e["offset"])
+        epoch = int(e.get("epoch", -1))
+        if offset >= 0:
+            seen[tp].add(offset, value, "ack", epoch)
         txn = e.get("txn")
         if txn is None or str(txn) in committed_txns:
             acked[value] = (tp, offset, epoch, float(e.get("invoked", e["t"])))
@@ -209,7 +213,10 @@ def check(events: Sequence[Event]) -> Report:
             missing_reads.add(tp)
             continue
         holders = [iso for iso in (UNCOMMITTED, COMMITTED) if (tp, iso) in final]
-        if not any(final[(tp, iso)].get(offset, (None,))[0] == value for iso in holders):
+        if offset < 0:
+            if not any(value == v for iso in holders for v, _ in final[(tp, iso)].values()):
+                found("lost-write", tp, offset=None, value=value)
+        elif not any(final[(tp, iso)].get(offset, (None,))[0] == value for iso in holders):
             elsewhere = sorted(o for o in where.get((tp, value), ()) if o != offset)
             if elsewhere:
                 found("inconsistent-offset", tp, offset=offset, value=value, found_at=elsewhere)
@@ -241,6 +248,8 @@ def check(events: Sequence[Event]) -> Report:
         if e["f"] == "state":
             ended[_tp(e)].append((float(e["t"]), int(e["leader_epoch"])))
     for value, (tp, offset, epoch, invoked) in acked.items():
+        if offset < 0:
+            offset = min(where.get((tp, value), {-1}))
         if epoch < 0:
             epoch = _stored_epoch(seen.get(tp), offset, value)
         if epoch < 0:
@@ -268,7 +277,7 @@ def check(events: Sequence[Event]) -> Report:
             hw = int(ra["high_watermark"])
             start = int(ra.get("log_start_offset", 0))
             for value, (atp, offset, _, _) in acked.items():
-                if atp == tp and start <= offset < hw and la.get(offset, (None,))[0] != value:
+                if atp == tp and offset >= 0 and start <= offset < hw and la.get(offset, (None,))[0] != value:
                     found("replica-divergence", tp, nodes=[a], offset=offset, value=value,
                           missing_acknowledged=True)
 

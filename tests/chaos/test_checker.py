@@ -96,6 +96,16 @@ def test_lost_write() -> None:
     assert report.anomalies[0].detail == {"offset": 8, "value": "d"}
 
 
+def test_an_acknowledgement_without_offset_must_be_somewhere() -> None:
+    h = clean()
+    h.append(ev("send", "ok", 7.0, topic=T, partition=0, value="d", offset=None, invoked=6.5))
+    assert check(h).valid  # "d" is at offset 8
+    h.append(ev("send", "ok", 7.0, topic=T, partition=0, value="nowhere", offset=None,
+                invoked=6.5))
+    report = check(h)
+    assert [(a.kind, a.detail["value"]) for a in report.anomalies] == [("lost-write", "nowhere")]
+
+
 def test_committed_transaction_lost() -> None:
     h = [e for e in clean() if e["f"] not in ("replica", "poll")]
     for iso in ("read_uncommitted", "read_committed"):
