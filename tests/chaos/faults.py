@@ -11,11 +11,13 @@ Names (:data:`FAULTS`): ``kill-leader``, ``kill-controller``, ``kill-two``, ``pa
 from __future__ import annotations
 
 import datetime
+import json
 import random
 import socket
 import struct
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -166,9 +168,30 @@ def _exactly(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
+def _etcd_leader(cluster: ChaosCluster) -> int | None:
+    """The index of the etcd member that is raft leader, if one answers."""
+    for i, member in enumerate(cluster.etcd.members):
+        try:
+            request = urllib.request.Request(
+                member.endpoint + "/v3/maintenance/status", data=b"{}", method="POST")
+            with urllib.request.urlopen(request, timeout=2) as response:
+                status = json.loads(response.read())
+        except (OSError, ValueError):
+            continue
+        if status.get("leader") and status["leader"] == status["header"].get("member_id"):
+            return i
+    return None
+
+
 def kill_etcd(cluster: ChaosCluster, rng: random.Random, topic: str) -> None:
-    member = rng.randrange(len(cluster.etcd.members))
-    cluster.history.record("fault", fault="kill-etcd", phase="start", member=member)
+    """kill -9 an etcd member: the raft leader every other time (an election follows)."""
+    leader = _etcd_leader(cluster)
+    if leader is not None and rng.random() < 0.5:
+        member = leader
+    else:
+        member = rng.randrange(len(cluster.etcd.members))
+    cluster.history.record("fault", fault="kill-etcd", phase="start", member=member,
+                           etcd_leader=member == leader)
     cluster.etcd.kill(member)
     time.sleep(_hold(cluster))
     cluster.etcd.restart(member)
