@@ -3,8 +3,8 @@
 with every process running and the network whole; the runner then waits until it settles.
 
 Names (:data:`FAULTS`): ``kill-leader``, ``kill-controller``, ``kill-two``, ``pause-leader``,
-``kill-etcd``, ``partition-brokers``, ``partition-etcd``, ``slow-broker`` (a latency proxy,
-:mod:`chaos.proxy`). ``partition-*`` need :mod:`chaos.net`
+``kill-etcd``, ``partition-brokers``, ``partition-etcd``, ``isolate-leader``, ``slow-broker``
+(a latency proxy, :mod:`chaos.proxy`). ``partition-*`` and ``isolate-leader`` need :mod:`chaos.net`
 (``NETWORK_FAULTS``); without it they are recorded as skipped with the reason.
 """
 
@@ -228,6 +228,25 @@ def partition_etcd(cluster: ChaosCluster, rng: random.Random, topic: str) -> Non
         cluster.history.record("fault", fault="partition-etcd", phase="end", node=node)
 
 
+def isolate_leader(cluster: ChaosCluster, rng: random.Random, topic: str) -> None:
+    """A leader cut off from the other brokers and from etcd while clients still reach it: the
+    textbook zombie. It must stop acknowledging (its followers cannot fetch, it cannot shrink
+    the ISR, its session expires) while the others elect a new leader."""
+    assert cluster.net is not None
+    _, node = _some_leader(cluster, rng, topic)
+    others = [n for n in cluster.brokers if n != node]
+    cluster.history.record("fault", fault="isolate-leader", phase="start", node=node)
+    cluster.net.cut(f"broker-{node}", [p for n in others for p in cluster.ports_of(n)]
+                    + [m.client_port for m in cluster.etcd.members])
+    for n in others:
+        cluster.net.cut(f"broker-{n}", cluster.ports_of(node))
+    try:
+        time.sleep(_hold(cluster) + 1)
+    finally:
+        cluster.net.heal()
+        cluster.history.record("fault", fault="isolate-leader", phase="end", node=node)
+
+
 def slow_broker(cluster: ChaosCluster, rng: random.Random, topic: str) -> None:
     """Every byte to and from one broker (clients' and other brokers') held back by longer
     than the producers' request timeout: requests time out and are retried on new connections
@@ -258,9 +277,10 @@ FAULTS: dict[str, Fault] = {
     "kill-etcd": kill_etcd,
     "partition-brokers": partition_brokers,
     "partition-etcd": partition_etcd,
+    "isolate-leader": isolate_leader,
     "slow-broker": slow_broker,
 }
-NETWORK_FAULTS = frozenset({"partition-brokers", "partition-etcd"})
+NETWORK_FAULTS = frozenset({"partition-brokers", "partition-etcd", "isolate-leader"})
 
 
 def run_fault(name: str, cluster: ChaosCluster, rng: random.Random, topic: str) -> bool:
