@@ -44,10 +44,16 @@ class RunResult:
     history_path: Path
     rounds: int
     network: str | None  # why network faults were skipped, or None
+    crashed: tuple[str, ...] = ()  # workers that died: the history is incomplete
+
+    @property
+    def valid(self) -> bool:
+        return self.report.valid and not self.crashed
 
     def describe(self) -> str:
         net = "" if self.network is None else f"\nnetwork faults skipped: {self.network}"
-        return (f"{self.rounds} fault rounds; history: {self.history_path}{net}\n"
+        crashed = "".join(f"\nworker crashed: {c}" for c in self.crashed)
+        return (f"{self.rounds} fault rounds; history: {self.history_path}{net}{crashed}\n"
                 f"{self.report.summary()}")
 
 
@@ -81,13 +87,15 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
     rng = random.Random(config.seed)
     faults = list(config.faults or FAULTS)
     rounds = 0
+    crashed: list[str] = []
 
     def say(text: str) -> None:
         if log:
             print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
     with History(history_path) as history:
-        history.record("meta", config=config.to_json(), network=why_not or "nftables")
+        history.record("meta", config=config.to_json(), network=why_not or "nftables",
+                       idempotent=config.acks in ("all", "-1"))
         if net is not None:
             net.setup()
         cluster = ChaosCluster(directory / "cluster", config, history, net)
@@ -134,6 +142,7 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
             workload.stop()
             for error in workload.errors:
                 history.record("workload", error=error)
+            crashed = list(workload.crashed)
             workload = None
             say("final reads")
             final_reads(history, cluster.bootstrap, topics, config.partitions)
@@ -153,9 +162,9 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
             if net is not None:
                 net.teardown()
     report = check(_load(history_path))
-    result = RunResult(report, history_path, rounds, why_not)
+    result = RunResult(report, history_path, rounds, why_not, tuple(crashed))
     (directory / "report.json").write_text(json.dumps({
-        "valid": report.valid, "rounds": rounds, "stats": report.stats,
+        "valid": result.valid, "rounds": rounds, "crashed": crashed, "stats": report.stats,
         "unchecked": list(report.unchecked),
         "anomalies": [a.to_json() for a in report.anomalies],
     }, indent=1) + "\n", encoding="utf-8")
@@ -200,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not run: {e}")
         return 2
     print(result.describe())
-    return 0 if result.report.valid else 1
+    return 0 if result.valid else 1
 
 
 if __name__ == "__main__":

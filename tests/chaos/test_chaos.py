@@ -38,7 +38,7 @@ def _run(config: ChaosConfig, directory: Path) -> RunResult:
         result = run(config, directory)
     except Unsupported as e:
         pytest.skip(str(e))
-    assert result.report.valid, result.describe()
+    assert result.valid, result.describe()
     unsettled = [e for e in load_history(result.history_path)
                  if e["f"] == "fault" and e.get("phase") == "unsettled"]
     assert not unsettled, f"the cluster did not recover: {unsettled}\n{result.describe()}"

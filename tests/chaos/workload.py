@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 import threading
 import time
+import traceback
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +63,34 @@ class Workload:
         self._rate = rate
         self._seed = seed
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._produce, args=(f"p{i}",), name=f"chaos-p{i}",
-                             daemon=True)
-            for i in range(producers)
+        self.errors: list[str] = []
+        #: Workers that died of an exception (a harness bug or a client refusing its config).
+        self.crashed: list[str] = []
+        workers: list[tuple[str, Callable[[], None]]] = [
+            (f"p{i}", lambda n=f"p{i}": self._produce(n)) for i in range(producers)
         ]
         if txn_topic is not None:
-            self._threads.append(threading.Thread(target=self._transactions, name="chaos-txn",
-                                                  daemon=True))
+            workers.append(("txn", self._transactions))
         for i, iso in enumerate((UNCOMMITTED, COMMITTED)):
-            self._threads.append(threading.Thread(
-                target=self._consume, args=(f"c{i}", iso), name=f"chaos-c{i}", daemon=True))
-        self.errors: list[str] = []
+            workers.append((f"c{i}", lambda n=f"c{i}", i_=iso: self._consume(n, i_)))
+        self._threads = [
+            threading.Thread(target=self._guard, args=(name, work), name=f"chaos-{name}",
+                             daemon=True)
+            for name, work in workers
+        ]
+
+    @property
+    def idempotent(self) -> bool:
+        """Kafka allows idempotence only with acks=all."""
+        return self._acks in ("all", "-1")
+
+    def _guard(self, name: str, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:
+            error = traceback.format_exc()
+            self.crashed.append(f"{name}: {error}")
+            self.history.record("workload", "fail", worker=name, error=error)
 
     def start(self) -> None:
         for t in self._threads:
@@ -90,7 +107,7 @@ class Workload:
     def _producer_config(self) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap, "acks": self._acks,
-            "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 30_000,
+            "enable.idempotence": self.idempotent, "linger.ms": 5, "message.timeout.ms": 30_000,
             "retry.backoff.ms": 100, "reconnect.backoff.max.ms": 1000,
             # shorter than the slow-broker fault's delay (chaos.faults), so sends are retried
             "request.timeout.ms": 5000,
@@ -146,7 +163,8 @@ class Workload:
         producer: Producer | None = None
         while not self._stop.is_set():
             if producer is None:
-                producer = Producer({**self._producer_config(),
+                producer = Producer({**self._producer_config(), "acks": "all",
+                                     "enable.idempotence": True,
                                      "transactional.id": f"chaos-txn-{self._seed}",
                                      "transaction.timeout.ms": 30_000})
                 try:
