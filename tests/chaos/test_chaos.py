@@ -89,3 +89,19 @@ def test_replicated_faults(tmp_path: Path) -> None:
                      faults=PROCESS_FAULTS + tuple(sorted(NETWORK_FAULTS)), seed=3)
     result = _run(config, tmp_path)
     assert result.report.stats["acknowledged"] > 500, result.describe()
+
+
+def test_acks_1_loses_writes_and_the_checker_says_so(tmp_path: Path) -> None:
+    """The positive control: with acks=1 an isolated leader acknowledges writes its followers
+    never get, which Kafka allows and the new leader's log drops. The run must be found invalid
+    with lost writes, or the harness is blind."""
+    if unavailable() is not None:
+        pytest.skip(f"network partitions unavailable here: {unavailable()}")
+    config = replace(DEFAULTS, replication_factor=3, min_insync_replicas=1, acks="1",
+                     faults=("isolate-leader",), rounds=2, transactional=False, seed=5)
+    try:
+        result = run(config, tmp_path)
+    except Unsupported as e:
+        pytest.skip(str(e))
+    assert not result.crashed, result.describe()
+    assert "lost-write" in result.report.by_kind(), result.describe()
