@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: serve test lint typecheck bench fuzz clean system-deps
+.PHONY: serve test lint typecheck bench fuzz chaos clean system-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,9 @@ serve: $(STAMP)
 	$(BIN)/odradek serve --listen 127.0.0.1:9092 --data-dir ./data --config config/server.properties
 
 # kcat is one of the clients the integration tests drive; etcd (Debian's etcd-server) holds a
-# cluster's metadata, and the cluster tests start their own etcd processes. Debian packages both.
-SYSTEM_DEPS := kcat:kcat etcd:etcd-server
+# cluster's metadata, and the cluster tests start their own etcd processes; nft (nftables) makes
+# the fault tests' network partitions (tests/chaos, docs/CHAOS.md). Debian packages all three.
+SYSTEM_DEPS := kcat:kcat etcd:etcd-server nft:nftables
 system-deps:
 	@for dep in $(SYSTEM_DEPS); do \
 	  cmd=$${dep%%:*}; pkg=$${dep#*:}; \
@@ -55,6 +56,14 @@ FUZZ_FRAMES ?= 1000000
 FUZZ_SEED ?= 1
 fuzz: $(TEST_STAMP)
 	$(BIN)/python tests/fuzz/fuzzer.py --frames $(FUZZ_FRAMES) --seed $(FUZZ_SEED)
+
+# The long fault-injection run (docs/CHAOS.md); `make test` runs a short form of it
+# (tests/chaos/test_chaos.py, marked `chaos`). CHAOS_ARGS passes more flags, e.g.
+# CHAOS_ARGS="--replication-factor 3 --min-insync-replicas 2 --seed 42".
+DURATION ?= 600
+CHAOS_ARGS ?=
+chaos: $(TEST_STAMP) system-deps
+	PYTHONPATH=tests $(BIN)/python -m chaos --duration $(DURATION) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) data

@@ -110,10 +110,17 @@ class _Ports:
 
 
 class BrokerProcess:
-    """One ``odradek serve`` child. ``start``/``restart`` wait until it serves."""
+    """One ``odradek serve`` child. ``start``/``restart`` wait until it serves.
 
-    def __init__(self, node_id: int, port: int, data_dir: Path, config_path: Path) -> None:
+    ``launch_prefix`` is put before the command (the fault tests start each broker in a cgroup
+    of its own through a small shell wrapper that ends with ``exec "$@"``)."""
+
+    def __init__(
+        self, node_id: int, port: int, data_dir: Path, config_path: Path,
+        *, launch_prefix: Sequence[str] = (),
+    ) -> None:
         self.node_id = node_id
+        self.launch_prefix = tuple(launch_prefix)
         self.host = "127.0.0.1"
         self.port = port
         self.data_dir = data_dir
@@ -147,6 +154,7 @@ class BrokerProcess:
         if self.running:
             raise RuntimeError(f"broker {self.node_id} is already running")
         args = [
+            *self.launch_prefix,
             sys.executable, "-m", "odradek", "serve",
             "--config", str(self.config_path),
             "--data-dir", str(self.data_dir),
