@@ -401,10 +401,12 @@ def test_kafka_stock_kraft_server_properties_is_accepted(tmp_path: Path) -> None
     assert config.advertised_listener() == Listener("PLAINTEXT", "localhost", 9092)
     assert config.data_dir == tmp_path / "kraft-combined-logs"
     assert config.offsets_topic_replication_factor == 1
+    assert config.transaction_state_log_replication_factor == 1
+    assert config.transaction_state_log_min_isr == 1
     assert config.log_flush_interval_messages == LONG_MAX
     ignored = {w.split(":")[0] for w in config.warnings}
     assert {"process.roles", "num.network.threads", "controller.quorum.voters",
-            "transaction.state.log.min.isr", "ssl.keystore.password"} <= ignored
+            "ssl.keystore.password"} <= ignored
     assert any("CONTROLLER://:9093" in w for w in config.warnings)
     assert not any("hunter2" in w for w in config.warnings)
     assert "num.network.threads" not in config.explicit_keys

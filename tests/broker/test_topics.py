@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from odradek.broker.runner import local_config
-from odradek.broker.topics import TopicManager, validate_topic_name
+from odradek.broker.topics import TopicManager, internal_topic_replication, validate_topic_name
 from odradek.clock import ManualClock
 from odradek.cluster.durable import open_single_node_store
 from odradek.cluster.image import MetadataImage
@@ -161,17 +161,22 @@ def test_logs_follow_the_image_on_every_broker(tmp_path: Path) -> None:
                 held = {p for p, s in enumerate(info.partitions) if node in s.replicas}
                 assert held and {p for t, p in logs.partitions() if t == "spread"} == held
             assert one.partition_count() + two.partition_count() == 4
-            # Two live brokers, but no replication yet: more than one replica is refused, and
-            # nothing is written.
-            with pytest.raises(InvalidReplicationFactorError, match="does not replicate"):
-                await one.create("twice", num_partitions=1, replication_factor=2)
-            with pytest.raises(InvalidReplicationFactorError, match="does not replicate"):
-                await one.create("assigned", assignments={0: [1, 2]})
-            with pytest.raises(InvalidReplicationFactorError, match="does not replicate"):
-                await one.create_partitions("spread", 5, validate_only=False,
-                                            assignments=[[1, 2]])
-            assert image1.topic("twice") is None and image1.topic("assigned") is None
-            assert len(image1.topic("spread").partitions) == 4  # type: ignore[union-attr]
+            # Two live brokers: two replicas fit, each broker holds a log of every partition;
+            # three do not, and nothing is written.
+            await one.create("twice", num_partitions=2, replication_factor=2)
+            await image2.wait_for_revision(image1.revision)
+            twice = image2.topic("twice")
+            assert twice is not None
+            assert [sorted(s.replicas) for s in twice.partitions] == [[1, 2], [1, 2]]
+            assert [s.isr for s in twice.partitions] == [s.replicas for s in twice.partitions]
+            for logs in (logs1, logs2):
+                assert {p for t, p in logs.partitions() if t == "twice"} == {0, 1}
+            with pytest.raises(InvalidReplicationFactorError, match="live brokers"):
+                await one.create("thrice", num_partitions=1, replication_factor=3)
+            with pytest.raises(InvalidReplicaAssignmentError):
+                await one.create("assigned", assignments={0: [1, 3]})
+            assert image1.topic("thrice") is None and image1.topic("assigned") is None
+            await one.delete("twice")
             await two.delete("spread")
             await image1.wait_for_revision(image2.revision)
             assert not logs1.partitions() and not logs2.partitions()
@@ -182,3 +187,26 @@ def test_logs_follow_the_image_on_every_broker(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("settings", "live", "offsets", "txn"),
+    [
+        # Unset: min(3, live brokers), and the transaction log's min ISR at most that.
+        ({}, 1, 1, (1, "1")),
+        ({}, 2, 2, (2, "2")),
+        ({}, 5, 3, (3, "2")),
+        # Set: as set, whatever is live (creation then waits for the brokers, as in Kafka).
+        ({"offsets.topic.replication.factor": "3",
+          "transaction.state.log.replication.factor": "2",
+          "transaction.state.log.min.isr": "3"}, 1, 3, (2, "3")),
+        ({"transaction.state.log.min.isr": "1"}, 5, 3, (3, "1")),
+    ],
+)
+def test_internal_topic_replication(
+    tmp_path: Path, settings: dict[str, str], live: int, offsets: int, txn: tuple[int, str]
+) -> None:
+    config = local_config(tmp_path, **settings)
+    assert internal_topic_replication(config, "__consumer_offsets", live) == (offsets, {})
+    factor, configs = internal_topic_replication(config, "__transaction_state", live)
+    assert (factor, configs["min.insync.replicas"]) == txn

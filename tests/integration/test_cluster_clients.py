@@ -175,9 +175,13 @@ def test_broker_without_etcd_refuses_writes_until_it_returns(
 
 
 # Small internal topics: a cluster test creates them and every partition must find a leader.
+# One replica each: these tests follow a coordinator's partition to the one broker that holds
+# it, across that broker's restart (with min(3, brokers) replicas another would take over).
 _INTERNAL = {
     "offsets_topic_num_partitions": "6",
     "transaction_state_log_num_partitions": "6",
+    "offsets_topic_replication_factor": "1",
+    "transaction_state_log_replication_factor": "1",
     "group_initial_rebalance_delay_ms": "0",
 }
 

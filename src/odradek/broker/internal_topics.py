@@ -95,10 +95,9 @@ class InternalTopic:
             return
         try:
             await self._broker.topics.create(
-            self.name,
-            num_partitions=self.partitions,
-            replication_factor=1,
-            configs=self._configs,
+                self.name,
+                num_partitions=self.partitions,
+                configs=self._configs,
                 internal=True,
             )
         except TopicAlreadyExistsError:

@@ -27,7 +27,7 @@ from odradek.broker.limits import default_max_broker_partitions
 from odradek.cluster.image import MetadataImage, TopicsChange
 from odradek.cluster.model import TopicInfo
 from odradek.cluster.topic_admin import TopicAdmin
-from odradek.config import BrokerConfig, log_config_for, validate_topic_configs
+from odradek.config import BROKER_CONFIGS, BrokerConfig, log_config_for, validate_topic_configs
 from odradek.errors import (
     InvalidPartitionsError,
     InvalidReplicationFactorError,
@@ -40,15 +40,21 @@ from odradek.errors import (
 from odradek.metadata.store import TopicMetadata
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_manager import LogManager
+from odradek.topic_names import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 
-__all__ = ["TopicManager", "validate_topic_name", "MAX_TOPIC_NAME_LENGTH"]
+__all__ = [
+    "TopicManager",
+    "validate_topic_name",
+    "internal_topic_replication",
+    "MAX_TOPIC_NAME_LENGTH",
+    "MAX_REPLICATION_FACTOR",
+]
 
 MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_PARTITIONS = 100_000
-#: Partitions are not replicated yet: a topic asked for more replicas is refused rather than
-#: shown with an ISR that holds nothing (replication is the next step of the cluster).
-MAX_REPLICATION_FACTOR = 1
+#: CreateTopics carries the replication factor as an int16.
+MAX_REPLICATION_FACTOR = 32767
 
 _log = logging.getLogger("odradek.broker")
 
@@ -68,12 +74,37 @@ def validate_topic_name(name: str) -> None:
         )
 
 
-def _check_replica_count(replicas: int) -> None:
-    if replicas > MAX_REPLICATION_FACTOR:
-        raise InvalidReplicationFactorError(
-            f"replication factor {replicas} is not supported: odradek does not replicate "
-            f"partitions yet, so every partition has {MAX_REPLICATION_FACTOR} replica"
-        )
+def _explicit(config: BrokerConfig, key: str) -> bool:
+    """Whether broker setting ``key`` was set (in the file, or as a keyword by an embedder)."""
+    return key in config.explicit_keys or config.value_of(key) != BROKER_CONFIGS[key].default
+
+
+def internal_topic_replication(
+    config: BrokerConfig, name: str, live_brokers: int
+) -> tuple[int, dict[str, str]]:
+    """The replication factor of internal topic ``name`` and the configs it adds, when created
+    with ``live_brokers`` registered: ``offsets.topic.replication.factor`` /
+    ``transaction.state.log.replication.factor`` as set (Kafka's meaning: creation fails, and
+    the coordinators stay unavailable, until that many brokers are live), or unless set
+    min(3, live brokers), so a single node (or a cluster still starting) gets a working topic.
+    ``__transaction_state`` takes ``min.insync.replicas`` from
+    ``transaction.state.log.min.isr``; unless set, capped at the replication factor (Kafka's
+    default of 2 would leave a one-replica topic unwritable)."""
+    key = (
+        "offsets.topic.replication.factor"
+        if name == OFFSETS_TOPIC
+        else "transaction.state.log.replication.factor"
+    )
+    factor = int(config.value_of(key))
+    if not _explicit(config, key):
+        factor = max(1, min(factor, live_brokers))
+    configs: dict[str, str] = {}
+    if name == TRANSACTION_STATE_TOPIC:
+        min_isr = config.transaction_state_log_min_isr
+        if not _explicit(config, "transaction.state.log.min.isr"):
+            min_isr = min(min_isr, factor)
+        configs["min.insync.replicas"] = str(min_isr)
+    return factor, configs
 
 
 class TopicManager:
@@ -172,10 +203,18 @@ class TopicManager:
     ) -> TopicMetadata:
         """Create a topic. ``internal`` marks the broker's own ``__consumer_offsets`` or
         ``__transaction_state``: counted in ``max.broker.partitions`` but never refused by it,
-        since groups and transactions cannot work without them."""
+        since groups and transactions cannot work without them; its replication factor, unless
+        given, is :func:`internal_topic_replication`'s.
+
+        A replication factor above the live brokers is INVALID_REPLICATION_FACTOR (Kafka's
+        answer; a partition is never placed on fewer brokers than asked)."""
         validate_topic_name(name)
         if self._image.topic(name) is not None:
             raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+        if internal and replication_factor == -1 and not assignments:
+            live = len(self._image.live_brokers())
+            replication_factor, added = internal_topic_replication(self._config, name, live)
+            configs = {**added, **(configs or {})}
         replicas: list[list[int]] | None = None
         if assignments:
             if num_partitions != -1 or replication_factor != -1:
@@ -194,13 +233,11 @@ class TopicManager:
             raise InvalidPartitionsError(
                 f"number of partitions must be between 1 and {MAX_PARTITIONS}, got {num_partitions}"
             )
-        if replication_factor <= 0 and replicas is None:
+        if replicas is None and not 0 < replication_factor <= MAX_REPLICATION_FACTOR:
             raise InvalidReplicationFactorError(
-                f"replication factor must be at least 1, got {replication_factor}"
+                f"replication factor must be between 1 and {MAX_REPLICATION_FACTOR}, got "
+                f"{replication_factor}"
             )
-        _check_replica_count(
-            replication_factor if replicas is None else max(map(len, replicas), default=1)
-        )
         clean = validate_topic_configs(dict(configs or {}))
         log_config_for(self._config, clean)  # refuses what the log cannot take
         refused = None if internal else self._limit_exceeded(num_partitions)
@@ -239,8 +276,6 @@ class TopicManager:
             raise InvalidPartitionsError(f"topic {name!r} already has {count} partitions")
         if count > MAX_PARTITIONS:
             raise InvalidPartitionsError(f"at most {MAX_PARTITIONS} partitions are allowed")
-        if assignments:
-            _check_replica_count(max(map(len, assignments), default=1))
         refused = self._limit_exceeded(count - meta.partitions)
         if refused is not None:
             raise InvalidPartitionsError(

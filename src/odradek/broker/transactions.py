@@ -65,7 +65,7 @@ class TxnRuntime(CoordinatorHost):
             TRANSACTION_STATE_TOPIC,
             self._config.state_log_partitions,
             {"cleanup.policy": "compact", "segment.bytes": "104857600",
-             "compression.type": "uncompressed", "min.insync.replicas": "1"},
+             "compression.type": "uncompressed"},
         )
         super().__init__(broker, topic, self.coordinator, name="txn", load_hook=load_hook)
         self._remote_markers = _RemoteMarkers(broker, self.coordinator.retry_markers)

@@ -217,6 +217,8 @@ class BrokerConfig:
     offsets_retention_minutes: int = _FROM_TABLE
     offsets_retention_check_interval_ms: int = _FROM_TABLE
     transaction_state_log_num_partitions: int = _FROM_TABLE
+    transaction_state_log_replication_factor: int = _FROM_TABLE
+    transaction_state_log_min_isr: int = _FROM_TABLE
     transactional_id_expiration_ms: int = _FROM_TABLE
     transaction_max_timeout_ms: int = _FROM_TABLE
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = _FROM_TABLE
@@ -251,6 +253,7 @@ class BrokerConfig:
     etcd_endpoints: tuple[str, ...] = _FROM_TABLE
     etcd_prefix: str = _FROM_TABLE
     broker_rack: str | None = _FROM_TABLE
+    controlled_shutdown_enable: bool = _FROM_TABLE
     broker_session_timeout_ms: int = _FROM_TABLE
     schema_registry_listeners: tuple[str, ...] = _FROM_TABLE
     explicit_keys: frozenset[str] = field(default=frozenset(), compare=False)

@@ -176,13 +176,21 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _bool("unclean.leader.election.enable", False, "Allow an out-of-sync replica to lead."),
     _int("offsets.topic.num.partitions", 50, "Partitions of __consumer_offsets.", minimum=1),
     ConfigDef("offsets.topic.replication.factor", ConfigType.SHORT, 3,
-              "Replication factor of __consumer_offsets.", AtLeast(1)),
+              "Replication factor of __consumer_offsets. Unless set, min(3, live brokers) when "
+              "the topic is created (1 on a single node); set, creating it waits for that many "
+              "brokers.", AtLeast(1)),
     _int("offsets.retention.minutes", 10080, "Keep committed offsets of an empty group this "
          "long.", minimum=1),
     _long("offsets.retention.check.interval.ms", 600000, "How often stale offsets are removed.",
           minimum=1),
     _int("transaction.state.log.num.partitions", 50, "Partitions of __transaction_state.",
          minimum=1),
+    ConfigDef("transaction.state.log.replication.factor", ConfigType.SHORT, 3,
+              "Replication factor of __transaction_state. Unless set, min(3, live brokers) when "
+              "the topic is created (1 on a single node); set, creating it waits for that many "
+              "brokers.", AtLeast(1)),
+    _int("transaction.state.log.min.isr", 2, "min.insync.replicas of __transaction_state. Unless "
+         "set, at most its replication factor.", minimum=1),
     _int("transactional.id.expiration.ms", 604800000, "Forget a transactional id after this long "
          "without activity.", minimum=1),
     _int("transaction.abort.timed.out.transaction.cleanup.interval.ms", 10000, "How often "
@@ -254,6 +262,10 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
               "prefix)."),
     ConfigDef("broker.rack", ConfigType.STRING, None,
               "The broker's rack, registered with it and used to spread replicas across racks."),
+    _bool("controlled.shutdown.enable", True,
+          "On a clean shutdown (SIGTERM), first have the controller move this broker's "
+          "leaderships to other in-sync replicas and take it out of the ISRs, waiting at most "
+          "broker.session.timeout.ms for it."),
     _int("broker.session.timeout.ms", 9000, "How long a broker stays registered without "
          "renewing its etcd lease (rounded up to whole seconds, as etcd's lease TTL); a broker "
          "that cannot renew for this long fences itself and registers again with a new epoch.",
@@ -278,8 +290,8 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "max.connections.per.ip.overrides", "max.connection.creation.rate", "process.roles",
     "inter.broker.listener.name", "inter.broker.protocol.version", "security.inter.broker.protocol",
     "security.providers", "reserved.broker.max.id", "broker.id.generation.enable",
-    "auto.leader.rebalance.enable", "transaction.state.log.replication.factor",
-    "transaction.state.log.min.isr", "transaction.state.log.segment.bytes",
+    "auto.leader.rebalance.enable", "transaction.state.log.segment.bytes",
+    "controlled.shutdown.max.retries", "controlled.shutdown.retry.backoff.ms",
     "transaction.state.log.load.buffer.size",
     "transaction.partition.verification.enable",
     "offsets.topic.segment.bytes", "offsets.topic.compression.codec", "offsets.load.buffer.size",

@@ -1,4 +1,5 @@
-"""CreateTopics (key 19): create topics with partitions, replication factor 1 and configs."""
+"""CreateTopics (key 19): create topics with partitions, replication factors (or explicit
+replica assignments) and configs."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ async def handle(broker: BrokerServices, request: Request) -> Any:
                     ErrorCode.none,
                     topic_id=meta.topic_id,
                     num_partitions=meta.partitions,
-                    replication_factor=1,
+                    replication_factor=_replication_factor(broker, t, assignments),
                     configs=entries,
                 )
             )
@@ -88,6 +89,18 @@ async def handle(broker: BrokerServices, request: Request) -> Any:
                 _result(mod, t.name, code, e.message if isinstance(e, KafkaError) else None)
             )
     return build(mod.CreateTopicsResponse, throttle_time=_ZERO, topics=tuple(results))
+
+
+def _replication_factor(broker: BrokerServices, t: Any, assignments: dict[int, list[int]]) -> int:
+    """The created topic's replication factor (as placed; for validate_only, as asked)."""
+    info = broker.cluster.topic(t.name)
+    if info is not None and info.partitions:
+        return len(info.partitions[0].replicas)
+    if assignments:
+        return len(next(iter(assignments.values())))
+    if t.replication_factor == -1:
+        return int(broker.config.default_replication_factor)
+    return int(t.replication_factor)
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:

