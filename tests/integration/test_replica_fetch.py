@@ -30,11 +30,13 @@ from kio.schema.list_offsets.v8 import request as list_req
 from kio.schema.produce.v11 import request as produce_req
 from rawclient import RawClient
 
+from odradek.broker.runner import BrokerThread
 from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.local import LocalCluster
 from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.model import PartitionState, TopicRecord
 from odradek.protocol.records import SimpleRecord, encode_batch, read_batch_header
+from staticview import reassigned, registered
 
 pytestmark = pytest.mark.integration
 
@@ -309,3 +311,61 @@ def test_the_leader_serves_a_follower(
         assert follower.fetch(leo, last_fetched_epoch=epoch).high_watermark == leo
     finally:
         follower.close()
+
+
+# --- one broker whose view names a follower (tests/staticview.py) -----------------------------
+
+
+def _follower_fetch_v12(bootstrap: str, topic: str, replica_id: int, offset: int,
+                        last_fetched_epoch: int) -> Any:
+    body = fetch_v12.FetchRequest(
+        replica_id=replica_id, max_wait=datetime.timedelta(0), min_bytes=1, max_bytes=1 << 20,
+        isolation_level=0, session_id=0, session_epoch=-1,
+        topics=(fetch_v12.FetchTopic(topic=topic, partitions=(fetch_v12.FetchPartition(
+            partition=0, current_leader_epoch=-1, fetch_offset=offset,
+            last_fetched_epoch=last_fetched_epoch, log_start_offset=0,
+            partition_max_bytes=1 << 20,
+        ),)),),
+        forgotten_topics_data=(), rack_id="",
+    )
+    with RawClient(bootstrap) as c:
+        return c.request(body).responses[0].partitions[0]
+
+
+def test_a_new_leader_epoch_starts_at_the_log_end(broker: BrokerThread) -> None:
+    """KIP-207: in a new leader epoch, ListOffsets(latest) is OFFSET_NOT_AVAILABLE until the
+    high watermark reaches the epoch's start (the log end offset when leadership began); the
+    leader keeps the high watermark it had and moves it once its ISR has fetched. A partition
+    back to one replica has its high watermark at its log end at once."""
+    bootstrap = broker.bootstrap
+    b = broker.broker
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("epoch-start", 1, 1)])["epoch-start"].result(15)
+    me = b.node_id
+    for n in (1, 2, 3):
+        assert _produce(bootstrap, "epoch-start", acks=1).base_offset == n - 1
+
+    def view(epoch: int, replicas: tuple[int, ...]) -> None:
+        b.cluster = reassigned(b.cluster, {("epoch-start", 0): PartitionState(
+            replicas, replicas, me, leader_epoch=epoch, partition_epoch=epoch,
+        )}, extra_brokers=[registered(99)])
+
+    view(1, (me, 99))  # a follower joins; it has fetched nothing yet
+    assert _produce(bootstrap, "epoch-start", acks=1, n=2).error_code == ErrorCode.none
+    plog = b.topics.log("epoch-start", 0)
+    assert (plog.high_watermark, plog.log_end_offset) == (3, 5)
+    assert _latest(bootstrap, "epoch-start").offset == 3  # epoch 1 started at 3
+
+    view(2, (me, 99))  # a new epoch starts at 5, above the high watermark
+    refused = _latest(bootstrap, "epoch-start")
+    assert refused.error_code == ErrorCode.offset_not_available
+    # The follower has everything of epoch 1: the high watermark reaches the epoch start.
+    got = _follower_fetch_v12(bootstrap, "epoch-start", 99, 5, last_fetched_epoch=1)
+    assert (got.error_code, got.high_watermark) == (ErrorCode.none, 5)
+    latest = _latest(bootstrap, "epoch-start")
+    assert (latest.error_code, latest.offset) == (ErrorCode.none, 5)
+
+    assert _produce(bootstrap, "epoch-start", acks=1).error_code == ErrorCode.none
+    assert plog.high_watermark == 5
+    view(3, (me,))  # one replica again: everything it holds is replicated
+    assert _latest(bootstrap, "epoch-start").offset == 6
