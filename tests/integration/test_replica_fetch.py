@@ -19,6 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,11 +27,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12 import request as fetch_v12
 from kio.schema.fetch.v16 import request as fetch_req
+from kio.schema.find_coordinator.v4 import request as find_req
 from kio.schema.list_offsets.v8 import request as list_req
+from kio.schema.offset_commit.v8 import request as offset_commit_req
 from kio.schema.produce.v11 import request as produce_req
 from rawclient import RawClient
 
-from odradek.broker.runner import BrokerThread
+from odradek.broker.runner import BrokerThread, local_config
 from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.local import LocalCluster
 from odradek.cluster.membership import ClusterKeys
@@ -369,3 +372,42 @@ def test_a_new_leader_epoch_starts_at_the_log_end(broker: BrokerThread) -> None:
     assert plog.high_watermark == 5
     view(3, (me,))  # one replica again: everything it holds is replicated
     assert _latest(bootstrap, "epoch-start").offset == 6
+
+
+def test_an_offset_commit_is_answered_once_replicated(tmp_path: Path) -> None:
+    """Coordinator records are written as with acks=all: an OffsetCommit to a group whose
+    ``__consumer_offsets`` partition has a follower is answered only once the follower has
+    fetched the commit's record."""
+    config = local_config(tmp_path / "data", offsets_topic_num_partitions="1")
+    with BrokerThread(config) as broker:
+        bootstrap = broker.bootstrap
+        b = broker.broker
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("committed", 1, 1)])["committed"].result(15)
+        with RawClient(bootstrap) as c:
+            c.request(find_req.FindCoordinatorRequest(key_type=0, coordinator_keys=("g",)))
+        _wait(lambda: b.cluster.topic("__consumer_offsets") is not None, "__consumer_offsets")
+        me = b.node_id
+        b.cluster = reassigned(b.cluster, {("__consumer_offsets", 0): PartitionState(
+            (me, 99), (me, 99), me, leader_epoch=0, partition_epoch=1,
+        )}, extra_brokers=[registered(99)])
+        plog = _wait(lambda: b.topics.log("__consumer_offsets", 0), "the log")
+        start = plog.log_end_offset
+        commit = offset_commit_req.OffsetCommitRequest(
+            group_id="g", generation_id_or_member_epoch=-1, member_id="",
+            group_instance_id=None, topics=(offset_commit_req.OffsetCommitRequestTopic(
+                name="committed", partitions=(offset_commit_req.OffsetCommitRequestPartition(
+                    partition_index=0, committed_offset=5, committed_leader_epoch=-1,
+                    committed_metadata=None,
+                ),),
+            ),),
+        )
+        with RawClient(bootstrap) as c:
+            c.send(commit)
+            assert _no_answer_within(c, 0.5)
+            assert plog.log_end_offset > start  # written (and applied), not yet replicated
+            got = _follower_fetch_v12(bootstrap, "__consumer_offsets", 99, start, -1)
+            assert _offsets(got.records)[-1] == plog.log_end_offset - 1
+            _follower_fetch_v12(bootstrap, "__consumer_offsets", 99, plog.log_end_offset, 0)
+            answer = c.receive(8, 8)
+        assert answer.topics[0].partitions[0].error_code == ErrorCode.none

@@ -54,11 +54,15 @@ from odradek.cluster.alter_partition import (
     StalePartitionState,
 )
 from odradek.errors import (
+    CoordinatorNotAvailableError,
     FencedLeaderEpochError,
+    KafkaError,
+    NotCoordinatorError,
     NotEnoughReplicasAfterAppendError,
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
     OffsetNotAvailableError,
+    RequestTimedOutError,
     UnknownLeaderEpochError,
     UnknownTopicOrPartitionError,
 )
@@ -162,6 +166,9 @@ class ReplicaManager:
         self._lag_ms = broker.config.replica_lag_time_max_ms
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Task[None] | None = None
+        #: While a request's handler runs (see :meth:`open_barrier`): what its coordinator
+        #: appends must have replicated before it is answered.
+        self._barrier: list[asyncio.Future[None]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -351,7 +358,53 @@ class ReplicaManager:
         if not info.duplicate:
             self.replica_watch.notify((topic, partition))
             self._maybe_advance_high_watermark(lp)
+        if origin is not AppendOrigin.CLIENT and self._barrier is not None:
+            fut = lp.wait_for_high_watermark(info.last_offset + 1)
+            if fut is not None:
+                self._barrier.append(fut)
         return info
+
+    # -- coordinator writes ------------------------------------------------------------------------
+
+    def open_barrier(self) -> None:
+        """Start collecting the coordinator appends (records of ``__consumer_offsets`` and
+        ``__transaction_state``, transaction markers) made while a request's handler runs
+        synchronously: the dispatcher answers that request only once they are replicated (Kafka
+        appends them with acks=all)."""
+        self._barrier = []
+
+    def close_barrier(self) -> list[asyncio.Future[None]]:
+        """Stop collecting; the futures of the appends still to replicate."""
+        waits, self._barrier = self._barrier or [], None
+        return waits
+
+    async def await_replication(
+        self, waits: list[asyncio.Future[None]], *, timeout_ms: int, coordinator: bool
+    ) -> None:
+        """Wait for coordinator appends collected by a barrier; raises what a failed one raised
+        (as a coordinator answers it when ``coordinator``: COORDINATOR_NOT_AVAILABLE, or
+        NOT_COORDINATOR once leadership moved), or REQUEST_TIMED_OUT after ``timeout_ms``."""
+        _done, pending = await asyncio.wait(waits, timeout=timeout_ms / 1000)
+        for fut in pending:
+            fut.cancel()
+        error: KafkaError | None = None
+        if pending:
+            error = RequestTimedOutError(
+                f"coordinator records not replicated within {timeout_ms} ms"
+            )
+        for fut in waits:
+            if fut.cancelled():
+                continue
+            exc = fut.exception()
+            if isinstance(exc, KafkaError) and error is None:
+                error = exc
+        if error is None:
+            return
+        if not coordinator:
+            raise error
+        if isinstance(error, NotLeaderOrFollowerError):
+            raise NotCoordinatorError(error.message) from error
+        raise CoordinatorNotAvailableError(error.message) from error
 
     def wait_for_replication(
         self, topic: str, partition: int, info: LogAppendInfo
