@@ -137,6 +137,8 @@ log = logging.getLogger("odradek.replication")
 AlterPartitionFn = Callable[..., Awaitable["PartitionState"]]
 
 TopicPartition = tuple[str, int]
+#: A barrier's empty answer, shared (never appended to).
+_NO_WAITS: list[asyncio.Future[None]] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +169,9 @@ class ReplicaManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._expiry: asyncio.Task[None] | None = None
         #: While a request's handler runs (see :meth:`open_barrier`): what its coordinator
-        #: appends must have replicated before it is answered.
-        self._barrier: list[asyncio.Future[None]] | None = None
+        #: appends must have replicated before it is answered (the list made at the first).
+        self._collecting = False
+        self._barrier: list[asyncio.Future[None]] = _NO_WAITS
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -358,9 +361,11 @@ class ReplicaManager:
         if not info.duplicate:
             self.replica_watch.notify((topic, partition))
             self._maybe_advance_high_watermark(lp)
-        if origin is not AppendOrigin.CLIENT and self._barrier is not None:
+        if origin is not AppendOrigin.CLIENT and self._collecting:
             fut = lp.wait_for_high_watermark(info.last_offset + 1)
             if fut is not None:
+                if not self._barrier:
+                    self._barrier = []  # the shared empty list is never appended to
                 self._barrier.append(fut)
         return info
 
@@ -371,11 +376,14 @@ class ReplicaManager:
         ``__transaction_state``, transaction markers) made while a request's handler runs
         synchronously: the dispatcher answers that request only once they are replicated (Kafka
         appends them with acks=all)."""
-        self._barrier = []
+        self._collecting = True
 
     def close_barrier(self) -> list[asyncio.Future[None]]:
         """Stop collecting; the futures of the appends still to replicate."""
-        waits, self._barrier = self._barrier or [], None
+        self._collecting = False
+        waits = self._barrier
+        if waits:
+            self._barrier = _NO_WAITS
         return waits
 
     async def await_replication(
