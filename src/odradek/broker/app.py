@@ -26,6 +26,7 @@ from odradek.broker.inter_broker import InterBrokerClient
 from odradek.broker.internal_topics import LoadHook
 from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.registry import handlers
+from odradek.broker.replica_fetcher import FetcherConfig, ReplicaFetcherManager
 from odradek.broker.replica_manager import ReplicaManager
 from odradek.broker.timings import RequestTimings
 from odradek.broker.topics import TopicManager
@@ -137,6 +138,7 @@ class Broker:
         self.scrubber: LogScrubber
         self.topics: TopicManager
         self.replicas: ReplicaManager
+        self.replica_fetchers: ReplicaFetcherManager
         self.inter_broker: InterBrokerClient
         self.groups: GroupRuntime
         self.group_coordinator: GroupCoordinator
@@ -192,6 +194,13 @@ class Broker:
         self.topics = TopicManager(self.config, self.cluster, self.topic_admin, self.logs)
         self.topics.reconcile()
         self.replicas = ReplicaManager(self)
+        # Started once registered: a follower's fetches carry the broker epoch.
+        self.replica_fetchers = ReplicaFetcherManager(
+            FetcherConfig.from_broker_config(self.config),
+            self.cluster,
+            self.topics.log,
+            lambda: self.cluster_member.epoch if self.cluster_member is not None else -1,
+        )
         self.inter_broker = InterBrokerClient(
             self.cluster, self.node_id, request_timeout_ms=self.config.request_timeout_ms
         )
@@ -228,6 +237,7 @@ class Broker:
             self._server = None
             self.logs.shutdown()
             raise
+        self.replica_fetchers.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -275,6 +285,7 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.replica_fetchers.stop()
         await self.groups.stop()
         await self.transactions.stop()
         await self.inter_broker.close()
