@@ -951,6 +951,18 @@ class PartitionLog:
     def epoch_for_offset(self, offset: int) -> int:
         return self.epoch_cache.epoch_for_offset(offset)
 
+    def maybe_assign_epoch_start_offset(
+        self, leader_epoch: int, start_offset: int | None = None
+    ) -> bool:
+        """Record that ``leader_epoch`` starts at ``start_offset`` (default: the log end
+        offset), as a replica does when it becomes leader (Kafka's
+        maybeAssignEpochStartOffset), so that OffsetForLeaderEpoch and diverging-epoch checks
+        know the epoch before its first append. Only an epoch newer than the latest is
+        recorded (written at once, fsynced by the next flush); returns whether it was."""
+        self._check_open()
+        offset = self._log_end_offset if start_offset is None else start_offset
+        return self.epoch_cache.assign(leader_epoch, offset)
+
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """(epoch, end offset) as OffsetForLeaderEpoch answers it; (-1, -1) if unknown."""
         return self.epoch_cache.end_offset_for_epoch(epoch, self._log_end_offset)
@@ -999,10 +1011,12 @@ class PartitionLog:
         start, log end, high watermark and recovery point all become ``offset``; the epoch
         cache and producer state are emptied, their files with them.
 
-        Crash safety: data at or after ``offset`` is first cut as by :meth:`truncate_to`; then
+        Crash safety: data from ``offset - 1`` on is first cut as by :meth:`truncate_to`; then
         the log start offset checkpoint is written -- the commit point: from then on the loader
         sees a start beyond whatever is left and finishes the job itself -- and only then are
-        the segments deleted, newest first."""
+        the epoch cache and producer state emptied and the segments deleted, newest first.
+        (When ``offset`` is at or below the first segment's base, crash states before the new
+        segment exists are prefixes of the old log instead.)"""
         self._check_open()
         if offset < 0:
             raise ValueError(f"cannot start a log at negative offset {offset}")
@@ -1077,19 +1091,29 @@ class PartitionLog:
             write_offset_checkpoint(path, self.topic, self.partition, end)
 
     def _truncate_fully(self, offset: int) -> None:
-        if self._segments[0].base_offset <= offset < self._log_end_offset:
-            self._cut_tail(offset)
-        # The commit point: a loader finding a start beyond the data finishes what follows.
+        if self._segments[0].base_offset < offset <= self._log_end_offset:
+            # Cut below ``offset`` (it all goes anyway) so that the checkpointed start below
+            # lies strictly beyond what is left.
+            self._cut_tail(offset - 1)
+        beyond = offset > self._log_end_offset
         self._log_start_offset = offset
         self._write_log_start_offset()
-        self.epoch_cache.clear()
-        self.producer_state.clear()
-        self.producer_state.delete_all_snapshots()
+        if beyond:
+            # Committed: a loader finding this start beyond the data truncates fully itself;
+            # what it would find of the epochs and producers must be gone before the data.
+            self._clear_epochs_and_producers()
+        else:
+            # Every record is at or after ``offset``: until the last segment is gone a crash
+            # leaves a prefix of the old log, which its epochs and producers must still
+            # describe; only a snapshot at ``offset`` itself could outlive the segments.
+            self.producer_state.delete_snapshots_after(offset - 1)
         now = self.clock.milliseconds()
         paths: list[Path] = []
         for seg in reversed(self._segments):
             paths.extend(seg.mark_deleted())
         fsync_dir(self.directory)
+        if not beyond:
+            self._clear_epochs_and_producers()
         fresh = LogSegment.create(
             self.directory, offset, self.config, now_ms=now, files=self._files
         )
@@ -1099,10 +1123,17 @@ class PartitionLog:
         self._high_watermark = offset
         self._recovery_point = offset
         self._write_recovery_point()
-        self._cap_cleaner_checkpoint(offset)
+        path = self.directory / CLEANER_OFFSET_CHECKPOINT
+        if path.exists():
+            write_offset_checkpoint(path, self.topic, self.partition, offset)
         self.producer_state.on_high_watermark_updated(offset)
         self._pending_deletes.append((now + self.config.file_delete_delay_ms, paths))
         self._delete_due_files(now)
+
+    def _clear_epochs_and_producers(self) -> None:
+        self.epoch_cache.clear()
+        self.producer_state.clear()
+        self.producer_state.delete_all_snapshots()
 
     # == deletion ================================================================================
 
