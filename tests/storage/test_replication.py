@@ -10,7 +10,7 @@ from storage_helpers import START_MS, OpenLog, batch, crash
 
 from odradek.clock import ManualClock
 from odradek.errors import CorruptRecordError, InvalidRecordError
-from odradek.protocol.records import encode_control_batch, read_batch_header
+from odradek.protocol.records import decode_records, encode_control_batch, read_batch_header
 from odradek.storage.epoch import EpochEntry
 from odradek.storage.log import (
     CLEANER_OFFSET_CHECKPOINT,
@@ -423,3 +423,34 @@ def test_loaded_high_watermark_is_clamped(tmp_path: Path, clock: ManualClock) ->
                                   high_watermark=given)
         assert again.high_watermark == expected
         again.close()
+
+
+def test_a_cleaning_pass_planned_before_a_truncation_is_void(
+    open_log: OpenLog, clock: ManualClock
+) -> None:
+    from odradek.protocol.records import SimpleRecord, encode_batch
+    from odradek.storage.cleaner import CleanerConfig, LogCleaner
+
+    compact = LogConfig(cleanup_policy="compact", segment_bytes=300, index_interval_bytes=64,
+                        min_cleanable_dirty_ratio=0.0)
+    plog = open_log(compact)
+    for i in range(30):
+        rec = SimpleRecord(b"v%d" % i, key=b"k%d" % (i % 3), timestamp=START_MS + i)
+        plog.append_as_leader(encode_batch([rec]), leader_epoch=0)
+    plog.update_high_watermark(plog.log_end_offset)
+    cleaner = LogCleaner(lambda: [plog], CleanerConfig(), clock)
+    task = cleaner.grab_filthiest(clock.milliseconds())
+    assert task is not None
+    # The last copies of every key go: the pass's map would have dropped the older ones.
+    assert plog.truncate_to(task.first_uncleanable_offset - 2)
+    before = all_batches(plog)
+    task.run()
+    result = cleaner.complete(task)
+    assert not result.swapped and result.error == "log truncated during cleaning"
+    assert cleaner.uncleanable_logs() == {}
+    assert all_batches(plog) == before
+    # The next pass plans afresh and keeps every key's latest surviving record.
+    plog.update_high_watermark(plog.log_end_offset)
+    cleaner.clean_once(clock.milliseconds())
+    keys = {r.key for b in split_batches(all_batches(plog)) for r in decode_records(b)}
+    assert keys == {b"k0", b"k1", b"k2"}

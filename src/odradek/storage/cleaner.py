@@ -418,13 +418,12 @@ class LogCleaner:
         error = task.error
         if task.state is TaskState.CANCELLED:
             error = error or "cancelled"
+        elif st is not None and st.log is plog and st.task_truncations != plog.truncations:
+            # Whatever the pass met (it may have read a segment being cut): its offset map may
+            # hold keys whose later records are gone. Not the log's fault: it stays cleanable.
+            error = "log truncated during cleaning"
         elif task.state is TaskState.DONE and (st is None or st.log is not plog or plog.is_closed):
             error = "log closed or deleted during cleaning"
-        elif task.state is TaskState.DONE and st is not None and (
-            st.task_truncations != plog.truncations
-        ):
-            # Its offset map may hold keys whose later records are gone.
-            error = "log truncated during cleaning"
         elif task.state is TaskState.FAILED and st is not None:
             st.uncleanable = error
         if error is not None or task.state is not TaskState.DONE:
