@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from odradek.broker.timings import RequestTimings
 from odradek.broker.topics import TopicManager
 from odradek.broker.transactions import TxnRuntime
 from odradek.clock import Clock, SystemClock
+from odradek.cluster.alter_partition import alter_partition
 from odradek.cluster.controller import Controller
 from odradek.cluster.durable import open_single_node_store
 from odradek.cluster.image import MetadataImage, TopicsChange
@@ -193,7 +195,11 @@ class Broker:
         self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
         self.topics = TopicManager(self.config, self.cluster, self.topic_admin, self.logs)
         self.topics.reconcile()
-        self.replicas = ReplicaManager(self)
+        self.replicas = ReplicaManager(
+            self, alter_partition=functools.partial(
+                alter_partition, self.cluster_store, self.cluster_keys
+            ),
+        )
         # Started once registered: a follower's fetches carry the broker epoch.
         self.replica_fetchers = ReplicaFetcherManager(
             FetcherConfig.from_broker_config(self.config),
@@ -252,6 +258,7 @@ class Broker:
         # while the broker serves (their requests answer COORDINATOR_LOAD_IN_PROGRESS meanwhile).
         self.groups.start()
         self.transactions.start()
+        self.replicas.start()
         self.started_at = time.perf_counter() - t0
         log.info(
             "odradek broker %d serving on %s:%d (cluster %s, broker epoch %d, data in %s) "
@@ -286,6 +293,7 @@ class Broker:
                 await task
         self._tasks.clear()
         await self.replica_fetchers.stop()
+        await self.replicas.stop()
         await self.groups.stop()
         await self.transactions.stop()
         await self.inter_broker.close()
@@ -372,6 +380,8 @@ class Broker:
         for old, new in change.changed:
             if old.topic_id != new.topic_id:
                 self.groups.on_topic_deleted(old.name)
+        # Replicated partitions this broker now leads start their epoch; the others are dropped.
+        self.replicas.on_topics_changed(change)
         # Coordinators move with the leadership of their internal topics' partitions.
         self.groups.on_topics_changed(change)
         self.transactions.on_topics_changed(change)

@@ -60,13 +60,7 @@ from odradek.cluster.model import NO_LEADER, TopicInfo
 from odradek.config import BrokerConfig
 from odradek.errors import CorruptRecordError, ErrorCode, KafkaError
 from odradek.protocol.records import read_batch_header
-from odradek.storage.log import PartitionLog
-
-try:  # TEMP until wt-log merges
-    from odradek.storage.log import UnexpectedAppendOffsetError
-except ImportError:
-    class UnexpectedAppendOffsetError(Exception):  # type: ignore[no-redef]
-        pass
+from odradek.storage.log import PartitionLog, UnexpectedAppendOffsetError
 
 __all__ = [
     "FetcherConfig",

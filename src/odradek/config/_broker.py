@@ -210,6 +210,7 @@ class BrokerConfig:
     max_connections: int | None = _FROM_TABLE
     max_connections_per_ip: int = _FROM_TABLE
     min_insync_replicas: int = _FROM_TABLE
+    replica_lag_time_max_ms: int = _FROM_TABLE
     unclean_leader_election_enable: bool = _FROM_TABLE
     num_replica_fetchers: int = _FROM_TABLE
     replica_fetch_max_bytes: int = _FROM_TABLE

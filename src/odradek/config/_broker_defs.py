@@ -171,6 +171,8 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _int("max.connections.per.ip", INT_MAX, "Most connections from one IP address; more are "
          "closed right after they are accepted.", minimum=0),
     _int("min.insync.replicas", 1, "Replicas that must have a write for acks=all.", minimum=1),
+    _long("replica.lag.time.max.ms", 30000, "A follower that has not caught up with the "
+          "leader's log end offset for this long leaves the ISR.", minimum=1),
     _bool("unclean.leader.election.enable", False, "Allow an out-of-sync replica to lead."),
     # The follower's fetchers (broker/replica_fetcher.py), Kafka's names and defaults.
     _int("num.replica.fetchers", 1, "Fetchers (connections) per leader broker that fetch the "
