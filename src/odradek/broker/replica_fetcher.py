@@ -53,6 +53,8 @@ from typing import Any
 
 from kio.schema.fetch.v16 import request as fetch_req
 from kio.schema.offset_for_leader_epoch.v4 import request as ofle_req
+from kio.schema.types import BrokerId, TopicName
+from kio.static.primitive import i8, i32, i32Timedelta, i64
 
 from odradek.broker.inter_broker import InterBrokerClient
 from odradek.cluster.image import MetadataImage, TopicsChange
@@ -257,24 +259,24 @@ class ReplicaFetcher:
             sent[(s.topic_id, s.partition)] = (s, leo)
             by_topic.setdefault(s.topic_id, []).append(
                 fetch_req.FetchPartition(
-                    partition=s.partition,
-                    current_leader_epoch=s.leader_epoch,
-                    fetch_offset=leo,
-                    last_fetched_epoch=plog.leader_epoch,
-                    log_start_offset=plog.log_start_offset,
-                    partition_max_bytes=cfg.max_bytes,
+                    partition=i32(s.partition),
+                    current_leader_epoch=i32(s.leader_epoch),
+                    fetch_offset=i64(leo),
+                    last_fetched_epoch=i32(plog.leader_epoch),
+                    log_start_offset=i64(plog.log_start_offset),
+                    partition_max_bytes=i32(cfg.max_bytes),
                 )
             )
         request = fetch_req.FetchRequest(
             replica_state=fetch_req.ReplicaState(
-                replica_id=cfg.node_id, replica_epoch=self._broker_epoch()
+                replica_id=BrokerId(cfg.node_id), replica_epoch=i64(self._broker_epoch())
             ),
-            max_wait=datetime.timedelta(milliseconds=cfg.wait_max_ms),
-            min_bytes=cfg.min_bytes,
-            max_bytes=cfg.response_max_bytes,
-            isolation_level=0,
-            session_id=0,
-            session_epoch=-1,  # no fetch session: every request is a full one
+            max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=cfg.wait_max_ms)),
+            min_bytes=i32(cfg.min_bytes),
+            max_bytes=i32(cfg.response_max_bytes),
+            isolation_level=i8(0),
+            session_id=i32(0),
+            session_epoch=i32(-1),  # no fetch session: every request is a full one
             topics=tuple(
                 fetch_req.FetchTopic(topic_id=tid, partitions=tuple(parts))
                 for tid, parts in by_topic.items()
@@ -403,13 +405,13 @@ class ReplicaFetcher:
             self._delay([state])
             return
         request = ofle_req.OffsetForLeaderEpochRequest(
-            replica_id=self._config.node_id,
+            replica_id=BrokerId(self._config.node_id),
             topics=(ofle_req.OffsetForLeaderTopic(
-                topic=state.topic,
+                topic=TopicName(state.topic),
                 partitions=(ofle_req.OffsetForLeaderPartition(
-                    partition=state.partition,
-                    current_leader_epoch=state.leader_epoch,
-                    leader_epoch=epoch,
+                    partition=i32(state.partition),
+                    current_leader_epoch=i32(state.leader_epoch),
+                    leader_epoch=i32(epoch),
                 ),),
             ),),
         )
