@@ -53,8 +53,8 @@ def _leader(bootstrap: str, topic: str, partition: int) -> tuple[int, list[int]]
     return p.leader, list(p.isrs)
 
 
-def _produce(bootstrap: str, topic: str, values: list[bytes]) -> set[bytes]:
-    """Produce ``values`` with acks=all and idempotence; the values acknowledged."""
+def _produce(bootstrap: str, topic: str, values: list[bytes], acks: str = "all") -> set[bytes]:
+    """Produce ``values`` (acks=all: with idempotence); the values acknowledged."""
     acked: set[bytes] = set()
     errors: list[Any] = []
 
@@ -65,7 +65,7 @@ def _produce(bootstrap: str, topic: str, values: list[bytes]) -> set[bytes]:
             errors.append(err)
 
     producer = Producer({
-        "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+        "bootstrap.servers": bootstrap, "acks": acks, "enable.idempotence": acks == "all",
         "linger.ms": 5, "message.timeout.ms": 60000,
     })
     for v in values:
@@ -108,9 +108,8 @@ def test_acked_records_survive_the_leader_killed(
     )
     bootstrap = cluster.bootstrap
     topic = f"repl-{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(topic, 1, 3)]
-    )[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(30)
     _wait(lambda: _leader(bootstrap, topic, 0)[0] >= 0, "a leader")
 
     first = _produce(bootstrap, topic, [f"a-{i}".encode() * 20 for i in range(2000)])
@@ -120,8 +119,19 @@ def test_acked_records_survive_the_leader_killed(
 
     leader, isr = _leader(bootstrap, topic, 0)
     assert sorted(isr) == [1, 2, 3]
-    cluster.broker(leader).kill()
     survivors = [n for n in cluster.brokers if n != leader]
+    # A tail only the leader holds: written with acks=1 while the followers are stopped
+    # (SIGSTOP, well within their session), then the leader killed before they fetch it.
+    for n in survivors:
+        cluster.broker(n).pause()
+    try:
+        tail = _produce(cluster.broker(leader).address, topic,
+                        [f"t-{i}".encode() for i in range(50)], acks="1")
+    finally:
+        cluster.broker(leader).kill()
+        for n in survivors:
+            cluster.broker(n).resume()
+    assert len(tail) == 50
     alive = ",".join(cluster.broker(n).address for n in survivors)
     new_leader = _wait(
         lambda: (lambda lead: lead if lead in survivors else None)(_leader(alive, topic, 0)[0]),
@@ -137,9 +147,13 @@ def test_acked_records_survive_the_leader_killed(
     values = [v for _, v in records]
     assert (first | second) <= set(values), "an acknowledged record is missing"
     assert len(values) == len(set(values)), "a record twice under idempotence"
+    assert not tail & set(values), "the old leader's unreplicated tail is visible"
 
     # The killed broker comes back as a follower and catches up to the same bytes.
     cluster.broker(leader).restart()
     _wait(lambda: _identical(cluster, topic, 0), "the restarted broker to catch up", timeout=90)
+    # It cut its own tail at the end of the epoch it shared with the new leader (KIP-279).
+    assert f"diverges from the leader at epoch 0 (ends at 2000 there): truncating 2000..2050" \
+        in cluster.broker(leader).output()
     _wait(lambda: sorted(_leader(bootstrap, topic, 0)[1]) == [1, 2, 3], "the ISR to expand",
           timeout=60)
