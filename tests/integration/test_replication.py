@@ -153,7 +153,7 @@ def test_acked_records_survive_the_leader_killed(
     cluster.broker(leader).restart()
     _wait(lambda: _identical(cluster, topic, 0), "the restarted broker to catch up", timeout=90)
     # It cut its own tail at the end of the epoch it shared with the new leader (KIP-279).
-    assert f"diverges from the leader at epoch 0 (ends at 2000 there): truncating 2000..2050" \
+    assert "diverges from the leader at epoch 0 (ends at 2000 there): truncating 2000..2050" \
         in cluster.broker(leader).output()
     _wait(lambda: sorted(_leader(bootstrap, topic, 0)[1]) == [1, 2, 3], "the ISR to expand",
           timeout=60)
