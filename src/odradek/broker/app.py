@@ -64,9 +64,18 @@ _OPEN_LOGS_PER_SLICE = 20
 _SINGLE_NODE_SESSION_TTL_S = 3600
 
 
-async def _run_controller(term: ControllerTerm) -> None:
+def _controller_work(config: BrokerConfig) -> ControllerWork:
     """The controller's work for one term (cluster/controller.py), the default of every broker."""
-    await Controller(term.store, term.keys, term.election).run()
+
+    async def run(term: ControllerTerm) -> None:
+        await Controller(
+            term.store,
+            term.keys,
+            term.election,
+            unclean_leader_election=config.unclean_leader_election_enable,
+        ).run()
+
+    return run
 
 
 def cleaner_config(config: BrokerConfig) -> CleanerConfig:
@@ -284,6 +293,15 @@ class Broker:
     async def stop(self) -> None:
         if self._server is None:
             return
+        member = self.cluster_member
+        if member is not None and self.config.controlled_shutdown_enable:
+            # Still serving: clients follow the leaderships as they move.
+            try:
+                await member.controlled_shutdown(
+                    self.cluster, self.config.broker_session_timeout_ms / 1000
+                )
+            except Exception:  # the stop must go on whatever happened
+                log.exception("controlled shutdown failed; stopping anyway")
         self._server.close()
         self.connections.close_all()
         for task in self._tasks:
@@ -316,7 +334,7 @@ class Broker:
         producer ids over them. One code path: a single node is a cluster of one."""
         config = self.config
         keys = self.cluster_keys = ClusterKeys(prefix=config.etcd_prefix)
-        work = self._controller_work or _run_controller
+        work = self._controller_work or _controller_work(config)
         if config.etcd_endpoints:
             # Imported here: aiohttp costs a single node ~80 ms of start-up and ~10 MB.
             from odradek.cluster.etcd import EtcdStore
