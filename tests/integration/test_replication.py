@@ -81,13 +81,15 @@ def _produce(bootstrap: str, topic: str, values: list[bytes], acks: str = "all")
     return acked
 
 
-def _consume_all(bootstrap: str, topic: str, end: int) -> list[tuple[int, bytes]]:
+def _consume_all(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
+    """Every record below the high watermark, with its offset."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex[:6]}",
         "enable.auto.commit": False, "auto.offset.reset": "earliest",
     })
     out: list[tuple[int, bytes]] = []
     try:
+        _low, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         consumer.assign([TopicPartition(topic, 0, 0)])
         deadline = time.monotonic() + 60
         while (not out or out[-1][0] < end - 1) and time.monotonic() < deadline:
@@ -121,7 +123,8 @@ def test_acked_records_survive_the_leader_killed(
     assert sorted(isr) == [1, 2, 3]
     survivors = [n for n in cluster.brokers if n != leader]
     # A tail only the leader holds: written with acks=1 while the followers are stopped
-    # (SIGSTOP, well within their session), then the leader killed before they fetch it.
+    # (SIGSTOP, well within their session), then the leader killed. A follower's fetch that the
+    # leader was holding may still bring it some of the tail (acks=1 may keep or lose records).
     for n in survivors:
         cluster.broker(n).pause()
     try:
@@ -141,19 +144,20 @@ def test_acked_records_survive_the_leader_killed(
 
     second = _produce(alive, topic, [f"b-{i}".encode() * 20 for i in range(1000)])
     assert len(second) == 1000
-    records = _consume_all(alive, topic, 3000)
+    records = _consume_all(alive, topic)
     offsets = [o for o, _ in records]
     assert offsets == sorted(set(offsets)), "offsets repeat or go backwards"
     values = [v for _, v in records]
     assert (first | second) <= set(values), "an acknowledged record is missing"
     assert len(values) == len(set(values)), "a record twice under idempotence"
-    assert not tail & set(values), "the old leader's unreplicated tail is visible"
+    kept = tail & set(values)
 
     # The killed broker comes back as a follower and catches up to the same bytes.
     cluster.broker(leader).restart()
     _wait(lambda: _identical(cluster, topic, 0), "the restarted broker to catch up", timeout=90)
-    # It cut its own tail at the end of the epoch it shared with the new leader (KIP-279).
-    assert "diverges from the leader at epoch 0 (ends at 2000 there): truncating 2000..2050" \
-        in cluster.broker(leader).output()
+    if len(kept) < len(tail):
+        # It cut what the new leader does not have, at the end of the epoch both held (KIP-279).
+        assert f"diverges from the leader at epoch 0 (ends at {2000 + len(kept)} there): " \
+            f"truncating {2000 + len(kept)}..2050" in cluster.broker(leader).output()
     _wait(lambda: sorted(_leader(bootstrap, topic, 0)[1]) == [1, 2, 3], "the ISR to expand",
           timeout=60)
