@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,13 @@ from odradek.broker.cluster_member import (
 )
 from odradek.broker.runner import local_config
 from odradek.clock import SystemClock
+from odradek.cluster.controller import Controller
 from odradek.cluster.etcd import EtcdStore
+from odradek.cluster.image import MetadataImage
 from odradek.cluster.inprocess import InProcessStore
 from odradek.cluster.membership import ClusterKeys, DuplicateBrokerRegistration, current_controller
 from odradek.cluster.store import ClusterStore, Put
+from odradek.cluster.topic_admin import TopicAdmin
 from odradek.config import BrokerConfig
 from odradek.testing.etcd import EtcdProcess
 
@@ -196,6 +200,43 @@ def test_the_single_node_broker_registers_and_is_controller(tmp_path: Path) -> N
     asyncio.run(scenario())
 
 
+def test_a_single_node_restart_keeps_every_leader_epoch(tmp_path: Path) -> None:
+    """The only replica of every partition restarted: nothing can diverge from it, so the
+    controller writes nothing and clients keep their epochs (KIP-320 validation is not set off
+    by every restart)."""
+    controllers: list[Controller] = []
+
+    async def work(term: ControllerTerm) -> None:
+        controller = Controller(term.store, term.keys, term.election)
+        controllers.append(controller)
+        await controller.run()
+
+    async def scenario() -> None:
+        config = local_config(tmp_path / "d")
+        async with Broker(config, controller=work) as broker:
+            await broker.topics.create("t", num_partitions=4)
+            await _until(lambda: bool(controllers) and controllers[-1].stats.settled > 0)
+            before = broker.cluster.topic("t")
+        for _ in range(2):
+            controllers.clear()
+            async with Broker(config, controller=work) as broker:
+                controller = await _until_value(lambda: controllers[-1] if controllers else None)
+                await _until(lambda c=controller: c.stats.settled > 0)  # type: ignore[misc]
+                assert controller.stats.transactions == 0  # nothing written
+                assert broker.cluster.topic("t") == before
+
+    asyncio.run(scenario())
+
+
+async def _until_value(get: object, timeout_s: float = 5.0) -> Controller:
+    assert callable(get)
+    async with asyncio.timeout(timeout_s):
+        while (value := get()) is None:
+            await asyncio.sleep(0.01)
+    assert isinstance(value, Controller)
+    return value
+
+
 def test_brokers_on_etcd_share_the_cluster_id_and_refuse_a_foreign_data_dir(
     shared_etcd: EtcdProcess, tmp_path: Path
 ) -> None:
@@ -221,5 +262,94 @@ def test_brokers_on_etcd_share_the_cluster_id_and_refuse_a_foreign_data_dir(
                                **{**props, "etcd_prefix": f"{prefix}-other"})
         with pytest.raises(ClusterIdMismatch, match=f"prefix {prefix}-other"):
             await Broker(foreign).start()
+
+    asyncio.run(scenario())
+
+
+async def _run_controller(term: ControllerTerm) -> None:
+    await Controller(term.store, term.keys, term.election).run()
+
+
+def test_controlled_shutdown_hands_partitions_over_before_leaving(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = InProcessStore(SystemClock(), expiry_interval_s=0.1)
+        keys = ClusterKeys()
+        members = {
+            n: ClusterMember(_Shared(store), _config(n), controller=_run_controller)  # type: ignore[arg-type]
+            for n in (1, 2, 3)
+        }
+        images = {n: MetadataImage(_Shared(store), keys) for n in members}  # type: ignore[arg-type]
+        for n, member in members.items():
+            await member.join(tmp_path / f"b{n}", None)
+            await member.register("127.0.0.1", 9000 + n)
+            await images[n].start()
+        await images[1].wait_for_revision(members[3].epoch)
+        admin = TopicAdmin(_Shared(store), keys, images[1], rng=random.Random(1))  # type: ignore[arg-type]
+        await admin.create_topic("t", partitions=6, replication_factor=3)
+        await admin.create_topic("one", partitions=3, replication_factor=1)
+        before = images[2].topic("t")
+        assert before is not None and any(s.leader == 2 for s in before.partitions)
+        single = images[2].topic("one")
+        assert single is not None
+
+        assert await members[2].controlled_shutdown(images[2], timeout_s=5)
+        for n in (1, 2, 3):  # what broker 2 waited for, every broker sees
+            await images[n].wait_for_revision(images[2].revision)
+            after = images[n].topic("t")
+            assert after is not None
+            for old, new in zip(before.partitions, after.partitions, strict=True):
+                assert new.leader != 2 and 2 not in new.isr and len(new.isr) == 2
+                assert new.leader_epoch == old.leader_epoch + (old.leader == 2)
+        # One replica: nobody to hand over to; the partition stays with broker 2 until it stops.
+        assert images[1].topic("one") == single
+        assert images[1].broker(2) is not None  # still registered, marked
+        assert images[1].broker(2).info.shutting_down  # type: ignore[union-attr]
+
+        await members[2].stop()  # then its partitions are leaderless (the controller's rules)
+
+        def orphaned() -> bool:
+            now = images[1].topic("one")
+            assert now is not None
+            return all(
+                new.leader == -1 and new.isr == (2,)
+                for new, old in zip(now.partitions, single.partitions, strict=True)
+                if old.leader == 2
+            )
+
+        await _until(orphaned)
+
+        # The last broker up has nobody to hand over to: it returns at once.
+        await members[1].stop()
+        await _until(lambda: len(images[3].live_brokers()) == 1)
+        assert not await members[3].controlled_shutdown(images[3], timeout_s=5)
+        await members[3].stop()
+        for image in images.values():
+            await image.close()
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_controlled_shutdown_without_a_controller_gives_up_at_its_bound(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = InProcessStore(SystemClock(), expiry_interval_s=0.1)
+        keys = ClusterKeys()
+        members = {n: ClusterMember(_Shared(store), _config(n)) for n in (1, 2)}  # type: ignore[arg-type]
+        images = {n: MetadataImage(_Shared(store), keys) for n in members}  # type: ignore[arg-type]
+        for n, member in members.items():
+            await member.join(tmp_path / f"b{n}", None)
+            await member.register("127.0.0.1", 9000 + n)
+            await images[n].start()
+        await images[1].wait_for_revision(members[2].epoch)
+        admin = TopicAdmin(_Shared(store), keys, images[1])  # type: ignore[arg-type]
+        await admin.create_topic("t", assignments=[(1, 2)])
+        started = asyncio.get_running_loop().time()
+        assert not await members[1].controlled_shutdown(images[1], timeout_s=0.3)
+        assert asyncio.get_running_loop().time() - started >= 0.3
+        for member in members.values():
+            await member.stop()
+        for image in images.values():
+            await image.close()
+        await store.close()
 
     asyncio.run(scenario())

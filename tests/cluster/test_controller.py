@@ -65,19 +65,27 @@ def _inprocess() -> Harness:
 class _Broker:
     """A broker's membership without the broker: a session and a registration."""
 
-    def __init__(self, harness: Harness, store: ClusterStore, keys: ClusterKeys, node_id: int):
+    def __init__(
+        self,
+        harness: Harness,
+        store: ClusterStore,
+        keys: ClusterKeys,
+        node_id: int,
+        rack: str | None = None,
+    ):
         self._harness, self._store, self._keys, self.node_id = harness, store, keys, node_id
+        self.rack = rack
         self.session: Session | None = None
+        self.registration: BrokerRegistration | None = None
         self.epoch = 0
 
     async def start(self) -> _Broker:
         self.session = await Session.open(
             self._store, TTL, clock=self._harness.session_clock, sleep=self._harness.sleep
         )
-        info = BrokerInfo(self.node_id, "127.0.0.1", 9000 + self.node_id)
-        self.epoch = await BrokerRegistration(
-            self._store, self._keys, self.session, info
-        ).register()
+        info = BrokerInfo(self.node_id, "127.0.0.1", 9000 + self.node_id, self.rack)
+        self.registration = BrokerRegistration(self._store, self._keys, self.session, info)
+        self.epoch = await self.registration.register()
         return self
 
     def crash(self) -> None:
@@ -235,9 +243,11 @@ def _ps(replicas: tuple[int, ...], isr: tuple[int, ...], leader: int, le: int = 
         (_ps((1,), (1,), 1, 3, 7), {}, False, _ps((1,), (1,), NO_LEADER, 4, 8)),
         # It returns: it leads again.
         (_ps((1,), (1,), NO_LEADER, 4, 8), {1: 20}, False, _ps((1,), (1,), 1, 5, 9)),
-        # It restarted while nobody watched (registered after the state was written): a new
-        # incarnation leads in a new leader epoch.
-        (_ps((1,), (1,), 1, 3, 7), {1: 20}, False, _ps((1,), (1,), 1, 4, 8)),
+        # It restarted while nobody watched (registered after the state was written): the
+        # only replica, so no other copy can diverge from it: nothing to write.
+        (_ps((1,), (1,), 1, 3, 7), {1: 20}, False, None),
+        # With other replicas, a new incarnation of the leader leads in a new leader epoch.
+        (_ps((1, 2), (1,), 1, 3, 7), {1: 20, 2: 1}, False, _ps((1, 2), (1,), 1, 4, 8)),
         # Leader lost: the next ISR member in replica order leads, the ISR shrinks.
         (_ps((1, 2, 3), (3, 1, 2), 1), {2: 1, 3: 1}, False, _ps((1, 2, 3), (3, 2), 2, 1, 1)),
         # A follower lost: only the ISR shrinks.
@@ -338,6 +348,71 @@ def test_three_replicas_the_next_isr_member_leads(harness: Harness) -> None:
     harness.run(scenario)
 
 
+def test_controlled_shutdown_moves_leaders_and_shrinks_isrs(harness: Harness) -> None:
+    keys = _keys(harness)
+
+    async def scenario(store: ClusterStore) -> None:
+        one, two, three = await _brokers(harness, store, keys, 1, 2, 3)
+        _, task = await _start_runner(harness, store, keys, three)
+        await _create_topic(store, keys, "r3", [(1, 2, 3), (2, 3, 1), (3, 1, 2)])
+        await _create_topic(store, keys, "single", [(1,), (2,)])
+
+        assert one.registration is not None
+        assert await one.registration.mark_shutting_down()
+        states = await _await_states(
+            harness, store, keys, "r3", lambda s: all(1 not in st.isr for st in s.values())
+        )
+        assert states[0] == _ps((1, 2, 3), (2, 3), 2, 1, 1)  # handed over in a new epoch
+        assert states[1] == _ps((2, 3, 1), (2, 3), 2, 0, 1)  # left the ISR only
+        assert states[2] == _ps((3, 1, 2), (3, 2), 3, 0, 1)
+        # Its only-replica partition: nobody to hand over to, it keeps leading.
+        assert await _states(store, keys, "single") == {
+            0: _ps((1,), (1,), 1), 1: _ps((2,), (2,), 2)
+        }
+
+        # It stops (deregisters) and starts again: not in any ISR of r3, nothing changes there
+        # until replication adds it back; its single partition is led by it again.
+        await one.stop()
+        await _await_states(harness, store, keys, "single", lambda s: s[0].leader == NO_LEADER)
+        await one.start()
+        states = await _await_states(harness, store, keys, "single", lambda s: s[0].leader == 1)
+        assert states == {0: _ps((1,), (1,), 1, 2, 2), 1: _ps((2,), (2,), 2)}
+        assert (await _states(store, keys, "r3"))[0] == _ps((1, 2, 3), (2, 3), 2, 1, 1)
+        await _stop(task)
+        for broker in (one, two, three):
+            await broker.stop()
+
+    harness.run(scenario)
+
+
+def test_a_restart_does_not_bump_epochs_of_single_replica_partitions(harness: Harness) -> None:
+    """A broker restarting while no controller watches (a single node's restart) comes back
+    to its one-replica partitions without a write: no other copy can diverge from it."""
+    keys = _keys(harness)
+
+    async def scenario(store: ClusterStore) -> None:
+        (one,) = await _brokers(harness, store, keys, 1)
+        two = await _Broker(harness, store, keys, 2).start()
+        await _create_topic(store, keys, "t", [(1,)] * 3)
+        await _create_topic(store, keys, "r2", [(1, 2)])
+        await store.put(keys.partition("r2", 0), _ps((1, 2), (1,), 1).encode())  # 2 lagging
+        await one.stop()
+        await one.start()  # a new incarnation, registered after every state was written
+        _, task = await _start_runner(harness, store, keys, two)
+        states = await _await_states(
+            harness, store, keys, "r2", lambda s: s[0].leader_epoch == 1
+        )
+        # Two replicas: the restarted leader leads in a new epoch (the follower may hold what
+        # it lost); it was the first live ISR member.
+        assert states[0] == _ps((1, 2), (1,), 1, 1, 1)
+        assert await _states(store, keys, "t") == dict.fromkeys(range(3), _ps((1,), (1,), 1))
+        await _stop(task)
+        await one.stop()
+        await two.stop()
+
+    harness.run(scenario)
+
+
 def test_an_incomplete_topic_is_completed(harness: Harness) -> None:
     keys = _keys(harness)
 
@@ -364,6 +439,26 @@ def test_an_incomplete_topic_is_completed(harness: Harness) -> None:
         states = await _await_states(harness, store, keys, "half", lambda s: len(s) == 6)
         assert states[5].replicas == round_robin_placement([5], [1, 2, 3], 2)[5]
 
+        await _stop(task)
+        for broker in brokers:
+            await broker.stop()
+
+    harness.run(scenario)
+
+
+def test_a_topic_completed_on_racked_brokers_spreads_replicas_over_racks() -> None:
+    harness = _inprocess()
+    keys = _keys(harness)
+
+    async def scenario(store: ClusterStore) -> None:
+        racks = {1: "a", 2: "a", 3: "b", 4: "b", 5: "c", 6: "c"}
+        brokers = [await _Broker(harness, store, keys, n, r).start() for n, r in racks.items()]
+        await _create_topic(store, keys, "half", [(1, 3, 5)] * 12, written=[0])
+        _, task = await _start_runner(harness, store, keys, brokers[0])
+        states = await _await_states(harness, store, keys, "half", lambda s: len(s) == 12)
+        for state in states.values():
+            assert len({racks[r] for r in state.replicas}) == 3, state
+        assert {states[p].leader for p in range(1, 12)} == set(racks)  # leaders go round
         await _stop(task)
         for broker in brokers:
             await broker.stop()
@@ -571,7 +666,8 @@ def test_a_new_controller_repairs_what_changed_while_there_was_none() -> None:
         states = await _await_states(harness, store, keys, "a", lambda s: s[1].leader == NO_LEADER)
         assert states[0] == _ps((1,), (1,), 1)
         assert states[1] == _ps((2,), (2,), NO_LEADER, 1, 1)
-        assert states[2] == _ps((3,), (3,), 3, 1, 1)  # a new incarnation: a new leader epoch
+        # A new incarnation of the only replica: no other copy to diverge, epochs kept.
+        assert states[2] == _ps((3,), (3,), 3)
         # Unclean election allowed: the out-of-sync replica leads; not allowed: nobody does.
         assert (await _states(store, keys, "b"))[0] == _ps((2, 1), (1,), 1, 1, 1)
         assert (await _states(store, keys, "c"))[0] == _ps((2, 1), (2,), NO_LEADER, 1, 1)

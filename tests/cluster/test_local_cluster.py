@@ -88,11 +88,14 @@ def test_cluster_up_status_sigterm_and_up_again(tmp_path: Path) -> None:
         assert {f"{b['host']}:{b['port']}" for b in status["brokers"]} == set(bootstrap.split(","))
         assert status["controller"]["node_id"] in (1, 2, 3)
         assert status["partitions_without_leader"] == []
+        assert status["under_replicated_partitions"] == []
+        assert not any(b["shutting_down"] for b in status["brokers"])
         text = subprocess.run(
             odradek("cluster", "status", "--data-dir", str(directory)),
             capture_output=True, text=True, check=True,
         ).stdout
         assert "brokers: 3" in text
+        assert "under-replicated partitions: none" in text
         assert f"controller: broker {status['controller']['node_id']}" in text
         description = json.loads((directory / "cluster.json").read_text())
         pids = [b["pid"] for b in description["brokers"]]

@@ -122,6 +122,20 @@ def test_a_topic_created_on_one_broker_shows_on_every_broker(harness: Harness) -
     _run(harness, THREE, 3, scenario)
 
 
+def test_no_replica_is_placed_on_a_broker_in_controlled_shutdown(harness: Harness) -> None:
+    leaving = [*THREE[:2], BrokerInfo(3, "127.0.0.1", 9093, shutting_down=True)]
+
+    async def scenario(nodes: list[Node]) -> None:
+        (a,) = nodes
+        assert a.image.broker(3) is not None and a.image.broker(3).info.shutting_down  # type: ignore[union-attr]
+        info = await a.admin.create_topic("t", partitions=6, replication_factor=2)
+        assert {r for p in info.partitions for r in p.replicas} == {1, 2}
+        with pytest.raises(InvalidReplicationFactorError):
+            await a.admin.create_topic("wide", partitions=1, replication_factor=3)
+
+    _run(harness, leaving, 1, scenario)
+
+
 def test_delete_create_partitions_and_alter_configs(harness: Harness) -> None:
     async def scenario(nodes: list[Node]) -> None:
         a, b = nodes

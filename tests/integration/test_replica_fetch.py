@@ -196,8 +196,12 @@ def _no_answer_within(client: RawClient, seconds: float) -> bool:
 def test_the_leader_serves_a_follower(
     odradek_cluster_factory: Callable[..., LocalCluster],
 ) -> None:
+    # Broker 2 keeps its registration (a long session) but is stopped (SIGSTOP) once the topic
+    # exists (it may be the controller, which the admin client asks), so that its own replica
+    # fetcher leaves the part of replica 2 to the test.
     cluster = odradek_cluster_factory(
-        brokers=2, replica_lag_time_max_ms=str(LAG_MS), offsets_topic_replication_factor="1",
+        brokers=2, session_timeout_ms=120_000, replica_lag_time_max_ms=str(LAG_MS),
+        offsets_topic_replication_factor="1",
     )
     leader = cluster.broker(1).address
     etcd = Etcd(cluster)
@@ -206,6 +210,7 @@ def test_the_leader_serves_a_follower(
     admin.create_topics([NewTopic(
         topic, 1, replica_assignment=[[1, 2]], config={"min.insync.replicas": "2"},
     )])[topic].result(30)
+    cluster.broker(2).pause()
     state = etcd.state(topic)
     assert (state.replicas, state.isr, state.leader) == ((1, 2), (1, 2), 1)
     epoch = state.leader_epoch
@@ -314,6 +319,7 @@ def test_the_leader_serves_a_follower(
         assert follower.fetch(leo, last_fetched_epoch=epoch).high_watermark == leo
     finally:
         follower.close()
+        cluster.broker(2).resume()
 
 
 # --- one broker whose view names a follower (tests/staticview.py) -----------------------------

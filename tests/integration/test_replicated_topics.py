@@ -6,6 +6,8 @@ broker stopped with SIGTERM hands its leaderships over before it exits (controll
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -15,7 +17,11 @@ import pytest
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
+from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.local import LocalCluster
+from odradek.cluster.membership import ClusterKeys
+from odradek.cluster.model import PartitionState
+from odradek.cluster.store import EventType
 from odradek.errors import ErrorCode
 
 pytestmark = pytest.mark.integration
@@ -101,3 +107,86 @@ def test_create_topics_with_three_replicas(
     parts = _partitions(bootstrap, "__consumer_offsets")
     assert len(parts) == 3
     assert all(sorted(p.replicas) == [1, 2, 3] for p in parts.values())
+
+
+def _history_until_deregistered(
+    cluster: LocalCluster, node_id: int, since: int
+) -> list[tuple[int, str, PartitionState | None]]:
+    """Every change of a partition state after revision ``since``, as (revision, key, state),
+    up to the deletion of broker ``node_id``'s registration (etcd keeps the history)."""
+    keys = ClusterKeys(prefix=cluster.prefix)
+
+    async def read() -> list[tuple[int, str, PartitionState | None]]:
+        store = EtcdStore(cluster.etcd_endpoints, request_timeout_s=5)
+        changes: list[tuple[int, str, PartitionState | None]] = []
+        try:
+            watch = store.watch(keys.root, prefix=True, start_revision=since + 1)
+            async with asyncio.timeout(30), contextlib.aclosing(watch):
+                async for event in watch:
+                    key = event.kv.key
+                    if key == keys.broker(node_id) and event.type is EventType.DELETE:
+                        return changes
+                    if key.startswith(keys.partitions):
+                        state = (
+                            PartitionState.decode(event.kv.value)
+                            if event.type is EventType.PUT else None
+                        )
+                        changes.append((event.revision, key, state))
+        finally:
+            await store.close()
+        raise AssertionError("the watch ended")
+
+    return asyncio.run(read())
+
+
+def _revision(cluster: LocalCluster) -> int:
+    async def read() -> int:
+        store = EtcdStore(cluster.etcd_endpoints, request_timeout_s=5)
+        try:
+            return (await store.range(ClusterKeys(prefix=cluster.prefix).cluster_id)).revision
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_sigterm_hands_leaderships_over_before_the_broker_exits(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    cluster = odradek_cluster_factory(brokers=3)
+    bootstrap = cluster.broker(1).address
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"handover-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(topic, 6, 3)])[topic].result(30)
+    before = _partitions(bootstrap, topic)
+    victim = 2
+    led = {p for p, part in before.items() if part.leader == victim}
+    assert led  # leaders go round the brokers
+
+    since = _revision(cluster)
+    process = cluster.broker(victim)
+    process.terminate()
+    history = _history_until_deregistered(cluster, victim, since)
+    process.stop()
+    assert "controlled shutdown: partitions handed over" in process.output()
+
+    # While its registration still stood, every partition it led got another leader in a new
+    # epoch, and it left every ISR.
+    last: dict[int, PartitionState] = {}
+    for _, key, state in history:
+        if key.startswith(ClusterKeys(prefix=cluster.prefix).topic_partitions(topic)):
+            assert state is not None
+            last[int(key.rsplit("/", 1)[1])] = state
+    assert set(last) == set(range(6))  # every partition had it as leader or follower
+    for state in last.values():
+        assert state.leader not in (victim, -1)
+        assert victim not in state.isr and len(state.isr) == 2
+    # What clients see from the survivors: the same; `odradek cluster status` counts them
+    # under-replicated.
+    after = _partitions(bootstrap, topic)
+    assert all(part.leader != victim and victim not in part.isrs for part in after.values())
+    status = cluster.status()
+    assert [b.info.node_id for b in status.brokers] == [1, 3]
+    assert {(t, p) for t, p in status.under_replicated if t == topic} == {
+        (topic, p) for p in range(6)
+    }

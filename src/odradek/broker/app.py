@@ -27,6 +27,7 @@ from odradek.broker.inter_broker import InterBrokerClient
 from odradek.broker.internal_topics import LoadHook
 from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.registry import handlers
+from odradek.broker.replica_fetcher import FetcherConfig, ReplicaFetcherManager
 from odradek.broker.replica_manager import ReplicaManager
 from odradek.broker.timings import RequestTimings
 from odradek.broker.topics import TopicManager
@@ -63,9 +64,18 @@ _OPEN_LOGS_PER_SLICE = 20
 _SINGLE_NODE_SESSION_TTL_S = 3600
 
 
-async def _run_controller(term: ControllerTerm) -> None:
+def _controller_work(config: BrokerConfig) -> ControllerWork:
     """The controller's work for one term (cluster/controller.py), the default of every broker."""
-    await Controller(term.store, term.keys, term.election).run()
+
+    async def run(term: ControllerTerm) -> None:
+        await Controller(
+            term.store,
+            term.keys,
+            term.election,
+            unclean_leader_election=config.unclean_leader_election_enable,
+        ).run()
+
+    return run
 
 
 def cleaner_config(config: BrokerConfig) -> CleanerConfig:
@@ -139,6 +149,7 @@ class Broker:
         self.scrubber: LogScrubber
         self.topics: TopicManager
         self.replicas: ReplicaManager
+        self.replica_fetchers: ReplicaFetcherManager
         self.inter_broker: InterBrokerClient
         self.groups: GroupRuntime
         self.group_coordinator: GroupCoordinator
@@ -198,6 +209,13 @@ class Broker:
                 alter_partition, self.cluster_store, self.cluster_keys
             ),
         )
+        # Started once registered: a follower's fetches carry the broker epoch.
+        self.replica_fetchers = ReplicaFetcherManager(
+            FetcherConfig.from_broker_config(self.config),
+            self.cluster,
+            self.topics.log,
+            lambda: self.cluster_member.epoch if self.cluster_member is not None else -1,
+        )
         self.inter_broker = InterBrokerClient(
             self.cluster, self.node_id, request_timeout_ms=self.config.request_timeout_ms
         )
@@ -234,6 +252,7 @@ class Broker:
             self._server = None
             self.logs.shutdown()
             raise
+        self.replica_fetchers.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -274,6 +293,15 @@ class Broker:
     async def stop(self) -> None:
         if self._server is None:
             return
+        member = self.cluster_member
+        if member is not None and self.config.controlled_shutdown_enable:
+            # Still serving: clients follow the leaderships as they move.
+            try:
+                await member.controlled_shutdown(
+                    self.cluster, self.config.broker_session_timeout_ms / 1000
+                )
+            except Exception:  # the stop must go on whatever happened
+                log.exception("controlled shutdown failed; stopping anyway")
         self._server.close()
         self.connections.close_all()
         for task in self._tasks:
@@ -282,6 +310,7 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.replica_fetchers.stop()
         await self.replicas.stop()
         await self.groups.stop()
         await self.transactions.stop()
@@ -305,7 +334,7 @@ class Broker:
         producer ids over them. One code path: a single node is a cluster of one."""
         config = self.config
         keys = self.cluster_keys = ClusterKeys(prefix=config.etcd_prefix)
-        work = self._controller_work or _run_controller
+        work = self._controller_work or _controller_work(config)
         if config.etcd_endpoints:
             # Imported here: aiohttp costs a single node ~80 ms of start-up and ~10 MB.
             from odradek.cluster.etcd import EtcdStore

@@ -20,7 +20,13 @@ candidacy, and fencing when the session is lost.
    partitions. The member then revokes the old lease (best effort), opens a new session and
    registers again, with a new epoch, retrying with a backoff while the store is unreachable. It
    never raises into the broker once started.
-4. :meth:`ClusterMember.stop` resigns, deregisters, revokes the lease and closes the store,
+4. :meth:`ClusterMember.controlled_shutdown` (the broker's clean stop, before anything
+   closes; ``controlled.shutdown.enable``) marks the registration ``shutting_down``; the
+   controller then moves this broker's leaderships to other in-sync replicas and takes it out of
+   the ISRs (:mod:`odradek.cluster.election`), and the member returns once the broker's image
+   shows that (:func:`~odradek.cluster.election.controlled_shutdown_done` for every partition),
+   or at a bound: clients meanwhile see only retriable errors as partitions move.
+5. :meth:`ClusterMember.stop` resigns, deregisters, revokes the lease and closes the store,
    within a bound.
 
 **The controller hook.** ``controller`` is the controller's work (``cluster/controller.py``): an
@@ -47,6 +53,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from odradek.clock import Clock, SystemClock
+from odradek.cluster.election import controlled_shutdown_done
+from odradek.cluster.image import MetadataImage
 from odradek.cluster.membership import (
     BrokerInfo,
     BrokerRegistration,
@@ -426,6 +434,59 @@ class ClusterMember:
                     return
 
     # -- shutdown ----------------------------------------------------------------------------
+
+    async def controlled_shutdown(self, image: MetadataImage, timeout_s: float) -> bool:
+        """Hand this broker's leaderships and ISR memberships over before it stops (see the
+        module docstring); True once ``image`` shows it done, False when there was nobody to
+        hand over to, the registration was no longer this one, or ``timeout_s`` passed."""
+        registration = self._registration
+        if registration is None or self.fenced:
+            return False
+        if not any(
+            b.info.node_id != self.node_id and not b.info.shutting_down
+            for b in image.live_brokers()
+        ):
+            return False  # a single node, or the last broker up: nobody can take over
+        changed = asyncio.Event()
+        image.add_topics_listener(lambda _change: changed.set())
+        image.add_brokers_listener(changed.set)
+        started = self._clock.monotonic_ms()
+        pending = -1
+        try:
+            async with asyncio.timeout(timeout_s):
+                if not await registration.mark_shutting_down():
+                    return False
+                log.info("broker %d: controlled shutdown: handing over its partitions",
+                         self.node_id)
+                while True:
+                    changed.clear()
+                    pending = self._handover_pending(image)
+                    if not pending:
+                        break
+                    await changed.wait()
+        except TimeoutError:
+            log.warning(
+                "broker %d: controlled shutdown: %d partitions not handed over after %.1f s; "
+                "stopping anyway", self.node_id, pending, timeout_s,
+            )
+            return False
+        except ClusterStoreError as e:
+            log.warning("broker %d: controlled shutdown: %s; stopping anyway", self.node_id, e)
+            return False
+        log.info("broker %d: controlled shutdown: partitions handed over in %d ms",
+                 self.node_id, self._clock.monotonic_ms() - started)
+        return True
+
+    def _handover_pending(self, image: MetadataImage) -> int:
+        """How many partitions ``image`` shows this broker still leading or in the ISR of,
+        where the controller would change that."""
+        can_lead = {b.info.node_id for b in image.live_brokers() if not b.info.shutting_down}
+        node = self.node_id
+        return sum(
+            not controlled_shutdown_done(state, node, can_lead)
+            for info in image.topics()
+            for state in info.partitions
+        )
 
     async def stop(self) -> None:
         """Resign, deregister, revoke the lease and close the store, within a few seconds."""

@@ -146,12 +146,13 @@ def _status(args: argparse.Namespace) -> int:
     print(f"cluster id: {status.cluster_id or MISSING}")
     print(f"etcd: {','.join(endpoints)} (prefix {prefix or '/odradek'})")
     rows = [
-        [str(b.info.node_id), f"{b.info.host}:{b.info.port}", b.info.rack or MISSING, str(b.epoch)]
+        [str(b.info.node_id), f"{b.info.host}:{b.info.port}", b.info.rack or MISSING, str(b.epoch),
+         "shutting down" if b.info.shutting_down else "up"]
         for b in status.brokers
     ]
     print(f"brokers: {len(rows)}")
     if rows:
-        for line in format_table(["ID", "ADDRESS", "RACK", "EPOCH"], rows):
+        for line in format_table(["ID", "ADDRESS", "RACK", "EPOCH", "STATE"], rows):
             print("  " + line)
     if status.controller is None:
         print("controller: none")
@@ -163,6 +164,12 @@ def _status(args: argparse.Namespace) -> int:
             print(f"  {topic}-{partition}")
     else:
         print("partitions without a leader: none")
+    if status.under_replicated:
+        print(f"under-replicated partitions: {len(status.under_replicated)}")
+        for topic, partition in status.under_replicated:
+            print(f"  {topic}-{partition}")
+    else:
+        print("under-replicated partitions: none")
     return 0
 
 

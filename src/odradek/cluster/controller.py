@@ -16,23 +16,21 @@ whatever the old one left half-done.
 
 Rules (Kafka's, with etcd's revisions standing in for broker epochs):
 
-- **A broker is lost** for a partition when its registration (``brokers/<id>``) is gone, or was
-  created after the partition state was last written: it has restarted since, and whatever it
-  was then (leader, ISR member) it is not now. A lost broker leaves the ISR unless it is the last
-  member (the ISR never becomes empty; the leader, if it was a member, is the one kept).
-- **A leader is elected** when the partition has none or its leader is lost: the first replica,
-  in replica order, that is in the (shrunk) ISR and live. Without one the partition stays at
-  :data:`~odradek.cluster.model.NO_LEADER` until an ISR member returns, unless the topic sets
-  ``unclean.leader.election.enable=true``: then the first live replica leads and the ISR is just
-  it (it may lack acknowledged records; Kafka's default is false). A change of leader, or the
-  same broker re-elected in a new incarnation, bumps ``leader_epoch``; any change at all bumps
-  ``partition_epoch``. Preferred-leader election (issue 13) would be another rule in
-  :func:`reassess_partition`'s place; the seam is marked there.
+- **Leaders and ISRs** follow :func:`odradek.cluster.election.reassess` (lost brokers leave
+  the ISR, never to an empty one; a lost leader is replaced by the first live ISR member in
+  replica order, or none unless the topic allows unclean election; a broker in controlled
+  shutdown hands its leaderships over and leaves the ISRs; the epochs bump as
+  :func:`~odradek.cluster.election.apply_change` says). :meth:`Controller._next_state` is the
+  one place the controller computes a partition's next state: other rules (reassignment,
+  preferred leaders) go there. ``unclean.leader.election.enable`` is the topic's, else the
+  broker setting the controller was given.
 - **A topic is incomplete** when some partition below its count has no state. Topic records are
   written before their partitions (:mod:`odradek.cluster.model`), so a creator may be half-way;
   the controller completes a topic only once it has stayed incomplete and unchanged for
   ``incomplete_topic_grace_s`` (a creator that crashed), placing the missing partitions with
-  ``placement`` over the live brokers, at the replication factor of the topic's other partitions.
+  ``placement`` over the live brokers (rack-aware as :mod:`odradek.cluster.topic_admin` places
+  when any broker has a rack, else round robin), at the replication factor of the topic's other
+  partitions.
 - **A partition state is orphaned** when its topic has no record (a deleter stopped half-way)
   or its number is not below the record's count (left by a deleted namesake with more
   partitions). Orphans are deleted. Which incarnation of a name a state belongs to is not
@@ -50,17 +48,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from odradek.clock import Clock, SystemClock
+from odradek.cluster.election import Brokers, reassess
 from odradek.cluster.membership import (
+    BrokerInfo,
     ClusterKeys,
     ControllerElection,
     NotController,
     Session,
 )
-from odradek.cluster.model import NO_LEADER, PartitionState, TopicRecord
+from odradek.cluster.model import PartitionState, TopicRecord
 from odradek.cluster.store import (
     ClusterStore,
     ClusterStoreError,
@@ -79,6 +79,7 @@ from odradek.cluster.store import (
     create_revision_is,
     mod_revision_is,
 )
+from odradek.cluster.topic_admin import assign_replicas, rack_alternating
 
 __all__ = [
     "MAX_TXN_OPS",
@@ -128,42 +129,11 @@ def reassess_partition(
     live: Mapping[int, int],
     *,
     unclean: bool = False,
+    shutting_down: frozenset[int] = frozenset(),
 ) -> PartitionState | None:
     """The state a partition should have, given the live brokers (node id → broker epoch), or
-    None when it should stay as it is. ``written_at`` is the partition key's mod revision: a
-    broker registered after it is a later incarnation than the one the state names.
-    """
-
-    def lost(broker: int) -> bool:
-        epoch = live.get(broker)
-        return epoch is None or epoch > written_at
-
-    isr = tuple(b for b in state.isr if not lost(b))
-    if not isr and state.isr:
-        # Never an empty ISR: the last member stays, so the partition can come back with it.
-        isr = (state.leader,) if state.leader in state.isr else state.isr[:1]
-    leader = state.leader
-    if leader != NO_LEADER and lost(leader):
-        leader = NO_LEADER
-    if leader == NO_LEADER:
-        # The kept last member may be live again in a new incarnation: it may lead (Kafka).
-        leader = next((r for r in state.replicas if r in isr and r in live), NO_LEADER)
-        if leader == NO_LEADER and unclean:
-            leader = next((r for r in state.replicas if r in live), NO_LEADER)
-            if leader != NO_LEADER:
-                isr = (leader,)
-    # Issue 13's preferred-leader election goes here: with auto.leader.rebalance.enable, a live,
-    # in-sync replicas[0] that is not the leader takes over.
-    new_leader_epoch = leader != state.leader or (leader != NO_LEADER and lost(leader))
-    if not new_leader_epoch and isr == state.isr:
-        return None
-    return replace(
-        state,
-        isr=isr,
-        leader=leader,
-        leader_epoch=state.leader_epoch + (1 if new_leader_epoch else 0),
-        partition_epoch=state.partition_epoch + 1,
-    )
+    None when it should stay as it is (:func:`odradek.cluster.election.reassess`)."""
+    return reassess(state, written_at, Brokers(live, shutting_down), unclean=unclean)
 
 
 @dataclass(slots=True)
@@ -174,6 +144,7 @@ class ControllerStats:
     transactions: int = 0
     conflicts: int = 0
     recognised: int = 0  # writes whose answer was lost, found done on re-reading
+    settled: int = 0  # plans that found nothing (left) to write
 
 
 # --- the controller's copy of the store -------------------------------------------------------
@@ -199,6 +170,8 @@ class _Image:
     keys: ClusterKeys
     epoch: int  # the controller epoch this image is kept for
     brokers: dict[int, int] = field(default_factory=dict)  # node id → broker epoch
+    shutting_down: set[int] = field(default_factory=set)  # in controlled shutdown
+    racks: dict[int, str] = field(default_factory=dict)  # of the brokers that have one
     topics: dict[str, _Topic] = field(default_factory=dict)
     partitions: dict[str, dict[int, _Partition]] = field(default_factory=dict)
     # The topics changed since the last plan (by record or partition); None: every topic (a
@@ -230,6 +203,15 @@ class _Image:
         self._touch(kind, name)
         if kind == "broker":
             self.brokers[number] = kv.create_revision
+            info = _decode(BrokerInfo.decode, kv)
+            if info is not None and info.shutting_down:
+                self.shutting_down.add(number)
+            else:
+                self.shutting_down.discard(number)
+            if info is not None and info.rack:
+                self.racks[number] = info.rack
+            else:
+                self.racks.pop(number, None)
         elif kind == "topic":
             current = self.topics.get(name)
             if current is None or current.kv.mod_revision <= kv.mod_revision:
@@ -248,6 +230,8 @@ class _Image:
         self._touch(kind, name)
         if kind == "broker":
             self.brokers.pop(number, None)
+            self.shutting_down.discard(number)
+            self.racks.pop(number, None)
         elif kind == "topic":
             topic = self.topics.get(name)
             if topic is not None and topic.kv.mod_revision < revision:
@@ -259,6 +243,22 @@ class _Image:
                 del parts[number]
                 if not parts:
                     del self.partitions[name]
+
+    def rack_aware_placement(
+        self, partitions: Sequence[int], brokers: Sequence[int], replication_factor: int
+    ) -> dict[int, tuple[int, ...]]:
+        """Kafka's placement over ``brokers`` with their registered racks (replicas on distinct
+        racks while any is unused), from a fixed start so that a plan stays a pure function of
+        the store; round robin when no broker has a rack."""
+        if not any(b in self.racks for b in brokers):
+            return round_robin_placement(partitions, brokers, replication_factor)
+        ordered = rack_alternating([BrokerInfo(b, "", 0, self.racks.get(b)) for b in brokers])
+        return {
+            p: assign_replicas(
+                ordered, 1, replication_factor, start=0, shift=0, first_partition=p
+            )[0]
+            for p in partitions
+        }
 
     def _touch(self, kind: str, name: str) -> None:
         if kind == "broker":
@@ -350,9 +350,13 @@ class Controller:
         *,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
-        placement: Placement = round_robin_placement,
+        placement: Placement | None = None,
         incomplete_topic_grace_s: float = 5.0,
+        unclean_leader_election: bool = False,
     ) -> None:
+        """``placement``: how the controller places partitions it completes (None: rack-aware
+        placement over the brokers' registered racks). ``unclean_leader_election``: the broker's ``unclean.leader.election.enable``, for
+        topics that do not set it."""
         if not election.epoch:
             raise ValueError("the election has not been won")
         self._store = store
@@ -362,6 +366,7 @@ class Controller:
         self._sleep = sleep
         self._placement = placement
         self._grace_ms = int(incomplete_topic_grace_s * 1000)
+        self._unclean_default = unclean_leader_election
         self.epoch = election.epoch
         self.stats = ControllerStats()
         self._image = _Image(keys, self.epoch)
@@ -458,6 +463,7 @@ class Controller:
             writes = self._plan()
             if not writes:
                 self._conflicts_in_row = 0
+                self.stats.settled += 1
                 return True
             for chunk in _chunks(writes):
                 if not await self._commit(chunk):
@@ -543,6 +549,14 @@ class Controller:
             return False
         return True
 
+    def _next_state(
+        self, record: TopicRecord, state: PartitionState, kv: KeyValue, brokers: Brokers
+    ) -> PartitionState | None:
+        """The one place the controller decides a partition's next state (None: leave it);
+        ``kv`` is its key as read (``mod_revision``: when the state was written)."""
+        unclean = _flag(record.configs.get(UNCLEAN_LEADER_ELECTION), self._unclean_default)
+        return reassess(state, kv.mod_revision, brokers, unclean=unclean)
+
     def _plan_topic(self, name: str) -> list[_Write]:
         image, keys, live = self._image, self._keys, self._image.brokers
         topic = image.topics.get(name)
@@ -555,6 +569,7 @@ class Controller:
             named = sorted({*state.isr, state.leader} & live.keys())
             return tuple(create_revision_is(keys.broker(b), live[b]) for b in named)
 
+        registered = Brokers(live, frozenset(image.shutting_down))
         beyond: list[_Write] = []
         for number, partition in sorted(parts.items()):
             kv = partition.kv
@@ -569,9 +584,7 @@ class Controller:
                 continue
             if partition.state is None or topic.record is None:
                 continue
-            configs = topic.record.configs
-            unclean = configs.get(UNCLEAN_LEADER_ELECTION, "false").lower() == "true"
-            new = reassess_partition(partition.state, kv.mod_revision, live, unclean=unclean)
+            new = self._next_state(topic.record, partition.state, kv, registered)
             if new is not None:
                 writes.append(
                     _Write(
@@ -601,11 +614,12 @@ class Controller:
             default=1,
         )
         factor = max(factor, 1)  # a replica-less state (written by hand) says nothing
-        brokers = sorted(live)
+        brokers = sorted(b for b in live if b not in image.shutting_down)
         if len(brokers) < factor:
             return writes  # wait for brokers: a broker's arrival wakes the controller
         guard = mod_revision_is(keys.topic(name), topic.kv.mod_revision)
-        for p, replicas in sorted(self._placement(missing, brokers, factor).items()):
+        placement = self._placement or self._image.rack_aware_placement
+        for p, replicas in sorted(placement(missing, brokers, factor).items()):
             state = PartitionState(replicas, replicas, replicas[0])
             guards = (guard, *registrations(state))
             writes.append(_Write(keys.partition(name, p), 0, state.encode(), guards))
@@ -616,6 +630,10 @@ class Controller:
             len(missing),
         )
         return writes
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    return default if value is None else value.strip().lower() == "true"
 
 
 def _count(topic: _Topic) -> int:
@@ -666,8 +684,9 @@ class ControllerRunner:
         *,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
-        placement: Placement = round_robin_placement,
+        placement: Placement | None = None,
         incomplete_topic_grace_s: float = 5.0,
+        unclean_leader_election: bool = False,
     ) -> None:
         self._store = store
         self._keys = keys
@@ -676,6 +695,7 @@ class ControllerRunner:
         self._sleep = sleep
         self._placement = placement
         self._grace_s = incomplete_topic_grace_s
+        self._unclean = unclean_leader_election
         #: The controller while this broker is controller, else None.
         self.controller: Controller | None = None
 
@@ -716,6 +736,7 @@ class ControllerRunner:
                     sleep=self._sleep,
                     placement=self._placement,
                     incomplete_topic_grace_s=self._grace_s,
+                    unclean_leader_election=self._unclean,
                 )
                 await self.controller.run()
                 if self.controller.store_closed:

@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from odradek.clock import Clock, SystemClock
 from odradek.cluster.store import (
@@ -209,23 +209,34 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class BrokerInfo:
-    """What a broker registers: its id and where clients reach it."""
+    """What a broker registers: its id and where clients reach it, and whether it is in
+    controlled shutdown (``shutting_down``, written only when true: the controller then moves
+    its leaderships away and takes it out of ISRs)."""
 
     node_id: int
     host: str
     port: int
     rack: str | None = None
+    shutting_down: bool = False
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {"node_id": self.node_id, "host": self.host, "port": self.port, "rack": self.rack},
-            sort_keys=True,
-        ).encode()
+        raw: dict[str, object] = {
+            "node_id": self.node_id, "host": self.host, "port": self.port, "rack": self.rack
+        }
+        if self.shutting_down:
+            raw["shutting_down"] = True
+        return json.dumps(raw, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> BrokerInfo:
         raw = json.loads(data)
-        return cls(int(raw["node_id"]), str(raw["host"]), int(raw["port"]), raw.get("rack"))
+        return cls(
+            int(raw["node_id"]),
+            str(raw["host"]),
+            int(raw["port"]),
+            raw.get("rack"),
+            bool(raw.get("shutting_down", False)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +269,18 @@ class BrokerRegistration:
             )
         self.epoch = kv.create_revision
         return self.epoch
+
+    async def mark_shutting_down(self) -> bool:
+        """Rewrite the registration with ``shutting_down`` set (same lease, so the same key and
+        broker epoch); False when it is no longer this one (the session was lost)."""
+        info = replace(self.info, shutting_down=True)
+        result = await self._store.txn(
+            [create_revision_is(self._key, self.epoch)],
+            [Put(self._key, info.encode(), self._session.lease_id)],
+        )
+        if result.succeeded:
+            self.info = info
+        return result.succeeded
 
     async def deregister(self) -> None:
         """Delete the registration, if it is still this one (a controlled shutdown)."""

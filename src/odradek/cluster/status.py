@@ -1,6 +1,7 @@
 """What ``odradek cluster status`` shows, read from the metadata store: the cluster id, the live
-brokers (id, address, rack, broker epoch), the controller, and the partitions without a live
-leader."""
+brokers (id, address, rack, broker epoch, whether in controlled shutdown), the controller, the
+partitions without a live leader, and the under-replicated ones (an ISR smaller than the
+replicas: Kafka's ``--under-replicated-partitions``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class ClusterStatus:
     controller: tuple[int, int] | None  # (node id, controller epoch)
     leaderless: tuple[tuple[str, int], ...]  # (topic, partition), sorted
     revision: int
+    under_replicated: tuple[tuple[str, int], ...] = ()  # (topic, partition), sorted
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -36,6 +38,7 @@ class ClusterStatus:
                     "port": b.info.port,
                     "rack": b.info.rack,
                     "epoch": b.epoch,
+                    "shutting_down": b.info.shutting_down,
                 }
                 for b in self.brokers
             ],
@@ -47,6 +50,9 @@ class ClusterStatus:
             "partitions_without_leader": [
                 {"topic": t, "partition": p} for t, p in self.leaderless
             ],
+            "under_replicated_partitions": [
+                {"topic": t, "partition": p} for t, p in self.under_replicated
+            ],
         }
 
 
@@ -57,14 +63,21 @@ async def read_status(store: ClusterStore, keys: ClusterKeys) -> ClusterStatus:
     controller = await current_controller(store, keys)
     partitions = await store.range(keys.partitions, prefix=True)
     leaderless = []
+    under_replicated = []
     for kv in partitions.kvs:
         topic, _, number = kv.key[len(keys.partitions):].rpartition("/")
-        if PartitionState.decode(kv.value).leader == NO_LEADER and number.isdigit():
+        if not number.isdigit():
+            continue
+        state = PartitionState.decode(kv.value)
+        if state.leader == NO_LEADER:
             leaderless.append((topic, int(number)))
+        if len(state.isr) < len(state.replicas):
+            under_replicated.append((topic, int(number)))
     return ClusterStatus(
         cluster_id.value.decode() if cluster_id is not None else None,
         tuple(brokers),
         controller,
         tuple(sorted(leaderless)),
         read.revision,
+        tuple(sorted(under_replicated)),
     )

@@ -163,7 +163,10 @@ class TopicAdmin:
     # --- placement ----------------------------------------------------------------------------
 
     def _live(self) -> list[BrokerInfo]:
-        return rack_alternating([b.info for b in self._image.live_brokers()])
+        # A broker in controlled shutdown is about to go: new replicas are not placed on it.
+        return rack_alternating(
+            [b.info for b in self._image.live_brokers() if not b.info.shutting_down]
+        )
 
     def place(
         self, partitions: int, replication_factor: int, *, first_partition: int = 0

@@ -212,6 +212,13 @@ class BrokerConfig:
     min_insync_replicas: int = _FROM_TABLE
     replica_lag_time_max_ms: int = _FROM_TABLE
     unclean_leader_election_enable: bool = _FROM_TABLE
+    num_replica_fetchers: int = _FROM_TABLE
+    replica_fetch_max_bytes: int = _FROM_TABLE
+    replica_fetch_response_max_bytes: int = _FROM_TABLE
+    replica_fetch_wait_max_ms: int = _FROM_TABLE
+    replica_fetch_min_bytes: int = _FROM_TABLE
+    replica_fetch_backoff_ms: int = _FROM_TABLE
+    replica_socket_timeout_ms: int = _FROM_TABLE
     offsets_topic_num_partitions: int = _FROM_TABLE
     offsets_topic_replication_factor: int = _FROM_TABLE
     offsets_retention_minutes: int = _FROM_TABLE
