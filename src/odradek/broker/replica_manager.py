@@ -66,6 +66,7 @@ from odradek.errors import (
     UnknownLeaderEpochError,
     UnknownTopicOrPartitionError,
 )
+from odradek.storage.file_records import FileRecords
 from odradek.storage.log import (
     AppendOrigin,
     FetchDataInfo,
@@ -502,6 +503,8 @@ class ReplicaManager:
             broker_epoch=broker_epoch,
         )
         if follower is None:  # the leader state is newer than the image's
+            if isinstance(data.records, FileRecords):
+                data.records.close()
             raise NotLeaderOrFollowerError(
                 f"broker {replica_id} is not a follower of {topic}-{partition}"
             )
