@@ -133,9 +133,6 @@ def test_a_transactional_produce_is_verified_by_the_coordinator_on_the_other_bro
         "etcd_prefix": f"/routing-{next(_prefixes)}-{uuid.uuid4().hex[:6]}",
         "broker_session_timeout_ms": "2000",
         "transaction_state_log_num_partitions": "4",
-        # Routing, not replication: with two replicas the coordinator's writes would wait for
-        # a follower's fetch.
-        "transaction_state_log_replication_factor": "1",
     }
 
     async def scenario() -> None:
