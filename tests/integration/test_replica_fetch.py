@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12 import request as fetch_v12
@@ -417,3 +418,63 @@ def test_an_offset_commit_is_answered_once_replicated(tmp_path: Path) -> None:
             _follower_fetch_v12(bootstrap, "__consumer_offsets", 99, plog.log_end_offset, 0)
             answer = c.receive(8, 8)
         assert answer.topics[0].partitions[0].error_code == ErrorCode.none
+
+
+# --- real followers -----------------------------------------------------------------------------
+
+
+def _isr(admin: AdminClient, topic: str) -> list[int]:
+    return sorted(admin.list_topics(topic, timeout=10).topics[topic].partitions[0].isrs)
+
+
+def test_paused_followers_leave_the_isr_and_rejoin(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    """Three brokers, replicas [1, 2, 3], ``min.insync.replicas=2``: with both followers paused
+    (SIGSTOP, within their session), the leader drops them from the ISR after
+    ``replica.lag.time.max.ms``; acks=all is then NOT_ENOUGH_REPLICAS and an acks=1 record stays
+    invisible; resumed, the followers catch up, rejoin, and everything shows, acks=all through
+    confluent-kafka included."""
+    cluster = odradek_cluster_factory(
+        brokers=3, session_timeout_ms=60_000, replica_lag_time_max_ms="2000",
+        offsets_topic_replication_factor="1",
+    )
+    leader = cluster.broker(1).address
+    admin = AdminClient({"bootstrap.servers": leader})
+    topic = f"paused-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(
+        topic, 1, replica_assignment=[[1, 2, 3]], config={"min.insync.replicas": "2"},
+    )])[topic].result(30)
+    producer = Producer({"bootstrap.servers": leader, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 0})
+    acked: list[int] = []
+
+    def report(err: Any, msg: Any) -> None:
+        assert err is None, err
+        acked.append(msg.offset())
+
+    for i in range(5):
+        producer.produce(topic, f"before-{i}".encode(), partition=0, on_delivery=report)
+    assert producer.flush(30) == 0
+    assert acked == [0, 1, 2, 3, 4]
+
+    for node in (2, 3):
+        cluster.broker(node).pause()
+    try:
+        # A follower at the leader's log end stays in sync however long it is quiet (Kafka's
+        # rule); once the leader's log grows, the lag time runs.
+        assert _produce(leader, topic, acks=1).error_code == ErrorCode.none
+        t0 = time.monotonic()
+        _wait(lambda: _isr(admin, topic) == [1], "the followers to leave the ISR")
+        assert time.monotonic() - t0 >= 1.5
+        assert _produce(leader, topic, acks=-1).error_code == ErrorCode.not_enough_replicas
+        assert _produce(leader, topic, acks=1).error_code == ErrorCode.none
+        assert _latest(leader, topic).offset == 5  # stored, but below min.insync.replicas
+    finally:
+        for node in (2, 3):
+            cluster.broker(node).resume()
+    _wait(lambda: _isr(admin, topic) == [1, 2, 3], "the followers to rejoin the ISR")
+    _wait(lambda: _latest(leader, topic).offset == 7, "the high watermark")
+    producer.produce(topic, b"after", partition=0, on_delivery=report)
+    assert producer.flush(30) == 0
+    assert acked[-1] == 7
