@@ -288,17 +288,18 @@ class ReplicaManager:
         an epoch starts at the log end offset of that moment), bring the others up to date, and
         drop (failing their waiters) those it no longer leads."""
         node_id = self._broker.node_id
+        logs = self._broker.logs
         for info in change.removed:
             self._resign_topic(info.name)
         for info in (*change.added, *(new for _old, new in change.changed)):
             for index, state in enumerate(info.partitions):
                 tp = (info.name, index)
                 if state.leader == node_id and len(state.replicas) > 1:
-                    try:
-                        plog = self._broker.topics.log(info.name, index)
-                    except Exception:  # no log yet: made at the first request
-                        continue
-                    self._leader_partition(info.name, index, state, plog)
+                    # A log not opened yet (start-up opens them lazily) is left to its first
+                    # request: nothing can have been appended to it meanwhile.
+                    plog = logs.opened_log(info.name, index)
+                    if plog is not None:
+                        self._leader_partition(info.name, index, state, plog)
                 elif tp in self._leaders:
                     self._resign(tp, f"{info.name}-{index}: now led by {state.leader} in epoch "
                                      f"{state.leader_epoch}")

@@ -357,6 +357,10 @@ class LogManager:
             plog = self._open_found(key)
         return plog
 
+    def opened_log(self, topic: str, partition: int) -> PartitionLog | None:
+        """The partition's log if it is open (opens nothing)."""
+        return self._logs.get((topic, partition))
+
     def has_log(self, topic: str, partition: int) -> bool:
         """Whether the partition has a log, opened or not (opens nothing)."""
         key = (topic, partition)
