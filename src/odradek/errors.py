@@ -83,6 +83,8 @@ __all__ = [
     "TransactionCoordinatorFencedError",
     "TransactionAbortableError",
     "NotEnoughReplicasError",
+    "NotEnoughReplicasAfterAppendError",
+    "OffsetNotAvailableError",
     "RequestTimedOutError",
 ]
 
@@ -409,3 +411,17 @@ class TransactionAbortableError(KafkaError):
 
 class NotEnoughReplicasError(KafkaError):
     code = ErrorCode.not_enough_replicas
+
+
+class NotEnoughReplicasAfterAppendError(KafkaError):
+    """acks=all: the batch was appended, but the ISR shrank below ``min.insync.replicas``
+    before it was replicated (retriable; a retry may duplicate without idempotence)."""
+
+    code = ErrorCode.not_enough_replicas_after_append
+
+
+class OffsetNotAvailableError(KafkaError):
+    """ListOffsets on a leader whose high watermark has not yet reached the start of its
+    epoch (KIP-207): the answer could go backwards (retriable)."""
+
+    code = ErrorCode.offset_not_available

@@ -140,13 +140,34 @@ def test_kip951_current_leader_and_node_endpoints_match_kio(racks: tuple[str | N
     assert _joined(parts) == encode_response(FETCH_KEY, 9, _inlined(body))
 
 
-def test_follower_fields_are_refused() -> None:
+@pytest.mark.parametrize("with_leader", [False, True])
+@pytest.mark.parametrize("version", [12, 16])
+def test_kip279_diverging_epoch_matches_kio(version: int, with_leader: bool) -> None:
+    mod = response_module(FETCH_KEY, version)
+    body = _body(version, [b"", Region(os.urandom(100))], aborted=False)
+    first = body.responses[0]
+    extra = {"current_leader": build(mod.LeaderIdAndEpoch, leader_id=1, leader_epoch=7)}
+    diverged = dataclasses.replace(
+        first.partitions[0], records=b"",
+        diverging_epoch=build(mod.EpochEndOffset, epoch=3, end_offset=1 << 40),
+        **(extra if with_leader else {}),
+    )
+    body = dataclasses.replace(
+        body,
+        responses=(dataclasses.replace(first, partitions=(diverged, *first.partitions[1:])),
+                   *body.responses[1:]),
+    )
+    parts = encode_fetch_response(5, version, body)
+    assert _joined(parts) == encode_response(FETCH_KEY, 5, _inlined(body))
+
+
+def test_snapshot_id_is_refused() -> None:
     mod = response_module(FETCH_KEY, 16)
     body = _body(16, [b""], aborted=False)
     p = dataclasses.replace(
         body.responses[0].partitions[0] if body.responses[0].partitions
         else body.responses[1].partitions[0],
-        diverging_epoch=build(mod.EpochEndOffset, epoch=3, end_offset=10),
+        snapshot_id=build(mod.SnapshotId, epoch=3, end_offset=10),
     )
     t = dataclasses.replace(body.responses[0], partitions=(p,))
     with pytest.raises(ValueError):

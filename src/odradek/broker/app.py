@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -26,11 +27,13 @@ from odradek.broker.inter_broker import InterBrokerClient
 from odradek.broker.internal_topics import LoadHook
 from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.registry import handlers
+from odradek.broker.replica_fetcher import FetcherConfig, ReplicaFetcherManager
 from odradek.broker.replica_manager import ReplicaManager
 from odradek.broker.timings import RequestTimings
 from odradek.broker.topics import TopicManager
 from odradek.broker.transactions import TxnRuntime
 from odradek.clock import Clock, SystemClock
+from odradek.cluster.alter_partition import alter_partition
 from odradek.cluster.controller import Controller
 from odradek.cluster.durable import open_single_node_store
 from odradek.cluster.image import MetadataImage, TopicsChange
@@ -157,6 +160,7 @@ class Broker:
         self.scrubber: LogScrubber
         self.topics: TopicManager
         self.replicas: ReplicaManager
+        self.replica_fetchers: ReplicaFetcherManager
         self.inter_broker: InterBrokerClient
         self.groups: GroupRuntime
         self.group_coordinator: GroupCoordinator
@@ -231,7 +235,18 @@ class Broker:
         self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
         self.topics = TopicManager(self.config, self.cluster, self.topic_admin, self.logs)
         self.topics.reconcile()
-        self.replicas = ReplicaManager(self)
+        self.replicas = ReplicaManager(
+            self, alter_partition=functools.partial(
+                alter_partition, self.cluster_store, self.cluster_keys
+            ),
+        )
+        # Started once registered: a follower's fetches carry the broker epoch.
+        self.replica_fetchers = ReplicaFetcherManager(
+            FetcherConfig.from_broker_config(self.config),
+            self.cluster,
+            self.topics.log,
+            lambda: self.cluster_member.epoch if self.cluster_member is not None else -1,
+        )
         self.inter_broker = InterBrokerClient(
             self.cluster, self.node_id, request_timeout_ms=self.config.request_timeout_ms
         )
@@ -262,6 +277,7 @@ class Broker:
         self.advertised_port = adv[1] if adv and adv[1] else self.port
         # Refused (another live broker has this node id) or no store: start() closes it all.
         await self._register()
+        self.replica_fetchers.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
             self._tasks.append(asyncio.create_task(self._open_logs(), name="odradek-open-logs"))
@@ -276,6 +292,7 @@ class Broker:
         # while the broker serves (their requests answer COORDINATOR_LOAD_IN_PROGRESS meanwhile).
         self.groups.start()
         self.transactions.start()
+        self.replicas.start()
         self.started_at = time.perf_counter() - t0
         log.info(
             "odradek broker %d serving on %s:%d (cluster %s, broker epoch %d, data in %s) "
@@ -318,6 +335,8 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.replica_fetchers.stop()
+        await self.replicas.stop()
         await self.groups.stop()
         await self.transactions.stop()
         await self.inter_broker.close()
@@ -409,6 +428,8 @@ class Broker:
         for old, new in change.changed:
             if old.topic_id != new.topic_id:
                 self.groups.on_topic_deleted(old.name)
+        # Replicated partitions this broker now leads start their epoch; the others are dropped.
+        self.replicas.on_topics_changed(change)
         # Coordinators move with the leadership of their internal topics' partitions.
         self.groups.on_topics_changed(change)
         self.transactions.on_topics_changed(change)

@@ -8,6 +8,7 @@ in v0, as clients expect), and an API key no codec knows closes the connection.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import logging
@@ -35,9 +36,15 @@ from odradek.protocol.messages import (
 if TYPE_CHECKING:
     from odradek.broker.services import BrokerServices
 
-__all__ = ["Dispatcher"]
+__all__ = ["COORDINATOR_WRITE_TIMEOUT_MS", "Dispatcher"]
 
 log = logging.getLogger("odradek.broker")
+
+#: How long a request waits for its coordinator records to replicate (Kafka's
+#: ``offsets.commit.timeout.ms`` default).
+COORDINATOR_WRITE_TIMEOUT_MS = 5000
+#: WriteTxnMarkers answers a marker's replication error as it is (the coordinator retries it).
+_WRITE_TXN_MARKERS = 27
 
 
 class Dispatcher:
@@ -60,10 +67,17 @@ class Dispatcher:
             schema = request_schema(preamble.api_key, preamble.api_version)
             assert schema is not None  # the registry's tests check every declared version
             request = decode_request(frame, preamble, schema)
+        replicas = self._broker.replicas
+        replicas.open_barrier()
         try:
             result = api.handle(self._broker, request)
         except Exception as e:
+            for fut in replicas.close_barrier():
+                fut.cancel()
             return self._error(api, request, e)
+        waits = replicas.close_barrier()
+        if waits:
+            return self._after_replication(api, request, result, waits)
         if inspect.isawaitable(result):
             return self._complete(api, request, result)
         return self._encode(api, request, result)
@@ -92,6 +106,22 @@ class Dispatcher:
     ) -> bytes | ResponseParts | None:
         try:
             body = await pending
+        except Exception as e:
+            return self._error(api, request, e)
+        return self._encode(api, request, body)
+
+    async def _after_replication(
+        self, api: ApiHandler, request: Request, result: Any, waits: list[asyncio.Future[None]]
+    ) -> bytes | ResponseParts | None:
+        """The answer of a request whose handler appended coordinator records (or markers),
+        once they are replicated: the state they describe is already applied, as in Kafka."""
+        try:
+            body = (await result) if inspect.isawaitable(result) else result
+            await self._broker.replicas.await_replication(
+                waits,
+                timeout_ms=COORDINATOR_WRITE_TIMEOUT_MS,
+                coordinator=request.api_key != _WRITE_TXN_MARKERS,
+            )
         except Exception as e:
             return self._error(api, request, e)
         return self._encode(api, request, body)

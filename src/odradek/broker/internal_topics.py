@@ -142,8 +142,9 @@ class InternalTopic:
                     simple, producer_id=producer[0], producer_epoch=producer[1],
                     is_transactional=True,
                 )
+            # acks=all, as Kafka's coordinators write: refused below min.insync.replicas.
             info = self._broker.replicas.append_as_leader(
-                self.name, partition, batch, origin=AppendOrigin.COORDINATOR
+                self.name, partition, batch, origin=AppendOrigin.COORDINATOR, required_acks=-1
             )
             return info.first_offset
         except (RecordTooLargeError, RecordListTooLargeError) as e:

@@ -183,7 +183,7 @@ class TxnRuntime(CoordinatorHost):
         context = f"{'COMMIT' if commit else 'ABORT'} marker for {topic}-{partition}"
         try:
             self._broker.replicas.append_as_leader(
-                topic, partition, batch, origin=AppendOrigin.COORDINATOR
+                topic, partition, batch, origin=AppendOrigin.COORDINATOR, required_acks=-1
             )
         except Exception as e:
             return error_code_for(e, context=context)

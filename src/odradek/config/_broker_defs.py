@@ -171,6 +171,8 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _int("max.connections.per.ip", INT_MAX, "Most connections from one IP address; more are "
          "closed right after they are accepted.", minimum=0),
     _int("min.insync.replicas", 1, "Replicas that must have a write for acks=all.", minimum=1),
+    _long("replica.lag.time.max.ms", 30000, "A follower that has not caught up with the "
+          "leader's log end offset for this long leaves the ISR.", minimum=1),
     _bool("unclean.leader.election.enable", False, "Allow an out-of-sync replica to lead."),
     _bool("auto.leader.rebalance.enable", True, "The controller moves leadership back to each "
           "partition's preferred replica (its first) when a broker leads too few of its own."),
@@ -179,6 +181,20 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _int("leader.imbalance.per.broker.percentage", 10, "The share of a broker's preferred "
          "partitions it may not lead before the controller elects their preferred leaders.",
          minimum=0),
+    # The follower's fetchers (broker/replica_fetcher.py), Kafka's names and defaults.
+    _int("num.replica.fetchers", 1, "Fetchers (connections) per leader broker that fetch the "
+         "partitions this broker follows from it.", minimum=1),
+    _int("replica.fetch.max.bytes", 1048576, "Record bytes a follower asks for per partition "
+         "(the first batch comes whole even when larger).", minimum=0),
+    _int("replica.fetch.response.max.bytes", 10485760, "Record bytes a follower asks for per "
+         "fetch, over all partitions.", minimum=0),
+    _int("replica.fetch.wait.max.ms", 500, "How long the leader may hold a follower's fetch "
+         "that found less than replica.fetch.min.bytes.", minimum=0),
+    _int("replica.fetch.min.bytes", 1, "Record bytes a follower's fetch waits for.", minimum=1),
+    _int("replica.fetch.backoff.ms", 1000, "Pause before a follower fetches a partition again "
+         "after an error.", minimum=0),
+    _int("replica.socket.timeout.ms", 30000, "How long a follower waits for the leader's answer "
+         "to a fetch before it drops the connection.", minimum=1),
     _int("offsets.topic.num.partitions", 50, "Partitions of __consumer_offsets.", minimum=1),
     ConfigDef("offsets.topic.replication.factor", ConfigType.SHORT, 3,
               "Replication factor of __consumer_offsets. Unless set, min(3, live brokers) when "
@@ -286,7 +302,7 @@ BROKER_KEY_ALIASES: Mapping[str, str] = {"broker.id": "node.id", "log.dir": "log
 
 #: Kafka broker settings accepted but not acted on (each one adds an entry to ``warnings``).
 IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
-    "num.network.threads", "num.io.threads", "num.replica.fetchers",
+    "num.network.threads", "num.io.threads",
     "num.recovery.threads.per.data.dir", "background.threads", "queued.max.requests",
     "socket.send.buffer.bytes", "socket.receive.buffer.bytes",
     "socket.listen.backlog.size", "socket.connection.setup.timeout.ms",

@@ -19,9 +19,10 @@ This is the shape of Apache Kafka's ``CoordinatorRuntime``, for both coordinator
 - Timers are operations too: :meth:`CoordinatorRuntime.poll` runs the coordinator's due
   timer callbacks and writes the records they return.
 
-Writes are synchronous (the writer returns once the records are in the log and the high
-watermark covers them, which one replica makes immediate); when replication makes them wait,
-the response will wait after the write while the state is already replayed, as in Kafka.
+Writes are synchronous: the writer returns once the records are in the log (the high watermark
+covers them at once with one replica). With several replicas the broker holds the response of
+the request that wrote them until they are replicated (its dispatcher's barrier), while the
+state is already replayed, as in Kafka.
 
 Owned by one thread (the broker's event loop); nothing here does I/O except through the
 injected writer, and time comes from the caller.

@@ -8,9 +8,9 @@ that a partition's ``records`` may be a :class:`FileRegion` -- anything that onl
 (the frame's int32 size, each records field's int32 length, or for flexible versions v12+ its
 unsigned varint length + 1) already counting the regions' sizes. Whoever sends it writes the
 bytes and copies each region from its file (``sendfile``). Of the tagged fields only those a
-leader sets are written (KIP-951: a partition's ``CurrentLeader``, tag 1, and the response's
-``NodeEndpoints``, tag 0, v16); the others (diverging epoch, snapshot id: follower fetches)
-must be unset.
+leader sets are written (a partition's ``DivergingEpoch``, tag 0, for a follower whose log
+diverged (KIP-279); its ``CurrentLeader``, tag 1, and the response's ``NodeEndpoints``, tag 0,
+v16 (KIP-951)); the snapshot id (KRaft's own fetches) must be unset.
 
 Field order (Kafka's FetchResponse.json): header (correlation id; v12+ an empty tag buffer),
 throttle_time_ms int32, error_code int16 and session_id int32 (v7+), then the topics: name
@@ -51,6 +51,8 @@ _PARTITION_V5 = struct.Struct(">ihqqq")  # ... and the log start offset
 _TOP_V7 = struct.Struct(">ihi")  # throttle time, error code, session id
 _LEADER = struct.Struct(">ii")  # leader id, leader epoch
 _CURRENT_LEADER_TAG = 1
+_EPOCH_END = struct.Struct(">iq")  # epoch, end offset
+_DIVERGING_EPOCH_TAG = 0
 _NODE_ENDPOINTS_TAG = 0
 _INLINE = (bytes, bytearray, memoryview)
 
@@ -110,8 +112,8 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
         partitions = t.partitions
         _array_length(out, len(partitions), flexible)
         for p in partitions:
-            if flexible and _has_follower_tags(p):
-                raise ValueError("a fetch partition's follower fields are not written")
+            if flexible and _has_snapshot_id(p):
+                raise ValueError("a fetch partition's snapshot id is not written")
             if version >= 5:
                 out += _PARTITION_V5.pack(p.partition_index, p.error_code, p.high_watermark,
                                           p.last_stable_offset, p.log_start_offset)
@@ -146,11 +148,18 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
                     out = bytearray()
             if flexible:
                 leader = p.current_leader
-                if (leader.leader_id, leader.leader_epoch) == (-1, -1):
+                diverging = p.diverging_epoch
+                has_leader = (leader.leader_id, leader.leader_epoch) != (-1, -1)
+                has_diverging = (diverging.epoch, diverging.end_offset) != (-1, -1)
+                # The tagged fields in tag order, each: its tag, its size, the struct and its
+                # own (empty) tag buffer.
+                out.append(has_leader + has_diverging)
+                if has_diverging:
+                    out += bytes((_DIVERGING_EPOCH_TAG, _EPOCH_END.size + 1))
+                    out += _EPOCH_END.pack(diverging.epoch, diverging.end_offset)
                     out.append(0)
-                else:
-                    # One tagged field: its tag, its size, the struct and its own tag buffer.
-                    out += bytes((1, _CURRENT_LEADER_TAG, _LEADER.size + 1))
+                if has_leader:
+                    out += bytes((_CURRENT_LEADER_TAG, _LEADER.size + 1))
                     out += _LEADER.pack(leader.leader_id, leader.leader_epoch)
                     out.append(0)
         if flexible:
@@ -185,10 +194,9 @@ def _array_length(out: bytearray, n: int, flexible: bool) -> None:
         out += _I32.pack(n)
 
 
-def _has_follower_tags(p: Any) -> bool:
-    d = p.diverging_epoch
+def _has_snapshot_id(p: Any) -> bool:
     s = p.snapshot_id
-    return (d.epoch, d.end_offset) != (-1, -1) or (s.end_offset, s.epoch) != (-1, -1)
+    return (s.end_offset, s.epoch) != (-1, -1)
 
 
 def _node_endpoints(endpoints: Any) -> bytearray:

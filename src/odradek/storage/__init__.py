@@ -8,6 +8,7 @@ from odradek.storage.log import (
     PartitionLog,
     SegmentInfo,
     TimestampAndOffset,
+    UnexpectedAppendOffsetError,
 )
 from odradek.storage.log_config import LogConfig
 from odradek.storage.log_manager import LogManager
@@ -22,4 +23,5 @@ __all__ = [
     "PartitionLog",
     "SegmentInfo",
     "TimestampAndOffset",
+    "UnexpectedAppendOffsetError",
 ]

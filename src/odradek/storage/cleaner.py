@@ -165,6 +165,10 @@ class _LogState:
     tombstone_due_ms: int | None = None
     uncleanable: str | None = None
     task: CleanTask | None = None
+    #: The log's truncation count when ``checkpoint`` was read and when ``task`` was planned:
+    #: a truncation (a follower's) caps the checkpoint and voids a pass planned before it.
+    truncations: int = 0
+    task_truncations: int = 0
 
 
 class LogCleaner:
@@ -205,8 +209,12 @@ class LogCleaner:
         key = (plog.topic, plog.partition)
         st = self._state.get(key)
         if st is None or st.log is not plog:
-            st = _LogState(plog, read_cleaner_checkpoint(plog.directory))
+            st = _LogState(plog, read_cleaner_checkpoint(plog.directory),
+                           truncations=plog.truncations)
             self._state[key] = st
+        elif st.truncations != plog.truncations:
+            st.checkpoint = read_cleaner_checkpoint(plog.directory)
+            st.truncations = plog.truncations
         return st
 
     @property
@@ -380,7 +388,9 @@ class LogCleaner:
                         slice_ms=self.config.pace_slice_ms, share=self.config.pace_share),
             on_step=self.on_step,
         )
-        self._state_of(plog).task = task
+        st = self._state_of(plog)
+        st.task = task
+        st.task_truncations = plog.truncations
         return task
 
     def _take_map(self) -> OffsetMap:
@@ -408,6 +418,10 @@ class LogCleaner:
         error = task.error
         if task.state is TaskState.CANCELLED:
             error = error or "cancelled"
+        elif st is not None and st.log is plog and st.task_truncations != plog.truncations:
+            # Whatever the pass met (it may have read a segment being cut): its offset map may
+            # hold keys whose later records are gone. Not the log's fault: it stays cleanable.
+            error = "log truncated during cleaning"
         elif task.state is TaskState.DONE and (st is None or st.log is not plog or plog.is_closed):
             error = "log closed or deleted during cleaning"
         elif task.state is TaskState.FAILED and st is not None:

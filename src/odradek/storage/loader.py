@@ -87,6 +87,7 @@ __all__ = [
     "SWAP_MANIFEST",
     "LoadedLog",
     "LogLoader",
+    "replay_producer_state",
 ]
 
 LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
@@ -346,37 +347,57 @@ class LogLoader:
         start: int,
         rebuild_from: int | None,
     ) -> None:
-        """Replay batches from ``start``; segments based at or after ``rebuild_from`` get
-        their aborted transactions indexed again."""
-        for i, seg in enumerate(segments):
-            upper = segments[i + 1].base_offset if i + 1 < len(segments) else log_end_offset
-            if upper <= start or seg.size == 0:
-                continue
-            pos = 0
-            if start > seg.base_offset:
-                found = seg.translate_offset(start)
-                if found is None:
-                    continue
-                pos = found[0]
-            rebuild = rebuild_from is not None and seg.base_offset >= rebuild_from
-            for p, h in seg.iter_headers(pos):
-                if h.producer_id >= 0 and h.last_offset >= start:
-                    self._replay_batch(seg, p, h, rebuild_txn_index=rebuild)
+        replay_producer_state(
+            self.producer_state, segments, log_end_offset, start, rebuild_from=rebuild_from
+        )
 
-    def _replay_batch(
-        self, seg: LogSegment, pos: int, h: BatchHeader, *, rebuild_txn_index: bool
-    ) -> None:
-        """Replay one stored batch into the producer state; with ``rebuild_txn_index`` an
-        abort it completes is indexed again in ``seg``."""
-        marker: EndTxnMarker | None = None
-        if h.is_control:
-            try:
-                marker = read_end_txn_marker(seg.read_batch(pos, h))
-            except KafkaError:
-                marker = None  # not a transaction marker: nothing to replay
-        aborted = self.producer_state.replay(h, marker)
-        if aborted is not None and rebuild_txn_index:
-            seg.txn_index.append(aborted)
+
+def replay_producer_state(
+    producer_state: ProducerStateManager,
+    segments: list[LogSegment],
+    log_end_offset: int,
+    start: int,
+    *,
+    rebuild_from: int | None = None,
+) -> None:
+    """Replay the batches of ``segments`` from offset ``start`` up to ``log_end_offset`` into
+    ``producer_state`` (loading, and rebuilding it after a truncation); segments based at or
+    after ``rebuild_from`` get their aborted transactions indexed again."""
+    for i, seg in enumerate(segments):
+        upper = segments[i + 1].base_offset if i + 1 < len(segments) else log_end_offset
+        if upper <= start or seg.size == 0:
+            continue
+        pos = 0
+        if start > seg.base_offset:
+            found = seg.translate_offset(start)
+            if found is None:
+                continue
+            pos = found[0]
+        rebuild = rebuild_from is not None and seg.base_offset >= rebuild_from
+        for p, h in seg.iter_headers(pos):
+            if h.producer_id >= 0 and h.last_offset >= start:
+                _replay_batch(producer_state, seg, p, h, rebuild_txn_index=rebuild)
+
+
+def _replay_batch(
+    producer_state: ProducerStateManager,
+    seg: LogSegment,
+    pos: int,
+    h: BatchHeader,
+    *,
+    rebuild_txn_index: bool,
+) -> None:
+    """Replay one stored batch into the producer state; with ``rebuild_txn_index`` an
+    abort it completes is indexed again in ``seg``."""
+    marker: EndTxnMarker | None = None
+    if h.is_control:
+        try:
+            marker = read_end_txn_marker(seg.read_batch(pos, h))
+        except KafkaError:
+            marker = None  # not a transaction marker: nothing to replay
+    aborted = producer_state.replay(h, marker)
+    if aborted is not None and rebuild_txn_index:
+        seg.txn_index.append(aborted)
 
 
 def _delete_segment(seg: LogSegment) -> None:

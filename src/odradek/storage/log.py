@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import logging
 import os
 import shutil
 import uuid
@@ -51,7 +52,9 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from odradek.clock import Clock
 from odradek.errors import (
+    CorruptRecordError,
     InvalidRecordError,
+    KafkaError,
     KafkaStorageError,
     OffsetOutOfRangeError,
     RecordListTooLargeError,
@@ -65,7 +68,12 @@ from odradek.protocol.records import (
     set_log_append_time,
     validate_batches,
 )
-from odradek.storage.checkpoint import fsync_dir, write_checkpoint, write_offset_checkpoint
+from odradek.storage.checkpoint import (
+    fsync_dir,
+    read_offset_checkpoint,
+    write_checkpoint,
+    write_offset_checkpoint,
+)
 from odradek.storage.epoch import LeaderEpochFileCache
 from odradek.storage.file_records import FileRecords
 from odradek.storage.health import CorruptBatch, PartitionHealth
@@ -76,11 +84,13 @@ from odradek.storage.loader import (
     SWAP_MANIFEST,
     LoadedLog,
     LogLoader,
+    replay_producer_state,
 )
 from odradek.storage.log_config import LogConfig
 from odradek.storage.open_files import OpenFileCache
 from odradek.storage.producer_state import (
     ActiveProducer,
+    EndTxnMarker,
     ProducerStateEntry,
     ProducerStateManager,
     StagedAppend,
@@ -108,6 +118,7 @@ __all__ = [
     "PartitionLog",
     "SegmentInfo",
     "TimestampAndOffset",
+    "UnexpectedAppendOffsetError",
     "LOG_START_OFFSET_CHECKPOINT",
     "RECOVERY_POINT_CHECKPOINT",
     "CLEANER_OFFSET_CHECKPOINT",
@@ -121,13 +132,33 @@ LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
 
+_log = logging.getLogger("odradek.storage")
+
+# A follower takes whatever batch its leader accepted (Kafka ignores max.message.bytes for
+# replication): a change of the topic's limit must not stall replication.
+_NO_BATCH_LIMIT = 2**31 - 1
+
 
 class AppendOrigin(enum.Enum):
     """Who is appending: clients get every check; the coordinator (transaction markers,
-    internal topics) skips the sequence checks and may write control batches."""
+    internal topics) skips the sequence checks and may write control batches; replication is a
+    follower copying its leader's batches as they are (:meth:`PartitionLog.append_as_follower`,
+    no checks beyond their structure)."""
 
     CLIENT = "client"
     COORDINATOR = "coordinator"
+    REPLICATION = "replication"
+
+
+class UnexpectedAppendOffsetError(KafkaError):
+    """A follower's append whose first offset lies below the log end offset (Kafka's
+    UnexpectedAppendOffsetException, which has no error code of its own): the fetcher and the
+    log disagree about where the log ends. Nothing was written."""
+
+    def __init__(self, message: str, *, first_offset: int, log_end_offset: int) -> None:
+        super().__init__(message)
+        self.first_offset = first_offset
+        self.log_end_offset = log_end_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +278,7 @@ class PartitionLog:
         epoch_cache: LeaderEpochFileCache,
         producer_state: ProducerStateManager,
         files: OpenFileCache | None = None,
+        high_watermark: int | None = None,
     ) -> None:
         self.directory = directory
         self._files = files
@@ -261,8 +293,11 @@ class PartitionLog:
         self._set_segments(list(loaded.segments))
         self._log_start_offset = loaded.log_start_offset
         self._log_end_offset = loaded.log_end_offset
-        # One replica: everything loaded counts as replicated, and it is all on disk.
-        self._high_watermark = loaded.log_end_offset
+        # The checkpointed high watermark, never past what survived on disk; without one (a
+        # data directory from before replication, one replica) everything loaded counts as
+        # replicated.
+        hw = loaded.log_end_offset if high_watermark is None else high_watermark
+        self._high_watermark = min(max(hw, loaded.log_start_offset), loaded.log_end_offset)
         self.producer_state.on_high_watermark_updated(self._high_watermark)
         self._recovery_point = loaded.log_end_offset
         self._last_flush_ms = clock.milliseconds()
@@ -277,6 +312,9 @@ class PartitionLog:
         # closing an unchanged log rewrites neither.
         self._checkpointed_recovery_point: int | None = None
         self._checkpointed_log_start: int | None = None
+        #: Bumped by every truncation of the log's end (:meth:`truncate_to`,
+        #: :meth:`truncate_fully_and_start_at`): a cleaning pass planned before it is void.
+        self.truncations = 0
 
     # == loading =================================================================================
 
@@ -291,11 +329,15 @@ class PartitionLog:
         *,
         recover: bool,
         files: OpenFileCache | None = None,
+        high_watermark: int | None = None,
     ) -> PartitionLog:
         """Open (creating if needed) the partition directory ``directory`` itself, i.e. the
         ``<topic>-<partition>`` folder. ``recover`` says the previous shutdown was unclean;
         :mod:`odradek.storage.loader` describes what loading does. ``files`` bounds the
-        segment files held open (``log.max.open.files``; None: each segment keeps its own)."""
+        segment files held open (``log.max.open.files``; None: each segment keeps its own).
+        ``high_watermark`` is the checkpointed one (``replication-offset-checkpoint``, see
+        :mod:`odradek.storage.log_manager`): the log starts with it clamped to
+        [log start, log end]; None (no checkpoint entry) starts it at the log end offset."""
         path = Path(directory)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -311,7 +353,8 @@ class PartitionLog:
         except OSError as e:
             raise KafkaStorageError(f"cannot load {path}: {e}") from e
         return cls(
-            path, topic, partition, config, clock, loaded, epoch_cache, producer_state, files
+            path, topic, partition, config, clock, loaded, epoch_cache, producer_state, files,
+            high_watermark,
         )
 
     def _set_segments(self, segments: list[LogSegment]) -> None:
@@ -405,6 +448,8 @@ class PartitionLog:
         KafkaStorageError; nothing is written when it raises.
         """
         self._check_open()
+        if origin is AppendOrigin.REPLICATION:
+            raise ValueError("a follower appends with append_as_follower")
         config = self.config
         # Offsets are written into the batches: in place when the caller's buffer is writable
         # (the produce path hands over a slice of the request frame), else into a copy.
@@ -505,6 +550,106 @@ class PartitionLog:
             record_count,
         )
 
+    @_guarded("append")
+    def append_as_follower(self, records: bytes | bytearray | memoryview) -> LogAppendInfo:
+        """Append the leader's batches exactly as they are (Kafka's appendAsFollower).
+
+        Offsets, timestamps, partition leader epochs and producer fields are kept: nothing is
+        assigned and no sequence is checked, only each batch's structure and CRC
+        (CorruptRecordError / InvalidRecordError, as for a producer's batches, but without the
+        ``max.message.bytes`` limit the leader already applied). The first offset must be >=
+        the log end offset (else :class:`UnexpectedAppendOffsetError`) and offsets must grow
+        from batch to batch (else CorruptRecordError); a gap is allowed (a compacted leader).
+        The epoch cache gets an entry for every batch whose leader epoch is newer than its
+        latest; producer state and the ``.txnindex`` are updated as the leader updated them
+        (control batches end transactions, aborts are indexed), so that this replica, once it
+        leads, recognises retried batches and knows its last stable offset. The high
+        watermark does not move (the fetcher sets it from the leader's).
+
+        The batches may exceed ``segment.bytes`` together: the log rolls between them as
+        needed, and before a batch that does not follow the previous one (a gap) unless the
+        log is compacted, so that every segment of a non-compacted log stays contiguous for
+        recovery. Nothing is written when it raises (beyond a roll).
+        """
+        self._check_open()
+        view = memoryview(records)
+        headers = validate_batches(view, max_batch_bytes=_NO_BATCH_LIMIT)
+        if not headers:
+            return LogAppendInfo(-1, -1, -1, self._log_start_offset, 0)
+        first_offset = headers[0].base_offset
+        if first_offset < self._log_end_offset:
+            raise UnexpectedAppendOffsetError(
+                f"{self.topic}-{self.partition}: follower append starts at offset "
+                f"{first_offset}, below the log end offset {self._log_end_offset}",
+                first_offset=first_offset, log_end_offset=self._log_end_offset,
+            )
+        # Everything that can refuse the append is checked before a byte is written.
+        markers: dict[int, EndTxnMarker | None] = {}
+        expected = first_offset
+        record_count = 0
+        pos = 0
+        for h in headers:
+            if h.base_offset < expected:
+                raise CorruptRecordError(
+                    f"{self.topic}-{self.partition}: follower append has a batch at offset "
+                    f"{h.base_offset} after one that ends at {expected - 1}"
+                )
+            if h.is_control and h.producer_id >= 0:
+                markers[h.base_offset] = read_end_txn_marker(view[pos : pos + h.size])
+            expected = h.next_offset
+            record_count += h.records_count
+            pos += h.size
+        now = self.clock.milliseconds()
+        config = self.config
+        seg = self._segments[-1]
+        run_start = 0  # byte position in ``view`` where the batches not yet written begin
+        run: list[BatchHeader] = []
+        run_size = 0
+        pos = 0
+        for h in headers:
+            if run:
+                full = (
+                    seg.size + run_size + h.size > config.segment_bytes
+                    or not seg.can_hold_offset(h.last_offset)
+                    or (h.base_offset != run[-1].next_offset and not config.compact)
+                )
+                if full:
+                    self._append_replicated(seg, view[run_start:pos], run, markers, now)
+                    seg = self._roll(now, h.base_offset)
+                    run, run_size, run_start = [], 0, pos
+            else:
+                gap = h.base_offset != self._log_end_offset and not config.compact
+                if gap or self._should_roll(seg, h.size, h.last_offset, now):
+                    seg = self._roll(now, h.base_offset)
+            run.append(h)
+            run_size += h.size
+            pos += h.size
+        self._append_replicated(seg, view[run_start:pos], run, markers, now)
+        if self._log_end_offset - self._recovery_point >= config.flush_messages:
+            self.flush()
+        return LogAppendInfo(
+            first_offset, headers[-1].last_offset, -1, self._log_start_offset, record_count
+        )
+
+    def _append_replicated(
+        self,
+        seg: LogSegment,
+        data: memoryview,
+        headers: list[BatchHeader],
+        markers: dict[int, EndTxnMarker | None],
+        now: int,
+    ) -> None:
+        """Write leader batches into ``seg`` and apply them: log end, epochs, producers."""
+        seg.append(data, headers, now_ms=now)
+        self._log_end_offset = headers[-1].next_offset
+        for h in headers:
+            if h.partition_leader_epoch > self.epoch_cache.latest_epoch:
+                self.epoch_cache.assign(h.partition_leader_epoch, h.base_offset)
+            if h.producer_id >= 0:
+                aborted = self.producer_state.replay(h, markers.get(h.base_offset))
+                if aborted is not None:
+                    seg.txn_index.append(aborted)
+
     # == transactions ============================================================================
 
     def _stage_coordinator_batch(
@@ -580,9 +725,12 @@ class PartitionLog:
         self._check_open()
         self._roll(self.clock.milliseconds())
 
-    def _roll(self, now: int) -> LogSegment:
+    def _roll(self, now: int, new_base: int | None = None) -> LogSegment:
+        """Start a new active segment at ``new_base`` (default: the log end offset; a follower
+        rolls at the base offset of a batch beyond a gap)."""
         old = self._segments[-1]
-        new_base = self._log_end_offset
+        if new_base is None:
+            new_base = self._log_end_offset
         if old.size == 0 and old.base_offset == new_base:
             return old
         old.on_become_inactive()  # fsyncs the old segment
@@ -803,9 +951,189 @@ class PartitionLog:
     def epoch_for_offset(self, offset: int) -> int:
         return self.epoch_cache.epoch_for_offset(offset)
 
+    def maybe_assign_epoch_start_offset(
+        self, leader_epoch: int, start_offset: int | None = None
+    ) -> bool:
+        """Record that ``leader_epoch`` starts at ``start_offset`` (default: the log end
+        offset), as a replica does when it becomes leader (Kafka's
+        maybeAssignEpochStartOffset), so that OffsetForLeaderEpoch and diverging-epoch checks
+        know the epoch before its first append. Only an epoch newer than the latest is
+        recorded (written at once, fsynced by the next flush); returns whether it was."""
+        self._check_open()
+        offset = self._log_end_offset if start_offset is None else start_offset
+        return self.epoch_cache.assign(leader_epoch, offset)
+
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """(epoch, end offset) as OffsetForLeaderEpoch answers it; (-1, -1) if unknown."""
         return self.epoch_cache.end_offset_for_epoch(epoch, self._log_end_offset)
+
+    # == truncation (replication) ===============================================================
+
+    @_guarded("truncate")
+    def truncate_to(self, offset: int) -> bool:
+        """Drop everything at or after ``offset`` (Kafka's truncateTo; a follower whose log
+        diverged from its leader's). A batch straddling ``offset`` goes entirely, so the log
+        end offset becomes ``offset`` or the base offset of that batch. Segments based above
+        it are deleted, the one holding it is cut (its offset, time and transaction indexes
+        with it), the epoch cache is truncated, producer state is rebuilt for the shorter log
+        (snapshots past its end deleted), the high watermark, recovery point and log start
+        offset are clamped to the new end. Below the first segment's base offset this is
+        :meth:`truncate_fully_and_start_at`. Returns whether anything was removed.
+
+        Crash safety (see the module docstring): the recovery point goes down first, so that
+        an unclean start re-validates the segment being cut; later segments are renamed away
+        newest first and the directory fsynced before the cut, which is fsynced at once; so a
+        crash at any point leaves a prefix of the old log, never a hole, and the loader makes
+        indexes, epochs and producer state agree with it.
+        """
+        self._check_open()
+        if offset < 0:
+            raise ValueError(f"cannot truncate to negative offset {offset}")
+        if offset >= self._log_end_offset:
+            return False
+        old_end = self._log_end_offset
+        if offset < self._segments[0].base_offset:
+            self._truncate_fully(offset)
+        else:
+            self._cut_tail(offset)
+        self.truncations += 1
+        _log.info(
+            "%s-%d: truncated to offset %d: log end offset %d -> %d, high watermark %d",
+            self.topic, self.partition, offset, old_end, self._log_end_offset,
+            self._high_watermark,
+        )
+        return True
+
+    @_guarded("truncate")
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete every segment and start an empty log at ``offset`` (Kafka's
+        truncateFullyAndStartAt: the leader's log start moved past this replica's end). Log
+        start, log end, high watermark and recovery point all become ``offset``; the epoch
+        cache and producer state are emptied, their files with them.
+
+        Crash safety: data from ``offset - 1`` on is first cut as by :meth:`truncate_to`; then
+        the log start offset checkpoint is written -- the commit point: from then on the loader
+        sees a start beyond whatever is left and finishes the job itself -- and only then are
+        the epoch cache and producer state emptied and the segments deleted, newest first.
+        (When ``offset`` is at or below the first segment's base, crash states before the new
+        segment exists are prefixes of the old log instead.)"""
+        self._check_open()
+        if offset < 0:
+            raise ValueError(f"cannot start a log at negative offset {offset}")
+        old_start, old_end = self._log_start_offset, self._log_end_offset
+        self._truncate_fully(offset)
+        self.truncations += 1
+        _log.info(
+            "%s-%d: truncated fully and started at offset %d (log was [%d, %d))",
+            self.topic, self.partition, offset, old_start, old_end,
+        )
+
+    def _cut_tail(self, offset: int) -> None:
+        """:meth:`truncate_to` for ``first segment base <= offset < log end``."""
+        keep = bisect_right(self._bases, offset)
+        seg = self._segments[keep - 1]
+        doomed = self._segments[keep:]
+        found = seg.translate_offset(offset) if seg.size else None
+        # Where the log will end (a compacted segment may end lower, before a gap).
+        new_end = found[1].base_offset if found is not None else self._upper_bound(keep - 1)
+        # 1. Durable bounds first: recovery re-validates the segment being cut (and rebuilds
+        #    its indexes); no snapshot speaks for records about to go.
+        self._recovery_point = min(self._recovery_point, new_end)
+        self._write_recovery_point()
+        if self._log_start_offset > new_end:
+            self._log_start_offset = new_end
+            self._write_log_start_offset()
+        self.producer_state.delete_snapshots_after(new_end)
+        # 2. Later segments go, newest first, durably before the cut (never a hole).
+        now = self.clock.milliseconds()
+        paths: list[Path] = []
+        for doomed_seg in reversed(doomed):
+            paths.extend(doomed_seg.mark_deleted())
+        if doomed:
+            self._set_segments(self._segments[:keep])
+        fsync_dir(self.directory)
+        # 3. The cut, fsynced with its indexes.
+        if seg.truncate_to(offset, log_level=logging.DEBUG) == 0 and seg.next_offset is None:
+            seg.load_tail()  # an inactive segment opened from disk does not know its end yet
+        seg.flush()
+        assert seg.next_offset is not None
+        self._log_end_offset = seg.next_offset
+        self._after_truncation()
+        self._pending_deletes.append((now + self.config.file_delete_delay_ms, paths))
+        self._delete_due_files(now)
+
+    def _after_truncation(self) -> None:
+        """Make everything derived from the log agree with its new end."""
+        end = self._log_end_offset
+        self.epoch_cache.truncate_from_end(end)
+        if self._log_start_offset > end:
+            self._log_start_offset = end
+            self._write_log_start_offset()
+        self._recovery_point = min(self._recovery_point, end)
+        self._write_recovery_point()
+        self._high_watermark = min(self._high_watermark, end)
+        self._cap_cleaner_checkpoint(end)
+        # Producer state as of the new end: the newest snapshot at or below it, then a replay
+        # (the .txnindex entries below the end stay; the cut removed those at or after it).
+        snapshot = self.producer_state.load(end)
+        replay_from = snapshot if snapshot is not None else self._segments[0].base_offset
+        if replay_from < end:
+            replay_producer_state(self.producer_state, self._segments, end, replay_from)
+        self.producer_state.on_high_watermark_updated(self._high_watermark)
+
+    def _cap_cleaner_checkpoint(self, end: int) -> None:
+        """A first dirty offset past the new end would call re-appended records clean."""
+        path = self.directory / CLEANER_OFFSET_CHECKPOINT
+        if not path.exists():
+            return
+        checkpointed = read_offset_checkpoint(path)
+        if checkpointed is not None and checkpointed > end:
+            write_offset_checkpoint(path, self.topic, self.partition, end)
+
+    def _truncate_fully(self, offset: int) -> None:
+        if self._segments[0].base_offset < offset <= self._log_end_offset:
+            # Cut below ``offset`` (it all goes anyway) so that the checkpointed start below
+            # lies strictly beyond what is left.
+            self._cut_tail(offset - 1)
+        beyond = offset > self._log_end_offset
+        self._log_start_offset = offset
+        self._write_log_start_offset()
+        if beyond:
+            # Committed: a loader finding this start beyond the data truncates fully itself;
+            # what it would find of the epochs and producers must be gone before the data.
+            self._clear_epochs_and_producers()
+        else:
+            # Every record is at or after ``offset``: until the last segment is gone a crash
+            # leaves a prefix of the old log, which its epochs and producers must still
+            # describe; only a snapshot at ``offset`` itself could outlive the segments.
+            self.producer_state.delete_snapshots_after(offset - 1)
+        now = self.clock.milliseconds()
+        paths: list[Path] = []
+        for seg in reversed(self._segments):
+            paths.extend(seg.mark_deleted())
+        fsync_dir(self.directory)
+        if not beyond:
+            self._clear_epochs_and_producers()
+        fresh = LogSegment.create(
+            self.directory, offset, self.config, now_ms=now, files=self._files
+        )
+        self._set_segments([fresh])
+        fsync_dir(self.directory)
+        self._log_end_offset = offset
+        self._high_watermark = offset
+        self._recovery_point = offset
+        self._write_recovery_point()
+        path = self.directory / CLEANER_OFFSET_CHECKPOINT
+        if path.exists():
+            write_offset_checkpoint(path, self.topic, self.partition, offset)
+        self.producer_state.on_high_watermark_updated(offset)
+        self._pending_deletes.append((now + self.config.file_delete_delay_ms, paths))
+        self._delete_due_files(now)
+
+    def _clear_epochs_and_producers(self) -> None:
+        self.epoch_cache.clear()
+        self.producer_state.clear()
+        self.producer_state.delete_all_snapshots()
 
     # == deletion ================================================================================
 

@@ -29,6 +29,28 @@ the marker leaves checkpoints that are old or new but never ahead of durable dat
 directory in use: a broker starting while the previous one was still shutting down deleted the
 ``.tmp`` files of checkpoints being written (start-up removes them as crash leftovers).
 
+**High watermarks.** ``replication-offset-checkpoint`` in the data directory (Kafka's name and
+text format, version 0)::
+
+    0
+    <number of entries>
+    <topic> <partition> <high watermark>
+    ...
+
+holds every partition's high watermark, so that a restarted replica neither exposes records
+that were never committed nor hides committed ones until its leader says so again. It is
+replaced atomically (``.tmp``, fsync, rename, fsync of the directory) by
+:meth:`LogManager.checkpoint_high_watermarks`: every
+``replica.high.watermark.checkpoint.interval.ms`` from :meth:`flush_due` when a value changed,
+and at shutdown before the clean-shutdown marker. A crash leaves the previous or the new file;
+either may lag the logs (the high watermark only grows while a partition lives, so a lagging
+value is merely conservative). Opening a log starts it at ``min(checkpoint, log end offset)``;
+a partition the file does not list (a data directory written before replication, when a
+partition had one replica and its high watermark was its log end) starts at its log end
+offset; a damaged file starts every log found at its log start offset (its leader or its ISR
+moves it up again) and says so at WARNING. Entries of partitions not opened yet are carried
+over into each new file; those of deleted partitions are dropped.
+
 Compaction: :attr:`LogManager.cleaner` is the :class:`~odradek.storage.cleaner.LogCleaner` of
 these logs. :meth:`clean_once` runs one whole pass inline; a broker with a cleaner thread instead
 calls ``cleaner.grab_filthiest(now)`` here, ``task.run()`` on the thread and
@@ -49,7 +71,13 @@ from pathlib import Path
 
 from odradek.clock import Clock
 from odradek.errors import KafkaStorageError
-from odradek.storage.checkpoint import fsync_dir, sync_filesystem
+from odradek.storage.checkpoint import (
+    fsync_dir,
+    read_checkpoint,
+    sync_filesystem,
+    warn_damaged,
+    write_checkpoint,
+)
 from odradek.storage.cleaner import CleanerConfig, CleanResult, LogCleaner
 from odradek.storage.health import os_error_of
 from odradek.storage.log import PartitionLog
@@ -58,6 +86,7 @@ from odradek.storage.open_files import OpenFileCache, default_max_open_files
 
 __all__ = [
     "CLEAN_SHUTDOWN_FILE",
+    "HIGH_WATERMARK_CHECKPOINT",
     "LOCK_FILE",
     "DataDirLock",
     "LogManager",
@@ -67,6 +96,9 @@ __all__ = [
 
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 LOCK_FILE = ".lock"
+HIGH_WATERMARK_CHECKPOINT = "replication-offset-checkpoint"
+#: ``replica.high.watermark.checkpoint.interval.ms``'s default.
+DEFAULT_HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS = 5000
 
 _PARTITION_DIR = re.compile(r"^([A-Za-z0-9._-]+)-(\d+)$")
 _DELETED_DIR = re.compile(r"^[A-Za-z0-9._-]+-\d+\.[0-9a-f]+-delete$")
@@ -129,9 +161,14 @@ class LogManager:
         cleaner_sleep: Callable[[float], None] | None = None,
         cleaner_cpu_time: Callable[[], float] | None = None,
         max_open_files: int | None = None,
+        high_watermark_checkpoint_interval_ms: int = (
+            DEFAULT_HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS
+        ),
     ) -> None:
         """``max_open_files`` is ``log.max.open.files`` (None: derived from RLIMIT_NOFILE,
-        see :func:`~odradek.storage.open_files.default_max_open_files`)."""
+        see :func:`~odradek.storage.open_files.default_max_open_files`);
+        ``high_watermark_checkpoint_interval_ms`` is
+        ``replica.high.watermark.checkpoint.interval.ms``."""
         self.data_dir = Path(data_dir)
         #: Every segment file the logs hold open, least recently used closed first.
         self.open_files = OpenFileCache(max_open_files or default_max_open_files())
@@ -146,6 +183,12 @@ class LogManager:
         self._configs: ConfigSource = None
         self._topic_configs: dict[str, LogConfig] = {}
         self.had_clean_shutdown = False
+        # High watermarks read from the checkpoint at start-up, for the logs not opened yet.
+        self._checkpointed_hws: dict[tuple[str, int], int] = {}
+        # What the checkpoint file holds now (None: unknown, so the next write happens).
+        self._written_hws: dict[tuple[str, int], int] | None = None
+        self.high_watermark_checkpoint_interval_ms = high_watermark_checkpoint_interval_ms
+        self._next_hw_checkpoint_ms: int | None = None
         self.cleaner = LogCleaner(
             self.all_logs, cleaner_config or CleanerConfig(), clock, sleep=cleaner_sleep,
             cpu_time=cleaner_cpu_time,
@@ -180,6 +223,7 @@ class LogManager:
             self._unopened[parsed] = not clean
             if not clean:
                 recovered += 1
+        self._checkpointed_hws = self._read_high_watermarks()
         if not lazy:
             self.open_pending()
         if clean:
@@ -227,7 +271,9 @@ class LogManager:
         plog = PartitionLog.open(
             self.data_dir / partition_dir_name(topic, partition), topic, partition, config,
             self.clock, recover=recover, files=self.open_files,
+            high_watermark=self._checkpointed_hws.get(key),
         )
+        self._checkpointed_hws.pop(key, None)
         del self._unopened[key]
         self._failed.discard(key)
         self._logs[key] = plog
@@ -256,6 +302,7 @@ class LogManager:
         except KafkaStorageError as e:
             log.error("%s", e)
             errors.append(e)
+        high_watermarks = self._high_watermarks()
         for key, plog in list(self._logs.items()):
             try:
                 plog.close(synced=not errors)
@@ -264,6 +311,12 @@ class LogManager:
                 errors.append(e)
         closed = len(self._logs)
         self._logs.clear()
+        try:
+            # Made durable by the sync below (or at once when that will not run).
+            self._write_high_watermarks(high_watermarks, sync=bool(errors))
+        except KafkaStorageError as e:
+            log.error("%s", e)
+            errors.append(e)
         if not errors:
             try:
                 sync_filesystem(self.data_dir)
@@ -303,6 +356,10 @@ class LogManager:
         if plog is None and key in self._unopened:
             plog = self._open_found(key)
         return plog
+
+    def opened_log(self, topic: str, partition: int) -> PartitionLog | None:
+        """The partition's log if it is open (opens nothing)."""
+        return self._logs.get((topic, partition))
 
     def has_log(self, topic: str, partition: int) -> bool:
         """Whether the partition has a log, opened or not (opens nothing)."""
@@ -364,6 +421,7 @@ class LogManager:
         """Delete a partition's log and directory; returns whether there was one."""
         self._unopened.pop((topic, partition), None)
         self._failed.discard((topic, partition))
+        self._checkpointed_hws.pop((topic, partition), None)
         plog = self._logs.pop((topic, partition), None)
         if plog is not None:
             self.cleaner.forget(plog)
@@ -405,12 +463,77 @@ class LogManager:
         )
 
     def flush_due(self, now_ms: int) -> int:
-        """Flush logs whose flush_ms has elapsed; returns how many were flushed."""
+        """Flush logs whose flush_ms has elapsed and, every
+        ``replica.high.watermark.checkpoint.interval.ms``, checkpoint the high watermarks;
+        returns how many logs were flushed."""
         n = 0
         for plog in list(self._logs.values()):
             if plog.maybe_flush(now_ms):
                 n += 1
+        self.maybe_checkpoint_high_watermarks(now_ms)
         return n
+
+    # -- high watermarks --------------------------------------------------------------------
+
+    def maybe_checkpoint_high_watermarks(self, now_ms: int) -> bool:
+        """:meth:`checkpoint_high_watermarks` when the interval has passed since the last
+        one (the first call only starts the interval); returns whether it wrote the file."""
+        due = self._next_hw_checkpoint_ms
+        if due is not None and now_ms < due:
+            return False
+        self._next_hw_checkpoint_ms = now_ms + self.high_watermark_checkpoint_interval_ms
+        if due is None:
+            return False
+        return self.checkpoint_high_watermarks()
+
+    def checkpoint_high_watermarks(self) -> bool:
+        """Write ``replication-offset-checkpoint`` (see the module docstring) unless it already
+        holds these values; returns whether it wrote. Raises KafkaStorageError."""
+        return self._write_high_watermarks(self._high_watermarks(), sync=True)
+
+    def _high_watermarks(self) -> dict[tuple[str, int], int]:
+        hws = {
+            key: hw for key, hw in self._checkpointed_hws.items() if key in self._unopened
+        }
+        for key, plog in self._logs.items():
+            if not plog.is_closed:
+                hws[key] = plog.high_watermark
+        return hws
+
+    def _write_high_watermarks(self, hws: dict[tuple[str, int], int], *, sync: bool) -> bool:
+        if hws == self._written_hws:
+            return False
+        write_checkpoint(
+            self.data_dir / HIGH_WATERMARK_CHECKPOINT, 0,
+            [f"{t} {p} {hw}" for (t, p), hw in sorted(hws.items())], sync=sync,
+        )
+        self._written_hws = hws
+        return True
+
+    def _read_high_watermarks(self) -> dict[tuple[str, int], int]:
+        """The checkpoint's entries for the partitions found (see the module docstring)."""
+        path = self.data_dir / HIGH_WATERMARK_CHECKPOINT
+        instead = ("every partition log starts with its high watermark at its log start "
+                   "offset, until its leader moves it")
+        entries = read_checkpoint(path, 0, if_damaged=instead)
+        conservative = {key: 0 for key in self._unopened}  # clamped up to each log start
+        if entries is None:
+            return conservative if path.exists() else {}
+        out: dict[tuple[str, int], int] = {}
+        for line in entries:
+            parts = line.split(" ")
+            try:
+                if len(parts) != 3:
+                    raise ValueError(line)
+                key, hw = (parts[0], int(parts[1])), int(parts[2])
+            except ValueError:
+                warn_damaged(path, f"malformed entry {line!r}", instead)
+                return conservative
+            if key in self._unopened:
+                out[key] = hw
+        # Entries of partitions gone since must leave the file at the next write.
+        self._written_hws = dict(out) if len(out) == len(entries) else None
+        return out
 
     def corrupt_batches(self) -> int:
         """Distinct corrupt batches found (by reads or the scrubber) in the open logs."""

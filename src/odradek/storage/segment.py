@@ -430,17 +430,20 @@ class LogSegment:
                 raise KafkaStorageError(f"cannot rename {path}: {e}") from e
         return out
 
-    def truncate_to(self, offset: int) -> int:
+    def truncate_to(self, offset: int, *, log_level: int = logging.WARNING) -> int:
         """Remove every batch whose last offset is >= ``offset`` (as Kafka does, a batch that
-        straddles ``offset`` goes entirely); returns the number of bytes removed."""
-        found = self.translate_offset(offset)
+        straddles ``offset`` goes entirely); returns the number of bytes removed. Nothing is
+        fsynced. ``log_level``: of the line saying what was dropped (a follower's truncation
+        is routine and its log says so itself)."""
+        found = self.translate_offset(offset) if self.size else None
         self._recent.clear()
         if found is None:
             return 0
         pos = found[0]
         removed = self.size - pos
         # Dropping records is never silent (the partition is the directory's name).
-        _log.warning(
+        _log.log(
+            log_level,
             "%s: truncating segment %s to offset %d at position %d: %d bytes dropped "
             "(offsets %d to %s)", self.directory.name, self.log_path.name, found[1].base_offset,
             pos, removed, found[1].base_offset,

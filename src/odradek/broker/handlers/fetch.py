@@ -13,10 +13,18 @@ starts over.
 ``read_committed`` fetches stop at the last stable offset and list the aborted transactions
 that overlap the returned batches, so clients drop their records.
 
-Only the leader serves a partition (there are no follower fetches yet): any other broker answers
-NOT_LEADER_OR_FOLLOWER, and a client's stale or future leader epoch is FENCED_LEADER_EPOCH /
-UNKNOWN_LEADER_EPOCH (KIP-320). From v16, NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH name
-the current leader and its epoch, and the response lists its endpoint (KIP-951).
+Only the leader serves a partition: any other broker answers NOT_LEADER_OR_FOLLOWER, and a
+client's stale or future leader epoch is FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH (KIP-320).
+From v16, NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH name the current leader and its epoch,
+and the response lists its endpoint (KIP-951).
+
+A *replica* fetch (``replica_id`` >= 0 before v15, ``replica_state.replica_id`` with the
+follower's broker epoch from v15, KIP-903) is a follower's: it reads up to the log end offset,
+may be answered with a diverging epoch instead of records (KIP-279, v12+), and records the
+follower's position, which may move the high watermark
+(:meth:`~odradek.broker.replica_manager.ReplicaManager.fetch_for_follower`). It long-polls on
+the replica manager's wake-ups (appends and high watermark moves) and returns as soon as the
+high watermark of one of its partitions moved, so followers learn it at once.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from odradek.storage.file_records import FileRecords
 from odradek.storage.log import FetchDataInfo, FetchIsolation, FetchOffsetOutOfRangeError
 
 if TYPE_CHECKING:
+    from odradek.broker.delayed import AppendWatch
     from odradek.broker.services import BrokerServices
 
 __all__ = ["API", "INLINE_RECORD_BYTES"]
@@ -70,6 +79,8 @@ class _Partition:
     fetch_offset: int
     max_bytes: int
     current_leader_epoch: int
+    last_fetched_epoch: int
+    log_start_offset: int
 
 
 @dataclass(slots=True)
@@ -78,6 +89,8 @@ class _Read:
     has_error: bool
     body: Any
     regions: list[FileRecords]
+    #: A replica fetch's high watermarks, in request order (empty for consumers).
+    high_watermarks: list[int]
 
     def release(self) -> None:
         """Close the file slices of a read that will not be sent."""
@@ -107,6 +120,8 @@ def _requested(broker: BrokerServices, request: Request) -> list[tuple[Any, list
                     fetch_offset=p.fetch_offset,
                     max_bytes=p.partition_max_bytes,
                     current_leader_epoch=getattr(p, "current_leader_epoch", -1),
+                    last_fetched_epoch=getattr(p, "last_fetched_epoch", -1),
+                    log_start_offset=getattr(p, "log_start_offset", -1),
                 )
             )
         out.append((t, parts))
@@ -123,10 +138,16 @@ def _partition_body(
     last_stable_offset: int = -1,
     aborted: tuple[Any, ...] | None = None,
     current_leader: Any = None,
+    diverging: tuple[int, int] | None = None,
 ) -> Any:
+    extra: dict[str, Any] = {}
+    if current_leader is not None:
+        extra["current_leader"] = current_leader
+    if diverging is not None:
+        extra["diverging_epoch"] = mod.EpochEndOffset(epoch=diverging[0], end_offset=diverging[1])
     return build(
         mod.PartitionData,
-        **({} if current_leader is None else {"current_leader": current_leader}),
+        **extra,
         partition_index=index,
         error_code=code,
         high_watermark=high_watermark,
@@ -147,13 +168,30 @@ def _aborted(mod: Any, info: FetchDataInfo) -> tuple[Any, ...] | None:
     )
 
 
-def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list[Any]]]) -> _Read:
+def _replica(request: Request) -> tuple[int, int] | None:
+    """A replica fetch's (replica id, broker epoch); None for a consumer's fetch."""
+    body = request.body
+    if request.api_version >= 15:
+        state = body.replica_state
+        replica_id, epoch = state.replica_id, state.replica_epoch
+    else:
+        replica_id, epoch = body.replica_id, -1
+    return (replica_id, epoch) if replica_id >= 0 else None
+
+
+def _read(
+    broker: BrokerServices,
+    request: Request,
+    topics: list[tuple[Any, list[Any]]],
+    replica: tuple[int, int] | None,
+) -> _Read:
     mod = response_module(KEY, request.api_version)
     isolation = (
         FetchIsolation.TXN_COMMITTED
         if getattr(request.body, "isolation_level", 0) == READ_COMMITTED
         else FetchIsolation.HIGH_WATERMARK
     )
+    high_watermarks: list[int] = []
     remaining = min(request.body.max_bytes, broker.config.fetch_max_bytes)
     inline_left = INLINE_RECORD_BYTES
     total = 0
@@ -169,15 +207,32 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
                 out.append(_partition_body(mod, p.partition, ErrorCode.unknown_topic_id))
                 has_error = True
                 continue
+            diverging = None
             try:
-                log = replicas.leader_log(p.topic, p.index, p.current_leader_epoch)
-                info = log.fetch(
-                    p.fetch_offset,
-                    max_bytes=max(0, min(p.max_bytes, remaining)),
-                    isolation=isolation,
-                    min_one_message=total == 0,
-                    max_inline_bytes=inline_left,
-                )
+                if replica is None:
+                    log = replicas.leader_log(p.topic, p.index, p.current_leader_epoch)
+                    info = log.fetch(
+                        p.fetch_offset,
+                        max_bytes=max(0, min(p.max_bytes, remaining)),
+                        isolation=isolation,
+                        min_one_message=total == 0,
+                        max_inline_bytes=inline_left,
+                    )
+                else:
+                    served = replicas.fetch_for_follower(
+                        replica[0], replica[1], p.topic, p.index,
+                        current_leader_epoch=p.current_leader_epoch,
+                        fetch_offset=p.fetch_offset,
+                        last_fetched_epoch=p.last_fetched_epoch,
+                        log_start_offset=p.log_start_offset,
+                        max_bytes=max(0, min(p.max_bytes, remaining)),
+                        min_one_message=total == 0,
+                        max_inline_bytes=inline_left,
+                    )
+                    info, diverging = served.data, served.diverging_epoch
+                    high_watermarks.append(info.high_watermark)
+                    if diverging is not None:
+                        has_error = True  # answer at once: the follower must truncate
             except Exception as e:
                 if isinstance(e, UnknownTopicOrPartitionError) and p.topic_id is not None:
                     e = UnknownTopicIdError()
@@ -211,6 +266,7 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
                     info.records,
                     info.last_stable_offset,
                     _aborted(mod, info),
+                    diverging=diverging,
                 )
             )
         responses.append(
@@ -229,7 +285,7 @@ def _read(broker: BrokerServices, request: Request, topics: list[tuple[Any, list
         responses=tuple(responses),
         node_endpoints=tuple(endpoints.values()),
     )
-    return _Read(total, has_error, body, regions)
+    return _Read(total, has_error, body, regions, high_watermarks)
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
@@ -237,22 +293,30 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     if request.api_version >= 7 and body.session_id != 0:
         raise FetchSessionIdNotFoundError(f"fetch session {body.session_id} is not known")
     topics = _requested(broker, request)
-    first = _read(broker, request, topics)
+    replica = _replica(request)
+    first = _read(broker, request, topics, replica)
     wait_ms = body.max_wait.total_seconds() * 1000
     if first.bytes_read >= body.min_bytes or first.has_error or wait_ms <= 0 or not topics:
         return first.body
     first.release()
     tps = [(p.topic, p.index) for _, parts in topics for p in parts if isinstance(p, _Partition)]
+    # Consumers wait for the high watermark to move; followers for appends (and for the high
+    # watermark, which they must learn).
+    watcher = broker.append_watch if replica is None else broker.replicas.replica_watch
     # Watch now, in the same step as the read: an append that lands before the coroutine
     # first runs must still wake it.
-    watch = broker.append_watch.watch(tps)
-    return _long_poll(broker, request, topics, tps, watch, wait_ms / 1000)
+    watch = watcher.watch(tps)
+    return _long_poll(broker, request, topics, replica, first.high_watermarks, watcher, tps,
+                      watch, wait_ms / 1000)
 
 
 async def _long_poll(
     broker: BrokerServices,
     request: Request,
     topics: list[tuple[Any, list[Any]]],
+    replica: tuple[int, int] | None,
+    high_watermarks: list[int],
+    watcher: AppendWatch,
     tps: list[tuple[str, int]],
     first_watch: asyncio.Future[int],
     timeout: float,
@@ -264,18 +328,20 @@ async def _long_poll(
         remaining = deadline - loop.time()
         if remaining > 0:
             if fut is None:
-                fut = broker.append_watch.watch(tps)
+                fut = watcher.watch(tps)
             try:
                 broker.timings.fetch_woken_by(await asyncio.wait_for(fut, remaining))
             except TimeoutError:
                 pass
             finally:
-                broker.append_watch.unwatch(tps, fut)
+                watcher.unwatch(tps, fut)
         elif fut is not None:
-            broker.append_watch.unwatch(tps, fut)
+            watcher.unwatch(tps, fut)
         fut = None
-        result = _read(broker, request, topics)
+        result = _read(broker, request, topics, replica)
         if result.bytes_read >= request.body.min_bytes or result.has_error:
+            return result.body
+        if result.high_watermarks != high_watermarks:
             return result.body
         if loop.time() >= deadline:
             return result.body

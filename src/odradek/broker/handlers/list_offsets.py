@@ -3,7 +3,9 @@
 For ``read_committed`` (isolation level 1) the log ends at the last stable offset, as in Kafka:
 "latest" is the last stable offset and timestamp lookups find nothing past it. Only the
 partition's leader answers (NOT_LEADER_OR_FOLLOWER elsewhere), checking the client's leader
-epoch (KIP-320); "latest" carries the current leader epoch.
+epoch (KIP-320); "latest" carries the current leader epoch, and a new leader answers it with
+OFFSET_NOT_AVAILABLE (retriable) until its high watermark reaches the start of its epoch
+(KIP-207), since before that the offset could be lower than one its predecessor gave.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                 log, current = broker.replicas.leader_log_and_epoch(
                     t.name, p.partition_index, getattr(p, "current_leader_epoch", -1)
                 )
+                if p.timestamp == LATEST:
+                    broker.replicas.check_latest_offset_available(t.name, p.partition_index)
                 ts, offset, leader_epoch = _lookup(
                     log, current, p.timestamp, request.api_version, read_committed
                 )

@@ -1,9 +1,14 @@
 """Produce (key 0): append record batches to partition logs.
 
 Batches are validated and stored as received (only the base offset and leader epoch are written
-into them, and the timestamps for LogAppendTime topics). With one broker the in-sync replica set
-is just the leader, so acks=all is complete as soon as the append returns; the high watermark
-moves to the log end offset and waiting fetches are woken. A batch refused because of some of its
+into them, and the timestamps for LogAppendTime topics). With one replica the in-sync replica
+set is just the leader, so acks=all is complete as soon as the append returns; the high
+watermark moves to the log end offset and waiting fetches are woken. With several, acks=all is
+refused with NOT_ENOUGH_REPLICAS while the ISR is smaller than ``min.insync.replicas``, and
+otherwise answered once the high watermark has passed the batch: NOT_ENOUGH_REPLICAS_AFTER_APPEND
+if the ISR shrank below the minimum meanwhile, NOT_LEADER_OR_FOLLOWER if leadership moved,
+REQUEST_TIMED_OUT when the request's ``timeout`` passes first (Kafka's delayed produce). acks=1
+is answered once the leader has appended. A batch refused because of some of its
 records (keyless records on a compacted topic) is answered, from v8, with their indexes in
 ``record_errors`` and the reason in ``error_message`` (KIP-467), so clients fail those records
 and report the others as refused for their company.
@@ -20,6 +25,7 @@ in-process when this broker coordinates the transactional id, else by asking its
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -42,6 +48,7 @@ from odradek.errors import (
     NotCoordinatorError,
     NotEnoughReplicasError,
     ProducerFencedError,
+    RequestTimedOutError,
     TransactionAbortableError,
 )
 from odradek.protocol.build import build, has_field, response_module
@@ -143,11 +150,13 @@ def _produce(
     mod = response_module(KEY, request.api_version)
     transactional_id = body.transactional_id
     replicas = broker.replicas
-    responses = []
+    responses: list[tuple[str, list[Any]]] = []
     endpoints: dict[int, Any] = {}  # KIP-951: the leaders named in NOT_LEADER_OR_FOLLOWER
+    # acks=all batches still to be replicated: (response index, partition index, future).
+    waiting: list[tuple[int, int, asyncio.Future[None]]] = []
     for topic_data in body.topic_data:
         name = topic_data.name
-        partitions = []
+        partitions: list[Any] = []
         for pd in topic_data.partition_data:
             index = pd.index
             try:
@@ -159,7 +168,11 @@ def _produce(
                     _verify_transaction(broker, transactional_id, name, index, pd.records)
                 elif transactional_id is not None and verified is not None:
                     _check_verified(verified.get((name, index)), transactional_id, name, index)
-                info = replicas.append_as_leader(name, index, pd.records)
+                info = replicas.append_as_leader(name, index, pd.records, required_acks=acks)
+                if acks == -1:
+                    fut = replicas.wait_for_replication(name, index, info)
+                    if fut is not None:
+                        waiting.append((len(responses), len(partitions), fut))
                 partitions.append(
                     _partition(
                         mod,
@@ -186,16 +199,57 @@ def _produce(
                     mod, index, code, message=message, record_errors=record_errors,
                     current_leader=leader,
                 ))
-        responses.append(
-            build(mod.TopicProduceResponse, name=name, partition_responses=tuple(partitions))
-        )
+        responses.append((name, partitions))
     broker.timings.appended()
     if acks == 0:
         return NO_RESPONSE
+    if waiting:
+        return _after_replication(mod, request, responses, endpoints, waiting)
+    return _response(mod, responses, endpoints)
+
+
+def _response(mod: Any, responses: list[tuple[str, list[Any]]], endpoints: dict[int, Any]) -> Any:
     return build(
-        mod.ProduceResponse, responses=tuple(responses), throttle_time=_ZERO,
+        mod.ProduceResponse,
+        responses=tuple(
+            build(mod.TopicProduceResponse, name=name, partition_responses=tuple(partitions))
+            for name, partitions in responses
+        ),
+        throttle_time=_ZERO,
         node_endpoints=tuple(endpoints.values()),
     )
+
+
+async def _after_replication(
+    mod: Any,
+    request: Request,
+    responses: list[tuple[str, list[Any]]],
+    endpoints: dict[int, Any],
+    waiting: list[tuple[int, int, asyncio.Future[None]]],
+) -> Any:
+    """acks=all: answer once every waiting batch is replicated (or failed), or at the request's
+    timeout, when those still waiting are REQUEST_TIMED_OUT."""
+    futures = [fut for _, _, fut in waiting]
+    timeout = max(0.0, request.body.timeout.total_seconds())
+    await asyncio.wait(futures, timeout=timeout)
+    for topic_i, part_i, fut in waiting:
+        if not fut.done():
+            fut.cancel()
+            e: BaseException = RequestTimedOutError(
+                f"not replicated to the in-sync replicas within {timeout * 1000:.0f} ms"
+            )
+        else:
+            exc = fut.exception()
+            if exc is None:
+                continue
+            e = exc
+        name, partitions = responses[topic_i]
+        index = partitions[part_i].index
+        code = error_code_for(e, context=f"produce to {name}-{index}", api_key=KEY,
+                              version=request.api_version)
+        message = e.message if isinstance(e, KafkaError) else None
+        partitions[part_i] = _partition(mod, index, code, message=message)
+    return _response(mod, responses, endpoints)
 
 
 def _verify_transaction(

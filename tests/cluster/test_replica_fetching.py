@@ -1,0 +1,79 @@
+"""The follower's fetcher between two brokers in one process on a real etcd.
+
+A follower far behind a leader whose log start moved past it (DeleteRecords, inside a batch):
+OFFSET_OUT_OF_RANGE carries the leader's log start, the follower empties its log to start there,
+its first append then starts below that (the batch holding the leader's log start) and restarts
+the log at the batch, as Kafka's Partition does; it ends with the leader's batches, its log
+start follows the leader's, and it rejoins the ISR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from pathlib import Path
+from typing import Any
+
+from odradek.broker.app import Broker
+from odradek.broker.runner import local_config
+from odradek.protocol.records import SimpleRecord, encode_batch
+from odradek.storage.log import PartitionLog
+from odradek.testing.etcd import EtcdProcess
+
+_prefixes = itertools.count()
+
+
+async def _until(check: Any, what: str, timeout_s: float = 20.0) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not check():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def _batches(plog: PartitionLog) -> bytes:
+    return bytes(plog.read(plog.log_start_offset, max_bytes=1 << 20).records)
+
+
+def test_a_follower_behind_the_leader_log_start_restarts_there(
+    shared_etcd: EtcdProcess, tmp_path: Path
+) -> None:
+    props = {
+        "etcd_endpoints": shared_etcd.endpoint,
+        "etcd_prefix": f"/fetching-{next(_prefixes)}-{uuid.uuid4().hex[:6]}",
+        "broker_session_timeout_ms": "2000",
+        "replica_fetch_backoff_ms": "100",
+    }
+    one_config = local_config(tmp_path / "one", node_id="1", **props)
+    two_config = local_config(tmp_path / "two", node_id="2", **props)
+
+    async def scenario() -> None:
+        async with Broker(one_config) as one:
+            async with Broker(two_config) as two:
+                await one.topics.create("t", assignments={0: [1, 2]})
+                await _until(lambda: two.replica_fetchers.following() == {("t", 0): 1},
+                             "broker two to follow t-0")
+            # Broker two is gone: once the controller takes it out of the ISR, the leader's
+            # high watermark follows its log alone.
+            await _until(lambda: one.cluster.partition("t", 0).isr == (1,), "the ISR to shrink")
+            for i in range(5):  # batches [0,1] [2,3] ... [8,9]
+                one.replicas.append_as_leader(
+                    "t", 0, encode_batch([SimpleRecord(b"%d" % i)] * 2)
+                )
+            leader_log = one.topics.log("t", 0)
+            await _until(lambda: leader_log.high_watermark == 10, "the high watermark")
+            leader_log.delete_records_before(7)  # inside the batch [6, 7]
+
+            async with Broker(two_config) as two:
+                follower_log = two.topics.log("t", 0)
+                await _until(lambda: follower_log.log_end_offset == 10, "the follower's catch-up")
+                # It holds the leader's batches from the one holding its log start.
+                assert _batches(follower_log) == _batches(leader_log)
+                await _until(lambda: follower_log.log_start_offset == 7, "the log start")
+                await _until(lambda: one.cluster.partition("t", 0).isr == (1, 2),
+                             "the ISR to grow")
+                await _until(lambda: follower_log.high_watermark == 10, "the high watermark")
+
+    asyncio.run(scenario())
