@@ -45,6 +45,10 @@ __all__ = [
     "FrameTooLargeError",
     "TopicDeletionDisabledError",
     "InvalidReplicaAssignmentError",
+    "NoReassignmentInProgressError",
+    "ElectionNotNeededError",
+    "PreferredLeaderNotAvailableError",
+    "EligibleLeadersNotAvailableError",
     "UnsupportedEndpointTypeError",
     "MismatchedEndpointTypeError",
     "UnknownMemberIdError",
@@ -243,6 +247,28 @@ class TopicDeletionDisabledError(KafkaError):
 
 class InvalidReplicaAssignmentError(KafkaError):
     code = ErrorCode.invalid_replica_assignment
+
+
+class NoReassignmentInProgressError(KafkaError):
+    """A cancellation (AlterPartitionReassignments with null replicas) of a partition that is
+    not being reassigned."""
+
+    code = ErrorCode.no_reassignment_in_progress
+
+
+class ElectionNotNeededError(KafkaError):
+    """ElectLeaders: the preferred replica already leads (PREFERRED) or the partition has a
+    leader (UNCLEAN)."""
+
+    code = ErrorCode.election_not_needed
+
+
+class PreferredLeaderNotAvailableError(KafkaError):
+    code = ErrorCode.preferred_leader_not_available
+
+
+class EligibleLeadersNotAvailableError(KafkaError):
+    code = ErrorCode.eligible_leaders_not_available
 
 
 class UnsupportedEndpointTypeError(KafkaError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from pathlib import Path
 
@@ -76,3 +77,39 @@ def test_a_data_dir_of_the_earlier_format_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(run())
     asyncio.run(run())  # and again, from the store alone
+
+
+def test_a_start_that_fails_before_registering_shuts_its_logs_down(tmp_path: Path) -> None:
+    """The listener's port is taken: start-up fails after the logs were found. They are shut
+    down as at a clean stop (the next start needs no recovery) and the data dir is free again."""
+    data = tmp_path / "data"
+
+    async def write() -> None:
+        async with _broker(data) as broker:
+            await broker.topics.create("kept", num_partitions=2)
+
+    asyncio.run(write())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        async def fail() -> None:
+            broker = Broker(local_config(data, listen=f"127.0.0.1:{port}"),
+                            clock=ManualClock(1_700_000_000_000))
+            try:
+                await broker.start()
+            except OSError:
+                return
+            await broker.stop()
+            raise AssertionError("the broker started on a port in use")
+
+        asyncio.run(fail())
+    assert (data / ".kafka_cleanshutdown").exists()
+
+    async def again() -> None:
+        async with _broker(data) as broker:
+            assert broker.logs.had_clean_shutdown
+            assert broker.topics.log("kept", 1).log_end_offset == 0
+
+    asyncio.run(again())

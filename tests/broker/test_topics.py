@@ -173,6 +173,12 @@ def test_logs_follow_the_image_on_every_broker(tmp_path: Path) -> None:
                 assert {p for t, p in logs.partitions() if t == "twice"} == {0, 1}
             with pytest.raises(InvalidReplicationFactorError, match="live brokers"):
                 await one.create("thrice", num_partitions=1, replication_factor=3)
+            # min.insync.replicas above the replication factor is accepted, as Kafka accepts it
+            # (acks=all produces then fail with NOT_ENOUGH_REPLICAS).
+            strict = await one.create("strict", num_partitions=1, replication_factor=2,
+                                      configs={"min.insync.replicas": "3"})
+            assert strict.configs == {"min.insync.replicas": "3"}
+            await one.delete("strict")
             with pytest.raises(InvalidReplicaAssignmentError):
                 await one.create("assigned", assignments={0: [1, 3]})
             assert image1.topic("thrice") is None and image1.topic("assigned") is None

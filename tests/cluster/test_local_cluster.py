@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import pytest
 
@@ -54,10 +56,10 @@ def odradek(*args: str) -> list[str]:
     return [sys.executable, "-m", "odradek", *args]
 
 
-def cluster_up(directory: Path) -> tuple[subprocess.Popen[str], str]:
+def cluster_up(directory: Path, brokers: int = 3) -> tuple[subprocess.Popen[str], str]:
     """``odradek cluster up`` on ``directory``, and the bootstrap servers it printed."""
     up = subprocess.Popen(
-        odradek("cluster", "up", "--brokers", "3", "--data-dir", str(directory),
+        odradek("cluster", "up", "--brokers", str(brokers), "--data-dir", str(directory),
                 "--session-timeout-ms", str(SESSION_MS)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -134,6 +136,76 @@ def test_cluster_up_status_sigterm_and_up_again(tmp_path: Path) -> None:
         if again.poll() is None:
             again.kill()
             again.wait()
+
+
+class Lines:
+    """A child's text stream read on a thread, so a test can wait for a line with a bound."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+
+    def wait_for(self, text: str, timeout_s: float = 30) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r}; saw {self.seen}") from None
+            self.seen.append(line)
+            if text in line:
+                return line
+
+
+def test_cluster_up_reports_a_process_that_dies_and_starts_it_again_on_sigusr1(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "c"
+    up, _ = cluster_up(directory, brokers=2)
+    assert up.stderr is not None
+    lines = Lines(up.stderr)
+    try:
+        description = json.loads((directory / "cluster.json").read_text())
+        first, second = (b["pid"] for b in description["brokers"])
+        os.kill(second, signal.SIGKILL)
+        line = lines.wait_for("broker 2 (pid")
+        assert f"broker 2 (pid {second}) killed by SIGKILL" in line
+        assert "its partitions have no leader until it is back" in line
+        assert f"kill -USR1 {up.pid}" in line
+        os.kill(description["etcd"]["pid"], signal.SIGKILL)
+        line = lines.wait_for("etcd (pid")
+        assert "killed by SIGKILL" in line and "refuse metadata changes" in line
+        # Rounds of the supervisor later, broker 2 is still down (nothing restarted it) and
+        # the rest runs on.
+        assert not any("started again" in seen for seen in lines.seen)
+        assert json.loads((directory / "cluster.json").read_text()) == description
+        assert not gone(first) and up.poll() is None
+
+        up.send_signal(signal.SIGUSR1)
+        assert "etcd started again" in lines.wait_for("etcd ")
+        assert "broker 2 started again" in lines.wait_for("broker 2 ", timeout_s=60)
+        again = json.loads((directory / "cluster.json").read_text())
+        restarted = again["brokers"][1]["pid"]
+        assert restarted != second and not gone(restarted)
+        status = wait_for(
+            lambda: (lambda s: s if [b["node_id"] for b in s["brokers"]] == [1, 2] else None)(
+                status_json(directory)
+            ),
+            30, "both brokers registered",
+        )
+        assert status["controller"]["node_id"] in (1, 2)
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
 
 
 def controller_of(status: ClusterStatus) -> int | None:

@@ -51,7 +51,7 @@ def test_evolution_accepted_and_refused(http: Http) -> None:
     s = "evolve-value"
     assert http("POST", f"/subjects/{s}/versions", {"schema": V1})[0] == 200
     status, body = http("POST", f"/subjects/{s}/versions", {"schema": BAD})
-    assert status == 409 and body["error_code"] == 409, body
+    assert status == 409 and body["error_code"] == 40901, body
     status, body = http(
         "POST", f"/compatibility/subjects/{s}/versions/latest?verbose=true", {"schema": BAD})
     assert status == 200 and body["is_compatible"] is False and body["messages"], body

@@ -8,8 +8,10 @@ from odradek.registry.records import (
     Association,
     AssociationKey,
     AssociationValue,
+    AssocValue,
     ConfigKey,
     ConfigValue,
+    ContextKey,
     DeleteSubjectKey,
     DeleteSubjectValue,
     IdCounterKey,
@@ -75,12 +77,12 @@ def test_replay() -> None:
     state.apply(SchemaKey("s", 2), None)
     state.apply(SchemaKey("s", 1), None)
     assert "s" not in state.subjects and state.by_id(2) is None
-    assert state.max_id == 2  # a hard-deleted id is not handed out again
+    assert state.max_id() == 2  # a hard-deleted id is not handed out again
     # ...nor once compaction has removed its records: the counter remembers it.
     fresh = RegistryState()
     fresh.apply(IdCounterKey(), IdCounterValue(7))
     fresh.apply(SchemaKey("t", 1), SchemaValue("t", 1, 1, "AVRO", '"int"'))
-    assert fresh.max_id == 7
+    assert fresh.max_id() == 7
     state.apply(ConfigKey("t"), ConfigValue("NONE"))
     state.apply(ConfigKey("t"), None)
     assert state.configs == {}
@@ -110,3 +112,30 @@ def test_association_records_round_trip_and_replay() -> None:
     assert state.associations["lkc-1"].associations[1].frozen
     state.apply(key, None)
     assert state.associations == {}
+
+
+def test_confluent_assoc_and_context_records() -> None:
+    """Confluent's ASSOC records (one per association, keyed without the resource id) build
+    the same per-resource view; a tombstone removes one association; CONTEXT records name
+    contexts; another tenant's records are skipped."""
+    k = AssocValue("orders", "c", "lkc-1", "topic", Association("k", "key", "g1", "WEAK"))
+    v = AssocValue("orders", "c", "lkc-1", "topic", Association("v", "value", "g2", "WEAK"))
+    assert json.loads(encode_key(k.key)) == {
+        "keytype": "ASSOC", "tenant": "default", "resourceName": "orders",
+        "resourceNamespace": "c", "resourceType": "topic", "associationType": "key",
+        "subject": "k", "magic": 0}
+    state = RegistryState()
+    for value in (v, k):  # either order: the view lists key before value
+        key = decode_key(encode_key(value.key))
+        assert key == value.key
+        state.apply(key, decode_value(key, encode_value(value)))
+    assert [a.subject for a in state.associations["lkc-1"].associations] == ["k", "v"]
+    state.apply(k.key, None)
+    assert [a.subject for a in state.associations["lkc-1"].associations] == ["v"]
+    state.apply(v.key, None)
+    assert state.associations == {}
+    ctx = decode_key(b'{"keytype":"CONTEXT","tenant":"default","context":".team","magic":0}')
+    assert ctx == ContextKey(".team")
+    state.apply(ctx, decode_value(ctx, b'{"tenant":"default","context":".team"}'))
+    assert state.contexts() == [".", ".team"]
+    assert decode_key(b'{"keytype":"CONTEXT","tenant":"acme","context":".x","magic":0}') is None

@@ -38,6 +38,8 @@ from odradek.cluster.controller import Controller
 from odradek.cluster.durable import open_single_node_store
 from odradek.cluster.image import MetadataImage, TopicsChange
 from odradek.cluster.membership import ClusterKeys
+from odradek.cluster.partition_changes import PartitionChanges
+from odradek.cluster.preferred import RebalanceSettings
 from odradek.cluster.producer_ids import ProducerIdManager
 from odradek.cluster.store import ClusterStore, RevisionCompacted
 from odradek.cluster.topic_admin import TopicAdmin
@@ -66,6 +68,11 @@ _SINGLE_NODE_SESSION_TTL_S = 3600
 
 def _controller_work(config: BrokerConfig) -> ControllerWork:
     """The controller's work for one term (cluster/controller.py), the default of every broker."""
+    rebalance = RebalanceSettings(
+        enabled=config.auto_leader_rebalance_enable,
+        check_interval_s=config.leader_imbalance_check_interval_seconds,
+        per_broker_percentage=config.leader_imbalance_per_broker_percentage,
+    )
 
     async def run(term: ControllerTerm) -> None:
         await Controller(
@@ -73,6 +80,7 @@ def _controller_work(config: BrokerConfig) -> ControllerWork:
             term.keys,
             term.election,
             unclean_leader_election=config.unclean_leader_election_enable,
+            rebalance=rebalance,
         ).run()
 
     return run
@@ -141,11 +149,14 @@ class Broker:
         #: The cluster's metadata as this broker sees it (BrokerServices.cluster).
         self.cluster: MetadataImage
         self.topic_admin: TopicAdmin
+        self.partition_changes: PartitionChanges
         self.producer_ids: ProducerIdManager
         self._store_compacted_at = 0
         # What start() opened of the cluster metadata, closed in reverse order by stop().
         self._cluster_parts: list[MetadataImage | ProducerIdManager] = []
         self.logs: LogManager
+        # The logs once opened: what a start-up that fails must shut down again.
+        self._opened_logs: LogManager | None = None
         self.scrubber: LogScrubber
         self.topics: TopicManager
         self.replicas: ReplicaManager
@@ -176,11 +187,28 @@ class Broker:
         try:
             await self._start(t0)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await self._close_cluster()
-            self._dir_lock.release()
-            self._dir_lock = None
+            await self._abandon_start()
             raise
+
+    async def _abandon_start(self) -> None:
+        """Close what a failed start() opened, last first: the listener, the cluster metadata,
+        the logs (shut down as at a clean stop, as Kafka does when start-up fails, so that the
+        next start need not recover them), then the data dir's lock."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(Exception):
+            await self._close_cluster()
+        logs, self._opened_logs = self._opened_logs, None
+        try:
+            if logs is not None:
+                logs.shutdown()
+        except Exception:
+            log.exception("shutting the logs down after a failed start failed")
+        finally:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+                self._dir_lock = None
 
     async def _start(self, t0: float) -> None:
         # First, so that the defaults sized from it (log.max.open.files, max.connections) see
@@ -201,6 +229,9 @@ class Broker:
         # Logs open on first use and in the background (_open_logs), so start-up does not
         # grow with the number of partitions.
         self.logs.startup(self._log_config_for_topic, lazy=True)
+        # Only once started: a start-up cut short has not seen every log, and its shutdown
+        # would mark them clean.
+        self._opened_logs = self.logs
         self.scrubber = LogScrubber(self.logs.all_logs, scrubber_config(self.config), self.clock)
         self.topics = TopicManager(self.config, self.cluster, self.topic_admin, self.logs)
         self.topics.reconcile()
@@ -244,14 +275,8 @@ class Broker:
         adv = self.config.advertised_address
         self.advertised_host = adv[0] if adv and adv[0] else self.host
         self.advertised_port = adv[1] if adv and adv[1] else self.port
-        try:
-            await self._register()
-        except BaseException:
-            # Refused (another live broker has this node id) or no store: stop what started.
-            self._server.close()
-            self._server = None
-            self.logs.shutdown()
-            raise
+        # Refused (another live broker has this node id) or no store: start() closes it all.
+        await self._register()
         self.replica_fetchers.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
@@ -321,6 +346,7 @@ class Broker:
         self._server = None
         try:
             await self._close_cluster()
+            self._opened_logs = None
             self.logs.shutdown()
         finally:
             if self._dir_lock is not None:
@@ -362,6 +388,10 @@ class Broker:
         await self.cluster.start()
         self._cluster_parts.append(self.cluster)
         self.topic_admin = TopicAdmin(member.store, keys, self.cluster)
+        self.partition_changes = PartitionChanges(
+            member.store, keys, self.cluster,
+            unclean_leader_election=config.unclean_leader_election_enable,
+        )
         self.producer_ids = ProducerIdManager(member.store, keys)
         self._cluster_parts.append(self.producer_ids)
         await self.producer_ids.start()

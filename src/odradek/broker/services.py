@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from odradek.broker.transactions import TxnRuntime
     from odradek.clock import Clock
     from odradek.cluster.model import MetadataView
+    from odradek.cluster.partition_changes import PartitionChanges
     from odradek.cluster.producer_ids import ProducerIdManager
     from odradek.config import BrokerConfig
     from odradek.coordinator.group.coordinator import GroupCoordinator
@@ -75,6 +76,11 @@ class BrokerServices(Protocol):
     def fenced(self) -> bool:
         """True while this broker's registration may have expired (its session lost): it must
         not act as leader, so every append is refused with NOT_LEADER_OR_FOLLOWER."""
+        ...
+
+    @property
+    def partition_changes(self) -> PartitionChanges:
+        """Reassignments and leader elections asked for by clients, written to the store."""
         ...
 
     @property

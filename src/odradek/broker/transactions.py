@@ -7,10 +7,13 @@ and NOT_COORDINATOR when another broker leads it.
 
 Markers are COMMIT/ABORT control batches appended to each partition of a transaction as the
 coordinator; storage recognises them and ends the producer's transaction there (last stable
-offset, aborted-transaction index). A marker in ``__consumer_offsets`` also tells the group
-coordinator to commit or drop the transaction's pending offsets. Partitions this broker leads
-get theirs here; the others' leaders get WriteTxnMarkers (:class:`_RemoteMarkers`), whose
-handler does the same there.
+offset, aborted-transaction index). Each carries the coordinator epoch, as Kafka's: the leader
+epoch of the transaction's ``__transaction_state`` partition. Storage keeps the latest per
+producer and refuses an older one (TRANSACTION_COORDINATOR_FENCED), so a deposed coordinator
+cannot end a transaction its successor has taken over. A marker in ``__consumer_offsets`` also
+tells the group coordinator to commit or drop the transaction's pending offsets. Partitions this
+broker leads get theirs here; the others' leaders get WriteTxnMarkers (:class:`_RemoteMarkers`),
+whose handler does the same there.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class TxnRuntime(CoordinatorHost):
         )
         super().__init__(broker, topic, self.coordinator, name="txn", load_hook=load_hook)
         self._remote_markers = _RemoteMarkers(broker, self.coordinator.retry_markers)
+        # partition -> the leader epoch of the partition when this broker began to load it
+        self._loaded_epochs: dict[int, int] = {}
 
     def partition_for(self, key: str) -> int:
         return self.coordinator.partition_for(key)
@@ -82,9 +87,29 @@ class TxnRuntime(CoordinatorHost):
             return self.runtime.execute(op())
         return self.write(transactional_id, op)
 
+    def load(self, partition: int) -> asyncio.Task[None]:
+        self._loaded_epochs[partition] = self._leader_epoch(partition)
+        return super().load(partition)
+
     def unload(self, partition: int) -> None:
         super().unload(partition)
+        self._loaded_epochs.pop(partition, None)
         self._remote_markers.clear()
+
+    def _leader_epoch(self, partition: int) -> int:
+        state = self._broker.cluster.partition(TRANSACTION_STATE_TOPIC, partition)
+        return max(state.leader_epoch, 0) if state is not None else 0
+
+    def coordinator_epoch(self, partition: int) -> int:
+        """The coordinator epoch of ``partition`` of ``__transaction_state`` on this broker:
+        its leader epoch while the image names this broker leader (the leader epoch moves on
+        when a broker leads again after a restart, and the partition stays loaded), else the
+        epoch it was loaded at, so that a broker deposed before it unloads writes an older
+        epoch than its successor."""
+        loaded = self._loaded_epochs.get(partition, 0)
+        if self.leads(partition):
+            return max(loaded, self._leader_epoch(partition))
+        return loaded
 
     async def stop(self) -> None:
         await self._remote_markers.stop()
@@ -117,13 +142,16 @@ class TxnRuntime(CoordinatorHost):
         producer_epoch: int,
         commit: bool,
         partitions: Sequence[tuple[str, int]],
+        *,
+        state_partition: int,
     ) -> dict[tuple[str, int], ErrorCode]:
         """Markers of partitions this broker leads are appended here; those of partitions
         another broker leads go to it in one WriteTxnMarkers per leader, and are left out of
         the result until its answer is in (the next call returns it; see
         :class:`_RemoteMarkers`). A partition without a leader is LEADER_NOT_AVAILABLE."""
+        coordinator_epoch = self.coordinator_epoch(state_partition)
         batch = encode_control_batch(
-            producer_id, producer_epoch, commit=commit, coordinator_epoch=0,
+            producer_id, producer_epoch, commit=commit, coordinator_epoch=coordinator_epoch,
             timestamp=self.now_ms(),
         )
         results: dict[tuple[str, int], ErrorCode] = {}
@@ -142,7 +170,7 @@ class TxnRuntime(CoordinatorHost):
                 remote.setdefault(state.leader, []).append((topic, partition))
         if remote:
             results.update(self._remote_markers.write(
-                (producer_id, producer_epoch, commit), remote
+                (producer_id, producer_epoch, commit, coordinator_epoch), remote
             ))
         return results
 
@@ -175,8 +203,8 @@ class TxnRuntime(CoordinatorHost):
         return self._broker.groups.partition_for(group_id)
 
 
-#: (producer id, producer epoch, commit)
-_MarkerKey = tuple[int, int, bool]
+#: (producer id, producer epoch, commit, coordinator epoch)
+_MarkerKey = tuple[int, int, bool, int]
 
 
 class _RemoteMarkers:
@@ -228,7 +256,7 @@ class _RemoteMarkers:
         return results
 
     async def _send(self, marker: _MarkerKey, leader: int, tps: list[tuple[str, int]]) -> None:
-        producer_id, producer_epoch, commit = marker
+        producer_id, producer_epoch, commit, coordinator_epoch = marker
         by_topic: dict[str, list[int]] = {}
         for topic, partition in tps:
             by_topic.setdefault(topic, []).append(partition)
@@ -243,7 +271,7 @@ class _RemoteMarkers:
                 )
                 for topic, parts in by_topic.items()
             ),
-            coordinator_epoch=i32(0),
+            coordinator_epoch=i32(coordinator_epoch),
         ),))
         codes: dict[tuple[str, int], ErrorCode] = {}
         try:

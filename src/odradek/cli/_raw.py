@@ -59,6 +59,9 @@ VERSIONS: dict[int, int] = {
     DESCRIBE_PRODUCERS: 0,
     DESCRIBE_TRANSACTIONS: 0,
     LIST_TRANSACTIONS: 0,
+    43: 2,  # ElectLeaders (cli/_reassign.py)
+    45: 0,  # AlterPartitionReassignments
+    46: 0,  # ListPartitionReassignments
 }
 
 _SIZE = struct.Struct(">i")

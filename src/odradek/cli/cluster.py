@@ -1,10 +1,21 @@
-"""``odradek cluster up`` and ``odradek cluster status``: a development cluster on this machine.
+"""``odradek cluster up`` and ``odradek cluster status``: a development cluster on this machine;
+``odradek cluster reassign`` and ``elect-leaders`` (:mod:`odradek.cli._reassign`) for any cluster.
 
 ``up`` starts a local etcd (unless ``--etcd-endpoints`` names one) and N brokers
 (:class:`odradek.cluster.local.LocalCluster`), prints ``bootstrap.servers=host:port,…`` once
 every broker serves, and runs until SIGINT or SIGTERM, when it stops the brokers (SIGTERM, then
-SIGKILL after a bound) and etcd, and exits 0. ``status`` reads the cluster's state from etcd: the
-brokers with their epochs, the controller, and partitions without a live leader.
+SIGKILL after a bound) and etcd, and exits 0.
+
+A broker or the managed etcd that exits while ``up`` runs is reported on stderr (how it ended,
+what that means for the cluster, the end of its log) and left down; the rest runs on. That is
+what a Kafka user sees when a broker dies: the cluster carries on without it (its partitions
+leaderless, with one replica), and nothing restarts it behind their back, so a failure being
+tested is not masked and a crash is not hidden by a restart loop. Stopping everything would
+turn one broker's crash into an outage, the opposite of what a cluster is for. SIGUSR1 to
+``up`` (its pid is in ``cluster.json``) starts again whatever is down.
+
+``status`` reads the cluster's state from etcd: the brokers with their epochs, the controller,
+and partitions without a live leader.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -20,8 +32,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from odradek.cli._common import MISSING, CliError, Subparsers, format_table
+from odradek.cli._options import connection_parser
+from odradek.cli._reassign import configure_elect_leaders, configure_reassign
 
 if TYPE_CHECKING:
+    from odradek.cluster.local import LocalCluster
     from odradek.cluster.status import ClusterStatus
 
 __all__ = ["add_commands"]
@@ -53,6 +68,13 @@ def add_commands(sub: Subparsers) -> None:
                         help="the cluster's etcd key prefix (default /odradek)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(func=_status)
+    common = connection_parser()
+    configure_reassign(actions.add_parser(
+        "reassign", parents=[common],
+        help="move partitions to other brokers (kafka-reassign-partitions)"))
+    configure_elect_leaders(actions.add_parser(
+        "elect-leaders", parents=[common],
+        help="elect preferred or unclean leaders (kafka-leader-election)"))
 
 
 def _endpoints(text: str | None) -> list[str]:
@@ -94,12 +116,17 @@ def _up(args: argparse.Namespace) -> int:
         broker_properties=properties,
     )
     stop = threading.Event()
+    revive = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    def on_revive(signum: int, frame: FrameType | None) -> None:
+        revive.set()
+
     # Installed first, so a signal during start-up stops the cluster once it is up.
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_revive)
     try:
         try:
             cluster.start()
@@ -111,13 +138,43 @@ def _up(args: argparse.Namespace) -> int:
                   f"{broker.data_dir})", flush=True)
         print(f"bootstrap.servers={cluster.bootstrap}", flush=True)
         while not stop.wait(0.5):
-            pass
+            _report_exits(cluster)
+            if revive.is_set() and not stop.is_set():
+                revive.clear()
+                _restart_exited(cluster)
         print("stopping the cluster", file=sys.stderr, flush=True)
         cluster.stop()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0
+
+
+_CONSEQUENCES = {
+    "etcd": "the brokers refuse metadata changes, and writes once their sessions could have "
+            "expired (broker.session.timeout.ms), until it is back",
+    "broker": "its partitions have no leader until it is back; the other brokers carry on",
+}
+
+
+def _report_exits(cluster: LocalCluster) -> None:
+    for gone in cluster.exited():
+        kind = "etcd" if gone.name == "etcd" else "broker"
+        tail = "\n".join("    " + line for line in gone.log_tail.splitlines())
+        print(
+            f"{gone.name} (pid {gone.pid}) {gone.describe()}: {_CONSEQUENCES[kind]}. "
+            f"Left down; `kill -USR1 {os.getpid()}` starts it again. The end of "
+            f"{gone.log_path}:\n{tail}",
+            file=sys.stderr, flush=True,
+        )
+
+
+def _restart_exited(cluster: LocalCluster) -> None:
+    for name, error in cluster.restart_exited():
+        if error is None:
+            print(f"{name} started again", file=sys.stderr, flush=True)
+        else:
+            print(f"{name} did not start again: {error}", file=sys.stderr, flush=True)
 
 
 # -- status --------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 With ``--registry-listen HOST:PORT`` (or ``schema.registry.listeners`` in the config file) the
 same process and event loop also serve the schema registry, bootstrapped from the broker's own
-address; it is started after the broker and stopped before it.
+address; it is started after the broker and stopped before it. In a cluster (``etcd.endpoints``
+set) the registries of all brokers join the group ``schema-registry``: one is the primary and
+the others forward writes to it.
 
 The signal handlers are installed before the broker starts, so a signal during start-up stops
 it as soon as it is up. A second signal while the clean shutdown runs exits at once (exit status
@@ -21,7 +23,11 @@ import signal
 
 from odradek.cli._common import CliError, configure_logging
 
-__all__ = ["configure", "run"]
+__all__ = ["REGISTRY_GROUP", "configure", "run"]
+
+#: The group the registries of a cluster's brokers elect their primary in (Confluent's
+#: ``schema.registry.group.id`` default).
+REGISTRY_GROUP = "schema-registry"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -102,7 +108,14 @@ async def _serve(config: object, registry_address: tuple[str, int] | None) -> No
         if registry_address is not None:
             from odradek.registry.server import RegistryServer
 
-            registry = RegistryServer(broker.bootstrap, *registry_address)
+            # In a cluster every broker may serve a registry: they elect one primary through
+            # Confluent's default group and forward writes to it. A broker on its own is the
+            # only instance (no group, so its first write does not wait for a rebalance).
+            clustered = bool(getattr(config, "etcd_endpoints", ()))
+            registry = RegistryServer(
+                broker.bootstrap, *registry_address,
+                group_id=REGISTRY_GROUP if clustered else None,
+            )
             await registry.start()
             print(f"schema registry listening on {registry.url}", flush=True)
         await stop.wait()

@@ -24,6 +24,11 @@ Rules (Kafka's, with etcd's revisions standing in for broker epochs):
   one place the controller computes a partition's next state: other rules (reassignment,
   preferred leaders) go there. ``unclean.leader.election.enable`` is the topic's, else the
   broker setting the controller was given.
+- **A reassignment completes** (:func:`~odradek.cluster.reassignment.advance_reassignment`, in
+  :meth:`Controller._next_state`) once every target replica is in the ISR: the removed replicas
+  leave the replica set and the ISR, and a removed leader is replaced.
+- **Preferred leaders are restored** (:mod:`odradek.cluster.preferred`) every
+  ``leader.imbalance.check.interval.seconds`` when ``auto.leader.rebalance.enable``.
 - **A topic is incomplete** when some partition below its count has no state. Topic records are
   written before their partitions (:mod:`odradek.cluster.model`), so a creator may be half-way;
   the controller completes a topic only once it has stayed incomplete and unchanged for
@@ -61,6 +66,8 @@ from odradek.cluster.membership import (
     Session,
 )
 from odradek.cluster.model import PartitionState, TopicRecord
+from odradek.cluster.preferred import PreferredLeaderBalancer, RebalanceSettings
+from odradek.cluster.reassignment import advance_reassignment
 from odradek.cluster.store import (
     ClusterStore,
     ClusterStoreError,
@@ -353,6 +360,7 @@ class Controller:
         placement: Placement | None = None,
         incomplete_topic_grace_s: float = 5.0,
         unclean_leader_election: bool = False,
+        rebalance: RebalanceSettings | None = None,
     ) -> None:
         """``placement``: how the controller places partitions it completes (None: rack-aware
         placement over the brokers' registered racks). ``unclean_leader_election``: the broker's ``unclean.leader.election.enable``, for
@@ -367,6 +375,7 @@ class Controller:
         self._placement = placement
         self._grace_ms = int(incomplete_topic_grace_s * 1000)
         self._unclean_default = unclean_leader_election
+        self._balancer = PreferredLeaderBalancer(rebalance or RebalanceSettings(), self._clock)
         self.epoch = election.epoch
         self.stats = ControllerStats()
         self._image = _Image(keys, self.epoch)
@@ -534,6 +543,49 @@ class Controller:
         writes: list[_Write] = []
         for name in sorted(names):
             writes.extend(self._plan_topic(name))
+        writes.extend(self._plan_rebalance({w.key for w in writes}))
+        return writes
+
+    def _plan_rebalance(self, planned: set[str]) -> list[_Write]:
+        """Preferred-leader elections, when the balancer's check is due (its next check then
+        becomes a deadline of the wait for changes). Partitions with a write already planned in
+        this pass are left to the next check; brokers in controlled shutdown are not elected."""
+        image, keys = self._image, self._keys
+        due = self._balancer.next_check_ms
+        if due is not None:
+            self._deadline_ms = due if self._deadline_ms is None else min(self._deadline_ms, due)
+        if not self._balancer.due():
+            return []  # not every pass: a pass costs what changed, a check every partition
+        partitions: dict[str, _Partition] = {}
+        for name, parts in image.partitions.items():
+            topic = image.topics.get(name)
+            if topic is None or topic.record is None:
+                continue
+            for number, partition in parts.items():
+                if partition.state is not None and _belongs(topic, number, partition):
+                    partitions[partition.kv.key] = partition
+        live = {b: e for b, e in image.brokers.items() if b not in image.shutting_down}
+        elections = self._balancer.maybe_elect(
+            (
+                (key, p.state, p.kv.mod_revision)
+                for key, p in partitions.items()
+                if p.state is not None and key not in planned
+            ),
+            live,
+        )
+        due = self._balancer.next_check_ms  # moved on by the check
+        if due is not None:
+            self._deadline_ms = due if self._deadline_ms is None else min(self._deadline_ms, due)
+        writes = []
+        for key, new in elections:
+            kv = partitions[key].kv
+            named = sorted({*new.isr, new.leader} & live.keys())
+            guards = tuple(create_revision_is(keys.broker(b), live[b]) for b in named)
+            writes.append(_Write(key, kv.mod_revision, new.encode(), guards, kv.create_revision))
+        if writes:
+            log.info(
+                "controller epoch %d: electing %d preferred leaders", self.epoch, len(writes)
+            )
         return writes
 
     def _settled(self, seen: dict[str, tuple[int, int]], name: str, touched: int) -> bool:
@@ -555,7 +607,9 @@ class Controller:
         """The one place the controller decides a partition's next state (None: leave it);
         ``kv`` is its key as read (``mod_revision``: when the state was written)."""
         unclean = _flag(record.configs.get(UNCLEAN_LEADER_ELECTION), self._unclean_default)
-        return reassess(state, kv.mod_revision, brokers, unclean=unclean)
+        new = reassess(state, kv.mod_revision, brokers, unclean=unclean)
+        can_lead = [b for b in brokers.epochs if brokers.can_lead(b)]
+        return advance_reassignment(new or state, can_lead, stored=state) or new
 
     def _plan_topic(self, name: str) -> list[_Write]:
         image, keys, live = self._image, self._keys, self._image.brokers
@@ -687,7 +741,9 @@ class ControllerRunner:
         placement: Placement | None = None,
         incomplete_topic_grace_s: float = 5.0,
         unclean_leader_election: bool = False,
+        rebalance: RebalanceSettings | None = None,
     ) -> None:
+        self._rebalance = rebalance
         self._store = store
         self._keys = keys
         self.node_id = node_id
@@ -737,6 +793,7 @@ class ControllerRunner:
                     placement=self._placement,
                     incomplete_topic_grace_s=self._grace_s,
                     unclean_leader_election=self._unclean,
+                    rebalance=self._rebalance,
                 )
                 await self.controller.run()
                 if self.controller.store_closed:

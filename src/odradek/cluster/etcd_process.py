@@ -98,6 +98,12 @@ class EtcdProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit status of a member that exited by itself (or was killed from outside);
+        None while it runs, before it started, and after :meth:`kill` or :meth:`stop`."""
+        return self._process.poll() if self._process is not None else None
+
     def start(self, timeout_s: float = 20.0) -> None:
         """Start the member and return once it answers ``/health`` as healthy (which, in a
         cluster, needs a quorum of members running)."""

@@ -13,11 +13,18 @@ Layout of the cluster's directory (``DIR``):
 
 Starting again on the same directory reuses the data dirs and the etcd data, and the previous
 ports when they are free. Owned by the thread that creates it; not thread-safe.
+
+A process that exits by itself while the cluster runs (a broker crashes, someone kills etcd) is
+reported by :meth:`LocalCluster.exited` and left down, the others running on, as a Kafka
+cluster lives on without a broker nobody restarts: its partitions have no leader (one replica)
+until it returns, and without etcd no metadata changes. :meth:`LocalCluster.restart_exited`
+starts those again (``odradek cluster up`` does it on SIGUSR1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -34,7 +41,7 @@ from odradek.cluster.etcd_process import EtcdProcess, free_ports
 from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.status import ClusterStatus, read_status
 
-__all__ = ["LocalCluster", "BrokerProcess", "DESCRIPTION", "read_description"]
+__all__ = ["LocalCluster", "BrokerProcess", "ProcessExit", "DESCRIPTION", "read_description"]
 
 #: The description file in a cluster's directory.
 DESCRIPTION = "cluster.json"
@@ -60,6 +67,26 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessExit:
+    """A process of the cluster that exited by itself (not stopped by the cluster)."""
+
+    name: str  # "broker 2", "etcd"
+    pid: int | None
+    returncode: int
+    log_path: Path
+    log_tail: str
+
+    def describe(self) -> str:
+        """``exited with 1`` / ``killed by SIGKILL``."""
+        if self.returncode < 0:
+            try:
+                return f"killed by {signal.Signals(-self.returncode).name}"
+            except ValueError:
+                return f"killed by signal {-self.returncode}"
+        return f"exited with {self.returncode}"
 
 
 class _Ports:
@@ -107,6 +134,14 @@ class BrokerProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status of a broker that exited other than by :meth:`terminate` / :meth:`stop`
+        (crashed, killed); None while it runs or before it started."""
+        if self._process is None or self._terminating:
+            return None
+        return self._process.poll()
 
     def launch(self) -> None:
         if self.running:
@@ -261,6 +296,8 @@ class LocalCluster:
             )
             for node_id in range(1, brokers + 1)
         }
+        # Names of the processes exited() reported and nobody restarted since.
+        self._reported: set[str] = set()
 
     @property
     def bootstrap(self) -> str:
@@ -341,6 +378,51 @@ class LocalCluster:
                 await store.close()
 
         return asyncio.run(read())
+
+    def exited(self) -> list[ProcessExit]:
+        """The processes (etcd when managed here, brokers) that exited by themselves since they
+        were last started, each reported once."""
+        found: list[ProcessExit] = []
+        if self.etcd is not None and "etcd" not in self._reported:
+            code = self.etcd.returncode
+            if code is not None:
+                found.append(ProcessExit(
+                    "etcd", self.etcd.pid, code, self.directory / "etcd.log",
+                    self.etcd.log_tail(10),
+                ))
+        for broker in self.brokers.values():
+            name = f"broker {broker.node_id}"
+            code = broker.returncode
+            if code is not None and name not in self._reported:
+                found.append(ProcessExit(name, broker.pid, code, broker.log_path,
+                                         broker.log_tail(10)))
+        self._reported.update(e.name for e in found)
+        return found
+
+    def restart_exited(self, timeout_s: float = 60.0) -> list[tuple[str, str | None]]:
+        """Start again every process that is down, etcd first, each waited for until it
+        serves: (name, None) for each started, (name, why) for each that failed to."""
+        outcomes: list[tuple[str, str | None]] = []
+        if self.etcd is not None and not self.etcd.running:
+            try:
+                self.etcd.kill()  # forget the exited process
+                self.etcd.start()
+                self._reported.discard("etcd")
+                outcomes.append(("etcd", None))
+            except (RuntimeError, TimeoutError, OSError) as e:
+                outcomes.append(("etcd", str(e)))
+        for broker in self.brokers.values():
+            if broker.running:
+                continue
+            name = f"broker {broker.node_id}"
+            try:
+                broker.restart(timeout_s)
+                self._reported.discard(name)
+                outcomes.append((name, None))
+            except (RuntimeError, TimeoutError, OSError) as e:
+                outcomes.append((name, str(e)))
+        self.write_description()
+        return outcomes
 
     def pids(self) -> list[int]:
         """The process ids of everything running (brokers and the managed etcd)."""

@@ -10,7 +10,7 @@ Keys (:class:`odradek.cluster.membership.ClusterKeys`, under ``<etcd.prefix>/<cl
 | ``controller`` | ``{"node_id"}`` under the controller's lease |
 | ``producer_ids`` | ``{"next": N}``: the first producer id not yet handed out in a block |
 | ``topics/<name>`` | :class:`TopicRecord`: id, partition count, configs |
-| ``partitions/<name>/<p>`` | :class:`PartitionState`: replicas, ISR, leader and the epochs |
+| ``partitions/<name>/<p>`` | :class:`PartitionState`: replicas, ISR, leader, the epochs, and a reassignment's adding/removing replicas |
 
 Partition states are keys of their own so that one partition's leadership or ISR changes by a
 compare-and-swap of that key alone (replication's AlterPartition), never of its topic. etcd
@@ -84,6 +84,12 @@ class PartitionState:
     (KIP-497's AlterPartition). When the leader's broker is gone and no other replica can lead,
     ``leader`` is :data:`NO_LEADER` and the ISR keeps its last member (as Kafka does), so the
     partition comes back when that broker does.
+
+    While a reassignment runs (KIP-455, :mod:`odradek.cluster.reassignment`), ``replicas`` is the
+    target followed by the replicas being removed, ``adding_replicas`` the target's replicas not
+    in the replica set before, ``removing_replicas`` the replicas not in the target. Both are
+    encoded only when non-empty, so a record written before they existed reads as it was and a
+    record without a reassignment is written as before.
     """
 
     replicas: tuple[int, ...]
@@ -91,18 +97,32 @@ class PartitionState:
     leader: int
     leader_epoch: int = 0
     partition_epoch: int = 0
+    adding_replicas: tuple[int, ...] = ()
+    removing_replicas: tuple[int, ...] = ()
+
+    @property
+    def reassigning(self) -> bool:
+        """Whether a reassignment is in progress (KIP-455)."""
+        return bool(self.adding_replicas or self.removing_replicas)
+
+    @property
+    def target_replicas(self) -> tuple[int, ...]:
+        """The replica set once the reassignment in progress completes (else ``replicas``)."""
+        return tuple(r for r in self.replicas if r not in self.removing_replicas)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "replicas": list(self.replicas),
-                "isr": list(self.isr),
-                "leader": self.leader,
-                "leader_epoch": self.leader_epoch,
-                "partition_epoch": self.partition_epoch,
-            },
-            sort_keys=True,
-        ).encode()
+        raw: dict[str, object] = {
+            "replicas": list(self.replicas),
+            "isr": list(self.isr),
+            "leader": self.leader,
+            "leader_epoch": self.leader_epoch,
+            "partition_epoch": self.partition_epoch,
+        }
+        if self.adding_replicas:
+            raw["adding_replicas"] = list(self.adding_replicas)
+        if self.removing_replicas:
+            raw["removing_replicas"] = list(self.removing_replicas)
+        return json.dumps(raw, sort_keys=True).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> PartitionState:
@@ -113,6 +133,8 @@ class PartitionState:
             int(raw["leader"]),
             int(raw.get("leader_epoch", 0)),
             int(raw.get("partition_epoch", 0)),
+            tuple(int(r) for r in raw.get("adding_replicas", ())),
+            tuple(int(r) for r in raw.get("removing_replicas", ())),
         )
 
 

@@ -219,6 +219,9 @@ class BrokerConfig:
     replica_fetch_min_bytes: int = _FROM_TABLE
     replica_fetch_backoff_ms: int = _FROM_TABLE
     replica_socket_timeout_ms: int = _FROM_TABLE
+    auto_leader_rebalance_enable: bool = _FROM_TABLE
+    leader_imbalance_check_interval_seconds: int = _FROM_TABLE
+    leader_imbalance_per_broker_percentage: int = _FROM_TABLE
     offsets_topic_num_partitions: int = _FROM_TABLE
     offsets_topic_replication_factor: int = _FROM_TABLE
     offsets_retention_minutes: int = _FROM_TABLE

@@ -188,6 +188,13 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
          "after an error.", minimum=0),
     _int("replica.socket.timeout.ms", 30000, "How long a follower waits for the leader's answer "
          "to a fetch before it drops the connection.", minimum=1),
+    _bool("auto.leader.rebalance.enable", True, "The controller moves leadership back to each "
+          "partition's preferred replica (its first) when a broker leads too few of its own."),
+    _long("leader.imbalance.check.interval.seconds", 300, "How often the controller checks the "
+          "leaders' balance.", minimum=1),
+    _int("leader.imbalance.per.broker.percentage", 10, "The share of a broker's preferred "
+         "partitions it may not lead before the controller elects their preferred leaders.",
+         minimum=0),
     _int("offsets.topic.num.partitions", 50, "Partitions of __consumer_offsets.", minimum=1),
     ConfigDef("offsets.topic.replication.factor", ConfigType.SHORT, 3,
               "Replication factor of __consumer_offsets. Unless set, min(3, live brokers) when "
@@ -304,7 +311,7 @@ IGNORED_BROKER_KEYS: frozenset[str] = frozenset({
     "max.connections.per.ip.overrides", "max.connection.creation.rate", "process.roles",
     "inter.broker.listener.name", "inter.broker.protocol.version", "security.inter.broker.protocol",
     "security.providers", "reserved.broker.max.id", "broker.id.generation.enable",
-    "auto.leader.rebalance.enable", "transaction.state.log.segment.bytes",
+    "transaction.state.log.segment.bytes",
     "controlled.shutdown.max.retries", "controlled.shutdown.retry.backoff.ms",
     "transaction.state.log.load.buffer.size",
     "transaction.partition.verification.enable",

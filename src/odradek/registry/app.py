@@ -23,6 +23,7 @@ from odradek.registry.election import PrimaryElector
 from odradek.registry.errors import RegistryError
 from odradek.registry.records import SchemaValue, schema_guid
 from odradek.registry.service import SchemaRegistry, SchemaRequest, parse_version
+from odradek.registry.state import context_of
 
 __all__ = ["CONTENT_TYPE", "DEFAULT_MAX_BODY_BYTES", "FORWARDED_HEADER", "make_app"]
 
@@ -193,8 +194,8 @@ async def schema_types(request: web.Request) -> web.Response:
 
 
 async def contexts(request: web.Request) -> web.Response:
-    """Confluent's contexts: ``.`` and those that subjects name (``:.ctx:subject``). Ids stay
-    global across contexts here (Confluent numbers each context apart)."""
+    """Confluent's contexts: ``.`` and those that subjects name (``:.ctx:subject``); each
+    numbers its ids apart, as Confluent's do."""
     registry = await _read(request)
     return _json(_page(request, registry.state.contexts()))
 
@@ -210,14 +211,16 @@ async def _read(request: web.Request) -> SchemaRegistry:
 def _by_id(registry: SchemaRegistry, request: web.Request) -> SchemaValue:
     schema_id = _schema_id(request)
     subject = request.query.get("subject")
+    # Ids are numbered per context: the subject (if any) says which context's id is meant.
+    context = registry.state.context_holding(schema_id, subject)
     if subject:
-        for sv in registry.state.users_of(schema_id, deleted=True):
-            if sv.subject == subject:
-                return sv
-    sv = registry.state.by_id(schema_id)
-    if sv is None:
+        for user in registry.state.users_of(schema_id, deleted=True, context=context):
+            if user.subject == subject:
+                return user
+    found = registry.state.by_id(schema_id, context)
+    if found is None:
         raise errors.schema_not_found()
-    return sv
+    return found
 
 
 async def _read_by_id(request: web.Request) -> tuple[SchemaRegistry, SchemaValue]:
@@ -243,7 +246,7 @@ async def schema_by_id(request: web.Request) -> web.Response:
     if fmt:
         body["schema"] = _formatted(registry, sv, fmt)
     if _flag(request, "fetchMaxId"):
-        body["maxId"] = registry.state.max_id
+        body["maxId"] = registry.state.max_id(context_of(sv.subject))
     return _json(body)
 
 
@@ -277,6 +280,18 @@ async def schema_by_guid(request: web.Request) -> web.Response:
     return _json(body)
 
 
+async def ids_by_guid(request: web.Request) -> web.Response:
+    """``/schemas/guids/{guid}/ids``: the id the schema has in each context holding it."""
+    registry = await _read(request)
+    found = registry.state.ids_for_guid(request.match_info["guid"].lower())
+    return _json([{"context": context, "id": schema_id} for context, schema_id in found])
+
+
+async def delete_context(request: web.Request) -> web.Response:
+    await _registry(request).delete_context(request.match_info["context"])
+    return web.Response(status=204)
+
+
 async def schema_text_by_id(request: web.Request) -> web.Response:
     registry, sv = await _read_by_id(request)
     fmt = request.query.get("format")
@@ -287,17 +302,24 @@ async def schema_text_by_id(request: web.Request) -> web.Response:
 async def subjects_by_id(request: web.Request) -> web.Response:
     registry = await _read(request)
     schema_id = _schema_id(request)
-    users = registry.state.users_of(schema_id, deleted=_flag(request, "deleted"))
+    subject = request.query.get("subject")
+    users = registry.state.users_of(
+        schema_id, deleted=_flag(request, "deleted"),
+        context=registry.state.context_holding(schema_id, subject),
+    )
     if not users:
         raise errors.schema_not_found()
-    subject = request.query.get("subject")
-    return _json(sorted({sv.subject for sv in users if not subject or sv.subject == subject}))
+    # As Confluent's, ``subject`` names the context, not a filter on the subjects.
+    return _json(sorted({sv.subject for sv in users}))
 
 
 async def versions_by_id(request: web.Request) -> web.Response:
     registry = await _read(request)
     schema_id = _schema_id(request)
-    users = registry.state.users_of(schema_id, deleted=_flag(request, "deleted"))
+    users = registry.state.users_of(
+        schema_id, deleted=_flag(request, "deleted"),
+        context=registry.state.context_holding(schema_id, request.query.get("subject")),
+    )
     if not users:
         raise errors.schema_not_found()
     return _json([{"subject": sv.subject, "version": sv.version} for sv in users])
@@ -490,26 +512,55 @@ async def delete_mode(request: web.Request) -> web.Response:
 # -- /associations -----------------------------------------------------------------------------
 
 async def create_associations(request: web.Request) -> web.Response:
-    return _json(await associations.create_associations(_registry(request), await _body(request)))
+    return _json(await associations.create_associations(
+        _registry(request), await _body(request), dry_run=_association_flag(request, "dryRun")
+    ))
 
 
 async def find_associations(request: web.Request) -> web.Response:
     found = await associations.find_associations(
         _registry(request), request.match_info["namespace"], request.match_info["name"],
-        resource_type=request.query.get("resourceType"),
+        resource_type=request.query.get("resourceType") or None,
         association_types=request.query.getall("associationType", []),
+        lifecycle=request.query.get("lifecycle") or None,
     )
     return _json(_page(request, found))
 
 
+async def associations_by_resource_id(request: web.Request) -> web.Response:
+    found = await associations.find_by_resource_id(
+        _registry(request), request.match_info["resource_id"],
+        resource_type=request.query.get("resourceType") or None,
+        association_types=request.query.getall("associationType", []),
+        lifecycle=request.query.get("lifecycle") or None,
+    )
+    return _json(_page(request, found))
+
+
+async def associations_by_subject(request: web.Request) -> web.Response:
+    found = await associations.find_by_subject(
+        _registry(request), request.match_info["subject"],
+        resource_type=request.query.get("resourceType") or None,
+        association_types=request.query.getall("associationType", []),
+        lifecycle=request.query.get("lifecycle") or None,
+    )
+    return _json(_page(request, found))
+
+
+def _association_flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise errors.invalid_association(name, f"must be true or false, not {value!r}")
+    return value == "true"
+
+
 async def delete_associations(request: web.Request) -> web.Response:
-    cascade = request.query.get("cascadeLifecycle", "false").lower()
-    if cascade not in ("true", "false"):
-        raise errors.invalid_association(f"cascadeLifecycle must be true or false, not {cascade!r}")
     await associations.delete_associations(
         _registry(request), request.match_info["resource_id"],
-        resource_type=request.query.get("resourceType"),
+        resource_type=request.query.get("resourceType") or None,
         association_types=request.query.getall("associationType", []),
+        cascade_lifecycle=_association_flag(request, "cascadeLifecycle"),
+        dry_run=_association_flag(request, "dryRun"),
     )
     return web.Response(status=204)
 
@@ -517,7 +568,7 @@ async def delete_associations(request: web.Request) -> web.Response:
 #: The handlers that write to ``_schemas``: only the primary runs them.
 _WRITES: frozenset[Callable[..., Any]] = frozenset({
     register, delete_version, delete_subject, put_config, delete_config, put_mode, delete_mode,
-    create_associations, delete_associations,
+    create_associations, delete_associations, delete_context,
 })
 
 
@@ -542,6 +593,8 @@ def make_app(
     r.add_get("/schemas/ids/{id}/subjects", subjects_by_id)
     r.add_get("/schemas/ids/{id}/versions", versions_by_id)
     r.add_get("/schemas/guids/{guid}", schema_by_guid)
+    r.add_get("/schemas/guids/{guid}/ids", ids_by_guid)
+    r.add_delete("/contexts/{context}", delete_context)
     r.add_get("/subjects", list_subjects)
     r.add_post("/subjects/{subject}", lookup)
     r.add_delete("/subjects/{subject}", delete_subject)
@@ -555,6 +608,8 @@ def make_app(
     r.add_post("/compatibility/subjects/{subject}/versions", compatibility)
     r.add_post("/associations", create_associations)
     r.add_get("/associations/resources/{namespace}/{name}", find_associations)
+    r.add_get("/associations/resources/{resource_id}", associations_by_resource_id)
+    r.add_get("/associations/subjects/{subject}", associations_by_subject)
     r.add_delete("/associations/resources/{resource_id}", delete_associations)
     r.add_post("/compatibility/subjects/{subject}/versions/{version}", compatibility)
     for path in ("/config", "/config/{subject}"):

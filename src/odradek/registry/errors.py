@@ -12,7 +12,11 @@ __all__ = [
     "subject_not_found",
     "association_not_found",
     "association_exists",
+    "association_for_subject_exists",
+    "association_frozen",
     "invalid_association",
+    "no_active_subject_version",
+    "strong_association_exists",
     "version_not_found",
     "schema_not_found",
     "subject_soft_deleted",
@@ -29,6 +33,7 @@ __all__ = [
     "operation_not_permitted",
     "reference_exists",
     "bad_request",
+    "context_not_empty",
     "store_error",
     "store_timeout",
     "unknown_primary",
@@ -49,18 +54,51 @@ def subject_not_found(subject: str) -> RegistryError:
     return RegistryError(404, 40401, f"Subject '{subject}' not found.")
 
 
-def association_not_found(message: str) -> RegistryError:
-    # A 404 of the 404xx family, as for an unknown subject.
-    return RegistryError(404, 40401, message)
+# The association codes are Confluent's (``rest/exceptions/Errors.java``, since 8.0.4/8.1.2):
+# 40410 none found, 40903 the resource has that association type already, 40904 the subject
+# has an association already, 40905 the subject has a STRONG one, 40907 no live version, 40908
+# frozen, 42212 invalid request.
 
 
-def association_exists(message: str) -> RegistryError:
-    # Confluent's associations API documents 409 / 40911 for an association that exists.
-    return RegistryError(409, 40911, message)
+def association_not_found(resource: str) -> RegistryError:
+    return RegistryError(404, 40410, f"Association for '{resource}' not found.")
 
 
-def invalid_association(message: str) -> RegistryError:
-    return RegistryError(422, 42212, message)
+def association_exists(association_type: str, resource: str) -> RegistryError:
+    return RegistryError(
+        409, 40903,
+        f"An association of type '{association_type}' already exists for resource '{resource}'",
+    )
+
+
+def association_for_subject_exists(subject: str) -> RegistryError:
+    return RegistryError(409, 40904, f"An association already exists for subject '{subject}'")
+
+
+def strong_association_exists(subject: str) -> RegistryError:
+    return RegistryError(
+        409, 40905, f"A strong association already exists for subject '{subject}'"
+    )
+
+
+def no_active_subject_version(subject: str) -> RegistryError:
+    return RegistryError(
+        409, 40907, f"No active (non-deleted) version exists for subject '{subject}'"
+    )
+
+
+def association_frozen(association_type: str, subject: str) -> RegistryError:
+    return RegistryError(
+        409, 40908,
+        f"The association of type '{association_type}' is frozen for subject '{subject}'",
+    )
+
+
+def invalid_association(prop: str, detail: str) -> RegistryError:
+    return RegistryError(
+        422, 42212,
+        f"The association specified an invalid value for property: '{prop}', detail: {detail}",
+    )
 
 
 def version_not_found(subject: str, version: object) -> RegistryError:
@@ -139,8 +177,10 @@ def invalid_mode(mode: object) -> RegistryError:
 
 def incompatible_schema(messages: list[str]) -> RegistryError:
     detail = "; ".join(messages)
+    # Confluent answers 409 with error_code 409 before 8.0.4/8.1.2 and 40901 since (the
+    # release that added associations, whose codes this registry follows too).
     return RegistryError(
-        409, 409,
+        409, 40901,
         f"Schema being registered is incompatible with an earlier schema for subject; {detail}",
     )
 
@@ -151,6 +191,10 @@ def operation_not_permitted(message: str) -> RegistryError:
 
 def reference_exists(message: str) -> RegistryError:
     return RegistryError(422, 42206, message)
+
+
+def context_not_empty(context: str) -> RegistryError:
+    return RegistryError(422, 42211, f"The specified context '{context}' is not empty.")
 
 
 def bad_request(message: str) -> RegistryError:

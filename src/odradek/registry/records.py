@@ -8,7 +8,10 @@ Keys (one JSON object, field order as Confluent writes them)::
     {"keytype": "DELETE_SUBJECT", "subject": S, "magic": 0}
     {"keytype": "NOOP", "magic": 0}
     {"keytype": "NOOP", "magic": 0, "odradek": "id-counter"}      odradek's own, see below
-    {"keytype": "NOOP", "magic": 0, "odradek": "association", "resourceId": R}   odradek's own
+    {"keytype": "CONTEXT", "tenant": "default", "context": C, "magic": 0}
+    {"keytype": "ASSOC", "tenant": "default", "resourceName": N, "resourceNamespace": NS,
+     "resourceType": T, "associationType": A, "subject": S, "magic": 0}
+    {"keytype": "NOOP", "magic": 0, "odradek": "association", "resourceId": R}   read only
 
 Values: a SCHEMA value is ``{"subject", "version", "id", "schemaType" (absent for AVRO),
 "schema", "references": [{"name", "subject", "version"}], "deleted", "metadata", "ruleSet"}``
@@ -19,8 +22,9 @@ A null value (tombstone) is a hard delete of a SCHEMA key, or removes a subject'
 MODE. Keys of a type this module does not know decode to ``None`` and are skipped, as Confluent
 skips them, so a topic written by a newer registry still loads.
 
-The id counter: ``{"maxId": N}`` under the NOOP key marked ``"odradek": "id-counter"``, written
-in the same transaction as a SCHEMA record that takes a new id. Ids are allocated above the
+The id counter: ``{"maxId": N}`` under the NOOP key marked ``"odradek": "id-counter"`` (with
+``"context": C`` for a context other than the default ``.``: ids are numbered per context, as
+Confluent numbers them), written in the same transaction as a SCHEMA record that takes a new id. Ids are allocated above the
 highest id any SCHEMA record carries, but a hard-deleted schema's records go once compaction
 drops its tombstone; the counter, never deleted, keeps its id from being handed out again.
 Confluent's key types have no such record (its ids come from the SCHEMA values alone), so it is
@@ -29,11 +33,17 @@ cannot map logs an error and is skipped), Karapace skips NOOP keys too, and the 
 makes it a key of its own, never replaced by the NOOPs Confluent writes.
 
 Associations (a resource such as a Kafka topic linked to a subject per association type, the
-``/associations`` API) are one record per resource, keyed by its id the same way (a NOOP key
-marked ``"odradek": "association"``, so Confluent's reader skips it), with the value
-``{"resourceName", "resourceNamespace", "resourceId", "resourceType", "associations":
-[{"subject", "associationType", "guid", "lifecycle" (when set), "frozen"}]}``; a tombstone
-removes the resource's last association.
+``/associations`` API) are Confluent's ASSOC records, one per association, keyed by the
+resource's name, namespace and type, the association type and the subject; the value
+``{"guid", "tenant", "resourceName", "resourceNamespace", "resourceId", "resourceType",
+"associationType", "subject", "lifecycle", "frozen"}``; a tombstone removes the association.
+Before odradek wrote those it kept one record per resource under a NOOP key marked
+``"odradek": "association"`` (value ``{"resourceName", "resourceNamespace", "resourceId",
+"resourceType", "associations": [{"subject", "associationType", "guid", "lifecycle",
+"frozen"}]}``); such records are still read. A CONTEXT record (value ``{"tenant",
+"context"}``) is written with the first schema of each context other than the default, as
+Confluent writes it (its reader lists contexts from these). Keys and values of another tenant
+are skipped.
 
 Pure values and functions; no I/O.
 """
@@ -48,9 +58,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "AssocKey",
+    "AssocValue",
     "Association",
     "AssociationKey",
     "AssociationValue",
+    "ContextKey",
+    "ContextValue",
+    "DEFAULT_TENANT",
     "ConfigKey",
     "ConfigValue",
     "DeleteSubjectKey",
@@ -115,15 +130,44 @@ class NoopKey:
 
 @dataclass(frozen=True, slots=True)
 class IdCounterKey:
-    pass
+    """The counter of one context's ids (``.``, the default context, unless named)."""
+
+    context: str = "."
 
 
 @dataclass(frozen=True, slots=True)
 class AssociationKey:
+    """The resource-wide record odradek wrote before it wrote Confluent's ASSOC records: read
+    (a topic written then still loads), never written."""
+
     resource_id: str
 
 
-Key = SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey | IdCounterKey | AssociationKey
+@dataclass(frozen=True, slots=True)
+class AssocKey:
+    """Confluent's ASSOC key: one association of a resource (its id is in the value)."""
+
+    resource_name: str
+    resource_namespace: str
+    resource_type: str
+    association_type: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContextKey:
+    """Confluent's CONTEXT key: a context other than the default exists."""
+
+    context: str
+
+
+Key = (
+    SchemaKey | ConfigKey | ModeKey | DeleteSubjectKey | NoopKey | IdCounterKey | AssociationKey
+    | AssocKey | ContextKey
+)
+
+#: The tenant Confluent's records carry on a registry without multi-tenancy.
+DEFAULT_TENANT = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +241,30 @@ class AssociationValue:
     associations: tuple[Association, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AssocValue:
+    """Confluent's ASSOC value: one association, with its resource."""
+
+    resource_name: str
+    resource_namespace: str
+    resource_id: str
+    resource_type: str
+    association: Association
+
+    @property
+    def key(self) -> AssocKey:
+        return AssocKey(self.resource_name, self.resource_namespace, self.resource_type,
+                        self.association.association_type, self.association.subject)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextValue:
+    context: str
+
+
 Value = (
     SchemaValue | ConfigValue | ModeValue | DeleteSubjectValue | IdCounterValue | AssociationValue
+    | AssocValue | ContextValue
 )
 
 
@@ -218,11 +284,22 @@ def encode_key(key: Key) -> bytes:
             return _dumps({"keytype": "DELETE_SUBJECT", "subject": subject, "magic": 0})
         case NoopKey():
             return _dumps({"keytype": "NOOP", "magic": 0})
-        case IdCounterKey():
-            return _dumps({"keytype": "NOOP", "magic": 0, "odradek": "id-counter"})
+        case IdCounterKey(context):
+            obj: dict[str, Any] = {"keytype": "NOOP", "magic": 0, "odradek": "id-counter"}
+            if context != ".":
+                obj["context"] = context
+            return _dumps(obj)
         case AssociationKey(resource_id):
             return _dumps({"keytype": "NOOP", "magic": 0, "odradek": "association",
                            "resourceId": resource_id})
+        case AssocKey(name, namespace, resource_type, association_type, subject):
+            return _dumps({"keytype": "ASSOC", "tenant": DEFAULT_TENANT, "resourceName": name,
+                           "resourceNamespace": namespace, "resourceType": resource_type,
+                           "associationType": association_type, "subject": subject,
+                           "magic": 0})
+        case ContextKey(context):
+            return _dumps({"keytype": "CONTEXT", "tenant": DEFAULT_TENANT, "context": context,
+                           "magic": 0})
     raise TypeError(f"not a key: {key!r}")
 
 
@@ -267,6 +344,23 @@ def encode_value(value: Value | None) -> bytes | None:
                 "resourceType": value.resource_type,
                 "associations": [a.to_json() for a in value.associations],
             })
+        case AssocValue():
+            a = value.association
+            obj = {
+                "guid": a.guid,
+                "tenant": DEFAULT_TENANT,
+                "resourceName": value.resource_name,
+                "resourceNamespace": value.resource_namespace,
+                "resourceId": value.resource_id,
+                "resourceType": value.resource_type,
+                "associationType": a.association_type,
+                "subject": a.subject,
+                "lifecycle": a.lifecycle or "WEAK",
+                "frozen": a.frozen,
+            }
+            return _dumps(obj)
+        case ContextValue(context):
+            return _dumps({"tenant": DEFAULT_TENANT, "context": context})
     raise TypeError(f"not a value: {value!r}")
 
 
@@ -293,10 +387,20 @@ def decode_key(data: bytes | None) -> Key | None:
             case "NOOP":
                 match obj.get("odradek"):
                     case "id-counter":
-                        return IdCounterKey()
+                        return IdCounterKey(str(obj.get("context", ".")))
                     case "association":
                         return AssociationKey(str(obj["resourceId"]))
                 return NoopKey()
+            case "ASSOC":
+                if obj.get("tenant", DEFAULT_TENANT) != DEFAULT_TENANT:
+                    return None  # another tenant's, as Confluent's multi-tenant registries write
+                return AssocKey(str(obj["resourceName"]), str(obj["resourceNamespace"]),
+                                str(obj["resourceType"]), str(obj["associationType"]),
+                                str(obj["subject"]))
+            case "CONTEXT":
+                if obj.get("tenant", DEFAULT_TENANT) != DEFAULT_TENANT:
+                    return None
+                return ContextKey(str(obj["context"]))
             case _:
                 return None
     except (ValueError, KeyError, TypeError) as e:
@@ -346,6 +450,19 @@ def decode_value(key: Key, data: bytes | None) -> Value | None:
                         for a in obj["associations"]
                     ),
                 )
+            case AssocKey():
+                return AssocValue(
+                    resource_name=str(obj["resourceName"]),
+                    resource_namespace=str(obj["resourceNamespace"]),
+                    resource_id=str(obj["resourceId"]),
+                    resource_type=str(obj["resourceType"]),
+                    association=Association(
+                        str(obj["subject"]), str(obj["associationType"]), str(obj["guid"]),
+                        str(obj.get("lifecycle") or "WEAK"), bool(obj.get("frozen", False)),
+                    ),
+                )
+            case ContextKey(context):
+                return ContextValue(str(obj.get("context", context)))
     except (ValueError, KeyError, TypeError) as e:
         raise RecordFormatError(f"bad value for {key}: {data[:200]!r}: {e}") from None
     return None

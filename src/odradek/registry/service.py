@@ -30,6 +30,8 @@ from odradek.registry.formats import (
 from odradek.registry.records import (
     ConfigKey,
     ConfigValue,
+    ContextKey,
+    ContextValue,
     DeleteSubjectKey,
     DeleteSubjectValue,
     IdCounterKey,
@@ -42,6 +44,7 @@ from odradek.registry.records import (
     SchemaValue,
     Value,
 )
+from odradek.registry.state import RegistryState, context_of
 from odradek.registry.store import KafkaStore
 
 __all__ = ["MODES", "SchemaRegistry", "SchemaRequest", "parse_version"]
@@ -120,11 +123,11 @@ class SchemaRegistry:
         self._parsed: dict[tuple[str, str, tuple[Reference, ...]], ParsedSchema] = {}
         #: Ids by (schemaType, references, canonical text, metadata and rules), for giving a schema registered
         #: again under another subject the id it has; filled lazily from the state.
-        self._ids_by_content: dict[tuple[str, tuple[Reference, ...], str, str], int] = {}
+        self._ids_by_content: dict[tuple[str, str, tuple[Reference, ...], str, str], int] = {}
         self._indexed = 0  # how much of the state's id_order the index has taken in
 
     @property
-    def state(self) -> Any:
+    def state(self) -> RegistryState:
         return self.store.state
 
     # -- formats and references ----------------------------------------------------------------
@@ -311,42 +314,59 @@ class SchemaRegistry:
     ) -> SchemaValue:
         """The version holding ``req`` under ``subject``: an existing one, or a new one."""
         async with self.store.writing():
-            mode = self._check_writable(subject)
-            req, parsed = self._prepare(subject, req, normalize)
-            if mode == "IMPORT":
-                return await self._register_import(subject, req, parsed)
-            if req.id is not None:
+            return await self.register_locked(subject, req, normalize=normalize)
+
+    async def register_locked(
+        self, subject: str, req: SchemaRequest, *, normalize: bool | None
+    ) -> SchemaValue:
+        """:meth:`register` for a caller that holds ``store.writing()`` already."""
+        mode = self._check_writable(subject)
+        for ref in req.references:
+            if any(a.lifecycle == "STRONG" for _, a in self.state.associations_of(ref.subject)):
+                # Confluent: a subject its topic owns cannot be a reference target.
                 raise errors.operation_not_permitted(
-                    f"Subject {subject} is not in import mode: ids are chosen by the registry"
+                    f"Subject '{ref.subject}' has a strong association and cannot be referenced"
                 )
-            existing = self._find_in_subject(subject, req, parsed)
-            if existing is not None:
-                return existing
-            live = self.state.versions(subject)
-            level = self.compatibility_level(subject)
-            fmt = self._format(req.schema_type)
-            earlier = [
-                (f"version {sv.version}", self._parse_stored(sv)) for sv in live
-            ]
-            problems = check(level, fmt, parsed, earlier)
-            if problems:
-                raise errors.incompatible_schema(problems)
-            all_versions = self.state.subjects.get(subject, {})
-            version = max(all_versions, default=0) + 1
-            schema_id = self._id_for(req, parsed)
-            value = SchemaValue(
-                subject, version, schema_id, req.schema_type, req.schema, req.references,
-                False, req.metadata, req.rule_set,
+        req, parsed = self._prepare(subject, req, normalize)
+        if mode == "IMPORT":
+            return await self._register_import(subject, req, parsed)
+        if req.id is not None:
+            raise errors.operation_not_permitted(
+                f"Subject {subject} is not in import mode: ids are chosen by the registry"
             )
-            await self.store.append(self._with_counter(SchemaKey(subject, version), value))
-            return value
+        existing = self._find_in_subject(subject, req, parsed)
+        if existing is not None:
+            return existing
+        live = self.state.versions(subject)
+        level = self.compatibility_level(subject)
+        fmt = self._format(req.schema_type)
+        earlier = [
+            (f"version {sv.version}", self._parse_stored(sv)) for sv in live
+        ]
+        problems = check(level, fmt, parsed, earlier)
+        if problems:
+            raise errors.incompatible_schema(problems)
+        all_versions = self.state.subjects.get(subject, {})
+        version = max(all_versions, default=0) + 1
+        schema_id = self._id_for(subject, req, parsed)
+        value = SchemaValue(
+            subject, version, schema_id, req.schema_type, req.schema, req.references,
+            False, req.metadata, req.rule_set,
+        )
+        await self.store.append(self._with_counter(SchemaKey(subject, version), value))
+        return value
 
     def _with_counter(self, key: SchemaKey, value: SchemaValue) -> list[tuple[Key, Value | None]]:
-        """The SCHEMA record, and the id counter when the record takes an id above every one
-        handed out so far (in one transaction: the counter is never behind the records)."""
+        """The SCHEMA record, the id counter when the record takes an id above every one
+        handed out so far (in one transaction: the counter is never behind the records), and
+        Confluent's CONTEXT record with the first schema of a context other than the default."""
         records: list[tuple[Key, Value | None]] = [(key, value)]
-        if value.id > self.state.max_id:
-            records.append((IdCounterKey(), IdCounterValue(value.id)))
+        context = context_of(value.subject)
+        if value.id > self.state.max_id(context):
+            records.append((IdCounterKey(context), IdCounterValue(value.id)))
+        if context != "." and context not in self.state.recorded_contexts:
+            # Confluent's reader lists (and resolves ids through) the contexts these name.
+            records.append((ContextKey(context), ContextValue(context)))
         return records
 
     def _index_ids(self, limit: int | None = None) -> bool:
@@ -355,17 +375,18 @@ class SchemaRegistry:
         parses (a format that changed its mind) are left out and never matched."""
         order = self.state.id_order
         end = len(order) if limit is None else min(len(order), self._indexed + limit)
-        for schema_id in order[self._indexed:end]:
-            sv = self.state.by_id(schema_id)
+        for context, schema_id in order[self._indexed:end]:
+            sv = self.state.by_id(schema_id, context)
             if sv is None:
                 continue
             try:
                 canonical = self._parse_stored(sv).canonical()
             except errors.RegistryError:
                 continue
-            key = (sv.schema_type, sv.references, canonical, _extras(sv.metadata, sv.rule_set))
+            key = (context, sv.schema_type, sv.references, canonical,
+                   _extras(sv.metadata, sv.rule_set))
             current = self._ids_by_content.get(key)
-            if current is None or current not in self.state.id_users:
+            if current is None or not self.state.holds(current, context):
                 self._ids_by_content[key] = schema_id
         self._indexed = end
         return end == len(order)
@@ -379,16 +400,18 @@ class SchemaRegistry:
         except Exception:  # the register that needs the index meets it at the error boundary
             _log.exception("indexing the stored schemas failed")
 
-    def _id_for(self, req: SchemaRequest, parsed: ParsedSchema) -> int:
-        """The id of the same schema under any subject, else a new one (never reused)."""
+    def _id_for(self, subject: str, req: SchemaRequest, parsed: ParsedSchema) -> int:
+        """The id of the same schema under any subject of the subject's context, else the
+        context's next (never reused)."""
         self._index_ids()
+        context = context_of(subject)
         found = self._ids_by_content.get((
-            req.schema_type, req.references, parsed.canonical(),
+            context, req.schema_type, req.references, parsed.canonical(),
             _extras(req.metadata, req.rule_set),
         ))
-        if found is not None and found in self.state.id_users:
+        if found is not None and self.state.holds(found, context):
             return found
-        return int(self.state.max_id) + 1
+        return int(self.state.max_id(context)) + 1
 
     async def _register_import(
         self, subject: str, req: SchemaRequest, parsed: ParsedSchema
@@ -397,7 +420,7 @@ class SchemaRegistry:
             raise errors.operation_not_permitted(
                 f"Subject {subject} is in import mode: the request must give an id"
             )
-        holder = self.state.by_id(req.id)
+        holder = self.state.by_id(req.id, context_of(subject))
         if holder is not None:
             same = holder.schema_type == req.schema_type and holder.references == req.references
             if not same or self._parse_stored(holder).canonical() != parsed.canonical():
@@ -469,6 +492,11 @@ class SchemaRegistry:
                     f"One or more references exist to the schema {{subject={subject},"
                     f"version={sv.version}}}."
                 )
+            if not permanent and self.state.associations_of(subject) and not any(
+                other.version != sv.version for other in self.state.versions(subject)
+            ):
+                # Confluent: an associated subject keeps at least one live version.
+                raise errors.no_active_subject_version(subject)
             key = SchemaKey(subject, sv.version)
             if permanent:
                 if not sv.deleted:
@@ -490,6 +518,9 @@ class SchemaRegistry:
             all_versions = self.state.versions(subject, deleted=True)
             if not all_versions:
                 raise errors.subject_not_found(subject)
+            if self.state.associations_of(subject):
+                # Confluent: delete the association first (or with cascadeLifecycle).
+                raise errors.association_for_subject_exists(subject)
             live = [sv for sv in all_versions if not sv.deleted]
             for sv in live if not permanent else all_versions:
                 if self.state.referenced_by(subject, sv.version):
@@ -515,6 +546,40 @@ class SchemaRegistry:
                         DeleteSubjectValue(subject, all_versions[-1].version))]
             await self.store.append(records)
             return [sv.version for sv in live]
+
+    def subject_removal(self, subject: str) -> list[tuple[Key, Value | None]]:
+        """The records that soft-delete and then hard-delete every version of ``subject`` with
+        its settings (an association's STRONG lifecycle ending); the caller holds
+        ``store.writing()`` and appends them. A version other schemas reference: 42206."""
+        all_versions = self.state.versions(subject, deleted=True)
+        for sv in all_versions:
+            if self.state.referenced_by(subject, sv.version):
+                raise errors.reference_exists(
+                    f"One or more references exist to the schema {{subject={subject},"
+                    f"version={sv.version}}}."
+                )
+        if not all_versions:
+            return []
+        records: list[tuple[Key, Value | None]] = [
+            (DeleteSubjectKey(subject), DeleteSubjectValue(subject, all_versions[-1].version))
+        ]
+        records += [(SchemaKey(subject, sv.version), None) for sv in all_versions]
+        if subject in self.state.configs:
+            records.append((ConfigKey(subject), None))
+        if subject in self.state.modes:
+            records.append((ModeKey(subject), None))
+        return records
+
+    async def delete_context(self, context: str) -> None:
+        """Forget a context that holds no subject, deleted ones included (42211 otherwise):
+        its CONTEXT record is tombstoned, as Confluent does."""
+        name = context.strip(":")
+        name = name if name.startswith(".") else f".{name}"
+        async with self.store.writing():
+            if any(context_of(s) == name for s in self.state.subjects):
+                raise errors.context_not_empty(name)
+            if name in self.state.recorded_contexts:
+                await self.store.append([(ContextKey(name), None)])
 
     # -- config and mode -----------------------------------------------------------------------
 

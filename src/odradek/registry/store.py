@@ -127,7 +127,7 @@ class KafkaStore:
         await self.read_to_end()
         _log.info(
             "registry state loaded from %s: %d subjects, max id %d, offset %d",
-            self.topic, len(self.state.subjects), self.state.max_id, self._applied,
+            self.topic, len(self.state.subjects), self.state.max_id(), self._applied,
         )
 
     async def stop(self) -> None:
@@ -150,18 +150,30 @@ class KafkaStore:
             metadata = admin.list_topics(timeout=self.timeout)
         except KafkaException as e:
             raise store_error(f"cannot reach {self.bootstrap}: {e}") from None
-        if self.topic in metadata.topics and metadata.topics[self.topic].error is None:
-            return
+        found = metadata.topics.get(self.topic)
+        if found is not None and (
+            found.error is None or found.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            return  # there (a leader it lacks for the moment is waited for by the reader)
         # One partition keeps a total order of all writes; compaction keeps the latest record
         # per key, which is all the state needs.
         replication = min(3, max(1, len(metadata.brokers)))
-        new = NewTopic(self.topic, 1, replication, config={"cleanup.policy": "compact"})
-        future = admin.create_topics([new], operation_timeout=self.timeout)[self.topic]
-        try:
-            future.result(timeout=self.timeout)
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise store_error(f"cannot create {self.topic}: {e}") from None
+        while True:
+            new = NewTopic(self.topic, 1, replication, config={"cleanup.policy": "compact"})
+            future = admin.create_topics([new], operation_timeout=self.timeout)[self.topic]
+            try:
+                future.result(timeout=self.timeout)
+                return
+            except KafkaException as e:
+                code = e.args[0].code()
+                if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                    return
+                if code != KafkaError.INVALID_REPLICATION_FACTOR or replication == 1:
+                    raise store_error(f"cannot create {self.topic}: {e}") from None
+                # A cluster that keeps fewer copies (odradek before it replicates) still
+                # gets a registry, with the copies it can keep.
+                _log.warning("%s: %s; creating it with 1 replica", self.topic, e)
+                replication = 1
 
     # -- reading -------------------------------------------------------------------------------
 

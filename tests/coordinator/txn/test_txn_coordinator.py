@@ -85,6 +85,8 @@ class FakeContext:
         #: Writes fail once the log holds this many records (None: never).
         self.fail_after: int | None = None
         self.marker_failures: dict[tuple[str, int], ErrorCode] = {}
+        #: The ``state_partition`` of every write_markers call.
+        self.state_partitions: list[int] = []
         self.partitions = {("orders", p) for p in range(4)} | {("audit", p) for p in range(2)}
         self.partitions |= {(OFFSETS, p) for p in range(5)}
         self._pids = itertools.count(1000)
@@ -113,7 +115,10 @@ class FakeContext:
         producer_epoch: int,
         commit: bool,
         partitions: Sequence[tuple[str, int]],
+        *,
+        state_partition: int,
     ) -> dict[tuple[str, int], ErrorCode]:
+        self.state_partitions.append(state_partition)
         results = {tp: self.marker_failures.get(tp, ErrorCode.none) for tp in partitions}
         written = tuple(tp for tp in partitions if results[tp] is ErrorCode.none)
         if written:
@@ -398,6 +403,8 @@ def test_commit_writes_markers_to_every_partition_then_completes(
     assert ctx.markers == [
         (pe.producer_id, pe.producer_epoch, True, tuple(sorted([ORDERS0, ORDERS1, AUDIT0, tp])))
     ]
+    # The markers carry the coordinator epoch of the transaction's own state partition.
+    assert ctx.state_partitions == [partition_for("tx", CONFIG.state_log_partitions)]
     meta = txn.get("tx")
     assert meta is not None
     assert (meta.state, meta.partitions) == (S.COMPLETE_COMMIT, frozenset())

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.errors import error_code_for
+from odradek.broker.handlers._admin_deadline import AdminDeadline
 from odradek.config import TOPIC_CONFIGS, ConfigType
 from odradek.errors import ErrorCode, InvalidConfigError, InvalidRequestError, KafkaError
 from odradek.protocol.build import build, response_module
@@ -250,16 +251,20 @@ async def alter_resources(
     broker: BrokerServices, request: Request, key: int, response_name: str, alter: AlterFn
 ) -> Any:
     """Apply ``alter`` to each resource of an alter-configs request, each with its own result;
-    a resource named twice is INVALID_REQUEST for every occurrence, as Kafka answers."""
+    a resource named twice is INVALID_REQUEST for every occurrence, as Kafka answers. The
+    request has no timeout of its own: the admin requests' default bound applies, so a
+    metadata store that does not answer makes it REQUEST_TIMED_OUT, never a hang."""
     body = request.body
     mod = response_module(key, request.api_version)
     duplicates = duplicate_resources(body.resources)
     responses = []
+    deadline = AdminDeadline(datetime.timedelta(0))
     for r in body.resources:
         try:
             if (int(r.resource_type), r.resource_name) in duplicates:
                 raise InvalidRequestError("Each resource must appear at most once.")
-            await alter(broker, r, body.validate_only)
+            async with deadline.bound(f"altering the configs of {r.resource_name!r}"):
+                await alter(broker, r, body.validate_only)
         except Exception as e:
             code = error_code_for(e, context=f"altering configs of {r.resource_name!r}")
             message = e.message if isinstance(e, KafkaError) else None

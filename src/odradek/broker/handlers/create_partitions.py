@@ -4,7 +4,8 @@ As Kafka's controller: an unknown topic is UNKNOWN_TOPIC_OR_PARTITION; a count t
 increase is INVALID_PARTITIONS; explicit assignments must cover exactly the new partitions, each
 with as many replicas as the topic has (one) on registered brokers (only this one), else
 INVALID_REPLICA_ASSIGNMENT; a topic named twice is INVALID_REQUEST (one result for it).
-``validate_only`` checks everything and changes nothing; the timeout is not needed.
+``validate_only`` checks everything and changes nothing; ``timeout_ms`` bounds the request
+(REQUEST_TIMED_OUT past it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
+from odradek.broker.handlers._admin_deadline import AdminDeadline
 from odradek.errors import (
     ErrorCode,
     InvalidReplicaAssignmentError,
@@ -92,6 +94,7 @@ async def handle(broker: BrokerServices, request: Request) -> Any:
     names = [t.name for t in body.topics]
     results = []
     reported: set[str] = set()
+    deadline = AdminDeadline(body.timeout)
     for t in body.topics:
         if names.count(t.name) > 1:
             if t.name not in reported:
@@ -100,7 +103,8 @@ async def handle(broker: BrokerServices, request: Request) -> Any:
                                        "Duplicate topic name."))
             continue
         try:
-            await _grow(broker, t, body.validate_only)
+            async with deadline.bound(f"adding partitions to {t.name!r}"):
+                await _grow(broker, t, body.validate_only)
         except Exception as e:
             code = error_code_for(e, context=f"create partitions of {t.name}")
             results.append(_result(mod, t.name, code, e.message if isinstance(e, KafkaError)

@@ -1,5 +1,9 @@
 """CreateTopics (key 19): create topics with partitions, replication factors (or explicit
-replica assignments) and configs."""
+replica assignments) and configs.
+
+``timeout_ms`` bounds the whole request: topics not created by then (the metadata store slow or
+unreachable) are REQUEST_TIMED_OUT, as in Kafka.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
+from odradek.broker.handlers._admin_deadline import AdminDeadline
 from odradek.config import effective_topic_configs
 from odradek.errors import ErrorCode, InvalidRequestError, KafkaError
 from odradek.protocol.build import build, response_module
@@ -43,6 +48,7 @@ async def handle(broker: BrokerServices, request: Request) -> Any:
     for t in body.topics:
         seen[t.name] = seen.get(t.name, 0) + 1
     results = []
+    deadline = AdminDeadline(body.timeout)
     for t in body.topics:
         try:
             if seen[t.name] > 1:
@@ -53,14 +59,15 @@ async def handle(broker: BrokerServices, request: Request) -> Any:
                     raise InvalidRequestError(f"config {c.name!r} is given more than once")
                 configs[c.name] = c.value
             assignments = {a.partition_index: list(a.broker_ids) for a in t.assignments}
-            meta = await broker.topics.create(
-                t.name,
-                num_partitions=t.num_partitions,
-                replication_factor=t.replication_factor,
-                assignments=assignments or None,
-                configs=configs,
-                validate_only=body.validate_only,
-            )
+            async with deadline.bound(f"creating topic {t.name!r}"):
+                meta = await broker.topics.create(
+                    t.name,
+                    num_partitions=t.num_partitions,
+                    replication_factor=t.replication_factor,
+                    assignments=assignments or None,
+                    configs=configs,
+                    validate_only=body.validate_only,
+                )
             entries = tuple(
                 build(
                     mod.CreatableTopicConfigs,

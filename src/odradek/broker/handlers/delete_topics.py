@@ -4,8 +4,8 @@ As Kafka's controller: an unknown name is UNKNOWN_TOPIC_OR_PARTITION, an unknown
 UNKNOWN_TOPIC_ID; a name or id given twice, a v6 entry with both or neither, and a name that
 resolves to an id also given are INVALID_REQUEST. With ``delete.topic.enable=false`` the whole
 request fails (INVALID_REQUEST before v3, TOPIC_DELETION_DISABLED after). Kafka does not protect
-internal topics here and neither do we. Deletion is immediate, so the timeout is not used.
-Results are in request order (Kafka shuffles them).
+internal topics here and neither do we. ``timeout_ms`` bounds the request (REQUEST_TIMED_OUT
+past it). Results are in request order (Kafka shuffles them).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
 from odradek.broker.errors import error_code_for
+from odradek.broker.handlers._admin_deadline import AdminDeadline
 from odradek.errors import (
     ErrorCode,
     InvalidRequestError,
@@ -103,6 +104,7 @@ async def _delete(broker: BrokerServices, request: Request) -> Any:
             targets.append(e)
     by_id = [t.topic_id for t in targets if isinstance(t, TopicMetadata)]
     results = []
+    deadline = AdminDeadline(request.body.timeout)
     for (name, topic_id), target in zip(entries, targets, strict=True):
         try:
             if isinstance(target, Exception):
@@ -112,7 +114,8 @@ async def _delete(broker: BrokerServices, request: Request) -> Any:
                     "The provided topic name maps to an ID that was already supplied."
                 )
             # The broker's image listener deletes the logs and the topic's group offsets.
-            await broker.topics.delete(target.name)
+            async with deadline.bound(f"deleting topic {target.name!r}"):
+                await broker.topics.delete(target.name)
             results.append(_result(mod, target.name, target.topic_id, ErrorCode.none))
         except Exception as e:
             code = error_code_for(e, context=f"delete topic {name or topic_id}")

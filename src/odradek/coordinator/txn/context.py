@@ -76,10 +76,15 @@ class TxnContext(Protocol):
         producer_epoch: int,
         commit: bool,
         partitions: Sequence[tuple[str, int]],
+        *,
+        state_partition: int,
     ) -> dict[tuple[str, int], ErrorCode]:
         """Append a COMMIT (``commit``) or ABORT control batch of ``producer_id`` at
         ``producer_epoch`` to each partition, and for ``__consumer_offsets`` partitions complete
-        the group coordinator's pending transactional offsets. Returns each partition's
+        the group coordinator's pending transactional offsets. The batch carries the coordinator
+        epoch of ``state_partition`` (the transaction's ``__transaction_state`` partition: its
+        leader epoch as this coordinator holds it), by which a partition refuses the markers of
+        a deposed coordinator (TRANSACTION_COORDINATOR_FENCED). Returns each partition's
         outcome; the coordinator writes a failed partition's marker again later. A partition
         left out of the result is one whose marker is on its way to another broker (its leader):
         the coordinator asks again after the retry backoff, or sooner when the context calls

@@ -538,7 +538,8 @@ class TransactionCoordinator:
         if present:
             try:
                 results = self._ctx.write_markers(
-                    meta.producer_id, meta.producer_epoch, commit, present
+                    meta.producer_id, meta.producer_epoch, commit, present,
+                    state_partition=self.partition_for(transactional_id),
                 )
             except Exception as e:
                 log.warning("writing markers of %s failed: %r", transactional_id, e)
