@@ -52,6 +52,7 @@ def test_a_follower_behind_the_leader_log_start_restarts_there(
     async def scenario() -> None:
         async with Broker(one_config) as one:
             async with Broker(two_config) as two:
+                await _until(lambda: one.cluster.broker(2) is not None, "broker two's registration")
                 await one.topics.create("t", assignments={0: [1, 2]})
                 await _until(lambda: two.replica_fetchers.following() == {("t", 0): 1},
                              "broker two to follow t-0")
