@@ -1,10 +1,10 @@
 """Two replicas of one partition under random leadership changes: appends on the leader
 (plain, idempotent, transactional, markers), partial replication with epoch-based truncation
 (KIP-101/279, as a follower does it), follower truncations, leadership moving to a replica that
-is behind (so logs diverge), restarts clean and after a crash. Once the follower catches up
-the two logs must hold byte-identical batches, the same epochs, producer state and aborted
-transactions -- and so must a third log built from those batches alone, and both logs again
-after reopening."""
+is behind (so logs diverge), restarts clean and after a crash, and crashes in the middle of a
+follower's truncation or catch-up. Once the follower catches up the two logs must hold
+byte-identical batches, the same epochs, producer state and aborted transactions -- and so must
+a third log built from those batches alone, and both logs again after reopening."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from storage_helpers import START_MS, batch, crash
 from test_replication import all_batches, idem, marker, producer_view, split_batches, txn
-from test_replication_crash import epochs_of
+from test_replication_crash import Crash, CrashAfter, epochs_of
 
 from odradek.clock import ManualClock
 from odradek.storage.epoch import EpochEntry
@@ -132,6 +133,23 @@ class Pair:
         if i == self.leader:  # loading forgets an epoch without records; leading restores it
             self.lead.maybe_assign_epoch_start_offset(self.epoch)
 
+    def crash_during(self, budget: int, action: str, fraction: float) -> None:
+        """The follower's truncation or catch-up, killed before its ``budget``-th file
+        operation, then restarted with recovery."""
+        i = 1 - self.leader
+        with pytest.MonkeyPatch.context() as m:
+            CrashAfter(m, budget)
+            try:
+                if action == "truncate":
+                    self.follow.truncate_to(int(fraction * self.follow.log_end_offset))
+                else:
+                    self.replicate(None)
+            except Crash:
+                event(f"crashed during {action}")
+            else:
+                return
+        self.reopen(i, crashed=True)
+
     def close(self) -> None:
         for plog in self.logs:
             if not plog.is_closed:
@@ -159,6 +177,8 @@ OPS = st.lists(
         st.tuples(st.just("truncate"), st.floats(0, 1)),
         st.tuples(st.just("restart"), st.integers(0, 1), st.booleans()),
         st.tuples(st.just("refetch")),
+        st.tuples(st.just("crash"), st.integers(1, 12), st.sampled_from(["truncate", "fetch"]),
+                  st.floats(0, 1)),
     ),
     min_size=8,
     max_size=50,
@@ -193,6 +213,8 @@ def run(pair: Pair, ops: list[tuple[object, ...]]) -> None:
                 pair.reopen(i, crashed=crashed)
             case ("refetch",):
                 pair.follow.truncate_fully_and_start_at(0)
+            case ("crash", int(budget), str(action), float(fraction)):
+                pair.crash_during(budget, action, fraction)
     pair.replicate(None)
     leader, follower = pair.lead, pair.follow
     expected = state(leader)

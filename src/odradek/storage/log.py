@@ -577,7 +577,8 @@ class PartitionLog:
         The batches may exceed ``segment.bytes`` together: the log rolls between them as
         needed, and before a batch that does not follow the previous one (a gap) unless the
         log is compacted, so that every segment of a non-compacted log stays contiguous for
-        recovery. Nothing is written when it raises (beyond a roll).
+        recovery. Nothing is written when a check fails; a KafkaStorageError may leave a
+        prefix of the batches appended (and applied).
         """
         self._check_open()
         view = memoryview(records)
@@ -999,7 +1000,8 @@ class PartitionLog:
         an unclean start re-validates the segment being cut; later segments are renamed away
         newest first and the directory fsynced before the cut, which is fsynced at once; so a
         crash at any point leaves a prefix of the old log, never a hole, and the loader makes
-        indexes, epochs and producer state agree with it.
+        indexes, epochs and producer state agree with it. On KafkaStorageError the in-memory
+        log may disagree with the files: close it and reopen it with ``recover=True``.
         """
         self._check_open()
         if offset < 0:
