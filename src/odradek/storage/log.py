@@ -1,4 +1,4 @@
-"""One partition's log (Kafka's UnifiedLog + LocalLog, single replica); opening it from disk is
+"""One partition's log (Kafka's UnifiedLog + LocalLog); opening it from disk is
 :mod:`odradek.storage.loader` (Kafka's LogLoader).
 
 Directory layout of a partition ``<topic>-<partition>/``::
@@ -23,6 +23,14 @@ Transactions: producer state (producer_state.py) tracks open transactions; an AB
 an entry to the ``.txnindex`` of the segment it lands in. :attr:`PartitionLog.last_stable_offset`
 bounds read_committed fetches, and :meth:`PartitionLog.fetch` returns, with the records, the
 offsets a fetch response carries and the aborted transactions of the returned range.
+
+Replication: a leader appends with :meth:`PartitionLog.append_as_leader` (offsets and its leader
+epoch assigned here); a follower stores the leader's batches unchanged with
+:meth:`PartitionLog.append_as_follower` and cuts a diverged tail with
+:meth:`PartitionLog.truncate_to` or :meth:`PartitionLog.truncate_fully_and_start_at`, whose
+docstrings give the order of their file operations: a crash at any point leaves a prefix of the
+old log or the truncated one, which the loader makes consistent. The high watermark is the
+owner's to move; it starts from the data directory's checkpoint (see log_manager.py).
 
 Segment replacement (the log cleaner's swap, :meth:`PartitionLog.replace_segments`) goes through
 suffix renames, as in Kafka: the replacement segments are written as ``<base>.log.cleaned`` (and
@@ -569,7 +577,8 @@ class PartitionLog:
         The batches may exceed ``segment.bytes`` together: the log rolls between them as
         needed, and before a batch that does not follow the previous one (a gap) unless the
         log is compacted, so that every segment of a non-compacted log stays contiguous for
-        recovery. Nothing is written when it raises (beyond a roll).
+        recovery. Nothing is written when a check fails; a KafkaStorageError may leave a
+        prefix of the batches appended (and applied).
         """
         self._check_open()
         view = memoryview(records)
@@ -599,6 +608,11 @@ class PartitionLog:
             expected = h.next_offset
             record_count += h.records_count
             pos += h.size
+        if 0 <= headers[0].partition_leader_epoch < self.epoch_cache.latest_epoch:
+            # Epochs this replica began as leader at its log end and wrote nothing in: the
+            # leader's older epoch continuing there proves them void (truncate_to drops them
+            # too, if the fetcher truncated first).
+            self.epoch_cache.truncate_from_end(self._log_end_offset)
         now = self.clock.milliseconds()
         config = self.config
         seg = self._segments[-1]
@@ -978,18 +992,24 @@ class PartitionLog:
         with it), the epoch cache is truncated, producer state is rebuilt for the shorter log
         (snapshots past its end deleted), the high watermark, recovery point and log start
         offset are clamped to the new end. Below the first segment's base offset this is
-        :meth:`truncate_fully_and_start_at`. Returns whether anything was removed.
+        :meth:`truncate_fully_and_start_at`. Returns whether anything was removed; when
+        nothing is, epoch cache entries starting at the log end offset still go (an epoch this
+        replica began as leader and wrote nothing in, Kafka's rule).
 
         Crash safety (see the module docstring): the recovery point goes down first, so that
         an unclean start re-validates the segment being cut; later segments are renamed away
         newest first and the directory fsynced before the cut, which is fsynced at once; so a
         crash at any point leaves a prefix of the old log, never a hole, and the loader makes
-        indexes, epochs and producer state agree with it.
+        indexes, epochs and producer state agree with it. On KafkaStorageError the in-memory
+        log may disagree with the files: close it and reopen it with ``recover=True``.
         """
         self._check_open()
         if offset < 0:
             raise ValueError(f"cannot truncate to negative offset {offset}")
         if offset >= self._log_end_offset:
+            # As Kafka does: an epoch this replica started as leader without appending
+            # anything conflicts with what its new leader says; it goes even so.
+            self.epoch_cache.truncate_from_end(self._log_end_offset)
             return False
         old_end = self._log_end_offset
         if offset < self._segments[0].base_offset:
