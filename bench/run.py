@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--registry-produce-records", type=int, default=200_000)
     ap.add_argument("--only",
                     choices=("all", "log", "groups", "transactions", "compaction", "scale",
-                             "connections", "registry", "vsmock", "cluster"),
+                             "connections", "registry", "vsmock", "cluster", "replication"),
                     default="all")
     ap.add_argument("--rounds", type=int, default=3, help="vsmock: interleaved rounds")
     from vsmock import _consume_arguments
@@ -178,6 +178,10 @@ def main() -> None:
         from cluster import bench_cluster
 
         bench_cluster(rounds=args.rounds)
+    if args.only in ("all", "replication"):
+        from replication import bench_replication
+
+        bench_replication(rounds=args.rounds)
     if args.only in ("all", "transactions"):
         bench_transactions(args)
     if args.only in ("all", "groups"):

@@ -1,0 +1,203 @@
+"""Replication benchmark (issue 13): replication factor 3 next to one broker, in one run.
+
+- throughput: 1 KiB and 100 B records to a one-partition topic with replication factor 3,
+  ``acks=all`` and ``min.insync.replicas=2`` on a three-broker cluster, next to the same
+  workload with ``acks=1`` on a one-broker cluster; rounds interleaved so load on the machine
+  hits both alike. Target on 2 cores: the ratio at least 1/3;
+- end-to-end latency at 1,000 records/s with ``acks=all`` (producer send → consumer receives,
+  consumer in another process): p50 / p99, target p99 <= 20 ms;
+- failover: the partition's leader killed with -9 (or stopped with SIGTERM, a controlled
+  shutdown) → the first produce acknowledged by the new leader, with the default
+  ``broker.session.timeout.ms`` and with 2 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from odradek.cluster.local import LocalCluster
+
+__all__ = ["bench_replication"]
+
+_CONSUMER = r"""
+import sys, time
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "lat", "fetch.wait.max.ms": 500,
+              "enable.auto.commit": False})
+c.assign([TopicPartition(sys.argv[2], 0, 0)])
+want = int(sys.argv[3])
+print("ready", flush=True)
+lat = []
+deadline = time.time() + 120
+while len(lat) < want and time.time() < deadline:
+    m = c.poll(0.1)
+    if m is not None and m.error() is None:
+        lat.append(time.time() - float(m.value()))
+c.close()
+lat.sort()
+print(" ".join(f"{x:.6f}" for x in lat), flush=True)
+"""
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> float:
+    t0 = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - t0 > timeout:
+            raise SystemExit("replication bench: timed out")
+        time.sleep(0.005)
+    return time.perf_counter() - t0
+
+
+def _create(bootstrap: str, name: str, rf: int, configs: dict[str, str] | None = None) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, 1, rf, config=configs or {})])[name].result(60)
+
+
+def _partition(bootstrap: str, topic: str) -> tuple[int, tuple[int, ...]]:
+    """(leader, isr) of partition 0 as Metadata says."""
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or 0 not in t.partitions:
+        return -1, ()
+    p = t.partitions[0]
+    return p.leader, tuple(p.isrs)
+
+
+def _produce(bootstrap: str, topic: str, size: int, count: int, acks: str) -> float:
+    """MB/s of ``count`` records of ``size`` bytes, every one acknowledged."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5,
+                  "batch.size": 1_000_000, "queue.buffering.max.messages": 1_000_000,
+                  "queue.buffering.max.kbytes": 1_048_576, "enable.idempotence": acks == "all"})
+    value = b"x" * size
+    errors: list[object] = []
+
+    def done(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
+    t0 = time.perf_counter()
+    for _ in range(count):
+        while True:
+            try:
+                p.produce(topic, value, on_delivery=done)
+                break
+            except BufferError:
+                p.poll(0.01)
+    if p.flush(180) != 0 or errors:
+        raise SystemExit(f"replication bench: produce failed ({len(errors)} errors)")
+    return count * size / (time.perf_counter() - t0) / 1e6
+
+
+def _latency(bootstrap: str, topic: str, rate: int, seconds: float) -> tuple[float, float]:
+    total = int(rate * seconds)
+    reader = subprocess.Popen([sys.executable, "-c", _CONSUMER, bootstrap, topic, str(total)],
+                              stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None
+    reader.stdout.readline()
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                  "enable.idempotence": True})
+    p.produce(topic, repr(time.time()).encode())  # connect before measuring
+    p.flush(30)
+    start = time.perf_counter()
+    for i in range(total - 1):
+        due = start + i / rate
+        while (now := time.perf_counter()) < due:
+            time.sleep(min(due - now, 0.001))
+        p.produce(topic, repr(time.time()).encode())
+        p.poll(0)
+    p.flush(30)
+    out, _ = reader.communicate(timeout=180)
+    lat = sorted(float(x) for x in out.split())
+    if not lat:
+        raise SystemExit("replication bench: no latency samples")
+    return lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
+
+
+def _acknowledged(bootstrap: str, topic: str) -> bool:
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 2000,
+                  "enable.idempotence": True, "retry.backoff.ms": 20})
+    result: list[object] = []
+    p.produce(topic, b"probe", on_delivery=lambda err, _m: result.append(err))
+    p.flush(5)
+    return bool(result) and result[0] is None
+
+
+def _failover(tmp: Path, session_ms: int | None, controlled: bool) -> float:
+    props = {} if session_ms is None else {"broker.session.timeout.ms": str(session_ms)}
+    cluster = LocalCluster(tmp / f"fo-{uuid.uuid4().hex[:6]}", 3, broker_properties=props)
+    cluster.start()
+    try:
+        topic = "failover"
+        _create(cluster.bootstrap, topic, 3, {"min.insync.replicas": "2"})
+        _wait(lambda: len(_partition(cluster.bootstrap, topic)[1]) == 3)
+        _wait(lambda: _acknowledged(cluster.bootstrap, topic))
+        leader = _partition(cluster.bootstrap, topic)[0]
+        others = ",".join(b.address for n, b in cluster.brokers.items() if n != leader)
+        t0 = time.perf_counter()
+        if controlled:
+            cluster.broker(leader).terminate()
+        else:
+            cluster.broker(leader).kill()
+        while True:
+            try:
+                if _acknowledged(others, topic):
+                    break
+            except KafkaException:
+                pass
+            if time.perf_counter() - t0 > 120:
+                raise SystemExit("replication bench: no new leader within 120 s")
+        return time.perf_counter() - t0
+    finally:
+        cluster.stop()
+
+
+def bench_replication(rounds: int = 3, records_1k: int = 100_000,
+                      records_100: int = 300_000) -> None:
+    with tempfile.TemporaryDirectory(prefix="odradek-repl-bench-") as name:
+        tmp = Path(name)
+        single = LocalCluster(tmp / "one", 1)
+        three = LocalCluster(tmp / "three", 3)
+        single.start()
+        three.start()
+        try:
+            figures: dict[str, list[float]] = {}
+            for size, count in ((1024, records_1k), (100, records_100)):
+                for r in range(rounds):  # fresh topics each round: the same log sizes for both
+                    one, rep = f"one-{size}-{r}", f"rep-{size}-{r}"
+                    _create(single.bootstrap, one, 1)
+                    _create(three.bootstrap, rep, 3, {"min.insync.replicas": "2"})
+                    _wait(lambda t=rep: len(_partition(three.bootstrap, t)[1]) == 3)  # type: ignore[misc]
+                    figures.setdefault(f"one-{size}", []).append(
+                        _produce(single.bootstrap, one, size, count, "1"))
+                    figures.setdefault(f"rep-{size}", []).append(
+                        _produce(three.bootstrap, rep, size, count, "all"))
+                one_mb = statistics.median(figures[f"one-{size}"])
+                rep_mb = statistics.median(figures[f"rep-{size}"])
+                label = "1 KiB" if size == 1024 else "100 B"
+                print(f"replication produce {label}: rf=3 acks=all min.insync.replicas=2 "
+                      f"{rep_mb:.1f} MB/s, 1 broker acks=1 {one_mb:.1f} MB/s, ratio "
+                      f"{rep_mb / one_mb:.2f} (target >= 0.33; medians of {rounds})")
+            _create(three.bootstrap, "latency", 3, {"min.insync.replicas": "2"})
+            _wait(lambda: len(_partition(three.bootstrap, "latency")[1]) == 3)
+            p50, p99 = _latency(three.bootstrap, "latency", 1000, 10)
+            print(f"replication end-to-end latency, rf=3 acks=all, 1,000 rec/s, consumer in "
+                  f"another process: p50 {p50:.2f} ms, p99 {p99:.2f} ms (target p99 <= 20 ms)")
+        finally:
+            three.stop()
+            single.stop()
+        for session_ms, label in ((None, "default"), (2000, "2 s")):
+            killed = _failover(tmp, session_ms, controlled=False)
+            stopped = _failover(tmp, session_ms, controlled=True)
+            print(f"replication failover, broker.session.timeout.ms {label}: leader killed -9 → "
+                  f"first acks=all produce acknowledged in {killed:.2f} s; controlled shutdown "
+                  f"(SIGTERM) → {stopped:.2f} s")
