@@ -36,9 +36,9 @@ class ChaosConfig:
 
     brokers: int = 3
     etcd_members: int = 3
-    # The lead switches these to 3 and 2 once replication is merged (issue 13).
-    replication_factor: int = 1
-    min_insync_replicas: int = 1
+    # The issue's configuration: three replicas, two of them needed to acknowledge.
+    replication_factor: int = 3
+    min_insync_replicas: int = 2
     acks: str = "all"
     partitions: int = 6
     session_timeout_ms: int = 2000

@@ -2,9 +2,8 @@
 round of every fault on a 3-broker cluster over a 3-member etcd, then the checker. The long form
 is ``make chaos DURATION=600``.
 
-The replication factor, acks and min.insync.replicas come from :mod:`chaos.harness`'s defaults
-(rf=1 until replication is merged); the replicated scenario asks for rf=3 and skips, saying
-why, while the cluster refuses it.
+The replication factor, acks and min.insync.replicas come from :mod:`chaos.harness`'s defaults:
+the issue's configuration, rf=3, min.insync.replicas=2, acks=all with idempotence.
 """
 
 from __future__ import annotations
@@ -49,9 +48,12 @@ def test_process_faults(tmp_path: Path) -> None:
     result = _run(replace(DEFAULTS, faults=PROCESS_FAULTS, seed=13), tmp_path)
     assert result.rounds == len(PROCESS_FAULTS), result.describe()
     events = load_history(result.history_path)
-    # The faults did something: partitions lost their leader and came back...
+    # The faults did something: partitions moved to other leaders...
     states = [e for e in events if e["f"] == "state" and e["topic"] == "chaos"]
-    assert any(e["leader"] == -1 for e in states), result.describe()
+    leaders: dict[int, set[int]] = {}
+    for e in states:
+        leaders.setdefault(e["partition"], set()).add(e["leader"])
+    assert any(len(ls - {-1}) > 1 for ls in leaders.values()), result.describe()
     # ...and the paused leader was sent a produce after its epoch ended, which it refused.
     probes = [e for e in events if e["f"] == "send" and e.get("probe")]
     assert any(e["type"] == "invoke" for e in probes), result.describe()
@@ -81,14 +83,6 @@ def test_network_faults(tmp_path: Path) -> None:
     # A broker cut off from etcd lost its registration (and so its leaderships).
     members = [e for e in events if e["f"] == "members"]
     assert any(len(e["brokers"]) < DEFAULTS.brokers for e in members[1:-1]), result.describe()
-
-
-def test_replicated_faults(tmp_path: Path) -> None:
-    """The issue's configuration: rf=3, min.insync.replicas=2, acks=all."""
-    config = replace(DEFAULTS, replication_factor=3, min_insync_replicas=2, acks="all",
-                     faults=PROCESS_FAULTS + tuple(sorted(NETWORK_FAULTS)), seed=3)
-    result = _run(config, tmp_path)
-    assert result.report.stats["acknowledged"] > 500, result.describe()
 
 
 def test_acks_1_loses_writes_and_the_checker_says_so(tmp_path: Path) -> None:
