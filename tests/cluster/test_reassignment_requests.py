@@ -1,7 +1,9 @@
 """AlterPartitionReassignments, ListPartitionReassignments and ElectLeaders through real clients
 (kafka-python's admin, confluent-kafka's elect_leaders) against two brokers in one process on a
-real etcd. Followers do not fetch yet, so the ISR change a leader makes once a new replica has
-caught up is written by the test (a compare-and-swap of the partition key, as AlterPartition)."""
+real etcd. The brokers' replica fetchers are stopped where a reassignment must stay in progress
+until the test writes the ISR change a leader makes once a new replica has caught up (a
+compare-and-swap of the partition key, as AlterPartition);
+``tests/integration/test_reassignment_replicated.py`` runs one with real followers."""
 
 from __future__ import annotations
 
@@ -72,6 +74,8 @@ def test_reassign_and_elect_through_clients(shared_etcd: EtcdProcess, tmp_path: 
         async with Broker(local_config(tmp_path / "one", node_id="1", **props)) as one, \
                 Broker(local_config(tmp_path / "two", node_id="2", **props)) as two:
             await _until(lambda: len(one.cluster.live_brokers()) == len(two.cluster.live_brokers()) == 2)
+            for broker in (one, two):  # the test plays the followers' catching up
+                await broker.replica_fetchers.stop()
             admin = await asyncio.to_thread(
                 KafkaAdminClient, bootstrap_servers=two.bootstrap, request_timeout_ms=20000
             )
@@ -255,6 +259,8 @@ def test_the_command_line(
         async with Broker(local_config(tmp_path / "one", node_id="1", **props)) as one, \
                 Broker(local_config(tmp_path / "two", node_id="2", **props)) as two:
             await _until(lambda: len(one.cluster.live_brokers()) == len(two.cluster.live_brokers()) == 2)
+            for broker in (one, two):  # the test plays the followers' catching up
+                await broker.replica_fetchers.stop()
             await one.topics.create("c", assignments={0: [1], 1: [2]})
             await _until(lambda: two.cluster.topic("c") is not None)
 

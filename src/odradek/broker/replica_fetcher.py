@@ -68,6 +68,7 @@ __all__ = [
     "FetcherConfig",
     "ReplicaFetcher",
     "ReplicaFetcherManager",
+    "fetcher_id",
     "truncation_offset",
 ]
 
