@@ -269,6 +269,10 @@ class Broker:
             host,
             port,
             reuse_address=True,
+            # Bound now (the port is what the registration advertises), listening only once
+            # registered and this broker's image shows it: a request served before then would
+            # see a cluster without brokers (Kafka opens its listeners after catching up, too).
+            start_serving=False,
         )
         sock = self._server.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
@@ -277,6 +281,7 @@ class Broker:
         self.advertised_port = adv[1] if adv and adv[1] else self.port
         # Refused (another live broker has this node id) or no store: start() closes it all.
         await self._register()
+        await self._server.start_serving()
         self.replica_fetchers.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="odradek-housekeeping"))
         if self.logs.pending_count:
