@@ -564,7 +564,7 @@ class ReplicaManager:
                      lp.topic, lp.partition, what, list(new_isr), e.current)
             state = e.current
         except IneligibleReplica as e:
-            log.info("%s-%d: ISR expand to %s refused: %s", lp.topic, lp.partition,
+            log.info("%s-%d: ISR %s to %s refused: %s", lp.topic, lp.partition, what,
                      list(new_isr), e)
             state = None
         except Exception as e:
