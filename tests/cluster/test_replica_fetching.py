@@ -78,3 +78,51 @@ def test_a_follower_behind_the_leader_log_start_restarts_there(
                 await _until(lambda: follower_log.high_watermark == 10, "the high watermark")
 
     asyncio.run(scenario())
+
+
+def test_a_follower_in_controlled_shutdown_does_not_rejoin_the_isr(
+    shared_etcd: EtcdProcess, tmp_path: Path
+) -> None:
+    """KIP-841: the controller takes a broker in controlled shutdown out of the ISRs; its
+    fetches, which go on until it stops, must not bring it back in (the leader would otherwise
+    flap it in and out, and it could stop as an ISR member)."""
+    props = {
+        "etcd_endpoints": shared_etcd.endpoint,
+        "etcd_prefix": f"/fetching-{next(_prefixes)}-{uuid.uuid4().hex[:6]}",
+        "broker_session_timeout_ms": "2000",
+        "replica_fetch_backoff_ms": "100",
+    }
+    one_config = local_config(tmp_path / "one", node_id="1", **props)
+    two_config = local_config(tmp_path / "two", node_id="2", **props)
+
+    async def scenario() -> None:
+        async with Broker(one_config) as one:
+            async with Broker(two_config) as two:
+                await _until(lambda: one.cluster.broker(2) is not None, "broker two's registration")
+                await one.topics.create("t", assignments={0: [1, 2]})
+                await _until(lambda: two.replica_fetchers.following() == {("t", 0): 1},
+                             "broker two to follow t-0")
+                await _until(lambda: one.cluster.partition("t", 0).isr == (1, 2), "ISR [1, 2]")
+                member = two.cluster_member
+                assert member is not None
+                assert await member.controlled_shutdown(two.cluster, 10.0)
+                await _until(lambda: one.cluster.partition("t", 0).isr == (1,),
+                             "the leader's image to show broker two out of the ISR")
+                seen: list[tuple[int, ...]] = []
+                one.cluster.add_topics_listener(
+                    lambda _c: seen.append(one.cluster.partition("t", 0).isr)
+                )
+                # Broker two, still up, catches up with the leader's log.
+                for i in range(3):
+                    one.replicas.append_as_leader("t", 0, encode_batch([SimpleRecord(b"%d" % i)]))
+                leader_log = one.topics.log("t", 0)
+                lp = one.replicas._leaders[("t", 0)]
+                await _until(
+                    lambda: lp.followers[2].log_end_offset == leader_log.log_end_offset == 3
+                    and not one.replicas._tasks,
+                    "broker two's fetch at the leader's end, and any ISR change it caused",
+                )
+                assert lp.isr == (1,) and lp.pending_isr is None
+                assert all(2 not in isr for isr in seen), seen
+
+    asyncio.run(scenario())

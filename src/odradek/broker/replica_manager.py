@@ -518,9 +518,15 @@ class ReplicaManager:
 
     def _eligible(self, replica_id: int, broker_epoch: int) -> bool:
         """KIP-903: a follower joins the ISR only while registered under the epoch it fetched
-        with (a broker that restarted since must fetch again under its new one)."""
+        with (a broker that restarted since must fetch again under its new one); KIP-841: and
+        not in controlled shutdown (the controller takes it out; its last fetches must not
+        bring it back)."""
         registered = self._broker.cluster.broker(replica_id)
-        return registered is not None and broker_epoch in (-1, registered.epoch)
+        return (
+            registered is not None
+            and broker_epoch in (-1, registered.epoch)
+            and not registered.info.shutting_down
+        )
 
     # -- ISR changes -----------------------------------------------------------------------------
 
