@@ -14,6 +14,7 @@ from odradek.cluster.alter_partition import (
     StalePartitionState,
     alter_partition,
 )
+from odradek.cluster.election import Brokers, reassess
 from odradek.cluster.membership import BrokerInfo, ClusterKeys
 from odradek.cluster.model import PartitionState
 from odradek.cluster.store import ClusterStore, Put
@@ -162,5 +163,55 @@ def test_a_lost_answer_is_recognised_by_its_value(harness: Harness) -> None:
         assert (await alter_partition(
             store, keys, "t", 0, expected=state, new_isr=(1,), member_epochs={}
         )) == target
+
+    harness.run(scenario)
+
+
+def test_a_change_never_keeps_a_member_that_restarted_since_the_state_was_written(
+    harness: Harness,
+) -> None:
+    """The controller knows a restarted ISR member only as a registration newer than the
+    partition state (election.Brokers.lost). A leader's change that kept such a member would
+    write a state newer than its registration and pass it off as the member it was: refused
+    (Kafka's INELIGIBLE_REPLICA for a member not under its current registration), and the
+    controller still takes it out."""
+    keys = _keys(harness)
+
+    async def scenario(store: ClusterStore) -> None:
+        state, epochs = await _setup(store, keys)
+        wide = PartitionState((1, 2, 3), (1, 2, 3), 1, leader_epoch=4, partition_epoch=9)
+        await store.put(keys.partition("t", 1), wide.encode())
+        # Broker 2 (an ISR member) restarted before the controller reassessed the partitions.
+        await store.delete(keys.broker(2))
+        await store.put(keys.broker(2), BrokerInfo(2, "h", 9002).encode())
+        registered = {}
+        for node in (1, 2, 3):
+            broker_kv = await store.get(keys.broker(node))
+            assert broker_kv is not None
+            registered[node] = broker_kv.create_revision
+        # The leader, not knowing, adds broker 3 to t-0 (keeping 2), or takes 3 out of t-1's.
+        for partition, expected, new_isr, member_epochs in (
+            (0, state, (1, 2, 3), {3: epochs[3]}),
+            (1, wide, (1, 2), {}),
+        ):
+            with pytest.raises(IneligibleReplica):
+                await alter_partition(
+                    store, keys, "t", partition, expected=expected, new_isr=new_isr,
+                    member_epochs=member_epochs,
+                )
+            kv = await store.get(keys.partition("t", partition))
+            assert kv is not None
+            after = reassess(
+                PartitionState.decode(kv.value), kv.mod_revision, Brokers(registered)
+            )
+            assert after is not None and 2 not in after.isr
+        # A member not registered at all is the controller's to remove (it is lost however new
+        # the state is): a change keeping it is still made.
+        await store.delete(keys.broker(2))
+        grown = await alter_partition(
+            store, keys, "t", 0, expected=state, new_isr=(1, 2, 3),
+            member_epochs={3: epochs[3]},
+        )
+        assert grown.isr == (1, 2, 3)
 
     harness.run(scenario)

@@ -138,6 +138,9 @@ log = logging.getLogger("odradek.replication")
 AlterPartitionFn = Callable[..., Awaitable["PartitionState"]]
 
 TopicPartition = tuple[str, int]
+#: Retries of an ISR change whose outcome is unknown (the store unreachable): first and most.
+_ALTER_RETRY_S = 0.1
+_ALTER_RETRY_MAX_S = 2.0
 #: A barrier's empty answer, shared (never appended to).
 _NO_WAITS: list[asyncio.Future[None]] = []
 
@@ -518,9 +521,15 @@ class ReplicaManager:
 
     def _eligible(self, replica_id: int, broker_epoch: int) -> bool:
         """KIP-903: a follower joins the ISR only while registered under the epoch it fetched
-        with (a broker that restarted since must fetch again under its new one)."""
+        with (a broker that restarted since must fetch again under its new one); KIP-841: and
+        not in controlled shutdown (the controller takes it out; its last fetches must not
+        bring it back)."""
         registered = self._broker.cluster.broker(replica_id)
-        return registered is not None and broker_epoch in (-1, registered.epoch)
+        return (
+            registered is not None
+            and broker_epoch in (-1, registered.epoch)
+            and not registered.info.shutting_down
+        )
 
     # -- ISR changes -----------------------------------------------------------------------------
 
@@ -553,30 +562,45 @@ class ReplicaManager:
         assert self._alter is not None
         tp = (lp.topic, lp.partition)
         what = "shrink" if len(new_isr) < len(expected.isr) else "expand"
-        state: PartitionState | None
+        state: PartitionState | None = None
+        backoff = _ALTER_RETRY_S
         try:
-            state = await self._alter(
-                lp.topic, lp.partition, expected=expected, new_isr=new_isr,
-                member_epochs=epochs,
-            )
-        except StalePartitionState as e:
-            log.info("%s-%d: ISR %s to %s not made: the partition state changed (%s)",
-                     lp.topic, lp.partition, what, list(new_isr), e.current)
-            state = e.current
-        except IneligibleReplica as e:
-            log.info("%s-%d: ISR expand to %s refused: %s", lp.topic, lp.partition,
-                     list(new_isr), e)
-            state = None
-        except Exception as e:
-            log.warning("%s-%d: ISR %s to %s failed: %s", lp.topic, lp.partition, what,
-                        list(new_isr), e)
-            state = None
-        else:
-            log.info("%s-%d: ISR %s from %s to %s (partition epoch %d)", lp.topic,
-                     lp.partition, what, list(expected.isr), list(new_isr),
-                     expected.partition_epoch + 1)
+            while True:
+                try:
+                    state = await self._alter(
+                        lp.topic, lp.partition, expected=expected, new_isr=new_isr,
+                        member_epochs=epochs,
+                    )
+                except StalePartitionState as e:
+                    log.info("%s-%d: ISR %s to %s not made: the partition state changed (%s)",
+                             lp.topic, lp.partition, what, list(new_isr), e.current)
+                    state = e.current
+                except IneligibleReplica as e:
+                    log.info("%s-%d: ISR %s to %s refused: %s", lp.topic, lp.partition, what,
+                             list(new_isr), e)
+                except Exception as e:
+                    # The outcome is unknown: the store may hold ``new_isr`` (and the controller
+                    # elect from it). As Kafka's leader does, the proposal stays pending -- an
+                    # expansion's new member holding the high watermark back -- and is sent
+                    # again until answered (a retry finds its own write and says so), unless a
+                    # newer partition state ends it first.
+                    log.warning("%s-%d: ISR %s to %s failed (retrying in %.1f s): %s",
+                                lp.topic, lp.partition, what, list(new_isr), backoff, e)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _ALTER_RETRY_MAX_S)
+                    if (
+                        self._leaders.get(tp) is lp
+                        and lp.pending_isr == new_isr
+                        and lp.state is expected
+                    ):
+                        continue
+                else:
+                    log.info("%s-%d: ISR %s from %s to %s (partition epoch %d)", lp.topic,
+                             lp.partition, what, list(expected.isr), list(new_isr),
+                             expected.partition_epoch + 1)
+                break
         finally:
-            if lp.pending_isr == new_isr:
+            if lp.pending_isr == new_isr and lp.state is expected:
                 lp.pending_isr = None
         if self._leaders.get(tp) is not lp:
             return

@@ -11,7 +11,9 @@ leader epoch and replicas are kept. An ISR is never empty.
 
 A lost race raises :class:`StalePartitionState` with what the store holds (the leader then
 re-evaluates against it, as Kafka's leader does on INVALID_UPDATE_VERSION); a member whose
-registration moved raises :class:`IneligibleReplica` (Kafka's INELIGIBLE_REPLICA). A write whose
+registration moved raises :class:`IneligibleReplica` (Kafka's INELIGIBLE_REPLICA), and so does a
+member *kept* that registered again after ``expected`` was written (it restarted; the controller
+takes it out, and a write now would hide the restart from it). A write whose
 answer was lost is re-read and recognised by its value.
 """
 
@@ -57,10 +59,11 @@ class StalePartitionState(AlterPartitionRefused):
 
 
 class IneligibleReplica(AlterPartitionRefused):
-    """A member to add is not registered under the broker epoch it fetched with."""
+    """A member to add is not registered under the broker epoch it fetched with, or a member
+    kept registered again since the state was written; ``replicas`` is the ISR proposed."""
 
     def __init__(self, replicas: tuple[int, ...]) -> None:
-        super().__init__(f"replicas {list(replicas)} are not registered under their epochs")
+        super().__init__(f"some of {list(replicas)} are not registered under their epochs")
         self.replicas = replicas
 
 
@@ -104,6 +107,14 @@ async def alter_partition(
             raise StalePartitionState(current)
         compares = [mod_revision_is(key, kv.mod_revision)]
         compares += [_registered(keys, r, member_epochs.get(r, -1)) for r in added]
+        # A kept member registered after the state was written has restarted since (the
+        # controller's test, election.Brokers.lost): writing the state again would make its
+        # new registration look older than the state, and the controller would keep it.
+        compares += [
+            Compare(keys.broker(r), CompareTarget.CREATE, CompareOp.LESS, kv.mod_revision)
+            for r in new_isr
+            if r not in added
+        ]
         try:
             result = await store.txn(compares, [Put(key, target.encode())], [Get(key)])
         except OutcomeUnknown:
@@ -113,5 +124,5 @@ async def alter_partition(
         read = result.responses[0]
         assert isinstance(read, RangeResult)
         if read.kvs and read.kvs[0].mod_revision == kv.mod_revision:
-            raise IneligibleReplica(added)
+            raise IneligibleReplica(new_isr)
         # The partition moved between the read and the transaction: report what it is now.
