@@ -45,9 +45,10 @@ replaced atomically (``.tmp``, fsync, rename, fsync of the directory) by
 and at shutdown before the clean-shutdown marker. A crash leaves the previous or the new file;
 either may lag the logs (the high watermark only grows while a partition lives, so a lagging
 value is merely conservative). Opening a log starts it at ``min(checkpoint, log end offset)``;
-a partition the file does not list (a data directory written before replication, when a
-partition had one replica and its high watermark was its log end) starts at its log end
-offset; a damaged file starts every log found at its log start offset (its leader or its ISR
+a data directory without the file (written before replication, when a partition had one
+replica and its high watermark was its log end) starts every partition at its log end offset,
+but a partition missing from an existing file (created within the interval before a crash)
+starts at its log start offset, as in Kafka, until its leader moves it; a damaged file starts every log found at its log start offset (its leader or its ISR
 moves it up again) and says so at WARNING. Entries of partitions not opened yet are carried
 over into each new file; those of deleted partitions are dropped.
 
@@ -533,6 +534,12 @@ class LogManager:
                 out[key] = hw
         # Entries of partitions gone since must leave the file at the next write.
         self._written_hws = dict(out) if len(out) == len(entries) else None
+        # A partition the file does not list was created since it was last written (a crash
+        # within the checkpoint interval): its log may hold records its ISR never had, so it
+        # starts at its log start, as Kafka starts it, until its leader moves it. Only a data
+        # dir without the file (written before replication) starts at its log ends.
+        for key in self._unopened:
+            out.setdefault(key, 0)
         return out
 
     def corrupt_batches(self) -> int:
