@@ -430,6 +430,14 @@ class ReplicaManager:
             return None
         return lp.wait_for_high_watermark(info.last_offset + 1)
 
+    def wait_for_offset(
+        self, topic: str, partition: int, end_offset: int
+    ) -> asyncio.Future[None] | None:
+        """A future resolved once the high watermark reaches ``end_offset`` (failed as
+        :meth:`wait_for_replication`'s); None when it has, or for one replica."""
+        lp = self._leaders.get((topic, partition))
+        return lp.wait_for_high_watermark(end_offset) if lp is not None else None
+
     def _maybe_advance_high_watermark(self, lp: LeaderPartition) -> bool:
         if self._broker.fenced:
             return False  # a zombie leader makes nothing visible and acknowledges nothing
