@@ -173,6 +173,9 @@ class ReplicaManager:
         #: appends must have replicated before it is answered (the list made at the first).
         self._collecting = False
         self._barrier: list[asyncio.Future[None]] = _NO_WAITS
+        #: DeleteRecords waiting for every replica's log start (Kafka's DelayedDeleteRecords):
+        #: partition -> (required low watermark, future of the low watermark reached).
+        self._low_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future[int]]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -193,6 +196,8 @@ class ReplicaManager:
         for lp in self._leaders.values():
             lp.fail_waiters(NotLeaderOrFollowerError("the broker is stopping"))
         self._leaders.clear()
+        for tp in list(self._low_waiters):
+            self._fail_low_waiters(tp, "the broker is stopping")
         self.replica_watch.notify_all()
 
     # -- leadership ------------------------------------------------------------------------------
@@ -318,6 +323,7 @@ class ReplicaManager:
         if lp is not None:
             lp.fail_waiters(NotLeaderOrFollowerError(why))
             self.replica_watch.notify(tp)
+        self._fail_low_waiters(tp, why)
 
     # -- appends ---------------------------------------------------------------------------------
 
@@ -520,6 +526,8 @@ class ReplicaManager:
         if self._maybe_advance_high_watermark(lp):
             data = replace(data, high_watermark=plog.high_watermark,
                            last_stable_offset=plog.last_stable_offset)
+        if (topic, partition) in self._low_waiters:
+            self._complete_low_waiters(lp)
         if lp.may_join_isr(replica_id) and self._eligible(replica_id, follower.broker_epoch):
             self._propose_isr(lp, (*lp.isr, replica_id))
         return FollowerFetch(data)
@@ -628,6 +636,59 @@ class ReplicaManager:
                          f.log_end_offset, lp.log.log_end_offset,
                          now - f.last_caught_up_time_ms)
             self._propose_isr(lp, new_isr)
+
+    # -- DeleteRecords ---------------------------------------------------------------------------
+
+    def low_watermark(self, topic: str, partition: int) -> int:
+        """The lowest log start offset over the leader and its followers on registered brokers
+        (Kafka's ``lowWatermarkIfLeader``); a follower that has not fetched yet counts as -1."""
+        lp = self._leaders.get((topic, partition))
+        plog = self._broker.topics.log(topic, partition)
+        if lp is None:
+            return plog.log_start_offset
+        return self._low_watermark(lp)
+
+    def _low_watermark(self, lp: LeaderPartition) -> int:
+        cluster = self._broker.cluster
+        starts = [
+            f.log_start_offset for r, f in lp.followers.items() if cluster.broker(r) is not None
+        ]
+        return min([lp.log.log_start_offset, *starts])
+
+    def wait_for_low_watermark(
+        self, topic: str, partition: int, offset: int
+    ) -> asyncio.Future[int] | None:
+        """DeleteRecords (Kafka's DelayedDeleteRecords): a future of the low watermark once it
+        has reached ``offset`` -- every replica moved its log start offset there, which a
+        follower does once a fetch answer told it the leader's -- failed with
+        NOT_LEADER_OR_FOLLOWER if leadership moves; None when it already has. The replica
+        fetches are woken so that followers learn the new log start at once."""
+        lp = self._leaders.get((topic, partition))
+        if lp is None or self._low_watermark(lp) >= offset:
+            return None
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._low_waiters.setdefault((topic, partition), []).append((offset, fut))
+        self.replica_watch.notify((topic, partition))
+        return fut
+
+    def _complete_low_waiters(self, lp: LeaderPartition) -> None:
+        tp = (lp.topic, lp.partition)
+        low = self._low_watermark(lp)
+        waiting = []
+        for offset, fut in self._low_waiters.pop(tp, []):
+            if fut.done():
+                continue
+            if low >= offset:
+                fut.set_result(low)
+            else:
+                waiting.append((offset, fut))
+        if waiting:
+            self._low_waiters[tp] = waiting
+
+    def _fail_low_waiters(self, tp: TopicPartition, why: str) -> None:
+        for _offset, fut in self._low_waiters.pop(tp, []):
+            if not fut.done():
+                fut.set_exception(NotLeaderOrFollowerError(why))
 
     # -- ListOffsets -----------------------------------------------------------------------------
 

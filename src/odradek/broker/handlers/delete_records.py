@@ -3,13 +3,19 @@
 An offset of -1 means the high watermark; any other negative offset, or one beyond the high
 watermark, is OFFSET_OUT_OF_RANGE. Each partition answers with its low watermark (the new log start
 offset; -1 on error). As Kafka: internal topics are refused (INVALID_TOPIC_EXCEPTION) and so are
-topics whose cleanup.policy does not include ``delete`` (POLICY_VIOLATION). With a single replica
-the low watermark is reached at once, so the timeout is not used. Only the partition's leader
-deletes (NOT_LEADER_OR_FOLLOWER elsewhere).
+topics whose cleanup.policy does not include ``delete`` (POLICY_VIOLATION). Only the partition's
+leader deletes (NOT_LEADER_OR_FOLLOWER elsewhere).
+
+With several replicas a partition is answered once its *low watermark* -- the lowest log start
+offset over the leader and its followers on registered brokers -- has reached the new log start
+(Kafka's DelayedDeleteRecords): followers learn the leader's log start from their fetches and
+move theirs. Partitions still waiting at the request's ``timeout`` answer REQUEST_TIMED_OUT;
+one whose leadership moves meanwhile NOT_LEADER_OR_FOLLOWER.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -63,19 +69,55 @@ def _partition(mod: Any, index: int, code: ErrorCode, low_watermark: int = -1) -
 
 def handle(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
-    topics = []
+    # name -> partition -> (error, low watermark); waits[(name, index)] until replicated.
+    results: dict[str, dict[int, tuple[ErrorCode, int]]] = {}
+    waits: dict[tuple[str, int], asyncio.Future[int]] = {}
     for t in request.body.topics:
-        parts = []
+        parts = results.setdefault(t.name, {})
         for p in t.partitions:
+            index = p.partition_index
             try:
-                low = _delete(broker, t.name, p.partition_index, p.offset)
+                start = _delete(broker, t.name, index, p.offset)
+                wait = broker.replicas.wait_for_low_watermark(t.name, index, start)
             except Exception as e:
-                code = error_code_for(e, context=f"delete records of {t.name}-{p.partition_index}")
-                parts.append(_partition(mod, p.partition_index, code))
+                code = error_code_for(e, context=f"delete records of {t.name}-{index}")
+                parts[index] = (code, -1)
+                continue
+            if wait is None:
+                parts[index] = (ErrorCode.none, broker.replicas.low_watermark(t.name, index))
             else:
-                parts.append(_partition(mod, p.partition_index, ErrorCode.none, low))
-        topics.append(build(mod.DeleteRecordsTopicResult, name=t.name, partitions=tuple(parts)))
-    return build(mod.DeleteRecordsResponse, throttle_time=_ZERO, topics=tuple(topics))
+                parts[index] = (ErrorCode.request_timed_out, -1)
+                waits[(t.name, index)] = wait
+    if not waits:
+        return _response(mod, results)
+
+    async def replicated() -> Any:
+        _done, pending = await asyncio.wait(
+            waits.values(), timeout=request.body.timeout.total_seconds()
+        )
+        for (name, index), fut in waits.items():
+            if fut in pending:
+                fut.cancel()  # stays REQUEST_TIMED_OUT
+                continue
+            exc = fut.exception()
+            if exc is None:
+                results[name][index] = (ErrorCode.none, fut.result())
+            else:
+                code = error_code_for(exc, context=f"delete records of {name}-{index}")
+                results[name][index] = (code, -1)
+        return _response(mod, results)
+
+    return replicated()
+
+
+def _response(mod: Any, results: dict[str, dict[int, tuple[ErrorCode, int]]]) -> Any:
+    topics = tuple(
+        build(mod.DeleteRecordsTopicResult, name=name, partitions=tuple(
+            _partition(mod, index, code, low) for index, (code, low) in parts.items()
+        ))
+        for name, parts in results.items()
+    )
+    return build(mod.DeleteRecordsResponse, throttle_time=_ZERO, topics=topics)
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
