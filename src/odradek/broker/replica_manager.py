@@ -637,6 +637,52 @@ class ReplicaManager:
                          now - f.last_caught_up_time_ms)
             self._propose_isr(lp, new_isr)
 
+    # -- fetch from the closest replica (KIP-392) -------------------------------------------------
+
+    def preferred_read_replica(
+        self, topic: str, partition: int, fetch_offset: int, client_rack: str
+    ) -> int:
+        """The replica a consumer in ``client_rack`` should read ``fetch_offset`` from, as
+        Kafka's RackAwareReplicaSelector picks it, or -1 for this leader: candidates are the
+        leader and the followers on registered brokers whose log holds the offset; the leader
+        when it is in the client's rack or no candidate is, else the most caught-up candidate
+        there."""
+        lp = self._leaders.get((topic, partition))
+        cluster = self._broker.cluster
+        if lp is None or not client_rack:
+            return -1
+
+        def rack(node: int) -> str | None:
+            registered = cluster.broker(node)
+            return registered.info.rack if registered is not None else None
+
+        if rack(self._broker.node_id) == client_rack:
+            return -1
+        best: tuple[int, int, int] | None = None  # (log end offset, caught-up time, id)
+        for r, f in lp.followers.items():
+            if (
+                f.log_start_offset <= fetch_offset <= f.log_end_offset
+                and rack(r) == client_rack
+            ):
+                candidate = (f.log_end_offset, f.last_caught_up_time_ms, r)
+                if best is None or candidate > best:
+                    best = candidate
+        return best[2] if best is not None else -1
+
+    def follower_log(
+        self, topic: str, partition: int, current_leader_epoch: int
+    ) -> PartitionLog | None:
+        """The log of a partition this broker follows, for a consumer's fetch (v11+, KIP-392),
+        its leader epoch checked (KIP-320); None when this broker leads it or holds no replica
+        (the leader's checks answer then)."""
+        broker = self._broker
+        state = broker.cluster.partition(topic, partition)
+        node_id = broker.node_id
+        if state is None or state.leader == node_id or node_id not in state.replicas:
+            return None
+        check_leader_epoch(current_leader_epoch, state.leader_epoch)
+        return broker.logs.opened_log(topic, partition) or broker.topics.log(topic, partition)
+
     # -- DeleteRecords ---------------------------------------------------------------------------
 
     def low_watermark(self, topic: str, partition: int) -> int:
