@@ -311,6 +311,7 @@ class CoordinatorHost:
         self._load_hook = load_hook
         self._loads: dict[int, asyncio.Task[None]] = {}
         self._started = False
+        self._stopping = False
         self._loaded_records = 0
         self._load_started = 0.0
         self._timers = TimerTask(
@@ -377,6 +378,7 @@ class CoordinatorHost:
             self.maybe_follow_leadership()
 
     async def stop(self) -> None:
+        self._stopping = True  # writes failed by the shutdown revert nothing
         loads = list(self._loads.values())
         for task in loads:
             task.cancel()
@@ -402,6 +404,8 @@ class CoordinatorHost:
         """A write to ``partition`` was replayed but will not be replicated: load the partition
         again from its log up to the high watermark (what is durable), or drop it when this
         broker no longer leads it."""
+        if self._stopping:
+            return
         if self.leads(partition):
             plog = self._broker.topics.log(self.topic.name, partition)
             # What the log holds above the high watermark now is what will not replicate.

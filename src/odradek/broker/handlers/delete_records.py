@@ -69,11 +69,12 @@ def _partition(mod: Any, index: int, code: ErrorCode, low_watermark: int = -1) -
 
 def handle(broker: BrokerServices, request: Request) -> Any:
     mod = response_module(KEY, request.api_version)
-    # name -> partition -> (error, low watermark); waits[(name, index)] until replicated.
-    results: dict[str, dict[int, tuple[ErrorCode, int]]] = {}
-    waits: dict[tuple[str, int], asyncio.Future[int]] = {}
+    # per topic, per partition entry in request order: [index, error, low watermark]
+    results: list[tuple[str, list[list[Any]]]] = []
+    waits: dict[int, tuple[str, list[Any], asyncio.Future[int]]] = {}
     for t in request.body.topics:
-        parts = results.setdefault(t.name, {})
+        parts: list[list[Any]] = []
+        results.append((t.name, parts))
         for p in t.partitions:
             index = p.partition_index
             try:
@@ -81,41 +82,43 @@ def handle(broker: BrokerServices, request: Request) -> Any:
                 wait = broker.replicas.wait_for_low_watermark(t.name, index, start)
             except Exception as e:
                 code = error_code_for(e, context=f"delete records of {t.name}-{index}")
-                parts[index] = (code, -1)
+                parts.append([index, code, -1])
                 continue
             if wait is None:
-                parts[index] = (ErrorCode.none, broker.replicas.low_watermark(t.name, index))
+                low = broker.replicas.low_watermark(t.name, index)
+                parts.append([index, ErrorCode.none, low])
             else:
-                parts[index] = (ErrorCode.request_timed_out, -1)
-                waits[(t.name, index)] = wait
+                entry = [index, ErrorCode.request_timed_out, -1]
+                parts.append(entry)
+                waits[len(waits)] = (t.name, entry, wait)
     if not waits:
         return _response(mod, results)
 
     async def replicated() -> Any:
+        futures = [fut for _name, _entry, fut in waits.values()]
         _done, pending = await asyncio.wait(
-            waits.values(), timeout=request.body.timeout.total_seconds()
+            futures, timeout=request.body.timeout.total_seconds()
         )
-        for (name, index), fut in waits.items():
+        for name, entry, fut in waits.values():
             if fut in pending:
                 fut.cancel()  # stays REQUEST_TIMED_OUT
                 continue
             exc = fut.exception()
             if exc is None:
-                results[name][index] = (ErrorCode.none, fut.result())
+                entry[1], entry[2] = ErrorCode.none, fut.result()
             else:
-                code = error_code_for(exc, context=f"delete records of {name}-{index}")
-                results[name][index] = (code, -1)
+                entry[1] = error_code_for(exc, context=f"delete records of {name}-{entry[0]}")
         return _response(mod, results)
 
     return replicated()
 
 
-def _response(mod: Any, results: dict[str, dict[int, tuple[ErrorCode, int]]]) -> Any:
+def _response(mod: Any, results: list[tuple[str, list[list[Any]]]]) -> Any:
     topics = tuple(
         build(mod.DeleteRecordsTopicResult, name=name, partitions=tuple(
-            _partition(mod, index, code, low) for index, (code, low) in parts.items()
+            _partition(mod, index, code, low) for index, code, low in parts
         ))
-        for name, parts in results.items()
+        for name, parts in results
     )
     return build(mod.DeleteRecordsResponse, throttle_time=_ZERO, topics=topics)
 
