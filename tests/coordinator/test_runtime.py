@@ -223,3 +223,101 @@ def test_timers_are_operations(kv: KeyValues, log: MemoryLog, rt: CoordinatorRun
     assert rt.poll(5) == 0
     assert rt.poll(20) == 3
     assert kv.state == {0: {"t": "1"}, 1: {"u": "1"}}
+
+
+class Replications:
+    """The runtime's ``replicated`` hook over a test-driven high watermark per partition: a
+    write is durable once :meth:`advance` passes its end, or fails with :meth:`fail`."""
+
+    def __init__(self) -> None:
+        self.high_watermark: dict[int, int] = {}
+        self.waiting: list[tuple[int, int, Any]] = []
+
+    def __call__(self, partition: int, end_offset: int) -> Any:
+        if self.high_watermark.get(partition, 0) >= end_offset:
+            return None
+        outer = self
+
+        class One:
+            def add_done(self, callback: Any) -> None:
+                outer.waiting.append((partition, end_offset, callback))
+
+        return One()
+
+    def advance(self, partition: int, offset: int) -> None:
+        self.high_watermark[partition] = offset
+        done = [w for w in self.waiting if w[0] == partition and w[1] <= offset]
+        self.waiting = [w for w in self.waiting if w not in done]
+        for _p, _o, callback in done:
+            callback(None)
+
+    def fail(self, partition: int, error: Exception) -> None:
+        failed = [w for w in self.waiting if w[0] == partition]
+        self.waiting = [w for w in self.waiting if w not in failed]
+        for _p, _o, callback in failed:
+            callback(error)
+
+
+def test_effects_and_follow_ups_wait_until_the_write_is_durable(
+    kv: KeyValues, log: MemoryLog
+) -> None:
+    """Kafka's runtime applies a write at once but completes it (its response, what follows)
+    only once the high watermark covers it."""
+    repl = Replications()
+    rt = CoordinatorRuntime(kv, log.write, topic="__kv", replicated=repl)
+    rt.load(0, ())
+    order: list[str] = []
+
+    def follow_up() -> CoordinatorResult[Any]:
+        order.append("follow-up")
+        return kv.put(0, "b", "2", on_written=lambda e: order.append(f"b written {e}"))
+
+    answer = rt.write(0, lambda: kv.put(
+        0, "a", "1", after=(follow_up,), on_written=lambda e: order.append(f"a written {e}")
+    ))
+    assert answer == "put a" and kv.state == {0: {"a": "1"}}  # applied at once
+    assert order == []  # ...but not complete: nothing follows yet
+    repl.advance(0, 1)
+    assert order == ["a written None", "follow-up"]
+    assert kv.state == {0: {"a": "1", "b": "2"}}
+    repl.advance(0, 2)
+    assert order[-1] == "b written None"
+    # A timer's write waits the same way.
+    kv.timer.schedule("t", 10, lambda: kv.put(0, "c", "3",
+                                              on_written=lambda e: order.append("timer")))
+    rt.poll(10)
+    assert order[-1] != "timer"
+    repl.advance(0, 3)
+    assert order[-1] == "timer"
+
+
+def test_a_write_that_fails_to_replicate_reverts_the_partition(
+    kv: KeyValues, log: MemoryLog
+) -> None:
+    repl = Replications()
+    reverted: list[int] = []
+    rt = CoordinatorRuntime(kv, log.write, topic="__kv", replicated=repl,
+                            on_failed=reverted.append)
+    rt.load(0, ())
+    rt.load(1, ())
+    outcomes: list[Exception | None] = []
+    followed: list[int] = []
+    rt.write(0, lambda: kv.put(0, "a", "1", on_written=outcomes.append,
+                               after=(lambda: followed.append(1),)))
+    rt.write(1, lambda: kv.put(1, "x", "1"))
+    repl.fail(0, CoordinatorNotAvailableError("not enough replicas"))
+    assert len(outcomes) == 1 and isinstance(outcomes[0], CoordinatorNotAvailableError)
+    assert followed == []  # what follows a failed write never runs
+    assert reverted == [0]  # the host rebuilds partition 0 from its durable log
+    # Without a host the partition is dropped (NOT_COORDINATOR): its state ran ahead.
+    bare = CoordinatorRuntime(kv, log.write, topic="__kv", replicated=repl)
+    bare.load(2, ())
+    bare.write(2, lambda: kv.put(2, "k", "v"))
+    repl.fail(2, CoordinatorNotAvailableError("not enough replicas"))
+    with pytest.raises(NotCoordinatorError):
+        bare.write(2, lambda: kv.put(2, "k", "w"))
+    # A snapshot write (not replayed) reverts nothing: its effect waited in on_written.
+    repl.advance(1, 1)
+    rt.write(1, lambda: kv.put(1, "s", "1", replay=False))
+    repl.fail(1, CoordinatorNotAvailableError("not enough replicas"))
+    assert reverted == [0]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import signal
 import socket
 import time
 import uuid
@@ -475,3 +477,55 @@ def test_paused_followers_leave_the_isr_and_rejoin(
     producer.produce(topic, b"after", partition=0, on_delivery=report)
     assert producer.flush(30) == 0
     assert acked[-1] == 7
+
+
+def test_a_fenced_leader_moves_no_high_watermark(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    """A leader whose session may have expired (etcd hangs: SIGSTOP) is a zombie: a follower
+    that fetches everything moves its high watermark no further, an acks=all produce waiting
+    from before is never acknowledged, and consumers see nothing new."""
+    cluster = odradek_cluster_factory(
+        brokers=2, session_timeout_ms=3000, offsets_topic_replication_factor="1",
+    )
+    leader = cluster.broker(1).address
+    etcd = Etcd(cluster)
+    topic = f"zombie-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": leader})
+    admin.create_topics([NewTopic(
+        topic, 1, replica_assignment=[[1, 2]], config={"min.insync.replicas": "2"},
+    )])[topic].result(30)
+    cluster.broker(2).pause()
+    state = etcd.state(topic)
+    epoch = state.leader_epoch
+    follower = Follower(leader, etcd.topic_id(topic), etcd.broker_epoch(2))
+    assert cluster.etcd is not None and cluster.etcd.pid is not None
+    producer = RawClient(leader)
+    try:
+        assert follower.fetch(0).high_watermark == 0
+        # Replicated while the leader's session is alive: acknowledged.
+        assert _produce(leader, topic, acks=1, n=2).error_code == ErrorCode.none
+        follower.fetch(2, last_fetched_epoch=epoch)
+        assert _latest(leader, topic).offset == 2
+
+        producer.send(_produce_request(topic, -1, 6000, 3))
+        assert _no_answer_within(producer, 0.3)
+        os.kill(cluster.etcd.pid, signal.SIGSTOP)
+        # Once the lease could have expired the leader refuses writes (nothing appended).
+        _wait(lambda: _produce(leader, topic, acks=1).error_code ==
+              ErrorCode.not_leader_or_follower, "the leader to be fenced")
+        leo = _offsets(follower.fetch(2, last_fetched_epoch=epoch).records)[-1] + 1
+        assert leo >= 5
+        # The follower now holds everything: a live leader would move its high watermark and
+        # acknowledge the waiting produce; a fenced one does neither.
+        caught_up = follower.fetch(leo, last_fetched_epoch=epoch)
+        assert caught_up.high_watermark == 2
+        assert _latest(leader, topic).offset == 2
+        answer = producer.receive(0, 11).responses[0].partition_responses[0]
+        assert answer.error_code != ErrorCode.none
+        assert follower.fetch(leo, last_fetched_epoch=epoch).high_watermark == 2
+    finally:
+        producer.close()
+        follower.close()
+        os.kill(cluster.etcd.pid, signal.SIGCONT)
+        cluster.broker(2).resume()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -242,7 +243,8 @@ class Broker:
         )
         # Started once registered: a follower's fetches carry the broker epoch.
         self.replica_fetchers = ReplicaFetcherManager(
-            FetcherConfig.from_broker_config(self.config),
+            dataclasses.replace(FetcherConfig.from_broker_config(self.config),
+                                on_high_watermark=self.append_watch.notify),
             self.cluster,
             self.topics.log,
             lambda: self.cluster_member.epoch if self.cluster_member is not None else -1,

@@ -32,6 +32,7 @@ from odradek.coordinator.runtime import (
     CoordinatorRuntime,
     CoordinatorShard,
     PartitionState,
+    Replication,
     StoredMarker,
     StoredRecord,
 )
@@ -40,6 +41,8 @@ from odradek.errors import (
     CoordinatorLoadInProgressError,
     CoordinatorNotAvailableError,
     KafkaError,
+    NotCoordinatorError,
+    NotLeaderOrFollowerError,
     RecordListTooLargeError,
     RecordTooLargeError,
     TopicAlreadyExistsError,
@@ -154,6 +157,13 @@ class InternalTopic:
             log.warning("writing to %s-%d failed: %s", self.name, partition, e)
             raise CoordinatorNotAvailableError(f"{self.name} is not writable: {e}") from e
 
+    def replicated(self, partition: int, end_offset: int) -> Replication | None:
+        """The replication of a write ending before ``end_offset`` (None: durable already);
+        its error is the one a coordinator answers: NOT_COORDINATOR once leadership moved,
+        else COORDINATOR_NOT_AVAILABLE (Kafka's mapping of NOT_ENOUGH_REPLICAS and the like)."""
+        fut = self._broker.replicas.wait_for_offset(self.name, partition, end_offset)
+        return _FutureReplication(fut, f"{self.name}-{partition}") if fut is not None else None
+
     def read(self, partition: int) -> Iterator[tuple[BatchHeader, list[Record]]]:
         """Every batch of ``partition`` up to the high watermark, with its records. The high
         watermark is read again after every chunk, so what was appended meanwhile (a marker
@@ -174,10 +184,15 @@ class InternalTopic:
                 offset = header.next_offset
                 yield header, decode_records(batch)
 
-    def stored(self, partition: int) -> Iterator[StoredRecord | StoredMarker]:
+    def stored(
+        self, partition: int, skip: tuple[int, int] = (0, 0)
+    ) -> Iterator[StoredRecord | StoredMarker]:
         """``partition``'s records as a coordinator replays them: data records (with their
-        producer when in a transactional batch) and COMMIT/ABORT markers."""
+        producer when in a transactional batch) and COMMIT/ABORT markers; batches based in the
+        offset range ``skip`` are left out (writes that will not be replicated)."""
         for header, records in self.read(partition):
+            if skip[0] <= header.base_offset < skip[1]:
+                continue
             if header.is_control:
                 for record in records:
                     marker = control_type(record.key)
@@ -187,6 +202,35 @@ class InternalTopic:
             producer_id = header.producer_id if header.is_transactional else None
             for record in records:
                 yield StoredRecord(record.key, record.value, producer_id, record.offset)
+
+
+class _FutureReplication:
+    """A :class:`~odradek.coordinator.runtime.Replication` over the replica manager's future."""
+
+    __slots__ = ("_future", "_what")
+
+    def __init__(self, future: asyncio.Future[None], what: str) -> None:
+        self._future = future
+        self._what = what
+
+    def add_done(self, callback: Callable[[Exception | None], None]) -> None:
+        def done(fut: asyncio.Future[None]) -> None:
+            callback(coordinator_error(fut, self._what))
+
+        self._future.add_done_callback(done)
+
+
+def coordinator_error(fut: asyncio.Future[None], what: str) -> KafkaError | None:
+    """How a coordinator answers the failed replication ``fut`` of a write to ``what``."""
+    if fut.cancelled():
+        return NotCoordinatorError(f"{what}: the broker is stopping")
+    exc = fut.exception()
+    if exc is None:
+        return None
+    message = f"{what}: not replicated: {exc}"
+    if isinstance(exc, NotLeaderOrFollowerError):
+        return NotCoordinatorError(message)
+    return CoordinatorNotAvailableError(message)
 
 
 class TimerTask:
@@ -259,11 +303,15 @@ class CoordinatorHost:
     ) -> None:
         self._broker = broker
         self.topic = topic
-        self.runtime = CoordinatorRuntime(shard, topic.append, topic=topic.name)
+        self.runtime = CoordinatorRuntime(
+            shard, topic.append, topic=topic.name, replicated=topic.replicated,
+            on_failed=self._revert,
+        )
         self._name = name
         self._load_hook = load_hook
         self._loads: dict[int, asyncio.Task[None]] = {}
         self._started = False
+        self._stopping = False
         self._loaded_records = 0
         self._load_started = 0.0
         self._timers = TimerTask(
@@ -330,6 +378,7 @@ class CoordinatorHost:
             self.maybe_follow_leadership()
 
     async def stop(self) -> None:
+        self._stopping = True  # writes failed by the shutdown revert nothing
         loads = list(self._loads.values())
         for task in loads:
             task.cancel()
@@ -338,18 +387,31 @@ class CoordinatorHost:
                 await task
         await self._timers.stop()
 
-    def load(self, partition: int) -> asyncio.Task[None]:
+    def load(self, partition: int, skip: tuple[int, int] = (0, 0)) -> asyncio.Task[None]:
         """Start loading ``partition``: requests for it answer COORDINATOR_LOAD_IN_PROGRESS until
-        its records are replayed."""
+        its records are replayed (but those based in the offset range ``skip``)."""
         previous = self._loads.pop(partition, None)
         if previous is not None:
             previous.cancel()
         self.runtime.begin_load(partition)
         task = asyncio.create_task(
-            self._load(partition), name=f"odradek-{self._name}-load-{partition}"
+            self._load(partition, skip), name=f"odradek-{self._name}-load-{partition}"
         )
         self._loads[partition] = task
         return task
+
+    def _revert(self, partition: int) -> None:
+        """A write to ``partition`` was replayed but will not be replicated: load the partition
+        again from its log up to the high watermark (what is durable), or drop it when this
+        broker no longer leads it."""
+        if self._stopping:
+            return
+        if self.leads(partition):
+            plog = self._broker.topics.log(self.topic.name, partition)
+            # What the log holds above the high watermark now is what will not replicate.
+            self.load(partition, skip=(plog.high_watermark, plog.log_end_offset))
+        else:
+            self.unload(partition)
 
     def unload(self, partition: int) -> None:
         """Stop coordinating ``partition`` and forget its state (NOT_COORDINATOR from now)."""
@@ -361,14 +423,14 @@ class CoordinatorHost:
     def is_loading(self) -> bool:
         return self.runtime.is_loading()
 
-    async def _load(self, partition: int) -> None:
+    async def _load(self, partition: int, skip: tuple[int, int] = (0, 0)) -> None:
         runtime = self.runtime
         try:
             if self._load_hook is not None:
                 await self._load_hook(self.topic.name, partition)
             applied = 0
             chunk: list[StoredRecord | StoredMarker] = []
-            for item in self.topic.stored(partition):
+            for item in self.topic.stored(partition, skip):
                 chunk.append(item)
                 if len(chunk) >= LOAD_CHUNK_RECORDS:
                     applied += runtime.replay_stored(partition, chunk)

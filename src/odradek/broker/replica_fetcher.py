@@ -48,7 +48,7 @@ import logging
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kio.schema.fetch.v16 import request as fetch_req
@@ -89,6 +89,11 @@ class FetcherConfig:
     backoff_ms: int = 1000  # replica.fetch.backoff.ms
     num_fetchers: int = 1  # num.replica.fetchers
     socket_timeout_ms: int = 30000  # replica.socket.timeout.ms
+    #: Told of each partition whose high watermark moved (wakes consumers' fetches served by
+    #: this follower, KIP-392).
+    on_high_watermark: Callable[[tuple[str, int]], None] | None = field(
+        default=None, compare=False
+    )
 
     @classmethod
     def from_broker_config(cls, config: BrokerConfig) -> FetcherConfig:
@@ -359,6 +364,8 @@ class ReplicaFetcher:
         high_watermark = min(int(data.high_watermark), leo)
         if high_watermark > plog.high_watermark:
             plog.update_high_watermark(high_watermark)
+            if self._config.on_high_watermark is not None:
+                self._config.on_high_watermark((state.topic, state.partition))
         leader_start = min(int(data.log_start_offset), plog.high_watermark)
         if leader_start > plog.log_start_offset:
             plog.delete_records_before(leader_start)

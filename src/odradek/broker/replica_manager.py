@@ -176,6 +176,9 @@ class ReplicaManager:
         #: appends must have replicated before it is answered (the list made at the first).
         self._collecting = False
         self._barrier: list[asyncio.Future[None]] = _NO_WAITS
+        #: DeleteRecords waiting for every replica's log start (Kafka's DelayedDeleteRecords):
+        #: partition -> (required low watermark, future of the low watermark reached).
+        self._low_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future[int]]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -196,6 +199,8 @@ class ReplicaManager:
         for lp in self._leaders.values():
             lp.fail_waiters(NotLeaderOrFollowerError("the broker is stopping"))
         self._leaders.clear()
+        for tp in list(self._low_waiters):
+            self._fail_low_waiters(tp, "the broker is stopping")
         self.replica_watch.notify_all()
 
     # -- leadership ------------------------------------------------------------------------------
@@ -321,6 +326,7 @@ class ReplicaManager:
         if lp is not None:
             lp.fail_waiters(NotLeaderOrFollowerError(why))
             self.replica_watch.notify(tp)
+        self._fail_low_waiters(tp, why)
 
     # -- appends ---------------------------------------------------------------------------------
 
@@ -433,6 +439,14 @@ class ReplicaManager:
             return None
         return lp.wait_for_high_watermark(info.last_offset + 1)
 
+    def wait_for_offset(
+        self, topic: str, partition: int, end_offset: int
+    ) -> asyncio.Future[None] | None:
+        """A future resolved once the high watermark reaches ``end_offset`` (failed as
+        :meth:`wait_for_replication`'s); None when it has, or for one replica."""
+        lp = self._leaders.get((topic, partition))
+        return lp.wait_for_high_watermark(end_offset) if lp is not None else None
+
     def _maybe_advance_high_watermark(self, lp: LeaderPartition) -> bool:
         if self._broker.fenced:
             return False  # a zombie leader makes nothing visible and acknowledges nothing
@@ -515,6 +529,8 @@ class ReplicaManager:
         if self._maybe_advance_high_watermark(lp):
             data = replace(data, high_watermark=plog.high_watermark,
                            last_stable_offset=plog.last_stable_offset)
+        if (topic, partition) in self._low_waiters:
+            self._complete_low_waiters(lp)
         if lp.may_join_isr(replica_id) and self._eligible(replica_id, follower.broker_epoch):
             self._propose_isr(lp, (*lp.isr, replica_id))
         return FollowerFetch(data)
@@ -644,6 +660,105 @@ class ReplicaManager:
                          f.log_end_offset, lp.log.log_end_offset,
                          now - f.last_caught_up_time_ms)
             self._propose_isr(lp, new_isr)
+
+    # -- fetch from the closest replica (KIP-392) -------------------------------------------------
+
+    def preferred_read_replica(
+        self, topic: str, partition: int, fetch_offset: int, client_rack: str
+    ) -> int:
+        """The replica a consumer in ``client_rack`` should read ``fetch_offset`` from, as
+        Kafka's RackAwareReplicaSelector picks it, or -1 for this leader: candidates are the
+        leader and the followers on registered brokers whose log holds the offset; the leader
+        when it is in the client's rack or no candidate is, else the most caught-up candidate
+        there."""
+        lp = self._leaders.get((topic, partition))
+        cluster = self._broker.cluster
+        if lp is None or not client_rack:
+            return -1
+
+        def rack(node: int) -> str | None:
+            registered = cluster.broker(node)
+            return registered.info.rack if registered is not None else None
+
+        if rack(self._broker.node_id) == client_rack:
+            return -1
+        best: tuple[int, int, int] | None = None  # (log end offset, caught-up time, id)
+        for r, f in lp.followers.items():
+            if (
+                f.log_start_offset <= fetch_offset <= f.log_end_offset
+                and rack(r) == client_rack
+            ):
+                candidate = (f.log_end_offset, f.last_caught_up_time_ms, r)
+                if best is None or candidate > best:
+                    best = candidate
+        return best[2] if best is not None else -1
+
+    def follower_log(
+        self, topic: str, partition: int, current_leader_epoch: int
+    ) -> PartitionLog | None:
+        """The log of a partition this broker follows, for a consumer's fetch (v11+, KIP-392),
+        its leader epoch checked (KIP-320); None when this broker leads it or holds no replica
+        (the leader's checks answer then)."""
+        broker = self._broker
+        state = broker.cluster.partition(topic, partition)
+        node_id = broker.node_id
+        if state is None or state.leader == node_id or node_id not in state.replicas:
+            return None
+        check_leader_epoch(current_leader_epoch, state.leader_epoch)
+        return broker.logs.opened_log(topic, partition) or broker.topics.log(topic, partition)
+
+    # -- DeleteRecords ---------------------------------------------------------------------------
+
+    def low_watermark(self, topic: str, partition: int) -> int:
+        """The lowest log start offset over the leader and its followers on registered brokers
+        (Kafka's ``lowWatermarkIfLeader``); a follower that has not fetched yet counts as -1."""
+        lp = self._leaders.get((topic, partition))
+        plog = self._broker.topics.log(topic, partition)
+        if lp is None:
+            return plog.log_start_offset
+        return self._low_watermark(lp)
+
+    def _low_watermark(self, lp: LeaderPartition) -> int:
+        cluster = self._broker.cluster
+        starts = [
+            f.log_start_offset for r, f in lp.followers.items() if cluster.broker(r) is not None
+        ]
+        return min([lp.log.log_start_offset, *starts])
+
+    def wait_for_low_watermark(
+        self, topic: str, partition: int, offset: int
+    ) -> asyncio.Future[int] | None:
+        """DeleteRecords (Kafka's DelayedDeleteRecords): a future of the low watermark once it
+        has reached ``offset`` -- every replica moved its log start offset there, which a
+        follower does once a fetch answer told it the leader's -- failed with
+        NOT_LEADER_OR_FOLLOWER if leadership moves; None when it already has. The replica
+        fetches are woken so that followers learn the new log start at once."""
+        lp = self._leaders.get((topic, partition))
+        if lp is None or self._low_watermark(lp) >= offset:
+            return None
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._low_waiters.setdefault((topic, partition), []).append((offset, fut))
+        self.replica_watch.notify((topic, partition))
+        return fut
+
+    def _complete_low_waiters(self, lp: LeaderPartition) -> None:
+        tp = (lp.topic, lp.partition)
+        low = self._low_watermark(lp)
+        waiting = []
+        for offset, fut in self._low_waiters.pop(tp, []):
+            if fut.done():
+                continue
+            if low >= offset:
+                fut.set_result(low)
+            else:
+                waiting.append((offset, fut))
+        if waiting:
+            self._low_waiters[tp] = waiting
+
+    def _fail_low_waiters(self, tp: TopicPartition, why: str) -> None:
+        for _offset, fut in self._low_waiters.pop(tp, []):
+            if not fut.done():
+                fut.set_exception(NotLeaderOrFollowerError(why))
 
     # -- ListOffsets -----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
 from kio.schema.types import ProducerId, TopicName
 from kio.schema.write_txn_markers.v1 import request as write_txn_markers_v1
@@ -48,6 +48,12 @@ __all__ = ["TxnRuntime"]
 log = logging.getLogger("odradek.broker.transactions")
 
 R = TypeVar("R")
+
+
+#: (producer id, producer epoch, commit, coordinator epoch)
+_MarkerKey = tuple[int, int, bool, int]
+#: :meth:`_RemoteMarkers.take`'s answer for a marker still under way.
+_IN_FLIGHT = object()
 
 
 class TxnRuntime(CoordinatorHost):
@@ -87,9 +93,9 @@ class TxnRuntime(CoordinatorHost):
             return self.runtime.execute(op())
         return self.write(transactional_id, op)
 
-    def load(self, partition: int) -> asyncio.Task[None]:
+    def load(self, partition: int, skip: tuple[int, int] = (0, 0)) -> asyncio.Task[None]:
         self._loaded_epochs[partition] = self._leader_epoch(partition)
-        return super().load(partition)
+        return super().load(partition, skip)
 
     def unload(self, partition: int) -> None:
         super().unload(partition)
@@ -157,43 +163,72 @@ class TxnRuntime(CoordinatorHost):
         results: dict[tuple[str, int], ErrorCode] = {}
         remote: dict[int, list[tuple[str, int]]] = {}
         cluster = self._broker.cluster
+        marker = (producer_id, producer_epoch, commit, coordinator_epoch)
         for topic, partition in partitions:
             state = cluster.partition(topic, partition)
             if state is None or state.leader == self._broker.node_id:
+                # A marker appended here counts once replicated (Kafka's coordinator writes
+                # it with acks=all): until then it is in flight, as a remote one is.
+                tracked = self._remote_markers.take(marker, (topic, partition))
+                if tracked is _IN_FLIGHT:
+                    continue
+                if isinstance(tracked, ErrorCode):
+                    results[(topic, partition)] = tracked
+                    continue
                 # Unknown partitions are answered by the append (UNKNOWN_TOPIC_OR_PARTITION).
-                results[(topic, partition)] = self.append_marker(
-                    topic, partition, batch, producer_id, commit
+                code = self.append_marker(
+                    topic, partition, batch, producer_id, commit, track=marker
                 )
+                if code is not None:
+                    results[(topic, partition)] = code
             elif state.leader < 0:
                 results[(topic, partition)] = ErrorCode.leader_not_available
             else:
                 remote.setdefault(state.leader, []).append((topic, partition))
         if remote:
-            results.update(self._remote_markers.write(
-                (producer_id, producer_epoch, commit, coordinator_epoch), remote
-            ))
+            results.update(self._remote_markers.write(marker, remote))
         return results
 
+    @overload
     def append_marker(
         self, topic: str, partition: int, batch: bytes, producer_id: int, commit: bool
-    ) -> ErrorCode:
+    ) -> ErrorCode: ...
+
+    @overload
+    def append_marker(
+        self, topic: str, partition: int, batch: bytes, producer_id: int, commit: bool,
+        *, track: _MarkerKey,
+    ) -> ErrorCode | None: ...
+
+    def append_marker(
+        self, topic: str, partition: int, batch: bytes, producer_id: int, commit: bool,
+        *, track: _MarkerKey | None = None,
+    ) -> ErrorCode | None:
         """Append a COMMIT/ABORT control ``batch`` to ``topic``-``partition``; storage ends the
         producer's transaction there, and in ``__consumer_offsets`` the group coordinator
-        commits or drops the transaction's pending offsets. Returns the partition's outcome."""
+        commits or drops the transaction's pending offsets. Returns the partition's outcome;
+        with ``track`` (the coordinator's own markers), None while the marker replicates: its
+        outcome is kept as a remote marker's is, and the coordinator woken when it is in."""
         context = f"{'COMMIT' if commit else 'ABORT'} marker for {topic}-{partition}"
         try:
-            self._broker.replicas.append_as_leader(
+            info = self._broker.replicas.append_as_leader(
                 topic, partition, batch, origin=AppendOrigin.COORDINATOR, required_acks=-1
             )
         except Exception as e:
             return error_code_for(e, context=context)
+        replication = (
+            self._broker.replicas.wait_for_replication(topic, partition, info)
+            if track is not None else None
+        )
+        if track is not None and replication is not None:
+            self._remote_markers.track(track, (topic, partition), replication)
         if topic == OFFSETS_TOPIC:
             try:
                 self._broker.groups.on_marker(partition, producer_id, commit)
             except Exception as e:
                 # The marker is written; only the offsets cache missed it (as Kafka).
                 return error_code_for(e, context=context)
-        return ErrorCode.none
+        return None if replication is not None else ErrorCode.none
 
     def partition_exists(self, topic: str, partition: int) -> bool:
         meta = self._broker.topics.topic(topic)
@@ -203,8 +238,6 @@ class TxnRuntime(CoordinatorHost):
         return self._broker.groups.partition_for(group_id)
 
 
-#: (producer id, producer epoch, commit, coordinator epoch)
-_MarkerKey = tuple[int, int, bool, int]
 
 
 class _RemoteMarkers:
@@ -254,6 +287,44 @@ class _RemoteMarkers:
         if not outcomes:
             del self._outcomes[marker]
         return results
+
+    def take(self, marker: _MarkerKey, tp: tuple[str, int]) -> ErrorCode | object | None:
+        """The outcome of a marker of ``tp`` this broker appended itself (returned once),
+        :data:`_IN_FLIGHT` while it replicates, None when none is tracked."""
+        outcomes = self._outcomes.get(marker)
+        if outcomes is None or tp not in outcomes:
+            return None
+        code = outcomes[tp]
+        if code is None:
+            return _IN_FLIGHT
+        del outcomes[tp]
+        if not outcomes:
+            del self._outcomes[marker]
+        return code
+
+    def track(self, marker: _MarkerKey, tp: tuple[str, int], replication: asyncio.Future[None]
+              ) -> None:
+        """A marker appended here replicates: its outcome is in once ``replication`` is done
+        (the error the replica manager failed it with), and the coordinator is woken."""
+        self._outcomes.setdefault(marker, {})[tp] = None
+
+        def done(fut: asyncio.Future[None]) -> None:
+            outcomes = self._outcomes.get(marker)
+            if outcomes is None or tp not in outcomes:
+                return  # forgotten meanwhile (a partition of the topic was unloaded)
+            if fut.cancelled():
+                code = ErrorCode.not_leader_or_follower
+            else:
+                exc = fut.exception()
+                code = ErrorCode.none if exc is None else error_code_for(
+                    exc if isinstance(exc, Exception) else RuntimeError(str(exc)),
+                    context=f"marker for {tp[0]}-{tp[1]}",
+                )
+            outcomes[tp] = code
+            if not self._wake(marker[0]):
+                self._outcomes.pop(marker, None)
+
+        replication.add_done_callback(done)
 
     async def _send(self, marker: _MarkerKey, leader: int, tps: list[tuple[str, int]]) -> None:
         producer_id, producer_epoch, commit, coordinator_epoch = marker

@@ -267,12 +267,15 @@ class LocalCluster:
         etcd_endpoints: Sequence[str] = (),
         etcd_prefix: str = "/odradek",
         broker_properties: Mapping[str, str] | None = None,
+        racks: Mapping[int, str] | None = None,
     ) -> None:
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
         self.directory = directory
         self.prefix = etcd_prefix
         self._properties = dict(broker_properties or {})
+        #: node id -> its ``broker.rack``
+        self._racks = dict(racks or {})
         try:
             previous = read_description(directory)
         except (OSError, ValueError):
@@ -340,6 +343,8 @@ class LocalCluster:
             "group.initial.rebalance.delay.ms": "0",
             **self._properties,
         }
+        if broker.node_id in self._racks:
+            props["broker.rack"] = self._racks[broker.node_id]
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         broker.config_path.write_text(
             "# Written by odradek cluster up; rewritten at every start.\n" + text,

@@ -45,6 +45,7 @@ from odradek.config._broker_defs import (
     BROKER_KEY_ALIASES,
     IGNORED_BROKER_KEY_PREFIXES,
     IGNORED_BROKER_KEYS,
+    RACK_AWARE_REPLICA_SELECTOR,
 )
 from odradek.config._describe import (
     ConfigEntry,
@@ -95,6 +96,7 @@ __all__ = [
     "BROKER_KEY_ALIASES",
     "IGNORED_BROKER_KEYS",
     "IGNORED_BROKER_KEY_PREFIXES",
+    "RACK_AWARE_REPLICA_SELECTOR",
     "TOPIC_CONFIGS",
     "parse_properties",
     "load_properties",

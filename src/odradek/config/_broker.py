@@ -211,6 +211,7 @@ class BrokerConfig:
     max_connections_per_ip: int = _FROM_TABLE
     min_insync_replicas: int = _FROM_TABLE
     replica_lag_time_max_ms: int = _FROM_TABLE
+    replica_selector_class: str | None = _FROM_TABLE
     unclean_leader_election_enable: bool = _FROM_TABLE
     auto_leader_rebalance_enable: bool = _FROM_TABLE
     leader_imbalance_check_interval_seconds: int = _FROM_TABLE

@@ -29,7 +29,12 @@ __all__ = [
     "COMPRESSION_TYPES",
     "TIMESTAMP_TYPES",
     "MIN_SEGMENT_BYTES",
+    "RACK_AWARE_REPLICA_SELECTOR",
 ]
+
+#: ``replica.selector.class``'s one accepted value: Kafka's selector of a replica in the
+#: client's rack (KIP-392).
+RACK_AWARE_REPLICA_SELECTOR = "org.apache.kafka.common.replica.RackAwareReplicaSelector"
 
 
 def _int(name: str, default: int | None, doc: str, *, minimum: int | None = None,
@@ -181,6 +186,11 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _int("leader.imbalance.per.broker.percentage", 10, "The share of a broker's preferred "
          "partitions it may not lead before the controller elects their preferred leaders.",
          minimum=0),
+    ConfigDef("replica.selector.class", ConfigType.STRING, None,
+              "Which replica a consumer (Fetch v11+) should read from (KIP-392): "
+              f"{RACK_AWARE_REPLICA_SELECTOR} names a replica in the client's rack "
+              "(client.rack); unset, consumers read from the leader.",
+              OneOf((RACK_AWARE_REPLICA_SELECTOR,))),
     # The follower's fetchers (broker/replica_fetcher.py), Kafka's names and defaults.
     _int("num.replica.fetchers", 1, "Fetchers (connections) per leader broker that fetch the "
          "partitions this broker follows from it.", minimum=1),

@@ -19,10 +19,15 @@ This is the shape of Apache Kafka's ``CoordinatorRuntime``, for both coordinator
 - Timers are operations too: :meth:`CoordinatorRuntime.poll` runs the coordinator's due
   timer callbacks and writes the records they return.
 
-Writes are synchronous: the writer returns once the records are in the log (the high watermark
-covers them at once with one replica). With several replicas the broker holds the response of
-the request that wrote them until they are replicated (its dispatcher's barrier), while the
-state is already replayed, as in Kafka.
+Writes are synchronous: the writer returns once the records are in the leader's log, and they
+are replayed at once (as Kafka's runtime applies a write before it is committed). With several
+replicas a write is *durable* only once the high watermark covers it; the runtime's
+``replicated`` hook hands out a :class:`Replication` for it, and what must not happen before
+(a result's ``on_written`` and ``after``; the broker also holds the response of the request that
+wrote it) waits for that. A write that then fails to replicate gives ``on_written`` the error
+and reverts the partition's state to what is durable: the ``on_failed`` hook (the broker loads
+the partition again from its log up to the high watermark), as Kafka's runtime reverts to its
+last committed offset.
 
 Owned by one thread (the broker's event loop); nothing here does I/O except through the
 injected writer, and time comes from the caller.
@@ -49,6 +54,7 @@ __all__ = [
     "CoordinatorRuntime",
     "CoordinatorShard",
     "PartitionState",
+    "Replication",
     "StoredMarker",
     "StoredRecord",
     "Writer",
@@ -63,6 +69,20 @@ R = TypeVar("R")
 #: (transactional when the last argument is (producer id, epoch)); returns the offset of the
 #: first record. Raises a KafkaError, having written nothing, when it cannot.
 Writer = Callable[[int, Sequence[tuple[bytes, bytes | None]], "tuple[int, int] | None"], int]
+
+
+class Replication(Protocol):
+    """A write on its way to being durable (the high watermark covering it)."""
+
+    def add_done(self, callback: Callable[[Exception | None], None]) -> None:
+        """Call ``callback`` once with None when the write is durable, or with the error (as
+        the coordinator answers it) when it will not be."""
+        ...
+
+
+#: (partition, offset after the write) -> the write's :class:`Replication`, or None when it is
+#: durable already (one replica).
+Replicated = Callable[[int, int], "Replication | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +197,23 @@ class CoordinatorRuntime:
     """Runs one coordinator's operations over its internal topic ``topic``; see the module
     docs. Owned by the broker's event loop (or a test); not thread-safe."""
 
-    def __init__(self, shard: CoordinatorShard, write: Writer, *, topic: str) -> None:
+    def __init__(
+        self,
+        shard: CoordinatorShard,
+        write: Writer,
+        *,
+        topic: str,
+        replicated: Replicated | None = None,
+        on_failed: Callable[[int], None] | None = None,
+    ) -> None:
         self.shard = shard
         self.topic = topic
         self._write = write
+        #: Where writes wait to be durable (None: durable once written, as with one replica).
+        self._replicated = replicated
+        #: Called with a partition whose replayed write failed to replicate: its state ran
+        #: ahead of the log's durable part and must be rebuilt (None: it is unloaded).
+        self._on_failed = on_failed
         self._states: dict[int, PartitionState] = {}
 
     # -- partition states -------------------------------------------------------------------
@@ -288,15 +321,31 @@ class CoordinatorRuntime:
         """Persist and replay ``result`` (and its continuations), run its ``after`` operations,
         and return the response. Every partition written to must be served here."""
         after: list[Callable[[], CoordinatorResult[Any]]] = []
+        pending: list[Replication] = []
         while True:
-            self._persist(result)
+            pending.extend(self._persist(result))
             after.extend(result.after)
             if result.then is None:
                 break
             result = result.then()
+        if after:
+            if pending:
+                # Kafka's order: what follows a write (markers after PrepareCommit) starts
+                # once the write is durable, and not at all if it failed.
+                _when_all(pending, lambda error: self._run_after(after, error))
+            else:
+                self._run_after(after, None)
+        return result.response
+
+    def _run_after(
+        self, after: list[Callable[[], CoordinatorResult[Any]]], error: Exception | None
+    ) -> None:
+        if error is not None:
+            log.warning("%s: a write was not replicated (%s); what follows it is not run",
+                        self.topic, error)
+            return
         for op in after:
             self.run_detached(op)
-        return result.response
 
     def run_detached(self, op: Callable[[], object]) -> None:
         """Run an operation nobody waits for (a timer, a follow-up): write what it returns;
@@ -325,8 +374,12 @@ class CoordinatorRuntime:
         if self._states.get(partition) is PartitionState.ACTIVE:
             self.shard.replay_marker(partition, producer_id, commit)
 
-    def _persist(self, result: CoordinatorResult[Any]) -> None:
+    def _persist(self, result: CoordinatorResult[Any]) -> list[Replication]:
+        """Write and replay ``result``'s records; the replications still under way. Its
+        ``on_written`` runs once they are durable (at once for a link of a ``then`` chain, whose
+        next operation reads what it applied)."""
         shard = self.shard
+        pending: list[tuple[int, Replication]] = []
         try:
             batches: dict[int, list[Any]] = {}
             for record in result.records:
@@ -343,12 +396,62 @@ class CoordinatorRuntime:
                         shard.replay(
                             record, partition=partition, offset=base + i, producer_id=producer_id
                         )
+                if self._replicated is not None:
+                    replication = self._replicated(partition, base + len(records))
+                    if replication is not None:
+                        pending.append((partition, replication))
         except Exception as e:
             if result.on_written is not None:
                 result.on_written(e)
             raise
-        if result.on_written is not None:
-            result.on_written(None)
+        if not pending or result.then is not None:
+            if result.on_written is not None:
+                result.on_written(None)
+        else:
+            on_written = result.on_written
+
+            def durable(error: Exception | None) -> None:
+                if error is not None:
+                    log.warning("%s: a write was not replicated: %s", self.topic, error)
+                    if result.replay:
+                        for partition in sorted({p for p, _ in pending}):
+                            self._revert(partition)
+                if on_written is not None:
+                    on_written(error)
+
+            _when_all([r for _, r in pending], durable)
+        return [r for _, r in pending]
+
+    def _revert(self, partition: int) -> None:
+        """Its state holds a write that is not durable: rebuild it from what is."""
+        if self._states.get(partition) is not PartitionState.ACTIVE:
+            return
+        log.warning("%s-%d: reverting the coordinator's state to the replicated log",
+                    self.topic, partition)
+        if self._on_failed is not None:
+            self._on_failed(partition)
+        else:
+            self.unload(partition)
+
+
+def _when_all(
+    replications: Sequence[Replication], callback: Callable[[Exception | None], None]
+) -> None:
+    """``callback`` once every replication is done: None if all are durable, else the first
+    error."""
+    remaining = len(replications)
+    first: list[Exception] = []
+
+    def one(error: Exception | None) -> None:
+        nonlocal remaining
+        remaining -= 1
+        if error is not None and not first:
+            first.append(error)
+        if remaining == 0:
+            callback(first[0] if first else None)
+
+    for replication in replications:
+        replication.add_done(one)
 
 
 def _results(out: object) -> list[CoordinatorResult[Any]]:

@@ -13,7 +13,10 @@ starts over.
 ``read_committed`` fetches stop at the last stable offset and list the aborted transactions
 that overlap the returned batches, so clients drop their records.
 
-Only the leader serves a partition: any other broker answers NOT_LEADER_OR_FOLLOWER, and a
+The leader serves a partition; from v11 a follower serves consumers too, up to its own high
+watermark (KIP-392), and with ``replica.selector.class`` set the leader answers a consumer that
+names its rack (``rack_id``, librdkafka's ``client.rack``) with ``preferred_read_replica``, a
+replica in that rack, and no records. Any other broker answers NOT_LEADER_OR_FOLLOWER, and a
 client's stale or future leader epoch is FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH (KIP-320).
 From v16, NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH name the current leader and its epoch,
 and the response lists its endpoint (KIP-951).
@@ -41,6 +44,7 @@ from odradek.broker.handlers._common import leader_hint
 from odradek.errors import (
     ErrorCode,
     FetchSessionIdNotFoundError,
+    OffsetNotAvailableError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
@@ -48,7 +52,12 @@ from odradek.protocol.build import build, response_module
 from odradek.protocol.fetch_response import ResponseParts, encode_fetch_response
 from odradek.protocol.messages import Request
 from odradek.storage.file_records import FileRecords
-from odradek.storage.log import FetchDataInfo, FetchIsolation, FetchOffsetOutOfRangeError
+from odradek.storage.log import (
+    FetchDataInfo,
+    FetchIsolation,
+    FetchOffsetOutOfRangeError,
+    PartitionLog,
+)
 
 if TYPE_CHECKING:
     from odradek.broker.delayed import AppendWatch
@@ -62,6 +71,8 @@ KEY = 1
 READ_COMMITTED = 1
 _ZERO = datetime.timedelta(0)
 ZERO_UUID = uuid.UUID(int=0)
+#: The first version a consumer may send to a follower, with its rack (KIP-392).
+_FIRST_FOLLOWER_FETCH = 11
 #: The first version whose errors name the current leader (KIP-951).
 _FIRST_LEADER_HINT = 16
 _LEADER_HINT_ERRORS = (ErrorCode.not_leader_or_follower, ErrorCode.fenced_leader_epoch)
@@ -139,6 +150,7 @@ def _partition_body(
     aborted: tuple[Any, ...] | None = None,
     current_leader: Any = None,
     diverging: tuple[int, int] | None = None,
+    preferred_read_replica: int = -1,
 ) -> Any:
     extra: dict[str, Any] = {}
     if current_leader is not None:
@@ -154,7 +166,7 @@ def _partition_body(
         last_stable_offset=last_stable_offset,
         log_start_offset=log_start_offset,
         aborted_transactions=aborted,
-        preferred_read_replica=-1,
+        preferred_read_replica=preferred_read_replica,
         records=records,
     )
 
@@ -165,6 +177,40 @@ def _aborted(mod: Any, info: FetchDataInfo) -> tuple[Any, ...] | None:
     return tuple(
         build(mod.AbortedTransaction, producer_id=a.producer_id, first_offset=a.first_offset)
         for a in info.aborted_transactions
+    )
+
+
+def _read_log(
+    log: PartitionLog,
+    p: _Partition,
+    on_follower: bool,
+    *,
+    max_bytes: int,
+    isolation: FetchIsolation,
+    min_one_message: bool,
+    max_inline_bytes: int,
+) -> FetchDataInfo:
+    """A consumer's read of ``log``, on its leader or (KIP-392) on a follower, which serves up
+    to its own high watermark: an offset it holds but has not seen replicated yet is
+    OFFSET_NOT_AVAILABLE (retriable: it lags the leader), one past its log end
+    OFFSET_OUT_OF_RANGE for a client that gave its leader epoch (it asks the leader next) and
+    an empty answer for one that did not (its metadata may be stale), as Kafka answers."""
+    if on_follower:
+        offset = p.fetch_offset
+        if log.high_watermark < offset <= log.log_end_offset:
+            raise OffsetNotAvailableError(
+                f"{p.topic}-{p.index}: offset {offset} is past this follower's high watermark "
+                f"{log.high_watermark}"
+            )
+        if offset > log.log_end_offset and p.current_leader_epoch < 0:
+            return FetchDataInfo(b"", offset, log.high_watermark, log.log_start_offset,
+                                 log.log_end_offset, log.last_stable_offset)
+    return log.fetch(
+        p.fetch_offset,
+        max_bytes=max_bytes,
+        isolation=isolation,
+        min_one_message=min_one_message,
+        max_inline_bytes=max_inline_bytes,
     )
 
 
@@ -200,6 +246,10 @@ def _read(
     responses = []
     endpoints: dict[int, Any] = {}  # KIP-951: the leaders named in errors
     replicas = broker.replicas
+    client_rack = (
+        getattr(request.body, "rack_id", "") or ""
+        if broker.config.replica_selector_class is not None else ""
+    )
     for t, parts in topics:
         out = []
         for p in parts:
@@ -210,9 +260,30 @@ def _read(
             diverging = None
             try:
                 if replica is None:
-                    log = replicas.leader_log(p.topic, p.index, p.current_leader_epoch)
-                    info = log.fetch(
-                        p.fetch_offset,
+                    follower = (
+                        replicas.follower_log(p.topic, p.index, p.current_leader_epoch)
+                        if request.api_version >= _FIRST_FOLLOWER_FETCH else None
+                    )
+                    if follower is not None:
+                        log = follower
+                    else:
+                        log = replicas.leader_log(p.topic, p.index, p.current_leader_epoch)
+                        preferred = (
+                            replicas.preferred_read_replica(
+                                p.topic, p.index, p.fetch_offset, client_rack
+                            ) if client_rack else -1
+                        )
+                        if preferred >= 0:
+                            # KIP-392: no records, the replica to read from instead.
+                            out.append(_partition_body(
+                                mod, p.index, ErrorCode.none, log.high_watermark,
+                                log.log_start_offset, b"", log.last_stable_offset,
+                                preferred_read_replica=preferred,
+                            ))
+                            has_error = True  # answer at once
+                            continue
+                    info = _read_log(
+                        log, p, follower is not None,
                         max_bytes=max(0, min(p.max_bytes, remaining)),
                         isolation=isolation,
                         min_one_message=total == 0,
