@@ -273,7 +273,7 @@ class ReplicaManager:
                     f"{topic}-{partition}: leader epoch {lp.leader_epoch} has ended"
                 ))
             lp = self._leaders[tp] = LeaderPartition(
-                topic, partition, self._broker.node_id, state, plog, now
+                topic, partition, self._broker.node_id, state, plog, now, self._broker.timings
             )
             log.info("%s-%d: leader in epoch %d from offset %d (ISR %s, high watermark %d)",
                      topic, partition, state.leader_epoch, lp.epoch_start_offset,
