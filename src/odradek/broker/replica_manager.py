@@ -436,9 +436,11 @@ class ReplicaManager:
         if not lp.maybe_advance_high_watermark(self.min_insync_replicas(lp.topic)):
             return False
         tp = (lp.topic, lp.partition)
+        # Woken in the order of what waits on it: consumers, acks=all producers, and last the
+        # followers' long polls (they only learn the new high watermark).
         self._broker.append_watch.notify(tp)
-        self.replica_watch.notify(tp)  # followers learn the new high watermark
         lp.complete_waiters()
+        self.replica_watch.notify(tp)
         return True
 
     def _after_isr_change(self, lp: LeaderPartition) -> None:
