@@ -177,8 +177,11 @@ class ReplicaFetcher:
         self._config = config
         self._log = partition_log
         self._broker_epoch = broker_epoch
+        # A whole answer (up to replica.fetch.response.max.bytes) may be buffered: reading a
+        # 1 MB batch then takes a few reads, not a pause and resume of the socket per 128 KiB.
         self._client = InterBrokerClient(
-            image, config.node_id, request_timeout_ms=config.socket_timeout_ms
+            image, config.node_id, request_timeout_ms=config.socket_timeout_ms,
+            read_limit=max(config.response_max_bytes, config.max_bytes) // 2 + (64 << 10),
         )
         self.partitions: dict[_Key, _FetchState] = {}
         self._wakeup = asyncio.Event()
