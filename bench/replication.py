@@ -185,10 +185,16 @@ def bench_replication(rounds: int = 3, records_1k: int = 100_000,
                       records_100: int = 300_000) -> None:
     with tempfile.TemporaryDirectory(prefix="odradek-repl-bench-") as name:
         tmp = Path(name)
+        # One after the other: a cluster picks free ports when it is made, so two made before
+        # either binds may pick the same one.
         single = LocalCluster(tmp / "one", 1)
-        three = LocalCluster(tmp / "three", 3)
         single.start()
-        three.start()
+        try:
+            three = LocalCluster(tmp / "three", 3)
+            three.start()
+        except BaseException:
+            single.stop()
+            raise
         try:
             figures: dict[str, list[float]] = {}
             for size, count in ((1024, records_1k), (100, records_100)):
