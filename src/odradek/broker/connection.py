@@ -389,9 +389,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
             pipeline.popleft()
             if head.reserved:
                 self._pool.release(head.reserved)
-            if response is not None:
+            if response is not None:  # acks=0 has none, and no timing either
                 transport.write(response)
-            self._timings.request_done(head.api_key, head.arrival, _now_ns())
+                self._timings.request_done(head.api_key, head.arrival, _now_ns())
             sent_any = True
         if not sent_any:
             return
