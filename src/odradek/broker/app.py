@@ -248,6 +248,7 @@ class Broker:
             self.cluster,
             self.topics.log,
             lambda: self.cluster_member.epoch if self.cluster_member is not None else -1,
+            self.timings,
         )
         self.inter_broker = InterBrokerClient(
             self.cluster, self.node_id, request_timeout_ms=self.config.request_timeout_ms

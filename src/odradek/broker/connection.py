@@ -3,7 +3,12 @@
 Requests on a connection are processed one at a time, as Kafka does: a request that has to wait
 (a long-polling fetch) holds back the requests pipelined behind it, so side effects happen in the
 order the client sent them, and the connection stops reading until it is answered. Requests that
-complete at once are answered without any task switch. The socket reads straight into the frame
+complete at once are answered without any task switch. One exception: a Produce that has
+appended and only waits for replication (acks=all, :class:`~odradek.broker.contract.Replicating`)
+lets the Produce requests behind it be dispatched (up to :data:`MAX_PIPELINED_PRODUCES` waiting),
+so the records a client pipelines (librdkafka and the Java client keep up to 5 requests in
+flight) are appended at once and replicated in one round instead of one round each; their
+answers still go out in request order, and any other request waits until they are all out. The socket reads straight into the frame
 decoder's buffers (``asyncio.BufferedProtocol``) and each request is dispatched as a writable
 view of the bytes the socket wrote, which it owns from then on: record batches go from there to
 the segment file without a copy. A response that comes as
@@ -27,10 +32,11 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.contract import CLIENT_HOST
+from odradek.broker.contract import CLIENT_HOST, Replicating
 from odradek.broker.memory_pool import RequestMemoryPool
 from odradek.broker.timings import RequestTimings
 from odradek.errors import CorruptFrameError
@@ -38,7 +44,7 @@ from odradek.protocol.fetch_response import ResponseParts
 from odradek.protocol.framing import NEED_DATA, Frame, FrameDecoder
 from odradek.storage.file_records import FileRecords
 
-__all__ = ["KafkaConnection", "Dispatch"]
+__all__ = ["KafkaConnection", "Dispatch", "MAX_PIPELINED_PRODUCES"]
 
 if TYPE_CHECKING:
     from odradek.broker.connection_limits import Connections
@@ -47,11 +53,32 @@ log = logging.getLogger("odradek.connection")
 _monotonic = time.monotonic
 _now_ns = time.perf_counter_ns
 
+#: Produce requests waiting for replication on one connection while the next is dispatched (the
+#: clients' in-flight limit with idempotence); reading pauses beyond it.
+MAX_PIPELINED_PRODUCES = 5
+_PRODUCE = 0
+
 # Returns the response frame (or its parts), None when no response is due (acks=0), or an
 # awaitable of these.
 Dispatch = Callable[
     [Frame], "bytes | ResponseParts | None | Awaitable[bytes | ResponseParts | None]"
 ]
+
+
+class _Answer:
+    """A pipelined request's answer, in request order: a future, or the response itself."""
+
+    __slots__ = ("fut", "response", "api_key", "arrival", "reserved")
+
+    def __init__(
+        self, fut: asyncio.Future[Any] | None, response: bytes | None, api_key: int,
+        arrival: int, reserved: int,
+    ) -> None:
+        self.fut = fut
+        self.response = response
+        self.api_key = api_key
+        self.arrival = arrival
+        self.reserved = reserved
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
@@ -74,6 +101,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._pool = pool
         self._transport: asyncio.Transport | None = None
         self._waiting: asyncio.Future[Any] | None = None
+        # Answers of Produce requests dispatched while earlier ones wait for replication, and
+        # whatever was answered behind them, in request order (see the module docs).
+        self._pipeline: deque[_Answer] = deque()
+        # False once an answer in the pipeline is not a mere replication wait: nothing more
+        # is dispatched until the pipeline is empty.
+        self._pipeline_open = True
+        # A frame read while the pipeline was busy that may not be dispatched before it is
+        # empty: (frame, arrival, reservation).
+        self._held: tuple[Any, int, int] | None = None
         self._write_paused = False
         self._closed = False
         self._reserved = 0  # pool bytes held for the frame being received
@@ -86,8 +122,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     @property
     def awaiting_response(self) -> bool:
-        """A request is being answered (a long-polling fetch, say); reading is paused."""
-        return self._waiting is not None
+        """A request is being answered (a long-polling fetch, say)."""
+        return self._waiting is not None or bool(self._pipeline) or self._held is not None
 
     @property
     def waiting_for_memory(self) -> bool:
@@ -129,6 +165,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._memory_wait = False
             self._pool.cancel(self)
         held = self._reserved + self._answer_reserved
+        if self._held is not None:
+            held += self._held[2]
+            self._held = None
+        pipeline, self._pipeline = self._pipeline, deque()
+        for answer in pipeline:
+            held += answer.reserved
+            if answer.fut is not None:
+                answer.fut.cancel()
         if held:
             self._reserved = self._answer_reserved = 0
             self._pool.release(held)
@@ -191,6 +235,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
             and self._waiting is None
             and not self._write_paused
             and not self._memory_wait
+            and self._may_pipeline()
+        )
+
+    def _may_pipeline(self) -> bool:
+        """Whether the next request may be dispatched as far as the pipeline goes."""
+        return not self._pipeline or (
+            self._pipeline_open
+            and self._held is None
+            and len(self._pipeline) < MAX_PIPELINED_PRODUCES
         )
 
     def close(self, reason: str | None = None, level: int = logging.INFO) -> None:
@@ -208,20 +261,44 @@ class KafkaConnection(asyncio.BufferedProtocol):
         answered: list[int] = []  # api keys of the responses in ``out``
         timings = self._timings
         arrival = self._read_ns
+        pipeline = self._pipeline
         try:
             while self._waiting is None and not self._write_paused and not self._closed:
-                frame = self._decoder.next_frame()
-                if frame is NEED_DATA:
-                    break
-                # The frame's reservation (if it was received in parts) now belongs to its answer.
-                self._answer_reserved = self._reserved
-                self._reserved = 0
-                self.partial_since = 0.0
-                CLIENT_HOST.set(self.peer_host)
-                timings.arrival_ns = arrival
+                if self._held is not None:
+                    if pipeline:
+                        break
+                    frame, frame_arrival, reserved = self._held
+                    self._held = None
+                    self._answer_reserved = reserved
+                else:
+                    if pipeline and not self._may_pipeline():
+                        break
+                    frame = self._decoder.next_frame()
+                    if frame is NEED_DATA:
+                        break
+                    frame_arrival = arrival
+                    # The frame's reservation (if it was received in parts) now belongs to its
+                    # answer.
+                    self._answer_reserved = self._reserved
+                    self._reserved = 0
+                    self.partial_since = 0.0
                 # For the timings only; a frame too short for a header fails in dispatch.
                 api_key = (frame[0] << 8) | frame[1] if len(frame) > 1 else -1
+                if pipeline and api_key != _PRODUCE:
+                    # Only Produce goes past Produce requests waiting for replication.
+                    self._held = (frame, frame_arrival, self._answer_reserved)
+                    self._answer_reserved = 0
+                    transport.pause_reading()
+                    break
+                CLIENT_HOST.set(self.peer_host)
+                timings.arrival_ns = frame_arrival
                 result = self._dispatch(frame)
+                if pipeline or isinstance(result, Replicating):
+                    if out:  # answered before the pipeline began: they go first
+                        self._write(out, answered, arrival)
+                        out = []
+                    self._pipelined(result, api_key, frame_arrival)
+                    continue
                 if result is None or isinstance(result, bytes):
                     self._release_answer()
                     if result is not None:
@@ -233,12 +310,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     if out:
                         self._write(out, answered, arrival)
                         out = []
-                    self._waiting_api, self._waiting_arrival = api_key, arrival
+                    self._waiting_api, self._waiting_arrival = api_key, frame_arrival
                     if not self._start_send(result):
                         break
-                    timings.request_done(api_key, arrival, _now_ns())
+                    timings.request_done(api_key, frame_arrival, _now_ns())
                     continue
-                self._waiting_api, self._waiting_arrival = api_key, arrival
+                self._waiting_api, self._waiting_arrival = api_key, frame_arrival
                 self._waiting = asyncio.ensure_future(result)
                 self._waiting.add_done_callback(self._on_response)
                 transport.pause_reading()
@@ -255,8 +332,75 @@ class KafkaConnection(asyncio.BufferedProtocol):
             return
         if out:
             self._write(out, answered, arrival)
+        if pipeline and not self._may_read() and not self._closed:
+            transport.pause_reading()
         if self._decoder.buffered and self._waiting is None and not self._closed:
             self._track_partial()
+
+    def _pipelined(self, result: Any, api_key: int, arrival: int) -> None:
+        """Queue a request's answer behind the Produce requests waiting for replication."""
+        reserved, self._answer_reserved = self._answer_reserved, 0
+        if isinstance(result, ResponseParts):  # only Produce is dispatched here: never
+            _release(result)
+            raise RuntimeError("a file-backed response behind pipelined Produce requests")
+        if result is None or isinstance(result, bytes):
+            self._pipeline.append(_Answer(None, result, api_key, arrival, reserved))
+            return
+        if isinstance(result, Replicating):
+            fut = asyncio.ensure_future(result.awaitable)
+        else:
+            # Not a mere replication wait (a transactional Produce being verified): nothing
+            # more is dispatched before it is answered.
+            fut = asyncio.ensure_future(result)
+            self._pipeline_open = False
+        self._pipeline.append(_Answer(fut, None, api_key, arrival, reserved))
+        fut.add_done_callback(self._on_pipelined)
+
+    def _on_pipelined(self, fut: asyncio.Future[Any]) -> None:
+        """A pipelined answer is ready: write every answer at the head that is, in order."""
+        pipeline = self._pipeline
+        if self._closed or self._transport is None:
+            if not fut.cancelled() and fut.exception() is None:
+                _release(fut.result())
+            return
+        transport = self._transport
+        sent_any = False
+        while pipeline:
+            head = pipeline[0]
+            if head.fut is not None:
+                if not head.fut.done():
+                    break
+                if head.fut.cancelled() or head.fut.exception() is not None:
+                    exc = None if head.fut.cancelled() else head.fut.exception()
+                    log.error("request failed on connection from %s", self.peer, exc_info=exc)
+                    transport.close()
+                    self._closed = True
+                    return
+                response = head.fut.result()
+                if isinstance(response, ResponseParts):
+                    _release(response)
+                    log.error("closing connection from %s: a file-backed response to a "
+                              "pipelined request", self.peer)
+                    transport.close()
+                    self._closed = True
+                    return
+            else:
+                response = head.response
+            pipeline.popleft()
+            if head.reserved:
+                self._pool.release(head.reserved)
+            if response is not None:  # acks=0 has none, and no timing either
+                transport.write(response)
+                self._timings.request_done(head.api_key, head.arrival, _now_ns())
+            sent_any = True
+        if not sent_any:
+            return
+        self.active_at = _monotonic()
+        if not pipeline:
+            self._pipeline_open = True
+        if self._may_read():
+            transport.resume_reading()
+        self._process()
 
     def _write(self, out: list[bytes], answered: list[int], arrival: int) -> None:
         """Write the responses of synchronously answered requests and time them."""

@@ -7,7 +7,7 @@ registry collects them and the dispatcher calls them. Handlers see the broker on
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -24,6 +24,7 @@ __all__ = [
     "ApiHandler",
     "CLIENT_HOST",
     "NO_RESPONSE",
+    "Replicating",
     "DecodeFn",
     "EncodeFn",
     "ErrorFn",
@@ -44,6 +45,22 @@ class _NoResponse:
 
 
 NO_RESPONSE: Final = _NoResponse()
+
+
+class Replicating:
+    """An answer still to come from a request that has made all its writes and only waits for
+    them to be replicated (Produce with acks=all). The connection may dispatch the Produce
+    requests pipelined behind it meanwhile (their appends follow in request order, answers
+    still go out in request order), instead of holding them back for a whole replication
+    round each."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.awaitable.__await__()
 
 Response = Any
 HandleFn = Callable[["BrokerServices", Request], "Response | Awaitable[Response]"]

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.contract import NO_RESPONSE, ApiHandler
+from odradek.broker.contract import NO_RESPONSE, ApiHandler, Replicating
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers.api_versions import versions_body
 from odradek.errors import CorruptFrameError, ErrorCode, KafkaError
@@ -78,6 +78,8 @@ class Dispatcher:
         waits = replicas.close_barrier()
         if waits:
             return self._after_replication(api, request, result, waits)
+        if isinstance(result, Replicating):  # the connection may pipeline behind it
+            return Replicating(self._complete(api, request, result.awaitable))
         if inspect.isawaitable(result):
             return self._complete(api, request, result)
         return self._encode(api, request, result)

@@ -37,6 +37,8 @@ INTER_BROKER_CLIENT_PREFIX = "odradek-broker-"
 _SIZE = struct.Struct(">i")
 #: A response larger than this is not one the coordinator's requests get: the stream is off.
 _MAX_RESPONSE_BYTES = 100 << 20
+#: asyncio's default stream limit.
+_READ_LIMIT = 64 << 10
 
 
 class BrokerUnreachable(KafkaError):
@@ -48,9 +50,10 @@ class BrokerUnreachable(KafkaError):
 class _Connection:
     """One TCP connection to one broker; requests one at a time (``_lock``)."""
 
-    def __init__(self, node_id: int, address: tuple[str, int]) -> None:
+    def __init__(self, node_id: int, address: tuple[str, int], read_limit: int) -> None:
         self.node_id = node_id
         self.address = address
+        self._read_limit = read_limit
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
@@ -64,7 +67,9 @@ class _Connection:
                 # one nobody closes.
                 raise EOFError(f"connection to broker {self.node_id} was dropped")
             if self._writer is None:
-                self._reader, self._writer = await asyncio.open_connection(*self.address)
+                self._reader, self._writer = await asyncio.open_connection(
+                    *self.address, limit=self._read_limit
+                )
             assert self._reader is not None
             self._correlation += 1
             correlation = self._correlation
@@ -92,9 +97,18 @@ class InterBrokerClient:
     """Sends requests to other brokers by node id; see the module docs."""
 
     def __init__(
-        self, cluster: MetadataView, node_id: int, *, request_timeout_ms: int = 30_000
+        self,
+        cluster: MetadataView,
+        node_id: int,
+        *,
+        request_timeout_ms: int = 30_000,
+        read_limit: int = _READ_LIMIT,
     ) -> None:
+        """``read_limit``: the stream's buffer limit (reading pauses at twice it); a replica
+        fetcher raises it to its response size, so a large answer streams in without the
+        socket being paused and resumed every 128 KiB."""
         self._cluster = cluster
+        self._read_limit = read_limit
         self._client_id = f"{INTER_BROKER_CLIENT_PREFIX}{node_id}"
         self._timeout_s = request_timeout_ms / 1000
         self._connections: dict[int, _Connection] = {}
@@ -114,7 +128,7 @@ class InterBrokerClient:
         if conn is None or conn.address != address:
             if conn is not None:
                 conn.close()
-            conn = self._connections[node_id] = _Connection(node_id, address)
+            conn = self._connections[node_id] = _Connection(node_id, address, self._read_limit)
         try:
             return await asyncio.wait_for(conn.request(body, self._client_id), self._timeout_s)
         except (OSError, EOFError, TimeoutError, CorruptFrameError) as e:

@@ -49,7 +49,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kio.schema.fetch.v16 import request as fetch_req
 from kio.schema.offset_for_leader_epoch.v4 import request as ofle_req
@@ -63,6 +63,9 @@ from odradek.config import BrokerConfig
 from odradek.errors import CorruptRecordError, ErrorCode, KafkaError
 from odradek.protocol.records import read_batch_header
 from odradek.storage.log import PartitionLog, UnexpectedAppendOffsetError
+
+if TYPE_CHECKING:
+    from odradek.broker.timings import RequestTimings
 
 __all__ = [
     "FetcherConfig",
@@ -172,14 +175,19 @@ class ReplicaFetcher:
         image: MetadataImage,
         partition_log: Callable[[str, int], PartitionLog],
         broker_epoch: Callable[[], int],
+        timings: RequestTimings | None = None,
     ) -> None:
         self.leader_id = leader_id
+        self._timings = timings
         self.fetcher_index = fetcher_index
         self._config = config
         self._log = partition_log
         self._broker_epoch = broker_epoch
+        # A whole answer (up to replica.fetch.response.max.bytes) may be buffered: reading a
+        # 1 MB batch then takes a few reads, not a pause and resume of the socket per 128 KiB.
         self._client = InterBrokerClient(
-            image, config.node_id, request_timeout_ms=config.socket_timeout_ms
+            image, config.node_id, request_timeout_ms=config.socket_timeout_ms,
+            read_limit=max(config.response_max_bytes, config.max_bytes) // 2 + (64 << 10),
         )
         self.partitions: dict[_Key, _FetchState] = {}
         self._wakeup = asyncio.Event()
@@ -295,12 +303,17 @@ class ReplicaFetcher:
         request, sent = self._build(ready)
         if not sent:
             return
+        timings = self._timings
+        sent_ns = timings.now_ns() if timings is not None else 0
         try:
             response = await self._client.send(self.leader_id, request)
         except KafkaError as e:
             log.debug("%s: fetch failed: %s", self.name, e)
             self._delay(s for s, _ in sent.values())
             return
+        if timings is not None:
+            answered_ns = timings.now_ns()
+            timings.replica_fetch_rtt.record(answered_ns - sent_ns)
         if response.error_code != ErrorCode.none:
             log.info("%s: fetch answered %s", self.name, ErrorCode(response.error_code).name)
             self._delay(s for s, _ in sent.values())
@@ -319,6 +332,8 @@ class ReplicaFetcher:
                 await self._process(state, fetch_offset, data)
         # A partition the leader left out of its answer (it should not): retry it later.
         self._delay(s for k, (s, _) in sent.items() if k not in answered)
+        if timings is not None:
+            timings.replica_fetch_applied.record(timings.now_ns() - answered_ns)
 
     async def _process(self, state: _FetchState, fetch_offset: int, data: Any) -> None:
         code = ErrorCode(data.error_code)
@@ -459,9 +474,11 @@ class ReplicaFetcherManager:
         image: MetadataImage,
         partition_log: Callable[[str, int], PartitionLog],
         broker_epoch: Callable[[], int],
+        timings: RequestTimings | None = None,
     ) -> None:
         self._config = config
         self._node = config.node_id
+        self._timings = timings
         self._image = image
         self._log = partition_log
         self._broker_epoch = broker_epoch
@@ -554,7 +571,8 @@ class ReplicaFetcherManager:
         fetcher = self._fetchers.get(fkey)
         if fetcher is None:
             fetcher = self._fetchers[fkey] = ReplicaFetcher(
-                leader, fkey[1], self._config, self._image, self._log, self._broker_epoch
+                leader, fkey[1], self._config, self._image, self._log, self._broker_epoch,
+                self._timings,
             )
         fetcher.add(_FetchState(info.name, partition, info.topic_id, epoch))
         self._assigned[key] = fkey

@@ -281,7 +281,7 @@ class ReplicaManager:
                     f"{topic}-{partition}: leader epoch {lp.leader_epoch} has ended"
                 ))
             lp = self._leaders[tp] = LeaderPartition(
-                topic, partition, self._broker.node_id, state, plog, now
+                topic, partition, self._broker.node_id, state, plog, now, self._broker.timings
             )
             log.info("%s-%d: leader in epoch %d from offset %d (ISR %s, high watermark %d)",
                      topic, partition, state.leader_epoch, lp.epoch_start_offset,
@@ -453,9 +453,11 @@ class ReplicaManager:
         if not lp.maybe_advance_high_watermark(self.min_insync_replicas(lp.topic)):
             return False
         tp = (lp.topic, lp.partition)
+        # Woken in the order of what waits on it: consumers, acks=all producers, and last the
+        # followers' long polls (they only learn the new high watermark).
         self._broker.append_watch.notify(tp)
-        self.replica_watch.notify(tp)  # followers learn the new high watermark
         lp.complete_waiters()
+        self.replica_watch.notify(tp)
         return True
 
     def _after_isr_change(self, lp: LeaderPartition) -> None:

@@ -35,10 +35,15 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from odradek.cluster.model import PartitionState
 from odradek.storage.log import PartitionLog
+
+if TYPE_CHECKING:
+    from odradek.broker.timings import RequestTimings
 
 __all__ = ["UNKNOWN_OFFSET", "FollowerState", "LeaderPartition"]
 
@@ -96,6 +101,8 @@ class _Waiter:
     required_offset: int
     seq: int
     future: asyncio.Future[None] = field(compare=False)
+    #: When the batch was appended (``RequestTimings`` clock), for the replication timings.
+    since_ns: int = field(compare=False, default=0)
 
 
 class LeaderPartition:
@@ -110,6 +117,7 @@ class LeaderPartition:
         state: PartitionState,
         log: PartitionLog,
         now_ms: int,
+        timings: RequestTimings | None = None,
     ) -> None:
         self.topic = topic
         self.partition = partition
@@ -126,6 +134,10 @@ class LeaderPartition:
         self.followers: dict[int, FollowerState] = {}
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
+        self._timings = timings
+        #: (end offset, append time) of the waiting batches no follower has fetched yet, in
+        #: offset order: the ``replication.fetched`` timing.
+        self._unfetched: deque[tuple[int, int]] = deque()
         self._sync_followers(now_ms)
 
     # -- the partition state ---------------------------------------------------------------------
@@ -187,6 +199,12 @@ class LeaderPartition:
             leader_end_offset=leader_end_offset,
             broker_epoch=broker_epoch,
         )
+        unfetched = self._unfetched
+        if unfetched and unfetched[0][0] <= fetch_offset and self._timings is not None:
+            timings = self._timings
+            now = timings.now_ns()
+            while unfetched and unfetched[0][0] <= fetch_offset:
+                timings.replication_fetched.record(now - unfetched.popleft()[1])
         return follower
 
     def out_of_sync_replicas(self, now_ms: int, max_lag_ms: int) -> tuple[int, ...]:
@@ -241,7 +259,12 @@ class LeaderPartition:
         if self.log.high_watermark >= required_offset:
             return None
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, _Waiter(required_offset, next(self._seq), fut))
+        since = 0
+        if self._timings is not None:
+            since = self._timings.now_ns()
+            if len(self._unfetched) < 10_000:
+                self._unfetched.append((required_offset, since))
+        heapq.heappush(self._waiters, _Waiter(required_offset, next(self._seq), fut, since))
         return fut
 
     @property
@@ -252,14 +275,19 @@ class LeaderPartition:
         """Resolve the waiters the high watermark has passed."""
         hw = self.log.high_watermark
         waiters = self._waiters
+        timings = self._timings
+        now = timings.now_ns() if timings is not None else 0
         while waiters and waiters[0].required_offset <= hw:
-            fut = heapq.heappop(waiters).future
-            if not fut.done():
-                fut.set_result(None)
+            w = heapq.heappop(waiters)
+            if timings is not None:
+                timings.replication_committed.record(now - w.since_ns)
+            if not w.future.done():
+                w.future.set_result(None)
 
     def fail_waiters(self, exc: BaseException) -> None:
         """Fail every waiter with ``exc`` (the ISR shrank below its minimum; leadership moved)."""
         waiters, self._waiters = self._waiters, []
+        self._unfetched.clear()
         for w in waiters:
             if not w.future.done():
                 w.future.set_exception(exc)

@@ -30,7 +30,7 @@ import datetime
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from odradek.broker.contract import NO_RESPONSE, ApiHandler
+from odradek.broker.contract import NO_RESPONSE, ApiHandler, Replicating
 from odradek.broker.errors import error_code_for
 from odradek.broker.handlers._common import INTERNAL_TOPICS, leader_hint
 from odradek.broker.txn_verification import RETRIABLE, verify_remotely
@@ -204,7 +204,9 @@ def _produce(
     if acks == 0:
         return NO_RESPONSE
     if waiting:
-        return _after_replication(mod, request, responses, endpoints, waiting)
+        # Appended: only the replication is awaited, so the connection may go on with the
+        # Produce requests behind this one.
+        return Replicating(_after_replication(mod, request, responses, endpoints, waiting))
     return _response(mod, responses, endpoints)
 
 
