@@ -146,6 +146,7 @@ def _roles(admin: AdminClient) -> tuple[int, int]:
     return int(leader), int(group.coordinator.id)
 
 
+@pytest.mark.timeout(240)  # three brokers to start and a failover, on a shared machine
 def test_three_brokers_the_primary_broker_killed(
     odradek_cluster_factory: ClusterFactory,
 ) -> None:
