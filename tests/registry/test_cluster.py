@@ -9,7 +9,7 @@ import re
 import time
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -105,10 +105,9 @@ def _register_when_served(client: SchemaRegistryClient, subject: str, schema: st
 
 
 def test_the_primary_broker_killed(odradek_cluster_factory: ClusterFactory) -> None:
-    """SIGKILL the broker whose registry is the primary. Without replication (issue 13) the
-    survivor may not reach ``_schemas`` or the group until the broker is back, so the broker is
-    restarted; then writes through either registry are taken by one primary, and every id is
-    above every id handed out before the kill."""
+    """SIGKILL the broker whose registry is the primary of two, and restart it: then writes
+    through either registry are taken by one primary, and every id is above every id handed out
+    before the kill. (Failover without the restart: the three-broker test below.)"""
     cluster = odradek_cluster_factory(brokers=2, schema_registry_listeners="127.0.0.1:0")
     brokers = list(cluster.brokers.values())
     urls = [_registry_url(b) for b in brokers]
@@ -129,3 +128,82 @@ def test_the_primary_broker_killed(odradek_cluster_factory: ClusterFactory) -> N
     assert _primary(cluster.bootstrap, 2) in {_registry_url(b) for b in brokers}
     for client in clients:
         assert [client.get_latest_version(f"after-{i}").schema_id for i in range(4)] == after
+
+
+def _coordinator_partition(group: str, partitions: int = 50) -> int:
+    """The ``__consumer_offsets`` partition of ``group``: Java's ``String.hashCode``, made
+    non-negative, modulo the partition count (``offsets.topic.num.partitions``)."""
+    h = 0
+    for ch in group:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def _roles(admin: AdminClient) -> tuple[int, int]:
+    """(the broker leading ``_schemas``, the registries' group coordinator)."""
+    leader = admin.list_topics(timeout=10).topics["_schemas"].partitions[0].leader
+    group = admin.describe_consumer_groups([REGISTRY_GROUP])[REGISTRY_GROUP].result(10)
+    return int(leader), int(group.coordinator.id)
+
+
+@pytest.mark.timeout(240)  # three brokers to start and a failover, on a shared machine
+def test_three_brokers_the_primary_broker_killed(
+    odradek_cluster_factory: ClusterFactory,
+) -> None:
+    """A registry in each of three brokers; ``_schemas`` has three replicas and
+    min.insync.replicas 2. SIGKILL the broker whose registry is the primary: another registry
+    is primary within the group's session timeout plus the cluster's failover, registration
+    through every survivor works, every schema registered before (the last one answered just
+    before the kill included) is served with its id, and new ids are above all earlier ones."""
+    cluster = odradek_cluster_factory(brokers=3, schema_registry_listeners="127.0.0.1:0")
+    brokers = list(cluster.brokers.values())
+    urls = [_registry_url(b) for b in brokers]
+    primary = _primary(cluster.bootstrap, 3)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    schemas = topics["_schemas"].partitions[0]
+    assert sorted(schemas.replicas) == [1, 2, 3] and sorted(schemas.isrs) == [1, 2, 3], schemas
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "_schemas")
+    config = admin.describe_configs([resource])[resource].result(10)
+    assert (config["min.insync.replicas"].value, config["cleanup.policy"].value) == (
+        "2", "compact")
+    # The group's coordinator fails over only if its partition is replicated too.
+    offsets = topics["__consumer_offsets"].partitions[_coordinator_partition(REGISTRY_GROUP)]
+    assert len(offsets.replicas) == 3, offsets
+
+    clients = [SchemaRegistryClient({"url": url}) for url in urls]
+    before = [clients[i % 3].register_schema(f"before-{i}", Schema(_record(i), "AVRO"))
+              for i in range(6)]
+    victim = brokers[urls.index(primary)]
+    survivors = [b for b in brokers if b is not victim]
+    schemas_leader, coordinator = _roles(admin)
+    # The last write is answered (acks=all) just before the kill: it must survive it.
+    before.append(clients[urls.index(primary)].register_schema(
+        "before-6", Schema(_record(6), "AVRO")))
+    victim.kill()
+    killed = time.monotonic()
+
+    survivor_urls = [_registry_url(b) for b in survivors]
+    first = _register_when_served(SchemaRegistryClient({"url": survivor_urls[0]}), "after-0",
+                                  _record(100))
+    took = time.monotonic() - killed
+    # Bounded by the broker's session (9 s: its partitions and the coordinator move) plus the
+    # registries' group session (10 s: the dead member is dropped), with room for a loaded
+    # machine.
+    assert took < 40, took
+    new_primary = _primary(",".join(b.address for b in survivors), 2)
+    assert new_primary in survivor_urls
+    after = [first] + [
+        _register_when_served(SchemaRegistryClient({"url": survivor_urls[i % 2]}),
+                              f"after-{i}", _record(100 + i))
+        for i in range(1, 5)
+    ]
+    assert min(after) > max(before) and len(set(after)) == len(after), (before, after)
+    for url in survivor_urls:
+        fresh = SchemaRegistryClient({"url": url})
+        assert [json.loads(fresh.get_schema(i).schema_str)["name"] for i in before] == [
+            f"R{i}" for i in range(7)]
+        assert [fresh.get_latest_version(f"before-{i}").schema_id for i in range(7)] == before
+        assert [fresh.get_latest_version(f"after-{i}").schema_id for i in range(5)] == after
+    print(f"victim {victim.node_id} (led _schemas: {schemas_leader == victim.node_id}, "
+          f"coordinator: {coordinator == victim.node_id}); first write after {took:.1f} s")

@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 __all__ = ["PrimaryElector"]
@@ -121,6 +121,11 @@ class PrimaryElector:
             group = future.result(timeout=self.timeout)
         except KafkaException as e:
             _log.warning("describing group %s: %s", self.group_id, e)
+            if e.args and getattr(e.args[0], "code", lambda: None)() == KafkaError.NOT_COORDINATOR:
+                # Seen after a broker restarted within its session: the handle kept asking a
+                # broker that no longer coordinates the group. A new handle looks it up anew.
+                conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": _log}
+                self._admin = AdminClient(conf)
             return None
         for member in group.members:
             assignment = member.assignment

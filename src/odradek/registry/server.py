@@ -23,6 +23,9 @@ from odradek.registry.store import DEFAULT_TOPIC, KafkaStore
 __all__ = ["RegistryServer", "parse_listener"]
 
 _log = logging.getLogger("odradek.registry")
+#: How long a registry of a group waits for a starting cluster to have three live brokers
+#: before creating ``_schemas`` with fewer replicas.
+_CLUSTER_WAIT_S = 15.0
 
 
 def parse_listener(text: str) -> tuple[str, int]:
@@ -60,7 +63,12 @@ class RegistryServer:
         listener); without, it is the only instance and the primary."""
         self.host = host
         self.port = port
-        self.store = KafkaStore(bootstrap, topic=topic, timeout=timeout)
+        # With a group, several instances are expected, in a cluster that may still be
+        # starting: creating _schemas waits a little for it to fill (KafkaStore._ensure_topic).
+        self.store = KafkaStore(
+            bootstrap, topic=topic, timeout=timeout,
+            cluster_wait=_CLUSTER_WAIT_S if group_id is not None else 0.0,
+        )
         self.registry = SchemaRegistry(self.store, formats=formats)
         self._bootstrap = bootstrap
         self._topic = topic

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -51,6 +52,9 @@ __all__ = ["DEFAULT_TOPIC", "KafkaStore"]
 
 DEFAULT_TOPIC = "_schemas"
 _log = logging.getLogger("odradek.registry.store")
+#: While creating the topic in a starting cluster: how long no new broker must have joined
+#: before the registry stops waiting for more.
+_SETTLE_S = 3.0
 #: The errors with which a broker refuses a writer whose epoch another has since bumped.
 _FENCED = frozenset({
     KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
@@ -67,14 +71,20 @@ class KafkaStore:
         topic: str = DEFAULT_TOPIC,
         timeout: float = 30.0,
         transaction_timeout_ms: int = 10000,
+        replication_factor: int = 3,
+        cluster_wait: float = 0.0,
     ) -> None:
         """``transaction_timeout_ms`` bounds how long an instance that died mid-write holds the
-        topic's end back from readers, when no other instance claims the writer before."""
+        topic's end back from readers, when no other instance claims the writer before.
+        ``replication_factor`` and ``cluster_wait`` (seconds) apply when the topic is created
+        (:meth:`_ensure_topic`)."""
         self.bootstrap = bootstrap
         self.topic = topic
         self.timeout = timeout
         self.transactional_id = f"odradek-registry-{topic}"
         self._transaction_timeout_ms = transaction_timeout_ms
+        self._replication_factor = replication_factor
+        self._cluster_wait = cluster_wait
         self.state = RegistryState()
         self._tp = TopicPartition(topic, 0)
         self._applied = 0  # the offset after the last record applied
@@ -144,36 +154,74 @@ class KafkaStore:
         self._waiters.clear()
 
     def _ensure_topic(self) -> None:
+        """Create the topic unless it is there: one partition (one total order of all writes),
+        compacted (the latest record per key is all the state needs), with
+        min(``replication_factor``, live brokers) replicas, as Confluent's ``kafkastore.topic.
+        replication.factor``. With ``cluster_wait``, a cluster that is still starting (fewer
+        live brokers than wanted) is given that long to fill, stopping early once no broker
+        has joined for ``_SETTLE_S``: a registry in a broker's process starts as soon as its
+        own broker has registered, and would otherwise keep its log on that broker alone."""
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": _log}
         admin = AdminClient(conf)
-        try:
-            metadata = admin.list_topics(timeout=self.timeout)
-        except KafkaException as e:
-            raise store_error(f"cannot reach {self.bootstrap}: {e}") from None
-        found = metadata.topics.get(self.topic)
-        if found is not None and (
-            found.error is None or found.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART
-        ):
-            return  # there (a leader it lacks for the moment is waited for by the reader)
-        # One partition keeps a total order of all writes; compaction keeps the latest record
-        # per key, which is all the state needs.
-        replication = min(3, max(1, len(metadata.brokers)))
+        start = time.monotonic()
+        deadline = start + self.timeout
+        wait_until = start + self._cluster_wait
+        seen, changed = -1, start
         while True:
-            new = NewTopic(self.topic, 1, replication, config={"cleanup.policy": "compact"})
-            future = admin.create_topics([new], operation_timeout=self.timeout)[self.topic]
             try:
-                future.result(timeout=self.timeout)
+                metadata = admin.list_topics(timeout=max(0.1, deadline - time.monotonic()))
+            except KafkaException as e:
+                raise store_error(f"cannot reach {self.bootstrap}: {e}") from None
+            found = metadata.topics.get(self.topic)
+            if found is not None and (
+                found.error is None or found.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+            ):
+                return  # there (a leader it lacks for the moment is waited for by the reader)
+            now = time.monotonic()
+            live = len(metadata.brokers)
+            if live != seen:
+                seen, changed = live, now
+            if live < self._replication_factor and now < wait_until and (
+                live == 0 or now - changed < _SETTLE_S
+            ):
+                time.sleep(0.2)
+                continue
+            replication = max(1, min(self._replication_factor, live))
+            if replication < self._replication_factor:
+                _log.warning(
+                    "creating %s with %d replicas, fewer than the %d wanted: %d live brokers",
+                    self.topic, replication, self._replication_factor, live,
+                )
+            try:
+                self._create(admin, replication, deadline)
                 return
             except KafkaException as e:
                 code = e.args[0].code()
                 if code == KafkaError.TOPIC_ALREADY_EXISTS:
                     return
-                if code != KafkaError.INVALID_REPLICATION_FACTOR or replication == 1:
+                # A broker answering before its image shows the live brokers (or one that
+                # left since the metadata was read) refuses the replication factor: ask
+                # again, until the timeout.
+                if code != KafkaError.INVALID_REPLICATION_FACTOR or time.monotonic() >= deadline:
                     raise store_error(f"cannot create {self.topic}: {e}") from None
-                # A cluster that keeps fewer copies (odradek before it replicates) still
-                # gets a registry, with the copies it can keep.
-                _log.warning("%s: %s; creating it with 1 replica", self.topic, e)
-                replication = 1
+                _log.warning("creating %s: %s; trying again", self.topic, e)
+                time.sleep(0.2)
+
+    def _create(self, admin: Any, replication: int, deadline: float) -> None:
+        # Writes are acks=all: with three replicas an answered write is on at least two, so it
+        # survives the loss of any one broker, and registration stops (NOT_ENOUGH_REPLICAS)
+        # rather than keep writes on one copy. With two replicas, one: a two-broker cluster
+        # keeps registering with a broker down. (Confluent sets only cleanup.policy and
+        # inherits the broker's min.insync.replicas, 1 by default.)
+        config = {
+            "cleanup.policy": "compact",
+            "min.insync.replicas": str(max(1, replication - 1)),
+        }
+        new = NewTopic(self.topic, 1, replication, config=config)
+        left = max(0.1, deadline - time.monotonic())
+        admin.create_topics([new], operation_timeout=left)[self.topic].result(timeout=left)
+        _log.info("created %s with %d replicas (min.insync.replicas %s)",
+                  self.topic, replication, config["min.insync.replicas"])
 
     # -- reading -------------------------------------------------------------------------------
 
