@@ -63,6 +63,7 @@ fuzz: $(TEST_STAMP)
 DURATION ?= 600
 CHAOS_ARGS ?=
 chaos: $(TEST_STAMP) system-deps
+	$(BIN)/pytest -q -p no:cacheprovider -m long
 	PYTHONPATH=tests $(BIN)/python -m chaos --duration $(DURATION) $(CHAOS_ARGS)
 
 clean:

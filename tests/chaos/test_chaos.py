@@ -85,6 +85,7 @@ def test_network_faults(tmp_path: Path) -> None:
     assert any(len(e["brokers"]) < DEFAULTS.brokers for e in members[1:-1]), result.describe()
 
 
+@pytest.mark.long  # the checker's blindness is also caught by test_process_faults' lost record
 def test_acks_1_loses_writes_and_the_checker_says_so(tmp_path: Path) -> None:
     """The positive control: with acks=1 an isolated leader acknowledges writes its followers
     never get, which Kafka allows and the new leader's log drops. The run must be found invalid

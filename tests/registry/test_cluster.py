@@ -104,6 +104,7 @@ def _register_when_served(client: SchemaRegistryClient, subject: str, schema: st
             assert time.monotonic() < deadline, f"no primary took the write: {e}"
 
 
+@pytest.mark.long  # test_three_brokers_the_primary_broker_killed covers failover in make test
 def test_the_primary_broker_killed(odradek_cluster_factory: ClusterFactory) -> None:
     """SIGKILL the broker whose registry is the primary of two, and restart it: then writes
     through either registry are taken by one primary, and every id is above every id handed out
