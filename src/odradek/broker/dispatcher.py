@@ -117,6 +117,8 @@ class Dispatcher:
     ) -> bytes | ResponseParts | None:
         """The answer of a request whose handler appended coordinator records (or markers),
         once they are replicated: the state they describe is already applied, as in Kafka."""
+        if isinstance(result, Replicating):  # a Produce that also wrote coordinator records
+            result = result.awaitable
         try:
             body = (await result) if inspect.isawaitable(result) else result
             await self._broker.replicas.await_replication(
