@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -140,6 +143,31 @@ def _coordinator_partition(group: str, partitions: int = 50) -> int:
     return (h & 0x7FFFFFFF) % partitions
 
 
+def _lead_schemas(bootstrap: str, admin: AdminClient, node: int, tmp: Path) -> None:
+    """Move ``_schemas``' leadership to ``node``: reorder its replicas so that ``node`` is
+    preferred (KIP-455, through ``odradek cluster reassign``) and elect the preferred leader."""
+    replicas = list(admin.list_topics(timeout=10).topics["_schemas"].partitions[0].replicas)
+    order = [node] + [r for r in replicas if r != node]
+    plan = tmp / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": "_schemas", "partition": 0, "replicas": order}]}))
+    cli = [sys.executable, "-m", "odradek", "cluster"]
+    subprocess.run([*cli, "reassign", "--bootstrap-server", bootstrap,
+                    "--reassignment-json-file", str(plan), "--execute"],
+                   check=True, capture_output=True, timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        partition = admin.list_topics(timeout=10).topics["_schemas"].partitions[0]
+        if list(partition.replicas) == order and partition.leader == node:
+            return
+        if list(partition.replicas) == order:
+            subprocess.run([*cli, "elect-leaders", "--bootstrap-server", bootstrap,
+                            "--election-type", "preferred", "--topic", "_schemas",
+                            "--partition", "0"], capture_output=True, timeout=60)
+        assert time.monotonic() < deadline, f"_schemas not led by {node}: {partition}"
+        time.sleep(0.2)
+
+
 def _roles(admin: AdminClient) -> tuple[int, int]:
     """(the broker leading ``_schemas``, the registries' group coordinator)."""
     leader = admin.list_topics(timeout=10).topics["_schemas"].partitions[0].leader
@@ -149,10 +177,11 @@ def _roles(admin: AdminClient) -> tuple[int, int]:
 
 @pytest.mark.timeout(240)  # three brokers to start and a failover, on a shared machine
 def test_three_brokers_the_primary_broker_killed(
-    odradek_cluster_factory: ClusterFactory,
+    odradek_cluster_factory: ClusterFactory, tmp_path: Path,
 ) -> None:
     """A registry in each of three brokers; ``_schemas`` has three replicas and
-    min.insync.replicas 2. SIGKILL the broker whose registry is the primary: another registry
+    min.insync.replicas 2. SIGKILL the broker whose registry is the primary, once it also leads
+    ``_schemas`` (the hardest case: every survivor's client names a dead leader): another registry
     is primary within the group's session timeout plus the cluster's failover, registration
     through every survivor works, every schema registered before (the last one answered just
     before the kill included) is served with its id, and new ids are above all earlier ones."""
@@ -177,7 +206,9 @@ def test_three_brokers_the_primary_broker_killed(
               for i in range(6)]
     victim = brokers[urls.index(primary)]
     survivors = [b for b in brokers if b is not victim]
+    _lead_schemas(cluster.bootstrap, admin, victim.node_id, tmp_path)
     schemas_leader, coordinator = _roles(admin)
+    assert schemas_leader == victim.node_id
     # The last write is answered (acks=all) just before the kill: it must survive it.
     before.append(clients[urls.index(primary)].register_schema(
         "before-6", Schema(_record(6), "AVRO")))

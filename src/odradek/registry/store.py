@@ -302,12 +302,36 @@ class KafkaStore:
             fut = self._next_end
         return await asyncio.shield(fut)
 
+    def _high_watermark(self) -> int:
+        """Ask the partition's leader for its end (blocking; run in a thread). The handle asks
+        the leader its metadata names, and librdkafka refreshes a partition's metadata only
+        every ``topic.metadata.refresh.interval.ms`` (5 min) when the handle does not fetch
+        from it: after the leader moved (killed, failed over) every query would time out
+        against the old one. So a failed query reads the topic's metadata again and asks once
+        more, until ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        attempt = max(1.0, self.timeout / 6)
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                _, high = self._watermarks.get_watermark_offsets(
+                    self._tp, max(0.1, min(attempt, left)), False)
+                return int(high)
+            except KafkaException as e:
+                if deadline - time.monotonic() <= 0.1:
+                    raise
+                _log.info("end of %s not read (%s): reading its metadata again", self.topic, e)
+            try:
+                self._watermarks.list_topics(
+                    self.topic, timeout=max(0.1, min(attempt, deadline - time.monotonic())))
+            except KafkaException as e:
+                _log.info("metadata of %s not read: %s", self.topic, e)
+            # An answer without a leader (an election under way) comes at once: not a busy loop.
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
     def _query_end(self) -> asyncio.Future[int]:
         async def query() -> int:
-            _, high = await asyncio.to_thread(
-                self._watermarks.get_watermark_offsets, self._tp, self.timeout, False
-            )
-            return int(high)
+            return await asyncio.to_thread(self._high_watermark)
 
         task = asyncio.ensure_future(query())
         self._end_query = task
