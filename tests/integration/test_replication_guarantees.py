@@ -173,3 +173,60 @@ def test_a_retry_after_a_leader_change_is_a_duplicate(
         assert values == [(i, f"s{i}".encode()) for i in range(6)]
     finally:
         consumer.close()
+
+
+def _java_hash_partition(key: str, partitions: int = 50) -> int:
+    """The coordinator partition of ``key``: Java's ``String.hashCode``, non-negative, modulo
+    the partition count (``transaction.state.log.num.partitions``, 50)."""
+    h = 0
+    for ch in key:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % partitions
+
+
+@pytest.mark.parametrize("coordinator", ["leader", "another broker"])
+def test_a_transactional_produce_to_a_replicated_partition(
+    odradek_cluster_factory: Callable[..., LocalCluster], coordinator: str,
+) -> None:
+    """A transactional produce to a partition with three replicas (it waits for replication),
+    whose transaction is coordinated by the partition's leader (verified in-process, KIP-890)
+    or by another broker (verified by asking it first): the produce is answered and the
+    transaction commits. With the coordinator elsewhere the broker once encoded the wrapper of
+    the replication wait as the answer and closed the connection, so every retry failed
+    alike."""
+    from confluent_kafka import Producer
+
+    cluster = odradek_cluster_factory(brokers=3)
+    bootstrap = cluster.bootstrap
+    probe = Producer({"bootstrap.servers": bootstrap, "transactional.id": "probe"})
+    probe.init_transactions(30)  # creates __transaction_state
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    leaders = {p.id: p.leader for p in
+               admin.list_topics(timeout=10).topics["__transaction_state"].partitions.values()}
+    txn_id = next(t for t in (f"txn-{i}" for i in range(1000))
+                  if (leaders[_java_hash_partition(t)] == 1) == (coordinator == "leader"))
+    topic = f"txn-local-{uuid.uuid4().hex[:8]}"
+    _create(bootstrap, topic)  # replicas [1, 2, 3]: broker 1 leads
+    _wait(lambda: _leader(bootstrap, topic) == 1, "broker 1 leading the topic")
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id,
+                         "message.timeout.ms": 20000})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(10):
+        producer.produce(topic, value=f"v{i}".encode(), partition=0)
+    producer.commit_transaction(30)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(values) < 10 and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            values.append(m.value())
+    consumer.close()
+    assert values == [f"v{i}".encode() for i in range(10)]
+    # librdkafka's retry of a produce whose connection was closed is a duplicate, answered at
+    # once: only the broker's log shows the failure.
+    for broker in cluster.brokers.values():
+        assert "request failed" not in broker.output(), broker.log_tail()

@@ -108,6 +108,10 @@ class Dispatcher:
     ) -> bytes | ResponseParts | None:
         try:
             body = await pending
+            if isinstance(body, Replicating):
+                # A transactional Produce verified by a remote coordinator, then appended with
+                # acks=all: its answer waits for the replication too.
+                body = await body.awaitable
         except Exception as e:
             return self._error(api, request, e)
         return self._encode(api, request, body)
@@ -117,10 +121,10 @@ class Dispatcher:
     ) -> bytes | ResponseParts | None:
         """The answer of a request whose handler appended coordinator records (or markers),
         once they are replicated: the state they describe is already applied, as in Kafka."""
-        if isinstance(result, Replicating):  # a Produce that also wrote coordinator records
-            result = result.awaitable
         try:
             body = (await result) if inspect.isawaitable(result) else result
+            if isinstance(body, Replicating):  # a Produce that also wrote coordinator records
+                body = await body.awaitable
             await self._broker.replicas.await_replication(
                 waits,
                 timeout_ms=COORDINATOR_WRITE_TIMEOUT_MS,
