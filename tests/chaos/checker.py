@@ -11,9 +11,13 @@ Anomaly kinds (:data:`KINDS`):
 - ``duplicate`` — one record (values are unique per send) at two offsets: with idempotence a
   retried send must never be stored twice (not checked when the ``meta`` event says the
   producers were not idempotent, as with acks other than all).
-- ``nonmonotonic`` — a consumer's offsets on a partition did not strictly increase.
+- ``nonmonotonic`` — a consumer's offsets on a partition did not strictly increase (for a
+  group member: within one assignment), or a group member's first record of a partition it was
+  assigned lies below the offset the group had committed for it (committed data delivered
+  again: the commit was lost, or the member did not start from it).
 - ``skip`` — a consumer jumped over an offset that the final read (same isolation) shows holds
-  a record it should have seen.
+  a record it should have seen, or a group member's first record of an assigned partition lies
+  above the group's committed offset with such a record in between.
 - ``aborted-read`` — a read_committed consumer or read saw a record of an aborted transaction.
 - ``split-epoch`` — two different records at one offset written in one leader epoch: two
   brokers acted as leader of the same epoch.
@@ -246,6 +250,22 @@ def check(events: Sequence[Event]) -> Report:
                     found("skip", tp, consumer=consumer, previous=prev, offset=cur,
                           skipped=missed[:10])
 
+    # -- consumer groups: an assignment starts at the committed offset -------------------------
+    for a in _group_starts(events):
+        kind, tp, consumer, first, lo, hi, iso = a
+        if kind == "below":
+            found("nonmonotonic", tp, consumer=consumer, offset=first, committed=lo,
+                  from_committed=True)
+            continue
+        visible = final.get((tp, iso))
+        if visible is None:
+            continue
+        missed = [o for o in range(hi, first) if o in visible
+                  and not (iso == COMMITTED and visible[o][0] in aborted_values)]
+        if missed:
+            found("skip", tp, consumer=consumer, committed=hi, offset=first,
+                  skipped=missed[:10], from_committed=True)
+
     # -- zombie acknowledgements ---------------------------------------------------------------
     ended: dict[TP, list[tuple[float, int]]] = defaultdict(list)  # (time seen, epoch now)
     for e in events:
@@ -292,8 +312,63 @@ def check(events: Sequence[Event]) -> Report:
         "read": sum(len(e.get("records", ())) for e in events if e["f"] == "read"),
         "faults": sum(1 for e in events if e["f"] == "fault" and e.get("phase") == "start"),
         "partitions": len(seen),
+        "assignments": sum(1 for e in events if e["f"] == "assign"),
+        "commits": sum(1 for e in events if e["f"] == "commit" and e["type"] == "ok"),
     }
     return Report(tuple(anomalies), stats, tuple(unchecked))
+
+
+def _group_starts(
+    events: Sequence[Event],
+) -> Iterable[tuple[str, TP, str, int, int, int, str]]:
+    """Each group member's first record of each partition it was assigned, against what the
+    group had committed for that partition when the assignment was recorded: yields
+    ``("below" | "above", tp, consumer, first offset, lowest, highest possible committed
+    offset, isolation)`` when the first offset is outside that range.
+
+    The committed offset is the last commit answered ok (0, the log start, before any), or any
+    commit in flight or answered in doubt (``info``) at that moment: a member kicked out of the
+    group may have had its last commit stored just before the rebalance, and its thread record
+    the answer after the next member recorded its assignment."""
+    last_ok: dict[tuple[str, TP], int] = {}
+    inflight: dict[tuple[str, TP], dict[str, int]] = defaultdict(dict)
+    doubtful: dict[tuple[str, TP], set[int]] = defaultdict(set)
+    expect: dict[tuple[str, TP], tuple[int, int]] = {}  # (consumer, tp) -> (lo, hi)
+    for e in events:
+        kind = e["f"]
+        if kind == "commit":
+            group, cid = str(e["group"]), str(e["commit"])
+            for t, p, o, *_ in e.get("offsets", ()):
+                key = (group, (str(t), int(p)))
+                if e["type"] == "invoke":
+                    inflight[key][cid] = int(o)
+                    continue
+                inflight[key].pop(cid, None)
+                if e["type"] == "ok":
+                    last_ok[key] = int(o)
+                    doubtful[key].clear()
+                elif e["type"] == "info":
+                    doubtful[key].add(int(o))
+            for t, p, *_ in e.get("refused", ()):  # answered, but not stored for these
+                inflight[(group, (str(t), int(p)))].pop(cid, None)
+        elif kind == "assign" and e["type"] == "ok":
+            group = str(e["group"])
+            for t, p in e.get("partitions", ()):
+                key = (group, (str(t), int(p)))
+                possible = {last_ok.get(key, 0), *inflight[key].values(), *doubtful[key]}
+                expect[(str(e["consumer"]), key[1])] = (min(possible), max(possible))
+        elif kind == "poll" and e["type"] == "ok" and "group" in e:
+            tp = _tp(e)
+            bounds = expect.pop((str(e["consumer"]), tp), None)
+            records = list(_records(e))
+            if bounds is None or not records:
+                continue
+            first = records[0][0]
+            iso = str(e.get("isolation", UNCOMMITTED))
+            if first < bounds[0]:
+                yield ("below", tp, str(e["consumer"]), first, bounds[0], bounds[1], iso)
+            elif first > bounds[1]:
+                yield ("above", tp, str(e["consumer"]), first, bounds[0], bounds[1], iso)
 
 
 def _stored_epoch(s: _Seen | None, offset: int, value: str) -> int:

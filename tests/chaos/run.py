@@ -82,7 +82,8 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
     directory.mkdir(parents=True, exist_ok=True)
     history_path = directory / "history.jsonl"
     why_not = unavailable()
-    net = NetFaults([f"broker-{i}" for i in range(1, config.brokers + 1)]) \
+    net = NetFaults([f"broker-{i}" for i in range(1, config.brokers + 1)]
+                    + [f"etcd-{i}" for i in range(config.etcd_members)]) \
         if why_not is None else None
     rng = random.Random(config.seed)
     faults = list(config.faults or FAULTS)
@@ -110,7 +111,7 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
                 history, cluster.bootstrap, TOPIC,
                 TXN_TOPIC if config.transactional else None, config.partitions,
                 producers=config.producers, rate=config.produce_rate, acks=config.acks,
-                seed=config.seed,
+                seed=config.seed, group_members=config.group_members,
             )
             workload.start()
             time.sleep(2)

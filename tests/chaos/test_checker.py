@@ -205,6 +205,79 @@ def test_replica_divergence_below_the_high_watermark() -> None:
     assert check(h).valid
 
 
+G = "group"
+
+
+def gpoll(consumer: str, records: list[list[Any]]) -> Event:
+    return {**poll(consumer, records, isolation="read_committed"), "group": G}
+
+
+def assign(consumer: str) -> Event:
+    return ev("assign", consumer=consumer, group=G, member=consumer.split("#")[0],
+              partitions=[[T, 0]])
+
+
+def commit(cid: str, offset: int, type_: str = "ok", **extra: Any) -> Event:
+    return ev("commit", type_, group=G, member=cid.split("-")[0], commit=cid,
+              offsets=[[T, 0, offset]], **extra)
+
+
+def members(first_of_second: int, *between: Event) -> list[Event]:
+    """clean(), plus a group: g0.1 is assigned partition 0, reads a b c (0-2) and commits 3;
+    then g1.1 is assigned the partition (with ``between`` in between) and starts reading at
+    ``first_of_second``."""
+    data = {0: "a", 1: "b", 2: "c", 3: "t1", 4: "t2", 8: "d"}
+    h = clean()
+    h += [assign("g0.1#1"), gpoll("g0.1#1", [[0, "a", 1], [1, "b", 1], [2, "c", 1]]),
+          commit("g0.1-1", 3, "invoke"), commit("g0.1-1", 3),
+          ev("revoke", consumer="g0.1#1", group=G, partitions=[[T, 0]]),
+          *between, assign("g1.1#1")]
+    h.append(gpoll("g1.1#1", [[o, v, 2] for o, v in data.items() if o >= first_of_second]))
+    return h
+
+
+def test_a_group_member_starts_at_the_committed_offset() -> None:
+    report = check(members(3))
+    assert report.valid, report.summary()
+    assert (report.stats["assignments"], report.stats["commits"]) == (2, 1)
+
+
+def test_a_group_member_below_the_committed_offset_is_nonmonotonic() -> None:
+    report = check(members(1))  # 1 and 2 were committed: delivered again
+    assert [(a.kind, a.detail["offset"], a.detail["committed"]) for a in report.anomalies] \
+        == [("nonmonotonic", 1, 3)]
+
+
+def test_a_group_member_above_the_committed_offset_skips() -> None:
+    report = check(members(4))  # offset 3 (t1) is never seen by the group
+    assert [(a.kind, a.detail["skipped"]) for a in report.anomalies] == [("skip", [3])]
+    # from a committed offset below markers and aborted records to the next visible one
+    h = members(8, commit("g0.1-2", 5, "invoke"), commit("g0.1-2", 5))
+    assert check(h).valid
+
+
+def test_a_commit_in_flight_or_in_doubt_may_be_where_the_next_member_starts() -> None:
+    # g0.1's second commit is answered after g1.1 recorded its assignment
+    h = members(4, commit("g0.1-2", 4, "invoke"))
+    h.append(commit("g0.1-2", 4))
+    assert check(h).valid
+    h = members(4, commit("g0.1-2", 4, "invoke"), commit("g0.1-2", 4, "info"))
+    assert check(h).valid
+    # refused, so the group's offset is still 3
+    h = members(4, commit("g0.1-2", 4, "invoke"), commit("g0.1-2", 4, "fail"))
+    assert kinds(h) == {"skip"}
+    h = members(4, commit("g0.1-2", 4, "invoke"),
+                ev("commit", "ok", group=G, member="g0.1", commit="g0.1-2", offsets=[],
+                   refused=[[T, 0, 4, "ILLEGAL_GENERATION"]]))
+    assert kinds(h) == {"skip"}
+
+
+def test_a_group_member_goes_back_within_one_assignment() -> None:
+    h = members(3)
+    h.append(gpoll("g1.1#1", [[4, "t2", 2]]))
+    assert kinds(h) == {"nonmonotonic"}
+
+
 def test_every_kind_is_covered_here() -> None:
     tested = {"lost-write", "inconsistent-offset", "duplicate", "nonmonotonic", "skip",
               "aborted-read", "split-epoch", "stale-epoch-ack", "replica-divergence"}
