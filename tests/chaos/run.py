@@ -32,6 +32,8 @@ __all__ = ["RunResult", "Unsupported", "run", "main"]
 
 TOPIC = "chaos"
 TXN_TOPIC = "chaos-txn"
+#: Between a round's settling and the next fault: the clients' traffic in the new epochs.
+ROUND_PAUSE_S = 0.5
 
 
 class Unsupported(Exception):
@@ -138,7 +140,7 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
                 except TimeoutError as e:
                     history.record("fault", fault=name, phase="unsettled", error=str(e))
                     say(f"not settled after {name}: {e}")
-                time.sleep(1)
+                time.sleep(ROUND_PAUSE_S)
             say("stopping the clients")
             workload.stop()
             for error in workload.errors:

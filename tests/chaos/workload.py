@@ -381,28 +381,34 @@ def _record_batch(history: History, kind: str, msgs: Iterable[Any], isolation: s
 
 def final_reads(history: History, bootstrap: str, topics: Iterable[str], partitions: int,
                 *, idle_s: float = 2.0, timeout_s: float = 60.0) -> None:
-    """Read every partition from the beginning to its high watermark, at both isolations."""
+    """Read every partition from the beginning to its high watermark, at both isolations:
+    until the client has reached each partition's end (its end-of-partition event, which
+    also passes transaction markers at the end), or nothing came for ``idle_s``."""
     tps = [(t, p) for t in topics for p in range(partitions)]
     for isolation in (UNCOMMITTED, COMMITTED):
         consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": f"chaos-final-{isolation}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "isolation.level": isolation, "log_level": 2,
+            "isolation.level": isolation, "enable.partition.eof": True, "log_level": 2,
         })
         try:
             ends = {tp: _high_watermark(consumer, tp) for tp in tps}
             consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in tps])
             got: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
+            reached: dict[tuple[str, int], int] = {}  # where the client last hit the end
             last = time.monotonic()
             deadline = last + timeout_s
             while time.monotonic() < deadline and time.monotonic() - last < idle_s:
                 batch = consumer.consume(1000, 0.5)
                 for m in batch:
-                    if m.error() is None:
+                    error = m.error()
+                    if error is None:
                         got[(m.topic(), m.partition())].append(
                             [m.offset(), m.value().decode(), _epoch(m)])
                         last = time.monotonic()
-                if all(got[tp] and got[tp][-1][0] >= ends[tp] - 1 for tp in tps if ends[tp] > 0):
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        reached[(m.topic(), m.partition())] = m.offset()
+                if all(reached.get(tp, -1) >= ends[tp] for tp in tps if ends[tp] >= 0):
                     break
             for (topic, partition) in tps:
                 history.record("read", "ok", topic=topic, partition=partition,
