@@ -10,7 +10,11 @@ Anomaly kinds (:data:`KINDS`):
   acknowledged record found at another offset than the one acknowledged.
 - ``duplicate`` — one record (values are unique per send) at two offsets: with idempotence a
   retried send must never be stored twice (not checked when the ``meta`` event says the
-  producers were not idempotent, as with acks other than all).
+  producers were not idempotent, as with acks other than all). Not an anomaly but reported
+  (:attr:`Report.resent`) when the replica logs show the second copy written by the same
+  producer under a later producer epoch: the client bumped its epoch and sent the record again
+  under new sequence numbers, which no broker can recognise (librdkafka does so after an
+  OUT_OF_ORDER_SEQUENCE_NUMBER that follows a failed request, its issue #4953).
 - ``nonmonotonic`` — a consumer's offsets on a partition did not strictly increase (for a
   group member: within one assignment), or a group member's first record of a partition it was
   assigned lies below the offset the group had committed for it (committed data delivered
@@ -81,6 +85,8 @@ class Report:
     anomalies: tuple[Anomaly, ...]
     stats: dict[str, int] = field(default_factory=dict)
     unchecked: tuple[str, ...] = ()
+    #: Records stored twice because the client re-sent them under a new producer epoch.
+    resent: tuple[Anomaly, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -98,6 +104,11 @@ class Report:
         for kind, found in self.by_kind().items():
             lines.append(f"  {kind}: {len(found)}")
             for a in found[:examples]:
+                lines.append(f"    {json.dumps(a.to_json(), sort_keys=True)}")
+        if self.resent:
+            lines.append(f"  re-sent by the client under a new producer epoch (not counted): "
+                         f"{len(self.resent)}")
+            for a in self.resent[:examples]:
                 lines.append(f"    {json.dumps(a.to_json(), sort_keys=True)}")
         for note in self.unchecked:
             lines.append(f"  unchecked: {note}")
@@ -165,6 +176,7 @@ def check(events: Sequence[Event]) -> Report:
     # -- consumers, final reads, replicas ------------------------------------------------------
     final: dict[tuple[TP, str], dict[int, tuple[str, int]]] = defaultdict(dict)
     replicas: dict[TP, list[Event]] = defaultdict(list)
+    producers: dict[tuple[TP, int], tuple[int, int]] = {}  # (tp, offset) -> (id, epoch)
     polls: dict[tuple[str, TP], list[tuple[int, str, str]]] = defaultdict(list)
     for e in events:
         kind = e["f"]
@@ -177,6 +189,9 @@ def check(events: Sequence[Event]) -> Report:
             for offset, value, epoch in _records(e):
                 if offset < hw:
                     seen[tp].add(offset, value, f"replica-{e['node']}", epoch)
+            for r in e.get("records", ()):
+                if len(r) >= 5:
+                    producers[(tp, int(r[0]))] = (int(r[3]), int(r[4]))
             continue
         isolation = str(e.get("isolation", UNCOMMITTED))
         source = f"{kind}-{e.get('consumer', 'final')}"
@@ -209,9 +224,18 @@ def check(events: Sequence[Event]) -> Report:
     # Without idempotence (acks other than all) a retried send may be stored twice: Kafka's
     # contract then, not an anomaly.
     idempotent = all(e.get("idempotent", True) for e in events if e["f"] == "meta")
+    resent: list[Anomaly] = []
     for (tp, value), offsets in where.items():
         if idempotent and len(offsets) > 1:
-            found("duplicate", tp, value=value, offsets=sorted(offsets))
+            ordered = sorted(offsets)
+            writers = [producers.get((tp, o)) for o in ordered]
+            if _resent_under_new_epochs(writers):
+                resent.append(Anomaly("duplicate", tp[0], tp[1], {
+                    "value": value, "offsets": ordered,
+                    "producer": [list(w) for w in writers if w is not None],
+                }))
+            else:
+                found("duplicate", tp, value=value, offsets=ordered)
 
     # -- lost writes ---------------------------------------------------------------------------
     read_tps = {tp for tp, _ in final}
@@ -315,7 +339,17 @@ def check(events: Sequence[Event]) -> Report:
         "assignments": sum(1 for e in events if e["f"] == "assign"),
         "commits": sum(1 for e in events if e["f"] == "commit" and e["type"] == "ok"),
     }
-    return Report(tuple(anomalies), stats, tuple(unchecked))
+    return Report(tuple(anomalies), stats, tuple(unchecked), tuple(resent))
+
+
+def _resent_under_new_epochs(writers: list[tuple[int, int] | None]) -> bool:
+    """Whether the copies (in offset order) were written by one producer id, each under a
+    later producer epoch than the one before."""
+    if any(w is None for w in writers):
+        return False
+    ids = {w[0] for w in writers if w is not None}
+    epochs = [w[1] for w in writers if w is not None]
+    return len(ids) == 1 and all(a < b for a, b in zip(epochs, epochs[1:], strict=False))
 
 
 def _group_starts(

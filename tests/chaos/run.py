@@ -170,6 +170,7 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
         "valid": result.valid, "rounds": rounds, "crashed": crashed, "stats": report.stats,
         "unchecked": list(report.unchecked),
         "anomalies": [a.to_json() for a in report.anomalies],
+        "resent": [a.to_json() for a in report.resent],
     }, indent=1) + "\n", encoding="utf-8")
     return result
 

@@ -71,6 +71,12 @@ def test_process_faults(tmp_path: Path) -> None:
 
     found = {a.kind for a in check([without(e) for e in events]).anomalies}
     assert found == {"lost-write", "replica-divergence"}
+    # The group's members were assigned partitions with committed offsets, and started there:
+    # without the commits, the checker sees them start past offset 0, skipping records.
+    assert result.report.stats["assignments"] > 3 and result.report.stats["commits"] > 0
+    uncommitted = check([e for e in events if e["f"] != "commit"]).anomalies
+    assert {a.kind for a in uncommitted} == {"skip"}
+    assert all(a.detail.get("from_committed") for a in uncommitted)
 
 
 def test_network_faults(tmp_path: Path) -> None:

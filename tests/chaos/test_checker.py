@@ -138,6 +138,27 @@ def test_duplicate() -> None:
     assert check(h).valid
 
 
+def test_a_record_the_client_sent_again_under_a_new_producer_epoch_is_reported_apart() -> None:
+    h = clean()
+    h += send("e", 10, epoch=2, t=7.0)
+    for iso in ("read_uncommitted", "read_committed"):
+        old = next(e for e in h if e["f"] == "read" and e["isolation"] == iso)
+        h = _replace_read(h, iso, [*old["records"], [9, "e", 2], [10, "e", 2]])
+    records = next(e for e in h if e["f"] == "read")["records"]
+    writers = {9: (7, 0), 10: (7, 1)}  # producer 7 in epoch 0, then again in epoch 1
+    h = [e for e in h if e["f"] != "replica"]
+    h += [replica(n, [[*r, *writers.get(r[0], (7, 0))] for r in records], 11) for n in (1, 2)]
+    report = check(h)
+    assert report.valid, report.summary()
+    assert [(a.detail["value"], a.detail["producer"]) for a in report.resent] \
+        == [("e", [[7, 0], [7, 1]])]
+    assert "re-sent by the client" in report.summary()
+    writers[10] = (7, 0)  # the same producer epoch twice: idempotence failed
+    h = [e for e in h if e["f"] != "replica"]
+    h += [replica(n, [[*r, *writers.get(r[0], (7, 0))] for r in records], 11) for n in (1, 2)]
+    assert kinds(h) == {"duplicate"}
+
+
 def test_nonmonotonic() -> None:
     h = clean()
     h.append(poll("c1", [[1, "b", 1]], t=13.0))

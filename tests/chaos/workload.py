@@ -429,8 +429,8 @@ def _high_watermark(consumer: Consumer, tp: tuple[str, int]) -> int:
 
 def replica_logs(history: History, data_dirs: dict[int, Path], topics: Iterable[str]) -> None:
     """Every replica of ``topics`` on the stopped brokers' data dirs, through the storage
-    layer: data records (not control batches) with their batch's leader epoch, the high
-    watermark, log start and end offsets."""
+    layer: data records (not control batches) with their batch's leader epoch, producer id and
+    producer epoch, the high watermark, log start and end offsets."""
     wanted = set(topics)
     for node, data_dir in sorted(data_dirs.items()):
         for path in sorted(data_dir.glob("*-*")):
@@ -454,7 +454,9 @@ def replica_logs(history: History, data_dirs: dict[int, Path], topics: Iterable[
                             for r in decode_records(batch):
                                 if r.offset >= offset:
                                     records.append([r.offset, (r.value or b"").decode(),
-                                                    header.partition_leader_epoch])
+                                                    header.partition_leader_epoch,
+                                                    header.producer_id,
+                                                    header.producer_epoch])
                         pos += header.size
                         offset = max(offset, header.next_offset)
                 history.record("replica", "ok", node=node, topic=topic, partition=int(number),
