@@ -26,7 +26,9 @@ Anomaly kinds (:data:`KINDS`):
 - ``split-epoch`` — two different records at one offset written in one leader epoch: two
   brokers acted as leader of the same epoch.
 - ``stale-epoch-ack`` — an acknowledged record stored in leader epoch E although the send was
-  invoked after the metadata store had already ended epoch E (a zombie leader acknowledged).
+  invoked after the metadata store had already given the partition a later epoch with another
+  leader (a zombie leader acknowledged). A later epoch of the same leader (the controller
+  re-elects a leader whose ISR it rebuilt) does not end E for it.
 - ``replica-divergence`` — once the cluster is stopped, two replicas' logs differ below both
   their high watermarks, or a replica lacks an acknowledged record below its high watermark.
 
@@ -291,10 +293,14 @@ def check(events: Sequence[Event]) -> Report:
                   skipped=missed[:10], from_committed=True)
 
     # -- zombie acknowledgements ---------------------------------------------------------------
-    ended: dict[TP, list[tuple[float, int]]] = defaultdict(list)  # (time seen, epoch now)
+    # (time seen, epoch now, its leader); and who led each epoch
+    ended: dict[TP, list[tuple[float, int, int]]] = defaultdict(list)
+    led: dict[tuple[TP, int], int] = {}
     for e in events:
         if e["f"] == "state":
-            ended[_tp(e)].append((float(e["t"]), int(e["leader_epoch"])))
+            tp, epoch, leader = _tp(e), int(e["leader_epoch"]), int(e.get("leader", -1))
+            ended[tp].append((float(e["t"]), epoch, leader))
+            led.setdefault((tp, epoch), leader)
     for value, (tp, offset, epoch, invoked) in acked.items():
         if offset < 0:
             offset = min(where.get((tp, value), {-1}))
@@ -302,7 +308,12 @@ def check(events: Sequence[Event]) -> Report:
             epoch = _stored_epoch(seen.get(tp), offset, value)
         if epoch < 0:
             continue
-        end = next((t for t, now in ended.get(tp, ()) if now > epoch), None)
+        # Epoch E ends for its leader when a later epoch has another leader: the controller
+        # also starts a new epoch for the same leader (its ISR rebuilt after the others left),
+        # and what that leader appended before it learned so is no zombie's.
+        leader = led.get((tp, epoch))
+        end = next((t for t, now, by in ended.get(tp, ())
+                    if now > epoch and (leader is None or by != leader)), None)
         if end is not None and invoked > end:
             found("stale-epoch-ack", tp, offset=offset, value=value, epoch=epoch,
                   epoch_ended_at=end, invoked_at=invoked)
@@ -361,9 +372,11 @@ def _group_starts(
     offset, isolation)`` when the first offset is outside that range.
 
     The committed offset is the last commit answered ok (0, the log start, before any), or any
-    commit in flight or answered in doubt (``info``) at that moment: a member kicked out of the
-    group may have had its last commit stored just before the rebalance, and its thread record
-    the answer after the next member recorded its assignment."""
+    commit in flight or in doubt at that moment (``info``, or refused for that partition in an
+    ok answer: the client retries commits, and an earlier attempt may have been stored): a
+    member kicked out of the group may have had its last commit stored just before the
+    rebalance, and its thread record the answer after the next member recorded its
+    assignment. A commit answered ``fail`` certainly stored nothing."""
     last_ok: dict[tuple[str, TP], int] = {}
     inflight: dict[tuple[str, TP], dict[str, int]] = defaultdict(dict)
     doubtful: dict[tuple[str, TP], set[int]] = defaultdict(set)
@@ -383,8 +396,11 @@ def _group_starts(
                     doubtful[key].clear()
                 elif e["type"] == "info":
                     doubtful[key].add(int(o))
-            for t, p, *_ in e.get("refused", ()):  # answered, but not stored for these
-                inflight[(group, (str(t), int(p)))].pop(cid, None)
+            for t, p, o, *_ in e.get("refused", ()):
+                # refused in the last answer, but an attempt the client retried may be stored
+                key = (group, (str(t), int(p)))
+                inflight[key].pop(cid, None)
+                doubtful[key].add(int(o))
         elif kind == "assign" and e["type"] == "ok":
             group = str(e["group"])
             for t, p in e.get("partitions", ()):

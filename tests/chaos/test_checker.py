@@ -214,6 +214,19 @@ def test_an_ack_in_the_new_epoch_is_not_stale() -> None:
     assert check(h).valid
 
 
+def test_an_ack_of_a_leader_that_leads_the_next_epoch_too_is_not_stale() -> None:
+    h = clean()  # broker 2 leads epoch 2; the controller gives it epoch 3 (a rebuilt ISR)
+    h.append(ev("state", "info", t=20.0, topic=T, partition=0, leader=2, leader_epoch=3))
+    h += send("z", 9, t=21.0)  # appended before broker 2 learned of epoch 3
+    for iso in ("read_uncommitted", "read_committed"):
+        old = next(e for e in h if e["f"] == "read" and e["isolation"] == iso)
+        h = _replace_read(h, iso, [*old["records"], [9, "z", 2]])
+    h = [e for e in h if e["f"] != "replica"]
+    assert check(h).valid
+    h.append(ev("state", "info", t=20.5, topic=T, partition=0, leader=1, leader_epoch=4))
+    assert kinds(h) == {"stale-epoch-ack"}  # broker 1 led from 20.5 s: 21 s is a zombie's
+
+
 def test_replica_divergence_below_the_high_watermark() -> None:
     h = [e for e in clean() if e["f"] != "replica"]
     data = next(e for e in h if e["f"] == "read" and e["isolation"] == "read_uncommitted")
@@ -284,12 +297,13 @@ def test_a_commit_in_flight_or_in_doubt_may_be_where_the_next_member_starts() ->
     assert check(h).valid
     h = members(4, commit("g0.1-2", 4, "invoke"), commit("g0.1-2", 4, "info"))
     assert check(h).valid
-    # refused, so the group's offset is still 3
-    h = members(4, commit("g0.1-2", 4, "invoke"), commit("g0.1-2", 4, "fail"))
-    assert kinds(h) == {"skip"}
+    # refused in the answer, yet an earlier attempt of the client's may have been stored
     h = members(4, commit("g0.1-2", 4, "invoke"),
                 ev("commit", "ok", group=G, member="g0.1", commit="g0.1-2", offsets=[],
-                   refused=[[T, 0, 4, "ILLEGAL_GENERATION"]]))
+                   refused=[[T, 0, 4, "UNKNOWN_MEMBER_ID"]]))
+    assert check(h).valid
+    # certainly not stored, so the group's offset is still 3
+    h = members(4, commit("g0.1-2", 4, "invoke"), commit("g0.1-2", 4, "fail"))
     assert kinds(h) == {"skip"}
 
 
