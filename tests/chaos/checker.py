@@ -10,15 +10,25 @@ Anomaly kinds (:data:`KINDS`):
   acknowledged record found at another offset than the one acknowledged.
 - ``duplicate`` — one record (values are unique per send) at two offsets: with idempotence a
   retried send must never be stored twice (not checked when the ``meta`` event says the
-  producers were not idempotent, as with acks other than all).
-- ``nonmonotonic`` — a consumer's offsets on a partition did not strictly increase.
+  producers were not idempotent, as with acks other than all). Not an anomaly but reported
+  (:attr:`Report.resent`) when the replica logs show the second copy written by the same
+  producer under a later producer epoch: the client bumped its epoch and sent the record again
+  under new sequence numbers, which no broker can recognise (librdkafka does so after an
+  OUT_OF_ORDER_SEQUENCE_NUMBER that follows a failed request, its issue #4953).
+- ``nonmonotonic`` — a consumer's offsets on a partition did not strictly increase (for a
+  group member: within one assignment), or a group member's first record of a partition it was
+  assigned lies below the offset the group had committed for it (committed data delivered
+  again: the commit was lost, or the member did not start from it).
 - ``skip`` — a consumer jumped over an offset that the final read (same isolation) shows holds
-  a record it should have seen.
+  a record it should have seen, or a group member's first record of an assigned partition lies
+  above the group's committed offset with such a record in between.
 - ``aborted-read`` — a read_committed consumer or read saw a record of an aborted transaction.
 - ``split-epoch`` — two different records at one offset written in one leader epoch: two
   brokers acted as leader of the same epoch.
 - ``stale-epoch-ack`` — an acknowledged record stored in leader epoch E although the send was
-  invoked after the metadata store had already ended epoch E (a zombie leader acknowledged).
+  invoked after the metadata store had already given the partition a later epoch with another
+  leader (a zombie leader acknowledged). A later epoch of the same leader (the controller
+  re-elects a leader whose ISR it rebuilt) does not end E for it.
 - ``replica-divergence`` — once the cluster is stopped, two replicas' logs differ below both
   their high watermarks, or a replica lacks an acknowledged record below its high watermark.
 
@@ -77,6 +87,8 @@ class Report:
     anomalies: tuple[Anomaly, ...]
     stats: dict[str, int] = field(default_factory=dict)
     unchecked: tuple[str, ...] = ()
+    #: Records stored twice because the client re-sent them under a new producer epoch.
+    resent: tuple[Anomaly, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -94,6 +106,11 @@ class Report:
         for kind, found in self.by_kind().items():
             lines.append(f"  {kind}: {len(found)}")
             for a in found[:examples]:
+                lines.append(f"    {json.dumps(a.to_json(), sort_keys=True)}")
+        if self.resent:
+            lines.append(f"  re-sent by the client under a new producer epoch (not counted): "
+                         f"{len(self.resent)}")
+            for a in self.resent[:examples]:
                 lines.append(f"    {json.dumps(a.to_json(), sort_keys=True)}")
         for note in self.unchecked:
             lines.append(f"  unchecked: {note}")
@@ -161,6 +178,7 @@ def check(events: Sequence[Event]) -> Report:
     # -- consumers, final reads, replicas ------------------------------------------------------
     final: dict[tuple[TP, str], dict[int, tuple[str, int]]] = defaultdict(dict)
     replicas: dict[TP, list[Event]] = defaultdict(list)
+    producers: dict[tuple[TP, int], tuple[int, int]] = {}  # (tp, offset) -> (id, epoch)
     polls: dict[tuple[str, TP], list[tuple[int, str, str]]] = defaultdict(list)
     for e in events:
         kind = e["f"]
@@ -173,6 +191,9 @@ def check(events: Sequence[Event]) -> Report:
             for offset, value, epoch in _records(e):
                 if offset < hw:
                     seen[tp].add(offset, value, f"replica-{e['node']}", epoch)
+            for r in e.get("records", ()):
+                if len(r) >= 5:
+                    producers[(tp, int(r[0]))] = (int(r[3]), int(r[4]))
             continue
         isolation = str(e.get("isolation", UNCOMMITTED))
         source = f"{kind}-{e.get('consumer', 'final')}"
@@ -205,9 +226,18 @@ def check(events: Sequence[Event]) -> Report:
     # Without idempotence (acks other than all) a retried send may be stored twice: Kafka's
     # contract then, not an anomaly.
     idempotent = all(e.get("idempotent", True) for e in events if e["f"] == "meta")
+    resent: list[Anomaly] = []
     for (tp, value), offsets in where.items():
         if idempotent and len(offsets) > 1:
-            found("duplicate", tp, value=value, offsets=sorted(offsets))
+            ordered = sorted(offsets)
+            writers = [producers.get((tp, o)) for o in ordered]
+            if _resent_under_new_epochs(writers):
+                resent.append(Anomaly("duplicate", tp[0], tp[1], {
+                    "value": value, "offsets": ordered,
+                    "producer": [list(w) for w in writers if w is not None],
+                }))
+            else:
+                found("duplicate", tp, value=value, offsets=ordered)
 
     # -- lost writes ---------------------------------------------------------------------------
     read_tps = {tp for tp, _ in final}
@@ -246,11 +276,31 @@ def check(events: Sequence[Event]) -> Report:
                     found("skip", tp, consumer=consumer, previous=prev, offset=cur,
                           skipped=missed[:10])
 
+    # -- consumer groups: an assignment starts at the committed offset -------------------------
+    for a in _group_starts(events):
+        kind, tp, consumer, first, lo, hi, iso = a
+        if kind == "below":
+            found("nonmonotonic", tp, consumer=consumer, offset=first, committed=lo,
+                  from_committed=True)
+            continue
+        visible = final.get((tp, iso))
+        if visible is None:
+            continue
+        missed = [o for o in range(hi, first) if o in visible
+                  and not (iso == COMMITTED and visible[o][0] in aborted_values)]
+        if missed:
+            found("skip", tp, consumer=consumer, committed=hi, offset=first,
+                  skipped=missed[:10], from_committed=True)
+
     # -- zombie acknowledgements ---------------------------------------------------------------
-    ended: dict[TP, list[tuple[float, int]]] = defaultdict(list)  # (time seen, epoch now)
+    # (time seen, epoch now, its leader); and who led each epoch
+    ended: dict[TP, list[tuple[float, int, int]]] = defaultdict(list)
+    led: dict[tuple[TP, int], int] = {}
     for e in events:
         if e["f"] == "state":
-            ended[_tp(e)].append((float(e["t"]), int(e["leader_epoch"])))
+            tp, epoch, leader = _tp(e), int(e["leader_epoch"]), int(e.get("leader", -1))
+            ended[tp].append((float(e["t"]), epoch, leader))
+            led.setdefault((tp, epoch), leader)
     for value, (tp, offset, epoch, invoked) in acked.items():
         if offset < 0:
             offset = min(where.get((tp, value), {-1}))
@@ -258,7 +308,12 @@ def check(events: Sequence[Event]) -> Report:
             epoch = _stored_epoch(seen.get(tp), offset, value)
         if epoch < 0:
             continue
-        end = next((t for t, now in ended.get(tp, ()) if now > epoch), None)
+        # Epoch E ends for its leader when a later epoch has another leader: the controller
+        # also starts a new epoch for the same leader (its ISR rebuilt after the others left),
+        # and what that leader appended before it learned so is no zombie's.
+        leader = led.get((tp, epoch))
+        end = next((t for t, now, by in ended.get(tp, ())
+                    if now > epoch and (leader is None or by != leader)), None)
         if end is not None and invoked > end:
             found("stale-epoch-ack", tp, offset=offset, value=value, epoch=epoch,
                   epoch_ended_at=end, invoked_at=invoked)
@@ -292,8 +347,78 @@ def check(events: Sequence[Event]) -> Report:
         "read": sum(len(e.get("records", ())) for e in events if e["f"] == "read"),
         "faults": sum(1 for e in events if e["f"] == "fault" and e.get("phase") == "start"),
         "partitions": len(seen),
+        "assignments": sum(1 for e in events if e["f"] == "assign"),
+        "commits": sum(1 for e in events if e["f"] == "commit" and e["type"] == "ok"),
     }
-    return Report(tuple(anomalies), stats, tuple(unchecked))
+    return Report(tuple(anomalies), stats, tuple(unchecked), tuple(resent))
+
+
+def _resent_under_new_epochs(writers: list[tuple[int, int] | None]) -> bool:
+    """Whether the copies (in offset order) were written by one producer id, each under a
+    later producer epoch than the one before."""
+    if any(w is None for w in writers):
+        return False
+    ids = {w[0] for w in writers if w is not None}
+    epochs = [w[1] for w in writers if w is not None]
+    return len(ids) == 1 and all(a < b for a, b in zip(epochs, epochs[1:], strict=False))
+
+
+def _group_starts(
+    events: Sequence[Event],
+) -> Iterable[tuple[str, TP, str, int, int, int, str]]:
+    """Each group member's first record of each partition it was assigned, against what the
+    group had committed for that partition when the assignment was recorded: yields
+    ``("below" | "above", tp, consumer, first offset, lowest, highest possible committed
+    offset, isolation)`` when the first offset is outside that range.
+
+    The committed offset is the last commit answered ok (0, the log start, before any), or any
+    commit in flight or in doubt at that moment (``info``, or refused for that partition in an
+    ok answer: the client retries commits, and an earlier attempt may have been stored): a
+    member kicked out of the group may have had its last commit stored just before the
+    rebalance, and its thread record the answer after the next member recorded its
+    assignment. A commit answered ``fail`` certainly stored nothing."""
+    last_ok: dict[tuple[str, TP], int] = {}
+    inflight: dict[tuple[str, TP], dict[str, int]] = defaultdict(dict)
+    doubtful: dict[tuple[str, TP], set[int]] = defaultdict(set)
+    expect: dict[tuple[str, TP], tuple[int, int]] = {}  # (consumer, tp) -> (lo, hi)
+    for e in events:
+        kind = e["f"]
+        if kind == "commit":
+            group, cid = str(e["group"]), str(e["commit"])
+            for t, p, o, *_ in e.get("offsets", ()):
+                key = (group, (str(t), int(p)))
+                if e["type"] == "invoke":
+                    inflight[key][cid] = int(o)
+                    continue
+                inflight[key].pop(cid, None)
+                if e["type"] == "ok":
+                    last_ok[key] = int(o)
+                    doubtful[key].clear()
+                elif e["type"] == "info":
+                    doubtful[key].add(int(o))
+            for t, p, o, *_ in e.get("refused", ()):
+                # refused in the last answer, but an attempt the client retried may be stored
+                key = (group, (str(t), int(p)))
+                inflight[key].pop(cid, None)
+                doubtful[key].add(int(o))
+        elif kind == "assign" and e["type"] == "ok":
+            group = str(e["group"])
+            for t, p in e.get("partitions", ()):
+                key = (group, (str(t), int(p)))
+                possible = {last_ok.get(key, 0), *inflight[key].values(), *doubtful[key]}
+                expect[(str(e["consumer"]), key[1])] = (min(possible), max(possible))
+        elif kind == "poll" and e["type"] == "ok" and "group" in e:
+            tp = _tp(e)
+            bounds = expect.pop((str(e["consumer"]), tp), None)
+            records = list(_records(e))
+            if bounds is None or not records:
+                continue
+            first = records[0][0]
+            iso = str(e.get("isolation", UNCOMMITTED))
+            if first < bounds[0]:
+                yield ("below", tp, str(e["consumer"]), first, bounds[0], bounds[1], iso)
+            elif first > bounds[1]:
+                yield ("above", tp, str(e["consumer"]), first, bounds[0], bounds[1], iso)
 
 
 def _stored_epoch(s: _Seen | None, offset: int, value: str) -> int:

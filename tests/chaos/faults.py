@@ -3,8 +3,9 @@
 with every process running and the network whole; the runner then waits until it settles.
 
 Names (:data:`FAULTS`): ``kill-leader``, ``kill-controller``, ``kill-two``, ``pause-leader``,
-``kill-etcd``, ``partition-brokers``, ``partition-etcd``, ``isolate-leader``, ``slow-broker``
-(a latency proxy, :mod:`chaos.proxy`). ``partition-*`` and ``isolate-leader`` need :mod:`chaos.net`
+``kill-etcd``, ``partition-brokers``, ``partition-etcd``, ``partition-etcd-member``,
+``isolate-leader``, ``slow-broker`` (a latency proxy, :mod:`chaos.proxy`). ``partition-*`` and
+``isolate-leader`` need :mod:`chaos.net`
 (``NETWORK_FAULTS``); without it they are recorded as skipped with the reason.
 """
 
@@ -215,6 +216,28 @@ def partition_brokers(cluster: ChaosCluster, rng: random.Random, topic: str) -> 
         cluster.history.record("fault", fault="partition-brokers", phase="end")
 
 
+def partition_etcd_member(cluster: ChaosCluster, rng: random.Random, topic: str) -> None:
+    """One etcd member cut off from the other two (the raft leader every other time), the
+    brokers still reaching all three: the lone member can serve nothing that needs a quorum,
+    and brokers talking to it must go on through the others."""
+    assert cluster.net is not None
+    count = len(cluster.etcd.members)
+    leader = _etcd_leader(cluster)
+    member = leader if leader is not None and rng.random() < 0.5 else rng.randrange(count)
+    others = [i for i in range(count) if i != member]
+    cluster.history.record("fault", fault="partition-etcd-member", phase="start",
+                           member=member, etcd_leader=member == leader)
+    cluster.net.cut(f"etcd-{member}", [cluster.etcd.members[i].peer_port for i in others])
+    for i in others:
+        cluster.net.cut(f"etcd-{i}", [cluster.etcd.members[member].peer_port])
+    try:
+        time.sleep(_hold(cluster) + 1)
+    finally:
+        cluster.net.heal()
+        cluster.history.record("fault", fault="partition-etcd-member", phase="end",
+                               member=member)
+
+
 def partition_etcd(cluster: ChaosCluster, rng: random.Random, topic: str) -> None:
     """A leader cut off from every etcd member: it must fence itself."""
     assert cluster.net is not None
@@ -277,10 +300,12 @@ FAULTS: dict[str, Fault] = {
     "kill-etcd": kill_etcd,
     "partition-brokers": partition_brokers,
     "partition-etcd": partition_etcd,
+    "partition-etcd-member": partition_etcd_member,
     "isolate-leader": isolate_leader,
     "slow-broker": slow_broker,
 }
-NETWORK_FAULTS = frozenset({"partition-brokers", "partition-etcd", "isolate-leader"})
+NETWORK_FAULTS = frozenset({"partition-brokers", "partition-etcd", "partition-etcd-member",
+                            "isolate-leader"})
 
 
 def run_fault(name: str, cluster: ChaosCluster, rng: random.Random, topic: str) -> bool:

@@ -1,6 +1,7 @@
 """The cluster under test: a 3-member etcd (:class:`~odradek.cluster.etcd_process.EtcdCluster`)
 and broker processes (:class:`~odradek.cluster.local.BrokerProcess`) on loopback, each broker
-in a cgroup of its own when network faults are available (:mod:`chaos.net`), plus an observer
+and etcd member in a cgroup of its own when network faults are available (:mod:`chaos.net`),
+plus an observer
 thread that polls etcd and records every change of a partition's leader or epoch, of the live
 brokers and of the controller into the history (``state`` and ``members`` events).
 
@@ -49,6 +50,8 @@ class ChaosConfig:
     producers: int = 2
     produce_rate: float = 100.0  # records/s per producer
     transactional: bool = True
+    # Members of a consumer group that subscribe, commit, and come and go (chaos.workload).
+    group_members: int = 3
     # Each broker behind a latency proxy (chaos.proxy) that it advertises, for ``slow-broker``.
     proxies: bool = True
     broker_properties: Mapping[str, str] = field(default_factory=dict)
@@ -61,7 +64,8 @@ class ChaosConfig:
             "partitions": self.partitions, "session_timeout_ms": self.session_timeout_ms,
             "faults": list(self.faults), "rounds": self.rounds, "duration_s": self.duration_s,
             "seed": self.seed, "producers": self.producers, "produce_rate": self.produce_rate,
-            "transactional": self.transactional, "proxies": self.proxies,
+            "transactional": self.transactional, "group_members": self.group_members,
+            "proxies": self.proxies,
             "broker_properties": dict(self.broker_properties),
         }
 
@@ -101,7 +105,11 @@ class ChaosCluster:
         self.history = history
         self.net = net
         self.prefix = "/odradek"
-        self.etcd = EtcdCluster(directory / "etcd", config.etcd_members)
+        self.etcd = EtcdCluster(
+            directory / "etcd", config.etcd_members,
+            launch_prefixes=[net.launch_prefix(f"etcd-{i}") for i in range(config.etcd_members)]
+            if net is not None else (),
+        )
         ports = free_ports(2 * config.brokers)
         self.proxies = {
             i: DelayProxy(ports[config.brokers + i - 1], ports[i - 1])

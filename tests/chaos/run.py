@@ -32,6 +32,8 @@ __all__ = ["RunResult", "Unsupported", "run", "main"]
 
 TOPIC = "chaos"
 TXN_TOPIC = "chaos-txn"
+#: Between a round's settling and the next fault: the clients' traffic in the new epochs.
+ROUND_PAUSE_S = 0.5
 
 
 class Unsupported(Exception):
@@ -82,7 +84,8 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
     directory.mkdir(parents=True, exist_ok=True)
     history_path = directory / "history.jsonl"
     why_not = unavailable()
-    net = NetFaults([f"broker-{i}" for i in range(1, config.brokers + 1)]) \
+    net = NetFaults([f"broker-{i}" for i in range(1, config.brokers + 1)]
+                    + [f"etcd-{i}" for i in range(config.etcd_members)]) \
         if why_not is None else None
     rng = random.Random(config.seed)
     faults = list(config.faults or FAULTS)
@@ -110,7 +113,7 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
                 history, cluster.bootstrap, TOPIC,
                 TXN_TOPIC if config.transactional else None, config.partitions,
                 producers=config.producers, rate=config.produce_rate, acks=config.acks,
-                seed=config.seed,
+                seed=config.seed, group_members=config.group_members,
             )
             workload.start()
             time.sleep(2)
@@ -137,7 +140,7 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
                 except TimeoutError as e:
                     history.record("fault", fault=name, phase="unsettled", error=str(e))
                     say(f"not settled after {name}: {e}")
-                time.sleep(1)
+                time.sleep(ROUND_PAUSE_S)
             say("stopping the clients")
             workload.stop()
             for error in workload.errors:
@@ -167,6 +170,7 @@ def run(config: ChaosConfig, directory: Path, *, log: bool = False) -> RunResult
         "valid": result.valid, "rounds": rounds, "crashed": crashed, "stats": report.stats,
         "unchecked": list(report.unchecked),
         "anomalies": [a.to_json() for a in report.anomalies],
+        "resent": [a.to_json() for a in report.resent],
     }, indent=1) + "\n", encoding="utf-8")
     return result
 

@@ -138,6 +138,27 @@ def test_duplicate() -> None:
     assert check(h).valid
 
 
+def test_a_record_the_client_sent_again_under_a_new_producer_epoch_is_reported_apart() -> None:
+    h = clean()
+    h += send("e", 10, epoch=2, t=7.0)
+    for iso in ("read_uncommitted", "read_committed"):
+        old = next(e for e in h if e["f"] == "read" and e["isolation"] == iso)
+        h = _replace_read(h, iso, [*old["records"], [9, "e", 2], [10, "e", 2]])
+    records = next(e for e in h if e["f"] == "read")["records"]
+    writers = {9: (7, 0), 10: (7, 1)}  # producer 7 in epoch 0, then again in epoch 1
+    h = [e for e in h if e["f"] != "replica"]
+    h += [replica(n, [[*r, *writers.get(r[0], (7, 0))] for r in records], 11) for n in (1, 2)]
+    report = check(h)
+    assert report.valid, report.summary()
+    assert [(a.detail["value"], a.detail["producer"]) for a in report.resent] \
+        == [("e", [[7, 0], [7, 1]])]
+    assert "re-sent by the client" in report.summary()
+    writers[10] = (7, 0)  # the same producer epoch twice: idempotence failed
+    h = [e for e in h if e["f"] != "replica"]
+    h += [replica(n, [[*r, *writers.get(r[0], (7, 0))] for r in records], 11) for n in (1, 2)]
+    assert kinds(h) == {"duplicate"}
+
+
 def test_nonmonotonic() -> None:
     h = clean()
     h.append(poll("c1", [[1, "b", 1]], t=13.0))
@@ -193,6 +214,19 @@ def test_an_ack_in_the_new_epoch_is_not_stale() -> None:
     assert check(h).valid
 
 
+def test_an_ack_of_a_leader_that_leads_the_next_epoch_too_is_not_stale() -> None:
+    h = clean()  # broker 2 leads epoch 2; the controller gives it epoch 3 (a rebuilt ISR)
+    h.append(ev("state", "info", t=20.0, topic=T, partition=0, leader=2, leader_epoch=3))
+    h += send("z", 9, t=21.0)  # appended before broker 2 learned of epoch 3
+    for iso in ("read_uncommitted", "read_committed"):
+        old = next(e for e in h if e["f"] == "read" and e["isolation"] == iso)
+        h = _replace_read(h, iso, [*old["records"], [9, "z", 2]])
+    h = [e for e in h if e["f"] != "replica"]
+    assert check(h).valid
+    h.append(ev("state", "info", t=20.5, topic=T, partition=0, leader=1, leader_epoch=4))
+    assert kinds(h) == {"stale-epoch-ack"}  # broker 1 led from 20.5 s: 21 s is a zombie's
+
+
 def test_replica_divergence_below_the_high_watermark() -> None:
     h = [e for e in clean() if e["f"] != "replica"]
     data = next(e for e in h if e["f"] == "read" and e["isolation"] == "read_uncommitted")
@@ -203,6 +237,80 @@ def test_replica_divergence_below_the_high_watermark() -> None:
     assert {a.kind for a in report.anomalies} == {"replica-divergence"}
     h[-1] = replica(2, data["records"][:5] + [[7, "tail", 3]], 6)  # lagging, consistent
     assert check(h).valid
+
+
+G = "group"
+
+
+def gpoll(consumer: str, records: list[list[Any]]) -> Event:
+    return {**poll(consumer, records, isolation="read_committed"), "group": G}
+
+
+def assign(consumer: str) -> Event:
+    return ev("assign", consumer=consumer, group=G, member=consumer.split("#")[0],
+              partitions=[[T, 0]])
+
+
+def commit(cid: str, offset: int, type_: str = "ok", **extra: Any) -> Event:
+    return ev("commit", type_, group=G, member=cid.split("-")[0], commit=cid,
+              offsets=[[T, 0, offset]], **extra)
+
+
+def members(first_of_second: int, *between: Event) -> list[Event]:
+    """clean(), plus a group: g0.1 is assigned partition 0, reads a b c (0-2) and commits 3;
+    then g1.1 is assigned the partition (with ``between`` in between) and starts reading at
+    ``first_of_second``."""
+    data = {0: "a", 1: "b", 2: "c", 3: "t1", 4: "t2", 8: "d"}
+    h = clean()
+    h += [assign("g0.1#1"), gpoll("g0.1#1", [[0, "a", 1], [1, "b", 1], [2, "c", 1]]),
+          commit("g0.1-1", 3, "invoke"), commit("g0.1-1", 3),
+          ev("revoke", consumer="g0.1#1", group=G, partitions=[[T, 0]]),
+          *between, assign("g1.1#1")]
+    h.append(gpoll("g1.1#1", [[o, v, 2] for o, v in data.items() if o >= first_of_second]))
+    return h
+
+
+def test_a_group_member_starts_at_the_committed_offset() -> None:
+    report = check(members(3))
+    assert report.valid, report.summary()
+    assert (report.stats["assignments"], report.stats["commits"]) == (2, 1)
+
+
+def test_a_group_member_below_the_committed_offset_is_nonmonotonic() -> None:
+    report = check(members(1))  # 1 and 2 were committed: delivered again
+    assert [(a.kind, a.detail["offset"], a.detail["committed"]) for a in report.anomalies] \
+        == [("nonmonotonic", 1, 3)]
+
+
+def test_a_group_member_above_the_committed_offset_skips() -> None:
+    report = check(members(4))  # offset 3 (t1) is never seen by the group
+    assert [(a.kind, a.detail["skipped"]) for a in report.anomalies] == [("skip", [3])]
+    # from a committed offset below markers and aborted records to the next visible one
+    h = members(8, commit("g0.1-2", 5, "invoke"), commit("g0.1-2", 5))
+    assert check(h).valid
+
+
+def test_a_commit_in_flight_or_in_doubt_may_be_where_the_next_member_starts() -> None:
+    # g0.1's second commit is answered after g1.1 recorded its assignment
+    h = members(4, commit("g0.1-2", 4, "invoke"))
+    h.append(commit("g0.1-2", 4))
+    assert check(h).valid
+    h = members(4, commit("g0.1-2", 4, "invoke"), commit("g0.1-2", 4, "info"))
+    assert check(h).valid
+    # refused in the answer, yet an earlier attempt of the client's may have been stored
+    h = members(4, commit("g0.1-2", 4, "invoke"),
+                ev("commit", "ok", group=G, member="g0.1", commit="g0.1-2", offsets=[],
+                   refused=[[T, 0, 4, "UNKNOWN_MEMBER_ID"]]))
+    assert check(h).valid
+    # certainly not stored, so the group's offset is still 3
+    h = members(4, commit("g0.1-2", 4, "invoke"), commit("g0.1-2", 4, "fail"))
+    assert kinds(h) == {"skip"}
+
+
+def test_a_group_member_goes_back_within_one_assignment() -> None:
+    h = members(3)
+    h.append(gpoll("g1.1#1", [[4, "t2", 2]]))
+    assert kinds(h) == {"nonmonotonic"}
 
 
 def test_every_kind_is_covered_here() -> None:

@@ -1,7 +1,9 @@
 """The clients: idempotent producers (acks as configured), a transactional producer that
-commits some transactions and aborts others, and consumers (read_uncommitted and
-read_committed) that follow every partition from the beginning, all recording to the history;
-then the final reads and the replica logs read from the stopped brokers' data dirs.
+commits some transactions and aborts others, consumers (read_uncommitted and read_committed)
+that follow every partition from the beginning, and the members of a consumer group that
+subscribe, commit offsets, and join and leave all through the run (so rebalances happen during
+the faults), all recording to the history; then the final reads and the replica logs read from
+the stopped brokers' data dirs.
 
 Every worker is a thread owned by :class:`Workload`; each client object is used only by its
 own thread (confluent-kafka's callbacks run in that thread's ``poll``/``flush``).
@@ -9,6 +11,7 @@ own thread (confluent-kafka's callbacks run in that thread's ``poll``/``flush``)
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -46,6 +49,13 @@ def _epoch(msg: Any) -> int:
     return -1 if epoch is None else int(epoch)
 
 
+def _client_debug() -> dict[str, Any]:
+    """``CHAOS_CLIENT_DEBUG=eos,msg,protocol`` (librdkafka's debug contexts): the producers
+    log them to stderr, to see what a broker answered when the checker finds a duplicate."""
+    contexts = os.environ.get("CHAOS_CLIENT_DEBUG")
+    return {"debug": contexts, "log_level": 7} if contexts else {}
+
+
 class Workload:
     """Producers, a transactional producer and consumers on ``topic`` (plain records) and
     ``txn_topic`` (transactions), until :meth:`stop`."""
@@ -53,6 +63,7 @@ class Workload:
     def __init__(
         self, history: History, bootstrap: str, topic: str, txn_topic: str | None,
         partitions: int, *, producers: int, rate: float, acks: str, seed: int,
+        group_members: int = 0,
     ) -> None:
         self.history = history
         self.bootstrap = bootstrap
@@ -73,6 +84,10 @@ class Workload:
             workers.append(("txn", self._transactions))
         for i, iso in enumerate((UNCOMMITTED, COMMITTED)):
             workers.append((f"c{i}", lambda n=f"c{i}", i_=iso: self._consume(n, i_)))
+        #: The consumer group's id (its members are ``g<i>.<life>``).
+        self.group = f"chaos-group-{seed}"
+        workers += [(f"g{i}", lambda n=f"g{i}": self._group_slot(n))
+                    for i in range(group_members)]
         self._threads = [
             threading.Thread(target=self._guard, args=(name, work), name=f"chaos-{name}",
                              daemon=True)
@@ -114,6 +129,7 @@ class Workload:
             "topic.metadata.refresh.interval.ms": 1000,
             # librdkafka logs every refused connection during the faults; the history has it all
             "log_level": 2,
+            **_client_debug(),
         }
 
     def _produce(self, name: str) -> None:
@@ -240,6 +256,110 @@ class Workload:
             consumer.close()
 
 
+    # -- a consumer group whose members come and go ---------------------------------------------
+
+    def _group_slot(self, slot: str) -> None:
+        """One member at a time: it lives GROUP_LIFE_S, leaves, and a new one joins after
+        GROUP_PAUSE_S, so the group rebalances all through the run."""
+        rng = random.Random(f"{self._seed}-{slot}")
+        life = 0
+        while not self._stop.is_set():
+            life += 1
+            self._group_member(f"{slot}.{life}", rng.uniform(*GROUP_LIFE_S))
+            self._stop.wait(rng.uniform(*GROUP_PAUSE_S))
+
+    def _group_member(self, member: str, life_s: float) -> None:
+        """Subscribe to every topic (read_committed), record each assignment (``assign``;
+        polls are named ``<member>#<assignment>``), commit what was consumed after every
+        batch and when partitions are revoked (``commit``), and leave after ``life_s``."""
+        history, group = self.history, self.group
+        consumer = Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": group,
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "isolation.level": COMMITTED, "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500, "topic.metadata.refresh.interval.ms": 1000,
+            "log_level": 2,
+        })
+        name = ""
+        assignments = 0
+        commits = 0
+        consumed: dict[tuple[str, int], int] = {}  # next offset, consumed in this assignment
+        committed: dict[tuple[str, int], int] = {}  # what this member last committed
+
+        def commit(why: str) -> None:
+            nonlocal commits
+            todo = {tp: o for tp, o in consumed.items() if committed.get(tp) != o}
+            if not todo:
+                return
+            commits += 1
+            cid = f"{member}-{commits}"
+            offsets = [[t, p, o] for (t, p), o in sorted(todo.items())]
+            history.record("commit", "invoke", group=group, member=member, commit=cid,
+                           consumer=name, offsets=offsets, why=why)
+            try:
+                answer = consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for t, p, o in offsets],
+                    asynchronous=False,
+                )
+            except KafkaException as e:
+                # In doubt whatever the error: librdkafka retries a commit internally (after a
+                # timeout or a coordinator error), and an earlier attempt may have been stored
+                # before the last one was refused (the chaos runs saw UNKNOWN_MEMBER_ID so).
+                history.record("commit", "info", group=group, member=member, commit=cid,
+                               offsets=offsets, error=str(e))
+                return
+            done = [[tp.topic, tp.partition, tp.offset] for tp in answer or ()
+                    if tp.error is None]
+            refused = [[tp.topic, tp.partition, tp.offset, str(tp.error)] for tp in answer or ()
+                       if tp.error is not None]
+            history.record("commit", "ok", group=group, member=member, commit=cid,
+                           offsets=done, refused=refused)
+            for t, p, o in done:
+                committed[(t, p)] = o
+
+        def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+            nonlocal name, assignments
+            assignments += 1
+            name = f"{member}#{assignments}"
+            consumed.clear()
+            history.record("assign", "ok", group=group, member=member, consumer=name,
+                           partitions=[[tp.topic, tp.partition] for tp in partitions])
+
+        def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+            commit("revoke")
+            history.record("revoke", "ok", group=group, member=member, consumer=name,
+                           partitions=[[tp.topic, tp.partition] for tp in partitions])
+            consumed.clear()
+
+        def on_lost(c: Consumer, partitions: list[TopicPartition]) -> None:
+            history.record("revoke", "ok", group=group, member=member, consumer=name,
+                           lost=True,
+                           partitions=[[tp.topic, tp.partition] for tp in partitions])
+            consumed.clear()
+
+        topics = [t for t in (self.topic, self.txn_topic) if t is not None]
+        consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        history.record("member", "invoke", group=group, member=member)
+        deadline = time.monotonic() + life_s
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                msgs = consumer.consume(200, 0.5)
+                batch = _record_batch(history, "poll", msgs, COMMITTED, consumer=name,
+                                      group=group)
+                for tp, records in batch.items():
+                    consumed[tp] = records[-1][0] + 1
+                if batch:
+                    commit("batch")
+        finally:
+            consumer.close()  # revokes (and so commits) what it holds, and leaves the group
+            history.record("member", "ok", group=group, member=member)
+
+
+#: How long a group member lives, and how long its slot stays empty before the next joins.
+GROUP_LIFE_S = (3.0, 12.0)
+GROUP_PAUSE_S = (0.5, 3.0)
+
+
 def _record_batch(history: History, kind: str, msgs: Iterable[Any], isolation: str,
                   **fields: Any) -> dict[tuple[str, int], list[list[Any]]]:
     by_tp: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
@@ -255,28 +375,34 @@ def _record_batch(history: History, kind: str, msgs: Iterable[Any], isolation: s
 
 def final_reads(history: History, bootstrap: str, topics: Iterable[str], partitions: int,
                 *, idle_s: float = 2.0, timeout_s: float = 60.0) -> None:
-    """Read every partition from the beginning to its high watermark, at both isolations."""
+    """Read every partition from the beginning to its high watermark, at both isolations:
+    until the client has reached each partition's end (its end-of-partition event, which
+    also passes transaction markers at the end), or nothing came for ``idle_s``."""
     tps = [(t, p) for t in topics for p in range(partitions)]
     for isolation in (UNCOMMITTED, COMMITTED):
         consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": f"chaos-final-{isolation}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "isolation.level": isolation, "log_level": 2,
+            "isolation.level": isolation, "enable.partition.eof": True, "log_level": 2,
         })
         try:
             ends = {tp: _high_watermark(consumer, tp) for tp in tps}
             consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in tps])
             got: dict[tuple[str, int], list[list[Any]]] = defaultdict(list)
+            reached: dict[tuple[str, int], int] = {}  # where the client last hit the end
             last = time.monotonic()
             deadline = last + timeout_s
             while time.monotonic() < deadline and time.monotonic() - last < idle_s:
                 batch = consumer.consume(1000, 0.5)
                 for m in batch:
-                    if m.error() is None:
+                    error = m.error()
+                    if error is None:
                         got[(m.topic(), m.partition())].append(
                             [m.offset(), m.value().decode(), _epoch(m)])
                         last = time.monotonic()
-                if all(got[tp] and got[tp][-1][0] >= ends[tp] - 1 for tp in tps if ends[tp] > 0):
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        reached[(m.topic(), m.partition())] = m.offset()
+                if all(reached.get(tp, -1) >= ends[tp] for tp in tps if ends[tp] >= 0):
                     break
             for (topic, partition) in tps:
                 history.record("read", "ok", topic=topic, partition=partition,
@@ -297,8 +423,8 @@ def _high_watermark(consumer: Consumer, tp: tuple[str, int]) -> int:
 
 def replica_logs(history: History, data_dirs: dict[int, Path], topics: Iterable[str]) -> None:
     """Every replica of ``topics`` on the stopped brokers' data dirs, through the storage
-    layer: data records (not control batches) with their batch's leader epoch, the high
-    watermark, log start and end offsets."""
+    layer: data records (not control batches) with their batch's leader epoch, producer id and
+    producer epoch, the high watermark, log start and end offsets."""
     wanted = set(topics)
     for node, data_dir in sorted(data_dirs.items()):
         for path in sorted(data_dir.glob("*-*")):
@@ -322,7 +448,9 @@ def replica_logs(history: History, data_dirs: dict[int, Path], topics: Iterable[
                             for r in decode_records(batch):
                                 if r.offset >= offset:
                                     records.append([r.offset, (r.value or b"").decode(),
-                                                    header.partition_leader_epoch])
+                                                    header.partition_leader_epoch,
+                                                    header.producer_id,
+                                                    header.producer_epoch])
                         pos += header.size
                         offset = max(offset, header.next_offset)
                 history.record("replica", "ok", node=node, topic=topic, partition=int(number),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.describe_producers.v0 import request as describe_producers_req
 from kio.schema.metadata.v12 import request as metadata_req
 from kio.schema.write_txn_markers.v1 import request as write_txn_markers_req
@@ -132,3 +133,47 @@ def test_markers_carry_the_coordinator_epoch_and_an_older_one_is_fenced(
     assert _abort_marker(
         data_leader, topic, partition, producer_id, producer_epoch, second_epoch
     ) == ErrorCode.none
+
+
+def test_a_transactional_produce_verified_by_another_broker_waits_for_replication(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    """A partition led by one broker, replicated to all three, written in a transaction that
+    another broker coordinates: the leader asks the coordinator (AddPartitionsToTxn v4), appends,
+    and answers once the batch is replicated. It used to try to encode the replication wait
+    itself as the answer and close the connection (the retried send, then a duplicate already
+    replicated, was answered)."""
+    cluster = odradek_cluster_factory(brokers=3, session_timeout_ms=2000, **_INTERNAL)
+    one = cluster.broker(1).address
+    topic = f"verified-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": one})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 3)])[topic].result(30)
+    leaders = _wait(
+        lambda: (lambda ls: ls if len(ls) == PARTITIONS and -1 not in ls.values() else None)(
+            _leaders(one, topic)
+        ),
+        "every partition's leader",
+    )
+    txn_id, coordinator = _key_coordinated_elsewhere(one, f"rv-{topic}", 1, avoid=1)
+    partition = next(p for p, leader in leaders.items() if leader != coordinator)
+    delivered: list[tuple[int, int]] = []
+    errors: list[Any] = []
+
+    def report(err: Any, msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+        else:
+            delivered.append((msg.partition(), msg.offset()))
+
+    producer = Producer({"bootstrap.servers": one, "transactional.id": txn_id,
+                         "transaction.timeout.ms": 30_000, "message.timeout.ms": 15_000})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(3):
+        producer.produce(topic, value=f"v{i}".encode(), partition=partition,
+                         on_delivery=report)
+    producer.commit_transaction(30)
+    assert errors == []
+    assert delivered == [(partition, 0), (partition, 1), (partition, 2)]
+    leader_log = cluster.broker(leaders[partition]).log_path.read_text(errors="replace")
+    assert "request failed" not in leader_log, leader_log[-3000:]

@@ -35,6 +35,7 @@ from kio.schema.list_offsets.v8 import request as list_req
 from kio.schema.offset_commit.v8 import request as offset_commit_req
 from kio.schema.produce.v11 import request as produce_req
 from rawclient import RawClient
+from test_idempotence import idempotent_batch, init_producer_id
 
 from odradek.broker.runner import BrokerThread, local_config
 from odradek.cluster.etcd import EtcdStore
@@ -477,6 +478,60 @@ def test_paused_followers_leave_the_isr_and_rejoin(
     producer.produce(topic, b"after", partition=0, on_delivery=report)
     assert producer.flush(30) == 0
     assert acked[-1] == 7
+
+
+def _idempotent_produce(leader: str, topic: str, batch: bytes, timeout_ms: int) -> Any:
+    body = produce_req.ProduceRequest(
+        transactional_id=None, acks=-1, timeout=datetime.timedelta(milliseconds=timeout_ms),
+        topic_data=(produce_req.TopicProduceData(name=topic, partition_data=(
+            produce_req.PartitionProduceData(index=0, records=batch),
+        )),),
+    )
+    with RawClient(leader) as c:
+        return c.request(body).responses[0].partition_responses[0]
+
+
+def test_a_retried_batch_is_not_refused_for_want_of_replicas(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    """An idempotent batch the leader holds, retried while the ISR is below
+    ``min.insync.replicas``: not NOT_ENOUGH_REPLICAS (which says it was not written, and
+    after which librdkafka may send it again under a bumped epoch: a duplicate, as the chaos
+    tests found once a new leader with a one-member ISR had the batch from its predecessor),
+    but answered as the duplicate it is once replicated. A new batch is refused as before."""
+    cluster = odradek_cluster_factory(
+        brokers=3, session_timeout_ms=60_000, replica_lag_time_max_ms="1000",
+        offsets_topic_replication_factor="1",
+    )
+    leader = cluster.broker(1).address
+    admin = AdminClient({"bootstrap.servers": leader})
+    etcd = Etcd(cluster)
+    topic = f"retried-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(
+        topic, 1, replica_assignment=[[1, 2, 3]], config={"min.insync.replicas": "2"},
+    )])[topic].result(30)
+    with RawClient(leader) as c:
+        pid = init_producer_id(c)
+    first = idempotent_batch(pid, 0, 0, 2)
+    for node in (2, 3):
+        cluster.broker(node).pause()
+    try:
+        # Appended, not replicated: the answer is lost to the client (a timeout here), and the
+        # ISR shrinks to the leader (a log that grows starts the followers' lag time).
+        answer = _idempotent_produce(leader, topic, first, 500)
+        assert answer.error_code == ErrorCode.request_timed_out
+        _wait(lambda: etcd.state(topic).isr == (1,), "the followers to leave the ISR")
+        retried = _idempotent_produce(leader, topic, first, 1000)
+        assert retried.error_code == ErrorCode.request_timed_out  # waited for replication
+        assert _idempotent_produce(leader, topic, idempotent_batch(pid, 0, 2, 1), 1000) \
+            .error_code == ErrorCode.not_enough_replicas
+    finally:
+        for node in (2, 3):
+            cluster.broker(node).resume()
+    _wait(lambda: sorted(etcd.state(topic).isr) == [1, 2, 3], "the followers to rejoin the ISR")
+    retried = _idempotent_produce(leader, topic, first, 10_000)
+    assert (retried.error_code, retried.base_offset) == (ErrorCode.none, 0)
+    assert _latest(leader, topic).offset == 2  # the batch, once
 
 
 def test_a_fenced_leader_moves_no_high_watermark(

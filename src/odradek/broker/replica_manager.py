@@ -343,7 +343,8 @@ class ReplicaManager:
         epoch, then advance the high watermark over them as far as the ISR allows and wake
         waiting fetches. A retried batch the log recognised as a duplicate changes nothing.
         ``required_acks=-1`` refuses the append with NOT_ENOUGH_REPLICAS while the ISR is
-        smaller than ``min.insync.replicas`` (then :meth:`wait_for_replication`). Raises what
+        smaller than ``min.insync.replicas`` (then :meth:`wait_for_replication`), except a
+        retried batch the log already holds, which is answered as a duplicate. Raises what
         :meth:`check_writable` and :meth:`PartitionLog.append_as_leader` raise; nothing is
         written then."""
         state = self.check_writable(topic, partition)
@@ -364,6 +365,15 @@ class ReplicaManager:
         if required_acks == -1:
             min_isr = self.min_insync_replicas(topic)
             if len(lp.isr) < min_isr:
+                # A retry of a batch already appended (by this broker, or by the previous
+                # leader and replicated here) is not refused: NOT_ENOUGH_REPLICAS tells the
+                # client its batch was not written, and librdkafka, whose next batch then fails
+                # with OUT_OF_ORDER_SEQUENCE_NUMBER once the ISR grows, bumps its epoch and
+                # sends the batch again under new sequence numbers: stored twice. Its answer
+                # waits for the replication of the original, like any acks=all append.
+                dup = plog.find_duplicate(records)
+                if dup is not None:
+                    return dup
                 raise NotEnoughReplicasError(
                     f"{topic}-{partition} has {len(lp.isr)} in-sync replicas {list(lp.isr)}, "
                     f"fewer than its min.insync.replicas {min_isr}"

@@ -67,6 +67,7 @@ class EtcdProcess:
         peer_port: int | None = None,
         initial_cluster: str | None = None,
         cluster_token: str = "odradek",
+        launch_prefix: Sequence[str] = (),
     ) -> None:
         binary = etcd_binary()
         if binary is None:
@@ -79,6 +80,9 @@ class EtcdProcess:
         self.peer_port = peer_port or next(p for p in spare if p != self.client_port)
         self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
         self._token = cluster_token
+        # A command the member is run through, e.g. one that moves it into a cgroup and execs
+        # (the fault tests' network partitions); it must exec, so that the pid is etcd's.
+        self._launch_prefix = tuple(launch_prefix)
         self._log_path = data_dir.parent / f"{data_dir.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -116,6 +120,7 @@ class EtcdProcess:
             raise RuntimeError(f"etcd {self.name} is already running")
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         args = [
+            *self._launch_prefix,
             self._binary,
             f"--name={self.name}",
             f"--data-dir={self.data_dir}",
@@ -193,7 +198,12 @@ class EtcdCluster:
     """A static etcd cluster of ``size`` members on loopback, data under ``base_dir/member-<i>``.
     Owned by its creator; not thread-safe. Members are addressed by index (0 … size-1)."""
 
-    def __init__(self, base_dir: Path, size: int = 3, *, token: str | None = None) -> None:
+    def __init__(
+        self, base_dir: Path, size: int = 3, *, token: str | None = None,
+        launch_prefixes: Sequence[Sequence[str]] = (),
+    ) -> None:
+        """``launch_prefixes``: one command prefix per member (see :class:`EtcdProcess`), or
+        none."""
         if size < 1:
             raise ValueError("an etcd cluster needs at least one member")
         chosen = free_ports(2 * size)
@@ -211,8 +221,9 @@ class EtcdCluster:
                 peer_port=peer,
                 initial_cluster=initial,
                 cluster_token=token,
+                launch_prefix=launch_prefixes[i] if launch_prefixes else (),
             )
-            for name, (client, peer) in zip(names, ports, strict=True)
+            for i, (name, (client, peer)) in enumerate(zip(names, ports, strict=True))
         ]
 
     @property

@@ -69,10 +69,12 @@ from odradek.errors import (
 )
 from odradek.protocol.records import (
     ATTR_TIMESTAMP_TYPE,
+    BATCH_HEADER_SIZE,
     BatchHeader,
     assign_offset_and_epoch,
     decode_records,
     next_offset_after,
+    read_batch_header,
     set_log_append_time,
     validate_batches,
 )
@@ -432,6 +434,29 @@ class PartitionLog:
 
     def producer_entry(self, producer_id: int) -> ProducerStateEntry | None:
         return self.producer_state.producers.get(producer_id)
+
+    def find_duplicate(self, records: bytes | bytearray | memoryview) -> LogAppendInfo | None:
+        """The append that ``records`` repeats, when it is one producer batch (a client retry)
+        this log already holds, as :meth:`append_as_leader` would answer it; None otherwise.
+        Reads only the batch header and the producer state: nothing is validated or written."""
+        view = memoryview(records)
+        if len(view) < BATCH_HEADER_SIZE:
+            return None
+        h = read_batch_header(view, 0)
+        if h.producer_id < 0 or h.base_sequence < 0 or h.size != len(view):
+            return None
+        entry = self.producer_state.producers.get(h.producer_id)
+        dup = entry.find_duplicate(h) if entry is not None else None
+        if dup is None:
+            return None
+        return LogAppendInfo(
+            dup.first_offset,
+            dup.last_offset,
+            dup.timestamp if self.config.log_append_time else -1,
+            self._log_start_offset,
+            dup.last_offset - dup.first_offset + 1,
+            duplicate=True,
+        )
 
     def update_config(self, config: LogConfig) -> None:
         self.config = config

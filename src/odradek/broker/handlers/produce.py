@@ -137,7 +137,9 @@ async def _after_remote_verification(
         verified.update(
             await verify_remotely(broker, transactional_id, producer_id, epoch, tps)
         )
-    return _produce(broker, request, verified)
+    result = _produce(broker, request, verified)
+    # This coroutine is the answer: an acks=all produce's wait for replication is part of it.
+    return (await result.awaitable) if isinstance(result, Replicating) else result
 
 
 def _produce(
