@@ -470,7 +470,11 @@ class Broker:
             await asyncio.sleep(flush_every)
             now_ms = clock.milliseconds()
             try:
-                self.logs.flush_due(now_ms)
+                self.logs.flush_due(now_ms, checkpoint=False)
+                write = self.logs.due_high_watermark_checkpoint(clock.milliseconds())
+                if write is not None:
+                    # Its fsyncs off the event loop (Kafka writes it from a scheduler thread).
+                    await asyncio.to_thread(write)
                 if clock.monotonic_ms() >= next_retention:
                     next_retention = clock.monotonic_ms() + retention_every
                     self.logs.run_retention(now_ms)
