@@ -21,13 +21,26 @@ from pathlib import Path
 
 import pytest
 
-from odradek.broker.replica_fetcher import FetcherConfig, ReplicaFetcherManager, truncation_offset
+from odradek.broker.handlers import fetch as fetch_handler
+from odradek.broker.replica_fetcher import (
+    QUICK_RETRY_MS,
+    FetcherConfig,
+    ReplicaFetcherManager,
+    truncation_offset,
+)
 from odradek.clock import ManualClock
 from odradek.cluster.image import MetadataImage
 from odradek.cluster.inprocess import InProcessStore
 from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.model import NO_LEADER, PartitionState, TopicRecord
 from odradek.cluster.store import Delete, Put
+from odradek.errors import ErrorCode
+from odradek.protocol.messages import (
+    decode_request,
+    encode_response,
+    peek_preamble,
+    request_schema,
+)
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 
@@ -127,14 +140,14 @@ class _World:
     """An in-process store with its image, a fetcher manager for broker 1 over real logs, and
     helpers to write partition states and broker registrations as the controller would."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, backoff_ms: int = 50) -> None:
         self.tmp = tmp
         self.keys = ClusterKeys(prefix="/f")
         self.store = InProcessStore(ManualClock())
         self.image = MetadataImage(self.store, self.keys)
         self.logs: dict[tuple[str, int], PartitionLog] = {}
         self.manager = ReplicaFetcherManager(
-            FetcherConfig(node_id=1, backoff_ms=50), self.image, self.log, lambda: 7
+            FetcherConfig(node_id=1, backoff_ms=backoff_ms), self.image, self.log, lambda: 7
         )
 
     def log(self, topic: str, partition: int) -> PartitionLog:
@@ -150,9 +163,9 @@ class _World:
         result = await self.store.txn([], list(ops))
         await self.image.wait_for_revision(result.revision)
 
-    def broker(self, node: int) -> Put:
-        # A port nobody listens on: fetches fail and back off, which is all these tests need.
-        value = json.dumps({"node_id": node, "host": "127.0.0.1", "port": 9, "rack": None})
+    def broker(self, node: int, port: int = 9) -> Put:
+        # By default a port nobody listens on: fetches fail and back off.
+        value = json.dumps({"node_id": node, "host": "127.0.0.1", "port": port, "rack": None})
         return Put(self.keys.broker(node), value.encode())
 
     def topic(self, name: str, partitions: int, topic_id: uuid.UUID) -> Put:
@@ -170,11 +183,11 @@ class _World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[Callable[[], _World]]:
+def world(tmp_path: Path) -> Iterator[Callable[..., _World]]:
     made: list[_World] = []
 
-    def make() -> _World:
-        made.append(_World(tmp_path))
+    def make(backoff_ms: int = 50) -> _World:
+        made.append(_World(tmp_path, backoff_ms))
         return made[-1]
 
     yield make
@@ -244,5 +257,50 @@ def test_unreachable_leader_is_retried_with_backoff(world: Callable[[], _World])
         await w.put(w.state("u", 0, (2, 1), 1, 1))
         assert w.manager.following() == {}
         await w.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_behind_on_the_change_is_asked_again_soon(world: Callable[..., _World]) -> None:
+    """A leader that answers UNKNOWN_LEADER_EPOCH (its image has not shown the epoch the
+    follower fetches in yet, as right after a failover) is asked again after 20 ms, then 40,
+    80...: not after a whole replica.fetch.backoff.ms (1 s here)."""
+    asked: list[float] = []
+
+    async def leader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                frame = await reader.readexactly(size)
+                preamble = peek_preamble(frame)
+                schema = request_schema(preamble.api_key, preamble.api_version)
+                assert preamble.api_key == fetch_handler.KEY and schema is not None
+                request = decode_request(frame, preamble, schema)
+                asked.append(loop.time())
+                body = fetch_handler.error_response(request, ErrorCode.unknown_leader_epoch)
+                writer.write(encode_response(fetch_handler.KEY, preamble.correlation_id, body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(leader, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        w = world(backoff_ms=1000)
+        await w.image.start()
+        await w.put(w.broker(2, port), w.topic("q", 1, uuid.uuid4()),
+                    w.state("q", 0, (2, 1), 2, 3))
+        w.manager.start()
+        await asyncio.sleep(0.6)
+        gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
+        # 20, 40, 80, 160 ms (and the next at 320): four or five asks within 0.6 s (one with
+        # a 1 s backoff), the gaps growing.
+        assert len(asked) >= 4, gaps
+        assert QUICK_RETRY_MS / 1000 * 0.9 <= gaps[0] < 0.5, gaps
+        assert gaps[-1] > gaps[0], gaps
+        await w.close()
+        server.close()
+        await server.wait_closed()
 
     asyncio.run(scenario())

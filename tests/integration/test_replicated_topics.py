@@ -2,13 +2,15 @@
 clients: CreateTopics and CreatePartitions place replicas on several brokers (every replica in
 the ISR, the first one leading), more replicas than live brokers is INVALID_REPLICATION_FACTOR,
 auto-created and internal topics take their replication factors from the broker settings, a
-broker stopped with SIGTERM hands its leaderships over before it exits (controlled shutdown), and
-(once the follower side of replication is in) a rolling restart under acks=all loses nothing."""
+broker stopped with SIGTERM hands its leaderships over before it exits (controlled shutdown) and
+goes on answering a client still talking to it with the new leader, and (once the follower side
+of replication is in) a rolling restart under acks=all loses nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +19,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from kio.schema.produce.v11 import request as produce_req
+from rawclient import RawClient
 
 from odradek.cluster.etcd import EtcdStore
 from odradek.cluster.local import LocalCluster
@@ -24,6 +28,7 @@ from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.model import PartitionState
 from odradek.cluster.store import EventType
 from odradek.errors import ErrorCode
+from odradek.protocol.records import SimpleRecord, encode_batch
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +196,45 @@ def test_sigterm_hands_leaderships_over_before_the_broker_exits(
     assert {(t, p) for t, p in status.under_replicated if t == topic} == {
         (topic, p) for p in range(6)
     }
+
+
+def test_after_the_handover_a_client_still_talking_is_told_the_new_leader(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    """A broker stopped with SIGTERM goes on answering for a moment after its partitions were
+    handed over, while a client still talks to it: a produce that meets it then is
+    NOT_LEADER_OR_FOLLOWER naming the new leader and its epoch (KIP-951), not a closed
+    connection (librdkafka then waited for its 1 s leader re-query, and dropped the departed
+    broker at the next Metadata: 0.5-1.9 s to the first record on the new leader)."""
+    cluster = odradek_cluster_factory(brokers=3)
+    bootstrap = cluster.broker(1).address
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"drain-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(30)
+    leader = _wait(lambda: _partitions(bootstrap, topic)[0].leader, "a leader")
+
+    def produce(client: RawClient) -> Any:
+        body = produce_req.ProduceRequest(
+            transactional_id=None, acks=1, timeout=datetime.timedelta(seconds=10),
+            topic_data=(produce_req.TopicProduceData(name=topic, partition_data=(
+                produce_req.PartitionProduceData(
+                    index=0, records=encode_batch([SimpleRecord(b"v")])
+                ),
+            )),),
+        )
+        return client.request(body).responses[0].partition_responses[0]
+
+    with RawClient(cluster.broker(leader).address) as client:
+        assert produce(client).error_code == ErrorCode.none
+        cluster.broker(leader).terminate()
+        deadline = time.monotonic() + 30
+        while (answer := produce(client)).error_code == ErrorCode.none:
+            assert time.monotonic() < deadline, "still the leader after 30 s"
+            time.sleep(0.02)  # a client producing on: the broker sees it active
+    assert answer.error_code == ErrorCode.not_leader_or_follower
+    assert answer.current_leader.leader_id in {1, 2, 3} - {leader}
+    assert answer.current_leader.leader_epoch == 1
+    cluster.broker(leader).stop()
 
 
 def test_a_rolling_restart_under_acks_all_loses_nothing_and_raises_nothing(

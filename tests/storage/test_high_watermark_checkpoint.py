@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,38 @@ def test_periodic_checkpoint_only_when_changed_and_carries_unopened_logs(
     assert again.checkpoint_high_watermarks()
     assert checkpoint_text(tmp_path) == "0\n1\na 0 4\n"
     again.shutdown()
+
+
+def test_checkpoint_prepared_for_a_thread_is_written_there_and_never_over_newer_values(
+    tmp_path: Path,
+) -> None:
+    """The broker takes the values on the event loop and writes them in a worker thread; a
+    prepared write overtaken by a newer one (shutdown's) is skipped, not written over it."""
+    clock = ManualClock(START_MS)
+    lm = manager(tmp_path, clock, high_watermark_checkpoint_interval_ms=5000)
+    lm.startup()
+    fill(lm, "a", 0, 3, 3)
+    now = clock.milliseconds()
+    assert lm.due_high_watermark_checkpoint(now) is None  # starts the interval
+    assert lm.due_high_watermark_checkpoint(now + 4999) is None
+    write = lm.due_high_watermark_checkpoint(now + 5000)
+    assert write is not None
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(write).result()
+    assert checkpoint_text(tmp_path) == "0\n1\na 0 3\n"
+    assert lm.due_high_watermark_checkpoint(now + 10_000) is None  # unchanged: nothing to do
+    a = lm.get_log("a", 0)
+    assert a is not None
+    a.append_as_leader(batch(2), leader_epoch=0)
+    a.update_high_watermark(4)
+    stale = lm.due_high_watermark_checkpoint(now + 15_000)  # takes a 0 4
+    assert stale is not None
+    a.update_high_watermark(5)
+    lm.shutdown()  # writes the newest values itself
+    assert checkpoint_text(tmp_path) == "0\n1\na 0 5\n"
+    os.unlink(tmp_path / HIGH_WATERMARK_CHECKPOINT)
+    assert not stale()  # overtaken: the file is not written again with older values
+    assert not (tmp_path / HIGH_WATERMARK_CHECKPOINT).exists()
 
 
 def test_a_recreated_partition_does_not_inherit_a_stale_entry(tmp_path: Path) -> None:

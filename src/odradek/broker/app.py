@@ -65,6 +65,14 @@ _OPEN_LOGS_PER_SLICE = 20
 #: The single node's registration lease (seconds): long, so that a stalled event loop never
 #: loses it; nothing else shares the in-process store to notice a dead broker anyway.
 _SINGLE_NODE_SESSION_TTL_S = 3600
+#: After a controlled shutdown has handed its partitions over, the broker goes on answering
+#: while clients still talk to it -- NOT_LEADER_OR_FOLLOWER naming the new leader (KIP-951),
+#: Metadata naming them all -- until none has for ``_DRAIN_QUIET_S``, at most this long. A
+#: producer whose next record was on its way met a closed port instead, and librdkafka, which
+#: also drops the departed broker from its list at the next Metadata, then waited for its 1 s
+#: leader re-query (0.5-1.9 s instead of 0.05 s to the first record on the new leader).
+CONTROLLED_SHUTDOWN_DRAIN_S = 0.5
+_DRAIN_QUIET_S = 0.1
 
 
 def _controller_work(config: BrokerConfig) -> ControllerWork:
@@ -323,6 +331,15 @@ class Broker:
             f"{self.request_memory.limit} bytes" if self.request_memory.limit > 0 else "unbounded",
         )
 
+    async def _drain_clients(self) -> None:
+        """Keep answering after the handover while clients still talk to this broker (see
+        :data:`CONTROLLED_SHUTDOWN_DRAIN_S`)."""
+        deadline = time.monotonic() + CONTROLLED_SHUTDOWN_DRAIN_S
+        while (now := time.monotonic()) < deadline:
+            if not any(now - c.active_at < _DRAIN_QUIET_S for c in self.connections):
+                return
+            await asyncio.sleep(0.02)
+
     async def stop(self) -> None:
         if self._server is None:
             return
@@ -330,9 +347,10 @@ class Broker:
         if member is not None and self.config.controlled_shutdown_enable:
             # Still serving: clients follow the leaderships as they move.
             try:
-                await member.controlled_shutdown(
+                if await member.controlled_shutdown(
                     self.cluster, self.config.broker_session_timeout_ms / 1000
-                )
+                ):
+                    await self._drain_clients()
             except Exception:  # the stop must go on whatever happened
                 log.exception("controlled shutdown failed; stopping anyway")
         self._server.close()
@@ -470,7 +488,11 @@ class Broker:
             await asyncio.sleep(flush_every)
             now_ms = clock.milliseconds()
             try:
-                self.logs.flush_due(now_ms)
+                self.logs.flush_due(now_ms, checkpoint=False)
+                write = self.logs.due_high_watermark_checkpoint(clock.milliseconds())
+                if write is not None:
+                    # Its fsyncs off the event loop (Kafka writes it from a scheduler thread).
+                    await asyncio.to_thread(write)
                 if clock.monotonic_ms() >= next_retention:
                     next_retention = clock.monotonic_ms() + retention_every
                     self.logs.run_retention(now_ms)

@@ -32,7 +32,11 @@ Per partition of the response, as Kafka's fetcher does:
   shows a newer epoch (the listener re-adds it). NOT_LEADER_OR_FOLLOWER, UNKNOWN_LEADER_EPOCH,
   unknown topics, storage and other errors: the partition is retried after
   ``replica.fetch.backoff.ms``; so is every partition of a request that failed as a whole
-  (the leader unreachable).
+  (the leader unreachable). NOT_LEADER_OR_FOLLOWER and UNKNOWN_LEADER_EPOCH right after a
+  leader change mostly mean that the new leader's image has not shown the change yet (both
+  learn it from the same watch, a few milliseconds apart): those are retried after
+  :data:`QUICK_RETRY_MS`, doubling with each repeat up to ``replica.fetch.backoff.ms``, so a
+  failover does not wait a whole backoff for the new leader to count its follower.
 
 Owned by the broker's event loop: the manager is changed only by the image's listeners and
 :meth:`ReplicaFetcherManager.stop`; each fetcher's task alone sends its requests and appends to
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
     from odradek.broker.timings import RequestTimings
 
 __all__ = [
+    "QUICK_RETRY_MS",
     "FetcherConfig",
     "ReplicaFetcher",
     "ReplicaFetcherManager",
@@ -78,6 +83,9 @@ __all__ = [
 log = logging.getLogger("odradek.broker.replica_fetcher")
 
 _NO_DIVERGENCE = -1
+#: The first retry after an answer that says the leader's image is behind ours (doubling).
+QUICK_RETRY_MS = 20
+_QUICK_RETRY_ERRORS = (ErrorCode.not_leader_or_follower, ErrorCode.unknown_leader_epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +152,9 @@ class _FetchState:
     """One partition in one fetcher. A new object each time the partition is (re)added, so a
     response to a request sent for an earlier one is recognised by identity and dropped."""
 
-    __slots__ = ("topic", "partition", "topic_id", "leader_epoch", "delayed_until", "fenced")
+    __slots__ = (
+        "topic", "partition", "topic_id", "leader_epoch", "delayed_until", "fenced", "retry_ms"
+    )
 
     def __init__(self, topic: str, partition: int, topic_id: uuid.UUID, leader_epoch: int):
         self.topic = topic
@@ -153,6 +163,7 @@ class _FetchState:
         self.leader_epoch = leader_epoch
         self.delayed_until = 0.0  # loop time before which it is not fetched (after an error)
         self.fenced = False  # FENCED_LEADER_EPOCH: wait for the image
+        self.retry_ms = QUICK_RETRY_MS  # the next quick retry's delay (see the module docs)
 
     def __repr__(self) -> str:
         return f"{self.topic}-{self.partition}@{self.leader_epoch}"
@@ -254,6 +265,13 @@ class ReplicaFetcher:
             if self.partitions.get((s.topic, s.partition)) is s:
                 s.delayed_until = until
 
+    def _retry_soon(self, state: _FetchState) -> None:
+        """Retry after the partition's quick-retry delay, which doubles up to the backoff."""
+        delay_ms = min(state.retry_ms, self._config.backoff_ms)
+        state.retry_ms = min(state.retry_ms * 2, self._config.backoff_ms)
+        if self._current(state):
+            state.delayed_until = asyncio.get_running_loop().time() + delay_ms / 1000
+
     def _current(self, state: _FetchState) -> bool:
         return self.partitions.get((state.topic, state.partition)) is state
 
@@ -345,6 +363,7 @@ class ReplicaFetcher:
         if plog.log_end_offset != fetch_offset:
             return  # the log changed under the request (truncated meanwhile): fetch again
         if code == ErrorCode.none:
+            state.retry_ms = QUICK_RETRY_MS
             try:
                 self._on_data(state, plog, data)
             except CorruptRecordError as e:
@@ -361,9 +380,13 @@ class ReplicaFetcher:
             log.info("%s: %r fenced by the leader's newer epoch; waiting for metadata",
                      self.name, state)
             state.fenced = True
+        elif code in _QUICK_RETRY_ERRORS:
+            # Most likely the leader has not applied the change we fetch in yet.
+            log.debug("%s: %r answered %s; retrying in %d ms", self.name, state, code.name,
+                      min(state.retry_ms, self._config.backoff_ms))
+            self._retry_soon(state)
         else:
-            # NOT_LEADER_OR_FOLLOWER (the leader's image is behind ours, or ours behind),
-            # UNKNOWN_LEADER_EPOCH, unknown topic, storage errors: retry after the backoff.
+            # Unknown topic, storage errors: retry after the backoff.
             log.debug("%s: %r answered %s", self.name, state, code.name)
             self._delay([state])
 

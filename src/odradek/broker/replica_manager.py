@@ -28,7 +28,10 @@ the log end, check the follower's log against the leader's epochs (KIP-279's div
 and record the follower's position; the high watermark (the lowest log end offset over the ISR,
 only while the ISR has ``min.insync.replicas`` members) then moves, waking consumers' fetches
 (:attr:`BrokerServices.append_watch`) and completing acks=all produces. An append wakes the
-replica fetches (:attr:`ReplicaManager.replica_watch`). Every ``replica.lag.time.max.ms / 2``
+replica fetches (:attr:`ReplicaManager.replica_watch`) at once; a high-watermark move wakes them
+only :data:`HW_NOTICE_DELAY_MS` later (an append in between wakes them sooner, and its answer
+carries the new high watermark): waking them at once cost every acks=all round an extra fetch
+answer and request per follower, only to tell it what the next append's answer tells it anyway. Every ``replica.lag.time.max.ms / 2``
 the ISR is checked for followers that have not caught up within ``replica.lag.time.max.ms``
 (shrink); a fetch that reaches the high watermark and the epoch's start adds its follower
 (expand); both are compare-and-swaps in the metadata store (``cluster/alter_partition.py``),
@@ -82,6 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlterPartitionFn",
+    "HW_NOTICE_DELAY_MS",
     "FollowerFetch",
     "ReplicaManager",
     "check_leader_epoch",
@@ -140,6 +144,8 @@ AlterPartitionFn = Callable[..., Awaitable["PartitionState"]]
 TopicPartition = tuple[str, int]
 #: Retries of an ISR change whose outcome is unknown (the store unreachable): first and most.
 _ALTER_RETRY_S = 0.1
+#: How long a high-watermark move waits before it wakes the followers' long polls by itself.
+HW_NOTICE_DELAY_MS = 25
 _ALTER_RETRY_MAX_S = 2.0
 #: A barrier's empty answer, shared (never appended to).
 _NO_WAITS: list[asyncio.Future[None]] = []
@@ -179,6 +185,8 @@ class ReplicaManager:
         #: DeleteRecords waiting for every replica's log start (Kafka's DelayedDeleteRecords):
         #: partition -> (required low watermark, future of the low watermark reached).
         self._low_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future[int]]]] = {}
+        #: Pending wake-ups of the followers' long polls after a high-watermark move.
+        self._hw_notices: dict[TopicPartition, asyncio.TimerHandle] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -196,6 +204,9 @@ class ReplicaManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        for handle in self._hw_notices.values():
+            handle.cancel()
+        self._hw_notices.clear()
         for lp in self._leaders.values():
             lp.fail_waiters(NotLeaderOrFollowerError("the broker is stopping"))
         self._leaders.clear()
@@ -463,12 +474,20 @@ class ReplicaManager:
         if not lp.maybe_advance_high_watermark(self.min_insync_replicas(lp.topic)):
             return False
         tp = (lp.topic, lp.partition)
-        # Woken in the order of what waits on it: consumers, acks=all producers, and last the
-        # followers' long polls (they only learn the new high watermark).
+        # Woken in the order of what waits on it: consumers, acks=all producers, and a moment
+        # later the followers' long polls (they only learn the new high watermark, which the
+        # answer to the next append tells them anyway).
         self._broker.append_watch.notify(tp)
         lp.complete_waiters()
-        self.replica_watch.notify(tp)
+        if tp not in self._hw_notices:
+            self._hw_notices[tp] = asyncio.get_running_loop().call_later(
+                HW_NOTICE_DELAY_MS / 1000, self._hw_notice, tp
+            )
         return True
+
+    def _hw_notice(self, tp: TopicPartition) -> None:
+        del self._hw_notices[tp]
+        self.replica_watch.notify(tp)
 
     def _after_isr_change(self, lp: LeaderPartition) -> None:
         if lp.has_waiters and len(lp.isr) < self.min_insync_replicas(lp.topic):

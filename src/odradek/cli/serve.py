@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -76,6 +77,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: gc thresholds for the serving process: CPython's (700, 10, 10) but full collections ten times
+#: rarer.
+GC_THRESHOLDS = (700, 10, 100)
+
+
+def _tune_garbage_collector() -> None:
+    """What start-up made (modules, schemas, the image, the logs) lives as long as the process:
+    it is moved out of the cyclic collector's way (``gc.freeze``), and collections run less
+    often. With CPython's defaults a broker under 1,000 acks=all records/s ran a full
+    collection every few seconds, 30-60 ms each on two loaded cores (about 50,000 tracked
+    objects): a stall of every request on the broker, the replication latency's p99. Only the
+    ``serve`` process does this (brokers run inside tests too, where freezing would keep every
+    test's objects)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def _serve(config: object, registry_address: tuple[str, int] | None) -> None:
     from odradek.broker.app import Broker
 
@@ -102,6 +121,7 @@ async def _serve(config: object, registry_address: tuple[str, int] | None) -> No
 
     loop.add_signal_handler(signal.SIGUSR1, dump_timings)
     await broker.start()
+    _tune_garbage_collector()
     print(f"odradek listening on {broker.host}:{broker.port}", flush=True)
     registry = None
     try:

@@ -23,6 +23,7 @@ import heapq
 import itertools
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,9 @@ class MetadataImage:
         self._sorted: tuple[TopicInfo, ...] | None = ()
         self._brokers: tuple[RegisteredBroker, ...] = ()
         self._broker_by_id: dict[int, RegisteredBroker] = {}
+        #: Brokers whose registration went, and when (monotonic seconds): see
+        #: :meth:`recently_departed`.
+        self._departed: dict[int, tuple[RegisteredBroker, float]] = {}
         self._controller = -1
         self._cluster_id = ""
         # -- the revision being applied --
@@ -144,6 +148,17 @@ class MetadataImage:
 
     def broker(self, node_id: int) -> RegisteredBroker | None:
         return self._broker_by_id.get(node_id)
+
+    def recently_departed(self, within_s: float) -> Sequence[RegisteredBroker]:
+        """The brokers whose registration went (and has not come back) within the last
+        ``within_s`` seconds, by node id. Not live: Metadata keeps listing them a moment (see
+        ``broker/handlers/metadata.py``)."""
+        now = time.monotonic()
+        for node_id in [n for n, (_, at) in self._departed.items() if now - at > 60.0]:
+            del self._departed[node_id]  # bounded: nobody asks about older departures
+        return tuple(
+            b for _, (b, at) in sorted(self._departed.items()) if now - at <= within_s
+        )
 
     def topics(self) -> Sequence[TopicInfo]:
         """Every complete topic, by name."""
@@ -347,6 +362,12 @@ class MetadataImage:
             self._brokers_dirty = False
             brokers = tuple(self._raw_brokers[i] for i in sorted(self._raw_brokers))
             if brokers != self._brokers or self._controller != self._raw_controller:
+                now = time.monotonic()
+                for b in self._brokers:
+                    if b.info.node_id not in self._raw_brokers:
+                        self._departed[b.info.node_id] = (b, now)
+                for node_id in self._raw_brokers:
+                    self._departed.pop(node_id, None)
                 self._brokers = brokers
                 self._broker_by_id = dict(self._raw_brokers)
                 self._controller = self._raw_controller

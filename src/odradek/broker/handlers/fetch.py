@@ -26,8 +26,9 @@ follower's broker epoch from v15, KIP-903) is a follower's: it reads up to the l
 may be answered with a diverging epoch instead of records (KIP-279, v12+), and records the
 follower's position, which may move the high watermark
 (:meth:`~odradek.broker.replica_manager.ReplicaManager.fetch_for_follower`). It long-polls on
-the replica manager's wake-ups (appends and high watermark moves) and returns as soon as the
-high watermark of one of its partitions moved, so followers learn it at once.
+the replica manager's wake-ups (appends at once, high watermark moves a moment later) and
+returns as soon as the high watermark of one of its partitions moved, so followers learn it
+without waiting for the next append.
 """
 
 from __future__ import annotations
