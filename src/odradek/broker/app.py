@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,8 +68,9 @@ _OPEN_LOGS_PER_SLICE = 20
 _SINGLE_NODE_SESSION_TTL_S = 3600
 
 
-def _controller_work(config: BrokerConfig) -> ControllerWork:
-    """The controller's work for one term (cluster/controller.py), the default of every broker."""
+def _controller_work(config: BrokerConfig, clock: Clock | None = None) -> ControllerWork:
+    """The controller's work for one term (cluster/controller.py), the default of every broker;
+    ``clock`` measures its grace periods and rebalance checks (default: the system clock)."""
     rebalance = RebalanceSettings(
         enabled=config.auto_leader_rebalance_enable,
         check_interval_s=config.leader_imbalance_check_interval_seconds,
@@ -82,6 +84,7 @@ def _controller_work(config: BrokerConfig) -> ControllerWork:
             term.election,
             unclean_leader_election=config.unclean_leader_election_enable,
             rebalance=rebalance,
+            clock=clock,
         ).run()
 
     return run
@@ -119,12 +122,25 @@ class Broker:
         clock: Clock | None = None,
         coordinator_load_hook: LoadHook | None = None,
         controller: ControllerWork | None = None,
+        cluster_store: ClusterStore | None = None,
+        session_clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """``coordinator_load_hook`` is awaited before each internal-topic partition loads
         (tests hold loading with it); ``controller`` is the controller's work, run while this
-        broker is the controller (:class:`~odradek.broker.cluster_member.ClusterMember`)."""
+        broker is the controller (:class:`~odradek.broker.cluster_member.ClusterMember`).
+
+        ``cluster_store`` is a metadata store shared with other brokers in this process (the
+        deterministic simulation, ``odradek.sim``), used as etcd would be; the broker closes it
+        at stop. ``session_clock`` measures real time for membership and the controller (session
+        leases, grace periods): the system clock unless given, never the injected ``clock``,
+        which tests move by hours. ``rng`` draws the broker's random choices (topic placement);
+        the simulation seeds it."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        self._given_store = cluster_store
+        self._session_clock = session_clock
+        self._rng = rng
         self._load_hook = coordinator_load_hook
         self._controller_work = controller
         self.node_id = config.node_id
@@ -171,6 +187,11 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"{self.advertised_host}:{self.advertised_port}"
+
+    @property
+    def _shared_store(self) -> bool:
+        """Whether other brokers share the metadata store (etcd, or one given)."""
+        return bool(self.config.etcd_endpoints) or self._given_store is not None
 
     @property
     def fenced(self) -> bool:
@@ -368,8 +389,15 @@ class Broker:
         producer ids over them. One code path: a single node is a cluster of one."""
         config = self.config
         keys = self.cluster_keys = ClusterKeys(prefix=config.etcd_prefix)
-        work = self._controller_work or _controller_work(config)
-        if config.etcd_endpoints:
+        work = self._controller_work or _controller_work(config, self._session_clock)
+        if self._given_store is not None:
+            member = ClusterMember(
+                self._given_store, config, controller=work, clock=self._session_clock
+            )
+            self.cluster_member = member
+            cluster_id = await member.join(self.data_dir, config.cluster_id)
+            self.metadata = MetadataStore(self.data_dir, self.node_id, cluster_id)
+        elif config.etcd_endpoints:
             # Imported here: aiohttp costs a single node ~80 ms of start-up and ~10 MB.
             from odradek.cluster.etcd import EtcdStore
 
@@ -395,7 +423,7 @@ class Broker:
         self.cluster = MetadataImage(member.store, keys)
         await self.cluster.start()
         self._cluster_parts.append(self.cluster)
-        self.topic_admin = TopicAdmin(member.store, keys, self.cluster)
+        self.topic_admin = TopicAdmin(member.store, keys, self.cluster, rng=self._rng)
         self.partition_changes = PartitionChanges(
             member.store, keys, self.cluster,
             unclean_leader_election=config.unclean_leader_election_enable,
@@ -415,7 +443,7 @@ class Broker:
         )
         epoch = await member.register(self.advertised_host, self.advertised_port)
         await self.cluster.wait_for_revision(epoch, timeout_s=60.0)
-        if not self.config.etcd_endpoints and self.cluster.controller_id < 0:
+        if not self._shared_store and self.cluster.controller_id < 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(elected.wait(), 2.0)
 
@@ -474,7 +502,7 @@ class Broker:
                 if clock.monotonic_ms() >= next_retention:
                     next_retention = clock.monotonic_ms() + retention_every
                     self.logs.run_retention(now_ms)
-                    if not self.config.etcd_endpoints:  # etcd is shared: never compact it
+                    if not self._shared_store:  # etcd is shared: never compact it
                         await self._maybe_compact_cluster_store()
                 if clock.monotonic_ms() >= next_producers:
                     next_producers = clock.monotonic_ms() + producers_every

@@ -1340,6 +1340,14 @@ class PartitionLog:
         for seg in self._segments:
             seg.close_handles()
 
+    def abandon(self) -> None:
+        """Close the file descriptors and write nothing: the log as a killed process leaves it
+        (appended bytes in the page cache, no checkpoint or snapshot), for the next open to
+        recover. The deterministic simulation's crash (``odradek.sim``)."""
+        if not self._closed:
+            self._closed = True
+            self._close_handles()
+
     @_guarded("close")
     def close(self, *, synced: bool = False) -> None:
         """Flush, record the final time-index entry, snapshot producer state at the log end and

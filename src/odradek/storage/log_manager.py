@@ -291,6 +291,14 @@ class LogManager:
             return config
         return self._topic_configs.get(topic, self.default_config)
 
+    def abandon(self) -> None:
+        """Let go of every log as a killed process does: descriptors closed, nothing written
+        (no checkpoint, no clean-shutdown marker), so the next start recovers. The
+        deterministic simulation's crash (``odradek.sim``)."""
+        for plog in self._logs.values():
+            plog.abandon()
+        self._logs.clear()
+
     def shutdown(self) -> None:
         """Cancel cleaning, close every log, then write the clean-shutdown marker (see the
         module docstring for the order of the syncs)."""
