@@ -24,12 +24,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="virtual seconds of workload per seed")
     parser.add_argument("--no-faults", action="store_true", help="run without faults")
     parser.add_argument("--trace", action="store_true", help="print each run's trace")
+    parser.add_argument("--log", metavar="LEVEL", help="print the brokers' logs (INFO, DEBUG)")
     args = parser.parse_args(argv)
     failed: list[int] = []
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
         config = SimConfig(seed=seed, duration_s=args.duration, faults=not args.no_faults)
-        result = run(config)
+        result = run(config, log_level=args.log.upper() if args.log else None)
         if args.trace:
             print("\n".join(result.trace))
             print("\n".join(result.history))

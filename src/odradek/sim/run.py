@@ -127,9 +127,11 @@ def _seeded_uuid4(rng: random.Random) -> Iterator[None]:
         uuid.uuid4 = real
 
 
-def run(config: SimConfig, *, workdir: Path | None = None) -> SimResult:
+def run(config: SimConfig, *, workdir: Path | None = None, log_level: int | str | None = None
+        ) -> SimResult:
     """Run ``config`` (see the module docstring) in a fresh temporary directory under
-    ``workdir`` (removed afterwards)."""
+    ``workdir`` (removed afterwards). The brokers' logging is silenced unless ``log_level``
+    is given: then their lines go to stderr, stamped with virtual time and their broker."""
     result = SimResult(config)
     loop = SimLoop()
     loop.set_exception_handler(
@@ -148,7 +150,14 @@ def run(config: SimConfig, *, workdir: Path | None = None) -> SimResult:
                                  dir=workdir or _default_workdir()))
     quiet = logging.getLogger("odradek")
     level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
+    quiet.setLevel(logging.CRITICAL if log_level is None else log_level)
+    handler: logging.Handler | None = None
+    if log_level is not None:
+        handler = logging.StreamHandler()
+        handler.addFilter(_VirtualStamp(loop))
+        handler.setFormatter(logging.Formatter("%(virtual)s %(node)s %(name)s: %(message)s"))
+        quiet.addHandler(handler)
+        quiet.propagate = False
     try:
         with _seeded_uuid4(random.Random(rng.getrandbits(64))):
             history = History(loop)
@@ -165,8 +174,25 @@ def run(config: SimConfig, *, workdir: Path | None = None) -> SimResult:
         result.stats["virtual_s"] = loop.time() - 10_000
     finally:
         quiet.setLevel(level)
+        if handler is not None:
+            quiet.removeHandler(handler)
+            quiet.propagate = True
         shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+class _VirtualStamp(logging.Filter):
+    """Stamps a log record with the virtual time and the simulated process logging it."""
+
+    def __init__(self, loop: SimLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.virtual = f"{self._loop.time() - 10_000:.6f}"
+        node = current_node.get()
+        record.node = repr(node) if node is not None else "<sim>"
+        return True
 
 
 def _default_workdir() -> Path | None:

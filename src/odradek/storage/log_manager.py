@@ -225,6 +225,13 @@ class LogManager:
             if not clean:
                 recovered += 1
         self._checkpointed_hws = self._read_high_watermarks()
+        checkpoint = self.data_dir / HIGH_WATERMARK_CHECKPOINT
+        if not self._unopened and not checkpoint.exists():
+            # A new data directory says so on disk at once: one that crashes before its first
+            # checkpoint must not pass for one from before replication, whose logs start at
+            # their log end (records its ISR never had would be exposed).
+            write_checkpoint(checkpoint, 0, [], sync=True)
+            self._written_hws = {}
         if not lazy:
             self.open_pending()
         if clean:
