@@ -55,25 +55,34 @@ def test_without_faults_every_send_is_acknowledged() -> None:
     assert result.stats["settled"]
 
 
-@pytest.mark.parametrize("first", [1, 21])
+@pytest.mark.parametrize("first", [1, 26])
 def test_many_seeds_with_faults_find_nothing(first: int) -> None:
     failures = []
-    for seed in range(first, first + 20):
+    kinds: set[str] = set()
+    for seed in range(first, first + 25):
         result = run(SimConfig(seed=seed, duration_s=_SHORT))
+        kinds.update(line.split()[1] for line in result.trace)
         if not result.ok or not result.stats["settled"]:
             failures.append(result.summary())
     assert not failures, "\n\n".join(failures)
+    # Every kind of fault was tried: crashes, power losses, partitions, resets.
+    assert {"crash", "power", "cut", "heal", "reset"} <= kinds
 
 
 def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:
     """The positive control: with unclean election and min.insync.replicas=1 the same faults
-    lose acknowledged records on some seeds, and the failure names its replay command."""
-    failed = [r for r in (run(SimConfig(seed=s, broker_properties=_UNSAFE))
-                          for s in range(1, 31)) if not r.ok]
-    assert failed
-    kinds = {a.split()[0] for r in failed for a in r.anomalies}
+    lose acknowledged records on some seeds (seed 5 when this was written; the search goes on
+    until one does), and the failure names its replay command."""
+    failed = None
+    for seed in range(1, 41):
+        result = run(SimConfig(seed=seed, broker_properties=_UNSAFE))
+        if not result.ok:
+            failed = result
+            break
+    assert failed is not None, "no seed lost anything under unsafe settings"
+    kinds = {a.split()[0] for a in failed.anomalies}
     assert kinds & {"lost-write", "inconsistent-offset"}
-    assert "python -m odradek.sim --seed" in failed[0].summary()
+    assert f"python -m odradek.sim --seed {failed.config.seed}" in failed.summary()
 
 
 def test_the_replay_command_names_what_differs_from_the_defaults() -> None:
@@ -85,8 +94,8 @@ def test_the_replay_command_names_what_differs_from_the_defaults() -> None:
 
 @pytest.mark.long
 def test_thousands_of_seeds() -> None:
-    """``make chaos`` (or ``python -m odradek.sim --seed 1 --seeds 2000``)."""
-    count = int(os.environ.get("ODRADEK_SIM_SEEDS", "2000"))
+    """In ``make chaos`` (``ODRADEK_SIM_SEEDS`` seeds, default 1000; ``make sim`` runs more)."""
+    count = int(os.environ.get("ODRADEK_SIM_SEEDS", "1000"))
     failures = []
     for seed in range(1, count + 1):
         result = run(SimConfig(seed=seed))

@@ -75,7 +75,8 @@ class SimBroker:
     generation: int = 0
     incarnation: Incarnation | None = None
     broker: Broker | None = None
-    task: asyncio.Task[None] | None = None
+    #: Started and serving (not merely an incarnation under way).
+    serving: bool = False
 
     @property
     def node(self) -> str:
@@ -160,26 +161,30 @@ class SimCluster:
             if sb.incarnation is inc:
                 self.crash(node_id)
             return False
+        sb.serving = True
         return True
 
     async def start_all(self) -> None:
         for node_id in sorted(self.brokers):
             await self.start(node_id)
 
-    def crash(self, node_id: int) -> None:
-        """``kill -9`` broker ``node_id`` (see the module docstring)."""
+    def crash(self, node_id: int, *, power_loss: bool = False) -> None:
+        """``kill -9`` broker ``node_id`` (see the module docstring); with ``power_loss`` its
+        machine loses power instead: what its logs appended since their last fsync is cut at a
+        random point (possibly inside a batch)."""
         sb = self.brokers[node_id]
         inc, broker = sb.incarnation, sb.broker
         if inc is None or broker is None:
             return
-        self.network.trace(f"crash {sb.node}#{sb.generation}")
+        self.network.trace(f"{'power loss' if power_loss else 'crash'} {sb.node}#{sb.generation}")
         inc.alive = False
         self.network.kill(inc)
         for task in list(inc.tasks.values()):
             task.cancel()
         logs = getattr(broker, "_opened_logs", None)
         if logs is not None:
-            logs.abandon()
+            logs.abandon(unsynced_kept=(lambda n: self.rng.randrange(n + 1)) if power_loss
+                         else None)
             # A start under way that now fails must not shut them down cleanly.
             broker._opened_logs = None
         lock = broker._dir_lock
@@ -188,6 +193,7 @@ class SimCluster:
             broker._dir_lock = None
         sb.incarnation = None
         sb.broker = None
+        sb.serving = False
 
     async def restart(self, node_id: int) -> bool:
         sb = self.brokers[node_id]
@@ -200,4 +206,25 @@ class SimCluster:
         await self.store.close()
 
     def up(self) -> list[int]:
+        """The brokers with a live incarnation (serving or starting)."""
         return [i for i, sb in sorted(self.brokers.items()) if sb.up]
+
+    def serving(self) -> list[int]:
+        return [i for i, sb in sorted(self.brokers.items()) if sb.serving]
+
+    def healthy(self) -> bool:
+        """Every broker serving and, as every broker's image shows it, registered, and every
+        partition of every topic led with its whole replica set in sync."""
+        if len(self.serving()) < len(self.brokers):
+            return False
+        for sb in self.brokers.values():
+            assert sb.broker is not None
+            image = sb.broker.cluster
+            if any(image.broker(i) is None for i in self.brokers):
+                return False
+            for info in image.topics():
+                for p in range(len(info.partitions)):
+                    state = image.partition(info.name, p)
+                    if state is None or state.leader < 0 or set(state.isr) != set(state.replicas):
+                        return False
+        return True

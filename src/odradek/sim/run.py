@@ -336,8 +336,9 @@ def _replica_logs(cluster: SimCluster, config: SimConfig
 
 class _Nemesis:
     """Faults chosen by its random source, one every few virtual seconds, each undone after a
-    while: a broker crashed and restarted; a broker cut from the others, from the store or
-    both; one link between two brokers cut; a client cut from a broker."""
+    while: a broker crashed (``kill -9``) and restarted; a broker's machine losing power (the
+    unsynced tails of its logs cut) and restarted; a broker cut from the others, from the
+    store or both; one link between two brokers cut; a client cut from a broker."""
 
     def __init__(self, cluster: SimCluster, rng: random.Random, result: SimResult) -> None:
         self.cluster = cluster
@@ -368,14 +369,30 @@ class _Nemesis:
         nodes = sorted(cluster.brokers)
         while True:
             await asyncio.sleep(rng.uniform(0.5, 3.0))
-            kind = rng.choice(["crash", "isolate", "store", "link", "client"])
+            kind = rng.choice(self.kinds)
             node = rng.choice(nodes)
             name = broker_node(node)
             heal_after = rng.uniform(1.0, 10.0)
+            now = asyncio.get_running_loop().time()
+            if now < self.quiet_until:
+                continue
             if kind == "crash":
                 if len(cluster.up()) < 2 or node not in cluster.up():
                     continue
                 cluster.crash(node)
+                self._later(heal_after, functools.partial(cluster.restart, node))
+            elif kind == "power":
+                # An episode of its own: from a healthy cluster, and nothing else until the
+                # machine has been back a while. With fsync left to replication (Kafka's
+                # default), a record whose every in-sync copy loses its unsynced tail is lost
+                # legitimately: so is one whose last in-sync replica lost power and is elected
+                # again (Kafka before KIP-966 does the same: a broker fenced by the store leaves
+                # the ISR, which may come down to the one that then loses power).
+                if (cluster.network.cut_links or any(not t.done() for t in self.pending)
+                        or not cluster.healthy()):
+                    continue
+                cluster.crash(node, power_loss=True)
+                self.quiet_until = now + heal_after + 20.0
                 self._later(heal_after, functools.partial(cluster.restart, node))
             elif kind == "isolate":
                 others = [broker_node(n) for n in nodes if n != node]
@@ -392,6 +409,9 @@ class _Nemesis:
             self.result.stats["faults"] = self.result.stats.get("faults", 0) + 1
 
     clients = ["p0", "p1", "reader"]
+    kinds = ["crash", "isolate", "store", "link", "client", "power"]
+    #: No new fault before this (loop time): a power loss's episode.
+    quiet_until = 0.0
 
     async def end(self) -> None:
         """Let the undo actions under way finish, then restart every broker still down."""

@@ -298,12 +298,13 @@ class LogManager:
             return config
         return self._topic_configs.get(topic, self.default_config)
 
-    def abandon(self) -> None:
+    def abandon(self, *, unsynced_kept: Callable[[int], int] | None = None) -> None:
         """Let go of every log as a killed process does: descriptors closed, nothing written
         (no checkpoint, no clean-shutdown marker), so the next start recovers. The
-        deterministic simulation's crash (``odradek.sim``)."""
-        for plog in self._logs.values():
-            plog.abandon()
+        deterministic simulation's crash (``odradek.sim``); ``unsynced_kept`` makes it a
+        power loss (:meth:`PartitionLog.abandon`)."""
+        for _key, plog in sorted(self._logs.items()):
+            plog.abandon(unsynced_kept=unsynced_kept)
         self._logs.clear()
 
     def shutdown(self) -> None:
