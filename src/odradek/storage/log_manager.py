@@ -46,7 +46,9 @@ and at shutdown before the clean-shutdown marker. A crash leaves the previous or
 either may lag the logs (the high watermark only grows while a partition lives, so a lagging
 value is merely conservative). Opening a log starts it at ``min(checkpoint, log end offset)``;
 a data directory without the file (written before replication, when a partition had one
-replica and its high watermark was its log end) starts every partition at its log end offset,
+replica and its high watermark was its log end; a new directory writes the empty file at its
+first start, so that a crash before the first checkpoint is not taken for one) starts every
+partition at its log end offset,
 but a partition missing from an existing file (created within the interval before a crash)
 starts at its log start offset, as in Kafka, until its leader moves it; a damaged file starts every log found at its log start offset (its leader or its ISR
 moves it up again) and says so at WARNING. Entries of partitions not opened yet are carried
