@@ -61,3 +61,12 @@ def test_replicas_that_did_not_settle_diverge() -> None:
     replicas = {1: {0: ({0: "a"}, 1, 1)}, 2: {0: ({}, 0, 0)}}
     found = check([], final, replicas)
     assert [f.split()[0] for f in found] == ["replica-divergence"]
+
+
+def test_a_committed_offset_below_an_acknowledged_commit_is_lost() -> None:
+    events = [{"t": 0.0, "kind": "commit-ack", "offsets": [3, 5], "by": "b1"}]
+    final = {0: {0: "a"}, 1: {0: "b"}}
+    assert check(events, final, {}, {0: 3, 1: 7}) == []
+    found = check(events, final, {}, {0: 3, 1: 4})
+    assert [f.split()[0] for f in found] == ["lost-commit"]
+    assert [f.split()[0] for f in check(events, final, {}, {0: 3})] == ["lost-commit"]

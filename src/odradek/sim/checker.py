@@ -11,6 +11,9 @@ Anomalies (each a line naming its kind first):
 - ``nonmonotonic`` — a reader's offsets on a partition did not strictly increase.
 - ``replica-divergence`` — a replica's log below its high watermark differs from the final log,
   or the replicas did not settle (some log end offsets or high watermarks still differ).
+- ``lost-commit`` — the group's committed offset of a partition, read once the cluster
+  settled, is below the last one a commit was acknowledged with (commits only move forward),
+  or is missing.
 
 Pure functions over data: no I/O.
 """
@@ -31,10 +34,12 @@ def check(
     events: Sequence[Mapping[str, Any]],
     final: Mapping[int, Log],
     replicas: Mapping[int, Mapping[int, tuple[Log, int, int]]],
+    committed: Mapping[int, int] | None = None,
 ) -> list[str]:
     """Anomalies of a run. ``final``: partition → the final log read through the protocol;
     ``replicas``: broker → partition → (its log below its high watermark, its high watermark,
-    its log end offset)."""
+    its log end offset); ``committed``: partition → the group's committed offset at the end
+    (None: not read, so not checked)."""
     found: list[str] = []
     seen: dict[int, dict[int, tuple[str, str]]] = defaultdict(dict)
 
@@ -56,9 +61,13 @@ def check(
             at[value] = offset
 
     last_read: dict[int, int] = {}
+    last_commit: dict[int, int] = {}
     for e in events:
         kind = e["kind"]
-        if kind == "ack":
+        if kind == "commit-ack":
+            for p, offset in enumerate(e["offsets"]):
+                last_commit[p] = offset
+        elif kind == "ack":
             p, value, offset = e["p"], e["value"], e["offset"]
             log = final.get(p, {})
             if log.get(offset) == value:
@@ -83,6 +92,11 @@ def check(
             for offset, value in sorted(log.items()):
                 if offset < hw:
                     observe(p, offset, value, f"broker {node} below its high watermark {hw}")
+    if committed is not None:
+        for p, offset in sorted(last_commit.items()):
+            if committed.get(p, -1) < offset:
+                found.append(f"lost-commit p{p}: committed {committed.get(p, -1)} at the end, "
+                             f"{offset} acknowledged")
     ends = {p: {(hw, leo) for parts in replicas.values() for q, (_, hw, leo) in parts.items()
                 if q == p} for p in final}
     for p, pairs in sorted(ends.items()):

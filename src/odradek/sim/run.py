@@ -38,11 +38,21 @@ from odradek.sim.cluster import BROKER_PORT, SimCluster, broker_node
 from odradek.sim.loop import Incarnation, SimLoop, current_node
 from odradek.sim.network import NetworkFaults, SimNetwork
 from odradek.sim.store import STORE_NODE
-from odradek.sim.workload import History, Producer, Reader, SimClient, create_topic, decode_values
+from odradek.sim.workload import (
+    History,
+    Producer,
+    Reader,
+    SimClient,
+    create_topic,
+    decode_values,
+    fetch_committed,
+)
 
 __all__ = ["SimConfig", "SimResult", "run", "replay_command"]
 
 TOPIC = "sim"
+#: The reader's group: its commits go through the group coordinator and __consumer_offsets.
+GROUP = "sim-reader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +237,7 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         for i in range(config.producers)
     ]
     reader = Reader(SimClient("reader"), bootstrap, TOPIC, config.partitions, history,
-                    interval_s=0.2)
+                    interval_s=0.2, group=GROUP)
     tasks = [loop.create_task(p.run(), context=_client_context(p.name)) for p in producers]
     tasks.append(loop.create_task(reader.run(), context=_client_context("reader")))
     nemesis = _Nemesis(cluster, rng, result) if config.faults else None
@@ -254,7 +264,12 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
     final = await loop.create_task(_final_read(bootstrap, config, history),
                                    context=_client_context("final-reader"))
     replicas = _replica_logs(cluster, config)
-    result.anomalies = check(history.events, final, replicas)
+    committed = await loop.create_task(
+        fetch_committed(SimClient("offset-reader"), bootstrap, GROUP, TOPIC, config.partitions),
+        context=_client_context("offset-reader"),
+    )
+    history.record("committed", offsets=committed)
+    result.anomalies = check(history.events, final, replicas, committed if committed else {})
     await cluster.stop_all()
 
 

@@ -8,7 +8,9 @@
   sequence (idempotence makes that safe), after fresh metadata, until it is acknowledged or the
   workload ends. Values are unique (``p<producer>-<n>``).
 - :class:`Reader`: a consumer that polls every partition from its leader, below the high
-  watermark, and records what it saw.
+  watermark, and records what it saw; with a group, it commits its positions to the group
+  coordinator (a simple consumer's commits: no member, generation -1) after every round, and
+  records each acknowledged commit.
 
 Everything they do is recorded in the :class:`History` (virtual time, one dict per event).
 Owned by the simulation's loop; each runs in its own :class:`~odradek.sim.loop.Incarnation`.
@@ -25,11 +27,14 @@ from typing import Any
 from kio.schema.create_topics.v7 import request as create_req
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12 import request as fetch_req
+from kio.schema.find_coordinator.v4 import request as find_req
 from kio.schema.init_producer_id.v4 import request as init_req
 from kio.schema.metadata.v12 import request as metadata_req
+from kio.schema.offset_commit.v8 import request as commit_req
+from kio.schema.offset_fetch.v8 import request as offset_fetch_req
 from kio.schema.produce.v9 import request as produce_req
-from kio.schema.types import TopicName
-from kio.static.primitive import Records, i16, i32, i32Timedelta, i64
+from kio.schema.types import GroupId, TopicName
+from kio.static.primitive import Records, i8, i16, i32, i32Timedelta, i64
 
 from odradek.errors import CorruptFrameError
 from odradek.protocol.client import decode_response, encode_request
@@ -42,7 +47,7 @@ from odradek.protocol.records import (
 )
 
 __all__ = ["History", "Producer", "Reader", "RequestFailed", "SimClient", "create_topic",
-           "decode_values"]
+           "decode_values", "fetch_committed"]
 
 _SIZE = struct.Struct(">i")
 _TIMESTAMP = 1_767_225_600_000
@@ -304,25 +309,114 @@ class Producer:
             await asyncio.sleep(0.1)
 
 
+async def _find_coordinator(
+    client: SimClient, bootstrap: list[tuple[str, int]], group: str, attempt: int
+) -> tuple[str, int] | None:
+    """The group coordinator's address, asking ``bootstrap[attempt]``; None when unknown."""
+    body = find_req.FindCoordinatorRequest(key_type=i8(0), coordinator_keys=(group,))
+    try:
+        answer = await client.request(bootstrap[attempt % len(bootstrap)], body)
+    except RequestFailed:
+        return None
+    found = answer.coordinators[0]
+    if found.error_code != ErrorCode.none:
+        return None
+    return (found.host, int(found.port))
+
+
+async def fetch_committed(
+    client: SimClient, bootstrap: list[tuple[str, int]], group: str, topic: str,
+    partitions: int, *, attempts: int = 100,
+) -> dict[int, int] | None:
+    """``group``'s committed offsets of ``topic`` (-1: none), or None if no coordinator
+    answered within ``attempts``."""
+    for attempt in range(attempts):
+        address = await _find_coordinator(client, bootstrap, group, attempt)
+        if address is not None:
+            body = offset_fetch_req.OffsetFetchRequest(groups=(
+                offset_fetch_req.OffsetFetchRequestGroup(group_id=GroupId(group), topics=(
+                    offset_fetch_req.OffsetFetchRequestTopics(
+                        name=TopicName(topic),
+                        partition_indexes=tuple(i32(p) for p in range(partitions)),
+                    ),
+                )),
+            ))
+            try:
+                answer = await client.request(address, body)
+            except RequestFailed:
+                answer = None
+            if answer is not None and answer.groups[0].error_code == ErrorCode.none:
+                parts = [p for t in answer.groups[0].topics for p in t.partitions]
+                if all(p.error_code == ErrorCode.none for p in parts):
+                    return {int(p.partition_index): int(p.committed_offset) for p in parts}
+        await asyncio.sleep(0.2)
+    return None
+
+
 class Reader:
-    """Polls every partition from its leader (read_uncommitted, below the high watermark)."""
+    """Polls every partition from its leader (read_uncommitted, below the high watermark);
+    with ``group``, commits its positions after every round."""
 
     def __init__(self, client: SimClient, bootstrap: list[tuple[str, int]], topic: str,
-                 partitions: int, history: History, *, interval_s: float) -> None:
+                 partitions: int, history: History, *, interval_s: float,
+                 group: str | None = None) -> None:
         self.client = client
+        self.bootstrap = bootstrap
         self.topic = topic
         self.partitions = partitions
         self.history = history
         self.interval_s = interval_s
+        self.group = group
         self.metadata = _Metadata(client, bootstrap, topic)
         self.positions = [0] * partitions
         self.stopping = False
+        self._coordinator: tuple[str, int] | None = None
+        self._attempt = 0
+        self._committed = [0] * partitions
 
     async def run(self) -> None:
         while not self.stopping:
             for partition in range(self.partitions):
                 await self.poll(partition)
+            if self.group is not None and self.positions != self._committed:
+                await self.commit()
             await asyncio.sleep(self.interval_s)
+
+    async def commit(self) -> None:
+        """Commit the current positions once (an error or no answer is recorded, not retried:
+        the next round commits again)."""
+        assert self.group is not None
+        if self._coordinator is None:
+            self._attempt += 1
+            self._coordinator = await _find_coordinator(
+                self.client, self.bootstrap, self.group, self._attempt
+            )
+            if self._coordinator is None:
+                return
+        offsets = list(self.positions)
+        body = commit_req.OffsetCommitRequest(
+            group_id=GroupId(self.group), generation_id_or_member_epoch=i32(-1), member_id="",
+            topics=(commit_req.OffsetCommitRequestTopic(name=TopicName(self.topic), partitions=tuple(
+                commit_req.OffsetCommitRequestPartition(
+                    partition_index=i32(p), committed_offset=i64(o), committed_metadata=""
+                ) for p, o in enumerate(offsets)
+            )),),
+        )
+        self.history.record("commit", offsets=offsets)
+        try:
+            answer = await self.client.request(self._coordinator, body)
+        except RequestFailed as e:
+            self.history.record("commit-failed", error=str(e))
+            self._coordinator = None
+            return
+        errors = sorted({p.error_code.name for t in answer.topics for p in t.partitions
+                         if p.error_code != ErrorCode.none})
+        if errors:
+            self.history.record("commit-error", errors=errors)
+            self._coordinator = None
+            return
+        self.history.record("commit-ack", offsets=offsets, by=self._coordinator[0])
+        self._committed = offsets
 
     async def poll(self, partition: int, *, record: bool = True) -> Any:
         """One Fetch of ``partition`` from its position; the partition's answer or None."""
