@@ -270,6 +270,12 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
     )
     history.record("committed", offsets=committed)
     result.anomalies = check(history.events, final, replicas, committed if committed else {})
+    if not result.stats["settled"]:
+        # Liveness: with every fault undone and every broker back, the replicas must converge.
+        result.anomalies.append(
+            f"unsettled: after {config.settle_s:g} s without faults the replicas' (high "
+            f"watermark, log end offset) are {_ends(cluster, config)}"
+        )
     await cluster.stop_all()
 
 
