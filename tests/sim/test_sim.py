@@ -65,8 +65,8 @@ def test_many_seeds_with_faults_find_nothing(first: int) -> None:
         if not result.ok or not result.stats["settled"]:
             failures.append(result.summary())
     assert not failures, "\n\n".join(failures)
-    # Every kind of fault was tried: crashes, power losses, partitions, resets.
-    assert {"crash", "power", "cut", "heal", "reset"} <= kinds
+    # Every kind of fault was tried: crashes, power losses, partitions, resets, slow links.
+    assert {"crash", "power", "cut", "heal", "reset", "slow"} <= kinds
 
 
 def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:

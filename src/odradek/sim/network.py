@@ -12,6 +12,7 @@ back while it has paused reading. What can go wrong is what goes wrong with TCP:
   timeout.
 - **A reset**: with the fault probability per delivered chunk, the connection is reset; both
   ends see ``connection_lost(ConnectionResetError)`` and the bytes under way are lost.
+- **A slow link** (:meth:`SimNetwork.slow`): every trip over it takes that much longer.
 - **A crash** of a process (:meth:`SimNetwork.kill`): its listeners close, and the peers of its
   connections are reset one latency later (its kernel answers for the dead process).
 
@@ -273,6 +274,7 @@ class SimNetwork:
         self._listeners: dict[tuple[str, int], _Listener] = {}
         self._connections: dict[int, _Connection] = {}
         self._cut: set[frozenset[str]] = set()
+        self._slow: dict[frozenset[str], float] = {}
         self._next_connection = 0
         loop.network = self
 
@@ -346,9 +348,20 @@ class SimNetwork:
         if self._listeners.get(listener.address) is listener:
             del self._listeners[listener.address]
 
-    def _latency_s(self) -> float:
+    def latency_s(self, a: str, b: str) -> float:
+        """One trip's latency from ``a`` to ``b``: the seeded base, plus the link's slowness."""
         f = self.faults
-        return self.rng.uniform(f.min_latency_ms, f.max_latency_ms) / 1000
+        base = self.rng.uniform(f.min_latency_ms, f.max_latency_ms) / 1000
+        return base + self._slow.get(frozenset((a, b)), 0.0)
+
+    def slow(self, a: str, b: str, extra_s: float) -> None:
+        """Add ``extra_s`` to every trip between ``a`` and ``b`` (0: back to normal)."""
+        link = frozenset((a, b))
+        if extra_s > 0:
+            self._slow[link] = extra_s
+        else:
+            self._slow.pop(link, None)
+        self.trace(f"slow {a}|{b} {extra_s:.3f}")
 
     async def connect(
         self, factory: Callable[[], asyncio.BaseProtocol], host: str, port: int
@@ -360,7 +373,7 @@ class SimNetwork:
         if not self.reachable(src, dst):
             await asyncio.sleep(self.faults.connect_timeout_s)
             raise TimeoutError(f"connect {src}->{host}:{port} timed out")
-        await asyncio.sleep(self._latency_s())
+        await asyncio.sleep(self.latency_s(src, dst))
         listener = self._listeners.get((host, port))
         if (
             listener is None or not listener.serving or not self.alive(listener.owner)
@@ -395,7 +408,7 @@ class SimNetwork:
         if not self.reachable(end.node, end.peer.node):
             conn.black_holed = True
             return
-        at = max(end._last_arrival, self.loop.time() + self._latency_s())
+        at = max(end._last_arrival, self.loop.time() + self.latency_s(end.node, end.peer.node))
         end._last_arrival = at
         self.loop.call_at(at, end.peer._arrive, data, context=end.peer.context)
         if data is _FIN and end.peer._lost:
@@ -403,7 +416,8 @@ class SimNetwork:
 
     def _reset_later(self, end: _End) -> None:
         self.loop.call_at(
-            self.loop.time() + self._latency_s(), self._reset_end, end, context=end.context
+            self.loop.time() + self.latency_s(end.node, end.peer.node), self._reset_end, end,
+            context=end.context,
         )
 
     def _reset_end(self, end: _End) -> None:

@@ -357,7 +357,7 @@ def _replica_logs(cluster: SimCluster, config: SimConfig
 
 class _Nemesis:
     """Faults chosen by its random source, one every few virtual seconds, each undone after a
-    while: a broker crashed (``kill -9``) and restarted; a broker's machine losing power (the
+    while: a link slowed by up to 2 s a trip; a broker crashed (``kill -9``) and restarted; a broker's machine losing power (the
     unsynced tails of its logs cut) and restarted; a broker cut from the others, from the
     store or both; one link between two brokers cut; a client cut from a broker."""
 
@@ -382,6 +382,15 @@ class _Nemesis:
         async def heal() -> None:
             for b in others:
                 net.heal(a, b)
+
+        self._later(heal_after, heal)
+
+    def _slow(self, a: str, b: str, extra_s: float, heal_after: float) -> None:
+        net = self.cluster.network
+        net.slow(a, b, extra_s)
+
+        async def heal() -> None:
+            net.slow(a, b, 0.0)
 
         self._later(heal_after, heal)
 
@@ -425,12 +434,16 @@ class _Nemesis:
             elif kind == "link":
                 self._cut(name, [broker_node(rng.choice([n for n in nodes if n != node]))],
                           heal_after)
+            elif kind == "slow":
+                other = rng.choice([broker_node(n) for n in nodes if n != node]
+                                   + [STORE_NODE, *self.clients])
+                self._slow(name, other, rng.uniform(0.05, 2.0), heal_after)
             else:
                 self._cut(rng.choice(self.clients), [name], heal_after)
             self.result.stats["faults"] = self.result.stats.get("faults", 0) + 1
 
     clients = ["p0", "p1", "reader"]
-    kinds = ["crash", "isolate", "store", "link", "client", "power"]
+    kinds = ["crash", "isolate", "store", "link", "client", "power", "slow"]
     #: No new fault before this (loop time): a power loss's episode.
     quiet_until = 0.0
 

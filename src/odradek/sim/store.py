@@ -63,7 +63,7 @@ class NodeStore:
         )
 
     async def _hop(self) -> None:
-        await asyncio.sleep(self._network._latency_s())
+        await asyncio.sleep(self._network.latency_s(self._owner.node, STORE_NODE))
 
     async def _call(self, op: Callable[[], Awaitable[_T]], *, write: bool) -> _T:
         await self._hop()
