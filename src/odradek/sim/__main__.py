@@ -23,13 +23,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=SimConfig(seed=0).duration_s,
                         help="virtual seconds of workload per seed")
     parser.add_argument("--no-faults", action="store_true", help="run without faults")
+    parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
+                        help="a broker property over the simulation's defaults (repeatable)")
     parser.add_argument("--trace", action="store_true", help="print each run's trace")
     parser.add_argument("--log", metavar="LEVEL", help="print the brokers' logs (INFO, DEBUG)")
     args = parser.parse_args(argv)
     failed: list[int] = []
     started = time.perf_counter()
     for seed in range(args.seed, args.seed + args.seeds):
-        config = SimConfig(seed=seed, duration_s=args.duration, faults=not args.no_faults)
+        config = SimConfig(
+            seed=seed, duration_s=args.duration, faults=not args.no_faults,
+            broker_properties=tuple(
+                (key, value) for key, _, value in (p.partition("=") for p in args.property)
+            ),
+        )
         result = run(config, log_level=args.log.upper() if args.log else None)
         if args.trace:
             print("\n".join(result.trace))

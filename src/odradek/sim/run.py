@@ -119,6 +119,7 @@ def replay_command(config: SimConfig) -> str:
         args.append(f"--duration {config.duration_s:g}")
     if not config.faults:
         args.append("--no-faults")
+    args.extend(f"--property {key}={value}" for key, value in config.broker_properties)
     return "python -m odradek.sim " + " ".join(args) + " --trace"
 
 
