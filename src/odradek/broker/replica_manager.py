@@ -403,7 +403,12 @@ class ReplicaManager:
         """Wait for coordinator appends collected by a barrier; raises what a failed one raised
         (as a coordinator answers it when ``coordinator``: COORDINATOR_NOT_AVAILABLE, or
         NOT_COORDINATOR once leadership moved), or REQUEST_TIMED_OUT after ``timeout_ms``."""
-        _done, pending = await asyncio.wait(waits, timeout=timeout_ms / 1000)
+        try:
+            _done, pending = await asyncio.wait(waits, timeout=timeout_ms / 1000)
+        except asyncio.CancelledError:
+            for fut in waits:  # the request's connection went away: nobody reads them now
+                fut.cancel()
+            raise
         for fut in pending:
             fut.cancel()
         error: KafkaError | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import hashlib
 import logging
 import os
@@ -83,7 +84,7 @@ class SimResult:
     anomalies: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     #: What reached the loop's exception handler (an exception nobody retrieved, a callback
-    #: that raised): not part of the digest, but worth reading.
+    #: that raised): not part of the digest; each is also an anomaly (``loop-error``).
     loop_errors: list[str] = field(default_factory=list)
 
     @property
@@ -181,6 +182,9 @@ def run(config: SimConfig, *, workdir: Path | None = None, log_level: int | str 
                             result)
 
             loop.run(main())
+            # What nobody retrieved is reported when collected: collect now, so that it counts.
+            gc.collect()
+        result.anomalies.extend(f"loop-error: {e}" for e in result.loop_errors)
         result.history = history.lines()
         result.stats["virtual_s"] = loop.time() - 10_000
     finally:
