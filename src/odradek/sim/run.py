@@ -297,18 +297,24 @@ async def _settle(cluster: SimCluster, config: SimConfig) -> bool:
     return False
 
 
-def _ends(cluster: SimCluster, config: SimConfig) -> dict[int, list[tuple[int, int]]] | None:
-    out: dict[int, list[tuple[int, int]]] = {}
-    for sb in cluster.brokers.values():
+def _ends(cluster: SimCluster, config: SimConfig
+          ) -> dict[tuple[str, int], list[tuple[int, int]]] | None:
+    """Each partition's (high watermark, log end offset) on every broker, for the workload's
+    topic and the internal ones; None while a broker or a log is missing."""
+    out: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for _node, sb in sorted(cluster.brokers.items()):
         if sb.broker is None:
             return None
-        for p in range(config.partitions):
-            try:
-                plog = sb.broker.topics.log(TOPIC, p)
-            except KafkaError:
-                return None
-            out.setdefault(p, []).append((plog.high_watermark, plog.log_end_offset))
-    return out
+        for info in sorted(sb.broker.cluster.topics(), key=lambda t: t.name):
+            for p in range(len(info.partitions)):
+                try:
+                    plog = sb.broker.topics.log(info.name, p)
+                except KafkaError:
+                    return None
+                out.setdefault((info.name, p), []).append(
+                    (plog.high_watermark, plog.log_end_offset)
+                )
+    return out if any(name == TOPIC for name, _ in out) else None
 
 
 async def _final_read(bootstrap: list[tuple[str, int]], config: SimConfig,
