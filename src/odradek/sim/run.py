@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import gc
 import hashlib
@@ -217,9 +218,8 @@ def _default_workdir() -> Path | None:
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
-def _client_context(name: str) -> Any:
-    import contextvars
-
+def _client_context(name: str) -> contextvars.Context:
+    """A context for a client's task: a simulated process of its own, named ``name``."""
     ctx = contextvars.copy_context()
     ctx.run(current_node.set, Incarnation(name))
     return ctx
@@ -274,7 +274,9 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         context=_client_context("offset-reader"),
     )
     history.record("committed", offsets=committed)
-    result.anomalies = check(history.events, final, replicas, committed if committed else {})
+    result.anomalies = check(history.events, final, replicas, committed)
+    if committed is None:
+        result.anomalies.append("unavailable: no coordinator answered OffsetFetch for the group")
     if not result.stats["settled"]:
         # Liveness: with every fault undone and every broker back, the replicas must converge.
         result.anomalies.append(
