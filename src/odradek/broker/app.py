@@ -188,6 +188,12 @@ class Broker:
     def bootstrap(self) -> str:
         return f"{self.advertised_host}:{self.advertised_port}"
 
+    def _led_by_earlier_incarnation(self, topic: str, partition: int) -> bool:
+        """Whether the partition's state predates this broker's registration (ReplicaManager)."""
+        member = self.cluster_member
+        epoch = member.epoch if member is not None else 0
+        return epoch > 0 and self.cluster.partition_written_at(topic, partition) < epoch
+
     @property
     def _shared_store(self) -> bool:
         """Whether other brokers share the metadata store (etcd, or one given)."""
@@ -261,6 +267,7 @@ class Broker:
             self, alter_partition=functools.partial(
                 alter_partition, self.cluster_store, self.cluster_keys
             ),
+            led_by_earlier_incarnation=self._led_by_earlier_incarnation,
         )
         # Started once registered: a follower's fetches carry the broker epoch.
         self.replica_fetchers = ReplicaFetcherManager(
