@@ -189,10 +189,12 @@ class Broker:
         return f"{self.advertised_host}:{self.advertised_port}"
 
     def _led_by_earlier_incarnation(self, topic: str, partition: int) -> bool:
-        """Whether the partition's state predates this broker's registration (ReplicaManager)."""
+        """Whether the partition's state predates this broker's registration (ReplicaManager).
+        Only where other brokers share the store: nobody else holds a single node's data."""
         member = self.cluster_member
         epoch = member.epoch if member is not None else 0
-        return epoch > 0 and self.cluster.partition_written_at(topic, partition) < epoch
+        return (self._shared_store and epoch > 0
+                and self.cluster.partition_written_at(topic, partition) < epoch)
 
     @property
     def _shared_store(self) -> bool:
