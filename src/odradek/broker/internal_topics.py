@@ -435,16 +435,23 @@ class CoordinatorHost:
         Everything below a new leader's epoch start is committed once its ISR has fetched it,
         which moves the high watermark over it (as ListOffsets waits for, KIP-207)."""
         name = self.topic.name
-        try:
-            # As leader: a lone replica's high watermark is lifted to its log end here, and a
-            # replicated partition's leader state starts.
-            plog = self._broker.replicas.leader_log(name, partition)
-        except KafkaError:
-            return  # no longer the leader: the unload follows
-        end = plog.log_end_offset
-        while plog.high_watermark < end:
+        while True:
+            try:
+                # As leader: a lone replica's high watermark is lifted to its log end here, and
+                # a replicated partition's leader state starts.
+                plog = self._broker.replicas.leader_log(name, partition)
+            except KafkaError:
+                if not self.leads(partition):
+                    return  # no longer the leader: the unload follows
+                # A leadership of an earlier incarnation of this broker: not acted on until the
+                # controller writes the partition again.
+                await asyncio.sleep(_EPOCH_START_RETRY_S)
+                continue
+            end = plog.log_end_offset
+            if plog.high_watermark >= end:
+                return
             fut = self._broker.replicas.wait_for_offset(name, partition, end)
-            if fut is None:  # one replica, or no longer the leader (the unload follows)
+            if fut is None:  # one replica
                 return
             try:
                 await fut
