@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: serve test lint typecheck bench fuzz chaos clean system-deps
+.PHONY: serve test lint typecheck bench fuzz chaos sim clean system-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,14 @@ CHAOS_ARGS ?=
 chaos: $(TEST_STAMP) system-deps
 	$(BIN)/pytest -q -p no:cacheprovider -m long
 	PYTHONPATH=tests $(BIN)/python -m chaos --duration $(DURATION) $(CHAOS_ARGS)
+
+# Seeds of the deterministic simulation (docs/ARCHITECTURE.md, "Deterministic simulation");
+# `make test` runs 50 short ones (tests/sim), `make chaos` 1000. A failure prints the command
+# that replays it.
+SIM_SEEDS ?= 5000
+SIM_SEED ?= 1
+sim: $(TEST_STAMP)
+	$(BIN)/python -m odradek.sim --seed $(SIM_SEED) --seeds $(SIM_SEEDS)
 
 clean:
 	rm -rf $(VENV) data

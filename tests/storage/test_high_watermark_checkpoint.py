@@ -77,6 +77,7 @@ def test_without_a_checkpoint_partitions_start_at_their_log_end(tmp_path: Path) 
     fill(lm, "listed", 0, 4, 1)
     for plog in lm.all_logs():
         crash(plog)
+    (tmp_path / HIGH_WATERMARK_CHECKPOINT).unlink()  # as a data dir from before replication
     again = manager(tmp_path, clock)
     again.startup()
     assert again.get_log("old", 0).high_watermark == 4  # type: ignore[union-attr]
@@ -87,6 +88,27 @@ def test_without_a_checkpoint_partitions_start_at_their_log_end(tmp_path: Path) 
     assert third.get_log("old", 0).high_watermark == 0  # type: ignore[union-attr]
     assert third.get_log("listed", 0).high_watermark == 1  # type: ignore[union-attr]
     third.shutdown()
+
+
+def test_a_new_data_dir_that_crashes_before_its_first_checkpoint_hides_its_tail(
+    tmp_path: Path,
+) -> None:
+    # Found by the deterministic simulation (seed 27): a follower restarted within the
+    # checkpoint interval of its first start served records its ISR never had, since its
+    # directory, without the file, passed for one from before replication.
+    clock = ManualClock(START_MS)
+    lm = manager(tmp_path, clock)
+    lm.startup()
+    assert checkpoint_text(tmp_path) == "0\n0\n"
+    fill(lm, "t", 0, 4, 1)
+    for plog in lm.all_logs():
+        crash(plog)
+    again = manager(tmp_path, clock)
+    again.startup()
+    reopened = again.get_log("t", 0)
+    assert reopened is not None
+    assert (reopened.log_end_offset, reopened.high_watermark) == (4, 0)
+    again.shutdown()
 
 
 @pytest.mark.parametrize("text", ["0\n2\nt 0 3\n", "1\n1\nt 0 3\n", "0\n1\nt 0 x\n", "junk"])

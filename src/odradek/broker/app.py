@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,8 +76,9 @@ CONTROLLED_SHUTDOWN_DRAIN_S = 0.5
 _DRAIN_QUIET_S = 0.1
 
 
-def _controller_work(config: BrokerConfig) -> ControllerWork:
-    """The controller's work for one term (cluster/controller.py), the default of every broker."""
+def _controller_work(config: BrokerConfig, clock: Clock | None = None) -> ControllerWork:
+    """The controller's work for one term (cluster/controller.py), the default of every broker;
+    ``clock`` measures its grace periods and rebalance checks (default: the system clock)."""
     rebalance = RebalanceSettings(
         enabled=config.auto_leader_rebalance_enable,
         check_interval_s=config.leader_imbalance_check_interval_seconds,
@@ -90,6 +92,7 @@ def _controller_work(config: BrokerConfig) -> ControllerWork:
             term.election,
             unclean_leader_election=config.unclean_leader_election_enable,
             rebalance=rebalance,
+            clock=clock,
         ).run()
 
     return run
@@ -127,12 +130,25 @@ class Broker:
         clock: Clock | None = None,
         coordinator_load_hook: LoadHook | None = None,
         controller: ControllerWork | None = None,
+        cluster_store: ClusterStore | None = None,
+        session_clock: Clock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """``coordinator_load_hook`` is awaited before each internal-topic partition loads
         (tests hold loading with it); ``controller`` is the controller's work, run while this
-        broker is the controller (:class:`~odradek.broker.cluster_member.ClusterMember`)."""
+        broker is the controller (:class:`~odradek.broker.cluster_member.ClusterMember`).
+
+        ``cluster_store`` is a metadata store shared with other brokers in this process (the
+        deterministic simulation, ``odradek.sim``), used as etcd would be; the broker closes it
+        at stop. ``session_clock`` measures real time for membership and the controller (session
+        leases, grace periods): the system clock unless given, never the injected ``clock``,
+        which tests move by hours. ``rng`` draws the broker's random choices (topic placement);
+        the simulation seeds it."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        self._given_store = cluster_store
+        self._session_clock = session_clock
+        self._rng = rng
         self._load_hook = coordinator_load_hook
         self._controller_work = controller
         self.node_id = config.node_id
@@ -179,6 +195,19 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"{self.advertised_host}:{self.advertised_port}"
+
+    def _led_by_earlier_incarnation(self, topic: str, partition: int) -> bool:
+        """Whether the partition's state predates this broker's registration (ReplicaManager).
+        Only where other brokers share the store: nobody else holds a single node's data."""
+        member = self.cluster_member
+        epoch = member.epoch if member is not None else 0
+        return (self._shared_store and epoch > 0
+                and self.cluster.partition_written_at(topic, partition) < epoch)
+
+    @property
+    def _shared_store(self) -> bool:
+        """Whether other brokers share the metadata store (etcd, or one given)."""
+        return bool(self.config.etcd_endpoints) or self._given_store is not None
 
     @property
     def fenced(self) -> bool:
@@ -248,6 +277,7 @@ class Broker:
             self, alter_partition=functools.partial(
                 alter_partition, self.cluster_store, self.cluster_keys
             ),
+            led_by_earlier_incarnation=self._led_by_earlier_incarnation,
         )
         # Started once registered: a follower's fetches carry the broker epoch.
         self.replica_fetchers = ReplicaFetcherManager(
@@ -386,8 +416,15 @@ class Broker:
         producer ids over them. One code path: a single node is a cluster of one."""
         config = self.config
         keys = self.cluster_keys = ClusterKeys(prefix=config.etcd_prefix)
-        work = self._controller_work or _controller_work(config)
-        if config.etcd_endpoints:
+        work = self._controller_work or _controller_work(config, self._session_clock)
+        if self._given_store is not None:
+            member = ClusterMember(
+                self._given_store, config, controller=work, clock=self._session_clock
+            )
+            self.cluster_member = member
+            cluster_id = await member.join(self.data_dir, config.cluster_id)
+            self.metadata = MetadataStore(self.data_dir, self.node_id, cluster_id)
+        elif config.etcd_endpoints:
             # Imported here: aiohttp costs a single node ~80 ms of start-up and ~10 MB.
             from odradek.cluster.etcd import EtcdStore
 
@@ -413,7 +450,7 @@ class Broker:
         self.cluster = MetadataImage(member.store, keys)
         await self.cluster.start()
         self._cluster_parts.append(self.cluster)
-        self.topic_admin = TopicAdmin(member.store, keys, self.cluster)
+        self.topic_admin = TopicAdmin(member.store, keys, self.cluster, rng=self._rng)
         self.partition_changes = PartitionChanges(
             member.store, keys, self.cluster,
             unclean_leader_election=config.unclean_leader_election_enable,
@@ -433,7 +470,7 @@ class Broker:
         )
         epoch = await member.register(self.advertised_host, self.advertised_port)
         await self.cluster.wait_for_revision(epoch, timeout_s=60.0)
-        if not self.config.etcd_endpoints and self.cluster.controller_id < 0:
+        if not self._shared_store and self.cluster.controller_id < 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(elected.wait(), 2.0)
 
@@ -496,7 +533,7 @@ class Broker:
                 if clock.monotonic_ms() >= next_retention:
                     next_retention = clock.monotonic_ms() + retention_every
                     self.logs.run_retention(now_ms)
-                    if not self.config.etcd_endpoints:  # etcd is shared: never compact it
+                    if not self._shared_store:  # etcd is shared: never compact it
                         await self._maybe_compact_cluster_store()
                 if clock.monotonic_ms() >= next_producers:
                     next_producers = clock.monotonic_ms() + producers_every

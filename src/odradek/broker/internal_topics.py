@@ -72,6 +72,9 @@ R = TypeVar("R")
 
 #: Records replayed between two yields to the event loop while a partition loads (~10 ms).
 LOAD_CHUNK_RECORDS = 500
+#: Pause before waiting again for a new leader's high watermark after the wait failed (the ISR
+#: shrank below its minimum): it moves again once the ISR is back.
+_EPOCH_START_RETRY_S = 0.1
 
 #: Awaited with (internal topic, partition) before a partition is loaded: tests hold loading
 #: with it to observe COORDINATOR_LOAD_IN_PROGRESS.
@@ -423,11 +426,50 @@ class CoordinatorHost:
     def is_loading(self) -> bool:
         return self.runtime.is_loading()
 
+    async def _wait_for_high_watermark(self, partition: int) -> None:
+        """Until the high watermark reaches the log end as it is now. A new leader's log may hold
+        records committed under an earlier leader that its high watermark does not cover yet
+        (it restarted without a checkpoint entry, or its checkpoint lagged): loading up to the
+        high watermark then would leave them out for good, and with them acknowledged commits
+        (found by the simulation, seed 10140).
+        Everything below a new leader's epoch start is committed once its ISR has fetched it,
+        which moves the high watermark over it (as ListOffsets waits for, KIP-207)."""
+        name = self.topic.name
+        while True:
+            try:
+                # As leader: a lone replica's high watermark is lifted to its log end here, and
+                # a replicated partition's leader state starts.
+                plog = self._broker.replicas.leader_log(name, partition)
+            except KafkaError:
+                if not self.leads(partition):
+                    return  # no longer the leader: the unload follows
+                # A leadership of an earlier incarnation of this broker: not acted on until the
+                # controller writes the partition again.
+                await asyncio.sleep(_EPOCH_START_RETRY_S)
+                continue
+            end = plog.log_end_offset
+            if plog.high_watermark >= end:
+                return
+            fut = self._broker.replicas.wait_for_offset(name, partition, end)
+            if fut is None:  # one replica
+                return
+            try:
+                await fut
+            except asyncio.CancelledError:
+                fut.cancel()  # unloaded: nobody reads how it ends
+                raise
+            except KafkaError:
+                # The ISR shrank below its minimum (or leadership moved: the image's listener
+                # cancels this load): wait again.
+                await asyncio.sleep(_EPOCH_START_RETRY_S)
+
     async def _load(self, partition: int, skip: tuple[int, int] = (0, 0)) -> None:
         runtime = self.runtime
         try:
             if self._load_hook is not None:
                 await self._load_hook(self.topic.name, partition)
+            if skip == (0, 0):
+                await self._wait_for_high_watermark(partition)
             applied = 0
             chunk: list[StoredRecord | StoredMarker] = []
             for item in self.topic.stored(partition, skip):

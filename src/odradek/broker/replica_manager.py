@@ -168,10 +168,20 @@ class ReplicaManager:
     ISR in the metadata store (None: ISRs are never changed, as with a test's static view)."""
 
     def __init__(
-        self, broker: BrokerServices, *, alter_partition: AlterPartitionFn | None = None
+        self,
+        broker: BrokerServices,
+        *,
+        alter_partition: AlterPartitionFn | None = None,
+        led_by_earlier_incarnation: Callable[[str, int], bool] | None = None,
     ) -> None:
+        """``led_by_earlier_incarnation(topic, partition)``: whether this broker's leadership
+        of a partition was written before its current registration, for an earlier incarnation
+        of it (which may have had records this one lost, or led an epoch it must not go on
+        with): such a leadership is not acted on until the controller writes the partition
+        again (it bumps the leader epoch of a restarted leader). None: never."""
         self._broker = broker
         self._alter = alter_partition
+        self._earlier = led_by_earlier_incarnation or (lambda _topic, _partition: False)
         self._leaders: dict[TopicPartition, LeaderPartition] = {}
         #: Wake-ups for replica fetches waiting on new data (an append, a new high watermark).
         self.replica_watch = AppendWatch()
@@ -234,6 +244,11 @@ class ReplicaManager:
             raise NotLeaderOrFollowerError(
                 f"broker {node_id} is not the leader of {topic}-{partition} "
                 f"(leader {state.leader}, epoch {state.leader_epoch})"
+            )
+        if len(state.replicas) > 1 and self._earlier(topic, partition):
+            raise NotLeaderOrFollowerError(
+                f"{topic}-{partition}: leader epoch {state.leader_epoch} was given to an "
+                f"earlier incarnation of broker {node_id}; waiting for the controller"
             )
         return state
 
@@ -313,7 +328,8 @@ class ReplicaManager:
         for info in (*change.added, *(new for _old, new in change.changed)):
             for index, state in enumerate(info.partitions):
                 tp = (info.name, index)
-                if state.leader == node_id and len(state.replicas) > 1:
+                if (state.leader == node_id and len(state.replicas) > 1
+                        and not self._earlier(info.name, index)):
                     # A log not opened yet (start-up opens them lazily) is left to its first
                     # request: nothing can have been appended to it meanwhile.
                     plog = logs.opened_log(info.name, index)
@@ -424,7 +440,12 @@ class ReplicaManager:
         """Wait for coordinator appends collected by a barrier; raises what a failed one raised
         (as a coordinator answers it when ``coordinator``: COORDINATOR_NOT_AVAILABLE, or
         NOT_COORDINATOR once leadership moved), or REQUEST_TIMED_OUT after ``timeout_ms``."""
-        _done, pending = await asyncio.wait(waits, timeout=timeout_ms / 1000)
+        try:
+            _done, pending = await asyncio.wait(waits, timeout=timeout_ms / 1000)
+        except asyncio.CancelledError:
+            for fut in waits:  # the request's connection went away: nobody reads them now
+                fut.cancel()
+            raise
         for fut in pending:
             fut.cancel()
         error: KafkaError | None = None

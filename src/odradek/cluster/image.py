@@ -81,6 +81,8 @@ class MetadataImage:
         # -- as the store holds it (applied event by event) --
         self._records: dict[str, TopicRecord] = {}
         self._states: dict[str, dict[int, PartitionState]] = {}
+        #: The store revision that last wrote each partition's state.
+        self._written_at: dict[tuple[str, int], int] = {}
         self._raw_brokers: dict[int, RegisteredBroker] = {}
         self._raw_controller = -1
         self._raw_cluster_id = ""
@@ -178,6 +180,12 @@ class MetadataImage:
             return None
         return info.partitions[partition]
 
+    def partition_written_at(self, topic: str, partition: int) -> int:
+        """The store revision that last wrote the partition's state (0: none seen). A state
+        written before a broker's registration (its broker epoch) was written for an earlier
+        incarnation of it, as the controller's election rules say (``election.Brokers.lost``)."""
+        return self._written_at.get((topic, partition), 0)
+
     def topic_count(self) -> int:
         return len(self._topics)
 
@@ -194,6 +202,11 @@ class MetadataImage:
         try:
             async with asyncio.timeout(timeout_s):
                 await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            # The caller went away: a close() failing the waiter later would log "exception
+            # never retrieved" (found by the simulation, seed 20184).
+            waiter.cancel()
+            raise
         except TimeoutError:
             waiter.cancel()  # dropped from the heap when its revision comes
             raise RequestTimedOutError(
@@ -252,6 +265,7 @@ class MetadataImage:
         before = set(self._records) | set(self._states) | set(self._topics)
         self._records.clear()
         self._states.clear()
+        self._written_at.clear()
         self._raw_brokers.clear()
         self._raw_controller = -1
         self._raw_cluster_id = ""
@@ -286,6 +300,7 @@ class MetadataImage:
                 name, _, index = rel[len("partitions/"):].rpartition("/")
                 partition = int(index)
                 if kv is None:
+                    self._written_at.pop((name, partition), None)
                     states = self._states.get(name)
                     if states is not None:
                         states.pop(partition, None)
@@ -293,6 +308,7 @@ class MetadataImage:
                             del self._states[name]
                 else:
                     self._states.setdefault(name, {})[partition] = self._decode_state(kv.value)
+                    self._written_at[(name, partition)] = kv.mod_revision
                 self._dirty.add(name)
             elif rel.startswith("topics/"):
                 name = rel[len("topics/"):]

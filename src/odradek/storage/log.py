@@ -1365,6 +1365,28 @@ class PartitionLog:
         for seg in self._segments:
             seg.close_handles()
 
+    def abandon(self, *, unsynced_kept: Callable[[int], int] | None = None) -> None:
+        """Close the file descriptors and write nothing: the log as a killed process leaves it
+        (appended bytes in the page cache, no checkpoint or snapshot), for the next open to
+        recover. The deterministic simulation's crash (``odradek.sim``).
+
+        With ``unsynced_kept``, as a power loss leaves it instead: of the ``n`` bytes of a
+        segment file appended since the last fsync (past the recovery point), only the first
+        ``unsynced_kept(n)`` stay, which may end inside a batch (a torn write)."""
+        if self._closed:
+            return
+        self._closed = True
+        cuts: list[tuple[Path, int]] = []
+        if unsynced_kept is not None:
+            for seg in self._segments:
+                found = seg.translate_offset(self._recovery_point) if seg.size else None
+                if found is not None:
+                    unsynced = seg.size - found[0]
+                    cuts.append((seg.log_path, found[0] + unsynced_kept(unsynced)))
+        self._close_handles()
+        for path, size in cuts:
+            os.truncate(path, size)
+
     @_guarded("close")
     def close(self, *, synced: bool = False) -> None:
         """Flush, record the final time-index entry, snapshot producer state at the log end and

@@ -49,7 +49,9 @@ a time (a lock), and never an older set of values over a newer one. A crash leav
 either may lag the logs (the high watermark only grows while a partition lives, so a lagging
 value is merely conservative). Opening a log starts it at ``min(checkpoint, log end offset)``;
 a data directory without the file (written before replication, when a partition had one
-replica and its high watermark was its log end) starts every partition at its log end offset,
+replica and its high watermark was its log end; a new directory writes the empty file at its
+first start, so that a crash before the first checkpoint is not taken for one) starts every
+partition at its log end offset,
 but a partition missing from an existing file (created within the interval before a crash)
 starts at its log start offset, as in Kafka, until its leader moves it; a damaged file starts every log found at its log start offset (its leader or its ISR
 moves it up again) and says so at WARNING. Entries of partitions not opened yet are carried
@@ -234,6 +236,13 @@ class LogManager:
             if not clean:
                 recovered += 1
         self._checkpointed_hws = self._read_high_watermarks()
+        checkpoint = self.data_dir / HIGH_WATERMARK_CHECKPOINT
+        if not self._unopened and not checkpoint.exists():
+            # A new data directory says so on disk at once: one that crashes before its first
+            # checkpoint must not pass for one from before replication, whose logs start at
+            # their log end (records its ISR never had would be exposed).
+            write_checkpoint(checkpoint, 0, [], sync=True)
+            self._written_hws = {}
         if not lazy:
             self.open_pending()
         if clean:
@@ -299,6 +308,15 @@ class LogManager:
             self._topic_configs[topic] = config
             return config
         return self._topic_configs.get(topic, self.default_config)
+
+    def abandon(self, *, unsynced_kept: Callable[[int], int] | None = None) -> None:
+        """Let go of every log as a killed process does: descriptors closed, nothing written
+        (no checkpoint, no clean-shutdown marker), so the next start recovers. The
+        deterministic simulation's crash (``odradek.sim``); ``unsynced_kept`` makes it a
+        power loss (:meth:`PartitionLog.abandon`)."""
+        for _key, plog in sorted(self._logs.items()):
+            plog.abandon(unsynced_kept=unsynced_kept)
+        self._logs.clear()
 
     def shutdown(self) -> None:
         """Cancel cleaning, close every log, then write the clean-shutdown marker (see the

@@ -96,9 +96,14 @@ def handle(broker: BrokerServices, request: Request) -> Any:
 
     async def replicated() -> Any:
         futures = [fut for _name, _entry, fut in waits.values()]
-        _done, pending = await asyncio.wait(
-            futures, timeout=request.body.timeout.total_seconds()
-        )
+        try:
+            _done, pending = await asyncio.wait(
+                futures, timeout=request.body.timeout.total_seconds()
+            )
+        except asyncio.CancelledError:
+            for fut in futures:  # the client went away: nobody reads how they end
+                fut.cancel()
+            raise
         for name, entry, fut in waits.values():
             if fut in pending:
                 fut.cancel()  # stays REQUEST_TIMED_OUT

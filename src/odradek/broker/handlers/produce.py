@@ -235,10 +235,16 @@ async def _after_replication(
     timeout, when those still waiting are REQUEST_TIMED_OUT."""
     futures = [fut for _, _, fut in waiting]
     timeout = max(0.0, request.body.timeout.total_seconds())
-    await asyncio.wait(futures, timeout=timeout)
+    try:
+        await asyncio.wait(futures, timeout=timeout)
+    finally:
+        # Timed out, or cancelled (the client went away): nobody reads how the rest end, so a
+        # leadership change failing them later must not log "exception never retrieved".
+        for fut in futures:
+            if not fut.done():
+                fut.cancel()
     for topic_i, part_i, fut in waiting:
-        if not fut.done():
-            fut.cancel()
+        if fut.cancelled():
             e: BaseException = RequestTimedOutError(
                 f"not replicated to the in-sync replicas within {timeout * 1000:.0f} ms"
             )

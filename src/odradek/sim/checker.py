@@ -1,0 +1,106 @@
+"""The simulation's checker: the ideas of ``tests/chaos/checker.py`` (Jepsen's Kafka workload)
+over one run's history and the logs read once the cluster settled.
+
+Anomalies (each a line naming its kind first):
+
+- ``lost-write`` — an acknowledged record that the final log of its partition does not hold.
+- ``inconsistent-offset`` — two different records at one offset of a partition, by any two
+  sources (acknowledgements, reads, the final log, the replicas' logs below their high
+  watermarks), or an acknowledged record found at another offset than acknowledged.
+- ``duplicate`` — one value at two offsets of the final log (the producers are idempotent).
+- ``nonmonotonic`` — a reader's offsets on a partition did not strictly increase.
+- ``replica-divergence`` — a replica's log below its high watermark differs from the final log,
+  or the replicas did not settle (some log end offsets or high watermarks still differ).
+- ``lost-commit`` — the group's committed offset of a partition, read once the cluster
+  settled, is below the last one a commit was acknowledged with (commits only move forward),
+  or is missing.
+
+Pure functions over data: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["check"]
+
+#: A partition's records: offset → value.
+Log = Mapping[int, str]
+
+
+def check(
+    events: Sequence[Mapping[str, Any]],
+    final: Mapping[int, Log],
+    replicas: Mapping[int, Mapping[int, tuple[Log, int, int]]],
+    committed: Mapping[int, int] | None = None,
+) -> list[str]:
+    """Anomalies of a run. ``final``: partition → the final log read through the protocol;
+    ``replicas``: broker → partition → (its log below its high watermark, its high watermark,
+    its log end offset); ``committed``: partition → the group's committed offset at the end
+    (None: not read, so not checked)."""
+    found: list[str] = []
+    seen: dict[int, dict[int, tuple[str, str]]] = defaultdict(dict)
+
+    def observe(p: int, offset: int, value: str, source: str) -> None:
+        first = seen[p].get(offset)
+        if first is None:
+            seen[p][offset] = (value, source)
+        elif first[0] != value:
+            found.append(f"inconsistent-offset p{p}@{offset}: {first[0]!r} ({first[1]}) "
+                         f"and {value!r} ({source})")
+
+    for p, log in sorted(final.items()):
+        for offset, value in sorted(log.items()):
+            observe(p, offset, value, "final")
+        at: dict[str, int] = {}
+        for offset, value in sorted(log.items()):
+            if value in at:
+                found.append(f"duplicate p{p}: {value!r} at {at[value]} and {offset}")
+            at[value] = offset
+
+    last_read: dict[int, int] = {}
+    last_commit: dict[int, int] = {}
+    for e in events:
+        kind = e["kind"]
+        if kind == "commit-ack":
+            for p, offset in enumerate(e["offsets"]):
+                last_commit[p] = offset
+        elif kind == "ack":
+            p, value, offset = e["p"], e["value"], e["offset"]
+            log = final.get(p, {})
+            if log.get(offset) == value:
+                continue
+            where = [o for o, v in log.items() if v == value]
+            if where:
+                found.append(f"inconsistent-offset p{p}: {value!r} acknowledged at {offset}, "
+                             f"stored at {where}")
+            else:
+                found.append(f"lost-write p{p}: {value!r} acknowledged at {offset} "
+                             f"(t={e['t']}, by broker {e['by']})")
+        elif kind == "read":
+            p = e["p"]
+            for offset, value in e["records"]:
+                if offset <= last_read.get(p, -1):
+                    found.append(f"nonmonotonic p{p}: read {offset} after {last_read[p]}")
+                last_read[p] = offset
+                observe(p, offset, value, f"read t={e['t']}")
+
+    for node, partitions in sorted(replicas.items()):
+        for p, (log, hw, _leo) in sorted(partitions.items()):
+            for offset, value in sorted(log.items()):
+                if offset < hw:
+                    observe(p, offset, value, f"broker {node} below its high watermark {hw}")
+    if committed is not None:
+        for p, offset in sorted(last_commit.items()):
+            if committed.get(p, -1) < offset:
+                found.append(f"lost-commit p{p}: committed {committed.get(p, -1)} at the end, "
+                             f"{offset} acknowledged")
+    ends = {p: {(hw, leo) for parts in replicas.values() for q, (_, hw, leo) in parts.items()
+                if q == p} for p in final}
+    for p, pairs in sorted(ends.items()):
+        if len(pairs) > 1:
+            found.append(f"replica-divergence p{p}: replicas did not settle "
+                         f"(high watermark, log end) = {sorted(pairs)}")
+    return found

@@ -1,0 +1,72 @@
+"""The simulation's checker over hand-made histories: each anomaly it exists to find."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from odradek.sim.checker import check
+
+
+def _ack(p: int, offset: int, value: str) -> dict[str, Any]:
+    return {"t": 0.0, "kind": "ack", "p": p, "offset": offset, "value": value, "by": 1}
+
+
+def _read(p: int, *records: tuple[int, str]) -> dict[str, Any]:
+    return {"t": 0.0, "kind": "read", "p": p, "records": [list(r) for r in records]}
+
+
+def test_a_clean_run_has_no_anomalies() -> None:
+    final = {0: {0: "a", 1: "b"}}
+    replicas = {1: {0: ({0: "a", 1: "b"}, 2, 2)}, 2: {0: ({0: "a", 1: "b"}, 2, 2)}}
+    events = [_ack(0, 0, "a"), _ack(0, 1, "b"), _read(0, (0, "a"), (1, "b"))]
+    assert check(events, final, replicas) == []
+
+
+def test_an_acknowledged_record_missing_from_the_final_log_is_a_lost_write() -> None:
+    found = check([_ack(0, 0, "a"), _ack(0, 1, "b")], {0: {0: "a"}}, {})
+    assert [f.split()[0] for f in found] == ["lost-write"]
+    assert "'b'" in found[0]
+
+
+def test_a_record_acknowledged_at_another_offset_is_inconsistent() -> None:
+    found = check([_ack(0, 0, "a")], {0: {0: "x", 1: "a"}}, {})
+    assert [f.split()[0] for f in found] == ["inconsistent-offset"]
+
+
+def test_a_read_that_the_final_log_contradicts_is_inconsistent() -> None:
+    found = check([_read(0, (0, "a"))], {0: {0: "b"}}, {})
+    assert [f.split()[0] for f in found] == ["inconsistent-offset"]
+
+
+def test_one_value_at_two_offsets_is_a_duplicate() -> None:
+    found = check([], {0: {0: "a", 1: "a"}}, {})
+    assert [f.split()[0] for f in found] == ["duplicate"]
+
+
+def test_reads_going_backwards_are_nonmonotonic() -> None:
+    found = check([_read(0, (0, "a"), (1, "b")), _read(0, (1, "b"))], {0: {0: "a", 1: "b"}}, {})
+    assert [f.split()[0] for f in found] == ["nonmonotonic"]
+
+
+def test_replicas_that_differ_below_their_high_watermark_diverge() -> None:
+    final = {0: {0: "a", 1: "b"}}
+    replicas = {1: {0: ({0: "a", 1: "b"}, 2, 2)}, 2: {0: ({0: "a", 1: "c"}, 2, 2)}}
+    found = check([], final, replicas)
+    assert [f.split()[0] for f in found] == ["inconsistent-offset"]
+    assert "broker 2" in found[0]
+
+
+def test_replicas_that_did_not_settle_diverge() -> None:
+    final = {0: {0: "a"}}
+    replicas = {1: {0: ({0: "a"}, 1, 1)}, 2: {0: ({}, 0, 0)}}
+    found = check([], final, replicas)
+    assert [f.split()[0] for f in found] == ["replica-divergence"]
+
+
+def test_a_committed_offset_below_an_acknowledged_commit_is_lost() -> None:
+    events = [{"t": 0.0, "kind": "commit-ack", "offsets": [3, 5], "by": "b1"}]
+    final = {0: {0: "a"}, 1: {0: "b"}}
+    assert check(events, final, {}, {0: 3, 1: 7}) == []
+    found = check(events, final, {}, {0: 3, 1: 4})
+    assert [f.split()[0] for f in found] == ["lost-commit"]
+    assert [f.split()[0] for f in check(events, final, {}, {0: 3})] == ["lost-commit"]

@@ -1,0 +1,108 @@
+"""The deterministic simulation (odradek.sim): a seed determines a run, many seeds run quickly
+and find nothing with the issue's settings, and the checker does find lost writes when the
+settings allow them (the positive control)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from odradek.sim.run import SimConfig, replay_command, run
+
+#: Short runs: seconds of virtual workload each, a fraction of a second of real time.
+_SHORT = 10.0
+#: Settings under which acknowledged writes can be lost: one in-sync replica is enough to
+#: acknowledge, and an out-of-sync replica may be elected.
+_UNSAFE = (("unclean.leader.election.enable", "true"), ("min.insync.replicas", "1"))
+
+
+def test_a_seed_replays_exactly_and_another_seed_differs() -> None:
+    first = run(SimConfig(seed=11, duration_s=_SHORT))
+    again = run(SimConfig(seed=11, duration_s=_SHORT))
+    other = run(SimConfig(seed=12, duration_s=_SHORT))
+    assert first.trace == again.trace
+    assert first.history == again.history
+    assert first.digest == again.digest
+    assert other.digest != first.digest
+    # The run did something worth replaying: brokers crashed and came back, records went in.
+    assert first.stats["faults"] > 0
+    assert any(" crash b" in line for line in first.trace)
+    assert first.stats["acked"] > 0
+
+
+def test_a_seed_replays_in_another_process_with_another_hash_seed() -> None:
+    """The command a failure prints reproduces the run: same digest in a fresh interpreter,
+    whatever its string hashing (``set`` iteration order) is."""
+    here = run(SimConfig(seed=5, duration_s=_SHORT))
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    code = (
+        "from odradek.sim.run import SimConfig, run;"
+        f"print(run(SimConfig(seed=5, duration_s={_SHORT})).digest)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert out.stdout.split()[-1] == here.digest
+
+
+def test_without_faults_every_send_is_acknowledged() -> None:
+    result = run(SimConfig(seed=1, duration_s=_SHORT, faults=False))
+    assert result.ok, result.summary()
+    sends = sum(1 for line in result.history if '"kind": "send"' in line)
+    assert result.stats["acked"] == sends > 100
+    assert result.stats["settled"]
+
+
+@pytest.mark.parametrize("first", [1, 26])
+def test_many_seeds_with_faults_find_nothing(first: int) -> None:
+    failures = []
+    kinds: set[str] = set()
+    for seed in range(first, first + 25):
+        result = run(SimConfig(seed=seed, duration_s=_SHORT))
+        kinds.update(line.split()[1] for line in result.trace)
+        if not result.ok or not result.stats["settled"]:
+            failures.append(result.summary())
+    assert not failures, "\n\n".join(failures)
+    # Every kind of fault was tried: crashes, power losses, partitions, resets, slow links.
+    assert {"crash", "power", "cut", "heal", "reset", "slow"} <= kinds
+
+
+def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:
+    """The positive control: with unclean election and min.insync.replicas=1 the same faults
+    lose acknowledged records on some seeds (seed 25 when this was written; the search goes on
+    until one does), and the failure names its replay command."""
+    failed = None
+    for seed in range(20, 70):
+        result = run(SimConfig(seed=seed, broker_properties=_UNSAFE))
+        if not result.ok:
+            failed = result
+            break
+    assert failed is not None, "no seed lost anything under unsafe settings"
+    kinds = {a.split()[0] for a in failed.anomalies}
+    assert kinds & {"lost-write", "inconsistent-offset"}
+    assert f"python -m odradek.sim --seed {failed.config.seed}" in failed.summary()
+
+
+def test_the_replay_command_names_what_differs_from_the_defaults() -> None:
+    assert replay_command(SimConfig(seed=3)) == "python -m odradek.sim --seed 3 --trace"
+    assert replay_command(SimConfig(seed=3, duration_s=5, faults=False)) == (
+        "python -m odradek.sim --seed 3 --duration 5 --no-faults --trace"
+    )
+    assert replay_command(SimConfig(seed=3, broker_properties=_UNSAFE)) == (
+        "python -m odradek.sim --seed 3 --property unclean.leader.election.enable=true "
+        "--property min.insync.replicas=1 --trace"
+    )
+
+
+@pytest.mark.long
+def test_thousands_of_seeds() -> None:
+    """In ``make chaos`` (``ODRADEK_SIM_SEEDS`` seeds, default 1000; ``make sim`` runs more)."""
+    count = int(os.environ.get("ODRADEK_SIM_SEEDS", "1000"))
+    failures = []
+    for seed in range(1, count + 1):
+        result = run(SimConfig(seed=seed))
+        if not result.ok or not result.stats["settled"]:
+            failures.append(result.summary())
+    assert not failures, "\n\n".join(failures[:10])
