@@ -26,6 +26,7 @@ from odradek.broker.replica_fetcher import (
     QUICK_RETRY_MS,
     FetcherConfig,
     ReplicaFetcherManager,
+    move_to_end,
     truncation_offset,
 )
 from odradek.clock import ManualClock
@@ -304,3 +305,19 @@ def test_a_leader_behind_on_the_change_is_asked_again_soon(world: Callable[..., 
         await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_served_partitions_go_last_in_the_next_fetch() -> None:
+    """The leader fills a Fetch answer in request order up to its byte limit: partitions just
+    served move behind the others (in the order served), so none starves behind busy ones."""
+    partitions = {("t", p): f"state-{p}" for p in range(5)}
+    move_to_end(partitions, [("t", 0), ("t", 2), ("gone", 9)])
+    assert list(partitions) == [("t", 1), ("t", 3), ("t", 4), ("t", 0), ("t", 2)]
+    assert partitions[("t", 0)] == "state-0"
+    # Served in turn while the limit cuts every answer after two partitions: all are served.
+    seen: list[int] = []
+    for _ in range(5):
+        answered = list(partitions)[:2]
+        seen.extend(p for _, p in answered)
+        move_to_end(partitions, answered)
+    assert set(seen) == set(range(5))

@@ -77,6 +77,7 @@ __all__ = [
     "ReplicaFetcher",
     "ReplicaFetcherManager",
     "fetcher_id",
+    "move_to_end",
     "truncation_offset",
 ]
 
@@ -118,6 +119,17 @@ class FetcherConfig:
             num_fetchers=config.num_replica_fetchers,
             socket_timeout_ms=config.replica_socket_timeout_ms,
         )
+
+
+def move_to_end(partitions: dict[Any, Any], keys: Iterable[Any]) -> None:
+    """Move ``keys`` (in their order) behind every other partition of ``partitions``, the
+    order of the next Fetch: the leader fills its answer in request order up to the response's
+    limit, so partitions that were just served go last and the others are read first next time
+    (Kafka's ``updateAndMoveToEnd``). Keys no longer present are skipped."""
+    for key in keys:
+        state = partitions.pop(key, None)
+        if state is not None:
+            partitions[key] = state
 
 
 def truncation_offset(
@@ -337,6 +349,7 @@ class ReplicaFetcher:
             self._delay(s for s, _ in sent.values())
             return
         answered: set[tuple[uuid.UUID, int]] = set()
+        served: list[_Key] = []  # partitions that got records: last in the next request
         for topic in response.responses:
             for data in topic.partitions:
                 key = (topic.topic_id, data.partition_index)
@@ -347,7 +360,10 @@ class ReplicaFetcher:
                 state, fetch_offset = entry
                 if not self._current(state):
                     continue  # moved or stopped while the request was out
+                if data.records:
+                    served.append((state.topic, state.partition))
                 await self._process(state, fetch_offset, data)
+        move_to_end(self.partitions, served)
         # A partition the leader left out of its answer (it should not): retry it later.
         self._delay(s for k, (s, _) in sent.items() if k not in answered)
         if timings is not None:
