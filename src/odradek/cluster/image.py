@@ -65,6 +65,15 @@ TopicsListener = Callable[[TopicsChange], None]
 BrokersListener = Callable[[], None]
 
 
+
+def _now() -> float:
+    """Monotonic seconds from the running loop's clock (the real monotonic clock in a broker,
+    the virtual one under deterministic simulation, ``odradek.sim``)."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # no loop: a synchronous caller
+        return time.monotonic()
+
 class MetadataImage:
     """The metadata of one cluster as of :attr:`revision`, kept current by a watch.
 
@@ -155,7 +164,7 @@ class MetadataImage:
         """The brokers whose registration went (and has not come back) within the last
         ``within_s`` seconds, by node id. Not live: Metadata keeps listing them a moment (see
         ``broker/handlers/metadata.py``)."""
-        now = time.monotonic()
+        now = _now()
         for node_id in [n for n, (_, at) in self._departed.items() if now - at > 60.0]:
             del self._departed[node_id]  # bounded: nobody asks about older departures
         return tuple(
@@ -378,7 +387,7 @@ class MetadataImage:
             self._brokers_dirty = False
             brokers = tuple(self._raw_brokers[i] for i in sorted(self._raw_brokers))
             if brokers != self._brokers or self._controller != self._raw_controller:
-                now = time.monotonic()
+                now = _now()
                 for b in self._brokers:
                     if b.info.node_id not in self._raw_brokers:
                         self._departed[b.info.node_id] = (b, now)
