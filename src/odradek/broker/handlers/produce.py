@@ -137,9 +137,9 @@ async def _after_remote_verification(
         verified.update(
             await verify_remotely(broker, transactional_id, producer_id, epoch, tps)
         )
-    result = _produce(broker, request, verified)
-    # This coroutine is the answer: an acks=all produce's wait for replication is part of it.
-    return (await result.awaitable) if isinstance(result, Replicating) else result
+    # An acks=all append answers a Replicating wait: the dispatcher awaits it as part of this
+    # coroutine's answer.
+    return _produce(broker, request, verified)
 
 
 def _produce(
