@@ -23,6 +23,7 @@ from odradek.cluster.etcd_process import etcd_binary
 
 pytestmark = [
     pytest.mark.chaos,
+    pytest.mark.xdist_group("chaos"),  # one cluster of six processes at a time
     pytest.mark.timeout(420),
     pytest.mark.skipif(etcd_binary() is None, reason="etcd is not installed (make system-deps)"),
 ]

@@ -49,16 +49,22 @@ async def _until(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
 
 
 async def _set_isr(broker: Broker, topic: str, partition: int, isr: tuple[int, ...]) -> None:
-    """What the leader writes once a follower has caught up (AlterPartition)."""
+    """What the leader writes once a follower has caught up (AlterPartition). The real leader
+    may expand the ISR itself meanwhile; a lost compare-and-swap reads the state again."""
     key = broker.cluster_keys.partition(topic, partition)
-    kv = await broker.cluster_store.get(key)
-    assert kv is not None
-    state = PartitionState.decode(kv.value)
-    new = replace(state, isr=isr, partition_epoch=state.partition_epoch + 1)
-    result = await broker.cluster_store.txn(
-        [mod_revision_is(key, kv.mod_revision)], [Put(key, new.encode())]
-    )
-    assert result.succeeded
+    for _ in range(20):
+        kv = await broker.cluster_store.get(key)
+        assert kv is not None
+        state = PartitionState.decode(kv.value)
+        if set(isr) <= set(state.isr):
+            return
+        new = replace(state, isr=isr, partition_epoch=state.partition_epoch + 1)
+        result = await broker.cluster_store.txn(
+            [mod_revision_is(key, kv.mod_revision)], [Put(key, new.encode())]
+        )
+        if result.succeeded:
+            return
+    raise AssertionError(f"could not set the ISR of {topic}-{partition} to {isr}")
 
 
 def test_reassign_and_elect_through_clients(shared_etcd: EtcdProcess, tmp_path: Path) -> None:
@@ -105,6 +111,7 @@ def test_reassign_and_elect_through_clients(shared_etcd: EtcdProcess, tmp_path: 
                     == listed
                 assert await call(admin.list_partition_reassignments, {"other": [0]}) == {}
                 await _until(lambda: two.logs.has_log("moving", 0))
+                await _until(lambda: one.cluster.partition("moving", 0).replicas == (2, 1))
                 state = one.cluster.partition("moving", 0)
                 assert state is not None
                 assert (state.replicas, state.isr, state.leader) == ((2, 1), (1,), 1)
@@ -126,6 +133,7 @@ def test_reassign_and_elect_through_clients(shared_etcd: EtcdProcess, tmp_path: 
                 assert [(p.topic, p.partition, e) for p, e in result.items()] == [
                     ("moving", 0, None)
                 ]
+                await _until(lambda: one.cluster.partition("moving", 0).leader == 2)
                 state = one.cluster.partition("moving", 0)
                 assert (state.leader, state.leader_epoch) == (2, epoch + 1)
                 again = confluent.elect_leaders(
@@ -156,6 +164,8 @@ def test_reassign_and_elect_through_clients(shared_etcd: EtcdProcess, tmp_path: 
                 # Remove broker 1: the target is in sync, so it completes at once, in a new
                 # leader epoch; broker 1 drops its log.
                 assert await call(admin.alter_partition_reassignments, {tp: [2]}) == {tp: None}
+                # The controller may be the other broker: wait for broker 2's view of etcd.
+                await _until(lambda: two.cluster.partition("moving", 0).replicas == (2,))
                 state = two.cluster.partition("moving", 0)
                 assert (state.replicas, state.isr, state.leader) == ((2,), (2,), 2)
                 assert state.leader_epoch == epoch + 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,16 +40,51 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (all held at once while choosing, so that the
-    kernel cannot hand out one port twice)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """``count`` distinct free loopback ports, all held at once while choosing.
+
+    They are drawn at random from outside the kernel's ephemeral range, where it never picks the
+    source port of an outgoing connection: a port chosen here and bound a moment later by a
+    broker or etcd cannot have been taken by some client's connection meanwhile (it can only by
+    another process choosing the same way, which the random draw makes unlikely)."""
+    low, high = _unassigned_range()
+    sockets: list[socket.socket] = []
     try:
-        for s in sockets:
+        for _ in range(50 * count):
+            if len(sockets) == count:
+                break
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", _RANDOM.randrange(low, high)))
+            except OSError:
+                s.close()
+                continue
+            sockets.append(s)
+        while len(sockets) < count:  # a crowded range: let the kernel choose
+            s = socket.socket()
             s.bind(("127.0.0.1", 0))
+            sockets.append(s)
         return [int(s.getsockname()[1]) for s in sockets]
     finally:
         for s in sockets:
             s.close()
+
+
+#: Not the process's ``random`` state, which tests seed: two test processes would draw alike.
+_RANDOM = random.SystemRandom()
+
+
+def _unassigned_range() -> tuple[int, int]:
+    """Ports [low, high) outside ``net.ipv4.ip_local_port_range`` (32768-60999 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            first, last = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        first, last = 32768, 60999
+    if first - 10000 >= 4096:
+        return 10000, first
+    if 65535 - last >= 4096:
+        return last + 1, 65536
+    return 1024, 65536
 
 
 class EtcdProcess:
