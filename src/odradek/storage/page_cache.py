@@ -3,11 +3,12 @@
 Every byte appended to a segment lands in a page of the OS page cache, and Linux keeps the
 page after it is written back for as long as memory is free. A broker that takes a steady
 stream of records therefore asks the kernel for new pages all the time, and never gives any
-back while the machine has free memory. On a virtual machine whose free memory is returned to
-the host (virtio-balloon free page reporting, as on the Firecracker VM the benchmarks run on),
-a page that was given back costs a fault on the host when it is used again: appending 1 MB
-took 0.2 ms while freed pages were around and 2-2.5 ms once they were not, and the broker's CPU
-per record quadrupled (``bench/run.py --only vsmock``, issue 11).
+back while the machine has free memory. On the VM the benchmarks run on (Firecracker, whose
+kernel reports free memory to the host: virtio-balloon free page reporting), new pages are
+dear, apparently because each faults on the host first: appending 1 MB took 0.2 ms while
+recently freed pages were around and 2-2.5 ms once they were not (a plain loop of ``os.write``
+shows it after about 1.5 GB), and the broker's CPU per record quadrupled
+(``bench/run.py --only vsmock``, issue 11).
 
 :class:`PageCacheTrimmer` keeps the last ``retain_bytes`` of each segment in the page cache and
 drops what lies before them, in steps of ``step_bytes``: once a segment has grown
