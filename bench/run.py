@@ -167,6 +167,9 @@ def main() -> None:
     _consume_arguments(ap)
     ap.add_argument("--baseline-src", metavar="DIR",
                     help="vsmock: also run an odradek broker from this source tree (src/)")
+    ap.add_argument("--workloads", metavar="WORDS",
+                    help="vsmock: only the workloads whose label contains one of these "
+                         "comma-separated words, e.g. 'produce 1 KiB,latency'")
     args = ap.parse_args()
     if args.only in ("all", "vsmock"):
         from vsmock import bench_vsmock

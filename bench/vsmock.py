@@ -363,6 +363,14 @@ def _consume_arguments(ap: argparse.ArgumentParser) -> None:
 def bench_vsmock(args: argparse.Namespace) -> None:
     args.consume_records = {"c1k": args.consume_1k, "c100": args.consume_100}
     workloads = _workloads(args)
+    if args.workloads:
+        # A label matches when it contains any of the words given ("produce", "1 KiB", ...);
+        # the p99 row is read from the p50 run, so either brings both.
+        wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
+        keep = {w.label for w in workloads if any(x in w.label for x in wanted)}
+        if any(label.startswith("latency") for label in keep):
+            keep |= {w.label for w in workloads if w.label.startswith("latency")}
+        workloads = [w for w in workloads if w.label in keep]
     timings: dict[str, list[dict[str, object]]] = {}
     with tempfile.TemporaryDirectory(prefix="odradek-vsmock-") as tmp:
         targets = [start_odradek(str(Path(tmp) / "data"))]
@@ -473,6 +481,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--records-100", type=int, default=1_000_000)
     ap.add_argument("--latency-seconds", type=float, default=10)
     _consume_arguments(ap)
+    ap.add_argument("--workloads", metavar="WORDS",
+                    help="run only the workloads whose label contains one of these "
+                         "comma-separated words, e.g. 'produce 1 KiB,latency'")
     ap.add_argument("--baseline-src", metavar="DIR",
                     help="also run an odradek broker from this source tree (another checkout's "
                          "src/), interleaved with the other two")

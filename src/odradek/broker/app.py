@@ -263,6 +263,10 @@ class Broker:
             cleaner_sleep=time.sleep,
             cleaner_cpu_time=time.thread_time,
             max_open_files=self.config.log_max_open_files,
+            page_cache_retain_bytes=(
+                None if self.config.log_page_cache_retain_bytes < 0
+                else self.config.log_page_cache_retain_bytes
+            ),
         )
         # Logs open on first use and in the background (_open_logs), so start-up does not
         # grow with the number of partitions.

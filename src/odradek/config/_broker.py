@@ -177,6 +177,7 @@ class BrokerConfig:
     delete_topic_enable: bool = _FROM_TABLE
     max_broker_partitions: int | None = _FROM_TABLE
     log_max_open_files: int | None = _FROM_TABLE
+    log_page_cache_retain_bytes: int = _FROM_TABLE
     log_segment_bytes: int = _FROM_TABLE
     log_roll_ms: int | None = _FROM_TABLE
     log_roll_hours: int = _FROM_TABLE

@@ -105,6 +105,12 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
          ".txnindex) held open at once; the least recently used is closed and reopened on "
          "demand. Unset: a quarter of RLIMIT_NOFILE, between 16 and 4096, leaving the rest for "
          "connections.", minimum=1),
+    _long("log.page.cache.retain.bytes", 64 * 1024 * 1024,
+          "Bytes at the end of a segment being appended to that are left in the OS page cache; "
+          "the bytes before them are written back and dropped from it in steps of 16 MiB, so "
+          "that appending recycles pages instead of taking new ones (odradek's own setting, "
+          "see odradek.storage.page_cache). -1 leaves the page cache to the OS, as Kafka does.",
+          minimum=-1),
     _int("log.segment.bytes", 1024 * 1024 * 1024, "Largest size of one segment file.",
          minimum=MIN_SEGMENT_BYTES),
     _long("log.roll.ms", None, "Roll a new segment after this long; overrides log.roll.hours.",

@@ -120,6 +120,7 @@ class SimCluster:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.enable": "false",
             "log.scrubber.enable": "false",
+            "log.page.cache.retain.bytes": "-1",  # its worker is a thread
             "controlled.shutdown.enable": "false",
             "replica.lag.time.max.ms": "3000",
             "replica.socket.timeout.ms": "3000",

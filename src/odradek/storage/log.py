@@ -98,6 +98,7 @@ from odradek.storage.loader import (
 )
 from odradek.storage.log_config import LogConfig
 from odradek.storage.open_files import OpenFileCache
+from odradek.storage.page_cache import PageCacheTrimmer
 from odradek.storage.producer_state import (
     ActiveProducer,
     EndTxnMarker,
@@ -289,9 +290,11 @@ class PartitionLog:
         producer_state: ProducerStateManager,
         files: OpenFileCache | None = None,
         high_watermark: int | None = None,
+        cache_trimmer: PageCacheTrimmer | None = None,
     ) -> None:
         self.directory = directory
         self._files = files
+        self._cache_trimmer = cache_trimmer
         self.topic = topic
         self.partition = partition
         self.config = config
@@ -340,6 +343,7 @@ class PartitionLog:
         recover: bool,
         files: OpenFileCache | None = None,
         high_watermark: int | None = None,
+        cache_trimmer: PageCacheTrimmer | None = None,
     ) -> PartitionLog:
         """Open (creating if needed) the partition directory ``directory`` itself, i.e. the
         ``<topic>-<partition>`` folder. ``recover`` says the previous shutdown was unclean;
@@ -347,7 +351,10 @@ class PartitionLog:
         segment files held open (``log.max.open.files``; None: each segment keeps its own).
         ``high_watermark`` is the checkpointed one (``replication-offset-checkpoint``, see
         :mod:`odradek.storage.log_manager`): the log starts with it clamped to
-        [log start, log end]; None (no checkpoint entry) starts it at the log end offset."""
+        [log start, log end]; None (no checkpoint entry) starts it at the log end offset.
+        ``cache_trimmer`` (the log manager's, if any) is told of every append, and drops all
+        but the tail of the active segment from the OS page cache (see
+        :mod:`odradek.storage.page_cache`)."""
         path = Path(directory)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -364,7 +371,7 @@ class PartitionLog:
             raise KafkaStorageError(f"cannot load {path}: {e}") from e
         return cls(
             path, topic, partition, config, clock, loaded, epoch_cache, producer_state, files,
-            high_watermark,
+            high_watermark, cache_trimmer,
         )
 
     def _set_segments(self, segments: list[LogSegment]) -> None:
@@ -568,6 +575,8 @@ class PartitionLog:
         if self._should_roll(seg, total, last_offset, now):
             seg = self._roll(now)
         seg.append(buf, finals, now_ms=now)
+        if self._cache_trimmer is not None:
+            self._cache_trimmer.note_append(seg)
         self._log_end_offset = last_offset + 1
         if leader_epoch >= 0:
             self.epoch_cache.assign(leader_epoch, first_offset)
@@ -680,6 +689,8 @@ class PartitionLog:
     ) -> None:
         """Write leader batches into ``seg`` and apply them: log end, epochs, producers."""
         seg.append(data, headers, now_ms=now)
+        if self._cache_trimmer is not None:
+            self._cache_trimmer.note_append(seg)
         self._log_end_offset = headers[-1].next_offset
         for h in headers:
             if h.partition_leader_epoch > self.epoch_cache.latest_epoch:

@@ -90,6 +90,7 @@ from odradek.storage.health import os_error_of
 from odradek.storage.log import PartitionLog
 from odradek.storage.log_config import LogConfig
 from odradek.storage.open_files import OpenFileCache, default_max_open_files
+from odradek.storage.page_cache import PageCacheTrimmer
 
 __all__ = [
     "CLEAN_SHUTDOWN_FILE",
@@ -171,14 +172,22 @@ class LogManager:
         high_watermark_checkpoint_interval_ms: int = (
             DEFAULT_HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS
         ),
+        page_cache_retain_bytes: int | None = None,
     ) -> None:
         """``max_open_files`` is ``log.max.open.files`` (None: derived from RLIMIT_NOFILE,
         see :func:`~odradek.storage.open_files.default_max_open_files`);
+        ``page_cache_retain_bytes`` is ``log.page.cache.retain.bytes`` (None: the page cache
+        is left to the OS; see :mod:`odradek.storage.page_cache`);
         ``high_watermark_checkpoint_interval_ms`` is
         ``replica.high.watermark.checkpoint.interval.ms``."""
         self.data_dir = Path(data_dir)
         #: Every segment file the logs hold open, least recently used closed first.
         self.open_files = OpenFileCache(max_open_files or default_max_open_files())
+        #: Drops all but the tail of the segments appended to from the page cache.
+        self.cache_trimmer = (
+            PageCacheTrimmer(page_cache_retain_bytes)
+            if page_cache_retain_bytes is not None else None
+        )
         self.clock = clock
         self.default_config = default_config
         self._logs: dict[tuple[str, int], PartitionLog] = {}
@@ -290,7 +299,7 @@ class LogManager:
         plog = PartitionLog.open(
             self.data_dir / partition_dir_name(topic, partition), topic, partition, config,
             self.clock, recover=recover, files=self.open_files,
-            high_watermark=self._checkpointed_hws.get(key),
+            high_watermark=self._checkpointed_hws.get(key), cache_trimmer=self.cache_trimmer,
         )
         self._checkpointed_hws.pop(key, None)
         del self._unopened[key]
@@ -314,6 +323,8 @@ class LogManager:
         (no checkpoint, no clean-shutdown marker), so the next start recovers. The
         deterministic simulation's crash (``odradek.sim``); ``unsynced_kept`` makes it a
         power loss (:meth:`PartitionLog.abandon`)."""
+        if self.cache_trimmer is not None:
+            self.cache_trimmer.close()
         for _key, plog in sorted(self._logs.items()):
             plog.abandon(unsynced_kept=unsynced_kept)
         self._logs.clear()
@@ -323,6 +334,8 @@ class LogManager:
         module docstring for the order of the syncs)."""
         t0 = time.monotonic()
         self.cleaner.shutdown()
+        if self.cache_trimmer is not None:
+            self.cache_trimmer.close()
         errors: list[BaseException] = []
         try:
             # Everything appended so far becomes durable in one call, not one fsync per file.
@@ -430,7 +443,7 @@ class LogManager:
                     try:
                         plog = PartitionLog.open(
                             path, topic, partition, config, self.clock, recover=False,
-                            files=self.open_files,
+                            files=self.open_files, cache_trimmer=self.cache_trimmer,
                         )
                     except KafkaStorageError as e:
                         # Once per partition asked for (a CreateTopics), not per request after it.

@@ -179,6 +179,9 @@ class LogSegment:
         # the tail fetches from one of them, found here without a walk over the headers after
         # the last index entry. Emptied when the segment is truncated, recovered or rolled.
         self._recent: dict[int, tuple[int, BatchHeader]] = {}
+        #: Bytes before this position were handed to the log's page-cache trimmer to be
+        #: written back and dropped from the OS page cache (storage/page_cache.py).
+        self.cache_dropped_to = 0
 
     # -- construction -----------------------------------------------------------------------
 
@@ -455,6 +458,7 @@ class LogSegment:
             raise KafkaStorageError(f"cannot truncate {self.log_path}: {e}") from e
         self._dirty = True
         self.size = pos
+        self.cache_dropped_to = min(self.cache_dropped_to, pos)
         self.offset_index.truncate_to_position(pos)
         self._reload_tail()
         assert self.next_offset is not None
