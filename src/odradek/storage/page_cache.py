@@ -113,8 +113,11 @@ class PageCacheTrimmer:
             path, end = item
             try:
                 drop_behind(path, end)
-            except OSError as e:  # advisory: a file gone or a failing disk is someone else's
-                _log.debug("dropping %s up to %d from the page cache: %s", path, end, e)
+            except FileNotFoundError:  # deleted or renamed meanwhile: nothing to drop
+                pass
+            except OSError as e:  # advisory, but a failing write-back must not pass unseen
+                _log.warning("writing back %s up to %d to drop it from the page cache: %s",
+                             path, end, e)
             with self._progress:
                 self.done += 1
                 self._progress.notify_all()
