@@ -19,7 +19,10 @@ hands out a new one whenever the topic changes), the authorized operations asked
 live brokers, and a response splices the cached entries into a body encoded with an empty topic
 array: Metadata for all of 10,000 partitions is then a join of bytes, not 10,000 structs built
 and encoded. The cache is process-wide, touched only from event loops, and emptied when it
-holds more than 32 MiB.
+holds more than 32 MiB. A missing entry (a new or changed topic, a broker joining or leaving)
+is encoded without kio structs per partition (:func:`_encode_partitions`): 10,000 partitions in
+a few ms instead of 100-160 ms, which is what every client's next Metadata pays after a
+leadership change.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class _EncodedTopics:
         entry = self.entries.get(key)
         if entry is not None and entry[0] is info:
             return entry[1]
-        data = encode_entity(_topic(mod, info, operations, frozenset(live)))
+        data = _encode_topic(mod, version, info, operations, frozenset(live))
         cost = len(data) + _INFO_BYTES_PER_PARTITION * len(info.partitions)
         if self.size + cost > self.max_bytes:
             self.entries.clear()
@@ -109,6 +112,85 @@ def _uvarint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def _encode_topic(
+    mod: Any, version: int, info: TopicInfo, operations: int, live: frozenset[int]
+) -> bytes:
+    """The bytes of :func:`_topic`'s entry, without building a struct per partition: kio
+    encodes the entry with no partitions, and the partition array, written here field by field
+    (:func:`_encode_partitions`), takes the place of the empty one. The array is followed by a
+    tail of known size: topic_authorized_operations (v8+) and the tagged fields (v9+, none set).
+    """
+    head = encode_entity(build(
+        mod.MetadataResponseTopic,
+        error_code=ErrorCode.none,
+        name=info.name,
+        topic_id=info.topic_id,
+        is_internal=info.internal,
+        partitions=(),
+        topic_authorized_operations=operations,
+    ))
+    flexible = version >= 9
+    tail = (4 if version >= 8 else 0) + (1 if flexible else 0)
+    empty = b"\x01" if flexible else b"\0\0\0\0"
+    cut = len(head) - tail - len(empty)
+    assert head[cut : cut + len(empty)] == empty, "metadata topic layout changed"
+    n = len(info.partitions)
+    count = _uvarint(n + 1) if flexible else struct.pack(">i", n)
+    return b"".join((
+        head[:cut], count, _encode_partitions(version, info.partitions, live), head[cut + len(empty):]
+    ))
+
+
+def _int32_array(values: tuple[int, ...], flexible: bool) -> bytes:
+    n = len(values)
+    if flexible:
+        return _uvarint(n + 1) + struct.pack(f">{n}i", *values)
+    return struct.pack(f">i{n}i", n, *values)
+
+
+def _encode_partitions(
+    version: int, states: tuple[PartitionState, ...], live: frozenset[int]
+) -> bytes:
+    """The partitions of a topic as :func:`_partition` builds them, encoded for ``version``:
+    error_code, partition_index, leader_id, leader_epoch (v7+), replica_nodes, isr_nodes,
+    offline_replicas (v5+), tagged fields (v9+). What follows the index depends on the leader,
+    its epoch, the replicas and the ISR alone, which few partitions of a topic do not share with
+    another (a cluster of a few brokers has few combinations), so each combination is encoded
+    once."""
+    flexible = version >= 9
+    with_epoch = version >= 7
+    with_offline = version >= 5
+    pack_head = struct.Struct(">hi").pack
+    pack_leader = struct.Struct(">ii" if with_epoch else ">i").pack
+    tails: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], tuple[int, bytes]] = {}
+    # replica_nodes, isr_nodes, offline_replicas and the tagged fields, by (replicas, isr).
+    arrays: dict[tuple[tuple[int, ...], tuple[int, ...]], bytes] = {}
+    out: list[bytes] = []
+    for index, state in enumerate(states):
+        key = (state.leader, state.leader_epoch, state.replicas, state.isr)
+        known = tails.get(key)
+        if known is None:
+            led = state.leader != NO_LEADER and state.leader in live
+            leader = state.leader if led else NO_LEADER
+            head = (
+                pack_leader(leader, state.leader_epoch) if with_epoch else pack_leader(leader)
+            )
+            rest = arrays.get(key[2:])
+            if rest is None:
+                fields = [_int32_array(state.replicas, flexible), _int32_array(state.isr, flexible)]
+                if with_offline:
+                    offline = tuple(r for r in state.replicas if r not in live)
+                    fields.append(_int32_array(offline, flexible))
+                if flexible:
+                    fields.append(b"\0")
+                rest = arrays[key[2:]] = b"".join(fields)
+            code = ErrorCode.none if led else ErrorCode.leader_not_available
+            known = tails[key] = (int(code), head + rest)
+        out.append(pack_head(known[0], index))
+        out.append(known[1])
+    return b"".join(out)
 
 
 def _partition(mod: Any, index: int, state: PartitionState, live: frozenset[int]) -> Any:
