@@ -194,6 +194,7 @@ def _encode_partitions(
 
 
 def _partition(mod: Any, index: int, state: PartitionState, live: frozenset[int]) -> Any:
+    """The kio form of one entry :func:`_encode_partitions` writes."""
     led = state.leader != NO_LEADER and state.leader in live
     return build(
         mod.MetadataResponsePartition,
@@ -208,6 +209,7 @@ def _partition(mod: Any, index: int, state: PartitionState, live: frozenset[int]
 
 
 def _topic(mod: Any, info: TopicInfo, operations: int, live: frozenset[int]) -> Any:
+    """The kio form of what :func:`_encode_topic` writes (the tests compare the two)."""
     return build(
         mod.MetadataResponseTopic,
         error_code=ErrorCode.none,
