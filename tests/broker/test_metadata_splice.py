@@ -140,3 +140,21 @@ def test_a_changed_partition_is_answered_anew(version: int) -> None:
         assert p8.leader_epoch == 5
         assert parts[0].leader_epoch == parts[4].leader_epoch == 4  # the state p8 had
     assert (parts[4].leader_id, parts[4].isr_nodes) == (1, (1, 2))
+
+
+@pytest.mark.parametrize("version", [1, 8, 12])
+def test_the_kept_body_follows_controller_brokers_and_cluster(version: int) -> None:
+    """The bytes around the topic array are kept per brokers, cluster id and controller: an
+    answer after any of them changes says the new ones."""
+    view = _cluster_view()
+    assert _decoded(view, version).controller_id == 2
+    moved = StaticView("abc", 1, view.brokers, view.topic_infos)
+    assert _decoded(moved, version).controller_id == 1
+    joined = StaticView("abc", 1, (*view.brokers, registered(5, "h5", 9095, "r5")),
+                        view.topic_infos)
+    body = _decoded(joined, version)
+    assert [(b.node_id, b.host, b.port) for b in body.brokers][-1] == (5, "h5", 9095)
+    if version >= 2:
+        other = StaticView("xyz", 1, view.brokers, view.topic_infos)
+        assert _decoded(other, version).cluster_id == "xyz"
+    _check_splice(_broker(joined), version, True)
