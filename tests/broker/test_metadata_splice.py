@@ -114,3 +114,47 @@ def test_entries_follow_the_live_brokers() -> None:
     assert p3.error_code == ErrorCode.leader_not_available
     p3 = next(t for t in after.topics if t.name == "t1").partitions[3]
     assert (p3.error_code, p3.leader_id, p3.offline_replicas) == (ErrorCode.none, 4, ())
+
+
+@pytest.mark.parametrize("version", [0, 5, 7, 9, 12])
+def test_a_changed_partition_is_answered_anew(version: int) -> None:
+    """Partitions that share leader, epoch, replicas and ISR share their encoded bytes; a
+    partition whose leadership or ISR changes (a new TopicInfo) is answered with its new state,
+    the others as before, and the whole still equals kio's encoding."""
+    view = _cluster_view()
+    _decoded(view, version)  # the topic's entry cached before the change
+    old = view.topic_infos["t2"]
+    changed = PartitionState((1, 2, 3), (2, 1), leader=2, leader_epoch=5, partition_epoch=10)
+    states = list(old.partitions)
+    states[8] = changed
+    view = StaticView(view.cluster_id, view.controller_id, view.brokers, {
+        **view.topic_infos, "t2": TopicInfo(old.name, old.topic_id, old.configs, tuple(states)),
+    })
+    _check_splice(_broker(view), version, False)
+    parts = next(t for t in _decoded(view, version).topics if t.name == "t2").partitions
+    assert [p.partition_index for p in parts] == list(range(200))
+    p8 = parts[8]
+    assert (p8.error_code, p8.leader_id, p8.replica_nodes, p8.isr_nodes) == (
+        ErrorCode.none, 2, (1, 2, 3), (2, 1))
+    if version >= 7:
+        assert p8.leader_epoch == 5
+        assert parts[0].leader_epoch == parts[4].leader_epoch == 4  # the state p8 had
+    assert (parts[4].leader_id, parts[4].isr_nodes) == (1, (1, 2))
+
+
+@pytest.mark.parametrize("version", [1, 8, 12])
+def test_the_kept_body_follows_controller_brokers_and_cluster(version: int) -> None:
+    """The bytes around the topic array are kept per brokers, cluster id and controller: an
+    answer after any of them changes says the new ones."""
+    view = _cluster_view()
+    assert _decoded(view, version).controller_id == 2
+    moved = StaticView("abc", 1, view.brokers, view.topic_infos)
+    assert _decoded(moved, version).controller_id == 1
+    joined = StaticView("abc", 1, (*view.brokers, registered(5, "h5", 9095, "r5")),
+                        view.topic_infos)
+    body = _decoded(joined, version)
+    assert [(b.node_id, b.host, b.port) for b in body.brokers][-1] == (5, "h5", 9095)
+    if version >= 2:
+        other = StaticView("xyz", 1, view.brokers, view.topic_infos)
+        assert _decoded(other, version).cluster_id == "xyz"
+    _check_splice(_broker(joined), version, True)

@@ -61,3 +61,28 @@ def test_transaction_api_version_ranges() -> None:
     assert table["DescribeProducers"] == (0, 0)
     # v0 has no codec (Kafka 4.0 dropped it); Kafka 3.x admins send v1.
     assert table["WriteTxnMarkers"] == (1, 1)
+
+
+def test_api_versions_answer_is_kios_encoding_of_the_apis_served() -> None:
+    """ApiVersions is encoded once and kept: the kept bytes are what kio encodes for the APIs
+    the broker serves, for every version, and another set of APIs gets its own answer."""
+    import types
+
+    from kio.serial import entity_reader
+
+    from odradek.broker.handlers import api_versions
+    from odradek.errors import ErrorCode
+    from odradek.protocol.messages import encode_response
+
+    table = handlers()
+    for version in range(5):
+        request = types.SimpleNamespace(api_version=version)
+        for apis in (table, {k: h for k, h in table.items() if k != 1}):
+            broker = types.SimpleNamespace(supported_apis=lambda apis=apis: apis)
+            frame = encode_response(18, 5, api_versions.handle(broker, request))  # type: ignore[arg-type]
+            whole = api_versions.versions_body(version, ErrorCode.none, apis.values())
+            assert frame == encode_response(18, 5, whole)
+            body, _ = entity_reader(response_schema(18, version))(frame, 8)
+            assert [(k.api_key, k.min_version, k.max_version) for k in body.api_keys] == sorted(
+                (h.api_key, h.min_version, h.max_version) for h in apis.values()
+            )

@@ -16,15 +16,20 @@ here when ``auto.create.topics.enable`` is on and the request allows it (always,
 Cost: a topic's entry (every partition) is encoded once per version and kept in
 :data:`_ENCODED_TOPICS`, keyed by the topic's :class:`~odradek.cluster.model.TopicInfo` (a view
 hands out a new one whenever the topic changes), the authorized operations asked for and the
-live brokers, and a response splices the cached entries into a body encoded with an empty topic
-array: Metadata for all of 10,000 partitions is then a join of bytes, not 10,000 structs built
-and encoded. The cache is process-wide, touched only from event loops, and emptied when it
-holds more than 32 MiB.
+live brokers, and a response splices the cached entries into the bytes of a body with an empty
+topic array, kept too (:func:`_encoded_around_topics`, per version, listed brokers, cluster id
+and controller): Metadata for all of 10,000 partitions is then a join of bytes, not 10,000
+structs built and encoded, and for one topic 8 us instead of 22. The cache is process-wide, touched only from event loops, and emptied when it
+holds more than 32 MiB. A missing entry (a new or changed topic, a broker joining or leaving)
+is encoded without kio structs per partition (:func:`_encode_partitions`): 10,000 partitions in
+a few ms instead of 100-160 ms, which is what every client's next Metadata pays after a
+leadership change.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import struct
 import uuid
 from collections.abc import Mapping
@@ -75,7 +80,7 @@ class _EncodedTopics:
         entry = self.entries.get(key)
         if entry is not None and entry[0] is info:
             return entry[1]
-        data = encode_entity(_topic(mod, info, operations, frozenset(live)))
+        data = _encode_topic(mod, version, info, operations, frozenset(live))
         cost = len(data) + _INFO_BYTES_PER_PARTITION * len(info.partitions)
         if self.size + cost > self.max_bytes:
             self.entries.clear()
@@ -88,18 +93,42 @@ class _EncodedTopics:
 _ENCODED_TOPICS = _EncodedTopics()
 
 
-def _splice_topics(body: Any, version: int, topics: list[bytes]) -> EncodedBody:
-    """``body`` (encoded with no topics) with ``topics`` as its topic array. The array is the
+def _splice_topics(
+    broker: BrokerServices, version: int, cluster_ops: int, topics: list[bytes]
+) -> EncodedBody:
+    """The response body with the encoded ``topics`` as its topic array."""
+    view = broker.cluster
+    listed = tuple(
+        (b.info.node_id, b.info.host, b.info.port, b.info.rack) for b in _listed_brokers(view)
+    )
+    head, tail = _encoded_around_topics(
+        version, cluster_ops, listed, view.cluster_id, view.controller_id
+    )
+    flexible = version >= 9
+    count = _uvarint(len(topics) + 1) if flexible else struct.pack(">i", len(topics))
+    return EncodedBody(b"".join((head, count, *topics, tail)), flexible)
+
+
+#: (node id, host, port, rack) of each broker listed.
+_Listed = tuple[tuple[int, str, int, str | None], ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_around_topics(
+    version: int, cluster_ops: int, listed: _Listed, cluster_id: str | None, controller_id: int
+) -> tuple[bytes, bytes]:
+    """The body's bytes before and after its topic array, kept per version, brokers, cluster
+    and controller (every Metadata request of a client is otherwise the same). The array is the
     last field before a tail of known size: cluster_authorized_operations (v8-v10) and the
     tagged fields (v9+, none set)."""
-    data = encode_entity(body)
+    mod = response_module(KEY, version)
+    data = encode_entity(_response(mod, listed, cluster_id, controller_id, (), cluster_ops))
     flexible = version >= 9
     tail = (4 if 8 <= version <= 10 else 0) + (1 if flexible else 0)
     empty = b"\x01" if flexible else b"\0\0\0\0"
     cut = len(data) - tail - len(empty)
     assert data[cut : cut + len(empty)] == empty, "metadata layout changed"
-    count = _uvarint(len(topics) + 1) if flexible else struct.pack(">i", len(topics))
-    return EncodedBody(b"".join((data[:cut], count, *topics, data[len(data) - tail :])), flexible)
+    return data[:cut], data[len(data) - tail :]
 
 
 def _uvarint(n: int) -> bytes:
@@ -111,7 +140,87 @@ def _uvarint(n: int) -> bytes:
     return bytes(out)
 
 
+def _encode_topic(
+    mod: Any, version: int, info: TopicInfo, operations: int, live: frozenset[int]
+) -> bytes:
+    """The bytes of :func:`_topic`'s entry, without building a struct per partition: kio
+    encodes the entry with no partitions, and the partition array, written here field by field
+    (:func:`_encode_partitions`), takes the place of the empty one. The array is followed by a
+    tail of known size: topic_authorized_operations (v8+) and the tagged fields (v9+, none set).
+    """
+    head = encode_entity(build(
+        mod.MetadataResponseTopic,
+        error_code=ErrorCode.none,
+        name=info.name,
+        topic_id=info.topic_id,
+        is_internal=info.internal,
+        partitions=(),
+        topic_authorized_operations=operations,
+    ))
+    flexible = version >= 9
+    tail = (4 if version >= 8 else 0) + (1 if flexible else 0)
+    empty = b"\x01" if flexible else b"\0\0\0\0"
+    cut = len(head) - tail - len(empty)
+    assert head[cut : cut + len(empty)] == empty, "metadata topic layout changed"
+    n = len(info.partitions)
+    count = _uvarint(n + 1) if flexible else struct.pack(">i", n)
+    return b"".join((
+        head[:cut], count, _encode_partitions(version, info.partitions, live), head[cut + len(empty):]
+    ))
+
+
+def _int32_array(values: tuple[int, ...], flexible: bool) -> bytes:
+    n = len(values)
+    if flexible:
+        return _uvarint(n + 1) + struct.pack(f">{n}i", *values)
+    return struct.pack(f">i{n}i", n, *values)
+
+
+def _encode_partitions(
+    version: int, states: tuple[PartitionState, ...], live: frozenset[int]
+) -> bytes:
+    """The partitions of a topic as :func:`_partition` builds them, encoded for ``version``:
+    error_code, partition_index, leader_id, leader_epoch (v7+), replica_nodes, isr_nodes,
+    offline_replicas (v5+), tagged fields (v9+). What follows the index depends on the leader,
+    its epoch, the replicas and the ISR alone, which few partitions of a topic do not share with
+    another (a cluster of a few brokers has few combinations), so each combination is encoded
+    once."""
+    flexible = version >= 9
+    with_epoch = version >= 7
+    with_offline = version >= 5
+    pack_head = struct.Struct(">hi").pack
+    pack_leader = struct.Struct(">ii" if with_epoch else ">i").pack
+    tails: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], tuple[int, bytes]] = {}
+    # replica_nodes, isr_nodes, offline_replicas and the tagged fields, by (replicas, isr).
+    arrays: dict[tuple[tuple[int, ...], tuple[int, ...]], bytes] = {}
+    out: list[bytes] = []
+    for index, state in enumerate(states):
+        key = (state.leader, state.leader_epoch, state.replicas, state.isr)
+        known = tails.get(key)
+        if known is None:
+            led = state.leader != NO_LEADER and state.leader in live
+            leader = state.leader if led else NO_LEADER
+            head = (
+                pack_leader(leader, state.leader_epoch) if with_epoch else pack_leader(leader)
+            )
+            rest = arrays.get(key[2:])
+            if rest is None:
+                fields = [_int32_array(state.replicas, flexible), _int32_array(state.isr, flexible)]
+                if with_offline:
+                    offline = tuple(r for r in state.replicas if r not in live)
+                    fields.append(_int32_array(offline, flexible))
+                if flexible:
+                    fields.append(b"\0")
+                rest = arrays[key[2:]] = b"".join(fields)
+            code = ErrorCode.none if led else ErrorCode.leader_not_available
+            known = tails[key] = (int(code), head + rest)
+        out.append(pack_head(known[0], index))
+        out.append(known[1])
+    return b"".join(out)
+
+
 def _partition(mod: Any, index: int, state: PartitionState, live: frozenset[int]) -> Any:
+    """The kio form of one entry :func:`_encode_partitions` writes."""
     led = state.leader != NO_LEADER and state.leader in live
     return build(
         mod.MetadataResponsePartition,
@@ -126,6 +235,7 @@ def _partition(mod: Any, index: int, state: PartitionState, live: frozenset[int]
 
 
 def _topic(mod: Any, info: TopicInfo, operations: int, live: frozenset[int]) -> Any:
+    """The kio form of what :func:`_encode_topic` writes (the tests compare the two)."""
     return build(
         mod.MetadataResponseTopic,
         error_code=ErrorCode.none,
@@ -197,24 +307,26 @@ def _lookup(broker: BrokerServices, mod: Any, version: int, name: str | None,
 
 
 def _body(broker: BrokerServices, version: int, topics: tuple[Any, ...], cluster_ops: int) -> Any:
-    mod = response_module(KEY, version)
+    """The whole response as kio structs (what the spliced answer must equal; for the tests)."""
     view = broker.cluster
-    brokers = tuple(
-        build(
-            mod.MetadataResponseBroker,
-            node_id=b.info.node_id,
-            host=b.info.host,
-            port=b.info.port,
-            rack=b.info.rack,
-        )
-        for b in _listed_brokers(view)
+    listed = tuple(
+        (b.info.node_id, b.info.host, b.info.port, b.info.rack) for b in _listed_brokers(view)
     )
+    mod = response_module(KEY, version)
+    return _response(mod, listed, view.cluster_id, view.controller_id, topics, cluster_ops)
+
+
+def _response(mod: Any, listed: _Listed, cluster_id: str | None, controller_id: int,
+              topics: tuple[Any, ...], cluster_ops: int) -> Any:
     return build(
         mod.MetadataResponse,
         throttle_time=datetime.timedelta(0),
-        brokers=brokers,
-        cluster_id=view.cluster_id,
-        controller_id=view.controller_id,
+        brokers=tuple(
+            build(mod.MetadataResponseBroker, node_id=node_id, host=host, port=port, rack=rack)
+            for node_id, host, port, rack in listed
+        ),
+        cluster_id=cluster_id,
+        controller_id=controller_id,
         topics=topics,
         cluster_authorized_operations=cluster_ops,
     )
@@ -249,7 +361,7 @@ def handle(broker: BrokerServices, request: Request) -> Any:
         if missing:
             return _after_creating(broker, request, missing, topic_ops, cluster_ops)
         return _answer(broker, request, {}, topic_ops, cluster_ops)
-    return _splice_topics(_body(broker, version, (), cluster_ops), version, encoded)
+    return _splice_topics(broker, version, cluster_ops, encoded)
 
 
 def _to_create(broker: BrokerServices, body: Any, requested: Any) -> list[str]:
@@ -294,7 +406,7 @@ def _answer(broker: BrokerServices, request: Request, failed: Mapping[str, Excep
             broker, mod, version, t.name, getattr(t, "topic_id", None), failed, topic_ops, live,
         )
         encoded.append(entry if isinstance(entry, bytes) else encode_entity(entry))
-    return _splice_topics(_body(broker, version, (), cluster_ops), version, encoded)
+    return _splice_topics(broker, version, cluster_ops, encoded)
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
