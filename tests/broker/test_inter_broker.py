@@ -70,7 +70,8 @@ def _answer(records: bytes) -> Any:
 
 class _Leader:
     """A server that answers each Fetch with the next of ``answers``: (records, how), ``how``
-    being "whole" (one write), "dribble" (a byte per write) or "cut" (half, then close)."""
+    being "whole" (one write), "dribble" (a byte per write), "chunks" (writes of 999 bytes) or
+    "cut" (half, then close)."""
 
     def __init__(self, answers: list[tuple[bytes, str]]) -> None:
         self.answers = answers
@@ -96,6 +97,11 @@ class _Leader:
                 if how == "dribble":
                     for i in range(len(out)):
                         writer.write(out[i : i + 1])
+                        await writer.drain()
+                        await asyncio.sleep(0)
+                elif how == "chunks":
+                    for i in range(0, len(out), 999):
+                        writer.write(out[i : i + 999])
                         await writer.drain()
                         await asyncio.sleep(0)
                 elif how == "cut":
@@ -140,6 +146,30 @@ def test_answers_arrive_whole_however_they_are_cut() -> None:
             answer = await client.send(1, _request())
             assert _records(answer) == small
             assert int(answer.responses[0].partitions[0].high_watermark) == 7
+            assert leader.connections == 1
+        finally:
+            await client.close()
+            await leader.close()
+
+    asyncio.run(scenario())
+
+
+def test_answers_around_the_small_read_buffer_arrive_whole() -> None:
+    """Frames just under, at and just over what a connection reads before it knows a frame's
+    size (64 KiB with the prefix), whole or in pieces."""
+    # 78 bytes of prefix, header and fields around the records: 65458 of records is a frame
+    # of exactly 64 KiB with its prefix.
+    sizes = [65458 + d for d in (-300, -2, -1, 0, 1, 2, 300)]
+    answers = [(os.urandom(n), how) for n in sizes for how in ("whole", "chunks")]
+    expected = [records for records, _ in answers]
+
+    async def scenario() -> None:
+        leader = _Leader(list(answers))
+        port = await leader.start()
+        client = _client(port)
+        try:
+            for records in expected:
+                assert _records(await client.send(1, _request())) == records
             assert leader.connections == 1
         finally:
             await client.close()

@@ -42,6 +42,9 @@ INTER_BROKER_CLIENT_PREFIX = "odradek-broker-"
 _SIZE = struct.Struct(">i")
 #: A response larger than this is not one the coordinator's requests get: the stream is off.
 _MAX_RESPONSE_BYTES = 100 << 20
+#: What a connection reads into before it knows a frame's size: frames up to this (with their
+#: prefix) are read whole into it, larger ones into a buffer of their own.
+_SMALL_READ_BYTES = 64 << 10
 
 
 class BrokerUnreachable(KafkaError):
@@ -51,22 +54,24 @@ class BrokerUnreachable(KafkaError):
 
 
 class _FrameReader(asyncio.BufferedProtocol):
-    """The socket's side of a :class:`_Connection`: reads size-prefixed response frames, each
-    straight into a buffer of its own size (the kernel copies it there; nothing is copied
-    again), and hands them to the request waiting for one. A replica fetcher's answers are up
-    to ``replica.fetch.response.max.bytes``: read through a stream they were copied twice more
-    and gathered 256 KiB per wake-up, which made reading an answer that was already in the
-    socket take milliseconds."""
+    """The socket's side of a :class:`_Connection`: reads size-prefixed response frames and
+    hands them to the request waiting for one. Reads go into a small buffer (a small answer
+    and its prefix take one read); a frame larger than what that buffer holds is read straight
+    into a buffer of its own size once its prefix is in (the kernel copies it there; nothing is
+    copied again). A replica fetcher's answers are up to ``replica.fetch.response.max.bytes``:
+    read through a stream they were copied twice more and gathered 256 KiB per wake-up, which
+    made reading an answer that was already in the socket take milliseconds."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
-        self._head = bytearray(4)  # the size prefix being read
-        self._head_view = memoryview(self._head)
-        self._got = 0  # bytes of the prefix or of the frame read so far
-        self._frame: bytearray | None = None  # the frame being read (after its prefix)
+        self._small = bytearray(_SMALL_READ_BYTES)  # prefixes and small frames
+        self._small_view = memoryview(self._small)
+        self._have = 0  # bytes in _small
+        self._frame: bytearray | None = None  # a large frame being read (after its prefix)
         self._frame_view: memoryview | None = None
-        self._waiter: asyncio.Future[bytearray] | None = None
-        self._ready: bytearray | None = None  # a whole frame nobody waited for yet
+        self._got = 0  # bytes of the large frame read so far
+        self._waiter: asyncio.Future[bytes | bytearray] | None = None
+        self._ready: bytes | bytearray | None = None  # a whole frame nobody waited for yet
         self._lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,27 +81,42 @@ class _FrameReader(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._frame_view is not None:
             return self._frame_view[self._got:]
-        return self._head_view[self._got:]
+        return self._small_view[self._have:]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._got += nbytes
-        if self._frame is None:
-            if self._got < 4:
-                return
-            size = _SIZE.unpack(self._head)[0]
-            if not 0 <= size <= _MAX_RESPONSE_BYTES:
-                self._fail(CorruptFrameError(f"response of {size} bytes"))
-                return
-            self._frame = bytearray(size)
-            self._frame_view = memoryview(self._frame)
-            self._got = 0
-        if self._got < len(self._frame):
-            return
         frame = self._frame
-        if self._frame_view is not None:
-            self._frame_view.release()
-        self._frame = self._frame_view = None
-        self._got = 0
+        if frame is not None:
+            self._got += nbytes
+            if self._got < len(frame):
+                return
+            if self._frame_view is not None:
+                self._frame_view.release()
+            self._frame = self._frame_view = None
+            self._got = 0
+            self._deliver(frame)
+            return
+        have = self._have = self._have + nbytes
+        if have < 4:
+            return
+        size = _SIZE.unpack_from(self._small)[0]
+        if not 0 <= size <= _MAX_RESPONSE_BYTES:
+            self._fail(CorruptFrameError(f"response of {size} bytes"))
+            return
+        if 4 + size <= have:
+            if have > 4 + size:  # only one answer is due at a time: the stream is off
+                self._fail(CorruptFrameError("a response nobody asked for"))
+                return
+            self._have = 0
+            self._deliver(bytes(self._small_view[4 : 4 + size]))
+        elif 4 + size > len(self._small):
+            # Too large for the small buffer: the rest goes straight into its own.
+            frame = self._frame = bytearray(size)
+            self._frame_view = memoryview(frame)
+            frame[: have - 4] = self._small_view[4:have]
+            self._got = have - 4
+            self._have = 0
+
+    def _deliver(self, frame: bytes | bytearray) -> None:
         if self._ready is not None:  # a second answer to one request: the stream is off
             self._fail(CorruptFrameError("a response nobody asked for"))
             return
@@ -124,7 +144,7 @@ class _FrameReader(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.abort()
 
-    async def read_frame(self) -> bytearray:
+    async def read_frame(self) -> bytes | bytearray:
         """The next response frame (without its size prefix)."""
         if self._ready is not None:
             frame, self._ready = self._ready, None
