@@ -10,8 +10,8 @@ out (``request.timeout.ms``) is closed; the next request opens a new one, and th
 decides whether to retry.
 
 The replica fetchers use it too, each with clients of its own, for answers up to
-``replica.fetch.response.max.bytes``: a response frame is read straight into a buffer of its
-size (:class:`_FrameReader`, one copy, by the kernel), and a fetcher's sockets get
+``replica.fetch.response.max.bytes``: a large response frame is read straight into a buffer
+of its size (:class:`_FrameReader`, one copy, by the kernel), and a fetcher's sockets get
 ``replica.socket.receive.buffer.bytes`` as SO_RCVBUF, set before connecting. Frames are built
 and decoded by :mod:`odradek.protocol.client`; only the socket is here.
 
