@@ -9,17 +9,24 @@
 - failover: the partition's leader killed with -9 (or stopped with SIGTERM, a controlled
   shutdown) → the first produce acknowledged by the new leader, with the default
   ``broker.session.timeout.ms`` and with 2 s.
+
+With ``baseline_src`` (``bench/run.py --baseline-src DIR``: another checkout's ``src``) a second
+three-broker cluster runs that code, and its replicated figures are measured in the same rounds,
+interleaved with this code's (the order alternating), each as a ratio to the same one-broker
+figure; the failover figures are this code's only.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -47,6 +54,23 @@ c.close()
 lat.sort()
 print(" ".join(f"{x:.6f}" for x in lat), flush=True)
 """
+
+
+@contextlib.contextmanager
+def _python_path(src: str | None) -> Iterator[None]:
+    """Brokers launched inside run ``src`` (put first on their PYTHONPATH) when it is given."""
+    if src is None:
+        yield
+        return
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, before]))
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> float:
@@ -195,45 +219,61 @@ def _failover(tmp: Path, session_ms: int | None, controlled: bool) -> tuple[floa
 
 
 def bench_replication(rounds: int = 3, records_1k: int = 100_000,
-                      records_100: int = 300_000) -> None:
+                      records_100: int = 300_000, baseline_src: str | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="odradek-repl-bench-") as name:
         tmp = Path(name)
         # One after the other: a cluster picks free ports when it is made, so two made before
         # either binds may pick the same one.
-        single = LocalCluster(tmp / "one", 1)
-        single.start()
+        started: list[LocalCluster] = []
         try:
+            single = LocalCluster(tmp / "one", 1)
+            single.start()
+            started.append(single)
             three = LocalCluster(tmp / "three", 3)
             three.start()
-        except BaseException:
-            single.stop()
-            raise
-        try:
+            started.append(three)
+            replicated = {"": three}
+            if baseline_src is not None:
+                with _python_path(baseline_src):
+                    base = LocalCluster(tmp / "base", 3)
+                    base.start()
+                started.append(base)
+                replicated["baseline "] = base
             figures: dict[str, list[float]] = {}
             for size, count in ((1024, records_1k), (100, records_100)):
                 for r in range(rounds):  # fresh topics each round: the same log sizes for both
                     one, rep = f"one-{size}-{r}", f"rep-{size}-{r}"
                     _create(single.bootstrap, one, 1)
-                    _create(three.bootstrap, rep, 3, {"min.insync.replicas": "2"})
-                    _wait(lambda t=rep: len(_partition(three.bootstrap, t)[1]) == 3)  # type: ignore[misc]
+                    for cluster in replicated.values():
+                        _create(cluster.bootstrap, rep, 3, {"min.insync.replicas": "2"})
+                        _wait(lambda c=cluster, t=rep: len(_partition(c.bootstrap, t)[1]) == 3)  # type: ignore[misc]
                     figures.setdefault(f"one-{size}", []).append(
                         _produce(single.bootstrap, one, size, count, "1"))
-                    figures.setdefault(f"rep-{size}", []).append(
-                        _produce(three.bootstrap, rep, size, count, "all"))
+                    order = list(replicated.items())
+                    for label, cluster in order if r % 2 == 0 else order[::-1]:
+                        figures.setdefault(f"{label}rep-{size}", []).append(
+                            _produce(cluster.bootstrap, rep, size, count, "all"))
                 one_mb = statistics.median(figures[f"one-{size}"])
-                rep_mb = statistics.median(figures[f"rep-{size}"])
-                label = "1 KiB" if size == 1024 else "100 B"
-                print(f"replication produce {label}: rf=3 acks=all min.insync.replicas=2 "
-                      f"{rep_mb:.1f} MB/s, 1 broker acks=1 {one_mb:.1f} MB/s, ratio "
-                      f"{rep_mb / one_mb:.2f} (target >= 0.33; medians of {rounds})")
-            _create(three.bootstrap, "latency", 3, {"min.insync.replicas": "2"})
-            _wait(lambda: len(_partition(three.bootstrap, "latency")[1]) == 3)
-            p50, p99 = _latency(three.bootstrap, "latency", 1000, 10)
-            print(f"replication end-to-end latency, rf=3 acks=all, 1,000 rec/s, consumer in "
-                  f"another process: p50 {p50:.2f} ms, p99 {p99:.2f} ms (target p99 <= 20 ms)")
+                for label in replicated:
+                    rep_mb = statistics.median(figures[f"{label}rep-{size}"])
+                    ratios = [rep / one for rep, one in zip(
+                        figures[f"{label}rep-{size}"], figures[f"one-{size}"], strict=True)]
+                    size_label = "1 KiB" if size == 1024 else "100 B"
+                    print(f"{label}replication produce {size_label}: rf=3 acks=all "
+                          f"min.insync.replicas=2 {rep_mb:.1f} MB/s, 1 broker acks=1 "
+                          f"{one_mb:.1f} MB/s, ratio {rep_mb / one_mb:.2f} (target >= 0.33; "
+                          f"medians of {rounds}; per round "
+                          f"{' '.join(f'{x:.2f}' for x in ratios)})")
+            for label, cluster in replicated.items():
+                _create(cluster.bootstrap, "latency", 3, {"min.insync.replicas": "2"})
+                _wait(lambda c=cluster: len(_partition(c.bootstrap, "latency")[1]) == 3)  # type: ignore[misc]
+                p50, p99 = _latency(cluster.bootstrap, "latency", 1000, 10)
+                print(f"{label}replication end-to-end latency, rf=3 acks=all, 1,000 rec/s, "
+                      f"consumer in another process: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+                      f"(target p99 <= 20 ms)")
         finally:
-            three.stop()
-            single.stop()
+            for cluster in reversed(started):
+                cluster.stop()
         for session_ms, label in ((None, "default"), (2000, "2 s")):
             killed, killed_seen = _failover(tmp, session_ms, controlled=False)
             stopped, stopped_seen = _failover(tmp, session_ms, controlled=True)

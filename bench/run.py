@@ -166,7 +166,8 @@ def main() -> None:
 
     _consume_arguments(ap)
     ap.add_argument("--baseline-src", metavar="DIR",
-                    help="vsmock: also run an odradek broker from this source tree (src/)")
+                    help="vsmock, replication: also run odradek from this source tree (src/), "
+                         "interleaved")
     ap.add_argument("--workloads", metavar="WORDS",
                     help="vsmock: only the workloads whose label contains one of these "
                          "comma-separated words, e.g. 'produce 1 KiB,latency'")
@@ -184,7 +185,7 @@ def main() -> None:
     if args.only in ("all", "replication"):
         from replication import bench_replication
 
-        bench_replication(rounds=args.rounds)
+        bench_replication(rounds=args.rounds, baseline_src=args.baseline_src)
     if args.only in ("all", "transactions"):
         bench_transactions(args)
     if args.only in ("all", "groups"):

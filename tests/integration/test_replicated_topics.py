@@ -304,3 +304,42 @@ def test_a_rolling_restart_under_acks_all_loses_nothing_and_raises_nothing(
     finally:
         consumer.close()
     assert got == delivered  # nothing lost, nothing twice, order kept per partition
+
+
+def test_megabyte_batches_reach_the_followers_byte_for_byte(
+    odradek_cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    """Batches of up to 1 MB (the replica fetchers' answers of several MiB, read straight into
+    one buffer each): every record acknowledged with acks=all by an ISR of three is on both
+    followers, whole, so once the leader is stopped the new leader serves them all in order."""
+    cluster = odradek_cluster_factory(brokers=3)
+    bootstrap = cluster.bootstrap
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"big-{uuid.uuid4().hex[:6]}"
+    admin.create_topics(
+        [NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})]
+    )[topic].result(30)
+    _wait(lambda: len(_partitions(bootstrap, topic)[0].isrs) == 3, "an ISR of three")
+    values = [uuid.uuid4().bytes * 64 for _ in range(6000)]  # 1 KiB each, all different
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "enable.idempotence": True, "linger.ms": 20, "batch.size": 1_000_000})
+    failed: list[Any] = []
+    for v in values:
+        producer.produce(topic, v, on_delivery=lambda err, _m: err and failed.append(err))
+    assert producer.flush(60) == 0 and not failed
+    leader = _partitions(bootstrap, topic)[0].leader
+    cluster.broker(leader).terminate()
+    cluster.broker(leader).stop()
+    survivor = next(b.address for n, b in cluster.brokers.items() if n != leader)
+    _wait(lambda: _partitions(survivor, topic)[0].leader not in (leader, -1), "a new leader")
+    consumer = Consumer({"bootstrap.servers": survivor, "group.id": f"g-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while len(got) < len(values) and time.monotonic() < deadline:
+        for m in consumer.consume(1000, 1.0):
+            assert m.error() is None, m.error()
+            got.append(m.value())
+    consumer.close()
+    assert got == values

@@ -9,7 +9,11 @@ response), which is all the coordinator's few requests need. A connection that f
 out (``request.timeout.ms``) is closed; the next request opens a new one, and the caller
 decides whether to retry.
 
-Frames are built and read by :mod:`odradek.protocol.client`; only the socket is here.
+The replica fetchers use it too, each with clients of its own, for answers up to
+``replica.fetch.response.max.bytes``: a large response frame is read straight into a buffer
+of its size (:class:`_FrameReader`, one copy, by the kernel), and a fetcher's sockets get
+``replica.socket.receive.buffer.bytes`` as SO_RCVBUF, set before connecting. Frames are built
+and decoded by :mod:`odradek.protocol.client`; only the socket is here.
 
 Owned by the broker's event loop.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +42,9 @@ INTER_BROKER_CLIENT_PREFIX = "odradek-broker-"
 _SIZE = struct.Struct(">i")
 #: A response larger than this is not one the coordinator's requests get: the stream is off.
 _MAX_RESPONSE_BYTES = 100 << 20
-#: asyncio's default stream limit.
-_READ_LIMIT = 64 << 10
+#: What a connection reads into before it knows a frame's size: frames up to this (with their
+#: prefix) are read whole into it, larger ones into a buffer of their own.
+_SMALL_READ_BYTES = 64 << 10
 
 
 class BrokerUnreachable(KafkaError):
@@ -47,15 +53,124 @@ class BrokerUnreachable(KafkaError):
     code = ErrorCode.network_exception
 
 
+class _FrameReader(asyncio.BufferedProtocol):
+    """The socket's side of a :class:`_Connection`: reads size-prefixed response frames and
+    hands them to the request waiting for one. Reads go into a small buffer (a small answer
+    and its prefix take one read); a frame larger than what that buffer holds is read straight
+    into a buffer of its own size once its prefix is in (the kernel copies it there; nothing is
+    copied again). A replica fetcher's answers are up to ``replica.fetch.response.max.bytes``:
+    read through a stream they were copied twice more and gathered 256 KiB per wake-up, which
+    made reading an answer that was already in the socket take milliseconds."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._small = bytearray(_SMALL_READ_BYTES)  # prefixes and small frames
+        self._small_view = memoryview(self._small)
+        self._have = 0  # bytes in _small
+        self._frame: bytearray | None = None  # a large frame being read (after its prefix)
+        self._frame_view: memoryview | None = None
+        self._got = 0  # bytes of the large frame read so far
+        self._waiter: asyncio.Future[bytes | bytearray] | None = None
+        self._ready: bytes | bytearray | None = None  # a whole frame nobody waited for yet
+        self._lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._frame_view is not None:
+            return self._frame_view[self._got:]
+        return self._small_view[self._have:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        frame = self._frame
+        if frame is not None:
+            self._got += nbytes
+            if self._got < len(frame):
+                return
+            if self._frame_view is not None:
+                self._frame_view.release()
+            self._frame = self._frame_view = None
+            self._got = 0
+            self._deliver(frame)
+            return
+        have = self._have = self._have + nbytes
+        if have < 4:
+            return
+        size = _SIZE.unpack_from(self._small)[0]
+        if not 0 <= size <= _MAX_RESPONSE_BYTES:
+            self._fail(CorruptFrameError(f"response of {size} bytes"))
+            return
+        if 4 + size <= have:
+            if have > 4 + size:  # only one answer is due at a time: the stream is off
+                self._fail(CorruptFrameError("a response nobody asked for"))
+                return
+            self._have = 0
+            self._deliver(bytes(self._small_view[4 : 4 + size]))
+        elif 4 + size > len(self._small):
+            # Too large for the small buffer: the rest goes straight into its own.
+            frame = self._frame = bytearray(size)
+            self._frame_view = memoryview(frame)
+            frame[: have - 4] = self._small_view[4:have]
+            self._got = have - 4
+            self._have = 0
+
+    def _deliver(self, frame: bytes | bytearray) -> None:
+        if self._ready is not None:  # a second answer to one request: the stream is off
+            self._fail(CorruptFrameError("a response nobody asked for"))
+            return
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frame)
+        else:
+            self._ready = frame
+            if self._transport is not None:
+                self._transport.pause_reading()  # nothing more is due until the next request
+
+    def eof_received(self) -> bool:
+        self._fail(asyncio.IncompleteReadError(b"", None))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc if exc is not None else asyncio.IncompleteReadError(b"", None))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._lost is None:
+            self._lost = exc
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        self._waiter = None
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def read_frame(self) -> bytes | bytearray:
+        """The next response frame (without its size prefix)."""
+        if self._ready is not None:
+            frame, self._ready = self._ready, None
+            if self._transport is not None:
+                self._transport.resume_reading()
+            return frame
+        if self._lost is not None:
+            raise self._lost
+        self._waiter = asyncio.get_running_loop().create_future()
+        return await self._waiter
+
+
 class _Connection:
     """One TCP connection to one broker; requests one at a time (``_lock``)."""
 
-    def __init__(self, node_id: int, address: tuple[str, int], read_limit: int) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        address: tuple[str, int],
+        receive_buffer_bytes: int,
+    ) -> None:
         self.node_id = node_id
         self.address = address
-        self._read_limit = read_limit
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._receive_buffer_bytes = receive_buffer_bytes
+        self._transport: asyncio.Transport | None = None
+        self._reader: _FrameReader | None = None
         self._lock = asyncio.Lock()
         self._correlation = 0
         self._closed = False
@@ -66,31 +181,58 @@ class _Connection:
                 # Dropped while this request waited for the lock: a new socket here would be
                 # one nobody closes.
                 raise EOFError(f"connection to broker {self.node_id} was dropped")
-            if self._writer is None:
-                self._reader, self._writer = await asyncio.open_connection(
-                    *self.address, limit=self._read_limit
-                )
-            assert self._reader is not None
+            if self._transport is None:
+                transport, reader = await self._connect()
+                if self._closed:
+                    transport.abort()
+                    raise EOFError(f"connection to broker {self.node_id} was dropped")
+                self._transport, self._reader = transport, reader
+            assert self._reader is not None and self._transport is not None
             self._correlation += 1
             correlation = self._correlation
-            self._writer.write(encode_request(body, correlation, client_id))
-            await self._writer.drain()
-            size = _SIZE.unpack(await self._reader.readexactly(4))[0]
-            if not 0 <= size <= _MAX_RESPONSE_BYTES:
-                raise CorruptFrameError(f"response of {size} bytes from broker {self.node_id}")
-            frame = await self._reader.readexactly(size)
-            got, response = decode_response(frame, type(body).__api_key__, type(body).__version__)
+            self._transport.write(encode_request(body, correlation, client_id))
+            frame = await self._reader.read_frame()
+            got, response = decode_response(
+                memoryview(frame), type(body).__api_key__, type(body).__version__
+            )
             if got != correlation:
                 raise CorruptFrameError(
                     f"broker {self.node_id} answered request {got}, expected {correlation}"
                 )
             return response
 
+    async def _connect(self) -> tuple[asyncio.Transport, _FrameReader]:
+        loop = asyncio.get_running_loop()
+        if self._receive_buffer_bytes <= 0:
+            transport, reader = await loop.create_connection(_FrameReader, *self.address)
+            return transport, reader
+        # The receive buffer is set before connecting, so that the window scale offered in the
+        # handshake can use it.
+        host, port = self.address
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        error: OSError = OSError(f"cannot resolve {host}")
+        for family, type_, proto, _name, sockaddr in infos:
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._receive_buffer_bytes)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, sockaddr)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            transport, reader = await loop.create_connection(_FrameReader, sock=sock)
+            return transport, reader
+        raise error
+
     def close(self) -> None:
         self._closed = True
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = self._reader = None
 
 
 class InterBrokerClient:
@@ -102,13 +244,12 @@ class InterBrokerClient:
         node_id: int,
         *,
         request_timeout_ms: int = 30_000,
-        read_limit: int = _READ_LIMIT,
+        receive_buffer_bytes: int = -1,
     ) -> None:
-        """``read_limit``: the stream's buffer limit (reading pauses at twice it); a replica
-        fetcher raises it to its response size, so a large answer streams in without the
-        socket being paused and resumed every 128 KiB."""
+        """``receive_buffer_bytes``: the sockets' SO_RCVBUF (-1: the system's default, which
+        the kernel grows by itself); a replica fetcher sets it (see its module docs)."""
         self._cluster = cluster
-        self._read_limit = read_limit
+        self._receive_buffer_bytes = receive_buffer_bytes
         self._client_id = f"{INTER_BROKER_CLIENT_PREFIX}{node_id}"
         self._timeout_s = request_timeout_ms / 1000
         self._connections: dict[int, _Connection] = {}
@@ -128,7 +269,9 @@ class InterBrokerClient:
         if conn is None or conn.address != address:
             if conn is not None:
                 conn.close()
-            conn = self._connections[node_id] = _Connection(node_id, address, self._read_limit)
+            conn = self._connections[node_id] = _Connection(
+                node_id, address, self._receive_buffer_bytes
+            )
         try:
             return await asyncio.wait_for(conn.request(body, self._client_id), self._timeout_s)
         except (OSError, EOFError, TimeoutError, CorruptFrameError) as e:

@@ -101,6 +101,7 @@ class FetcherConfig:
     backoff_ms: int = 1000  # replica.fetch.backoff.ms
     num_fetchers: int = 1  # num.replica.fetchers
     socket_timeout_ms: int = 30000  # replica.socket.timeout.ms
+    receive_buffer_bytes: int = 4 << 20  # replica.socket.receive.buffer.bytes
     #: Told of each partition whose high watermark moved (wakes consumers' fetches served by
     #: this follower, KIP-392).
     on_high_watermark: Callable[[tuple[str, int]], None] | None = field(
@@ -118,6 +119,7 @@ class FetcherConfig:
             backoff_ms=config.replica_fetch_backoff_ms,
             num_fetchers=config.num_replica_fetchers,
             socket_timeout_ms=config.replica_socket_timeout_ms,
+            receive_buffer_bytes=config.replica_socket_receive_buffer_bytes,
         )
 
 
@@ -206,11 +208,9 @@ class ReplicaFetcher:
         self._config = config
         self._log = partition_log
         self._broker_epoch = broker_epoch
-        # A whole answer (up to replica.fetch.response.max.bytes) may be buffered: reading a
-        # 1 MB batch then takes a few reads, not a pause and resume of the socket per 128 KiB.
         self._client = InterBrokerClient(
             image, config.node_id, request_timeout_ms=config.socket_timeout_ms,
-            read_limit=max(config.response_max_bytes, config.max_bytes) // 2 + (64 << 10),
+            receive_buffer_bytes=config.receive_buffer_bytes,
         )
         self.partitions: dict[_Key, _FetchState] = {}
         self._wakeup = asyncio.Event()

@@ -224,6 +224,7 @@ class BrokerConfig:
     replica_fetch_min_bytes: int = _FROM_TABLE
     replica_fetch_backoff_ms: int = _FROM_TABLE
     replica_socket_timeout_ms: int = _FROM_TABLE
+    replica_socket_receive_buffer_bytes: int = _FROM_TABLE
     offsets_topic_num_partitions: int = _FROM_TABLE
     offsets_topic_replication_factor: int = _FROM_TABLE
     offsets_retention_minutes: int = _FROM_TABLE
