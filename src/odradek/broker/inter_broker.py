@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -203,7 +204,9 @@ class _Connection:
 
     async def _connect(self) -> tuple[asyncio.Transport, _FrameReader]:
         loop = asyncio.get_running_loop()
-        if self._receive_buffer_bytes <= 0:
+        if not 0 < self._receive_buffer_bytes <= _rmem_max():
+            # Unset, or more than the kernel grants (net.core.rmem_max): a capped SO_RCVBUF
+            # would also turn off the kernel's autotuning, which grows the buffer past the cap.
             transport, reader = await loop.create_connection(_FrameReader, *self.address)
             return transport, reader
         # The receive buffer is set before connecting, so that the window scale offered in the
@@ -294,3 +297,13 @@ class InterBrokerClient:
             with contextlib.suppress(Exception):
                 conn.close()
         self._connections.clear()
+
+
+@functools.cache
+def _rmem_max() -> int:
+    """The largest SO_RCVBUF the kernel grants (``net.core.rmem_max``); unknown: unlimited."""
+    try:
+        with open("/proc/sys/net/core/rmem_max", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 62

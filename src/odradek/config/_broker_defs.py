@@ -212,8 +212,8 @@ BROKER_CONFIGS: Mapping[str, ConfigDef] = _table([
     _int("replica.socket.timeout.ms", 30000, "How long a follower waits for the leader's answer "
          "to a fetch before it drops the connection.", minimum=1),
     _int("replica.socket.receive.buffer.bytes", 4 << 20, "SO_RCVBUF of a follower's "
-         "connections to its leaders, -1 for the system's default (capped by the system's "
-         "net.core.rmem_max). odradek's default is 4 MiB, not Kafka's 64 KiB: with room for a "
+         "connections to its leaders, -1 for the system's default (also used when the value is "
+         "more than net.core.rmem_max, where setting it would cap it and stop autotuning). odradek's default is 4 MiB, not Kafka's 64 KiB: with room for a "
          "whole 1 MB answer the leader's sendfile puts it in the socket at once and the follower "
          "reads it in one or two reads, where a socket grown by the kernel took a few "
          "round trips between the two processes (about half a millisecond of every acks=all "

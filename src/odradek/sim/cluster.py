@@ -121,6 +121,9 @@ class SimCluster:
             "log.cleaner.enable": "false",
             "log.scrubber.enable": "false",
             "log.page.cache.retain.bytes": "-1",  # its worker is a thread
+            # A set SO_RCVBUF connects through getaddrinfo and raw sockets, which the simulated
+            # loop does not have.
+            "replica.socket.receive.buffer.bytes": "-1",
             "controlled.shutdown.enable": "false",
             "replica.lag.time.max.ms": "3000",
             "replica.socket.timeout.ms": "3000",

@@ -55,6 +55,8 @@ DEFAULT_RETAIN_BYTES = 64 * 1024 * 1024
 DEFAULT_STEP_BYTES = 16 * 1024 * 1024
 
 _STOP = None
+#: ``posix_fadvise`` and ``fdatasync`` are Linux's (and some other systems'); not macOS's.
+_SUPPORTED = hasattr(os, "posix_fadvise") and hasattr(os, "fdatasync")
 
 
 class PageCacheTrimmer:
@@ -81,13 +83,22 @@ class PageCacheTrimmer:
         if end - seg.cache_dropped_to < self.step_bytes or self._closed:
             return
         seg.cache_dropped_to = end
+        if self._thread is None:
+            # Advice to the kernel only: where it cannot be given, or no thread can start, the
+            # trimmer turns itself off rather than fail the append that called it.
+            if not _SUPPORTED:
+                self._closed = True
+                return
+            thread = threading.Thread(target=self._run, name="odradek-page-cache", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as e:
+                _log.warning("page-cache drop-behind turned off: %s", e)
+                self._closed = True
+                return
+            self._thread = thread
         self.queued += 1
         self._queue.put((seg.log_path, end))
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="odradek-page-cache", daemon=True
-            )
-            self._thread.start()
 
     def wait_done(self, timeout: float) -> bool:
         """Wait until every step queued so far is done; False at ``timeout`` seconds (tests)."""
@@ -118,6 +129,8 @@ class PageCacheTrimmer:
             except OSError as e:  # advisory, but a failing write-back must not pass unseen
                 _log.warning("writing back %s up to %d to drop it from the page cache: %s",
                              path, end, e)
+            except Exception:  # never the end of the worker: later steps still run
+                _log.exception("dropping %s up to %d from the page cache", path, end)
             with self._progress:
                 self.done += 1
                 self._progress.notify_all()
