@@ -78,6 +78,9 @@ __all__ = [
 
 log = logging.getLogger("odradek.coordinator.group")
 
+#: Why a group rebalances after its leader's assignment could not be stored.
+_STORE_FAILED = "the group metadata could not be stored"
+
 R = TypeVar("R")
 Record = tuple[RecordKey, RecordValue | None]
 
@@ -663,8 +666,13 @@ class ClassicGroups:
         group.pending_sync.clear()
         initial = group.state is S.EMPTY
         delay = self._ctx.config.initial_rebalance_delay_ms
-        log.info("group %s preparing to rebalance in state %s with generation %d (%s)",
-                 group.group_id, group.state_name, group.generation_id, reason)
+        # A failed store is logged as a warning already; a fenced coordinator fails one every
+        # few milliseconds (its members rejoin at once).
+        log.log(
+            logging.DEBUG if reason == _STORE_FAILED else logging.INFO,
+            "group %s preparing to rebalance in state %s with generation %d (%s)",
+            group.group_id, group.state_name, group.generation_id, reason,
+        )
         group.transition_to(S.PREPARING_REBALANCE, now)
         if initial and delay > 0:
             group.new_member_added = False
@@ -870,7 +878,7 @@ class ClassicGroups:
                     if m.sync_waiter is not None:
                         w, m.sync_waiter = m.sync_waiter, None
                         w.complete(SyncResult(code))
-                self._prepare_rebalance(group, "the group metadata could not be stored")
+                self._prepare_rebalance(group, _STORE_FAILED)
                 return
             for m in group.members.values():
                 m.assignment = assignment.get(m.member_id, b"")
