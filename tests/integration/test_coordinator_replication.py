@@ -227,3 +227,75 @@ def test_a_commit_that_fails_to_replicate_is_refused_and_reverted(tmp_path: Path
         got = _wait(lambda: (r := _committed(bootstrap))[0] == ErrorCode.none and r,
                     "the coordinator to reload")
         assert got == (ErrorCode.none, 5)
+
+
+def test_a_coordinator_taking_over_loads_up_to_the_log_end_and_keeps_it_through_a_revert(
+    tmp_path: Path,
+) -> None:
+    """A broker that becomes leader of ``__consumer_offsets-0`` again holds a commit its high
+    watermark does not cover (written under its previous epoch, the follower never fetched it).
+    As Kafka's loaders, it loads up to the log end at once: OffsetFetch answers that commit
+    while the follower in the ISR has not fetched (it used to answer
+    COORDINATOR_LOAD_IN_PROGRESS until the high watermark reached the log end). A later commit
+    that fails to replicate reverts the partition to its replicated log, but keeps what the log
+    held when the leadership began: the commit of the earlier epoch stays."""
+    config = local_config(tmp_path / "data", offsets_topic_num_partitions="1",
+                          min_insync_replicas="2")
+    with BrokerThread(config) as broker:
+        bootstrap = broker.bootstrap
+        b = broker.broker
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("t", 1, 1)])["t"].result(15)
+        with RawClient(bootstrap) as c:
+            c.request(find_req.FindCoordinatorRequest(key_type=0, coordinator_keys=("g",)))
+        _wait(lambda: b.cluster.topic("__consumer_offsets") is not None, "__consumer_offsets")
+        me = b.node_id
+
+        def view(leader: int, isr: tuple[int, ...], leader_epoch: int, epoch: int) -> None:
+            b.cluster = reassigned(b.cluster, {("__consumer_offsets", 0): PartitionState(
+                (me, 99), isr, leader, leader_epoch=leader_epoch, partition_epoch=epoch,
+            )}, extra_brokers=[registered(99)])
+            # What the image's listener does for a change of the topic.
+            broker._loop.call_soon_threadsafe(b.groups.maybe_follow_leadership)
+
+        view(me, (me, 99), 0, 1)
+        plog = _wait(lambda: b.topics.log("__consumer_offsets", 0), "the log")
+        _wait(lambda: _committed(bootstrap)[0] == ErrorCode.none, "the coordinator to load")
+        _replica_fetch(bootstrap, plog.log_end_offset)
+        with RawClient(bootstrap) as c:
+            start = plog.log_end_offset
+            c.send(_commit(5))
+            _wait(lambda: plog.log_end_offset > start, "the commit to be written")
+            _replica_fetch(bootstrap, plog.log_end_offset)
+            assert c.receive(8, 8).topics[0].partitions[0].error_code == ErrorCode.none
+        with RawClient(bootstrap) as c:
+            start = plog.log_end_offset
+            c.send(_commit(9))
+            _wait(lambda: plog.log_end_offset > start, "the commit to be written")
+            assert _no_answer_within(c, 0.2)
+            # Leadership moves to 99 and back before the follower fetches the commit of 9.
+            view(99, (me, 99), 1, 2)
+            _wait(lambda: _committed(bootstrap)[0] == ErrorCode.not_coordinator,
+                  "the coordinator to unload")
+        end = plog.log_end_offset
+        view(me, (me, 99), 2, 3)
+        got = _wait(lambda: (r := _committed(bootstrap))[0] != ErrorCode.not_coordinator and r,
+                    "the coordinator to load again", timeout=10)
+        assert got == (ErrorCode.none, 9)
+        assert plog.high_watermark < end  # loaded without waiting for the follower
+
+        # A commit written but not replicated: the ISR shrinks below its minimum meanwhile.
+        with RawClient(bootstrap) as c:
+            start = plog.log_end_offset
+            c.send(_commit(11))
+            _wait(lambda: plog.log_end_offset > start, "the commit to be written")
+            view(me, (me,), 2, 4)
+            with RawClient(bootstrap) as other:
+                other.request(list_req.ListOffsetsRequest(replica_id=-1, isolation_level=0,
+                    topics=(list_req.ListOffsetsTopic(name="__consumer_offsets", partitions=(
+                        list_req.ListOffsetsPartition(partition_index=0, timestamp=-1),)),)))
+            refused = c.receive(8, 8).topics[0].partitions[0]
+        assert refused.error_code == ErrorCode.coordinator_not_available
+        got = _wait(lambda: (r := _committed(bootstrap))[0] == ErrorCode.none and r,
+                    "the coordinator to reload")
+        assert got == (ErrorCode.none, 9)  # the earlier epoch's commit stays, 11 is reverted

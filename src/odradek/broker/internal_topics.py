@@ -72,9 +72,9 @@ R = TypeVar("R")
 
 #: Records replayed between two yields to the event loop while a partition loads (~10 ms).
 LOAD_CHUNK_RECORDS = 500
-#: Pause before waiting again for a new leader's high watermark after the wait failed (the ISR
-#: shrank below its minimum): it moves again once the ISR is back.
-_EPOCH_START_RETRY_S = 0.1
+#: Pause before asking again whether this broker acts as the leader the image names (a
+#: leadership of an earlier incarnation of the broker waits for the controller's next epoch).
+_LEADER_RETRY_S = 0.1
 
 #: Awaited with (internal topic, partition) before a partition is loaded: tests hold loading
 #: with it to observe COORDINATOR_LOAD_IN_PROGRESS.
@@ -168,12 +168,12 @@ class InternalTopic:
         return _FutureReplication(fut, f"{self.name}-{partition}") if fut is not None else None
 
     def read(self, partition: int) -> Iterator[tuple[BatchHeader, list[Record]]]:
-        """Every batch of ``partition`` up to the high watermark, with its records. The high
-        watermark is read again after every chunk, so what was appended meanwhile (a marker
-        written while the partition loads) is read too."""
+        """Every batch of ``partition`` up to the log end, with its records. The log end is
+        read again after every chunk, so what was appended meanwhile (a marker written while
+        the partition loads) is read too."""
         plog = self._broker.topics.log(self.name, partition)
         offset = plog.log_start_offset
-        while offset < plog.high_watermark:
+        while offset < plog.log_end_offset:
             records = plog.read(offset, max_bytes=1 << 20).records
             assert isinstance(records, bytes)  # no max_inline_bytes: always bytes
             data = memoryview(records)
@@ -313,10 +313,11 @@ class CoordinatorHost:
         self._name = name
         self._load_hook = load_hook
         self._loads: dict[int, asyncio.Task[None]] = {}
+        #: Per loaded partition: the log end when this broker's leadership began (what it holds
+        #: below is the log of its epoch, replicated or not), kept across a revert's reload.
+        self._epoch_start: dict[int, int] = {}
         self._started = False
         self._stopping = False
-        self._loaded_records = 0
-        self._load_started = 0.0
         self._timers = TimerTask(
             shard.timer, broker.clock, f"odradek-{name}-timers", poll=self.runtime.poll
         )
@@ -332,7 +333,6 @@ class CoordinatorHost:
         leadership through the image from now on, and start the timers. With no internal topic
         yet there is nothing to load: every partition serves at once, until the topic appears
         and leadership decides (FindCoordinator creates the topic before it names a broker)."""
-        self._load_started = time.perf_counter()
         if self.topic.exists():
             self.maybe_follow_leadership()
         else:
@@ -409,10 +409,20 @@ class CoordinatorHost:
         broker no longer leads it."""
         if self._stopping:
             return
+        if (
+            self.runtime.state(partition) is PartitionState.LOADING
+            and partition not in self._epoch_start
+        ):
+            # A write of an earlier leadership of this broker, failed by the new epoch: the
+            # load of the new leadership under way replays the log as it is, that write too.
+            return
         if self.leads(partition):
             plog = self._broker.topics.log(self.topic.name, partition)
-            # What the log holds above the high watermark now is what will not replicate.
-            self.load(partition, skip=(plog.high_watermark, plog.log_end_offset))
+            # What the log holds above the high watermark now is what will not replicate, but
+            # for what it held when this broker became leader: written under earlier leaders,
+            # possibly acknowledged by them, and the log of this epoch.
+            start = max(plog.high_watermark, self._epoch_start.get(partition, 0))
+            self.load(partition, skip=(start, max(start, plog.log_end_offset)))
         else:
             self.unload(partition)
 
@@ -421,55 +431,47 @@ class CoordinatorHost:
         task = self._loads.pop(partition, None)
         if task is not None:
             task.cancel()
+        self._epoch_start.pop(partition, None)
         self.runtime.unload(partition)
 
     def is_loading(self) -> bool:
         return self.runtime.is_loading()
 
-    async def _wait_for_high_watermark(self, partition: int) -> None:
-        """Until the high watermark reaches the log end as it is now. A new leader's log may hold
-        records committed under an earlier leader that its high watermark does not cover yet
-        (it restarted without a checkpoint entry, or its checkpoint lagged): loading up to the
-        high watermark then would leave them out for good, and with them acknowledged commits
-        (found by the simulation, seed 10140).
-        Everything below a new leader's epoch start is committed once its ISR has fetched it,
-        which moves the high watermark over it (as ListOffsets waits for, KIP-207)."""
+    async def _lead(self, partition: int) -> int:
+        """Wait until this broker acts as the partition's leader; returns its log end then.
+
+        That log end is not waited for: the new leader's log is the partition's from now on,
+        so what it holds beyond its high watermark (records committed under an earlier leader
+        that its high watermark does not cover yet, after a restart) is either replicated while
+        it leads or dropped with its leadership, and with it everything loaded. Kafka's loaders
+        read up to the log end too, without waiting for the high watermark. Loading only up to
+        the high watermark left such records out for good, and with them acknowledged commits
+        (found by the simulation, seed 10140); waiting for the high watermark to reach the log
+        end held the partition in COORDINATOR_LOAD_IN_PROGRESS for as long as a follower in
+        the ISR did not fetch (a dead one, until the controller shrank the ISR)."""
         name = self.topic.name
         while True:
             try:
                 # As leader: a lone replica's high watermark is lifted to its log end here, and
                 # a replicated partition's leader state starts.
-                plog = self._broker.replicas.leader_log(name, partition)
+                return self._broker.replicas.leader_log(name, partition).log_end_offset
             except KafkaError:
                 if not self.leads(partition):
-                    return  # no longer the leader: the unload follows
+                    # No longer the leader: the unload follows (and ends this load).
+                    return self._broker.topics.log(name, partition).log_end_offset
                 # A leadership of an earlier incarnation of this broker: not acted on until the
                 # controller writes the partition again.
-                await asyncio.sleep(_EPOCH_START_RETRY_S)
-                continue
-            end = plog.log_end_offset
-            if plog.high_watermark >= end:
-                return
-            fut = self._broker.replicas.wait_for_offset(name, partition, end)
-            if fut is None:  # one replica
-                return
-            try:
-                await fut
-            except asyncio.CancelledError:
-                fut.cancel()  # unloaded: nobody reads how it ends
-                raise
-            except KafkaError:
-                # The ISR shrank below its minimum (or leadership moved: the image's listener
-                # cancels this load): wait again.
-                await asyncio.sleep(_EPOCH_START_RETRY_S)
+                await asyncio.sleep(_LEADER_RETRY_S)
 
     async def _load(self, partition: int, skip: tuple[int, int] = (0, 0)) -> None:
         runtime = self.runtime
+        started = time.perf_counter()
         try:
             if self._load_hook is not None:
                 await self._load_hook(self.topic.name, partition)
             if skip == (0, 0):
-                await self._wait_for_high_watermark(partition)
+                self._epoch_start[partition] = await self._lead(partition)
+            led = time.perf_counter()
             applied = 0
             chunk: list[StoredRecord | StoredMarker] = []
             for item in self.topic.stored(partition, skip):
@@ -490,13 +492,13 @@ class CoordinatorHost:
         finally:
             if self._loads.get(partition) is asyncio.current_task():
                 del self._loads[partition]
-        self._loaded_records += applied
-        if not runtime.is_loading():
-            log.info(
-                "%s coordinator loaded %d records of %s in %.0f ms",
-                self._name, self._loaded_records, self.topic.name,
-                (time.perf_counter() - self._load_started) * 1000,
-            )
+        done = time.perf_counter()
+        log.info(
+            "%s coordinator loaded %d records of %s-%d in %.0f ms (%.0f ms of them waiting to "
+            "act as its leader)",
+            self._name, applied, self.topic.name, partition, (done - started) * 1000,
+            (led - started) * 1000,
+        )
 
     # -- requests -----------------------------------------------------------------------------
 

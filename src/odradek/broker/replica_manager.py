@@ -147,8 +147,33 @@ _ALTER_RETRY_S = 0.1
 #: How long a high-watermark move waits before it wakes the followers' long polls by itself.
 HW_NOTICE_DELAY_MS = 25
 _ALTER_RETRY_MAX_S = 2.0
+#: A refusal of an ISR change repeated for a partition within this long is logged at DEBUG
+#: (the leader asks again at every follower fetch while a follower's broker epoch is stale).
+REFUSAL_LOG_INTERVAL_MS = 30_000
 #: A barrier's empty answer, shared (never appended to).
 _NO_WAITS: list[asyncio.Future[None]] = []
+
+
+class RepeatedRefusals:
+    """Which refusals to log at INFO: a partition's first, one that differs from its previous,
+    and a repeat once ``interval_ms`` has passed since it was last logged so."""
+
+    __slots__ = ("_interval_ms", "_last")
+
+    def __init__(self, interval_ms: int) -> None:
+        self._interval_ms = interval_ms
+        self._last: dict[TopicPartition, tuple[str, int]] = {}
+
+    def first(self, tp: TopicPartition, message: str, now_ms: int) -> bool:
+        last = self._last.get(tp)
+        if last is not None and last[0] == message and now_ms - last[1] < self._interval_ms:
+            return False
+        self._last[tp] = (message, now_ms)
+        return True
+
+    def forget(self, tp: TopicPartition) -> None:
+        """``tp``'s ISR changed: its next refusal is news again."""
+        self._last.pop(tp, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +222,7 @@ class ReplicaManager:
         self._low_waiters: dict[TopicPartition, list[tuple[int, asyncio.Future[int]]]] = {}
         #: Pending wake-ups of the followers' long polls after a high-watermark move.
         self._hw_notices: dict[TopicPartition, asyncio.TimerHandle] = {}
+        self._refusals = RepeatedRefusals(REFUSAL_LOG_INTERVAL_MS)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -644,8 +670,12 @@ class ReplicaManager:
                              lp.topic, lp.partition, what, list(new_isr), e.current)
                     state = e.current
                 except IneligibleReplica as e:
-                    log.info("%s-%d: ISR %s to %s refused: %s", lp.topic, lp.partition, what,
-                             list(new_isr), e)
+                    message = f"ISR {what} to {list(new_isr)} refused: {e}"
+                    if self._refusals.first(tp, message, self._broker.clock.monotonic_ms()):
+                        log.info("%s-%d: %s (repeats within %d s logged at DEBUG)", lp.topic,
+                                 lp.partition, message, REFUSAL_LOG_INTERVAL_MS // 1000)
+                    else:
+                        log.debug("%s-%d: %s", lp.topic, lp.partition, message)
                 except Exception as e:
                     # The outcome is unknown: the store may hold ``new_isr`` (and the controller
                     # elect from it). As Kafka's leader does, the proposal stays pending -- an
@@ -663,6 +693,7 @@ class ReplicaManager:
                     ):
                         continue
                 else:
+                    self._refusals.forget(tp)
                     log.info("%s-%d: ISR %s from %s to %s (partition epoch %d)", lp.topic,
                              lp.partition, what, list(expected.isr), list(new_isr),
                              expected.partition_epoch + 1)

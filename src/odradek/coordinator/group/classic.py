@@ -78,6 +78,9 @@ __all__ = [
 
 log = logging.getLogger("odradek.coordinator.group")
 
+#: Why a group rebalances after its leader's assignment could not be stored.
+_STORE_FAILED = "the group metadata could not be stored"
+
 R = TypeVar("R")
 Record = tuple[RecordKey, RecordValue | None]
 
@@ -663,8 +666,14 @@ class ClassicGroups:
         group.pending_sync.clear()
         initial = group.state is S.EMPTY
         delay = self._ctx.config.initial_rebalance_delay_ms
+        # A failed store is logged as a warning already; a fenced coordinator fails one every
+        # few milliseconds (its members rejoin at once).
+        log.log(
+            logging.DEBUG if reason == _STORE_FAILED else logging.INFO,
+            "group %s preparing to rebalance in state %s with generation %d (%s)",
+            group.group_id, group.state_name, group.generation_id, reason,
+        )
         group.transition_to(S.PREPARING_REBALANCE, now)
-        log.debug("group %s preparing to rebalance: %s", group.group_id, reason)
         if initial and delay > 0:
             group.new_member_added = False
             group.initial_delay_remaining_ms = max(group.rebalance_timeout_ms() - delay, 0)
@@ -730,6 +739,9 @@ class ClassicGroups:
             return
         group.protocol_name = group.select_protocol()
         group.transition_to(S.COMPLETING_REBALANCE, now)
+        log.info("group %s: generation %d joined by %d members (%d had not rejoined), "
+                 "awaiting the leader's assignment", group.group_id, group.generation_id,
+                 len(group.members), len(absent))
         group.pending_sync = set(group.members)
         for member in group.members.values():
             waiter, member.join_waiter = member.join_waiter, None
@@ -866,11 +878,12 @@ class ClassicGroups:
                     if m.sync_waiter is not None:
                         w, m.sync_waiter = m.sync_waiter, None
                         w.complete(SyncResult(code))
-                self._prepare_rebalance(group, "the group metadata could not be stored")
+                self._prepare_rebalance(group, _STORE_FAILED)
                 return
             for m in group.members.values():
                 m.assignment = assignment.get(m.member_id, b"")
             group.transition_to(S.STABLE, now)
+            log.info("group %s is Stable in generation %d", group.group_id, generation)
             if not group.pending_sync:
                 self._ctx.timer.cancel(("sync", group.group_id))
             for m in group.members.values():
@@ -960,7 +973,7 @@ class ClassicGroups:
             member.sync_waiter.complete(SyncResult(ErrorCode.unknown_member_id))
             member.sync_waiter = None
         group.remove(member.member_id)
-        log.debug("group %s: member %s %s", group.group_id, member.member_id, reason)
+        log.info("group %s: member %s %s", group.group_id, member.member_id, reason)
         if group.state in (S.STABLE, S.COMPLETING_REBALANCE):
             self._prepare_rebalance(group, f"member {member.member_id} {reason}")
         elif group.state is S.PREPARING_REBALANCE:
