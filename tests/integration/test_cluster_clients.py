@@ -23,21 +23,11 @@ from test_leadership import _raw_produce
 
 from odradek.cluster.local import LocalCluster
 from odradek.errors import ErrorCode
+from waiting import wait as _wait
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 6
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _create(bootstrap: str, topic: str, partitions: int) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +24,9 @@ from rawclient import RawClient
 from odradek.broker.runner import BrokerThread, local_config
 from odradek.cluster.model import PartitionState
 from staticview import reassigned, registered
+from waiting import wait as _wait
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 def _no_answer_within(client: RawClient, seconds: float) -> bool:

@@ -10,7 +10,7 @@ import datetime
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,9 @@ from odradek.cluster.etcd_process import etcd_binary
 from odradek.cluster.local import LocalCluster
 from odradek.config import RACK_AWARE_REPLICA_SELECTOR
 from odradek.protocol.records import SimpleRecord, encode_batch, read_batch_header
+from waiting import wait as _wait
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture

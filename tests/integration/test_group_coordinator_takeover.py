@@ -19,21 +19,11 @@ from rawclient import RawClient, request_class
 
 from odradek.cluster.local import LocalCluster
 from odradek.errors import ErrorCode
+from waiting import wait as _wait
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 6
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _coordinator(cluster: LocalCluster, group: str, avoid: int | None = None) -> int | None:

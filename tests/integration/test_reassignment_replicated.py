@@ -10,6 +10,7 @@ until then the ISR changes are written by hand in tests/cluster/test_reassignmen
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -24,21 +25,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from odradek.cluster.local import LocalCluster
+from waiting import wait
 
 pytest.importorskip("odradek.broker.replica_fetcher", reason="followers do not fetch yet")
 
+_wait = functools.partial(wait, timeout=60.0)
+
+
 pytestmark = pytest.mark.integration
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _partition(bootstrap: str, topic: str) -> Any:

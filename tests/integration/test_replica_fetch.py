@@ -44,21 +44,11 @@ from odradek.cluster.membership import ClusterKeys
 from odradek.cluster.model import PartitionState, TopicRecord
 from odradek.protocol.records import SimpleRecord, encode_batch, read_batch_header
 from staticview import reassigned, registered
+from waiting import wait as _wait
 
 pytestmark = pytest.mark.integration
 
 LAG_MS = 3000
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class Etcd:

@@ -29,19 +29,9 @@ from odradek.cluster.model import PartitionState
 from odradek.cluster.store import EventType
 from odradek.errors import ErrorCode
 from odradek.protocol.records import SimpleRecord, encode_batch
+from waiting import wait as _wait
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _partitions(bootstrap: str, topic: str) -> dict[int, Any]:

@@ -9,6 +9,7 @@ identical again."""
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -20,19 +21,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from odradek.cluster.local import LocalCluster
+from waiting import wait
+
+_wait = functools.partial(wait, timeout=60.0)
+
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _log_bytes(data_dir: Path, topic: str, partition: int) -> bytes:

@@ -22,17 +22,9 @@ from rawclient import RawClient
 
 from odradek.cluster.local import LocalCluster
 from odradek.protocol.records import SimpleRecord, encode_batch
+from waiting import wait as _wait
 
 pytestmark = pytest.mark.integration
-
-
-def _wait(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def _create(bootstrap: str, topic: str) -> None:
