@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -33,22 +35,57 @@ def test_a_seed_replays_exactly_and_another_seed_differs() -> None:
     assert first.stats["acked"] > 0
 
 
-def test_a_seed_replays_in_a_fresh_process() -> None:
-    """The command a failure prints reproduces the run in a fresh interpreter with the same
-    string hashing. (Not yet independent of ``PYTHONHASHSEED``: after the session 7 merges,
-    seed 5 gives one digest under hash seed 1 and another under 777, so some set of strings is
-    still iterated on the simulated path; see docs/ARCHITECTURE.md.)"""
-    env = dict(os.environ, PYTHONHASHSEED="12345")
+def test_a_seed_replays_in_fresh_processes_whatever_their_string_hashing() -> None:
+    """The command a failure prints reproduces the run in a fresh interpreter, whatever its
+    ``PYTHONHASHSEED`` (no set of strings is iterated on the simulated path: seed 5 diverged
+    under hash seeds 1 and 777 while the metadata image told its listeners of a revision's
+    topics in set order), and in a process that ran other seeds first (no state survives a
+    run)."""
     code = (
-        "from odradek.sim.run import SimConfig, run;"
+        "import sys; from odradek.sim.run import SimConfig, run;"
+        f"[run(SimConfig(seed=s, duration_s={_SHORT})) for s in sys.argv[1:]];"
         f"print(run(SimConfig(seed=5, duration_s={_SHORT})).digest)"
     )
+    runs = [("1", []), ("777", []), ("4242", ["11", "12"])]
     digests = [
-        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+        subprocess.run([sys.executable, "-c", code, *before],
+                       env=dict(os.environ, PYTHONHASHSEED=hash_seed), capture_output=True,
                        text=True, timeout=120, check=True).stdout.split()[-1]
-        for _ in range(2)
+        for hash_seed, before in runs
     ]
-    assert digests[0] == digests[1]
+    assert len(set(digests)) == 1, digests
+    # And in this process, after the other tests' seeds.
+    assert run(SimConfig(seed=5, duration_s=_SHORT)).digest == digests[0]
+
+
+def test_a_run_never_reads_the_real_clock() -> None:
+    """Nothing on the simulated path reads the wall or monotonic clock (only the request
+    timings' ``perf_counter``, durations that decide nothing): a reading of real time is
+    something the next run of the seed would see differently."""
+    readings: list[str] = []
+    saved = {name: getattr(time, name) for name in ("monotonic", "monotonic_ns", "time",
+                                                    "time_ns")}
+
+    def spy(name: str) -> Callable[[], float]:
+        real = saved[name]
+
+        def read() -> float:
+            caller = sys._getframe(1)
+            readings.append(f"{name} from {caller.f_code.co_filename}:{caller.f_lineno}")
+            return real()
+
+        return read
+
+    for name in saved:
+        setattr(time, name, spy(name))
+    try:
+        result = run(SimConfig(seed=5, duration_s=_SHORT))
+    finally:
+        for name, real in saved.items():
+            setattr(time, name, real)
+    assert result.ok, result.summary()
+    assert result.stats["faults"] > 0
+    assert not readings, sorted(set(readings))
 
 
 def test_without_faults_every_send_is_acknowledged() -> None:
