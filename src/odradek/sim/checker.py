@@ -15,6 +15,18 @@ Anomalies (each a line naming its kind first):
   settled, is below the last one a commit was acknowledged with (commits only move forward),
   or is missing.
 
+Of the transactional topic (:func:`check_transactions`, over what a read_committed reader read
+during the run and the final read_committed read of every partition):
+
+- ``aborted-read`` — a record of a transaction whose abort was acknowledged, or that was never
+  asked to commit, was read under read_committed (during the run or in the final read).
+- ``lost-txn-write`` — a record of a transaction whose commit was acknowledged is not in the
+  final read.
+- ``partial-txn`` — some of a transaction's records are in the final read and others are not
+  (its outcome unknown to its producer or not: a transaction is all or nothing), or a record
+  read during the run is not in the final read although its transaction is.
+- ``inconsistent-offset``, ``nonmonotonic``, ``duplicate`` — as above, for this topic.
+
 Pure functions over data: no I/O.
 """
 
@@ -24,7 +36,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["check"]
+__all__ = ["check", "check_transactions"]
 
 #: A partition's records: offset → value.
 Log = Mapping[int, str]
@@ -103,4 +115,70 @@ def check(
         if len(pairs) > 1:
             found.append(f"replica-divergence p{p}: replicas did not settle "
                          f"(high watermark, log end) = {sorted(pairs)}")
+    return found
+
+
+def check_transactions(
+    events: Sequence[Mapping[str, Any]], final: Mapping[int, Log], topic: str = "txn"
+) -> list[str]:
+    """Anomalies of the transactions of a run (see the module docstring): ``final`` is
+    partition → the final read_committed read of the transactional topic."""
+    found: list[str] = []
+    sent: dict[str, dict[int, str]] = defaultdict(dict)  # txn → partition → value
+    of_value: dict[str, str] = {}  # value → txn
+    decided: dict[str, bool] = {}  # txn → committed, once its EndTxn was acknowledged
+    asked_commit: set[str] = set()
+    reads: list[tuple[int, int, str, float]] = []
+    for e in events:
+        kind = e["kind"]
+        if kind == "txn-send":
+            sent[e["txn"]][e["p"]] = e["value"]
+            of_value[e["value"]] = e["txn"]
+        elif kind == "txn-end" and e["commit"]:
+            asked_commit.add(e["txn"])
+        elif kind == "txn-end-ack":
+            decided[e["txn"]] = bool(e["committed"])
+        elif kind == "read-committed":
+            reads.extend((e["p"], offset, value, e["t"]) for offset, value in e["records"])
+
+    visible: dict[str, str] = {}  # value → where (final log)
+    for p, log in sorted(final.items()):
+        at: dict[str, int] = {}
+        for offset, value in sorted(log.items()):
+            if value in at:
+                found.append(f"duplicate {topic} p{p}: {value!r} at {at[value]} and {offset}")
+            at[value] = offset
+            visible[value] = f"p{p}@{offset}"
+
+    def aborted(txn: str) -> bool:
+        return decided.get(txn) is False or txn not in asked_commit
+
+    for txn, values in sorted(sent.items()):
+        shown = sorted(v for v in values.values() if v in visible)
+        if aborted(txn):
+            found.extend(f"aborted-read {topic}: {v!r} of aborted transaction {txn} is in the "
+                         f"final read at {visible[v]}" for v in shown)
+            continue
+        missing = sorted(v for v in values.values() if v not in visible)
+        if decided.get(txn) is True:
+            found.extend(f"lost-txn-write {topic}: {v!r} of committed transaction {txn} is not "
+                         f"in the final read" for v in missing)
+        elif shown and missing:
+            found.append(f"partial-txn {topic}: of transaction {txn} (outcome unknown to its "
+                         f"producer) {shown} are visible and {missing} are not")
+
+    last_read: dict[int, int] = {}
+    for p, offset, value, t in reads:
+        if offset <= last_read.get(p, -1):
+            found.append(f"nonmonotonic {topic} p{p}: read {offset} after {last_read[p]}")
+        last_read[p] = offset
+        txn = of_value.get(value)
+        if txn is not None and aborted(txn):
+            found.append(f"aborted-read {topic} p{p}: {value!r} of aborted transaction {txn} "
+                         f"read at {offset} (t={t})")
+            continue
+        stored = final.get(p, {}).get(offset)
+        if stored != value:
+            found.append(f"inconsistent-offset {topic} p{p}@{offset}: read {value!r} (t={t}), "
+                         f"the final read has {stored!r}")
     return found

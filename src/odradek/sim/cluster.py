@@ -116,6 +116,7 @@ class SimCluster:
             "transaction.state.log.min.isr": "2",
             "offsets.topic.num.partitions": "2",
             "transaction.state.log.num.partitions": "2",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.enable": "false",

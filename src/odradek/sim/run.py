@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from odradek.errors import KafkaError
-from odradek.sim.checker import check
+from odradek.sim.checker import check, check_transactions
 from odradek.sim.cluster import BROKER_PORT, SimCluster, broker_node
 from odradek.sim.loop import Incarnation, SimLoop, current_node
 from odradek.sim.network import NetworkFaults, SimNetwork
@@ -45,7 +45,9 @@ from odradek.sim.workload import (
     Producer,
     Reader,
     SimClient,
+    TxnProducer,
     create_topic,
+    decode_committed,
     decode_values,
     fetch_committed,
 )
@@ -53,6 +55,8 @@ from odradek.sim.workload import (
 __all__ = ["SimConfig", "SimResult", "run", "replay_command"]
 
 TOPIC = "sim"
+#: The transactional producer's topic, read by a read_committed reader.
+TXN_TOPIC = "sim-txn"
 #: The reader's group: its commits go through the group coordinator and __consumer_offsets.
 GROUP = "sim-reader"
 
@@ -65,6 +69,8 @@ class SimConfig:
     brokers: int = 3
     partitions: int = 2
     producers: int = 2
+    #: Transactional producers (``t0``..) writing to ``TXN_TOPIC``; with none, no such topic.
+    txn_producers: int = 1
     #: Virtual seconds of workload (with faults when ``faults``).
     duration_s: float = 20.0
     faults: bool = True
@@ -121,6 +127,8 @@ def replay_command(config: SimConfig) -> str:
         args.append(f"--duration {config.duration_s:g}")
     if not config.faults:
         args.append("--no-faults")
+    if config.txn_producers != defaults.txn_producers:
+        args.append(f"--txn-producers {config.txn_producers}")
     args.extend(f"--property {key}={value}" for key, value in config.broker_properties)
     return "python -m odradek.sim " + " ".join(args) + " --trace"
 
@@ -245,6 +253,26 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
                     interval_s=0.2, group=GROUP)
     tasks = [loop.create_task(p.run(), context=_client_context(p.name)) for p in producers]
     tasks.append(loop.create_task(reader.run(), context=_client_context("reader")))
+    txn_producers: list[TxnProducer] = []
+    readers = [reader]
+    if config.txn_producers:
+        await loop.create_task(
+            create_topic(admin, bootstrap, TXN_TOPIC, config.partitions, config.brokers,
+                         history),
+            context=_client_context("admin"),
+        )
+        txn_rng = random.Random(rng.getrandbits(64))
+        txn_producers = [
+            TxnProducer(f"t{i}", SimClient(f"txn-producer-{i}"), bootstrap, TXN_TOPIC,
+                        config.partitions, history, txn_rng, interval_s=0.2)
+            for i in range(config.txn_producers)
+        ]
+        tasks.extend(loop.create_task(t.run(), context=_client_context(t.name))
+                     for t in txn_producers)
+        txn_reader = Reader(SimClient("txn-reader"), bootstrap, TXN_TOPIC, config.partitions,
+                            history, interval_s=0.2, read_committed=True)
+        readers.append(txn_reader)
+        tasks.append(loop.create_task(txn_reader.run(), context=_client_context("txn-reader")))
     nemesis = _Nemesis(cluster, rng, result) if config.faults else None
     nemesis_task = loop.create_task(nemesis.run()) if nemesis else None
     await asyncio.sleep(config.duration_s)
@@ -256,13 +284,14 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
             await nemesis_task
         await nemesis.end()
     network.heal_all()
-    for p in producers:
-        p.stopping = True
-    reader.stopping = True
+    for client in [*producers, *txn_producers, *readers]:
+        client.stopping = True
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
             await asyncio.wait_for(task, 30.0)
     result.stats["acked"] = sum(p.acked for p in producers)
+    result.stats["txn_committed"] = sum(t.committed for t in txn_producers)
+    result.stats["txn_aborted"] = sum(t.aborted for t in txn_producers)
     result.stats["settled"] = await _settle(cluster, config)
     history.record("settled", ok=result.stats["settled"])
 
@@ -275,6 +304,17 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
     )
     history.record("committed", offsets=committed)
     result.anomalies = check(history.events, final, replicas, committed)
+    if txn_producers:
+        txn_final, stable = await loop.create_task(
+            _final_read_committed(bootstrap, config, history),
+            context=_client_context("final-txn-reader"),
+        )
+        result.anomalies.extend(check_transactions(history.events, txn_final, TXN_TOPIC))
+        if not stable:
+            result.anomalies.append(
+                f"unstable: {TXN_TOPIC}'s last stable offset stayed below its high watermark "
+                f"(a transaction never ended)"
+            )
     if committed is None:
         result.anomalies.append("unavailable: no coordinator answered OffsetFetch for the group")
     if not result.stats["settled"]:
@@ -339,6 +379,38 @@ async def _final_read(bootstrap: list[tuple[str, int]], config: SimConfig,
                 break
         history.record("final", p=p, records=len(log), end=reader.positions[p])
     return final
+
+
+async def _final_read_committed(bootstrap: list[tuple[str, int]], config: SimConfig,
+                                history: History) -> tuple[dict[int, dict[int, str]], bool]:
+    """Every partition of the transactional topic read under read_committed up to its high
+    watermark, and whether every one got there (its last stable offset caught up: no
+    transaction left open)."""
+    reader = Reader(SimClient("final-txn-reader"), bootstrap, TXN_TOPIC, config.partitions,
+                    history, interval_s=0.2, read_committed=True)
+    final: dict[int, dict[int, str]] = {}
+    stable = True
+    for p in range(config.partitions):
+        log = final[p] = {}
+        done = False
+        for _attempt in range(300):
+            before = reader.positions[p]
+            answer = await reader.poll(p, record=False)
+            if answer is None:
+                await asyncio.sleep(0.2)
+                continue
+            kept, _end = decode_committed(answer.records, answer.aborted_transactions)
+            log.update((offset, value) for offset, value in kept if offset >= before)
+            end = int(answer.high_watermark)
+            if reader.positions[p] >= end and int(answer.last_stable_offset) >= end:
+                done = True
+                break
+            if reader.positions[p] == before:
+                await asyncio.sleep(0.2)
+        stable = stable and done
+        history.record("final-committed", p=p, records=len(log), end=reader.positions[p],
+                       stable=done)
+    return final, stable
 
 
 def _replica_logs(cluster: SimCluster, config: SimConfig
@@ -455,7 +527,7 @@ class _Nemesis:
                 self._cut(rng.choice(self.clients), [name], heal_after)
             self.result.stats["faults"] = self.result.stats.get("faults", 0) + 1
 
-    clients = ["p0", "p1", "reader"]
+    clients = ["p0", "p1", "reader", "t0", "txn-reader"]
     kinds = ["crash", "isolate", "store", "link", "client", "power", "slow"]
     #: No new fault before this (loop time): a power loss's episode.
     quiet_until = 0.0
