@@ -404,22 +404,27 @@ class CoordinatorRuntime:
             if result.on_written is not None:
                 result.on_written(e)
             raise
-        if not pending or result.then is not None:
+        if not pending:
             if result.on_written is not None:
                 result.on_written(None)
-        else:
-            on_written = result.on_written
+            return []
+        # A link of a ``then`` chain completes now (the next operation reads what it applied),
+        # but its replication is still watched: if it fails, the state it replayed is not
+        # durable either (and an unobserved failure would be an exception nobody retrieved).
+        on_written = None if result.then is not None else result.on_written
+        if result.then is not None and result.on_written is not None:
+            result.on_written(None)
 
-            def durable(error: Exception | None) -> None:
-                if error is not None:
-                    log.warning("%s: a write was not replicated: %s", self.topic, error)
-                    if result.replay:
-                        for partition in sorted({p for p, _ in pending}):
-                            self._revert(partition)
-                if on_written is not None:
-                    on_written(error)
+        def durable(error: Exception | None) -> None:
+            if error is not None:
+                log.warning("%s: a write was not replicated: %s", self.topic, error)
+                if result.replay:
+                    for partition in sorted({p for p, _ in pending}):
+                        self._revert(partition)
+            if on_written is not None:
+                on_written(error)
 
-            _when_all([r for _, r in pending], durable)
+        _when_all([r for _, r in pending], durable)
         return [r for _, r in pending]
 
     def _revert(self, partition: int) -> None:

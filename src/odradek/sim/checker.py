@@ -172,9 +172,9 @@ def check_transactions(
         if offset <= last_read.get(p, -1):
             found.append(f"nonmonotonic {topic} p{p}: read {offset} after {last_read[p]}")
         last_read[p] = offset
-        txn = of_value.get(value)
-        if txn is not None and aborted(txn):
-            found.append(f"aborted-read {topic} p{p}: {value!r} of aborted transaction {txn} "
+        owner = of_value.get(value)
+        if owner is not None and aborted(owner):
+            found.append(f"aborted-read {topic} p{p}: {value!r} of aborted transaction {owner} "
                          f"read at {offset} (t={t})")
             continue
         stored = final.get(p, {}).get(offset)

@@ -284,8 +284,12 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
             await nemesis_task
         await nemesis.end()
     network.heal_all()
-    for client in [*producers, *txn_producers, *readers]:
-        client.stopping = True
+    for producer in producers:
+        producer.stopping = True
+    for txn_producer in txn_producers:
+        txn_producer.stopping = True
+    for each in readers:
+        each.stopping = True
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
             await asyncio.wait_for(task, 30.0)
