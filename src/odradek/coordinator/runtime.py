@@ -322,19 +322,28 @@ class CoordinatorRuntime:
         and return the response. Every partition written to must be served here."""
         after: list[Callable[[], CoordinatorResult[Any]]] = []
         pending: list[Replication] = []
-        while True:
-            pending.extend(self._persist(result))
-            after.extend(result.after)
-            if result.then is None:
-                break
-            result = result.then()
-        if after:
-            if pending:
-                # Kafka's order: what follows a write (markers after PrepareCommit) starts
-                # once the write is durable, and not at all if it failed.
-                _when_all(pending, lambda error: self._run_after(after, error))
-            else:
-                self._run_after(after, None)
+        try:
+            while True:
+                pending.extend(self._persist(result))
+                if result.after and not pending:
+                    # Durable already: what follows runs now, before the chain goes on (it
+                    # may read what that completed).
+                    self._run_after(list(result.after), None)
+                else:
+                    after.extend(result.after)
+                if result.then is None:
+                    break
+                result = result.then()
+        finally:
+            # What follows a write that was persisted runs even when a later link of its
+            # chain fails (the write stands: a fenced transaction's abort must complete).
+            if after:
+                if pending:
+                    # Kafka's order: what follows a write (markers after PrepareCommit) starts
+                    # once the write is durable, and not at all if it failed.
+                    _when_all(pending, lambda error: self._run_after(after, error))
+                else:
+                    self._run_after(after, None)
         return result.response
 
     def _run_after(

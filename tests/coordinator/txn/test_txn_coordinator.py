@@ -927,3 +927,45 @@ def test_no_answer_rests_on_a_write_that_is_not_durable_yet(ctx: FakeContext) ->
     runtime.load(partition, [StoredRecord(k, v) for p, k, v in ctx.log[:-1] if p == partition])
     assert txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0],
                               verify_only=True)[ORDERS0] is ErrorCode.none
+
+
+def _replicated_coordinator(ctx: FakeContext) -> tuple[Driven, _Durability]:
+    durability = _Durability()
+    coordinator = TransactionCoordinator(ctx)
+    runtime = CoordinatorRuntime(coordinator, ctx.write, topic="__transaction_state",
+                                 replicated=durability)
+    for partition in range(CONFIG.state_log_partitions):
+        runtime.load(partition, [])
+    ctx.coordinator, ctx.runtime = coordinator, runtime
+    return Driven(coordinator, runtime), durability
+
+
+def test_a_fenced_transactions_markers_wait_until_the_abort_is_durable(ctx: FakeContext) -> None:
+    """The abort of a timed-out transaction (or of one a new producer fences) writes its
+    markers only once its PrepareAbort is replicated, as EndTxn's do. (They went out at once:
+    a failover then lost the decision while a partition had its ABORT marker, the producer's
+    EndTxn committed the transaction everywhere else and the broker acknowledged it, and the
+    COMMIT marker was refused by that partition forever; found by the simulation, seed 2110.)"""
+    txn, durability = _replicated_coordinator(ctx)
+    pe = txn.init_producer_id("tx", TIMEOUT)
+    durability.settle(None)
+    txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0, ORDERS1])
+    durability.settle(None)
+    ctx.advance(TIMEOUT + ABORT_CHECK)  # timed out: fenced, abort decided, not yet durable
+    assert txn.get("tx").state is S.PREPARE_ABORT
+    assert ctx.markers == []
+    durability.settle(None)
+    assert ctx.markers == [(pe.producer_id, pe.producer_epoch + 1, False, (ORDERS0, ORDERS1))]
+    durability.settle(None)  # the completion
+    assert txn.get("tx").state is S.COMPLETE_ABORT
+    # A new producer's InitProducerId on an open transaction: CONCURRENT_TRANSACTIONS until the
+    # abort is durable and complete (Kafka answers so too), then the epoch after the fence.
+    pe = txn.init_producer_id("tx", TIMEOUT)
+    durability.settle(None)
+    txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0])
+    durability.settle(None)
+    with pytest.raises(ConcurrentTransactionsError):
+        txn.init_producer_id("tx", TIMEOUT)
+    assert len(ctx.markers) == 1
+    durability.settle(CoordinatorNotAvailableError("not replicated"))  # the decision is lost
+    assert len(ctx.markers) == 1  # ...and so no marker went out for it

@@ -522,8 +522,12 @@ class TransactionCoordinator:
         meta: TransactionMetadata,
         then: Callable[[], CoordinatorResult[Any]] | None = None,
     ) -> CoordinatorResult[Any]:
-        """Bump the epoch of an Ongoing transaction's producer and abort the transaction; then
-        go on with ``then`` (whose result answers)."""
+        """Bump the epoch of an Ongoing transaction's producer and decide to abort the
+        transaction; then go on with ``then`` (whose result answers). The markers and the
+        completion follow once the decision is durable, as after EndTxn: written before, a
+        failover could lose the decision while a partition already had its ABORT marker, and the
+        transaction was then committed by its producer everywhere else (found by the
+        simulation, seed 2110: a timed-out transaction's abort)."""
         txn_id = meta.transactional_id
         fence = meta.prepare_fence(self._ctx.now_ms())
 
@@ -534,7 +538,7 @@ class TransactionCoordinator:
             )
 
         return self._store(
-            fence, None, on_stored=fenced, then=lambda: self._complete(txn_id, then=then)
+            fence, None, on_stored=fenced, after=(lambda: self._complete(txn_id),), then=then
         )
 
     def _complete(
