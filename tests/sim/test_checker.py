@@ -122,3 +122,16 @@ def test_a_transaction_of_unknown_outcome_must_be_all_or_nothing() -> None:
     assert check_transactions(unknown, {0: {}, 1: {}}) == []
     assert check_transactions(unknown, {0: {0: "u-p0"}, 1: {0: "u-p1"}}) == []
     assert _kinds(check_transactions(unknown, {0: {0: "u-p0"}, 1: {}})) == ["partial-txn"]
+
+
+def test_two_brokers_acknowledging_in_one_leader_epoch_is_a_split_brain() -> None:
+    final = {0: {0: "a", 1: "b", 2: "c"}}
+    epochs = {0: {0: 3, 1: 3, 2: 4}}
+    acks = [_ack(0, 0, "a"), {**_ack(0, 1, "b"), "by": 2}]
+    assert _kinds(check(acks, final, {}, epochs=epochs)) == ["split-brain"]
+    # A retried send's acknowledgement may come from the next leader (the record found there
+    # already, in the epoch it was written in): not counted.
+    retried = [{"t": 0.0, "kind": "send-failed", "p": 0, "value": "b"}, *acks]
+    assert check(retried, final, {}, epochs=epochs) == []
+    # Another epoch, another leader: fine.
+    assert check([_ack(0, 0, "a"), {**_ack(0, 2, "c"), "by": 2}], final, {}, epochs=epochs) == []

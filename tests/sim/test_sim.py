@@ -4,6 +4,8 @@ settings allow them (the positive control)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from odradek.sim.loop import START_TIME_S, Incarnation, SimLoop, current_node
 from odradek.sim.run import SimConfig, replay_command, run
 
 #: Short runs: seconds of virtual workload each, a fraction of a second of real time.
@@ -100,14 +103,20 @@ def test_without_faults_every_send_is_acknowledged() -> None:
 def test_many_seeds_with_faults_find_nothing(first: int) -> None:
     failures = []
     kinds: set[str] = set()
+    committed = aborted = 0
     for seed in range(first, first + 25):
         result = run(SimConfig(seed=seed, duration_s=_SHORT))
         kinds.update(line.split()[1] for line in result.trace)
+        committed += result.stats["txn_committed"]
+        aborted += result.stats["txn_aborted"]
         if not result.ok or not result.stats["settled"]:
-            failures.append(result.summary())
+            failures.append(result.summary())  # each names its replay command
     assert not failures, "\n\n".join(failures)
-    # Every kind of fault was tried: crashes, power losses, partitions, resets, slow links.
-    assert {"crash", "power", "cut", "heal", "reset", "slow"} <= kinds
+    # Every kind of fault was tried: crashes, power losses, partitions, resets, slow links,
+    # brokers stopped past their session timeout and resumed.
+    assert {"crash", "power", "cut", "heal", "reset", "slow", "pause", "resume"} <= kinds
+    # Transactions were committed and aborted (and checked under read_committed).
+    assert committed > 0 and aborted > 0
 
 
 def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:
@@ -147,3 +156,35 @@ def test_thousands_of_seeds() -> None:
         if not result.ok or not result.stats["settled"]:
             failures.append(result.summary())
     assert not failures, "\n\n".join(failures[:10])
+
+
+def test_a_paused_process_runs_nothing_until_resumed() -> None:
+    """SIGSTOP in the simulation: the paused incarnation's timers and task steps are held (in
+    order) while the others run and virtual time goes on; resumed, they run late, in order."""
+    loop = SimLoop()
+    stopped, running = Incarnation("b1"), Incarnation("b2")
+    ticks: list[tuple[str, float]] = []
+
+    async def ticker(name: str) -> None:
+        for _ in range(3):
+            await asyncio.sleep(1.0)
+            ticks.append((name, loop.time() - START_TIME_S))
+
+    def in_context(inc: Incarnation) -> contextvars.Context:
+        ctx = contextvars.copy_context()
+        ctx.run(current_node.set, inc)
+        return ctx
+
+    async def main() -> None:
+        a = loop.create_task(ticker("b1"), context=in_context(stopped))
+        b = loop.create_task(ticker("b2"), context=in_context(running))
+        await asyncio.sleep(1.5)
+        loop.pause(stopped)
+        await asyncio.sleep(5.0)
+        loop.resume(stopped)
+        await asyncio.gather(a, b)
+
+    loop.run(main())
+    assert [t for n, t in ticks if n == "b2"] == [1.0, 2.0, 3.0]
+    # b1 ticked once, was stopped at 1.5 through 6.5: its 2.0 timer fired then, at 6.5.
+    assert [t for n, t in ticks if n == "b1"] == [1.0, 6.5, 7.5]

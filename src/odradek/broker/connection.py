@@ -29,6 +29,7 @@ keeps the timestamps they are judged by: ``active_at`` (last read or response) a
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import time
@@ -172,12 +173,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
         for answer in pipeline:
             held += answer.reserved
             if answer.fut is not None:
-                answer.fut.cancel()
+                _cancel(answer.fut)
         if held:
             self._reserved = self._answer_reserved = 0
             self._pool.release(held)
         if self._waiting is not None:
-            self._waiting.cancel()
+            _cancel(self._waiting)
             self._waiting = None
 
     def pause_writing(self) -> None:
@@ -554,3 +555,16 @@ def _release(response: Any) -> None:
         for region in response.regions:
             if isinstance(region, FileRecords):
                 region.close()
+
+
+def _cancel(fut: asyncio.Future[Any]) -> None:
+    """Cancel the answer under way of a connection that closed. A task whose coroutine has not
+    taken its first step is cancelled one turn later, once it has: cancelled before, a
+    coroutine never runs, and what the dispatcher handed it (a Fetch's long poll) is left never
+    awaited (a request and the close that follows it read in one go; found by the
+    simulation, a broker resumed after a stop)."""
+    coro = fut.get_coro() if isinstance(fut, asyncio.Task) else None
+    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        fut.get_loop().call_soon(fut.cancel)
+    else:
+        fut.cancel()

@@ -14,6 +14,10 @@ Anomalies (each a line naming its kind first):
 - ``lost-commit`` — the group's committed offset of a partition, read once the cluster
   settled, is below the last one a commit was acknowledged with (commits only move forward),
   or is missing.
+- ``split-brain`` — two brokers acknowledged records that the final log holds in one leader
+  epoch of a partition (only one broker leads an epoch). Counted only for records
+  acknowledged at their first attempt: a retry's acknowledgement may come from a later leader
+  that found the record already there (idempotence), in the epoch it was first written in.
 
 Of the transactional topic (:func:`check_transactions`, over what a read_committed reader read
 during the run and the final read_committed read of every partition):
@@ -47,8 +51,10 @@ def check(
     final: Mapping[int, Log],
     replicas: Mapping[int, Mapping[int, tuple[Log, int, int]]],
     committed: Mapping[int, int] | None = None,
+    epochs: Mapping[int, Mapping[int, int]] | None = None,
 ) -> list[str]:
-    """Anomalies of a run. ``final``: partition → the final log read through the protocol;
+    """Anomalies of a run. ``final``: partition → the final log read through the protocol
+    (``epochs``: partition → offset → the leader epoch its batch was written in);
     ``replicas``: broker → partition → (its log below its high watermark, its high watermark,
     its log end offset); ``committed``: partition → the group's committed offset at the end
     (None: not read, so not checked)."""
@@ -74,8 +80,16 @@ def check(
 
     last_read: dict[int, int] = {}
     last_commit: dict[int, int] = {}
+    retried: set[str] = set()
+    leaders: dict[tuple[int, int], set[int]] = defaultdict(set)
     for e in events:
         kind = e["kind"]
+        if kind in ("send-failed", "send-error"):
+            retried.add(e["value"])
+        elif kind == "ack" and epochs is not None and e["value"] not in retried:
+            epoch = epochs.get(e["p"], {}).get(e["offset"])
+            if epoch is not None and final.get(e["p"], {}).get(e["offset"]) == e["value"]:
+                leaders[(e["p"], epoch)].add(e["by"])
         if kind == "commit-ack":
             for p, offset in enumerate(e["offsets"]):
                 last_commit[p] = offset
@@ -99,6 +113,10 @@ def check(
                 last_read[p] = offset
                 observe(p, offset, value, f"read t={e['t']}")
 
+    for (p, epoch), brokers in sorted(leaders.items()):
+        if len(brokers) > 1:
+            found.append(f"split-brain p{p}: brokers {sorted(brokers)} acknowledged records "
+                         f"written in leader epoch {epoch}")
     for node, partitions in sorted(replicas.items()):
         for p, (log, hw, _leo) in sorted(partitions.items()):
             for offset, value in sorted(log.items()):

@@ -299,15 +299,15 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
     result.stats["settled"] = await _settle(cluster, config)
     history.record("settled", ok=result.stats["settled"])
 
-    final = await loop.create_task(_final_read(bootstrap, config, history),
-                                   context=_client_context("final-reader"))
+    final, epochs = await loop.create_task(_final_read(bootstrap, config, history),
+                                           context=_client_context("final-reader"))
     replicas = _replica_logs(cluster, config)
     committed = await loop.create_task(
         fetch_committed(SimClient("offset-reader"), bootstrap, GROUP, TOPIC, config.partitions),
         context=_client_context("offset-reader"),
     )
     history.record("committed", offsets=committed)
-    result.anomalies = check(history.events, final, replicas, committed)
+    result.anomalies = check(history.events, final, replicas, committed, epochs)
     if txn_producers:
         txn_final, stable = await loop.create_task(
             _final_read_committed(bootstrap, config, history),
@@ -363,26 +363,31 @@ def _ends(cluster: SimCluster, config: SimConfig
     return out if any(name == TOPIC for name, _ in out) else None
 
 
-async def _final_read(bootstrap: list[tuple[str, int]], config: SimConfig,
-                      history: History) -> dict[int, dict[int, str]]:
+async def _final_read(bootstrap: list[tuple[str, int]], config: SimConfig, history: History
+                      ) -> tuple[dict[int, dict[int, str]], dict[int, dict[int, int]]]:
+    """Every partition read back to its high watermark: offset → value, and offset → the
+    leader epoch its batch was written in."""
     reader = Reader(SimClient("final-reader"), bootstrap, TOPIC, config.partitions, history,
                     interval_s=0.2)
     final: dict[int, dict[int, str]] = {}
+    epochs: dict[int, dict[int, int]] = {}
     for p in range(config.partitions):
         log = final[p] = {}
+        written_in = epochs[p] = {}
         for _attempt in range(200):
             before = reader.positions[p]
             answer = await reader.poll(p, record=False)
             if answer is None:
                 await asyncio.sleep(0.2)
                 continue
-            for offset, value, _epoch in decode_values(answer.records):
+            for offset, value, epoch in decode_values(answer.records):
                 if offset >= before:
                     log[offset] = value
+                    written_in[offset] = epoch
             if reader.positions[p] >= int(answer.high_watermark):
                 break
         history.record("final", p=p, records=len(log), end=reader.positions[p])
-    return final
+    return final, epochs
 
 
 async def _final_read_committed(bootstrap: list[tuple[str, int]], config: SimConfig,
@@ -446,9 +451,11 @@ def _replica_logs(cluster: SimCluster, config: SimConfig
 
 class _Nemesis:
     """Faults chosen by its random source, one every few virtual seconds, each undone after a
-    while: a link slowed by up to 2 s a trip; a broker crashed (``kill -9``) and restarted; a broker's machine losing power (the
-    unsynced tails of its logs cut) and restarted; a broker cut from the others, from the
-    store or both; one link between two brokers cut; a client cut from a broker."""
+    while: a link slowed by up to 2 s a trip; a broker crashed (``kill -9``) and restarted; a
+    broker's machine losing power (the unsynced tails of its logs cut) and restarted; a broker
+    stopped (SIGSTOP) for longer than its session timeout and resumed; a broker cut from the
+    others, from the store or both; one link between two brokers cut; a client cut from a
+    broker."""
 
     def __init__(self, cluster: SimCluster, rng: random.Random, result: SimResult) -> None:
         self.cluster = cluster
@@ -508,11 +515,21 @@ class _Nemesis:
                 # again (Kafka before KIP-966 does the same: a broker fenced by the store leaves
                 # the ISR, which may come down to the one that then loses power).
                 if (cluster.network.cut_links or any(not t.done() for t in self.pending)
-                        or not cluster.healthy()):
+                        or cluster.paused() or not cluster.healthy()):
                     continue
                 cluster.crash(node, power_loss=True)
                 self.quiet_until = now + heal_after + 20.0
                 self._later(heal_after, functools.partial(cluster.restart, node))
+            elif kind == "pause":
+                # SIGSTOP for longer than the session timeout (broker.session.timeout.ms): the
+                # cluster fences it and moves on; when it resumes, whatever it had under way
+                # (acknowledgements, leadership, its session) must not count.
+                sb = cluster.brokers[node]
+                if cluster.paused() or not sb.serving or sb.incarnation is None:
+                    continue
+                cluster.pause(node)
+                self._later(rng.uniform(7.0, 12.0),
+                            functools.partial(cluster.resume, node, sb.incarnation))
             elif kind == "isolate":
                 others = [broker_node(n) for n in nodes if n != node]
                 if rng.random() < 0.5:
@@ -532,7 +549,7 @@ class _Nemesis:
             self.result.stats["faults"] = self.result.stats.get("faults", 0) + 1
 
     clients = ["p0", "p1", "reader", "t0", "txn-reader"]
-    kinds = ["crash", "isolate", "store", "link", "client", "power", "slow"]
+    kinds = ["crash", "isolate", "store", "link", "client", "power", "slow", "pause"]
     #: No new fault before this (loop time): a power loss's episode.
     quiet_until = 0.0
 
