@@ -49,7 +49,7 @@ def test_a_seed_replays_in_fresh_processes_whatever_their_string_hashing() -> No
         f"[run(SimConfig(seed=s, duration_s={_SHORT})) for s in sys.argv[1:]];"
         f"print(run(SimConfig(seed=5, duration_s={_SHORT})).digest)"
     )
-    runs = [("1", []), ("777", []), ("4242", ["11", "12"])]
+    runs = [("1", []), ("777", ["11"])]
     digests = [
         subprocess.run([sys.executable, "-c", code, *before],
                        env=dict(os.environ, PYTHONHASHSEED=hash_seed), capture_output=True,
@@ -99,12 +99,11 @@ def test_without_faults_every_send_is_acknowledged() -> None:
     assert result.stats["settled"]
 
 
-@pytest.mark.parametrize("first", [1, 26])
-def test_many_seeds_with_faults_find_nothing(first: int) -> None:
+def test_many_seeds_with_faults_find_nothing() -> None:
     failures = []
     kinds: set[str] = set()
     committed = aborted = 0
-    for seed in range(first, first + 25):
+    for seed in range(1, 21):
         result = run(SimConfig(seed=seed, duration_s=_SHORT))
         kinds.update(line.split()[1] for line in result.trace)
         committed += result.stats["txn_committed"]
@@ -121,7 +120,7 @@ def test_many_seeds_with_faults_find_nothing(first: int) -> None:
 
 def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:
     """The positive control: with unclean election and min.insync.replicas=1 the same faults
-    lose acknowledged records on some seeds (seed 25 when this was written; the search goes on
+    lose acknowledged records on some seeds (seed 23 when this was written; the search goes on
     until one does), and the failure names its replay command."""
     failed = None
     for seed in range(20, 70):

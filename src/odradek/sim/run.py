@@ -264,13 +264,13 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         txn_rng = random.Random(rng.getrandbits(64))
         txn_producers = [
             TxnProducer(f"t{i}", SimClient(f"txn-producer-{i}"), bootstrap, TXN_TOPIC,
-                        config.partitions, history, txn_rng, interval_s=0.2)
+                        config.partitions, history, txn_rng, interval_s=0.5)
             for i in range(config.txn_producers)
         ]
         tasks.extend(loop.create_task(t.run(), context=_client_context(t.name))
                      for t in txn_producers)
         txn_reader = Reader(SimClient("txn-reader"), bootstrap, TXN_TOPIC, config.partitions,
-                            history, interval_s=0.2, read_committed=True)
+                            history, interval_s=0.5, read_committed=True)
         readers.append(txn_reader)
         tasks.append(loop.create_task(txn_reader.run(), context=_client_context("txn-reader")))
     nemesis = _Nemesis(cluster, rng, result) if config.faults else None
