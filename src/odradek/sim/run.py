@@ -2,7 +2,8 @@
 
 :func:`run` builds a :class:`~odradek.sim.loop.SimLoop`, the network, the store and the brokers
 (:class:`~odradek.sim.cluster.SimCluster`), creates a replicated topic, and runs the workload
-(idempotent ``acks=all`` producers and a reader, :mod:`odradek.sim.workload`) while the nemesis
+(idempotent ``acks=all`` producers and a reader; a transactional producer and a read_committed
+reader on a second topic, :mod:`odradek.sim.workload`) while the nemesis
 injects the faults its seed chooses. Then it heals the network, restarts every broker that is
 down, lets the cluster settle, reads every partition back through the protocol and from every
 replica's log, and hands it all to :func:`odradek.sim.checker.check`.

@@ -10,7 +10,10 @@
 - :class:`Reader`: a consumer that polls every partition from its leader, below the high
   watermark, and records what it saw; with a group, it commits its positions to the group
   coordinator (a simple consumer's commits: no member, generation -1) after every round, and
-  records each acknowledged commit.
+  records each acknowledged commit. With ``read_committed`` it reads below the last stable
+  offset and drops the aborted transactions' records (:func:`decode_committed`).
+- :class:`TxnProducer`: a transactional producer; each transaction writes one record to every
+  partition and commits or aborts.
 
 Everything they do is recorded in the :class:`History` (virtual time, one dict per event).
 Owned by the simulation's loop; each runs in its own :class:`~odradek.sim.loop.Incarnation`.
