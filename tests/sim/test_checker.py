@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from odradek.sim.checker import check, check_transactions
+from odradek.sim.checker import check, check_members, check_transactions
 
 
 def _ack(p: int, offset: int, value: str) -> dict[str, Any]:
@@ -135,3 +135,28 @@ def test_two_brokers_acknowledging_in_one_leader_epoch_is_a_split_brain() -> Non
     assert check(retried, final, {}, epochs=epochs) == []
     # Another epoch, another leader: fine.
     assert check([_ack(0, 0, "a"), {**_ack(0, 2, "c"), "by": 2}], final, {}, epochs=epochs) == []
+
+
+# -- consumer group members (check_members) ----------------------------------------------------
+
+
+def _assigned(member: str, generation: int, partitions: list[int], leader: str = "a",
+              members: list[str] | None = None) -> dict[str, Any]:
+    return {"t": 0.0, "kind": "member-assigned", "member": member, "me": member,
+            "generation": generation, "partitions": partitions, "leader": leader,
+            "members": members}
+
+
+def test_members_of_one_generation_share_its_leader_members_and_partitions() -> None:
+    clean = [_assigned("a", 1, [0], members=["a", "b"]), _assigned("b", 1, [1]),
+             _assigned("a", 2, [0, 1], members=["a"]), _assigned("a", 2, [0, 1])]
+    assert check_members(clean) == []
+    assert _kinds(check_members([_assigned("a", 1, [0]), _assigned("b", 1, [0])])) == [
+        "double-assignment"
+    ]
+    assert _kinds(check_members([_assigned("a", 1, [0]), _assigned("b", 1, [1], leader="b")])) == [
+        "group-split"
+    ]
+    assert _kinds(check_members([_assigned("a", 3, [0]), _assigned("a", 2, [0])])) == [
+        "generation-backwards"
+    ]

@@ -102,20 +102,23 @@ def test_without_faults_every_send_is_acknowledged() -> None:
 def test_many_seeds_with_faults_find_nothing() -> None:
     failures = []
     kinds: set[str] = set()
-    committed = aborted = 0
+    committed = aborted = generations = 0
     for seed in range(1, 21):
         result = run(SimConfig(seed=seed, duration_s=_SHORT))
         kinds.update(line.split()[1] for line in result.trace)
         committed += result.stats["txn_committed"]
         aborted += result.stats["txn_aborted"]
+        generations += result.stats["generations"]
         if not result.ok or not result.stats["settled"]:
             failures.append(result.summary())  # each names its replay command
     assert not failures, "\n\n".join(failures)
     # Every kind of fault was tried: crashes, power losses, partitions, resets, slow links,
     # brokers stopped past their session timeout and resumed.
     assert {"crash", "power", "cut", "heal", "reset", "slow", "pause", "resume"} <= kinds
-    # Transactions were committed and aborted (and checked under read_committed).
+    # Transactions were committed and aborted (and checked under read_committed); group
+    # members joined, synced, left and joined again.
     assert committed > 0 and aborted > 0
+    assert generations > 40
 
 
 def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:

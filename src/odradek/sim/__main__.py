@@ -24,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-faults", action="store_true", help="run without faults")
     parser.add_argument("--txn-producers", type=int, default=SimConfig(seed=0).txn_producers,
                         help="transactional producers (0: no transactional topic)")
+    parser.add_argument("--members", type=int, default=SimConfig(seed=0).members,
+                        help="consumer group members")
     parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
                         help="a broker property over the simulation's defaults (repeatable)")
     parser.add_argument("--trace", action="store_true", help="print each run's trace")
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in range(args.seed, args.seed + args.seeds):
         config = SimConfig(
             seed=seed, duration_s=args.duration, faults=not args.no_faults,
-            txn_producers=args.txn_producers,
+            txn_producers=args.txn_producers, members=args.members,
             broker_properties=tuple(
                 (key, value) for key, _, value in (p.partition("=") for p in args.property)
             ),

@@ -31,6 +31,15 @@ during the run and the final read_committed read of every partition):
   read during the run is not in the final read although its transaction is.
 - ``inconsistent-offset``, ``nonmonotonic``, ``duplicate`` — as above, for this topic.
 
+Of the consumer group's members (:func:`check_members`):
+
+- ``group-split`` — two members were told different leaders, or different member lists, for
+  one generation they both synced (one generation is one rebalance's outcome; a generation
+  only joined may legitimately be made again by the next coordinator: nothing of it is
+  written until the leader's SyncGroup).
+- ``double-assignment`` — one partition assigned to two members in one generation.
+- ``generation-backwards`` — a member synced a generation below its previous one.
+
 Pure functions over data: no I/O.
 """
 
@@ -40,7 +49,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["check", "check_transactions"]
+__all__ = ["check", "check_members", "check_transactions"]
 
 #: A partition's records: offset → value.
 Log = Mapping[int, str]
@@ -199,4 +208,37 @@ def check_transactions(
         if stored != value:
             found.append(f"inconsistent-offset {topic} p{p}@{offset}: read {value!r} (t={t}), "
                          f"the final read has {stored!r}")
+    return found
+
+
+def check_members(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Anomalies of the consumer group members (see the module docstring)."""
+    found: list[str] = []
+    leaders: dict[int, set[str]] = defaultdict(set)
+    lists: dict[int, set[tuple[str, ...]]] = defaultdict(set)
+    owners: dict[tuple[int, int], set[str]] = defaultdict(set)
+    last: dict[str, int] = {}
+    for e in events:
+        if e["kind"] == "member-assigned":
+            generation = e["generation"]
+            leaders[generation].add(e["leader"])
+            if e["members"] is not None:
+                lists[generation].add(tuple(e["members"]))
+            for p in e["partitions"]:
+                owners[(generation, p)].add(e["me"])
+            if generation < last.get(e["member"], -1):
+                found.append(f"generation-backwards {e['member']} synced generation "
+                             f"{generation} after {last[e['member']]}")
+            last[e["member"]] = generation
+    for generation, names in sorted(leaders.items()):
+        if len(names) > 1:
+            found.append(f"group-split generation {generation} had leaders {sorted(names)}")
+    for generation, member_lists in sorted(lists.items()):
+        if len(member_lists) > 1:
+            found.append(f"group-split generation {generation} had member lists "
+                         f"{sorted(member_lists)}")
+    for (generation, p), members in sorted(owners.items()):
+        if len(members) > 1:
+            found.append(f"double-assignment partition {p} in generation {generation} to "
+                         f"{sorted(members)}")
     return found

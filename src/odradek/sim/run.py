@@ -36,12 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from odradek.errors import KafkaError
-from odradek.sim.checker import check, check_transactions
+from odradek.sim.checker import check, check_members, check_transactions
 from odradek.sim.cluster import BROKER_PORT, SimCluster, broker_node
 from odradek.sim.loop import Incarnation, SimLoop, current_node
 from odradek.sim.network import NetworkFaults, SimNetwork
 from odradek.sim.store import STORE_NODE
 from odradek.sim.workload import (
+    GroupMember,
     History,
     Producer,
     Reader,
@@ -60,6 +61,8 @@ TOPIC = "sim"
 TXN_TOPIC = "sim-txn"
 #: The reader's group: its commits go through the group coordinator and __consumer_offsets.
 GROUP = "sim-reader"
+#: The consumer group whose members join, sync, heartbeat and leave.
+MEMBERS_GROUP = "sim-members"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class SimConfig:
     producers: int = 2
     #: Transactional producers (``t0``..) writing to ``TXN_TOPIC``; with none, no such topic.
     txn_producers: int = 1
+    #: Members of ``MEMBERS_GROUP`` (``m0``..), holding ``TOPIC``'s partitions.
+    members: int = 2
     #: Virtual seconds of workload (with faults when ``faults``).
     duration_s: float = 20.0
     faults: bool = True
@@ -130,6 +135,8 @@ def replay_command(config: SimConfig) -> str:
         args.append("--no-faults")
     if config.txn_producers != defaults.txn_producers:
         args.append(f"--txn-producers {config.txn_producers}")
+    if config.members != defaults.members:
+        args.append(f"--members {config.members}")
     args.extend(f"--property {key}={value}" for key, value in config.broker_properties)
     return "python -m odradek.sim " + " ".join(args) + " --trace"
 
@@ -274,6 +281,13 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
                             history, interval_s=0.5, read_committed=True)
         readers.append(txn_reader)
         tasks.append(loop.create_task(txn_reader.run(), context=_client_context("txn-reader")))
+    members_rng = random.Random(rng.getrandbits(64))
+    members = [
+        GroupMember(f"m{i}", SimClient(f"member-{i}", timeout_s=10.0), bootstrap, MEMBERS_GROUP,
+                    config.partitions, history, members_rng)
+        for i in range(config.members)
+    ]
+    tasks.extend(loop.create_task(m.run(), context=_client_context(m.name)) for m in members)
     nemesis = _Nemesis(cluster, rng, result) if config.faults else None
     nemesis_task = loop.create_task(nemesis.run()) if nemesis else None
     await asyncio.sleep(config.duration_s)
@@ -291,12 +305,15 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         txn_producer.stopping = True
     for each in readers:
         each.stopping = True
+    for member in members:
+        member.stopping = True
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
             await asyncio.wait_for(task, 30.0)
     result.stats["acked"] = sum(p.acked for p in producers)
     result.stats["txn_committed"] = sum(t.committed for t in txn_producers)
     result.stats["txn_aborted"] = sum(t.aborted for t in txn_producers)
+    result.stats["generations"] = sum(m.generations for m in members)
     result.stats["settled"] = await _settle(cluster, config)
     history.record("settled", ok=result.stats["settled"])
 
@@ -309,6 +326,7 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
     )
     history.record("committed", offsets=committed)
     result.anomalies = check(history.events, final, replicas, committed, epochs)
+    result.anomalies.extend(check_members(history.events))
     if txn_producers:
         txn_final, stable = await loop.create_task(
             _final_read_committed(bootstrap, config, history),
@@ -549,7 +567,7 @@ class _Nemesis:
                 self._cut(rng.choice(self.clients), [name], heal_after)
             self.result.stats["faults"] = self.result.stats.get("faults", 0) + 1
 
-    clients = ["p0", "p1", "reader", "t0", "txn-reader"]
+    clients = ["p0", "p1", "reader", "t0", "txn-reader", "m0", "m1"]
     kinds = ["crash", "isolate", "store", "link", "client", "power", "slow", "pause"]
     #: No new fault before this (loop time): a power loss's episode.
     quiet_until = 0.0

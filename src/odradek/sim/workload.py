@@ -14,6 +14,8 @@
   offset and drops the aborted transactions' records (:func:`decode_committed`).
 - :class:`TxnProducer`: a transactional producer; each transaction writes one record to every
   partition and commits or aborts.
+- :class:`GroupMember`: a classic consumer-group member (JoinGroup, SyncGroup, Heartbeat,
+  LeaveGroup) that holds the partitions it is assigned, leaves now and then and joins again.
 
 Everything they do is recorded in the :class:`History` (virtual time, one dict per event).
 Owned by the simulation's loop; each runs in its own :class:`~odradek.sim.loop.Incarnation`.
@@ -33,11 +35,15 @@ from kio.schema.end_txn.v3 import request as end_req
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v12 import request as fetch_req
 from kio.schema.find_coordinator.v4 import request as find_req
+from kio.schema.heartbeat.v3 import request as heartbeat_req
 from kio.schema.init_producer_id.v4 import request as init_req
+from kio.schema.join_group.v5 import request as join_req
+from kio.schema.leave_group.v3 import request as leave_req
 from kio.schema.metadata.v12 import request as metadata_req
 from kio.schema.offset_commit.v8 import request as commit_req
 from kio.schema.offset_fetch.v8 import request as offset_fetch_req
 from kio.schema.produce.v9 import request as produce_req
+from kio.schema.sync_group.v3 import request as sync_req
 from kio.schema.types import GroupId, ProducerId, TopicName, TransactionalId
 from kio.static.primitive import Records, i8, i16, i32, i32Timedelta, i64
 
@@ -53,7 +59,8 @@ from odradek.protocol.records import (
     read_batch_header,
 )
 
-__all__ = ["History", "Producer", "Reader", "RequestFailed", "SimClient", "TxnProducer",
+__all__ = ["GroupMember", "History", "Producer", "Reader", "RequestFailed", "SimClient",
+           "TxnProducer",
            "create_topic", "decode_committed", "decode_values", "fetch_committed"]
 
 _SIZE = struct.Struct(">i")
@@ -717,3 +724,145 @@ class Reader:
                                     records=[[o, v] for o, v, _ in records])
             self.positions[partition] = records[-1][0] + 1
         return result
+
+
+#: Answers after which a group member finds its coordinator again.
+_GROUP_MOVED = frozenset({
+    ErrorCode.not_coordinator, ErrorCode.coordinator_not_available,
+    ErrorCode.coordinator_load_in_progress,
+})
+
+
+class GroupMember:
+    """A member of a classic consumer group (protocol type ``consumer``, one protocol):
+    JoinGroup (again with the member id the coordinator asks it to use), SyncGroup (the leader
+    deals the topic's partitions out round-robin over the sorted member ids; an assignment is
+    the partition numbers, comma-separated), Heartbeat every second until a rebalance or an
+    error sends it to join again, and now and then (``rng``) LeaveGroup, a pause and a new
+    join. Recorded: ``member-joined`` (generation, leader, members) and ``member-assigned``
+    (generation, partitions, and the join's leader and members) per member, ``member-left``."""
+
+    def __init__(self, name: str, client: SimClient, bootstrap: list[tuple[str, int]],
+                 group: str, partitions: int, history: History, rng: Any) -> None:
+        self.name = name
+        self.client = client
+        self.bootstrap = bootstrap
+        self.group = group
+        self.partitions = partitions
+        self.history = history
+        self.rng = rng
+        self.member_id = ""
+        self.stopping = False
+        self._coordinator: tuple[str, int] | None = None
+        self._attempt = 0
+        self.generations = 0
+
+    async def _ask(self, body: Any) -> Any | None:
+        """``body`` answered by the group coordinator, or None (no answer, or a coordinator
+        error: found again next time)."""
+        if self._coordinator is None:
+            self._attempt += 1
+            self._coordinator = await _find_coordinator(
+                self.client, self.bootstrap, self.group, self._attempt
+            )
+            if self._coordinator is None:
+                await asyncio.sleep(0.2)
+                return None
+        try:
+            answer = await self.client.request(self._coordinator, body)
+        except RequestFailed:
+            self._coordinator = None
+            await asyncio.sleep(0.2)
+            return None
+        if answer.error_code in _GROUP_MOVED:
+            self._coordinator = None
+            await asyncio.sleep(0.2)
+            return None
+        return answer
+
+    async def run(self) -> None:
+        while not self.stopping:
+            joined = await self._join()
+            if joined is None:
+                continue
+            generation, assignment = joined
+            if assignment is None:
+                continue
+            beats = self.rng.randrange(2, 12)
+            while not self.stopping and beats > 0:
+                await asyncio.sleep(1.0)
+                beats -= 1
+                answer = await self._ask(heartbeat_req.HeartbeatRequest(
+                    group_id=GroupId(self.group), generation_id=i32(generation),
+                    member_id=self.member_id, group_instance_id=None,
+                ))
+                if answer is None or answer.error_code != ErrorCode.none:
+                    if answer is not None and answer.error_code in (
+                        ErrorCode.unknown_member_id, ErrorCode.fenced_instance_id,
+                    ):
+                        self.member_id = ""
+                    break
+            else:
+                if not self.stopping:
+                    await self._leave()
+                    await asyncio.sleep(self.rng.uniform(0.5, 3.0))
+        if self.member_id:
+            await self._leave()
+
+    async def _leave(self) -> None:
+        answer = await self._ask(leave_req.LeaveGroupRequest(
+            group_id=GroupId(self.group),
+            members=(leave_req.MemberIdentity(member_id=self.member_id, group_instance_id=None),),
+        ))
+        self.history.record("member-left", member=self.name,
+                            error=None if answer is None else answer.error_code.name)
+        self.member_id = ""
+
+    async def _join(self) -> tuple[int, list[int] | None] | None:
+        answer = await self._ask(join_req.JoinGroupRequest(
+            group_id=GroupId(self.group),
+            session_timeout=i32Timedelta.parse(datetime.timedelta(seconds=6)),
+            rebalance_timeout=i32Timedelta.parse(datetime.timedelta(seconds=3)),
+            member_id=self.member_id, group_instance_id=None, protocol_type="consumer",
+            protocols=(join_req.JoinGroupRequestProtocol(name="range", metadata=b"sim"),),
+        ))
+        if answer is None:
+            return None
+        if answer.error_code == ErrorCode.member_id_required:
+            self.member_id = answer.member_id
+            return None
+        if answer.error_code != ErrorCode.none:
+            if answer.error_code in (ErrorCode.unknown_member_id, ErrorCode.fenced_instance_id):
+                self.member_id = ""
+            await asyncio.sleep(0.2)
+            return None
+        self.member_id = answer.member_id
+        generation = int(answer.generation_id)
+        members = sorted(m.member_id for m in answer.members)
+        self.history.record("member-joined", member=self.name, generation=generation,
+                            leader=answer.leader, me=self.member_id,
+                            members=members if answer.leader == self.member_id else None)
+        assignments: tuple[sync_req.SyncGroupRequestAssignment, ...] = ()
+        if answer.leader == self.member_id:
+            dealt: dict[str, list[int]] = {m: [] for m in members}
+            for p in range(self.partitions):
+                dealt[members[p % len(members)]].append(p)
+            assignments = tuple(
+                sync_req.SyncGroupRequestAssignment(
+                    member_id=m, assignment=",".join(map(str, ps)).encode()
+                ) for m, ps in dealt.items()
+            )
+        synced = await self._ask(sync_req.SyncGroupRequest(
+            group_id=GroupId(self.group), generation_id=i32(generation),
+            member_id=self.member_id, group_instance_id=None, assignments=assignments,
+        ))
+        if synced is None or synced.error_code != ErrorCode.none:
+            if synced is not None and synced.error_code == ErrorCode.unknown_member_id:
+                self.member_id = ""
+            return generation, None
+        mine = [int(x) for x in bytes(synced.assignment).decode().split(",") if x]
+        self.generations += 1
+        self.history.record("member-assigned", member=self.name, me=self.member_id,
+                            generation=generation, partitions=mine, leader=answer.leader,
+                            members=members if answer.leader == self.member_id else None)
+        return generation, mine
