@@ -126,14 +126,13 @@ def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:
     lose acknowledged records on some seeds (seed 23 when this was written; the search goes on
     until one does), and the failure names its replay command."""
     failed = None
-    for seed in range(20, 70):
+    for seed in range(23, 73):
         result = run(SimConfig(seed=seed, broker_properties=_UNSAFE))
-        if not result.ok:
+        # (Unsafe settings lose group and transaction state too: those anomalies come as well.)
+        if {a.split()[0] for a in result.anomalies} & {"lost-write", "inconsistent-offset"}:
             failed = result
             break
     assert failed is not None, "no seed lost anything under unsafe settings"
-    kinds = {a.split()[0] for a in failed.anomalies}
-    assert kinds & {"lost-write", "inconsistent-offset"}
     assert f"python -m odradek.sim --seed {failed.config.seed}" in failed.summary()
 
 
