@@ -89,7 +89,7 @@ def _txn(txn: str, *, commit: bool | None, acked: bool = True) -> list[dict[str,
 
 
 def _read_committed(p: int, *records: tuple[int, str]) -> dict[str, Any]:
-    return {"t": 0.0, "kind": "read-committed", "p": p, "records": [list(r) for r in records]}
+    return {"t": 0.0, "kind": "txn-read", "p": p, "records": [list(r) for r in records]}
 
 
 def _kinds(found: list[str]) -> list[str]:

@@ -189,3 +189,15 @@ def test_a_paused_process_runs_nothing_until_resumed() -> None:
     assert [t for n, t in ticks if n == "b2"] == [1.0, 2.0, 3.0]
     # b1 ticked once, was stopped at 1.5 through 6.5: its 2.0 timer fired then, at 6.5.
     assert [t for n, t in ticks if n == "b1"] == [1.0, 6.5, 7.5]
+
+
+def test_the_transaction_checks_find_aborted_reads_when_the_reader_does_not_filter() -> None:
+    """The transactions' positive control: the same workload, its reader reading uncommitted
+    records, is caught reading aborted transactions (and the failure names its replay
+    command); no fault is needed."""
+    config = SimConfig(seed=1, duration_s=_SHORT, faults=False, read_committed=False)
+    result = run(config)
+    kinds = {a.split()[0] for a in result.anomalies}
+    assert "aborted-read" in kinds, result.summary()
+    assert kinds <= {"aborted-read", "inconsistent-offset"}, result.summary()
+    assert "--read-uncommitted" in result.summary()

@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="transactional producers (0: no transactional topic)")
     parser.add_argument("--members", type=int, default=SimConfig(seed=0).members,
                         help="consumer group members")
+    parser.add_argument("--read-uncommitted", action="store_true",
+                        help="the transactional topic's reader reads uncommitted records too")
     parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
                         help="a broker property over the simulation's defaults (repeatable)")
     parser.add_argument("--trace", action="store_true", help="print each run's trace")
@@ -37,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = SimConfig(
             seed=seed, duration_s=args.duration, faults=not args.no_faults,
             txn_producers=args.txn_producers, members=args.members,
+            read_committed=not args.read_uncommitted,
             broker_properties=tuple(
                 (key, value) for key, _, value in (p.partition("=") for p in args.property)
             ),

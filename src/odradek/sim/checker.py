@@ -19,8 +19,9 @@ Anomalies (each a line naming its kind first):
   acknowledged at their first attempt: a retry's acknowledgement may come from a later leader
   that found the record already there (idempotence), in the epoch it was first written in.
 
-Of the transactional topic (:func:`check_transactions`, over what a read_committed reader read
-during the run and the final read_committed read of every partition):
+Of the transactional topic (:func:`check_transactions`, over what its reader read during the
+run, ``txn-read``, and the final read_committed read of every partition; with a reader that
+does not filter, ``--read-uncommitted``, they must fail: the positive control):
 
 - ``aborted-read`` — a record of a transaction whose abort was acknowledged, or that was never
   asked to commit, was read under read_committed (during the run or in the final read).
@@ -165,7 +166,7 @@ def check_transactions(
             asked_commit.add(e["txn"])
         elif kind == "txn-end-ack":
             decided[e["txn"]] = bool(e["committed"])
-        elif kind == "read-committed":
+        elif kind == "txn-read":
             reads.extend((e["p"], offset, value, e["t"]) for offset, value in e["records"])
 
     visible: dict[str, str] = {}  # value → where (final log)

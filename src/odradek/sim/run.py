@@ -77,6 +77,9 @@ class SimConfig:
     txn_producers: int = 1
     #: Members of ``MEMBERS_GROUP`` (``m0``..), holding ``TOPIC``'s partitions.
     members: int = 2
+    #: Whether the transactional topic's reader reads committed records only (False: the
+    #: positive control of the transaction checks, which must then find aborted reads).
+    read_committed: bool = True
     #: Virtual seconds of workload (with faults when ``faults``).
     duration_s: float = 20.0
     faults: bool = True
@@ -137,6 +140,8 @@ def replay_command(config: SimConfig) -> str:
         args.append(f"--txn-producers {config.txn_producers}")
     if config.members != defaults.members:
         args.append(f"--members {config.members}")
+    if not config.read_committed:
+        args.append("--read-uncommitted")
     args.extend(f"--property {key}={value}" for key, value in config.broker_properties)
     return "python -m odradek.sim " + " ".join(args) + " --trace"
 
@@ -278,7 +283,8 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         tasks.extend(loop.create_task(t.run(), context=_client_context(t.name))
                      for t in txn_producers)
         txn_reader = Reader(SimClient("txn-reader"), bootstrap, TXN_TOPIC, config.partitions,
-                            history, interval_s=0.5, read_committed=True)
+                            history, interval_s=0.5, read_committed=config.read_committed,
+                            record_as="txn-read")
         readers.append(txn_reader)
         tasks.append(loop.create_task(txn_reader.run(), context=_client_context("txn-reader")))
     members_rng = random.Random(rng.getrandbits(64))

@@ -618,13 +618,15 @@ async def fetch_committed(
 class Reader:
     """Polls every partition from its leader (read_uncommitted, below the high watermark; with
     ``read_committed``, below the last stable offset, without the aborted transactions' records,
-    recorded as ``read-committed``); with ``group``, commits its positions after every round."""
+    recorded as ``record_as``); with ``group``, commits its positions after every round."""
 
     def __init__(self, client: SimClient, bootstrap: list[tuple[str, int]], topic: str,
                  partitions: int, history: History, *, interval_s: float,
-                 group: str | None = None, read_committed: bool = False) -> None:
+                 group: str | None = None, read_committed: bool = False,
+                 record_as: str = "read") -> None:
         self.client = client
         self.read_committed = read_committed
+        self.record_as = record_as
         self.bootstrap = bootstrap
         self.topic = topic
         self.partitions = partitions
@@ -711,7 +713,7 @@ class Reader:
             kept, end = decode_committed(result.records, result.aborted_transactions)
             kept = [r for r in kept if r[0] >= self.positions[partition]]
             if kept and record:
-                self.history.record("read-committed", p=partition, by=target[0],
+                self.history.record(self.record_as, p=partition, by=target[0],
                                     records=[[o, v] for o, v in kept])
             # Past the aborted batches and the markers too, as a consumer's position goes.
             self.positions[partition] = max(self.positions[partition], end)
@@ -720,7 +722,7 @@ class Reader:
         records = [r for r in records if r[0] >= self.positions[partition]]
         if records:
             if record:
-                self.history.record("read", p=partition, by=target[0],
+                self.history.record(self.record_as, p=partition, by=target[0],
                                     records=[[o, v] for o, v, _ in records])
             self.positions[partition] = records[-1][0] + 1
         return result
