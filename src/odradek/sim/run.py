@@ -12,8 +12,8 @@ Every random choice comes from one ``random.Random(seed)`` (fault choices, laten
 brokers' own random sources, and ``uuid.uuid4``, which is replaced for the length of the run:
 topic ids and member ids are drawn from it). Time is the loop's virtual time. So a seed
 determines the run: :attr:`SimResult.digest` is the same every time it is run, in this process
-or another, whatever its ``PYTHONHASHSEED`` (nothing on the simulated path iterates a ``set``
-of strings, or of objects hashed by address, where the order decides anything).
+or another, whatever its ``PYTHONHASHSEED`` (code on the simulated path must not let the order
+of a ``set`` of strings, or of objects hashed by address, decide anything; tests/sim checks).
 """
 
 from __future__ import annotations
