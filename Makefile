@@ -71,7 +71,7 @@ chaos: $(TEST_STAMP) system-deps
 	PYTHONPATH=tests $(BIN)/python -m chaos --duration $(DURATION) $(CHAOS_ARGS)
 
 # Seeds of the deterministic simulation (docs/ARCHITECTURE.md, "Deterministic simulation");
-# `make test` runs 50 short ones (tests/sim), `make chaos` 1000. A failure prints the command
+# `make test` runs 20 short ones (tests/sim), `make chaos` 1000. A failure prints the command
 # that replays it.
 SIM_SEEDS ?= 5000
 SIM_SEED ?= 1

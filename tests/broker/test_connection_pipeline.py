@@ -152,3 +152,49 @@ def test_at_most_so_many_produces_wait_at_once() -> None:
         sock.close()
 
     asyncio.run(run())
+
+
+def test_a_request_whose_connection_closes_before_it_runs_is_not_left_unawaited() -> None:
+    """The dispatcher answers a Fetch with a coroutine wrapping its long poll; the connection
+    makes it a task. Closed in the same turn (the request and the close read together), the
+    task was cancelled before its first step and the long poll never awaited (a
+    RuntimeWarning, and its watch left behind)."""
+    polled: list[str] = []
+
+    async def long_poll() -> bytes:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            polled.append("ended")
+        return b""
+
+    async def complete(pending: Any) -> bytes:
+        return await pending
+
+    def dispatch(frame: Any) -> Any:
+        return complete(long_poll())
+
+    async def main() -> None:
+        limits = ConnectionLimits(
+            max_connections=10, max_connections_per_ip=10, idle_s=None, request_timeout_s=30
+        )
+        conn = KafkaConnection(dispatch, 1 << 20, Connections(limits), RequestMemoryPool(1 << 20))
+
+        class _Transport(asyncio.Transport):
+            def get_extra_info(self, name: str, default: Any = None) -> Any:
+                return ("127.0.0.1", 1) if name == "peername" else default
+
+            def pause_reading(self) -> None:
+                pass
+
+        conn.connection_made(_Transport())
+        frame = _frame(_FETCH + b"\x00\x0c" + b"\x00" * 8)
+        buf = conn.get_buffer(len(frame))
+        buf[: len(frame)] = frame
+        conn.buffer_updated(len(frame))
+        conn.connection_lost(None)  # in the same turn: the task has not started
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert polled == ["ended"]  # the long poll ran and was cancelled, not dropped

@@ -321,3 +321,23 @@ def test_a_write_that_fails_to_replicate_reverts_the_partition(
     rt.write(1, lambda: kv.put(1, "s", "1", replay=False))
     repl.fail(1, CoordinatorNotAvailableError("not enough replicas"))
     assert reverted == [0]
+
+
+def test_a_continued_writes_replication_is_watched_too(kv: KeyValues, log: MemoryLog) -> None:
+    """A write followed by a ``then`` continuation, with nothing ``after`` it (a timer's, say:
+    a timed-out transaction's abort): its replication was handed out and never looked at, so
+    when it failed (the ISR shrank) the failure was an exception nobody retrieved and the
+    state it replayed stayed (found by the simulation, seed 1006 of the first transactional
+    workload)."""
+    repl = Replications()
+    reverted: list[int] = []
+    rt = CoordinatorRuntime(kv, log.write, topic="__kv", replicated=repl,
+                            on_failed=reverted.append)
+    rt.load(0, ())
+    rt.load(1, ())
+    assert rt.write(0, lambda: kv.put(0, "a", "1", then=lambda: kv.put(1, "b", "2"))) == "put b"
+    # Both writes are watched: the first link's and the last's.
+    assert sorted((p, o) for p, o, _ in repl.waiting) == [(0, 1), (1, 1)]
+    repl.advance(1, 1)
+    repl.fail(0, CoordinatorNotAvailableError("not enough replicas"))
+    assert reverted == [0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from odradek.sim.checker import check
+from odradek.sim.checker import check, check_members, check_transactions
 
 
 def _ack(p: int, offset: int, value: str) -> dict[str, Any]:
@@ -70,3 +70,93 @@ def test_a_committed_offset_below_an_acknowledged_commit_is_lost() -> None:
     found = check(events, final, {}, {0: 3, 1: 4})
     assert [f.split()[0] for f in found] == ["lost-commit"]
     assert [f.split()[0] for f in check(events, final, {}, {0: 3})] == ["lost-commit"]
+
+
+# -- transactions (check_transactions) ---------------------------------------------------------
+
+
+def _txn(txn: str, *, commit: bool | None, acked: bool = True) -> list[dict[str, Any]]:
+    """A transaction writing ``<txn>-p0`` and ``<txn>-p1``; ``commit``: the decision sent
+    (None: never ended); ``acked``: whether the EndTxn was acknowledged."""
+    events: list[dict[str, Any]] = [{"t": 0.0, "kind": "txn-begin", "txn": txn}]
+    for p in (0, 1):
+        events.append({"t": 0.0, "kind": "txn-send", "txn": txn, "p": p, "value": f"{txn}-p{p}"})
+    if commit is not None:
+        events.append({"t": 0.0, "kind": "txn-end", "txn": txn, "commit": commit})
+        if acked:
+            events.append({"t": 0.0, "kind": "txn-end-ack", "txn": txn, "committed": commit})
+    return events
+
+
+def _read_committed(p: int, *records: tuple[int, str]) -> dict[str, Any]:
+    return {"t": 0.0, "kind": "txn-read", "p": p, "records": [list(r) for r in records]}
+
+
+def _kinds(found: list[str]) -> list[str]:
+    return sorted(f.split()[0] for f in found)
+
+
+def test_committed_and_aborted_transactions_as_they_should_be_are_clean() -> None:
+    events = [*_txn("a", commit=True), *_txn("b", commit=False), *_txn("c", commit=None),
+              _read_committed(0, (0, "a-p0"))]
+    assert check_transactions(events, {0: {0: "a-p0"}, 1: {0: "a-p1"}}) == []
+
+
+def test_a_record_of_an_aborted_transaction_read_under_read_committed() -> None:
+    events = [*_txn("b", commit=False), _read_committed(1, (0, "b-p1"))]
+    assert _kinds(check_transactions(events, {0: {}, 1: {}})) == ["aborted-read"]
+    # ... or found in the final read; so is one of a transaction never asked to commit.
+    assert _kinds(check_transactions(_txn("c", commit=None), {0: {0: "c-p0"}, 1: {}})) == [
+        "aborted-read"
+    ]
+
+
+def test_a_committed_transactions_record_missing_from_the_final_read_is_lost() -> None:
+    found = check_transactions(_txn("a", commit=True), {0: {0: "a-p0"}, 1: {}})
+    assert _kinds(found) == ["lost-txn-write"]
+    assert "'a-p1'" in found[0]
+
+
+def test_a_transaction_of_unknown_outcome_must_be_all_or_nothing() -> None:
+    unknown = _txn("u", commit=True, acked=False)
+    assert check_transactions(unknown, {0: {}, 1: {}}) == []
+    assert check_transactions(unknown, {0: {0: "u-p0"}, 1: {0: "u-p1"}}) == []
+    assert _kinds(check_transactions(unknown, {0: {0: "u-p0"}, 1: {}})) == ["partial-txn"]
+
+
+def test_two_brokers_acknowledging_in_one_leader_epoch_is_a_split_brain() -> None:
+    final = {0: {0: "a", 1: "b", 2: "c"}}
+    epochs = {0: {0: 3, 1: 3, 2: 4}}
+    acks = [_ack(0, 0, "a"), {**_ack(0, 1, "b"), "by": 2}]
+    assert _kinds(check(acks, final, {}, epochs=epochs)) == ["split-brain"]
+    # A retried send's acknowledgement may come from the next leader (the record found there
+    # already, in the epoch it was written in): not counted.
+    retried = [{"t": 0.0, "kind": "send-failed", "p": 0, "value": "b"}, *acks]
+    assert check(retried, final, {}, epochs=epochs) == []
+    # Another epoch, another leader: fine.
+    assert check([_ack(0, 0, "a"), {**_ack(0, 2, "c"), "by": 2}], final, {}, epochs=epochs) == []
+
+
+# -- consumer group members (check_members) ----------------------------------------------------
+
+
+def _assigned(member: str, generation: int, partitions: list[int], leader: str = "a",
+              members: list[str] | None = None) -> dict[str, Any]:
+    return {"t": 0.0, "kind": "member-assigned", "member": member, "me": member,
+            "generation": generation, "partitions": partitions, "leader": leader,
+            "members": members}
+
+
+def test_members_of_one_generation_share_its_leader_members_and_partitions() -> None:
+    clean = [_assigned("a", 1, [0], members=["a", "b"]), _assigned("b", 1, [1]),
+             _assigned("a", 2, [0, 1], members=["a"]), _assigned("a", 2, [0, 1])]
+    assert check_members(clean) == []
+    assert _kinds(check_members([_assigned("a", 1, [0]), _assigned("b", 1, [0])])) == [
+        "double-assignment"
+    ]
+    assert _kinds(check_members([_assigned("a", 1, [0]), _assigned("b", 1, [1], leader="b")])) == [
+        "group-split"
+    ]
+    assert _kinds(check_members([_assigned("a", 3, [0]), _assigned("a", 2, [0])])) == [
+        "generation-backwards"
+    ]

@@ -14,7 +14,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -141,9 +141,10 @@ class Broker:
         ``cluster_store`` is a metadata store shared with other brokers in this process (the
         deterministic simulation, ``odradek.sim``), used as etcd would be; the broker closes it
         at stop. ``session_clock`` measures real time for membership and the controller (session
-        leases, grace periods): the system clock unless given, never the injected ``clock``,
-        which tests move by hours. ``rng`` draws the broker's random choices (topic placement);
-        the simulation seeds it."""
+        leases, grace periods) and for the connections (idle and stalled-request timeouts, the
+        controlled shutdown's drain): the system clock unless given, never the injected
+        ``clock``, which tests move by hours. ``rng`` draws the broker's random choices (topic
+        placement); the simulation seeds it."""
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self._given_store = cluster_store
@@ -306,7 +307,7 @@ class Broker:
         dispatcher = Dispatcher(self)
         max_frame = self.config.socket_request_max_bytes
         limits = ConnectionLimits.from_config(self.config, open_file_limit)
-        connections = self.connections = Connections(limits)
+        connections = self.connections = Connections(limits, self._connection_clock())
         pool = self.request_memory
         timings = self.timings
         self._server = await loop.create_server(
@@ -365,11 +366,19 @@ class Broker:
             f"{self.request_memory.limit} bytes" if self.request_memory.limit > 0 else "unbounded",
         )
 
+    def _connection_clock(self) -> Callable[[], float]:
+        """Monotonic seconds for the connections: the session clock's when one was given."""
+        session_clock = self._session_clock
+        if session_clock is None:
+            return time.monotonic
+        return lambda: session_clock.monotonic_ns() / 1e9
+
     async def _drain_clients(self) -> None:
         """Keep answering after the handover while clients still talk to this broker (see
         :data:`CONTROLLED_SHUTDOWN_DRAIN_S`)."""
-        deadline = time.monotonic() + CONTROLLED_SHUTDOWN_DRAIN_S
-        while (now := time.monotonic()) < deadline:
+        monotonic = self.connections.monotonic  # the clock of the connections' active_at
+        deadline = monotonic() + CONTROLLED_SHUTDOWN_DRAIN_S
+        while (now := monotonic()) < deadline:
             if not any(now - c.active_at < _DRAIN_QUIET_S for c in self.connections):
                 return
             await asyncio.sleep(0.02)

@@ -130,9 +130,15 @@ class Connections:
     (:meth:`admit` from ``connection_made``, :meth:`remove` from ``connection_lost``).
     """
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(self, limits: ConnectionLimits,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``monotonic`` (seconds) times the connections' idleness and stalled requests: the
+        real monotonic clock unless given (the simulation's virtual one, ``odradek.sim``)."""
         self.limits = limits
-        self._open: set[KafkaConnection] = set()
+        self.monotonic = monotonic
+        # A dict, not a set: the sweep visits connections in the order they came, not in the
+        # order of their addresses (which a simulated run could not replay).
+        self._open: dict[KafkaConnection, None] = {}
         self._per_ip: Counter[str] = Counter()
         self._freed = 0  # heap bytes let go by connections since the last trim
 
@@ -151,7 +157,7 @@ class Connections:
         if self._per_ip[host] >= limits.max_connections_per_ip:
             return (f"max.connections.per.ip={limits.max_connections_per_ip} reached for "
                     f"{host or 'this address'}")
-        self._open.add(conn)
+        self._open[conn] = None
         self._per_ip[host] += 1
         return None
 
@@ -159,7 +165,7 @@ class Connections:
         """``conn`` is gone, and ``freed`` bytes of heap with it."""
         self._freed += freed
         if conn in self._open:
-            self._open.remove(conn)
+            del self._open[conn]
             host = conn.peer_host
             if self._per_ip[host] <= 1:
                 del self._per_ip[host]
@@ -207,6 +213,6 @@ class Connections:
         while True:
             await asyncio.sleep(interval)
             try:
-                self.sweep(time.monotonic())
+                self.sweep(self.monotonic())
             except Exception:
                 log.exception("connection sweep failed")

@@ -309,9 +309,8 @@ class _RemoteMarkers:
         self._outcomes.setdefault(marker, {})[tp] = None
 
         def done(fut: asyncio.Future[None]) -> None:
-            outcomes = self._outcomes.get(marker)
-            if outcomes is None or tp not in outcomes:
-                return  # forgotten meanwhile (a partition of the topic was unloaded)
+            # Read first, even when nobody wants the outcome any more: a failure left unread
+            # is reported as an exception never retrieved (found by the simulation).
             if fut.cancelled():
                 code = ErrorCode.not_leader_or_follower
             else:
@@ -320,6 +319,9 @@ class _RemoteMarkers:
                     exc if isinstance(exc, Exception) else RuntimeError(str(exc)),
                     context=f"marker for {tp[0]}-{tp[1]}",
                 )
+            outcomes = self._outcomes.get(marker)
+            if outcomes is None or tp not in outcomes:
+                return  # forgotten meanwhile (a partition of the topic was unloaded)
             outcomes[tp] = code
             if not self._wake(marker[0]):
                 self._outcomes.pop(marker, None)

@@ -108,7 +108,10 @@ class MetadataImage:
         self._cluster_id = ""
         # -- the revision being applied --
         self._pending = 0
-        self._dirty: set[str] = set()
+        #: The topics the revision being applied touched, in the order its events named them (a
+        #: dict, not a set: the listeners hear of them in an order that does not depend on the
+        #: string hash seed, so that a simulated run replays exactly).
+        self._dirty: dict[str, None] = {}
         self._brokers_dirty = False
         self._flush_scheduled = False
         self._topics_listeners: list[TopicsListener] = []
@@ -280,7 +283,7 @@ class MetadataImage:
         self._raw_cluster_id = ""
         for kv in result.kvs:
             self._apply(kv.key, kv)
-        self._dirty = before | set(self._records) | set(self._states)
+        self._dirty = dict.fromkeys(sorted(before | set(self._records) | set(self._states)))
         self._brokers_dirty = True
         self._pending = result.revision
         self._flush()
@@ -318,14 +321,14 @@ class MetadataImage:
                 else:
                     self._states.setdefault(name, {})[partition] = self._decode_state(kv.value)
                     self._written_at[(name, partition)] = kv.mod_revision
-                self._dirty.add(name)
+                self._dirty[name] = None
             elif rel.startswith("topics/"):
                 name = rel[len("topics/"):]
                 if kv is None:
                     self._records.pop(name, None)
                 else:
                     self._records[name] = TopicRecord.decode(kv.value)
-                self._dirty.add(name)
+                self._dirty[name] = None
             elif rel.startswith("brokers/"):
                 node_id = int(rel[len("brokers/"):])
                 if kv is None:

@@ -322,19 +322,28 @@ class CoordinatorRuntime:
         and return the response. Every partition written to must be served here."""
         after: list[Callable[[], CoordinatorResult[Any]]] = []
         pending: list[Replication] = []
-        while True:
-            pending.extend(self._persist(result))
-            after.extend(result.after)
-            if result.then is None:
-                break
-            result = result.then()
-        if after:
-            if pending:
-                # Kafka's order: what follows a write (markers after PrepareCommit) starts
-                # once the write is durable, and not at all if it failed.
-                _when_all(pending, lambda error: self._run_after(after, error))
-            else:
-                self._run_after(after, None)
+        try:
+            while True:
+                pending.extend(self._persist(result))
+                if result.after and not pending:
+                    # Durable already: what follows runs now, before the chain goes on (it
+                    # may read what that completed).
+                    self._run_after(list(result.after), None)
+                else:
+                    after.extend(result.after)
+                if result.then is None:
+                    break
+                result = result.then()
+        finally:
+            # What follows a write that was persisted runs even when a later link of its
+            # chain fails (the write stands: a fenced transaction's abort must complete).
+            if after:
+                if pending:
+                    # Kafka's order: what follows a write (markers after PrepareCommit) starts
+                    # once the write is durable, and not at all if it failed.
+                    _when_all(pending, lambda error: self._run_after(after, error))
+                else:
+                    self._run_after(after, None)
         return result.response
 
     def _run_after(
@@ -404,22 +413,27 @@ class CoordinatorRuntime:
             if result.on_written is not None:
                 result.on_written(e)
             raise
-        if not pending or result.then is not None:
+        if not pending:
             if result.on_written is not None:
                 result.on_written(None)
-        else:
-            on_written = result.on_written
+            return []
+        # A link of a ``then`` chain completes now (the next operation reads what it applied),
+        # but its replication is still watched: if it fails, the state it replayed is not
+        # durable either (and an unobserved failure would be an exception nobody retrieved).
+        on_written = None if result.then is not None else result.on_written
+        if result.then is not None and result.on_written is not None:
+            result.on_written(None)
 
-            def durable(error: Exception | None) -> None:
-                if error is not None:
-                    log.warning("%s: a write was not replicated: %s", self.topic, error)
-                    if result.replay:
-                        for partition in sorted({p for p, _ in pending}):
-                            self._revert(partition)
-                if on_written is not None:
-                    on_written(error)
+        def durable(error: Exception | None) -> None:
+            if error is not None:
+                log.warning("%s: a write was not replicated: %s", self.topic, error)
+                if result.replay:
+                    for partition in sorted({p for p, _ in pending}):
+                        self._revert(partition)
+            if on_written is not None:
+                on_written(error)
 
-            _when_all([r for _, r in pending], durable)
+        _when_all([r for _, r in pending], durable)
         return [r for _, r in pending]
 
     def _revert(self, partition: int) -> None:

@@ -1,14 +1,13 @@
 """``python -m odradek.sim``: run simulation seeds; a failing seed prints its replay command.
 
 ``--seed S`` runs one seed (``--trace`` prints its trace and history); ``--seeds N`` runs
-seeds S..S+N-1 and reports the failures. ``PYTHONHASHSEED`` is pinned to 0 (the process
-re-executes itself when it is not), so that a seed replays exactly in any process.
+seeds S..S+N-1 and reports the failures. A seed replays exactly in any process, whatever its
+``PYTHONHASHSEED``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +22,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=SimConfig(seed=0).duration_s,
                         help="virtual seconds of workload per seed")
     parser.add_argument("--no-faults", action="store_true", help="run without faults")
+    parser.add_argument("--txn-producers", type=int, default=SimConfig(seed=0).txn_producers,
+                        help="transactional producers (0: no transactional topic)")
+    parser.add_argument("--members", type=int, default=SimConfig(seed=0).members,
+                        help="consumer group members")
+    parser.add_argument("--read-uncommitted", action="store_true",
+                        help="the transactional topic's reader reads uncommitted records too")
     parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
                         help="a broker property over the simulation's defaults (repeatable)")
     parser.add_argument("--trace", action="store_true", help="print each run's trace")
@@ -33,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in range(args.seed, args.seed + args.seeds):
         config = SimConfig(
             seed=seed, duration_s=args.duration, faults=not args.no_faults,
+            txn_producers=args.txn_producers, members=args.members,
+            read_committed=not args.read_uncommitted,
             broker_properties=tuple(
                 (key, value) for key, _, value in (p.partition("=") for p in args.property)
             ),
@@ -52,7 +59,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.environ["PYTHONHASHSEED"] = "0"
-        os.execv(sys.executable, [sys.executable, "-m", "odradek.sim", *sys.argv[1:]])
     sys.exit(main())

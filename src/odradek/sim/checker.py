@@ -14,6 +14,32 @@ Anomalies (each a line naming its kind first):
 - ``lost-commit`` — the group's committed offset of a partition, read once the cluster
   settled, is below the last one a commit was acknowledged with (commits only move forward),
   or is missing.
+- ``split-brain`` — two brokers acknowledged records that the final log holds in one leader
+  epoch of a partition (only one broker leads an epoch). Counted only for records
+  acknowledged at their first attempt: a retry's acknowledgement may come from a later leader
+  that found the record already there (idempotence), in the epoch it was first written in.
+
+Of the transactional topic (:func:`check_transactions`, over what its reader read during the
+run, ``txn-read``, and the final read_committed read of every partition; with a reader that
+does not filter, ``--read-uncommitted``, they must fail: the positive control):
+
+- ``aborted-read`` — a record of a transaction whose abort was acknowledged, or that was never
+  asked to commit, was read under read_committed (during the run or in the final read).
+- ``lost-txn-write`` — a record of a transaction whose commit was acknowledged is not in the
+  final read.
+- ``partial-txn`` — some of a transaction's records are in the final read and others are not
+  (its outcome unknown to its producer or not: a transaction is all or nothing), or a record
+  read during the run is not in the final read although its transaction is.
+- ``inconsistent-offset``, ``nonmonotonic``, ``duplicate`` — as above, for this topic.
+
+Of the consumer group's members (:func:`check_members`):
+
+- ``group-split`` — two members were told different leaders, or different member lists, for
+  one generation they both synced (one generation is one rebalance's outcome; a generation
+  only joined may legitimately be made again by the next coordinator: nothing of it is
+  written until the leader's SyncGroup).
+- ``double-assignment`` — one partition assigned to two members in one generation.
+- ``generation-backwards`` — a member synced a generation below its previous one.
 
 Pure functions over data: no I/O.
 """
@@ -24,7 +50,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["check"]
+__all__ = ["check", "check_members", "check_transactions"]
 
 #: A partition's records: offset → value.
 Log = Mapping[int, str]
@@ -35,8 +61,10 @@ def check(
     final: Mapping[int, Log],
     replicas: Mapping[int, Mapping[int, tuple[Log, int, int]]],
     committed: Mapping[int, int] | None = None,
+    epochs: Mapping[int, Mapping[int, int]] | None = None,
 ) -> list[str]:
-    """Anomalies of a run. ``final``: partition → the final log read through the protocol;
+    """Anomalies of a run. ``final``: partition → the final log read through the protocol
+    (``epochs``: partition → offset → the leader epoch its batch was written in);
     ``replicas``: broker → partition → (its log below its high watermark, its high watermark,
     its log end offset); ``committed``: partition → the group's committed offset at the end
     (None: not read, so not checked)."""
@@ -62,8 +90,16 @@ def check(
 
     last_read: dict[int, int] = {}
     last_commit: dict[int, int] = {}
+    retried: set[str] = set()
+    leaders: dict[tuple[int, int], set[int]] = defaultdict(set)
     for e in events:
         kind = e["kind"]
+        if kind in ("send-failed", "send-error"):
+            retried.add(e["value"])
+        elif kind == "ack" and epochs is not None and e["value"] not in retried:
+            epoch = epochs.get(e["p"], {}).get(e["offset"])
+            if epoch is not None and final.get(e["p"], {}).get(e["offset"]) == e["value"]:
+                leaders[(e["p"], epoch)].add(e["by"])
         if kind == "commit-ack":
             for p, offset in enumerate(e["offsets"]):
                 last_commit[p] = offset
@@ -87,6 +123,10 @@ def check(
                 last_read[p] = offset
                 observe(p, offset, value, f"read t={e['t']}")
 
+    for (p, epoch), brokers in sorted(leaders.items()):
+        if len(brokers) > 1:
+            found.append(f"split-brain p{p}: brokers {sorted(brokers)} acknowledged records "
+                         f"written in leader epoch {epoch}")
     for node, partitions in sorted(replicas.items()):
         for p, (log, hw, _leo) in sorted(partitions.items()):
             for offset, value in sorted(log.items()):
@@ -103,4 +143,103 @@ def check(
         if len(pairs) > 1:
             found.append(f"replica-divergence p{p}: replicas did not settle "
                          f"(high watermark, log end) = {sorted(pairs)}")
+    return found
+
+
+def check_transactions(
+    events: Sequence[Mapping[str, Any]], final: Mapping[int, Log], topic: str = "txn"
+) -> list[str]:
+    """Anomalies of the transactions of a run (see the module docstring): ``final`` is
+    partition → the final read_committed read of the transactional topic."""
+    found: list[str] = []
+    sent: dict[str, dict[int, str]] = defaultdict(dict)  # txn → partition → value
+    of_value: dict[str, str] = {}  # value → txn
+    decided: dict[str, bool] = {}  # txn → committed, once its EndTxn was acknowledged
+    asked_commit: set[str] = set()
+    reads: list[tuple[int, int, str, float]] = []
+    for e in events:
+        kind = e["kind"]
+        if kind == "txn-send":
+            sent[e["txn"]][e["p"]] = e["value"]
+            of_value[e["value"]] = e["txn"]
+        elif kind == "txn-end" and e["commit"]:
+            asked_commit.add(e["txn"])
+        elif kind == "txn-end-ack":
+            decided[e["txn"]] = bool(e["committed"])
+        elif kind == "txn-read":
+            reads.extend((e["p"], offset, value, e["t"]) for offset, value in e["records"])
+
+    visible: dict[str, str] = {}  # value → where (final log)
+    for p, log in sorted(final.items()):
+        at: dict[str, int] = {}
+        for offset, value in sorted(log.items()):
+            if value in at:
+                found.append(f"duplicate {topic} p{p}: {value!r} at {at[value]} and {offset}")
+            at[value] = offset
+            visible[value] = f"p{p}@{offset}"
+
+    def aborted(txn: str) -> bool:
+        return decided.get(txn) is False or txn not in asked_commit
+
+    for txn, values in sorted(sent.items()):
+        shown = sorted(v for v in values.values() if v in visible)
+        if aborted(txn):
+            found.extend(f"aborted-read {topic}: {v!r} of aborted transaction {txn} is in the "
+                         f"final read at {visible[v]}" for v in shown)
+            continue
+        missing = sorted(v for v in values.values() if v not in visible)
+        if decided.get(txn) is True:
+            found.extend(f"lost-txn-write {topic}: {v!r} of committed transaction {txn} is not "
+                         f"in the final read" for v in missing)
+        elif shown and missing:
+            found.append(f"partial-txn {topic}: of transaction {txn} (outcome unknown to its "
+                         f"producer) {shown} are visible and {missing} are not")
+
+    last_read: dict[int, int] = {}
+    for p, offset, value, t in reads:
+        if offset <= last_read.get(p, -1):
+            found.append(f"nonmonotonic {topic} p{p}: read {offset} after {last_read[p]}")
+        last_read[p] = offset
+        owner = of_value.get(value)
+        if owner is not None and aborted(owner):
+            found.append(f"aborted-read {topic} p{p}: {value!r} of aborted transaction {owner} "
+                         f"read at {offset} (t={t})")
+            continue
+        stored = final.get(p, {}).get(offset)
+        if stored != value:
+            found.append(f"inconsistent-offset {topic} p{p}@{offset}: read {value!r} (t={t}), "
+                         f"the final read has {stored!r}")
+    return found
+
+
+def check_members(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Anomalies of the consumer group members (see the module docstring)."""
+    found: list[str] = []
+    leaders: dict[int, set[str]] = defaultdict(set)
+    lists: dict[int, set[tuple[str, ...]]] = defaultdict(set)
+    owners: dict[tuple[int, int], set[str]] = defaultdict(set)
+    last: dict[str, int] = {}
+    for e in events:
+        if e["kind"] == "member-assigned":
+            generation = e["generation"]
+            leaders[generation].add(e["leader"])
+            if e["members"] is not None:
+                lists[generation].add(tuple(e["members"]))
+            for p in e["partitions"]:
+                owners[(generation, p)].add(e["me"])
+            if generation < last.get(e["member"], -1):
+                found.append(f"generation-backwards {e['member']} synced generation "
+                             f"{generation} after {last[e['member']]}")
+            last[e["member"]] = generation
+    for generation, names in sorted(leaders.items()):
+        if len(names) > 1:
+            found.append(f"group-split generation {generation} had leaders {sorted(names)}")
+    for generation, member_lists in sorted(lists.items()):
+        if len(member_lists) > 1:
+            found.append(f"group-split generation {generation} had member lists "
+                         f"{sorted(member_lists)}")
+    for (generation, p), members in sorted(owners.items()):
+        if len(members) > 1:
+            found.append(f"double-assignment partition {p} in generation {generation} to "
+                         f"{sorted(members)}")
     return found

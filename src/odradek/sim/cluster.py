@@ -116,6 +116,7 @@ class SimCluster:
             "transaction.state.log.min.isr": "2",
             "offsets.topic.num.partitions": "2",
             "transaction.state.log.num.partitions": "2",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.enable": "false",
@@ -181,6 +182,8 @@ class SimCluster:
         if inc is None or broker is None:
             return
         self.network.trace(f"{'power loss' if power_loss else 'crash'} {sb.node}#{sb.generation}")
+        if inc.paused:
+            self.loop.resume(inc)  # kill -9 ends a stopped process too: its tasks unwind
         inc.alive = False
         self.network.kill(inc)
         for task in list(inc.tasks.values()):
@@ -198,6 +201,25 @@ class SimCluster:
         sb.incarnation = None
         sb.broker = None
         sb.serving = False
+
+    def pause(self, node_id: int) -> bool:
+        """SIGSTOP broker ``node_id`` (see ``SimLoop.pause``); whether it was up to stop."""
+        sb = self.brokers[node_id]
+        if sb.incarnation is None or sb.incarnation.paused:
+            return False
+        self.network.trace(f"pause {sb.node}#{sb.generation}")
+        self.loop.pause(sb.incarnation)
+        return True
+
+    async def resume(self, node_id: int, incarnation: Incarnation) -> None:
+        """SIGCONT: ``incarnation`` of broker ``node_id`` runs again (if it still lives)."""
+        if incarnation.paused:
+            self.network.trace(f"resume {self.brokers[node_id].node}#{incarnation.generation}")
+            self.loop.resume(incarnation)
+
+    def paused(self) -> list[int]:
+        return [i for i, sb in sorted(self.brokers.items())
+                if sb.incarnation is not None and sb.incarnation.paused]
 
     async def restart(self, node_id: int) -> bool:
         sb = self.brokers[node_id]

@@ -10,6 +10,9 @@ timers in order of their deadline, ties in the order they were scheduled) with t
 - **Sockets are simulated.** ``create_server`` and ``create_connection`` (and so
   ``asyncio.open_connection``) go to the :class:`~odradek.sim.network.SimNetwork`, which carries
   bytes between in-memory transports with the delays and faults its seed chooses.
+- **Processes can be stopped** (SIGSTOP): :meth:`SimLoop.pause` holds every callback that
+  would run in the process's context (its tasks' steps and timers, the bytes arriving on its
+  connections) until :meth:`SimLoop.resume`.
 - **No threads.** ``run_in_executor`` (and so ``asyncio.to_thread``) runs the function inline
   and returns a finished future; ``sendfile`` is unsupported, so a broker sends file slices as
   bytes (its fallback for in-memory transports).
@@ -56,9 +59,13 @@ class Incarnation:
     generation: int = 0
     alive: bool = True
     tasks: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
+    #: Stopped (SIGSTOP): its callbacks are held, in order, until :meth:`SimLoop.resume`.
+    paused: bool = False
+    held: list[asyncio.Handle] = field(default_factory=list)
 
     def __repr__(self) -> str:
-        return f"<{self.node}#{self.generation}{'' if self.alive else ' dead'}>"
+        state = "" if self.alive else " dead"
+        return f"<{self.node}#{self.generation}{state}{' paused' if self.paused else ''}>"
 
 
 #: The simulated process the running code belongs to (None: the simulation itself).
@@ -117,6 +124,39 @@ class SimLoop(asyncio.BaseEventLoop):
 
     # -- no threads -----------------------------------------------------------------------------
 
+    # -- stopped processes (SIGSTOP) ------------------------------------------------------------
+    #
+    # Every callback runs through _gate, which holds it when the process whose context it runs
+    # in is paused: a task's steps, its timers, the bytes arriving on its connections, the
+    # futures it waits for. Resuming puts the held callbacks back in the order they came.
+
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        handle = super().call_soon(_gate, context=context)  # type: ignore[arg-type]
+        handle._args = (handle, callback, args)  # type: ignore[attr-defined]
+        return handle
+
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Callable[..., object], *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        handle = super().call_at(when, _gate, context=context)  # type: ignore[arg-type]
+        handle._args = (handle, callback, args)  # type: ignore[attr-defined]
+        return handle
+
+    def pause(self, incarnation: Incarnation) -> None:
+        """Stop ``incarnation``: nothing of it runs until :meth:`resume`."""
+        incarnation.paused = True
+
+    def resume(self, incarnation: Incarnation) -> None:
+        """Let ``incarnation`` run again: what it was held from runs next, in order (unless
+        cancelled meanwhile)."""
+        incarnation.paused = False
+        held, incarnation.held = incarnation.held, []
+        self._ready.extend(h for h in held if not h.cancelled())  # type: ignore[attr-defined]
+
     def run_in_executor(  # type: ignore[override]
         self, executor: Any, func: Callable[..., _T], *args: Any
     ) -> asyncio.Future[_T]:
@@ -171,6 +211,16 @@ class SimLoop(asyncio.BaseEventLoop):
             finally:
                 asyncio.set_event_loop(None)
                 self.close()
+
+
+def _gate(handle: asyncio.Handle, callback: Callable[..., object], args: tuple[Any, ...]
+          ) -> None:
+    """Run a callback, or hold it while its process is paused (see ``SimLoop.call_soon``)."""
+    node = current_node.get()
+    if node is not None and node.paused:
+        node.held.append(handle)
+        return
+    callback(*args)
 
 
 def _track_task(

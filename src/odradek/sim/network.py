@@ -391,9 +391,20 @@ class SimNetwork:
         client.peer, server.peer = server, client
         conn.ends = (client, server)
         self.trace(f"conn {conn.number} {src}->{dst}")
-        server_protocol = listener.context.run(listener.factory)
-        server.set_protocol(server_protocol)
-        listener.context.run(server_protocol.connection_made, server)
+
+        def accept() -> None:
+            if server._lost or not self.alive(listener.owner):
+                return  # the process died before it accepted
+            server_protocol = listener.factory()
+            server.set_protocol(server_protocol)
+            server_protocol.connection_made(server)
+            server._pump()  # what arrived before the process accepted
+
+        if listener.owner is not None and listener.owner.paused:
+            # The kernel completed the handshake; the stopped process accepts once resumed.
+            self.loop.call_soon(accept, context=listener.context)
+        else:
+            listener.context.run(accept)
         protocol = factory()
         client.set_protocol(protocol)
         protocol.connection_made(client)

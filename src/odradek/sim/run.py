@@ -2,7 +2,8 @@
 
 :func:`run` builds a :class:`~odradek.sim.loop.SimLoop`, the network, the store and the brokers
 (:class:`~odradek.sim.cluster.SimCluster`), creates a replicated topic, and runs the workload
-(idempotent ``acks=all`` producers and a reader, :mod:`odradek.sim.workload`) while the nemesis
+(idempotent ``acks=all`` producers and a reader; a transactional producer and a read_committed
+reader on a second topic, :mod:`odradek.sim.workload`) while the nemesis
 injects the faults its seed chooses. Then it heals the network, restarts every broker that is
 down, lets the cluster settle, reads every partition back through the protocol and from every
 replica's log, and hands it all to :func:`odradek.sim.checker.check`.
@@ -11,8 +12,8 @@ Every random choice comes from one ``random.Random(seed)`` (fault choices, laten
 brokers' own random sources, and ``uuid.uuid4``, which is replaced for the length of the run:
 topic ids and member ids are drawn from it). Time is the loop's virtual time. So a seed
 determines the run: :attr:`SimResult.digest` is the same every time it is run, in this process
-or another with the same ``PYTHONHASHSEED`` (the order of a ``set`` of strings depends on it;
-the command line pins it).
+or another, whatever its ``PYTHONHASHSEED`` (code on the simulated path must not let the order
+of a ``set`` of strings, or of objects hashed by address, decide anything; tests/sim checks).
 """
 
 from __future__ import annotations
@@ -35,17 +36,20 @@ from pathlib import Path
 from typing import Any
 
 from odradek.errors import KafkaError
-from odradek.sim.checker import check
+from odradek.sim.checker import check, check_members, check_transactions
 from odradek.sim.cluster import BROKER_PORT, SimCluster, broker_node
 from odradek.sim.loop import Incarnation, SimLoop, current_node
 from odradek.sim.network import NetworkFaults, SimNetwork
 from odradek.sim.store import STORE_NODE
 from odradek.sim.workload import (
+    GroupMember,
     History,
     Producer,
     Reader,
     SimClient,
+    TxnProducer,
     create_topic,
+    decode_committed,
     decode_values,
     fetch_committed,
 )
@@ -53,8 +57,12 @@ from odradek.sim.workload import (
 __all__ = ["SimConfig", "SimResult", "run", "replay_command"]
 
 TOPIC = "sim"
+#: The transactional producer's topic, read by a read_committed reader.
+TXN_TOPIC = "sim-txn"
 #: The reader's group: its commits go through the group coordinator and __consumer_offsets.
 GROUP = "sim-reader"
+#: The consumer group whose members join, sync, heartbeat and leave.
+MEMBERS_GROUP = "sim-members"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,13 @@ class SimConfig:
     brokers: int = 3
     partitions: int = 2
     producers: int = 2
+    #: Transactional producers (``t0``..) writing to ``TXN_TOPIC``; with none, no such topic.
+    txn_producers: int = 1
+    #: Members of ``MEMBERS_GROUP`` (``m0``..), holding ``TOPIC``'s partitions.
+    members: int = 2
+    #: Whether the transactional topic's reader reads committed records only (False: the
+    #: positive control of the transaction checks, which must then find aborted reads).
+    read_committed: bool = True
     #: Virtual seconds of workload (with faults when ``faults``).
     duration_s: float = 20.0
     faults: bool = True
@@ -121,6 +136,12 @@ def replay_command(config: SimConfig) -> str:
         args.append(f"--duration {config.duration_s:g}")
     if not config.faults:
         args.append("--no-faults")
+    if config.txn_producers != defaults.txn_producers:
+        args.append(f"--txn-producers {config.txn_producers}")
+    if config.members != defaults.members:
+        args.append(f"--members {config.members}")
+    if not config.read_committed:
+        args.append("--read-uncommitted")
     args.extend(f"--property {key}={value}" for key, value in config.broker_properties)
     return "python -m odradek.sim " + " ".join(args) + " --trace"
 
@@ -245,6 +266,34 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
                     interval_s=0.2, group=GROUP)
     tasks = [loop.create_task(p.run(), context=_client_context(p.name)) for p in producers]
     tasks.append(loop.create_task(reader.run(), context=_client_context("reader")))
+    txn_producers: list[TxnProducer] = []
+    readers = [reader]
+    if config.txn_producers:
+        await loop.create_task(
+            create_topic(admin, bootstrap, TXN_TOPIC, config.partitions, config.brokers,
+                         history),
+            context=_client_context("admin"),
+        )
+        txn_rng = random.Random(rng.getrandbits(64))
+        txn_producers = [
+            TxnProducer(f"t{i}", SimClient(f"txn-producer-{i}"), bootstrap, TXN_TOPIC,
+                        config.partitions, history, txn_rng, interval_s=0.5)
+            for i in range(config.txn_producers)
+        ]
+        tasks.extend(loop.create_task(t.run(), context=_client_context(t.name))
+                     for t in txn_producers)
+        txn_reader = Reader(SimClient("txn-reader"), bootstrap, TXN_TOPIC, config.partitions,
+                            history, interval_s=0.5, read_committed=config.read_committed,
+                            record_as="txn-read")
+        readers.append(txn_reader)
+        tasks.append(loop.create_task(txn_reader.run(), context=_client_context("txn-reader")))
+    members_rng = random.Random(rng.getrandbits(64))
+    members = [
+        GroupMember(f"m{i}", SimClient(f"member-{i}", timeout_s=10.0), bootstrap, MEMBERS_GROUP,
+                    config.partitions, history, members_rng)
+        for i in range(config.members)
+    ]
+    tasks.extend(loop.create_task(m.run(), context=_client_context(m.name)) for m in members)
     nemesis = _Nemesis(cluster, rng, result) if config.faults else None
     nemesis_task = loop.create_task(nemesis.run()) if nemesis else None
     await asyncio.sleep(config.duration_s)
@@ -256,25 +305,45 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
             await nemesis_task
         await nemesis.end()
     network.heal_all()
-    for p in producers:
-        p.stopping = True
-    reader.stopping = True
+    for producer in producers:
+        producer.stopping = True
+    for txn_producer in txn_producers:
+        txn_producer.stopping = True
+    for each in readers:
+        each.stopping = True
+    for member in members:
+        member.stopping = True
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
             await asyncio.wait_for(task, 30.0)
     result.stats["acked"] = sum(p.acked for p in producers)
+    result.stats["txn_committed"] = sum(t.committed for t in txn_producers)
+    result.stats["txn_aborted"] = sum(t.aborted for t in txn_producers)
+    result.stats["generations"] = sum(m.generations for m in members)
     result.stats["settled"] = await _settle(cluster, config)
     history.record("settled", ok=result.stats["settled"])
 
-    final = await loop.create_task(_final_read(bootstrap, config, history),
-                                   context=_client_context("final-reader"))
+    final, epochs = await loop.create_task(_final_read(bootstrap, config, history),
+                                           context=_client_context("final-reader"))
     replicas = _replica_logs(cluster, config)
     committed = await loop.create_task(
         fetch_committed(SimClient("offset-reader"), bootstrap, GROUP, TOPIC, config.partitions),
         context=_client_context("offset-reader"),
     )
     history.record("committed", offsets=committed)
-    result.anomalies = check(history.events, final, replicas, committed)
+    result.anomalies = check(history.events, final, replicas, committed, epochs)
+    result.anomalies.extend(check_members(history.events))
+    if txn_producers:
+        txn_final, stable = await loop.create_task(
+            _final_read_committed(bootstrap, config, history),
+            context=_client_context("final-txn-reader"),
+        )
+        result.anomalies.extend(check_transactions(history.events, txn_final, TXN_TOPIC))
+        if not stable:
+            result.anomalies.append(
+                f"unstable: {TXN_TOPIC}'s last stable offset stayed below its high watermark "
+                f"(a transaction never ended)"
+            )
     if committed is None:
         result.anomalies.append("unavailable: no coordinator answered OffsetFetch for the group")
     if not result.stats["settled"]:
@@ -319,26 +388,63 @@ def _ends(cluster: SimCluster, config: SimConfig
     return out if any(name == TOPIC for name, _ in out) else None
 
 
-async def _final_read(bootstrap: list[tuple[str, int]], config: SimConfig,
-                      history: History) -> dict[int, dict[int, str]]:
+async def _final_read(bootstrap: list[tuple[str, int]], config: SimConfig, history: History
+                      ) -> tuple[dict[int, dict[int, str]], dict[int, dict[int, int]]]:
+    """Every partition read back to its high watermark: offset → value, and offset → the
+    leader epoch its batch was written in."""
     reader = Reader(SimClient("final-reader"), bootstrap, TOPIC, config.partitions, history,
                     interval_s=0.2)
     final: dict[int, dict[int, str]] = {}
+    epochs: dict[int, dict[int, int]] = {}
     for p in range(config.partitions):
         log = final[p] = {}
+        written_in = epochs[p] = {}
         for _attempt in range(200):
             before = reader.positions[p]
             answer = await reader.poll(p, record=False)
             if answer is None:
                 await asyncio.sleep(0.2)
                 continue
-            for offset, value, _epoch in decode_values(answer.records):
+            for offset, value, epoch in decode_values(answer.records):
                 if offset >= before:
                     log[offset] = value
+                    written_in[offset] = epoch
             if reader.positions[p] >= int(answer.high_watermark):
                 break
         history.record("final", p=p, records=len(log), end=reader.positions[p])
-    return final
+    return final, epochs
+
+
+async def _final_read_committed(bootstrap: list[tuple[str, int]], config: SimConfig,
+                                history: History) -> tuple[dict[int, dict[int, str]], bool]:
+    """Every partition of the transactional topic read under read_committed up to its high
+    watermark, and whether every one got there (its last stable offset caught up: no
+    transaction left open)."""
+    reader = Reader(SimClient("final-txn-reader"), bootstrap, TXN_TOPIC, config.partitions,
+                    history, interval_s=0.2, read_committed=True)
+    final: dict[int, dict[int, str]] = {}
+    stable = True
+    for p in range(config.partitions):
+        log = final[p] = {}
+        done = False
+        for _attempt in range(300):
+            before = reader.positions[p]
+            answer = await reader.poll(p, record=False)
+            if answer is None:
+                await asyncio.sleep(0.2)
+                continue
+            kept, _end = decode_committed(answer.records, answer.aborted_transactions)
+            log.update((offset, value) for offset, value in kept if offset >= before)
+            end = int(answer.high_watermark)
+            if reader.positions[p] >= end and int(answer.last_stable_offset) >= end:
+                done = True
+                break
+            if reader.positions[p] == before:
+                await asyncio.sleep(0.2)
+        stable = stable and done
+        history.record("final-committed", p=p, records=len(log), end=reader.positions[p],
+                       stable=done)
+    return final, stable
 
 
 def _replica_logs(cluster: SimCluster, config: SimConfig
@@ -370,9 +476,11 @@ def _replica_logs(cluster: SimCluster, config: SimConfig
 
 class _Nemesis:
     """Faults chosen by its random source, one every few virtual seconds, each undone after a
-    while: a link slowed by up to 2 s a trip; a broker crashed (``kill -9``) and restarted; a broker's machine losing power (the
-    unsynced tails of its logs cut) and restarted; a broker cut from the others, from the
-    store or both; one link between two brokers cut; a client cut from a broker."""
+    while: a link slowed by up to 2 s a trip; a broker crashed (``kill -9``) and restarted; a
+    broker's machine losing power (the unsynced tails of its logs cut) and restarted; a broker
+    stopped (SIGSTOP) for longer than its session timeout and resumed; a broker cut from the
+    others, from the store or both; one link between two brokers cut; a client cut from a
+    broker."""
 
     def __init__(self, cluster: SimCluster, rng: random.Random, result: SimResult) -> None:
         self.cluster = cluster
@@ -432,11 +540,21 @@ class _Nemesis:
                 # again (Kafka before KIP-966 does the same: a broker fenced by the store leaves
                 # the ISR, which may come down to the one that then loses power).
                 if (cluster.network.cut_links or any(not t.done() for t in self.pending)
-                        or not cluster.healthy()):
+                        or cluster.paused() or not cluster.healthy()):
                     continue
                 cluster.crash(node, power_loss=True)
                 self.quiet_until = now + heal_after + 20.0
                 self._later(heal_after, functools.partial(cluster.restart, node))
+            elif kind == "pause":
+                # SIGSTOP for longer than the session timeout (broker.session.timeout.ms): the
+                # cluster fences it and moves on; when it resumes, whatever it had under way
+                # (acknowledgements, leadership, its session) must not count.
+                sb = cluster.brokers[node]
+                if cluster.paused() or not sb.serving or sb.incarnation is None:
+                    continue
+                cluster.pause(node)
+                self._later(rng.uniform(7.0, 12.0),
+                            functools.partial(cluster.resume, node, sb.incarnation))
             elif kind == "isolate":
                 others = [broker_node(n) for n in nodes if n != node]
                 if rng.random() < 0.5:
@@ -455,8 +573,8 @@ class _Nemesis:
                 self._cut(rng.choice(self.clients), [name], heal_after)
             self.result.stats["faults"] = self.result.stats.get("faults", 0) + 1
 
-    clients = ["p0", "p1", "reader"]
-    kinds = ["crash", "isolate", "store", "link", "client", "power", "slow"]
+    clients = ["p0", "p1", "reader", "t0", "txn-reader", "m0", "m1"]
+    kinds = ["crash", "isolate", "store", "link", "client", "power", "slow", "pause"]
     #: No new fault before this (loop time): a power loss's episode.
     quiet_until = 0.0
 

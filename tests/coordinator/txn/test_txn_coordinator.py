@@ -860,3 +860,112 @@ def test_reload_equals_live_state_for_any_workload(
         last_epoch[producer_id] = epoch
     _, loaded = reload(ctx)
     assert persisted(loaded) == persisted(txn)
+
+
+# -- writes not yet durable ---------------------------------------------------------------------
+
+
+class _Durability:
+    """The runtime's ``replicated`` hook: every write waits until :meth:`durable` or
+    :meth:`lost` settles all those under way."""
+
+    def __init__(self) -> None:
+        self.waiting: list[Any] = []
+
+    def __call__(self, partition: int, end_offset: int) -> Any:
+        waiting = self.waiting
+
+        class One:
+            def add_done(self, callback: Any) -> None:
+                waiting.append(callback)
+
+        return One()
+
+    def settle(self, error: Exception | None) -> None:
+        callbacks, self.waiting[:] = list(self.waiting), []
+        for callback in callbacks:
+            callback(error)
+
+
+def test_no_answer_rests_on_a_write_that_is_not_durable_yet(ctx: FakeContext) -> None:
+    """Kafka's ``pendingTransitionInProgress``: while a write of a transactional id is applied
+    but not replicated, a retried AddPartitionsToTxn, a produce's verification, EndTxn and
+    InitProducerId answer CONCURRENT_TRANSACTIONS instead of reading what a failover may lose.
+    (Answered at once, the retry promised partitions that the next coordinator never knew of:
+    their records stayed in a transaction nobody ended, and the last stable offset stuck;
+    found by the simulation.)"""
+    durability = _Durability()
+    coordinator = TransactionCoordinator(ctx)
+    runtime = CoordinatorRuntime(coordinator, ctx.write, topic="__transaction_state",
+                                 replicated=durability)
+    for partition in range(CONFIG.state_log_partitions):
+        runtime.load(partition, [])
+    ctx.coordinator, ctx.runtime = coordinator, runtime
+    txn = Driven(coordinator, runtime)
+    pe = txn.init_producer_id("tx", TIMEOUT)
+    durability.settle(None)
+    txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0])  # under way
+    for retry in (
+        lambda: txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0]),
+        lambda: txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0],
+                                   verify_only=True),
+        lambda: txn.end_txn("tx", pe.producer_id, pe.producer_epoch, True),
+        lambda: txn.init_producer_id("tx", TIMEOUT),
+    ):
+        with pytest.raises(ConcurrentTransactionsError):
+            retry()
+    ctx.advance(TIMEOUT + ABORT_CHECK)  # nor is it aborted on a timeout meanwhile
+    assert txn.get("tx").state is S.ONGOING
+    durability.settle(None)  # replicated: now the same requests are answered
+    assert txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0],
+                              verify_only=True) == {ORDERS0: ErrorCode.none}
+    # A write that fails to replicate ends the wait too: the partition is unloaded (rebuilt
+    # by its host from what is durable), and once loaded again the id answers.
+    txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS1])
+    durability.settle(CoordinatorNotAvailableError("not replicated"))
+    partition = coordinator.partition_for("tx")
+    runtime.load(partition, [StoredRecord(k, v) for p, k, v in ctx.log[:-1] if p == partition])
+    assert txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0],
+                              verify_only=True)[ORDERS0] is ErrorCode.none
+
+
+def _replicated_coordinator(ctx: FakeContext) -> tuple[Driven, _Durability]:
+    durability = _Durability()
+    coordinator = TransactionCoordinator(ctx)
+    runtime = CoordinatorRuntime(coordinator, ctx.write, topic="__transaction_state",
+                                 replicated=durability)
+    for partition in range(CONFIG.state_log_partitions):
+        runtime.load(partition, [])
+    ctx.coordinator, ctx.runtime = coordinator, runtime
+    return Driven(coordinator, runtime), durability
+
+
+def test_a_fenced_transactions_markers_wait_until_the_abort_is_durable(ctx: FakeContext) -> None:
+    """The abort of a timed-out transaction (or of one a new producer fences) writes its
+    markers only once its PrepareAbort is replicated, as EndTxn's do. (They went out at once:
+    a failover then lost the decision while a partition had its ABORT marker, the producer's
+    EndTxn committed the transaction everywhere else and the broker acknowledged it, and the
+    COMMIT marker was refused by that partition forever; found by the simulation, seed 2110.)"""
+    txn, durability = _replicated_coordinator(ctx)
+    pe = txn.init_producer_id("tx", TIMEOUT)
+    durability.settle(None)
+    txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0, ORDERS1])
+    durability.settle(None)
+    ctx.advance(TIMEOUT + ABORT_CHECK)  # timed out: fenced, abort decided, not yet durable
+    assert txn.get("tx").state is S.PREPARE_ABORT
+    assert ctx.markers == []
+    durability.settle(None)
+    assert ctx.markers == [(pe.producer_id, pe.producer_epoch + 1, False, (ORDERS0, ORDERS1))]
+    durability.settle(None)  # the completion
+    assert txn.get("tx").state is S.COMPLETE_ABORT
+    # A new producer's InitProducerId on an open transaction: CONCURRENT_TRANSACTIONS until the
+    # abort is durable and complete (Kafka answers so too), then the epoch after the fence.
+    pe = txn.init_producer_id("tx", TIMEOUT)
+    durability.settle(None)
+    txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0])
+    durability.settle(None)
+    with pytest.raises(ConcurrentTransactionsError):
+        txn.init_producer_id("tx", TIMEOUT)
+    assert len(ctx.markers) == 1
+    durability.settle(CoordinatorNotAvailableError("not replicated"))  # the decision is lost
+    assert len(ctx.markers) == 1  # ...and so no marker went out for it

@@ -172,6 +172,10 @@ class TransactionCoordinator:
         self._txns: dict[str, TransactionMetadata] = {}
         #: Partitions of a Prepare* transaction whose marker is written (or not needed).
         self._marked: dict[str, set[TopicPartition]] = {}
+        #: Writes of each transactional id applied but not yet durable (Kafka's
+        #: ``pendingTransitionInProgress``): requests about such an id answer
+        #: CONCURRENT_TRANSACTIONS, so that no answer rests on state a failover may lose.
+        self._in_flight: dict[str, int] = {}
         self._schedule_abort_check()
         self._schedule_expiry()
 
@@ -250,6 +254,20 @@ class TransactionCoordinator:
         for txn_id in [t for t in self._txns if self.partition_for(t) == partition]:
             del self._txns[txn_id]
             self._forget_markers(txn_id)
+        for txn_id in [t for t in self._in_flight if self.partition_for(t) == partition]:
+            del self._in_flight[txn_id]
+
+    def _no_write_in_flight(self, transactional_id: str) -> None:
+        """Raise CONCURRENT_TRANSACTIONS while a write of ``transactional_id`` is applied but
+        not durable. Its state may still be lost (the write not replicated before a failover):
+        an answer resting on it (partitions already added, verified) would be a promise the
+        next coordinator does not know of, leaving records of a transaction nobody ends (found
+        by the simulation: a retried AddPartitionsToTxn answered at once from a write that was
+        then truncated, and the last stable offset of two partitions stuck for good)."""
+        if self._in_flight.get(transactional_id):
+            raise ConcurrentTransactionsError(
+                f"{transactional_id} has a write under way; try again"
+            )
 
     # -- InitProducerId ----------------------------------------------------------------------
 
@@ -291,6 +309,7 @@ class TransactionCoordinator:
             raise ProducerFencedError(
                 f"producer id {expected.producer_id} no longer owns {transactional_id}"
             )
+        self._no_write_in_flight(transactional_id)
         if meta.state in _PREPARING:
             raise ConcurrentTransactionsError(f"{transactional_id} is completing a transaction")
         if meta.state is _S.ONGOING:
@@ -382,6 +401,7 @@ class TransactionCoordinator:
             })
         if verify_only:
             meta = self._owned(transactional_id, producer_id, producer_epoch)
+            self._no_write_in_flight(transactional_id)
             if meta.state in _PREPARING:
                 raise ConcurrentTransactionsError(f"{transactional_id} is being completed")
             return CoordinatorResult((), {
@@ -450,6 +470,7 @@ class TransactionCoordinator:
         response: R,
     ) -> CoordinatorResult[R]:
         meta = self._owned(transactional_id, producer_id, producer_epoch)
+        self._no_write_in_flight(transactional_id)
         if meta.state in _PREPARING:
             raise ConcurrentTransactionsError(f"{transactional_id} is being completed")
         if not partitions or (meta.state is _S.ONGOING and partitions <= meta.partitions):
@@ -469,6 +490,7 @@ class TransactionCoordinator:
         if not transactional_id:
             raise InvalidRequestError("the transactional id must not be empty")
         meta = self._owned(transactional_id, producer_id, producer_epoch)
+        self._no_write_in_flight(transactional_id)
         outcome = "commit" if commit else "abort"
         match meta.state:
             case _S.ONGOING:
@@ -500,8 +522,12 @@ class TransactionCoordinator:
         meta: TransactionMetadata,
         then: Callable[[], CoordinatorResult[Any]] | None = None,
     ) -> CoordinatorResult[Any]:
-        """Bump the epoch of an Ongoing transaction's producer and abort the transaction; then
-        go on with ``then`` (whose result answers)."""
+        """Bump the epoch of an Ongoing transaction's producer and decide to abort the
+        transaction; then go on with ``then`` (whose result answers). The markers and the
+        completion follow once the decision is durable, as after EndTxn: written before, a
+        failover could lose the decision while a partition already had its ABORT marker, and the
+        transaction was then committed by its producer everywhere else (found by the
+        simulation, seed 2110: a timed-out transaction's abort)."""
         txn_id = meta.transactional_id
         fence = meta.prepare_fence(self._ctx.now_ms())
 
@@ -512,7 +538,7 @@ class TransactionCoordinator:
             )
 
         return self._store(
-            fence, None, on_stored=fenced, then=lambda: self._complete(txn_id, then=then)
+            fence, None, on_stored=fenced, after=(lambda: self._complete(txn_id),), then=then
         )
 
     def _complete(
@@ -652,6 +678,8 @@ class TransactionCoordinator:
         for txn_id, meta in self._txns.items():
             if meta.state is not _S.ONGOING or meta.txn_start_timestamp + meta.txn_timeout_ms >= now:
                 continue
+            if self._in_flight.get(txn_id):
+                continue  # as Kafka: not while a write of it is under way (the next check)
             try:
                 out.append(self._fence_and_abort(meta))
             except IllegalTransitionError as e:
@@ -720,8 +748,14 @@ class TransactionCoordinator:
         """The operation storing ``target``'s record; once it is written and replayed, the
         transient fields ``target`` carries (the KIP-360 previous producer) are kept."""
         txn_id = target.transactional_id
+        self._in_flight[txn_id] = self._in_flight.get(txn_id, 0) + 1
 
         def written(error: Exception | None) -> None:
+            left = self._in_flight.get(txn_id, 0) - 1
+            if left > 0:
+                self._in_flight[txn_id] = left
+            else:
+                self._in_flight.pop(txn_id, None)
             if error is not None:
                 if on_failure is not None:
                     on_failure(error)
