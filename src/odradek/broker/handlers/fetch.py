@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import uuid
-from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -379,22 +378,8 @@ def handle(broker: BrokerServices, request: Request) -> Any:
     # Watch now, in the same step as the read: an append that lands before the coroutine
     # first runs must still wake it.
     watch = watcher.watch(tps)
-    return _LongPoll((broker, request, topics, replica, first.high_watermarks, watcher, tps,
-                      watch, wait_ms / 1000))
-
-
-class _LongPoll:
-    """The rest of a Fetch that waits, made a coroutine only when awaited: a connection that
-    closes before its task first runs (a broker stopping) then leaves no coroutine that was
-    never awaited behind."""
-
-    __slots__ = ("args",)
-
-    def __init__(self, args: tuple[Any, ...]) -> None:
-        self.args = args
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return _long_poll(*self.args).__await__()
+    return _long_poll(broker, request, topics, replica, first.high_watermarks, watcher, tps,
+                      watch, wait_ms / 1000)
 
 
 async def _long_poll(
