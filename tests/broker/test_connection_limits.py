@@ -289,7 +289,12 @@ def test_an_idle_connection_costs_little_memory(serve: Callable[..., ServeProces
 
     # Quiet connections give their receive buffers back within about a second (they held
     # 256 KiB each before).
-    _wait_for(small, "idle connections to give their buffers back", timeout=15)
+    try:
+        _wait_for(small, "idle connections to give their buffers back", timeout=30)
+    except AssertionError as e:
+        e.add_note(f"bytes per connection over the base, last of {len(per_connection)} "
+                   f"readings: {[round(x) for x in per_connection[-5:]]}")
+        raise
     assert _served(probe, 3)
     for s in conns:
         s.close()
