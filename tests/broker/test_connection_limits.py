@@ -285,7 +285,9 @@ def test_an_idle_connection_costs_little_memory(serve: Callable[..., ServeProces
 
     def small() -> bool:
         per_connection.append((broker.rss() - base) / n)
-        return per_connection[-1] < 8 * 1024
+        # A connection still holding its first chunk (16 KiB) would cost over 20 KiB; what
+        # the objects of one cost (5-9 KiB as measured, more with a fragmented heap) is below.
+        return per_connection[-1] < 12 * 1024
 
     # Quiet connections give their receive buffers back within about a second (they held
     # 256 KiB each before).
