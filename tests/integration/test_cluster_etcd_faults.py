@@ -27,6 +27,7 @@ from confluent_kafka.admin import (
 from kio.schema.create_partitions.v3 import request as create_partitions_req
 from kio.schema.create_topics.v7 import request as create_topics_req
 from kio.schema.delete_topics.v6 import request as delete_topics_req
+from kio.schema.fetch.v12 import request as fetch_req
 from rawclient import RawClient
 from test_cluster_clients import _consume_all, _create, _leaders, _produce, _wait
 from test_leadership import _raw_produce
@@ -83,6 +84,24 @@ def _create_partitions(bootstrap: str, name: str, count: int, timeout_ms: int) -
         began = time.monotonic()
         response = c.request(body)
         return response.results[0], time.monotonic() - began
+
+
+def _fetch_codes(address: str, topic: str, partition: int, offset: int) -> int:
+    """The error code of one Fetch v12 of ``partition`` at ``offset``, answered at once."""
+    body = fetch_req.FetchRequest(
+        cluster_id=None, replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=0,
+        max_bytes=1 << 20, isolation_level=0, session_id=0, session_epoch=-1,
+        topics=(fetch_req.FetchTopic(topic=topic, partitions=(
+            fetch_req.FetchPartition(partition=partition, current_leader_epoch=-1,
+                                     fetch_offset=offset, last_fetched_epoch=-1,
+                                     log_start_offset=-1, partition_max_bytes=1 << 20),
+        )),),
+        forgotten_topics_data=(), rack_id="",
+    )
+    with RawClient(address) as c:
+        c.sock.settimeout(30)
+        response = c.request(body)
+    return int(response.responses[0].partitions[0].error_code)
 
 
 # -- one member of three killed --------------------------------------------------------------------
@@ -201,6 +220,15 @@ def test_etcd_stopped_entirely_refuses_changes_fences_writes_and_recovers(
         time.sleep(0.05)
     assert refusing == {1, 2, 3}
     assert late_acks == []
+
+    # A fenced leader still serves what it holds, but not "out of range" past its end: a
+    # leader elected meanwhile may hold that offset, and OFFSET_OUT_OF_RANGE would send a
+    # consumer back to its reset policy. Retriable NOT_LEADER_OR_FOLLOWER instead.
+    node, parts = next((n, ps) for n, ps in by_leader.items() if ps)
+    address = cluster.broker(node).address
+    held = _fetch_codes(address, topic, parts[0], 0)
+    assert held == ErrorCode.none
+    assert _fetch_codes(address, topic, parts[0], 1 << 40) == ErrorCode.not_leader_or_follower
 
     # Then etcd is gone (connections refused): refused at once, with the cause.
     cluster.etcd.kill()

@@ -45,6 +45,7 @@ from odradek.broker.handlers._common import leader_hint
 from odradek.errors import (
     ErrorCode,
     FetchSessionIdNotFoundError,
+    NotLeaderOrFollowerError,
     OffsetNotAvailableError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
@@ -308,6 +309,17 @@ def _read(
             except Exception as e:
                 if isinstance(e, UnknownTopicOrPartitionError) and p.topic_id is not None:
                     e = UnknownTopicIdError()
+                if (
+                    isinstance(e, FetchOffsetOutOfRangeError) and replica is None
+                    and p.fetch_offset >= e.log_start_offset and broker.fenced
+                ):
+                    # Past the end of the log of a broker whose session may have expired: a
+                    # leader elected meanwhile may hold that offset. OFFSET_OUT_OF_RANGE would
+                    # send the consumer back to its reset policy (offset 0 after a commit far
+                    # beyond, seen in the fault runs); this one makes it ask for metadata again.
+                    e = NotLeaderOrFollowerError(
+                        f"{p.topic}-{p.index}: this broker's cluster session may have expired"
+                    )
                 code = error_code_for(e, context=f"fetch from {p.topic}-{p.index}")
                 has_error = True
                 # As Kafka: the offsets to reset from with OFFSET_OUT_OF_RANGE, else unknown.
