@@ -20,12 +20,10 @@ import argparse
 import statistics
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
-from vsmock import Target, fill, start_mock, start_odradek
+from vsmock import Target, fill, one_pass, start_mock, start_odradek
 
 __all__ = ["main"]
 
@@ -35,31 +33,6 @@ class _Result:
     passes: list[float] = field(default_factory=list)  # seconds each
     broker_cpu: list[float] = field(default_factory=list)  # seconds per pass, per round
     client_cpu: list[float] = field(default_factory=list)
-
-
-def one_pass(bootstrap: str, topic: str, count: int) -> float:
-    """Seconds for a new consumer to read offsets 0 to ``count`` - 1 of partition 0, from
-    ``assign`` to the last record, librdkafka's default fetch settings."""
-    c = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"passes-{uuid.uuid4().hex[:6]}",
-        "enable.auto.commit": False,
-    })
-    try:
-        c.list_topics(topic, timeout=30)
-        t0 = time.perf_counter()
-        c.assign([TopicPartition(topic, 0, 0)])
-        left = count
-        while left:
-            msgs = c.consume(num_messages=min(left, 10_000), timeout=10)
-            if not msgs:
-                raise SystemExit(f"a pass stalled with {left} records to go")
-            last = msgs[-1].offset()
-            assert last is not None
-            left = count - 1 - last
-        return time.perf_counter() - t0
-    finally:
-        c.close()
 
 
 def _start(spec: str, tmp: str) -> Target:

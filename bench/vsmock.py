@@ -183,32 +183,34 @@ def consume(bootstrap: str, topic: str, count: int, passes: int) -> float:
     over, with librdkafka's default fetch settings. Each pass is a new consumer, connected
     before its clock starts: one consumer assigned again at offset 0 would first wait out the
     long poll its fetcher left waiting at the end of the previous pass."""
-    config = {
+    elapsed = sum(one_pass(bootstrap, topic, count) for _ in range(passes))
+    return count * passes / elapsed
+
+
+def one_pass(bootstrap: str, topic: str, count: int) -> float:
+    """Seconds for a new consumer to read offsets 0 to ``count`` - 1 of partition 0, from
+    ``assign`` to the last record, librdkafka's default fetch settings."""
+    c = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": f"vsmock-{uuid.uuid4().hex[:6]}",
         "enable.auto.commit": False,
-    }
-    last = count - 1
-    got = 0
-    elapsed = 0.0
-    for _ in range(passes):
-        c = Consumer(config)
-        try:
-            c.list_topics(topic, timeout=30)
-            t0 = time.perf_counter()
-            c.assign([TopicPartition(topic, 0, 0)])
-            left = count
-            while left:
-                # No more than the pass has left: a batch call waits to fill its batch.
-                msgs = c.consume(num_messages=min(left, 10_000), timeout=10)
-                if not msgs:
-                    raise SystemExit(f"consume stalled after {got} records")
-                got += len(msgs)
-                left = last - msgs[-1].offset()
-            elapsed += time.perf_counter() - t0
-        finally:
-            c.close()
-    return got / elapsed
+    })
+    try:
+        c.list_topics(topic, timeout=30)
+        t0 = time.perf_counter()
+        c.assign([TopicPartition(topic, 0, 0)])
+        left = count
+        while left:
+            # No more than the pass has left: a batch call waits to fill its batch.
+            msgs = c.consume(num_messages=min(left, 10_000), timeout=10)
+            if not msgs:
+                raise SystemExit(f"a pass stalled with {left} records to go")
+            last = msgs[-1].offset()
+            assert last is not None
+            left = count - 1 - last
+        return time.perf_counter() - t0
+    finally:
+        c.close()
 
 
 def fill(target: Target, label: str, size: int, count: int) -> str:
