@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from kio.schema.add_partitions_to_txn.v3 import request as add_v3
+from kio.schema.offset_commit.v8 import request as commit_v8
+from kio.schema.offset_fetch.v8 import request as fetch_v8
 from kio.schema.produce.v9 import request as produce_v9
 
 from odradek.broker.app import Broker
@@ -186,5 +188,197 @@ def test_a_transactional_produce_is_verified_by_the_coordinator_on_the_other_bro
             assert added.results_by_topic_v3_and_below[0].results_by_partition[0] \
                 .partition_error_code == ErrorCode.none
             assert await asyncio.to_thread(produce) == ErrorCode.none
+
+    asyncio.run(scenario())
+
+
+class _CuttableProxy:
+    """A TCP proxy to etcd on the test's loop that can be cut (every connection closed, new ones
+    refused) and restored on the same port: a broker behind it loses its metadata store."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+def _commit(bootstrap: str, group: str, offset: int) -> int:
+    r = _request(
+        bootstrap, 8, 8, group_id=group, generation_id_or_member_epoch=-1, member_id="",
+        group_instance_id=None, topics=(commit_v8.OffsetCommitRequestTopic(
+            name="data", partitions=(commit_v8.OffsetCommitRequestPartition(
+                partition_index=0, committed_offset=offset, committed_leader_epoch=-1,
+                committed_metadata="",
+            ),),
+        ),),
+    )
+    return int(r.topics[0].partitions[0].error_code)
+
+
+def _fetch_offset(bootstrap: str, group: str) -> tuple[int, int]:
+    """(the group's error code, the committed offset of data-0) from an OffsetFetch v8."""
+    r = _request(bootstrap, 9, 8, require_stable=False, groups=(
+        fetch_v8.OffsetFetchRequestGroup(group_id=group, topics=(
+            fetch_v8.OffsetFetchRequestTopics(name="data", partition_indexes=(0,)),
+        )),
+    ))
+    (answer,) = r.groups
+    if answer.error_code != ErrorCode.none:
+        return int(answer.error_code), -1
+    return int(answer.error_code), int(answer.topics[0].partitions[0].committed_offset)
+
+
+def test_a_fenced_coordinator_serves_nothing_from_its_stale_state(
+    shared_etcd: EtcdProcess, tmp_path: Path
+) -> None:
+    """The group coordinator's broker loses etcd: once it is fenced, the other broker leads the
+    group's partition and takes a newer commit. The fenced broker's image still names it the
+    coordinator, and its state holds the older commit: it must answer NOT_COORDINATOR (and
+    FindCoordinator COORDINATOR_NOT_AVAILABLE) rather than hand out that older offset, which a
+    consumer would resume from (a chaos run saw a group member go back 14 records so)."""
+    prefix = f"/routing-{next(_prefixes)}-{uuid.uuid4().hex[:6]}"
+    props = {
+        "etcd_prefix": prefix,
+        "broker_session_timeout_ms": "2000",
+        "offsets_topic_num_partitions": "2",
+        "offsets_topic_replication_factor": "2",
+    }
+    proxy = _CuttableProxy(shared_etcd.client_port)
+
+    async def scenario() -> None:
+        await proxy.start()
+        async with Broker(local_config(
+                    tmp_path / "one", node_id="1",
+                    etcd_endpoints=f"http://127.0.0.1:{proxy.port}", **props)) as one, \
+                Broker(local_config(tmp_path / "two", node_id="2",
+                                    etcd_endpoints=shared_etcd.endpoint, **props)) as two:
+            await _until(lambda: len(one.cluster.live_brokers()) == 2)
+            await one.topics.create("data", num_partitions=1, replication_factor=2)
+            await one.groups.topic.ensure()
+            await _until(lambda: two.cluster.topic(OFFSETS_TOPIC) is not None)
+            group = next(
+                g for g in (f"g{i}" for i in range(1000))
+                if one.cluster.partition(OFFSETS_TOPIC, one.groups.partition_for(g)).leader == 1
+            )
+            partition = one.groups.partition_for(group)
+            await _until(lambda: one.groups.runtime.state(partition) is LoadState.ACTIVE
+                         and len(one.cluster.partition(OFFSETS_TOPIC, partition).isr) == 2)
+            assert await asyncio.to_thread(_commit, one.bootstrap, group, 5) == ErrorCode.none
+
+            # Broker one loses etcd: fenced once its session may have expired; broker two takes
+            # the partition over (from the ISR) once one's lease is gone, and a newer commit.
+            await proxy.cut()
+            await _until(lambda: one.fenced, 10)
+            await _until(lambda: two.cluster.partition(OFFSETS_TOPIC, partition).leader == 2
+                         and two.groups.runtime.state(partition) is LoadState.ACTIVE, 15)
+            assert await asyncio.to_thread(_commit, two.bootstrap, group, 9) == ErrorCode.none
+            assert await asyncio.to_thread(_fetch_offset, two.bootstrap, group) \
+                == (ErrorCode.none, 9)
+
+            # One's image still names it leader, and its state holds offset 5.
+            assert one.cluster.partition(OFFSETS_TOPIC, partition).leader == 1
+            assert one.groups.runtime.state(partition) is LoadState.ACTIVE
+            assert await asyncio.to_thread(_fetch_offset, one.bootstrap, group) \
+                == (ErrorCode.not_coordinator, -1)
+            (coordinator,) = (
+                await asyncio.to_thread(_find_coordinator, one.bootstrap, group)
+            ).coordinators
+            assert coordinator.error_code == ErrorCode.coordinator_not_available
+            assert await asyncio.to_thread(_commit, one.bootstrap, group, 7) \
+                == ErrorCode.not_coordinator
+
+            # Back on etcd: one registers again, learns who leads, and names broker two.
+            await proxy.start()
+            await _until(lambda: not one.fenced
+                         and one.cluster.partition(OFFSETS_TOPIC, partition).leader == 2, 20)
+            await _until(lambda: one.groups.runtime.state(partition) is None)
+            (coordinator,) = (
+                await asyncio.to_thread(_find_coordinator, one.bootstrap, group)
+            ).coordinators
+            assert (coordinator.error_code, coordinator.node_id) == (ErrorCode.none, 2)
+            assert await asyncio.to_thread(_fetch_offset, two.bootstrap, group) \
+                == (ErrorCode.none, 9)
+
+    asyncio.run(scenario())
+
+
+def test_a_leadership_in_a_new_epoch_loads_the_partition_again(
+    shared_etcd: EtcdProcess, tmp_path: Path
+) -> None:
+    """The image may skip the epochs between two leaderships of this broker (a watch that fell
+    behind re-reads): another broker may have led the partition meanwhile and taken writes this
+    broker's state has not seen, so a partition led in another epoch than it was loaded in is
+    loaded again (from the log, which holds what was replicated)."""
+    props = {
+        "etcd_endpoints": shared_etcd.endpoint,
+        "etcd_prefix": f"/routing-{next(_prefixes)}-{uuid.uuid4().hex[:6]}",
+        "offsets_topic_num_partitions": "1",
+    }
+    loads: list[int] = []
+
+    async def count(topic: str, partition: int) -> None:
+        if topic == OFFSETS_TOPIC:
+            loads.append(partition)
+
+    async def scenario() -> None:
+        async with Broker(local_config(tmp_path / "one", node_id="1", **props),
+                          coordinator_load_hook=count) as one:
+            await one.groups.topic.ensure()
+            await _until(lambda: one.groups.runtime.state(0) is LoadState.ACTIVE)
+            assert loads == [0]
+            old = one.cluster.partition(OFFSETS_TOPIC, 0)
+            assert old is not None
+            same_leader = PartitionState(
+                replicas=old.replicas, isr=old.isr, leader=1, leader_epoch=old.leader_epoch + 1,
+                partition_epoch=old.partition_epoch + 1,
+            )
+            key = one.cluster_keys.partition(OFFSETS_TOPIC, 0)
+            await one.cluster_store.txn([], [Put(key, same_leader.encode())])
+            await _until(lambda: loads == [0, 0]
+                         and one.groups.runtime.state(0) is LoadState.ACTIVE)
+            # A partition state that keeps the epoch (an ISR change) loads nothing.
+            isr_only = PartitionState(
+                replicas=old.replicas, isr=old.isr, leader=1, leader_epoch=old.leader_epoch + 1,
+                partition_epoch=old.partition_epoch + 2,
+            )
+            await one.cluster_store.txn([], [Put(key, isr_only.encode())])
+            await _until(lambda: one.cluster.partition(OFFSETS_TOPIC, 0).partition_epoch
+                         == old.partition_epoch + 2)
+            assert loads == [0, 0]
+            assert one.groups.runtime.state(0) is LoadState.ACTIVE
 
     asyncio.run(scenario())

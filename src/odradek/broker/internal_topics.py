@@ -316,6 +316,8 @@ class CoordinatorHost:
         #: Per loaded partition: the log end when this broker's leadership began (what it holds
         #: below is the log of its epoch, replicated or not), kept across a revert's reload.
         self._epoch_start: dict[int, int] = {}
+        #: Per loaded partition: the leader epoch the image showed when its load began.
+        self._loaded_epoch: dict[int, int] = {}
         self._started = False
         self._stopping = False
         self._timers = TimerTask(
@@ -346,6 +348,34 @@ class CoordinatorHost:
         state = self._broker.cluster.partition(self.topic.name, partition)
         return state is not None and state.leader == self._broker.node_id
 
+    def _leader_epoch(self, partition: int) -> int:
+        state = self._broker.cluster.partition(self.topic.name, partition)
+        return state.leader_epoch if state is not None else -1
+
+    def acts_as_leader(self, partition: int) -> bool:
+        """Whether requests for ``partition`` may be served here (see :meth:`_check_acting`)."""
+        try:
+            self._check_acting(partition)
+        except NotCoordinatorError:
+            return False
+        return True
+
+    def _check_acting(self, partition: int) -> None:
+        """Raise NOT_COORDINATOR unless this broker acts as leader of ``partition`` now: not
+        fenced (its session may have expired, and another broker may coordinate the partition
+        meanwhile, so even reads of its state may be stale: an offset fetched from it could be
+        older than one a client has since committed elsewhere) and not a leadership the image
+        gave an earlier incarnation of this broker (the controller has yet to write it again)."""
+        if not self.topic.exists():
+            return  # no internal topic yet: every partition is served here (see start)
+        try:
+            self._broker.replicas.check_writable(self.topic.name, partition)
+        except KafkaError as e:
+            raise NotCoordinatorError(
+                f"broker {self._broker.node_id} does not act as the coordinator of "
+                f"{self.topic.name}-{partition}: {e}"
+            ) from None
+
     def coordinates_here(self, key: str) -> bool:
         """Whether this broker is (or, with no internal topic yet, stands in as) the
         coordinator of ``key``: it leads the key's partition."""
@@ -354,7 +384,10 @@ class CoordinatorHost:
     def maybe_follow_leadership(self) -> None:
         """Load the partitions this broker has become leader of and unload those it no longer
         leads, as Kafka's coordinators follow ``onElection`` / ``onResignation``. A partition
-        still led and loaded (or loading) is left alone, whatever its leader epoch."""
+        still led and loaded (or loading) in the leader epoch it was loaded in is left alone;
+        one led in another epoch is loaded again: the image may have skipped the epochs
+        between (a watch that fell behind re-reads), in which another broker led it and took
+        writes this broker's state has not seen."""
         if not self.topic.exists():
             return
         for partition in range(self.topic.partitions):
@@ -363,6 +396,12 @@ class CoordinatorHost:
                 if state not in (PartitionState.ACTIVE, PartitionState.LOADING):
                     log.info("%s coordinator: loading %s-%d (this broker leads it)",
                              self._name, self.topic.name, partition)
+                    self.load(partition)
+                elif self._loaded_epoch.get(partition) != self._leader_epoch(partition):
+                    log.info("%s coordinator: loading %s-%d again (led in leader epoch %d, "
+                             "loaded in %s)", self._name, self.topic.name, partition,
+                             self._leader_epoch(partition), self._loaded_epoch.get(partition))
+                    self._epoch_start.pop(partition, None)
                     self.load(partition)
             elif state is not None:
                 log.info("%s coordinator: unloading %s-%d (this broker no longer leads it)",
@@ -396,6 +435,7 @@ class CoordinatorHost:
         previous = self._loads.pop(partition, None)
         if previous is not None:
             previous.cancel()
+        self._loaded_epoch[partition] = self._leader_epoch(partition)
         self.runtime.begin_load(partition)
         task = asyncio.create_task(
             self._load(partition, skip), name=f"odradek-{self._name}-load-{partition}"
@@ -432,6 +472,7 @@ class CoordinatorHost:
         if task is not None:
             task.cancel()
         self._epoch_start.pop(partition, None)
+        self._loaded_epoch.pop(partition, None)
         self.runtime.unload(partition)
 
     def is_loading(self) -> bool:
@@ -507,11 +548,16 @@ class CoordinatorHost:
         here, write its records and replay them; returns its response. Raises
         COORDINATOR_LOAD_IN_PROGRESS / NOT_COORDINATOR, the operation's error, or
         COORDINATOR_NOT_AVAILABLE when the write fails."""
-        return self.runtime.write(self.partition_for(key), op)
+        partition = self.partition_for(key)
+        self._check_acting(partition)
+        return self.runtime.write(partition, op)
 
     def run(self, key: str, fn: Callable[[], R]) -> R:
-        """Run ``fn`` (which writes nothing) for ``key`` once its partition is loaded here."""
-        return self.runtime.run(self.partition_for(key), fn)
+        """Run ``fn`` (which writes nothing) for ``key`` once its partition is loaded here and
+        this broker acts as its leader (NOT_COORDINATOR otherwise, as :meth:`write`)."""
+        partition = self.partition_for(key)
+        self._check_acting(partition)
+        return self.runtime.run(partition, fn)
 
     def check_loaded(self) -> None:
         """Raise COORDINATOR_LOAD_IN_PROGRESS while any partition loads (requests about every

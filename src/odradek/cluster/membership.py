@@ -354,9 +354,12 @@ class ControllerElection:
         return result
 
 
-async def current_controller(store: ClusterStore, keys: ClusterKeys) -> tuple[int, int] | None:
-    """The controller's node id and epoch, or None while there is none."""
-    kv = await store.get(keys.controller)
+async def current_controller(
+    store: ClusterStore, keys: ClusterKeys, *, revision: int = 0
+) -> tuple[int, int] | None:
+    """The controller's node id and epoch (at ``revision`` when not 0), or None while there is
+    none."""
+    kv = await store.get(keys.controller, revision=revision)
     if kv is None:
         return None
     return int(json.loads(kv.value)["node_id"]), kv.create_revision

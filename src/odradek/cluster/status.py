@@ -14,7 +14,7 @@ from odradek.cluster.membership import (
     live_brokers,
 )
 from odradek.cluster.model import NO_LEADER, PartitionState
-from odradek.cluster.store import ClusterStore
+from odradek.cluster.store import ClusterStore, RevisionCompacted
 
 __all__ = ["ClusterStatus", "read_status"]
 
@@ -57,11 +57,17 @@ class ClusterStatus:
 
 
 async def read_status(store: ClusterStore, keys: ClusterKeys) -> ClusterStatus:
-    """Read the status (several reads: each is consistent, together they are nearly so)."""
-    cluster_id = await store.get(keys.cluster_id)
-    read, brokers = await live_brokers(store, keys)
-    controller = await current_controller(store, keys)
-    partitions = await store.range(keys.partitions, prefix=True)
+    """Read the status as of one revision (the brokers' read's): a controller elected after
+    a broker's lease ran out is never shown beside that broker."""
+    while True:
+        read, brokers = await live_brokers(store, keys)
+        try:
+            cluster_id = await store.get(keys.cluster_id, revision=read.revision)
+            controller = await current_controller(store, keys, revision=read.revision)
+            partitions = await store.range(keys.partitions, prefix=True, revision=read.revision)
+        except RevisionCompacted:
+            continue  # compacted past that revision meanwhile: read again
+        break
     leaderless = []
     under_replicated = []
     for kv in partitions.kvs:

@@ -8,7 +8,9 @@ over) the key is COORDINATOR_NOT_AVAILABLE, and clients ask again. Asking for a 
 ``__consumer_offsets``, and for a transactional id ``__transaction_state``, on first use, as
 Kafka does (answered once the topic is there). The answer does not wait for the coordinator to
 load the partition: its requests answer COORDINATOR_LOAD_IN_PROGRESS meanwhile, as Kafka's.
-Versions 4+ batch the keys (KIP-699); key types other than group (0) and transaction (1) are
+A fenced broker (its session may have expired, so its image may be stale) answers
+COORDINATOR_NOT_AVAILABLE rather than name a coordinator from that image, and so does a broker
+the image names leader for an earlier incarnation of it. Versions 4+ batch the keys (KIP-699); key types other than group (0) and transaction (1) are
 INVALID_REQUEST.
 """
 
@@ -52,6 +54,11 @@ def _locate(
         raise InvalidRequestError(f"unknown coordinator key type {key_type}")
     if failure is not None:
         raise failure
+    if broker.fenced:
+        # Its image may be stale (another broker may lead the partition now): name nobody.
+        raise CoordinatorNotAvailableError(
+            f"broker {broker.node_id} is fenced: its view of the cluster may be stale"
+        )
     host = broker.groups if key_type == GROUP else broker.transactions
     topic = host.topic.name
     partition = host.partition_for(key)
@@ -62,6 +69,12 @@ def _locate(
     if leader is None:
         raise CoordinatorNotAvailableError(f"{topic}-{partition} has no live leader")
     if leader.info.node_id == broker.node_id:
+        if not host.acts_as_leader(partition):
+            # A leadership of an earlier incarnation of this broker: its requests would answer
+            # NOT_COORDINATOR until the controller writes the partition again.
+            raise CoordinatorNotAvailableError(
+                f"{topic}-{partition}: broker {broker.node_id} does not act as its leader yet"
+            )
         # This broker: its own advertised address, as every other answer of it gives it.
         return dict(node_id=broker.node_id, host=broker.advertised_host,
                     port=broker.advertised_port)
