@@ -603,10 +603,9 @@ def test_failed_markers_keep_the_transaction_preparing_until_a_retry(
         txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [AUDIT0])
     with pytest.raises(ConcurrentTransactionsError):
         txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [ORDERS0], verify_only=True)
-    with pytest.raises(ConcurrentTransactionsError):
-        txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=True)
-    with pytest.raises(InvalidTxnStateError):
-        txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=False)
+    for commit in (True, False):  # either outcome: see the next test
+        with pytest.raises(ConcurrentTransactionsError):
+            txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=commit)
     with pytest.raises(ConcurrentTransactionsError):
         txn.init_producer_id("tx", TIMEOUT)
     ctx.advance(BACKOFF)  # still failing: nothing changes, another retry is scheduled
@@ -620,6 +619,48 @@ def test_failed_markers_keep_the_transaction_preparing_until_a_retry(
         (pe.producer_id, pe.producer_epoch, True, (ORDERS0,)),
         (pe.producer_id, pe.producer_epoch, True, (ORDERS1,)),
     ]
+
+
+@pytest.mark.parametrize("first", ["commit", "abort"])
+@pytest.mark.parametrize("reloaded", [False, True])
+def test_ending_the_next_transaction_while_the_last_one_completes_is_concurrent(
+    ctx: FakeContext, txn: Driven, first: str, reloaded: bool
+) -> None:
+    """librdkafka's sequence (chaos run 1802, five fatal aborts): the last transaction's end is
+    answered, its markers are not all written yet; the next transaction's AddPartitionsToTxn is
+    answered CONCURRENT_TRANSACTIONS, which librdkafka counts as maybe registered, so the
+    abort the application calls at once sends EndTxn(abort). Kafka holds the completion as a
+    pending transition until CompleteX is written and answers any EndTxn
+    CONCURRENT_TRANSACTIONS meanwhile (retried); INVALID_TXN_STATE, fatal to the producer, is
+    for a transaction that is complete. A coordinator that loaded the Prepare* transaction
+    answers the same."""
+    commit = first == "commit"
+    pe = begin(txn, "tx", ORDERS0, ORDERS1)
+    ctx.marker_failures[ORDERS1] = ErrorCode.not_leader_or_follower
+    txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=commit)
+    if reloaded:
+        ctx, txn = reload(ctx)
+        ctx.marker_failures[ORDERS1] = ErrorCode.not_leader_or_follower
+        ctx.advance(0)  # the loaded transaction's markers are tried again, ORDERS1 still fails
+    preparing = txn.get("tx")
+    assert preparing is not None
+    assert preparing.state is (S.PREPARE_COMMIT if commit else S.PREPARE_ABORT)
+    with pytest.raises(ConcurrentTransactionsError):
+        txn.add_partitions("tx", pe.producer_id, pe.producer_epoch, [AUDIT0])
+    written = len(ctx.log)
+    for outcome in (not commit, commit):
+        with pytest.raises(ConcurrentTransactionsError):
+            txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=outcome)
+    assert (txn.get("tx"), len(ctx.log)) == (preparing, written)
+    del ctx.marker_failures[ORDERS1]
+    ctx.advance(BACKOFF)
+    meta = txn.get("tx")
+    assert meta is not None
+    assert meta.state is (S.COMPLETE_COMMIT if commit else S.COMPLETE_ABORT)
+    # Complete: the same outcome is a retry that succeeded, the other one is invalid (Kafka).
+    txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=commit)
+    with pytest.raises(InvalidTxnStateError):
+        txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=not commit)
 
 
 def test_markers_skip_partitions_deleted_since_they_were_added(

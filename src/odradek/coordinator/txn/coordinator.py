@@ -486,7 +486,8 @@ class TransactionCoordinator:
         persisted; writing the markers and the completion follows as an operation of its own
         (run at once; retried on a timer when a marker write fails). Repeating the end of a
         completed transaction with the same outcome succeeds; a different outcome, or ending
-        with no transaction open, is INVALID_TXN_STATE."""
+        with no transaction open, is INVALID_TXN_STATE. While the previous end is still being
+        completed (Prepare*) any EndTxn is CONCURRENT_TRANSACTIONS, as Kafka answers it."""
         if not transactional_id:
             raise InvalidRequestError("the transactional id must not be empty")
         meta = self._owned(transactional_id, producer_id, producer_epoch)
@@ -503,16 +504,25 @@ class TransactionCoordinator:
                 commit == (meta.state is _S.COMPLETE_COMMIT)
             ):
                 return CoordinatorResult((), None)  # a retry of an end that completed
-            case _S.PREPARE_COMMIT | _S.PREPARE_ABORT if (
-                commit == (meta.state is _S.PREPARE_COMMIT)
-            ):
+            case _S.PREPARE_COMMIT | _S.PREPARE_ABORT:
+                # Either outcome: Kafka's coordinator holds the completion as a pending
+                # transition from before it answers the EndTxn that decided it (and from the
+                # load of a Prepare* transaction) until CompleteCommit/CompleteAbort is written,
+                # and checks that before the state: CONCURRENT_TRANSACTIONS, which producers
+                # retry, where INVALID_TXN_STATE is fatal to them.
                 raise ConcurrentTransactionsError(
-                    f"{transactional_id} is still completing its {outcome}"
+                    f"{transactional_id} is still completing its "
+                    f"{'commit' if meta.state is _S.PREPARE_COMMIT else 'abort'}"
                 )
             case _S.DEAD | _S.PREPARE_EPOCH_FENCE:
                 raise IllegalTransitionError(
                     f"{transactional_id} is {meta.state.kafka_name}, which is never stored"
                 )
+        # As Kafka 4 (a warning): the producer takes this answer as fatal.
+        log.warning(
+            "EndTxn(%s) of %s (producer id %d, epoch %d) refused: INVALID_TXN_STATE in state %s",
+            outcome, transactional_id, producer_id, producer_epoch, meta.state.kafka_name,
+        )
         raise InvalidTxnStateError(
             f"cannot {outcome} {transactional_id}: it is {meta.state.kafka_name}"
         )
