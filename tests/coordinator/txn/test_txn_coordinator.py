@@ -663,6 +663,23 @@ def test_ending_the_next_transaction_while_the_last_one_completes_is_concurrent(
         txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=not commit)
 
 
+def test_init_while_a_transaction_completes_is_concurrent_before_its_producer_id_is_checked(
+    ctx: FakeContext, txn: Driven
+) -> None:
+    """Kafka's InitProducerId checks the pending transition (a Prepare* transaction's
+    completion) before the KIP-360 producer id: CONCURRENT_TRANSACTIONS, then PRODUCER_FENCED
+    once complete."""
+    pe = begin(txn, "tx", ORDERS0)
+    ctx.marker_failures[ORDERS0] = ErrorCode.not_leader_or_follower
+    txn.end_txn("tx", pe.producer_id, pe.producer_epoch, commit=True)
+    with pytest.raises(ConcurrentTransactionsError):
+        txn.init_producer_id("tx", TIMEOUT, pe.producer_id + 1, 0)
+    del ctx.marker_failures[ORDERS0]
+    ctx.advance(BACKOFF)
+    with pytest.raises(ProducerFencedError):
+        txn.init_producer_id("tx", TIMEOUT, pe.producer_id + 1, 0)
+
+
 def test_markers_skip_partitions_deleted_since_they_were_added(
     ctx: FakeContext, txn: Driven
 ) -> None:

@@ -305,13 +305,15 @@ class TransactionCoordinator:
                 transaction_timeout_ms,
                 self._ctx.now_ms(),
             )
+        # A write under way or a completion (Kafka's pending transition) first, then whose
+        # producer id it is, in Kafka's order: a producer that may be fenced retries first.
+        self._no_write_in_flight(transactional_id)
+        if meta.state in _PREPARING:
+            raise ConcurrentTransactionsError(f"{transactional_id} is completing a transaction")
         if expected is not None and not _is_valid_producer_id(meta, expected):
             raise ProducerFencedError(
                 f"producer id {expected.producer_id} no longer owns {transactional_id}"
             )
-        self._no_write_in_flight(transactional_id)
-        if meta.state in _PREPARING:
-            raise ConcurrentTransactionsError(f"{transactional_id} is completing a transaction")
         if meta.state is _S.ONGOING:
 
             def after_abort() -> CoordinatorResult[ProducerIdAndEpoch]:
