@@ -190,3 +190,15 @@ def test_response_versions_outside_the_served_range_are_refused() -> None:
     for version in (2, 12):
         with pytest.raises(ValueError):
             encode_produce_response(1, version, [])
+
+
+@pytest.mark.parametrize("version", [9, 10, 11])
+@pytest.mark.parametrize("leader", [None, (-1, -1), (-1, 0), (2, -1), (3, 7)])
+def test_current_leader_tag_matches_kio(version: int, leader: tuple[int, int] | None) -> None:
+    """kio leaves a tagged field at its default ((-1, -1)) out; so must the encoder."""
+    topics = [("t", [PartitionResult(0, ErrorCode.not_leader_or_follower, current_leader=leader)])]
+    ours = encode_produce_response(5, version, topics)
+    assert ours == _kio_response(version, 5, topics, [])
+    if version >= 10 and leader not in (None, (-1, -1)):  # the tag is there
+        without = [("t", [PartitionResult(0, ErrorCode.not_leader_or_follower)])]
+        assert len(ours) > len(encode_produce_response(5, version, without))
