@@ -34,6 +34,7 @@ __all__ = [
     "FileRegion",
     "ResponseParts",
     "encode_fetch_response",
+    "node_endpoints_bytes",
 ]
 
 FETCH_KEY = 1
@@ -166,7 +167,7 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
             out.append(0)
     if flexible:
         if endpoints:
-            tagged = _node_endpoints(endpoints)
+            tagged = node_endpoints_bytes(endpoints)
             out.append(1)
             write_uvarint(out, _NODE_ENDPOINTS_TAG)
             write_uvarint(out, len(tagged))
@@ -199,8 +200,8 @@ def _has_snapshot_id(p: Any) -> bool:
     return (s.end_offset, s.epoch) != (-1, -1)
 
 
-def _node_endpoints(endpoints: Any) -> bytearray:
-    """NodeEndpoints (v16): a compact array of node id int32, host compact string, port int32,
+def node_endpoints_bytes(endpoints: Any) -> bytearray:
+    """NodeEndpoints (Fetch v16, Produce v10): a compact array of node id int32, host compact string, port int32,
     rack compact nullable string, each with an empty tag buffer."""
     out = bytearray()
     write_uvarint(out, len(endpoints) + 1)

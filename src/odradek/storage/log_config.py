@@ -97,12 +97,14 @@ class LogConfig:
     @property
     def compact(self) -> bool:
         """The log cleaner keeps the latest record per key (``cleanup.policy`` has compact)."""
-        return COMPACT in self.cleanup_policies
+        # A substring test: __post_init__ admits no policy but compact and delete, and every
+        # append asks.
+        return COMPACT in self.cleanup_policy
 
     @property
     def delete(self) -> bool:
         """Retention deletes old segments by time and size (``cleanup.policy`` has delete)."""
-        return DELETE in self.cleanup_policies
+        return DELETE in self.cleanup_policy
 
     @property
     def max_segment_ms(self) -> int:

@@ -53,7 +53,11 @@ from odradek.errors import (
 )
 from odradek.protocol.build import build, has_field, response_module
 from odradek.protocol.messages import Request
-from odradek.protocol.produce import decode_produce_request
+from odradek.protocol.produce import (
+    PartitionResult,
+    decode_produce_request,
+    encode_produce_response,
+)
 from odradek.protocol.records import LOG_OVERHEAD, read_batch_size, read_producer
 
 if TYPE_CHECKING:
@@ -73,9 +77,10 @@ def _partition(
     log_append_time_ms: int = -1,
     log_start_offset: int = -1,
     message: str | None = None,
-    record_errors: Sequence[tuple[int, str]] = (),
+    record_errors: Sequence[tuple[int, str | None]] = (),
     current_leader: Any = None,
 ) -> Any:
+    """One partition's answer as a kio struct (the whole-request error response)."""
     return build(
         mod.PartitionProduceResponse,
         **({} if current_leader is None else {"current_leader": current_leader}),
@@ -93,7 +98,9 @@ def _partition(
     )
 
 
-def _record_errors(mod: Any, record_errors: Sequence[tuple[int, str]]) -> tuple[Any, ...]:
+def _record_errors(
+    mod: Any, record_errors: Sequence[tuple[int, str | None]]
+) -> tuple[Any, ...]:
     """KIP-467 (v8+): the records that made a batch invalid, so that clients fail those records
     and report the rest of the batch as refused because of them."""
     if not record_errors or not has_field(mod.PartitionProduceResponse, "record_errors"):
@@ -102,6 +109,20 @@ def _record_errors(mod: Any, record_errors: Sequence[tuple[int, str]]) -> tuple[
         mod.BatchIndexAndErrorMessage(batch_index=index, batch_index_error_message=message)
         for index, message in record_errors
     )
+
+
+class ProduceAnswer:
+    """What :func:`handle` answers: each topic's :class:`PartitionResult` list, in request
+    order, and the KIP-951 endpoints of the leaders named in them; :func:`encode` writes the
+    frame with ``struct`` (no kio structs on the produce path)."""
+
+    __slots__ = ("responses", "endpoints")
+
+    def __init__(
+        self, responses: list[tuple[str, list[PartitionResult]]], endpoints: dict[int, Any]
+    ) -> None:
+        self.responses = responses
+        self.endpoints = endpoints
 
 
 def handle(broker: BrokerServices, request: Request) -> Any:
@@ -149,16 +170,15 @@ def _produce(
     transaction, if any, is verified here)."""
     body = request.body
     acks = body.acks
-    mod = response_module(KEY, request.api_version)
     transactional_id = body.transactional_id
     replicas = broker.replicas
-    responses: list[tuple[str, list[Any]]] = []
+    responses: list[tuple[str, list[PartitionResult]]] = []
     endpoints: dict[int, Any] = {}  # KIP-951: the leaders named in NOT_LEADER_OR_FOLLOWER
     # acks=all batches still to be replicated: (response index, partition index, future).
     waiting: list[tuple[int, int, asyncio.Future[None]]] = []
     for topic_data in body.topic_data:
         name = topic_data.name
-        partitions: list[Any] = []
+        partitions: list[PartitionResult] = []
         for pd in topic_data.partition_data:
             index = pd.index
             try:
@@ -175,16 +195,9 @@ def _produce(
                     fut = replicas.wait_for_replication(name, index, info)
                     if fut is not None:
                         waiting.append((len(responses), len(partitions), fut))
-                partitions.append(
-                    _partition(
-                        mod,
-                        index,
-                        ErrorCode.none,
-                        info.first_offset,
-                        info.log_append_time_ms,
-                        info.log_start_offset,
-                    )
-                )
+                partitions.append(PartitionResult(
+                    index, 0, info.first_offset, info.log_append_time_ms, info.log_start_offset
+                ))
             except Exception as e:
                 code = error_code_for(
                     e, context=f"produce to {name}-{index}", api_key=KEY,
@@ -193,12 +206,13 @@ def _produce(
                 message = e.message if isinstance(e, KafkaError) else None
                 record_errors = e.record_errors if isinstance(e, InvalidRecordError) else ()
                 leader = None
-                if code == ErrorCode.not_leader_or_follower and has_field(
-                    mod.PartitionProduceResponse, "current_leader"
-                ):
-                    leader = leader_hint(broker.cluster, mod, name, index, endpoints)
-                partitions.append(_partition(
-                    mod, index, code, message=message, record_errors=record_errors,
+                if code == ErrorCode.not_leader_or_follower:
+                    mod = response_module(KEY, request.api_version)
+                    if has_field(mod.PartitionProduceResponse, "current_leader"):
+                        hint = leader_hint(broker.cluster, mod, name, index, endpoints)
+                        leader = (hint.leader_id, hint.leader_epoch)
+                partitions.append(PartitionResult(
+                    index, code, error_message=message, record_errors=record_errors,
                     current_leader=leader,
                 ))
         responses.append((name, partitions))
@@ -208,29 +222,23 @@ def _produce(
     if waiting:
         # Appended: only the replication is awaited, so the connection may go on with the
         # Produce requests behind this one.
-        return Replicating(_after_replication(mod, request, responses, endpoints, waiting))
-    return _response(mod, responses, endpoints)
+        return Replicating(_after_replication(request, responses, endpoints, waiting))
+    return ProduceAnswer(responses, endpoints)
 
 
-def _response(mod: Any, responses: list[tuple[str, list[Any]]], endpoints: dict[int, Any]) -> Any:
-    return build(
-        mod.ProduceResponse,
-        responses=tuple(
-            build(mod.TopicProduceResponse, name=name, partition_responses=tuple(partitions))
-            for name, partitions in responses
-        ),
-        throttle_time=_ZERO,
-        node_endpoints=tuple(endpoints.values()),
+def encode(request: Request, answer: ProduceAnswer) -> bytes:
+    return encode_produce_response(
+        request.correlation_id, request.api_version, answer.responses,
+        tuple(answer.endpoints.values()),
     )
 
 
 async def _after_replication(
-    mod: Any,
     request: Request,
-    responses: list[tuple[str, list[Any]]],
+    responses: list[tuple[str, list[PartitionResult]]],
     endpoints: dict[int, Any],
     waiting: list[tuple[int, int, asyncio.Future[None]]],
-) -> Any:
+) -> ProduceAnswer:
     """acks=all: answer once every waiting batch is replicated (or failed), or at the request's
     timeout, when those still waiting are REQUEST_TIMED_OUT."""
     futures = [fut for _, _, fut in waiting]
@@ -254,12 +262,12 @@ async def _after_replication(
                 continue
             e = exc
         name, partitions = responses[topic_i]
-        index = partitions[part_i].index
+        index = partitions[part_i].partition
         code = error_code_for(e, context=f"produce to {name}-{index}", api_key=KEY,
                               version=request.api_version)
         message = e.message if isinstance(e, KafkaError) else None
-        partitions[part_i] = _partition(mod, index, code, message=message)
-    return _response(mod, responses, endpoints)
+        partitions[part_i] = PartitionResult(index, code, error_message=message)
+    return ProduceAnswer(responses, endpoints)
 
 
 def _verify_transaction(
@@ -351,4 +359,5 @@ API = ApiHandler(
     handle=handle,
     error_response=error_response,
     decode=decode_produce_request,
+    encode=encode,
 )
