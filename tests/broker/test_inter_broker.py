@@ -22,6 +22,7 @@ from kio.static.primitive import i8, i32, i32Timedelta, i64
 from odradek.broker.inter_broker import BrokerUnreachable, InterBrokerClient, _rmem_max
 from odradek.errors import ErrorCode
 from odradek.protocol.messages import decode_request, encode_response, peek_preamble, request_schema
+from odradek.protocol.replica_fetch import decode_replica_fetch_response
 from staticview import StaticView, registered
 
 TOPIC_ID = uuid.uuid4()
@@ -147,6 +148,31 @@ def test_answers_arrive_whole_however_they_are_cut() -> None:
             assert _records(answer) == small
             assert int(answer.responses[0].partitions[0].high_watermark) == 7
             assert leader.connections == 1
+        finally:
+            await client.close()
+            await leader.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_held_answer_is_not_overwritten_by_the_next() -> None:
+    """Large answers decoded without copying (the replica fetcher's decoder) are views of the
+    frame's memory, which the reader reuses for the next large answer only once nothing holds
+    a view of it: an answer kept while later ones arrive keeps its bytes."""
+    bigs = [os.urandom(3 << 20) for _ in range(4)]
+
+    async def scenario() -> None:
+        leader = _Leader([(b, "chunks" if i % 2 else "whole") for i, b in enumerate(bigs)])
+        port = await leader.start()
+        client = _client(port)
+        try:
+            kept = await client.send(1, _request(), decode_replica_fetch_response)
+            assert isinstance(kept.responses[0].partitions[0].records, memoryview)
+            for b in bigs[1:]:
+                answer = await client.send(1, _request(), decode_replica_fetch_response)
+                assert _records(answer) == b
+                del answer  # its memory may serve the next answer
+            assert _records(kept) == bigs[0]
         finally:
             await client.close()
             await leader.close()

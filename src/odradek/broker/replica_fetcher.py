@@ -15,7 +15,8 @@ connection of its own (:class:`~odradek.broker.inter_broker.InterBrokerClient`),
 of KIP-903 (``ReplicaState``: node id and broker epoch), with each partition's current leader
 epoch (KIP-320), the log end offset as fetch offset and the log's latest epoch as last fetched
 epoch (KIP-279), and ``replica.fetch.{wait.max.ms,min.bytes,max.bytes,response.max.bytes}``.
-Per partition of the response, as Kafka's fetcher does:
+The response is decoded by :mod:`odradek.protocol.replica_fetch`: records are views of the
+response frame, appended from there. Per partition of the response, as Kafka's fetcher does:
 
 - records: appended with ``PartitionLog.append_as_follower`` (offsets, epochs, producer fields
   as the leader wrote them); then the high watermark moves to min(leader's, log end offset),
@@ -66,6 +67,7 @@ from odradek.cluster.model import NO_LEADER, TopicInfo
 from odradek.config import BrokerConfig
 from odradek.errors import CorruptRecordError, ErrorCode, KafkaError
 from odradek.protocol.records import read_batch_header
+from odradek.protocol.replica_fetch import decode_replica_fetch_response
 from odradek.storage.log import PartitionLog, UnexpectedAppendOffsetError
 
 if TYPE_CHECKING:
@@ -336,7 +338,9 @@ class ReplicaFetcher:
         timings = self._timings
         sent_ns = timings.now_ns() if timings is not None else 0
         try:
-            response = await self._client.send(self.leader_id, request)
+            response = await self._client.send(
+                self.leader_id, request, decode_replica_fetch_response
+            )
         except KafkaError as e:
             log.debug("%s: fetch failed: %s", self.name, e)
             self._delay(s for s, _ in sent.values())
@@ -424,7 +428,9 @@ class ReplicaFetcher:
         if leader_start > plog.log_start_offset:
             plog.delete_records_before(leader_start)
 
-    def _append(self, state: _FetchState, plog: PartitionLog, records: bytes) -> None:
+    def _append(
+        self, state: _FetchState, plog: PartitionLog, records: bytes | memoryview
+    ) -> None:
         try:
             plog.append_as_follower(records)
         except UnexpectedAppendOffsetError:
