@@ -71,8 +71,8 @@ def _answer(records: bytes) -> Any:
 
 class _Leader:
     """A server that answers each Fetch with the next of ``answers``: (records, how), ``how``
-    being "whole" (one write), "dribble" (a byte per write), "chunks" (writes of 999 bytes) or
-    "cut" (half, then close)."""
+    being "whole" (one write), "dribble" (a byte per write), "chunks" (writes of 999 bytes),
+    "cut" (half, then close) or "silent" (no answer, until the client closes)."""
 
     def __init__(self, answers: list[tuple[bytes, str]]) -> None:
         self.answers = answers
@@ -105,6 +105,9 @@ class _Leader:
                         writer.write(out[i : i + 999])
                         await writer.drain()
                         await asyncio.sleep(0)
+                elif how == "silent":
+                    await reader.read()  # no answer: until the client gives up and closes
+                    break
                 elif how == "cut":
                     writer.write(out[: len(out) // 2])
                     await writer.drain()
@@ -212,6 +215,26 @@ def test_a_connection_dropped_mid_answer_fails_that_request_only() -> None:
         try:
             with pytest.raises(BrokerUnreachable):
                 await client.send(1, _request())
+            assert _records(await client.send(1, _request())) == b"after"
+            assert leader.connections == 2
+        finally:
+            await client.close()
+            await leader.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_unanswered_request_times_out_and_the_next_reconnects() -> None:
+    async def scenario() -> None:
+        leader = _Leader([(b"", "silent"), (b"after", "whole")])
+        port = await leader.start()
+        client = _client(port, request_timeout_ms=200)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(BrokerUnreachable, match="TimeoutError"):
+                await client.send(1, _request())
+            assert 0.15 < loop.time() - started < 5
             assert _records(await client.send(1, _request())) == b"after"
             assert leader.connections == 2
         finally:

@@ -308,9 +308,10 @@ class InterBrokerClient:
                 node_id, address, self._receive_buffer_bytes
             )
         try:
-            return await asyncio.wait_for(
-                conn.request(body, self._client_id, decode), self._timeout_s
-            )
+            # asyncio.timeout, not wait_for: wait_for runs the request as a task of its own,
+            # one more task step and timer per request (a replica fetcher sends one per answer).
+            async with asyncio.timeout(self._timeout_s):
+                return await conn.request(body, self._client_id, decode)
         except (OSError, EOFError, TimeoutError, CorruptFrameError) as e:
             # asyncio.IncompleteReadError is an EOFError: the broker closed the connection.
             conn.close()
