@@ -1,4 +1,5 @@
-"""The replica fetcher's zero-copy Fetch response decoder reads what kio writes, as kio reads it."""
+"""The replica fetcher's codecs: its Fetch requests are the bytes kio writes, and its zero-copy
+response decoder reads what kio writes, as kio reads it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ import uuid
 from typing import Any
 
 import pytest
+from kio.schema.fetch.v16 import request as fetch_req
+from kio.schema.types import BrokerId
+from kio.static.primitive import i8, i32, i32Timedelta, i64
 
 from odradek.errors import CorruptFrameError, ErrorCode
 from odradek.protocol.build import build, response_module
-from odradek.protocol.client import decode_response
+from odradek.protocol.client import decode_response, encode_request
 from odradek.protocol.fetch_response import FETCH_KEY
 from odradek.protocol.messages import encode_response
-from odradek.protocol.replica_fetch import decode_replica_fetch_response
+from odradek.protocol.replica_fetch import (
+    FetchPartitionRequest,
+    ReplicaFetchRequest,
+    decode_replica_fetch_response,
+)
 
 
 def _body(version: int) -> Any:
@@ -93,3 +101,36 @@ def test_truncated_or_padded_frames_are_corrupt() -> None:
             decode_replica_fetch_response(frame[:cut], 16)
     with pytest.raises(CorruptFrameError):
         decode_replica_fetch_response(frame + b"\0", 16)
+
+
+@pytest.mark.parametrize("epoch", [-1, 0, 5, 1 << 40])
+@pytest.mark.parametrize("client_id", ["odradek-broker-2", "", None])
+def test_requests_are_the_bytes_kio_writes(epoch: int, client_id: str | None) -> None:
+    topics = {
+        uuid.uuid4(): [(0, 3, 123_456, 2, 7, 1 << 20), (5, 3, 0, -1, 0, 1 << 20)],
+        uuid.uuid4(): [(1, 0, 99, 0, 0, 1_048_576)],
+        uuid.uuid4(): [],
+    }
+    want = fetch_req.FetchRequest(
+        replica_state=fetch_req.ReplicaState(replica_id=BrokerId(2), replica_epoch=i64(epoch)),
+        max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=500)),
+        min_bytes=i32(1), max_bytes=i32(10 << 20), isolation_level=i8(0),
+        session_id=i32(0), session_epoch=i32(-1),
+        topics=tuple(
+            fetch_req.FetchTopic(topic_id=t, partitions=tuple(
+                fetch_req.FetchPartition(
+                    partition=i32(a), current_leader_epoch=i32(b), fetch_offset=i64(c),
+                    last_fetched_epoch=i32(d), log_start_offset=i64(e),
+                    partition_max_bytes=i32(f),
+                ) for a, b, c, d, e, f in parts))
+            for t, parts in topics.items()
+        ),
+        forgotten_topics_data=(),
+    )
+    got = ReplicaFetchRequest(
+        replica_id=2, replica_epoch=epoch, max_wait_ms=500, min_bytes=1, max_bytes=10 << 20,
+        topics=tuple(
+            (t, tuple(FetchPartitionRequest(*p) for p in parts)) for t, parts in topics.items()
+        ),
+    )
+    assert got.encode(77, client_id) == encode_request(want, 77, client_id)

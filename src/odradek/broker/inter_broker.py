@@ -14,8 +14,8 @@ The replica fetchers use it too, each with clients of its own, for answers up to
 of its own (:class:`_FrameReader`, one copy, by the kernel; the buffer is reused while nothing
 holds a view of it), and a fetcher's sockets get ``replica.socket.receive.buffer.bytes`` as
 SO_RCVBUF, set before connecting. Frames are built and decoded by
-:mod:`odradek.protocol.client`, or by the decoder a request names (the fetcher's zero-copy
-:mod:`odradek.protocol.replica_fetch`); only the socket is here.
+:mod:`odradek.protocol.client`, or, for the fetchers, by :mod:`odradek.protocol.replica_fetch`
+(its own requests, and the zero-copy decoder a request names); only the socket is here.
 
 Owned by the broker's event loop.
 """
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from odradek.errors import CorruptFrameError, ErrorCode, KafkaError
 from odradek.protocol.client import decode_response, encode_request
 from odradek.protocol.framing import SPARE_BUFFER_BYTES, allocate, unshared
+from odradek.protocol.replica_fetch import ReplicaFetchRequest
 
 if TYPE_CHECKING:
     from odradek.cluster.model import MetadataView
@@ -218,7 +219,10 @@ class _Connection:
             assert self._reader is not None and self._transport is not None
             self._correlation += 1
             correlation = self._correlation
-            self._transport.write(encode_request(body, correlation, client_id))
+            if isinstance(body, ReplicaFetchRequest):
+                self._transport.write(body.encode(correlation, client_id))
+            else:
+                self._transport.write(encode_request(body, correlation, client_id))
             frame = await self._reader.read_frame()
             if decode is not None:
                 got, response = decode(frame, type(body).__version__)
