@@ -22,6 +22,7 @@ from kio.static.primitive import i8, i32, i32Timedelta, i64
 from odradek.broker.inter_broker import BrokerUnreachable, InterBrokerClient, _rmem_max
 from odradek.errors import ErrorCode
 from odradek.protocol.messages import decode_request, encode_response, peek_preamble, request_schema
+from odradek.protocol.replica_fetch import decode_replica_fetch_response
 from staticview import StaticView, registered
 
 TOPIC_ID = uuid.uuid4()
@@ -70,8 +71,8 @@ def _answer(records: bytes) -> Any:
 
 class _Leader:
     """A server that answers each Fetch with the next of ``answers``: (records, how), ``how``
-    being "whole" (one write), "dribble" (a byte per write), "chunks" (writes of 999 bytes) or
-    "cut" (half, then close)."""
+    being "whole" (one write), "dribble" (a byte per write), "chunks" (writes of 999 bytes),
+    "cut" (half, then close) or "silent" (no answer, until the client closes)."""
 
     def __init__(self, answers: list[tuple[bytes, str]]) -> None:
         self.answers = answers
@@ -104,6 +105,9 @@ class _Leader:
                         writer.write(out[i : i + 999])
                         await writer.drain()
                         await asyncio.sleep(0)
+                elif how == "silent":
+                    await reader.read()  # no answer: until the client gives up and closes
+                    break
                 elif how == "cut":
                     writer.write(out[: len(out) // 2])
                     await writer.drain()
@@ -154,6 +158,31 @@ def test_answers_arrive_whole_however_they_are_cut() -> None:
     asyncio.run(scenario())
 
 
+def test_a_held_answer_is_not_overwritten_by_the_next() -> None:
+    """Large answers decoded without copying (the replica fetcher's decoder) are views of the
+    frame's memory, which the reader reuses for the next large answer only once nothing holds
+    a view of it: an answer kept while later ones arrive keeps its bytes."""
+    bigs = [os.urandom(3 << 20) for _ in range(4)]
+
+    async def scenario() -> None:
+        leader = _Leader([(b, "chunks" if i % 2 else "whole") for i, b in enumerate(bigs)])
+        port = await leader.start()
+        client = _client(port)
+        try:
+            kept = await client.send(1, _request(), decode_replica_fetch_response)
+            assert isinstance(kept.responses[0].partitions[0].records, memoryview)
+            for b in bigs[1:]:
+                answer = await client.send(1, _request(), decode_replica_fetch_response)
+                assert _records(answer) == b
+                del answer  # its memory may serve the next answer
+            assert _records(kept) == bigs[0]
+        finally:
+            await client.close()
+            await leader.close()
+
+    asyncio.run(scenario())
+
+
 def test_answers_around_the_small_read_buffer_arrive_whole() -> None:
     """Frames just under, at and just over what a connection reads before it knows a frame's
     size (64 KiB with the prefix), whole or in pieces."""
@@ -186,6 +215,26 @@ def test_a_connection_dropped_mid_answer_fails_that_request_only() -> None:
         try:
             with pytest.raises(BrokerUnreachable):
                 await client.send(1, _request())
+            assert _records(await client.send(1, _request())) == b"after"
+            assert leader.connections == 2
+        finally:
+            await client.close()
+            await leader.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_unanswered_request_times_out_and_the_next_reconnects() -> None:
+    async def scenario() -> None:
+        leader = _Leader([(b"", "silent"), (b"after", "whole")])
+        port = await leader.start()
+        client = _client(port, request_timeout_ms=200)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(BrokerUnreachable, match="TimeoutError"):
+                await client.send(1, _request())
+            assert 0.15 < loop.time() - started < 5
             assert _records(await client.send(1, _request())) == b"after"
             assert leader.connections == 2
         finally:

@@ -11,9 +11,11 @@ decides whether to retry.
 
 The replica fetchers use it too, each with clients of its own, for answers up to
 ``replica.fetch.response.max.bytes``: a large response frame is read straight into a buffer
-of its size (:class:`_FrameReader`, one copy, by the kernel), and a fetcher's sockets get
-``replica.socket.receive.buffer.bytes`` as SO_RCVBUF, set before connecting. Frames are built
-and decoded by :mod:`odradek.protocol.client`; only the socket is here.
+of its own (:class:`_FrameReader`, one copy, by the kernel; the buffer is reused while nothing
+holds a view of it), and a fetcher's sockets get ``replica.socket.receive.buffer.bytes`` as
+SO_RCVBUF, set before connecting. Frames are built and decoded by
+:mod:`odradek.protocol.client`, or, for the fetchers, by :mod:`odradek.protocol.replica_fetch`
+(its own requests, and the zero-copy decoder a request names); only the socket is here.
 
 Owned by the broker's event loop.
 """
@@ -24,12 +26,16 @@ import asyncio
 import contextlib
 import functools
 import logging
+import mmap
 import socket
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from odradek.errors import CorruptFrameError, ErrorCode, KafkaError
 from odradek.protocol.client import decode_response, encode_request
+from odradek.protocol.framing import SPARE_BUFFER_BYTES, allocate, unshared
+from odradek.protocol.replica_fetch import ReplicaFetchRequest
 
 if TYPE_CHECKING:
     from odradek.cluster.model import MetadataView
@@ -48,6 +54,10 @@ _MAX_RESPONSE_BYTES = 100 << 20
 _SMALL_READ_BYTES = 64 << 10
 
 
+#: A response decoder other than ``kio``'s: (frame, api version) -> (correlation id, body).
+Decoder = Callable[[bytes | memoryview, int], tuple[int, Any]]
+
+
 class BrokerUnreachable(KafkaError):
     """The destination is not registered, or the connection to it failed or timed out."""
 
@@ -58,21 +68,30 @@ class _FrameReader(asyncio.BufferedProtocol):
     """The socket's side of a :class:`_Connection`: reads size-prefixed response frames and
     hands them to the request waiting for one. Reads go into a small buffer (a small answer
     and its prefix take one read); a frame larger than what that buffer holds is read straight
-    into a buffer of its own size once its prefix is in (the kernel copies it there; nothing is
+    into a buffer of its own once its prefix is in (the kernel copies it there; nothing is
     copied again). A replica fetcher's answers are up to ``replica.fetch.response.max.bytes``:
     read through a stream they were copied twice more and gathered 256 KiB per wake-up, which
-    made reading an answer that was already in the socket take milliseconds."""
+    made reading an answer that was already in the socket take milliseconds.
+
+    A large frame's buffer is an anonymous map (:func:`odradek.protocol.framing.allocate`),
+    handed out as a view; the last one is kept and reused for the next large frame once no view
+    of it is left (the fetcher has appended the records it sliced from it), as the broker's
+    request decoder does: a fresh megabyte each answer cost a zero fill and a page fault per
+    page (the allocator gave the memory back between answers), a fifth of a follower's CPU in
+    ``bench/run.py --only replication``."""
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
         self._small = bytearray(_SMALL_READ_BYTES)  # prefixes and small frames
         self._small_view = memoryview(self._small)
         self._have = 0  # bytes in _small
-        self._frame: bytearray | None = None  # a large frame being read (after its prefix)
+        self._frame: mmap.mmap | None = None  # a large frame being read (after its prefix)
         self._frame_view: memoryview | None = None
+        self._frame_size = 0
         self._got = 0  # bytes of the large frame read so far
-        self._waiter: asyncio.Future[bytes | bytearray] | None = None
-        self._ready: bytes | bytearray | None = None  # a whole frame nobody waited for yet
+        self._spare: mmap.mmap | None = None  # the last large frame's map, for the next one
+        self._waiter: asyncio.Future[bytes | memoryview] | None = None
+        self._ready: bytes | memoryview | None = None  # a whole frame nobody waited for yet
         self._lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,20 +100,23 @@ class _FrameReader(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._frame_view is not None:
-            return self._frame_view[self._got:]
+            return self._frame_view[self._got : self._frame_size]
         return self._small_view[self._have:]
 
     def buffer_updated(self, nbytes: int) -> None:
         frame = self._frame
         if frame is not None:
             self._got += nbytes
-            if self._got < len(frame):
+            if self._got < self._frame_size:
                 return
-            if self._frame_view is not None:
-                self._frame_view.release()
+            view = self._frame_view
+            assert view is not None
             self._frame = self._frame_view = None
             self._got = 0
-            self._deliver(frame)
+            if len(frame) <= SPARE_BUFFER_BYTES:
+                self._spare = frame
+            self._deliver(view[: self._frame_size])
+            view.release()
             return
         have = self._have = self._have + nbytes
         if have < 4:
@@ -111,13 +133,19 @@ class _FrameReader(asyncio.BufferedProtocol):
             self._deliver(bytes(self._small_view[4 : 4 + size]))
         elif 4 + size > len(self._small):
             # Too large for the small buffer: the rest goes straight into its own.
-            frame = self._frame = bytearray(size)
+            spare, self._spare = self._spare, None
+            if spare is not None and len(spare) >= size and unshared(spare):
+                frame = spare
+            else:
+                frame = allocate(size)
+            self._frame = frame
+            self._frame_size = size
             self._frame_view = memoryview(frame)
             frame[: have - 4] = self._small_view[4:have]
             self._got = have - 4
             self._have = 0
 
-    def _deliver(self, frame: bytes | bytearray) -> None:
+    def _deliver(self, frame: bytes | memoryview) -> None:
         if self._ready is not None:  # a second answer to one request: the stream is off
             self._fail(CorruptFrameError("a response nobody asked for"))
             return
@@ -145,7 +173,7 @@ class _FrameReader(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.abort()
 
-    async def read_frame(self) -> bytes | bytearray:
+    async def read_frame(self) -> bytes | memoryview:
         """The next response frame (without its size prefix)."""
         if self._ready is not None:
             frame, self._ready = self._ready, None
@@ -176,7 +204,7 @@ class _Connection:
         self._correlation = 0
         self._closed = False
 
-    async def request(self, body: Any, client_id: str) -> Any:
+    async def request(self, body: Any, client_id: str, decode: Decoder | None = None) -> Any:
         async with self._lock:
             if self._closed:
                 # Dropped while this request waited for the lock: a new socket here would be
@@ -191,11 +219,18 @@ class _Connection:
             assert self._reader is not None and self._transport is not None
             self._correlation += 1
             correlation = self._correlation
-            self._transport.write(encode_request(body, correlation, client_id))
+            if isinstance(body, ReplicaFetchRequest):
+                self._transport.write(body.encode(correlation, client_id))
+            else:
+                self._transport.write(encode_request(body, correlation, client_id))
             frame = await self._reader.read_frame()
-            got, response = decode_response(
-                memoryview(frame), type(body).__api_key__, type(body).__version__
-            )
+            if decode is not None:
+                got, response = decode(frame, type(body).__version__)
+            else:
+                got, response = decode_response(
+                    memoryview(frame), type(body).__api_key__, type(body).__version__
+                )
+            del frame
             if got != correlation:
                 raise CorruptFrameError(
                     f"broker {self.node_id} answered request {got}, expected {correlation}"
@@ -258,10 +293,11 @@ class InterBrokerClient:
         self._connections: dict[int, _Connection] = {}
         self._closed = False
 
-    async def send(self, node_id: int, body: Any) -> Any:
-        """``body``'s response from broker ``node_id``. Raises :class:`BrokerUnreachable` (the
-        connection is dropped) when the broker is not registered, or the request failed or
-        timed out."""
+    async def send(self, node_id: int, body: Any, decode: Decoder | None = None) -> Any:
+        """``body``'s response from broker ``node_id``, decoded by ``decode`` (frame, version)
+        -> (correlation id, response) when given, else by ``kio``. Raises
+        :class:`BrokerUnreachable` (the connection is dropped) when the broker is not
+        registered, or the request failed or timed out."""
         if self._closed:
             raise BrokerUnreachable("the broker is shutting down")
         broker = self._cluster.broker(node_id)
@@ -276,7 +312,10 @@ class InterBrokerClient:
                 node_id, address, self._receive_buffer_bytes
             )
         try:
-            return await asyncio.wait_for(conn.request(body, self._client_id), self._timeout_s)
+            # asyncio.timeout, not wait_for: wait_for runs the request as a task of its own,
+            # one more task step and timer per request (a replica fetcher sends one per answer).
+            async with asyncio.timeout(self._timeout_s):
+                return await conn.request(body, self._client_id, decode)
         except (OSError, EOFError, TimeoutError, CorruptFrameError) as e:
             # asyncio.IncompleteReadError is an EOFError: the broker closed the connection.
             conn.close()

@@ -15,7 +15,8 @@ connection of its own (:class:`~odradek.broker.inter_broker.InterBrokerClient`),
 of KIP-903 (``ReplicaState``: node id and broker epoch), with each partition's current leader
 epoch (KIP-320), the log end offset as fetch offset and the log's latest epoch as last fetched
 epoch (KIP-279), and ``replica.fetch.{wait.max.ms,min.bytes,max.bytes,response.max.bytes}``.
-Per partition of the response, as Kafka's fetcher does:
+The response is decoded by :mod:`odradek.protocol.replica_fetch`: records are views of the
+response frame, appended from there. Per partition of the response, as Kafka's fetcher does:
 
 - records: appended with ``PartitionLog.append_as_follower`` (offsets, epochs, producer fields
   as the leader wrote them); then the high watermark moves to min(leader's, log end offset),
@@ -47,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import uuid
 import zlib
@@ -55,10 +55,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kio.schema.fetch.v16 import request as fetch_req
 from kio.schema.offset_for_leader_epoch.v4 import request as ofle_req
 from kio.schema.types import BrokerId, TopicName
-from kio.static.primitive import i8, i32, i32Timedelta, i64
+from kio.static.primitive import i32
 
 from odradek.broker.inter_broker import InterBrokerClient
 from odradek.cluster.image import MetadataImage, TopicsChange
@@ -66,6 +65,11 @@ from odradek.cluster.model import NO_LEADER, TopicInfo
 from odradek.config import BrokerConfig
 from odradek.errors import CorruptRecordError, ErrorCode, KafkaError
 from odradek.protocol.records import read_batch_header
+from odradek.protocol.replica_fetch import (
+    FetchPartitionRequest,
+    ReplicaFetchRequest,
+    decode_replica_fetch_response,
+)
 from odradek.storage.log import PartitionLog, UnexpectedAppendOffsetError
 
 if TYPE_CHECKING:
@@ -287,12 +291,14 @@ class ReplicaFetcher:
     def _current(self, state: _FetchState) -> bool:
         return self.partitions.get((state.topic, state.partition)) is state
 
-    def _build(self, ready: list[_FetchState]) -> tuple[Any, dict[tuple[uuid.UUID, int], tuple[_FetchState, int]]]:
+    def _build(
+        self, ready: list[_FetchState]
+    ) -> tuple[ReplicaFetchRequest, dict[tuple[uuid.UUID, int], tuple[_FetchState, int]]]:
         """The Fetch request for ``ready`` and, by (topic id, partition), each partition's state
         and the fetch offset sent."""
         cfg = self._config
         sent: dict[tuple[uuid.UUID, int], tuple[_FetchState, int]] = {}
-        by_topic: dict[uuid.UUID, list[Any]] = {}
+        by_topic: dict[uuid.UUID, list[FetchPartitionRequest]] = {}
         for s in ready:
             try:
                 plog = self._log(s.topic, s.partition)
@@ -302,30 +308,23 @@ class ReplicaFetcher:
             leo = plog.log_end_offset
             sent[(s.topic_id, s.partition)] = (s, leo)
             by_topic.setdefault(s.topic_id, []).append(
-                fetch_req.FetchPartition(
-                    partition=i32(s.partition),
-                    current_leader_epoch=i32(s.leader_epoch),
-                    fetch_offset=i64(leo),
-                    last_fetched_epoch=i32(plog.leader_epoch),
-                    log_start_offset=i64(plog.log_start_offset),
-                    partition_max_bytes=i32(cfg.max_bytes),
+                FetchPartitionRequest(
+                    partition=s.partition,
+                    current_leader_epoch=s.leader_epoch,
+                    fetch_offset=leo,
+                    last_fetched_epoch=plog.leader_epoch,
+                    log_start_offset=plog.log_start_offset,
+                    partition_max_bytes=cfg.max_bytes,
                 )
             )
-        request = fetch_req.FetchRequest(
-            replica_state=fetch_req.ReplicaState(
-                replica_id=BrokerId(cfg.node_id), replica_epoch=i64(self._broker_epoch())
-            ),
-            max_wait=i32Timedelta.parse(datetime.timedelta(milliseconds=cfg.wait_max_ms)),
-            min_bytes=i32(cfg.min_bytes),
-            max_bytes=i32(cfg.response_max_bytes),
-            isolation_level=i8(0),
-            session_id=i32(0),
-            session_epoch=i32(-1),  # no fetch session: every request is a full one
-            topics=tuple(
-                fetch_req.FetchTopic(topic_id=tid, partitions=tuple(parts))
-                for tid, parts in by_topic.items()
-            ),
-            forgotten_topics_data=(),
+        # No fetch session (session id 0, epoch -1): every request is a full one.
+        request = ReplicaFetchRequest(
+            replica_id=cfg.node_id,
+            replica_epoch=self._broker_epoch(),
+            max_wait_ms=cfg.wait_max_ms,
+            min_bytes=cfg.min_bytes,
+            max_bytes=cfg.response_max_bytes,
+            topics=tuple((tid, tuple(parts)) for tid, parts in by_topic.items()),
         )
         return request, sent
 
@@ -336,7 +335,9 @@ class ReplicaFetcher:
         timings = self._timings
         sent_ns = timings.now_ns() if timings is not None else 0
         try:
-            response = await self._client.send(self.leader_id, request)
+            response = await self._client.send(
+                self.leader_id, request, decode_replica_fetch_response
+            )
         except KafkaError as e:
             log.debug("%s: fetch failed: %s", self.name, e)
             self._delay(s for s, _ in sent.values())
@@ -424,7 +425,9 @@ class ReplicaFetcher:
         if leader_start > plog.log_start_offset:
             plog.delete_records_before(leader_start)
 
-    def _append(self, state: _FetchState, plog: PartitionLog, records: bytes) -> None:
+    def _append(
+        self, state: _FetchState, plog: PartitionLog, records: bytes | memoryview
+    ) -> None:
         try:
             plog.append_as_follower(records)
         except UnexpectedAppendOffsetError:

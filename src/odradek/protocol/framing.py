@@ -53,6 +53,8 @@ __all__ = [
     "RECEIVE_BUFFER_BYTES",
     "INITIAL_RECEIVE_BUFFER_BYTES",
     "SPARE_BUFFER_BYTES",
+    "allocate",
+    "unshared",
 ]
 
 
@@ -267,10 +269,10 @@ class FrameDecoder:
         start, end = self._start, self._end
         spare = self._spare
         self._spare = None
-        if spare is not None and len(spare) >= size and _unshared(spare):
+        if spare is not None and len(spare) >= size and unshared(spare):
             big = spare
         else:
-            big = _allocate(size)
+            big = allocate(size)
         have = end - start - 4
         if have:
             big[:have] = memoryview(self._buf)[start + 4 : end]
@@ -283,7 +285,7 @@ class FrameDecoder:
             self._start = self._end = 0
 
 
-def _allocate(nbytes: int) -> mmap.mmap:
+def allocate(nbytes: int) -> mmap.mmap:
     """A large frame's own memory: an anonymous private map, whose pages the kernel commits (and
     zeroes) as they are first written and takes back when the last view of it goes. Rounded up
     to a power of two (address space, not memory) so that it can serve later frames too."""
@@ -292,7 +294,7 @@ def _allocate(nbytes: int) -> mmap.mmap:
     )
 
 
-def _unshared(buf: mmap.mmap) -> bool:
+def unshared(buf: mmap.mmap) -> bool:
     """No view of ``buf`` is left (a map cannot be resized while any exists)."""
     try:
         buf.resize(len(buf))
