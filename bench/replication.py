@@ -425,6 +425,7 @@ def failover_trials(tmp: Path, session_ms: int | None, controlled: bool, count: 
                 trials[label].append(trial)
                 if not quiet:
                     _print_trial(label, i, trial)
+                _wait(lambda c=cluster, n=trial.leader: not c.broker(n).running)  # type: ignore[misc]
                 src = baseline_src if label else None
                 with _python_path(src):
                     cluster.broker(trial.leader).start()
