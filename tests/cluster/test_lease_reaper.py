@@ -1,5 +1,6 @@
-"""The controller's lease reaper: a lease that ran out ends at once rather than at the store's
-sweep, and no lease is ended while it could still be renewed. In-process store whose leases, like
+"""The lease reaper (the controller's, for brokers; the candidates', for the controller): a lease
+that ran out ends at once rather than at the store's sweep, and no lease is ended while it
+could still be renewed. In-process store whose leases, like
 etcd's, go 500 ms after their deadline (and cannot be renewed past it), on a manual clock."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 from cluster_harness import Harness
 
 from odradek.cluster.lease_reaper import LeaseReaper
+from odradek.cluster.membership import ClusterKeys, ControllerElection, Session, current_controller
 from odradek.cluster.store import ClusterStore, LeaseNotFound
 
 SWEEP_MS = 500
@@ -116,5 +118,33 @@ def test_a_one_second_lease_is_left_to_the_store() -> None:
         with pytest.raises(LeaseNotFound):
             await store.time_to_live(lease.id)
         assert gone > granted
+
+    harness.run(scenario)
+
+
+def test_a_dead_controllers_successor_is_elected_before_the_sweep() -> None:
+    """Nobody's controller reaps the controller's own lease: the candidates waiting for its key
+    do, so the next controller is elected at the dead one's session timeout."""
+    harness = _harness()
+    keys = ClusterKeys(cluster="reaper", prefix="/reaper-test")
+
+    async def scenario(store: ClusterStore) -> None:
+        s1 = await Session.open(store, 2, clock=harness.clock, sleep=harness.sleep)
+        s2 = await Session.open(store, 2, clock=harness.clock, sleep=harness.sleep)
+        first = ControllerElection(store, keys, s1, 1)
+        await first.campaign()
+        waiting = asyncio.ensure_future(ControllerElection(store, keys, s2, 2).campaign())
+        await harness.pass_time(1.0)
+        assert not waiting.done()
+        # Broker 1 dies just after a renewal: its lease runs out 2 s later.
+        await store.keep_alive(s1.lease_id)
+        s1.abandon()
+        died = harness.now()
+        epoch = await harness.until(waiting, max_s=5)
+        elected_after = harness.now() - died
+        assert epoch > first.epoch
+        assert await current_controller(store, keys) == (2, epoch)
+        assert 2.0 <= elected_after <= 2.0 + 0.3  # the sweep alone: 2.5
+        await s2.close()
 
     harness.run(scenario)

@@ -60,8 +60,8 @@ class _Watched:
 
 
 class LeaseReaper:
-    """Revokes the leases of ``leases()`` (node id → lease id; read before every round) once
-    each has certainly run out. Owned by the controller's event loop; :meth:`run` until
+    """Revokes the leases of ``leases()`` (node id, 0 for "the controller", → lease id; read
+    before every round) once each has certainly run out. Owned by the controller's event loop; :meth:`run` until
     cancelled."""
 
     def __init__(
@@ -127,9 +127,9 @@ class LeaseReaper:
         ):
             watched.zero_at_ms, watched.term = received, answer.term  # step 1 (again)
         elif sent >= watched.zero_at_ms + 1000 + CLOCK_MARGIN_MS:  # step 3
-            log.info("broker %d's session has run out (no renewal of its %d s lease %x); "
+            log.info("%s's session has run out (no renewal of its %d s lease %x); "
                      "ending it now rather than at etcd's next sweep",
-                     node, answer.granted_ttl, lease)
+                     f"broker {node}" if node else "the controller", answer.granted_ttl, lease)
             await self._store.revoke(lease)
             self.revoked += 1
             self._watched.pop(lease, None)
