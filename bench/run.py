@@ -159,18 +159,28 @@ def main() -> None:
     ap.add_argument("--registry-produce-records", type=int, default=200_000)
     ap.add_argument("--only",
                     choices=("all", "log", "groups", "transactions", "compaction", "scale",
-                             "connections", "registry", "vsmock", "cluster", "replication"),
+                             "connections", "registry", "vsmock", "cluster", "replication",
+                             "failover"),
                     default="all")
     ap.add_argument("--rounds", type=int, default=3, help="vsmock: interleaved rounds")
     from vsmock import _consume_arguments
 
     _consume_arguments(ap)
     ap.add_argument("--baseline-src", metavar="DIR",
-                    help="vsmock, replication: also run odradek from this source tree (src/), "
+                    help="vsmock, replication, failover: also run odradek from this source tree (src/), "
                          "interleaved")
     ap.add_argument("--workloads", metavar="WORDS",
                     help="vsmock: only the workloads whose label contains one of these "
                          "comma-separated words, e.g. 'produce 1 KiB,latency'")
+    ap.add_argument("--failover-trials", type=int, default=10,
+                    help="failover: trials per session timeout and kind")
+    ap.add_argument("--failover-session-ms", action="append", metavar="MS",
+                    help="failover: broker.session.timeout.ms to run with ('default' for the "
+                         "broker's default); repeatable; default: default and 2000")
+    ap.add_argument("--failover-kinds", default="kill,stop",
+                    help="failover: comma-separated, of 'kill' (-9) and 'stop' (SIGTERM)")
+    ap.add_argument("--failover-debug", action="store_true",
+                    help="failover: print librdkafka's debug lines from each kill on")
     args = ap.parse_args()
     if args.only in ("all", "vsmock"):
         from vsmock import bench_vsmock
@@ -186,6 +196,13 @@ def main() -> None:
         from replication import bench_replication
 
         bench_replication(rounds=args.rounds, baseline_src=args.baseline_src)
+    if args.only == "failover":  # "replication" runs one trial of each as well
+        from replication import bench_failover
+
+        sessions = [None if s == "default" else int(s)
+                    for s in (args.failover_session_ms or ["default", "2000"])]
+        bench_failover(args.failover_trials, sessions, args.failover_kinds.split(","),
+                       debug=args.failover_debug, baseline_src=args.baseline_src)
     if args.only in ("all", "transactions"):
         bench_transactions(args)
     if args.only in ("all", "groups"):

@@ -37,8 +37,9 @@ class Harness:
 
     _prefixes = itertools.count()
 
-    def __init__(self, kind: str, etcd: EtcdProcess | None) -> None:
+    def __init__(self, kind: str, etcd: EtcdProcess | None, *, sweep_delay_ms: int = 0) -> None:
         self.kind = kind
+        self._sweep_delay_ms = sweep_delay_ms  # in-process: etcd's lag in ending leases
         self.etcd = etcd
         self.clock = ManualClock()
         self._store: InProcessStore | None = None
@@ -61,7 +62,7 @@ class Harness:
         """A store (call it inside the event loop); for in-process, the same one every time."""
         if self.kind == "inprocess":
             if self._store is None:
-                self._store = InProcessStore(self.clock)
+                self._store = InProcessStore(self.clock, sweep_delay_ms=self._sweep_delay_ms)
             return _Shared(self._store)
         assert self.etcd is not None
         return EtcdStore([self.etcd.endpoint])

@@ -190,6 +190,25 @@ def test_lease_expiry_deletes_its_keys(harness: Harness) -> None:
     harness.run(scenario)
 
 
+def test_time_to_live_is_whole_seconds_left(harness: Harness) -> None:
+    async def scenario(store: ClusterStore) -> None:
+        lease = await store.grant(3)
+        first = await store.time_to_live(lease.id)
+        assert first.granted_ttl == 3
+        assert 2 <= first.ttl <= 3  # rounded down: etcd has already used some of it
+        await harness.pass_time(1.2)
+        assert (await store.time_to_live(lease.id)).ttl == 1
+        await harness.pass_time(1.0)
+        assert (await store.time_to_live(lease.id)).ttl == 0  # under a second left
+        await store.keep_alive(lease.id)
+        assert (await store.time_to_live(lease.id)).ttl >= 2
+        await store.revoke(lease.id)
+        with pytest.raises(LeaseNotFound):
+            await store.time_to_live(lease.id)
+
+    harness.run(scenario)
+
+
 def test_keep_alive_keeps_keys_and_revoke_deletes_them(harness: Harness) -> None:
     p = harness.prefix
 

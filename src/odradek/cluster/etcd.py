@@ -35,6 +35,7 @@ from odradek.cluster.store import (
     KeyValue,
     Lease,
     LeaseNotFound,
+    LeaseTimeToLive,
     OutcomeUnknown,
     Put,
     PutResult,
@@ -198,6 +199,14 @@ class EtcdStore:
             await self._call("/lease/revoke", {"ID": str(lease_id)}, write=True)
         except LeaseNotFound:
             raise LeaseNotFound(lease_id) from None
+
+    async def time_to_live(self, lease_id: int) -> LeaseTimeToLive:
+        answer = await self._call("/lease/timetolive", {"ID": str(lease_id)}, write=False)
+        ttl = int(answer.get("TTL", 0))
+        if ttl < 0:
+            raise LeaseNotFound(lease_id)  # etcd answers an ended lease with TTL -1
+        term = int(answer.get("header", {}).get("raft_term", 0))
+        return LeaseTimeToLive(ttl, int(answer.get("grantedTTL", 0)), term)
 
     async def compact(self, revision: int) -> None:
         await self._call("/kv/compaction", {"revision": str(revision)}, write=True)

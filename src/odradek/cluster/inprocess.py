@@ -24,6 +24,7 @@ from odradek.cluster.store import (
     KeyValue,
     Lease,
     LeaseNotFound,
+    LeaseTimeToLive,
     Put,
     PutResult,
     RangeResult,
@@ -55,8 +56,17 @@ class InProcessStore:
     History is kept until :meth:`compact`.
     """
 
-    def __init__(self, clock: Clock | None = None, *, expiry_interval_s: float | None = None):
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        expiry_interval_s: float | None = None,
+        sweep_delay_ms: int = 0,
+    ):
         self._clock: Clock = clock or SystemClock()
+        # How long after its deadline a lease's keys go (it cannot be renewed meanwhile): 0,
+        # or etcd's lag, up to its 500 ms sweep, for the tests of what may act before it.
+        self._sweep_delay_ms = sweep_delay_ms
         self._revision = 1
         self._compacted = 0  # reads and watches below this revision fail
         # Every version of every key since the compaction point, oldest first; a deletion is a
@@ -261,10 +271,18 @@ class InProcessStore:
     async def keep_alive(self, lease_id: int) -> int:
         self.maybe_expire_leases()
         state = self._leases.get(lease_id)
-        if state is None:
-            raise LeaseNotFound(lease_id)
+        if state is None or state.deadline_ms <= self._clock.monotonic_ms():
+            raise LeaseNotFound(lease_id)  # etcd, too, renews no lease past its deadline
         state.deadline_ms = self._clock.monotonic_ms() + state.ttl * 1000
         return state.ttl
+
+    async def time_to_live(self, lease_id: int) -> LeaseTimeToLive:
+        self.maybe_expire_leases()
+        state = self._leases.get(lease_id)
+        if state is None:
+            raise LeaseNotFound(lease_id)
+        left_ms = max(0, state.deadline_ms - self._clock.monotonic_ms())
+        return LeaseTimeToLive(left_ms // 1000, state.ttl, 0)
 
     async def revoke(self, lease_id: int) -> None:
         self.maybe_expire_leases()
@@ -275,7 +293,8 @@ class InProcessStore:
     def maybe_expire_leases(self) -> None:
         """End every lease whose deadline has passed (each in its own revision, as etcd does)."""
         now = self._clock.monotonic_ms()
-        for lease_id in [i for i, s in self._leases.items() if s.deadline_ms <= now]:
+        delay = self._sweep_delay_ms
+        for lease_id in [i for i, s in self._leases.items() if s.deadline_ms + delay <= now]:
             self._end_lease(lease_id)
 
     def _end_lease(self, lease_id: int) -> None:

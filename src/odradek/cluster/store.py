@@ -44,6 +44,7 @@ __all__ = [
     "DeleteResult",
     "TxnResult",
     "Lease",
+    "LeaseTimeToLive",
     "EventType",
     "WatchEvent",
     "CompareTarget",
@@ -120,6 +121,19 @@ class Lease:
 
     id: int
     ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLive:
+    """What the store says of a live lease: ``ttl``, the whole seconds left (rounded down, as
+    etcd does: 0 when less than a second is left, and while a lease that ran out waits for the
+    store to end it); ``granted_ttl``, its TTL; ``term``, the term of the store's lease keeper
+    (etcd's raft term): where it changed, every lease's deadline may have been pushed back (a new
+    etcd leader restarts each lease's TTL)."""
+
+    ttl: int
+    granted_ttl: int
+    term: int
 
 
 class EventType(enum.Enum):
@@ -291,6 +305,10 @@ class ClusterStore(Protocol):
 
     async def revoke(self, lease_id: int) -> None:
         """End the lease now, deleting its keys. Raises :class:`LeaseNotFound` when it ended."""
+        ...
+
+    async def time_to_live(self, lease_id: int) -> LeaseTimeToLive:
+        """How long the lease has left. Raises :class:`LeaseNotFound` when it ended."""
         ...
 
     async def compact(self, revision: int) -> None:

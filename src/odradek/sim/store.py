@@ -26,6 +26,7 @@ from odradek.cluster.store import (
     DeleteResult,
     KeyValue,
     Lease,
+    LeaseTimeToLive,
     OutcomeUnknown,
     PutResult,
     RangeResult,
@@ -109,6 +110,9 @@ class NodeStore:
 
     async def revoke(self, lease_id: int) -> None:
         await self._call(lambda: self._store.revoke(lease_id), write=True)
+
+    async def time_to_live(self, lease_id: int) -> LeaseTimeToLive:
+        return await self._call(lambda: self._store.time_to_live(lease_id), write=False)
 
     async def compact(self, revision: int) -> None:
         await self._call(lambda: self._store.compact(revision), write=True)
