@@ -321,3 +321,75 @@ def test_served_partitions_go_last_in_the_next_fetch() -> None:
         seen.extend(p for _, p in answered)
         move_to_end(partitions, answered)
     assert set(seen) == set(range(5))
+
+
+def _fetch_v16_answer(correlation_id: int, topic_id: uuid.UUID,
+                      partitions: list[tuple[int, int, bytes | None]]) -> bytes:
+    """A Fetch v16 answer written by hand (kio writes no error code it does not know): per
+    partition (index, error code, records), high watermark 1, no aborted transactions."""
+    import struct
+
+    out = bytearray(struct.pack(">i", correlation_id)) + b"\0"  # header, no tags
+    out += struct.pack(">ihi", 0, 0, 0)  # throttle, error code, session id
+    out += b"\x02" + topic_id.bytes + bytes([len(partitions) + 1])
+    for index, code, records in partitions:
+        out += struct.pack(">ihqqq", index, code, 1, 1, 0)
+        out += b"\0"  # aborted transactions: null
+        out += struct.pack(">i", -1)  # preferred read replica
+        if records is None:
+            out += b"\0"
+        else:
+            assert len(records) + 1 < 128
+            out += bytes([len(records) + 1]) + records
+        out += b"\0"  # the partition's tags
+    out += b"\0\0"  # the topic's tags, the body's
+    return struct.pack(">i", len(out)) + bytes(out)
+
+
+def test_an_error_code_the_follower_does_not_know_fails_that_partition_only(
+    world: Callable[..., _World], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review (session 9): an error code the follower does not know (a newer leader's) is
+    UNKNOWN_SERVER_ERROR for its partition, as Kafka's Errors.forCode reads it; the other
+    partitions of the answer are applied. Failed with the zero-copy decoder: ErrorCode(9999)
+    raised ValueError out of the fetch ("unexpected error"), so partition 1's records were never
+    appended (the kio decoder before it refused the whole answer: never appended either)."""
+    from odradek.protocol.records import SimpleRecord, encode_batch
+
+    tid = uuid.uuid4()
+    batch = encode_batch([SimpleRecord(b"v", b"k", timestamp=1)], partition_leader_epoch=0)
+    answered: list[int] = []
+
+    async def leader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                frame = await reader.readexactly(size)
+                preamble = peek_preamble(frame)
+                first = not answered
+                answered.append(preamble.correlation_id)
+                writer.write(_fetch_v16_answer(preamble.correlation_id, tid, [
+                    (0, 9999, None), (1, 0, batch if first else None),
+                ]))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(leader, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        w = world(backoff_ms=50)
+        await w.image.start()
+        await w.put(w.broker(2, port), w.topic("z", 2, tid),
+                    w.state("z", 0, (2, 1), 2, 0), w.state("z", 1, (2, 1), 2, 0))
+        w.manager.start()
+        async with asyncio.timeout(5):
+            while w.log("z", 1).log_end_offset == 0:
+                await asyncio.sleep(0.01)
+        assert w.log("z", 0).log_end_offset == 0
+        await w.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]

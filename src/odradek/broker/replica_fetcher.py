@@ -190,6 +190,16 @@ class _FetchState:
 _Key = tuple[str, int]
 
 
+
+def _error_code(code: int) -> ErrorCode:
+    """An answer's error code; one this broker does not know (a newer leader's) is
+    UNKNOWN_SERVER_ERROR, as Kafka's ``Errors.forCode`` reads it: its partition backs off, the
+    others of the answer are applied (the answer's decoder keeps codes as plain ints)."""
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.unknown_server_error
+
 class ReplicaFetcher:
     """Fetches the partitions one leader leads (a share of them with ``num.replica.fetchers``
     > 1) for this broker; see the module docs. Owned by the
@@ -346,7 +356,7 @@ class ReplicaFetcher:
             answered_ns = timings.now_ns()
             timings.replica_fetch_rtt.record(answered_ns - sent_ns)
         if response.error_code != ErrorCode.none:
-            log.info("%s: fetch answered %s", self.name, ErrorCode(response.error_code).name)
+            log.info("%s: fetch answered %s", self.name, _error_code(response.error_code).name)
             self._delay(s for s, _ in sent.values())
             return
         answered: set[tuple[uuid.UUID, int]] = set()
@@ -371,7 +381,7 @@ class ReplicaFetcher:
             timings.replica_fetch_applied.record(timings.now_ns() - answered_ns)
 
     async def _process(self, state: _FetchState, fetch_offset: int, data: Any) -> None:
-        code = ErrorCode(data.error_code)
+        code = _error_code(data.error_code)
         try:
             plog = self._log(state.topic, state.partition)
         except KafkaError:

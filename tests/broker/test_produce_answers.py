@@ -1,0 +1,103 @@
+"""Review (session 9): the Produce handler's answers, written with struct (7b77b3b), read back
+by kio for every served version and acks: offsets, per-partition errors (unknown topic or
+partition, a corrupt batch, KIP-467 record errors with their message), and no answer for
+acks=0."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import io
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kio.serial import entity_reader, entity_writer
+
+from odradek.broker.app import Broker
+from odradek.broker.dispatcher import Dispatcher
+from odradek.broker.runner import local_config
+from odradek.errors import ErrorCode
+from odradek.protocol.messages import request_schema, response_schema
+from odradek.protocol.records import SimpleRecord, encode_batch
+
+
+def _frame(version: int, acks: int, topics: list[tuple[str, list[tuple[int, bytes]]]]) -> bytes:
+    schema = request_schema(0, version)
+    assert schema is not None
+    mod = sys.modules[schema.__module__]
+    body = schema(
+        transactional_id=None, acks=acks, timeout=datetime.timedelta(seconds=5),
+        topic_data=tuple(
+            mod.TopicProduceData(name=name, partition_data=tuple(
+                mod.PartitionProduceData(index=i, records=r) for i, r in parts))
+            for name, parts in topics
+        ),
+    )
+    header_cls = schema.__header_schema__
+    buf = io.BytesIO()
+    entity_writer(header_cls)(buf, header_cls(
+        request_api_key=0, request_api_version=version, correlation_id=41, client_id="t"))
+    entity_writer(schema)(buf, body)
+    return buf.getvalue()
+
+
+def _read(version: int, answer: bytes) -> Any:
+    cls = response_schema(0, version)
+    assert cls is not None
+    (size,) = struct.unpack_from(">i", answer)
+    assert size == len(answer) - 4
+    header, n = entity_reader(cls.__header_schema__)(answer[4:], 0)
+    assert header.correlation_id == 41
+    body, end = entity_reader(cls)(answer[4:], n)
+    assert n + end == size  # the reader returns what it consumed
+    return body
+
+
+@pytest.mark.parametrize("version", range(3, 12))
+def test_answers_read_back_by_kio(tmp_path: Path, version: int) -> None:
+    loop = asyncio.new_event_loop()
+    broker = Broker(local_config(tmp_path / "data"))
+    try:
+        loop.run_until_complete(broker.start())
+        loop.run_until_complete(broker.topics.create("t", num_partitions=1))
+        loop.run_until_complete(broker.topics.create(
+            "c", num_partitions=1, configs={"cleanup.policy": "compact"}))
+        dispatcher = Dispatcher(broker)
+        good = encode_batch([SimpleRecord(b"v", b"k", timestamp=1)])
+        corrupt = bytearray(good)
+        corrupt[-1] ^= 0xFF  # the CRC no longer matches
+        keyless = encode_batch([SimpleRecord(b"v", b"k", timestamp=1),
+                                SimpleRecord(b"v", None, timestamp=1)])
+
+        def produce(acks: int) -> Any:
+            answer = dispatcher(_frame(version, acks, [
+                ("t", [(0, good), (5, good)]), ("nope", [(0, good)]),
+                ("t", [(0, bytes(corrupt))]), ("c", [(0, keyless)]),
+            ]))
+            if answer is not None and not isinstance(answer, bytes):
+                answer = loop.run_until_complete(answer)
+            return answer
+
+        assert produce(0) is None
+        for acks in (1, -1):
+            body = _read(version, produce(acks))
+            got = [(t.name, p.index, p.error_code) for t in body.responses
+                   for p in t.partition_responses]
+            assert got == [
+                ("t", 0, ErrorCode.none), ("t", 5, ErrorCode.unknown_topic_or_partition),
+                ("nope", 0, ErrorCode.unknown_topic_or_partition),
+                ("t", 0, ErrorCode.corrupt_message), ("c", 0, ErrorCode.invalid_record),
+            ]
+            first = body.responses[0].partition_responses[0]
+            assert first.base_offset == (1 if acks == 1 else 2)
+            invalid = body.responses[3].partition_responses[0]
+            if version >= 8:
+                assert [e.batch_index for e in invalid.record_errors] == [1]
+                assert invalid.error_message
+        assert broker.topics.log("t", 0).log_end_offset == 3
+    finally:
+        loop.run_until_complete(broker.stop())
+        loop.close()
