@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_produce_codec import _frame, topics_st
-from test_replica_fetch import _body
+from test_replica_fetch_codec import _body
 
 from odradek.errors import CorruptFrameError
 from odradek.protocol.fetch_response import FETCH_KEY
