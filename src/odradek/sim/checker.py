@@ -14,6 +14,13 @@ Anomalies (each a line naming its kind first):
 - ``lost-commit`` — the group's committed offset of a partition, read once the cluster
   settled, is below the last one a commit was acknowledged with (commits only move forward),
   or is missing.
+- ``stale-commit-read`` — an OffsetFetch during the run (``offset-fetch`` when sent,
+  ``offset-fetched`` with its answer) returned, for a partition, an offset below one that a
+  commit of that group was acknowledged with before the OffsetFetch was sent (or none at all):
+  a coordinator answered from state older than an acknowledged commit. The workload's commits
+  of a partition only move forward (a reader's positions never go back, and it has one commit
+  in flight at a time, the next sent only once the last was answered or given up on), so
+  every value read must be at least the last acknowledged.
 - ``split-brain`` — two brokers acknowledged records that the final log holds in one leader
   epoch of a partition (only one broker leads an epoch). Counted only for records
   acknowledged at their first attempt: a retry's acknowledgement may come from a later leader
@@ -90,6 +97,12 @@ def check(
 
     last_read: dict[int, int] = {}
     last_commit: dict[int, int] = {}
+    #: (group, partition) → (the highest offset acknowledged, when, by which coordinator).
+    acked_commit: dict[tuple[Any, int], tuple[int, float, Any]] = {}
+    #: (group, fetch number) → the OffsetFetch: when it was sent, to and through whom, and
+    #: acked_commit of its group as it was then.
+    fetches: dict[tuple[Any, Any], tuple[Mapping[str, Any], dict[int, tuple[int, float, Any]]]]
+    fetches = {}
     retried: set[str] = set()
     leaders: dict[tuple[int, int], set[int]] = defaultdict(set)
     for e in events:
@@ -103,6 +116,28 @@ def check(
         if kind == "commit-ack":
             for p, offset in enumerate(e["offsets"]):
                 last_commit[p] = offset
+                key = (e.get("group"), p)
+                if offset > acked_commit.get(key, (-1, 0.0, None))[0]:
+                    acked_commit[key] = (offset, e["t"], e.get("by"))
+        elif kind == "offset-fetch":
+            group = e.get("group")
+            fetches[(group, e["fetch"])] = (
+                e, {p: v for (g, p), v in acked_commit.items() if g == group}
+            )
+        elif kind == "offset-fetched":
+            sent, before = fetches.get((e.get("group"), e["fetch"]), (None, {}))
+            for p, offset in enumerate(e["offsets"]):
+                floor = before.get(p)
+                if floor is not None and offset < floor[0]:
+                    via = "" if sent is None else (
+                        f"sent at t={sent['t']} to {sent['to']}, the coordinator "
+                        f"{sent['asked']} named, "
+                    )
+                    found.append(
+                        f"stale-commit-read {e.get('group')} p{p}: OffsetFetch {e['fetch']} "
+                        f"({via}answered by {e.get('by')} at t={e['t']}) read {offset}, but "
+                        f"{floor[0]} was acknowledged at t={floor[1]} by {floor[2]}"
+                    )
         elif kind == "ack":
             p, value, offset = e["p"], e["value"], e["offset"]
             log = final.get(p, {})

@@ -10,7 +10,9 @@
 - :class:`Reader`: a consumer that polls every partition from its leader, below the high
   watermark, and records what it saw; with a group, it commits its positions to the group
   coordinator (a simple consumer's commits: no member, generation -1) after every round, and
-  records each acknowledged commit. With ``read_committed`` it reads below the last stable
+  records each acknowledged commit; with ``fetch_rng``, every ``fetch_every`` rounds it reads
+  the group's committed offsets back (FindCoordinator asked of a random broker, OffsetFetch)
+  and records the answer. With ``read_committed`` it reads below the last stable
   offset and drops the aborted transactions' records (:func:`decode_committed`).
 - :class:`TxnProducer`: a transactional producer; each transaction writes one record to every
   partition and commits or aborts.
@@ -586,6 +588,28 @@ async def _find_coordinator(
     return (found.host, int(found.port))
 
 
+def _offset_fetch_request(group: str, topic: str, partitions: int) -> Any:
+    return offset_fetch_req.OffsetFetchRequest(groups=(
+        offset_fetch_req.OffsetFetchRequestGroup(group_id=GroupId(group), topics=(
+            offset_fetch_req.OffsetFetchRequestTopics(
+                name=TopicName(topic),
+                partition_indexes=tuple(i32(p) for p in range(partitions)),
+            ),
+        )),
+    ))
+
+
+def _offsets_of(answer: Any) -> dict[int, int] | None:
+    """The committed offsets of an OffsetFetch answer (-1: none), or None when the group or any
+    partition has an error."""
+    if answer.groups[0].error_code != ErrorCode.none:
+        return None
+    parts = [p for t in answer.groups[0].topics for p in t.partitions]
+    if not all(p.error_code == ErrorCode.none for p in parts):
+        return None
+    return {int(p.partition_index): int(p.committed_offset) for p in parts}
+
+
 async def fetch_committed(
     client: SimClient, bootstrap: list[tuple[str, int]], group: str, topic: str,
     partitions: int, *, attempts: int = 100,
@@ -595,22 +619,15 @@ async def fetch_committed(
     for attempt in range(attempts):
         address = await _find_coordinator(client, bootstrap, group, attempt)
         if address is not None:
-            body = offset_fetch_req.OffsetFetchRequest(groups=(
-                offset_fetch_req.OffsetFetchRequestGroup(group_id=GroupId(group), topics=(
-                    offset_fetch_req.OffsetFetchRequestTopics(
-                        name=TopicName(topic),
-                        partition_indexes=tuple(i32(p) for p in range(partitions)),
-                    ),
-                )),
-            ))
             try:
-                answer = await client.request(address, body)
+                answer = await client.request(
+                    address, _offset_fetch_request(group, topic, partitions)
+                )
             except RequestFailed:
                 answer = None
-            if answer is not None and answer.groups[0].error_code == ErrorCode.none:
-                parts = [p for t in answer.groups[0].topics for p in t.partitions]
-                if all(p.error_code == ErrorCode.none for p in parts):
-                    return {int(p.partition_index): int(p.committed_offset) for p in parts}
+            offsets = None if answer is None else _offsets_of(answer)
+            if offsets is not None:
+                return offsets
         await asyncio.sleep(0.2)
     return None
 
@@ -618,13 +635,19 @@ async def fetch_committed(
 class Reader:
     """Polls every partition from its leader (read_uncommitted, below the high watermark; with
     ``read_committed``, below the last stable offset, without the aborted transactions' records,
-    recorded as ``record_as``); with ``group``, commits its positions after every round."""
+    recorded as ``record_as``); with ``group``, commits its positions after every round, and
+    with ``fetch_rng`` reads them back every ``fetch_every`` rounds (:meth:`fetch_offsets`)."""
 
     def __init__(self, client: SimClient, bootstrap: list[tuple[str, int]], topic: str,
                  partitions: int, history: History, *, interval_s: float,
                  group: str | None = None, read_committed: bool = False,
-                 record_as: str = "read") -> None:
+                 record_as: str = "read", fetch_rng: Any = None, fetch_every: int = 3
+                 ) -> None:
         self.client = client
+        self.fetch_rng = fetch_rng
+        self.fetch_every = fetch_every
+        self._rounds = 0
+        self._fetches = 0
         self.read_committed = read_committed
         self.record_as = record_as
         self.bootstrap = bootstrap
@@ -646,7 +669,45 @@ class Reader:
                 await self.poll(partition)
             if self.group is not None and self.positions != self._committed:
                 await self.commit()
+            self._rounds += 1
+            if (self.group is not None and self.fetch_rng is not None
+                    and self._rounds % self.fetch_every == 0):
+                await self.fetch_offsets()
             await asyncio.sleep(self.interval_s)
+
+    async def fetch_offsets(self) -> None:
+        """Read the group's committed offsets once, as a consumer does when it (re)starts or is
+        assigned partitions: FindCoordinator asked of a broker ``fetch_rng`` picks (librdkafka
+        asks any broker it is connected to), then OffsetFetch from the coordinator it names.
+        Recorded: ``offset-fetch`` when the OffsetFetch is sent (``fetch``: its number),
+        then ``offset-fetched`` (the offsets) or ``offset-fetch-failed``; the checker compares
+        the answer with the commits acknowledged before it was sent (``stale-commit-read``)."""
+        assert self.group is not None and self.fetch_rng is not None
+        asked = self.fetch_rng.randrange(len(self.bootstrap))
+        coordinator = await _find_coordinator(self.client, self.bootstrap, self.group, asked)
+        if coordinator is None:
+            return
+        self._fetches += 1
+        n = self._fetches
+        self.history.record("offset-fetch", group=self.group, fetch=n,
+                            asked=self.bootstrap[asked][0], to=coordinator[0])
+        try:
+            answer = await self.client.request(
+                coordinator, _offset_fetch_request(self.group, self.topic, self.partitions)
+            )
+        except RequestFailed as e:
+            self.history.record("offset-fetch-failed", group=self.group, fetch=n, error=str(e))
+            return
+        offsets = _offsets_of(answer)
+        if offsets is None:
+            errors = sorted({answer.groups[0].error_code.name} | {
+                p.error_code.name for t in answer.groups[0].topics for p in t.partitions
+            } - {"none"})
+            self.history.record("offset-fetch-failed", group=self.group, fetch=n,
+                                error=",".join(errors))
+            return
+        self.history.record("offset-fetched", group=self.group, fetch=n, by=coordinator[0],
+                            offsets=[offsets.get(p, -1) for p in range(self.partitions)])
 
     async def commit(self) -> None:
         """Commit the current positions once (an error or no answer is recorded, not retried:
@@ -668,7 +729,7 @@ class Reader:
                 ) for p, o in enumerate(offsets)
             )),),
         )
-        self.history.record("commit", offsets=offsets)
+        self.history.record("commit", group=self.group, offsets=offsets)
         try:
             answer = await self.client.request(self._coordinator, body)
         except RequestFailed as e:
@@ -681,7 +742,8 @@ class Reader:
             self.history.record("commit-error", errors=errors)
             self._coordinator = None
             return
-        self.history.record("commit-ack", offsets=offsets, by=self._coordinator[0])
+        self.history.record("commit-ack", group=self.group, offsets=offsets,
+                            by=self._coordinator[0])
         self._committed = offsets
 
     async def poll(self, partition: int, *, record: bool = True) -> Any:
