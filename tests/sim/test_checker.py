@@ -110,6 +110,26 @@ def test_an_offset_fetch_below_a_commit_acknowledged_before_it_was_sent_is_stale
     assert check(other, final, {}, committed) == []
 
 
+def test_commits_and_fetches_of_some_partitions_are_compared_partition_by_partition() -> None:
+    """Group members commit and fetch only the partitions they hold (``partitions``); the end's
+    lost-commit check is of ``committed_group``'s commits only."""
+    final = {0: {0: "a"}, 1: {0: "b"}}
+    member_ack = {**_commit_ack(1.0, [9]), "partitions": [1]}
+    fetch = _offset_fetch(2.0, 1)
+    assert check([member_ack, fetch, {**_offset_fetched(2.1, 1, [9]), "partitions": [1]}],
+                 final, {}, {0: -1, 1: -1}, committed_group="other") == []
+    found = check([member_ack, fetch, {**_offset_fetched(2.1, 1, [5]), "partitions": [1]}],
+                  final, {}, {0: -1, 1: -1}, committed_group="other")
+    assert _kinds(found) == ["stale-commit-read"] and "p1" in found[0]
+    # Partition 0 was never committed: any answer for it is fine.
+    assert check([member_ack, fetch, {**_offset_fetched(2.1, 1, [-1]), "partitions": [0]}],
+                 final, {}) == []
+    # The end's committed offsets are compared with the named group's commits.
+    assert _kinds(check([member_ack], final, {}, {0: -1, 1: -1}, committed_group="g")) == [
+        "lost-commit"
+    ]
+
+
 # -- transactions (check_transactions) ---------------------------------------------------------
 
 

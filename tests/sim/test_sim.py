@@ -117,7 +117,7 @@ def test_without_faults_every_send_is_acknowledged() -> None:
 def test_many_seeds_with_faults_find_nothing() -> None:
     failures = []
     kinds: set[str] = set()
-    committed = aborted = generations = offset_reads = 0
+    committed = aborted = generations = offset_reads = member_commits = 0
     for seed in range(1, 21):
         result = run(SimConfig(seed=seed, duration_s=_SHORT))
         kinds.update(line.split()[1] for line in result.trace)
@@ -125,6 +125,8 @@ def test_many_seeds_with_faults_find_nothing() -> None:
         aborted += result.stats["txn_aborted"]
         generations += result.stats["generations"]
         offset_reads += sum('"kind": "offset-fetched"' in line for line in result.history)
+        member_commits += sum('"kind": "commit-ack"' in line and '"member": ' in line
+                              for line in result.history)
         if _unexpected(result) or not result.stats["settled"]:
             failures.append(result.summary())  # each names its replay command
     assert not failures, "\n\n".join(failures)
@@ -135,8 +137,10 @@ def test_many_seeds_with_faults_find_nothing() -> None:
     # members joined, synced, left and joined again.
     assert committed > 0 and aborted > 0
     assert generations > 40
-    # The reader read its group's committed offsets back during the runs (stale-commit-read).
+    # The reader and the members read their groups' committed offsets back during the runs
+    # (stale-commit-read), and the members committed.
     assert offset_reads > 100
+    assert member_commits > 100
 
 
 def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:
@@ -171,12 +175,13 @@ def test_the_replay_command_names_what_differs_from_the_defaults() -> None:
     "6765). When this passes, remove the xfail and empty _STALE_COMMIT_READ_SEEDS."
 ))
 @pytest.mark.parametrize("config", [
-    # b1 paused (8.9-18.2 s) past its session; b2 took the group over and acknowledged 155;
-    # b1, resumed, named itself coordinator and answered 42.
+    # b1 paused (8.9-18.2 s) past its session; b2 took both groups over and acknowledged the
+    # reader's 144 and a member's 8; b1, resumed, named itself coordinator and answered 52
+    # and 3.
     SimConfig(seed=5, duration_s=_SHORT),
     # b3 cut from the store (6.3-11.6 s): fenced at 8.0 (its writes to __consumer_offsets
-    # failed), b1 took the partition over at 8.5 and acknowledged 126; b3, still reachable,
-    # named itself coordinator and answered 104.
+    # failed), b1 took the partition over at 8.5 and acknowledged 141; b3, still reachable,
+    # named itself coordinator and answered 128.
     SimConfig(seed=27, duration_s=_SHORT, fault_kinds=("store",)),
 ], ids=lambda c: replay_command(c).removeprefix("python -m odradek.sim ").removesuffix(" --trace"))
 def test_a_fenced_coordinator_does_not_serve_stale_committed_offsets(config: SimConfig) -> None:

@@ -296,9 +296,14 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         readers.append(txn_reader)
         tasks.append(loop.create_task(txn_reader.run(), context=_client_context("txn-reader")))
     members_rng = random.Random(rng.getrandbits(64))
+    # The members commit offsets of the partitions they hold (from counters they share, so
+    # that a partition's commits only move forward) and read them back when assigned.
+    counters = [0] * config.partitions
+    members_fetch_rng = random.Random(f"member-offset-fetch-{config.seed}")
     members = [
         GroupMember(f"m{i}", SimClient(f"member-{i}", timeout_s=10.0), bootstrap, MEMBERS_GROUP,
-                    config.partitions, history, members_rng)
+                    config.partitions, history, members_rng, topic=TOPIC, counters=counters,
+                    fetch_rng=members_fetch_rng)
         for i in range(config.members)
     ]
     tasks.extend(loop.create_task(m.run(), context=_client_context(m.name)) for m in members)
@@ -339,7 +344,8 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         context=_client_context("offset-reader"),
     )
     history.record("committed", offsets=committed)
-    result.anomalies = check(history.events, final, replicas, committed, epochs)
+    result.anomalies = check(history.events, final, replicas, committed, epochs,
+                             committed_group=GROUP)
     result.anomalies.extend(check_members(history.events))
     if txn_producers:
         txn_final, stable = await loop.create_task(
