@@ -145,10 +145,11 @@ def test_many_seeds_with_faults_find_nothing() -> None:
 
 def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:
     """The positive control: with unclean election and min.insync.replicas=1 the same faults
-    lose acknowledged records on some seeds (seed 23 when this was written; the search goes on
-    until one does), and the failure names its replay command."""
+    lose acknowledged records on some seeds (seed 23 when this was written, 55 since sessions
+    survive a renewal lost to a blip, which fenced brokers more often; the search goes on until
+    one does), and the failure names its replay command."""
     failed = None
-    for seed in range(23, 73):
+    for seed in range(55, 105):
         result = run(SimConfig(seed=seed, broker_properties=_UNSAFE))
         # (Unsafe settings lose group and transaction state too: those anomalies come as well.)
         if {a.split()[0] for a in result.anomalies} & {"lost-write", "inconsistent-offset"}:
@@ -176,7 +177,7 @@ def test_the_replay_command_names_what_differs_from_the_defaults() -> None:
 ))
 @pytest.mark.parametrize("config", [
     # b1 paused (8.9-18.2 s) past its session; b2 took both groups over and acknowledged the
-    # reader's 144 and a member's 8; b1, resumed, named itself coordinator and answered 52
+    # reader's 141 and a member's 7; b1, resumed, named itself coordinator and answered 52
     # and 3.
     SimConfig(seed=5, duration_s=_SHORT),
     # b3 cut from the store (6.3-11.6 s): fenced at 8.0 (its writes to __consumer_offsets
