@@ -72,6 +72,64 @@ def test_a_committed_offset_below_an_acknowledged_commit_is_lost() -> None:
     assert [f.split()[0] for f in check(events, final, {}, {0: 3})] == ["lost-commit"]
 
 
+def _commit_ack(t: float, offsets: list[int], by: str = "b1") -> dict[str, Any]:
+    return {"t": t, "kind": "commit-ack", "group": "g", "offsets": offsets, "by": by}
+
+
+def _offset_fetch(t: float, n: int, to: str = "b3") -> dict[str, Any]:
+    return {"t": t, "kind": "offset-fetch", "group": "g", "fetch": n, "asked": to, "to": to}
+
+
+def _offset_fetched(t: float, n: int, offsets: list[int], by: str = "b3") -> dict[str, Any]:
+    return {"t": t, "kind": "offset-fetched", "group": "g", "fetch": n, "offsets": offsets,
+            "by": by}
+
+
+def test_an_offset_fetch_below_a_commit_acknowledged_before_it_was_sent_is_stale() -> None:
+    """The chaos run's case: 6779 committed through the new coordinator (b2), then a fetch
+    through the old, fenced one (b3) reads 6765, its commit from before."""
+    final = {0: {0: "a"}, 1: {0: "b"}}
+    committed = {0: 6779, 1: 10}
+    history = [_commit_ack(1.0, [6765, 10], by="b3"), _commit_ack(2.0, [6779, 10], by="b2"),
+               _offset_fetch(3.0, 1), _offset_fetched(3.1, 1, [6765, 10])]
+    found = check(history, final, {}, committed)
+    assert _kinds(found) == ["stale-commit-read"]
+    assert "p0" in found[0] and "read 6765" in found[0] and "6779" in found[0]
+    # No commit at all where one was acknowledged is stale too.
+    assert _kinds(check([*history[:3], _offset_fetched(3.1, 1, [-1, -1])], final, {},
+                        committed)) == ["stale-commit-read", "stale-commit-read"]
+    # The same answer is fine when the commit was acknowledged only after the fetch was sent
+    # (the coordinator may have answered before writing it) ...
+    raced = [history[0], _offset_fetch(1.5, 1), history[1], _offset_fetched(3.1, 1, [6765, 10])]
+    assert check(raced, final, {}, committed) == []
+    # ... and so are answers at or past the last acknowledged commit, of each group alone.
+    assert check([*history[:3], _offset_fetched(3.1, 1, [6779, 12])], final, {},
+                 committed) == []
+    other = [history[0], history[1], {**_offset_fetch(3.0, 1), "group": "h"},
+             {**_offset_fetched(3.1, 1, [-1, -1]), "group": "h"}]
+    assert check(other, final, {}, committed) == []
+
+
+def test_commits_and_fetches_of_some_partitions_are_compared_partition_by_partition() -> None:
+    """Group members commit and fetch only the partitions they hold (``partitions``); the end's
+    lost-commit check is of ``committed_group``'s commits only."""
+    final = {0: {0: "a"}, 1: {0: "b"}}
+    member_ack = {**_commit_ack(1.0, [9]), "partitions": [1]}
+    fetch = _offset_fetch(2.0, 1)
+    assert check([member_ack, fetch, {**_offset_fetched(2.1, 1, [9]), "partitions": [1]}],
+                 final, {}, {0: -1, 1: -1}, committed_group="other") == []
+    found = check([member_ack, fetch, {**_offset_fetched(2.1, 1, [5]), "partitions": [1]}],
+                  final, {}, {0: -1, 1: -1}, committed_group="other")
+    assert _kinds(found) == ["stale-commit-read"] and "p1" in found[0]
+    # Partition 0 was never committed: any answer for it is fine.
+    assert check([member_ack, fetch, {**_offset_fetched(2.1, 1, [-1]), "partitions": [0]}],
+                 final, {}) == []
+    # The end's committed offsets are compared with the named group's commits.
+    assert _kinds(check([member_ack], final, {}, {0: -1, 1: -1}, committed_group="g")) == [
+        "lost-commit"
+    ]
+
+
 # -- transactions (check_transactions) ---------------------------------------------------------
 
 

@@ -15,13 +15,28 @@ from collections.abc import Callable
 import pytest
 
 from odradek.sim.loop import START_TIME_S, Incarnation, SimLoop, current_node
-from odradek.sim.run import SimConfig, replay_command, run
+from odradek.sim.run import SimConfig, SimResult, replay_command, run
 
 #: Short runs: seconds of virtual workload each, a fraction of a second of real time.
 _SHORT = 10.0
 #: Settings under which acknowledged writes can be lost: one in-sync replica is enough to
 #: acknowledge, and an out-of-sync replica may be elected.
 _UNSAFE = (("unclean.leader.election.enable", "true"), ("min.insync.replicas", "1"))
+#: A known bug, found by the reader's OffsetFetch during the run: a fenced broker (paused past
+#: its session, or cut from the store) still names itself the group's coordinator and answers
+#: OffsetFetch from its stale in-memory offsets, below a commit the new coordinator has since
+#: acknowledged (``stale-commit-read``; a chaos run's group member restarted from 6765 after
+#: committing 6779). These seeds of ``test_many_seeds_with_faults_find_nothing`` show it; until
+#: it is fixed they may show it (and only it). Replayed, xfail, by
+#: ``test_a_fenced_coordinator_does_not_serve_stale_committed_offsets``: when that passes,
+#: empty this and remove its xfail.
+_STALE_COMMIT_READ_SEEDS = frozenset({5})
+
+
+def _unexpected(result: SimResult) -> list[str]:
+    """The anomalies of ``result`` but the known bug's on the seeds it is known on."""
+    known = result.config.seed in _STALE_COMMIT_READ_SEEDS
+    return [a for a in result.anomalies if not (known and a.startswith("stale-commit-read "))]
 
 
 def test_a_seed_replays_exactly_and_another_seed_differs() -> None:
@@ -86,7 +101,7 @@ def test_a_run_never_reads_the_real_clock() -> None:
     finally:
         for name, real in saved.items():
             setattr(time, name, real)
-    assert result.ok, result.summary()
+    assert not _unexpected(result), result.summary()
     assert result.stats["faults"] > 0
     assert not readings, sorted(set(readings))
 
@@ -102,14 +117,17 @@ def test_without_faults_every_send_is_acknowledged() -> None:
 def test_many_seeds_with_faults_find_nothing() -> None:
     failures = []
     kinds: set[str] = set()
-    committed = aborted = generations = 0
+    committed = aborted = generations = offset_reads = member_commits = 0
     for seed in range(1, 21):
         result = run(SimConfig(seed=seed, duration_s=_SHORT))
         kinds.update(line.split()[1] for line in result.trace)
         committed += result.stats["txn_committed"]
         aborted += result.stats["txn_aborted"]
         generations += result.stats["generations"]
-        if not result.ok or not result.stats["settled"]:
+        offset_reads += sum('"kind": "offset-fetched"' in line for line in result.history)
+        member_commits += sum('"kind": "commit-ack"' in line and '"member": ' in line
+                              for line in result.history)
+        if _unexpected(result) or not result.stats["settled"]:
             failures.append(result.summary())  # each names its replay command
     assert not failures, "\n\n".join(failures)
     # Every kind of fault was tried: crashes, power losses, partitions, resets, slow links,
@@ -119,14 +137,19 @@ def test_many_seeds_with_faults_find_nothing() -> None:
     # members joined, synced, left and joined again.
     assert committed > 0 and aborted > 0
     assert generations > 40
+    # The reader and the members read their groups' committed offsets back during the runs
+    # (stale-commit-read), and the members committed.
+    assert offset_reads > 100
+    assert member_commits > 100
 
 
 def test_the_checker_finds_lost_writes_when_the_settings_allow_them() -> None:
     """The positive control: with unclean election and min.insync.replicas=1 the same faults
-    lose acknowledged records on some seeds (seed 23 when this was written; the search goes on
-    until one does), and the failure names its replay command."""
+    lose acknowledged records on some seeds (seed 23 when this was written, 55 since sessions
+    survive a renewal lost to a blip, which fenced brokers more often; the search goes on until
+    one does), and the failure names its replay command."""
     failed = None
-    for seed in range(23, 73):
+    for seed in range(55, 105):
         result = run(SimConfig(seed=seed, broker_properties=_UNSAFE))
         # (Unsafe settings lose group and transaction state too: those anomalies come as well.)
         if {a.split()[0] for a in result.anomalies} & {"lost-write", "inconsistent-offset"}:
@@ -145,6 +168,29 @@ def test_the_replay_command_names_what_differs_from_the_defaults() -> None:
         "python -m odradek.sim --seed 3 --property unclean.leader.election.enable=true "
         "--property min.insync.replicas=1 --trace"
     )
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "stale-commit-read: a fenced broker still answers FindCoordinator naming itself and "
+    "OffsetFetch from its stale in-memory offsets (the chaos run's commit of 6779 read back as "
+    "6765). When this passes, remove the xfail and empty _STALE_COMMIT_READ_SEEDS."
+))
+@pytest.mark.parametrize("config", [
+    # b1 paused (8.9-18.2 s) past its session; b2 took both groups over and acknowledged the
+    # reader's 141 and a member's 7; b1, resumed, named itself coordinator and answered 52
+    # and 3.
+    SimConfig(seed=5, duration_s=_SHORT),
+    # b3 cut from the store (6.3-11.6 s): fenced at 8.0 (its writes to __consumer_offsets
+    # failed), b1 took the partition over at 8.5 and acknowledged 141; b3, still reachable,
+    # named itself coordinator and answered 128.
+    SimConfig(seed=27, duration_s=_SHORT, fault_kinds=("store",)),
+], ids=lambda c: replay_command(c).removeprefix("python -m odradek.sim ").removesuffix(" --trace"))
+def test_a_fenced_coordinator_does_not_serve_stale_committed_offsets(config: SimConfig) -> None:
+    """Replays of seeds on which an OffsetFetch during the run read a committed offset below
+    one acknowledged before it was sent (``python -m odradek.sim`` with the test's id)."""
+    result = run(config)
+    stale = [a for a in result.anomalies if a.startswith("stale-commit-read ")]
+    assert not stale, result.summary()
 
 
 @pytest.mark.long

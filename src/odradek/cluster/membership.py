@@ -134,7 +134,9 @@ class NotController(ClusterStoreError):
 class Session:
     """A lease kept alive by a background task (create with :meth:`open`).
 
-    Owned by the event loop that opened it. Renews every third of the TTL. :attr:`lost` is set
+    Owned by the event loop that opened it. Renews every third of the TTL, each renewal given
+    a third of the TTL (on the loop's clock) to be answered, a failed one tried again after a
+    twelfth. :attr:`lost` is set
     once the lease is known to be gone (etcd said so) or could be gone: no renewal has been
     answered within a TTL of when it was sent, measured on the injected clock. ``sleep`` is
     what the renewal task waits with (tests pass one driven by a manual clock).
@@ -182,22 +184,29 @@ class Session:
         return self.lost.is_set() or self._clock.monotonic_ms() >= self._valid_until_ms
 
     async def _keep_alive(self) -> None:
+        # A renewal is given a third of the TTL, and a failed one is tried again soon: a renewal
+        # lost to a blip of the network must not wait out the store client's own timeout (5 s,
+        # against a 6 s TTL) and then a whole interval more, which fenced a broker for a store
+        # outage of a second.
+        wait = self.ttl / 3
         while True:
-            await self._sleep(self.ttl / 3)
+            await self._sleep(wait)
             sent_at = self._clock.monotonic_ms()
             try:
-                ttl = await self._store.keep_alive(self.lease_id)
+                ttl = await asyncio.wait_for(self._store.keep_alive(self.lease_id), self.ttl / 3)
             except LeaseNotFound:
                 log.warning("session lease %x has ended", self.lease_id)
                 self.lost.set()
                 return
-            except StoreUnavailable as e:
+            except (StoreUnavailable, TimeoutError) as e:
                 if self.may_have_expired():
-                    log.warning("session lease %x may have expired: %s", self.lease_id, e)
+                    log.warning("session lease %x may have expired: %r", self.lease_id, e)
                     self.lost.set()
                     return
+                wait = self.ttl / 12
                 continue
             self._valid_until_ms = sent_at + ttl * 1000
+            wait = self.ttl / 3
 
     async def close(self) -> None:
         """Stop renewing and revoke the lease, deleting its keys (best effort: an unreachable

@@ -22,6 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=SimConfig(seed=0).duration_s,
                         help="virtual seconds of workload per seed")
     parser.add_argument("--no-faults", action="store_true", help="run without faults")
+    parser.add_argument("--fault-kinds", default="", metavar="KIND,...",
+                        help="the kinds of fault to pick from (default: all of crash, isolate, "
+                             "store, link, client, power, slow, pause)")
     parser.add_argument("--txn-producers", type=int, default=SimConfig(seed=0).txn_producers,
                         help="transactional producers (0: no transactional topic)")
     parser.add_argument("--members", type=int, default=SimConfig(seed=0).members,
@@ -38,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in range(args.seed, args.seed + args.seeds):
         config = SimConfig(
             seed=seed, duration_s=args.duration, faults=not args.no_faults,
+            fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k),
             txn_producers=args.txn_producers, members=args.members,
             read_committed=not args.read_uncommitted,
             broker_properties=tuple(

@@ -14,6 +14,15 @@ Anomalies (each a line naming its kind first):
 - ``lost-commit`` — the group's committed offset of a partition, read once the cluster
   settled, is below the last one a commit was acknowledged with (commits only move forward),
   or is missing.
+- ``stale-commit-read`` — an OffsetFetch during the run (``offset-fetch`` when sent,
+  ``offset-fetched`` with its answer) returned, for a partition, an offset below one that a
+  commit of that group was acknowledged with before the OffsetFetch was sent (or none at all):
+  a coordinator answered from state older than an acknowledged commit. The workload's commits
+  of a partition only move forward (a reader's positions never go back, and it has one commit
+  in flight at a time, the next sent only once the last was answered or given up on; group
+  members commit offsets from counters they share, higher at each commit, and a partition's
+  commits of an earlier generation are refused once a later one's are accepted), so every
+  value read must be at least the last acknowledged.
 - ``split-brain`` — two brokers acknowledged records that the final log holds in one leader
   epoch of a partition (only one broker leads an epoch). Counted only for records
   acknowledged at their first attempt: a retry's acknowledgement may come from a later leader
@@ -62,12 +71,13 @@ def check(
     replicas: Mapping[int, Mapping[int, tuple[Log, int, int]]],
     committed: Mapping[int, int] | None = None,
     epochs: Mapping[int, Mapping[int, int]] | None = None,
+    committed_group: str | None = None,
 ) -> list[str]:
     """Anomalies of a run. ``final``: partition → the final log read through the protocol
     (``epochs``: partition → offset → the leader epoch its batch was written in);
     ``replicas``: broker → partition → (its log below its high watermark, its high watermark,
-    its log end offset); ``committed``: partition → the group's committed offset at the end
-    (None: not read, so not checked)."""
+    its log end offset); ``committed``: partition → the committed offset at the end of the
+    group named ``committed_group`` in the commits (None: not read, so not checked)."""
     found: list[str] = []
     seen: dict[int, dict[int, tuple[str, str]]] = defaultdict(dict)
 
@@ -90,6 +100,12 @@ def check(
 
     last_read: dict[int, int] = {}
     last_commit: dict[int, int] = {}
+    #: (group, partition) → (the highest offset acknowledged, when, by which coordinator).
+    acked_commit: dict[tuple[Any, int], tuple[int, float, Any]] = {}
+    #: (group, fetch number) → the OffsetFetch: when it was sent, to and through whom, and
+    #: acked_commit of its group as it was then.
+    fetches: dict[tuple[Any, Any], tuple[Mapping[str, Any], dict[int, tuple[int, float, Any]]]]
+    fetches = {}
     retried: set[str] = set()
     leaders: dict[tuple[int, int], set[int]] = defaultdict(set)
     for e in events:
@@ -101,8 +117,33 @@ def check(
             if epoch is not None and final.get(e["p"], {}).get(e["offset"]) == e["value"]:
                 leaders[(e["p"], epoch)].add(e["by"])
         if kind == "commit-ack":
-            for p, offset in enumerate(e["offsets"]):
-                last_commit[p] = offset
+            for p, offset in zip(e.get("partitions", range(len(e["offsets"]))), e["offsets"],
+                                 strict=True):
+                if e.get("group") == committed_group:
+                    last_commit[p] = offset
+                key = (e.get("group"), p)
+                if offset > acked_commit.get(key, (-1, 0.0, None))[0]:
+                    acked_commit[key] = (offset, e["t"], e.get("by"))
+        elif kind == "offset-fetch":
+            group = e.get("group")
+            fetches[(group, e["fetch"])] = (
+                e, {p: v for (g, p), v in acked_commit.items() if g == group}
+            )
+        elif kind == "offset-fetched":
+            sent, before = fetches.get((e.get("group"), e["fetch"]), (None, {}))
+            for p, offset in zip(e.get("partitions", range(len(e["offsets"]))), e["offsets"],
+                                 strict=True):
+                floor = before.get(p)
+                if floor is not None and offset < floor[0]:
+                    via = "" if sent is None else (
+                        f"sent at t={sent['t']} to {sent['to']}, the coordinator "
+                        f"{sent['asked']} named, "
+                    )
+                    found.append(
+                        f"stale-commit-read {e.get('group')} p{p}: OffsetFetch {e['fetch']} "
+                        f"({via}answered by {e.get('by')} at t={e['t']}) read {offset}, but "
+                        f"{floor[0]} was acknowledged at t={floor[1]} by {floor[2]}"
+                    )
         elif kind == "ack":
             p, value, offset = e["p"], e["value"], e["offset"]
             log = final.get(p, {})

@@ -83,6 +83,8 @@ class SimConfig:
     #: Virtual seconds of workload (with faults when ``faults``).
     duration_s: float = 20.0
     faults: bool = True
+    #: The kinds of fault the nemesis picks from (``_Nemesis.kinds``); empty: all of them.
+    fault_kinds: tuple[str, ...] = ()
     #: Chance that a delivered chunk resets its connection (only with ``faults``).
     reset_probability: float = 0.002
     #: Virtual seconds the cluster gets to settle after the faults end.
@@ -136,6 +138,8 @@ def replay_command(config: SimConfig) -> str:
         args.append(f"--duration {config.duration_s:g}")
     if not config.faults:
         args.append("--no-faults")
+    if config.fault_kinds:
+        args.append(f"--fault-kinds {','.join(config.fault_kinds)}")
     if config.txn_producers != defaults.txn_producers:
         args.append(f"--txn-producers {config.txn_producers}")
     if config.members != defaults.members:
@@ -262,8 +266,12 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
                  history, interval_s=config.produce_interval_s)
         for i in range(config.producers)
     ]
+    # The reader reads its group's committed offsets back every few rounds, finding the
+    # coordinator through a broker picked at random each time (a random source of its own, so
+    # that the seed's other choices are drawn as before).
     reader = Reader(SimClient("reader"), bootstrap, TOPIC, config.partitions, history,
-                    interval_s=0.2, group=GROUP)
+                    interval_s=0.2, group=GROUP,
+                    fetch_rng=random.Random(f"offset-fetch-{config.seed}"))
     tasks = [loop.create_task(p.run(), context=_client_context(p.name)) for p in producers]
     tasks.append(loop.create_task(reader.run(), context=_client_context("reader")))
     txn_producers: list[TxnProducer] = []
@@ -288,13 +296,18 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         readers.append(txn_reader)
         tasks.append(loop.create_task(txn_reader.run(), context=_client_context("txn-reader")))
     members_rng = random.Random(rng.getrandbits(64))
+    # The members commit offsets of the partitions they hold (from counters they share, so
+    # that a partition's commits only move forward) and read them back when assigned.
+    counters = [0] * config.partitions
+    members_fetch_rng = random.Random(f"member-offset-fetch-{config.seed}")
     members = [
         GroupMember(f"m{i}", SimClient(f"member-{i}", timeout_s=10.0), bootstrap, MEMBERS_GROUP,
-                    config.partitions, history, members_rng)
+                    config.partitions, history, members_rng, topic=TOPIC, counters=counters,
+                    fetch_rng=members_fetch_rng)
         for i in range(config.members)
     ]
     tasks.extend(loop.create_task(m.run(), context=_client_context(m.name)) for m in members)
-    nemesis = _Nemesis(cluster, rng, result) if config.faults else None
+    nemesis = _Nemesis(cluster, rng, result, config.fault_kinds) if config.faults else None
     nemesis_task = loop.create_task(nemesis.run()) if nemesis else None
     await asyncio.sleep(config.duration_s)
 
@@ -331,7 +344,8 @@ async def _main(config: SimConfig, cluster: SimCluster, history: History,
         context=_client_context("offset-reader"),
     )
     history.record("committed", offsets=committed)
-    result.anomalies = check(history.events, final, replicas, committed, epochs)
+    result.anomalies = check(history.events, final, replicas, committed, epochs,
+                             committed_group=GROUP)
     result.anomalies.extend(check_members(history.events))
     if txn_producers:
         txn_final, stable = await loop.create_task(
@@ -482,7 +496,13 @@ class _Nemesis:
     others, from the store or both; one link between two brokers cut; a client cut from a
     broker."""
 
-    def __init__(self, cluster: SimCluster, rng: random.Random, result: SimResult) -> None:
+    def __init__(self, cluster: SimCluster, rng: random.Random, result: SimResult,
+                 kinds: tuple[str, ...] = ()) -> None:
+        unknown = set(kinds) - set(self.kinds)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {self.kinds}")
+        if kinds:
+            self.kinds = list(kinds)
         self.cluster = cluster
         self.rng = rng
         self.result = result

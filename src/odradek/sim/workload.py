@@ -10,7 +10,9 @@
 - :class:`Reader`: a consumer that polls every partition from its leader, below the high
   watermark, and records what it saw; with a group, it commits its positions to the group
   coordinator (a simple consumer's commits: no member, generation -1) after every round, and
-  records each acknowledged commit. With ``read_committed`` it reads below the last stable
+  records each acknowledged commit; with ``fetch_rng``, every ``fetch_every`` rounds it reads
+  the group's committed offsets back (FindCoordinator asked of a random broker, OffsetFetch)
+  and records the answer. With ``read_committed`` it reads below the last stable
   offset and drops the aborted transactions' records (:func:`decode_committed`).
 - :class:`TxnProducer`: a transactional producer; each transaction writes one record to every
   partition and commits or aborts.
@@ -27,6 +29,7 @@ import asyncio
 import datetime
 import json
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from kio.schema.add_partitions_to_txn.v3 import request as add_req
@@ -586,6 +589,27 @@ async def _find_coordinator(
     return (found.host, int(found.port))
 
 
+def _offset_fetch_request(group: str, topic: str, partitions: Sequence[int]) -> Any:
+    return offset_fetch_req.OffsetFetchRequest(groups=(
+        offset_fetch_req.OffsetFetchRequestGroup(group_id=GroupId(group), topics=(
+            offset_fetch_req.OffsetFetchRequestTopics(
+                name=TopicName(topic), partition_indexes=tuple(i32(p) for p in partitions),
+            ),
+        )),
+    ))
+
+
+def _offsets_of(answer: Any) -> dict[int, int] | None:
+    """The committed offsets of an OffsetFetch answer (-1: none), or None when the group or any
+    partition has an error."""
+    if answer.groups[0].error_code != ErrorCode.none:
+        return None
+    parts = [p for t in answer.groups[0].topics for p in t.partitions]
+    if not all(p.error_code == ErrorCode.none for p in parts):
+        return None
+    return {int(p.partition_index): int(p.committed_offset) for p in parts}
+
+
 async def fetch_committed(
     client: SimClient, bootstrap: list[tuple[str, int]], group: str, topic: str,
     partitions: int, *, attempts: int = 100,
@@ -595,36 +619,69 @@ async def fetch_committed(
     for attempt in range(attempts):
         address = await _find_coordinator(client, bootstrap, group, attempt)
         if address is not None:
-            body = offset_fetch_req.OffsetFetchRequest(groups=(
-                offset_fetch_req.OffsetFetchRequestGroup(group_id=GroupId(group), topics=(
-                    offset_fetch_req.OffsetFetchRequestTopics(
-                        name=TopicName(topic),
-                        partition_indexes=tuple(i32(p) for p in range(partitions)),
-                    ),
-                )),
-            ))
             try:
-                answer = await client.request(address, body)
+                answer = await client.request(
+                    address, _offset_fetch_request(group, topic, range(partitions))
+                )
             except RequestFailed:
                 answer = None
-            if answer is not None and answer.groups[0].error_code == ErrorCode.none:
-                parts = [p for t in answer.groups[0].topics for p in t.partitions]
-                if all(p.error_code == ErrorCode.none for p in parts):
-                    return {int(p.partition_index): int(p.committed_offset) for p in parts}
+            offsets = None if answer is None else _offsets_of(answer)
+            if offsets is not None:
+                return offsets
         await asyncio.sleep(0.2)
     return None
+
+
+async def read_offsets(
+    client: SimClient, bootstrap: list[tuple[str, int]], group: str, topic: str,
+    partitions: list[int], history: History, rng: Any, fetch: str,
+) -> dict[int, int] | None:
+    """``group``'s committed offsets of ``partitions`` read once, as a consumer does when it
+    (re)starts or is assigned partitions: FindCoordinator asked of a broker ``rng`` picks
+    (librdkafka asks any broker it is connected to), then OffsetFetch from the coordinator it
+    names; None when either fails. Recorded: ``offset-fetch`` when the OffsetFetch is sent
+    (``fetch``: its name, unique in the run), then ``offset-fetched`` (``partitions`` and their
+    ``offsets``, -1: none) or ``offset-fetch-failed``; the checker compares the answer with the
+    commits acknowledged before it was sent (``stale-commit-read``)."""
+    asked = rng.randrange(len(bootstrap))
+    coordinator = await _find_coordinator(client, bootstrap, group, asked)
+    if coordinator is None:
+        return None
+    history.record("offset-fetch", group=group, fetch=fetch, asked=bootstrap[asked][0],
+                   to=coordinator[0])
+    try:
+        answer = await client.request(coordinator, _offset_fetch_request(group, topic, partitions))
+    except RequestFailed as e:
+        history.record("offset-fetch-failed", group=group, fetch=fetch, error=str(e))
+        return None
+    offsets = _offsets_of(answer)
+    if offsets is None:
+        errors = sorted({answer.groups[0].error_code.name} | {
+            p.error_code.name for t in answer.groups[0].topics for p in t.partitions
+        } - {"none"})
+        history.record("offset-fetch-failed", group=group, fetch=fetch, error=",".join(errors))
+        return None
+    history.record("offset-fetched", group=group, fetch=fetch, by=coordinator[0],
+                   partitions=partitions, offsets=[offsets.get(p, -1) for p in partitions])
+    return offsets
 
 
 class Reader:
     """Polls every partition from its leader (read_uncommitted, below the high watermark; with
     ``read_committed``, below the last stable offset, without the aborted transactions' records,
-    recorded as ``record_as``); with ``group``, commits its positions after every round."""
+    recorded as ``record_as``); with ``group``, commits its positions after every round, and
+    with ``fetch_rng`` reads them back every ``fetch_every`` rounds (:meth:`fetch_offsets`)."""
 
     def __init__(self, client: SimClient, bootstrap: list[tuple[str, int]], topic: str,
                  partitions: int, history: History, *, interval_s: float,
                  group: str | None = None, read_committed: bool = False,
-                 record_as: str = "read") -> None:
+                 record_as: str = "read", fetch_rng: Any = None, fetch_every: int = 3
+                 ) -> None:
         self.client = client
+        self.fetch_rng = fetch_rng
+        self.fetch_every = fetch_every
+        self._rounds = 0
+        self._fetches = 0
         self.read_committed = read_committed
         self.record_as = record_as
         self.bootstrap = bootstrap
@@ -646,7 +703,19 @@ class Reader:
                 await self.poll(partition)
             if self.group is not None and self.positions != self._committed:
                 await self.commit()
+            self._rounds += 1
+            if (self.group is not None and self.fetch_rng is not None
+                    and self._rounds % self.fetch_every == 0):
+                await self.fetch_offsets()
             await asyncio.sleep(self.interval_s)
+
+    async def fetch_offsets(self) -> None:
+        """Read the group's committed offsets once (:func:`read_offsets`)."""
+        assert self.group is not None and self.fetch_rng is not None
+        self._fetches += 1
+        await read_offsets(self.client, self.bootstrap, self.group, self.topic,
+                           list(range(self.partitions)), self.history, self.fetch_rng,
+                           f"{self.client.client_id}-{self._fetches}")
 
     async def commit(self) -> None:
         """Commit the current positions once (an error or no answer is recorded, not retried:
@@ -668,7 +737,7 @@ class Reader:
                 ) for p, o in enumerate(offsets)
             )),),
         )
-        self.history.record("commit", offsets=offsets)
+        self.history.record("commit", group=self.group, offsets=offsets)
         try:
             answer = await self.client.request(self._coordinator, body)
         except RequestFailed as e:
@@ -681,7 +750,8 @@ class Reader:
             self.history.record("commit-error", errors=errors)
             self._coordinator = None
             return
-        self.history.record("commit-ack", offsets=offsets, by=self._coordinator[0])
+        self.history.record("commit-ack", group=self.group, offsets=offsets,
+                            by=self._coordinator[0])
         self._committed = offsets
 
     async def poll(self, partition: int, *, record: bool = True) -> Any:
@@ -745,8 +815,14 @@ class GroupMember:
     (generation, partitions, and the join's leader and members) per member, ``member-left``."""
 
     def __init__(self, name: str, client: SimClient, bootstrap: list[tuple[str, int]],
-                 group: str, partitions: int, history: History, rng: Any) -> None:
+                 group: str, partitions: int, history: History, rng: Any, *,
+                 topic: str | None = None, counters: list[int] | None = None,
+                 fetch_rng: Any = None) -> None:
         self.name = name
+        self.topic = topic
+        self.counters = counters
+        self.fetch_rng = fetch_rng
+        self._fetches = 0
         self.client = client
         self.bootstrap = bootstrap
         self.group = group
@@ -790,6 +866,15 @@ class GroupMember:
             generation, assignment = joined
             if assignment is None:
                 continue
+            committing = (self.topic is not None and self.counters is not None
+                          and self.fetch_rng is not None and bool(assignment))
+            if committing:
+                # Where a consumer would start its partitions from.
+                assert self.topic is not None
+                self._fetches += 1
+                await read_offsets(self.client, self.bootstrap, self.group, self.topic,
+                                   assignment, self.history, self.fetch_rng,
+                                   f"{self.name}-{self._fetches}")
             beats = self.rng.randrange(2, 12)
             while not self.stopping and beats > 0:
                 await asyncio.sleep(1.0)
@@ -804,12 +889,63 @@ class GroupMember:
                     ):
                         self.member_id = ""
                     break
+                if committing:
+                    await self._commit(generation, assignment)
             else:
                 if not self.stopping:
                     await self._leave()
                     await asyncio.sleep(self.rng.uniform(0.5, 3.0))
         if self.member_id:
             await self._leave()
+
+    async def _commit(self, generation: int, partitions: list[int]) -> None:
+        """Commit the next offset of each of ``partitions`` in ``generation``: the members'
+        shared ``counters`` give every commit of a partition, whoever sends it, a higher offset
+        than any sent before (a consumer's position, as far as the coordinator can tell: it
+        never looks at the log), so what was committed only moves forward. Recorded as the
+        reader's commits are, with ``partitions``; an error or no answer is not retried."""
+        assert self.counters is not None and self.topic is not None
+        offsets = []
+        for p in partitions:
+            self.counters[p] += 1
+            offsets.append(self.counters[p])
+        body = commit_req.OffsetCommitRequest(
+            group_id=GroupId(self.group), generation_id_or_member_epoch=i32(generation),
+            member_id=self.member_id,
+            topics=(commit_req.OffsetCommitRequestTopic(name=TopicName(self.topic), partitions=tuple(
+                commit_req.OffsetCommitRequestPartition(
+                    partition_index=i32(p), committed_offset=i64(o), committed_metadata=""
+                ) for p, o in zip(partitions, offsets, strict=True)
+            )),),
+        )
+        self.history.record("commit", group=self.group, member=self.name, partitions=partitions,
+                            offsets=offsets, generation=generation)
+        if self._coordinator is None:
+            self._attempt += 1
+            self._coordinator = await _find_coordinator(
+                self.client, self.bootstrap, self.group, self._attempt
+            )
+            if self._coordinator is None:
+                self.history.record("commit-failed", group=self.group, member=self.name,
+                                    error="no coordinator")
+                return
+        coordinator = self._coordinator
+        try:
+            answer = await self.client.request(coordinator, body)
+        except RequestFailed as e:
+            self.history.record("commit-failed", group=self.group, member=self.name,
+                                error=str(e))
+            self._coordinator = None
+            return
+        codes = {p.error_code for t in answer.topics for p in t.partitions}
+        if codes != {ErrorCode.none}:
+            self.history.record("commit-error", group=self.group, member=self.name,
+                                errors=sorted(c.name for c in codes - {ErrorCode.none}))
+            if codes & _GROUP_MOVED:
+                self._coordinator = None
+            return
+        self.history.record("commit-ack", group=self.group, member=self.name,
+                            partitions=partitions, offsets=offsets, by=coordinator[0])
 
     async def _leave(self) -> None:
         answer = await self._ask(leave_req.LeaveGroupRequest(
