@@ -110,7 +110,12 @@ def test_markers_carry_the_coordinator_epoch_and_an_older_one_is_fenced(
     assert state.coordinator_epoch == first_epoch
 
     # The coordinator's broker restarts: it leads its partition again at a later leader epoch.
+    # Its one replica gone, the partition is leaderless in a new epoch (awaited: a restart the
+    # controller saw only together with the old registration's end would give the new
+    # incarnation its single-replica partition in the same leader epoch).
     cluster.broker(coordinator).kill()
+    _wait(lambda: _state_leader_epoch(one, state_partition) > first_epoch or None,
+          "the state partition's leaderless epoch")
     cluster.broker(coordinator).restart()
     assert _coordinator(one, txn_id, 1) == coordinator
     second_epoch = _wait(
