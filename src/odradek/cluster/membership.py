@@ -151,6 +151,9 @@ class Session:
         self._valid_until_ms = 0
         self.lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Set by :meth:`abandon`: no renewal is sent after it, whatever became of the
+        #: cancellation of the renewal task.
+        self._abandoned = False
 
     @classmethod
     async def open(
@@ -191,9 +194,15 @@ class Session:
         wait = self.ttl / 3
         while True:
             await self._sleep(wait)
+            if self._abandoned:
+                return
             sent_at = self._clock.monotonic_ms()
             try:
-                ttl = await asyncio.wait_for(self._store.keep_alive(self.lease_id), self.ttl / 3)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow the
+                # cancellation of abandon() when the renewal answers at that moment, and the
+                # abandoned session then renews for ever (a test's crashed broker never expired).
+                async with asyncio.timeout(self.ttl / 3):
+                    ttl = await self._store.keep_alive(self.lease_id)
             except LeaseNotFound:
                 log.warning("session lease %x has ended", self.lease_id)
                 self.lost.set()
@@ -218,6 +227,7 @@ class Session:
 
     def abandon(self) -> None:
         """Stop renewing without revoking: the lease runs out as if the process had died."""
+        self._abandoned = True
         if self._task is not None:
             self._task.cancel()
             self._task = None
