@@ -27,6 +27,7 @@ from odradek.cluster.etcd_process import EtcdCluster, free_ports
 from odradek.cluster.local import BrokerProcess
 from odradek.cluster.membership import ClusterKeys, current_controller, live_brokers
 from odradek.cluster.model import NO_LEADER, PartitionState
+from waiting import wait
 
 __all__ = ["ChaosConfig", "ChaosCluster", "DEFAULTS", "Snapshot", "wait_for"]
 
@@ -75,14 +76,8 @@ DEFAULTS = ChaosConfig()
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    """:func:`waiting.wait` raising TimeoutError, which the run's callers catch."""
+    return wait(condition, what, timeout, error=TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)

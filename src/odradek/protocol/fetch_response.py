@@ -166,14 +166,7 @@ def encode_fetch_response(correlation_id: int, version: int, body: Any) -> Respo
         if flexible:
             out.append(0)
     if flexible:
-        if endpoints:
-            tagged = node_endpoints_bytes(endpoints)
-            out.append(1)
-            write_uvarint(out, _NODE_ENDPOINTS_TAG)
-            write_uvarint(out, len(tagged))
-            out += tagged
-        else:
-            out.append(0)
+        append_node_endpoints_tag(out, endpoints)
     size += len(out)
     if size - 4 > _INT32_MAX:
         raise ValueError(f"a fetch response of {size} bytes does not fit in one frame")
@@ -198,6 +191,19 @@ def _array_length(out: bytearray, n: int, flexible: bool) -> None:
 def _has_snapshot_id(p: Any) -> bool:
     s = p.snapshot_id
     return (s.end_offset, s.epoch) != (-1, -1)
+
+
+def append_node_endpoints_tag(out: bytearray, endpoints: Any) -> None:
+    """A response body's tagged fields (Fetch v12+, Produce v9+): the NodeEndpoints tag when
+    ``endpoints`` are given, else none."""
+    if not endpoints:
+        out.append(0)
+        return
+    tagged = node_endpoints_bytes(endpoints)
+    out.append(1)
+    write_uvarint(out, _NODE_ENDPOINTS_TAG)
+    write_uvarint(out, len(tagged))
+    out += tagged
 
 
 def node_endpoints_bytes(endpoints: Any) -> bytearray:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from odradek.errors import CorruptFrameError
-from odradek.protocol.fetch_response import node_endpoints_bytes
+from odradek.protocol.fetch_response import append_node_endpoints_tag
 from odradek.protocol.messages import Request, RequestPreamble
 from odradek.protocol.varint import (
     MAX_VARINT32_BYTES,
@@ -60,7 +60,6 @@ _FIRST_LOG_START_VERSION = 5
 _FIRST_RECORD_ERRORS_VERSION = 8  # record_errors and error_message (KIP-467)
 _FIRST_LEADER_VERSION = 10  # current_leader and node_endpoints, tagged (KIP-951)
 _CURRENT_LEADER_TAG = 0
-_NODE_ENDPOINTS_TAG = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,16 +108,7 @@ def decode_produce_request(frame: bytes | memoryview, preamble: RequestPreamble)
         n_topics, pos = _read_count(buf, pos, flexible)
         topics = []
         for _ in range(n_topics):
-            if flexible:
-                n, pos = _uvarint(buf, pos)
-                n -= 1
-            else:
-                (n,) = _I16.unpack_from(buf, pos)
-                pos += 2
-            if n < 0:
-                raise CorruptFrameError("null string where one is required in produce request")
-            name, pos = _read_string(buf, pos, n, end)
-            assert name is not None
+            name, pos = _read_name(buf, pos, flexible, end)
             n_partitions, pos = _read_count(buf, pos, flexible)
             partitions = []
             for _ in range(n_partitions):
@@ -184,6 +174,21 @@ def _read_string(buf: memoryview, pos: int, n: int, end: int) -> tuple[str | Non
         return str(buf[pos:stop], "utf-8"), stop
     except UnicodeDecodeError as e:
         raise CorruptFrameError(f"invalid UTF-8 in produce request: {e}") from None
+
+
+def _read_name(buf: memoryview, pos: int, flexible: bool, end: int) -> tuple[str, int]:
+    """A non-null string (compact when ``flexible``)."""
+    if flexible:
+        n, pos = _uvarint(buf, pos)
+        n -= 1
+    else:
+        (n,) = _I16.unpack_from(buf, pos)
+        pos += 2
+    if n < 0:
+        raise CorruptFrameError("null string where one is required in produce request")
+    name, pos = _read_string(buf, pos, n, end)
+    assert name is not None
+    return name, pos
 
 
 def _read_count(buf: memoryview, pos: int, flexible: bool) -> tuple[int, int]:
@@ -280,14 +285,7 @@ def encode_produce_response(
             out.append(0)
     out += _I32.pack(throttle_time_ms)
     if flexible:
-        if with_leader and node_endpoints:
-            tagged = node_endpoints_bytes(node_endpoints)
-            out.append(1)
-            write_uvarint(out, _NODE_ENDPOINTS_TAG)
-            write_uvarint(out, len(tagged))
-            out += tagged
-        else:
-            out.append(0)
+        append_node_endpoints_tag(out, node_endpoints if with_leader else None)
     _HEAD.pack_into(out, 0, len(out) - 4, correlation_id)
     return bytes(out)
 
