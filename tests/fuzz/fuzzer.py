@@ -285,8 +285,8 @@ def _parse(frame: bytes | bytearray) -> tuple[type[Any], bytes, Any] | None:
         schema = request_schema(preamble.api_key, preamble.api_version)
         if schema is None:
             return None
-        _, body_start = check_request(data, schema)
-        body, _ = entity_reader(schema)(data, body_start)
+        _, body_start, checked = check_request(data, schema)
+        body, _ = entity_reader(schema)(checked, body_start)
     except (CorruptFrameError, Exception):  # noqa: BLE001 - not parseable: no field to mutate
         return None
     return schema, data[:body_start], body

@@ -26,6 +26,7 @@ from kio.serial import entity_reader, entity_writer
 from odradek.cli._common import CliError
 from odradek.errors import ErrorCode
 from odradek.protocol.build import build
+from odradek.protocol.client import decode_response
 from odradek.protocol.messages import request_schema, response_schema
 from odradek.protocol.varint import MAX_VARINT32_BYTES, read_uvarint
 
@@ -125,13 +126,18 @@ class Connection:
             raise CliError(f"broker at {self.address} did not answer in time") from None
         except OSError as e:
             raise CliError(f"lost the connection to {self.address} ({_reason(e)})") from None
-        response = response_schema(schema.__api_key__, schema.__version__)
         try:
-            header, n = entity_reader(response.__header_schema__)(answer, 0)
-            decoded = decode(answer, n) if decode else entity_reader(response)(answer, n)[0]
+            if decode is None:  # checked, and tagged fields kio does not know left out
+                correlation_id, decoded = decode_response(
+                    answer, schema.__api_key__, schema.__version__
+                )
+            else:
+                response = response_schema(schema.__api_key__, schema.__version__)
+                header, n = entity_reader(response.__header_schema__)(answer, 0)
+                correlation_id, decoded = header.correlation_id, decode(answer, n)
         except Exception as e:  # whatever a garbled answer makes the codec raise
             raise CliError(f"broker at {self.address} sent a malformed answer ({e})") from None
-        if header.correlation_id != self._correlation_id:
+        if correlation_id != self._correlation_id:
             raise CliError(f"broker at {self.address} answered another request")
         return decoded
 

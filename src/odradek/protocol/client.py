@@ -13,15 +13,16 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
 from kio.static.primitive import i16, i32
 
 from odradek.errors import CorruptFrameError
 from odradek.protocol.messages import API_VERSIONS_KEY, reader_for, response_schema, writer_for
+from odradek.protocol.precheck import check_response
 
 __all__ = ["decode_response", "encode_request"]
 
 _SIZE = struct.Struct(">i")
+_CORRELATION_ID = struct.Struct(">i")
 
 
 
@@ -56,18 +57,42 @@ def encode_request(body: Any, correlation_id: int, client_id: str | None) -> byt
 def decode_response(frame: bytes | memoryview, api_key: int, api_version: int) -> tuple[int, Any]:
     """(correlation id, body) of one response frame (without its size prefix) to a request of
     ``api_key`` at ``api_version``. Raises :class:`CorruptFrameError` for bytes that are not
-    such a response."""
+    such a response.
+
+    kio decodes the body directly; only when it fails is the frame walked as requests are
+    (:mod:`odradek.protocol.precheck`), which either finds it corrupt or takes out the tagged
+    fields the version does not define (in the header too) for kio to try again: Kafka ignores
+    such tags (KIP-482), kio refuses them, and walking every answer first would cost several
+    times kio's own decoding (``bench/decode_requests.py``).
+    """
     if isinstance(frame, memoryview) and not frame.readonly:
         frame = frame.toreadonly()  # kio reads only read-only buffers
     schema = response_schema(api_key, api_version)
-    header_schema = (
-        ResponseHeaderV0 if api_key == API_VERSIONS_KEY else schema.__header_schema__
-    )
+    header_flexible = api_key != API_VERSIONS_KEY and bool(schema.__header_schema__.__flexible__)
     try:
-        header, n = reader_for(header_schema)(frame, 0)
-        body, _ = reader_for(schema)(frame, n)
+        (correlation_id,) = _CORRELATION_ID.unpack_from(frame, 0)
+    except struct.error as e:
+        raise CorruptFrameError(f"response frame of {len(frame)} bytes: {e}") from None
+    try:
+        # The header: the correlation id, then (when flexible) tagged fields, in practice none.
+        if not header_flexible:
+            body_start = 4
+        elif len(frame) > 4 and frame[4] == 0:
+            body_start = 5
+        else:  # tagged fields in the header: the walk skips them
+            body_start = -1
+        if body_start > 0:
+            try:
+                body, _ = reader_for(schema)(frame, body_start)
+                return int(correlation_id), body
+            except Exception:  # noqa: BLE001 - corrupt, or a tag kio does not know: walk it
+                pass
+        body_start, frame = check_response(frame, schema, header_flexible)
+        body, _ = reader_for(schema)(frame, body_start)
+    except CorruptFrameError as e:
+        raise CorruptFrameError(f"malformed response api_key={api_key} v{api_version}: {e}") from e
     except Exception as e:
         raise CorruptFrameError(
             f"malformed response api_key={api_key} v{api_version}: {e!r}"
         ) from e
-    return int(header.correlation_id), body
+    return int(correlation_id), body

@@ -112,11 +112,13 @@ def decode_request(
 
     The header is read here (its tagged fields skipped, as Kafka does); the body by kio, after
     :func:`check_request` has made sure no length in it overruns the frame, because kio trusts
-    declared array lengths with its allocations.
+    declared array lengths with its allocations, and has taken out the tagged fields the
+    version does not define, which kio refuses and Kafka ignores (KIP-482).
     """
     if isinstance(frame, memoryview) and not frame.readonly:
         frame = frame.toreadonly()  # kio reads only read-only buffers
-    client_id, body_start = check_request(frame, schema)
+    size = len(frame)
+    client_id, body_start, frame = check_request(frame, schema)
     try:
         body, _ = reader_for(schema)(frame, body_start)
     except Exception as e:  # any decoding failure of client bytes is that client's problem
@@ -129,7 +131,7 @@ def decode_request(
         correlation_id=preamble.correlation_id,
         client_id=client_id,
         body=body,
-        size=len(frame),
+        size=size,
     )
 
 
