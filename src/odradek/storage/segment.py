@@ -49,6 +49,7 @@ from odradek.protocol.records import (
 from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 from odradek.storage.log_config import LogConfig
 from odradek.storage.open_files import OpenFileCache, open_cached
+from odradek.storage.preallocate import PREALLOCATE_MIN_BYTES, reserve
 from odradek.storage.txn_index import TXN_INDEX_SUFFIX, TransactionIndex
 
 __all__ = [
@@ -312,6 +313,9 @@ class LogSegment:
         fd = self.fd
         start = self.size
         view = memoryview(data)
+        if len(view) >= PREALLOCATE_MIN_BYTES:
+            # Exactly the range written: nothing stays allocated past the end (preallocate.py).
+            reserve(fd, start, len(view))
         try:
             written = 0
             while written < len(view):
