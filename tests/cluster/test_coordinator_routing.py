@@ -382,3 +382,56 @@ def test_a_leadership_in_a_new_epoch_loads_the_partition_again(
             assert one.groups.runtime.state(0) is LoadState.ACTIVE
 
     asyncio.run(scenario())
+
+
+def test_offset_fetch_answers_no_commit_that_is_not_replicated(
+    shared_etcd: EtcdProcess, tmp_path: Path
+) -> None:
+    """A commit the coordinator has appended but its follower has not fetched is not durable:
+    were the coordinator's broker to fail, the next leader would not have it. OffsetFetch
+    answers the previous offset meanwhile (Kafka's runtime reads at its last committed offset),
+    and the new one once the follower caught up, when the commit is acknowledged too."""
+    props = {
+        "etcd_endpoints": shared_etcd.endpoint,
+        "etcd_prefix": f"/routing-{next(_prefixes)}-{uuid.uuid4().hex[:6]}",
+        "broker_session_timeout_ms": "2000",
+        "offsets_topic_num_partitions": "1",
+        "offsets_topic_replication_factor": "2",
+    }
+
+    async def scenario() -> None:
+        async with Broker(local_config(tmp_path / "one", node_id="1", **props)) as one, \
+                Broker(local_config(tmp_path / "two", node_id="2", **props)) as two:
+            await _until(lambda: len(one.cluster.live_brokers()) == 2)
+            await one.topics.create("data", num_partitions=1, replication_factor=1)
+            await one.groups.topic.ensure()
+            await _until(lambda: two.cluster.topic(OFFSETS_TOPIC) is not None
+                         and two.cluster.topic("data") is not None)
+            state = one.cluster.partition(OFFSETS_TOPIC, 0)
+            assert state is not None
+            leader, follower = (one, two) if state.leader == 1 else (two, one)
+            await _until(lambda: leader.groups.runtime.state(0) is LoadState.ACTIVE
+                         and len(leader.cluster.partition(OFFSETS_TOPIC, 0).isr) == 2)
+            group = "g"
+            assert await asyncio.to_thread(_commit, leader.bootstrap, group, 5) == ErrorCode.none
+            assert await asyncio.to_thread(_fetch_offset, leader.bootstrap, group) \
+                == (ErrorCode.none, 5)
+
+            # The follower stops fetching (within replica.lag.time.max.ms it stays in the ISR):
+            # the next commit is appended and applied, and waits to be replicated.
+            await follower.replica_fetchers.stop()
+            commit = asyncio.ensure_future(
+                asyncio.to_thread(_commit, leader.bootstrap, group, 7)
+            )
+            committed = leader.groups.coordinator.offsets
+            await _until(lambda: group in committed and committed[group][("data", 0)].offset == 7)
+            assert await asyncio.to_thread(_fetch_offset, leader.bootstrap, group) \
+                == (ErrorCode.none, 5)
+            assert not commit.done()
+
+            follower.replica_fetchers.start()
+            assert await asyncio.wait_for(commit, 10) == ErrorCode.none
+            assert await asyncio.to_thread(_fetch_offset, leader.bootstrap, group) \
+                == (ErrorCode.none, 7)
+
+    asyncio.run(scenario())

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from odradek.coordinator.runtime import (
     CoordinatorRuntime,
@@ -55,10 +56,15 @@ class MemoryLog:
         self._ends[partition] = base + len(records)
         return base
 
-    def marker(self, partition: int, producer_id: int, commit: bool) -> None:
+    def marker(self, partition: int, producer_id: int, commit: bool) -> int:
+        """Append a COMMIT/ABORT marker; returns its offset."""
         offset = self._ends[partition]
         self.entries.append(Entry(partition, offset, None, None, (producer_id, 0), commit))
         self._ends[partition] = offset + 1
+        return offset
+
+    def end(self, partition: int) -> int:
+        return self._ends[partition]
 
     def records(self) -> list[tuple[bytes | None, bytes | None]]:
         """Every data record's (key, value), in write order."""
@@ -71,18 +77,53 @@ class MemoryLog:
                 continue
             if e.marker is not None:
                 assert e.producer is not None
-                out.append(StoredMarker(e.producer[0], e.marker))
+                out.append(StoredMarker(e.producer[0], e.marker, e.offset))
             else:
                 producer_id = e.producer[0] if e.producer is not None else None
                 out.append(StoredRecord(e.key, e.value, producer_id, e.offset))
         return out
 
     def runtime(
-        self, shard: CoordinatorShard, partitions: int, topic: str, *, load: bool = False
+        self, shard: CoordinatorShard, partitions: int, topic: str, *, load: bool = False,
+        replicated: Replications | None = None,
     ) -> CoordinatorRuntime:
         """A runtime writing here with every partition served: empty, or (``load``) loaded
-        from what this log holds, as a broker does at start-up."""
-        runtime = CoordinatorRuntime(shard, self.write, topic=topic)
+        from what this log holds, as a broker does at start-up; its writes durable at once, or
+        as ``replicated`` says."""
+        runtime = CoordinatorRuntime(shard, self.write, topic=topic, replicated=replicated)
         for partition in range(partitions):
             runtime.load(partition, self.stored(partition) if load else ())
         return runtime
+
+
+class Replications:
+    """The runtime's ``replicated`` hook over a test-driven high watermark per partition: a
+    write is durable once :meth:`advance` passes its end, or fails with :meth:`fail`."""
+
+    def __init__(self) -> None:
+        self.high_watermark: dict[int, int] = {}
+        self.waiting: list[tuple[int, int, Any]] = []
+
+    def __call__(self, partition: int, end_offset: int) -> Any:
+        if self.high_watermark.get(partition, 0) >= end_offset:
+            return None
+        outer = self
+
+        class One:
+            def add_done(self, callback: Any) -> None:
+                outer.waiting.append((partition, end_offset, callback))
+
+        return One()
+
+    def advance(self, partition: int, offset: int) -> None:
+        self.high_watermark[partition] = offset
+        done = [w for w in self.waiting if w[0] == partition and w[1] <= offset]
+        self.waiting = [w for w in self.waiting if w not in done]
+        for _p, _o, callback in done:
+            callback(None)
+
+    def fail(self, partition: int, error: Exception) -> None:
+        failed = [w for w in self.waiting if w[0] == partition]
+        self.waiting = [w for w in self.waiting if w not in failed]
+        for _p, _o, callback in failed:
+            callback(error)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from coordinator_log import MemoryLog
+from coordinator_log import MemoryLog, Replications
 
 from odradek.coordinator.runtime import (
     CoordinatorResult,
@@ -36,6 +36,7 @@ class KeyValues:
         self.markers: list[tuple[int, int, bool]] = []
         self.loaded: list[int] = []
         self.unloaded: list[int] = []
+        self.durability: list[tuple[str, int, int]] = []
 
     def partition_of(self, record: Record) -> int:
         return record[0]
@@ -61,8 +62,16 @@ class KeyValues:
         else:
             values[record[1]] = record[2]
 
-    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
+    def replay_marker(
+        self, partition: int, producer_id: int, commit: bool, offset: int = -1
+    ) -> None:
         self.markers.append((partition, producer_id, commit))
+
+    def on_pending(self, partition: int, offset: int) -> None:
+        self.durability.append(("pending", partition, offset))
+
+    def on_durable(self, partition: int, end_offset: int) -> None:
+        self.durability.append(("durable", partition, end_offset))
 
     def on_loaded(self, partition: int) -> None:
         self.loaded.append(partition)
@@ -225,39 +234,6 @@ def test_timers_are_operations(kv: KeyValues, log: MemoryLog, rt: CoordinatorRun
     assert kv.state == {0: {"t": "1"}, 1: {"u": "1"}}
 
 
-class Replications:
-    """The runtime's ``replicated`` hook over a test-driven high watermark per partition: a
-    write is durable once :meth:`advance` passes its end, or fails with :meth:`fail`."""
-
-    def __init__(self) -> None:
-        self.high_watermark: dict[int, int] = {}
-        self.waiting: list[tuple[int, int, Any]] = []
-
-    def __call__(self, partition: int, end_offset: int) -> Any:
-        if self.high_watermark.get(partition, 0) >= end_offset:
-            return None
-        outer = self
-
-        class One:
-            def add_done(self, callback: Any) -> None:
-                outer.waiting.append((partition, end_offset, callback))
-
-        return One()
-
-    def advance(self, partition: int, offset: int) -> None:
-        self.high_watermark[partition] = offset
-        done = [w for w in self.waiting if w[0] == partition and w[1] <= offset]
-        self.waiting = [w for w in self.waiting if w not in done]
-        for _p, _o, callback in done:
-            callback(None)
-
-    def fail(self, partition: int, error: Exception) -> None:
-        failed = [w for w in self.waiting if w[0] == partition]
-        self.waiting = [w for w in self.waiting if w not in failed]
-        for _p, _o, callback in failed:
-            callback(error)
-
-
 def test_effects_and_follow_ups_wait_until_the_write_is_durable(
     kv: KeyValues, log: MemoryLog
 ) -> None:
@@ -336,8 +312,56 @@ def test_a_continued_writes_replication_is_watched_too(kv: KeyValues, log: Memor
     rt.load(0, ())
     rt.load(1, ())
     assert rt.write(0, lambda: kv.put(0, "a", "1", then=lambda: kv.put(1, "b", "2"))) == "put b"
-    # Both writes are watched: the first link's and the last's.
-    assert sorted((p, o) for p, o, _ in repl.waiting) == [(0, 1), (1, 1)]
+    # Both writes are watched: the first link's and the last's (each by the shard's durability
+    # too).
+    assert sorted({(p, o) for p, o, _ in repl.waiting}) == [(0, 1), (1, 1)]
     repl.advance(1, 1)
     repl.fail(0, CoordinatorNotAvailableError("not enough replicas"))
     assert reverted == [0]
+
+
+def test_the_shard_hears_what_is_durable_before_replaying_it(
+    kv: KeyValues, log: MemoryLog
+) -> None:
+    """Durable reads: a write durable when written is announced durable before its replay; one
+    that is not is announced pending before its replay and durable once replicated; a marker
+    and a load's records above the high watermark likewise, watched again if their
+    replication fails without the leadership moving."""
+    seen: list[object] = []
+    kv.durability = seen  # type: ignore[assignment]
+    original = kv.replay
+
+    def replay(record: Record, **kw: Any) -> None:
+        seen.append(("replay", kw["partition"], kw["offset"]))
+        original(record, **kw)
+
+    kv.replay = replay  # type: ignore[method-assign]
+    repl = Replications()
+    rt = CoordinatorRuntime(kv, log.write, topic="__kv", replicated=repl)
+    rt.load(0, ())
+    repl.high_watermark[0] = 0
+    rt.write(0, lambda: kv.put(0, "a", "1"))
+    assert seen == [("pending", 0, 0), ("replay", 0, 0)]
+    repl.advance(0, 1)
+    assert seen[-1] == ("durable", 0, 1)
+    seen.clear()
+    repl.high_watermark[0] = 5  # durable when written
+    rt.write(0, lambda: kv.put(0, "b", "1"))
+    assert seen == [("durable", 0, 2), ("replay", 0, 1)]
+    seen.clear()
+    rt.replay_marker(0, 7, True, offset=4)
+    assert seen == [("durable", 0, 5)]
+    seen.clear()
+    rt.replay_marker(0, 7, True, offset=9)
+    assert seen == [("pending", 0, 9)]
+    repl.fail(0, CoordinatorNotAvailableError("not enough replicas"))  # watched again
+    repl.fail(0, NotCoordinatorError("moved"))  # not watched again
+    repl.advance(0, 10)
+    assert seen == [("pending", 0, 9), ("pending", 0, 10)]
+    seen.clear()
+    rt.begin_load(1)
+    rt.pending_from(1, 0)
+    rt.complete_load(1, 3)
+    assert seen == [("pending", 1, 0), ("pending", 1, 3)]
+    repl.advance(1, 3)
+    assert seen[-1] == ("durable", 1, 3)

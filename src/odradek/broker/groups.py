@@ -90,11 +90,13 @@ class GroupRuntime(CoordinatorHost):
         for result in self.coordinator.on_topic_deleted(topic):
             self.runtime.run_detached(functools.partial(_identity, result))
 
-    def on_marker(self, partition: int, producer_id: int, commit: bool) -> None:
-        """A COMMIT/ABORT marker of ``producer_id`` was written to ``partition``: its pending
-        offsets there are committed or dropped (a partition still loading reads the marker
-        from the log itself)."""
-        self.runtime.replay_marker(partition, producer_id, commit)
+    def on_marker(
+        self, partition: int, producer_id: int, commit: bool, offset: int = -1
+    ) -> None:
+        """A COMMIT/ABORT marker of ``producer_id`` was written to ``partition`` at ``offset``:
+        its pending offsets there are committed or dropped (read as committed once the marker
+        is durable; a partition still loading reads the marker from the log itself)."""
+        self.runtime.replay_marker(partition, producer_id, commit, offset)
 
     def _topic_infos(self) -> Mapping[str, TopicInfo]:
         topics = self._broker.topics.topics()

@@ -224,7 +224,7 @@ class TxnRuntime(CoordinatorHost):
             self._remote_markers.track(track, (topic, partition), replication)
         if topic == OFFSETS_TOPIC:
             try:
-                self._broker.groups.on_marker(partition, producer_id, commit)
+                self._broker.groups.on_marker(partition, producer_id, commit, info.last_offset)
             except Exception as e:
                 # The marker is written; only the offsets cache missed it (as Kafka).
                 return error_code_for(e, context=context)

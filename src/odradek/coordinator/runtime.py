@@ -29,6 +29,16 @@ and reverts the partition's state to what is durable: the ``on_failed`` hook (th
 the partition again from its log up to the high watermark), as Kafka's runtime reverts to its
 last committed offset.
 
+Reads that answer clients with persisted state must not show what is not durable (Kafka's
+runtime reads at its last committed offset). The runtime tells the shard where durability
+stands: :meth:`CoordinatorShard.on_pending` before it replays records that are not durable yet
+(a write waiting for its replication, a marker, what a load replays from the offset the host
+names with :meth:`CoordinatorRuntime.pending_from`),
+and :meth:`CoordinatorShard.on_durable` once the high watermark covers them (at once, before
+the replay, for a write durable when written: always with one replica). The shard keeps what
+those reads need as of the durable part of the log (the group coordinator: the previous value
+of an offset whose newer write is not durable yet).
+
 Owned by one thread (the broker's event loop); nothing here does I/O except through the
 injected writer, and time comes from the caller.
 """
@@ -127,6 +137,7 @@ class StoredMarker:
 
     producer_id: int
     commit: bool
+    offset: int = -1
 
 
 class PartitionState(enum.Enum):
@@ -175,8 +186,21 @@ class CoordinatorShard(Protocol):
         a transactional batch, ``offset`` its position in the partition."""
         ...
 
-    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
-        """A COMMIT/ABORT marker of ``producer_id`` is in ``partition``."""
+    def replay_marker(
+        self, partition: int, producer_id: int, commit: bool, offset: int = -1
+    ) -> None:
+        """A COMMIT/ABORT marker of ``producer_id`` is in ``partition`` at ``offset`` (-1:
+        unknown, counted as durable)."""
+        ...
+
+    def on_pending(self, partition: int, offset: int) -> None:
+        """Records of ``partition`` replayed from ``offset`` on are not durable until
+        :meth:`on_durable` covers them (records replayed without this call are durable)."""
+        ...
+
+    def on_durable(self, partition: int, end_offset: int) -> None:
+        """The high watermark of ``partition`` reached ``end_offset``: every record before it
+        is durable. Calls may come late and out of order (each says something true)."""
         ...
 
     def on_loaded(self, partition: int) -> None:
@@ -254,7 +278,7 @@ class CoordinatorRuntime:
         applied = 0
         for item in items:
             if isinstance(item, StoredMarker):
-                shard.replay_marker(partition, item.producer_id, item.commit)
+                shard.replay_marker(partition, item.producer_id, item.commit, item.offset)
                 continue
             if item.key is None:
                 continue
@@ -274,11 +298,22 @@ class CoordinatorRuntime:
             applied += 1
         return applied
 
-    def complete_load(self, partition: int) -> None:
+    def pending_from(self, partition: int, offset: int) -> None:
+        """Records of ``partition`` from ``offset`` on, about to be loaded, are not durable yet
+        (the broker names what was appended since its leadership began): the shard keeps them
+        from durable reads until :meth:`complete_load`'s watch sees the high watermark pass
+        them."""
+        self.shard.on_pending(partition, offset)
+
+    def complete_load(self, partition: int, end_offset: int | None = None) -> None:
+        """``partition`` is loaded and serves; with ``end_offset`` (the log end it was read to)
+        what it replayed counts as durable once the high watermark reaches that."""
         if self._states.get(partition) is not PartitionState.LOADING:
             raise RuntimeError(f"{self.topic}-{partition} is not loading")
         self._states[partition] = PartitionState.ACTIVE
         self.shard.on_loaded(partition)
+        if end_offset is not None:
+            self._watch(partition, end_offset, end_offset, again=True)
 
     def fail_load(self, partition: int) -> None:
         self.shard.on_unloaded(partition)
@@ -376,12 +411,48 @@ class CoordinatorRuntime:
         """Run the coordinator's timers due at ``now_ms`` as operations; returns how many ran."""
         return self.shard.timer.advance(now_ms, run=self.run_detached)
 
-    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
+    def replay_marker(
+        self, partition: int, producer_id: int, commit: bool, offset: int = -1
+    ) -> None:
         """Someone else (the transaction coordinator) wrote a marker of ``producer_id`` into
-        ``partition``: apply it if the partition is served. A partition being loaded reads it
-        from the log itself; one not held here has no state to change."""
+        ``partition`` at ``offset``: apply it if the partition is served (durable for reads
+        once the high watermark passes it). A partition being loaded reads it from the log
+        itself; one not held here has no state to change."""
         if self._states.get(partition) is PartitionState.ACTIVE:
-            self.shard.replay_marker(partition, producer_id, commit)
+            if offset >= 0:
+                self._watch(partition, offset, offset + 1, again=True)
+            self.shard.replay_marker(partition, producer_id, commit, offset)
+
+    def _watch(
+        self, partition: int, start: int, end: int, *, again: bool = False
+    ) -> Replication | None:
+        """Tell the shard whether the records of ``partition`` in [``start``, ``end``), about
+        to be replayed, are durable: :meth:`CoordinatorShard.on_durable` now if they are, else
+        :meth:`CoordinatorShard.on_pending` now and ``on_durable`` once they are. Returns the
+        replication still under way (None: durable).
+
+        ``again``: records whose failed replication reverts nothing (a load's, a marker's)
+        stay in the log and may still become durable (the ISR grows back): while the partition
+        is served here and its leadership did not move, they are watched again."""
+        shard = self.shard
+        replication = self._replicated(partition, end) if self._replicated is not None else None
+        if replication is None:
+            shard.on_durable(partition, end)
+            return None
+        shard.on_pending(partition, start)
+
+        def done(error: Exception | None) -> None:
+            if error is None:
+                shard.on_durable(partition, end)
+            elif (
+                again
+                and not isinstance(error, NotCoordinatorError)
+                and self._states.get(partition) is PartitionState.ACTIVE
+            ):
+                self._watch(partition, end, end, again=True)
+
+        replication.add_done(done)
+        return replication
 
     def _persist(self, result: CoordinatorResult[Any]) -> list[Replication]:
         """Write and replay ``result``'s records; the replications still under way. Its
@@ -400,15 +471,15 @@ class CoordinatorRuntime:
                 base = self._write(
                     partition, [shard.encode(r) for r in records], result.producer
                 )
+                # Before the replay: the shard keeps what is not durable from durable reads.
+                replication = self._watch(partition, base, base + len(records))
                 if result.replay:
                     for i, record in enumerate(records):
                         shard.replay(
                             record, partition=partition, offset=base + i, producer_id=producer_id
                         )
-                if self._replicated is not None:
-                    replication = self._replicated(partition, base + len(records))
-                    if replication is not None:
-                        pending.append((partition, replication))
+                if replication is not None:
+                    pending.append((partition, replication))
         except Exception as e:
             if result.on_written is not None:
                 result.on_written(e)

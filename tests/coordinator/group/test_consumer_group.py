@@ -118,7 +118,15 @@ class FakeCoordinator:
         else:
             self.consumer.replay(key, value)
 
-    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
+    def replay_marker(
+        self, partition: int, producer_id: int, commit: bool, offset: int = -1
+    ) -> None:
+        pass
+
+    def on_pending(self, partition: int, offset: int) -> None:
+        pass
+
+    def on_durable(self, partition: int, end_offset: int) -> None:
         pass
 
     def on_loaded(self, partition: int) -> None:

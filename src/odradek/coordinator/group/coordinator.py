@@ -14,6 +14,16 @@ This class is the runtime's :class:`~odradek.coordinator.runtime.CoordinatorShar
 partition of ``__consumer_offsets``: :meth:`on_loaded` starts the timers of a loaded
 partition's groups and :meth:`on_unloaded` forgets them.
 
+Committed offsets are read (OffsetFetch, :meth:`fetch_offsets`) as of the durable part of the
+log, as Kafka's runtime reads at its last committed offset: a commit is replayed at once (the
+operations that follow validate against it), but until the high watermark covers it OffsetFetch
+answers the offset it replaced (and, with require_stable, whether a transaction's offset was
+pending then). The runtime says what is not durable (:meth:`on_pending`, :meth:`on_durable`);
+for each (group, topic, partition) changed by records not durable yet, :attr:`_undurable`
+keeps what each of those changes replaced, until the high watermark passes it: the first one
+kept is the value as of the durable log.
+With one replica every write is durable when written, and nothing is kept.
+
 Owned by one thread (the broker's event loop). Time comes from the injected clock; the runtime
 runs :attr:`timer`'s callbacks (operations too) when their deadlines are reached.
 """
@@ -73,6 +83,9 @@ Group = ClassicGroup | ConsumerGroup
 #: A record of ``__consumer_offsets``: typed key and value (None: a tombstone).
 Record = tuple[RecordKey, RecordValue | None]
 _OffsetResults = list[tuple[str, int, ErrorCode]]
+#: An offset as it was before a change not durable yet: (the log offset of that change; the
+#: committed value before it, None for none; whether a transaction's offset was pending).
+_Before = tuple[int, "OffsetCommitValue | None", bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +131,14 @@ class GroupCoordinator:
         # Log offsets of the records behind the committed and the pending values.
         self._positions: dict[str, dict[tuple[str, int], int]] = {}
         self._pending_positions: dict[tuple[int, str, str, int], int] = {}
+        #: Per partition whose durability the runtime tracks: the offset below which its
+        #: records count as durable (the high watermark as last told, or where a load's pending
+        #: records begin); records replayed at or past it are not durable yet. A partition
+        #: without one replays only durable records (no replication, a test).
+        self._committed: dict[int, int] = {}
+        #: Per such partition: group -> (topic, partition) -> the offset's changes not durable
+        #: yet, oldest first, each with what it changed; the first says what is durable.
+        self._undurable: dict[int, dict[str, dict[tuple[str, int], list[_Before]]]] = {}
         self.classic = ClassicGroups(
             self, self.groups, take_over_consumer_group=self.consumer_group_tombstones
         )
@@ -170,6 +191,9 @@ class GroupCoordinator:
         its position in ``__consumer_offsets`` (orders transactional and plain commits)."""
         key, value = record
         if isinstance(key, OffsetCommitKey):
+            committed = self._committed.get(partition)
+            if committed is not None and offset >= committed:
+                self._changing(partition, key.group_id, (key.topic, key.partition), offset)
             if producer_id is not None:
                 self._replay_pending_offset(producer_id, key, value, offset)
             else:
@@ -179,8 +203,57 @@ class GroupCoordinator:
         else:
             self.consumer.replay(key, value)
 
-    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
-        self.complete_transaction(producer_id, commit, partition)
+    def replay_marker(
+        self, partition: int, producer_id: int, commit: bool, offset: int = -1
+    ) -> None:
+        self.complete_transaction(producer_id, commit, partition, offset)
+
+    # -- durability (see the module docs) ---------------------------------------------------
+
+    def on_pending(self, partition: int, offset: int) -> None:
+        # An offset known already stays: what lies below it is durable, what lies between
+        # it and ``offset`` may not be.
+        self._committed.setdefault(partition, offset)
+
+    def on_durable(self, partition: int, end_offset: int) -> None:
+        committed = self._committed.get(partition)
+        if committed is None or end_offset <= committed:
+            return
+        self._committed[partition] = end_offset
+        groups = self._undurable.get(partition)
+        if not groups:
+            return
+        for group_id in list(groups):
+            changes = groups[group_id]
+            for tp in list(changes):
+                before = changes[tp]
+                durable = 0
+                while durable < len(before) and before[durable][0] < end_offset:
+                    durable += 1
+                if durable == len(before):
+                    del changes[tp]
+                elif durable:
+                    del before[:durable]
+            if not changes:
+                del groups[group_id]
+        if not groups:
+            del self._undurable[partition]
+
+    def _changing(
+        self, partition: int, group_id: str, tp: tuple[str, int], offset: int
+    ) -> None:
+        """The record at ``offset`` of ``partition`` is about to change ``group_id``'s offset of
+        ``tp`` (its committed value, or a transaction's pending one): if the record is not
+        durable, keep what it changes until it is."""
+        committed = self._committed.get(partition)
+        if committed is None or offset < committed:
+            return
+        changes = self._undurable.setdefault(partition, {}).setdefault(group_id, {})
+        before = changes.setdefault(tp, [])
+        if before and before[-1][0] == offset:
+            return  # a second change by one record (a marker's): what it changed is kept
+        value = self.offsets.get(group_id, {}).get(tp)
+        before.append((offset, value, self.has_pending_offsets(group_id, *tp)))
 
     def on_loaded(self, partition: int) -> None:
         """Every member of a loaded classic group must heartbeat within its session timeout
@@ -211,6 +284,8 @@ class GroupCoordinator:
             k for k in self._pending_positions if self.partition_for(k[1]) == partition
         ]:
             del self._pending_positions[pending_key]
+        self._committed.pop(partition, None)
+        self._undurable.pop(partition, None)
 
     def _replay_offset(
         self, key: OffsetCommitKey, value: RecordValue | None, position: int
@@ -247,14 +322,20 @@ class GroupCoordinator:
         groups.setdefault(key.group_id, {})[(key.topic, key.partition)] = value
         self._pending_positions[(producer_id, key.group_id, key.topic, key.partition)] = position
 
-    def complete_transaction(self, producer_id: int, commit: bool, partition: int) -> None:
+    def complete_transaction(
+        self, producer_id: int, commit: bool, partition: int, offset: int = -1
+    ) -> None:
         """A COMMIT or ABORT marker of ``producer_id`` is in ``partition`` of
-        ``__consumer_offsets``: its pending offsets of the groups there become committed, or
-        are dropped. Called live after the marker is written and when one is replayed."""
+        ``__consumer_offsets`` (at ``offset``; -1: unknown, durable): its pending offsets of
+        the groups there become committed, or are dropped. Called live after the marker is
+        written and when one is replayed."""
         groups = self.pending_txn_offsets.get(producer_id)
         if not groups:
             return
         for group_id in [g for g in groups if self.partition_for(g) == partition]:
+            if self._committed:
+                for tp in groups[group_id]:
+                    self._changing(partition, group_id, tp, offset)
             pending = groups.pop(group_id)
             positions = self._positions.get(group_id, {})
             for (topic, p), value in pending.items():
@@ -408,17 +489,32 @@ class GroupCoordinator:
         member_epoch: int = -1,
         require_stable: bool = False,
     ) -> list[CommittedOffset]:
-        """Committed offsets of the given partitions (``None``: every committed partition);
-        partitions without a commit get offset -1. With ``require_stable`` a partition with an
-        offset pending in an open transaction answers UNSTABLE_OFFSET_COMMIT (KIP-447)."""
+        """Committed offsets of the given partitions (``None``: every committed partition) as
+        of the durable log (see the module docs); partitions without a commit get offset -1.
+        With ``require_stable`` a partition with an offset pending in an open transaction
+        answers UNSTABLE_OFFSET_COMMIT (KIP-447)."""
         group = self.groups.get(group_id)
         if isinstance(group, ConsumerGroup) and (member_id is not None or member_epoch >= 0):
             self.consumer.validate_offset_fetch(group_id, member_id, member_epoch)
         committed = self.offsets.get(group_id, {})
+        changes: dict[tuple[str, int], list[_Before]] = {}
+        if self._undurable:
+            changes = self._undurable.get(self.partition_for(group_id), {}).get(group_id, changes)
+        if changes:
+            # As of the durable log: an offset with changes not durable yet is what it was
+            # before the first of them (see the module docs).
+            committed = dict(committed)
+            for tp, before in changes.items():
+                value = before[0][1]
+                if value is None:
+                    committed.pop(tp, None)
+                else:
+                    committed[tp] = value
+        unstable = self._unstable_as_durable(group_id, changes) if require_stable else None
         out: list[CommittedOffset] = []
         if topics is None:
             for (topic, partition), value in sorted(committed.items()):
-                if require_stable and self.has_pending_offsets(group_id, topic, partition):
+                if unstable is not None and unstable(topic, partition):
                     out.append(
                         CommittedOffset(
                             topic, partition, -1, error=ErrorCode.unstable_offset_commit
@@ -434,7 +530,7 @@ class GroupCoordinator:
         for topic, partitions in topics:
             for partition in partitions:
                 v = committed.get((topic, partition))
-                if require_stable and self.has_pending_offsets(group_id, topic, partition):
+                if unstable is not None and unstable(topic, partition):
                     out.append(
                         CommittedOffset(
                             topic, partition, -1, error=ErrorCode.unstable_offset_commit
@@ -447,6 +543,20 @@ class GroupCoordinator:
                         CommittedOffset(topic, partition, v.offset, v.leader_epoch, v.metadata)
                     )
         return out
+
+    def _unstable_as_durable(
+        self, group_id: str, changes: Mapping[tuple[str, int], list[_Before]]
+    ) -> Callable[[str, int], bool]:
+        """Whether an offset of ``group_id`` was pending in a transaction as of the durable
+        log (``changes``: the group's changes not durable yet)."""
+
+        def unstable(topic: str, partition: int) -> bool:
+            before = changes.get((topic, partition))
+            if before is not None:
+                return before[0][2]
+            return self.has_pending_offsets(group_id, topic, partition)
+
+        return unstable
 
     def delete_offsets(
         self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]]

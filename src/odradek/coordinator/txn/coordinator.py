@@ -239,8 +239,16 @@ class TransactionCoordinator:
         if meta.state not in _PREPARING or previous is None or previous.state not in _PREPARING:
             self._forget_markers(txn_id)
 
-    def replay_marker(self, partition: int, producer_id: int, commit: bool) -> None:
+    def replay_marker(
+        self, partition: int, producer_id: int, commit: bool, offset: int = -1
+    ) -> None:
         """Nothing: this topic's records are never transactional."""
+
+    def on_pending(self, partition: int, offset: int) -> None:
+        """Nothing: no read of this coordinator is kept to the durable log yet."""
+
+    def on_durable(self, partition: int, end_offset: int) -> None:
+        """Nothing (see :meth:`on_pending`)."""
 
     def on_loaded(self, partition: int) -> None:
         """Finish the transactions of ``partition`` whose outcome was decided (Prepare*) before
