@@ -101,3 +101,52 @@ def test_answers_read_back_by_kio(tmp_path: Path, version: int) -> None:
     finally:
         loop.run_until_complete(broker.stop())
         loop.close()
+
+
+def test_acks_all_on_one_replica_is_answered_at_once_with_the_high_watermark_past_it(
+    tmp_path: Path,
+) -> None:
+    """Issue 11 review (session 10): on a partition whose only replica is the leader, acks=all
+    is complete when the append is: the dispatcher answers at once (no replication wait), the
+    records are in the log and the high watermark covers them, and a fetch waiting on the
+    partition is woken by the append. With ``min.insync.replicas`` above the one replica,
+    acks=all is refused (NOT_ENOUGH_REPLICAS) and nothing is written, while acks=1 is not."""
+    loop = asyncio.new_event_loop()
+    broker = Broker(local_config(tmp_path / "data"))
+    try:
+        loop.run_until_complete(broker.start())
+        loop.run_until_complete(broker.topics.create("t", num_partitions=1))
+        loop.run_until_complete(broker.topics.create(
+            "strict", num_partitions=1, configs={"min.insync.replicas": "2"}))
+        dispatcher = Dispatcher(broker)
+        batch = encode_batch([SimpleRecord(b"v%d" % i, timestamp=1) for i in range(3)])
+        plog = broker.topics.log("t", 0)
+        for round_ in range(2):
+
+            async def waiting_fetch() -> asyncio.Future[int]:
+                return broker.append_watch.watch([("t", 0)])
+
+            woken = loop.run_until_complete(waiting_fetch())
+            answer = dispatcher(_frame(11, -1, [("t", [(0, batch)])]))
+            # Answered by the handler itself: nothing was left to wait for.
+            assert isinstance(answer, bytes)
+            assert plog.log_end_offset == 3 * (round_ + 1)
+            assert plog.high_watermark == plog.log_end_offset
+            assert woken.done()
+            part = _read(11, answer).responses[0].partition_responses[0]
+            assert (part.error_code, part.base_offset) == (ErrorCode.none, 3 * round_)
+
+        strict = broker.topics.log("strict", 0)
+        answer = dispatcher(_frame(11, -1, [("strict", [(0, batch)])]))
+        assert isinstance(answer, bytes)
+        part = _read(11, answer).responses[0].partition_responses[0]
+        assert part.error_code == ErrorCode.not_enough_replicas
+        assert (strict.log_end_offset, strict.high_watermark) == (0, 0)
+        answer = dispatcher(_frame(11, 1, [("strict", [(0, batch)])]))
+        assert isinstance(answer, bytes)
+        part = _read(11, answer).responses[0].partition_responses[0]
+        assert (part.error_code, part.base_offset) == (ErrorCode.none, 0)
+        assert (strict.log_end_offset, strict.high_watermark) == (3, 3)
+    finally:
+        loop.run_until_complete(broker.stop())
+        loop.close()
