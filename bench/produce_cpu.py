@@ -14,6 +14,7 @@ little and every target gets the same bytes; rounds alternate the order of the t
 row per target and acks, the ratio against the last target with the same acks -- on a
 partition with one replica acks=all is answered as soon as the append is done, so the two
 should cost the same.
+
 A target is ``name=SRC`` (``odradek serve`` from the source tree SRC, first on PYTHONPATH).
 The last target is the reference of the ratio column. CPU comes from ``/proc`` in clock ticks
 (10 ms), so a round needs enough requests (``--requests``) to use a good many of them.
@@ -130,9 +131,9 @@ def main() -> None:
                                           for i in range(args.requests)]
             runs = [(t, acks) for t in targets for acks in acks_list]
             for r in range(args.rounds):
-                # Rotated each round, and reversed every other: a run pays for what its
-                # predecessor left behind (the page-cache trimmer's write-back, say), so no
-                # run may always follow the same one.
+                # Rotated every other round, and reversed every other: a run may pay for
+                # what its predecessor on the same broker left behind (the page-cache
+                # trimmer's write-back, say), so no run always follows the same one.
                 k = (r // 2) % len(runs)
                 order = runs[k:] + runs[:k]
                 if r % 2:
