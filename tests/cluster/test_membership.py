@@ -228,3 +228,46 @@ def test_a_renewal_lost_to_a_short_blip_is_retried_before_the_session_runs_out()
     expired, renewals = loop.run(scenario())
     assert not expired, renewals
     assert renewals and renewals[0] < 6.0, renewals
+
+
+def test_a_campaign_cancelled_as_the_controller_key_goes_ends_cancelled() -> None:
+    """A campaign waiting for the controller key to go, cancelled (its broker stopping) at any
+    moment around the key's deletion, ends cancelled: it must not swallow the cancellation and
+    go on to win (then its broker serves a term that nothing ends, and its stop never
+    returns; session 10 saw it as a hang of test_cluster_member once the member's session
+    watch stopped polling)."""
+    from odradek.clock import SystemClock
+    from odradek.cluster.inprocess import InProcessStore
+
+    async def trial(steps: int) -> bool:
+        """Whether the campaign, cancelled ``steps`` loop turns after the resignation while
+        still running, ended cancelled (True when it had already won: nothing to check)."""
+        store = InProcessStore(SystemClock())
+        keys = ClusterKeys("c")
+        s1 = await Session.open(store, 30)
+        s2 = await Session.open(store, 30)
+        try:
+            c1, c2 = ControllerElection(store, keys, s1, 1), ControllerElection(store, keys, s2, 2)
+            await c1.campaign()
+            waiting = asyncio.ensure_future(c2.campaign())
+            for _ in range(5):  # the watch of the key is set up
+                await asyncio.sleep(0)
+            assert not waiting.done()
+            await c1.resign()
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            if waiting.done():
+                return True
+            waiting.cancel()
+            await asyncio.wait((waiting,), timeout=5)
+            assert waiting.done()
+            return waiting.cancelled()
+        finally:
+            s1.abandon()
+            s2.abandon()
+            await store.close()
+
+    async def scenario() -> list[int]:
+        return [steps for steps in range(30) if not await trial(steps)]
+
+    assert asyncio.run(scenario()) == []

@@ -370,8 +370,14 @@ class ControllerElection:
                         return
         finally:
             reaping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaping
+            # Waited for without awaiting it: ``await reaping`` under suppress(CancelledError)
+            # also swallowed a cancellation of this task arriving meanwhile (the broker
+            # stopping just as the old controller's key went), and the campaign went on to win
+            # and serve a term nobody would end.
+            await asyncio.wait((reaping,))
+            failure = None if reaping.cancelled() else reaping.exception()
+            if failure is not None:
+                raise failure
 
     async def resign(self) -> None:
         if self.epoch:
