@@ -10,6 +10,11 @@ little and every target gets the same bytes; rounds alternate the order of the t
 
     python bench/produce_cpu.py new=src base=/tmp/base/src --records 3000 --size 100
 
+``--acks 1,-1`` measures each target with both (a topic each, the runs interleaved too): one
+row per target and acks, the ratio against the last target with the same acks -- on a
+partition with one replica acks=all is answered as soon as the append is done, so the two
+should cost the same.
+
 A target is ``name=SRC`` (``odradek serve`` from the source tree SRC, first on PYTHONPATH).
 The last target is the reference of the ratio column. CPU comes from ``/proc`` in clock ticks
 (10 ms), so a round needs enough requests (``--requests``) to use a good many of them.
@@ -99,49 +104,75 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=100, help="bytes of each record's value")
     ap.add_argument("--requests", type=int, default=300, help="requests per round")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--acks", type=int, default=1, choices=(-1, 0, 1))
+    ap.add_argument("--acks", type=_acks_list, default=(1,),
+                    help="1, -1 (all) or both, comma-separated: each is a run of its own")
     ap.add_argument("--in-flight", type=int, default=5)
     args = ap.parse_args()
-    if args.acks == 0:
-        raise SystemExit("acks=0 has no responses to pace the client by")
+    acks_list: tuple[int, ...] = args.acks
     payload = os.urandom(args.size)
     batch = encode_batch([SimpleRecord(payload) for _ in range(args.records)])
-    cpu: dict[str, list[float]] = {}
+    # (target name, acks) -> CPU seconds per request of each round.
+    cpu: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="odradek-produce-cpu-") as tmp:
         targets: list[Target] = []
-        topics: dict[str, str] = {}
+        frames: dict[tuple[str, int], list[bytes]] = {}
         try:
             for spec in args.targets:
                 name, _, src = spec.partition("=")
                 t = start_odradek(str(Path(tmp) / name), name, src or None)
                 targets.append(t)
-                topics[name] = t.topic("cpu")
-                cpu[name] = []
-                # Warm-up: codecs, the first segment's files.
-                send_all(t.bootstrap, [produce_frame(topics[name], batch, args.acks, i)
-                                       for i in range(20)], args.in_flight)
-            frames = {n: [produce_frame(topics[n], batch, args.acks, i)
-                          for i in range(args.requests)] for n in topics}
+                for acks in acks_list:
+                    topic = t.topic(f"cpu{acks}")
+                    cpu[name, acks] = []
+                    # Warm-up: codecs, the first segment's files.
+                    send_all(t.bootstrap, [produce_frame(topic, batch, acks, i)
+                                           for i in range(20)], args.in_flight)
+                    frames[name, acks] = [produce_frame(topic, batch, acks, i)
+                                          for i in range(args.requests)]
+            runs = [(t, acks) for t in targets for acks in acks_list]
             for r in range(args.rounds):
-                order = targets[r % len(targets):] + targets[: r % len(targets)]
-                for t in order:
+                # Rotated every other round, and reversed every other: a run may pay for
+                # what its predecessor on the same broker left behind (the page-cache
+                # trimmer's write-back, say), so no run always follows the same one.
+                k = (r // 2) % len(runs)
+                order = runs[k:] + runs[:k]
+                if r % 2:
+                    order.reverse()
+                for t, acks in order:
                     c0 = t.cpu_seconds()
-                    send_all(t.bootstrap, frames[t.name], args.in_flight)
-                    cpu[t.name].append((t.cpu_seconds() - c0) / args.requests)
+                    send_all(t.bootstrap, frames[t.name, acks], args.in_flight)
+                    cpu[t.name, acks].append((t.cpu_seconds() - c0) / args.requests)
         finally:
             for t in targets:
                 t.stop()
-    ref = statistics.median(cpu[targets[-1].name])
+    ref_name = targets[-1].name
     print(f"\nbroker CPU per Produce request (v{_VERSION}, {args.records} x {args.size} B, "
-          f"acks={args.acks}, {args.in_flight} in flight), medians of {args.rounds} "
-          f"interleaved rounds of {args.requests}")
-    print(f"| target | us per request | / {targets[-1].name} | rounds (us) |")
-    print("|---|---|---|---|")
+          f"{args.in_flight} in flight), medians of {args.rounds} interleaved rounds of "
+          f"{args.requests}")
+    print(f"| target | acks | us per request | / {ref_name} | rounds (us) |")
+    print("|---|---|---|---|---|")
     for t in targets:
-        values = cpu[t.name]
-        med = statistics.median(values)
-        print(f"| {t.name} | {med * 1e6:,.0f} | {med / ref:.2f} | "
-              + " ".join(f"{v * 1e6:.0f}" for v in sorted(values)) + " |")
+        for acks in acks_list:
+            values = cpu[t.name, acks]
+            med = statistics.median(values)
+            ref = statistics.median(cpu[ref_name, acks])
+            print(f"| {t.name} | {'all' if acks == -1 else acks} | {med * 1e6:,.0f} | "
+                  f"{med / ref:.2f} | " + " ".join(f"{v * 1e6:.0f}" for v in sorted(values))
+                  + " |")
+
+
+def _acks_list(text: str) -> tuple[int, ...]:
+    """``--acks``: one or more of 1 and -1 (``all``); acks=0 has no responses to pace the
+    client by."""
+    values = []
+    for word in text.split(","):
+        word = word.strip()
+        acks = -1 if word == "all" else int(word)
+        if acks not in (-1, 1):
+            raise argparse.ArgumentTypeError(f"acks must be 1 or -1 (all), not {word!r}")
+        if acks not in values:
+            values.append(acks)
+    return tuple(values)
 
 
 if __name__ == "__main__":

@@ -228,3 +228,95 @@ def test_a_renewal_lost_to_a_short_blip_is_retried_before_the_session_runs_out()
     expired, renewals = loop.run(scenario())
     assert not expired, renewals
     assert renewals and renewals[0] < 6.0, renewals
+
+
+def test_a_campaign_cancelled_as_the_controller_key_goes_ends_cancelled() -> None:
+    """A campaign waiting for the controller key to go, cancelled (its broker stopping) at any
+    moment around the key's deletion, ends cancelled: it must not swallow the cancellation and
+    go on to win (then its broker serves a term that nothing ends, and its stop never
+    returns; session 10 saw it as a hang of test_cluster_member once the member's session
+    watch stopped polling)."""
+    from odradek.clock import SystemClock
+    from odradek.cluster.inprocess import InProcessStore
+
+    async def trial(steps: int) -> bool:
+        """Whether the campaign, cancelled ``steps`` loop turns after the resignation while
+        still running, ended cancelled (True when it had already won: nothing to check)."""
+        store = InProcessStore(SystemClock())
+        keys = ClusterKeys("c")
+        s1 = await Session.open(store, 30)
+        s2 = await Session.open(store, 30)
+        try:
+            c1, c2 = ControllerElection(store, keys, s1, 1), ControllerElection(store, keys, s2, 2)
+            await c1.campaign()
+            waiting = asyncio.ensure_future(c2.campaign())
+            for _ in range(5):  # the watch of the key is set up
+                await asyncio.sleep(0)
+            assert not waiting.done()
+            await c1.resign()
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            if waiting.done():
+                return True
+            waiting.cancel()
+            await asyncio.wait((waiting,), timeout=5)
+            assert waiting.done()
+            return waiting.cancelled()
+        finally:
+            s1.abandon()
+            s2.abandon()
+            await store.close()
+
+    async def scenario() -> list[int]:
+        return [steps for steps in range(30) if not await trial(steps)]
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_waiting_for_a_session_to_expire_wakes_at_its_deadline_or_when_lost() -> None:
+    """Session.wait_until_may_have_expired (what a broker's membership waits with): it
+    returns only once the session may have expired, at the renewal deadline rather than at
+    its longest sleep, later when a renewal moved the deadline on meanwhile, at once when the
+    session is lost; cancelled, it leaves no task behind."""
+    from odradek.clock import SystemClock
+    from odradek.cluster.inprocess import InProcessStore
+
+    async def scenario() -> None:
+        clock = SystemClock()
+        store = InProcessStore(clock)
+        session = await Session.open(store, 30)
+        loop = asyncio.get_running_loop()
+        try:
+            async def timed(max_sleep_s: float = 5.0) -> float:
+                start = loop.time()
+                await session.wait_until_may_have_expired(max_sleep_s)
+                assert session.may_have_expired()
+                return loop.time() - start
+
+            # The deadline, well before the longest sleep.
+            session._valid_until_ms = clock.monotonic_ms() + 200
+            assert 0.19 <= await timed() < 2.0
+            assert not session.lost.is_set()
+            # A renewal answered meanwhile moves it on.
+            session._valid_until_ms = clock.monotonic_ms() + 200
+            loop.call_later(0.1, lambda: setattr(
+                session, "_valid_until_ms", clock.monotonic_ms() + 400))
+            assert 0.49 <= await timed() < 2.5
+            # Lost: at once, whatever the deadline.
+            session._valid_until_ms = clock.monotonic_ms() + 60_000
+            loop.call_later(0.05, session.lost.set)
+            assert await timed() < 2.0
+            # Cancelled: nothing of it stays behind.
+            session.lost.clear()
+            before = len(asyncio.all_tasks())
+            waiting = asyncio.ensure_future(session.wait_until_may_have_expired())
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            await asyncio.wait((waiting,))
+            await asyncio.sleep(0)
+            assert waiting.cancelled() and len(asyncio.all_tasks()) == before
+        finally:
+            session.abandon()
+            await store.close()
+
+    asyncio.run(scenario())

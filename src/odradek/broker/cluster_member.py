@@ -92,8 +92,11 @@ log = logging.getLogger("odradek.broker.cluster")
 
 _T = TypeVar("_T")
 
-#: How often the member looks at its session (may_have_expired is a clock comparison).
+#: How often a start-up waiting out a predecessor's registration looks again (twice this).
 _CHECK_INTERVAL_S = 0.05
+#: The longest the member's watch of its session sleeps between looks: it wakes when the
+#: session is lost or could have expired (Session.wait_until_may_have_expired).
+_SESSION_WATCH_MAX_S = 1.0
 #: Backoff between attempts to reach the store, doubling up to the cap.
 _BACKOFF_S = 0.1
 _BACKOFF_MAX_S = 1.0
@@ -336,9 +339,7 @@ class ClusterMember:
                 self._campaign(session), name=f"broker {self.node_id} controller campaign"
             )
             try:
-                while not session.may_have_expired():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(session.lost.wait(), _CHECK_INTERVAL_S)
+                await session.wait_until_may_have_expired(_SESSION_WATCH_MAX_S)
             finally:
                 campaign.cancel()
                 try:
