@@ -1,9 +1,10 @@
 """A slice of a segment file holding whole record batches, to be sent without reading it.
 
 Kafka serves fetches from ``FileRecords`` slices that go to the socket with ``sendfile``; this is
-the same idea. A :class:`FileRecords` opens its own read-only file descriptor on the segment's
-``.log`` file when the read happens, so the bytes it describes stay readable however the log
-changes before they are sent: a segment deleted by retention or swapped out by the cleaner is
+the same idea. A :class:`FileRecords` holds its own file descriptor of the segment's ``.log``
+file, taken when the read happens (a duplicate of the segment's, :meth:`FileRecords.share`: no
+path lookup), so the bytes it describes stay readable however the log changes before they are
+sent: a segment deleted by retention or swapped out by the cleaner is
 only unlinked, and an open descriptor keeps an unlinked file's data. Only a truncation of the
 same file (recovery of a torn tail, which happens at start-up) can make it shorter than promised;
 whoever sends it must then check what it actually sent (see ``broker/connection.py``).
@@ -54,6 +55,19 @@ class FileRecords:
         except OSError as e:
             raise KafkaStorageError(f"cannot open {path} for a fetch: {e}") from e
         return cls(fd, position, size, next_offset, path)
+
+    @classmethod
+    def share(cls, fd: int, path: Path, position: int, size: int, next_offset: int) -> FileRecords:
+        """The region of the file open as ``fd`` (the segment's own descriptor of ``path``),
+        through a duplicate of it that the region owns; KafkaStorageError if the process is out
+        of descriptors. The duplicate reads the file ``fd`` has open whatever happens to
+        ``path`` later, as a descriptor opened now would; reads give their position, so the
+        offset the two share does not matter."""
+        try:
+            dup = os.dup(fd)
+        except OSError as e:
+            raise KafkaStorageError(f"cannot open {path} for a fetch: {e}") from e
+        return cls(dup, position, size, next_offset, path)
 
     def __len__(self) -> int:
         return self.size
