@@ -89,8 +89,20 @@ def _plan(cls: type[Any]) -> Plan:
             plan.append(("nullable_struct" if optional else "struct", _plan(tp)))
         else:
             plan.append(_primitive_step(kafka_type, f.name, optional))
+    plan = _merge_fixed(plan)
     _PLANS[cls] = plan
     return plan
+
+
+def _merge_fixed(plan: Plan) -> Plan:
+    """Runs of fixed-size fields as one step: skipping their total checks the same bytes."""
+    out: Plan = []
+    for kind, arg in plan:
+        if kind == "fixed" and out and out[-1][0] == "fixed":
+            out[-1] = ("fixed", out[-1][1] + arg)
+        else:
+            out.append((kind, arg))
+    return out
 
 
 class _Walker:
@@ -128,6 +140,10 @@ class _Walker:
         return self.int16() if legacy_int16 else self.int32()
 
     def tags(self) -> None:
+        pos = self.pos
+        if pos < self.end and self.buf[pos] == 0:  # none: the usual case
+            self.pos = pos + 1
+            return
         for _ in range(self.uvarint()):
             self.uvarint()
             self.skip(self.uvarint())
@@ -171,7 +187,13 @@ class _Walker:
 
     def struct(self, plan: Plan) -> None:
         for kind, arg in plan:
-            self.step(kind, arg)
+            if kind == "fixed":  # inline: most steps are
+                pos = self.pos + arg
+                if pos > self.end:
+                    raise CorruptFrameError(f"request field of {arg} bytes overruns the frame")
+                self.pos = pos
+            else:
+                self.step(kind, arg)
         if self.flexible:
             self.tags()
 
