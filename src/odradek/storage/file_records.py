@@ -18,7 +18,6 @@ dropped by an exception), so descriptors never leak, only linger until collectio
 from __future__ import annotations
 
 import os
-import weakref
 from pathlib import Path
 
 from odradek.errors import KafkaStorageError
@@ -37,7 +36,7 @@ class FileRecords:
     """``size`` bytes of whole batches at ``position`` of a segment file, ending before offset
     ``next_offset``. Not thread-safe; see the module docstring for ownership."""
 
-    __slots__ = ("fd", "position", "size", "next_offset", "path", "_finalizer", "__weakref__")
+    __slots__ = ("fd", "position", "size", "next_offset", "path", "_open", "__weakref__")
 
     def __init__(self, fd: int, position: int, size: int, next_offset: int, path: Path) -> None:
         self.fd = fd
@@ -45,7 +44,14 @@ class FileRecords:
         self.size = size
         self.next_offset = next_offset
         self.path = path
-        self._finalizer = weakref.finalize(self, _close_fd, fd)
+        self._open = True
+
+    def __del__(self) -> None:
+        # The finalizer of a slice dropped unclosed (an exception on its way to the socket).
+        # A method, not a weakref.finalize per slice: a fetch makes one or more of these.
+        if getattr(self, "_open", False):
+            self._open = False
+            _close_fd(self.fd)
 
     @classmethod
     def open(cls, path: Path, position: int, size: int, next_offset: int) -> FileRecords:
@@ -74,11 +80,13 @@ class FileRecords:
 
     @property
     def closed(self) -> bool:
-        return not self._finalizer.alive
+        return not self._open
 
     def close(self) -> None:
         """Release the file descriptor (idempotent)."""
-        self._finalizer()
+        if self._open:
+            self._open = False
+            _close_fd(self.fd)
 
     def read_all(self) -> bytes:
         """The region's bytes, read into memory: for tests and the rare caller that needs them.
