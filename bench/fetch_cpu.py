@@ -12,8 +12,8 @@ machine); rounds alternate the targets::
 
     python bench/fetch_cpu.py new=src base=/tmp/base/src --rounds 4
 
-ApiVersions (v3) is timed the same way as a control: a change to the fetch path should leave it
-where it was.
+ApiVersions (v3) and Metadata (v12, the one topic) are timed the same way: the other requests
+of a pass (a consumer sends three of each), and a control for a change to the fetch path only.
 """
 
 from __future__ import annotations
@@ -80,6 +80,18 @@ def _api_versions_frame() -> bytes:
                                 client_software_version="2.16.1"))
 
 
+def _metadata_frame(topic: str) -> bytes:
+    from odradek.protocol.messages import request_schema
+
+    schema = request_schema(3, 12)
+    assert schema is not None
+    m = sys.modules[schema.__module__]
+    return _frame(3, 12, schema(
+        topics=(m.MetadataRequestTopic(topic_id=uuid.UUID(int=0), name=topic),),
+        allow_auto_topic_creation=False, include_topic_authorized_operations=False,
+    ))
+
+
 def _best_us(call: Any, frames: list[memoryview]) -> float:
     for i in range(300):
         call(frames[i % len(frames)])
@@ -121,12 +133,14 @@ def _measure(size: int, window: int) -> dict[str, float]:
                 _release_records(info.records)
             fetches = [memoryview(bytearray(_fetch_frame(topic_id, o))) for o in offsets]
             versions = [memoryview(bytearray(_api_versions_frame()))]
+            metadata = [memoryview(bytearray(_metadata_frame("t")))]
             dispatch = Dispatcher(broker)
 
             async def run() -> dict[str, float]:
                 return {
                     "fetch_us": _best_us(lambda f: _release(dispatch(f)), fetches),
                     "api_versions_us": _best_us(dispatch, versions),
+                    "metadata_us": _best_us(dispatch, metadata),
                     "fetches": len(fetches),
                 }
 
@@ -169,13 +183,15 @@ def main() -> None:
     print(f"\nFetch v16 dispatch, {args.window} records of {args.size} B in 1 MB slices "
           f"({int(results[ref][0]['fetches'])} fetches a pass); best of each round, "
           f"{args.rounds} interleaved rounds")
-    print(f"| target | Fetch us (min) | median of rounds | / {ref} | ApiVersions us (min) |")
-    print("|---|---|---|---|---|")
+    print(f"| target | Fetch us (min) | median of rounds | / {ref} | ApiVersions us (min) "
+          "| Metadata us (min) |")
+    print("|---|---|---|---|---|---|")
     for name, _src in specs:
         rs = results[name]
         best = min(x["fetch_us"] for x in rs)
         print(f"| {name} | {best:.1f} | {statistics.median(x['fetch_us'] for x in rs):.1f} "
-              f"| {best / ref_fetch:.2f} | {min(x['api_versions_us'] for x in rs):.1f} |")
+              f"| {best / ref_fetch:.2f} | {min(x['api_versions_us'] for x in rs):.1f} "
+              f"| {min(x.get('metadata_us', float('nan')) for x in rs):.1f} |")
 
 
 if __name__ == "__main__":
