@@ -125,3 +125,19 @@ def test_truncation_forgets_where_reads_stopped(open_log: OpenLog) -> None:
     got, _ = _slice(plog, 20, 1 << 20)
     assert got == expected[9:]
     _check_every_offset(plog, expected)
+
+
+def test_a_consumer_reading_on_leaves_one_remembered_batch(open_log: OpenLog) -> None:
+    plog = open_log(LogConfig(index_interval_bytes=200))
+    for i in range(40):
+        plog.append_as_leader(batch(2, ts=START_MS + i), leader_epoch=0)
+    plog.update_high_watermark(plog.log_end_offset)
+    seg = plog.active_segment
+    offset, reads = 0, 0
+    while offset < plog.log_end_offset:
+        got, next_offset = _slice(plog, offset, 2 * len(batch(2)))
+        assert got[0][0] == offset
+        offset = next_offset if next_offset >= 0 else plog.log_end_offset
+        reads += 1
+        assert len(seg._located) <= 1  # where this consumer reads next, nothing older
+    assert reads == 20

@@ -77,9 +77,9 @@ _INT32_MAX = 2**31 - 1
 _SCAN_CHUNK = 16 * 1024
 #: Batches of the active segment whose positions are remembered (see ``translate_offset``).
 _RECENT_BATCHES = 8
-#: Batches :meth:`LogSegment.locate` remembers where reads stopped (about one per consumer
-#: reading the segment; forgotten all at once beyond this).
-_LOCATED_BATCHES = 64
+#: Batches :meth:`LogSegment.locate` remembers where reads stopped, until a read starts there
+#: (one per consumer reading the segment; forgotten all at once beyond this).
+_LOCATED_BATCHES = 8
 _RECOVER_CHUNK = 4 * 1024 * 1024
 
 
@@ -184,7 +184,8 @@ class LogSegment:
         self._recent: dict[int, tuple[int, BatchHeader]] = {}
         # Base offset -> (position, header) of the batches reads stopped before (see
         # :meth:`locate`): a consumer's next fetch starts at one of them, found here without an
-        # index lookup and a header read. Unlike ``_recent`` kept when the segment rolls (its
+        # index lookup and a header read, and taken out (so a consumer reading on leaves one
+        # entry, not one per fetch). Unlike ``_recent`` kept when the segment rolls (its
         # batches stay where they are); emptied when it is truncated or recovered.
         self._located: dict[int, tuple[int, BatchHeader]] = {}
         #: Bytes before this position were handed to the log's page-cache trimmer to be
@@ -525,7 +526,7 @@ class LogSegment:
         """The first batch whose last offset is >= ``offset`` -> (position, header)."""
         # Offsets grow along the file: the batch that starts at ``offset`` is the first one
         # whose last offset reaches it.
-        hit = self._recent.get(offset) or self._located.get(offset)
+        hit = self._located.pop(offset, None) or self._recent.get(offset)
         if hit is not None and hit[0] >= start_pos:
             return hit
         _idx_off, pos = self.offset_index.lookup(offset)
