@@ -1,7 +1,8 @@
 """Fetch responses (API key 1, versions 4–16) encoded as parts, so record data need not be in memory.
 
 Sans-IO. :func:`encode_fetch_response` writes the same bytes as the generic ``kio`` encoder
-(:func:`odradek.protocol.messages.encode_response`) for a ``kio`` ``FetchResponse`` body, except
+(:func:`odradek.protocol.messages.encode_response`) for a ``kio`` ``FetchResponse`` body (or
+anything with its field names: the Fetch handler answers with plain named tuples), except
 that a partition's ``records`` may be a :class:`FileRegion` -- anything that only knows its
 ``size``, such as a slice of a segment file -- instead of bytes. The result is a
 :class:`ResponseParts`: byte strings and the regions in frame order, with every length prefix

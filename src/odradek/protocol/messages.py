@@ -15,10 +15,7 @@ from functools import cache
 from typing import Any
 
 from kio.index import UnknownAPIKey, UnknownEntity, load_request_schema, load_response_schema
-from kio.schema.response_header.v0.header import ResponseHeader as ResponseHeaderV0
-from kio.schema.response_header.v1.header import ResponseHeader as ResponseHeaderV1
 from kio.serial import entity_reader, entity_writer
-from kio.static.primitive import i32
 
 from odradek.errors import CorruptFrameError
 from odradek.protocol.precheck import check_request
@@ -42,6 +39,9 @@ API_VERSIONS_KEY = 18
 
 _PREAMBLE = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")
+# The frame size, the correlation id and (header v1) an empty tag buffer.
+_HEAD_V0 = struct.Struct(">ii")
+_HEAD_V1 = struct.Struct(">iiB")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,19 +182,25 @@ def encode_response(api_key: int, correlation_id: int, body: Any) -> bytes:
     """Return the size-prefixed response frame for ``body`` (a ``kio`` response entity, or an
     :class:`EncodedBody`).
 
-    Record data is copied once, into the frame; nothing else is large enough to matter.
+    Record data is copied once, into the frame; nothing else is large enough to matter. The
+    header (the correlation id, and from the flexible versions an empty tag buffer: header v1;
+    ApiVersions always answers with header v0) is packed here, not built as a kio struct.
     """
-    out = _Chunks()
     encoded = isinstance(body, EncodedBody)
     flexible = body.flexible if encoded else body.__flexible__
-    if flexible and api_key != API_VERSIONS_KEY:
-        writer_for(ResponseHeaderV1)(out, ResponseHeaderV1(correlation_id=i32(correlation_id)))
-    else:
-        writer_for(ResponseHeaderV0)(out, ResponseHeaderV0(correlation_id=i32(correlation_id)))
+    tagged = flexible and api_key != API_VERSIONS_KEY
     if encoded:
-        out.write(body.data)
-    else:
-        writer_for(type(body))(out, body)
+        if tagged:
+            head = _HEAD_V1.pack(len(body.data) + 5, correlation_id, 0)
+        else:
+            head = _HEAD_V0.pack(len(body.data) + 4, correlation_id)
+        return b"".join((head, body.data))
+    out = _Chunks()
+    out.small += _SIZE.pack(correlation_id)
+    if tagged:
+        out.small.append(0)
+    out.size = len(out.small) - 4
+    writer_for(type(body))(out, body)
     if out.small:
         out.parts.append(out.small)
     first = out.parts[0]

@@ -125,8 +125,19 @@ def _plan(cls: type[Any]) -> _Struct:
             tags[int(f.metadata["tag"])] = _field_step(f)
         else:
             steps.append(_field_step(f))
-    plan = _PLANS[cls] = _Struct(steps, tags)
+    plan = _PLANS[cls] = _Struct(_merge_fixed(steps), tags)
     return plan
+
+
+def _merge_fixed(plan: list[Step]) -> list[Step]:
+    """Runs of fixed-size fields as one step: skipping their total checks the same bytes."""
+    out: list[Step] = []
+    for kind, arg in plan:
+        if kind == "fixed" and out and out[-1][0] == "fixed":
+            out[-1] = ("fixed", out[-1][1] + arg)
+        else:
+            out.append((kind, arg))
+    return out
 
 
 class _Walker:
@@ -256,7 +267,13 @@ class _Walker:
 
     def struct(self, plan: _Struct) -> None:
         for kind, arg in plan.steps:
-            self.step(kind, arg)
+            if kind == "fixed":  # inline: most steps are
+                pos = self.pos + arg
+                if pos > self.end:
+                    raise CorruptFrameError(f"request field of {arg} bytes overruns the frame")
+                self.pos = pos
+            else:
+                self.step(kind, arg)
         if self.flexible:
             self.tags(plan.tags)
 

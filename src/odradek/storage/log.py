@@ -1473,7 +1473,7 @@ def _read_or_slice(
     size, next_offset = seg.locate(pos, max_bytes, max_pos, min_one)
     if size <= max(0, max_inline):
         return seg.read_range(pos, size)
-    return FileRecords.open(seg.log_path, pos, size, next_offset)
+    return FileRecords.share(seg.fd, seg.log_path, pos, size, next_offset)
 
 
 def _check_keys(buf: bytearray | memoryview, headers: list[BatchHeader]) -> None:

@@ -78,6 +78,9 @@ _INT32_MAX = 2**31 - 1
 _SCAN_CHUNK = 16 * 1024
 #: Batches of the active segment whose positions are remembered (see ``translate_offset``).
 _RECENT_BATCHES = 8
+#: Batches :meth:`LogSegment.locate` remembers where reads stopped, until a read starts there
+#: (one per consumer reading the segment; forgotten all at once beyond this).
+_LOCATED_BATCHES = 8
 _RECOVER_CHUNK = 4 * 1024 * 1024
 
 
@@ -180,6 +183,12 @@ class LogSegment:
         # the tail fetches from one of them, found here without a walk over the headers after
         # the last index entry. Emptied when the segment is truncated, recovered or rolled.
         self._recent: dict[int, tuple[int, BatchHeader]] = {}
+        # Base offset -> (position, header) of the batches reads stopped before (see
+        # :meth:`locate`): a consumer's next fetch starts at one of them, found here without an
+        # index lookup and a header read, and taken out (so a consumer reading on leaves one
+        # entry, not one per fetch). Unlike ``_recent`` kept when the segment rolls (its
+        # batches stay where they are); emptied when it is truncated or recovered.
+        self._located: dict[int, tuple[int, BatchHeader]] = {}
         #: Bytes before this position were handed to the log's page-cache trimmer to be
         #: written back and dropped from the OS page cache (storage/page_cache.py).
         self.cache_dropped_to = 0
@@ -444,6 +453,7 @@ class LogSegment:
         is routine and its log says so itself)."""
         found = self.translate_offset(offset) if self.size else None
         self._recent.clear()
+        self._located.clear()
         if found is None:
             return 0
         pos = found[0]
@@ -520,7 +530,7 @@ class LogSegment:
         """The first batch whose last offset is >= ``offset`` -> (position, header)."""
         # Offsets grow along the file: the batch that starts at ``offset`` is the first one
         # whose last offset reaches it.
-        hit = self._recent.get(offset)
+        hit = self._located.pop(offset, None) or self._recent.get(offset)
         if hit is not None and hit[0] >= start_pos:
             return hit
         _idx_off, pos = self.offset_index.lookup(offset)
@@ -596,6 +606,11 @@ class LogSegment:
             if p + h.size > limit:
                 if end > pos and next_offset < 0:
                     next_offset = h.base_offset
+                if p == end:  # the batch the reader asks for next
+                    located = self._located
+                    if len(located) >= _LOCATED_BATCHES:
+                        located.clear()
+                    located[h.base_offset] = (p, h)
                 break
             end, next_offset = p + h.size, h.next_offset
         if end > pos:
@@ -699,6 +714,7 @@ class LogSegment:
         self.time_index.create()
         self.txn_index.reset()
         self._recent.clear()
+        self._located.clear()
         self.size = 0
         self._max_ts = -1
         self._offset_of_max_ts = self.base_offset

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from odradek.broker.contract import ApiHandler
@@ -58,11 +58,23 @@ def _encoded(version: int, specs: _ApiSpecs) -> EncodedBody:
     return EncodedBody(encode_entity(body), mod.ApiVersionsResponse.__flexible__)
 
 
+#: The last mapping of APIs seen and its specs: a broker's never changes (its dispatcher keeps
+#: the one it was made with), so every request but the first skips building and sorting them.
+_last_specs: tuple[Mapping[int, ApiHandler], _ApiSpecs] | None = None
+
+
+def _specs(apis: Mapping[int, ApiHandler]) -> _ApiSpecs:
+    global _last_specs
+    last = _last_specs
+    if last is not None and last[0] is apis:
+        return last[1]
+    specs = tuple(sorted((h.api_key, h.min_version, h.max_version) for h in apis.values()))
+    _last_specs = (apis, specs)
+    return specs
+
+
 def handle(broker: BrokerServices, request: Request) -> Any:
-    specs = tuple(sorted(
-        (h.api_key, h.min_version, h.max_version) for h in broker.supported_apis().values()
-    ))
-    return _encoded(request.api_version, specs)
+    return _encoded(request.api_version, _specs(broker.supported_apis()))
 
 
 def error_response(request: Request, code: ErrorCode) -> Any:
