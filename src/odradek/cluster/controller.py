@@ -88,6 +88,7 @@ from odradek.cluster.store import (
     mod_revision_is,
 )
 from odradek.cluster.topic_admin import assign_replicas, rack_alternating
+from odradek.tasks import cancel_and_wait
 
 __all__ = [
     "MAX_TXN_OPS",
@@ -431,9 +432,9 @@ class Controller:
             log.info("controller epoch %d: the store closed", self.epoch)
             self.store_closed = True
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            # Not 'with suppress(CancelledError): await reaper', which also swallowed a
+            # cancellation of this controller arriving meanwhile (odradek.tasks).
+            await cancel_and_wait(reaper)
 
     async def _follow(self) -> None:
         """One full read, then changes from the watch, until a write conflicts (return: read
@@ -448,9 +449,9 @@ class Controller:
             while await self._reconcile():
                 await self._wait_for_changes(queue)
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            # A cancellation of the controller arriving while the pump ends must end it (a
+            # stopping broker waits for it): not swallowed with the pump's (odradek.tasks).
+            await cancel_and_wait(pump)
             await watch.aclose()
 
     async def _resync(self) -> int:
@@ -788,9 +789,8 @@ class ControllerRunner:
             await asyncio.wait([candidacy, lost], return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-            candidacy.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await candidacy
+            # Cancelled meanwhile, this run ends cancelled (odradek.tasks).
+            await cancel_and_wait(candidacy)
             self.controller = None
             if election.epoch and not session.lost.is_set():
                 with contextlib.suppress(ClusterStoreError, TimeoutError):
