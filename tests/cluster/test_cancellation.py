@@ -163,3 +163,36 @@ def test_a_timer_task_stopped_as_a_timer_is_scheduled_stops() -> None:
         return [turns for turns in range(8) if not await trial(turns)]
 
     assert asyncio.run(scenario()) == []
+
+
+def test_a_runner_cancelled_again_while_it_stops_still_resigns() -> None:
+    """Cancelled, the runner ends its candidacy, then resigns; a second cancellation arriving
+    while the candidacy ends (a stop that is itself cancelled) still ends it resigned: the
+    controller key goes at once rather than with the session's lease."""
+
+    async def trial(turns: int) -> bool:
+        store = InProcessStore(SystemClock())
+        keys = ClusterKeys("c")
+        session = await Session.open(store, 30)
+        try:
+            runner = ControllerRunner(store, keys, 1)
+            running = asyncio.ensure_future(runner.run(session))
+            for _ in range(1000):
+                if runner.controller is not None:
+                    break
+                await asyncio.sleep(0)
+            assert runner.controller is not None
+            await _turns(20)
+            running.cancel()
+            await _turns(turns)
+            ended = await _ended_cancelled(running)
+            held = (await store.range(keys.controller)).kvs
+            return ended and not held and not runner.is_controller
+        finally:
+            session.abandon()
+            await store.close()
+
+    async def scenario() -> list[int]:
+        return [turns for turns in range(TURNS) if not await trial(turns)]
+
+    assert asyncio.run(scenario()) == []

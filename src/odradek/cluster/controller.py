@@ -789,14 +789,16 @@ class ControllerRunner:
             await asyncio.wait([candidacy, lost], return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-            # Cancelled meanwhile, this run ends cancelled (odradek.tasks).
-            await cancel_and_wait(candidacy)
-            self.controller = None
-            if election.epoch and not session.lost.is_set():
-                with contextlib.suppress(ClusterStoreError, TimeoutError):
-                    async with asyncio.timeout(_RESIGN_TIMEOUT_S):
-                        await election.resign()
-                        log.info("node %d resigned as controller", self.node_id)
+            try:
+                # Cancelled meanwhile, this run ends cancelled (odradek.tasks), resigning first.
+                await cancel_and_wait(candidacy)
+            finally:
+                self.controller = None
+                if election.epoch and not session.lost.is_set():
+                    with contextlib.suppress(ClusterStoreError, TimeoutError):
+                        async with asyncio.timeout(_RESIGN_TIMEOUT_S):
+                            await election.resign()
+                            log.info("node %d resigned as controller", self.node_id)
 
     async def _serve(self, election: ControllerElection, session: Session) -> None:
         backoff = _BACKOFF_S
