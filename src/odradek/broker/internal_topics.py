@@ -279,8 +279,11 @@ class TimerTask:
             timeout = None
             if deadline is not None:
                 timeout = max(deadline - self._clock.milliseconds(), 0) / 1000
+            # Not asyncio.wait_for: in Python 3.11 it returns when the wake-up and a
+            # cancellation (stop()) come together, and the task ran on, stop() waiting for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
 
 class CoordinatorHost:

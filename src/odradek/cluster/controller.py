@@ -88,6 +88,7 @@ from odradek.cluster.store import (
     mod_revision_is,
 )
 from odradek.cluster.topic_admin import assign_replicas, rack_alternating
+from odradek.tasks import cancel_and_wait
 
 __all__ = [
     "MAX_TXN_OPS",
@@ -431,9 +432,9 @@ class Controller:
             log.info("controller epoch %d: the store closed", self.epoch)
             self.store_closed = True
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            # Not 'with suppress(CancelledError): await reaper', which also swallowed a
+            # cancellation of this controller arriving meanwhile (odradek.tasks).
+            await cancel_and_wait(reaper)
 
     async def _follow(self) -> None:
         """One full read, then changes from the watch, until a write conflicts (return: read
@@ -448,9 +449,9 @@ class Controller:
             while await self._reconcile():
                 await self._wait_for_changes(queue)
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            # A cancellation of the controller arriving while the pump ends must end it (a
+            # stopping broker waits for it): not swallowed with the pump's (odradek.tasks).
+            await cancel_and_wait(pump)
             await watch.aclose()
 
     async def _resync(self) -> int:
@@ -788,15 +789,16 @@ class ControllerRunner:
             await asyncio.wait([candidacy, lost], return_when=asyncio.FIRST_COMPLETED)
         finally:
             lost.cancel()
-            candidacy.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await candidacy
-            self.controller = None
-            if election.epoch and not session.lost.is_set():
-                with contextlib.suppress(ClusterStoreError, TimeoutError):
-                    async with asyncio.timeout(_RESIGN_TIMEOUT_S):
-                        await election.resign()
-                        log.info("node %d resigned as controller", self.node_id)
+            try:
+                # Cancelled meanwhile, this run ends cancelled (odradek.tasks), resigning first.
+                await cancel_and_wait(candidacy)
+            finally:
+                self.controller = None
+                if election.epoch and not session.lost.is_set():
+                    with contextlib.suppress(ClusterStoreError, TimeoutError):
+                        async with asyncio.timeout(_RESIGN_TIMEOUT_S):
+                            await election.resign()
+                            log.info("node %d resigned as controller", self.node_id)
 
     async def _serve(self, election: ControllerElection, session: Session) -> None:
         backoff = _BACKOFF_S
