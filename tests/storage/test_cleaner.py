@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -787,3 +788,39 @@ def test_pass_on_a_worker_thread_while_the_owner_appends_and_reads(tmp_path: Pat
     assert [r.value for r in records_of(plog) if r.key == b"live"] == [
         b"%d" % i for i in range(written)
     ]
+
+
+
+def test_a_pass_holds_its_buffers_not_its_segments(tmp_path: Path, clock: ManualClock) -> None:
+    # Memory beyond the offset map is a few I/O buffers (log.cleaner.io.buffer.size) and one
+    # batch, whatever the size of the segments read and written: measured with tracemalloc
+    # over a pass whose segments are 32 times the buffer and which writes more than 8 buffers
+    # (a small map, so that clearing it, in chunks of up to 1 MiB, does not hide the rest).
+    io_buffer = 32 << 10
+    config = LogConfig(cleanup_policy="compact", segment_bytes=4 << 20,
+                       min_cleanable_dirty_ratio=0.0)
+    plog = open_compact(tmp_path, clock, config)
+    value = os.urandom(100)
+    for i in range(0, 30_000, 100):  # 10,000 keys, each written 3 times: ~4 MiB
+        append(plog, [(b"k%05d" % ((i + j) * 7 % 10_000), value) for j in range(100)])
+        if i == 15_000:
+            plog.roll()  # two closed segments of ~2 MiB, cleaned into one
+    fill(plog, [])
+    sizes = [s.size for s in plog.log_segments]
+    assert min(sizes[:2]) > 32 * io_buffer
+    cleaner = cleaner_for(plog, clock=clock, io_buffer_size=io_buffer,
+                          dedupe_buffer_size=320 << 10)  # 13,600 slots
+    task = cleaner.plan(plog, clock.milliseconds())  # allocates the offset map
+    assert task is not None
+    tracemalloc.start()
+    try:
+        task.run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    result = cleaner.complete(task)
+    assert result.swapped and result.stats.bytes_read == 2 * sum(sizes)
+    assert result.stats.bytes_written > 8 * io_buffer
+    keys = [r.key for r in records_of(plog)]
+    assert len(keys) == len(set(keys)) == 10_000
+    assert peak < 8 * io_buffer, peak  # measured: 124 KB

@@ -39,8 +39,11 @@ between the swap and the checkpoint write only means the next pass re-cleans som
 
 **Memory.** The offset map is allocated once per cleaner thread at ``log.cleaner.dedupe.buffer.size
 / log.cleaner.threads`` bytes and reused; the rest is a few I/O buffers of
-``log.cleaner.io.buffer.size`` plus one batch at a time, and the aborted-transaction entries
-of the log being cleaned.
+``log.cleaner.io.buffer.size`` plus one batch at a time (and, while the map is cleared, a chunk
+of zeros of at most 1 MiB), and the aborted-transaction entries of the log being cleaned --
+nothing grows with the size of a segment or of the log. Measured with ``bench/compaction.py``:
+cleaning 1 GiB (1 M keys) takes the map plus about 5 MiB of RSS, with 128 MiB segments or one
+1 GiB segment alike; ``tests/storage/test_cleaner.py`` bounds the rest with tracemalloc.
 
 """
 
