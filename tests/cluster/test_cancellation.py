@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from odradek.broker.internal_topics import TimerTask
 from odradek.clock import ManualClock, SystemClock
@@ -25,6 +26,41 @@ TURNS = 40
 async def _turns(n: int) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
+
+
+def _failing_turns(trial: Callable[[int], Awaitable[bool]], turns: int = TURNS) -> list[int]:
+    """The numbers of turns, of 0..``turns`` - 1, for which ``trial`` failed."""
+
+    async def scenario() -> list[int]:
+        return [n for n in range(turns) if not await trial(n)]
+
+    return asyncio.run(scenario())
+
+
+@contextlib.asynccontextmanager
+async def _store_and_session() -> AsyncIterator[tuple[InProcessStore, ClusterKeys, Session]]:
+    store = InProcessStore(SystemClock())
+    session = await Session.open(store, 30)
+    try:
+        yield store, ClusterKeys("c"), session
+    finally:
+        session.abandon()
+        await store.close()
+
+
+async def _controlling_runner(
+    store: InProcessStore, keys: ClusterKeys, session: Session,
+) -> tuple[ControllerRunner, asyncio.Future[None]]:
+    """A runner that has become controller, and its task, once its watch is up."""
+    runner = ControllerRunner(store, keys, 1)
+    running = asyncio.ensure_future(runner.run(session))
+    for _ in range(1000):
+        if runner.controller is not None:
+            break
+        await asyncio.sleep(0)
+    assert runner.controller is not None
+    await _turns(20)  # its watch is up
+    return runner, running
 
 
 async def _ended_cancelled(task: asyncio.Future[None]) -> bool:
@@ -45,10 +81,7 @@ def test_a_controller_cancelled_while_it_reads_again_after_a_conflict_ends_cance
     stopping) must end it, not let it go on controlling."""
 
     async def trial(turns: int) -> bool:
-        store = InProcessStore(SystemClock())
-        keys = ClusterKeys("c")
-        session = await Session.open(store, 30)
-        try:
+        async with _store_and_session() as (store, keys, session):
             election = ControllerElection(store, keys, session, 1)
             await election.campaign()
             controller = Controller(store, keys, election)
@@ -62,14 +95,8 @@ def test_a_controller_cancelled_while_it_reads_again_after_a_conflict_ends_cance
             await _turns(turns)
             assert not running.done()
             return await _ended_cancelled(running)
-        finally:
-            session.abandon()
-            await store.close()
 
-    async def scenario() -> list[int]:
-        return [turns for turns in range(TURNS) if not await trial(turns)]
-
-    assert asyncio.run(scenario()) == []
+    assert _failing_turns(trial) == []
 
 
 def test_a_runner_cancelled_as_its_controller_is_deposed_ends_cancelled() -> None:
@@ -78,29 +105,13 @@ def test_a_runner_cancelled_as_its_controller_is_deposed_ends_cancelled() -> Non
     and serve a new term (ControllerRunner.run then waited for it for ever)."""
 
     async def trial(turns: int) -> bool:
-        store = InProcessStore(SystemClock())
-        keys = ClusterKeys("c")
-        session = await Session.open(store, 30)
-        try:
-            runner = ControllerRunner(store, keys, 1)
-            running = asyncio.ensure_future(runner.run(session))
-            for _ in range(1000):
-                if runner.controller is not None:
-                    break
-                await asyncio.sleep(0)
-            assert runner.controller is not None
-            await _turns(20)  # its watch is up
+        async with _store_and_session() as (store, keys, session):
+            runner, running = await _controlling_runner(store, keys, session)
             await store.delete(keys.controller)
             await _turns(turns)
             return await _ended_cancelled(running)
-        finally:
-            session.abandon()
-            await store.close()
 
-    async def scenario() -> list[int]:
-        return [turns for turns in range(TURNS) if not await trial(turns)]
-
-    assert asyncio.run(scenario()) == []
+    assert _failing_turns(trial) == []
 
 
 def test_a_runner_cancelled_as_it_ends_its_candidacy_ends_cancelled() -> None:
@@ -108,31 +119,15 @@ def test_a_runner_cancelled_as_it_ends_its_candidacy_ends_cancelled() -> None:
     ends cancelled (it returned as if only the session had ended)."""
 
     async def trial(turns: int) -> bool:
-        store = InProcessStore(SystemClock())
-        keys = ClusterKeys("c")
-        session = await Session.open(store, 30)
-        try:
-            runner = ControllerRunner(store, keys, 1)
-            running = asyncio.ensure_future(runner.run(session))
-            for _ in range(1000):
-                if runner.controller is not None:
-                    break
-                await asyncio.sleep(0)
-            assert runner.controller is not None
-            await _turns(20)
+        async with _store_and_session() as (store, keys, session):
+            runner, running = await _controlling_runner(store, keys, session)
             session.lost.set()
             await _turns(turns)
             if running.done():
                 return True  # ended before the cancellation: nothing to check
             return await _ended_cancelled(running)
-        finally:
-            session.abandon()
-            await store.close()
 
-    async def scenario() -> list[int]:
-        return [turns for turns in range(TURNS) if not await trial(turns)]
-
-    assert asyncio.run(scenario()) == []
+    assert _failing_turns(trial) == []
 
 
 def test_a_timer_task_stopped_as_a_timer_is_scheduled_stops() -> None:
@@ -159,10 +154,7 @@ def test_a_timer_task_stopped_as_a_timer_is_scheduled_stops() -> None:
             return False
         return running.cancelled()
 
-    async def scenario() -> list[int]:
-        return [turns for turns in range(8) if not await trial(turns)]
-
-    assert asyncio.run(scenario()) == []
+    assert _failing_turns(trial, 8) == []
 
 
 def test_a_runner_cancelled_again_while_it_stops_still_resigns() -> None:
@@ -171,28 +163,12 @@ def test_a_runner_cancelled_again_while_it_stops_still_resigns() -> None:
     controller key goes at once rather than with the session's lease."""
 
     async def trial(turns: int) -> bool:
-        store = InProcessStore(SystemClock())
-        keys = ClusterKeys("c")
-        session = await Session.open(store, 30)
-        try:
-            runner = ControllerRunner(store, keys, 1)
-            running = asyncio.ensure_future(runner.run(session))
-            for _ in range(1000):
-                if runner.controller is not None:
-                    break
-                await asyncio.sleep(0)
-            assert runner.controller is not None
-            await _turns(20)
+        async with _store_and_session() as (store, keys, session):
+            runner, running = await _controlling_runner(store, keys, session)
             running.cancel()
             await _turns(turns)
             ended = await _ended_cancelled(running)
             held = (await store.range(keys.controller)).kvs
             return ended and not held and not runner.is_controller
-        finally:
-            session.abandon()
-            await store.close()
 
-    async def scenario() -> list[int]:
-        return [turns for turns in range(TURNS) if not await trial(turns)]
-
-    assert asyncio.run(scenario()) == []
+    assert _failing_turns(trial) == []
