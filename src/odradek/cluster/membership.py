@@ -43,6 +43,7 @@ from odradek.cluster.store import (
     absent,
     create_revision_is,
 )
+from odradek.tasks import cancel_and_wait
 
 __all__ = [
     "ClusterKeys",
@@ -388,15 +389,11 @@ class ControllerElection:
                     if event.type is EventType.DELETE:
                         return
         finally:
-            reaping.cancel()
-            # Waited for without awaiting it: ``await reaping`` under suppress(CancelledError)
-            # also swallowed a cancellation of this task arriving meanwhile (the broker
-            # stopping just as the old controller's key went), and the campaign went on to win
-            # and serve a term nobody would end.
-            await asyncio.wait((reaping,))
-            failure = None if reaping.cancelled() else reaping.exception()
-            if failure is not None:
-                raise failure
+            # Not 'with suppress(CancelledError): await reaping', which also swallowed a
+            # cancellation of this task arriving meanwhile (the broker stopping just as the old
+            # controller's key went), and the campaign went on to win and serve a term nobody
+            # would end (odradek.tasks).
+            await cancel_and_wait(reaping)
 
     async def resign(self) -> None:
         if self.epoch:
