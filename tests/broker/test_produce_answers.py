@@ -6,10 +6,12 @@ acks=0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import io
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,26 @@ def _frame(version: int, acks: int, topics: list[tuple[str, list[tuple[int, byte
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def _started(
+    tmp_path: Path, topics: dict[str, tuple[int, dict[str, str]]]
+) -> Iterator[tuple[asyncio.AbstractEventLoop, Broker]]:
+    """A started single-node broker with ``topics`` (name -> partitions, configs), and the
+    event loop it runs on; stopped afterwards."""
+    loop = asyncio.new_event_loop()
+    broker = Broker(local_config(tmp_path / "data"))
+    try:
+        loop.run_until_complete(broker.start())
+        for name, (partitions, configs) in topics.items():
+            loop.run_until_complete(
+                broker.topics.create(name, num_partitions=partitions, configs=configs)
+            )
+        yield loop, broker
+    finally:
+        loop.run_until_complete(broker.stop())
+        loop.close()
+
+
 def _read(version: int, answer: bytes) -> Any:
     cls = response_schema(0, version)
     assert cls is not None
@@ -60,13 +82,9 @@ def _read(version: int, answer: bytes) -> Any:
 
 @pytest.mark.parametrize("version", range(3, 12))
 def test_answers_read_back_by_kio(tmp_path: Path, version: int) -> None:
-    loop = asyncio.new_event_loop()
-    broker = Broker(local_config(tmp_path / "data"))
-    try:
-        loop.run_until_complete(broker.start())
-        loop.run_until_complete(broker.topics.create("t", num_partitions=1))
-        loop.run_until_complete(broker.topics.create(
-            "c", num_partitions=1, configs={"cleanup.policy": "compact"}))
+    with _started(tmp_path, {"t": (1, {}), "c": (1, {"cleanup.policy": "compact"})}) as (
+        loop, broker
+    ):
         dispatcher = Dispatcher(broker)
         good = encode_batch([SimpleRecord(b"v", b"k", timestamp=1)])
         corrupt = bytearray(good)
@@ -100,9 +118,6 @@ def test_answers_read_back_by_kio(tmp_path: Path, version: int) -> None:
                 assert [e.batch_index for e in invalid.record_errors] == [1]
                 assert invalid.error_message
         assert broker.topics.log("t", 0).log_end_offset == 3
-    finally:
-        loop.run_until_complete(broker.stop())
-        loop.close()
 
 
 def test_acks_all_on_one_replica_is_answered_at_once_with_the_high_watermark_past_it(
@@ -113,13 +128,9 @@ def test_acks_all_on_one_replica_is_answered_at_once_with_the_high_watermark_pas
     records are in the log and the high watermark covers them, and a fetch waiting on the
     partition is woken by the append. With ``min.insync.replicas`` above the one replica,
     acks=all is refused (NOT_ENOUGH_REPLICAS) and nothing is written, while acks=1 is not."""
-    loop = asyncio.new_event_loop()
-    broker = Broker(local_config(tmp_path / "data"))
-    try:
-        loop.run_until_complete(broker.start())
-        loop.run_until_complete(broker.topics.create("t", num_partitions=1))
-        loop.run_until_complete(broker.topics.create(
-            "strict", num_partitions=1, configs={"min.insync.replicas": "2"}))
+    with _started(tmp_path, {"t": (1, {}), "strict": (1, {"min.insync.replicas": "2"})}) as (
+        loop, broker
+    ):
         dispatcher = Dispatcher(broker)
         batch = encode_batch([SimpleRecord(b"v%d" % i, timestamp=1) for i in range(3)])
         plog = broker.topics.log("t", 0)
@@ -149,9 +160,6 @@ def test_acks_all_on_one_replica_is_answered_at_once_with_the_high_watermark_pas
         part = _read(11, answer).responses[0].partition_responses[0]
         assert (part.error_code, part.base_offset) == (ErrorCode.none, 0)
         assert (strict.log_end_offset, strict.high_watermark) == (3, 3)
-    finally:
-        loop.run_until_complete(broker.stop())
-        loop.close()
 
 
 @pytest.mark.parametrize("acks", [1, -1])
@@ -159,11 +167,7 @@ def test_each_partition_is_appended_in_its_own_leader_epoch(tmp_path: Path, acks
     """Session 10 review: one request's partitions are each appended in their own leader
     epoch, a partition another broker leads is refused (NOT_LEADER_OR_FOLLOWER) without being
     written, and the partitions after it are appended as if it were not there."""
-    loop = asyncio.new_event_loop()
-    broker = Broker(local_config(tmp_path / "data"))
-    try:
-        loop.run_until_complete(broker.start())
-        loop.run_until_complete(broker.topics.create("t", num_partitions=4))
+    with _started(tmp_path, {"t": (4, {})}) as (loop, broker):
         me = broker.node_id
         broker.cluster = reassigned(broker.cluster, {
             ("t", 1): PartitionState((me,), (me,), me, leader_epoch=7, partition_epoch=1),
@@ -182,6 +186,3 @@ def test_each_partition_is_appended_in_its_own_leader_epoch(tmp_path: Path, acks
         assert [plog.log_end_offset for plog in logs] == [1, 1, 0, 1]
         assert [plog.high_watermark for plog in logs] == [1, 1, 0, 1]
         assert [logs[p].leader_epoch for p in (0, 1, 3)] == [0, 7, 5]
-    finally:
-        loop.run_until_complete(broker.stop())
-        loop.close()
